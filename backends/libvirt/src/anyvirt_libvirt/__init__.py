@@ -1,0 +1,1 @@
+"""anyvirt backend: libvirt."""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages anyvirt's tests and tour need, idempotently.
+# Usage: scripts/system-packages.sh [tour|test]
+#   tour: QEMU/libvirt (the local default backend) and the tools to build the tiny guest
+#   test: the above plus Go and the govmomi source (to build VMware's vcsim simulator)
+# As root it installs; otherwise it prints the one apt line to run and fails.
+set -euo pipefail
+mode=${1:-test}
+pkgs=(
+  # libvirt + QEMU/KVM, and what libvirt-python compiles against
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+  libvirt-dev pkg-config gcc python3-dev
+  # GNU as/ld for the test guest's boot sector; iproute2/util-linux for isolated daemons
+  binutils util-linux
+)
+if [ "$mode" = test ]; then
+  pkgs+=(golang-go golang-github-vmware-govmomi-dev)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "anyvirt needs these system packages; run as root:" >&2
+  echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

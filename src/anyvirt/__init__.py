@@ -1,0 +1,1 @@
+"""anyvirt: one Python API for virtual machines."""

@@ -1,0 +1,91 @@
+"""One error tree for every backend.
+
+Backends translate their SDK's exceptions into these and chain the original
+(``raise NotFound(...) from exc``) so callers can still reach it through
+``__cause__``. Messages never contain credentials: build them from names and
+ids, never from URIs or request bodies.
+"""
+
+from __future__ import annotations
+
+
+class AnyvirtError(Exception):
+    """Base of every error anyvirt raises."""
+
+
+class ConnectionFailed(AnyvirtError):
+    """The platform could not be reached, or the connection dropped."""
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The platform was reached but refused the credentials."""
+
+
+class NotFound(AnyvirtError):
+    """A VM, snapshot, node, backend or other object does not exist."""
+
+
+class AlreadyExists(AnyvirtError):
+    """An object with that name or id exists already."""
+
+
+class InvalidState(AnyvirtError):
+    """The object exists but its state forbids the operation (e.g. pausing a stopped VM)."""
+
+
+class InvalidSpec(AnyvirtError, ValueError):
+    """The caller's input is wrong; raised before anything changes on a host."""
+
+
+class CapacityExceeded(InvalidSpec):
+    """The request would push allocation past the host's overcommit limit."""
+
+
+class NotSupported(AnyvirtError):
+    """The backend (or this connection to it) does not offer the capability.
+
+    Raised before anything is sent to the platform.
+    """
+
+    def __init__(self, backend: str, capability: object, detail: str = "") -> None:
+        self.backend = backend
+        self.capability = capability
+        name = getattr(capability, "value", capability)
+        msg = f"{backend} does not support {name}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class TaskFailed(AnyvirtError):
+    """A platform task ended in failure; carries the task id and its log."""
+
+    def __init__(
+        self, message: str, *, task_id: str = "", log: str = "", fault: str = ""
+    ) -> None:
+        self.task_id = task_id
+        self.log = log
+        self.fault = fault
+        super().__init__(message)
+
+
+class Timeout(AnyvirtError, TimeoutError):
+    """A wait ran past its timeout. The operation may still be running on the platform."""
+
+
+class Cancelled(AnyvirtError):
+    """The task was cancelled by the caller."""
+
+
+__all__ = [
+    "AlreadyExists",
+    "AnyvirtError",
+    "AuthenticationFailed",
+    "Cancelled",
+    "CapacityExceeded",
+    "ConnectionFailed",
+    "InvalidSpec",
+    "InvalidState",
+    "NotFound",
+    "NotSupported",
+    "TaskFailed",
+    "Timeout",
+]

@@ -1,0 +1,422 @@
+"""Plain value types shared by the public API and the driver SPI.
+
+Everything here is a small frozen attrs class: hashable, comparable, cheap to
+build, and validated where a user hands it in (``VMSpec``, ``DiskSpec``,
+``NicSpec``) so bad input fails before any host is touched.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+
+from anyvirt.errors import InvalidSpec
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+class PowerState(enum.Enum):
+    """The normalised power state; ``raw_state`` fields keep the platform's own word."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    CRASHED = "crashed"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Capability(enum.Enum):
+    """What a connection can do. Computed per connection, never assumed per backend."""
+
+    VM_CREATE = "vm.create"
+    VM_CREATE_FROM_IMAGE = "vm.create.from_image"
+    VM_DELETE = "vm.delete"
+    START = "vm.start"
+    STOP = "vm.stop"  # graceful (ACPI / guest tools)
+    POWER_OFF = "vm.power_off"  # stop(force=True)
+    REBOOT = "vm.reboot"
+    RESET = "vm.reset"
+    PAUSE = "vm.pause"
+    SUSPEND = "vm.suspend"
+    RECONFIGURE = "vm.reconfigure"
+    LIVE_RECONFIGURE = "vm.reconfigure.live"
+    SNAPSHOTS = "snapshot"
+    MEMORY_SNAPSHOTS = "snapshot.memory"
+    FULL_CLONE = "clone.full"
+    LINKED_CLONE = "clone.linked"
+    COLD_MIGRATION = "migration.cold"
+    LIVE_MIGRATION = "migration.live"
+    TEMPLATES = "templates"
+    TASK_CANCEL = "task.cancel"
+    DISK_EXPORT = "disk.export"
+    MAINTENANCE_MODE = "node.maintenance"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Firmware(enum.Enum):
+    BIOS = "bios"
+    EFI = "efi"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class PowerAction(enum.Enum):
+    """The lifecycle verbs a driver implements; the handle maps VM methods onto them."""
+
+    START = "start"
+    STOP = "stop"  # graceful: ACPI power button or guest tools
+    POWER_OFF = "power_off"
+    REBOOT = "reboot"
+    RESET = "reset"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SUSPEND = "suspend"
+
+
+# Actions and the capability each needs (RESUME rides on PAUSE or SUSPEND).
+ACTION_CAPABILITY: dict[PowerAction, Capability] = {
+    PowerAction.START: Capability.START,
+    PowerAction.STOP: Capability.STOP,
+    PowerAction.POWER_OFF: Capability.POWER_OFF,
+    PowerAction.REBOOT: Capability.REBOOT,
+    PowerAction.RESET: Capability.RESET,
+    PowerAction.PAUSE: Capability.PAUSE,
+    PowerAction.RESUME: Capability.PAUSE,
+    PowerAction.SUSPEND: Capability.SUSPEND,
+}
+
+# ---------------------------------------------------------------- validators
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MAX_NAME_LENGTH = 80  # vSphere's limit, the strictest of the platforms
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Names are free text, but never empty, never padded, never control characters."""
+    if not isinstance(value, str):
+        raise InvalidSpec(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise InvalidSpec(f"{what} must not be empty")
+    if value != value.strip():
+        raise InvalidSpec(f"{what} {value!r} must not start or end with white space")
+    if _CONTROL.search(value):
+        raise InvalidSpec(f"{what} {value!r} must not contain control characters")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidSpec(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
+    return value
+
+
+def _name(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    check_name(value, attribute.name)
+
+
+def _positive_int(_inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec(f"{attribute.name} must be a whole number, not {value!r}")
+    if value < 1:
+        raise InvalidSpec(f"{attribute.name} must be at least 1, not {value}")
+
+
+def _optional_positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSpec(f"{attribute.name} must be a number, not {value!r}")
+    if not value > 0:
+        raise InvalidSpec(f"{attribute.name} must be greater than 0, not {value}")
+
+
+def _optional_mac(_inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise InvalidSpec(f"{attribute.name} {value!r} is not a MAC address like 52:54:00:12:34:56")
+    if int(value[:2], 16) & 1:
+        raise InvalidSpec(f"{attribute.name} {value} is a multicast address")
+
+
+def _optional_text(_inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value or _CONTROL.search(value)):
+        raise InvalidSpec(f"{attribute.name} {value!r} must be non-empty text without control characters")
+
+
+def _lower_mac(value: str | None) -> str | None:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _firmware(value: Firmware | str) -> Firmware:
+    if isinstance(value, Firmware):
+        return value
+    try:
+        return Firmware(str(value).lower())
+    except ValueError:
+        raise InvalidSpec(f"firmware must be 'bios' or 'efi', not {value!r}") from None
+
+
+# ---------------------------------------------------------------- specs (input)
+
+
+@frozen
+class DiskSpec:
+    """A disk to create: blank (``size_gib``) or from an existing image file.
+
+    With ``image`` the file (any format ``qemu-img`` reads) is copied or
+    converted into the host's storage; ``size_gib`` then grows it if larger.
+    ``bus`` and ``storage`` (pool, datastore) fall back to the backend's choice.
+    """
+
+    size_gib: float | None = field(default=None, validator=_optional_positive)
+    image: str | None = field(default=None, validator=_optional_text)
+    bus: str | None = field(default=None, validator=_optional_text)
+    storage: str | None = field(default=None, validator=_optional_text)
+
+    def __attrs_post_init__(self) -> None:
+        if self.size_gib is None and self.image is None:
+            raise InvalidSpec("a DiskSpec needs size_gib or image")
+        if self.bus is not None and self.bus not in DISK_BUSES:
+            raise InvalidSpec(f"disk bus {self.bus!r} is not one of {', '.join(DISK_BUSES)}")
+
+    @property
+    def size_bytes(self) -> int | None:
+        return None if self.size_gib is None else int(self.size_gib * GIB)
+
+
+DISK_BUSES = ("virtio", "scsi", "sata", "ide", "nvme")
+
+
+@frozen
+class NicSpec:
+    """A network card on a named network (libvirt network, port group, bridge).
+
+    ``network=None`` means the backend's default network.
+    """
+
+    network: str | None = field(default=None, validator=_optional_text)
+    model: str | None = field(default=None, validator=_optional_text)
+    mac: str | None = field(default=None, converter=_lower_mac, validator=_optional_mac)
+
+
+def _tuple_of(kind: type) -> Any:
+    def convert(value: Iterable[Any] | None) -> tuple[Any, ...]:
+        if value is None:
+            return ()
+        items = tuple(value)
+        for item in items:
+            if not isinstance(item, kind):
+                raise InvalidSpec(f"expected {kind.__name__} items, got {type(item).__name__}")
+        return items
+
+    return convert
+
+
+@frozen
+class VMSpec:
+    """What a VM should be. Validated on construction: a bad spec never reaches a host."""
+
+    name: str = field(validator=_name)
+    cpus: int = field(default=1, validator=_positive_int)
+    memory_mib: int = field(default=512, validator=_positive_int)
+    disks: tuple[DiskSpec, ...] = field(default=(), converter=_tuple_of(DiskSpec))
+    nics: tuple[NicSpec, ...] = field(default=(), converter=_tuple_of(NicSpec))
+    firmware: Firmware = field(default=Firmware.BIOS, converter=_firmware)
+    guest_os: str = field(default="other", validator=_optional_text)
+    description: str = ""
+    node: str | None = field(default=None, validator=_optional_text)
+
+    def __attrs_post_init__(self) -> None:
+        macs = [n.mac for n in self.nics if n.mac]
+        if len(macs) != len(set(macs)):
+            raise InvalidSpec("two NICs of one VM have the same MAC address")
+
+
+# ---------------------------------------------------------------- facts (output)
+
+
+@frozen
+class VMSummary:
+    """What one listing gives about a VM, with no further round trip."""
+
+    id: str
+    name: str
+    state: PowerState
+    raw_state: str = ""
+    cpus: int = 0
+    memory_mib: int = 0
+    node: str | None = None
+    template: bool = False
+
+
+@frozen
+class DiskInfo:
+    """A disk as it really is: where it lives, how big, which format, on what bus."""
+
+    id: str  # the device key/target on the VM (vda, scsi0:0, sata0, ...)
+    size_bytes: int | None = None
+    path: str | None = None  # file path, volume path or datastore path
+    format: str | None = None
+    bus: str | None = None
+    storage: str | None = None  # pool or datastore holding it
+    backing: str | None = None  # the parent image of a linked clone
+
+
+@frozen
+class NicInfo:
+    id: str
+    network: str | None = None
+    mac: str | None = None
+    model: str | None = None
+
+
+@frozen
+class VMInfo:
+    """Everything known about a VM: the spec as it really is, plus state."""
+
+    id: str
+    name: str
+    state: PowerState
+    raw_state: str
+    cpus: int
+    memory_mib: int
+    node: str | None = None
+    firmware: Firmware = Firmware.BIOS
+    guest_os: str = "other"
+    description: str = ""
+    disks: tuple[DiskInfo, ...] = ()
+    nics: tuple[NicInfo, ...] = ()
+    template: bool = False
+    extra: dict[str, Any] = field(factory=dict, eq=False, hash=False)
+
+    @property
+    def spec(self) -> VMSpec:
+        """The VM as a spec: feed it to another host's ``vms.create`` to rebuild it."""
+        return VMSpec(
+            name=self.name,
+            cpus=max(self.cpus, 1),
+            memory_mib=max(self.memory_mib, 1),
+            disks=[
+                DiskSpec(size_gib=(d.size_bytes or GIB) / GIB, bus=d.bus, storage=d.storage)
+                for d in self.disks
+            ],
+            nics=[NicSpec(network=n.network, model=n.model, mac=n.mac) for n in self.nics],
+            firmware=self.firmware,
+            guest_os=self.guest_os or "other",
+            description=self.description,
+        )
+
+
+@frozen
+class StorageInfo:
+    """A storage pool or datastore, with capacity in bytes."""
+
+    name: str
+    type: str = ""
+    capacity_bytes: int = 0
+    allocated_bytes: int = 0
+    available_bytes: int = 0
+    node: str | None = None  # None when shared by every node
+    active: bool = True
+
+
+@frozen
+class Allocation:
+    """What the defined VMs have been given, against what the host has."""
+
+    vms: int = 0
+    running_vms: int = 0
+    vcpus: int = 0
+    memory_mib: int = 0
+    cpu_ratio: float = 0.0  # vcpus / physical cpus
+    memory_ratio: float = 0.0  # allocated memory / physical memory
+
+
+@frozen
+class Overcommit:
+    """How far allocation may exceed capacity before ``create`` refuses.
+
+    The defaults follow OpenStack Nova's current ones: 4 vCPUs per CPU, no
+    memory overcommit.
+    """
+
+    cpu: float = field(default=4.0, validator=_optional_positive)
+    memory: float = field(default=1.0, validator=_optional_positive)
+
+
+@frozen
+class HostInfo:
+    name: str
+    backend: str
+    hypervisor: str
+    hypervisor_version: str
+    cpus: int
+    memory_mib: int
+    free_memory_mib: int | None = None
+    storage: tuple[StorageInfo, ...] = ()
+    networks: tuple[str, ...] = ()
+    nodes: int = 1
+    allocation: Allocation = field(factory=Allocation)
+    overcommit: Overcommit = field(factory=Overcommit)
+    extra: dict[str, Any] = field(factory=dict, eq=False, hash=False)
+
+
+@frozen
+class NodeInfo:
+    """One hypervisor this connection manages (an ESXi host, a Proxmox node, ...)."""
+
+    id: str
+    name: str
+    state: str = "online"  # online | offline | maintenance | unknown
+    cpus: int = 0
+    memory_mib: int = 0
+    free_memory_mib: int | None = None
+    cluster: str | None = None
+    maintenance: bool = False
+    hypervisor: str = ""
+
+
+@frozen
+class SnapshotInfo:
+    """One snapshot of a VM. The tree is built from ``parent_id`` links."""
+
+    id: str
+    name: str
+    description: str = ""
+    created: datetime | None = None
+    parent_id: str | None = None
+    memory: bool = False
+    vm_state: PowerState | None = None
+    current: bool = False
+
+
+@frozen
+class MigrationResult:
+    """What a migration did. Durations in seconds, downtime in milliseconds."""
+
+    vm_id: str
+    vm_name: str
+    source: str
+    target: str
+    live: bool
+    duration_s: float
+    downtime_ms: float | None = None
+    bytes_transferred: int | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def evolve(inst: Any, **changes: Any) -> Any:
+    """``attrs.evolve`` re-exported so drivers need not import attrs for it."""
+    return attrs.evolve(inst, **changes)

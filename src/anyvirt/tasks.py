@@ -1,0 +1,249 @@
+"""One task model for every long operation.
+
+Drivers do their work as plain blocking code and receive a :class:`Job`: it
+carries the deadline (every wait has one), lets them report progress, tells
+them when the caller cancelled, and lets them hook a platform's own cancel
+(a vSphere ``CancelTask``, a libvirt ``abortJob``) onto ``Task.cancel()``.
+
+Handles wrap that work in a :class:`Task`: with ``wait=True`` (the default)
+it runs in the caller's thread and returns the result; with ``wait=False`` it
+runs in a background thread and the caller gets the ``Task`` back.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from anyvirt.errors import AnyvirtError, Cancelled, InvalidState, Timeout
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 600.0
+ProgressCallback = Callable[["Task[Any]"], None]
+_ids = itertools.count(1)
+
+
+class TaskState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Job:
+    """The driver's side of a task: deadline, progress and cancellation."""
+
+    def __init__(
+        self,
+        name: str = "",
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_progress: Callable[[float | None, str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.native_id = ""
+        self._on_progress = on_progress
+        self._cancel = threading.Event()
+        self._cancel_hooks: list[Callable[[], None]] = []
+
+    # progress --------------------------------------------------------
+    def progress(self, percent: float | None, message: str = "") -> None:
+        if self._on_progress is not None:
+            clamped = None if percent is None else max(0.0, min(100.0, float(percent)))
+            self._on_progress(clamped, message)
+
+    # cancellation ----------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (a platform cancel) when the caller cancels; at once if already cancelled."""
+        self._cancel_hooks.append(hook)
+        if self.cancelled:
+            hook()
+
+    def request_cancel(self) -> None:
+        self._cancel.set()
+        for hook in list(self._cancel_hooks):
+            try:
+                hook()
+            except Exception:  # noqa: S112 - a failing platform cancel must not mask the wait
+                continue
+
+    def check(self) -> None:
+        """Raise ``Cancelled`` or ``Timeout`` if the work should stop now."""
+        if self.cancelled:
+            raise Cancelled(f"{self.name or 'task'} was cancelled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise Timeout(f"{self.name or 'task'} did not finish within {self.timeout:g} s")
+
+    # waiting ---------------------------------------------------------
+    def remaining(self, cap: float | None = None) -> float | None:
+        """Seconds left before the deadline (at most ``cap``); None when unbounded."""
+        if self.deadline is None:
+            return cap
+        left = max(0.0, self.deadline - time.monotonic())
+        return left if cap is None else min(left, cap)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking early on cancel; raises when cancelled or past the deadline."""
+        left = self.remaining(seconds)
+        self._cancel.wait(seconds if left is None else left)
+        self.check()
+
+    def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        what: str,
+        interval: float = 0.2,
+        max_interval: float = 2.0,
+    ) -> None:
+        """Poll ``predicate`` with growing intervals until true, the deadline, or a cancel."""
+        delay = interval
+        while not predicate():
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise Timeout(f"timed out after {self.timeout:g} s waiting for {what}")
+            self.sleep(delay)
+            delay = min(delay * 1.5, max_interval)
+
+
+class Task(Generic[T]):
+    """A long operation: ``wait(timeout)``, ``progress``, ``cancel()``.
+
+    ``progress`` is a percentage (0-100) where the platform reports one, else
+    None; ``message`` is the latest progress text.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[Job], T],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_progress: ProgressCallback | None = None,
+        cancellable: bool = True,
+    ) -> None:
+        self.id = f"anyvirt-{next(_ids)}"
+        self.name = name
+        self.state = TaskState.QUEUED
+        self.progress: float | None = None
+        self.message = ""
+        self.cancellable = cancellable
+        self._work = work
+        self._on_progress = on_progress
+        self._job = Job(name, timeout, self._report)
+        self._done = threading.Event()
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+
+    def __repr__(self) -> str:
+        pct = "" if self.progress is None else f" {self.progress:.0f}%"
+        return f"<Task {self.id} {self.name!r} {self.state}{pct}>"
+
+    @property
+    def native_id(self) -> str:
+        """The platform's own task id (vSphere task, Proxmox UPID), when there is one."""
+        return self._job.native_id
+
+    def _report(self, percent: float | None, message: str) -> None:
+        if percent is not None:
+            self.progress = percent
+        if message:
+            self.message = message
+        if self._on_progress is not None:
+            self._on_progress(self)
+
+    def _run(self) -> None:
+        self.state = TaskState.RUNNING
+        self.started_at = time.monotonic()
+        try:
+            self._result = self._work(self._job)
+        except Cancelled as exc:
+            self._error = exc
+            self.state = TaskState.CANCELLED
+        except BaseException as exc:  # handed to whoever waits
+            self._error = exc
+            self.state = TaskState.FAILED
+        else:
+            self.state = TaskState.SUCCEEDED
+            self.progress = 100.0
+            self._report(100.0, "")
+        finally:
+            self.finished_at = time.monotonic()
+            self._done.set()
+
+    # starting --------------------------------------------------------
+    def run_here(self) -> T:
+        """Run in the calling thread and return the result (``wait=True``)."""
+        self._run()
+        return self.result()
+
+    def start(self) -> Task[T]:
+        """Run in a background thread (``wait=False``)."""
+        self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)
+        self._thread.start()
+        return self
+
+    # the caller's side -----------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def result(self) -> T:
+        """The result of a finished task; re-raises its error."""
+        if not self.done:
+            raise InvalidState(f"task {self.name!r} is still {self.state}")
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
+
+    def wait(self, timeout: float | None = DEFAULT_TIMEOUT) -> T:
+        """Block until the task ends (at most ``timeout`` seconds) and return its result."""
+        if not self._done.wait(timeout):
+            raise Timeout(f"task {self.name!r} still {self.state} after {timeout:g} s")
+        return self.result()
+
+    def cancel(self) -> None:
+        """Ask the task to stop; the platform's own cancel runs where it has one."""
+        if self.done:
+            return
+        if not self.cancellable:
+            raise InvalidState(f"task {self.name!r} cannot be cancelled on this backend")
+        self._job.request_cancel()
+
+
+def run(
+    name: str,
+    work: Callable[[Job], T],
+    *,
+    wait: bool,
+    timeout: float | None,
+    on_progress: ProgressCallback | None = None,
+    cancellable: bool = True,
+) -> T | Task[T]:
+    """Run ``work`` as a task: inline when ``wait``, else in the background."""
+    task = Task(name, work, timeout=timeout, on_progress=on_progress, cancellable=cancellable)
+    if wait:
+        return task.run_here()
+    return task.start()
+
+
+__all__ = ["DEFAULT_TIMEOUT", "AnyvirtError", "Job", "Task", "TaskState", "run"]
