@@ -1,1 +1,91 @@
-"""anyvirt: one Python API for virtual machines."""
+"""anyvirt: one Python API for virtual machines.
+
+    import anyvirt
+    with anyvirt.connect("libvirt+qemu:///system") as host:
+        vm = host.vms.create(anyvirt.VMSpec(name="web1", cpus=2, memory_mib=2048))
+        vm.start()
+
+Importing anyvirt imports no platform SDK: backends load when a URI asks for them.
+"""
+
+from anyvirt.connect import connect, default_uri
+from anyvirt.errors import (
+    AlreadyExists,
+    AnyvirtError,
+    AuthenticationFailed,
+    Cancelled,
+    CapacityExceeded,
+    ConnectionFailed,
+    InvalidSpec,
+    InvalidState,
+    NotFound,
+    NotSupported,
+    TaskFailed,
+    Timeout,
+)
+from anyvirt.host import Host
+from anyvirt.model import (
+    Allocation,
+    Capability,
+    DiskInfo,
+    DiskSpec,
+    Firmware,
+    HostInfo,
+    MigrationResult,
+    NicInfo,
+    NicSpec,
+    NodeInfo,
+    Overcommit,
+    PowerState,
+    SnapshotInfo,
+    StorageInfo,
+    VMInfo,
+    VMSpec,
+    VMSummary,
+)
+from anyvirt.node import Node
+from anyvirt.snapshot import Snapshot
+from anyvirt.tasks import Task, TaskState
+from anyvirt.vm import VM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VM",
+    "Allocation",
+    "AlreadyExists",
+    "AnyvirtError",
+    "AuthenticationFailed",
+    "Cancelled",
+    "Capability",
+    "CapacityExceeded",
+    "ConnectionFailed",
+    "DiskInfo",
+    "DiskSpec",
+    "Firmware",
+    "Host",
+    "HostInfo",
+    "InvalidSpec",
+    "InvalidState",
+    "MigrationResult",
+    "NicInfo",
+    "NicSpec",
+    "Node",
+    "NodeInfo",
+    "NotFound",
+    "NotSupported",
+    "Overcommit",
+    "PowerState",
+    "Snapshot",
+    "SnapshotInfo",
+    "StorageInfo",
+    "Task",
+    "TaskFailed",
+    "TaskState",
+    "Timeout",
+    "VMInfo",
+    "VMSpec",
+    "VMSummary",
+    "connect",
+    "default_uri",
+]

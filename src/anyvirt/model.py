@@ -211,17 +211,24 @@ class NicSpec:
     mac: str | None = field(default=None, converter=_lower_mac, validator=_optional_mac)
 
 
-def _tuple_of(kind: type) -> Any:
-    def convert(value: Iterable[Any] | None) -> tuple[Any, ...]:
-        if value is None:
-            return ()
-        items = tuple(value)
-        for item in items:
-            if not isinstance(item, kind):
-                raise InvalidSpec(f"expected {kind.__name__} items, got {type(item).__name__}")
-        return items
+def _items_of(kind: type, value: Iterable[Any] | None) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidSpec(f"expected a list of {kind.__name__}, got {type(value).__name__}")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, kind):
+            raise InvalidSpec(f"expected {kind.__name__} items, got {type(item).__name__}")
+    return items
 
-    return convert
+
+def _disk_tuple(value: Iterable[DiskSpec] | None) -> tuple[DiskSpec, ...]:
+    return _items_of(DiskSpec, value)
+
+
+def _nic_tuple(value: Iterable[NicSpec] | None) -> tuple[NicSpec, ...]:
+    return _items_of(NicSpec, value)
 
 
 @frozen
@@ -231,8 +238,8 @@ class VMSpec:
     name: str = field(validator=_name)
     cpus: int = field(default=1, validator=_positive_int)
     memory_mib: int = field(default=512, validator=_positive_int)
-    disks: tuple[DiskSpec, ...] = field(default=(), converter=_tuple_of(DiskSpec))
-    nics: tuple[NicSpec, ...] = field(default=(), converter=_tuple_of(NicSpec))
+    disks: tuple[DiskSpec, ...] = field(default=(), converter=_disk_tuple)
+    nics: tuple[NicSpec, ...] = field(default=(), converter=_nic_tuple)
     firmware: Firmware = field(default=Firmware.BIOS, converter=_firmware)
     guest_os: str = field(default="other", validator=_optional_text)
     description: str = ""

@@ -1,0 +1,140 @@
+"""``anyvirt.connect``: from a URI (or profile, or nothing) to a connected Host.
+
+Where each setting comes from, first match wins: keyword arguments, the URI,
+the named profile, then ``ANYVIRT_*`` environment variables. Never a default
+in code for a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from anyvirt import profiles, registry
+from anyvirt.errors import InvalidSpec
+from anyvirt.host import Host
+from anyvirt.model import Overcommit
+from anyvirt.target import (
+    DEFAULT_CALL_TIMEOUT,
+    Credentials,
+    Secret,
+    Target,
+    consume_query,
+    parse_bool,
+    parse_uri,
+)
+
+log = logging.getLogger("anyvirt")
+
+FALLBACK_URI = "memory://default"
+# Backends asked, in order, for a local default when connect() gets no URI.
+DEFAULT_BACKENDS = ("libvirt",)
+
+
+def default_uri() -> str:
+    """The URI ``connect()`` uses with no arguments: the local QEMU if there is one."""
+    for name in DEFAULT_BACKENDS:
+        try:
+            driver = registry.driver_for(name)
+        except registry.UnknownBackend:
+            continue
+        uri = driver.default_uri()
+        if uri:
+            return uri
+    return FALLBACK_URI
+
+
+def _resolve_uri(uri: str | None, profile: dict[str, Any]) -> str:
+    if uri:
+        return uri
+    if profile.get("uri"):
+        return str(profile["uri"])
+    if os.environ.get(profiles.ENV_URI):
+        return os.environ[profiles.ENV_URI]
+    return default_uri()
+
+
+def build_target(
+    uri: str | None = None,
+    *,
+    profile: str | None = None,
+    username: str | None = None,
+    password: str | Secret | None = None,
+    token: str | Secret | None = None,
+    verify: bool | str | None = None,
+    ca: str | None = None,
+    timeout: float | None = None,
+    **options: Any,
+) -> Target:
+    """Parse and merge everything into a :class:`Target` (no connection is made)."""
+    profile = profile or os.environ.get(profiles.ENV_PROFILE) or None
+    prof = profiles.load_profile(profile) if profile else {}
+    env = profiles.from_environment()
+    scheme, pieces = parse_uri(_resolve_uri(uri, prof))
+    query: dict[str, str] = pieces["query"]
+    own = consume_query(query)
+
+    def pick(name: str, explicit: Any, from_uri: Any = None) -> Any:
+        for value in (explicit, from_uri, prof.get(name), env.get(name)):
+            if value is not None:
+                return value
+        return None
+
+    creds = Credentials(
+        username=pick("username", username, pieces["username"]),
+        password=pick("password", password, pieces["password"]),
+        token=pick("token", token),
+    )
+    verify_value = pick("verify", verify, own.get("verify"))
+    timeout_value = pick("timeout", timeout, own.get("timeout"))
+    if timeout_value is not None and (
+        isinstance(timeout_value, bool) or not isinstance(timeout_value, int | float) or timeout_value <= 0
+    ):
+        raise InvalidSpec(f"timeout must be a positive number of seconds, not {timeout_value!r}")
+    backend, _, transport = scheme.partition("+")
+    return Target(
+        scheme=scheme,
+        backend=backend,
+        transport=transport,
+        host=pieces["host"],
+        port=pieces["port"],
+        path=pieces["path"],
+        query=query,
+        credentials=creds,
+        verify=True if verify_value is None else parse_bool(verify_value, "verify"),
+        ca=pick("ca", ca, own.get("ca")),
+        timeout=float(timeout_value) if timeout_value is not None else DEFAULT_CALL_TIMEOUT,
+        options=options,
+    )
+
+
+def connect(
+    uri: str | None = None,
+    *,
+    profile: str | None = None,
+    username: str | None = None,
+    password: str | Secret | None = None,
+    token: str | Secret | None = None,
+    verify: bool | str | None = None,
+    ca: str | None = None,
+    timeout: float | None = None,
+    overcommit: Overcommit | None = None,
+    **options: Any,
+) -> Host:
+    """Connect to a virtualization platform and return its :class:`Host`.
+
+    ``uri`` picks the backend by scheme (``libvirt+qemu:///system``,
+    ``vsphere://user@vc``, ``esxi://root@esx1``, ``proxmox://...``,
+    ``virtualbox://``, ``memory://name``). With no URI: the profile's, then
+    ``$ANYVIRT_URI``, then the local QEMU/KVM where the libvirt backend is
+    installed, else ``memory://default``.
+    """
+    target = build_target(
+        uri, profile=profile, username=username, password=password, token=token,
+        verify=verify, ca=ca, timeout=timeout, **options,
+    )
+    driver_cls = registry.driver_for(target.scheme)
+    log.debug("connecting to %s", target.safe_uri)
+    driver = driver_cls.open(target)
+    return Host(driver, overcommit=overcommit or Overcommit())

@@ -1,0 +1,245 @@
+"""``Host``: the connection users hold, and its ``vms`` and ``nodes`` collections."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from anyvirt import capacity
+from anyvirt.errors import AlreadyExists, InvalidSpec, NotFound, NotSupported
+from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec
+from anyvirt.node import Node
+from anyvirt.tasks import DEFAULT_TIMEOUT, ProgressCallback, Task, run
+from anyvirt.vm import VM
+
+if TYPE_CHECKING:
+    from anyvirt.driver import Driver
+
+
+class Host:
+    """One connection to a platform: a libvirt daemon, a vCenter, a Proxmox cluster, ...
+
+    Use it as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, driver: Driver, overcommit: Overcommit | None = None) -> None:
+        self._driver = driver
+        self.overcommit = overcommit or Overcommit()
+        self.vms = VMCollection(self)
+        self.nodes = NodeCollection(self)
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- identity -----------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._driver.backend
+
+    @property
+    def uri(self) -> str:
+        """The connection URI, without secrets."""
+        return self._driver.safe_uri
+
+    @property
+    def driver(self) -> Driver:
+        """The backend driver (SPI object); for backends' own extensions."""
+        return self._driver
+
+    @property
+    def native(self) -> Any:
+        """The SDK's own connection object (libvirt.virConnect, ServiceInstance, ...)."""
+        return self._driver.native
+
+    def __repr__(self) -> str:
+        return f"<Host {self.backend} {self.uri}>"
+
+    # -- capabilities -------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self._driver.capabilities()
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: Capability, detail: str = "") -> None:
+        """Raise ``NotSupported`` unless this connection has ``capability``."""
+        if capability not in self.capabilities:
+            raise NotSupported(self.backend, capability, detail)
+
+    # -- facts --------------------------------------------------------
+    def info(self) -> HostInfo:
+        """Identity, capacity, storage, and what the defined VMs have been given."""
+        raw = self._driver.host_info()
+        alloc = capacity.allocation(raw, self._driver.list_vms())
+        return raw.__class__(
+            **{**_fields(raw), "allocation": alloc, "overcommit": self.overcommit}
+        )
+
+    def check_capacity(self, cpus: int, memory_mib: int) -> None:
+        """Raise ``CapacityExceeded`` if this much more would pass the overcommit limit."""
+        capacity.check(self.info(), cpus, memory_mib, self.overcommit)
+
+    # -- whole-host operations -----------------------------------------
+    def evacuate(
+        self,
+        node: Node | str,
+        to: Sequence[Node | Host] | None = None,
+        *,
+        live: bool | None = None,
+        maintenance: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[MigrationResult]:
+        """Move every VM off ``node`` (hardware failure, maintenance), round-robin over ``to``.
+
+        ``to`` defaults to every other node of this host. A VM that fails to
+        move is left where it was and the error is raised after the others
+        have been tried (as an ``ExceptionGroup``).
+        """
+        source = node if isinstance(node, Node) else self.nodes.get(node)
+        targets: list[Node | Host] = list(to) if to else [
+            n for n in self.nodes.list() if n.id != source.id
+        ]
+        if not targets:
+            raise InvalidSpec(f"nowhere to evacuate node {source.name!r} to: give to=[...]")
+        if maintenance:
+            self.require(Capability.MAINTENANCE_MODE)
+        vms = [vm for vm in self.vms.list() if vm.node in (source.id, source.name)]
+        results: list[MigrationResult] = []
+        errors: list[Exception] = []
+        for i, vm in enumerate(vms):
+            try:
+                results.append(
+                    vm.migrate(to=targets[i % len(targets)], live=live, timeout=timeout,
+                               on_progress=on_progress)
+                )
+            except Exception as exc:  # keep going: evacuation moves what it can
+                errors.append(exc)
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} of {len(vms)} VMs could not be moved", errors)
+        if maintenance:
+            run("enter maintenance", lambda job: self._driver.set_maintenance(source.id, True, job),
+                wait=True, timeout=timeout)
+        return results
+
+    # -- lifetime -----------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._driver.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _fields(inst: Any) -> dict[str, Any]:
+    import attrs
+
+    return attrs.asdict(inst, recurse=False)
+
+
+class VMCollection:
+    """``host.vms``: list, get and create VMs."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def list(self) -> list[VM]:
+        """Every VM, with id, name, state, CPUs, memory and node from one listing."""
+        return [VM(self._host, s) for s in self._host.driver.list_vms()]
+
+    def __iter__(self) -> Iterator[VM]:
+        return iter(self.list())
+
+    def get(self, ref: str) -> VM:
+        """A VM by id or name; ``NotFound`` if absent."""
+        if not isinstance(ref, str) or not ref:
+            raise InvalidSpec(f"a VM id or name must be a non-empty string, not {ref!r}")
+        return VM(self._host, self._host.driver.find_vm(ref))
+
+    def exists(self, ref: str) -> bool:
+        try:
+            self.get(ref)
+        except NotFound:
+            return False
+        return True
+
+    def __contains__(self, ref: object) -> bool:
+        return isinstance(ref, str) and self.exists(ref)
+
+    @overload
+    def create(
+        self, spec: VMSpec, *, wait: Literal[True] = ..., timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> VM: ...
+
+    @overload
+    def create(
+        self, spec: VMSpec, *, wait: Literal[False], timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> Task[VM]: ...
+
+    def create(
+        self,
+        spec: VMSpec,
+        *,
+        wait: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_progress: ProgressCallback | None = None,
+    ) -> VM | Task[VM]:
+        """Create (define) a VM from ``spec``; it is left stopped.
+
+        Everything checkable is checked first: spec type, name free, image
+        files readable, node known, capacity within the overcommit limit.
+        """
+        host = self._host
+        if not isinstance(spec, VMSpec):
+            raise InvalidSpec(f"create() takes a VMSpec, not {type(spec).__name__}")
+        host.require(Capability.VM_CREATE)
+        for disk in spec.disks:
+            if disk.image is not None:
+                host.require(Capability.VM_CREATE_FROM_IMAGE)
+                if not os.path.isfile(disk.image) or not os.access(disk.image, os.R_OK):
+                    raise InvalidSpec(f"disk image {disk.image!r} is not a readable file")
+        if spec.node is not None:
+            host.nodes.get(spec.node)
+        if self.exists(spec.name):
+            raise AlreadyExists(f"a VM named {spec.name!r} exists already on {host.uri}")
+        host.check_capacity(spec.cpus, spec.memory_mib)
+
+        def work(job: Any) -> VM:
+            return VM(host, host.driver.create_vm(spec, job))
+
+        return run(f"create {spec.name}", work, wait=wait, timeout=timeout, on_progress=on_progress)
+
+
+class NodeCollection:
+    """``host.nodes``: the hypervisors behind this connection."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def list(self) -> list[Node]:
+        return [Node(self._host, info) for info in self._host.driver.list_nodes()]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.list())
+
+    def get(self, ref: str) -> Node:
+        """A node by id or name; ``NotFound`` if absent."""
+        nodes = self._host.driver.list_nodes()
+        for info in nodes:
+            if ref in (info.id, info.name):
+                return Node(self._host, info)
+        known = ", ".join(n.name for n in nodes) or "none"
+        raise NotFound(f"no node {ref!r} on {self._host.uri} (nodes: {known})")

@@ -1,0 +1,510 @@
+"""The ``memory://`` backend: the reference implementation, and a fake for your tests.
+
+Every capability of the contract, in process, with the state rules of a
+real hypervisor. Hosts are named by the URI (``memory://lab``); every
+``connect`` to the same name in one process sees the same host, so a test
+can create VMs through one connection and check them through another.
+Options, read when a name is first used::
+
+    memory://lab?nodes=2&cpus=32&memory_mib=131072&storage_gib=2048&latency=0.0
+
+``latency`` (seconds) makes every change take that long in small steps, so
+``wait=False`` tasks, progress and ``cancel()`` can be exercised. ``reset()``
+forgets a host; ``inject_failure()`` makes the next call of a driver method
+fail, to test your error handling.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from attrs import define, evolve, field
+
+from anyvirt.driver import Driver
+from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound
+from anyvirt.model import (
+    GIB,
+    Capability,
+    DiskInfo,
+    DiskSpec,
+    Firmware,
+    HostInfo,
+    MigrationResult,
+    NicInfo,
+    NodeInfo,
+    PowerAction,
+    PowerState,
+    SnapshotInfo,
+    StorageInfo,
+    VMInfo,
+    VMSpec,
+    VMSummary,
+)
+from anyvirt.states import RESULT
+from anyvirt.target import Target
+from anyvirt.tasks import Job
+
+DEFAULT_NAME = "default"
+_STEPS = 5
+
+
+@define
+class _Snap:
+    info: SnapshotInfo
+    cpus: int
+    memory_mib: int
+    state: PowerState
+    disks: tuple[DiskInfo, ...]
+
+
+@define
+class _VM:
+    id: str
+    name: str
+    cpus: int
+    memory_mib: int
+    node: str
+    state: PowerState
+    firmware: Firmware
+    guest_os: str
+    description: str
+    disks: tuple[DiskInfo, ...]
+    nics: tuple[NicInfo, ...]
+    template: bool = False
+    snapshots: dict[str, _Snap] = field(factory=dict)
+    current_snapshot: str | None = None
+
+    def summary(self) -> VMSummary:
+        return VMSummary(
+            id=self.id, name=self.name, state=self.state, raw_state=_RAW[self.state],
+            cpus=self.cpus, memory_mib=self.memory_mib, node=self.node, template=self.template,
+        )
+
+
+_RAW = {
+    PowerState.RUNNING: "running",
+    PowerState.STOPPED: "shut off",
+    PowerState.PAUSED: "paused",
+    PowerState.SUSPENDED: "saved",
+    PowerState.CRASHED: "crashed",
+    PowerState.UNKNOWN: "unknown",
+}
+
+
+class World:
+    """One named in-memory host: its nodes, storage and VMs."""
+
+    def __init__(self, name: str, options: dict[str, str]) -> None:
+        self.name = name
+        self.lock = threading.RLock()
+        nodes = _int_option(options, "nodes", 2)
+        cpus = _int_option(options, "cpus", 32)
+        memory = _int_option(options, "memory_mib", 131072)
+        self.storage_bytes = _int_option(options, "storage_gib", 2048) * GIB
+        self.latency = _float_option(options, "latency", 0.0)
+        self.nodes = {
+            f"node{i}": NodeInfo(id=f"node{i}", name=f"node{i}", cpus=cpus, memory_mib=memory,
+                                 free_memory_mib=memory, cluster=name, hypervisor="memory")
+            for i in range(1, nodes + 1)
+        }
+        self.vms: dict[str, _VM] = {}
+        self.failures: dict[str, Exception] = {}
+        self._macs = itertools.count(random.randrange(0x100000))
+
+    def new_mac(self) -> str:
+        n = next(self._macs) & 0xFFFFFF
+        return f"52:54:00:{n >> 16:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
+
+    def used_storage(self) -> int:
+        return sum(d.size_bytes or 0 for vm in self.vms.values() for d in vm.disks if not d.backing)
+
+
+_worlds: dict[str, World] = {}
+_worlds_lock = threading.Lock()
+
+
+def _world(name: str, options: dict[str, str]) -> World:
+    with _worlds_lock:
+        if name not in _worlds:
+            _worlds[name] = World(name, options)
+        return _worlds[name]
+
+
+def reset(name: str | None = None) -> None:
+    """Forget the memory host ``name`` (or every one): the next connect starts empty."""
+    with _worlds_lock:
+        if name is None:
+            _worlds.clear()
+        else:
+            _worlds.pop(name, None)
+
+
+def inject_failure(name: str, method: str, error: Exception) -> None:
+    """Make the next call of driver ``method`` (e.g. ``"create_vm"``) on host ``name`` raise
+    ``error`` after its checks, so callers' cleanup paths can be tested."""
+    _world(name, {}).failures[method] = error
+
+
+def _int_option(options: dict[str, str], key: str, default: int) -> int:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidSpec(f"memory:// option {key} must be a whole number, not {raw!r}") from None
+    if value < 1:
+        raise InvalidSpec(f"memory:// option {key} must be at least 1")
+    return value
+
+
+def _float_option(options: dict[str, str], key: str, default: float) -> float:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidSpec(f"memory:// option {key} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise InvalidSpec(f"memory:// option {key} must not be negative")
+    return value
+
+
+class MemoryDriver(Driver):
+    """The in-process reference driver."""
+
+    backend = "memory"
+    platform = "In-memory (reference and test fake)"
+    possible_capabilities = frozenset(Capability)
+
+    def __init__(self, world: World, target: Target) -> None:
+        self.world = world
+        self._target = target
+
+    @classmethod
+    def open(cls, target: Target) -> MemoryDriver:
+        name = target.host or target.path.strip("/") or DEFAULT_NAME
+        return cls(_world(name, dict(target.query)), target)
+
+    @property
+    def safe_uri(self) -> str:
+        return f"memory://{self.world.name}"
+
+    @property
+    def native(self) -> World:
+        return self.world
+
+    # ------------------------------------------------------------ helpers
+    @contextmanager
+    def _locked(self) -> Iterator[World]:
+        with self.world.lock:
+            yield self.world
+
+    def _vm(self, vm_id: str) -> _VM:
+        vm = self.world.vms.get(vm_id)
+        if vm is None:
+            raise NotFound(f"no VM with id {vm_id!r} on memory://{self.world.name}")
+        return vm
+
+    def _work(self, job: Job, method: str, what: str) -> None:
+        """Simulate the time a platform takes, in steps, honouring cancel and deadline."""
+        job.check()
+        for step in range(_STEPS):
+            if self.world.latency:
+                job.sleep(self.world.latency / _STEPS)
+            job.progress(100.0 * (step + 1) / _STEPS, what)
+        failure = self.world.failures.pop(method, None)
+        if failure is not None:
+            raise failure
+
+    def _name_free(self, name: str, world: World | None = None) -> None:
+        w = world or self.world
+        if any(vm.name == name for vm in w.vms.values()):
+            raise AlreadyExists(f"a VM named {name!r} exists already on memory://{w.name}")
+
+    def _pick_node(self, node: str | None, world: World | None = None) -> str:
+        w = world or self.world
+        if node is None:
+            # least-loaded node by memory given out: what a scheduler would do
+            load = {n: 0 for n in w.nodes}
+            for vm in w.vms.values():
+                load[vm.node] = load.get(vm.node, 0) + vm.memory_mib
+            return min(load, key=lambda n: (load[n], n))
+        for info in w.nodes.values():
+            if node in (info.id, info.name):
+                return info.id
+        raise NotFound(f"no node {node!r} on memory://{w.name}")
+
+    # ------------------------------------------------------------ host
+    def host_info(self) -> HostInfo:
+        with self._locked() as w:
+            used = w.used_storage()
+            return HostInfo(
+                name=w.name,
+                backend=self.backend,
+                hypervisor="memory",
+                hypervisor_version="1.0",
+                cpus=sum(n.cpus for n in w.nodes.values()),
+                memory_mib=sum(n.memory_mib for n in w.nodes.values()),
+                free_memory_mib=sum(n.memory_mib for n in w.nodes.values()) - sum(
+                    vm.memory_mib for vm in w.vms.values() if vm.state is PowerState.RUNNING
+                ),
+                storage=(StorageInfo(name="memory", type="ram", capacity_bytes=w.storage_bytes,
+                                     allocated_bytes=used,
+                                     available_bytes=max(0, w.storage_bytes - used)),),
+                networks=("default",),
+                nodes=len(w.nodes),
+            )
+
+    def list_nodes(self) -> list[NodeInfo]:
+        with self._locked() as w:
+            out = []
+            for info in w.nodes.values():
+                running = sum(vm.memory_mib for vm in w.vms.values()
+                              if vm.node == info.id and vm.state is PowerState.RUNNING)
+                out.append(evolve(info, free_memory_mib=info.memory_mib - running))
+            return out
+
+    def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
+        with self._locked() as w:
+            node = w.nodes[self._pick_node(node_id)]
+            if on and any(vm.node == node.id for vm in w.vms.values()):
+                raise InvalidState(f"node {node.name!r} still has VMs: evacuate it first")
+            w.nodes[node.id] = evolve(node, maintenance=on, state="maintenance" if on else "online")
+
+    # ------------------------------------------------------------ VMs
+    def list_vms(self) -> list[VMSummary]:
+        with self._locked() as w:
+            return [vm.summary() for vm in w.vms.values()]
+
+    def find_vm(self, ref: str) -> VMSummary:
+        with self._locked() as w:
+            if ref in w.vms:
+                return w.vms[ref].summary()
+            for vm in w.vms.values():
+                if vm.name == ref:
+                    return vm.summary()
+        raise NotFound(f"no VM with id or name {ref!r} on memory://{self.world.name}")
+
+    def vm_summary(self, vm_id: str) -> VMSummary:
+        with self._locked():
+            return self._vm(vm_id).summary()
+
+    def vm_info(self, vm_id: str) -> VMInfo:
+        with self._locked():
+            vm = self._vm(vm_id)
+            return VMInfo(
+                id=vm.id, name=vm.name, state=vm.state, raw_state=_RAW[vm.state], cpus=vm.cpus,
+                memory_mib=vm.memory_mib, node=vm.node, firmware=vm.firmware,
+                guest_os=vm.guest_os, description=vm.description, disks=vm.disks, nics=vm.nics,
+                template=vm.template,
+            )
+
+    def native_vm(self, vm_id: str) -> _VM:
+        return self._vm(vm_id)
+
+    def _disk(self, vm_id: str, index: int, spec: DiskSpec) -> DiskInfo:
+        size = spec.size_bytes
+        if spec.image is not None:
+            import os
+
+            image_size = os.path.getsize(spec.image)
+            size = max(size or 0, image_size)
+        return DiskInfo(
+            id=f"disk{index}", size_bytes=size, path=f"memory://{self.world.name}/{vm_id}/disk{index}",
+            format="raw", bus=spec.bus or "virtio", storage=spec.storage or "memory",
+        )
+
+    def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
+        with self._locked() as w:
+            self._name_free(spec.name)
+            node = self._pick_node(spec.node)
+            for disk in spec.disks:
+                if disk.storage not in (None, "memory"):
+                    raise NotFound(f"no storage {disk.storage!r} on memory://{w.name}")
+        self._work(job, "create_vm", f"creating {spec.name}")
+        vm_id = str(uuid.uuid4())
+        with self._locked() as w:
+            self._name_free(spec.name)  # another thread may have won the name meanwhile
+            vm = _VM(
+                id=vm_id, name=spec.name, cpus=spec.cpus, memory_mib=spec.memory_mib, node=node,
+                state=PowerState.STOPPED, firmware=spec.firmware, guest_os=spec.guest_os,
+                description=spec.description,
+                disks=tuple(self._disk(vm_id, i, d) for i, d in enumerate(spec.disks)),
+                nics=tuple(
+                    NicInfo(id=f"nic{i}", network=n.network or "default", mac=n.mac or w.new_mac(),
+                            model=n.model or "virtio")
+                    for i, n in enumerate(spec.nics)
+                ),
+            )
+            w.vms[vm_id] = vm
+            return vm.summary()
+
+    def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        with self._locked() as w:
+            vm = self._vm(vm_id)
+            paths = {d.path for d in vm.disks}
+            users = [o.name for o in w.vms.values() if o.id != vm_id and any(
+                d.backing in paths for d in o.disks)]
+            if disks and users:
+                raise InvalidState(
+                    f"VM {vm.name!r} has disks that linked clones use ({', '.join(users)}): "
+                    "delete them first, or delete with disks=False"
+                )
+        self._work(job, "delete_vm", f"deleting {vm.name}")
+        with self._locked() as w:
+            w.vms.pop(vm_id, None)
+
+    def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
+        with self._locked():
+            vm = self._vm(vm_id)
+        self._work(job, "power", f"{action.value} {vm.name}")
+        with self._locked():
+            vm.state = RESULT[action]
+
+    def reconfigure_vm(self, vm_id: str, cpus: int | None, memory_mib: int | None,
+                       job: Job) -> bool:
+        with self._locked():
+            vm = self._vm(vm_id)
+        self._work(job, "reconfigure_vm", f"reconfiguring {vm.name}")
+        with self._locked():
+            if cpus is not None:
+                vm.cpus = cpus
+            if memory_mib is not None:
+                vm.memory_mib = memory_mib
+            return vm.state is PowerState.RUNNING
+
+    # ------------------------------------------------------------ snapshots
+    def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
+        with self._locked():
+            vm = self._vm(vm_id)
+            return [evolve(s.info, current=(s.info.id == vm.current_snapshot))
+                    for s in vm.snapshots.values()]
+
+    def _snap(self, vm: _VM, snapshot_id: str) -> _Snap:
+        if snapshot_id not in vm.snapshots:
+            raise NotFound(f"VM {vm.name!r} has no snapshot with id {snapshot_id!r}")
+        return vm.snapshots[snapshot_id]
+
+    def create_snapshot(self, vm_id: str, name: str, description: str, memory: bool,
+                        job: Job) -> SnapshotInfo:
+        with self._locked():
+            vm = self._vm(vm_id)
+            if any(s.info.name == name for s in vm.snapshots.values()):
+                raise AlreadyExists(f"VM {vm.name!r} has a snapshot named {name!r} already")
+        self._work(job, "create_snapshot", f"snapshotting {vm.name}")
+        with self._locked():
+            info = SnapshotInfo(
+                id=str(uuid.uuid4()), name=name, description=description,
+                created=datetime.now(UTC), parent_id=vm.current_snapshot, memory=memory,
+                vm_state=vm.state,
+            )
+            vm.snapshots[info.id] = _Snap(info, vm.cpus, vm.memory_mib, vm.state, vm.disks)
+            vm.current_snapshot = info.id
+            return evolve(info, current=True)
+
+    def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
+        with self._locked():
+            vm = self._vm(vm_id)
+            snap = self._snap(vm, snapshot_id)
+        self._work(job, "revert_snapshot", f"reverting {vm.name} to {snap.info.name}")
+        with self._locked():
+            vm.cpus, vm.memory_mib, vm.disks = snap.cpus, snap.memory_mib, snap.disks
+            # a disk-only snapshot has no running guest to return to
+            vm.state = snap.state if snap.info.memory else PowerState.STOPPED
+            vm.current_snapshot = snap.info.id
+
+    def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
+        with self._locked():
+            vm = self._vm(vm_id)
+            snap = self._snap(vm, snapshot_id)
+        self._work(job, "delete_snapshot", f"deleting snapshot {snap.info.name}")
+        with self._locked():
+            parent = snap.info.parent_id
+            doomed = {snapshot_id} | (self._descendants(vm, snapshot_id) if children else set())
+            for sid in doomed:
+                vm.snapshots.pop(sid, None)
+            for sid, other in vm.snapshots.items():
+                if other.info.parent_id == snapshot_id:
+                    vm.snapshots[sid].info = evolve(other.info, parent_id=parent)
+            if vm.current_snapshot in doomed:
+                vm.current_snapshot = parent
+
+    @staticmethod
+    def _descendants(vm: _VM, snapshot_id: str) -> set[str]:
+        found: set[str] = set()
+        frontier = [snapshot_id]
+        while frontier:
+            sid = frontier.pop()
+            for other in vm.snapshots.values():
+                if other.info.parent_id == sid and other.info.id not in found:
+                    found.add(other.info.id)
+                    frontier.append(other.info.id)
+        return found
+
+    # ------------------------------------------------------------ clone, migrate
+    def clone_vm(self, vm_id: str, name: str, linked: bool, node: str | None,
+                 job: Job) -> VMSummary:
+        with self._locked():
+            src = self._vm(vm_id)
+            self._name_free(name)
+            node_id = self._pick_node(node) if node else src.node
+        self._work(job, "clone_vm", f"cloning {src.name} as {name}")
+        new_id = str(uuid.uuid4())
+        with self._locked() as w:
+            self._name_free(name)
+            disks = tuple(
+                evolve(d, path=f"memory://{w.name}/{new_id}/{d.id}",
+                       backing=d.path if linked else None)
+                for d in src.disks
+            )
+            nics = tuple(evolve(n, mac=w.new_mac()) for n in src.nics)
+            clone = _VM(
+                id=new_id, name=name, cpus=src.cpus, memory_mib=src.memory_mib, node=node_id,
+                state=PowerState.STOPPED, firmware=src.firmware, guest_os=src.guest_os,
+                description=src.description, disks=disks, nics=nics,
+            )
+            w.vms[new_id] = clone
+            return clone.summary()
+
+    def migrate_vm(self, vm_id: str, target: Driver | None, node: str | None, live: bool,
+                   job: Job) -> MigrationResult:
+        with self._locked():
+            vm = self._vm(vm_id)
+            source_node = vm.node
+        if target is None:
+            dest_world = self.world
+        elif isinstance(target, MemoryDriver):
+            dest_world = target.world
+        else:
+            raise InvalidSpec(f"cannot migrate from memory to {target.backend}")
+        dest_node = self._pick_node(node, dest_world)
+        if dest_world is self.world and dest_node == source_node:
+            raise InvalidSpec(f"VM {vm.name!r} is already on node {dest_node!r}")
+        if dest_world is not self.world:
+            with dest_world.lock:
+                self._name_free(vm.name, dest_world)
+        self._work(job, "migrate_vm", f"migrating {vm.name}")
+        with self._locked():
+            if dest_world is self.world:
+                vm.node = dest_node
+            else:
+                with dest_world.lock:
+                    self._name_free(vm.name, dest_world)
+                    vm.node = dest_node
+                    dest_world.vms[vm.id] = vm
+                    self.world.vms.pop(vm.id, None)
+        return MigrationResult(
+            vm_id=vm.id, vm_name=vm.name,
+            source=f"memory://{self.world.name}/{source_node}",
+            target=f"memory://{dest_world.name}/{dest_node}", live=live, duration_s=0.0,
+            downtime_ms=0.0 if live else None,
+            bytes_transferred=vm.memory_mib * 1024 * 1024 if live else 0,
+        )

@@ -1,0 +1,45 @@
+"""``Node``: one hypervisor behind a Host (an ESXi host of a vCenter, a Proxmox node)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from anyvirt.model import NodeInfo
+
+if TYPE_CHECKING:
+    from anyvirt.host import Host
+
+
+class Node:
+    def __init__(self, host: Host, info: NodeInfo) -> None:
+        self.host = host
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def state(self) -> str:
+        return self.info.state
+
+    def vms(self) -> list[object]:
+        """The VMs currently on this node."""
+        return [vm for vm in self.host.vms.list() if vm.node in (self.id, self.name)]
+
+    def refresh(self) -> Node:
+        self.info = self.host.nodes.get(self.id).info
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and other.host is self.host and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash((id(self.host), self.id))
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} ({self.state}) on {self.host.backend}>"
