@@ -132,6 +132,10 @@ class Driver(abc.ABC):
         """Change CPUs/memory; return True if applied live, False if only to the config."""
         raise NotSupported(self.backend, Capability.RECONFIGURE)
 
+    def mark_template(self, vm_id: str, job: Job) -> VMSummary:
+        """Turn a stopped VM into a template (``vm.clone`` of it then deploys copies)."""
+        raise NotSupported(self.backend, Capability.TEMPLATES)
+
     # ---------------------------------------------------------- snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
         raise NotSupported(self.backend, Capability.SNAPSHOTS)

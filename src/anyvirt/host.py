@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from anyvirt import capacity
 from anyvirt.errors import AlreadyExists, InvalidSpec, NotFound, NotSupported
 from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec
 from anyvirt.node import Node
-from anyvirt.tasks import DEFAULT_TIMEOUT, ProgressCallback, Task, run
+from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task, run
 from anyvirt.vm import VM
 
 if TYPE_CHECKING:
     from anyvirt.driver import Driver
+
+T = TypeVar("T")
 
 
 class Host:
@@ -69,6 +71,19 @@ class Host:
         if capability not in self.capabilities:
             raise NotSupported(self.backend, capability, detail)
 
+    def run(
+        self,
+        name: str,
+        work: Callable[[Job], T],
+        *,
+        wait: bool,
+        timeout: float | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> T | Task[T]:
+        """Run driver work as a Task of this host (cancellable where the backend says so)."""
+        return run(name, work, wait=wait, timeout=timeout, on_progress=on_progress,
+                   cancellable=Capability.TASK_CANCEL in self.capabilities, backend=self.backend)
+
     # -- facts --------------------------------------------------------
     def info(self) -> HostInfo:
         """Identity, capacity, storage, and what the defined VMs have been given."""
@@ -99,14 +114,14 @@ class Host:
         move is left where it was and the error is raised after the others
         have been tried (as an ``ExceptionGroup``).
         """
+        if maintenance:
+            self.require(Capability.MAINTENANCE_MODE)
         source = node if isinstance(node, Node) else self.nodes.get(node)
         targets: list[Node | Host] = list(to) if to else [
             n for n in self.nodes.list() if n.id != source.id
         ]
         if not targets:
             raise InvalidSpec(f"nowhere to evacuate node {source.name!r} to: give to=[...]")
-        if maintenance:
-            self.require(Capability.MAINTENANCE_MODE)
         vms = [vm for vm in self.vms.list() if vm.node in (source.id, source.name)]
         results: list[MigrationResult] = []
         errors: list[Exception] = []
@@ -121,8 +136,9 @@ class Host:
         if errors:
             raise ExceptionGroup(f"{len(errors)} of {len(vms)} VMs could not be moved", errors)
         if maintenance:
-            run("enter maintenance", lambda job: self._driver.set_maintenance(source.id, True, job),
-                wait=True, timeout=timeout)
+            self.run(f"enter maintenance on {source.name}",
+                     lambda job: self._driver.set_maintenance(source.id, True, job),
+                     wait=True, timeout=timeout)
         return results
 
     # -- lifetime -----------------------------------------------------
@@ -220,7 +236,8 @@ class VMCollection:
         def work(job: Any) -> VM:
             return VM(host, host.driver.create_vm(spec, job))
 
-        return run(f"create {spec.name}", work, wait=wait, timeout=timeout, on_progress=on_progress)
+        return host.run(f"create {spec.name}", work, wait=wait, timeout=timeout,
+                        on_progress=on_progress)
 
 
 class NodeCollection:

@@ -381,6 +381,14 @@ class MemoryDriver(Driver):
                 vm.memory_mib = memory_mib
             return vm.state is PowerState.RUNNING
 
+    def mark_template(self, vm_id: str, job: Job) -> VMSummary:
+        with self._locked():
+            vm = self._vm(vm_id)
+        self._work(job, "mark_template", f"marking {vm.name} as a template")
+        with self._locked():
+            vm.template = True
+            return vm.summary()
+
     # ------------------------------------------------------------ snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
         with self._locked():

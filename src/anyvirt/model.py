@@ -59,7 +59,6 @@ class Capability(enum.Enum):
     LIVE_MIGRATION = "migration.live"
     TEMPLATES = "templates"
     TASK_CANCEL = "task.cancel"
-    DISK_EXPORT = "disk.export"
     MAINTENANCE_MODE = "node.maintenance"
 
     def __str__(self) -> str:

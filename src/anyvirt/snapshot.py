@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, NotFound
 from anyvirt.model import Capability, PowerState, SnapshotInfo, check_name
-from anyvirt.tasks import DEFAULT_TIMEOUT, Job, run
+from anyvirt.tasks import DEFAULT_TIMEOUT, Job
 
 if TYPE_CHECKING:
     from anyvirt.vm import VM
@@ -67,7 +67,7 @@ class Snapshot:
             vm.refresh()
             return self
 
-        return run(f"revert {vm.name} to {self.name}", work, wait=wait, timeout=timeout)
+        return vm.host.run(f"revert {vm.name} to {self.name}", work, wait=wait, timeout=timeout)
 
     def delete(self, children: bool = False, *, wait: bool = True,
                timeout: float | None = DEFAULT_TIMEOUT) -> Any:
@@ -78,7 +78,7 @@ class Snapshot:
         def work(job: Job) -> None:
             vm.host.driver.delete_snapshot(vm.id, self.id, children, job)
 
-        return run(f"delete snapshot {self.name}", work, wait=wait, timeout=timeout)
+        return vm.host.run(f"delete snapshot {self.name}", work, wait=wait, timeout=timeout)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Snapshot) and other.vm == self.vm and other.id == self.id
@@ -154,7 +154,7 @@ class SnapshotCollection:
             info = vm.host.driver.create_snapshot(vm.id, name, description, with_memory, job)
             return Snapshot(vm, info)
 
-        return run(f"snapshot {vm.name} as {name}", work, wait=wait, timeout=timeout)
+        return vm.host.run(f"snapshot {vm.name} as {name}", work, wait=wait, timeout=timeout)
 
     def __iter__(self) -> Any:
         return iter(self.list())

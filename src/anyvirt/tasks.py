@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from anyvirt.errors import AnyvirtError, Cancelled, InvalidState, Timeout
+from anyvirt.errors import AnyvirtError, Cancelled, InvalidState, NotSupported, Timeout
 
 T = TypeVar("T")
 
@@ -133,8 +133,10 @@ class Task(Generic[T]):
         timeout: float | None = DEFAULT_TIMEOUT,
         on_progress: ProgressCallback | None = None,
         cancellable: bool = True,
+        backend: str = "",
     ) -> None:
         self.id = f"anyvirt-{next(_ids)}"
+        self.backend = backend
         self.name = name
         self.state = TaskState.QUEUED
         self.progress: float | None = None
@@ -226,7 +228,8 @@ class Task(Generic[T]):
         if self.done:
             return
         if not self.cancellable:
-            raise InvalidState(f"task {self.name!r} cannot be cancelled on this backend")
+            raise NotSupported(self.backend or "this backend", "task.cancel",
+                               f"task {self.name!r} cannot be cancelled")
         self._job.request_cancel()
 
 
@@ -238,9 +241,11 @@ def run(
     timeout: float | None,
     on_progress: ProgressCallback | None = None,
     cancellable: bool = True,
+    backend: str = "",
 ) -> T | Task[T]:
     """Run ``work`` as a task: inline when ``wait``, else in the background."""
-    task = Task(name, work, timeout=timeout, on_progress=on_progress, cancellable=cancellable)
+    task = Task(name, work, timeout=timeout, on_progress=on_progress, cancellable=cancellable,
+                backend=backend)
     if wait:
         return task.run_here()
     return task.start()

@@ -25,7 +25,7 @@ from anyvirt.model import (
     check_name,
 )
 from anyvirt.snapshot import SnapshotCollection
-from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task, run
+from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
@@ -116,13 +116,15 @@ class VM:
     ) -> VM | Task[VM]:
         self._host.require(ACTION_CAPABILITY[action])
         self.refresh()
+        if self.template:
+            raise InvalidState(f"{self.name!r} is a template: clone() it to get a VM that runs")
         states.check(action, self.state, self.name)
 
         def work(job: Job) -> VM:
             self._host.driver.power(self.id, action, job)
             return self.refresh()
 
-        return run(f"{action.value} {self.name}", work, wait=wait, timeout=timeout,
+        return self._host.run(f"{action.value} {self.name}", work, wait=wait, timeout=timeout,
                    on_progress=on_progress)
 
     def start(self, *, wait: bool = True, timeout: float | None = DEFAULT_TIMEOUT,
@@ -195,7 +197,7 @@ class VM:
             self.refresh()
             return live
 
-        return run(f"reconfigure {self.name}", work, wait=wait, timeout=timeout)
+        return self._host.run(f"reconfigure {self.name}", work, wait=wait, timeout=timeout)
 
     def delete(self, disks: bool = True, *, wait: bool = True,
                timeout: float | None = DEFAULT_TIMEOUT) -> Any:
@@ -207,7 +209,22 @@ class VM:
         def work(job: Job) -> None:
             self._host.driver.delete_vm(self.id, disks, job)
 
-        return run(f"delete {self.name}", work, wait=wait, timeout=timeout)
+        return self._host.run(f"delete {self.name}", work, wait=wait, timeout=timeout)
+
+    def mark_template(self, *, wait: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """Make this stopped VM a template: it can no longer start; ``clone()`` deploys it."""
+        self._host.require(Capability.TEMPLATES)
+        self.refresh()
+        if self.template:
+            raise InvalidState(f"VM {self.name!r} is a template already")
+        if self.state is not PowerState.STOPPED:
+            raise InvalidState(f"only a stopped VM can become a template; {self.name!r} is {self.state}")
+
+        def work(job: Job) -> VM:
+            self._summary = self._host.driver.mark_template(self.id, job)
+            return self
+
+        return self._host.run(f"mark {self.name} as template", work, wait=wait, timeout=timeout)
 
     # -- copies and moves -------------------------------------------------
     def clone(self, name: str, linked: bool = False, *, count: int | None = None,
@@ -237,7 +254,7 @@ class VM:
                 made.append(VM(self._host, self._host.driver.clone_vm(self.id, n, linked, node_id, job)))
             return made if count is not None else made[0]
 
-        return run(f"clone {self.name}", work, wait=wait, timeout=timeout, on_progress=on_progress)
+        return self._host.run(f"clone {self.name}", work, wait=wait, timeout=timeout, on_progress=on_progress)
 
     def migrate(self, to: Node | Host, live: bool | None = None, *, wait: bool = True,
                 timeout: float | None = DEFAULT_TIMEOUT,
@@ -248,6 +265,8 @@ class VM:
         from anyvirt.host import Host
         from anyvirt.node import Node
 
+        if live is not None:
+            self._host.require(Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION)
         self.refresh()
         running = self.state is PowerState.RUNNING
         live = running if live is None else live
@@ -290,8 +309,8 @@ class VM:
                 result = _with_duration(result, time.monotonic() - started)
             return result
 
-        return run(f"migrate {self.name}", work, wait=wait, timeout=timeout,
-                   on_progress=on_progress, cancellable=Capability.TASK_CANCEL in self._host.capabilities)
+        return self._host.run(f"migrate {self.name}", work, wait=wait, timeout=timeout,
+                              on_progress=on_progress)
 
 
 def _with_duration(result: MigrationResult, seconds: float) -> MigrationResult:
