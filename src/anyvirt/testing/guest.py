@@ -1,0 +1,227 @@
+"""The tiny real test guest: a 512-byte boot sector that proves a VM really runs.
+
+The guest (``guest_src/boot.S``) prints :data:`MARKER` on COM1, then ``COUNT <n>``
+once a second starting at 0 on every cold boot, stores the same counter in disk
+sector 1, and powers off when the ACPI power button is pressed (printing
+:data:`OFF_MARKER` first). It boots in about 3 s under KVM (including the
+software-nested KVM of CI machines, with the default ``qemu64`` CPU) and under
+TCG. With its serial console sent to a file, a test can tell:
+
+* a boot happened (:func:`wait_for_marker`);
+* the guest is running, and since when (:func:`wait_for_counter`);
+* a snapshot revert or live migration kept RAM (the counter continues instead of
+  restarting at 0);
+* a graceful shutdown really went through the guest (:data:`OFF_MARKER`, and the
+  domain powers itself off);
+* the disk is really the guest's disk (:func:`disk_counter`).
+
+:func:`build_guest_image` assembles it with GNU ``as``/``ld`` (Debian package
+``binutils``) into a pristine raw image, cached by source hash. That file is a
+template: give each VM its own copy (:func:`fresh_guest_disk`), because the
+guest writes to its disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+__all__ = [
+    "IMAGE_SIZE",
+    "MARKER",
+    "OFF_MARKER",
+    "GuestBuildError",
+    "build_guest_image",
+    "disk_counter",
+    "fresh_guest_disk",
+    "last_counter",
+    "read_console",
+    "wait_for_counter",
+    "wait_for_marker",
+]
+
+MARKER = "ANYVIRT-GUEST-UP"
+"""Printed on COM1 once the boot sector runs (after SeaBIOS, ~3 s after start)."""
+
+OFF_MARKER = "ANYVIRT-GUEST-OFF"
+"""Printed on COM1 when the guest saw the ACPI power button, just before it powers off."""
+
+IMAGE_SIZE = 1024 * 1024
+"""Size of the raw image: boot sector, the counter sector, and room to spare."""
+
+_SOURCES = ("boot.S", "boot.ld")
+_DISK_MAGIC = b"AVCT"
+_COUNT_LINE = re.compile(r"^COUNT (\d+)\r?$", re.MULTILINE)
+_POLL_INTERVAL = 0.1
+
+
+class GuestBuildError(RuntimeError):
+    """The boot sector could not be assembled (missing tools or a broken source)."""
+
+
+def _source_dir() -> Path:
+    return Path(str(resources.files("anyvirt.testing").joinpath("guest_src")))
+
+
+def _source_hash(src: Path) -> str:
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        digest.update(name.encode())
+        digest.update((src / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise GuestBuildError(
+            f"GNU {name!r} is needed to build the anyvirt test guest but is not on PATH; "
+            "install the Debian/Ubuntu package 'binutils' (apt-get install binutils)"
+        )
+    return found
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise GuestBuildError(
+            f"{Path(argv[0]).name} failed ({done.returncode}): {done.stderr.strip()}"
+        )
+
+
+def build_guest_image(dest_dir: Path) -> Path:
+    """Assemble the guest into ``dest_dir/anyvirt-guest-<hash>.img`` and return its path.
+
+    The image is raw, :data:`IMAGE_SIZE` bytes: the boot sector, then zeros (so
+    :func:`disk_counter` is ``None`` until the guest first writes). An image
+    built from the same sources is reused; the build goes through a temporary
+    file and an atomic rename, so concurrent builders do not see half a file.
+    The result is a template: copy it per VM (:func:`fresh_guest_disk`).
+    """
+    src = _source_dir()
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    image = dest_dir / f"anyvirt-guest-{_source_hash(src)}.img"
+    if image.is_file() and image.stat().st_size == IMAGE_SIZE:
+        return image
+    assembler, linker = _tool("as"), _tool("ld")
+    with tempfile.TemporaryDirectory(prefix="anyvirt-guest-build-") as tmp:
+        obj, boot = Path(tmp) / "boot.o", Path(tmp) / "boot.bin"
+        _run([assembler, "--32", "-o", str(obj), str(src / "boot.S")])
+        _run([linker, "-m", "elf_i386", "-T", str(src / "boot.ld"),
+              "--oformat", "binary", "-o", str(boot), str(obj)])
+        sector = boot.read_bytes()
+        if len(sector) != 512 or sector[510:] != b"\x55\xaa":
+            raise GuestBuildError(
+                f"boot sector is {len(sector)} bytes or lacks the 0x55AA signature; "
+                "the code outgrew 510 bytes"
+            )
+        fd, partial = tempfile.mkstemp(prefix=".anyvirt-guest-", dir=dest_dir)
+        with os.fdopen(fd, "wb") as out:
+            out.write(sector)
+            out.truncate(IMAGE_SIZE)
+        os.replace(partial, image)
+    return image
+
+
+def fresh_guest_disk(dest: Path, template: Path, fmt: str = "raw") -> Path:
+    """Write a private copy of the guest image to ``dest`` (``raw`` or standalone ``qcow2``)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "raw":
+        shutil.copyfile(template, dest)
+    elif fmt == "qcow2":
+        _run([_qemu_img(), "convert", "-f", "raw", "-O", "qcow2", str(template), str(dest)])
+    else:
+        raise ValueError(f"unsupported guest disk format {fmt!r} (use 'raw' or 'qcow2')")
+    return dest
+
+
+def read_console(path: Path) -> str:
+    """The serial log text so far; ``""`` when the file does not exist (yet)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return ""
+    return data.decode("ascii", errors="replace")
+
+
+def last_counter(path: Path) -> int | None:
+    """The last complete ``COUNT <n>`` line on the console, or ``None`` if none yet.
+
+    A half-written last line is ignored (only lines ending in a newline count).
+    """
+    text = read_console(path)
+    complete = text[: text.rfind("\n") + 1]
+    found = _COUNT_LINE.findall(complete)
+    return int(found[-1]) if found else None
+
+
+def wait_for_marker(path: Path, timeout: float = 30.0, marker: str = MARKER) -> None:
+    """Block until ``marker`` (default :data:`MARKER`) is on the console; else :class:`TimeoutError`."""
+    deadline = time.monotonic() + timeout
+    while marker not in read_console(path):
+        if time.monotonic() >= deadline:
+            tail = read_console(path)[-300:]
+            raise TimeoutError(f"{marker!r} not on console {path} after {timeout}s; tail: {tail!r}")
+        time.sleep(_POLL_INTERVAL)
+
+
+def wait_for_counter(path: Path, minimum: int, timeout: float = 30.0) -> int:
+    """Block until the console counter is at least ``minimum``; return the value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = last_counter(path)
+        if value is not None and value >= minimum:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"guest counter on {path} is {value}, not >= {minimum}, after {timeout}s"
+            )
+        time.sleep(_POLL_INTERVAL)
+
+
+def _qemu_img() -> str:
+    found = shutil.which("qemu-img")
+    if found is None:
+        raise GuestBuildError("'qemu-img' is needed; install the Debian package 'qemu-utils'")
+    return found
+
+
+def _is_qcow2(image: Path) -> bool:
+    with open(image, "rb") as f:
+        return f.read(4) == b"QFI\xfb"
+
+
+def disk_counter(image_path: Path) -> int | None:
+    """The counter the guest last wrote to disk sector 1, or ``None`` if it never wrote.
+
+    Reads a raw image directly; a qcow2 image (including one with a backing
+    chain) has its first sectors copied to a temporary raw file with ``qemu-img dd``. Read it
+    while the VM is stopped (or accept a value up to a second old).
+    """
+    image_path = Path(image_path)
+    if _is_qcow2(image_path):
+        with tempfile.TemporaryDirectory(prefix="anyvirt-guest-disk-") as tmp:
+            raw = Path(tmp) / "disk.raw"
+            # Only the first two sectors: cheap even for a large disk.
+            _run([_qemu_img(), "dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=2",
+                  f"if={image_path}", f"of={raw}"])
+            return _counter_from_raw(raw)
+    return _counter_from_raw(image_path)
+
+
+def _counter_from_raw(raw: Path) -> int | None:
+    with open(raw, "rb") as f:
+        f.seek(512)
+        sector = f.read(8)
+    if len(sector) < 8 or sector[:4] != _DISK_MAGIC:
+        return None
+    return int.from_bytes(sector[4:8], "little")

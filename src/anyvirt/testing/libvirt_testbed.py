@@ -1,0 +1,570 @@
+"""Isolated, real ``libvirtd`` daemons for tests, started by hand (no systemd).
+
+Each :class:`LibvirtDaemon` is the Debian monolithic ``libvirtd`` running in its
+own mount namespace (``unshare -m --propagation private``) where
+``/etc/libvirt``, ``/var/lib/libvirt``, ``/run/libvirt``, ``/var/log/libvirt`` and
+``/var/cache/libvirt`` are bind mounts of directories under the daemon's work
+directory. So the daemon and the QEMUs it starts never read or write the
+machine's own libvirt state, and several daemons can run side by side with
+distinct ``host_uuid`` and migration port ranges (so they can live-migrate to
+each other: libvirt refuses a migration "to the same host").
+
+Clients reach a daemon through its UNIX socket, which lives outside the
+namespace (``<workdir>/sock/libvirt-sock``, authentication ``none``)::
+
+    with LibvirtDaemon() as daemon:
+        conn = libvirt.open(daemon.uri)          # qemu+unix:///system?socket=...
+        anyvirt.connect(daemon.anyvirt_uri)      # libvirt+qemu+unix:///system?socket=...
+
+Everything a daemon started is found again by its mount namespace: ``stop()``
+destroys the domains, stops the daemon and kills every process still living in
+any namespace the daemon ever used (QEMU included), then removes the work
+directory unless the caller supplied it. An ``atexit`` hook stops daemons a
+test forgot. Needs root, ``unshare``/``mount`` (util-linux) and the Debian
+packages ``libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import grp
+import itertools
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+__all__ = [
+    "LibvirtDaemon",
+    "LibvirtTestbedError",
+    "kvm_usable",
+    "make_test_driver_file",
+    "start_daemons",
+    "uri_for_test_driver_file",
+]
+
+# Bind-mount targets inside the daemon's namespace -> subdirectory of the work dir.
+_STATE_DIRS = {
+    "/etc/libvirt": "etc",
+    "/var/lib/libvirt": "lib",
+    "/run/libvirt": "run",
+    "/var/log/libvirt": "log",
+    "/var/cache/libvirt": "cache",
+}
+_SOCKET_NAME = "libvirt-sock"
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; keep a margin
+_MIGRATION_BASE, _MIGRATION_SPAN, _MIGRATION_TOP = 49152, 64, 65535
+_port_blocks = itertools.count()
+_port_lock = threading.Lock()
+_live: set[LibvirtDaemon] = set()
+_live_lock = threading.Lock()
+# QEMU capability probing costs ~4 s per fresh daemon. The cache libvirt writes
+# is validated against the QEMU/libvirtd binaries and the host, so one daemon's
+# cache is valid for every other daemon of this machine: keep a copy per process.
+_CAPS_SUBDIR = Path("cache") / "qemu" / "capabilities"
+_caps_seed: Path | None = None
+_caps_lock = threading.Lock()
+
+
+class LibvirtTestbedError(RuntimeError):
+    """A test daemon could not be started or stopped; the message carries its log tail."""
+
+
+def kvm_usable() -> bool:
+    """True when ``/dev/kvm`` exists and this process can open it read/write.
+
+    Under a software-nested KVM (CI machines here) KVM is "usable" for tiny
+    real-mode guests only; a stock Linux kernel needs TCG (``<domain type='qemu'>``).
+    """
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _libvirt() -> Any:
+    """Import libvirt-python lazily: the core package does not depend on it."""
+    try:
+        import libvirt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise LibvirtTestbedError(
+            "libvirt-python is needed (install the anyvirt-libvirt package or "
+            "`pip install libvirt-python`, which builds against libvirt-dev)"
+        ) from exc
+    return libvirt
+
+
+def _ensure_qemu_accounts() -> None:
+    """Create the users/groups libvirtd's QEMU driver checks for before reading qemu.conf.
+
+    Debian's ``libvirt-daemon-system`` would create them; without it the QEMU
+    driver fails to initialise. Idempotent; only the missing ones are added.
+    """
+    def group_exists(name: str) -> bool:
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            return False
+        return True
+
+    def user_exists(name: str) -> bool:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return False
+        return True
+
+    for group in ("kvm", "libvirt-qemu"):
+        if not group_exists(group):
+            subprocess.run(["groupadd", "-r", group], check=False, capture_output=True)
+    if not user_exists("libvirt-qemu"):
+        subprocess.run(
+            ["useradd", "-r", "-g", "kvm", "-d", "/var/lib/libvirt", "-s", "/usr/sbin/nologin",
+             "libvirt-qemu"],
+            check=False, capture_output=True,
+        )
+
+
+def _next_migration_ports() -> tuple[int, int]:
+    """A port block no other daemon of this process uses."""
+    blocks = (_MIGRATION_TOP - _MIGRATION_BASE + 1) // _MIGRATION_SPAN
+    with _port_lock:
+        block = next(_port_blocks) % blocks
+    low = _MIGRATION_BASE + block * _MIGRATION_SPAN
+    return low, low + _MIGRATION_SPAN - 1
+
+
+def _conf_string(value: str) -> str:
+    """A libvirt config-file string literal (paths we generate; quote anyway)."""
+    if any(c in value for c in "\"\\\n"):
+        raise LibvirtTestbedError(f"path not representable in a libvirt config: {value!r}")
+    return f'"{value}"'
+
+
+def _mount_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 :].startswith("Z")
+
+
+def _pids_in_namespaces(namespaces: set[str]) -> list[int]:
+    """Live processes (not zombies) whose mount namespace is one of ``namespaces``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        if _mount_namespace(pid) in namespaces and not _is_zombie(pid):
+            found.append(pid)
+    return found
+
+
+class LibvirtDaemon:
+    """One isolated ``libvirtd`` with its own state, socket, host UUID and migration ports.
+
+    ``workdir`` (optional) keeps the daemon's state in a directory the caller
+    owns (kept after :meth:`stop`); its socket path must stay under ~100 bytes.
+    Without it a short temporary directory is made and removed on :meth:`stop`.
+    """
+
+    def __init__(self, workdir: Path | None = None, name: str = "a") -> None:
+        self.name = name
+        self._owns_workdir = workdir is None
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix=f"anyvirt-libvirtd-{name}-"))
+        self.workdir = Path(workdir).resolve()
+        self.socket_path: Path = self.workdir / "sock" / _SOCKET_NAME
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise LibvirtTestbedError(
+                f"socket path {self.socket_path} is too long for a UNIX socket; "
+                "use a shorter workdir"
+            )
+        self.pool_path: Path = self.workdir / "pool"
+        self.host_uuid: str = str(uuid.uuid4())
+        self.migration_ports: tuple[int, int] = _next_migration_ports()
+        socket_query = quote(str(self.socket_path), safe="/")
+        self.uri: str = f"qemu+unix:///system?socket={socket_query}"
+        self.anyvirt_uri: str = f"libvirt+{self.uri}"
+        self.log_path: Path = self.workdir / "log" / "libvirtd.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._namespaces: set[str] = set()
+        self._configured = False
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<LibvirtDaemon {self.name} {state} socket={self.socket_path}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    def start(self, timeout: float = 30.0) -> LibvirtDaemon:
+        """Start the daemon and return once a client can connect and list domains."""
+        if self.running:
+            return self
+        _ensure_qemu_accounts()
+        if not self._configured:
+            self._write_config()
+        self._launch()
+        with _live_lock:
+            _live.add(self)
+        try:
+            self._wait_ready(timeout)
+            self._ensure_default_pool()
+            self._warm_capabilities()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Destroy every domain, stop the daemon and every process it started, clean up."""
+        if self.running:
+            self._destroy_domains()
+            self._terminate_daemon()
+        self._kill_namespace_processes()
+        with _live_lock:
+            _live.discard(self)
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self._configured = False
+
+    def kill(self) -> None:
+        """SIGKILL the daemon only, like a crash: its QEMUs keep running."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start again on the same state and socket (after :meth:`kill`, or stop it first).
+
+        Running QEMUs are left alone: the new daemon reconnects to them, as a
+        restarted system libvirtd does.
+        """
+        if self.running:
+            self._terminate_daemon()
+        if not self._configured:
+            raise LibvirtTestbedError("restart() after stop() of a temporary daemon: use start()")
+        self.start(timeout)
+
+    def __enter__(self) -> LibvirtDaemon:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def open(self) -> Any:
+        """A new read-write ``libvirt.virConnect`` to this daemon (caller closes it)."""
+        return _libvirt().open(self.uri)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the daemon's log and its stdout/stderr, for error messages."""
+        parts = []
+        for path in (self.log_path, self.workdir / "libvirtd.out"):
+            with contextlib.suppress(OSError):
+                parts.append(path.read_text(errors="replace")[-chars:])
+        return "\n".join(parts)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        for sub in (*_STATE_DIRS.values(), "sock", "pool"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        low, high = self.migration_ports
+        etc = self.workdir / "etc"
+        inner_log = "/var/log/libvirt/libvirtd.log"
+        (etc / "libvirtd.conf").write_text(
+            "# anyvirt test daemon: local UNIX socket only, no authentication.\n"
+            f"unix_sock_dir = {_conf_string(str(self.socket_path.parent))}\n"
+            'unix_sock_rw_perms = "0700"\n'
+            'unix_sock_ro_perms = "0700"\n'
+            'unix_sock_admin_perms = "0700"\n'
+            'auth_unix_rw = "none"\n'
+            'auth_unix_ro = "none"\n'
+            f'host_uuid = "{self.host_uuid}"\n'
+            f'log_outputs = "3:file:{inner_log}"\n'
+        )
+        (etc / "qemu.conf").write_text(
+            "# anyvirt test daemon: QEMU as root (/dev/kvm is 0600 root), no virtlogd,\n"
+            "# no security driver, cgroups or per-VM namespaces (none are needed to\n"
+            "# run tiny test guests, and they differ between CI machines).\n"
+            'user = "root"\n'
+            'group = "root"\n'
+            "dynamic_ownership = 0\n"
+            "remember_owner = 0\n"
+            'stdio_handler = "file"\n'
+            'security_driver = "none"\n'
+            "namespaces = [ ]\n"
+            "cgroup_controllers = [ ]\n"
+            f"migration_port_min = {low}\n"
+            f"migration_port_max = {high}\n"
+        )
+        self._configured = True
+
+    def _seed_capabilities(self) -> None:
+        """Copy a capability cache another daemon of this process already probed."""
+        with _caps_lock:
+            if _caps_seed is None:
+                return
+            target = self.workdir / _CAPS_SUBDIR
+            target.mkdir(parents=True, exist_ok=True)
+            for cached in _caps_seed.glob("*.xml"):
+                if not (target / cached.name).exists():
+                    shutil.copy2(cached, target / cached.name)
+
+    def _warm_capabilities(self) -> None:
+        """Probe QEMU now (not in the middle of a test) and share the result."""
+        global _caps_seed
+        cache = self.workdir / _CAPS_SUBDIR
+        if not any(cache.glob("*.xml")):
+            conn = self.open()
+            try:
+                conn.getDomainCapabilities(None, None, None, None, 0)
+            finally:
+                conn.close()
+        with _caps_lock:
+            if _caps_seed is None and any(cache.glob("*.xml")):
+                seed = Path(tempfile.mkdtemp(prefix="anyvirt-qemu-caps-"))
+                for cached in cache.glob("*.xml"):
+                    shutil.copy2(cached, seed / cached.name)
+                _caps_seed = seed
+
+    def _launch(self) -> None:
+        self._seed_capabilities()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        libvirtd = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
+        mounts = []
+        for target, sub in _STATE_DIRS.items():
+            source = shlex.quote(str(self.workdir / sub))
+            # The mount point normally exists (libvirt packages create it).
+            mounts.append(f"mkdir -p {target} && mount --bind {source} {target}")
+        script = " && ".join([
+            *mounts,
+            "exec " + shlex.join([
+                libvirtd,
+                "-f", str(self.workdir / "etc" / "libvirtd.conf"),
+                "--pid-file", str(self.workdir / "libvirtd.pid"),
+            ]),
+        ])
+        out = open(self.workdir / "libvirtd.out", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self._proc = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", script],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+            )
+        finally:
+            out.close()
+
+    def _wait_ready(self, timeout: float) -> None:
+        libvirt = _libvirt()
+        deadline = time.monotonic() + timeout
+        last_error = "socket never appeared"
+        assert self._proc is not None
+        while True:
+            if self._proc.poll() is not None:
+                raise LibvirtTestbedError(
+                    f"libvirtd {self.name} exited with {self._proc.returncode}:\n{self.log_tail()}"
+                )
+            namespace = _mount_namespace(self._proc.pid)
+            if namespace is not None and namespace != _mount_namespace(os.getpid()):
+                self._namespaces.add(namespace)
+            if self.socket_path.exists():
+                try:
+                    conn = libvirt.open(self.uri)
+                except libvirt.libvirtError as exc:
+                    last_error = str(exc)
+                else:
+                    try:
+                        conn.listAllDomains(0)
+                        return
+                    except libvirt.libvirtError as exc:
+                        last_error = str(exc)
+                    finally:
+                        conn.close()
+            if time.monotonic() >= deadline:
+                raise LibvirtTestbedError(
+                    f"libvirtd {self.name} not ready after {timeout}s ({last_error}):\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def _ensure_default_pool(self) -> None:
+        libvirt = _libvirt()
+        conn = libvirt.open(self.uri)
+        try:
+            pools = {pool.name(): pool for pool in conn.listAllStoragePools(0)}
+            pool = pools.get("default")
+            if pool is None:
+                root = ET.Element("pool", type="dir")
+                ET.SubElement(root, "name").text = "default"
+                ET.SubElement(ET.SubElement(root, "target"), "path").text = str(self.pool_path)
+                pool = conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
+            if not pool.isActive():
+                pool.create(0)
+            pool.setAutostart(1)
+        finally:
+            conn.close()
+
+    def _destroy_domains(self) -> None:
+        libvirt = _libvirt()
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError:
+            return
+        try:
+            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.destroy()
+        except libvirt.libvirtError:
+            pass
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    def _terminate_daemon(self, grace: float = 10.0) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _kill_namespace_processes(self, grace: float = 5.0) -> None:
+        """SIGKILL whatever still lives in our namespaces (QEMU, helpers), and wait."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if not self._namespaces:
+            return
+        deadline = time.monotonic() + grace
+        while pids := _pids_in_namespaces(self._namespaces):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() >= deadline:
+                raise LibvirtTestbedError(f"processes {pids} of libvirtd {self.name} survive")
+            time.sleep(0.05)
+        self._namespaces.clear()
+
+
+def start_daemons(count: int, workdir: Path | None = None) -> list[LibvirtDaemon]:
+    """Start ``count`` independent daemons that can live-migrate to each other.
+
+    Each has its own host UUID and migration port range; with ``workdir`` their
+    state goes to ``workdir/<name>`` (names ``a``, ``b``, ...). If one fails to
+    start, those already started are stopped.
+    """
+    daemons: list[LibvirtDaemon] = []
+    try:
+        for index in range(count):
+            name = chr(ord("a") + index) if index < 26 else f"d{index}"
+            sub = None if workdir is None else Path(workdir) / name
+            daemons.append(LibvirtDaemon(sub, name=name).start())
+    except BaseException:
+        for daemon in daemons:
+            daemon.stop()
+        raise
+    return daemons
+
+
+def _stop_forgotten_daemons() -> None:
+    with _live_lock:
+        forgotten = list(_live)
+    for daemon in forgotten:
+        with contextlib.suppress(Exception):
+            daemon.stop()
+
+
+def _drop_caps_seed() -> None:
+    if _caps_seed is not None:
+        shutil.rmtree(_caps_seed, ignore_errors=True)
+
+
+atexit.register(_drop_caps_seed)
+atexit.register(_stop_forgotten_daemons)  # runs first (atexit is LIFO)
+
+
+# -- libvirt's test driver --------------------------------------------------------
+
+_TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
+_SHUTOFF = 5  # virDomainState VIR_DOMAIN_SHUTOFF
+
+
+def make_test_driver_file(path: Path, domains: int) -> Path:
+    """Write a libvirt test-driver config with ``domains`` domains; return its path.
+
+    Even-numbered domains (``test-00000``, ``test-00002``, ...) are running,
+    odd ones shut off (``<test:runstate>``). UUIDs are deterministic.
+
+    How to serve it "behind a real daemon": libvirt's ``test`` driver is built
+    into ``libvirt.so`` and therefore also into ``libvirtd``, so the remote
+    form ``test+unix:///<path>?socket=<daemon socket>`` (see
+    :func:`uri_for_test_driver_file`) makes the daemon load the file and serve it over
+    the real RPC protocol, exactly as it serves QEMU domains. The plain
+    ``test:///<path>`` form loads it in the client process instead (no RPC).
+    """
+    ET.register_namespace("test", _TEST_NS)
+    node = ET.Element("node")
+    for index in range(domains):
+        dom = ET.SubElement(node, "domain", type="test")
+        ET.SubElement(dom, "name").text = f"test-{index:05d}"
+        ET.SubElement(dom, "uuid").text = str(uuid.uuid5(uuid.NAMESPACE_URL, f"anyvirt-{index}"))
+        ET.SubElement(dom, "memory", unit="KiB").text = "65536"
+        ET.SubElement(dom, "currentMemory", unit="KiB").text = "65536"
+        ET.SubElement(dom, "vcpu").text = "1"
+        os_el = ET.SubElement(dom, "os")
+        ET.SubElement(os_el, "type").text = "hvm"
+        if index % 2:
+            ET.SubElement(dom, f"{{{_TEST_NS}}}runstate").text = str(_SHUTOFF)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(node).write(path, encoding="unicode", xml_declaration=False)
+    return path
+
+
+def uri_for_test_driver_file(path: Path, daemon: LibvirtDaemon | None = None) -> str:
+    """The libvirt URI for a test-driver file: in-process, or served by ``daemon``."""
+    file_part = quote(str(Path(path).resolve()), safe="/")
+    if daemon is None:
+        return f"test://{file_part}"
+    socket_query = quote(str(daemon.socket_path), safe="/")
+    return f"test+unix://{file_part}?socket={socket_query}"
