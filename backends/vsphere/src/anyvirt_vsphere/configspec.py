@@ -1,0 +1,166 @@
+"""Turning a VMSpec into a vSphere ``VirtualMachineConfigSpec``.
+
+Every VM gets one paravirtual SCSI controller; blank disks are thin VMDKs
+created in the VM's folder; NICs are VMXNET3 (or the model asked for) on a
+standard port group or a distributed port group. Device keys are negative, as
+vSphere requires for devices added in the same spec, so disks can point at
+the controller before it exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from anyvirt.errors import InvalidSpec
+from anyvirt.model import DiskSpec, Firmware, NicSpec, VMSpec
+from anyvirt_vsphere.collector import Props
+from anyvirt_vsphere.inventory import datastore_path, escape_name, unescape_name
+from anyvirt_vsphere.sdk import vim
+
+CONTROLLER_KEY = -100
+SCSI_RESERVED_UNIT = 7  # the controller's own unit number on the bus
+MAX_SCSI_DISKS = 15
+
+#: anyvirt's portable guest names -> vSphere guestId. Names already ending in
+#: "Guest" are vSphere ids and pass through unchanged.
+GUEST_IDS = {
+    "other": "otherGuest64",
+    "other32": "otherGuest",
+    "linux": "otherLinux64Guest",
+    "linux32": "otherLinuxGuest",
+    "debian": "debian11_64Guest",
+    "ubuntu": "ubuntu64Guest",
+    "centos": "centos8_64Guest",
+    "rhel": "rhel8_64Guest",
+    "fedora": "fedora64Guest",
+    "windows": "windows9_64Guest",
+    "windows-server": "windows2019srv_64Guest",
+    "freebsd": "freebsd12_64Guest",
+}
+#: the reverse, for VMInfo.guest_os
+GUEST_NAMES = {v: k for k, v in GUEST_IDS.items()}
+
+NIC_MODELS: dict[str, type] = {
+    "vmxnet3": vim.vm.device.VirtualVmxnet3,
+    "e1000": vim.vm.device.VirtualE1000,
+    "e1000e": vim.vm.device.VirtualE1000e,
+    "virtio": vim.vm.device.VirtualVmxnet3,  # the paravirtual NIC of this platform
+}
+
+
+def guest_id(guest_os: str) -> str:
+    if guest_os.endswith("Guest"):
+        return guest_os
+    try:
+        return GUEST_IDS[guest_os.lower()]
+    except KeyError:
+        known = ", ".join(sorted(GUEST_IDS))
+        raise InvalidSpec(f"unknown guest_os {guest_os!r}: use one of {known} or a vSphere guestId") from None
+
+
+def guest_name(guest: str | None) -> str:
+    if not guest:
+        return "other"
+    return GUEST_NAMES.get(guest, guest)
+
+
+def check_spec(spec: VMSpec) -> None:
+    """Refuse what this backend cannot build, before anything is sent."""
+    guest_id(spec.guest_os)
+    if len(spec.disks) > MAX_SCSI_DISKS:
+        raise InvalidSpec(f"at most {MAX_SCSI_DISKS} disks fit on one SCSI controller")
+    for disk in spec.disks:
+        if disk.bus not in (None, "scsi", "virtio"):
+            raise InvalidSpec(f"disk bus {disk.bus!r}: vSphere VMs here get SCSI disks only")
+        if disk.image is not None and not disk.image.startswith("["):
+            raise InvalidSpec(
+                f"disk image {disk.image!r}: on vSphere an image is an existing VMDK given as "
+                "'[datastore] folder/disk.vmdk' (upload it with anyvirt_vsphere.datastore_files)"
+            )
+    for nic in spec.nics:
+        if nic.model is not None and nic.model.lower() not in NIC_MODELS:
+            raise InvalidSpec(f"NIC model {nic.model!r} is not one of {', '.join(NIC_MODELS)}")
+
+
+def config_spec(
+    spec: VMSpec,
+    datastore: str,
+    networks: Sequence[tuple[NicSpec, Props, str | None]],
+) -> Any:
+    """The ConfigSpec for CreateVM_Task. ``networks`` pairs each NIC with its
+    network row and, for distributed port groups, the switch UUID."""
+    changes: list[Any] = [_controller()]
+    unit = 0
+    for disk in spec.disks:
+        if unit == SCSI_RESERVED_UNIT:
+            unit += 1
+        changes.append(_disk(disk, datastore, unit, key=-(200 + unit)))
+        unit += 1
+    for index, (nic, network, switch_uuid) in enumerate(networks):
+        changes.append(_nic(nic, network, switch_uuid, key=-(300 + index)))
+    return vim.vm.ConfigSpec(
+        name=escape_name(spec.name),
+        guestId=guest_id(spec.guest_os),
+        numCPUs=spec.cpus,
+        memoryMB=spec.memory_mib,
+        annotation=spec.description,
+        firmware="efi" if spec.firmware is Firmware.EFI else "bios",
+        files=vim.vm.FileInfo(vmPathName=datastore_path(datastore)),
+        deviceChange=changes,
+    )
+
+
+def _controller() -> Any:
+    controller = vim.vm.device.ParaVirtualSCSIController(
+        key=CONTROLLER_KEY,
+        busNumber=0,
+        sharedBus=vim.vm.device.VirtualSCSIController.Sharing.noSharing,
+    )
+    return vim.vm.device.VirtualDeviceSpec(
+        operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=controller
+    )
+
+
+def _disk(disk: DiskSpec, datastore: str, unit: int, key: int) -> Any:
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+        diskMode="persistent",
+        thinProvisioned=True,
+        fileName=disk.image if disk.image is not None else datastore_path(disk.storage or datastore),
+    )
+    device = vim.vm.device.VirtualDisk(
+        key=key, controllerKey=CONTROLLER_KEY, unitNumber=unit, backing=backing
+    )
+    if disk.size_bytes is not None:
+        device.capacityInKB = disk.size_bytes // 1024
+        device.capacityInBytes = disk.size_bytes
+    change = vim.vm.device.VirtualDeviceSpec(
+        operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=device
+    )
+    if disk.image is None:
+        change.fileOperation = vim.vm.device.VirtualDeviceSpec.FileOperation.create
+    return change
+
+
+def _nic(nic: NicSpec, network: Props, switch_uuid: str | None, key: int) -> Any:
+    model = NIC_MODELS[(nic.model or "vmxnet3").lower()]
+    if isinstance(network.ref, vim.dvs.DistributedVirtualPortgroup):
+        backing: Any = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+            port=vim.dvs.PortConnection(switchUuid=switch_uuid, portgroupKey=str(network.get("key")))
+        )
+    else:
+        backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+            deviceName=unescape_name(network.get("name", "")), network=network.ref
+        )
+    device = model(key=key, backing=backing)
+    device.connectable = vim.vm.device.VirtualDevice.ConnectInfo(
+        startConnected=True, allowGuestControl=True, connected=False
+    )
+    if nic.mac:
+        device.addressType = "manual"
+        device.macAddress = nic.mac
+    else:
+        device.addressType = "generated"
+    return vim.vm.device.VirtualDeviceSpec(
+        operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=device
+    )

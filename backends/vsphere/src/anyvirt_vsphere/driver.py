@@ -1,0 +1,312 @@
+"""The vSphere driver: ESXi hosts and vCenter clusters behind anyvirt's SPI.
+
+``vsphere://user@vcenter[:port]`` and ``esxi://root@esx1``; options
+``?verify=false``, ``?ca=/path/ca.pem``, ``?timeout=seconds``,
+``?datacenter=name`` and ``?cluster=name`` (scope listings and placement).
+This class only wires the SPI to the modules that do the work.
+
+Capabilities depend on the endpoint: a standalone ESXi host has one node and
+no vCenter services (no clone, no templates, no migration); a vCenter has
+them all. vSphere has no pause. Graceful stop and reboot need VMware Tools in
+the guest and raise ``InvalidState`` without them; reboot is withdrawn on a
+server that lacks ``RebootGuest`` (vcsim 0.24.2, recognised by its
+``vcsim.server.url`` setting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from anyvirt.driver import Driver
+from anyvirt.errors import InvalidSpec, NotSupported
+from anyvirt.model import (
+    Capability,
+    HostInfo,
+    MigrationResult,
+    NodeInfo,
+    PowerAction,
+    SnapshotInfo,
+    VMInfo,
+    VMSpec,
+    VMSummary,
+)
+from anyvirt.target import Target
+from anyvirt.tasks import Job
+from anyvirt_vsphere import clone, migration, power, snapshots, vms
+from anyvirt_vsphere.collector import Collector
+from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
+from anyvirt_vsphere.session import Session
+
+COMMON = frozenset(
+    {
+        Capability.VM_CREATE,
+        Capability.VM_DELETE,
+        Capability.START,
+        Capability.STOP,
+        Capability.POWER_OFF,
+        Capability.REBOOT,
+        Capability.RESET,
+        Capability.SUSPEND,
+        Capability.RECONFIGURE,
+        Capability.SNAPSHOTS,
+        Capability.MEMORY_SNAPSHOTS,
+        Capability.TASK_CANCEL,
+        Capability.MAINTENANCE_MODE,
+    }
+)
+VCENTER_ONLY = frozenset(
+    {
+        Capability.FULL_CLONE,
+        Capability.LINKED_CLONE,
+        Capability.TEMPLATES,
+        Capability.COLD_MIGRATION,
+        Capability.LIVE_MIGRATION,
+    }
+)
+
+
+class VSphereDriver(Driver):
+    backend: ClassVar[str] = "vsphere"
+    platform: ClassVar[str] = "VMware vSphere (vCenter, ESXi)"
+    possible_capabilities: ClassVar[frozenset[Capability]] = COMMON | VCENTER_ONLY
+
+    def __init__(self, target: Target, session: Session) -> None:
+        self.target = target
+        self.session = session
+        self.collector = Collector(session)
+        self.inventory = Inventory(self.collector, target)
+        self._capabilities = self._detect_capabilities()
+
+    # ---------------------------------------------------------- connection
+    @classmethod
+    def open(cls, target: Target) -> VSphereDriver:
+        if not target.host:
+            raise InvalidSpec(f"{target.scheme}:// needs a host name, e.g. {target.scheme}://user@host")
+        for key in target.query:
+            if key not in ("datacenter", "cluster"):
+                raise InvalidSpec(
+                    f"unknown option {key!r} for {target.scheme}://; "
+                    "known: verify, ca, timeout, datacenter, cluster"
+                )
+        session = Session(target).open()
+        try:
+            driver = cls(target, session)
+            driver.inventory.datacenter()  # a named datacenter that is absent fails here
+        except BaseException:
+            session.close()
+            raise
+        return driver
+
+    @property
+    def safe_uri(self) -> str:
+        return self.target.safe_uri
+
+    def close(self) -> None:
+        self.collector.forget_views()
+        self.session.close()
+
+    def capabilities(self) -> frozenset[Capability]:
+        return self._capabilities
+
+    def _detect_capabilities(self) -> frozenset[Capability]:
+        caps = set(COMMON)
+        if self.session.is_vcenter:
+            caps |= VCENTER_ONLY
+        if self._is_simulator():
+            caps.discard(Capability.REBOOT)  # vcsim 0.24.2 has no RebootGuest method
+        return frozenset(caps)
+
+    def _is_simulator(self) -> bool:
+        manager = self.session.content.setting
+        if manager is None:
+            return False
+        try:
+            found = self.session.call(
+                lambda: manager.QueryView("vcsim.server.url"), "reading settings", read=True
+            )
+        except Exception:
+            return False
+        return bool(found)
+
+    @property
+    def native(self) -> Any:
+        return self.session.service_instance
+
+    # ---------------------------------------------------------- host and nodes
+    def host_info(self) -> HostInfo:
+        about = self.session.content.about
+        nodes = self.list_nodes()
+        networks = sorted({unescape_name(r.get("name", "")) for r in self.inventory.networks()})
+        return HostInfo(
+            name=self.target.host,
+            backend=self.backend,
+            hypervisor="vCenter" if self.session.is_vcenter else "ESXi",
+            hypervisor_version=str(about.version),
+            cpus=sum(n.cpus for n in nodes),
+            memory_mib=sum(n.memory_mib for n in nodes),
+            free_memory_mib=sum(n.free_memory_mib or 0 for n in nodes),
+            storage=tuple(self.inventory.storage_info()),
+            networks=tuple(networks),
+            nodes=len(nodes),
+            extra={
+                "full_name": str(about.fullName),
+                "api_version": str(about.apiVersion),
+                "instance_uuid": str(about.instanceUuid or ""),
+                "datacenter": unescape_name(self.inventory.datacenter().get("name", "")),
+            },
+        )
+
+    def list_nodes(self) -> list[NodeInfo]:
+        return [row.node for row in self.inventory.hosts()]
+
+    # ---------------------------------------------------------- VMs
+    def list_vms(self) -> list[VMSummary]:
+        return self.inventory.list_vms()
+
+    def find_vm(self, ref: str) -> VMSummary:
+        return super().find_vm(ref)
+
+    def vm_info(self, vm_id: str) -> VMInfo:
+        return vms.vm_info(self.inventory, vm_id)
+
+    def vm_summary(self, vm_id: str) -> VMSummary:
+        props = self.inventory.vm_props(vm_id, VM_PATHS)
+        summary = vm_summary(props)
+        if summary is None:
+            return super().vm_summary(vm_id)
+        return summary
+
+    def native_vm(self, vm_id: str) -> Any:
+        return self.inventory.vm_ref(vm_id)
+
+    def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
+        return vms.create_vm(self.inventory, spec, job)
+
+    def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        vms.delete_vm(self.inventory, vm_id, disks, job)
+
+    def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
+        power.power(self.inventory, vm_id, action, job)
+
+    def reconfigure_vm(self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job) -> bool:
+        return vms.reconfigure_vm(self.inventory, vm_id, cpus, memory_mib, job)
+
+    # ---------------------------------------------------------- snapshots
+    def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
+        return snapshots.list_snapshots(self.inventory, vm_id)
+
+    def create_snapshot(
+        self,
+        vm_id: str,
+        name: str,
+        description: str,
+        memory: bool,
+        job: Job,
+        quiesce: bool = False,
+    ) -> SnapshotInfo:
+        return snapshots.create_snapshot(
+            self.inventory, vm_id, name, description, memory, job, quiesce=quiesce
+        )
+
+    def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
+        snapshots.revert_snapshot(self.inventory, vm_id, snapshot_id, job)
+
+    def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
+        snapshots.delete_snapshot(self.inventory, vm_id, snapshot_id, children, job)
+
+    # ---------------------------------------------------------- clone, migrate
+    def _require(self, capability: Capability, detail: str) -> None:
+        if capability not in self._capabilities:
+            raise NotSupported(self.backend, capability, detail)
+
+    def clone_vm(
+        self,
+        vm_id: str,
+        name: str,
+        linked: bool,
+        node: str | None,
+        job: Job,
+        datastore: str | None = None,
+        folder: str | None = None,
+    ) -> VMSummary:
+        cap = Capability.LINKED_CLONE if linked else Capability.FULL_CLONE
+        self._require(cap, "cloning needs vCenter; a standalone ESXi host cannot clone")
+        return clone.clone_vm(
+            self.inventory, vm_id, name, linked, node, job, datastore=datastore, folder=folder
+        )
+
+    def clone_many(
+        self,
+        vm_id: str,
+        names: Sequence[str],
+        linked: bool,
+        node: str | None,
+        job: Job,
+        datastore: str | None = None,
+        folder: str | None = None,
+    ) -> list[VMSummary]:
+        """Bulk clone (driver extra): one clone per name, in order."""
+        cap = Capability.LINKED_CLONE if linked else Capability.FULL_CLONE
+        self._require(cap, "cloning needs vCenter")
+        return clone.clone_many(
+            self.inventory, vm_id, names, linked, node, job, datastore=datastore, folder=folder
+        )
+
+    def create_folder(self, name: str) -> str:
+        """Make a VM folder in the datacenter (driver extra, a clone placement target)."""
+        return clone.create_folder(self.inventory, name)
+
+    def mark_as_template(self, vm_id: str) -> None:
+        """Driver extra: turn a powered-off VM into a template."""
+        self._require(Capability.TEMPLATES, "templates need vCenter")
+        clone.mark_as_template(self.inventory, vm_id)
+
+    def mark_as_vm(self, vm_id: str, node: str | None = None) -> None:
+        """Driver extra: turn a template back into a VM on ``node``."""
+        self._require(Capability.TEMPLATES, "templates need vCenter")
+        clone.mark_as_vm(self.inventory, vm_id, node)
+
+    def deploy_template(
+        self,
+        template_id: str,
+        name: str,
+        node: str | None,
+        job: Job,
+        datastore: str | None = None,
+        folder: str | None = None,
+    ) -> VMSummary:
+        """Driver extra: a new VM from a template."""
+        self._require(Capability.TEMPLATES, "templates need vCenter")
+        return clone.deploy_template(
+            self.inventory, template_id, name, node, job, datastore=datastore, folder=folder
+        )
+
+    def migrate_vm(
+        self,
+        vm_id: str,
+        target: Driver | None,
+        node: str | None,
+        live: bool,
+        job: Job,
+    ) -> MigrationResult:
+        cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
+        self._require(cap, "vMotion needs vCenter")
+        same = target is None or target is self
+        if not same and (not isinstance(target, VSphereDriver) or target.target.host != self.target.host):
+            raise NotSupported(self.backend, cap, "moving a VM to another vCenter is not supported")
+        return migration.relocate(self.inventory, vm_id, node, job)
+
+    def relocate_vm(
+        self, vm_id: str, job: Job, node: str | None = None, datastore: str | None = None
+    ) -> MigrationResult:
+        """Driver extra: compute, storage or combined vMotion."""
+        self._require(Capability.COLD_MIGRATION, "vMotion needs vCenter")
+        return migration.relocate(self.inventory, vm_id, node, job, datastore=datastore)
+
+    def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
+        migration.set_maintenance(self.inventory, node_id, on, job)
+
+    def datastore_url(self) -> tuple[str, int, str]:
+        """Host, port and datacenter path for the datastore HTTP interface."""
+        return self.target.host, self.session.port, self.inventory.datacenter().get("name", "")

@@ -1,0 +1,139 @@
+"""One logged-in SOAP session to a vCenter or ESXi host.
+
+Why a class of our own rather than ``pyVim.connect.SmartConnect``: SmartConnect
+negotiates the API version over a separate HTTP request that has no timeout,
+and it gives no place to re-login. Here every request goes through one
+``SoapStubAdapter`` built with the target's TLS context and a per-call socket
+timeout, so an unreachable, killed or hung server ends in ``ConnectionFailed``
+instead of a hang. An expired or dropped session (``NotAuthenticated``) logs in
+again, once; the call is then repeated only if it is a read, because a write
+may be the one thing the caller must never see done twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from anyvirt.errors import AuthenticationFailed, ConnectionFailed
+from anyvirt.target import Target
+from anyvirt_vsphere.errors import translate
+from anyvirt_vsphere.sdk import SoapStubAdapter, vim
+
+T = TypeVar("T")
+
+#: vSphere 6.5's API: understood by every supported vCenter/ESXi and by vcsim.
+API_VERSION = "vim.version.version11"
+DEFAULT_PORT = 443
+
+
+class Session:
+    """The stub, the service content and the login, with re-login built in."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.port = target.port or DEFAULT_PORT
+        self.timeout = target.timeout
+        self.ssl_context = target.ssl_context()
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped on every login; caches keyed by it go stale
+        self.stub = SoapStubAdapter(
+            host=target.host,
+            port=self.port,
+            path="/sdk",
+            version=API_VERSION,
+            sslContext=self.ssl_context,
+            httpConnectionTimeout=self.timeout,
+            connectionPoolTimeout=-1,
+        )
+        self.service_instance = vim.ServiceInstance("ServiceInstance", self.stub)
+        self.content: Any = None
+        self.logged_in = False
+
+    # ------------------------------------------------------------------ login
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def open(self) -> Session:
+        """Fetch the service content and log in; raise ConnectionFailed/AuthenticationFailed."""
+        try:
+            self.content = self.service_instance.RetrieveContent()
+        except Exception as exc:
+            raise translate(exc, f"connecting to {self.target.safe_uri}") from exc
+        self.login()
+        return self
+
+    def login(self) -> None:
+        creds = self.target.credentials
+        if not creds.username or creds.password is None:
+            raise AuthenticationFailed(
+                f"{self.target.safe_uri}: vSphere needs a user name and a password "
+                "(user@host in the URI, password= or the ANYVIRT_PASSWORD environment variable)"
+            )
+        self.stub.cookie = ""  # a dead session's cookie must not ride along
+        try:
+            self.content.sessionManager.Login(creds.username, creds.password.reveal(), None)
+        except vim.fault.InvalidLogin as exc:
+            raise AuthenticationFailed(
+                f"{self.target.safe_uri}: the server refused the user name or password"
+            ) from exc
+        except Exception as exc:
+            raise translate(exc, f"logging in to {self.target.safe_uri}") from exc
+        self.logged_in = True
+        self._generation += 1
+
+    def close(self) -> None:
+        """Log out (best effort: a dead server must not make close() raise) and drop the pool."""
+        if self.logged_in and self.content is not None:
+            # best effort: the session dies with the server anyway
+            with contextlib.suppress(Exception):
+                self.content.sessionManager.Logout()
+        self.logged_in = False
+        with contextlib.suppress(Exception):
+            self.stub.DropConnections()
+
+    # ------------------------------------------------------------------ calls
+    def call(self, fn: Callable[[], T], what: str, *, read: bool) -> T:
+        """Run ``fn`` (one or a few SOAP calls), re-logging in once on NotAuthenticated.
+
+        ``read`` says whether ``fn`` may be repeated after the re-login.
+        """
+        try:
+            return fn()
+        except vim.fault.NotAuthenticated as exc:
+            self._relogin(exc)
+            if not read:
+                raise ConnectionFailed(
+                    f"{what}: the vSphere session had expired; logged in again, but the "
+                    "request changes state and was not repeated: retry it if it is still wanted"
+                ) from exc
+        except Exception as exc:
+            raise translate(exc, what) from exc
+        try:
+            return fn()
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    def _relogin(self, cause: BaseException) -> None:
+        with self._lock:
+            try:
+                self.login()
+            except Exception as exc:
+                raise translate(exc, "logging in again after the session expired") from cause
+
+    # ------------------------------------------------------------------ helpers
+    def ref(self, kind: type, moid: str) -> Any:
+        """A managed object reference bound to this session's stub."""
+        return kind(moid, self.stub)
+
+    @property
+    def is_vcenter(self) -> bool:
+        return bool(self.content is not None and self.content.about.apiType == "VirtualCenter")
+
+    @property
+    def cookie(self) -> str:
+        """The session cookie (``vmware_soap_session="..."``), for the datastore HTTP interface."""
+        return str(self.stub.cookie)

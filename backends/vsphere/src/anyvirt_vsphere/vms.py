@@ -1,0 +1,291 @@
+"""VM create, delete, detail and reconfigure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyvirt.errors import AlreadyExists, AnyvirtError, CapacityExceeded, InvalidSpec, InvalidState
+from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary
+from anyvirt.tasks import Job
+from anyvirt_vsphere.collector import Props
+from anyvirt_vsphere.configspec import check_spec, config_spec, guest_name
+from anyvirt_vsphere.inventory import (
+    VM_PATHS,
+    HostRow,
+    Inventory,
+    split_datastore_path,
+    unescape_name,
+    vm_summary,
+)
+from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.tasks import run_task
+
+INFO_PATHS = (
+    *VM_PATHS,
+    "config.hardware.device",
+    "config.firmware",
+    "config.guestId",
+    "config.annotation",
+    "config.cpuHotAddEnabled",
+    "config.memoryHotAddEnabled",
+    "guest.toolsRunningStatus",
+)
+
+
+# ---------------------------------------------------------------- placement
+
+
+def pick_host(inventory: Inventory, node: str | None) -> HostRow:
+    """The node asked for, else the connected, non-maintenance host with most free memory."""
+    if node is not None:
+        host = inventory.host(node)
+        if host.node.state != "online":
+            raise InvalidState(f"node {host.node.name!r} is {host.node.state}: it cannot take VMs")
+        return host
+    candidates = [h for h in inventory.hosts() if h.node.state == "online"]
+    if not candidates:
+        raise InvalidState("no ESXi host is connected and out of maintenance mode")
+    return max(candidates, key=lambda h: (h.node.free_memory_mib or 0, h.node.id))
+
+
+def check_fits(host: HostRow, cpus: int | None, memory_mib: int | None) -> None:
+    """vSphere cannot give one VM more vCPUs than the host has threads, or more memory than it has."""
+    if cpus is not None and host.node.cpus and cpus > host.node.cpus:
+        raise CapacityExceeded(
+            f"{cpus} CPUs asked for, but node {host.node.name!r} has {host.node.cpus} logical CPUs"
+        )
+    if memory_mib is not None and host.node.memory_mib and memory_mib > host.node.memory_mib:
+        raise CapacityExceeded(
+            f"{memory_mib} MiB asked for, but node {host.node.name!r} has {host.node.memory_mib} MiB"
+        )
+
+
+def resolve_networks(
+    inventory: Inventory, host: HostRow, nics: tuple[NicSpec, ...]
+) -> list[tuple[NicSpec, Props, str | None]]:
+    if not nics:
+        return []
+    rows = inventory.networks(host)
+    by_name = {unescape_name(r.get("name", "")): r for r in rows}
+    out: list[tuple[NicSpec, Props, str | None]] = []
+    for nic in nics:
+        if nic.network is None:
+            standard = sorted(
+                (r for r in rows if not isinstance(r.ref, vim.dvs.DistributedVirtualPortgroup)),
+                key=lambda r: str(r.get("name", "")),
+            )
+            if not standard and not rows:
+                raise InvalidSpec("the host has no network to attach a NIC to")
+            row = (standard or rows)[0]
+        else:
+            found = by_name.get(nic.network)
+            if found is None:
+                known = ", ".join(sorted(by_name)) or "none"
+                raise InvalidSpec(
+                    f"no network or port group named {nic.network!r} on node "
+                    f"{host.node.name!r} (known: {known})"
+                )
+            row = found
+        switch = None
+        if isinstance(row.ref, vim.dvs.DistributedVirtualPortgroup):
+            switch = inventory.switch_uuid(row.get("config.distributedVirtualSwitch"))
+        out.append((nic, row, switch))
+    return out
+
+
+# ---------------------------------------------------------------- create / delete
+
+
+def create_vm(inventory: Inventory, spec: VMSpec, job: Job) -> VMSummary:
+    """Everything is checked and resolved first; only then is CreateVM_Task started."""
+    check_spec(spec)
+    if any(vm.name == spec.name for vm in inventory.list_vms()):
+        raise AlreadyExists(f"a VM named {spec.name!r} exists already")
+    host = pick_host(inventory, spec.node)
+    check_fits(host, spec.cpus, spec.memory_mib)
+    storage = next((d.storage for d in spec.disks if d.storage), None)
+    datastore = inventory.datastore(storage, host)
+    ds_name = unescape_name(datastore.get("name", ""))
+    networks = resolve_networks(inventory, host, spec.nics)
+    config = config_spec(spec, ds_name, networks)
+    pool = inventory.resource_pool(host)
+    folder = inventory.datacenter().get("vmFolder")
+    job.progress(5.0, f"creating {spec.name}")
+    try:
+        ref = run_task(
+            inventory.collector,
+            lambda: folder.CreateVM_Task(config=config, pool=pool, host=host.ref),
+            job,
+            f"creating VM {spec.name!r}",
+        )
+    except AnyvirtError:
+        remove_leftover(inventory, spec.name, job)
+        raise
+    return summary_of(inventory, ref)
+
+
+def remove_leftover(inventory: Inventory, name: str, job: Job) -> None:
+    """After a failed create or clone: destroy a half-made VM of that name, if one appeared."""
+    for vm in inventory.list_vms():
+        if vm.name == name:
+            try:
+                ref = inventory.vm_ref(vm.id)
+                run_task(inventory.collector, ref.Destroy_Task, job, f"removing the half-made {name!r}")
+            except AnyvirtError:
+                continue  # the original failure is what the caller must see
+
+
+def summary_of(inventory: Inventory, ref: Any) -> VMSummary:
+    props = inventory.collector.one(ref, vim.VirtualMachine, VM_PATHS, what="reading the new VM")
+    summary = vm_summary(props) if props is not None else None
+    if summary is None:
+        raise InvalidState("the new VM vanished right after it was made")
+    return summary
+
+
+def delete_vm(inventory: Inventory, vm_id: str, disks: bool, job: Job) -> None:
+    """With disks: Destroy_Task (files go too). Without: UnregisterVM, the files stay on the datastore."""
+    ref = inventory.vm_ref(vm_id)
+    if disks:
+        run_task(inventory.collector, ref.Destroy_Task, job, f"deleting VM {vm_id}")
+    else:
+        inventory.session.call(ref.UnregisterVM, f"unregistering VM {vm_id}", read=False)
+
+
+# ---------------------------------------------------------------- detail
+
+
+def vm_info(inventory: Inventory, vm_id: str) -> VMInfo:
+    props = inventory.vm_props(vm_id, INFO_PATHS)
+    summary = vm_summary(props)
+    if summary is None:
+        raise InvalidState(f"VM {vm_id} has no configuration yet")
+    devices = list(props.get("config.hardware.device") or ())
+    disks, nics = _devices(inventory, devices)
+    firmware = Firmware.EFI if props.get("config.firmware") == "efi" else Firmware.BIOS
+    return VMInfo(
+        id=summary.id,
+        name=summary.name,
+        state=summary.state,
+        raw_state=summary.raw_state,
+        cpus=summary.cpus,
+        memory_mib=summary.memory_mib,
+        node=summary.node,
+        firmware=firmware,
+        guest_os=guest_name(props.get("config.guestId")),
+        description=str(props.get("config.annotation") or ""),
+        disks=tuple(disks),
+        nics=tuple(nics),
+        template=summary.template,
+        extra={
+            "moref": props.moid,
+            "guest_id": props.get("config.guestId"),
+            "tools": str(props.get("guest.toolsRunningStatus") or ""),
+        },
+    )
+
+
+def _devices(inventory: Inventory, devices: list[Any]) -> tuple[list[DiskInfo], list[NicInfo]]:
+    controllers: dict[int, tuple[str, int]] = {}
+    for dev in devices:
+        if isinstance(dev, vim.vm.device.VirtualSCSIController):
+            controllers[dev.key] = ("scsi", dev.busNumber)
+        elif isinstance(dev, vim.vm.device.VirtualSATAController):
+            controllers[dev.key] = ("sata", dev.busNumber)
+        elif isinstance(dev, vim.vm.device.VirtualIDEController):
+            controllers[dev.key] = ("ide", dev.busNumber)
+        elif isinstance(dev, vim.vm.device.VirtualNVMEController):
+            controllers[dev.key] = ("nvme", dev.busNumber)
+    disks: list[DiskInfo] = []
+    nics: list[NicInfo] = []
+    portgroups: dict[str, str] | None = None
+    for dev in devices:
+        if isinstance(dev, vim.vm.device.VirtualDisk):
+            bus, number = controllers.get(dev.controllerKey, ("scsi", 0))
+            backing = dev.backing
+            path = getattr(backing, "fileName", None) or None
+            parent = getattr(backing, "parent", None)
+            size = dev.capacityInBytes or (dev.capacityInKB or 0) * 1024 or None
+            disks.append(
+                DiskInfo(
+                    id=f"{bus}{number}:{dev.unitNumber}",
+                    size_bytes=size,
+                    path=path,
+                    format="vmdk",
+                    bus=bus,
+                    storage=split_datastore_path(path or "")[0],
+                    backing=getattr(parent, "fileName", None) if parent is not None else None,
+                )
+            )
+        elif isinstance(dev, vim.vm.device.VirtualEthernetCard):
+            backing = dev.backing
+            network: str | None = None
+            if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
+                network = unescape_name(backing.deviceName or "") or None
+            elif isinstance(backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+                if portgroups is None:
+                    portgroups = {
+                        str(r.get("key")): unescape_name(r.get("name", ""))
+                        for r in inventory.networks()
+                        if r.get("key") is not None
+                    }
+                network = portgroups.get(str(backing.port.portgroupKey), backing.port.portgroupKey)
+            model = type(dev).__name__.rsplit(".", 1)[-1].removeprefix("Virtual").lower()
+            nics.append(
+                NicInfo(
+                    id=str(dev.key),
+                    network=network,
+                    mac=(dev.macAddress or "").lower() or None,
+                    model=model,
+                )
+            )
+    return disks, nics
+
+
+# ---------------------------------------------------------------- reconfigure
+
+
+def reconfigure_vm(
+    inventory: Inventory, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job
+) -> bool:
+    """Returns True when applied to a running VM (CPU/memory hot-add), False when powered off."""
+    props = inventory.vm_props(
+        vm_id,
+        (
+            "runtime.powerState",
+            "runtime.host",
+            "config.cpuHotAddEnabled",
+            "config.memoryHotAddEnabled",
+            "config.hardware.numCPU",
+            "config.hardware.memoryMB",
+        ),
+    )
+    running = props.get("runtime.powerState") == "poweredOn"
+    if running:
+        if (
+            cpus is not None
+            and cpus != props.get("config.hardware.numCPU")
+            and not props.get("config.cpuHotAddEnabled")
+        ):
+            raise InvalidState("the VM is running and CPU hot-add is off: stop it first")
+        if (
+            memory_mib is not None
+            and memory_mib != props.get("config.hardware.memoryMB")
+            and not props.get("config.memoryHotAddEnabled")
+        ):
+            raise InvalidState("the VM is running and memory hot-add is off: stop it first")
+    host_ref = props.get("runtime.host")
+    if host_ref is not None:
+        check_fits(inventory.host(str(host_ref._moId)), cpus, memory_mib)
+    spec = vim.vm.ConfigSpec()
+    if cpus is not None:
+        spec.numCPUs = cpus
+    if memory_mib is not None:
+        spec.memoryMB = memory_mib
+    run_task(
+        inventory.collector,
+        lambda: props.ref.ReconfigVM_Task(spec=spec),
+        job,
+        f"reconfiguring VM {vm_id}",
+    )
+    return bool(running)
