@@ -12,7 +12,7 @@ from anyvirt import capacity
 from anyvirt.errors import AlreadyExists, InvalidSpec, NotFound, NotSupported
 from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec
 from anyvirt.node import Node
-from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task, run
+from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
 from anyvirt.vm import VM
 
 if TYPE_CHECKING:
@@ -71,6 +71,14 @@ class Host:
         if capability not in self.capabilities:
             raise NotSupported(self.backend, capability, detail)
 
+    def new_task(
+        self, name: str, work: Callable[[Job], T], *, timeout: float | None = DEFAULT_TIMEOUT,
+        on_progress: ProgressCallback | None = None,
+    ) -> Task[T]:
+        """A Task of this host, not yet started (cancellable where the backend says so)."""
+        return Task(name, work, timeout=timeout, on_progress=on_progress, backend=self.backend,
+                    cancellable=Capability.TASK_CANCEL in self.capabilities)
+
     def run(
         self,
         name: str,
@@ -80,9 +88,9 @@ class Host:
         timeout: float | None,
         on_progress: ProgressCallback | None = None,
     ) -> T | Task[T]:
-        """Run driver work as a Task of this host (cancellable where the backend says so)."""
-        return run(name, work, wait=wait, timeout=timeout, on_progress=on_progress,
-                   cancellable=Capability.TASK_CANCEL in self.capabilities, backend=self.backend)
+        """Run driver work as a Task: in this thread with ``wait``, else in the background."""
+        task = self.new_task(name, work, timeout=timeout, on_progress=on_progress)
+        return task.run_here() if wait else task.start()
 
     # -- facts --------------------------------------------------------
     def info(self) -> HostInfo:

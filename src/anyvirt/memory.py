@@ -8,6 +8,9 @@ Options, read when a name is first used::
 
     memory://lab?nodes=2&cpus=32&memory_mib=131072&storage_gib=2048&latency=0.0
 
+and, per connection, ``without=snapshot,migration.live`` (capability values) to
+rehearse a backend that lacks those capabilities.
+
 ``latency`` (seconds) makes every change take that long in small steps, so
 ``wait=False`` tasks, progress and ``cancel()`` can be exercised. ``reset()``
 forgets a host; ``inject_failure()`` makes the next call of a driver method
@@ -151,6 +154,19 @@ def inject_failure(name: str, method: str, error: Exception) -> None:
     _world(name, {}).failures[method] = error
 
 
+def _without(spec: str) -> frozenset[Capability]:
+    """``without=snapshot,migration.live``: a connection that lacks those capabilities, to
+    rehearse how code copes with a backend that cannot do something."""
+    out = set()
+    for word in filter(None, (w.strip() for w in spec.split(","))):
+        try:
+            out.add(Capability(word))
+        except ValueError:
+            known = ", ".join(c.value for c in Capability)
+            raise InvalidSpec(f"memory:// option without: unknown capability {word!r} ({known})") from None
+    return frozenset(out)
+
+
 def _int_option(options: dict[str, str], key: str, default: int) -> int:
     raw = options.get(key)
     if raw is None:
@@ -187,6 +203,7 @@ class MemoryDriver(Driver):
     def __init__(self, world: World, target: Target) -> None:
         self.world = world
         self._target = target
+        self._capabilities = self.possible_capabilities - _without(target.query.get("without", ""))
 
     @classmethod
     def open(cls, target: Target) -> MemoryDriver:
@@ -196,6 +213,9 @@ class MemoryDriver(Driver):
     @property
     def safe_uri(self) -> str:
         return f"memory://{self.world.name}"
+
+    def capabilities(self) -> frozenset[Capability]:
+        return self._capabilities
 
     @property
     def native(self) -> World:

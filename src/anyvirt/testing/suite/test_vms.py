@@ -1,0 +1,103 @@
+"""Creating, listing, describing, reconfiguring and deleting VMs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound
+from anyvirt.host import Host
+from anyvirt.model import Capability, PowerState, VMInfo, VMSpec
+from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.suite.spy import recording
+from anyvirt.vm import VM
+
+
+@pytest.mark.anyvirt_requires(Capability.VM_CREATE, Capability.VM_DELETE)
+class TestVMs:
+    def test_create_lists_and_describes(
+        self, anyvirt_host: Host, make_vm: Callable[..., VM]
+    ) -> None:
+        vm = make_vm()
+        assert vm.state is PowerState.STOPPED
+        listed = {v.id: v for v in anyvirt_host.vms.list()}
+        assert vm.id in listed
+        row = listed[vm.id]
+        assert (row.name, row.state, row.cpus, row.memory_mib) == (
+            vm.name, PowerState.STOPPED, vm.cpus, vm.memory_mib)
+        assert anyvirt_host.vms.get(vm.name).id == vm.id
+        assert anyvirt_host.vms.get(vm.id).name == vm.name
+        info = vm.info()
+        assert isinstance(info, VMInfo)
+        assert info.id == vm.id and info.name == vm.name
+        assert info.raw_state
+
+    def test_info_matches_the_spec(
+        self, anyvirt_host: Host, anyvirt_vm_spec: Callable[[str], VMSpec]
+    ) -> None:
+        spec = anyvirt_vm_spec(unique_name("spec"))
+        vm = anyvirt_host.vms.create(spec)
+        try:
+            info = vm.info()
+            assert info.cpus == spec.cpus
+            assert info.memory_mib == spec.memory_mib
+            assert len(info.disks) == len(spec.disks)
+            assert len(info.nics) == len(spec.nics)
+            for nic in info.nics:
+                assert nic.mac and len(nic.mac.split(":")) == 6
+            assert info.spec.cpus == spec.cpus
+        finally:
+            vm.delete()
+
+    def test_duplicate_name_is_refused(
+        self, anyvirt_host: Host, make_vm: Callable[..., VM],
+        anyvirt_vm_spec: Callable[[str], VMSpec],
+    ) -> None:
+        vm = make_vm()
+        before = len(anyvirt_host.vms.list())
+        with recording(anyvirt_host) as calls, pytest.raises(AlreadyExists):
+            anyvirt_host.vms.create(anyvirt_vm_spec(vm.name))
+        assert calls == []
+        assert len(anyvirt_host.vms.list()) == before
+
+    def test_bad_input_is_refused_before_anything_is_sent(self, anyvirt_host: Host) -> None:
+        with recording(anyvirt_host) as calls:
+            with pytest.raises(InvalidSpec):
+                anyvirt_host.vms.create("web1")  # type: ignore[call-overload]
+            with pytest.raises(InvalidSpec):
+                VMSpec(name="", cpus=1)
+            with pytest.raises(InvalidSpec):
+                VMSpec(name="x", memory_mib=-1)
+        assert calls == []
+
+    def test_delete(self, anyvirt_host: Host, anyvirt_vm_spec: Callable[[str], VMSpec]) -> None:
+        vm = anyvirt_host.vms.create(anyvirt_vm_spec(unique_name("del")))
+        vm.delete(disks=True)
+        assert vm.id not in {v.id for v in anyvirt_host.vms.list()}
+        with pytest.raises(NotFound):
+            anyvirt_host.vms.get(vm.id)
+        with pytest.raises(NotFound):
+            vm.refresh()
+
+    @pytest.mark.anyvirt_requires(Capability.START, Capability.POWER_OFF)
+    def test_a_running_vm_is_not_deleted(self, make_vm: Callable[..., VM]) -> None:
+        vm = make_vm()
+        vm.start()
+        with pytest.raises(InvalidState):
+            vm.delete()
+        assert vm.refresh().state is PowerState.RUNNING
+
+    @pytest.mark.anyvirt_requires(Capability.RECONFIGURE)
+    def test_reconfigure_stopped(self, make_vm: Callable[..., VM]) -> None:
+        vm = make_vm()
+        cpus, memory = vm.cpus + 1, vm.memory_mib + 32
+        live = vm.reconfigure(cpus=cpus, memory_mib=memory)
+        assert live is False
+        assert (vm.cpus, vm.memory_mib) == (cpus, memory)
+        info = vm.info()
+        assert (info.cpus, info.memory_mib) == (cpus, memory)
+        with pytest.raises(InvalidSpec):
+            vm.reconfigure(cpus=0)
+        with pytest.raises(InvalidSpec):
+            vm.reconfigure()
