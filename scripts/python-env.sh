@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates/updates the project's virtualenv (.venv) with uv, idempotently.
+# Usage: scripts/python-env.sh [all|core]
+#   all:  anyvirt + every backend + dev tools (needs libvirt-dev to compile libvirt-python)
+#   core: anyvirt + dev tools only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check uv 2>/dev/null \
+    || python3 -m pip install --quiet --user --disable-pip-version-check uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+export UV_PYTHON_DOWNLOADS=never   # use the machine's Python 3.11+; never fetch one
+python=$(command -v python3)
+if [ "$mode" = all ]; then
+  uv sync --quiet --all-packages --python "$python"
+else
+  uv sync --quiet --python "$python"
+fi
