@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -301,3 +303,30 @@ def test_measure_startup_of_5000_vms(tmp_path: Path) -> None:
         f"RSS {int(rss) // 1024} MiB, listed in {listing:.2f} s"
     )
     assert count == sim.expected_vm_count == 5000
+
+
+def test_simulator_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """A test run killed with SIGKILL leaves no simulator behind (its stdin pipe closes)."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from anyvirt.testing.vcsim_testbed import Vcsim\n"
+        "sim = Vcsim(vms=1, workdir=Path(sys.argv[1])).start()\n"
+        "print(sim.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        simulator_pid = int(parent.stdout.readline())
+        assert Path(f"/proc/{simulator_pid}").exists()
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{simulator_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{simulator_pid}").exists()
+    assert list(tmp_path.glob("*/datastores/govcsim-*")) == []  # it cleaned up as it went

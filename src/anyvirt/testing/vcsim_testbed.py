@@ -437,6 +437,9 @@ class Vcsim:
             ]
         args += ["-vm", str(self.vms), "-ds", str(self.datastores)]
         args += ["-username", self.username, "-password", self.password]
+        # Our end of its stdin closes when this process dies, however it
+        # dies: no simulator outlives a killed test run.
+        args.append("-exit-on-stdin-eof")
         return args
 
     def start(self, timeout: float = 20.0) -> Vcsim:
@@ -462,7 +465,7 @@ class Vcsim:
         with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
             self._process = subprocess.Popen(
                 args,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=stdout,
                 stderr=stderr,
                 env=env,
@@ -536,9 +539,16 @@ class Vcsim:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self._process is not None and self._process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
 
     def stop(self) -> None:
         """SIGTERM (the simulator removes its datastores), SIGKILL after 5 s; remove our files."""
+        self._close_stdin()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -4,7 +4,8 @@
 // Debian ships the simulator library but not its command, so anyvirt builds
 // this small one from the Debian source. It prints the SDK URL (never the
 // password) and shell-style environment lines on stdout once the server
-// accepts connections, then serves until SIGTERM or SIGINT, removing the
+// accepts connections, then serves until SIGTERM or SIGINT (or, with
+// -exit-on-stdin-eof, until its stdin closes), removing the
 // datastore directories it made on the way out.
 package main
 
@@ -12,6 +13,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/url"
 	"os"
@@ -41,6 +43,8 @@ func main() {
 	certFile := flag.String("tlscert", "", "PEM certificate to serve (default: the simulator's built-in one)")
 	keyFile := flag.String("tlskey", "", "PEM private key of -tlscert")
 	plain := flag.Bool("plain", false, "serve plain HTTP instead of HTTPS")
+	stdinWatch := flag.Bool("exit-on-stdin-eof", false,
+		"also exit when stdin closes (ties the simulator to its parent, even one that dies unannounced)")
 	flag.Parse()
 
 	var model *simulator.Model
@@ -103,6 +107,18 @@ func main() {
 	fmt.Printf("GOVC_SIM_PID=%d\n", os.Getpid())
 	_ = os.Stdout.Sync()
 
-	<-signals
+	stop := make(chan struct{}, 2)
+	go func() {
+		<-signals
+		stop <- struct{}{}
+	}()
+	if *stdinWatch {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop <- struct{}{}
+		}()
+	}
+
+	<-stop
 	server.Close()
 }
