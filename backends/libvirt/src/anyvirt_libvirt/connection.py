@@ -1,0 +1,193 @@
+"""One libvirt connection that notices when it drops and re-opens itself.
+
+* The anyvirt URI ``libvirt+<libvirt-uri>`` maps to ``<libvirt-uri>``: the
+  scheme loses its ``libvirt+`` prefix, the rest is kept (user, host, port,
+  path, query minus anyvirt's own options). A password never enters the URI:
+  it is handed to ``openAuth`` through the credential callback.
+* libvirt's keepalive needs an event loop. :func:`ensure_event_loop` registers
+  libvirt's default implementation and runs it in one daemon thread, once per
+  process, before the first connection is opened (``qemu:///embed`` needs the
+  same loop to watch its QEMU processes).
+* A connection error (daemon gone, socket closed, keepalive timeout) raises
+  ``ConnectionFailed`` and marks the connection dead; the next call opens a
+  new one. Nothing is retried behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import quote
+
+import libvirt
+
+from anyvirt.errors import ConnectionFailed
+from anyvirt.target import Target
+from anyvirt_libvirt.errors import is_connection_error, translate
+
+_loop_lock = threading.Lock()
+_loop_thread: threading.Thread | None = None
+
+
+def _silence(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; anyvirt raises them instead."""
+
+
+def ensure_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread (once)."""
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.registerErrorHandler(_silence, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _loop_thread = threading.Thread(target=run, name="anyvirt-libvirt-events", daemon=True)
+        _loop_thread.start()
+
+
+def libvirt_uri(target: Target) -> str:
+    """The libvirt URI for an anyvirt target (never with a password in it)."""
+    if not target.transport:
+        raise ConnectionFailed(
+            "a libvirt URI needs a driver after 'libvirt+', e.g. libvirt+qemu:///system"
+        )
+    netloc = ""
+    if target.credentials.username:
+        netloc = quote(target.credentials.username, safe="") + "@"
+    if target.host:
+        netloc += f"[{target.host}]" if ":" in target.host else quote(target.host, safe="")
+    if target.port is not None:
+        netloc += f":{target.port}"
+    query = "&".join(
+        f"{quote(key, safe='')}={quote(value, safe='/')}" for key, value in target.query.items()
+    )
+    uri = f"{target.transport}://{netloc}{quote(target.path, safe='/')}"
+    return f"{uri}?{query}" if query else uri
+
+
+def _still_alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+class Link:
+    """A libvirt connection plus what is needed to open it again."""
+
+    def __init__(self, uri: str, target: Target) -> None:
+        self.uri = uri
+        self._username = target.credentials.username
+        self._password = target.credentials.password
+        # keepalive: probe every 5 s; give up after the call timeout's worth of silence
+        self._keepalive_interval = 5
+        self._keepalive_count = max(1, int(target.timeout // 5))
+        self._conn: libvirt.virConnect | None = None
+        self._dropped = threading.Event()
+        self._lock = threading.Lock()
+        self.reconnects = 0
+
+    # ---------------------------------------------------------------- opening
+    def _open(self) -> libvirt.virConnect:
+        ensure_event_loop()
+        try:
+            if self._password is not None:
+                conn = libvirt.openAuth(self.uri, self._auth(), 0)
+            else:
+                conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            error = translate(exc, "cannot connect to libvirt")
+            if not isinstance(error, ConnectionFailed):
+                error = ConnectionFailed(str(error))
+            raise error from exc
+        if conn is None:  # pragma: no cover - old bindings returned None
+            raise ConnectionFailed("cannot connect to libvirt")
+        # local drivers (test:///, qemu:///embed) have no keepalive: nothing can drop
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(self._keepalive_interval, self._keepalive_count)
+        self._dropped.clear()
+        with suppress(libvirt.libvirtError):
+            conn.registerCloseCallback(self._on_close, None)
+        return conn
+
+    def _auth(self) -> list[Any]:
+        username = self._username
+        password = self._password
+
+        def answer(credentials: list[list[Any]], _data: object) -> int:
+            for cred in credentials:
+                if cred[0] == libvirt.VIR_CRED_AUTHNAME:
+                    cred[4] = username or ""
+                elif cred[0] in (libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_NOECHOPROMPT):
+                    cred[4] = password.reveal() if password is not None else ""
+                else:
+                    return -1
+            return 0
+
+        wanted = [libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_NOECHOPROMPT]
+        return [wanted, answer, None]
+
+    def _on_close(self, _conn: libvirt.virConnect, _reason: int, _opaque: object) -> None:
+        self._dropped.set()
+
+    def connect(self) -> None:
+        """Open now (``LibvirtDriver.open`` fails early on a bad URI)."""
+        _ = self.conn
+
+    # ---------------------------------------------------------------- use
+    @property
+    def conn(self) -> libvirt.virConnect:
+        """The live connection, re-opened if the last one dropped."""
+        with self._lock:
+            conn = self._conn
+            if conn is not None and not self._dropped.is_set():
+                try:
+                    alive = conn.isAlive()
+                except libvirt.libvirtError:
+                    alive = 0
+                if alive:
+                    return conn
+            if conn is not None:
+                self._forget(conn)
+                self.reconnects += 1
+            self._conn = self._open()
+            return self._conn
+
+    def _forget(self, conn: libvirt.virConnect) -> None:
+        self._conn = None
+        with suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()
+        with suppress(libvirt.libvirtError):
+            conn.close()
+
+    def mark_dropped(self) -> None:
+        self._dropped.set()
+
+    @contextmanager
+    def call(self, what: str = "") -> Iterator[libvirt.virConnect]:
+        """Yield the connection; translate libvirt errors, and notice a dropped connection."""
+        conn = self.conn
+        try:
+            yield conn
+        except libvirt.libvirtError as exc:
+            alive = _still_alive(conn)
+            if not alive:
+                self.mark_dropped()  # the next call opens a new connection
+            if is_connection_error(exc) or not alive:
+                raise ConnectionFailed(
+                    f"{what}: connection to libvirt lost: {exc.get_error_message()}"
+                ) from exc
+            raise translate(exc, what) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._forget(self._conn)

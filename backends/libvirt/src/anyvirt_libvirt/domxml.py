@@ -1,0 +1,304 @@
+"""Domain XML: built from a VMSpec with xml.etree, and read back into VMInfo.
+
+User values (name, description, guest OS) only ever become element text or
+attribute values through ElementTree, which escapes them; file paths are
+chosen by anyvirt (volume names derive from the VM's UUID, never its name).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from attrs import frozen
+
+from anyvirt.model import DiskInfo, Firmware, NicInfo, PowerState, VMInfo, VMSpec
+
+#: anyvirt's own metadata namespace inside <metadata>
+NS = "https://anyvirt.dev/xmlns/libvirt/1"
+ET.register_namespace("anyvirt", NS)
+
+#: device name prefix per disk bus
+_DEV_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
+
+
+@frozen
+class DiskPlan:
+    """A disk as it goes into the XML: a volume path anyvirt created."""
+
+    path: str
+    bus: str = "virtio"
+    format: str = "qcow2"
+
+
+@frozen
+class NicPlan:
+    """A NIC as it goes into the XML: on a libvirt network or a host bridge."""
+
+    kind: str  # "network" | "bridge"
+    source: str
+    model: str = "virtio"
+    mac: str | None = None
+
+
+@frozen
+class HostChoices:
+    """What this host offers, decided once per connection from its capabilities."""
+
+    domain_type: str  # kvm | qemu | test
+    arch: str | None = None
+    machine: str | None = None
+    efi: bool = False
+
+
+def device_names(buses: list[str]) -> list[str]:
+    """vda, vdb, sda, ... in order, per bus prefix."""
+    counters: dict[str, int] = {}
+    names = []
+    for bus in buses:
+        prefix = _DEV_PREFIX[bus]
+        index = counters.get(prefix, 0)
+        counters[prefix] = index + 1
+        names.append(prefix + _letters(index))
+    return names
+
+
+def _letters(index: int) -> str:
+    out = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        out = chr(ord("a") + rem) + out
+    return out
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrib)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def build_domain_xml(
+    spec: VMSpec,
+    uuid: str,
+    host: HostChoices,
+    disks: list[DiskPlan],
+    nics: list[NicPlan],
+    console_log: str | None,
+) -> str:
+    """The persistent definition of a new VM."""
+    dom = ET.Element("domain", {"type": host.domain_type})
+    _sub(dom, "name", spec.name)
+    _sub(dom, "uuid", uuid)
+    if spec.description:
+        _sub(dom, "description", spec.description)
+    metadata = _sub(dom, "metadata")
+    ET.SubElement(metadata, f"{{{NS}}}vm", {"guest-os": spec.guest_os})
+    kib = str(spec.memory_mib * 1024)
+    _sub(dom, "memory", kib, unit="KiB")
+    _sub(dom, "currentMemory", kib, unit="KiB")
+    _sub(dom, "vcpu", str(spec.cpus), placement="static")
+
+    os_el = _sub(dom, "os")
+    if spec.firmware is Firmware.EFI:
+        os_el.set("firmware", "efi")
+    type_attrs = {}
+    if host.arch:
+        type_attrs["arch"] = host.arch
+    if host.machine:
+        type_attrs["machine"] = host.machine
+    _sub(os_el, "type", "hvm", **type_attrs)
+    _sub(os_el, "boot", dev="hd")
+
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    # No <cpu>: the hypervisor's default model (qemu64) is accepted everywhere,
+    # including nested KVM where host-model fails, and it keeps the VM migratable.
+    _sub(dom, "clock", offset="utc")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+
+    devices = _sub(dom, "devices")
+    for plan, dev in zip(disks, device_names([d.bus for d in disks]), strict=True):
+        disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "driver", name="qemu", type=plan.format)
+        _sub(disk, "source", file=plan.path)
+        _sub(disk, "target", dev=dev, bus=plan.bus)
+    for nic in nics:
+        iface = _sub(devices, "interface", type=nic.kind)
+        if nic.mac:
+            _sub(iface, "mac", address=nic.mac)
+        _sub(iface, "source", **{nic.kind: nic.source})
+        _sub(iface, "model", type=nic.model)
+    if host.domain_type != "test":
+        serial = _sub(devices, "serial", type="pty")
+        if console_log:
+            # QEMU itself appends the guest's serial output to this file
+            # (stdio_handler="file" or virtlogd: both honour <log>)
+            _sub(serial, "log", file=console_log, append="on")
+        _sub(serial, "target", port="0")
+        console = _sub(devices, "console", type="pty")
+        _sub(console, "target", type="serial", port="0")
+    return ET.tostring(dom, encoding="unicode")
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def parse_vm_info(
+    xml: str,
+    state: PowerState,
+    raw_state: str,
+    node: str | None,
+    volumes: dict[str, tuple[int | None, str | None, str | None]] | None = None,
+) -> VMInfo:
+    """A VMInfo from a domain's XML; ``volumes`` maps disk path -> (capacity, pool, backing)."""
+    root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon, not from users
+    volumes = volumes or {}
+    memory_kib = int(root.findtext("currentMemory") or root.findtext("memory") or "0")
+    vcpu = root.find("vcpu")
+    cpus = int(vcpu.get("current") or vcpu.text or "1") if vcpu is not None else 1
+    os_el = root.find("os")
+    firmware = Firmware.BIOS
+    if os_el is not None and (
+        os_el.get("firmware") == "efi"
+        or (os_el.find("loader") is not None and os_el.find("nvram") is not None)
+    ):
+        firmware = Firmware.EFI
+    meta = root.find(f"metadata/{{{NS}}}vm")
+    guest_os = meta.get("guest-os", "other") if meta is not None else "other"
+    disks = []
+    for disk in root.findall("devices/disk"):
+        if disk.get("device", "disk") != "disk":
+            continue
+        path = _disk_path(disk)
+        target = disk.find("target")
+        driver = disk.find("driver")
+        capacity, pool, backing = volumes.get(path or "", (None, None, None))
+        disks.append(
+            DiskInfo(
+                id=target.get("dev", "") if target is not None else "",
+                size_bytes=capacity,
+                path=path,
+                format=driver.get("type") if driver is not None else None,
+                bus=target.get("bus") if target is not None else None,
+                storage=pool,
+                backing=backing,
+            )
+        )
+    nics = []
+    for index, iface in enumerate(root.findall("devices/interface")):
+        source = iface.find("source")
+        network = None
+        if source is not None:
+            network = source.get("network") or source.get("bridge")
+        mac = iface.find("mac")
+        model = iface.find("model")
+        target = iface.find("target")
+        nics.append(
+            NicInfo(
+                id=(target.get("dev") if target is not None else None) or f"net{index}",
+                network=network,
+                mac=mac.get("address") if mac is not None else None,
+                model=model.get("type") if model is not None else None,
+            )
+        )
+    extra: dict[str, object] = {"domain_type": root.get("type")}
+    log = console_log_path(root)
+    if log:
+        extra["console_log"] = log
+    return VMInfo(
+        id=root.findtext("uuid") or "",
+        name=root.findtext("name") or "",
+        state=state,
+        raw_state=raw_state,
+        cpus=cpus,
+        memory_mib=memory_kib // 1024,
+        node=node,
+        firmware=firmware,
+        guest_os=guest_os,
+        description=root.findtext("description") or "",
+        disks=tuple(disks),
+        nics=tuple(nics),
+        extra=extra,
+    )
+
+
+def _disk_path(disk: ET.Element) -> str | None:
+    source = disk.find("source")
+    if source is None:
+        return None
+    return source.get("file") or source.get("dev") or source.get("name")
+
+
+def disk_paths(xml: str) -> list[str]:
+    """The file paths of a domain's disks (not CD-ROMs), in device order."""
+    root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
+    paths = []
+    for disk in root.findall("devices/disk"):
+        if disk.get("device", "disk") != "disk":
+            continue
+        path = _disk_path(disk)
+        if path:
+            paths.append(path)
+    return paths
+
+
+def console_log_path(root: ET.Element) -> str | None:
+    log = root.find("devices/serial/log")
+    return log.get("file") if log is not None else None
+
+
+def rewrite_for_copy(
+    xml: str,
+    *,
+    name: str | None,
+    uuid: str | None,
+    disk_paths_map: dict[str, str],
+    console_log: str | None,
+    new_macs: bool,
+) -> str:
+    """A domain XML with new identity and disk paths (clone, migration to other storage)."""
+    root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
+    if name is not None:
+        name_el = root.find("name")
+        if name_el is not None:
+            name_el.text = name
+    if uuid is not None:
+        uuid_el = root.find("uuid")
+        if uuid_el is None:
+            uuid_el = ET.SubElement(root, "uuid")
+        uuid_el.text = uuid
+    for disk in root.findall("devices/disk"):
+        source = disk.find("source")
+        if source is not None and source.get("file") in disk_paths_map:
+            source.set("file", disk_paths_map[source.get("file", "")])
+            # a copied disk is a fresh file: any recorded backing chain no longer applies
+            backing = disk.find("backingStore")
+            if backing is not None:
+                disk.remove(backing)
+    if new_macs:
+        for iface in root.findall("devices/interface"):
+            mac = iface.find("mac")
+            if mac is not None:
+                iface.remove(mac)  # libvirt generates a fresh one
+            target = iface.find("target")
+            if target is not None:
+                iface.remove(target)
+    for serial in root.findall("devices/serial"):
+        log = serial.find("log")
+        if log is not None:
+            if console_log:
+                log.set("file", console_log)
+            else:
+                serial.remove(log)
+        source = serial.find("source")
+        if source is not None and serial.get("type") == "pty":
+            serial.remove(source)  # the pty path belongs to the old process
+    for console in root.findall("devices/console"):
+        source = console.find("source")
+        if source is not None and console.get("type") == "pty":
+            console.remove(source)
+    return ET.tostring(root, encoding="unicode")

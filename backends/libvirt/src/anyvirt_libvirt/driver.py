@@ -1,0 +1,483 @@
+"""The libvirt driver: KVM/QEMU (and libvirt's test driver) behind the anyvirt SPI.
+
+Thin on purpose: each concern lives in its own module (connection, listing,
+domxml, storage, lifecycle, snapshots, migration); this class looks domains
+up by UUID on a live connection and hands them over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import libvirt
+
+from anyvirt.driver import Driver
+from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState, NotFound
+from anyvirt.model import (
+    GIB,
+    Allocation,
+    Capability,
+    DiskSpec,
+    Firmware,
+    HostInfo,
+    MigrationResult,
+    NicSpec,
+    NodeInfo,
+    PowerAction,
+    SnapshotInfo,
+    StorageInfo,
+    VMInfo,
+    VMSpec,
+    VMSummary,
+)
+from anyvirt.target import Target
+from anyvirt.tasks import Job
+from anyvirt_libvirt import domxml, lifecycle, listing, migration, snapshots, storage
+from anyvirt_libvirt.connection import Link, libvirt_uri
+from anyvirt_libvirt.embedded import default_uri, prepare_embed_root
+from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
+from anyvirt_libvirt.migration import UNDEFINE_FLAGS
+from anyvirt_libvirt.states import domain_state
+
+NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
+DEFAULT_POOLS = ("default", "default-pool")
+
+
+class LibvirtDriver(Driver):
+    backend: ClassVar[str] = "libvirt"
+    platform: ClassVar[str] = "KVM/QEMU (libvirt)"
+    possible_capabilities: ClassVar[frozenset[Capability]] = ALL
+
+    def __init__(self, link: Link, target: Target, embed_root: Path | None) -> None:
+        self.link = link
+        self.target = target
+        self.embed_root = embed_root
+        with link.call("read host capabilities") as conn:
+            has_storage = _has_storage(conn)
+            self.facts: HostFacts = read_host_facts(conn, embed_root is not None, has_storage)
+
+    # ------------------------------------------------------------ connection
+    @classmethod
+    def open(cls, target: Target) -> LibvirtDriver:
+        uri = libvirt_uri(target)
+        embed_root = None
+        if target.transport == "qemu" and target.path.rstrip("/") == "/embed":
+            root = target.query.get("root")
+            if not root:
+                raise InvalidSpec("libvirt+qemu:///embed needs ?root=DIR")
+            embed_root = Path(root)
+            prepare_embed_root(embed_root)
+        link = Link(uri, target)
+        link.connect()
+        try:
+            return cls(link, target, embed_root)
+        except BaseException:
+            link.close()
+            raise
+
+    @classmethod
+    def default_uri(cls) -> str | None:
+        return default_uri()
+
+    @property
+    def safe_uri(self) -> str:
+        return self.target.safe_uri
+
+    def close(self) -> None:
+        self.link.close()
+
+    def capabilities(self) -> frozenset[Capability]:
+        return self.facts.capabilities
+
+    @property
+    def native(self) -> libvirt.virConnect:
+        return self.link.conn
+
+    @property
+    def is_local_socket(self) -> bool:
+        """The target daemon is on this machine (no host in the URI)."""
+        return not self.target.host
+
+    @contextmanager
+    def _domain(self, vm_id: str, what: str) -> Iterator[libvirt.virDomain]:
+        with self.link.call(what) as conn:
+            try:
+                dom = conn.lookupByUUIDString(vm_id)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise NotFound(f"no VM with id {vm_id!r} on {self.safe_uri}") from exc
+                raise
+            yield dom
+
+    # ------------------------------------------------------------ host and nodes
+    def host_info(self) -> HostInfo:
+        with self.link.call("host info") as conn:
+            info = conn.getInfo()
+            try:
+                free = int(conn.getFreeMemory()) // (1024 * 1024)
+            except libvirt.libvirtError:
+                free = None
+            version = _version(conn.getVersion())
+            pools = _pools(conn) if not self.embed_root else ()
+            networks = _networks(conn) if not self.embed_root else ()
+            vms = listing.list_summaries(conn, self.facts.node_id)
+        cpus, memory = int(info[2]), int(info[1])
+        vcpus = sum(v.cpus for v in vms)
+        vm_memory = sum(v.memory_mib for v in vms)
+        allocation = Allocation(
+            vms=len(vms),
+            running_vms=sum(1 for v in vms if v.state.value == "running"),
+            vcpus=vcpus,
+            memory_mib=vm_memory,
+            cpu_ratio=round(vcpus / cpus, 3) if cpus else 0.0,
+            memory_ratio=round(vm_memory / memory, 3) if memory else 0.0,
+        )
+        return HostInfo(
+            name=self.facts.hostname,
+            backend=self.backend,
+            hypervisor=self.facts.driver_type + (f" ({self.facts.choices.domain_type})"),
+            hypervisor_version=version,
+            cpus=cpus,
+            memory_mib=memory,
+            free_memory_mib=free,
+            storage=pools,
+            networks=networks,
+            nodes=1,
+            allocation=allocation,
+            extra={"cpu_model": info[0], "mhz": info[3], "libvirt_uri_driver": self.facts.driver_type},
+        )
+
+    def list_nodes(self) -> list[NodeInfo]:
+        with self.link.call("node info") as conn:
+            info = conn.getInfo()
+            try:
+                free: int | None = int(conn.getFreeMemory()) // (1024 * 1024)
+            except libvirt.libvirtError:
+                free = None
+            version = _version(conn.getVersion())
+        return [
+            NodeInfo(
+                id=self.facts.node_id,
+                name=self.facts.hostname,
+                cpus=int(info[2]),
+                memory_mib=int(info[1]),
+                free_memory_mib=free,
+                hypervisor=f"{self.facts.driver_type} {version}",
+            )
+        ]
+
+    # ------------------------------------------------------------ listing
+    def list_vms(self) -> list[VMSummary]:
+        with self.link.call("list VMs") as conn:
+            return listing.list_summaries(conn, self.facts.node_id)
+
+    def find_vm(self, ref: str) -> VMSummary:
+        with self.link.call(f"find VM {ref!r}") as conn:
+            for lookup in (conn.lookupByUUIDString, conn.lookupByName):
+                try:
+                    dom = lookup(ref)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() not in (
+                        libvirt.VIR_ERR_NO_DOMAIN,
+                        libvirt.VIR_ERR_INVALID_ARG,
+                    ):
+                        raise
+                    continue
+                return listing.summary_of(dom, self.facts.node_id)
+        raise NotFound(f"no VM with id or name {ref!r} on {self.safe_uri}")
+
+    def vm_summary(self, vm_id: str) -> VMSummary:
+        with self._domain(vm_id, "VM summary") as dom:
+            return listing.summary_of(dom, self.facts.node_id)
+
+    def vm_info(self, vm_id: str) -> VMInfo:
+        with self._domain(vm_id, "VM info") as dom:
+            xml = dom.XMLDesc(0)
+            state, raw = domain_state(dom)
+        volumes: dict[str, tuple[int | None, str | None, str | None]] = {}
+        for path in domxml.disk_paths(xml):
+            volumes[path] = self._volume_row(path)
+        return domxml.parse_vm_info(xml, state, raw, self.facts.node_id, volumes)
+
+    def native_vm(self, vm_id: str) -> Any:
+        with self._domain(vm_id, "VM") as dom:
+            return dom
+
+    # ------------------------------------------------------------ storage helpers
+    def store_for(self, requested: str | None) -> storage.DiskStore:
+        """The store new volumes go to: a named pool, a pool given by its path, or the default."""
+        if self.embed_root is not None:
+            if requested is not None:
+                raise InvalidSpec("qemu:///embed has no storage pools: leave DiskSpec.storage unset")
+            return storage.DirStore(self.embed_root / "images")
+        with self.link.call("storage pools") as conn:
+            pools = {p.name(): p for p in conn.listAllStoragePools(0)}
+            if requested is not None and requested.startswith("/"):
+                # a path is accepted only when it *is* a pool's directory
+                for name, pool in pools.items():
+                    if _pool_path(pool) == requested.rstrip("/"):
+                        requested = name
+                        break
+                else:
+                    raise InvalidSpec(
+                        f"{requested} is not a storage pool's directory: disks live in pools "
+                        f"({', '.join(sorted(pools)) or 'none defined'})"
+                    )
+            if requested is not None:
+                if requested not in pools:
+                    raise NotFound(f"no storage pool {requested!r} on {self.safe_uri}")
+                name = requested
+            else:
+                name = next((n for n in DEFAULT_POOLS if n in pools and pools[n].isActive()), "")
+                if not name:
+                    name = next((n for n, p in pools.items() if p.isActive()), "")
+                if not name:
+                    raise InvalidSpec(f"no active storage pool on {self.safe_uri} for the disks")
+        return storage.PoolStore(self.link, name)
+
+    def _volume_row(self, path: str) -> tuple[int | None, str | None, str | None]:
+        if self.embed_root is not None:
+            try:
+                capacity, backing = storage.DirStore(self.embed_root / "images").describe(path)
+            except AnyvirtError:
+                return (None, None, None)
+            return (capacity, None, backing)
+        try:
+            with self.link.call("volume") as conn:
+                vol = conn.storageVolLookupByPath(path)
+                pool = vol.storagePoolLookupByVolume().name()
+                capacity = int(vol.info()[1])
+                backing = domxml_backing(vol.XMLDesc(0))
+            return (capacity, pool, backing)
+        except NotFound:
+            return (None, None, None)
+
+    def volume_facts(self, path: str) -> tuple[int | None, str | None]:
+        capacity, _pool, backing = self._volume_row(path)
+        return capacity, backing
+
+    def _store_of(self, path: str) -> storage.DiskStore | None:
+        if self.embed_root is not None:
+            store = storage.DirStore(self.embed_root / "images")
+            return store if store.owns(path) else None
+        with self.link.call("volume") as conn:
+            try:
+                pool = conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
+                return None
+        return storage.PoolStore(self.link, pool)
+
+    def delete_volume_chain(self, path: str) -> None:
+        """Delete a volume a VM used (and unshared bases); never a file outside the pools."""
+        store = self._store_of(path)
+        if store is not None:
+            store.delete_chain(path)
+
+    def console_log_for(self, vm_uuid: str) -> str | None:
+        try:
+            return self.store_for(None).console_log(vm_uuid)
+        except (InvalidSpec, NotFound):
+            return None
+
+    # ------------------------------------------------------------ create and delete
+    def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
+        choices = self.facts.choices
+        if spec.firmware is Firmware.EFI and not choices.efi:
+            raise InvalidSpec(f"{self.safe_uri} offers no UEFI firmware: use firmware='bios'")
+        nics = self._plan_nics(spec.nics)
+        vm_uuid = str(uuidlib.uuid4())
+        made: list[tuple[storage.DiskStore, str]] = []
+        try:
+            plans = []
+            for index, disk in enumerate(spec.disks):
+                job.check()
+                job.progress(100.0 * index / max(1, len(spec.disks)), f"disk {index}")
+                store = self.store_for(disk.storage)
+                path = self._make_disk(store, f"{vm_uuid}-disk{index}.qcow2", disk)
+                made.append((store, path))
+                plans.append(domxml.DiskPlan(path=path, bus=_bus(disk)))
+            console = self.console_log_for(vm_uuid) if choices.domain_type != "test" else None
+            xml = domxml.build_domain_xml(spec, vm_uuid, choices, plans, nics, console)
+            with self.link.call(f"define VM {spec.name!r}") as conn:
+                dom = conn.defineXML(xml)
+                return listing.summary_of(dom, self.facts.node_id)
+        except BaseException:
+            for store, path in reversed(made):
+                with contextlib.suppress(AnyvirtError):  # the original error is the one to report
+                    store.delete(path)
+            raise
+
+    def _make_disk(self, store: storage.DiskStore, vol_name: str, disk: DiskSpec) -> str:
+        if disk.image is not None:
+            return store.import_image(vol_name, disk.image, disk.size_bytes)
+        return store.create(vol_name, disk.size_bytes or GIB)
+
+    def _plan_nics(self, nics: tuple[NicSpec, ...]) -> list[domxml.NicPlan]:
+        if not nics:
+            return []
+        if self.embed_root is not None:
+            networks: set[str] = set()
+        else:
+            with self.link.call("networks") as conn:
+                networks = {n.name() for n in conn.listAllNetworks(0)}
+        plans = []
+        for nic in nics:
+            model = nic.model or "virtio"
+            if model not in NIC_MODELS:
+                raise InvalidSpec(f"NIC model {model!r} is not one of {', '.join(NIC_MODELS)}")
+            name = nic.network or "default"
+            if name.startswith("bridge:"):
+                plans.append(domxml.NicPlan("bridge", name.removeprefix("bridge:"), model, nic.mac))
+            elif name in networks:
+                plans.append(domxml.NicPlan("network", name, model, nic.mac))
+            else:
+                raise InvalidSpec(
+                    f"no network {name!r} on {self.safe_uri} (networks: "
+                    f"{', '.join(sorted(networks)) or 'none'}; use 'bridge:NAME' for a host bridge)"
+                )
+        return plans
+
+    def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        with self._domain(vm_id, "delete VM") as dom:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            if dom.isActive():
+                raise InvalidState(f"VM {dom.name()!r} is running: stop it before deleting it")
+            try:
+                dom.undefineFlags(UNDEFINE_FLAGS)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                    raise
+                dom.undefine()
+        if not disks:
+            return
+        root_paths = domxml.disk_paths(xml)
+        for path in root_paths:
+            job.check()
+            self.delete_volume_chain(path)
+        log = domxml.console_log_path(_parse(xml))
+        if log:
+            self.delete_volume_chain(log)
+
+    # ------------------------------------------------------------ lifecycle
+    def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
+        with self._domain(vm_id, f"{action.value} VM") as dom:
+            lifecycle.power(dom, action, job)
+
+    def reconfigure_vm(
+        self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job
+    ) -> bool:
+        with self._domain(vm_id, "reconfigure VM") as dom:
+            return lifecycle.reconfigure(dom, cpus, memory_mib)
+
+    # ------------------------------------------------------------ snapshots
+    def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
+        with self._domain(vm_id, "list snapshots") as dom:
+            return snapshots.list_snapshots(dom)
+
+    def create_snapshot(
+        self, vm_id: str, name: str, description: str, memory: bool, job: Job
+    ) -> SnapshotInfo:
+        with self._domain(vm_id, f"snapshot {name!r}") as dom:
+            return snapshots.create(dom, name, description)
+
+    def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
+        with self._domain(vm_id, f"revert to snapshot {snapshot_id!r}") as dom:
+            snapshots.revert(dom, snapshot_id)
+
+    def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
+        with self._domain(vm_id, f"delete snapshot {snapshot_id!r}") as dom:
+            snapshots.delete(dom, snapshot_id, children)
+
+    # ------------------------------------------------------------ clone and migrate
+    def clone_vm(
+        self, vm_id: str, name: str, linked: bool, node: str | None, job: Job
+    ) -> VMSummary:
+        from anyvirt_libvirt.cloning import clone
+
+        return clone(self, vm_id, name, linked, job)
+
+    def migrate_vm(
+        self,
+        vm_id: str,
+        target: Driver | None,
+        node: str | None,
+        live: bool,
+        job: Job,
+    ) -> MigrationResult:
+        if target is None:
+            raise NotFound(f"{self.safe_uri} has one node; migrate to another libvirt Host")
+        if not isinstance(target, LibvirtDriver):
+            raise InvalidSpec("a libvirt VM migrates to another libvirt host only")
+        return migration.migrate(self, vm_id, target, live, job)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _parse(xml: str) -> Any:
+    import xml.etree.ElementTree as ET
+
+    return ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
+
+
+def domxml_backing(vol_xml: str) -> str | None:
+    backing = _parse(vol_xml).findtext("backingStore/path")
+    return str(backing) if backing else None
+
+
+def _bus(disk: DiskSpec) -> str:
+    bus = disk.bus or "virtio"
+    if bus == "nvme":
+        raise InvalidSpec("libvirt 9 has no NVMe disk bus: use virtio, scsi, sata or ide")
+    return bus
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _has_storage(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.listAllStoragePools(0))
+    except libvirt.libvirtError:
+        return False
+
+
+def _pool_path(pool: libvirt.virStoragePool) -> str:
+    path = _parse(pool.XMLDesc(0)).findtext("target/path")
+    return str(path).rstrip("/") if path else ""
+
+
+def _pools(conn: libvirt.virConnect) -> tuple[StorageInfo, ...]:
+    try:
+        pools = conn.listAllStoragePools(0)
+    except libvirt.libvirtError:
+        return ()
+    out = []
+    for pool in pools:
+        state, capacity, allocation, available = pool.info()
+        out.append(
+            StorageInfo(
+                name=pool.name(),
+                type=_parse(pool.XMLDesc(0)).get("type", ""),
+                capacity_bytes=int(capacity),
+                allocated_bytes=int(allocation),
+                available_bytes=int(available),
+                active=state == libvirt.VIR_STORAGE_POOL_RUNNING,
+            )
+        )
+    return tuple(out)
+
+
+def _networks(conn: libvirt.virConnect) -> tuple[str, ...]:
+    try:
+        return tuple(sorted(n.name() for n in conn.listAllNetworks(0)))
+    except libvirt.libvirtError:
+        return ()

@@ -1,0 +1,69 @@
+"""The local default for ``anyvirt.connect()`` with no URI.
+
+The system daemon when one answers (``qemu:///system``); otherwise QEMU in
+libvirt's daemon-less embedded mode, ``qemu:///embed?root=DIR`` with DIR in
+the user's data directory. Embedded mode runs the QEMU driver inside this
+process: it needs libvirt's event loop (started by the connection module),
+has no storage or network drivers (disks are qcow2 files managed with
+``qemu-img`` in ``DIR/images``) and keeps its VMs while the process lives.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import libvirt
+import platformdirs
+
+from anyvirt_libvirt.connection import ensure_event_loop
+
+SYSTEM_SOCKET = Path("/run/libvirt/libvirt-sock")
+SYSTEM_URI = "qemu:///system"
+
+
+def embed_root() -> Path:
+    return Path(platformdirs.user_data_dir("anyvirt")) / "qemu-embed"
+
+
+def prepare_embed_root(root: Path) -> None:
+    """Write the embedded driver's qemu.conf once: run QEMU as this user, log to files."""
+    conf = root / "etc" / "qemu.conf"
+    if conf.exists():
+        return
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    lines = ['stdio_handler = "file"']
+    if os.geteuid() == 0:
+        # /dev/kvm is root-only on many hosts; as root, run QEMU as root too
+        lines += ['user = "root"', 'group = "root"']
+    conf.write_text("\n".join(lines) + "\n")
+
+
+def system_daemon_reachable() -> bool:
+    if not SYSTEM_SOCKET.exists():
+        return False
+    ensure_event_loop()
+    try:
+        conn = libvirt.openReadOnly(SYSTEM_URI)
+    except libvirt.libvirtError:
+        return False
+    try:
+        return bool(conn.getType() == "QEMU")
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
+
+
+def default_uri() -> str:
+    """The anyvirt URI of the local QEMU (issue item 9)."""
+    if system_daemon_reachable():
+        return "libvirt+" + SYSTEM_URI
+    root = embed_root()
+    prepare_embed_root(root)
+    return "libvirt+qemu:///embed?root=" + quote(str(root), safe="/")
+
+
+def embed_images_dir(uri_query_root: str) -> Path:
+    return Path(uri_query_root) / "images"

@@ -1,0 +1,106 @@
+"""libvirt errors -> anyvirt errors, decided by libvirt's error *code*.
+
+Messages are libvirt's own (they name domains, volumes and paths, never
+credentials: anyvirt never puts a password into a libvirt URI). The original
+``libvirtError`` stays reachable as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import libvirt
+
+from anyvirt.errors import (
+    AlreadyExists,
+    AnyvirtError,
+    AuthenticationFailed,
+    Cancelled,
+    ConnectionFailed,
+    InvalidSpec,
+    InvalidState,
+    NotFound,
+    NotSupported,
+    TaskFailed,
+    Timeout,
+)
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+}
+_EXISTS = {libvirt.VIR_ERR_DOM_EXIST, libvirt.VIR_ERR_STORAGE_VOL_EXIST}
+_STATE = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_DENIED}
+_UNSUPPORTED = {
+    libvirt.VIR_ERR_NO_SUPPORT,
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+}
+_SPEC = {
+    libvirt.VIR_ERR_XML_ERROR,
+    libvirt.VIR_ERR_XML_DETAIL,
+    libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+    libvirt.VIR_ERR_INVALID_ARG,
+}
+_AUTH = {
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+}
+#: codes meaning the connection itself is gone (the daemon died, the socket closed)
+_CONNECTION = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_RPC,
+}
+#: error domains of the transport: a SYSTEM_ERROR from these is a broken connection,
+#: while a SYSTEM_ERROR from e.g. the storage driver is an I/O error on the host
+_TRANSPORT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
+
+
+def is_connection_error(exc: libvirt.libvirtError) -> bool:
+    """True when ``exc`` says the connection is broken (so the next call must reconnect)."""
+    code = exc.get_error_code()
+    if code in _CONNECTION:
+        return True
+    return code == libvirt.VIR_ERR_SYSTEM_ERROR and exc.get_error_domain() in _TRANSPORT_DOMAINS
+
+
+def translate(exc: libvirt.libvirtError, what: str = "") -> AnyvirtError:
+    """The anyvirt error for a libvirt error (the caller raises it ``from exc``)."""
+    code = exc.get_error_code()
+    text = exc.get_error_message() or str(exc)
+    message = f"{what}: {text}" if what else text
+    if code in _NOT_FOUND:
+        return NotFound(message)
+    if code in _EXISTS:
+        return AlreadyExists(message)
+    if code in _AUTH:
+        return AuthenticationFailed(message)
+    if is_connection_error(exc):
+        return ConnectionFailed(message)
+    if code in _STATE:
+        return InvalidState(message)
+    if code in _UNSUPPORTED:
+        return NotSupported("libvirt", what or "operation", text)
+    if code in _SPEC:
+        return InvalidSpec(message)
+    if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+        return Timeout(message)
+    if code == libvirt.VIR_ERR_OPERATION_ABORTED:
+        return Cancelled(message)
+    return TaskFailed(message, fault=f"libvirt error {code}")
+
+
+@contextmanager
+def libvirt_errors(what: str = "") -> Iterator[None]:
+    """Run a block of libvirt calls, raising anyvirt errors instead of ``libvirtError``."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise translate(exc, what) from exc

@@ -1,0 +1,115 @@
+"""What one libvirt connection offers, read once when it opens.
+
+The domain type (KVM when usable, else TCG), the firmware choices (UEFI
+only where the domain capabilities list it) and the capabilities anyvirt
+declares for the connection all come from the daemon's own capability XML,
+never from assumptions about the backend.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import libvirt
+from attrs import frozen
+
+from anyvirt.model import Capability
+from anyvirt_libvirt.domxml import HostChoices
+
+ALL = frozenset(
+    {
+        Capability.VM_CREATE,
+        Capability.VM_CREATE_FROM_IMAGE,
+        Capability.VM_DELETE,
+        Capability.START,
+        Capability.STOP,
+        Capability.POWER_OFF,
+        Capability.REBOOT,
+        Capability.RESET,
+        Capability.PAUSE,
+        Capability.SUSPEND,
+        Capability.RECONFIGURE,
+        Capability.LIVE_RECONFIGURE,
+        Capability.SNAPSHOTS,
+        Capability.MEMORY_SNAPSHOTS,
+        Capability.FULL_CLONE,
+        Capability.LINKED_CLONE,
+        Capability.COLD_MIGRATION,
+        Capability.LIVE_MIGRATION,
+        Capability.TASK_CANCEL,
+    }
+)
+
+#: libvirt's in-process test driver: no real hypervisor, no migration, no uploads
+TEST_DRIVER = ALL - {
+    Capability.VM_CREATE_FROM_IMAGE,
+    Capability.LIVE_RECONFIGURE,
+    Capability.COLD_MIGRATION,
+    Capability.LIVE_MIGRATION,
+    Capability.TASK_CANCEL,
+    Capability.LINKED_CLONE,
+    Capability.FULL_CLONE,
+}
+
+#: qemu:///embed: no daemon another host could migrate to or from
+EMBEDDED = ALL - {Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION, Capability.TASK_CANCEL}
+
+
+@frozen
+class HostFacts:
+    driver_type: str  # QEMU | TEST
+    node_id: str
+    hostname: str
+    choices: HostChoices
+    capabilities: frozenset[Capability]
+
+
+def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool) -> HostFacts:
+    driver_type = conn.getType()
+    hostname = conn.getHostname()
+    caps = ET.fromstring(conn.getCapabilities())  # noqa: S314 - XML from the daemon
+    node_id = caps.findtext("host/uuid") or hostname
+    choices = _choices(conn, caps)
+    if driver_type == "TEST":
+        capabilities = TEST_DRIVER
+    elif embedded:
+        capabilities = EMBEDDED
+    else:
+        capabilities = ALL
+    if not has_storage and not embedded:
+        capabilities = capabilities - {
+            Capability.VM_CREATE_FROM_IMAGE,
+            Capability.FULL_CLONE,
+            Capability.LINKED_CLONE,
+        }
+    return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities))
+
+
+def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
+    """Pick the domain type and machine for x86_64 (else the first guest arch offered)."""
+    guests = caps.findall("guest")
+    hvm = [g for g in guests if g.findtext("os_type") == "hvm"] or guests
+    chosen = next((g for g in hvm if g.find("arch").get("name") == "x86_64"), None)  # type: ignore[union-attr]
+    if chosen is None and hvm:
+        chosen = hvm[0]
+    if chosen is None:
+        return HostChoices(domain_type="qemu")
+    arch_el = chosen.find("arch")
+    arch = arch_el.get("name") if arch_el is not None else None
+    types = [d.get("type", "") for d in chosen.findall("arch/domain")]
+    if "kvm" in types:
+        domain_type = "kvm"
+    elif "qemu" in types:
+        domain_type = "qemu"
+    else:
+        domain_type = types[0] if types else "qemu"
+    efi = False
+    if domain_type in ("kvm", "qemu"):
+        try:
+            domcaps = ET.fromstring(  # noqa: S314 - XML from the daemon
+                conn.getDomainCapabilities(None, arch, None, domain_type, 0)
+            )
+            efi = any(v.text == "efi" for v in domcaps.findall("os/enum[@name='firmware']/value"))
+        except libvirt.libvirtError:
+            efi = False
+    return HostChoices(domain_type=domain_type, arch=arch, machine=None, efi=efi)

@@ -1,0 +1,77 @@
+"""Listing every domain in a fixed number of calls.
+
+One ``getAllDomainStats(STATE|VCPU|BALLOON)`` gives every domain's state,
+vCPUs and memory; one ``listAllDomains(MANAGEDSAVE)`` says which shut-off
+domains are really suspended (have a managed save image). No domain XML is
+read. Only when a driver leaves a stat group out (the ``test:///`` driver
+reports ``state`` only) is ``dom.info()`` asked, per domain, for the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libvirt
+
+from anyvirt.model import VMSummary
+from anyvirt_libvirt.states import normalise
+
+STATS = (
+    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+)
+
+
+def list_summaries(conn: libvirt.virConnect, node: str | None) -> list[VMSummary]:
+    """Every domain of the connection as a VMSummary."""
+    records = conn.getAllDomainStats(STATS, 0)
+    saved = {
+        dom.UUIDString()
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
+    }
+    return [summary_from_stats(dom, stats, dom.UUIDString() in saved, node) for dom, stats in records]
+
+
+def summary_from_stats(
+    dom: libvirt.virDomain, stats: dict[str, Any], managed_save: bool, node: str | None
+) -> VMSummary:
+    """A VMSummary from one domain's stats record (``dom`` carries name and UUID locally)."""
+    raw_state = stats.get("state.state")
+    cpus = stats.get("vcpu.current")
+    memory_kib = stats.get("balloon.maximum")
+    if raw_state is None or cpus is None or memory_kib is None:
+        # a stat group is missing: fall back to the per-domain call for this one
+        info = dom.info()
+        raw_state = info[0] if raw_state is None else raw_state
+        cpus = info[3] if cpus is None else cpus
+        memory_kib = info[1] if memory_kib is None else memory_kib
+    state, raw = normalise(int(raw_state), managed_save)
+    return VMSummary(
+        id=dom.UUIDString(),
+        name=dom.name(),
+        state=state,
+        raw_state=raw,
+        cpus=int(cpus),
+        memory_mib=int(memory_kib) // 1024,
+        node=node,
+    )
+
+
+def summary_of(dom: libvirt.virDomain, node: str | None) -> VMSummary:
+    """One domain's summary (``vm.refresh()``): ``dom.info()`` plus the managed-save flag."""
+    info = dom.info()
+    saved = False
+    if info[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+        try:
+            saved = bool(dom.hasManagedSaveImage(0))
+        except libvirt.libvirtError:
+            saved = False
+    state, raw = normalise(info[0], saved)
+    return VMSummary(
+        id=dom.UUIDString(),
+        name=dom.name(),
+        state=state,
+        raw_state=raw,
+        cpus=int(info[3]),
+        memory_mib=int(info[1]) // 1024,
+        node=node,
+    )

@@ -1,0 +1,302 @@
+"""Moving a domain to another libvirt host.
+
+Live (the VM runs): peer-to-peer ``migrateToURI3`` from the source daemon
+to the target's libvirt URI, with ``PERSIST_DEST|UNDEFINE_SOURCE`` so the
+domain is defined on the target and undefined on the source only once the
+migration succeeded. Disks the target cannot see are copied during the
+migration (``NON_SHARED_DISK``, QEMU's NBD mirror) into volumes anyvirt
+pre-creates in the target's pool; the destination XML points at them.
+Progress comes from the migration job (``jobStats``); ``Task.cancel()``
+aborts it (``abortJob``), and so does the job's deadline.
+
+Offline (the VM is stopped): each volume is streamed from the source pool to
+the target pool through the two connections, the domain is defined on the
+target, and only then undefined (and its volumes removed) on the source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidState, Timeout
+from anyvirt.model import MigrationResult
+from anyvirt.tasks import Job
+from anyvirt_libvirt import domxml
+from anyvirt_libvirt.errors import translate
+
+if TYPE_CHECKING:
+    from anyvirt_libvirt.driver import LibvirtDriver
+
+CHUNK = 1024 * 1024
+UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+)
+
+
+def _volume_name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _visible_on(conn: libvirt.virConnect, path: str) -> bool:
+    """True when the target host knows ``path`` as one of its volumes (shared storage)."""
+    try:
+        conn.storageVolLookupByPath(path)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def migrate(
+    source: LibvirtDriver, vm_id: str, target: LibvirtDriver, live: bool, job: Job
+) -> MigrationResult:
+    started = time.monotonic()
+    with source.link.call("migration source") as conn:
+        dom = conn.lookupByUUIDString(vm_id)
+        name = dom.name()
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
+        inactive_xml = dom.XMLDesc(
+            libvirt.VIR_DOMAIN_XML_MIGRATABLE
+            | libvirt.VIR_DOMAIN_XML_SECURE
+            | libvirt.VIR_DOMAIN_XML_INACTIVE
+        )
+        saved = not dom.isActive() and bool(dom.hasManagedSaveImage(0))
+    if saved:
+        raise InvalidState(f"{name!r} is suspended: start it (then migrate live) or power it off")
+    with target.link.call("migration target") as tconn:
+        copies = [p for p in domxml.disk_paths(xml) if not _visible_on(tconn, p)]
+    store = target.store_for(None) if copies else None
+    path_map: dict[str, str] = {}
+    try:
+        for path in copies:
+            assert store is not None
+            capacity, backing = source.volume_facts(path)
+            if not live and backing:
+                raise InvalidState(
+                    f"{name!r} has a linked-clone disk ({path}); offline migration copies "
+                    "volumes as files: migrate it live, or make a full clone first"
+                )
+            path_map[path] = store.create(_volume_name(path), capacity or 0)
+        console = target.console_log_for(vm_id)
+        dest_xml = domxml.rewrite_for_copy(
+            xml, name=None, uuid=None, disk_paths_map=path_map, console_log=console, new_macs=False
+        )
+        persist_xml = domxml.rewrite_for_copy(
+            inactive_xml,
+            name=None,
+            uuid=None,
+            disk_paths_map=path_map,
+            console_log=console,
+            new_macs=False,
+        )
+        if live:
+            downtime, moved = _live(source, target, vm_id, dest_xml, persist_xml, path_map, job)
+        else:
+            downtime, moved = None, _offline(source, target, vm_id, persist_xml, path_map, job)
+    except BaseException:
+        if store is not None:
+            for made in path_map.values():
+                # best effort: the error that stopped the migration matters more
+                with contextlib.suppress(AnyvirtError):
+                    store.delete(made)
+        raise
+    # the domain now lives on the target: the source's copied volumes are leftovers
+    for old in path_map:
+        with contextlib.suppress(AnyvirtError):
+            source.delete_volume_chain(old)
+    return MigrationResult(
+        vm_id=vm_id,
+        vm_name=name,
+        source=source.safe_uri,
+        target=target.safe_uri,
+        live=live,
+        duration_s=round(time.monotonic() - started, 3),
+        downtime_ms=downtime,
+        bytes_transferred=moved,
+    )
+
+
+def _live(
+    source: LibvirtDriver,
+    target: LibvirtDriver,
+    vm_id: str,
+    dest_xml: str,
+    persist_xml: str,
+    path_map: dict[str, str],
+    job: Job,
+) -> tuple[float | None, int | None]:
+    flags = (
+        libvirt.VIR_MIGRATE_LIVE
+        | libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_PERSIST_DEST
+        | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+    )
+    params: dict[str, Any] = {
+        libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
+        libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: persist_xml,
+    }
+    if target.is_local_socket:
+        # both daemons are on this machine: keep QEMU's migration stream on loopback
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = "tcp://127.0.0.1"
+    if path_map:
+        flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        with source.link.call("migration source") as conn:
+            dom = conn.lookupByUUIDString(vm_id)
+            devs = _devices_of(dom.XMLDesc(0), set(path_map))
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = devs
+    else:
+        # disks on storage both hosts see by the same path: QEMU cannot prove it is
+        # coherent shared storage, so libvirt asks for the go-ahead
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
+
+    conn = source.link.conn
+    dom = conn.lookupByUUIDString(vm_id)
+    outcome: dict[str, BaseException | None] = {"error": None}
+
+    def run() -> None:
+        try:
+            dom.migrateToURI3(target.link.uri, params, flags)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"anyvirt-migrate-{vm_id}", daemon=True)
+    job.on_cancel(lambda: _abort(dom))
+    worker.start()
+    last: dict[str, Any] = {}
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            if not worker.is_alive():
+                break
+            last = _report(dom, job) or last
+            if job.deadline is not None and time.monotonic() > job.deadline:
+                _abort(dom)
+                worker.join(30)
+                raise Timeout(f"live migration did not finish within {job.timeout:g} s; aborted")
+    finally:
+        if worker.is_alive() and job.cancelled:
+            worker.join(30)
+    error = outcome["error"]
+    if error is not None:
+        if job.cancelled:
+            job.check()
+        if isinstance(error, libvirt.libvirtError):
+            if not _alive(conn):
+                source.link.mark_dropped()
+            mapped = translate(error, "live migration")
+            if error.get_error_code() in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC):
+                mapped = ConnectionFailed(f"live migration: {error.get_error_message()}")
+            raise mapped from error
+        raise error
+    return _completed(target, vm_id, last)
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _abort(dom: libvirt.virDomain) -> None:
+    with contextlib.suppress(libvirt.libvirtError):  # no job any more: it finished or failed on its own
+        dom.abortJob()
+
+
+def _report(dom: libvirt.virDomain, job: Job) -> dict[str, Any]:
+    try:
+        stats: dict[str, Any] = dom.jobStats(0)
+    except libvirt.libvirtError:
+        return {}
+    total = int(stats.get("data_total", 0)) + int(stats.get("disk_total", 0))
+    done = int(stats.get("data_processed", 0)) + int(stats.get("disk_processed", 0))
+    if total > 0:
+        job.progress(100.0 * done / total, f"migrated {done // (1024 * 1024)} MiB")
+    return stats
+
+
+def _completed(
+    target: LibvirtDriver, vm_id: str, last: dict[str, Any]
+) -> tuple[float | None, int | None]:
+    """Downtime and bytes from the finished job, as the target keeps them."""
+    stats = last
+    try:
+        with target.link.call("migration result") as tconn:
+            done = tconn.lookupByUUIDString(vm_id).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            if done:
+                stats = done
+    except AnyvirtError:
+        pass
+    downtime = stats.get("downtime")
+    moved = None
+    if "data_processed" in stats or "disk_processed" in stats:
+        moved = int(stats.get("data_processed", 0)) + int(stats.get("disk_processed", 0))
+    return (float(downtime) if downtime is not None else None), moved
+
+
+def _devices_of(xml: str, paths: set[str]) -> list[str]:
+    root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
+    devs = []
+    for disk in root.findall("devices/disk"):
+        source = disk.find("source")
+        target = disk.find("target")
+        if source is not None and target is not None and source.get("file") in paths:
+            devs.append(target.get("dev", ""))
+    return devs
+
+
+def _offline(
+    source: LibvirtDriver,
+    target: LibvirtDriver,
+    vm_id: str,
+    persist_xml: str,
+    path_map: dict[str, str],
+    job: Job,
+) -> int:
+    moved = 0
+    with source.link.call("offline migration: read volume") as conn, target.link.call(
+        "offline migration: write volume"
+    ) as tconn:
+        for index, (old, new) in enumerate(path_map.items()):
+            job.check()
+            job.progress(100.0 * index / max(1, len(path_map)), f"copying {_volume_name(old)}")
+            moved += _stream_volume(conn, tconn, old, new)
+        tdom = tconn.defineXML(persist_xml)
+        try:
+            conn.lookupByUUIDString(vm_id).undefineFlags(UNDEFINE_FLAGS)
+        except libvirt.libvirtError:
+            tdom.undefineFlags(UNDEFINE_FLAGS)  # keep the VM in exactly one place
+            raise
+    return moved
+
+
+def _stream_volume(
+    conn: libvirt.virConnect, tconn: libvirt.virConnect, old: str, new: str
+) -> int:
+    src = conn.storageVolLookupByPath(old)
+    dst = tconn.storageVolLookupByPath(new)
+    size = int(src.info()[2]) or int(src.info()[1])
+    down = conn.newStream(0)
+    up = tconn.newStream(0)
+    src.download(down, 0, 0, 0)
+    dst.upload(up, 0, 0, 0)
+    moved = 0
+    while True:
+        chunk = down.recv(CHUNK)
+        if isinstance(chunk, int) or not chunk:
+            break
+        sent = 0
+        while sent < len(chunk):
+            sent += up.send(chunk[sent:])
+        moved += len(chunk)
+    down.finish()
+    up.finish()
+    return moved or size
