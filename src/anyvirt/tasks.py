@@ -112,9 +112,12 @@ class Job:
         """Poll ``predicate`` with growing intervals until true, the deadline, or a cancel."""
         delay = interval
         while not predicate():
-            if self.deadline is not None and time.monotonic() > self.deadline:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise Timeout(f"timed out after {self.timeout:g} s waiting for {what}")
-            self.sleep(delay)
+            left = self.remaining(delay)
+            self._cancel.wait(delay if left is None else left)
+            if self.cancelled:
+                raise Cancelled(f"{self.name or 'task'} was cancelled while waiting for {what}")
             delay = min(delay * 1.5, max_interval)
 
 

@@ -1,0 +1,130 @@
+"""URIs, backend discovery, credentials, profiles: and no secret ever shows."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import anyvirt
+from anyvirt import registry
+from anyvirt.connect import build_target
+from anyvirt.errors import InvalidSpec, NotFound
+from anyvirt.target import Secret
+
+SECRET = "s3cr3t-Pa55word!"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["", "web1", "memory:/x", "://host", "libvirt++qemu:///system", "vsphere://h:notaport/"],
+)
+def test_malformed_uris(uri: str) -> None:
+    with pytest.raises(InvalidSpec):
+        anyvirt.connect(uri or "nothing")
+
+
+def test_unknown_scheme_names_installed_backends_and_the_extra() -> None:
+    with pytest.raises(registry.UnknownBackend) as info:
+        anyvirt.connect("proxmox://root%40pam@pve1:8006")
+    message = str(info.value)
+    assert "memory" in message
+    assert "anyvirt[proxmox]" in message
+    assert isinstance(info.value, NotFound)
+    assert isinstance(info.value, InvalidSpec)
+    with pytest.raises(registry.UnknownBackend, match="installed: "):
+        anyvirt.connect("teleport://x")
+
+
+def test_target_pieces() -> None:
+    t = build_target("vsphere://admin@vc.example.com:8443/sdk?verify=false&timeout=12&datacenter=DC0")
+    assert (t.scheme, t.backend, t.transport) == ("vsphere", "vsphere", "")
+    assert (t.host, t.port, t.path) == ("vc.example.com", 8443, "/sdk")
+    assert t.verify is False
+    assert t.timeout == 12
+    assert dict(t.query) == {"datacenter": "DC0"}
+    assert t.credentials.username == "admin"
+    t2 = build_target("libvirt+qemu+ssh://root@kvm1/system")
+    assert (t2.backend, t2.transport, t2.host, t2.path) == ("libvirt", "qemu+ssh", "kvm1", "/system")
+    assert build_target("esxi://root@esx1").verify is True, "TLS is verified unless turned off"
+
+
+def test_bad_option_values() -> None:
+    with pytest.raises(InvalidSpec, match="verify"):
+        build_target("vsphere://vc?verify=perhaps")
+    with pytest.raises(InvalidSpec, match="timeout"):
+        build_target("vsphere://vc?timeout=-1")
+    with pytest.raises(InvalidSpec, match="timeout"):
+        build_target("vsphere://vc", timeout=0)
+
+
+def test_precedence_keyword_then_uri_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANYVIRT_USERNAME", "envuser")
+    monkeypatch.setenv("ANYVIRT_PASSWORD", "envpass")
+    t = build_target("vsphere://uriuser@vc")
+    assert t.credentials.username == "uriuser"
+    assert t.credentials.password == Secret("envpass")
+    t = build_target("vsphere://uriuser@vc", username="kw", password="kwpass")
+    assert t.credentials.username == "kw"
+    assert t.credentials.password is not None
+    assert t.credentials.password.reveal() == "kwpass"
+
+
+def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    t = build_target(f"vsphere://admin:{SECRET}@vc.example.com", token=SECRET + "tok")
+    for text in (repr(t), str(t), t.safe_uri, repr(t.credentials), str(t.credentials.password)):
+        assert SECRET not in text
+    monkeypatch.setenv("ANYVIRT_PASSWORD", SECRET)
+    with anyvirt.connect("memory://secrets?x=1", password=SECRET) as host:
+        assert SECRET not in repr(host) and SECRET not in host.uri
+    with pytest.raises(anyvirt.AnyvirtError) as info:
+        anyvirt.connect(f"teleport://admin:{SECRET}@h")
+    assert SECRET not in str(info.value)
+    with pytest.raises(InvalidSpec) as info2:
+        anyvirt.connect(f"vsphere://admin:{SECRET}@h:99999999")
+    assert SECRET not in str(info2.value)
+    assert SECRET not in caplog.text
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(Secret(SECRET))
+
+
+def test_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[profiles.lab]\nuri = "memory://profiled"\nusername = "ops"\npassword_env = "LAB_PW"\n'
+        '[profiles.bad]\nuri = "memory://x"\ncolour = "blue"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("ANYVIRT_CONFIG", str(config))
+    monkeypatch.setenv("LAB_PW", SECRET)
+    t = build_target(profile="lab")
+    assert t.credentials.username == "ops"
+    assert t.credentials.password == Secret(SECRET)
+    with anyvirt.connect(profile="lab") as host:
+        assert host.uri == "memory://profiled"
+    with pytest.raises(NotFound, match="no profile 'nope'"):
+        anyvirt.connect(profile="nope")
+    with pytest.raises(InvalidSpec, match="unknown keys: colour"):
+        anyvirt.connect(profile="bad")
+    monkeypatch.delenv("LAB_PW")
+    with pytest.raises(InvalidSpec, match=r"\$LAB_PW"):
+        anyvirt.connect(profile="lab")
+
+
+def test_environment_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANYVIRT_URI", "memory://from-env")
+    with anyvirt.connect() as host:
+        assert host.uri == "memory://from-env"
+
+
+def test_import_pulls_no_platform_sdk() -> None:
+    code = ("import anyvirt, sys; anyvirt.connect('memory://x').vms.list(); "
+            "print([m for m in sys.modules if m.split('.')[0] in ('libvirt','pyVmomi','proxmoxer')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
