@@ -1,0 +1,123 @@
+"""Host-level commands: ``info``, ``vms``, ``nodes``, ``capabilities``, ``backends``."""
+
+from __future__ import annotations
+
+import click
+
+from anyvirt import registry
+from anyvirt.cli import matrix
+from anyvirt.cli.context import json_mode, json_option, settings, with_uri
+from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled_state
+from anyvirt.model import Capability
+
+
+@click.command()
+@with_uri()
+@json_option
+def info(uri: str | None, json_flag: bool) -> None:
+    """Identity, capacity, allocation and storage of a host."""
+    with settings().connect(uri) as host:
+        facts = host.info()
+        if json_mode(json_flag):
+            print_json({"uri": host.uri, "info": facts})
+        else:
+            print_host_info(facts, host.uri)
+
+
+@click.command()
+@with_uri()
+@json_option
+def vms(uri: str | None, json_flag: bool) -> None:
+    """List the VMs of a host: id, name, state, CPUs, memory, node."""
+    with settings().connect(uri) as host:
+        listed = host.vms.list()
+        if json_mode(json_flag):
+            print_json([vm.summary for vm in listed])
+            return
+        print_table(
+            f"VMs on {host.uri}",
+            ["name", "state", "cpus", "memory", "node", "id"],
+            [(vm.name, styled_state(vm.state), vm.cpus, mib(vm.memory_mib), vm.node or "", vm.id)
+             for vm in sorted(listed, key=lambda v: v.name)],
+        )
+
+
+@click.command()
+@with_uri()
+@json_option
+def nodes(uri: str | None, json_flag: bool) -> None:
+    """List the hypervisors behind a connection (ESXi hosts of a vCenter, cluster nodes)."""
+    with settings().connect(uri) as host:
+        found = host.nodes.list()
+        if json_mode(json_flag):
+            print_json([n.info for n in found])
+            return
+        print_table(
+            f"nodes of {host.uri}",
+            ["name", "state", "cpus", "memory", "free memory", "cluster", "id"],
+            [(n.name, n.state, n.info.cpus, mib(n.info.memory_mib), mib(n.info.free_memory_mib),
+              n.info.cluster or "", n.id) for n in found],
+        )
+
+
+@click.command()
+@with_uri()
+@click.option("--all", "all_backends", is_flag=True,
+              help="Show what every installed backend can offer, without connecting.")
+@json_option
+def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
+    """What a connection can do, as a matrix (or every backend's with --all)."""
+    if all_backends:
+        cols = matrix.columns()
+        if json_mode(json_flag):
+            print_json({c.title: sorted(cap.value for cap in c.capabilities) for c in cols})
+            return
+        print_table(
+            "what each installed backend can offer",
+            ["capability", *(c.title for c in cols)],
+            [(cap.value, *(matrix.YES if f else matrix.NO for f in flags))
+             for cap, flags in matrix.rows(cols)],
+        )
+        return
+    with settings().connect(uri) as host:
+        caps = host.capabilities
+        if json_mode(json_flag):
+            print_json({"uri": host.uri, "backend": host.backend, "capabilities": caps})
+            return
+        print_table(
+            f"capabilities of {host.uri}",
+            ["capability", "supported", "meaning"],
+            [(cap.value, "[green]yes[/]" if cap in caps else "[red]no[/]",
+              matrix.describe(cap)) for cap in Capability],
+        )
+
+
+@click.command()
+@json_option
+def backends(json_flag: bool) -> None:
+    """The installed backends and the URI schemes they answer to."""
+    entries = []
+    for scheme in registry.available():
+        try:
+            cls = registry.driver_for(scheme)
+        except Exception as exc:  # a broken optional backend: say why, keep listing the others
+            entries.append({"scheme": scheme, "backend": None, "platform": None, "loadable": False,
+                            "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        entries.append({"scheme": scheme, "backend": cls.backend, "platform": cls.platform,
+                        "loadable": True, "error": None})
+    if json_mode(json_flag):
+        print_json(entries)
+        return
+    print_table(
+        "installed backends",
+        ["scheme", "backend", "platform", "status"],
+        [(e["scheme"], e["backend"] or "", e["platform"] or "",
+          "ok" if e["loadable"] else f"[red]fails to load[/]: {e['error']}")
+         for e in entries],
+    )
+
+
+def register(group: click.Group) -> None:
+    for command in (info, vms, nodes, capabilities, backends):
+        group.add_command(command)

@@ -1,0 +1,107 @@
+"""The support matrix, built from what each installed driver declares.
+
+Shared by ``anyvirt capabilities --all`` and the documentation's build hook,
+so the published matrix is never written by hand and cannot drift from the
+code. A backend column lists every scheme served by the same driver class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from anyvirt import registry
+from anyvirt.driver import Driver
+from anyvirt.model import Capability
+
+# One line per capability for the docs and the CLI, keyed by the capability's
+# value so that this table survives capabilities being added to or removed
+# from the enum: a capability without an entry still appears, undescribed.
+_DESCRIPTIONS: dict[str, str] = {
+    "vm.create": "create (define) a VM from a VMSpec",
+    "vm.create.from_image": "create a VM whose disk is an existing image file",
+    "vm.delete": "delete a VM, with or without its disks",
+    "vm.start": "power on",
+    "vm.stop": "graceful shutdown (ACPI / guest tools)",
+    "vm.power_off": "hard power-off (stop(force=True))",
+    "vm.reboot": "guest reboot",
+    "vm.reset": "hard reset",
+    "vm.pause": "pause and resume (CPUs frozen, memory kept)",
+    "vm.suspend": "suspend to disk",
+    "vm.reconfigure": "change CPUs and memory",
+    "vm.reconfigure.live": "change CPUs and memory of a running VM",
+    "snapshot": "snapshots: create, list, revert, delete",
+    "snapshot.memory": "snapshots that keep a running guest's memory",
+    "clone.full": "full clone",
+    "clone.linked": "linked (copy-on-write) clone",
+    "migration.cold": "migrate a stopped VM to another node or host",
+    "migration.live": "migrate a running VM without stopping it",
+    "templates": "templates",
+    "task.cancel": "cancel a running task on the platform",
+    "disk.export": "export disks as a stream (backup, cross-platform migration)",
+    "node.maintenance": "put a node into maintenance mode",
+}
+
+
+
+def describe(capability: Capability) -> str:
+    return _DESCRIPTIONS.get(capability.value, "")
+
+
+YES = "yes"
+NO = "-"
+
+
+@attrs.frozen
+class Column:
+    """One backend in the matrix: its schemes and what its driver can offer."""
+
+    schemes: tuple[str, ...]
+    platform: str
+    capabilities: frozenset[Capability]
+
+    @property
+    def title(self) -> str:
+        return " / ".join(self.schemes)
+
+
+def columns(drivers: Mapping[str, type[Driver]] | None = None) -> list[Column]:
+    """One column per driver class, schemes sharing a class merged, in scheme order."""
+    found = registry.all_drivers() if drivers is None else dict(drivers)
+    by_class: dict[type[Driver], list[str]] = {}
+    for scheme in sorted(found):
+        by_class.setdefault(found[scheme], []).append(scheme)
+    return [
+        Column(schemes=tuple(schemes), platform=cls.platform or cls.backend or schemes[0],
+               capabilities=frozenset(cls.possible_capabilities))
+        for cls, schemes in by_class.items()
+    ]
+
+
+def rows(cols: list[Column]) -> list[tuple[Capability, list[bool]]]:
+    return [(cap, [cap in col.capabilities for col in cols]) for cap in Capability]
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def support_matrix_markdown(drivers: Mapping[str, type[Driver]] | None = None) -> str:
+    """The support matrix as a Markdown table: a row per capability, a column per backend.
+
+    It says what each driver *can* offer; a given connection may offer less
+    (``host.capabilities`` tells, e.g. ESXi without vCenter cannot migrate).
+    """
+    cols = columns(drivers)
+    header = ["capability", "meaning", *(f"`{c.title}`" for c in cols)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---", "---", *([":---:"] * len(cols))]) + " |",
+    ]
+    for cap, flags in rows(cols):
+        cells = [f"`{cap.value}`", _md_cell(describe(cap)),
+                 *(YES if f else NO for f in flags)]
+        lines.append("| " + " | ".join(cells) + " |")
+    platforms = "\n".join(f"- `{c.title}`: {_md_cell(c.platform)}" for c in cols)
+    return "\n".join(lines) + "\n\nBackends installed when this was built:\n\n" + platforms + "\n"

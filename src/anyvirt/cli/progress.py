@@ -1,0 +1,49 @@
+"""Progress bars for long operations, drawn on stderr only when a person is watching.
+
+Never in ``--json`` mode and never when stderr is not a terminal, so scripts
+and pipes get clean output.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from anyvirt.cli.output import stderr_console
+from anyvirt.tasks import ProgressCallback, Task
+
+
+def wanted(json_mode: bool) -> bool:
+    return not json_mode and sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool) -> Iterator[ProgressCallback | None]:
+    """Yield an ``on_progress`` callback that moves a bar, or None when no bar is wanted."""
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        transient=True,
+    )
+    with bar:
+        row = bar.add_task(description, total=100.0)
+
+        def update(task: Task[Any]) -> None:
+            bar.update(
+                row,
+                completed=task.progress if task.progress is not None else 0.0,
+                description=task.message or description,
+            )
+
+        yield update

@@ -1,0 +1,259 @@
+"""The ``anyvirt`` command against memory:// hosts, in process (memory state is per process)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+import anyvirt
+from anyvirt import Capability, VMSpec, memory, registry
+from anyvirt.cli.exit_codes import ExitCode
+from anyvirt.cli.main import cli
+
+
+@pytest.fixture
+def uri() -> Iterator[str]:
+    name = f"clitest-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{name}"
+    memory.reset(name)
+
+
+@pytest.fixture
+def host(uri: str) -> Iterator[anyvirt.Host]:
+    with anyvirt.connect(uri) as connected:
+        yield connected
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def run_json(*args: str) -> Any:
+    result = run("--json", *args)
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+# -- listing and output ----------------------------------------------------------
+
+
+def test_vms_lists_a_vm_created_through_the_api(uri: str, host: anyvirt.Host) -> None:
+    vm = host.vms.create(VMSpec(name="web1", cpus=2, memory_mib=1024))
+    result = run("vms", uri)
+    assert result.exit_code == 0, result.output
+    assert "web1" in result.stdout
+    assert vm.id in result.stdout
+    assert "stopped" in result.stdout
+
+
+def test_vms_json_has_ids_names_and_states(uri: str, host: anyvirt.Host) -> None:
+    a = host.vms.create(VMSpec(name="a"))
+    b = host.vms.create(VMSpec(name="b", cpus=3))
+    b.start()
+    listed = run_json("vms", uri)
+    assert isinstance(listed, list)
+    by_name = {item["name"]: item for item in listed}
+    assert by_name["a"]["id"] == a.id
+    assert by_name["a"]["state"] == "stopped"
+    assert by_name["b"]["state"] == "running"
+    assert by_name["b"]["cpus"] == 3
+
+
+def test_json_flag_after_the_command_works_too(uri: str, host: anyvirt.Host) -> None:
+    host.vms.create(VMSpec(name="x"))
+    result = run("vms", uri, "--json")
+    assert result.exit_code == 0
+    assert [item["name"] for item in json.loads(result.stdout)] == ["x"]
+
+
+def test_info_json_reports_allocation(uri: str, host: anyvirt.Host) -> None:
+    host.vms.create(VMSpec(name="x", cpus=4, memory_mib=2048))
+    data = run_json("info", uri)
+    assert isinstance(data, dict)
+    assert data["uri"] == uri
+    assert data["info"]["allocation"]["vcpus"] == 4
+    assert data["info"]["allocation"]["memory_mib"] == 2048
+
+
+def test_uri_can_come_from_the_environment(uri: str, host: anyvirt.Host) -> None:
+    host.vms.create(VMSpec(name="from-env"))
+    result = run("--json", "vm", "show", "from-env", env={"ANYVIRT_URI": uri})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["name"] == "from-env"
+
+
+# -- a VM's life through the CLI ---------------------------------------------------
+
+
+def test_lifecycle_create_start_snapshot_clone_delete(uri: str, host: anyvirt.Host) -> None:
+    made = run_json("vm", "create", uri, "db", "--cpus", "2", "--memory", "1024", "--disk-gib", "1",
+                    "--network", "default")
+    assert isinstance(made, dict)
+    assert made["state"] == "stopped"
+    assert run_json("vm", "start", uri, "db")["state"] == "running"
+    snap = run_json("snapshot", "create", uri, "db", "first", "--memory", "--description", "before")
+    assert snap["memory"] is True
+    run_json("snapshot", "create", uri, "db", "second")
+    tree = run("snapshot", "list", uri, "db")
+    assert tree.exit_code == 0
+    lines = tree.stdout.splitlines()
+    second = next(line for line in lines if "second" in line)
+    assert "current" in second
+    assert lines.index(second) > next(i for i, line in enumerate(lines) if "first" in line)
+    reverted = run_json("snapshot", "revert", uri, "db", "first")
+    assert reverted["snapshot"]["name"] == "first"
+    listed = run_json("snapshot", "list", uri, "db")
+    assert {s["name"]: s["current"] for s in listed} == {"first": True, "second": False}
+    run_json("snapshot", "delete", uri, "db", "first", "--children")
+    assert run_json("snapshot", "list", uri, "db") == []
+    clone = run_json("vm", "clone", uri, "db", "db2", "--linked")
+    assert clone["name"] == "db2"
+    assert run_json("vm", "stop", uri, "db", "--force")["state"] == "stopped"
+    run_json("vm", "delete", uri, "db2")
+    run_json("vm", "delete", uri, "db")
+    assert host.vms.list() == []
+
+
+def test_migrate_to_another_node(uri: str, host: anyvirt.Host) -> None:
+    vm = host.vms.create(VMSpec(name="mover"))
+    other = next(n for n in host.nodes.list() if n.id != vm.node)
+    result = run_json("vm", "migrate", uri, "mover", "--node", other.name)
+    assert str(result["target"]).endswith(other.name)
+    assert result["live"] is False
+    assert vm.refresh().node == other.id
+
+
+# -- exit codes ----------------------------------------------------------------------
+
+
+def test_unknown_vm_exits_3(uri: str) -> None:
+    result = run("vm", "start", uri, "no-such-vm")
+    assert result.exit_code == 3
+    assert result.stderr.startswith("error: ")
+    assert "no-such-vm" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bad_uri_exits_2(uri: str) -> None:
+    assert run("vms", "not-a-uri").exit_code == 2
+    assert run("vms", "nosuchbackend://x").exit_code == 2
+
+
+def test_bad_input_exits_2(uri: str) -> None:
+    result = run("vm", "create", uri, " padded ")
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "white space" in result.stderr
+
+
+def test_wrong_argument_count_is_a_usage_error(uri: str) -> None:
+    assert run("vm", "start", uri, "a", "b").exit_code == 2
+
+
+def test_pausing_a_stopped_vm_exits_4(uri: str, host: anyvirt.Host) -> None:
+    host.vms.create(VMSpec(name="idle"))
+    result = run("vm", "pause", uri, "idle")
+    assert result.exit_code == 4
+    assert "stopped" in result.stderr
+
+
+def test_creating_a_taken_name_exits_4(uri: str, host: anyvirt.Host) -> None:
+    host.vms.create(VMSpec(name="taken"))
+    assert run("vm", "create", uri, "taken").exit_code == ExitCode.CONFLICT
+
+
+class LimitedDriver(memory.MemoryDriver):
+    """A memory host that can only create, start and stop: no snapshots, no pause."""
+
+    backend = "limited"
+    platform = "memory, cut down (test)"
+    possible_capabilities = frozenset(
+        {Capability.VM_CREATE, Capability.VM_DELETE, Capability.START, Capability.STOP,
+         Capability.POWER_OFF}
+    )
+
+
+@pytest.fixture
+def limited_uri() -> Iterator[str]:
+    registry.register("limited", LimitedDriver)
+    name = f"limited-{uuid.uuid4().hex[:8]}"
+    yield f"limited://{name}"
+    memory.reset(name)
+
+
+def test_unsupported_capability_exits_5(limited_uri: str) -> None:
+    with anyvirt.connect(limited_uri) as host:
+        host.vms.create(VMSpec(name="plain")).start()
+    result = run("snapshot", "create", limited_uri, "plain", "s1")
+    assert result.exit_code == 5
+    assert "does not support snapshot" in result.stderr
+    assert run("vm", "pause", limited_uri, "plain").exit_code == 5
+
+
+def test_capabilities_of_a_connection(limited_uri: str) -> None:
+    data = run_json("capabilities", limited_uri)
+    assert isinstance(data, dict)
+    assert data["backend"] == "limited"
+    assert "vm.start" in data["capabilities"]
+    assert "snapshot" not in data["capabilities"]
+
+
+def test_capabilities_all_lists_every_installed_backend() -> None:
+    data = run_json("capabilities", "--all")
+    assert isinstance(data, dict)
+    assert "memory" in data
+    assert sorted(data["memory"]) == sorted(c.value for c in Capability)
+
+
+def test_backends_lists_memory() -> None:
+    entries = run_json("backends")
+    assert isinstance(entries, list)
+    mem = next(e for e in entries if e["scheme"] == "memory")
+    assert mem["loadable"] is True
+    assert mem["backend"] == "memory"
+
+
+# -- secrets ---------------------------------------------------------------------
+
+
+def test_password_from_env_never_printed(uri: str, host: anyvirt.Host) -> None:
+    password = "s3cret-" + uuid.uuid4().hex
+    host.vms.create(VMSpec(name="guarded"))
+    env = {"AV_TEST_PASSWORD": password}
+    with_user = uri.replace("memory://", "memory://admin@")
+    for args in (
+        ("--json", "--password-env", "AV_TEST_PASSWORD", "vms", with_user),
+        ("--json", "--password-env", "AV_TEST_PASSWORD", "info", with_user),
+        ("--json", "--password-env", "AV_TEST_PASSWORD", "vm", "start", with_user, "missing"),
+        ("--debug", "--password-env", "AV_TEST_PASSWORD", "vm", "pause", with_user, "guarded"),
+    ):
+        result = run(*args, env=env)
+        assert password not in result.output
+        assert password not in result.stderr
+
+
+def test_password_in_the_uri_is_not_echoed(uri: str) -> None:
+    password = "pw-" + uuid.uuid4().hex
+    secret_uri = uri.replace("memory://", f"memory://admin:{password}@")
+    for args in (("--json", "info", secret_uri), ("vm", "start", secret_uri, "missing"),
+                 ("vm", "start", secret_uri, "a", "b")):
+        result = run(*args)
+        assert password not in result.output
+        assert password not in result.stderr
+
+
+def test_missing_password_variable_is_a_usage_error(uri: str) -> None:
+    result = run("--password-env", "AV_NOT_SET_ANYWHERE", "vms", uri)
+    assert result.exit_code == 2
+    assert "AV_NOT_SET_ANYWHERE" in result.output + result.stderr
+
+
+def test_help_documents_exit_codes() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for code in ExitCode:
+        assert f"  {int(code)}  " in result.stdout
