@@ -83,6 +83,7 @@ def clone_vm(
     if datastore is not None:
         location.datastore = inventory.datastore(datastore, host).ref
     spec = vim.vm.CloneSpec(location=location, powerOn=False, template=template)
+    spec.config = vim.vm.ConfigSpec(deviceChange=_fresh_macs(inventory, vm_id))
     if linked:
         spec.snapshot = _base_snapshot(inventory, vm_id, job)
         location.diskMoveType = "createNewChildDiskBacking"
@@ -99,6 +100,26 @@ def clone_vm(
         remove_leftover(inventory, name, job)
         raise
     return summary_of(inventory, new_ref)
+
+
+def _fresh_macs(inventory: Inventory, vm_id: str) -> list[Any]:
+    """Edits giving every NIC of the clone a newly generated MAC.
+
+    vSphere regenerates only NICs whose address type is "generated" (vcsim
+    not even those); a clone must never share a MAC with its source.
+    """
+    props = inventory.vm_props(vm_id, ("config.hardware.device",))
+    edits = []
+    for device in props.get("config.hardware.device") or ():
+        if isinstance(device, vim.vm.device.VirtualEthernetCard):
+            device.addressType = "generated"
+            device.macAddress = None
+            edits.append(
+                vim.vm.device.VirtualDeviceSpec(
+                    operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=device
+                )
+            )
+    return edits
 
 
 def _base_snapshot(inventory: Inventory, vm_id: str, job: Job) -> Any:

@@ -257,10 +257,10 @@ class VSphereDriver(Driver):
         """Make a VM folder in the datacenter (driver extra, a clone placement target)."""
         return clone.create_folder(self.inventory, name)
 
-    def mark_as_template(self, vm_id: str) -> None:
-        """Driver extra: turn a powered-off VM into a template."""
+    def mark_template(self, vm_id: str, job: Job) -> VMSummary:
         self._require(Capability.TEMPLATES, "templates need vCenter")
         clone.mark_as_template(self.inventory, vm_id)
+        return self.vm_summary(vm_id)
 
     def mark_as_vm(self, vm_id: str, node: str | None = None) -> None:
         """Driver extra: turn a template back into a VM on ``node``."""

@@ -274,12 +274,21 @@ class Inventory:
             "summary.freeSpace",
             "summary.type",
             "summary.accessible",
-            "host",
         )
         rows = self.collector.scan({vim.Datastore: paths}, root=self.scope(), what="listing datastores")
         if host is not None:
-            rows = [r for r in rows if _mounted_on(r, host.ref)]
+            rows = self._seen_by(host, "datastore", rows)
         return rows
+
+    def _seen_by(self, host: HostRow, path: str, rows: list[Props]) -> list[Props]:
+        """Rows the host lists in its own ``datastore``/``network`` property.
+
+        The host's side is used because it is the one vcsim keeps right (its
+        ``Datastore.host`` mount list names only the last host added).
+        """
+        props = self.collector.one(host.ref, vim.HostSystem, (path,), what=f"reading {path}s")
+        seen = {str(ref._moId) for ref in (props.get(path) or ())} if props is not None else set()
+        return [r for r in rows if r.moid in seen]
 
     def storage_info(self) -> list[StorageInfo]:
         out = []
@@ -314,10 +323,9 @@ class Inventory:
     def networks(self, host: HostRow | None = None) -> list[Props]:
         rows = self.collector.scan(
             {
-                vim.Network: ("name", "host"),
+                vim.Network: ("name",),
                 vim.dvs.DistributedVirtualPortgroup: (
                     "name",
-                    "host",
                     "key",
                     "config.distributedVirtualSwitch",
                 ),
@@ -326,7 +334,7 @@ class Inventory:
             what="listing networks",
         )
         if host is not None:
-            rows = [r for r in rows if _mounted_on(r, host.ref)]
+            rows = self._seen_by(host, "network", rows)
         return rows
 
     def switch_uuid(self, switch: Any) -> str:
@@ -336,12 +344,3 @@ class Inventory:
         if props is None or not props.get("uuid"):
             raise NotFound("the distributed switch of a port group vanished")
         return str(props.get("uuid"))
-
-
-def _mounted_on(row: Props, host_ref: Any) -> bool:
-    hosts = row.get("host") or ()
-    ids = set()
-    for item in hosts:
-        ref = getattr(item, "key", item)  # Datastore.host is DatastoreHostMount[]
-        ids.add(str(getattr(ref, "_moId", ref)))
-    return not ids or str(host_ref._moId) in ids
