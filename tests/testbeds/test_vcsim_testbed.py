@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -285,22 +287,32 @@ def test_patched_relocate_and_destroy_leave_no_stale_references(tmp_path: Path) 
             Disconnect(si)
 
 
+def memory_backed_dir() -> Path | None:
+    """/dev/shm when usable: vcsim writes ~25,000 small datastore files for 5,000 VMs,
+    which costs seconds of system time on a disk filesystem and nothing on tmpfs."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        return None
+    return shm if shutil.disk_usage(shm).free > 256 * 1024 * 1024 else None
+
+
 def test_measure_startup_of_5000_vms(tmp_path: Path) -> None:
     """Measured, not asserted beyond sanity: how long a 5,000-VM vCenter takes to come up."""
-    sim = Vcsim(clusters=2, hosts=4, standalone_hosts=0, pools=0, vms=2500, workdir=tmp_path)
-    with sim.start(timeout=120):
-        status = Path(f"/proc/{sim.pid}/status").read_text()
-        rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-        si = connect(sim)
-        try:
-            began = time.monotonic()
-            count = len(collect(si, vim.VirtualMachine, ["name", "runtime.powerState"]))
-            listing = time.monotonic() - began
-        finally:
-            Disconnect(si)
+    with tempfile.TemporaryDirectory(prefix="anyvirt-vcsim-", dir=memory_backed_dir()) as workdir:
+        sim = Vcsim(clusters=2, hosts=4, standalone_hosts=0, pools=0, vms=2500, workdir=Path(workdir))
+        with sim.start(timeout=120):
+            status = Path(f"/proc/{sim.pid}/status").read_text()
+            rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+            si = connect(sim)
+            try:
+                began = time.monotonic()
+                count = len(collect(si, vim.VirtualMachine, ["name", "runtime.powerState"]))
+                listing = time.monotonic() - began
+            finally:
+                Disconnect(si)
     print(
-        f"\nvcsim with {count} VMs: started in {sim.startup_seconds:.2f} s, "
-        f"RSS {int(rss) // 1024} MiB, listed in {listing:.2f} s"
+        f"\nvcsim with {count} VMs (datastores in {workdir}): started in {sim.startup_seconds:.2f} s, "
+        f"RSS {int(rss) // 1024} MiB, listed name+powerState in {listing:.2f} s"
     )
     assert count == sim.expected_vm_count == 5000
 
