@@ -87,7 +87,9 @@ class Collector:
             view = self._view(start, list(paths))
             traverse = PC.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
             obj_spec = PC.ObjectSpec(obj=view, skip=True, selectSet=[traverse])
-            return self._retrieve([obj_spec], paths)
+            # a missing view must fail loudly (ManagedObjectNotFound): it means the
+            # session that owned it is gone, and an empty listing would be a lie
+            return self._retrieve([obj_spec], paths, report_missing=False)
 
         try:
             return self.session.call(read, what, read=True)
@@ -117,9 +119,16 @@ class Collector:
         return found[0] if found else None
 
     # ------------------------------------------------------------ the call itself
-    def _retrieve(self, obj_specs: list[Any], paths: Mapping[type, Sequence[str]]) -> list[Props]:
+    def _retrieve(
+        self,
+        obj_specs: list[Any],
+        paths: Mapping[type, Sequence[str]],
+        report_missing: bool = True,
+    ) -> list[Props]:
         prop_specs = [PC.PropertySpec(type=kind, pathSet=list(p), all=False) for kind, p in paths.items()]
-        spec = PC.FilterSpec(objectSet=obj_specs, propSet=prop_specs, reportMissingObjectsInResults=True)
+        spec = PC.FilterSpec(
+            objectSet=obj_specs, propSet=prop_specs, reportMissingObjectsInResults=report_missing
+        )
         pc = self.session.content.propertyCollector
         out: list[Props] = []
         result = pc.RetrievePropertiesEx([spec], PC.RetrieveOptions(maxObjects=PAGE_SIZE))

@@ -77,7 +77,8 @@ def wait_task(collector: Collector, task: Any, job: Job, what: str) -> Any:
 
 def task_error(error: Any, what: str, task_id: str, job: Job) -> AnyvirtError:
     """The anyvirt error for a failed task's ``info.error`` (a LocalizedMethodFault)."""
-    fault = getattr(error, "fault", None)
+    # pyVmomi hands a LocalizedMethodFault over as the fault itself (message in ``msg``)
+    fault = error if isinstance(error, vmodl.MethodFault) else getattr(error, "fault", None)
     message = getattr(error, "localizedMessage", "") or (fault_message(fault) if fault else "")
     kind = fault_type(fault) if fault is not None else "unknown fault"
     if isinstance(fault, vmodl.fault.RequestCanceled) or job.cancelled:

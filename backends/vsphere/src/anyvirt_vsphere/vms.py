@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from anyvirt.errors import AlreadyExists, AnyvirtError, CapacityExceeded, InvalidSpec, InvalidState
+from anyvirt.errors import (
+    AlreadyExists,
+    AnyvirtError,
+    CapacityExceeded,
+    InvalidSpec,
+    InvalidState,
+    NotFound,
+    TaskFailed,
+)
 from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary
 from anyvirt.tasks import Job
 from anyvirt_vsphere.collector import Props
@@ -13,6 +22,8 @@ from anyvirt_vsphere.inventory import (
     VM_PATHS,
     HostRow,
     Inventory,
+    datastore_path,
+    escape_name,
     split_datastore_path,
     unescape_name,
     vm_summary,
@@ -110,6 +121,8 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job) -> VMSummary:
     config = config_spec(spec, ds_name, networks)
     pool = inventory.resource_pool(host)
     folder = inventory.datacenter().get("vmFolder")
+    vm_dir = datastore_path(ds_name, escape_name(spec.name))
+    dir_existed = path_exists(inventory, datastore, vm_dir, job)
     job.progress(5.0, f"creating {spec.name}")
     try:
         ref = run_task(
@@ -120,8 +133,43 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job) -> VMSummary:
         )
     except AnyvirtError:
         remove_leftover(inventory, spec.name, job)
+        if not dir_existed:
+            remove_path(inventory, vm_dir, job)
         raise
     return summary_of(inventory, ref)
+
+
+def path_exists(inventory: Inventory, datastore: Props, path: str, job: Job) -> bool:
+    """Whether a datastore path exists, asked through the datastore browser."""
+    browser = inventory.collector.one(
+        datastore.ref, vim.Datastore, ("browser",), what="reading a datastore browser"
+    )
+    if browser is None or browser.get("browser") is None:
+        return False
+    ref = browser.get("browser")
+    try:
+        run_task(
+            inventory.collector,
+            lambda: ref.SearchDatastore_Task(path, None),
+            job,
+            f"looking for {path}",
+        )
+    except (NotFound, TaskFailed):
+        return False
+    return True
+
+
+def remove_path(inventory: Inventory, path: str, job: Job) -> None:
+    """Delete a folder or file a failed operation left on a datastore (best effort)."""
+    manager = inventory.session.content.fileManager
+    datacenter = inventory.datacenter().ref
+    with contextlib.suppress(AnyvirtError):
+        run_task(
+            inventory.collector,
+            lambda: manager.DeleteDatastoreFile_Task(path, datacenter),
+            job,
+            f"removing {path}",
+        )
 
 
 def remove_leftover(inventory: Inventory, name: str, job: Job) -> None:

@@ -1,0 +1,199 @@
+"""Create, lifecycle, reconfigure, delete and tasks through the public API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import pytest
+from anyvirt_vsphere.datastore_files import download
+from anyvirt_vsphere.driver import VSphereDriver
+from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.tasks import wait_task
+
+from anyvirt.errors import CapacityExceeded, InvalidSpec, InvalidState, TaskFailed
+from anyvirt.host import Host
+from anyvirt.model import DiskSpec, Firmware, NicSpec, PowerState, VMSpec
+from anyvirt.tasks import Job
+
+
+def _driver(host: Host) -> VSphereDriver:
+    driver = host.driver
+    assert isinstance(driver, VSphereDriver)
+    return driver
+
+
+def test_create_builds_the_config_spec(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    spec = attrs.evolve(
+        spec_for("full-spec"),
+        cpus=2,
+        memory_mib=256,
+        disks=[DiskSpec(size_gib=1), DiskSpec(size_gib=0.5)],
+        nics=[NicSpec(network="VM Network", mac="00:50:56:01:02:03"), NicSpec(model="e1000")],
+        firmware=Firmware.EFI,
+        guest_os="debian",
+        description="made by anyvirt",
+    )
+    vm = vsphere_host.vms.create(spec)
+    try:
+        info = vm.info()
+        assert (info.cpus, info.memory_mib) == (2, 256)
+        assert info.firmware is Firmware.EFI
+        assert info.guest_os == "debian" and info.extra["guest_id"] == "debian11_64Guest"
+        assert info.description == "made by anyvirt"
+        assert [d.size_bytes for d in info.disks] == [1024**3, 512 * 1024**2]
+        assert {d.bus for d in info.disks} == {"scsi"}
+        assert [d.id for d in info.disks] == ["scsi0:0", "scsi0:1"]
+        assert all(d.path and d.path.endswith(".vmdk") for d in info.disks)
+        assert info.nics[0].mac == "00:50:56:01:02:03" and info.nics[0].network == "VM Network"
+        assert [n.model for n in info.nics] == ["vmxnet3", "e1000"]
+    finally:
+        vm.delete()
+
+
+def test_nic_on_a_distributed_port_group(vcenter_host: Host) -> None:
+    spec = VMSpec(name="on-dvpg", nics=[NicSpec(network="DC0_DVPG0")], node="DC0_C0_H0")
+    vm = vcenter_host.vms.create(spec)
+    try:
+        assert [n.network for n in vm.info().nics] == ["DC0_DVPG0"]
+    finally:
+        vm.delete()
+
+
+def test_more_cpus_than_the_host_has_is_refused_before_any_task(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    driver = _driver(vsphere_host)
+    node = vsphere_host.nodes.list()[0]
+    spec = attrs.evolve(spec_for("too-big"), cpus=node.info.cpus + 1, node=node.id)
+    tasks_before = driver.session.content.taskManager.recentTask
+    with pytest.raises(CapacityExceeded, match="logical CPUs"):
+        driver.create_vm(spec, Job("create", 30))
+    assert driver.session.content.taskManager.recentTask == tasks_before
+    assert not vsphere_host.vms.exists("too-big")
+
+
+def test_bad_network_or_datastore_leaves_nothing_behind(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    before = {vm.id for vm in vsphere_host.vms.list()}
+    with pytest.raises(InvalidSpec, match="no network"):
+        vsphere_host.vms.create(attrs.evolve(spec_for("bad-net"), nics=[NicSpec(network="nope")]))
+    with pytest.raises(InvalidSpec, match="no datastore"):
+        vsphere_host.vms.create(
+            attrs.evolve(spec_for("bad-ds"), disks=[DiskSpec(size_gib=1, storage="nope")])
+        )
+    with pytest.raises(InvalidSpec, match="guest_os"):
+        vsphere_host.vms.create(attrs.evolve(spec_for("bad-os"), guest_os="plan9-from-mars"))
+    assert {vm.id for vm in vsphere_host.vms.list()} == before
+
+
+def test_a_create_that_fails_in_vsphere_removes_what_it_made(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    """A disk image that does not exist fails inside CreateVM_Task: no VM, no folder stays."""
+    before = {vm.id for vm in vsphere_host.vms.list()}
+    ds = vsphere_host.info().storage[0].name
+    spec = attrs.evolve(
+        spec_for("half-made"), disks=[DiskSpec(image=f"[{ds}] missing/missing.vmdk")]
+    )
+    driver = _driver(vsphere_host)  # the handle refuses images; the driver takes a VMDK path
+    with pytest.raises(TaskFailed) as err:
+        driver.create_vm(spec, Job("create", 30))
+    assert err.value.fault and err.value.task_id
+    assert {vm.id for vm in vsphere_host.vms.list()} == before
+    with pytest.raises(Exception, match="404|Not Found"):
+        download(vsphere_host, ds, "half-made/half-made.vmx", bytearray_sink())
+
+
+class bytearray_sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk: bytes) -> int:
+        self.data += chunk
+        return len(chunk)
+
+
+def test_lifecycle_with_normalised_meanings(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    vm = vsphere_host.vms.create(spec_for("life"))
+    try:
+        vm.start()
+        assert vm.state is PowerState.RUNNING and vm.refresh().raw_state == "poweredOn"
+        with pytest.raises(InvalidState, match=r"force=True") as err:
+            vm.stop()  # vcsim has no guest, so no VMware Tools
+        assert "VMware Tools" in str(err.value)
+        assert vm.refresh().state is PowerState.RUNNING
+        vm.reset()
+        assert vm.refresh().state is PowerState.RUNNING
+        vm.suspend()
+        assert vm.refresh().state is PowerState.SUSPENDED and vm.raw_state == "suspended"
+        vm.start()
+        assert vm.refresh().state is PowerState.RUNNING
+        vm.stop(force=True)
+        assert vm.refresh().state is PowerState.STOPPED and vm.raw_state == "poweredOff"
+    finally:
+        vm.delete()
+
+
+def test_reboot_is_withdrawn_on_vcsim(vsphere_host: Host) -> None:
+    from anyvirt.model import Capability
+
+    assert Capability.REBOOT not in vsphere_host.capabilities
+    assert Capability.STOP in vsphere_host.capabilities
+    assert Capability.PAUSE not in vsphere_host.capabilities
+
+
+def test_reconfigure_a_running_vm_without_hot_add_is_refused(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    vm = vsphere_host.vms.create(spec_for("reconf"))
+    try:
+        vm.reconfigure(cpus=2, memory_mib=128)
+        assert (vm.refresh().cpus, vm.memory_mib) == (2, 128)
+        vm.start()
+        with pytest.raises(InvalidState, match="hot-add"):
+            vm.reconfigure(cpus=1)
+        vm.stop(force=True)
+    finally:
+        vm.delete()
+
+
+def test_delete_removes_the_disks(vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
+    vm = vsphere_host.vms.create(spec_for("del-disks"))
+    path = vm.info().disks[0].path
+    assert path is not None
+    ds, rel = path[1:].split("] ", 1)
+    sink = bytearray_sink()
+    download(vsphere_host, ds, rel.replace(".vmdk", "-flat.vmdk"), sink)
+    vm.delete(disks=True)
+    assert not vsphere_host.vms.exists(vm.id)
+    with pytest.raises(Exception, match="404|Not Found"):
+        download(vsphere_host, ds, rel, bytearray_sink())
+
+
+def test_task_progress_and_failure_carry_vsphere_details(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    vm = vsphere_host.vms.create(spec_for("task"))
+    try:
+        progress: list[float | None] = []
+        task = vm.start(wait=False, on_progress=lambda t: progress.append(t.progress))
+        task.wait(30)
+        assert task.native_id.startswith("task-")
+        assert progress and progress[-1] == 100.0
+        driver = _driver(vsphere_host)
+        ref = driver.inventory.vm_ref(vm.id)
+        failing = ref.PowerOnVM_Task(None)  # already on: vSphere fails the task
+        with pytest.raises(TaskFailed) as err:
+            wait_task(driver.collector, failing, Job("again", 30), "powering on again")
+        assert err.value.fault == "InvalidPowerState"
+        assert err.value.task_id == failing._moId
+        assert isinstance(ref, vim.VirtualMachine)
+        vm.stop(force=True)
+    finally:
+        vm.delete()
