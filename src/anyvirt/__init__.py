@@ -24,6 +24,7 @@ from anyvirt.errors import (
     Timeout,
 )
 from anyvirt.host import Host
+from anyvirt.migration import MigrationPlan, MigrationWarning, WarningCode, migrate, plan_migration
 from anyvirt.model import (
     Allocation,
     Capability,
@@ -67,7 +68,9 @@ __all__ = [
     "HostInfo",
     "InvalidSpec",
     "InvalidState",
+    "MigrationPlan",
     "MigrationResult",
+    "MigrationWarning",
     "NicInfo",
     "NicSpec",
     "Node",
@@ -86,6 +89,9 @@ __all__ = [
     "VMInfo",
     "VMSpec",
     "VMSummary",
+    "WarningCode",
     "connect",
     "default_uri",
+    "migrate",
+    "plan_migration",
 ]

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from anyvirt.errors import NotFound, NotSupported
 from anyvirt.model import (
     Capability,
+    ExportedDisk,
+    Firmware,
     HostInfo,
     MigrationResult,
     NodeInfo,
@@ -37,6 +39,8 @@ from anyvirt.model import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from anyvirt.target import Target
     from anyvirt.tasks import Job
 
@@ -50,6 +54,12 @@ class Driver(abc.ABC):
     platform: ClassVar[str] = ""
     #: every capability this driver *can* offer (the support matrix is built from it)
     possible_capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: hardware this platform can express, best first (cross-platform plans map onto it)
+    firmware_support: ClassVar[frozenset[Firmware]] = frozenset(Firmware)
+    disk_buses: ClassVar[tuple[str, ...]] = ("virtio", "scsi", "sata", "ide")
+    nic_models: ClassVar[tuple[str, ...]] = ("virtio", "e1000")
+    #: MAC prefixes the platform accepts for a fixed MAC (None: any unicast MAC)
+    mac_prefixes: ClassVar[tuple[str, ...] | None] = None
 
     # ---------------------------------------------------------- connection
     @classmethod
@@ -173,3 +183,9 @@ class Driver(abc.ABC):
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         raise NotSupported(self.backend, Capability.MAINTENANCE_MODE)
+
+    # ---------------------------------------------------------- disks out
+    def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
+        """Write every disk of a stopped VM into ``dest_dir`` as files (any qemu-img format),
+        streaming, never whole disks in memory. Used by backup and cross-platform moves."""
+        raise NotSupported(self.backend, Capability.DISK_EXPORT)

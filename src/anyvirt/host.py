@@ -106,6 +106,13 @@ class Host:
         capacity.check(self.info(), cpus, memory_mib, self.overcommit)
 
     # -- whole-host operations -----------------------------------------
+    def restore(self, path: str | os.PathLike[str], name: str | None = None, *,
+                timeout: float | None = DEFAULT_TIMEOUT) -> VM:
+        """Rebuild a VM from a ``vm.backup()`` archive made on any backend."""
+        from anyvirt.migration import restore
+
+        return restore(self, path, name=name, timeout=timeout)
+
     def evacuate(
         self,
         node: Node | str,

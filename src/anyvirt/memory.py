@@ -20,12 +20,17 @@ fail, to test your error handling.
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import shutil
+import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from attrs import define, evolve, field
 
@@ -36,6 +41,7 @@ from anyvirt.model import (
     Capability,
     DiskInfo,
     DiskSpec,
+    ExportedDisk,
     Firmware,
     HostInfo,
     MigrationResult,
@@ -80,6 +86,7 @@ class _VM:
     disks: tuple[DiskInfo, ...]
     nics: tuple[NicInfo, ...]
     template: bool = False
+    contents: dict[str, tuple[str, bytes]] = field(factory=dict)  # disk id -> (format, bytes)
     snapshots: dict[str, _Snap] = field(factory=dict)
     current_snapshot: str | None = None
 
@@ -152,6 +159,66 @@ def inject_failure(name: str, method: str, error: Exception) -> None:
     """Make the next call of driver ``method`` (e.g. ``"create_vm"``) on host ``name`` raise
     ``error`` after its checks, so callers' cleanup paths can be tested."""
     _world(name, {}).failures[method] = error
+
+
+MAX_IMAGE_BYTES = 512 * 1024 * 1024
+_MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"conectix": "vpc"}
+
+
+def _read_image(path: str) -> tuple[str, bytes]:
+    """The memory backend keeps image bytes as they are, with their format from the magic.
+
+    Trailing holes of a sparse file are not read: a blank 1 GiB disk costs nothing.
+    """
+    with open(path, "rb") as f:
+        end = _data_end(f.fileno(), os.fstat(f.fileno()).st_size)
+        if end > MAX_IMAGE_BYTES:
+            raise InvalidSpec(f"memory:// keeps disk images in RAM; {path} holds over {MAX_IMAGE_BYTES} B")
+        data = f.read(end)
+    for magic, fmt in _MAGIC.items():
+        if data.startswith(magic):
+            return fmt, data
+    if data.startswith(b"<<< Oracle VM VirtualBox Disk Image >>>"):
+        return "vdi", data
+    return "raw", data
+
+
+def _import_image(path: str) -> tuple[str, bytes, int]:
+    """Bring an image into "storage": converted to raw, as a real host would, when qemu-img
+    is there; else kept in its own format. Returns (format, bytes, virtual size)."""
+    fmt, data = _read_image(path)
+    qemu_img = shutil.which("qemu-img")
+    if fmt == "raw" or qemu_img is None:
+        size = os.path.getsize(path) if fmt == "raw" else _virtual_size(fmt, data)
+        return fmt, data, size
+    with tempfile.TemporaryDirectory(prefix="anyvirt-mem-") as tmp:
+        raw = os.path.join(tmp, "disk.raw")
+        try:
+            subprocess.run([qemu_img, "convert", "-q", "-O", "raw", path, raw], check=True,
+                           capture_output=True, timeout=600)
+        except subprocess.SubprocessError as exc:
+            raise InvalidSpec(f"qemu-img cannot read {path} as {fmt}") from exc
+        _, data = _read_image(raw)
+        return "raw", data, os.path.getsize(raw)
+
+
+def _data_end(fd: int, size: int) -> int:
+    """Where the last data extent of a (possibly sparse) file ends."""
+    end = pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: nothing but a hole from here on
+            break
+        pos = end = os.lseek(fd, start, os.SEEK_HOLE)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return min(end, size)
+
+
+def _virtual_size(fmt: str, data: bytes) -> int:
+    if fmt == "qcow2" and len(data) >= 32:
+        return int.from_bytes(data[24:32], "big")  # header field: size in bytes
+    return len(data)
 
 
 def _without(spec: str) -> frozenset[Capability]:
@@ -330,16 +397,18 @@ class MemoryDriver(Driver):
     def native_vm(self, vm_id: str) -> _VM:
         return self._vm(vm_id)
 
-    def _disk(self, vm_id: str, index: int, spec: DiskSpec) -> DiskInfo:
+    def _disk(self, vm_id: str, index: int, spec: DiskSpec,
+              contents: dict[str, tuple[str, bytes]]) -> DiskInfo:
+        disk_id = f"disk{index}"
         size = spec.size_bytes
+        fmt = "raw"
         if spec.image is not None:
-            import os
-
-            image_size = os.path.getsize(spec.image)
-            size = max(size or 0, image_size)
+            fmt, data, virtual = _import_image(spec.image)
+            contents[disk_id] = (fmt, data)
+            size = max(size or 0, virtual)
         return DiskInfo(
-            id=f"disk{index}", size_bytes=size, path=f"memory://{self.world.name}/{vm_id}/disk{index}",
-            format="raw", bus=spec.bus or "virtio", storage=spec.storage or "memory",
+            id=disk_id, size_bytes=size, path=f"memory://{self.world.name}/{vm_id}/{disk_id}",
+            format=fmt, bus=spec.bus or "virtio", storage=spec.storage or "memory",
         )
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
@@ -349,15 +418,16 @@ class MemoryDriver(Driver):
             for disk in spec.disks:
                 if disk.storage not in (None, "memory"):
                     raise NotFound(f"no storage {disk.storage!r} on memory://{w.name}")
-        self._work(job, "create_vm", f"creating {spec.name}")
         vm_id = str(uuid.uuid4())
+        contents: dict[str, tuple[str, bytes]] = {}
+        disks = tuple(self._disk(vm_id, i, d, contents) for i, d in enumerate(spec.disks))
+        self._work(job, "create_vm", f"creating {spec.name}")
         with self._locked() as w:
             self._name_free(spec.name)  # another thread may have won the name meanwhile
             vm = _VM(
                 id=vm_id, name=spec.name, cpus=spec.cpus, memory_mib=spec.memory_mib, node=node,
                 state=PowerState.STOPPED, firmware=spec.firmware, guest_os=spec.guest_os,
-                description=spec.description,
-                disks=tuple(self._disk(vm_id, i, d) for i, d in enumerate(spec.disks)),
+                description=spec.description, disks=disks, contents=contents,
                 nics=tuple(
                     NicInfo(id=f"nic{i}", network=n.network or "default", mac=n.mac or w.new_mac(),
                             model=n.model or "virtio")
@@ -497,10 +567,27 @@ class MemoryDriver(Driver):
             clone = _VM(
                 id=new_id, name=name, cpus=src.cpus, memory_mib=src.memory_mib, node=node_id,
                 state=PowerState.STOPPED, firmware=src.firmware, guest_os=src.guest_os,
-                description=src.description, disks=disks, nics=nics,
+                description=src.description, disks=disks, nics=nics, contents=dict(src.contents),
             )
             w.vms[new_id] = clone
             return clone.summary()
+
+    def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
+        with self._locked():
+            vm = self._vm(vm_id)
+            disks, contents = vm.disks, dict(vm.contents)
+        out = []
+        for i, disk in enumerate(disks):
+            job.progress(100.0 * i / max(len(disks), 1), f"exporting {disk.id}")
+            fmt, data = contents.get(disk.id, ("raw", b""))
+            path = dest_dir / f"{vm.name.replace('/', '_')}-{disk.id}.{fmt}"
+            with open(path, "wb") as f:
+                f.write(data)
+                if fmt == "raw":
+                    f.truncate(max(disk.size_bytes or 0, len(data)))  # sparse: blank disks cost nothing
+            out.append(ExportedDisk(id=disk.id, path=str(path), format=fmt,
+                                    size_bytes=disk.size_bytes or len(data), bus=disk.bus))
+        return out
 
     def migrate_vm(self, vm_id: str, target: Driver | None, node: str | None, live: bool,
                    job: Job) -> MigrationResult:

@@ -59,6 +59,7 @@ class Capability(enum.Enum):
     LIVE_MIGRATION = "migration.live"
     TEMPLATES = "templates"
     TASK_CANCEL = "task.cancel"
+    DISK_EXPORT = "disk.export"  # backup, and the source side of a cross-platform move
     MAINTENANCE_MODE = "node.maintenance"
 
     def __str__(self) -> str:
@@ -421,6 +422,17 @@ class MigrationResult:
     downtime_ms: float | None = None
     bytes_transferred: int | None = None
     warnings: tuple[str, ...] = ()
+
+
+@frozen
+class ExportedDisk:
+    """A VM disk written out to a local file by ``Driver.export_disks``."""
+
+    id: str
+    path: str
+    format: str  # qemu-img format name: raw, qcow2, vmdk, vdi, ...
+    size_bytes: int  # the virtual size the guest sees
+    bus: str | None = None
 
 
 def evolve(inst: Any, **changes: Any) -> Any:

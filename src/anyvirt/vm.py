@@ -9,7 +9,9 @@ without the caller asking. Every long operation takes ``wait``/``timeout``;
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anyvirt import states
@@ -227,6 +229,14 @@ class VM:
         return self._host.run(f"mark {self.name} as template", work, wait=wait, timeout=timeout)
 
     # -- copies and moves -------------------------------------------------
+    def backup(self, path: str | os.PathLike[str], *,
+               timeout: float | None = DEFAULT_TIMEOUT) -> Path:
+        """Write this stopped VM, configuration and disks, to a portable archive that
+        ``host.restore`` rebuilds on any backend."""
+        from anyvirt.migration import backup
+
+        return backup(self, Path(path), timeout=timeout)
+
     def clone(self, name: str, linked: bool = False, *, count: int | None = None,
               node: Node | str | None = None, wait: bool = True,
               timeout: float | None = DEFAULT_TIMEOUT,

@@ -97,11 +97,11 @@ def _anyvirt_capability_gate(request: pytest.FixtureRequest) -> None:
 
     That skip is honest: the same capability's ``NotSupported`` test then runs instead.
     """
-    marker = request.node.get_closest_marker("anyvirt_requires")
-    if marker is None:
+    needed = [c for m in request.node.iter_markers("anyvirt_requires") for c in m.args]
+    if not needed:
         return
     host: Host = request.getfixturevalue("anyvirt_host")
-    missing = [c for c in marker.args if c not in host.capabilities]
+    missing = [c for c in dict.fromkeys(needed) if c not in host.capabilities]
     if missing:
         names = ", ".join(str(c) for c in missing)
         pytest.skip(f"{host.backend} declares no {names} (its NotSupported test covers it)")

@@ -15,6 +15,7 @@ the operation raises ``NotSupported`` before the driver is asked to change
 anything. See :mod:`anyvirt.testing.plugin` for the fixtures a backend gives.
 """
 
+from anyvirt.testing.suite.test_backup import TestBackup
 from anyvirt.testing.suite.test_clone import TestClone
 from anyvirt.testing.suite.test_host import TestHost
 from anyvirt.testing.suite.test_lifecycle import TestLifecycle
@@ -24,6 +25,7 @@ from anyvirt.testing.suite.test_snapshots import TestSnapshots
 from anyvirt.testing.suite.test_vms import TestVMs
 
 __all__ = [
+    "TestBackup",
     "TestClone",
     "TestHost",
     "TestLifecycle",

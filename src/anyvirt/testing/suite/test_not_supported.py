@@ -60,6 +60,8 @@ ATTEMPTS: dict[Capability, Attempt] = {
     Capability.TEMPLATES: lambda h, vm, spec: vm().mark_template(),
     Capability.MAINTENANCE_MODE: lambda h, vm, spec: h.evacuate(h.nodes.list()[0], maintenance=True),
     Capability.TASK_CANCEL: _cancel,
+    Capability.DISK_EXPORT: lambda h, vm, spec: vm().backup(
+        f"{tempfile.gettempdir()}/{unique_name('ns')}.avbk"),
 }
 
 # Capabilities that change how an operation behaves rather than whether it exists:

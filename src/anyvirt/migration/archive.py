@@ -1,0 +1,170 @@
+"""Backups as portable archives (``.avbk``): restore them on any backend.
+
+An archive is a tar file: ``manifest.json`` (the neutral hardware
+description, the same one cross-platform moves use) then one file per disk,
+in whatever qemu-img format the source exported. Files stream in and out;
+disks are never held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from anyvirt.errors import AlreadyExists, InvalidSpec, TaskFailed
+from anyvirt.migration.plan import require_movable
+from anyvirt.model import (
+    Capability,
+    DiskSpec,
+    ExportedDisk,
+    Firmware,
+    NicSpec,
+    VMSpec,
+    check_name,
+)
+from anyvirt.tasks import DEFAULT_TIMEOUT, Job
+
+if TYPE_CHECKING:
+    from anyvirt.host import Host
+    from anyvirt.vm import VM
+
+FORMAT = "anyvirt-backup/1"
+MANIFEST = "manifest.json"
+
+
+def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT) -> Path:
+    """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped."""
+    vm.host.require(Capability.DISK_EXPORT)
+    require_movable(vm)
+    dest = Path(path)
+    if dest.exists():
+        raise AlreadyExists(f"{dest} exists already")
+    info = vm.info()
+
+    def work(job: Job) -> Path:
+        with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
+            exported = [compact(d, job) for d in vm.host.driver.export_disks(vm.id, Path(tmp), job)]
+            disk_entries = [
+                {"id": d.id, "file": f"disks/{i}-{d.id}.{d.format}", "format": d.format,
+                 "size_bytes": d.size_bytes, "bus": d.bus}
+                for i, d in enumerate(exported)
+            ]
+            manifest: dict[str, Any] = {
+                "format": FORMAT,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "source": {"backend": vm.host.backend, "uri": vm.host.uri},
+                "vm": {
+                    "name": info.name, "cpus": info.cpus, "memory_mib": info.memory_mib,
+                    "firmware": info.firmware.value, "guest_os": info.guest_os,
+                    "description": info.description,
+                    "nics": [attrs.asdict(n) for n in info.nics],
+                },
+                "disks": disk_entries,
+            }
+            partial = dest.with_name(dest.name + ".partial")
+            try:
+                with tarfile.open(partial, "w") as tar:
+                    _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
+                    for entry, disk in zip(disk_entries, exported, strict=True):
+                        job.check()
+                        tar.add(disk.path, arcname=str(entry["file"]))
+                partial.rename(dest)
+            finally:
+                partial.unlink(missing_ok=True)
+        return dest
+
+    result = vm.host.run(f"back up {vm.name}", work, wait=True, timeout=timeout)
+    assert isinstance(result, Path)
+    return result
+
+
+def compact(disk: ExportedDisk, job: Job) -> ExportedDisk:
+    """Raw exports become qcow2 before archiving: tar keeps no holes, qcow2 stores no zeros.
+    Without qemu-img the raw file goes in as it is."""
+    qemu_img = shutil.which("qemu-img")
+    if disk.format != "raw" or qemu_img is None:
+        return disk
+    out = Path(disk.path).with_suffix(".qcow2")
+    try:
+        subprocess.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", disk.path, str(out)],
+                       check=True, capture_output=True, timeout=job.remaining())
+    except subprocess.SubprocessError as exc:
+        raise TaskFailed(f"qemu-img could not compact disk {disk.id}: {exc}") from exc
+    Path(disk.path).unlink()
+    return attrs.evolve(disk, path=str(out), format="qcow2")
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    import io
+
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    member.mtime = int(time.time())
+    tar.addfile(member, io.BytesIO(data))
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with tarfile.open(path, "r") as tar:
+            member = tar.extractfile(MANIFEST)
+            if member is None:
+                raise InvalidSpec(f"{path} has no {MANIFEST}")
+            manifest: dict[str, Any] = json.load(member)
+    except (tarfile.TarError, KeyError, json.JSONDecodeError, OSError) as exc:
+        raise InvalidSpec(f"{path} is not an anyvirt backup: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise InvalidSpec(f"{path} has format {manifest.get('format')!r}, expected {FORMAT}")
+    return manifest
+
+
+def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None,
+            timeout: float | None = DEFAULT_TIMEOUT) -> VM:
+    """Create a VM on ``host`` from the archive ``path`` (from any backend)."""
+    manifest = read_manifest(path)
+    vm_data = manifest["vm"]
+    new_name = check_name(name or vm_data["name"], "name")
+    if host.vms.exists(new_name):
+        raise AlreadyExists(f"a VM named {new_name!r} exists already on {host.uri}")
+    with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
+        with tarfile.open(path, "r") as tar:
+            tar.extractall(tmp, filter="data")  # refuses absolute paths, '..', devices and links
+        disks = []
+        for entry in manifest["disks"]:
+            file = Path(tmp) / entry["file"]
+            if not file.is_file():
+                raise InvalidSpec(f"{path} lacks {entry['file']}")
+            size = entry.get("size_bytes")
+            disks.append(DiskSpec(image=str(file), bus=entry.get("bus"),
+                                  size_gib=size / 1024**3 if size else None))
+        nics = [NicSpec(network=n.get("network"), model=n.get("model"), mac=n.get("mac"))
+                for n in vm_data.get("nics", [])]
+        spec = VMSpec(
+            name=new_name, cpus=vm_data["cpus"], memory_mib=vm_data["memory_mib"], disks=disks,
+            nics=_usable_nics(host, nics), firmware=Firmware(vm_data.get("firmware", "bios")),
+            guest_os=vm_data.get("guest_os") or "other", description=vm_data.get("description", ""),
+        )
+        return host.vms.create(spec, timeout=timeout)
+
+
+def _usable_nics(host: Host, nics: list[NicSpec]) -> list[NicSpec]:
+    """Keep networks the host has; others fall back to its default network."""
+    networks = set(host.info().networks)
+    prefixes = host.driver.mac_prefixes
+    out = []
+    for nic in nics:
+        mac = nic.mac if prefixes is None or (nic.mac or "").startswith(prefixes) else None
+        out.append(attrs.evolve(nic, network=nic.network if nic.network in networks else None,
+                                mac=mac, model=nic.model if nic.model in host.driver.nic_models else None))
+    return out
+
+
+__all__ = ["backup", "read_manifest", "restore"]

@@ -1,0 +1,166 @@
+"""Planning a move to another platform: map the hardware, say what will change.
+
+The neutral description is the source's :class:`~anyvirt.model.VMInfo`; the
+plan maps it onto what the target driver can express (firmware, disk bus,
+NIC model, MAC) and lists every compromise as a typed warning. Anything that
+makes the move impossible is raised here, before a byte is copied.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+
+from anyvirt import capacity
+from anyvirt.errors import AlreadyExists, InvalidSpec, NotSupported
+from anyvirt.model import (
+    Capability,
+    DiskSpec,
+    Firmware,
+    NicSpec,
+    VMInfo,
+    VMSpec,
+    check_name,
+)
+
+if TYPE_CHECKING:
+    from anyvirt.host import Host
+    from anyvirt.vm import VM
+
+
+class WarningCode(enum.Enum):
+    EFI_STATE_LOST = "efi-state-lost"
+    FIRMWARE_CHANGED = "firmware-changed"
+    DISK_BUS_CHANGED = "disk-bus-changed"
+    NIC_MODEL_CHANGED = "nic-model-changed"
+    MAC_CHANGED = "mac-changed"
+    NETWORK_DEFAULTED = "network-defaulted"
+    SNAPSHOTS_DROPPED = "snapshots-dropped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@frozen
+class MigrationWarning:
+    code: WarningCode
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@frozen
+class MigrationPlan:
+    """What ``anyvirt.migrate`` will do: the source, the spec it will create, the warnings."""
+
+    source: VMInfo
+    source_uri: str
+    target_uri: str
+    spec: VMSpec
+    disk_ids: tuple[str, ...]  # source disk ids, in the order of spec.disks
+    warnings: tuple[MigrationWarning, ...]
+
+    @property
+    def warning_codes(self) -> tuple[str, ...]:
+        return tuple(w.code.value for w in self.warnings)
+
+
+def plan_migration(vm: VM, to: Host, *, name: str | None = None) -> MigrationPlan:
+    """Plan moving ``vm`` to ``to`` (a host of any backend). Raises if it cannot be done."""
+    source = vm.host
+    target = to
+    new_name = check_name(name or vm.name, "name")
+    source.require(Capability.DISK_EXPORT, "needed to copy the VM's disks out")
+    if vm.info().disks:
+        target.require(Capability.VM_CREATE_FROM_IMAGE, "needed to bring the disks in")
+    else:
+        target.require(Capability.VM_CREATE)
+    if target.vms.exists(new_name):
+        raise AlreadyExists(f"a VM named {new_name!r} exists already on {target.uri}")
+    info = vm.info()
+    drv = target.driver
+    warnings: list[MigrationWarning] = []
+
+    firmware = info.firmware
+    if firmware is Firmware.EFI:
+        warnings.append(MigrationWarning(
+            WarningCode.EFI_STATE_LOST,
+            "UEFI variables (boot entries, Secure Boot keys) are not carried across platforms; "
+            "the guest boots from the default removable-media path",
+        ))
+    if firmware not in drv.firmware_support:
+        fallback = next(iter(sorted(drv.firmware_support, key=str)))
+        warnings.append(MigrationWarning(
+            WarningCode.FIRMWARE_CHANGED,
+            f"{target.backend} cannot boot {firmware}; using {fallback} (the guest may not boot)",
+        ))
+        firmware = fallback
+
+    disks: list[DiskSpec] = []
+    for disk in info.disks:
+        bus = disk.bus if disk.bus in drv.disk_buses else drv.disk_buses[0]
+        if disk.bus and bus != disk.bus:
+            warnings.append(MigrationWarning(
+                WarningCode.DISK_BUS_CHANGED,
+                f"disk {disk.id}: {disk.bus} -> {bus} (the guest needs a {bus} driver)",
+            ))
+        # placeholder image: the real file comes from the export at migration time
+        disks.append(DiskSpec(image=disk.path or disk.id, bus=bus))
+
+    nics: list[NicSpec] = []
+    target_networks = set(target.info().networks)
+    for nic in info.nics:
+        model = nic.model if nic.model in drv.nic_models else drv.nic_models[0]
+        if nic.model and model != nic.model:
+            warnings.append(MigrationWarning(
+                WarningCode.NIC_MODEL_CHANGED, f"NIC {nic.id}: {nic.model} -> {model}"))
+        mac = nic.mac
+        if mac and drv.mac_prefixes is not None and not mac.startswith(drv.mac_prefixes):
+            warnings.append(MigrationWarning(
+                WarningCode.MAC_CHANGED,
+                f"NIC {nic.id}: {target.backend} does not accept MAC {mac}; a new one is assigned "
+                "(DHCP reservations and licences bound to it must follow)",
+            ))
+            mac = None
+        network = nic.network
+        if network not in target_networks:
+            warnings.append(MigrationWarning(
+                WarningCode.NETWORK_DEFAULTED,
+                f"NIC {nic.id}: network {network!r} does not exist on the target; using its default",
+            ))
+            network = None
+        nics.append(NicSpec(network=network, model=model, mac=mac))
+
+    if source.supports(Capability.SNAPSHOTS) and vm.snapshots.list():
+        warnings.append(MigrationWarning(
+            WarningCode.SNAPSHOTS_DROPPED, "only the current state moves; snapshots stay behind"))
+
+    spec = VMSpec(
+        name=new_name, cpus=info.cpus, memory_mib=info.memory_mib, disks=disks, nics=nics,
+        firmware=firmware, guest_os=info.guest_os or "other", description=info.description,
+    )
+    capacity.check(target.info(), spec.cpus, spec.memory_mib, target.overcommit)
+    if len({n.mac for n in nics if n.mac}) != len([n for n in nics if n.mac]):
+        raise InvalidSpec("the source VM has two NICs with one MAC")
+    return MigrationPlan(
+        source=info, source_uri=source.uri, target_uri=target.uri, spec=spec,
+        disk_ids=tuple(d.id for d in info.disks), warnings=tuple(warnings),
+    )
+
+
+def require_movable(vm: VM) -> None:
+    """Cross-platform moves and backups copy disks: only a VM that is not running."""
+    from anyvirt.errors import InvalidState
+    from anyvirt.model import PowerState
+
+    vm.refresh()
+    if vm.state in (PowerState.RUNNING, PowerState.PAUSED):
+        raise InvalidState(
+            f"VM {vm.name!r} is {vm.state}: stop it first (its disks must not change while copied)"
+        )
+
+
+__all__ = ["MigrationPlan", "MigrationWarning", "NotSupported", "WarningCode", "plan_migration"]

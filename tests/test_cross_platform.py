@@ -1,0 +1,136 @@
+"""Cross-platform moves and portable backups, on memory:// hosts with different hardware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+import anyvirt
+from anyvirt import (
+    DiskSpec,
+    Firmware,
+    InvalidState,
+    NicSpec,
+    NotSupported,
+    PowerState,
+    TaskFailed,
+    VMSpec,
+    WarningCode,
+)
+from anyvirt.memory import MemoryDriver, inject_failure, reset
+from anyvirt.registry import register
+from anyvirt.testing.plugin import unique_name
+
+
+class VmwareLikeDriver(MemoryDriver):
+    """A memory host that speaks another platform's hardware dialect."""
+
+    backend = "vmwarelike"
+    firmware_support = frozenset({Firmware.BIOS})
+    disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "sata")
+    nic_models: ClassVar[tuple[str, ...]] = ("vmxnet3", "e1000e")
+    mac_prefixes: ClassVar[tuple[str, ...] | None] = ("00:50:56",)
+
+
+register("vmwarelike", VmwareLikeDriver)
+
+
+@pytest.fixture
+def hosts() -> Iterator[tuple[anyvirt.Host, anyvirt.Host]]:
+    a, b = unique_name("src"), unique_name("dst")
+    yield anyvirt.connect(f"memory://{a}"), anyvirt.connect(f"vmwarelike://{b}")
+    reset(a)
+    reset(b)
+
+
+def _source_vm(host: anyvirt.Host, tmp_path: Path) -> anyvirt.VM:
+    image = tmp_path / "boot.img"
+    image.write_bytes(b"\xeb\x3c" + b"\x00" * 508 + b"\x55\xaa" + b"payload" * 100)
+    return host.vms.create(VMSpec(
+        name="app1", cpus=2, memory_mib=1024, firmware="efi",
+        disks=[DiskSpec(image=str(image), bus="virtio"), DiskSpec(size_gib=1, bus="sata")],
+        nics=[NicSpec(network="default", model="virtio", mac="52:54:00:aa:bb:01"),
+              NicSpec(network="lab-only", model="e1000")],
+    ))
+
+
+def test_plan_maps_hardware_with_typed_warnings(hosts: tuple[anyvirt.Host, anyvirt.Host],
+                                                tmp_path: Path) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    vm.snapshots.create("before-move")
+    plan = anyvirt.plan_migration(vm, to=dst)
+    codes = {w.code for w in plan.warnings}
+    assert {WarningCode.EFI_STATE_LOST, WarningCode.FIRMWARE_CHANGED, WarningCode.DISK_BUS_CHANGED,
+            WarningCode.NIC_MODEL_CHANGED, WarningCode.MAC_CHANGED, WarningCode.NETWORK_DEFAULTED,
+            WarningCode.SNAPSHOTS_DROPPED} <= codes
+    assert plan.spec.firmware is Firmware.BIOS
+    assert [d.bus for d in plan.spec.disks] == ["scsi", "sata"]
+    assert [n.model for n in plan.spec.nics] == ["vmxnet3", "vmxnet3"]
+    assert plan.spec.nics[0].mac is None
+    assert not dst.vms.exists("app1"), "planning changes nothing"
+
+
+def test_migrate_copies_disks_verifies_and_keeps_the_source(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    vm.start()
+    with pytest.raises(InvalidState, match="stop it first"):
+        anyvirt.migrate(vm, to=dst)
+    assert not dst.vms.exists("app1")
+    result = anyvirt.migrate(vm, to=dst, shutdown=True)
+    assert "efi-state-lost" in result.warnings
+    copy = dst.vms.get("app1")
+    assert copy.state is PowerState.RUNNING, "it was running, so the copy is started"
+    assert src.vms.get("app1").state is PowerState.STOPPED, "the source is kept, stopped"
+    assert result.bytes_transferred is not None and result.bytes_transferred >= 1024**3
+    src_data = src.vms.get("app1").native.contents["disk0"][1]
+    assert copy.native.contents["disk0"][1] == src_data, "disk content arrives byte for byte"
+
+
+def test_migrate_with_delete_source(hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    anyvirt.migrate(vm, to=dst, delete_source=True, name="app1-moved")
+    assert dst.vms.get("app1-moved").state is PowerState.STOPPED
+    assert not src.vms.exists("app1")
+
+
+def test_a_failed_import_leaves_nothing_and_harms_no_source(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    inject_failure(dst.driver.world.name, "create_vm", TaskFailed("datastore full"))  # type: ignore[attr-defined]
+    with pytest.raises(TaskFailed, match="datastore full"):
+        anyvirt.migrate(vm, to=dst, delete_source=True)
+    assert dst.vms.list() == []
+    assert src.vms.get("app1").id == vm.id
+
+
+def test_source_without_disk_export(hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    limited = anyvirt.connect(f"{src.uri}?without=disk.export")
+    with pytest.raises(NotSupported, match=r"disk\.export"):
+        anyvirt.migrate(limited.vms.get(vm.id), to=dst)
+
+
+def test_backup_restores_on_another_platform(hosts: tuple[anyvirt.Host, anyvirt.Host],
+                                             tmp_path: Path) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    archive = vm.backup(tmp_path / "app1.avbk")
+    restored = dst.restore(archive, name="app1-restored")
+    info = restored.info()
+    assert (info.cpus, info.memory_mib, len(info.disks), len(info.nics)) == (2, 1024, 2, 2)
+    # the archive holds qcow2 (no zeros stored), which rounds the size up to whole sectors
+    restored_bytes = restored.native.contents["disk0"][1]
+    assert restored_bytes.rstrip(b"\0") == vm.native.contents["disk0"][1].rstrip(b"\0")
+    manifest = anyvirt.migration.read_manifest(archive)
+    assert manifest["vm"]["name"] == "app1"
