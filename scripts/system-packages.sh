@@ -14,7 +14,7 @@ pkgs=(
   binutils util-linux
 )
 if [ "$mode" = test ]; then
-  pkgs+=(golang-go golang-github-vmware-govmomi-dev)
+  pkgs+=(golang-go golang-github-vmware-govmomi-dev openssl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
