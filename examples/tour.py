@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""A tour of anyvirt: the same script on every backend it can reach, side by side.
+
+For each target it connects, reads the host's facts, creates a small VM,
+starts it, snapshots it (with memory where supported), reverts, migrates it
+to another node of the same host (live if it runs), stops it, drops the
+snapshot, clones it (linked where supported, else full) and deletes
+everything it made. Each
+step's cell says how it went and how long it took::
+
+    ok 0.12 s  |  not supported  |  skipped: no second node  |  failed: <message>
+
+Targets: ``memory://tour`` always; the local default (``anyvirt.default_uri()``,
+the local QEMU when the libvirt backend is installed) when it is not
+memory://; then every URI given as an argument or in ``$ANYVIRT_TOUR_URIS``
+(separated by white space). Credentials come the usual way (URI, profile,
+``ANYVIRT_PASSWORD``...). Every VM the tour creates is removed at the end,
+even when a step fails.
+
+Exit status: 0 if every reachable backend passed every step it supports,
+else 1. A target that cannot be reached is reported, not counted as failed.
+
+Written against anyvirt's public API only, as any user script would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from rich.console import Console
+from rich.table import Table
+
+import anyvirt
+from anyvirt import Capability, DiskSpec, PowerState, VMSpec
+
+STEPS = ("connect", "info", "create", "start", "snapshot", "revert", "migrate", "stop", "drop snapshot",
+         "clone", "delete")
+MEMORY_TARGET = "memory://tour"
+ENV_URIS = "ANYVIRT_TOUR_URIS"
+MESSAGE_WIDTH = 60
+
+
+@dataclass
+class Cell:
+    """The outcome of one step on one target."""
+
+    outcome: str  # ok | not supported | skipped | failed | unreachable
+    seconds: float | None = None
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
+
+    def text(self) -> str:
+        if self.outcome == "ok":
+            shown = f"ok {self.seconds:.2f} s"
+            return f"{shown} ({self.detail})" if self.detail else shown
+        return f"{self.outcome}: {self.detail}" if self.detail else self.outcome
+
+
+@dataclass
+class TourResult:
+    """Every step's cell for one target."""
+
+    label: str
+    cells: dict[str, Cell] = field(default_factory=dict)
+    reachable: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return not self.reachable or not any(c.failed for c in self.cells.values())
+
+
+def short(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= MESSAGE_WIDTH else text[: MESSAGE_WIDTH - 1] + "…"
+
+
+def label_for(uri: str) -> str:
+    """The URI without a password, for the table header before we have ``host.uri``."""
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}@{netloc}" if user else netloc))
+    except ValueError:
+        return uri.split("://", 1)[0] + "://…"
+
+
+class Tour:
+    """Runs the steps on one target, recording a cell per step."""
+
+    def __init__(self, uri: str, image: Callable[[], Path | None], timeout: float) -> None:
+        self.uri = uri
+        self.result = TourResult(label_for(uri))
+        self.timeout = timeout
+        self._image = image
+        self.host: anyvirt.Host | None = None
+        self.vm: anyvirt.VM | None = None
+        self.snapshot: anyvirt.Snapshot | None = None
+        self.made: list[anyvirt.VM] = []  # everything to remove at the end, clones first
+        self.tag = uuid.uuid4().hex[:6]
+
+    # -- recording --------------------------------------------------------------
+    def record(self, step: str, outcome: str, detail: str = "") -> None:
+        self.result.cells[step] = Cell(outcome, None, detail)
+
+    def timed(self, step: str, action: Callable[[], str | None]) -> bool:
+        """Run ``action``; its return value, if any, is a note for the cell."""
+        started = time.monotonic()
+        try:
+            note = action()
+        except anyvirt.NotSupported as exc:
+            self.result.cells[step] = Cell("not supported", None, short(exc))
+            return False
+        except Exception as exc:  # the tour reports every failure and carries on
+            self.result.cells[step] = Cell("failed", time.monotonic() - started, short(exc))
+            return False
+        self.result.cells[step] = Cell("ok", time.monotonic() - started, note or "")
+        return True
+
+    def supported(self, step: str, *needed: Capability) -> bool:
+        assert self.host is not None
+        missing = [c for c in needed if not self.host.supports(c)]
+        if missing:
+            self.record(step, "not supported", ", ".join(c.value for c in missing))
+            return False
+        return True
+
+    # -- the steps ----------------------------------------------------------------
+    def run(self) -> TourResult:
+        try:
+            self._steps()
+        finally:
+            self._clean_up()
+            if self.host is not None:
+                self.host.close()
+        for step in STEPS:
+            self.result.cells.setdefault(step, Cell("skipped", None, "earlier step failed"))
+        return self.result
+
+    def _connect(self) -> None:
+        self.host = anyvirt.connect(self.uri)
+        self.result.label = self.host.uri
+
+    def _steps(self) -> None:
+        started = time.monotonic()
+        try:
+            self._connect()
+        except anyvirt.AnyvirtError as exc:
+            self.result.reachable = False
+            self.result.cells["connect"] = Cell("unreachable", None, short(exc))
+            for step in STEPS[1:]:
+                self.record(step, "-")
+            return
+        self.result.cells["connect"] = Cell("ok", time.monotonic() - started)
+        host = self.host
+        assert host is not None
+
+        self.timed("info", lambda: f"{host.backend}, {host.info().cpus} CPUs")
+        if not self.supported("create", Capability.VM_CREATE) or not self.timed("create", self._create):
+            return
+        if self.supported("start", Capability.START):
+            self.timed("start", lambda: self._vm().start(timeout=self.timeout) and None)
+        if self.supported("snapshot", Capability.SNAPSHOTS) and self.timed("snapshot", self._snapshot):
+            self.timed("revert", self._revert)
+        elif "revert" not in self.result.cells:
+            self.record("revert", "not supported" if not host.supports(Capability.SNAPSHOTS) else "skipped",
+                        "no snapshot")
+        self._migrate()
+        if self._vm().refresh().state is PowerState.RUNNING and self.supported("stop", Capability.STOP):
+            self.timed("stop", lambda: self._vm().stop(timeout=min(self.timeout, 60.0)) and None)
+        elif "stop" not in self.result.cells:
+            self.record("stop", "skipped", "not running")
+        if self.snapshot is not None:
+            # a snapshot ties the disks down (libvirt will not make a linked clone of a VM
+            # that has one): it has served its purpose, so drop it before cloning
+            self.timed("drop snapshot", lambda: self._dropped_snapshot())
+        else:
+            self.record("drop snapshot", "skipped", "no snapshot")
+        self._clone()
+        if self.supported("delete", Capability.VM_DELETE):
+            self.timed("delete", self._delete_all)
+
+    def _vm(self) -> anyvirt.VM:
+        assert self.vm is not None
+        return self.vm
+
+    def _create(self) -> str:
+        assert self.host is not None
+        disk, note = DiskSpec(size_gib=0.0625), "blank disk"
+        if self.host.backend == "libvirt" and self.host.supports(Capability.VM_CREATE_FROM_IMAGE):
+            image = self._image()
+            if image is not None:  # a real guest that boots and powers off on ACPI
+                disk, note = DiskSpec(image=str(image)), "boot-sector guest"
+        self.vm = self.host.vms.create(
+            VMSpec(name=f"tour-{self.tag}", cpus=1, memory_mib=64, disks=[disk],
+                   description="made by examples/tour.py; safe to delete"),
+            timeout=self.timeout,
+        )
+        self.made.append(self.vm)
+        return note
+
+    def _snapshot(self) -> str:
+        assert self.host is not None
+        vm = self._vm().refresh()
+        with_memory = vm.state is PowerState.RUNNING and self.host.supports(Capability.MEMORY_SNAPSHOTS)
+        self.snapshot = vm.snapshots.create("tour", description="tour", memory=with_memory,
+                                            timeout=self.timeout)
+        return "with memory" if self.snapshot.memory else "disk only"
+
+    def _revert(self) -> str:
+        assert self.snapshot is not None
+        self.snapshot.revert(timeout=self.timeout)
+        return f"now {self._vm().state}"
+
+    def _dropped_snapshot(self) -> None:
+        assert self.snapshot is not None
+        self.snapshot.delete(timeout=self.timeout)
+        self.snapshot = None
+
+    def _migrate(self) -> None:
+        assert self.host is not None
+        vm = self._vm().refresh()
+        live = vm.state is PowerState.RUNNING
+        if not self.supported("migrate", Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION):
+            return
+        others = [n for n in self.host.nodes.list() if n.id != vm.node and n.name != vm.node]
+        if not others:
+            self.record("migrate", "skipped", "no second node")
+            return
+
+        def move() -> str:
+            result = vm.migrate(to=others[0], live=live, timeout=self.timeout)
+            return f"{'live' if result.live else 'cold'} to {others[0].name}"
+
+        self.timed("migrate", move)
+
+    def _clone(self) -> None:
+        assert self.host is not None
+        linked = self.host.supports(Capability.LINKED_CLONE)
+        if not linked and not self.supported("clone", Capability.FULL_CLONE):
+            return
+
+        def copy() -> str:
+            clone = self._vm().clone(f"tour-{self.tag}-clone", linked=linked, timeout=self.timeout)
+            self.made.insert(0, clone)  # linked clones go before the VM they share disks with
+            return "linked" if linked else "full"
+
+        self.timed("clone", copy)
+
+    def _delete_all(self) -> str:
+        for vm in list(self.made):
+            vm.delete(timeout=self.timeout)
+            self.made.remove(vm)
+        return ""
+
+    def _clean_up(self) -> None:
+        """Whatever happened, remove what the tour made (clones first), forcing it off if need be."""
+        for vm in list(self.made):
+            self.made.remove(vm)
+            try:
+                vm.refresh()
+                if vm.state in (PowerState.RUNNING, PowerState.PAUSED):
+                    vm.stop(force=True, timeout=self.timeout)
+                vm.delete(timeout=self.timeout)
+            except anyvirt.NotFound:
+                continue  # already gone
+            except anyvirt.AnyvirtError as exc:
+                self.result.cells["delete"] = Cell("failed", None, f"could not remove {vm.name}: {short(exc)}")
+
+
+class GuestImage:
+    """Builds the bootable test guest once, on first use, if binutils are there."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._tried = False
+        self._path: Path | None = None
+
+    def __call__(self) -> Path | None:
+        if not self._tried:
+            self._tried = True
+            try:
+                from anyvirt.testing.guest import build_guest_image
+
+                self._path = build_guest_image(self._directory)
+            except Exception:  # no binutils: fall back to a blank disk
+                self._path = None
+        return self._path
+
+
+def targets(given: Sequence[str], use_default: bool) -> list[str]:
+    found = [MEMORY_TARGET]
+    if use_default:
+        default = anyvirt.default_uri()
+        if not default.startswith("memory:"):
+            found.append(default)
+    found += list(given) + os.environ.get(ENV_URIS, "").split()
+    unique: list[str] = []
+    for uri in found:
+        if uri not in unique:
+            unique.append(uri)
+    return unique
+
+
+def render(results: Sequence[TourResult], console: Console) -> None:
+    table = Table(title="anyvirt tour")
+    table.add_column("step", style="bold")
+    for result in results:
+        table.add_column(result.label, overflow="fold")
+    styles = {"ok": "green", "failed": "red", "not supported": "yellow", "unreachable": "magenta"}
+    for step in STEPS:
+        row = []
+        for result in results:
+            cell = result.cells[step]
+            style = styles.get(cell.outcome, "dim")
+            row.append(f"[{style}]{cell.text()}[/]")
+        table.add_row(step, *row)
+    console.print(table)
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="anyvirt-tour-") as tmp:
+        yield Path(tmp)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("uris", nargs="*", help=f"more targets (also ${ENV_URIS})")
+    parser.add_argument("--no-default", action="store_true",
+                        help="do not add the local default (anyvirt.default_uri())")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per operation")
+    args = parser.parse_args(argv)
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    with _workdir() as work:
+        image = GuestImage(work)
+        results = []
+        for uri in targets(args.uris, not args.no_default):
+            console.print(f"touring {label_for(uri)} ...", style="dim")
+            results.append(Tour(uri, image, args.timeout).run())
+    render(results, console)
+    failed = [r.label for r in results if not r.passed]
+    if failed:
+        console.print(f"[red]failed on: {', '.join(failed)}[/]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
