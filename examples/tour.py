@@ -174,7 +174,7 @@ class Tour:
         if not self.supported("create", Capability.VM_CREATE) or not self.timed("create", self._create):
             return
         if self.supported("start", Capability.START):
-            self.timed("start", lambda: self._vm().start(timeout=self.timeout) and None)
+            self.timed("start", self._start)
         if self.supported("snapshot", Capability.SNAPSHOTS) and self.timed("snapshot", self._snapshot):
             self.timed("revert", self._revert)
         elif "revert" not in self.result.cells:
@@ -182,13 +182,13 @@ class Tour:
                         "no snapshot")
         self._migrate()
         if self._vm().refresh().state is PowerState.RUNNING and self.supported("stop", Capability.STOP):
-            self.timed("stop", lambda: self._vm().stop(timeout=min(self.timeout, 60.0)) and None)
+            self.timed("stop", self._stop)
         elif "stop" not in self.result.cells:
             self.record("stop", "skipped", "not running")
         if self.snapshot is not None:
             # a snapshot ties the disks down (libvirt will not make a linked clone of a VM
             # that has one): it has served its purpose, so drop it before cloning
-            self.timed("drop snapshot", lambda: self._dropped_snapshot())
+            self.timed("drop snapshot", self._drop_snapshot)
         else:
             self.record("drop snapshot", "skipped", "no snapshot")
         self._clone()
@@ -227,7 +227,14 @@ class Tour:
         self.snapshot.revert(timeout=self.timeout)
         return f"now {self._vm().state}"
 
-    def _dropped_snapshot(self) -> None:
+    def _start(self) -> None:
+        self._vm().start(timeout=self.timeout)
+
+    def _stop(self) -> None:
+        # graceful: the guest gets the ACPI power button, as on any platform
+        self._vm().stop(timeout=min(self.timeout, 60.0))
+
+    def _drop_snapshot(self) -> None:
         assert self.snapshot is not None
         self.snapshot.delete(timeout=self.timeout)
         self.snapshot = None
@@ -280,7 +287,8 @@ class Tour:
             except anyvirt.NotFound:
                 continue  # already gone
             except anyvirt.AnyvirtError as exc:
-                self.result.cells["delete"] = Cell("failed", None, f"could not remove {vm.name}: {short(exc)}")
+                note = f"could not remove {vm.name}: {short(exc)}"
+                self.result.cells["delete"] = Cell("failed", None, note)
 
 
 class GuestImage:
