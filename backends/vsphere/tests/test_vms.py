@@ -11,7 +11,7 @@ from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.sdk import vim
 from anyvirt_vsphere.tasks import wait_task
 
-from anyvirt.errors import CapacityExceeded, InvalidSpec, InvalidState, TaskFailed
+from anyvirt.errors import CapacityExceeded, InvalidSpec, InvalidState, NotFound, TaskFailed
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Firmware, NicSpec, PowerState, VMSpec
 from anyvirt.tasks import Job
@@ -104,7 +104,7 @@ def test_a_create_that_fails_in_vsphere_removes_what_it_made(
         driver.create_vm(spec, Job("create", 30))
     assert err.value.fault and err.value.task_id
     assert {vm.id for vm in vsphere_host.vms.list()} == before
-    with pytest.raises(Exception, match="404|Not Found"):
+    with pytest.raises(NotFound, match="404"):
         download(vsphere_host, ds, "half-made/half-made.vmx", bytearray_sink())
 
 
@@ -172,7 +172,7 @@ def test_delete_removes_the_disks(vsphere_host: Host, spec_for: Callable[[str], 
     download(vsphere_host, ds, rel.replace(".vmdk", "-flat.vmdk"), sink)
     vm.delete(disks=True)
     assert not vsphere_host.vms.exists(vm.id)
-    with pytest.raises(Exception, match="404|Not Found"):
+    with pytest.raises(NotFound, match="404"):
         download(vsphere_host, ds, rel, bytearray_sink())
 
 

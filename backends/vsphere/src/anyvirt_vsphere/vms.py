@@ -150,7 +150,7 @@ def path_exists(inventory: Inventory, datastore: Props, path: str, job: Job) -> 
     try:
         run_task(
             inventory.collector,
-            lambda: ref.SearchDatastore_Task(path, None),
+            lambda: ref.SearchDatastore_Task(path, vim.host.DatastoreBrowser.SearchSpec()),
             job,
             f"looking for {path}",
         )

@@ -1,0 +1,165 @@
+"""Clones (placement, linked, bulk), templates, relocation and evacuation on a simulated vCenter.
+
+What vcsim 0.24.2 honours when cloning: the resource pool, the datastore and
+the folder. It keeps the clone on the source VM's host whatever
+``location.host`` says, and copies disks in full even for a linked clone;
+the tests assert what the simulator really does and no more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from anyvirt_vsphere.clone import LINKED_BASE_SNAPSHOT
+from anyvirt_vsphere.driver import VSphereDriver
+
+import anyvirt
+from anyvirt.errors import InvalidState, NotSupported
+from anyvirt.host import Host
+from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
+from anyvirt.tasks import Job
+from anyvirt.testing.vcsim_testbed import Vcsim
+
+
+@pytest.fixture(scope="module")
+def roomy_vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcsim]:
+    """A private vCenter with two datastores, so placement and evacuation do not disturb others."""
+    with Vcsim(datastores=2, vms=1, workdir=tmp_path_factory.mktemp("vcsim-roomy")) as sim:
+        yield sim
+
+
+@pytest.fixture
+def host(roomy_vcsim: Vcsim) -> Iterator[Host]:
+    with anyvirt.connect(roomy_vcsim.anyvirt_uri_with_ca, password=roomy_vcsim.password) as h:
+        yield h
+
+
+def _driver(host: Host) -> VSphereDriver:
+    driver = host.driver
+    assert isinstance(driver, VSphereDriver)
+    return driver
+
+
+def _spec(name: str, node: str = "DC0_C0_H0") -> VMSpec:
+    return VMSpec(name=name, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()],
+                  node=node)
+
+
+def test_clone_lands_in_the_folder_and_datastore_asked(host: Host) -> None:
+    driver = _driver(host)
+    vm = host.vms.create(_spec("placed-src"))
+    driver.create_folder("clones/web")  # the slash is escaped: one folder, not two
+    clone = driver.clone_vm(vm.id, "placed", False, None, Job("clone", 60),
+                            datastore="LocalDS_1", folder="clones/web")
+    native = driver.native_vm(clone.id)
+    assert native.parent.name == "clones%2fweb"
+    assert [d.storage for d in driver.vm_info(clone.id).disks] == ["LocalDS_1"]
+    assert driver.vm_info(clone.id).disks[0].path.startswith("[LocalDS_1] placed/")
+    assert {m.mac for m in driver.vm_info(clone.id).nics}.isdisjoint(
+        {m.mac for m in vm.info().nics}
+    )
+    host.vms.get(clone.id).delete()
+    vm.delete()
+
+
+def test_clone_to_a_node_gets_that_nodes_pool(host: Host) -> None:
+    driver = _driver(host)
+    vm = host.vms.create(_spec("to-node-src"))
+    clone = vm.clone("to-node", node="DC0_H0")
+    pool = driver.inventory.resource_pool(driver.inventory.host("DC0_H0"))
+    assert clone.native.resourcePool == pool
+    # vcsim keeps the host of the source (a real vCenter moves it to DC0_H0)
+    assert clone.node == vm.node == driver.inventory.host("DC0_C0_H0").node.id
+    clone.delete()
+    vm.delete()
+
+
+def test_linked_clone_uses_the_current_snapshot_or_makes_one(host: Host) -> None:
+    vm = host.vms.create(_spec("linked-src"))
+    first = vm.clone("linked-1", linked=True)
+    assert [s.name for s in vm.snapshots.list()] == [LINKED_BASE_SNAPSHOT]
+    vm.snapshots.create("golden")
+    second = vm.clone("linked-2", linked=True)
+    assert [s.name for s in vm.snapshots.list()] == [LINKED_BASE_SNAPSHOT, "golden"]
+    for clone in (first, second):
+        assert clone.info().disks and clone.state is PowerState.STOPPED
+        clone.delete()
+    vm.delete()
+
+
+def test_bulk_clone(host: Host) -> None:
+    driver = _driver(host)
+    vm = host.vms.create(_spec("bulk-src"))
+    made = driver.clone_many(vm.id, ["bulk-a", "bulk-b", "bulk-c"], False, None, Job("bulk", 60))
+    assert [c.name for c in made] == ["bulk-a", "bulk-b", "bulk-c"]
+    assert len({c.id for c in made} | {vm.id}) == 4
+    for c in made:
+        host.vms.get(c.id).delete()
+    vm.delete()
+
+
+def test_template_then_deploy(host: Host) -> None:
+    driver = _driver(host)
+    vm = host.vms.create(_spec("tmpl"))
+    vm.mark_template()
+    assert host.vms.get(vm.id).template is True
+    with pytest.raises(InvalidState):
+        vm.start()
+    deployed = driver.deploy_template(vm.id, "from-tmpl", "DC0_C0_H1", Job("deploy", 60))
+    assert deployed.template is False and deployed.cpus == vm.cpus
+    host.vms.get(deployed.id).delete()
+    driver.mark_as_vm(vm.id, "DC0_C0_H0")
+    assert host.vms.get(vm.id).template is False
+    vm.delete()
+
+
+def test_relocate_moves_the_vm_and_the_listing_shows_it(host: Host) -> None:
+    vm = host.vms.create(_spec("mover"))
+    target = host.nodes.get("DC0_C0_H2")
+    result = vm.migrate(to=target, live=False)
+    assert result.source != result.target == target.id and result.live is False
+    assert {v.id: v.node for v in host.vms.list()}[vm.id] == target.id
+    vm.start()
+    live = vm.migrate(to=host.nodes.get("DC0_C0_H0"))
+    assert live.live is True
+    assert host.vms.get(vm.id).node == host.nodes.get("DC0_C0_H0").id
+    vm.stop(force=True)
+    vm.delete()
+
+
+def test_storage_vmotion(host: Host) -> None:
+    driver = _driver(host)
+    vm = host.vms.create(_spec("storage-mover"))
+    driver.relocate_vm(vm.id, Job("move", 60), datastore="LocalDS_1")
+    assert [ds.name for ds in vm.native.datastore] == ["LocalDS_1"]
+    vm.delete()
+
+
+def test_evacuate_with_maintenance(host: Host) -> None:
+    driver = _driver(host)
+    source = host.nodes.get("DC0_C0_H1")
+    made = [host.vms.create(_spec(f"evac-{i}", node=source.name)) for i in range(3)]
+    on_source = [v for v in host.vms.list() if v.node == source.id]
+    assert len(on_source) >= 3
+    results = host.evacuate(source, to=[host.nodes.get("DC0_C0_H2")], maintenance=True)
+    assert len(results) == len(on_source)
+    assert not [v for v in host.vms.list() if v.node == source.id]
+    assert host.nodes.get(source.id).state == "maintenance"
+    driver.set_maintenance(source.id, False, Job("exit", 30))
+    assert host.nodes.get(source.id).state == "online"
+    for vm in made:
+        vm.delete()
+
+
+def test_esx_cannot_clone_or_move(vcsim_esx: Vcsim, tmp_path: Path) -> None:
+    with anyvirt.connect(vcsim_esx.anyvirt_uri_with_ca, password=vcsim_esx.password) as esx:
+        vm = esx.vms.list()[0]
+        with pytest.raises(NotSupported):
+            vm.clone("nope")
+        driver = _driver(esx)
+        with pytest.raises(NotSupported):
+            driver.clone_many(vm.id, ["a"], False, None, Job())
+        with pytest.raises(NotSupported):
+            driver.relocate_vm(vm.id, Job(), datastore="LocalDS_0")

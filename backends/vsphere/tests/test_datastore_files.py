@@ -1,0 +1,94 @@
+"""Disk images in and out of a datastore through the HTTPS /folder interface, streamed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from anyvirt_vsphere.datastore_files import download, upload
+from anyvirt_vsphere.driver import VSphereDriver
+
+from anyvirt.errors import InvalidSpec, NotFound
+from anyvirt.host import Host
+from anyvirt.model import DiskSpec, VMSpec
+from anyvirt.tasks import Job
+
+SIZE = 3 * 1024 * 1024 + 17  # not a multiple of the chunk size
+
+
+def _datastore(host: Host) -> str:
+    return host.info().storage[0].name
+
+
+def test_upload_then_download_is_byte_identical(vsphere_host: Host, tmp_path: Path) -> None:
+    source = tmp_path / "disk.img"
+    source.write_bytes(os.urandom(SIZE))
+    ds = _datastore(vsphere_host)
+    assert upload(vsphere_host, ds, "anyvirt-test/disk one%.img", source) == SIZE
+    back = tmp_path / "back.img"
+    assert download(vsphere_host, ds, "anyvirt-test/disk one%.img", back) == SIZE
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
+
+
+def test_upload_from_a_pipe_streams(vsphere_host: Host, tmp_path: Path) -> None:
+    """A pipe cannot be read whole in advance: the bytes must flow as they come."""
+    data = os.urandom(SIZE)
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as out:
+            for start in range(0, SIZE, 65536):
+                out.write(data[start : start + 65536])
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with os.fdopen(read_end, "rb") as stream:
+        upload(vsphere_host, _datastore(vsphere_host), "anyvirt-test/piped.img", stream, size=SIZE)
+    feeder.join()
+    back = tmp_path / "piped.img"
+    download(vsphere_host, _datastore(vsphere_host), "anyvirt-test/piped.img", back)
+    assert back.read_bytes() == data
+
+
+def test_missing_files_and_bad_paths(vsphere_host: Host, tmp_path: Path) -> None:
+    ds = _datastore(vsphere_host)
+    target = tmp_path / "never.img"
+    with pytest.raises(NotFound):
+        download(vsphere_host, ds, "anyvirt-test/no-such-file.img", target)
+    assert not target.exists(), "no partial file is left"
+    for bad in ("", "../etc/passwd", "a/../../b"):
+        with pytest.raises(InvalidSpec):
+            upload(vsphere_host, ds, bad, tmp_path / "x", size=0)
+
+
+def test_an_uploaded_vmdk_becomes_a_vm_disk(vsphere_host: Host, tmp_path: Path) -> None:
+    """The cross-platform import path: upload a monolithicFlat pair, attach it, read it back."""
+    ds = _datastore(vsphere_host)
+    sectors = 2048
+    extent = os.urandom(sectors * 512)
+    descriptor = (
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        'createType="monolithicFlat"\n\n'
+        f'RW {sectors} FLAT "imported-flat.vmdk" 0\n\n'
+        'ddb.adapterType = "lsilogic"\nddb.virtualHWVersion = "13"\n'
+    ).encode()
+    (tmp_path / "flat").write_bytes(extent)
+    (tmp_path / "desc").write_bytes(descriptor)
+    upload(vsphere_host, ds, "imported/imported-flat.vmdk", tmp_path / "flat")
+    upload(vsphere_host, ds, "imported/imported.vmdk", tmp_path / "desc")
+    driver = vsphere_host.driver
+    assert isinstance(driver, VSphereDriver)
+    image = f"[{ds}] imported/imported.vmdk"
+    node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
+    made = driver.create_vm(VMSpec(name="imported", disks=[DiskSpec(image=image)], node=node),
+                            Job("import", 60))
+    try:
+        assert [d.path for d in driver.vm_info(made.id).disks] == [image]
+        back = tmp_path / "back"
+        download(vsphere_host, ds, "imported/imported-flat.vmdk", back)
+        assert back.read_bytes() == extent
+    finally:
+        vsphere_host.vms.get(made.id).delete(disks=False)
