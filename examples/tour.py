@@ -39,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import anyvirt
 from anyvirt import Capability, DiskSpec, PowerState, VMSpec
@@ -329,14 +330,14 @@ def render(results: Sequence[TourResult], console: Console) -> None:
     table = Table(title="anyvirt tour")
     table.add_column("step", style="bold")
     for result in results:
-        table.add_column(result.label, overflow="fold")
+        table.add_column(Text(result.label), overflow="fold")  # Text: never read as markup
     styles = {"ok": "green", "failed": "red", "not supported": "yellow", "unreachable": "magenta"}
     for step in STEPS:
         row = []
         for result in results:
             cell = result.cells[step]
             style = styles.get(cell.outcome, "dim")
-            row.append(f"[{style}]{cell.text()}[/]")
+            row.append(Text(cell.text(), style=style))
         table.add_row(step, *row)
     console.print(table)
 
@@ -360,12 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         image = GuestImage(work)
         results = []
         for uri in targets(args.uris, not args.no_default):
-            console.print(f"touring {label_for(uri)} ...", style="dim")
+            console.print(Text(f"touring {label_for(uri)} ...", style="dim"))
             results.append(Tour(uri, image, args.timeout).run())
     render(results, console)
     failed = [r.label for r in results if not r.passed]
     if failed:
-        console.print(f"[red]failed on: {', '.join(failed)}[/]")
+        console.print(Text(f"failed on: {', '.join(failed)}", style="red"))
         return 1
     return 0
 

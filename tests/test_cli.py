@@ -128,6 +128,20 @@ def test_migrate_to_another_node(uri: str, host: anyvirt.Host) -> None:
     assert vm.refresh().node == other.id
 
 
+def test_names_are_printed_literally_not_as_markup(uri: str, host: anyvirt.Host) -> None:
+    vm = host.vms.create(VMSpec(name="[red]x[/bogus]"))
+    vm.snapshots.create("[/]snap", description="[b]note")
+    listed = run("vms", uri)
+    assert listed.exit_code == 0
+    assert "[red]x[/bogus]" in listed.stdout
+    tree = run("snapshot", "list", uri, vm.id)
+    assert tree.exit_code == 0
+    assert "[/]snap" in tree.stdout
+    assert "[b]note" in tree.stdout
+    started = run("vm", "start", uri, vm.id)
+    assert started.stdout.startswith("[red]x[/bogus]: started")
+
+
 # -- exit codes ----------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import click
 from anyvirt import registry
 from anyvirt.cli import matrix
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
-from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled_state
+from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled, styled_state
 from anyvirt.model import Capability
 
 
@@ -87,7 +87,7 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
         print_table(
             f"capabilities of {host.uri}",
             ["capability", "supported", "meaning"],
-            [(cap.value, "[green]yes[/]" if cap in caps else "[red]no[/]",
+            [(cap.value, styled("yes", "green") if cap in caps else styled("no", "red"),
               matrix.describe(cap)) for cap in Capability],
         )
 
@@ -113,7 +113,7 @@ def backends(json_flag: bool) -> None:
         "installed backends",
         ["scheme", "backend", "platform", "status"],
         [(e["scheme"], e["backend"] or "", e["platform"] or "",
-          "ok" if e["loadable"] else f"[red]fails to load[/]: {e['error']}")
+          "ok" if e["loadable"] else styled(f"fails to load: {e['error']}", "red"))
          for e in entries],
     )
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import click
+from rich.text import Text
 from rich.tree import Tree
 
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
-from anyvirt.cli.output import print_json, stdout_console
+from anyvirt.cli.output import print_json, say, stdout_console, styled, styled_state
 from anyvirt.snapshot import Snapshot
 from anyvirt.tasks import DEFAULT_TIMEOUT
 
@@ -35,19 +36,19 @@ def create(uri: str | None, vm: str, name: str, memory: bool, description: str, 
             print_json(made.info)
         else:
             kind = "with memory" if made.memory else "disk only"
-            stdout_console().print(f"{target.name}: snapshot {made.name!r} created ({kind})")
+            say(f"{target.name}: snapshot {made.name!r} created ({kind})")
 
 
-def _label(snap: Snapshot) -> str:
+def _label(snap: Snapshot) -> Text:
     created = snap.created.strftime("%Y-%m-%d %H:%M:%S") if snap.created else "?"
-    parts = [f"[bold]{snap.name}[/]", f"[dim]{created}[/]"]
+    label = Text.assemble(styled(snap.name, "bold"), " ", styled(created, "dim"))
     if snap.memory:
-        parts.append("[cyan]memory[/]")
+        label.append(" memory", style="cyan")
     if snap.is_current:
-        parts.append("[green]<- current[/]")
+        label.append(" <- current", style="green")
     if snap.description:
-        parts.append(f"- {snap.description}")
-    return " ".join(parts)
+        label.append(f" - {snap.description}")
+    return label
 
 
 @snapshot.command("list")
@@ -63,9 +64,9 @@ def list_(uri: str | None, vm: str, json_flag: bool) -> None:
             return
         console = stdout_console()
         if not snaps:
-            console.print(f"{target.name}: no snapshots")
+            say(f"{target.name}: no snapshots")
             return
-        tree = Tree(f"[bold]{target.name}[/]")
+        tree = Tree(styled(target.name, "bold"))
         branches: dict[str, Tree] = {}
         for snap in snaps:
             parent = branches.get(snap.info.parent_id or "", tree)
@@ -86,7 +87,7 @@ def revert(uri: str | None, vm: str, name: str, op_timeout: float, json_flag: bo
         if json_mode(json_flag):
             print_json({"vm": target.summary, "snapshot": snap.info})
         else:
-            stdout_console().print(f"{target.name}: reverted to {snap.name!r}, now {target.state}")
+            say(f"{target.name}: reverted to {snap.name!r}, now ", styled_state(target.state))
 
 
 @snapshot.command()
@@ -103,4 +104,4 @@ def delete(uri: str | None, vm: str, name: str, children: bool, op_timeout: floa
         if json_mode(json_flag):
             print_json({"deleted": {"id": snap.id, "name": snap.name, "children": children}})
         else:
-            stdout_console().print(f"{target.name}: snapshot {snap.name!r} deleted")
+            say(f"{target.name}: snapshot {snap.name!r} deleted")

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from rich.text import Text
 
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
-from anyvirt.cli.output import mib, print_json, print_table, stdout_console, styled_state
+from anyvirt.cli.output import mib, print_json, print_table, say, styled_state
 from anyvirt.cli.progress import progress_bar, wanted
 from anyvirt.model import DiskSpec, MigrationResult, NicSpec, VMSpec
 from anyvirt.tasks import DEFAULT_TIMEOUT
@@ -26,7 +27,7 @@ def _report(found: VM, json_flag: bool, verb: str) -> None:
     if json_mode(json_flag):
         print_json(found.summary)
     else:
-        stdout_console().print(f"{found.name}: {verb} ({styled_state(found.state)})")
+        say(f"{found.name}: {verb} (", styled_state(found.state), ")")
 
 
 # name, past tense for the report, VM method, help text
@@ -90,7 +91,7 @@ def delete(uri: str | None, vm: str, keep_disks: bool, op_timeout: float, json_f
         if json_mode(json_flag):
             print_json({"deleted": {"id": target.id, "name": target.name}})
         else:
-            stdout_console().print(f"{target.name}: deleted")
+            say(f"{target.name}: deleted")
 
 
 @vm.command()
@@ -106,7 +107,8 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
         print_table(
             f"VM {details.name}",
             ["field", "value"],
-            [("id", details.id), ("state", f"{styled_state(details.state)} ({details.raw_state})"),
+            [("id", details.id),
+             ("state", Text.assemble(styled_state(details.state), f" ({details.raw_state})")),
              ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", details.node or ""),
              ("firmware", details.firmware.value), ("guest OS", details.guest_os),
              ("template", "yes" if details.template else "no"), ("description", details.description)],
@@ -191,7 +193,7 @@ def migrate(uri: str | None, vm: str, node: str, live: bool | None, op_timeout: 
             print_json(result)
         else:
             kind = "live" if result.live else "cold"
-            stdout_console().print(
+            say(
                 f"{result.vm_name}: {kind} migration {result.source} -> {result.target} "
                 f"in {result.duration_s:.2f} s"
             )

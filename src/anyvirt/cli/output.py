@@ -18,6 +18,7 @@ import attrs
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from anyvirt.model import HostInfo, PowerState
 
@@ -60,13 +61,34 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(jsonable(value), indent=2, sort_keys=True, default=str))
 
 
+def styled(text: str, style: str) -> Text:
+    """A table cell or message part in a style; the text itself is never parsed as markup."""
+    return Text(text, style=style)
+
+
+def say(*parts: str | Text) -> None:
+    """Print one line; plain strings are literal (a VM named ``[red]x`` prints as such)."""
+    stdout_console().print(Text.assemble(*parts))
+
+
+def _cell(value: Any) -> Text:
+    if isinstance(value, Text):
+        return value
+    return Text("" if value is None else str(value))
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+    """A table; cells are literal text unless given as ``rich.text.Text`` (see ``styled``)."""
+    # the title goes above the table, not into it: a long URI would wrap a table title
+    console = stdout_console()
+    if title:
+        console.print(Text(title, style="bold"))
+    table = Table(show_lines=False)
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    stdout_console().print(table)
+        table.add_row(*(_cell(cell) for cell in row))
+    console.print(table)
 
 
 _STATE_STYLE = {
@@ -79,8 +101,8 @@ _STATE_STYLE = {
 }
 
 
-def styled_state(state: PowerState) -> str:
-    return f"[{_STATE_STYLE[state]}]{state.value}[/]"
+def styled_state(state: PowerState) -> Text:
+    return Text(state.value, style=_STATE_STYLE[state])
 
 
 def mib(value: int | None) -> str:
@@ -117,7 +139,7 @@ def print_host_info(info: HostInfo, uri: str) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in facts:
-        table.add_row(key, str(value))
+        table.add_row(key, _cell(value))
     console = stdout_console()
     console.print(table)
     if info.storage:
