@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner, Result
@@ -271,3 +277,62 @@ def test_help_documents_exit_codes() -> None:
     assert result.exit_code == 0
     for code in ExitCode:
         assert f"  {int(code)}  " in result.stdout
+
+
+# -- testbeds: real processes, stopped by SIGTERM ----------------------------------
+
+
+def _start_testbed(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Run ``anyvirt --json testbed ...`` and read the JSON document it prints once up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anyvirt.cli.main", "--json", "testbed", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.rstrip() == "}":
+            return proc, json.loads("".join(lines))
+    proc.kill()
+    _, err = proc.communicate()
+    raise AssertionError(f"testbed printed no URI: {''.join(lines)} {err}")
+
+
+def _stop_testbed(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_testbed_libvirt_serves_until_sigterm() -> None:
+    proc, data = _start_testbed("libvirt", "--count", "1")
+    try:
+        [uri] = data["uris"]
+        assert uri.startswith("libvirt+qemu+unix:///system?socket=")
+        socket_path = Path(unquote(uri.split("socket=", 1)[1]))
+        assert socket_path.exists()
+        with anyvirt.connect(uri) as host:
+            assert host.backend == "libvirt"
+            assert host.info().cpus >= 1
+    finally:
+        err = _stop_testbed(proc)
+    assert "stopped" in err
+    assert not socket_path.exists()
+
+
+def test_testbed_vsphere_prints_uri_and_password() -> None:
+    proc, data = _start_testbed("vsphere", "--vms", "1")
+    try:
+        assert data["uri"].startswith("vsphere://")
+        assert data["password"] not in data["uri"]
+        with anyvirt.connect(data["uri"], password=data["password"]) as vc:
+            assert vc.backend == "vsphere"
+            assert len(vc.nodes.list()) >= 1
+    finally:
+        _stop_testbed(proc)
