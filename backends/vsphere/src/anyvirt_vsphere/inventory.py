@@ -92,13 +92,35 @@ VM_PATHS = (
 )
 
 
-def vm_summary(props: Props) -> VMSummary | None:
-    """A VMSummary from one listing row; None for a VM still being created (no config yet)."""
+#: What a listing reads per VM. The node and the template flag are not read
+#: per VM (``runtime.host``, ``config.template``): they come from the hosts'
+#: and resource pools' ``vm`` lists in the same request, one element per VM
+#: instead of a property triple each, which keeps 5,000-VM listings within a
+#: few percent of the bare five-property call (pyVmomi's XML parsing is the cost).
+LIST_PATHS = (
+    "name",
+    "config.instanceUuid",
+    "config.hardware.numCPU",
+    "config.hardware.memoryMB",
+    "runtime.powerState",
+)
+
+
+def vm_summary(props: Props, node: str | None = None, template: bool | None = None) -> VMSummary | None:
+    """A VMSummary from one row; None for a VM still being created (no config yet).
+
+    ``node`` and ``template`` override ``runtime.host`` and ``config.template``
+    when the row was read without them (listings).
+    """
     vm_id = props.get("config.instanceUuid")
     if not vm_id:
         return None
     state, raw = power_state(props.get("runtime.powerState"))
-    host = props.get("runtime.host")
+    if node is None:
+        host = props.get("runtime.host")
+        node = str(host._moId) if host is not None else None
+    if template is None:
+        template = bool(props.get("config.template", False))
     return VMSummary(
         id=str(vm_id),
         name=unescape_name(str(props.get("name", ""))),
@@ -106,8 +128,8 @@ def vm_summary(props: Props) -> VMSummary | None:
         raw_state=raw,
         cpus=int(props.get("config.hardware.numCPU") or 0),
         memory_mib=int(props.get("config.hardware.memoryMB") or 0),
-        node=str(host._moId) if host is not None else None,
-        template=bool(props.get("config.template", False)),
+        node=node,
+        template=template,
     )
 
 
@@ -178,8 +200,28 @@ class Inventory:
 
     # ------------------------------------------------------------ VMs
     def list_vms(self) -> list[VMSummary]:
-        rows = self.collector.scan({vim.VirtualMachine: VM_PATHS}, root=self.scope(), what="listing VMs")
-        out = [s for s in (vm_summary(r) for r in rows) if s is not None]
+        rows = self.collector.scan(
+            {vim.VirtualMachine: LIST_PATHS, vim.HostSystem: ("vm",), vim.ResourcePool: ("vm",)},
+            root=self.scope(),
+            what="listing VMs",
+        )
+        node_of: dict[str, str] = {}
+        pooled: set[str] = set()  # templates belong to no resource pool (or vApp)
+        vm_rows = []
+        for row in rows:
+            if isinstance(row.ref, vim.VirtualMachine):
+                vm_rows.append(row)
+            elif isinstance(row.ref, vim.HostSystem):
+                for ref in row.get("vm") or ():
+                    node_of[ref._moId] = row.moid
+            else:
+                pooled.update(ref._moId for ref in row.get("vm") or ())
+        out = []
+        for row in vm_rows:
+            moid = row.moid
+            summary = vm_summary(row, node_of.get(moid), moid not in pooled)
+            if summary is not None:
+                out.append(summary)
         if self.cluster_name is not None:
             allowed = {n.node.id for n in self.hosts()}
             out = [s for s in out if s.node in allowed]
