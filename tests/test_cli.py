@@ -336,3 +336,34 @@ def test_testbed_vsphere_prints_uri_and_password() -> None:
             assert len(vc.nodes.list()) >= 1
     finally:
         _stop_testbed(proc)
+
+
+def test_progress_bar_follows_a_real_task(capsys: pytest.CaptureFixture[str]) -> None:
+    from anyvirt.cli.progress import progress_bar
+
+    name = f"clitest-progress-{uuid.uuid4().hex[:6]}"
+    seen: list[float | None] = []
+    try:
+        with anyvirt.connect(f"memory://{name}?latency=0.05") as host:
+            vm = host.vms.create(VMSpec(name="slow"))
+            with progress_bar("start slow", enabled=True) as on_progress:
+                assert on_progress is not None
+
+                def watch(task: anyvirt.Task[Any]) -> None:
+                    seen.append(task.progress)
+                    on_progress(task)
+
+                vm.start(on_progress=watch)
+    finally:
+        memory.reset(name)
+    assert seen[-1] == 100.0
+    assert len(seen) > 2
+    assert capsys.readouterr().out == ""  # bars go to stderr only
+
+
+def test_no_progress_bar_when_not_wanted() -> None:
+    from anyvirt.cli.progress import progress_bar, wanted
+
+    assert wanted(json_mode=True) is False
+    with progress_bar("x", enabled=False) as on_progress:
+        assert on_progress is None
