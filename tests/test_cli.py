@@ -186,6 +186,37 @@ def test_creating_a_taken_name_exits_4(uri: str, host: anyvirt.Host) -> None:
     assert run("vm", "create", uri, "taken").exit_code == ExitCode.CONFLICT
 
 
+def test_a_wait_past_its_timeout_exits_7() -> None:
+    name = f"clitest-slow-{uuid.uuid4().hex[:6]}"
+    try:
+        with anyvirt.connect(f"memory://{name}?latency=2") as host:
+            host.vms.create(VMSpec(name="slow"), timeout=30)
+        result = run("vm", "start", f"memory://{name}", "slow", "--timeout", "0.2")
+    finally:
+        memory.reset(name)
+    assert result.exit_code == 7
+    assert result.stderr.startswith("error: ")
+
+
+def test_unreachable_platform_exits_6() -> None:
+    # nothing listens on port 1: the connection is refused at once
+    result = run("--timeout", "5", "vms", "vsphere://user@127.0.0.1:1?verify=false",
+                 env={"ANYVIRT_PASSWORD": "unused"})
+    assert result.exit_code == 6, result.output
+    assert "unused" not in result.output + result.stderr
+
+
+def test_profile_gives_the_uri(uri: str, host: anyvirt.Host, tmp_path: Path) -> None:
+    host.vms.create(VMSpec(name="profiled"))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[profiles.lab]\nuri = "{uri}"\n', encoding="utf-8")
+    result = run("--json", "--profile", "lab", "vms", env={"ANYVIRT_CONFIG": str(config)})
+    assert result.exit_code == 0, result.output
+    assert [vm["name"] for vm in json.loads(result.stdout)] == ["profiled"]
+    missing = run("--profile", "nope", "vms", env={"ANYVIRT_CONFIG": str(config)})
+    assert missing.exit_code == 3
+
+
 class LimitedDriver(memory.MemoryDriver):
     """A memory host that can only create, start and stop: no snapshots, no pause."""
 
