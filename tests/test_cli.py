@@ -148,6 +148,26 @@ def test_names_are_printed_literally_not_as_markup(uri: str, host: anyvirt.Host)
     assert started.stdout.startswith("[red]x[/bogus]: started")
 
 
+def test_migrate_to_another_host_of_the_same_backend(uri: str, host: anyvirt.Host) -> None:
+    vm = host.vms.create(VMSpec(name="traveller"))
+    vm.start()
+    other = f"memory://clitest-dest-{uuid.uuid4().hex[:6]}"
+    try:
+        result = run_json("vm", "migrate", uri, "traveller", "--to-host", other)
+        assert result["live"] is True
+        with anyvirt.connect(other) as dest:
+            assert [v.name for v in dest.vms.list()] == ["traveller"]
+        assert host.vms.list() == []
+    finally:
+        memory.reset(other.removeprefix("memory://"))
+
+
+def test_migrate_needs_one_destination(uri: str, host: anyvirt.Host) -> None:
+    host.vms.create(VMSpec(name="stay"))
+    assert run("vm", "migrate", uri, "stay").exit_code == 2
+    assert run("vm", "migrate", uri, "stay", "--node", "node1", "--to-host", uri).exit_code == 2
+
+
 # -- exit codes ----------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,9 @@ from rich.text import Text
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import mib, print_json, print_table, say, styled_state
 from anyvirt.cli.progress import progress_bar, wanted
+from anyvirt.host import Host
 from anyvirt.model import DiskSpec, MigrationResult, NicSpec, VMSpec
+from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT
 from anyvirt.vm import DEFAULT_STOP_TIMEOUT, VM
 
@@ -175,17 +178,27 @@ def clone(uri: str | None, vm: str, new_name: str, linked: bool, node: str | Non
 
 @vm.command()
 @with_uri("VM")
-@click.option("--node", required=True, help="The node of the same host to move the VM to.")
+@click.option("--node", help="A node of the same host to move the VM to.")
+@click.option("--to-host", "to_host", metavar="URI",
+              help="Another host of the same backend to move the VM to (same connection options).")
 @click.option("--live/--cold", default=None,
               help="Live (running VM) or cold (stopped VM); default: live if it is running.")
 @click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
 @json_option
-def migrate(uri: str | None, vm: str, node: str, live: bool | None, op_timeout: float,
-            json_flag: bool) -> None:
-    """Move a VM to another node of the same host (vCenter cluster, Proxmox cluster)."""
-    with settings().connect(uri) as host:
+def migrate(uri: str | None, vm: str, node: str | None, to_host: str | None, live: bool | None,
+            op_timeout: float, json_flag: bool) -> None:
+    """Move a VM to another node of the same host (--node), or to another host of the same
+    backend (--to-host), live or cold. Moves across platforms are not this command."""
+    if (node is None) == (to_host is None):
+        raise click.UsageError("give exactly one of --node and --to-host")
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(settings().connect(uri))
         source = host.vms.get(vm)
-        destination = host.nodes.get(node)
+        destination: Node | Host
+        if node is not None:
+            destination = host.nodes.get(node)
+        else:
+            destination = stack.enter_context(settings().connect(to_host))
         with progress_bar(f"migrate {source.name}", wanted(json_mode(json_flag))) as on_progress:
             result: MigrationResult = source.migrate(to=destination, live=live, timeout=op_timeout,
                                                      on_progress=on_progress)
@@ -193,7 +206,5 @@ def migrate(uri: str | None, vm: str, node: str, live: bool | None, op_timeout: 
             print_json(result)
         else:
             kind = "live" if result.live else "cold"
-            say(
-                f"{result.vm_name}: {kind} migration {result.source} -> {result.target} "
-                f"in {result.duration_s:.2f} s"
-            )
+            say(f"{result.vm_name}: {kind} migration {result.source} -> {result.target} "
+                f"in {result.duration_s:.2f} s")
