@@ -418,3 +418,14 @@ def test_no_progress_bar_when_not_wanted() -> None:
     assert wanted(json_mode=True) is False
     with progress_bar("x", enabled=False) as on_progress:
         assert on_progress is None
+
+
+def test_cli_start_up_imports_no_platform_sdk() -> None:
+    probe = (
+        "import sys, anyvirt.cli.main\n"
+        "sdks = ('libvirt', 'pyVmomi', 'pyVim', 'anyvirt_libvirt', 'anyvirt_vsphere')\n"
+        "print([m for m in sys.modules if m.split('.')[0] in sdks or m.startswith('anyvirt.testing')])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
