@@ -23,7 +23,8 @@ def snapshot() -> None:
 @with_uri("VM", "NAME")
 @click.option("--memory", is_flag=True, help="Also save a running guest's memory (revert resumes it).")
 @click.option("--description", default="", help="Free text stored with the snapshot.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
+@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for the operation.")
 @json_option
 def create(uri: str | None, vm: str, name: str, memory: bool, description: str, op_timeout: float,
            json_flag: bool) -> None:
@@ -76,7 +77,8 @@ def list_(uri: str | None, vm: str, json_flag: bool) -> None:
 
 @snapshot.command()
 @with_uri("VM", "NAME")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
+@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for the operation.")
 @json_option
 def revert(uri: str | None, vm: str, name: str, op_timeout: float, json_flag: bool) -> None:
     """Return a VM to a snapshot."""
@@ -93,7 +95,8 @@ def revert(uri: str | None, vm: str, name: str, op_timeout: float, json_flag: bo
 @snapshot.command()
 @with_uri("VM", "NAME")
 @click.option("--children", is_flag=True, help="Delete the snapshot's whole subtree.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
+@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for the operation.")
 @json_option
 def delete(uri: str | None, vm: str, name: str, children: bool, op_timeout: float, json_flag: bool) -> None:
     """Delete a snapshot (its children move to its parent, unless --children deletes them too)."""

@@ -84,7 +84,8 @@ def stop(uri: str | None, vm: str, force: bool, op_timeout: float, json_flag: bo
 @vm.command()
 @with_uri("VM")
 @click.option("--keep-disks", is_flag=True, help="Remove the VM but leave its disks in place.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
+@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for the operation.")
 @json_option
 def delete(uri: str | None, vm: str, keep_disks: bool, op_timeout: float, json_flag: bool) -> None:
     """Delete a stopped VM (and its disks and snapshots, unless --keep-disks)."""
@@ -127,7 +128,7 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
 
 @vm.command()
 @with_uri("NAME")
-@click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True, help="Virtual CPUs.")
 @click.option("--memory", "memory_mib", type=click.IntRange(min=1), default=512, show_default=True,
               help="Memory in MiB.")
 @click.option("--disk-gib", type=click.FloatRange(min=0, min_open=True), multiple=True,
@@ -137,9 +138,10 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
 @click.option("--network", multiple=True, help="Add a NIC on this network (repeatable).")
 @click.option("--firmware", type=click.Choice(["bios", "efi"]), default="bios", show_default=True)
 @click.option("--node", help="Node (hypervisor) to place the VM on.")
-@click.option("--description", default="")
+@click.option("--description", default="", help="Free text stored with the VM.")
 @click.option("--start", "start_after", is_flag=True, help="Start the VM once created.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
+@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for the operation.")
 @json_option
 def create(uri: str | None, name: str, cpus: int, memory_mib: int, disk_gib: tuple[float, ...],
            image: tuple[str, ...], network: tuple[str, ...], firmware: str, node: str | None,
@@ -163,7 +165,8 @@ def create(uri: str | None, name: str, cpus: int, memory_mib: int, disk_gib: tup
 @with_uri("VM", "NEW_NAME")
 @click.option("--linked", is_flag=True, help="Share the source's disks copy-on-write.")
 @click.option("--node", help="Node (hypervisor) to place the clone on.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
+@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for the operation.")
 @json_option
 def clone(uri: str | None, vm: str, new_name: str, linked: bool, node: str | None, op_timeout: float,
           json_flag: bool) -> None:
@@ -183,7 +186,8 @@ def clone(uri: str | None, vm: str, new_name: str, linked: bool, node: str | Non
               help="Another host of the same backend to move the VM to (same connection options).")
 @click.option("--live/--cold", default=None,
               help="Live (running VM) or cold (stopped VM); default: live if it is running.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True)
+@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for the operation.")
 @json_option
 def migrate(uri: str | None, vm: str, node: str | None, to_host: str | None, live: bool | None,
             op_timeout: float, json_flag: bool) -> None:
