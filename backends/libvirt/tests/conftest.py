@@ -6,48 +6,24 @@ state the test left it in, so the session-scoped daemons stay clean.
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from libvirt_helpers import destroy, guest_spec, unique
 
 import anyvirt
-from anyvirt.errors import AnyvirtError
 from anyvirt.host import Host
-from anyvirt.model import DiskSpec, PowerState, VMSpec
-from anyvirt.testing.libvirt_testbed import LibvirtDaemon
-from anyvirt.vm import VM
+from anyvirt.model import VMSpec
 
 # The testbed fixtures, imported rather than named in ``pytest_plugins``: pytest refuses
 # ``pytest_plugins`` in a conftest below the rootdir when the whole project is collected.
-from anyvirt.testing.libvirt_fixtures import (  # noqa: F401
-    guest_image,
-    libvirt_daemon_pair,
-)
+from anyvirt.testing import libvirt_fixtures
+from anyvirt.testing.libvirt_testbed import LibvirtDaemon
+from anyvirt.vm import VM
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def guest_spec(name: str, image: Path) -> VMSpec:
-    """A VM that really boots: the tiny guest, 16 MiB, no NIC."""
-    return VMSpec(name=name, cpus=1, memory_mib=16, disks=[DiskSpec(image=str(image))], nics=[])
-
-
-def console_log(vm: VM) -> Path:
-    return Path(vm.info().extra["console_log"])
-
-
-def destroy(vm: VM) -> None:
-    with contextlib.suppress(AnyvirtError):
-        vm.refresh()
-        if vm.state in (PowerState.RUNNING, PowerState.PAUSED, PowerState.CRASHED,
-                        PowerState.SUSPENDED):
-            vm.stop(force=True, timeout=60)
-        vm.delete(disks=True)
+guest_image = libvirt_fixtures.guest_image
+libvirt_daemon_pair = libvirt_fixtures.libvirt_daemon_pair
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from anyvirt.testing.libvirt_testbed import LibvirtDaemon
 from anyvirt.testing.suite import *  # noqa: F403
 
 
-
 @pytest.fixture(scope="module", params=["daemon", "test-driver"])
 def _backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from libvirt_helpers import console_log, unique
+
 from anyvirt.host import Host
 from anyvirt.model import PowerState
 from anyvirt.testing.guest import (
@@ -23,8 +25,6 @@ from anyvirt.testing.guest import (
     wait_for_marker,
 )
 from anyvirt.vm import VM
-
-from conftest import console_log, unique  # type: ignore[import-not-found]
 
 
 def counters_after(log: Path, offset: int) -> list[int]:

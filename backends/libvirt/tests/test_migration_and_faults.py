@@ -11,6 +11,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from libvirt_helpers import console_log, destroy, guest_spec, unique
 
 import anyvirt
 from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound
@@ -19,8 +20,6 @@ from anyvirt.model import DiskSpec, MigrationResult, PowerState, VMSpec
 from anyvirt.testing.guest import MARKER, last_counter, read_console, wait_for_counter
 from anyvirt.testing.libvirt_testbed import LibvirtDaemon
 from anyvirt.vm import VM
-
-from conftest import console_log, destroy, guest_spec, unique  # type: ignore[import-not-found]
 
 
 def test_live_migration_keeps_the_guest_running(
