@@ -23,6 +23,7 @@ from anyvirt.model import (
     Allocation,
     Capability,
     DiskSpec,
+    ExportedDisk,
     Firmware,
     HostInfo,
     MigrationResult,
@@ -416,6 +417,11 @@ class LibvirtDriver(Driver):
         if not isinstance(target, LibvirtDriver):
             raise InvalidSpec("a libvirt VM migrates to another libvirt host only")
         return migration.migrate(self, vm_id, target, live, job)
+
+    def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
+        from anyvirt_libvirt.export import export_disks
+
+        return export_disks(self, vm_id, dest_dir, job)
 
 
 # ---------------------------------------------------------------- helpers

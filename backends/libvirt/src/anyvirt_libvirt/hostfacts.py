@@ -37,6 +37,7 @@ ALL = frozenset(
         Capability.COLD_MIGRATION,
         Capability.LIVE_MIGRATION,
         Capability.TASK_CANCEL,
+        Capability.DISK_EXPORT,
     }
 )
 
@@ -49,6 +50,7 @@ TEST_DRIVER = ALL - {
     Capability.TASK_CANCEL,
     Capability.LINKED_CLONE,
     Capability.FULL_CLONE,
+    Capability.DISK_EXPORT,
 }
 
 #: qemu:///embed: no daemon another host could migrate to or from
