@@ -37,9 +37,12 @@ def default_uri() -> str:
     for name in DEFAULT_BACKENDS:
         try:
             driver = registry.driver_for(name)
+            uri = driver.default_uri()
         except registry.UnknownBackend:
             continue
-        uri = driver.default_uri()
+        except Exception as exc:  # a broken optional backend must not break the fallback
+            log.warning("backend %s offers no default: %s", name, exc)
+            continue
         if uri:
             return uri
     return FALLBACK_URI
