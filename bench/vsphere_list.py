@@ -13,8 +13,9 @@ with name, power state, CPUs, memory and instance UUID:
 
 Each way runs in a fresh Python process, so its peak memory (the rise in
 maximum RSS over the listing) is its own. Round trips are counted by
-wrapping the SOAP stub's ``InvokeMethod`` (every pyVmomi request, libcloud's
-included, goes through it) for the benchmark only; login is not counted.
+wrapping ``http.client``'s request (every SOAP request of pyVmomi, libcloud's
+and anyvirt's included, is sent through it) for the benchmark only; login is
+not counted.
 
     .venv/bin/python bench/vsphere_list.py [--vms-per-pool 2500] [--naive-limit 60]
 """
@@ -45,16 +46,17 @@ PATHS = [
 
 
 def _count_round_trips() -> list[int]:
-    from pyVmomi import SoapStubAdapter
+    """Count HTTP requests: every SOAP call of every client here goes through http.client."""
+    import http.client
 
     counter = [0]
-    original = SoapStubAdapter.InvokeMethod
+    original = http.client.HTTPConnection.request
 
-    def counting(self: Any, mo: Any, info: Any, args: Any, *rest: Any) -> Any:
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
         counter[0] += 1
-        return original(self, mo, info, args, *rest)
+        return original(self, *args, **kwargs)
 
-    SoapStubAdapter.InvokeMethod = counting
+    http.client.HTTPConnection.request = counting  # type: ignore[method-assign]
     return counter
 
 
@@ -154,8 +156,9 @@ WAYS = {
 
 def child(way: str, cfg: dict[str, Any]) -> None:
     counter = _count_round_trips()
-    import anyvirt  # noqa: F401 - import cost outside the measurement for every way
     import libcloud.compute.drivers.vsphere  # noqa: F401
+
+    import anyvirt  # noqa: F401 - import cost outside the measurement for every way
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     count, seconds = WAYS[way](cfg, counter)
