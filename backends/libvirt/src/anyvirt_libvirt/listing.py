@@ -28,11 +28,15 @@ def list_summaries(conn: libvirt.virConnect, node: str | None) -> list[VMSummary
         dom.UUIDString()
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
     }
-    return [summary_from_stats(dom, stats, dom.UUIDString() in saved, node) for dom, stats in records]
+    out = []
+    for dom, stats in records:
+        dom_id = dom.UUIDString()
+        out.append(summary_from_stats(dom, dom_id, stats, dom_id in saved, node))
+    return out
 
 
 def summary_from_stats(
-    dom: libvirt.virDomain, stats: dict[str, Any], managed_save: bool, node: str | None
+    dom: libvirt.virDomain, dom_id: str, stats: dict[str, Any], managed_save: bool, node: str | None
 ) -> VMSummary:
     """A VMSummary from one domain's stats record (``dom`` carries name and UUID locally)."""
     raw_state = stats.get("state.state")
@@ -46,7 +50,7 @@ def summary_from_stats(
         memory_kib = info[1] if memory_kib is None else memory_kib
     state, raw = normalise(int(raw_state), managed_save)
     return VMSummary(
-        id=dom.UUIDString(),
+        id=dom_id,
         name=dom.name(),
         state=state,
         raw_state=raw,
