@@ -33,8 +33,15 @@ from anyvirt.testing.libvirt_testbed import (
 pytest_plugins = ["anyvirt.testing.libvirt_fixtures"]
 
 
-def guest_domain_xml(name: str, disk: Path, console: Path, disk_format: str = "raw") -> str:
-    """Plain libvirt XML for the test guest: KVM when usable, else TCG."""
+def guest_domain_xml(
+    name: str, disk: Path, console: Path, disk_format: str = "raw", console_kind: str = "file"
+) -> str:
+    """Plain libvirt XML for the test guest: KVM when usable, else TCG.
+
+    ``console_kind`` "file" is ``<serial type='file'>``; "pty-log" is a pty whose
+    output QEMU also logs to the file (``<log file=...>``). Both work with
+    ``stdio_handler = "file"`` and no virtlogd.
+    """
     dom = ET.Element("domain", type="kvm" if kvm_usable() else "qemu")
     ET.SubElement(dom, "name").text = name
     ET.SubElement(dom, "memory", unit="MiB").text = "16"
@@ -49,8 +56,12 @@ def guest_domain_xml(name: str, disk: Path, console: Path, disk_format: str = "r
     ET.SubElement(disk_el, "driver", name="qemu", type=disk_format)
     ET.SubElement(disk_el, "source", file=str(disk))
     ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
-    serial = ET.SubElement(devices, "serial", type="file")
-    ET.SubElement(serial, "source", path=str(console))
+    if console_kind == "file":
+        serial = ET.SubElement(devices, "serial", type="file")
+        ET.SubElement(serial, "source", path=str(console))
+    else:
+        serial = ET.SubElement(devices, "serial", type="pty")
+        ET.SubElement(serial, "log", file=str(console))
     ET.SubElement(serial, "target", port="0")
     ET.SubElement(devices, "memballoon", model="none")
     return ET.tostring(dom, encoding="unicode")
@@ -166,7 +177,9 @@ def test_kill_restart_keeps_domains_and_stop_leaves_no_process(
         with connection(daemon) as conn:
             disk = fresh_guest_disk(tmp_path / "survivor.raw", guest_image)
             console = tmp_path / "survivor.console"
-            dom = conn.defineXML(guest_domain_xml("survivor", disk, console))
+            dom = conn.defineXML(
+                guest_domain_xml("survivor", disk, console, console_kind="pty-log")
+            )
             conn.defineXML(guest_domain_xml("idle", disk, tmp_path / "idle.console"))
             dom.create()
             wait_for_counter(console, 0, timeout=30)
@@ -202,8 +215,12 @@ def _is_zombie(pid: int) -> bool:
 def test_test_driver_file_served_by_the_daemon(
     libvirt_daemon: LibvirtDaemon, tmp_path: Path
 ) -> None:
-    config = make_test_driver_file(tmp_path / "node.xml", 2000)
-    conn = libvirt.open(uri_for_test_driver_file(config, libvirt_daemon))
+    # A path that exists only inside the daemon's mount namespace proves the
+    # daemon, not this process, loads and serves the file.
+    make_test_driver_file(libvirt_daemon.workdir / "etc" / "bench-node.xml", 2000)
+    inside = Path("/etc/libvirt/bench-node.xml")
+    assert not inside.exists()
+    conn = libvirt.open(uri_for_test_driver_file(inside, libvirt_daemon))
     try:
         assert conn.getType() == "TEST"
         start = time.monotonic()
