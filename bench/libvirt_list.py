@@ -88,7 +88,7 @@ def raw(uri: str, counts: Counter[str]) -> tuple[float, int]:
         return len(c.getAllDomainStats(STATS, 0))
 
     try:
-        timing = best_of(7, lambda: work(conn))  # timed unwrapped: wrappers cost time too
+        timing = best_of(15, lambda: work(conn))  # timed unwrapped: wrappers cost time too
         work(Counting(conn, counts))  # one more run, counted
         return timing
     finally:
@@ -99,7 +99,7 @@ def with_anyvirt(uri: str, counts: Counter[str]) -> tuple[float, int]:
     host = anyvirt.connect("libvirt+" + uri)
     link = host.driver.link  # type: ignore[attr-defined]
     try:
-        timing = best_of(7, lambda: len(host.vms.list()))
+        timing = best_of(15, lambda: len(host.vms.list()))
         real = link.conn
         link._conn = Counting(real, counts)
         try:
