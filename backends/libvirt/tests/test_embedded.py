@@ -1,0 +1,37 @@
+"""The daemon-less default: ``qemu:///embed`` runs QEMU from this process, real guest included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anyvirt_libvirt.driver import LibvirtDriver
+from anyvirt_libvirt.embedded import SYSTEM_SOCKET, system_daemon_reachable
+from libvirt_helpers import guest_spec
+
+import anyvirt
+from anyvirt.model import PowerState
+from anyvirt.testing.guest import OFF_MARKER, read_console, wait_for_counter
+
+
+def test_default_uri_prefers_the_system_daemon_else_embeds() -> None:
+    uri = LibvirtDriver.default_uri()
+    if system_daemon_reachable():
+        assert uri == "libvirt+qemu:///system"
+    else:
+        assert not SYSTEM_SOCKET.exists() or uri is not None
+        assert uri is not None and uri.startswith("libvirt+qemu:///embed?root=")
+        assert uri.endswith("/anyvirt/qemu-embed")
+
+
+def test_embedded_qemu_runs_a_real_guest(tmp_path: Path, guest_image: Path) -> None:
+    with anyvirt.connect(f"libvirt+qemu:///embed?root={tmp_path / 'root'}") as host:
+        vm = host.vms.create(guest_spec("embedded", guest_image))
+        log = Path(vm.info().extra["console_log"])
+        assert log.parent == (tmp_path / "root" / "images").resolve()
+        vm.start()
+        wait_for_counter(log, 1)
+        vm.stop(timeout=60)
+        assert vm.refresh().state is PowerState.STOPPED
+        assert OFF_MARKER in read_console(log)
+        vm.delete(disks=True)
+        assert not list((tmp_path / "root" / "images").iterdir()), "disk and console log removed"
