@@ -1,0 +1,318 @@
+"""``anyvirt plan / move / backup / restore / backup-info`` against two memory:// hosts, in process.
+
+memory:// state is shared per host name within one process, so the VMs the
+tests create through the API are the ones the CLI sees, and each test gets
+two fresh host names (reset afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+import anyvirt
+from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec, memory
+from anyvirt.cli.exit_codes import ExitCode
+from anyvirt.cli.main import cli
+
+BOOT_SECTOR = b"\xeb\x3c" + b"\x00" * 508 + b"\x55\xaa" + b"payload" * 100
+
+
+def _host_name(role: str) -> str:
+    return f"climove-{role}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def uris() -> Iterator[tuple[str, str]]:
+    source, target = _host_name("src"), _host_name("dst")
+    yield f"memory://{source}", f"memory://{target}"
+    memory.reset(source)
+    memory.reset(target)
+
+
+@pytest.fixture
+def hosts(uris: tuple[str, str]) -> Iterator[tuple[anyvirt.Host, anyvirt.Host]]:
+    with anyvirt.connect(uris[0]) as source, anyvirt.connect(uris[1]) as target:
+        yield source, target
+
+
+@pytest.fixture
+def efi_vm(hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> anyvirt.VM:
+    """A stopped EFI VM with a disk that has content and a NIC on a network the target lacks."""
+    image = tmp_path / "boot.img"
+    image.write_bytes(BOOT_SECTOR)
+    return hosts[0].vms.create(VMSpec(
+        name="app1", cpus=2, memory_mib=1024, firmware="efi",
+        disks=[DiskSpec(image=str(image), bus="virtio")],
+        nics=[NicSpec(network="default", model="virtio", mac="52:54:00:aa:bb:01"),
+              NicSpec(network="lab-only")],
+    ))
+
+
+def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, input=stdin)
+
+
+def run_json(*args: str) -> Any:
+    result = run("--json", *args)
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+def disk_bytes(vm: anyvirt.VM) -> bytes:
+    """The memory backend keeps disk content; trailing zeros differ after a qcow2 round trip."""
+    data: bytes = vm.native.contents["disk0"][1]
+    return data.rstrip(b"\0")
+
+
+# -- plan ----------------------------------------------------------------------------
+
+
+def test_plan_shows_efi_state_lost_and_changes_nothing(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    result = run("plan", uris[0], "app1", uris[1])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "efi-state-lost" in result.stdout
+    assert "UEFI variables" in result.stdout, "the message is shown, not only the code"
+    assert "network-defaulted" in result.stdout
+    assert hosts[1].vms.list() == [], "planning creates nothing"
+
+
+def test_plan_json_has_the_mapped_spec_and_typed_warnings(
+    uris: tuple[str, str], efi_vm: anyvirt.VM
+) -> None:
+    plan = run_json("plan", uris[0], "app1", uris[1], "--name", "app1-new")
+    assert plan["source_uri"] == uris[0]
+    assert plan["target_uri"] == uris[1]
+    assert plan["source"]["id"] == efi_vm.id
+    assert plan["spec"]["name"] == "app1-new"
+    assert (plan["spec"]["cpus"], plan["spec"]["memory_mib"]) == (2, 1024)
+    assert plan["spec"]["disks"] == [{"source_disk": "disk0", "bus": "virtio"}]
+    assert [n["network"] for n in plan["spec"]["nics"]] == ["default", None]
+    codes = {w["code"] for w in plan["warnings"]}
+    assert codes == {"efi-state-lost", "network-defaulted"}
+    assert all(w["message"] for w in plan["warnings"])
+
+
+def test_plan_onto_a_taken_name_exits_4(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    hosts[1].vms.create(VMSpec(name="app1"))
+    result = run("plan", uris[0], "app1", uris[1])
+    assert result.exit_code == ExitCode.CONFLICT
+    assert result.stderr.startswith("error: ")
+
+
+def test_plan_of_a_missing_vm_exits_3(uris: tuple[str, str],
+                                      hosts: tuple[anyvirt.Host, anyvirt.Host]) -> None:
+    assert run("plan", uris[0], "nope", uris[1]).exit_code == ExitCode.NOT_FOUND
+
+
+def test_plan_source_uri_may_come_from_the_environment(
+    uris: tuple[str, str], efi_vm: anyvirt.VM
+) -> None:
+    result = run("--json", "plan", "app1", uris[1], env={"ANYVIRT_URI": uris[0]})
+    assert result.exit_code == 0, result.output + result.stderr
+    assert json.loads(result.stdout)["source_uri"] == uris[0]
+
+
+# -- move ----------------------------------------------------------------------------
+
+
+def test_move_with_yes_creates_the_vm_on_the_target_and_keeps_the_source(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    source, target = hosts
+    result = run("move", uris[0], "app1", uris[1], "--yes")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "efi-state-lost" in result.stdout, "the warnings come before the move"
+    assert "moved" in result.stdout
+    copy = target.vms.get("app1")
+    assert copy.id in result.stdout
+    assert copy.state is PowerState.STOPPED, "a stopped source gives a stopped copy"
+    assert disk_bytes(copy) == disk_bytes(efi_vm), "the disk arrives byte for byte"
+    assert source.vms.get("app1").id == efi_vm.id, "the source is kept"
+
+
+def test_move_json_prints_the_result_and_honours_start_and_delete_source(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    source, target = hosts
+    efi_vm.start()
+    moved = run_json("move", uris[0], "app1", uris[1], "--name", "app1-moved", "--shutdown",
+                     "--delete-source", "--no-start")
+    assert moved["vm_name"] == "app1-moved"
+    assert moved["source"] == uris[0] and moved["target"] == uris[1]
+    assert moved["live"] is False
+    assert "efi-state-lost" in moved["warnings"]
+    assert moved["bytes_transferred"] >= len(BOOT_SECTOR)
+    copy = target.vms.get("app1-moved")
+    assert copy.id == moved["vm_id"]
+    assert copy.state is PowerState.STOPPED, "--no-start wins over 'the source was running'"
+    assert not source.vms.exists("app1"), "--delete-source removes the source after the copy"
+
+
+def test_move_of_a_running_vm_without_shutdown_exits_4_and_changes_nothing(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    source, target = hosts
+    efi_vm.start()
+    result = run("move", uris[0], "app1", uris[1], "--yes", "--delete-source")
+    assert result.exit_code == ExitCode.CONFLICT, result.output + result.stderr
+    assert "stop it first" in result.stderr
+    assert target.vms.list() == []
+    assert source.vms.get("app1").state is PowerState.RUNNING
+
+
+def test_move_asks_first_and_does_nothing_when_not_confirmed(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    refused = run("move", uris[0], "app1", uris[1], stdin="n\n")
+    assert refused.exit_code == 1
+    assert "Move it?" in refused.stdout
+    assert hosts[1].vms.list() == []
+    accepted = run("move", uris[0], "app1", uris[1], stdin="y\n")
+    assert accepted.exit_code == 0, accepted.output + accepted.stderr
+    assert hosts[1].vms.exists("app1")
+
+
+def test_move_without_stdin_and_without_yes_aborts(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    result = run("move", uris[0], "app1", uris[1])
+    assert result.exit_code == 1
+    assert hosts[1].vms.list() == []
+
+
+# -- backups -------------------------------------------------------------------------
+
+
+def test_backup_then_restore_round_trips(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM,
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "app1.avbk"
+    made = run_json("backup", uris[0], "app1", str(archive))
+    assert made["path"] == str(archive)
+    assert made["archive_bytes"] == archive.stat().st_size
+    assert made["manifest"]["vm"]["name"] == "app1"
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert names[0] == "manifest.json"
+    assert any(n.startswith("disks/") for n in names)
+
+    restored = run_json("restore", uris[1], str(archive), "--name", "app1-restored")
+    assert restored["name"] == "app1-restored"
+    assert restored["state"] == "stopped"
+    copy = hosts[1].vms.get("app1-restored")
+    assert copy.id == restored["id"]
+    info = copy.info()
+    assert (info.cpus, info.memory_mib, info.firmware.value) == (2, 1024, "efi")
+    assert (len(info.disks), len(info.nics)) == (1, 2)
+    assert disk_bytes(copy) == disk_bytes(efi_vm)
+
+
+def test_backup_and_restore_in_table_mode(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM,
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "app1.avbk"
+    done = run("backup", uris[0], "app1", str(archive))
+    assert done.exit_code == 0, done.output + done.stderr
+    assert "backed up" in done.stdout
+    back = run("restore", uris[1], str(archive))
+    assert back.exit_code == 0, back.output + back.stderr
+    assert hosts[1].vms.exists("app1"), "the archive's name is the default"
+    again = run("restore", uris[1], str(archive))
+    assert again.exit_code == ExitCode.CONFLICT, "the name is taken now"
+
+
+def test_backup_onto_an_existing_file_exits_4_and_keeps_it(
+    uris: tuple[str, str], efi_vm: anyvirt.VM, tmp_path: Path
+) -> None:
+    existing = tmp_path / "keep.avbk"
+    existing.write_bytes(b"precious")
+    result = run("backup", uris[0], "app1", str(existing))
+    assert result.exit_code == ExitCode.CONFLICT
+    assert existing.read_bytes() == b"precious"
+
+
+def test_backup_info_reads_the_manifest_without_a_host(
+    uris: tuple[str, str], efi_vm: anyvirt.VM, tmp_path: Path
+) -> None:
+    archive = tmp_path / "app1.avbk"
+    assert run("backup", uris[0], "app1", str(archive)).exit_code == 0
+    memory.reset(uris[0].removeprefix("memory://"))  # the source host is gone
+    shown = run("backup-info", str(archive))
+    assert shown.exit_code == 0, shown.output + shown.stderr
+    assert "anyvirt-backup/1" in shown.stdout
+    assert "app1" in shown.stdout
+    assert "52:54:00:aa:bb:01" in shown.stdout
+    manifest = run_json("backup-info", str(archive))
+    assert manifest["format"] == "anyvirt-backup/1"
+    assert manifest["source"]["uri"] == uris[0]
+    assert [d["id"] for d in manifest["disks"]] == ["disk0"]
+
+
+def test_backup_info_of_a_non_archive_exits_2(tmp_path: Path) -> None:
+    not_tar = tmp_path / "notes.txt"
+    not_tar.write_text("hello\n")
+    result = run("backup-info", str(not_tar))
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "not an anyvirt backup" in result.stderr
+    other_tar = tmp_path / "other.tar"
+    with tarfile.open(other_tar, "w") as tar:
+        tar.add(not_tar, arcname="notes.txt")
+    assert run("backup-info", str(other_tar)).exit_code == ExitCode.INVALID_INPUT
+    assert run("backup-info", str(tmp_path / "missing.avbk")).exit_code == ExitCode.INVALID_INPUT
+
+
+# -- secrets -------------------------------------------------------------------------
+
+
+def test_passwords_from_the_environment_are_never_printed(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM,
+    tmp_path: Path,
+) -> None:
+    password = "s3cret-" + uuid.uuid4().hex
+    target_password = "t4rget-" + uuid.uuid4().hex
+    env = {"AV_SRC_PASSWORD": password, "AV_DST_PASSWORD": target_password}
+    source = uris[0].replace("memory://", "memory://admin@")
+    target = uris[1].replace("memory://", "memory://root@")
+    archive = str(tmp_path / "app1.avbk")
+    creds = ("--password-env", "AV_SRC_PASSWORD")
+    runs = [
+        (*creds, "plan", source, "app1", target),
+        ("--json", *creds, "plan", source, "app1", target, "--target-password-env", "AV_DST_PASSWORD"),
+        ("--debug", *creds, "plan", source, "missing", target),
+        (*creds, "backup", source, "app1", archive),
+        (*creds, "backup-info", archive),
+        ("--json", *creds, "restore", target, archive, "--name", "r1"),
+        (*creds, "move", source, "app1", target, "--yes", "--target-password-env", "AV_DST_PASSWORD"),
+        ("--debug", *creds, "move", source, "app1", target, "--yes"),  # fails: the name is taken
+    ]
+    codes = []
+    for args in runs:
+        result = run(*args, env=env)
+        codes.append(result.exit_code)
+        for secret in (password, target_password):
+            assert secret not in result.output, args
+            assert secret not in result.stderr, args
+    assert codes == [0, 0, 3, 0, 0, 0, 0, 4]
+
+
+def test_unset_target_password_variable_is_a_usage_error(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    result = run("move", uris[0], "app1", uris[1], "--yes", "--target-password-env", "AV_NOT_SET_ANYWHERE")
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "AV_NOT_SET_ANYWHERE" in result.stderr
+    assert hosts[1].vms.list() == []
