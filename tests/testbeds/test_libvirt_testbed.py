@@ -34,15 +34,21 @@ pytest_plugins = ["anyvirt.testing.libvirt_fixtures"]
 
 
 def guest_domain_xml(
-    name: str, disk: Path, console: Path, disk_format: str = "raw", console_kind: str = "file"
+    name: str,
+    disk: Path,
+    console: Path,
+    disk_format: str = "raw",
+    console_kind: str = "file",
+    accel: str | None = None,
 ) -> str:
-    """Plain libvirt XML for the test guest: KVM when usable, else TCG.
+    """Plain libvirt XML for the test guest: KVM when usable (or ``accel``), else TCG.
 
     ``console_kind`` "file" is ``<serial type='file'>``; "pty-log" is a pty whose
     output QEMU also logs to the file (``<log file=...>``). Both work with
-    ``stdio_handler = "file"`` and no virtlogd.
+    ``stdio_handler = "file"`` and no virtlogd. Both append: without
+    ``append='on'`` a migration destination truncates the console file.
     """
-    dom = ET.Element("domain", type="kvm" if kvm_usable() else "qemu")
+    dom = ET.Element("domain", type=accel or ("kvm" if kvm_usable() else "qemu"))
     ET.SubElement(dom, "name").text = name
     ET.SubElement(dom, "memory", unit="MiB").text = "16"
     ET.SubElement(dom, "vcpu").text = "1"
@@ -58,10 +64,10 @@ def guest_domain_xml(
     ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
     if console_kind == "file":
         serial = ET.SubElement(devices, "serial", type="file")
-        ET.SubElement(serial, "source", path=str(console))
+        ET.SubElement(serial, "source", path=str(console), append="on")
     else:
         serial = ET.SubElement(devices, "serial", type="pty")
-        ET.SubElement(serial, "log", file=str(console))
+        ET.SubElement(serial, "log", file=str(console), append="on")
     ET.SubElement(serial, "target", port="0")
     ET.SubElement(devices, "memballoon", model="none")
     return ET.tostring(dom, encoding="unicode")
@@ -169,6 +175,42 @@ def test_daemons_side_by_side_are_isolated(
         assert ET.fromstring(pool_a.XMLDesc(0)).findtext("target/path") == str(first.pool_path)
 
 
+def test_pair_live_migrates_a_running_guest(
+    libvirt_daemon_pair: tuple[LibvirtDaemon, LibvirtDaemon], guest_image: Path, tmp_path: Path
+) -> None:
+    first, second = libvirt_daemon_pair
+    flags = (
+        libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_LIVE
+        | libvirt.VIR_MIGRATE_PERSIST_DEST
+        | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        | libvirt.VIR_MIGRATE_UNSAFE  # the disk is a shared local path, not shared storage
+    )
+    with connection(first) as conn_a, connection(second) as conn_b:
+        disk = fresh_guest_disk(tmp_path / "mover.raw", guest_image)
+        console = tmp_path / "mover.console"
+        dom = conn_a.defineXML(guest_domain_xml("mover", disk, console))
+        try:
+            dom.create()
+            before = wait_for_counter(console, 1, timeout=30)
+            dom.migrateToURI3(second.uri, {}, flags)
+            assert conn_a.listAllDomains(0) == []
+            moved = conn_b.lookupByName("mover")
+            assert moved.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+            after = wait_for_counter(console, before + 2, timeout=15)
+            text = read_console(console)
+            # Same RAM: the counter went on, the guest never rebooted.
+            assert text.count(MARKER) == 1
+            assert text.count("COUNT 0\r\n") == 1
+            assert after >= before + 2
+        finally:
+            for conn in (conn_a, conn_b):
+                for leftover in conn.listAllDomains(0):
+                    if leftover.isActive():
+                        leftover.destroy()
+                    leftover.undefine()
+
+
 def test_kill_restart_keeps_domains_and_stop_leaves_no_process(
     guest_image: Path, tmp_path: Path
 ) -> None:
@@ -178,7 +220,7 @@ def test_kill_restart_keeps_domains_and_stop_leaves_no_process(
             disk = fresh_guest_disk(tmp_path / "survivor.raw", guest_image)
             console = tmp_path / "survivor.console"
             dom = conn.defineXML(
-                guest_domain_xml("survivor", disk, console, console_kind="pty-log")
+                guest_domain_xml("survivor", disk, console, console_kind="pty-log", accel="qemu")
             )
             conn.defineXML(guest_domain_xml("idle", disk, tmp_path / "idle.console"))
             dom.create()

@@ -44,8 +44,10 @@ def libvirt_daemon_pair() -> Iterator[tuple[LibvirtDaemon, LibvirtDaemon]]:
     try:
         yield first, second
     finally:
-        first.stop()
-        second.stop()
+        try:
+            first.stop()
+        finally:
+            second.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,10 @@ namespace (``<workdir>/sock/libvirt-sock``, authentication ``none``)::
         conn = libvirt.open(daemon.uri)          # qemu+unix:///system?socket=...
         anyvirt.connect(daemon.anyvirt_uri)      # libvirt+qemu+unix:///system?socket=...
 
-Everything a daemon started is found again by its mount namespace: ``stop()``
-destroys the domains, stops the daemon and kills every process still living in
-any namespace the daemon ever used (QEMU included), then removes the work
+Everything a daemon started is found again through its mount namespace (any
+process whose ``/run/libvirt`` is this daemon's directory): ``stop()`` destroys
+the domains, stops the daemon and kills every such process still running (QEMU
+included, also those of an earlier, killed instance), then removes the work
 directory unless the caller supplied it. An ``atexit`` hook stops daemons a
 test forgot. Needs root, ``unshare``/``mount`` (util-linux) and the Debian
 packages ``libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86``.
@@ -181,30 +182,28 @@ def _pin_to_one_cpu() -> list[str]:
     return [taskset, "-c", str(min(os.sched_getaffinity(0)))]
 
 
-def _mount_namespace(pid: int) -> str | None:
+def _processes_seeing(directory: Path, mount_point: str) -> list[int]:
+    """Live processes whose ``mount_point`` is ``directory`` (a bind mount of it).
+
+    ``/proc/<pid>/root`` resolves paths in that process's mount namespace, so
+    this finds exactly the processes inside our daemon's namespaces (the daemon,
+    QEMUs, helpers), whichever namespace instance they live in; processes of the
+    root namespace or of other test daemons see a different directory there.
+    """
     try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
+        wanted = os.stat(directory)
     except OSError:
-        return None
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].startswith("Z")
-
-
-def _pids_in_namespaces(namespaces: set[str]) -> list[int]:
-    """Live processes (not zombies) whose mount namespace is one of ``namespaces``."""
+        return []
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        pid = int(entry)
-        if _mount_namespace(pid) in namespaces and not _is_zombie(pid):
-            found.append(pid)
+        try:
+            seen = os.stat(f"/proc/{entry}/root{mount_point}")
+        except OSError:  # gone, a zombie, or no such directory there
+            continue
+        if (seen.st_dev, seen.st_ino) == (wanted.st_dev, wanted.st_ino):
+            found.append(int(entry))
     return found
 
 
@@ -236,7 +235,6 @@ class LibvirtDaemon:
         self.anyvirt_uri: str = f"libvirt+{self.uri}"
         self.log_path: Path = self.workdir / "log" / "libvirtd.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._namespaces: set[str] = set()
         self._configured = False
 
     def __repr__(self) -> str:
@@ -291,15 +289,15 @@ class LibvirtDaemon:
             self._proc.wait()
 
     def restart(self, timeout: float = 30.0) -> None:
-        """Start again on the same state and socket (after :meth:`kill`, or stop it first).
+        """Start again with the same state directory, socket and host UUID.
 
-        Running QEMUs are left alone: the new daemon reconnects to them, as a
-        restarted system libvirtd does.
+        After :meth:`kill` (or on a running daemon, which is terminated first)
+        running QEMUs are left alone and the new daemon reconnects to them, as
+        a restarted system libvirtd does. After :meth:`stop` of a daemon with a
+        temporary workdir the state is gone, so it starts empty.
         """
         if self.running:
             self._terminate_daemon()
-        if not self._configured:
-            raise LibvirtTestbedError("restart() after stop() of a temporary daemon: use start()")
         self.start(timeout)
 
     def __enter__(self) -> LibvirtDaemon:
@@ -435,9 +433,6 @@ class LibvirtDaemon:
                 raise LibvirtTestbedError(
                     f"libvirtd {self.name} exited with {self._proc.returncode}:\n{self.log_tail()}"
                 )
-            namespace = _mount_namespace(self._proc.pid)
-            if namespace is not None and namespace != _mount_namespace(os.getpid()):
-                self._namespaces.add(namespace)
             if self.socket_path.exists():
                 try:
                     conn = libvirt.open(self.uri)
@@ -503,21 +498,18 @@ class LibvirtDaemon:
             proc.wait()
 
     def _kill_namespace_processes(self, grace: float = 5.0) -> None:
-        """SIGKILL whatever still lives in our namespaces (QEMU, helpers), and wait."""
+        """SIGKILL whatever still runs inside our namespaces (QEMU, helpers), and wait."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        if not self._namespaces:
-            return
         deadline = time.monotonic() + grace
-        while pids := _pids_in_namespaces(self._namespaces):
+        while pids := _processes_seeing(self.workdir / "run", "/run/libvirt"):
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             if time.monotonic() >= deadline:
                 raise LibvirtTestbedError(f"processes {pids} of libvirtd {self.name} survive")
             time.sleep(0.05)
-        self._namespaces.clear()
 
 
 def start_daemons(count: int, workdir: Path | None = None) -> list[LibvirtDaemon]:
