@@ -8,12 +8,14 @@ two fresh host names (reset afterwards).
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -316,3 +318,39 @@ def test_unset_target_password_variable_is_a_usage_error(
     assert result.exit_code == ExitCode.INVALID_INPUT
     assert "AV_NOT_SET_ANYWHERE" in result.stderr
     assert hosts[1].vms.list() == []
+
+
+# -- the documentation page ----------------------------------------------------------
+
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "migration-and-backup.md"
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_docs_page_tells_what_to_do_about_every_warning_code() -> None:
+    text = DOCS_PAGE.read_text(encoding="utf-8")
+    for code in anyvirt.WarningCode:
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{code.value}` |")), None)
+        assert row is not None, f"{code.value} has no row in the warnings table"
+        assert row.count("|") == 4 and len(row) > 120, f"{code.value}: meaning and advice expected"
+
+
+def test_docs_page_covers_every_command_of_the_cli() -> None:
+    text = DOCS_PAGE.read_text(encoding="utf-8")
+    for command in ("plan", "move", "backup", "restore", "backup-info"):
+        assert f"`anyvirt {command} " in text
+        assert cli.get_command(click.Context(cli), command) is not None
+    assert "--target-password-env" in text
+    assert "anyvirt-backup/1" in text
+
+
+def test_docs_memory_example_runs() -> None:
+    blocks = [b for b in _python_blocks(DOCS_PAGE.read_text(encoding="utf-8")) if "memory://docs-" in b]
+    assert len(blocks) == 1
+    try:
+        exec(compile(blocks[0], str(DOCS_PAGE), "exec"), {"__name__": "docs_example"})
+    finally:
+        memory.reset("docs-source")
+        memory.reset("docs-target")
