@@ -354,3 +354,14 @@ def test_docs_memory_example_runs() -> None:
     finally:
         memory.reset("docs-source")
         memory.reset("docs-target")
+
+
+def test_a_source_that_cannot_export_disks_exits_5(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM, tmp_path: Path
+) -> None:
+    limited = f"{uris[0]}?without=disk.export"
+    assert run("plan", limited, "app1", uris[1]).exit_code == ExitCode.NOT_SUPPORTED
+    assert run("move", limited, "app1", uris[1], "--yes").exit_code == ExitCode.NOT_SUPPORTED
+    assert run("backup", limited, "app1", str(tmp_path / "x.avbk")).exit_code == ExitCode.NOT_SUPPORTED
+    assert hosts[1].vms.list() == []
+    assert not (tmp_path / "x.avbk").exists()
