@@ -120,7 +120,8 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
                 raise InvalidSpec(f"{path} has no {MANIFEST}")
             manifest: dict[str, Any] = json.load(member)
     except (tarfile.TarError, KeyError, json.JSONDecodeError, OSError) as exc:
-        raise InvalidSpec(f"{path} is not an anyvirt backup: {exc}") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidSpec(f"{path} is not an anyvirt backup: {reason}") from exc
     if manifest.get("format") != FORMAT:
         raise InvalidSpec(f"{path} has format {manifest.get('format')!r}, expected {FORMAT}")
     return manifest
