@@ -15,6 +15,7 @@ import pytest
 from anyvirt.testing.guest import (
     MARKER,
     OFF_MARKER,
+    GuestBuildError,
     build_guest_image,
     disk_counter,
     fresh_guest_disk,
@@ -25,12 +26,14 @@ from anyvirt.testing.guest import (
 )
 from anyvirt.testing.libvirt_testbed import (
     LibvirtDaemon,
+    LibvirtTestbedError,
     kvm_usable,
     make_test_driver_file,
     uri_for_test_driver_file,
 )
 
-pytest_plugins = ["anyvirt.testing.libvirt_fixtures"]
+# Fixtures libvirt_daemon, libvirt_daemon_pair and guest_image come from
+# anyvirt.testing.libvirt_fixtures, registered by the project's root conftest.py.
 
 
 def guest_domain_xml(
@@ -121,6 +124,19 @@ def test_guest_image_is_a_cached_boot_sector(tmp_path: Path) -> None:
     mtime = image.stat().st_mtime_ns
     assert build_guest_image(tmp_path) == image
     assert image.stat().st_mtime_ns == mtime
+
+
+def test_guest_build_names_the_missing_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no GNU as/ld reachable
+    with pytest.raises(GuestBuildError, match="binutils"):
+        build_guest_image(tmp_path / "fresh")
+
+
+def test_daemon_refuses_a_workdir_too_long_for_its_socket(tmp_path: Path) -> None:
+    with pytest.raises(LibvirtTestbedError, match="too long"):
+        LibvirtDaemon(tmp_path / ("x" * 120))
 
 
 def test_console_helpers_tolerate_partial_output(tmp_path: Path) -> None:

@@ -15,6 +15,15 @@ TCG. With its serial console sent to a file, a test can tell:
   domain powers itself off);
 * the disk is really the guest's disk (:func:`disk_counter`).
 
+Like a real OS, the guest only hears the power button once it is running: a
+press during the ~3 s of firmware before :data:`MARKER` is lost (QEMU records
+the event only when the guest has enabled it), so wait for the marker before an
+ACPI shutdown. A reset or reboot starts the counter at 0 again and prints the
+marker again. Consoles: ``<serial type='file'><source path=... append='on'/>``
+or a pty with ``<log file=... append='on'/>`` both work with the testbed's
+``stdio_handler = "file"`` (no virtlogd); use ``append='on'``, or a migration
+destination truncates the file.
+
 :func:`build_guest_image` assembles it with GNU ``as``/``ld`` (Debian package
 ``binutils``) into a pristine raw image, cached by source hash. That file is a
 template: give each VM its own copy (:func:`fresh_guest_disk`), because the
