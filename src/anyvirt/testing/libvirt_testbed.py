@@ -111,6 +111,39 @@ def _libvirt() -> Any:
     return libvirt
 
 
+def _libvirtd_binary() -> str | None:
+    """libvirtd on PATH, or in /usr/sbin (not on every user's PATH)."""
+    found = shutil.which("libvirtd")
+    if found is None and os.access("/usr/sbin/libvirtd", os.X_OK):
+        found = "/usr/sbin/libvirtd"
+    return found
+
+
+def _check_prerequisites() -> None:
+    """Fail early, naming what to install, instead of with a daemon log."""
+    if os.geteuid() != 0:
+        raise LibvirtTestbedError(
+            "the libvirt testbed needs root (it bind-mounts libvirt's state directories "
+            "in a private mount namespace and runs QEMU as root)"
+        )
+    missing = [
+        package
+        for tool, package in (
+            ("unshare", "util-linux"),
+            ("qemu-system-x86_64", "qemu-system-x86"),
+        )
+        if shutil.which(tool) is None
+    ]
+    if _libvirtd_binary() is None:
+        missing.insert(0, "libvirt-daemon libvirt-daemon-driver-qemu")
+    if missing:
+        raise LibvirtTestbedError(
+            "the libvirt testbed needs these Debian/Ubuntu packages: " + " ".join(missing)
+            + " (scripts/system-packages.sh installs them)"
+        )
+    _libvirt()
+
+
 def _ensure_qemu_accounts() -> None:
     """Create the users/groups libvirtd's QEMU driver checks for before reading qemu.conf.
 
@@ -255,6 +288,7 @@ class LibvirtDaemon:
         """Start the daemon and return once a client can connect and list domains."""
         if self.running:
             return self
+        _check_prerequisites()
         _ensure_qemu_accounts()
         if not self._configured:
             self._write_config()
@@ -398,7 +432,7 @@ class LibvirtDaemon:
         self._seed_capabilities()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        libvirtd = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
+        libvirtd = _libvirtd_binary() or "libvirtd"
         mounts = []
         for target, sub in _STATE_DIRS.items():
             source = shlex.quote(str(self.workdir / sub))
