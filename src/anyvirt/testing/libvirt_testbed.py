@@ -164,13 +164,16 @@ def _ensure_qemu_accounts() -> None:
             return False
         return True
 
+    def sbin(tool: str) -> str:  # /usr/sbin is not on every root PATH (e.g. a venv shell)
+        return shutil.which(tool) or f"/usr/sbin/{tool}"
+
     for group in ("kvm", "libvirt-qemu"):
         if not group_exists(group):
-            subprocess.run(["groupadd", "-r", group], check=False, capture_output=True)
+            subprocess.run([sbin("groupadd"), "-r", group], check=False, capture_output=True)
     if not user_exists("libvirt-qemu"):
         subprocess.run(
-            ["useradd", "-r", "-g", "kvm", "-d", "/var/lib/libvirt", "-s", "/usr/sbin/nologin",
-             "libvirt-qemu"],
+            [sbin("useradd"), "-r", "-g", "kvm", "-d", "/var/lib/libvirt",
+             "-s", "/usr/sbin/nologin", "libvirt-qemu"],
             check=False, capture_output=True,
         )
 
