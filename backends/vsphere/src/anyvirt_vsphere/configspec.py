@@ -73,10 +73,10 @@ def check_spec(spec: VMSpec) -> None:
     for disk in spec.disks:
         if disk.bus not in (None, "scsi", "virtio"):
             raise InvalidSpec(f"disk bus {disk.bus!r}: vSphere VMs here get SCSI disks only")
-        if disk.image is not None and not disk.image.startswith("["):
+        if disk.image is not None and disk.image.startswith("[") and not disk.image.endswith(".vmdk"):
             raise InvalidSpec(
-                f"disk image {disk.image!r}: on vSphere an image is an existing VMDK given as "
-                "'[datastore] folder/disk.vmdk' (upload it with anyvirt_vsphere.datastore_files)"
+                f"disk image {disk.image!r}: a datastore image must be a VMDK descriptor, "
+                "'[datastore] folder/disk.vmdk'"
             )
     for nic in spec.nics:
         if nic.model is not None and nic.model.lower() not in NIC_MODELS:

@@ -25,21 +25,25 @@ from typing import IO, Any
 from urllib.parse import quote, urlencode
 
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec, NotFound
-from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.errors import transport_error
 from anyvirt_vsphere.inventory import escape_name
 
 CHUNK = 1024 * 1024
 
 
-def _driver(host: Any) -> VSphereDriver:
+def _driver(host: Any) -> Any:
+    """The VSphereDriver behind ``host`` (a Host or the driver itself).
+
+    Checked by what it has, not by class, so this module does not import the
+    driver (which imports the modules that upload disk images through here).
+    """
     driver = getattr(host, "driver", host)
-    if not isinstance(driver, VSphereDriver):
+    if getattr(driver, "backend", None) != "vsphere" or not hasattr(driver, "session"):
         raise InvalidSpec("datastore files need a vsphere:// or esxi:// connection")
     return driver
 
 
-def _url_path(driver: VSphereDriver, datastore: str, path: str, datacenter: str | None) -> str:
+def _url_path(driver: Any, datastore: str, path: str, datacenter: str | None) -> str:
     clean = path.strip("/")
     if not clean or any(part in ("", ".", "..") for part in clean.split("/")):
         raise InvalidSpec(f"datastore path {path!r} must be a relative path like 'dir/disk.vmdk'")
@@ -53,7 +57,7 @@ def _url_path(driver: VSphereDriver, datastore: str, path: str, datacenter: str 
 
 
 @contextlib.contextmanager
-def _connection(driver: VSphereDriver) -> Iterator[http.client.HTTPSConnection]:
+def _connection(driver: Any) -> Iterator[http.client.HTTPSConnection]:
     session = driver.session
     conn = http.client.HTTPSConnection(
         driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context

@@ -15,13 +15,17 @@ server that lacks ``RebootGuest`` (vcsim 0.24.2, recognised by its
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotSupported
 from anyvirt.model import (
     Capability,
+    ExportedDisk,
+    Firmware,
     HostInfo,
     MigrationResult,
     NodeInfo,
@@ -33,7 +37,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_vsphere import clone, migration, power, snapshots, vms
+from anyvirt_vsphere import clone, export, migration, power, snapshots, vms
 from anyvirt_vsphere.collector import Collector
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
 from anyvirt_vsphere.session import Session
@@ -53,6 +57,8 @@ COMMON = frozenset(
         Capability.MEMORY_SNAPSHOTS,
         Capability.TASK_CANCEL,
         Capability.MAINTENANCE_MODE,
+        Capability.DISK_EXPORT,
+        Capability.VM_CREATE_FROM_IMAGE,
     }
 )
 VCENTER_ONLY = frozenset(
@@ -70,6 +76,11 @@ class VSphereDriver(Driver):
     backend: ClassVar[str] = "vsphere"
     platform: ClassVar[str] = "VMware vSphere (vCenter, ESXi)"
     possible_capabilities: ClassVar[frozenset[Capability]] = COMMON | VCENTER_ONLY
+    firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
+    disk_buses: ClassVar[tuple[str, ...]] = ("scsi",)
+    nic_models: ClassVar[tuple[str, ...]] = ("vmxnet3", "e1000e", "e1000")
+    #: vSphere accepts static MACs only in VMware's 00:50:56 range (00:50:56:00 to 3f)
+    mac_prefixes: ClassVar[tuple[str, ...] | None] = ("00:50:56",)
 
     def __init__(self, target: Target, session: Session) -> None:
         self.target = target
@@ -113,6 +124,8 @@ class VSphereDriver(Driver):
         caps = set(COMMON)
         if self.session.is_vcenter:
             caps |= VCENTER_ONLY
+        if shutil.which("qemu-img") is None:
+            caps.discard(Capability.VM_CREATE_FROM_IMAGE)  # local images are converted with it
         if self._is_simulator():
             caps.discard(Capability.REBOOT)  # vcsim 0.24.2 has no RebootGuest method
         return frozenset(caps)
@@ -164,9 +177,6 @@ class VSphereDriver(Driver):
     def list_vms(self) -> list[VMSummary]:
         return self.inventory.list_vms()
 
-    def find_vm(self, ref: str) -> VMSummary:
-        return super().find_vm(ref)
-
     def vm_info(self, vm_id: str) -> VMInfo:
         return vms.vm_info(self.inventory, vm_id)
 
@@ -181,7 +191,7 @@ class VSphereDriver(Driver):
         return self.inventory.vm_ref(vm_id)
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
-        return vms.create_vm(self.inventory, spec, job)
+        return vms.create_vm(self.inventory, spec, job, files=self)
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
         vms.delete_vm(self.inventory, vm_id, disks, job)
@@ -307,6 +317,5 @@ class VSphereDriver(Driver):
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         migration.set_maintenance(self.inventory, node_id, on, job)
 
-    def datastore_url(self) -> tuple[str, int, str]:
-        """Host, port and datacenter path for the datastore HTTP interface."""
-        return self.target.host, self.session.port, self.inventory.datacenter().get("name", "")
+    def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
+        return export.export_disks(self, self.inventory, vm_id, dest_dir, job)

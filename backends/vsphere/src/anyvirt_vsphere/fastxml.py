@@ -16,7 +16,6 @@ read, and which turns faults into pyVmomi's typed exceptions.
 
 from __future__ import annotations
 
-import gzip
 import xml.etree.ElementTree as ET
 import zlib
 from typing import Any
@@ -28,6 +27,10 @@ _pyvmomi_support: Any = __import__("pyVmomi.VmomiSupport", fromlist=["GetWsdlTyp
 NS = "{urn:vim25}"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 _INTS = {"xsd:int", "xsd:long", "xsd:short", "xsd:byte"}
+_OBJECTS = f"{NS}objects"
+_TOKEN = f"{NS}token"
+_RESPONSES = {f"{NS}RetrievePropertiesExResponse", f"{NS}ContinueRetrievePropertiesExResponse"}
+CHUNK = 256 * 1024
 
 Rows = list[tuple[Any, dict[str, Any]]]
 
@@ -50,66 +53,88 @@ def retrieve(stub: Any, pc: Any, method: str, args: list[Any]) -> tuple[Rows, st
     try:
         conn.request("POST", stub.path, body, headers)
         resp = conn.getresponse()
-        data = resp.read()
+        if resp.status != 200:
+            resp.read()
+            stub.ReturnConnection(conn)
+            return None
+        encoding = (resp.getheader("Content-Encoding") or "identity").lower()
+        try:
+            result = _parse_stream(resp, encoding, stub)
+        finally:
+            resp.read()  # drain what a refused parse left, so the connection can be reused
     except BaseException:
         conn.close()
         raise
     stub.ReturnConnection(conn)
-    if resp.status != 200:
-        return None
-    encoding = (resp.getheader("Content-Encoding") or "identity").lower()
+    return result
+
+
+def _parse_stream(resp: Any, encoding: str, stub: Any) -> tuple[Rows, str | None] | None:
+    """Parse as the bytes arrive; each ``objects`` element is turned into a row and
+    dropped at once, so the memory held is one row, not the whole response."""
     if encoding == "gzip":
-        data = gzip.decompress(data)
+        inflate: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
     elif encoding == "deflate":
-        data = zlib.decompress(data)
-    try:
-        return _parse(data, stub)
-    except (Unhandled, ET.ParseError, ValueError):
+        inflate = zlib.decompressobj()
+    elif encoding == "identity":
+        inflate = None
+    else:
         return None
-
-
-def _parse(data: bytes, stub: Any) -> tuple[Rows, str | None]:
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise Unhandled("a SOAP response never declares entities")
     # The bytes come from the server this session logged into over verified TLS,
-    # pyVmomi feeds the same bytes to the same expat, and declarations are refused above.
-    root = ET.fromstring(data)  # noqa: S314
-    returnval = root.find(f".//{NS}returnval")
-    if returnval is None:
-        response = root.find(".//{urn:vim25}RetrievePropertiesExResponse")
-        if response is None:
-            response = root.find(".//{urn:vim25}ContinueRetrievePropertiesExResponse")
-        if response is None:
-            raise Unhandled("no response element")
-        return [], None  # an empty result has no returnval at all
+    # pyVmomi feeds the same bytes to the same expat, and declarations are refused.
+    parser: Any = ET.XMLPullParser(events=("start", "end"))
     refs: dict[tuple[str, str], Any] = {}
     rows: Rows = []
     token: str | None = None
-    for child in returnval:
-        tag = child.tag
-        if tag == f"{NS}token":
-            token = child.text or None
-        elif tag == f"{NS}objects":
-            obj: Any = None
-            values: dict[str, Any] = {}
-            for part in child:
-                ptag = part.tag
-                if ptag == f"{NS}obj":
-                    obj = _ref(part, stub, refs)
-                elif ptag == f"{NS}propSet":
-                    name_el = part.find(f"{NS}name")
-                    val_el = part.find(f"{NS}val")
-                    if name_el is None or val_el is None or name_el.text is None:
-                        raise Unhandled("propSet without name or val")
-                    values[name_el.text] = _value(val_el, stub, refs)
-                else:
-                    raise Unhandled(ptag)  # missingSet and anything else: pyVmomi decides
-            if obj is None:
-                raise Unhandled("objects without obj")
-            rows.append((obj, values))
-        else:
-            raise Unhandled(tag)
+    seen_response = False
+    try:
+        while True:
+            chunk = resp.read(CHUNK)
+            if not chunk:
+                break
+            if inflate is not None:
+                chunk = inflate.decompress(chunk)
+            if b"<!DOCTYPE" in chunk or b"<!ENTITY" in chunk:
+                return None  # a SOAP response never declares entities
+            parser.feed(chunk)
+            for event, el in parser.read_events():
+                if not isinstance(el, ET.Element):
+                    continue
+                if event == "start":
+                    if el.tag in _RESPONSES:
+                        seen_response = True
+                    continue
+                if el.tag == _OBJECTS:
+                    rows.append(_row(el, stub, refs))
+                    el.clear()
+                elif el.tag == _TOKEN:
+                    token = el.text or None
+        parser.close()
+    except (Unhandled, ET.ParseError, ValueError, zlib.error):
+        return None
+    if not seen_response:
+        return None
     return rows, token
+
+
+def _row(el: ET.Element, stub: Any, refs: dict[tuple[str, str], Any]) -> tuple[Any, dict[str, Any]]:
+    obj: Any = None
+    values: dict[str, Any] = {}
+    for part in el:
+        ptag = part.tag
+        if ptag == f"{NS}obj":
+            obj = _ref(part, stub, refs)
+        elif ptag == f"{NS}propSet":
+            name_el = part.find(f"{NS}name")
+            val_el = part.find(f"{NS}val")
+            if name_el is None or val_el is None or name_el.text is None:
+                raise Unhandled("propSet without name or val")
+            values[name_el.text] = _value(val_el, stub, refs)
+        else:
+            raise Unhandled(ptag)  # missingSet and anything else: pyVmomi decides
+    if obj is None:
+        raise Unhandled("objects without obj")
+    return obj, values
 
 
 def _ref(el: ET.Element, stub: Any, cache: dict[tuple[str, str], Any]) -> Any:

@@ -14,10 +14,11 @@ from anyvirt.errors import (
     NotFound,
     TaskFailed,
 )
-from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary
+from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere.collector import Props
 from anyvirt_vsphere.configspec import check_spec, config_spec, guest_name
+from anyvirt_vsphere.image_import import upload_images
 from anyvirt_vsphere.inventory import (
     VM_PATHS,
     HostRow,
@@ -107,8 +108,11 @@ def resolve_networks(
 # ---------------------------------------------------------------- create / delete
 
 
-def create_vm(inventory: Inventory, spec: VMSpec, job: Job) -> VMSummary:
-    """Everything is checked and resolved first; only then is CreateVM_Task started."""
+def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None = None) -> VMSummary:
+    """Everything is checked and resolved first; only then is CreateVM_Task started.
+
+    ``files`` is the driver, through which local disk images are uploaded.
+    """
     check_spec(spec)
     if any(vm.name == spec.name for vm in inventory.list_vms()):
         raise AlreadyExists(f"a VM named {spec.name!r} exists already")
@@ -118,23 +122,29 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job) -> VMSummary:
     datastore = inventory.datastore(storage, host)
     ds_name = unescape_name(datastore.get("name", ""))
     networks = resolve_networks(inventory, host, spec.nics)
-    config = config_spec(spec, ds_name, networks)
     pool = inventory.resource_pool(host)
     folder = inventory.datacenter().get("vmFolder")
     vm_dir = datastore_path(ds_name, escape_name(spec.name))
     dir_existed = path_exists(inventory, datastore, vm_dir, job)
-    job.progress(5.0, f"creating {spec.name}")
+    import_dir: str | None = None
     try:
+        if files is not None:
+            disks, import_dir = upload_images(files, spec.disks, ds_name, job)
+            spec = evolve(spec, disks=disks)
+        config = config_spec(spec, ds_name, networks)
+        job.progress(5.0, f"creating {spec.name}")
         ref = run_task(
             inventory.collector,
             lambda: folder.CreateVM_Task(config=config, pool=pool, host=host.ref),
             job,
             f"creating VM {spec.name!r}",
         )
-    except AnyvirtError:
+    except BaseException:
         remove_leftover(inventory, spec.name, job)
         if not dir_existed:
             remove_path(inventory, vm_dir, job)
+        if import_dir is not None:
+            remove_path(inventory, datastore_path(ds_name, import_dir), job)
         raise
     return summary_of(inventory, ref)
 
