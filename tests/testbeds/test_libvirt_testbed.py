@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -260,6 +264,61 @@ def test_kill_restart_keeps_domains_and_stop_leaves_no_process(
         daemon.stop()
     assert not Path(f"/proc/{qemu_pid}").exists() or _is_zombie(qemu_pid)
     assert not daemon.workdir.exists()
+    assert _processes_mentioning(str(daemon.workdir)) == []  # libvirtd, reaper, helpers
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+                if text.encode() in cmdline:
+                    found.append(cmdline.decode(errors="replace"))
+    return found
+
+
+_ORPHANING_CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from test_libvirt_testbed import guest_domain_xml
+    from anyvirt.testing.guest import fresh_guest_disk
+    from anyvirt.testing.libvirt_testbed import LibvirtDaemon
+
+    tmp = Path(sys.argv[2])
+    daemon = LibvirtDaemon(name="orphan").start()
+    conn = daemon.open()
+    disk = fresh_guest_disk(tmp / "orphan.raw", Path(sys.argv[3]))
+    dom = conn.defineXML(guest_domain_xml("orphan", disk, tmp / "orphan.console", accel="qemu"))
+    dom.create()
+    qemu = (daemon.workdir / "run" / "qemu" / "orphan.pid").read_text().strip()
+    print(daemon.pid, qemu, daemon.workdir, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_daemon_and_qemu_die_with_a_killed_test_process(
+    guest_image: Path, tmp_path: Path
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ORPHANING_CHILD, str(Path(__file__).parent), str(tmp_path),
+         str(guest_image)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout is not None
+        daemon_pid, qemu_pid, workdir = child.stdout.readline().split()
+        assert Path(f"/proc/{qemu_pid}").exists()
+    finally:
+        child.send_signal(signal.SIGKILL)  # no atexit, no fixture teardown
+        child.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and Path(workdir).exists():
+        time.sleep(0.1)
+    assert not Path(workdir).exists()
+    for pid in (int(daemon_pid), int(qemu_pid)):
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:

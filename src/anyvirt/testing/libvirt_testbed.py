@@ -37,6 +37,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -243,6 +244,19 @@ def _processes_seeing(directory: Path, mount_point: str) -> list[int]:
     return found
 
 
+def _kill_processes_seeing(run_dir: Path, grace: float) -> list[int]:
+    """SIGKILL every process of a daemon's namespaces until none is left or ``grace`` ends."""
+    deadline = time.monotonic() + grace
+    while pids := _processes_seeing(run_dir, "/run/libvirt"):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.05)
+    return []
+
+
 class LibvirtDaemon:
     """One isolated ``libvirtd`` with its own state, socket, host UUID and migration ports.
 
@@ -271,6 +285,7 @@ class LibvirtDaemon:
         self.anyvirt_uri: str = f"libvirt+{self.uri}"
         self.log_path: Path = self.workdir / "log" / "libvirtd.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._configured = False
 
     def __repr__(self) -> str:
@@ -296,6 +311,7 @@ class LibvirtDaemon:
         if not self._configured:
             self._write_config()
         self._launch()
+        self._ensure_reaper()
         with _live_lock:
             _live.add(self)
         try:
@@ -313,6 +329,7 @@ class LibvirtDaemon:
             self._destroy_domains()
             self._terminate_daemon()
         self._kill_namespace_processes()
+        self._stop_reaper()
         with _live_lock:
             _live.discard(self)
         if self._owns_workdir:
@@ -460,6 +477,28 @@ class LibvirtDaemon:
         finally:
             out.close()
 
+    def _ensure_reaper(self) -> None:
+        """A watchdog process that cleans up if this Python process dies without stop().
+
+        ``atexit`` does not run when the test process is killed (a CI timeout's
+        SIGTERM/SIGKILL), and QEMU outlives libvirtd by design; the reaper
+        notices the parent is gone and kills the daemon and its QEMUs.
+        """
+        if self._reaper is not None and self._reaper.poll() is None:
+            return
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--reap", str(os.getpid()), str(self.workdir),
+             "1" if self._owns_workdir else "0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        )
+
+    def _stop_reaper(self) -> None:
+        if self._reaper is not None and self._reaper.poll() is None:
+            self._reaper.terminate()
+            self._reaper.wait()
+        self._reaper = None
+
     def _wait_ready(self, timeout: float) -> None:
         libvirt = _libvirt()
         deadline = time.monotonic() + timeout
@@ -539,14 +578,9 @@ class LibvirtDaemon:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        deadline = time.monotonic() + grace
-        while pids := _processes_seeing(self.workdir / "run", "/run/libvirt"):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if time.monotonic() >= deadline:
-                raise LibvirtTestbedError(f"processes {pids} of libvirtd {self.name} survive")
-            time.sleep(0.05)
+        survivors = _kill_processes_seeing(self.workdir / "run", grace)
+        if survivors:
+            raise LibvirtTestbedError(f"processes {survivors} of libvirtd {self.name} survive")
 
 
 def start_daemons(count: int, workdir: Path | None = None) -> list[LibvirtDaemon]:
@@ -635,3 +669,22 @@ def uri_for_test_driver_file(path: Path, daemon: LibvirtDaemon | None = None) ->
         return f"test://{file_part}"
     socket_query = quote(str(daemon.socket_path), safe="/")
     return f"test+unix://{file_part}?socket={socket_query}"
+
+
+# -- the reaper (``python -m anyvirt.testing.libvirt_testbed --reap PARENT WORKDIR 0|1``) ------
+
+
+def _reap_after_parent(parent: int, workdir: Path, remove: bool) -> None:
+    """Wait for ``parent`` to die, then kill what the daemon in ``workdir`` left running."""
+    run_dir = workdir / "run"
+    while os.getppid() == parent:
+        if not run_dir.exists():  # stopped and cleaned up normally
+            return
+        time.sleep(0.5)
+    _kill_processes_seeing(run_dir, grace=10.0)
+    if remove:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--reap"]:
+    _reap_after_parent(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1")
