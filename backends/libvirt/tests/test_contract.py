@@ -9,7 +9,7 @@ import pytest
 
 import anyvirt
 from anyvirt.host import Host
-from anyvirt.model import DiskSpec, VMSpec
+from anyvirt.model import DiskSpec, NicSpec, VMSpec
 from anyvirt.testing.libvirt_testbed import LibvirtDaemon
 from anyvirt.testing.suite import *  # noqa: F403
 
@@ -47,9 +47,10 @@ def anyvirt_vm_spec(_backend: str, request: pytest.FixtureRequest) -> Callable[[
     if _backend == "daemon":
         spec_for: Callable[[str], VMSpec] = request.getfixturevalue("spec_for")
         return spec_for
-    # the test driver runs nothing and imports no images: a blank disk in its pool
+    # the test driver runs nothing and imports no images: a blank disk in its pool,
+    # and a NIC on its "default" network
     return lambda name: VMSpec(name=name, cpus=1, memory_mib=16,
-                               disks=[DiskSpec(size_gib=0.01)], nics=[])
+                               disks=[DiskSpec(size_gib=0.01)], nics=[NicSpec()])
 
 
 @pytest.fixture

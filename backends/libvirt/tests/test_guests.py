@@ -121,9 +121,11 @@ def test_clones_boot_on_their_own(host: Host, guest: Callable[[str], VM],
         wait_for_counter(console_log(clone), 1)
     assert console_log(linked) != console_log(full) != console_log(original)
     for clone in (linked, full):
+        log = console_log(clone)
         clone.stop(force=True)
         clone.delete(disks=True)
         assert not host.vms.exists(clone.id)
+        assert not log.exists(), "the console log goes with the VM's disks"
     # the original survives its clones, disks and all, and still boots
     assert Path(original.info().disks[0].path or "").exists()
     original.start()

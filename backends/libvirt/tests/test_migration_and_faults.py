@@ -14,7 +14,7 @@ import pytest
 from libvirt_helpers import console_log, destroy, guest_spec, unique
 
 import anyvirt
-from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.errors import AnyvirtError, Cancelled, ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, MigrationResult, PowerState, VMSpec
 from anyvirt.testing.guest import MARKER, last_counter, read_console, wait_for_counter
@@ -41,6 +41,7 @@ def test_live_migration_keeps_the_guest_running(
     assert moved.state is PowerState.RUNNING
     new_log = console_log(moved)
     assert new_log != old_log
+    assert not old_log.exists(), "nothing of the VM is left on the source"
     after = wait_for_counter(new_log, before + 2)
     assert MARKER not in read_console(new_log), "no reboot on the target"
     assert after >= before + 2, "the counter carried on from where it was"
@@ -177,3 +178,25 @@ def test_disk_paths_outside_the_pool_are_refused(host: Host, tmp_path: Path) -> 
     conn.defineXML(xml)
     host.vms.get(name).delete(disks=True)
     assert outside.read_bytes() == b"not anyvirt's"
+
+
+def test_live_migration_reports_progress_and_can_be_cancelled(
+    pair: tuple[Host, Host], spec_for: Callable[[str], VMSpec], vms: Callable[[VM], VM]
+) -> None:
+    source, target = pair
+    vm = vms(source.vms.create(spec_for(unique("cancel"))))
+    vm.start()
+    wait_for_counter(console_log(vm), 1)
+    vm.native.migrateSetMaxSpeed(1, 0)  # 1 MiB/s: 16 MiB of guest RAM takes a while
+    target_volumes = _pool_files(target)
+    task = vm.migrate(to=target, live=True, wait=False)
+    deadline = time.monotonic() + 20
+    while (task.progress or 0) <= 0 and not task.done and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not task.done and (task.progress or 0) > 0, "progress comes from the migration job"
+    task.cancel()
+    with pytest.raises(Cancelled):
+        task.wait(30)
+    assert source.vms.get(vm.id).state is PowerState.RUNNING
+    assert not target.vms.exists(vm.id)
+    assert _pool_files(target) == target_volumes, "the pre-created target volumes are removed"

@@ -8,6 +8,7 @@ up by UUID on a live connection and hands them over.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -281,6 +282,17 @@ class LibvirtDriver(Driver):
         if store is not None:
             store.delete_chain(path)
 
+    def delete_console_log(self, path: str) -> None:
+        """Remove a console log QEMU wrote next to the disks (a pool refresh finds it)."""
+        if self.embed_root is not None:
+            storage.DirStore(self.embed_root / "images").delete(path)
+            return
+        try:
+            store = self.store_for(os.path.dirname(path))
+        except (InvalidSpec, NotFound):
+            return  # not in a pool's directory: not anyvirt's to delete
+        store.delete(path)
+
     def console_log_for(self, vm_uuid: str) -> str | None:
         try:
             return self.store_for(None).console_log(vm_uuid)
@@ -364,7 +376,7 @@ class LibvirtDriver(Driver):
             self.delete_volume_chain(path)
         log = domxml.console_log_path(_parse(xml))
         if log:
-            self.delete_volume_chain(log)
+            self.delete_console_log(log)
 
     # ------------------------------------------------------------ lifecycle
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:

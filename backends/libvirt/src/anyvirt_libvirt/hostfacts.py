@@ -41,15 +41,13 @@ ALL = frozenset(
     }
 )
 
-#: libvirt's in-process test driver: no real hypervisor, no migration, no uploads
+#: libvirt's in-process test driver: no real hypervisor, no migration, no volume streams
 TEST_DRIVER = ALL - {
     Capability.VM_CREATE_FROM_IMAGE,
     Capability.LIVE_RECONFIGURE,
     Capability.COLD_MIGRATION,
     Capability.LIVE_MIGRATION,
     Capability.TASK_CANCEL,
-    Capability.LINKED_CLONE,
-    Capability.FULL_CLONE,
     Capability.DISK_EXPORT,
 }
 

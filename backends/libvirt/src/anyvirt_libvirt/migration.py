@@ -74,6 +74,8 @@ def migrate(
         copies = [p for p in domxml.disk_paths(xml) if not _visible_on(tconn, p)]
     store = target.store_for(None) if copies else None
     path_map: dict[str, str] = {}
+    console: str | None = None
+    old_console = domxml.console_log_path(ET.fromstring(xml))  # noqa: S314 - from the daemon
     try:
         for path in copies:
             assert store is not None
@@ -101,6 +103,10 @@ def migrate(
         else:
             downtime, moved = None, _offline(source, target, vm_id, persist_xml, path_map, job)
     except BaseException:
+        if console:
+            # QEMU on the target may have started its console log already
+            with contextlib.suppress(AnyvirtError):
+                target.delete_console_log(console)
         if store is not None:
             for made in path_map.values():
                 # best effort: the error that stopped the migration matters more
@@ -111,6 +117,9 @@ def migrate(
     for old in path_map:
         with contextlib.suppress(AnyvirtError):
             source.delete_volume_chain(old)
+    if old_console and old_console != console:
+        with contextlib.suppress(AnyvirtError):
+            source.delete_console_log(old_console)
     return MigrationResult(
         vm_id=vm_id,
         vm_name=name,
