@@ -1,0 +1,49 @@
+"""anyvirt URI -> libvirt URI: the scheme loses ``libvirt+``, everything else stays,
+anyvirt's own options go, and a password never enters the libvirt URI."""
+
+from __future__ import annotations
+
+import pytest
+from anyvirt_libvirt.connection import libvirt_uri
+
+import anyvirt
+from anyvirt.connect import build_target
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("libvirt+qemu:///system", "qemu:///system"),
+        ("libvirt+qemu:///session", "qemu:///session"),
+        ("libvirt+qemu+ssh://user@kvm1/system", "qemu+ssh://user@kvm1/system"),
+        ("libvirt+qemu+ssh://user@kvm1:2222/system?keyfile=/k/id",
+         "qemu+ssh://user@kvm1:2222/system?keyfile=/k/id"),
+        ("libvirt+qemu+tcp://kvm1/system?timeout=5", "qemu+tcp://kvm1/system"),
+        ("libvirt+qemu+unix:///system?socket=/tmp/d/libvirt-sock",
+         "qemu+unix:///system?socket=/tmp/d/libvirt-sock"),
+        ("libvirt+test:///default", "test:///default"),
+        ("libvirt+test:///path/to/file.xml", "test:///path/to/file.xml"),
+        ("libvirt+qemu:///embed?root=/var/tmp/e", "qemu:///embed?root=/var/tmp/e"),
+    ],
+)
+def test_uri_mapping(uri: str, expected: str) -> None:
+    assert libvirt_uri(build_target(uri)) == expected
+
+
+def test_password_never_enters_the_libvirt_uri() -> None:
+    target = build_target("libvirt+qemu+tcp://admin:s3cret@kvm1/system")
+    assert "s3cret" not in libvirt_uri(target)
+    assert libvirt_uri(target) == "qemu+tcp://admin@kvm1/system"
+
+
+def test_unreachable_daemon_is_connection_failed_without_secrets() -> None:
+    with pytest.raises(ConnectionFailed) as caught:
+        anyvirt.connect("libvirt+qemu+unix:///system?socket=/nonexistent/sock", password="s3cret")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_embed_needs_a_root() -> None:
+    with pytest.raises(AnyvirtError) as caught:
+        anyvirt.connect("libvirt+qemu:///embed")
+    assert isinstance(caught.value, InvalidSpec | ConnectionFailed)
