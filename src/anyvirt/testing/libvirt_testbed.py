@@ -70,7 +70,9 @@ _STATE_DIRS = {
 _SOCKET_NAME = "libvirt-sock"
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; keep a margin
 _MIGRATION_BASE, _MIGRATION_SPAN, _MIGRATION_TOP = 49152, 64, 65535
-_port_blocks = itertools.count()
+# Blocks are distinct within a process; the start depends on the pid so that two
+# test processes on one machine rarely share a block (libvirt skips busy ports anyway).
+_port_blocks = itertools.count(os.getpid() * 7)
 _port_lock = threading.Lock()
 _live: set[LibvirtDaemon] = set()
 _live_lock = threading.Lock()
