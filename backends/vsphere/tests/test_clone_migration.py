@@ -43,23 +43,21 @@ def _driver(host: Host) -> VSphereDriver:
 
 
 def _spec(name: str, node: str = "DC0_C0_H0") -> VMSpec:
-    return VMSpec(name=name, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()],
-                  node=node)
+    return VMSpec(name=name, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()], node=node)
 
 
 def test_clone_lands_in_the_folder_and_datastore_asked(host: Host) -> None:
     driver = _driver(host)
     vm = host.vms.create(_spec("placed-src"))
     driver.create_folder("clones/web")  # the slash is escaped: one folder, not two
-    clone = driver.clone_vm(vm.id, "placed", False, None, Job("clone", 60),
-                            datastore="LocalDS_1", folder="clones/web")
+    clone = driver.clone_vm(
+        vm.id, "placed", False, None, Job("clone", 60), datastore="LocalDS_1", folder="clones/web"
+    )
     native = driver.native_vm(clone.id)
     assert native.parent.name == "clones%2fweb"
     assert [d.storage for d in driver.vm_info(clone.id).disks] == ["LocalDS_1"]
     assert driver.vm_info(clone.id).disks[0].path.startswith("[LocalDS_1] placed/")
-    assert {m.mac for m in driver.vm_info(clone.id).nics}.isdisjoint(
-        {m.mac for m in vm.info().nics}
-    )
+    assert {m.mac for m in driver.vm_info(clone.id).nics}.isdisjoint({m.mac for m in vm.info().nics})
     host.vms.get(clone.id).delete()
     vm.delete()
 

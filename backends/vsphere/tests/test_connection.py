@@ -100,9 +100,7 @@ def test_expired_session_logs_in_again_for_reads(vsphere_host: anyvirt.Host) -> 
     assert vsphere_host.nodes.list()
 
 
-def test_expired_session_does_not_repeat_a_write(
-    vsphere_host: anyvirt.Host, spec_for: object
-) -> None:
+def test_expired_session_does_not_repeat_a_write(vsphere_host: anyvirt.Host, spec_for: object) -> None:
     vm = vsphere_host.vms.create(spec_for("relogin-write"))  # type: ignore[operator]
     try:
         driver = vsphere_host.driver

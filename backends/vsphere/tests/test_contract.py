@@ -37,8 +37,9 @@ def anyvirt_vm_spec(anyvirt_host: Host, home_node: str) -> Callable[[str], VMSpe
     node = home_node if len(anyvirt_host.nodes.list()) > 1 else None
 
     def spec(name: str) -> VMSpec:
-        return VMSpec(name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
-                      nics=[NicSpec()], node=node)
+        return VMSpec(
+            name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()], node=node
+        )
 
     return spec
 
@@ -46,6 +47,7 @@ def anyvirt_vm_spec(anyvirt_host: Host, home_node: str) -> Callable[[str], VMSpe
 @pytest.fixture
 def anyvirt_migration_target(anyvirt_host: Host, other_node: str) -> Node:
     return anyvirt_host.nodes.get(other_node)
+
 
 CURRENT_LOST_WITH_CHILDREN = (
     "vcsim 0.24.2 moves the current-snapshot pointer to the parent only when the removed "
@@ -63,7 +65,5 @@ class TestSnapshots(_ContractSnapshots):
         super().test_revert_restores_configuration(make_vm)
 
     @pytest.mark.xfail(strict=True, reason=REVERT_IS_POINTER_ONLY)
-    def test_memory_snapshot_revert_returns_to_running(
-        self, make_vm: Callable[..., anyvirt.VM]
-    ) -> None:
+    def test_memory_snapshot_revert_returns_to_running(self, make_vm: Callable[..., anyvirt.VM]) -> None:
         super().test_memory_snapshot_revert_returns_to_running(make_vm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -83,8 +84,9 @@ def test_an_uploaded_vmdk_becomes_a_vm_disk(vsphere_host: Host, tmp_path: Path) 
     assert isinstance(driver, VSphereDriver)
     image = f"[{ds}] imported/imported.vmdk"
     node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
-    made = driver.create_vm(VMSpec(name="imported", disks=[DiskSpec(image=image)], node=node),
-                            Job("import", 60))
+    made = driver.create_vm(
+        VMSpec(name="imported", disks=[DiskSpec(image=image)], node=node), Job("import", 60)
+    )
     try:
         assert [d.path for d in driver.vm_info(made.id).disks] == [image]
         back = tmp_path / "back"
@@ -92,3 +94,29 @@ def test_an_uploaded_vmdk_becomes_a_vm_disk(vsphere_host: Host, tmp_path: Path) 
         assert back.read_bytes() == extent
     finally:
         vsphere_host.vms.get(made.id).delete(disks=False)
+
+
+def test_a_qcow2_image_becomes_a_disk_and_exports_byte_identical(vsphere_host: Host, tmp_path: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    raw = tmp_path / "src.raw"
+    raw.write_bytes(data)
+    qcow2 = tmp_path / "src.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True)
+    node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
+    vm = vsphere_host.vms.create(
+        VMSpec(name="from-qcow2", node=node, disks=[DiskSpec(image=str(qcow2), size_gib=0.00390625)])
+    )
+    try:
+        disk = vm.info().disks[0]
+        assert disk.size_bytes == 4 * 1024 * 1024  # grown to size_gib
+        assert disk.path and "anyvirt-import-" in disk.path
+        driver = vsphere_host.driver
+        assert isinstance(driver, VSphereDriver)
+        out = tmp_path / "out"
+        out.mkdir()
+        exported = driver.export_disks(vm.id, out, Job("export", 60))
+        assert [(e.format, e.size_bytes) for e in exported] == [("raw", 4 * 1024 * 1024)]
+        content = Path(exported[0].path).read_bytes()
+        assert content[: len(data)] == data and content[len(data) :] == bytes(len(content) - len(data))
+    finally:
+        vm.delete(disks=True)

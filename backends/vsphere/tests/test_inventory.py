@@ -25,8 +25,7 @@ def count_requests() -> Iterator[list[str]]:
     calls: list[str] = []
     original = http.client.HTTPConnection.request
 
-    def counting(self: http.client.HTTPConnection, method: str, url: str, *args: Any,
-                 **kwargs: Any) -> None:
+    def counting(self: http.client.HTTPConnection, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         calls.append(f"{method} {url}")
         original(self, method, url, *args, **kwargs)
 
@@ -92,9 +91,7 @@ def test_listing_costs_the_same_round_trips_for_more_vms(
             vm.delete()
 
 
-def test_a_vanished_vm_is_skipped(
-    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
-) -> None:
+def test_a_vanished_vm_is_skipped(vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
     """Objects gone between enumeration and the property read are left out, not an error."""
     keep = vsphere_host.vms.create(spec_for("vanish-keep"))
     gone = vsphere_host.vms.create(spec_for("vanish-gone"))
@@ -152,9 +149,7 @@ def test_datacenter_option_scopes_and_checks(vcsim_vcenter: Vcsim) -> None:
         assert all(vm.node != "host-21" for vm in host.vms.list())
 
 
-def test_fast_reader_and_pyvmomi_read_the_same(
-    vsphere_host: Host, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fast_reader_and_pyvmomi_read_the_same(vsphere_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ElementTree reader of listings agrees with pyVmomi's own parser, row for row."""
     from anyvirt_vsphere import fastxml
 

@@ -23,9 +23,7 @@ def _driver(host: Host) -> VSphereDriver:
     return driver
 
 
-def test_create_builds_the_config_spec(
-    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
-) -> None:
+def test_create_builds_the_config_spec(vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
     spec = attrs.evolve(
         spec_for("full-spec"),
         cpus=2,
@@ -96,9 +94,7 @@ def test_a_create_that_fails_in_vsphere_removes_what_it_made(
     """A disk image that does not exist fails inside CreateVM_Task: no VM, no folder stays."""
     before = {vm.id for vm in vsphere_host.vms.list()}
     ds = vsphere_host.info().storage[0].name
-    spec = attrs.evolve(
-        spec_for("half-made"), disks=[DiskSpec(image=f"[{ds}] missing/missing.vmdk")]
-    )
+    spec = attrs.evolve(spec_for("half-made"), disks=[DiskSpec(image=f"[{ds}] missing/missing.vmdk")])
     driver = _driver(vsphere_host)  # the handle refuses images; the driver takes a VMDK path
     with pytest.raises(TaskFailed) as err:
         driver.create_vm(spec, Job("create", 30))
@@ -117,9 +113,7 @@ class bytearray_sink:
         return len(chunk)
 
 
-def test_lifecycle_with_normalised_meanings(
-    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
-) -> None:
+def test_lifecycle_with_normalised_meanings(vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
     vm = vsphere_host.vms.create(spec_for("life"))
     try:
         vm.start()
