@@ -12,11 +12,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import anyvirt
+
+# The session-scoped simulators. Imported rather than named in ``pytest_plugins``,
+# which pytest accepts only in the rootdir's conftest (this suite also runs from there).
+import anyvirt.testing.vcsim_fixtures as _vcsim_fixtures
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, VMSpec
 from anyvirt.testing.vcsim_testbed import Vcsim
 
-pytest_plugins = ["anyvirt.testing.vcsim_fixtures"]
+vcsim_vcenter = _vcsim_fixtures.vcsim_vcenter
+vcsim_esx = _vcsim_fixtures.vcsim_esx
 
 #: where the tests place new VMs on the simulated vCenter, and where they move them
 VCENTER_HOME_NODE = "DC0_C0_H0"
