@@ -24,6 +24,7 @@ from anyvirt_vsphere.sdk import vim, vmodl
 TASK_PATHS = ("info.state", "info.progress", "info.error", "info.result")
 FIRST_POLL = 0.02  # vcsim and quick real tasks finish in tens of milliseconds
 MAX_POLL = 1.0
+CANCEL_GRACE = 30.0  # seconds to wait for vSphere to end a task after CancelTask
 
 
 def run_task(
@@ -50,6 +51,7 @@ def wait_task(collector: Collector, task: Any, job: Job, what: str) -> Any:
 
     job.on_cancel(cancel)
     delay = FIRST_POLL
+    cancelled_at: float | None = None
     while True:
         props = collector.one(task, vim.Task, TASK_PATHS, what=f"reading the state of {what}")
         if props is None:
@@ -63,8 +65,12 @@ def wait_task(collector: Collector, task: Any, job: Job, what: str) -> Any:
         if state == vim.TaskInfo.State.error:
             raise task_error(props.get("info.error"), what, str(task._moId), job)
         if job.cancelled:
-            # keep waiting for vSphere to acknowledge the cancel, but not past the deadline
-            if job.deadline is not None and time.monotonic() > job.deadline:
+            # wait a while for vSphere to acknowledge the cancel (the task may still
+            # finish first), but not past the deadline nor past CANCEL_GRACE
+            if cancelled_at is None:
+                cancelled_at = time.monotonic()
+            late = job.deadline is not None and time.monotonic() > job.deadline
+            if late or time.monotonic() - cancelled_at > CANCEL_GRACE:
                 raise Cancelled(f"{what} was cancelled (vSphere task {task._moId})")
         elif job.deadline is not None and time.monotonic() > job.deadline:
             raise Timeout(
