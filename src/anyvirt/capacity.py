@@ -31,7 +31,7 @@ def allocation(info: HostInfo, vms: Iterable[VMSummary]) -> Allocation:
 def check(info: HostInfo, add_cpus: int, add_memory_mib: int, policy: Overcommit) -> None:
     """Raise ``CapacityExceeded`` if adding this much would pass the overcommit limit."""
     used = info.allocation
-    cpu_limit = info.cpus * policy.cpu
+    cpu_limit = info.cpus * policy.cpu  # inf with Overcommit.unlimited(): never refused
     mem_limit = info.memory_mib * policy.memory
     if info.cpus and add_cpus > 0 and used.vcpus + add_cpus > cpu_limit:
         raise CapacityExceeded(

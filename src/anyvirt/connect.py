@@ -140,4 +140,4 @@ def connect(
     driver_cls = registry.driver_for(target.scheme)
     log.debug("connecting to %s", target.safe_uri)
     driver = driver_cls.open(target)
-    return Host(driver, overcommit=overcommit or Overcommit())
+    return Host(driver, overcommit=overcommit or driver.default_overcommit() or Overcommit())

@@ -31,6 +31,7 @@ from anyvirt.model import (
     HostInfo,
     MigrationResult,
     NodeInfo,
+    Overcommit,
     PowerAction,
     SnapshotInfo,
     VMInfo,
@@ -76,6 +77,11 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def safe_uri(self) -> str:
         """The URI of this connection, without secrets."""
+
+    def default_overcommit(self) -> Overcommit | None:
+        """The overcommit policy to use when the caller gives none (None: anyvirt's default).
+        A simulated hypervisor with made-up capacity returns ``Overcommit.unlimited()``."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the connection. Called once by ``Host.close()``."""

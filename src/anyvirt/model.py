@@ -362,6 +362,11 @@ class Overcommit:
     cpu: float = field(default=4.0, validator=_optional_positive)
     memory: float = field(default=1.0, validator=_optional_positive)
 
+    @classmethod
+    def unlimited(cls) -> Overcommit:
+        """No limit: for simulated hypervisors whose capacity figures are fiction."""
+        return cls(cpu=float("inf"), memory=float("inf"))
+
 
 @frozen
 class HostInfo:

@@ -47,3 +47,15 @@ def test_embed_needs_a_root() -> None:
     with pytest.raises(AnyvirtError) as caught:
         anyvirt.connect("libvirt+qemu:///embed")
     assert isinstance(caught.value, InvalidSpec | ConnectionFailed)
+
+
+def test_test_driver_creates_despite_its_fictional_capacity() -> None:
+    """test:///default runs an 8 GiB domain on a 3 GiB 'host': no overcommit guard there."""
+    with anyvirt.connect("libvirt+test:///default") as host:
+        assert host.info().allocation.memory_ratio > 1
+        vm = host.vms.create(anyvirt.VMSpec(name="fits-anyway", memory_mib=256))
+        assert host.vms.get("fits-anyway").id == vm.id
+        vm.delete()
+    with anyvirt.connect("libvirt+test:///default", overcommit=anyvirt.Overcommit()) as strict, \
+            pytest.raises(anyvirt.CapacityExceeded):
+        strict.vms.create(anyvirt.VMSpec(name="refused", memory_mib=256))
