@@ -21,8 +21,19 @@ process whose ``/run/libvirt`` is this daemon's directory): ``stop()`` destroys
 the domains, stops the daemon and kills every such process still running (QEMU
 included, also those of an earlier, killed instance), then removes the work
 directory unless the caller supplied it. An ``atexit`` hook stops daemons a
-test forgot. Needs root, ``unshare``/``mount`` (util-linux) and the Debian
-packages ``libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86``.
+test forgot, and a small reaper process (one per daemon) does the same if the
+test process is killed outright. Needs root, ``unshare``/``mount``/``taskset``
+(util-linux) and the Debian packages ``libvirt-daemon
+libvirt-daemon-driver-qemu qemu-system-x86``.
+
+Not isolated: the network namespace (daemons share the host's loopback, which
+live migration between them needs), so libvirt *networks* a test defines would
+create real bridges and firewall rules; tests here use no NICs or
+``<interface type='user'>``.
+
+Measured on the 2-core CI machine: start 0.06-0.3 s with a valid shared QEMU
+capability cache (the first daemon on a machine probes QEMU for ~8 s); stop
+with a running guest ~0.1 s; define 3 ms; start of the tiny guest 0.3-0.5 s.
 """
 
 from __future__ import annotations
