@@ -4,6 +4,8 @@
   ``possible_capabilities`` (``anyvirt.cli.matrix.support_matrix_markdown``),
   so the published matrix cannot drift from what the drivers declare.
 * ``cli.md``: the ``--help`` text of every ``anyvirt`` command.
+* ``backends/<name>.md``: the backend's own ``backends/<name>/README.md``, kept
+  beside its code so it changes with it, shown here without a copy.
 
 Each page holds a marker comment; the hook replaces the marker, and fails the
 build if a marker is missing (a page edited by hand must not silently lose
@@ -12,6 +14,8 @@ its generated part).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +23,8 @@ from mkdocs.exceptions import PluginError
 
 MATRIX_MARKER = "<!-- generated: support-matrix -->"
 CLI_MARKER = "<!-- generated: cli-help -->"
+BACKEND_MARKER = re.compile(r"<!-- generated: backend-readme ([a-z0-9_-]+) -->")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli_help() -> str:
@@ -53,4 +59,12 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if CLI_MARKER not in markdown:
             raise PluginError(f"{src} lost its marker {CLI_MARKER}")
         return markdown.replace(CLI_MARKER, _cli_help())
+    if src.startswith("backends/"):
+        match = BACKEND_MARKER.search(markdown)
+        if match is None:
+            raise PluginError(f"{src} lost its backend-readme marker")
+        readme = ROOT / "backends" / match.group(1) / "README.md"
+        if not readme.is_file():
+            raise PluginError(f"{src} names {readme}, which does not exist")
+        return BACKEND_MARKER.sub(lambda _: readme.read_text(encoding="utf-8"), markdown)
     return markdown
