@@ -44,12 +44,11 @@ from rich.text import Text
 import anyvirt
 from anyvirt import Capability, DiskSpec, PowerState, VMSpec
 
-# The embedded QEMU driver logs guests' "tainted" warnings to stderr; a tour shows errors only.
-os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "4:stderr")
-
 STEPS = ("connect", "info", "create", "start", "snapshot", "revert", "migrate", "stop", "drop snapshot",
-         "clone", "delete")
+         "clone", "backup", "move", "delete")
 MEMORY_TARGET = "memory://tour"
+# where "move" takes each VM: another platform (for memory:// itself, another memory host)
+MOVE_TARGET = "memory://tour-elsewhere"
 ENV_URIS = "ANYVIRT_TOUR_URIS"
 MESSAGE_WIDTH = 60
 
@@ -196,6 +195,7 @@ class Tour:
         else:
             self.record("drop snapshot", "skipped", "no snapshot")
         self._clone()
+        self._backup_and_move()
         if self.supported("delete", Capability.VM_DELETE):
             self.timed("delete", self._delete_all)
 
@@ -272,6 +272,28 @@ class Tour:
             return "linked" if linked else "full"
 
         self.timed("clone", copy)
+
+    def _backup_and_move(self) -> None:
+        """A portable backup, then a cold move to another platform (disks copied and verified)."""
+        if not self.supported("backup", Capability.DISK_EXPORT):
+            self.record("move", "not supported", Capability.DISK_EXPORT.value)
+            return
+        vm = self._vm().refresh()
+        if vm.state is not PowerState.STOPPED:  # disks are copied only from a stopped VM
+            vm.stop(force=True, timeout=self.timeout)
+        with tempfile.TemporaryDirectory(prefix="anyvirt-tour-") as tmp:
+            archive = Path(tmp) / "tour.avbk"
+            self.timed("backup",
+                       lambda: f"{vm.backup(archive, timeout=self.timeout).stat().st_size // 1024} KiB")
+
+        def move() -> str:
+            with anyvirt.connect(MOVE_TARGET) as elsewhere:
+                result = anyvirt.migrate(vm, to=elsewhere, name=f"tour-{self.tag}-moved",
+                                         timeout=self.timeout)
+                elsewhere.vms.get(result.vm_id).delete()
+            return f"to {elsewhere.backend}; {len(result.warnings)} warnings"
+
+        self.timed("move", move)
 
     def _delete_all(self) -> str:
         for vm in list(self.made):
