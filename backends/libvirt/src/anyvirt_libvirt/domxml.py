@@ -48,6 +48,7 @@ class HostChoices:
     arch: str | None = None
     machine: str | None = None
     efi: bool = False
+    cpu_model: str | None = None  # None: the hypervisor's default model
 
 
 def device_names(buses: list[str]) -> list[str]:
@@ -113,8 +114,12 @@ def build_domain_xml(
     features = _sub(dom, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
-    # No <cpu>: the hypervisor's default model (qemu64) is accepted everywhere,
-    # including nested KVM where host-model fails, and it keeps the VM migratable.
+    # A named baseline model the host reports usable (see hostfacts.BASELINE_MODELS), else
+    # no <cpu>: the hypervisor's default (qemu64) is accepted everywhere, including nested
+    # KVM where host-model fails. Neither ties the VM to this host's CPU, so both migrate.
+    if host.cpu_model:
+        cpu = _sub(dom, "cpu", mode="custom", match="exact", check="none")
+        _sub(cpu, "model", host.cpu_model, fallback="forbid")
     _sub(dom, "clock", offset="utc")
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")

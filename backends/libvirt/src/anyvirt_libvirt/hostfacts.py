@@ -104,12 +104,29 @@ def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
     else:
         domain_type = types[0] if types else "qemu"
     efi = False
+    cpu_model = None
     if domain_type in ("kvm", "qemu"):
         try:
             domcaps = ET.fromstring(  # noqa: S314 - XML from the daemon
                 conn.getDomainCapabilities(None, arch, None, domain_type, 0)
             )
             efi = any(v.text == "efi" for v in domcaps.findall("os/enum[@name='firmware']/value"))
+            cpu_model = _baseline_model(domcaps)
         except libvirt.libvirtError:
             efi = False
-    return HostChoices(domain_type=domain_type, arch=arch, machine=None, efi=efi)
+    return HostChoices(domain_type=domain_type, arch=arch, machine=None, efi=efi, cpu_model=cpu_model)
+
+
+# Named models that give guests the x86-64-v2 level (SSE4.2, POPCNT, CX16) that current
+# distributions require, without tying a VM to this host's exact CPU. Oldest first: the
+# oldest usable one migrates to the most hosts.
+BASELINE_MODELS = ("Nehalem", "Nehalem-IBRS", "Westmere", "Westmere-IBRS")
+
+
+def _baseline_model(domcaps: ET.Element) -> str | None:
+    """The first baseline model the host can run (``usable='yes'`` in its domain capabilities).
+
+    None when there is none, as under some nested KVMs that offer only pentium-class models:
+    then the hypervisor default (qemu64) is used, which every host accepts."""
+    usable = {m.text for m in domcaps.findall("cpu/mode[@name='custom']/model[@usable='yes']")}
+    return next((m for m in BASELINE_MODELS if m in usable), None)
