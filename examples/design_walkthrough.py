@@ -52,11 +52,11 @@ def walk(uri: str, other_uri: str) -> None:
         step("host.vms.get(name)", lambda: host.vms.get(vm.name))
         step("vm.id, vm.name, vm.state", lambda: (vm.id, vm.name, vm.state))
         step("vm.info()", lambda: vm.info().disks)
+        step("vm.reconfigure(memory_mib=256)", lambda: vm.reconfigure(memory_mib=256))
         step("vm.start()", vm.start)
         step("vm.pause(); vm.resume()", lambda: (vm.pause(), vm.resume()))
         step("vm.reboot()", vm.reboot)
         step("vm.reset()", vm.reset)
-        step("vm.reconfigure(memory_mib=256)", lambda: vm.reconfigure(memory_mib=256))
         snap = step("vm.snapshots.create(memory=False)",
                     lambda: vm.snapshots.create("pre-upgrade", description=""))
         if isinstance(snap, anyvirt.Snapshot):
