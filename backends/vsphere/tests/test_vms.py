@@ -60,6 +60,29 @@ def test_nic_on_a_distributed_port_group(vcenter_host: Host) -> None:
         vm.delete()
 
 
+def test_the_portable_default_network_name_means_the_default_port_group(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    """``NicSpec(network="default")`` (libvirt's name, used by portable specs and backups)
+    lands on the port group ``NicSpec()`` would choose when no network has that name."""
+    spec = attrs.evolve(spec_for("default-net"), nics=[NicSpec(network="default"), NicSpec()])
+    vm = vsphere_host.vms.create(spec)
+    try:
+        assert [n.network for n in vm.info().nics] == ["VM Network", "VM Network"]
+    finally:
+        vm.delete()
+
+
+def test_a_mac_outside_vmwares_static_range_is_refused_before_any_task(
+    vsphere_host: Host, spec_for: Callable[[str], VMSpec]
+) -> None:
+    for mac in ("52:54:00:12:34:56", "00:50:56:40:00:01"):
+        spec = attrs.evolve(spec_for("foreign-mac"), nics=[NicSpec(mac=mac)])
+        with pytest.raises(InvalidSpec, match="00:50:56:3f:ff:ff"):
+            vsphere_host.vms.create(spec)
+    assert "foreign-mac" not in vsphere_host.vms
+
+
 def test_more_cpus_than_the_host_has_is_refused_before_any_task(
     vsphere_host: Host, spec_for: Callable[[str], VMSpec]
 ) -> None:

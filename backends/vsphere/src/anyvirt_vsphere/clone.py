@@ -10,7 +10,10 @@ Placement: the clone goes to the node asked for (``location.host`` plus that
 host's resource pool), a datastore (``location.datastore``) and a folder.
 vcsim 0.24.2 honours the pool, the datastore and the folder but keeps the
 clone on the source's host; it also ignores ``diskMoveType`` and copies the
-disk in full. A real vCenter honours all of them.
+disk in full. A real vCenter honours all of them. So that a clone always
+lands where it was asked, a clone found on another host than the one named
+is moved there with ``RelocateVM_Task`` (a no-op step a real vCenter never
+needs); if that move fails the clone is removed and the error raised.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, NotFound
 from anyvirt.model import VMSummary, check_name
 from anyvirt.tasks import Job
-from anyvirt_vsphere.inventory import Inventory, escape_name, unescape_name
+from anyvirt_vsphere.inventory import HostRow, Inventory, escape_name, unescape_name
 from anyvirt_vsphere.sdk import vim
 from anyvirt_vsphere.snapshots import create_snapshot, list_snapshots
 from anyvirt_vsphere.tasks import run_task
@@ -99,7 +102,28 @@ def clone_vm(
     except AnyvirtError:
         remove_leftover(inventory, name, job)
         raise
+    if host is not None and node is not None:
+        _ensure_on_host(inventory, new_ref, host, name, job)
     return summary_of(inventory, new_ref)
+
+
+def _ensure_on_host(inventory: Inventory, ref: Any, host: HostRow, name: str, job: Job) -> None:
+    """Move a clone that did not land on ``host`` there (vcsim ignores ``location.host``)."""
+    props = inventory.collector.one(ref, vim.VirtualMachine, ("runtime.host",), what="reading the clone")
+    landed = props.get("runtime.host") if props is not None else None
+    if landed is None or str(landed._moId) == host.node.id:
+        return
+    spec = vim.vm.RelocateSpec(host=host.ref, pool=inventory.resource_pool(host))
+    try:
+        run_task(
+            inventory.collector,
+            lambda: ref.RelocateVM_Task(spec, None),
+            job,
+            f"moving clone {name!r} to node {host.node.name!r}",
+        )
+    except AnyvirtError:
+        remove_leftover(inventory, name, job)
+        raise
 
 
 def _fresh_macs(inventory: Inventory, vm_id: str) -> list[Any]:

@@ -81,6 +81,17 @@ def check_spec(spec: VMSpec) -> None:
     for nic in spec.nics:
         if nic.model is not None and nic.model.lower() not in NIC_MODELS:
             raise InvalidSpec(f"NIC model {nic.model!r} is not one of {', '.join(NIC_MODELS)}")
+        if nic.mac is not None and not is_static_vmware_mac(nic.mac):
+            raise InvalidSpec(
+                f"MAC address {nic.mac}: vSphere accepts a manually set MAC only in its static "
+                "range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff; leave mac unset for a generated one"
+            )
+
+
+def is_static_vmware_mac(mac: str) -> bool:
+    """Whether vSphere accepts ``mac`` as a manual address (VMware's static block, 00:50:56:00-3f)."""
+    parts = mac.lower().split(":")
+    return len(parts) == 6 and parts[:3] == ["00", "50", "56"] and int(parts[3], 16) <= 0x3F
 
 
 def config_spec(

@@ -72,16 +72,23 @@ def check_fits(host: HostRow, cpus: int | None, memory_mib: int | None) -> None:
         )
 
 
+#: the name portable specs (and backups from libvirt) use for "the usual network"; on a
+#: host with no network of that name it means the default choice below, as ``None`` does
+PORTABLE_DEFAULT_NETWORK = "default"
+
+
 def resolve_networks(
     inventory: Inventory, host: HostRow, nics: tuple[NicSpec, ...]
 ) -> list[tuple[NicSpec, Props, str | None]]:
+    """Each NIC's port group: the one named, else the first standard port group by name
+    (distributed ones only when the host has no standard one)."""
     if not nics:
         return []
     rows = inventory.networks(host)
     by_name = {unescape_name(r.get("name", "")): r for r in rows}
     out: list[tuple[NicSpec, Props, str | None]] = []
     for nic in nics:
-        if nic.network is None:
+        if nic.network is None or (nic.network == PORTABLE_DEFAULT_NETWORK and nic.network not in by_name):
             standard = sorted(
                 (r for r in rows if not isinstance(r.ref, vim.dvs.DistributedVirtualPortgroup)),
                 key=lambda r: str(r.get("name", "")),
