@@ -133,4 +133,10 @@ def test_close_logs_out(vcsim: Vcsim) -> None:
     assert len(during - before) == 1
     host.close()
     assert sessions() == before
+    # a closed connection is closed: no quiet re-login leaving a session nobody logs out
+    with pytest.raises(ConnectionFailed, match="closed"):
+        host.vms.list()
+    with pytest.raises(ConnectionFailed, match="closed"):
+        host.nodes.list()
+    assert sessions() == before
     watcher.close()

@@ -51,6 +51,7 @@ class Session:
         self.service_instance = vim.ServiceInstance("ServiceInstance", self.stub)
         self.content: Any = None
         self.logged_in = False
+        self.closed = False
 
     # ------------------------------------------------------------------ login
     @property
@@ -86,7 +87,13 @@ class Session:
         self._generation += 1
 
     def close(self) -> None:
-        """Log out (best effort: a dead server must not make close() raise) and drop the pool."""
+        """Log out (best effort: a dead server must not make close() raise) and drop the pool.
+
+        A closed session never logs in again: calls after close() raise
+        ``ConnectionFailed`` instead of quietly opening a new server session
+        that nobody would ever log out.
+        """
+        self.closed = True
         if self.logged_in and self.content is not None:
             # best effort: the session dies with the server anyway
             with contextlib.suppress(Exception):
@@ -101,6 +108,7 @@ class Session:
 
         ``read`` says whether ``fn`` may be repeated after the re-login.
         """
+        self.check_open(what)
         try:
             return fn()
         except vim.fault.NotAuthenticated as exc:
@@ -117,8 +125,13 @@ class Session:
         except Exception as exc:
             raise translate(exc, what) from exc
 
+    def check_open(self, what: str) -> None:
+        if self.closed:
+            raise ConnectionFailed(f"{what}: the connection to {self.target.safe_uri} has been closed")
+
     def _relogin(self, cause: BaseException) -> None:
         with self._lock:
+            self.check_open("logging in again")
             try:
                 self.login()
             except Exception as exc:
