@@ -30,11 +30,17 @@ class DiskPlan:
     format: str = "qcow2"
 
 
+#: NicSpec.network naming QEMU's user-mode NAT, and the prefix naming a host bridge
+USER_NETWORK = "user"
+BRIDGE_PREFIX = "bridge:"
+
+
 @frozen
 class NicPlan:
-    """A NIC as it goes into the XML: on a libvirt network or a host bridge."""
+    """A NIC as it goes into the XML: on a libvirt network, a host bridge, or QEMU's
+    user-mode NAT (``kind="user"``, no source: needs nothing set up on the host)."""
 
-    kind: str  # "network" | "bridge"
+    kind: str  # "network" | "bridge" | "user"
     source: str
     model: str = "virtio"
     mac: str | None = None
@@ -135,7 +141,8 @@ def build_domain_xml(
         iface = _sub(devices, "interface", type=nic.kind)
         if nic.mac:
             _sub(iface, "mac", address=nic.mac)
-        _sub(iface, "source", **{nic.kind: nic.source})
+        if nic.kind != "user":
+            _sub(iface, "source", **{nic.kind: nic.source})
         _sub(iface, "model", type=nic.model)
     if host.domain_type != "test":
         serial = _sub(devices, "serial", type="pty")
@@ -197,8 +204,13 @@ def parse_vm_info(
     for index, iface in enumerate(root.findall("devices/interface")):
         source = iface.find("source")
         network = None
-        if source is not None:
-            network = source.get("network") or source.get("bridge")
+        if iface.get("type") == "user":
+            network = USER_NETWORK
+        elif source is not None and source.get("bridge"):
+            # spelled as NicSpec takes it, so info() -> spec round-trips (clone, backup)
+            network = f"{BRIDGE_PREFIX}{source.get('bridge')}"
+        elif source is not None:
+            network = source.get("network")
         mac = iface.find("mac")
         model = iface.find("model")
         target = iface.find("target")

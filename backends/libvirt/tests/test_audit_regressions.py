@@ -1,0 +1,101 @@
+"""What a user doing the obvious things met, each fixed and kept fixed.
+
+* ``snapshots.create(name)`` (``memory=False``, the default) of a *running*
+  VM used to record memory anyway: the snapshot said ``memory=True`` and its
+  revert brought the guest back running, unlike every other backend.
+* ``NicSpec()`` / ``NicSpec(network="default")`` was refused on a daemon
+  without a libvirt network called ``default`` (a fresh daemon, the testbed,
+  ``qemu:///embed``), so DESIGN's own example failed there.
+* A bridge NIC read back as ``network="br0"``, which a clone/restore then
+  refused as an unknown network: it reads back as ``"bridge:br0"``.
+* ``delete()`` of a VM with snapshots failed on libvirt's test driver
+  (it refuses the NVRAM undefine flag; a plain undefine refuses snapshots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from anyvirt_libvirt import domxml
+from libvirt_helpers import console_log, unique
+
+import anyvirt
+from anyvirt.host import Host
+from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
+from anyvirt.testing.guest import disk_counter, last_counter, wait_for_counter
+from anyvirt.vm import VM
+
+
+def test_memoryless_snapshot_of_a_running_vm_reverts_to_stopped_disks(
+    guest: Callable[[str], VM],
+) -> None:
+    vm = guest("nomem")
+    log = console_log(vm)
+    disk = Path(vm.info().disks[0].path or "")
+    vm.start()
+    wait_for_counter(log, 2)
+    with_memory = vm.snapshots.create("with-memory", memory=True)
+    disk_only = vm.snapshots.create("disk-only")  # memory=False is the default
+    taken_at = last_counter(log)
+    assert taken_at is not None
+    assert with_memory.memory is True
+    assert disk_only.memory is False
+    assert vm.snapshots.get("disk-only").memory is False, "listing agrees with create"
+    wait_for_counter(log, taken_at + 2)
+
+    disk_only.revert()
+    assert vm.refresh().state is PowerState.STOPPED, "no memory: nothing to resume"
+    restored = disk_counter(disk)
+    assert restored is not None and taken_at - 1 <= restored <= taken_at, (taken_at, restored)
+
+    with_memory.revert()  # the marks survive a revert to a snapshot older than them
+    assert vm.refresh().state is PowerState.RUNNING
+    assert vm.snapshots.get("disk-only").memory is False
+    assert vm.snapshots.get("with-memory").memory is True
+    with_memory.delete(children=True)
+    assert vm.snapshots.list() == []
+    vm.stop(force=True)
+
+
+def test_default_nic_without_a_default_network_is_user_mode_nat(
+    host: Host, guest_image: Path, vms: Callable[[VM], VM],
+) -> None:
+    assert "default" not in host.info().networks, "the testbed daemon defines no networks"
+    spec = VMSpec(name=unique("nic"), cpus=1, memory_mib=16,
+                  disks=[DiskSpec(image=str(guest_image))],
+                  nics=[NicSpec(), NicSpec(network="default"), NicSpec(network="user")])
+    vm = vms(host.vms.create(spec))
+    nics = vm.info().nics
+    assert [n.network for n in nics] == ["user"] * 3
+    assert len({n.mac for n in nics}) == 3
+    vm.start()  # QEMU really has user-mode networking
+    assert vm.refresh().state is PowerState.RUNNING
+    vm.stop(force=True)
+    clone = vms(vm.clone(unique("nic-clone")))  # the info -> spec round trip
+    assert [n.network for n in clone.info().nics] == ["user"] * 3
+    assert not {n.mac for n in clone.info().nics} & {n.mac for n in nics}
+
+
+def test_bridge_nics_read_back_as_nicspec_spells_them() -> None:
+    xml = """<domain type='kvm'><name>b</name><uuid>00000000-0000-0000-0000-000000000001</uuid>
+      <memory unit='KiB'>16384</memory><vcpu>1</vcpu><os><type>hvm</type></os><devices>
+      <interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='br0'/></interface>
+      <interface type='network'><source network='lan'/></interface>
+      <interface type='user'><model type='virtio'/></interface>
+      </devices></domain>"""
+    info = domxml.parse_vm_info(xml, PowerState.STOPPED, "shutoff", "node", {})
+    assert [n.network for n in info.nics] == ["bridge:br0", "lan", "user"]
+
+
+def test_test_driver_deletes_a_vm_with_snapshots() -> None:
+    with anyvirt.connect("libvirt+test:///default") as host:
+        vm = host.vms.create(VMSpec(name=unique("snapped"), memory_mib=64))
+        vm.snapshots.create("one")
+        vm.start()
+        vm.snapshots.create("two", memory=False)
+        assert vm.snapshots.get("two").memory is False
+        vm.snapshots.get("two").revert()
+        assert vm.refresh().state is PowerState.STOPPED
+        vm.delete(disks=True)
+        assert not host.vms.exists(vm.id)
