@@ -17,7 +17,7 @@ from anyvirt_vsphere.clone import LINKED_BASE_SNAPSHOT
 from anyvirt_vsphere.driver import VSphereDriver
 
 import anyvirt
-from anyvirt.errors import InvalidState, NotSupported
+from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.tasks import Job
@@ -86,6 +86,15 @@ def test_linked_clone_uses_the_current_snapshot_or_makes_one(host: Host) -> None
     for clone in (first, second):
         assert clone.info().disks and clone.state is PowerState.STOPPED
         clone.delete()
+    vm.delete()
+
+
+def test_clone_name_too_long_for_vsphere_is_refused_before_anything(host: Host) -> None:
+    vm = host.vms.create(_spec("long-name-src"))
+    with pytest.raises(InvalidSpec, match="as vSphere stores it"):
+        vm.clone("%" * 30, linked=True)
+    assert vm.snapshots.list() == []  # not even the linked clones' base snapshot
+    assert [v.name for v in host.vms.list() if v.name.startswith("%")] == []
     vm.delete()
 
 

@@ -135,6 +135,14 @@ def test_names_vsphere_cannot_hold_are_refused(vsphere_host: Host) -> None:
     for bad in ["tab\there", "x" * 81, " padded"]:
         with pytest.raises(InvalidSpec):
             vsphere_host.vms.create(VMSpec(name=bad))
+    # within anyvirt's 80 characters, but 84 once '/' and '%' are escaped
+    with pytest.raises(InvalidSpec, match="84 characters as vSphere stores it"):
+        vsphere_host.vms.create(VMSpec(name="a/b%" + "x" * 76))
+    fits = vsphere_host.vms.create(VMSpec(name="a/" + "x" * 76, memory_mib=64))  # 80 stored
+    try:
+        assert fits.native.name == "a%2f" + "x" * 76
+    finally:
+        fits.delete()
     assert len(vsphere_host.vms.list()) == count
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, NotFound
 from anyvirt.model import VMSummary, check_name
 from anyvirt.tasks import Job
-from anyvirt_vsphere.inventory import HostRow, Inventory, escape_name, unescape_name
+from anyvirt_vsphere.inventory import HostRow, Inventory, stored_name, unescape_name
 from anyvirt_vsphere.sdk import vim
 from anyvirt_vsphere.snapshots import create_snapshot, list_snapshots
 from anyvirt_vsphere.tasks import run_task
@@ -48,9 +48,10 @@ def find_folder(inventory: Inventory, folder: str | None) -> Any:
 def create_folder(inventory: Inventory, name: str) -> str:
     """Make a VM folder under the datacenter's VM folder (driver extra, for placement)."""
     check_name(name, "folder name")
+    stored = stored_name(name, "folder name")
     root = inventory.datacenter().get("vmFolder")
     inventory.session.call(
-        lambda: root.CreateFolder(escape_name(name)), f"creating folder {name!r}", read=False
+        lambda: root.CreateFolder(stored), f"creating folder {name!r}", read=False
     )
     return name
 
@@ -69,6 +70,7 @@ def clone_vm(
 ) -> VMSummary:
     """Clone ``vm_id`` as ``name``; a failure removes any half-made clone."""
     check_name(name)
+    stored = stored_name(name, "clone name")
     vms = inventory.list_vms()
     if any(vm.name == name for vm in vms):
         raise AlreadyExists(f"a VM named {name!r} exists already")
@@ -95,7 +97,7 @@ def clone_vm(
     try:
         new_ref = run_task(
             inventory.collector,
-            lambda: ref.CloneVM_Task(folder=target_folder, name=escape_name(name), spec=spec),
+            lambda: ref.CloneVM_Task(folder=target_folder, name=stored, spec=spec),
             job,
             f"cloning VM {vm_id} as {name!r}",
         )

@@ -15,7 +15,7 @@ from typing import Any
 from anyvirt.errors import InvalidSpec
 from anyvirt.model import DiskSpec, Firmware, NicSpec, VMSpec
 from anyvirt_vsphere.collector import Props
-from anyvirt_vsphere.inventory import datastore_path, escape_name, unescape_name
+from anyvirt_vsphere.inventory import datastore_path, escape_name, stored_name, unescape_name
 from anyvirt_vsphere.sdk import vim
 
 CONTROLLER_KEY = -100
@@ -67,6 +67,7 @@ def guest_name(guest: str | None) -> str:
 
 def check_spec(spec: VMSpec) -> None:
     """Refuse what this backend cannot build, before anything is sent."""
+    stored_name(spec.name, "VM name")
     guest_id(spec.guest_os)
     if len(spec.disks) > MAX_SCSI_DISKS:
         raise InvalidSpec(f"at most {MAX_SCSI_DISKS} disks fit on one SCSI controller")

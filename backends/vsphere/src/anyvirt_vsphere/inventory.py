@@ -41,6 +41,26 @@ def escape_name(name: str) -> str:
     return "".join(_ESCAPES.get(ch, ch) for ch in name)
 
 
+#: vSphere's limit on an entity name, counted in its stored (escaped) form
+MAX_STORED_NAME = 80
+
+
+def stored_name(name: str, what: str = "name") -> str:
+    """``escape_name(name)``, refused with InvalidSpec when vSphere could not hold it.
+
+    Escaping makes ``/``, ``%`` and ``\\`` three characters each, so a name
+    within anyvirt's 80-character limit can still be too long for vSphere:
+    better a clear InvalidSpec now than a failed task after the fact.
+    """
+    stored = escape_name(name)
+    if len(stored) > MAX_STORED_NAME:
+        raise InvalidSpec(
+            f"{what} {name!r} is {len(stored)} characters as vSphere stores it "
+            f"('/', '%' and '\\' count as three); the limit is {MAX_STORED_NAME}"
+        )
+    return stored
+
+
 def unescape_name(stored: str) -> str:
     """The name the user gave, from the stored (escaped) form."""
     return _UNESCAPE.sub(lambda m: chr(int(m.group(1), 16)), stored)
