@@ -89,10 +89,13 @@ def check_spec(spec: VMSpec) -> None:
             )
 
 
+#: VMware's block for manually set MACs, 00:50:56:00:00:00 to 00:50:56:3f:ff:ff, as prefixes
+STATIC_MAC_PREFIXES = ("00:50:56:0", "00:50:56:1", "00:50:56:2", "00:50:56:3")
+
+
 def is_static_vmware_mac(mac: str) -> bool:
-    """Whether vSphere accepts ``mac`` as a manual address (VMware's static block, 00:50:56:00-3f)."""
-    parts = mac.lower().split(":")
-    return len(parts) == 6 and parts[:3] == ["00", "50", "56"] and int(parts[3], 16) <= 0x3F
+    """Whether vSphere accepts ``mac`` as a manual address."""
+    return mac.lower().startswith(STATIC_MAC_PREFIXES)
 
 
 def config_spec(

@@ -39,6 +39,7 @@ from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_vsphere import clone, export, migration, power, snapshots, vms
 from anyvirt_vsphere.collector import Collector
+from anyvirt_vsphere.configspec import STATIC_MAC_PREFIXES
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
 from anyvirt_vsphere.session import Session
 
@@ -79,8 +80,9 @@ class VSphereDriver(Driver):
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi",)
     nic_models: ClassVar[tuple[str, ...]] = ("vmxnet3", "e1000e", "e1000")
-    #: vSphere accepts static MACs only in VMware's 00:50:56 range (00:50:56:00 to 3f)
-    mac_prefixes: ClassVar[tuple[str, ...] | None] = ("00:50:56",)
+    #: vSphere accepts a manual MAC only in VMware's static block, 00:50:56:00:00:00 to
+    #: 00:50:56:3f:ff:ff (its own generated ones, 00:50:56:80 and up, are refused as manual)
+    mac_prefixes: ClassVar[tuple[str, ...] | None] = STATIC_MAC_PREFIXES
 
     def __init__(self, target: Target, session: Session) -> None:
         self.target = target
