@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from anyvirt_vsphere.datastore_files import download, upload
 from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.sdk import vim
 
@@ -50,6 +52,26 @@ def test_wrong_password_is_authentication_failed(vcsim: Vcsim) -> None:
 def test_unknown_option_is_refused(vcsim: Vcsim) -> None:
     with pytest.raises(InvalidSpec, match="unknown option"):
         anyvirt.connect(vcsim.anyvirt_uri_with_ca + "&colour=blue", password=vcsim.password)
+
+
+def test_an_unreadable_ca_bundle_or_unknown_transport_is_invalid_spec(vcsim: Vcsim, tmp_path: Path) -> None:
+    with pytest.raises(InvalidSpec, match="CA bundle"):
+        anyvirt.connect(_plain_uri(vcsim) + f"?ca={tmp_path}/missing.pem", password=vcsim.password)
+    scheme, rest = _plain_uri(vcsim).split("://")
+    with pytest.raises(InvalidSpec, match="unknown transport 'ftp'"):
+        anyvirt.connect(f"{scheme}+ftp://{rest}", password=vcsim.password)
+
+
+def test_plain_http_simulator(tmp_path: Path) -> None:
+    """``Vcsim(tls=False)`` gives a ``vsphere+http://`` URI: SOAP and datastore files over HTTP."""
+    with Vcsim(tls=False, vms=1, standalone_hosts=0, hosts=1, workdir=tmp_path) as sim:
+        assert sim.anyvirt_uri.startswith("vsphere+http://")
+        with anyvirt.connect(sim.anyvirt_uri, password=sim.password) as host:
+            assert [vm.name for vm in host.vms.list()] == ["DC0_C0_RP0_VM0"]
+            upload(host, "LocalDS_0", "plain/hello.bin", io.BytesIO(b"over http"), size=9)
+            out = tmp_path / "hello.bin"
+            download(host, "LocalDS_0", "plain/hello.bin", out)
+            assert out.read_bytes() == b"over http"
 
 
 def test_unreachable_server_is_connection_failed() -> None:

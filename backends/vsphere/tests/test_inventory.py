@@ -152,6 +152,8 @@ def test_datacenter_option_scopes_and_checks(vcsim_vcenter: Vcsim) -> None:
         assert host.vms.list()
     with pytest.raises(anyvirt.NotFound):
         anyvirt.connect(uri + "&datacenter=nope", password=vcsim_vcenter.password)
+    with pytest.raises(anyvirt.NotFound, match="no cluster named 'nope' \\(clusters: DC0_C0\\)"):
+        anyvirt.connect(uri + "&cluster=nope", password=vcsim_vcenter.password)
     with anyvirt.connect(uri + "&cluster=DC0_C0", password=vcsim_vcenter.password) as host:
         assert {n.info.cluster for n in host.nodes.list()} == {"DC0_C0"}
         assert all(vm.node != "host-21" for vm in host.vms.list())

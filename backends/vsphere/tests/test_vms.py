@@ -179,6 +179,10 @@ def test_reconfigure_a_running_vm_without_hot_add_is_refused(
         vm.start()
         with pytest.raises(InvalidState, match="hot-add"):
             vm.reconfigure(cpus=1)
+        vm.suspend()
+        with pytest.raises(InvalidState, match="suspended"):
+            vm.reconfigure(memory_mib=96)
+        assert (vm.refresh().cpus, vm.memory_mib) == (2, 128)
         vm.stop(force=True)
     finally:
         vm.delete()

@@ -57,11 +57,15 @@ def _url_path(driver: Any, datastore: str, path: str, datacenter: str | None) ->
 
 
 @contextlib.contextmanager
-def _connection(driver: Any) -> Iterator[http.client.HTTPSConnection]:
+def _connection(driver: Any) -> Iterator[http.client.HTTPConnection]:
     session = driver.session
-    conn = http.client.HTTPSConnection(
-        driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context
-    )
+    conn: http.client.HTTPConnection
+    if session.plain_http:
+        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout)
+    else:
+        conn = http.client.HTTPSConnection(
+            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context
+        )
     try:
         yield conn
     finally:

@@ -102,10 +102,16 @@ class VSphereDriver(Driver):
                     f"unknown option {key!r} for {target.scheme}://; "
                     "known: verify, ca, timeout, datacenter, cluster"
                 )
+        if target.transport not in ("", "http"):
+            raise InvalidSpec(
+                f"{target.scheme}://: unknown transport {target.transport!r}; "
+                f"use {target.backend}:// (HTTPS) or {target.backend}+http:// (plain HTTP, test servers only)"
+            )
         session = Session(target).open()
         try:
             driver = cls(target, session)
             driver.inventory.datacenter()  # a named datacenter that is absent fails here
+            driver.inventory.check_cluster()  # and so does a named cluster
         except BaseException:
             session.close()
             raise

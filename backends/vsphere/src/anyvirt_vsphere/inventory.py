@@ -214,6 +214,17 @@ class Inventory:
                     raise NotFound(f"no datacenter named {self.datacenter_name!r}")
         return self._datacenter
 
+    def check_cluster(self) -> None:
+        """A ``?cluster=`` that names no cluster is an error, not an empty inventory."""
+        if self.cluster_name is None:
+            return
+        rows = self.collector.scan(
+            {vim.ClusterComputeResource: ("name",)}, root=self.scope(), what="listing clusters"
+        )
+        names = sorted(unescape_name(r.get("name", "")) for r in rows)
+        if self.cluster_name not in names:
+            raise NotFound(f"no cluster named {self.cluster_name!r} (clusters: {', '.join(names) or 'none'})")
+
     def scope(self) -> Any:
         """The root of listings: the chosen datacenter, or the whole inventory if none was named."""
         return self.datacenter().ref if self.datacenter_name else None

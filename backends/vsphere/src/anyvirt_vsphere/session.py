@@ -13,11 +13,12 @@ may be the one thing the caller must never see done twice.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from anyvirt.errors import AuthenticationFailed, ConnectionFailed
+from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
 from anyvirt.target import Target
 from anyvirt_vsphere.errors import translate
 from anyvirt_vsphere.sdk import SoapStubAdapter, vim
@@ -27,6 +28,15 @@ T = TypeVar("T")
 #: vSphere 6.5's API: understood by every supported vCenter/ESXi and by vcsim.
 API_VERSION = "vim.version.version11"
 DEFAULT_PORT = 443
+DEFAULT_HTTP_PORT = 80
+
+
+def _tls_context(target: Target) -> ssl.SSLContext:
+    """The target's TLS context; an unreadable ``?ca=`` bundle is the caller's mistake."""
+    try:
+        return target.ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidSpec(f"the CA bundle {target.ca!r} cannot be used: {exc}") from exc
 
 
 class Session:
@@ -34,14 +44,16 @@ class Session:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.port = target.port or DEFAULT_PORT
+        #: ``vsphere+http://`` (plain HTTP, e.g. a simulator started without TLS); else HTTPS
+        self.plain_http = target.transport == "http"
+        self.port = target.port or (DEFAULT_HTTP_PORT if self.plain_http else DEFAULT_PORT)
         self.timeout = target.timeout
-        self.ssl_context = target.ssl_context()
+        self.ssl_context = None if self.plain_http else _tls_context(target)
         self._lock = threading.Lock()
         self._generation = 0  # bumped on every login; caches keyed by it go stale
         self.stub = SoapStubAdapter(
             host=target.host,
-            port=self.port,
+            port=-self.port if self.plain_http else self.port,  # pyVmomi: negative port = HTTP
             path="/sdk",
             version=API_VERSION,
             sslContext=self.ssl_context,

@@ -326,6 +326,11 @@ def reconfigure_vm(
         ),
     )
     running = props.get("runtime.powerState") == "poweredOn"
+    if props.get("runtime.powerState") == "suspended":
+        # the saved memory image belongs to the current hardware: vSphere refuses changes
+        raise InvalidState(
+            f"VM {vm_id} is suspended: resume it, or power it off (stop(force=True)), to reconfigure it"
+        )
     if running:
         if (
             cpus is not None
