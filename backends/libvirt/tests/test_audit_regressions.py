@@ -8,6 +8,8 @@
   ``qemu:///embed``), so DESIGN's own example failed there.
 * A bridge NIC read back as ``network="br0"``, which a clone/restore then
   refused as an unknown network: it reads back as ``"bridge:br0"``.
+* A mark of a ``memory=False`` snapshot must not outlive it (a clone copies
+  the metadata): a later snapshot of that name with memory keeps its memory.
 * ``delete()`` of a VM with snapshots failed on libvirt's test driver
   (it refuses the NVRAM undefine flag; a plain undefine refuses snapshots).
 """
@@ -97,5 +99,12 @@ def test_test_driver_deletes_a_vm_with_snapshots() -> None:
         assert vm.snapshots.get("two").memory is False
         vm.snapshots.get("two").revert()
         assert vm.refresh().state is PowerState.STOPPED
+        # a clone copies the domain's metadata, marks included: they must not stick
+        clone = vm.clone(unique("snapped-clone"))
+        clone.start()
+        assert clone.snapshots.create("two", memory=True).memory is True
+        clone.stop(force=True)
+        clone.delete(disks=True)
         vm.delete(disks=True)
         assert not host.vms.exists(vm.id)
+        assert not host.vms.exists(clone.id)

@@ -112,9 +112,11 @@ def _store_disk_only_names(dom: libvirt.virDomain, names: frozenset[str]) -> Non
 def create(dom: libvirt.virDomain, name: str, description: str, memory: bool = True) -> SnapshotInfo:
     running = bool(dom.isActive())
     snap = dom.snapshotCreateXML(snapshot_xml(name, description), 0)
-    marked = disk_only_names(dom)
-    if running and not memory:
-        marked = marked | {name}
+    before = disk_only_names(dom)
+    # a stale mark (copied by a clone, left by a snapshot deleted behind our back)
+    # must not turn this snapshot into a disk-only one
+    marked = before | {name} if running and not memory else before - {name}
+    if marked != before:
         try:
             _store_disk_only_names(dom, marked)
         except libvirt.libvirtError:
