@@ -51,6 +51,26 @@ def test_create_builds_the_config_spec(vsphere_host: Host, spec_for: Callable[[s
         vm.delete()
 
 
+def test_disks_on_every_bus_vsphere_has(vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
+    """SATA (AHCI) and NVMe get their controller, IDE uses the built-in two; virtio is SCSI."""
+    buses = ["scsi", "sata", "sata", "nvme", "ide", "ide", "ide", "virtio", None]
+    spec = attrs.evolve(spec_for("every-bus"), disks=[DiskSpec(size_gib=0.01, bus=b) for b in buses])
+    vm = vsphere_host.vms.create(spec)
+    try:
+        assert [d.id for d in vm.info().disks] == [
+            "scsi0:0", "sata0:0", "sata0:1", "nvme0:0", "ide0:0", "ide0:1", "ide1:0", "scsi0:1", "scsi0:2",
+        ]
+    finally:
+        vm.delete()
+    # a backup from a platform with SATA disks keeps them on SATA (guest drivers!)
+    assert "sata" in VSphereDriver.disk_buses
+    with pytest.raises(InvalidSpec, match="at most 4"):
+        vsphere_host.vms.create(
+            attrs.evolve(spec_for("too-many-ide"), disks=[DiskSpec(size_gib=0.01, bus="ide")] * 5)
+        )
+    assert "too-many-ide" not in vsphere_host.vms
+
+
 def test_nic_on_a_distributed_port_group(vcenter_host: Host) -> None:
     spec = VMSpec(name="on-dvpg", nics=[NicSpec(network="DC0_DVPG0")], node="DC0_C0_H0")
     vm = vcenter_host.vms.create(spec)

@@ -1,7 +1,10 @@
 """Turning a VMSpec into a vSphere ``VirtualMachineConfigSpec``.
 
-Every VM gets one paravirtual SCSI controller; blank disks are thin VMDKs
-created in the VM's folder; NICs are VMXNET3 (or the model asked for) on a
+Every VM gets one paravirtual SCSI controller, plus an AHCI (SATA) or NVMe
+controller when a disk asks for that bus; IDE disks go on the two IDE
+controllers every vSphere VM has (keys 200 and 201). ``virtio`` disks, from
+portable specs, are SCSI here (the paravirtual bus of this platform). Blank
+disks are thin VMDKs created in the VM's folder; NICs are VMXNET3 (or the model asked for) on a
 standard port group or a distributed port group. Device keys are negative, as
 vSphere requires for devices added in the same spec, so disks can point at
 the controller before it exists.
@@ -19,8 +22,18 @@ from anyvirt_vsphere.inventory import datastore_path, escape_name, stored_name, 
 from anyvirt_vsphere.sdk import vim
 
 CONTROLLER_KEY = -100
+SATA_CONTROLLER_KEY = -101
+NVME_CONTROLLER_KEY = -102
+IDE_CONTROLLER_KEYS = (200, 201)  # present in every vSphere VM, two units each
 SCSI_RESERVED_UNIT = 7  # the controller's own unit number on the bus
 MAX_SCSI_DISKS = 15
+#: how many disks one VM can have on each bus with the controllers made here
+MAX_DISKS = {"scsi": MAX_SCSI_DISKS, "sata": 30, "nvme": 15, "ide": 4}
+
+
+def vsphere_bus(bus: str | None) -> str:
+    """The bus a DiskSpec's ``bus`` becomes here: virtio (and no choice) is SCSI."""
+    return "scsi" if bus in (None, "scsi", "virtio") else str(bus)
 
 #: anyvirt's portable guest names -> vSphere guestId. Names already ending in
 #: "Guest" are vSphere ids and pass through unchanged.
@@ -69,11 +82,13 @@ def check_spec(spec: VMSpec) -> None:
     """Refuse what this backend cannot build, before anything is sent."""
     stored_name(spec.name, "VM name")
     guest_id(spec.guest_os)
-    if len(spec.disks) > MAX_SCSI_DISKS:
-        raise InvalidSpec(f"at most {MAX_SCSI_DISKS} disks fit on one SCSI controller")
+    for bus, limit in MAX_DISKS.items():
+        count = sum(1 for d in spec.disks if vsphere_bus(d.bus) == bus)
+        if count > limit:
+            raise InvalidSpec(f"{count} {bus} disks asked for; at most {limit} fit on a vSphere VM here")
     for disk in spec.disks:
-        if disk.bus not in (None, "scsi", "virtio"):
-            raise InvalidSpec(f"disk bus {disk.bus!r}: vSphere VMs here get SCSI disks only")
+        if vsphere_bus(disk.bus) not in MAX_DISKS:
+            raise InvalidSpec(f"disk bus {disk.bus!r}: vSphere disks go on {', '.join(MAX_DISKS)}")
         if disk.image is not None and disk.image.startswith("[") and not disk.image.endswith(".vmdk"):
             raise InvalidSpec(
                 f"disk image {disk.image!r}: a datastore image must be a VMDK descriptor, "
@@ -106,12 +121,23 @@ def config_spec(
     """The ConfigSpec for CreateVM_Task. ``networks`` pairs each NIC with its
     network row and, for distributed port groups, the switch UUID."""
     changes: list[Any] = [_controller()]
-    unit = 0
-    for disk in spec.disks:
-        if unit == SCSI_RESERVED_UNIT:
+    buses = {vsphere_bus(d.bus) for d in spec.disks}
+    if "sata" in buses:
+        changes.append(_add(vim.vm.device.VirtualAHCIController(key=SATA_CONTROLLER_KEY, busNumber=0)))
+    if "nvme" in buses:
+        changes.append(_add(vim.vm.device.VirtualNVMEController(key=NVME_CONTROLLER_KEY, busNumber=0)))
+    next_unit = {"scsi": 0, "sata": 0, "nvme": 0, "ide": 0}
+    for index, disk in enumerate(spec.disks):
+        bus = vsphere_bus(disk.bus)
+        unit = next_unit[bus]
+        if bus == "scsi" and unit == SCSI_RESERVED_UNIT:
             unit += 1
-        changes.append(_disk(disk, datastore, unit, key=-(200 + unit)))
-        unit += 1
+        next_unit[bus] = unit + 1
+        if bus == "ide":  # two units on each of the two built-in controllers
+            controller, unit = IDE_CONTROLLER_KEYS[unit // 2], unit % 2
+        else:
+            controller = {"scsi": CONTROLLER_KEY, "sata": SATA_CONTROLLER_KEY}.get(bus, NVME_CONTROLLER_KEY)
+        changes.append(_disk(disk, datastore, controller, unit, key=-(200 + index)))
     for index, (nic, network, switch_uuid) in enumerate(networks):
         changes.append(_nic(nic, network, switch_uuid, key=-(300 + index)))
     return vim.vm.ConfigSpec(
@@ -132,19 +158,23 @@ def _controller() -> Any:
         busNumber=0,
         sharedBus=vim.vm.device.VirtualSCSIController.Sharing.noSharing,
     )
+    return _add(controller)
+
+
+def _add(device: Any) -> Any:
     return vim.vm.device.VirtualDeviceSpec(
-        operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=controller
+        operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=device
     )
 
 
-def _disk(disk: DiskSpec, datastore: str, unit: int, key: int) -> Any:
+def _disk(disk: DiskSpec, datastore: str, controller: int, unit: int, key: int) -> Any:
     backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
         diskMode="persistent",
         thinProvisioned=True,
         fileName=disk.image if disk.image is not None else datastore_path(disk.storage or datastore),
     )
     device = vim.vm.device.VirtualDisk(
-        key=key, controllerKey=CONTROLLER_KEY, unitNumber=unit, backing=backing
+        key=key, controllerKey=controller, unitNumber=unit, backing=backing
     )
     if disk.size_bytes is not None:
         device.capacityInKB = disk.size_bytes // 1024

@@ -78,7 +78,7 @@ class VSphereDriver(Driver):
     platform: ClassVar[str] = "VMware vSphere (vCenter, ESXi)"
     possible_capabilities: ClassVar[frozenset[Capability]] = COMMON | VCENTER_ONLY
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
-    disk_buses: ClassVar[tuple[str, ...]] = ("scsi",)
+    disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "sata", "nvme", "ide")
     nic_models: ClassVar[tuple[str, ...]] = ("vmxnet3", "e1000e", "e1000")
     #: vSphere accepts a manual MAC only in VMware's static block, 00:50:56:00:00:00 to
     #: 00:50:56:3f:ff:ff (its own generated ones, 00:50:56:80 and up, are refused as manual)
