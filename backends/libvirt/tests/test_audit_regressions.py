@@ -10,6 +10,11 @@
   refused as an unknown network: it reads back as ``"bridge:br0"``.
 * A mark of a ``memory=False`` snapshot must not outlive it (a clone copies
   the metadata): a later snapshot of that name with memory keeps its memory.
+* ``reconfigure(memory_mib=...)`` of a stopped VM to less memory left
+  ``vm.memory_mib`` unchanged (only the balloon target moved); of a running
+  VM it said "live" while the VM kept its size.
+* An offline migration of a VM with snapshots dropped them silently (a live
+  one was refused by libvirt): both are refused before anything moves.
 * ``delete()`` of a VM with snapshots failed on libvirt's test driver
   (it refuses the NVRAM undefine flag; a plain undefine refuses snapshots).
 """
@@ -19,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from anyvirt_libvirt import domxml
 from libvirt_helpers import console_log, unique
 
 import anyvirt
+from anyvirt.errors import InvalidState
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.testing.guest import disk_counter, last_counter, wait_for_counter
@@ -108,3 +115,43 @@ def test_test_driver_deletes_a_vm_with_snapshots() -> None:
         vm.delete(disks=True)
         assert not host.vms.exists(vm.id)
         assert not host.vms.exists(clone.id)
+
+
+def test_memory_reconfigure_is_what_the_vm_reports() -> None:
+    """Down as well as up when stopped; for the next start (False) when running."""
+    with anyvirt.connect("libvirt+test:///default") as host:
+        vm = host.vms.create(VMSpec(name=unique("resize"), cpus=2, memory_mib=64))
+        try:
+            assert vm.reconfigure(memory_mib=32) is False
+            assert vm.refresh().memory_mib == 32
+            assert host.vms.get(vm.id).memory_mib == 32, "the listing agrees"
+            vm.start()
+            assert vm.reconfigure(memory_mib=48) is False, "no memory hotplug: not live"
+            assert vm.refresh().memory_mib == 32
+            vm.stop(force=True)
+            assert vm.refresh().memory_mib == 48
+        finally:
+            vm.refresh()
+            if vm.state is not PowerState.STOPPED:
+                vm.stop(force=True)
+            vm.delete()
+
+
+def test_migrating_a_vm_with_snapshots_is_refused_before_anything_moves(
+    pair: tuple[Host, Host], guest_image: Path, vms: Callable[[VM], VM],
+) -> None:
+    source, target = pair
+    vm = vms(source.vms.create(VMSpec(name=unique("snapmig"), cpus=1, memory_mib=16,
+                                      disks=[DiskSpec(image=str(guest_image))])))
+    vm.snapshots.create("keep-me")
+    volumes_before = sorted(v for p in target.native.listAllStoragePools(0) for v in p.listVolumes())
+    for live in (False, True):
+        if live:
+            vm.start()
+        with pytest.raises(InvalidState, match="snapshot"):
+            vm.migrate(to=target, live=live)
+        assert source.vms.exists(vm.id) and not target.vms.exists(vm.id)
+        assert [s.name for s in vm.snapshots.list()] == ["keep-me"]
+    volumes_after = sorted(v for p in target.native.listAllStoragePools(0) for v in p.listVolumes())
+    assert volumes_after == volumes_before
+    vm.stop(force=True)

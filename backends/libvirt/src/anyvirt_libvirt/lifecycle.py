@@ -94,7 +94,10 @@ def _power_off(dom: libvirt.virDomain, job: Job) -> None:
 
 
 def reconfigure(dom: libvirt.virDomain, cpus: int | None, memory_mib: int | None) -> bool:
-    """Apply to the persistent config, and live too where libvirt allows; True if live."""
+    """Apply to the persistent config, and live too where libvirt allows; True if live.
+
+    vCPUs change live within the domain's maximum; memory does not (QEMU grows a
+    guest only through memory hotplug, which anyvirt's domains do not set up)."""
     running = bool(dom.isActive())
     config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
     live_ok = running
@@ -109,12 +112,15 @@ def reconfigure(dom: libvirt.virDomain, cpus: int | None, memory_mib: int | None
             live_ok = _try_live(lambda: dom.setVcpusFlags(cpus, libvirt.VIR_DOMAIN_AFFECT_LIVE))
     if memory_mib is not None:
         kib = memory_mib * 1024
-        if kib > dom.maxMemory():
-            dom.setMemoryFlags(kib, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+        # the maximum too, down as well as up: it is the size a VM is listed with, and a
+        # smaller current size under an old maximum would leave ``vm.memory_mib`` unchanged
+        dom.setMemoryFlags(kib, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
         dom.setMemoryFlags(kib, config)
         if running:
-            live = _try_live(lambda: dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE))
-            live_ok = live_ok and live
+            # without memory hotplug a running guest keeps its size; ballooning it down
+            # now would shrink what it may use, not the VM, and ``vm.memory_mib`` (the
+            # maximum) would not move: the new size is for the next start
+            live_ok = live_ok and kib == dom.maxMemory()
     return live_ok
 
 

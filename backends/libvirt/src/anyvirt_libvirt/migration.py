@@ -68,8 +68,16 @@ def migrate(
             | libvirt.VIR_DOMAIN_XML_INACTIVE
         )
         saved = not dom.isActive() and bool(dom.hasManagedSaveImage(0))
+        snapshot_count = int(dom.snapshotNum(0))
     if saved:
         raise InvalidState(f"{name!r} is suspended: start it (then migrate live) or power it off")
+    if snapshot_count:
+        # libvirt refuses a live one; an offline one would drop the snapshots' metadata
+        # with the source domain, silently losing every snapshot
+        raise InvalidState(
+            f"{name!r} has {snapshot_count} snapshot(s), which libvirt cannot move to another "
+            "host: delete them (or back the VM up) before migrating it"
+        )
     with target.link.call("migration target") as tconn:
         copies = [p for p in domxml.disk_paths(xml) if not _visible_on(tconn, p)]
     store = target.store_for(None) if copies else None
