@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import pytest
@@ -11,10 +12,11 @@ from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.sdk import vim
 from anyvirt_vsphere.tasks import wait_task
 
-from anyvirt.errors import CapacityExceeded, InvalidSpec, InvalidState, NotFound, TaskFailed
+from anyvirt.errors import Cancelled, CapacityExceeded, InvalidSpec, InvalidState, NotFound, TaskFailed
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Firmware, NicSpec, PowerState, VMSpec
 from anyvirt.tasks import Job
+from anyvirt.testing.vcsim_testbed import Vcsim
 
 
 def _driver(host: Host) -> VSphereDriver:
@@ -149,6 +151,34 @@ def test_a_create_that_fails_in_vsphere_removes_what_it_made(
     assert {vm.id for vm in vsphere_host.vms.list()} == before
     with pytest.raises(NotFound, match="404"):
         download(vsphere_host, ds, "half-made/half-made.vmx", bytearray_sink())
+
+
+def test_a_create_cancelled_after_its_upload_leaves_nothing_behind(
+    vsphere_host: Host, vcsim: Vcsim, spec_for: Callable[[str], VMSpec], tmp_path: Path
+) -> None:
+    """Cancelled between the image upload and CreateVM_Task: no task starts, and the
+    cleanup (which gets its own time budget, the job being cancelled) removes the upload."""
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"\x01" * 1024 * 1024)
+    assert vcsim.datastore_dir is not None
+
+    def imports() -> set[str]:
+        return {p.name for p in vcsim.datastore_dir.rglob("anyvirt-import-*")}  # type: ignore[union-attr]
+
+    before_imports, before_vms = imports(), {vm.id for vm in vsphere_host.vms.list()}
+
+    def cancel_when_creating(_percent: float | None, message: str) -> None:
+        if message.startswith("creating"):
+            assert imports() - before_imports  # the image is on the datastore by now
+            job.request_cancel()
+
+    job = Job("create", 60, on_progress=cancel_when_creating)
+    spec = attrs.evolve(spec_for("cancelled-create"), disks=[DiskSpec(image=str(image))])
+    with pytest.raises(Cancelled):
+        _driver(vsphere_host).create_vm(spec, job)
+    assert {vm.id for vm in vsphere_host.vms.list()} == before_vms
+    assert imports() == before_imports
+    assert not list(vcsim.datastore_dir.rglob("cancelled-create"))
 
 
 class bytearray_sink:

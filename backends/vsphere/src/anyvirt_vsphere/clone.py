@@ -21,13 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, NotFound
+from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, NotFound, TaskFailed
 from anyvirt.model import VMSummary, check_name
 from anyvirt.tasks import Job
 from anyvirt_vsphere.inventory import HostRow, Inventory, stored_name, unescape_name
 from anyvirt_vsphere.sdk import vim
 from anyvirt_vsphere.snapshots import create_snapshot, list_snapshots
-from anyvirt_vsphere.tasks import run_task
+from anyvirt_vsphere.tasks import cleanup_job, run_task, settle
 from anyvirt_vsphere.vms import check_fits, pick_host, remove_leftover, summary_of
 
 LINKED_BASE_SNAPSHOT = "anyvirt-linked-clone-base"
@@ -94,15 +94,20 @@ def clone_vm(
         location.diskMoveType = "createNewChildDiskBacking"
     target_folder = find_folder(inventory, folder)
     ref = inventory.vm_ref(vm_id)
+    started: list[Any] = []
+    what = f"cloning VM {vm_id} as {name!r}"
     try:
         new_ref = run_task(
             inventory.collector,
             lambda: ref.CloneVM_Task(folder=target_folder, name=stored, spec=spec),
             job,
-            f"cloning VM {vm_id} as {name!r}",
+            what,
+            started,
         )
-    except AnyvirtError:
-        remove_leftover(inventory, name, job)
+    except BaseException as exc:
+        if not isinstance(exc, TaskFailed):  # timed out or cancelled: the task may still run
+            settle(inventory.collector, started, what)
+        remove_leftover(inventory, name, cleanup_job(what))
         raise
     if host is not None and node is not None:
         _ensure_on_host(inventory, new_ref, host, name, job)
@@ -116,15 +121,19 @@ def _ensure_on_host(inventory: Inventory, ref: Any, host: HostRow, name: str, jo
     if landed is None or str(landed._moId) == host.node.id:
         return
     spec = vim.vm.RelocateSpec(host=host.ref, pool=inventory.resource_pool(host))
+    started: list[Any] = []
     try:
         run_task(
             inventory.collector,
             lambda: ref.RelocateVM_Task(spec, None),
             job,
             f"moving clone {name!r} to node {host.node.name!r}",
+            started,
         )
-    except AnyvirtError:
-        remove_leftover(inventory, name, job)
+    except BaseException as exc:
+        if not isinstance(exc, TaskFailed):
+            settle(inventory.collector, started, f"moving clone {name!r}")
+        remove_leftover(inventory, name, cleanup_job(f"moving clone {name!r}"))
         raise
 
 

@@ -27,16 +27,45 @@ MAX_POLL = 1.0
 CANCEL_GRACE = 30.0  # seconds to wait for vSphere to end a task after CancelTask
 
 
+CLEANUP_SECONDS = 120.0  # the budget for undoing a failed operation, its own deadline
+
+
 def run_task(
     collector: Collector,
     start: Callable[[], Any],
     job: Job,
     what: str,
+    started: list[Any] | None = None,
 ) -> Any:
-    """Start a task with ``start()`` (a write: never repeated) and wait for its result."""
+    """Start a task with ``start()`` (a write: never repeated) and wait for its result.
+
+    A job that is already cancelled or past its deadline starts nothing. The
+    task is appended to ``started`` so a caller can :func:`settle` it after a
+    timeout or cancel, before cleaning up what it made.
+    """
+    job.check()
     session = collector.session
     task = session.call(start, what, read=False)
+    if started is not None:
+        started.append(task)
     return wait_task(collector, task, job, what)
+
+
+def cleanup_job(what: str) -> Job:
+    """A fresh job for undoing a failed operation: the failed job may be cancelled or
+    out of time, and cleanup must still run (within bounds)."""
+    return Job(f"cleaning up after {what}", CLEANUP_SECONDS)
+
+
+def settle(collector: Collector, tasks: list[Any], what: str) -> None:
+    """Make sure started tasks have ended (cancelling them first) so that cleanup sees
+    everything they made; used after a timeout or cancel left them running."""
+    job = cleanup_job(what)
+    for task in tasks:
+        with contextlib.suppress(AnyvirtError):
+            collector.session.call(task.CancelTask, f"cancelling {what}", read=False)
+        with contextlib.suppress(AnyvirtError):
+            wait_task(collector, task, job, what)
 
 
 def wait_task(collector: Collector, task: Any, job: Job, what: str) -> Any:

@@ -30,7 +30,7 @@ from anyvirt_vsphere.inventory import (
     vm_summary,
 )
 from anyvirt_vsphere.sdk import vim
-from anyvirt_vsphere.tasks import run_task
+from anyvirt_vsphere.tasks import cleanup_job, run_task, settle
 
 INFO_PATHS = (
     *VM_PATHS,
@@ -134,6 +134,8 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
     vm_dir = datastore_path(ds_name, escape_name(spec.name))
     dir_existed = path_exists(inventory, datastore, vm_dir, job)
     import_dir: str | None = None
+    started: list[Any] = []
+    what = f"creating VM {spec.name!r}"
     try:
         if files is not None:
             disks, import_dir = upload_images(files, spec.disks, ds_name, job)
@@ -144,14 +146,18 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
             inventory.collector,
             lambda: folder.CreateVM_Task(config=config, pool=pool, host=host.ref),
             job,
-            f"creating VM {spec.name!r}",
+            what,
+            started,
         )
-    except BaseException:
-        remove_leftover(inventory, spec.name, job)
+    except BaseException as exc:
+        if not isinstance(exc, TaskFailed):  # timed out or cancelled: the task may still run
+            settle(inventory.collector, started, what)
+        cleanup = cleanup_job(what)
+        remove_leftover(inventory, spec.name, cleanup)
         if not dir_existed:
-            remove_path(inventory, vm_dir, job)
+            remove_path(inventory, vm_dir, cleanup)
         if import_dir is not None:
-            remove_path(inventory, datastore_path(ds_name, import_dir), job)
+            remove_path(inventory, datastore_path(ds_name, import_dir), cleanup)
         raise
     return summary_of(inventory, ref)
 
