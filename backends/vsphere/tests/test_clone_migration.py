@@ -119,6 +119,14 @@ def test_template_then_deploy(host: Host) -> None:
     deployed = driver.deploy_template(vm.id, "from-tmpl", "DC0_C0_H1", Job("deploy", 60))
     assert deployed.template is False and deployed.cpus == vm.cpus
     host.vms.get(deployed.id).delete()
+    # a moved template (evacuation moves templates too) stays a template and deploys
+    vm.migrate(to=host.nodes.get("DC0_C0_H2"))
+    assert [(v.template, v.node) for v in host.vms.list() if v.id == vm.id] == [
+        (True, driver.inventory.host("DC0_C0_H2").node.id)
+    ]
+    again = vm.clone("from-moved-tmpl")
+    assert again.template is False
+    again.delete()
     driver.mark_as_vm(vm.id, "DC0_C0_H0")
     assert host.vms.get(vm.id).template is False
     vm.delete()

@@ -112,14 +112,16 @@ VM_PATHS = (
 )
 
 
-#: What a listing reads per VM. The node and the template flag are not read
-#: per VM (``runtime.host``, ``config.template``): they come from the hosts'
-#: and resource pools' ``vm`` lists in the same request, one element per VM
-#: instead of a property triple each, which keeps 5,000-VM listings within a
-#: few percent of the bare five-property call (pyVmomi's XML parsing is the cost).
+#: What a listing reads per VM. The node is not read per VM (``runtime.host``):
+#: it comes from the hosts' ``vm`` lists in the same request, one element per
+#: VM instead of a property triple each. The template flag is read per VM
+#: (``config.template``): deriving it from resource pools' ``vm`` lists, as
+#: this once did, called a relocated template a VM wherever a server left it
+#: in a pool's list, and cloning it then failed.
 LIST_PATHS = (
     "name",
     "config.instanceUuid",
+    "config.template",
     "config.hardware.numCPU",
     "config.hardware.memoryMB",
     "runtime.powerState",
@@ -232,12 +234,11 @@ class Inventory:
     # ------------------------------------------------------------ VMs
     def list_vms(self) -> list[VMSummary]:
         rows = self.collector.scan(
-            {vim.VirtualMachine: LIST_PATHS, vim.HostSystem: ("vm",), vim.ResourcePool: ("vm",)},
+            {vim.VirtualMachine: LIST_PATHS, vim.HostSystem: ("vm",)},
             root=self.scope(),
             what="listing VMs",
         )
         node_of: dict[str, str] = {}
-        pooled: set[str] = set()  # templates belong to no resource pool (or vApp)
         vm_rows = []
         for row in rows:
             if isinstance(row.ref, vim.VirtualMachine):
@@ -245,12 +246,9 @@ class Inventory:
             elif isinstance(row.ref, vim.HostSystem):
                 for ref in row.get("vm") or ():
                     node_of[ref._moId] = row.moid
-            else:
-                pooled.update(ref._moId for ref in row.get("vm") or ())
         out = []
         for row in vm_rows:
-            moid = row.moid
-            summary = vm_summary(row, node_of.get(moid), moid not in pooled)
+            summary = vm_summary(row, node_of.get(row.moid))
             if summary is not None:
                 out.append(summary)
         if self.cluster_name is not None:
