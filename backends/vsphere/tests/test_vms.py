@@ -132,6 +132,9 @@ def test_bad_network_or_datastore_leaves_nothing_behind(
         vsphere_host.vms.create(
             attrs.evolve(spec_for("bad-ds"), disks=[DiskSpec(size_gib=1, storage="nope")])
         )
+    second_on_nope = [DiskSpec(size_gib=1), DiskSpec(size_gib=1, storage="nope")]
+    with pytest.raises(InvalidSpec, match="no datastore named 'nope'"):
+        vsphere_host.vms.create(attrs.evolve(spec_for("bad-2nd-ds"), disks=second_on_nope))
     with pytest.raises(InvalidSpec, match="guest_os"):
         vsphere_host.vms.create(attrs.evolve(spec_for("bad-os"), guest_os="plan9-from-mars"))
     assert {vm.id for vm in vsphere_host.vms.list()} == before
