@@ -9,7 +9,7 @@ import attrs
 import pytest
 from anyvirt_vsphere.datastore_files import download
 from anyvirt_vsphere.driver import VSphereDriver
-from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.sdk import vim, vmodl
 from anyvirt_vsphere.tasks import wait_task
 
 from anyvirt.errors import Cancelled, CapacityExceeded, InvalidSpec, InvalidState, NotFound, TaskFailed
@@ -275,3 +275,15 @@ def test_task_progress_and_failure_carry_vsphere_details(
         vm.stop(force=True)
     finally:
         vm.delete()
+
+
+def test_fault_messages_name_the_bad_property() -> None:
+    from anyvirt_vsphere.errors import fault_message, translate
+
+    from anyvirt.errors import AlreadyExists
+
+    bad = vmodl.fault.InvalidArgument(invalidProperty="spec.location.host")
+    assert fault_message(bad) == "InvalidArgument (spec.location.host)"
+    error = translate(vim.fault.DuplicateName(name="web1", msg="The name 'web1' already exists."), "cloning")
+    assert isinstance(error, AlreadyExists)
+    assert str(error) == "cloning: The name 'web1' already exists. (DuplicateName)"

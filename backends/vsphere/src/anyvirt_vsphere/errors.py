@@ -49,7 +49,11 @@ def fault_message(fault: Any) -> str:
             if text:
                 msg = text
                 break
-    return str(msg) or fault_type(fault)
+    text = str(msg) or fault_type(fault)
+    detail = getattr(fault, "invalidProperty", None) or getattr(fault, "name", None)
+    if isinstance(detail, str) and detail and detail not in text:
+        text += f" ({detail})"  # InvalidArgument's property, InvalidName's name, ...
+    return text
 
 
 # Checked in order: the first matching class decides the anyvirt error.
