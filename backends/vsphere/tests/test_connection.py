@@ -160,5 +160,7 @@ def test_close_logs_out(vcsim: Vcsim) -> None:
         host.vms.list()
     with pytest.raises(ConnectionFailed, match="closed"):
         host.nodes.list()
+    with pytest.raises(ConnectionFailed, match="closed"):
+        upload(host, "LocalDS_0", "after-close.bin", io.BytesIO(b"x"), size=1)
     assert sessions() == before
     watcher.close()

@@ -59,6 +59,7 @@ def _url_path(driver: Any, datastore: str, path: str, datacenter: str | None) ->
 @contextlib.contextmanager
 def _connection(driver: Any) -> Iterator[http.client.HTTPConnection]:
     session = driver.session
+    session.check_open("a datastore transfer")
     conn: http.client.HTTPConnection
     if session.plain_http:
         conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout)
