@@ -133,17 +133,24 @@ def test_clones_boot_on_their_own(host: Host, guest: Callable[[str], VM],
     original.stop(force=True)
 
 
-def test_suspend_and_start_from_suspended(guest: Callable[[str], VM]) -> None:
+def test_suspend_and_start_from_suspended(guest: Callable[[str], VM],
+                                          vms: Callable[[VM], VM]) -> None:
     vm = guest("suspend")
     log = console_log(vm)
     vm.start()
     seen = wait_for_counter(log, 2)
     vm.suspend()
     assert vm.refresh().state is PowerState.SUSPENDED
+    # a linked clone of a suspended VM freezes its disk as the clone's base: the
+    # original must resume on its new overlay, not write into that shared base
+    clone = vms(vm.clone(unique("suspclone"), linked=True))
+    base = clone.info().disks[0].backing
     offset = len(read_console(log))
     vm.start()
     resumed = wait_new_counters(log, offset)
     assert seen <= resumed[0] <= seen + 3, "restored from the managed save, not rebooted"
+    live_disk = vm.info().disks[0]  # a running VM's info is its live definition
+    assert base and live_disk.path != base and live_disk.backing == base
     vm.pause()
     assert vm.refresh().state is PowerState.PAUSED
     vm.resume()

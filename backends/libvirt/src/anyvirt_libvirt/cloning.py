@@ -38,6 +38,7 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
                 "so its disks are consistent"
             )
         has_snapshots = dom.snapshotNum(0) > 0
+        saved = bool(dom.hasManagedSaveImage(0))
     if linked and has_snapshots:
         raise InvalidState(
             f"VM {source_name!r} has snapshots: a linked clone would strand them; "
@@ -81,8 +82,12 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
                         new_macs=False,
                     )
                     conn.defineXML(moved)  # the original continues on its overlay
+                    if saved:
+                        _move_managed_save(conn, vm_id, source_paths)
             except libvirt.libvirtError:
                 new_dom.undefine()
+                if source_paths:
+                    conn.defineXML(xml)  # back on its own disk, as it was
                 raise
             return listing.summary_of(new_dom, driver.facts.node_id)
     except BaseException:
@@ -90,6 +95,23 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
             with contextlib.suppress(AnyvirtError):
                 store.delete(path)
         raise
+
+
+def _move_managed_save(conn: libvirt.virConnect, vm_id: str, paths: dict[str, str]) -> None:
+    """A suspended original resumes from the XML inside its save image, not from its
+    definition: point that XML at the overlays too, or it would resume writing into
+    the frozen base its linked clone reads."""
+    dom = conn.lookupByUUIDString(vm_id)
+    saved_xml = dom.managedSaveGetXMLDesc(libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
+    moved = domxml.rewrite_for_copy(
+        saved_xml,
+        name=None,
+        uuid=None,
+        disk_paths_map=paths,
+        console_log=domxml.console_log_path(domxml_root(saved_xml)),
+        new_macs=False,
+    )
+    dom.managedSaveDefineXML(moved, 0)
 
 
 def domxml_root(xml: str):  # type: ignore[no-untyped-def]
