@@ -122,11 +122,6 @@ def test_a_qcow2_image_becomes_a_disk_and_exports_byte_identical(vsphere_host: H
         vm.delete(disks=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vcsim 0.24.2 RemoveSnapshot_Task deletes files by stale layout keys and can delete the "
-    "VM's own disk extent; fixed by a simulator patch proposed to the testbed (see README)",
-)
 def test_disks_export_after_snapshots_were_deleted(vsphere_host: Host, tmp_path: Path) -> None:
     node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
     vm = vsphere_host.vms.create(
