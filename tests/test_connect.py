@@ -128,3 +128,13 @@ def test_import_pulls_no_platform_sdk() -> None:
             "print([m for m in sys.modules if m.split('.')[0] in ('libvirt','pyVmomi','proxmoxer')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_unreadable_ca_bundle_is_invalid_spec(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSpec, match="CA bundle"):
+        build_target("vsphere://vc?ca=/nonexistent/ca.pem").ssl_context()
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate", encoding="utf-8")
+    with pytest.raises(InvalidSpec, match="CA bundle"):
+        build_target(f"vsphere://vc?ca={junk}").ssl_context()
+    assert build_target("vsphere://vc?verify=false").ssl_context().check_hostname is False

@@ -159,3 +159,10 @@ def test_snapshot_of_a_missing_vm(name: str) -> None:
 def test_bad_options(name: str) -> None:
     with pytest.raises(InvalidSpec, match="nodes"):
         anyvirt.connect(f"memory://{name}-x?nodes=zero")
+
+
+def test_missing_image_is_refused_before_anything_is_made(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    with pytest.raises(InvalidSpec, match="not a readable file"):
+        host.vms.create(VMSpec(name="img", disks=[DiskSpec(image="/nonexistent/disk.qcow2")]))
+    assert not host.vms.exists("img")

@@ -21,9 +21,10 @@ Rules for implementers:
 from __future__ import annotations
 
 import abc
+import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from anyvirt.errors import NotFound, NotSupported
+from anyvirt.errors import InvalidSpec, NotFound, NotSupported
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -131,6 +132,15 @@ class Driver(abc.ABC):
     def native_vm(self, vm_id: str) -> Any:
         """The SDK's own object for a VM."""
         return None
+
+    def check_image(self, image: str) -> None:
+        """Refuse a ``DiskSpec.image`` this driver cannot read, before anything is made.
+
+        The default wants a readable local file. A backend that also takes images
+        already on the platform (a vSphere ``[datastore] dir/x.vmdk``) overrides it.
+        """
+        if not os.path.isfile(image) or not os.access(image, os.R_OK):
+            raise InvalidSpec(f"disk image {image!r} is not a readable file")
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         raise NotSupported(self.backend, Capability.VM_CREATE)

@@ -240,8 +240,7 @@ class VMCollection:
         for disk in spec.disks:
             if disk.image is not None:
                 host.require(Capability.VM_CREATE_FROM_IMAGE)
-                if not os.path.isfile(disk.image) or not os.access(disk.image, os.R_OK):
-                    raise InvalidSpec(f"disk image {disk.image!r} is not a readable file")
+                host.driver.check_image(disk.image)
         if spec.node is not None:
             host.nodes.get(spec.node)
         if self.exists(spec.name):

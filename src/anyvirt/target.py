@@ -107,7 +107,11 @@ class Target:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
-        return ssl.create_default_context(cafile=self.ca)
+        try:
+            return ssl.create_default_context(cafile=self.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidSpec(f"the CA bundle {self.ca!r} cannot be read as PEM certificates: "
+                              f"{exc.strerror or exc}") from exc
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -80,15 +80,11 @@ def test_an_uploaded_vmdk_becomes_a_vm_disk(vsphere_host: Host, tmp_path: Path) 
     (tmp_path / "desc").write_bytes(descriptor)
     upload(vsphere_host, ds, "imported/imported-flat.vmdk", tmp_path / "flat")
     upload(vsphere_host, ds, "imported/imported.vmdk", tmp_path / "desc")
-    driver = vsphere_host.driver
-    assert isinstance(driver, VSphereDriver)
     image = f"[{ds}] imported/imported.vmdk"
     node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
-    made = driver.create_vm(
-        VMSpec(name="imported", disks=[DiskSpec(image=image)], node=node), Job("import", 60)
-    )
+    made = vsphere_host.vms.create(VMSpec(name="imported", disks=[DiskSpec(image=image)], node=node))
     try:
-        assert [d.path for d in driver.vm_info(made.id).disks] == [image]
+        assert [d.path for d in made.info().disks] == [image]
         back = tmp_path / "back"
         download(vsphere_host, ds, "imported/imported-flat.vmdk", back)
         assert back.read_bytes() == extent

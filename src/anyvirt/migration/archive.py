@@ -144,8 +144,11 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
             if not file.is_file():
                 raise InvalidSpec(f"{path} lacks {entry['file']}")
             size = entry.get("size_bytes")
-            disks.append(DiskSpec(image=str(file), bus=entry.get("bus"),
-                                  size_gib=size / 1024**3 if size else None))
+            bus = entry.get("bus")
+            # a bus the target cannot express becomes its first choice, as in plan_migration
+            if bus not in host.driver.disk_buses:
+                bus = host.driver.disk_buses[0] if bus else None
+            disks.append(DiskSpec(image=str(file), bus=bus, size_gib=size / 1024**3 if size else None))
         nics = [NicSpec(network=n.get("network"), model=n.get("model"), mac=n.get("mac"))
                 for n in vm_data.get("nics", [])]
         spec = VMSpec(

@@ -198,6 +198,11 @@ class VSphereDriver(Driver):
     def native_vm(self, vm_id: str) -> Any:
         return self.inventory.vm_ref(vm_id)
 
+    def check_image(self, image: str) -> None:
+        # "[datastore] dir/x.vmdk" is a disk already on the platform: create_vm checks it
+        if not image.startswith("["):
+            super().check_image(image)
+
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         return vms.create_vm(self.inventory, spec, job, files=self)
 
