@@ -3,6 +3,9 @@ anyvirt's own options go, and a password never enters the libvirt URI."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from anyvirt_libvirt.connection import libvirt_uri
 
@@ -41,6 +44,19 @@ def test_unreachable_daemon_is_connection_failed_without_secrets() -> None:
     with pytest.raises(ConnectionFailed) as caught:
         anyvirt.connect("libvirt+qemu+unix:///system?socket=/nonexistent/sock", password="s3cret")
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_silent_daemon_fails_the_open_within_the_timeout() -> None:
+    """A host that accepts the connection and never answers (a hung libvirtd, a
+    firewall that swallows packets after the handshake) must not block ``connect``."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailed, match="no answer within 1 s"):
+            anyvirt.connect(f"libvirt+qemu+tcp://127.0.0.1:{port}/system?timeout=1")
+        assert time.monotonic() - started < 5
 
 
 def test_embed_needs_a_root() -> None:

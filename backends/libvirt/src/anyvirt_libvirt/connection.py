@@ -19,7 +19,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import libvirt
@@ -90,19 +90,60 @@ class Link:
         # keepalive: probe every 5 s; give up after the call timeout's worth of silence
         self._keepalive_interval = 5
         self._keepalive_count = max(1, int(target.timeout // 5))
+        self._open_timeout = float(target.timeout)
+        # in-process drivers cannot hang on a network, and embed's first open probes QEMU
+        self._bounded_open = not uri.startswith("test:") and "/embed" not in uri
         self._conn: libvirt.virConnect | None = None
         self._dropped = threading.Event()
         self._lock = threading.Lock()
         self.reconnects = 0
 
     # ---------------------------------------------------------------- opening
+    def _open_now(self) -> libvirt.virConnect:
+        if self._password is not None:
+            return libvirt.openAuth(self.uri, self._auth(), 0)
+        return libvirt.open(self.uri)
+
+    def _open_within_timeout(self) -> libvirt.virConnect:
+        """libvirt's open has no timeout of its own: a host that accepts the TCP (or
+        SSH) connection and then says nothing would block it for ever."""
+        outcome: list[Any] = []
+        abandoned: list[bool] = []
+        handoff = threading.Lock()
+        done = threading.Event()
+
+        def opener() -> None:
+            result: Any
+            try:
+                result = self._open_now()
+            except BaseException as exc:
+                result = exc
+            with handoff:
+                outcome.append(result)
+                late = bool(abandoned)
+            done.set()
+            if late and isinstance(result, libvirt.virConnect):
+                with suppress(libvirt.libvirtError):
+                    result.close()  # too late: nobody holds this connection
+
+        threading.Thread(target=opener, name="anyvirt-libvirt-open", daemon=True).start()
+        done.wait(self._open_timeout)
+        with handoff:
+            if not outcome:
+                abandoned.append(True)
+                raise ConnectionFailed(
+                    f"cannot connect to libvirt: no answer within {self._open_timeout:g} s "
+                    "(raise it with ?timeout=SECONDS)"
+                )
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return cast(libvirt.virConnect, result)
+
     def _open(self) -> libvirt.virConnect:
         ensure_event_loop()
         try:
-            if self._password is not None:
-                conn = libvirt.openAuth(self.uri, self._auth(), 0)
-            else:
-                conn = libvirt.open(self.uri)
+            conn = self._open_within_timeout() if self._bounded_open else self._open_now()
         except libvirt.libvirtError as exc:
             error = translate(exc, "cannot connect to libvirt")
             if not isinstance(error, ConnectionFailed):
