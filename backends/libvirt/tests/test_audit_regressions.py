@@ -15,6 +15,8 @@
   VM it said "live" while the VM kept its size.
 * An offline migration of a VM with snapshots dropped them silently (a live
   one was refused by libvirt): both are refused before anything moves.
+* ``clone(linked=True, count=N)`` froze the original once per clone: the
+  original's chain grew N levels, clone k had k. They now share one base.
 * ``delete()`` of a VM with snapshots failed on libvirt's test driver
   (it refuses the NVRAM undefine flag; a plain undefine refuses snapshots).
 """
@@ -76,13 +78,15 @@ def test_default_nic_without_a_default_network_is_user_mode_nat(
                   nics=[NicSpec(), NicSpec(network="default"), NicSpec(network="user")])
     vm = vms(host.vms.create(spec))
     nics = vm.info().nics
-    assert [n.network for n in nics] == ["user"] * 3
+    assert "<interface type='user'>" in vm.native.XMLDesc(0)
+    # read back as asked: "default" stays the host's default, "user" stays user-mode NAT
+    assert [n.network for n in nics] == ["default", "default", "user"]
     assert len({n.mac for n in nics}) == 3
     vm.start()  # QEMU really has user-mode networking
     assert vm.refresh().state is PowerState.RUNNING
     vm.stop(force=True)
     clone = vms(vm.clone(unique("nic-clone")))  # the info -> spec round trip
-    assert [n.network for n in clone.info().nics] == ["user"] * 3
+    assert [n.network for n in clone.info().nics] == ["default", "default", "user"]
     assert not {n.mac for n in clone.info().nics} & {n.mac for n in nics}
 
 
@@ -92,9 +96,10 @@ def test_bridge_nics_read_back_as_nicspec_spells_them() -> None:
       <interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='br0'/></interface>
       <interface type='network'><source network='lan'/></interface>
       <interface type='user'><model type='virtio'/></interface>
+      <interface type='user'><alias name='ua-anyvirt-default3'/></interface>
       </devices></domain>"""
     info = domxml.parse_vm_info(xml, PowerState.STOPPED, "shutoff", "node", {})
-    assert [n.network for n in info.nics] == ["bridge:br0", "lan", "user"]
+    assert [n.network for n in info.nics] == ["bridge:br0", "lan", "user", "default"]
 
 
 def test_test_driver_deletes_a_vm_with_snapshots() -> None:
@@ -155,3 +160,26 @@ def test_migrating_a_vm_with_snapshots_is_refused_before_anything_moves(
     volumes_after = sorted(v for p in target.native.listAllStoragePools(0) for v in p.listVolumes())
     assert volumes_after == volumes_before
     vm.stop(force=True)
+
+
+def test_bulk_linked_clones_share_one_base_until_the_original_writes(
+    guest: Callable[[str], VM], vms: Callable[[VM], VM],
+) -> None:
+    original = guest("bulk")
+    clones = [vms(c) for c in original.clone(unique("bulk"), linked=True, count=3)]
+    base = original.info().disks[0].backing
+    assert base, "the first linked clone froze the original's disk"
+    # not one more level per clone: every clone, and the original, sit on that one base
+    assert [c.info().disks[0].backing for c in clones] == [base] * 3
+    overlay = original.info().disks[0].path
+
+    for vm in (original, clones[0]):
+        vm.start()
+    for vm in (original, clones[0]):
+        wait_for_counter(console_log(vm), 1)  # both boot; the original writes its overlay
+    for vm in (original, clones[0]):
+        vm.stop(force=True)
+    later = vms(original.clone(unique("later"), linked=True))
+    # the original's overlay has data now: it is frozen in turn, under a new overlay
+    assert later.info().disks[0].backing == overlay
+    assert original.info().disks[0].backing == overlay

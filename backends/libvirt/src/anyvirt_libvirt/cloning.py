@@ -6,6 +6,9 @@ keeps writing to, so the original's disk is *frozen*: it becomes a read-only
 base, the original continues on a fresh overlay of it, and the clone gets a
 second overlay. Both are cheap, and neither can corrupt the other. The base
 is deleted with the last VM that needs it (see ``DiskStore.delete_chain``).
+While the original has not written to its overlay since, further linked
+clones go straight onto the same base: bulk clones (``count=``) all share
+one base instead of each adding a level to the chain.
 Internal snapshots live inside the frozen base, where the original could no
 longer revert to them, so a VM with snapshots can only be cloned in full.
 """
@@ -58,10 +61,15 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
                 )
             vol_name = f"{new_uuid}-disk{index}.qcow2"
             if linked:
-                source_overlay = store.overlay(f"{vm_id}-disk{index}-{secrets.token_hex(4)}.qcow2", path)
-                made.append((store, source_overlay))
-                source_paths[path] = source_overlay
-                clone_paths[path] = store.overlay(vol_name, path)
+                shared = _overlay_on_unchanged_base(store, vol_name, path)
+                if shared is not None:
+                    clone_paths[path] = shared  # the original stays as it is
+                else:
+                    overlay_name = f"{vm_id}-disk{index}-{secrets.token_hex(4)}.qcow2"
+                    source_overlay = store.overlay(overlay_name, path)
+                    made.append((store, source_overlay))
+                    source_paths[path] = source_overlay
+                    clone_paths[path] = store.overlay(vol_name, path)
             else:
                 clone_paths[path] = store.copy(vol_name, path)
             made.append((store, clone_paths[path]))
@@ -95,6 +103,30 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
             with contextlib.suppress(AnyvirtError):
                 store.delete(path)
         raise
+
+
+def _overlay_on_unchanged_base(store: storage.DiskStore, vol_name: str, path: str) -> str | None:
+    """The clone's overlay on the original's base when the original has not written
+    to its own overlay since it was frozen (bulk clones, ``count=``); else None.
+
+    Without this every linked clone would freeze the original once more and the
+    chains would grow one level per clone. A fresh qcow2 overlay holds only its
+    header and tables, and the first write to it allocates more, so an overlay
+    exactly as big as a fresh one on the same base has no data of its own: a
+    new overlay of that base shows the same disk."""
+    capacity, base = store.describe(path)
+    if not base or not store.owns(base) or store.describe(base)[0] != capacity:
+        return None
+    candidate = store.overlay(vol_name, base)
+    try:
+        if store.allocation(candidate) == store.allocation(path):
+            return candidate
+    except BaseException:
+        with contextlib.suppress(AnyvirtError):
+            store.delete(candidate)
+        raise
+    store.delete(candidate)
+    return None
 
 
 def _move_managed_save(conn: libvirt.virConnect, vm_id: str, paths: dict[str, str]) -> None:

@@ -33,12 +33,17 @@ class DiskPlan:
 #: NicSpec.network naming QEMU's user-mode NAT, and the prefix naming a host bridge
 USER_NETWORK = "user"
 BRIDGE_PREFIX = "bridge:"
+#: the network a NicSpec without one goes to (QEMU's user-mode NAT where it does not exist)
+DEFAULT_NETWORK = "default"
+#: user alias (libvirt wants the "ua-" prefix) of a user-mode NIC standing in for "default"
+_DEFAULT_ALIAS = "ua-anyvirt-default"
 
 
 @frozen
 class NicPlan:
     """A NIC as it goes into the XML: on a libvirt network, a host bridge, or QEMU's
-    user-mode NAT (``kind="user"``, no source: needs nothing set up on the host)."""
+    user-mode NAT (``kind="user"``, no source: needs nothing set up on the host;
+    ``source`` is then the network name it stands in for, "user" or "default")."""
 
     kind: str  # "network" | "bridge" | "user"
     source: str
@@ -137,13 +142,16 @@ def build_domain_xml(
         _sub(disk, "driver", name="qemu", type=plan.format)
         _sub(disk, "source", file=plan.path)
         _sub(disk, "target", dev=dev, bus=plan.bus)
-    for nic in nics:
+    for index, nic in enumerate(nics):
         iface = _sub(devices, "interface", type=nic.kind)
         if nic.mac:
             _sub(iface, "mac", address=nic.mac)
         if nic.kind != "user":
             _sub(iface, "source", **{nic.kind: nic.source})
         _sub(iface, "model", type=nic.model)
+        if nic.kind == "user" and nic.source == DEFAULT_NETWORK:
+            # asked for "default" and given user-mode NAT: the alias lets info() say "default"
+            _sub(iface, "alias", name=f"{_DEFAULT_ALIAS}{index}")
     if host.domain_type != "test":
         serial = _sub(devices, "serial", type="pty")
         if console_log:
@@ -205,7 +213,9 @@ def parse_vm_info(
         source = iface.find("source")
         network = None
         if iface.get("type") == "user":
-            network = USER_NETWORK
+            alias = iface.find("alias")
+            stood_in = alias is not None and alias.get("name", "").startswith(_DEFAULT_ALIAS)
+            network = DEFAULT_NETWORK if stood_in else USER_NETWORK
         elif source is not None and source.get("bridge"):
             # spelled as NicSpec takes it, so info() -> spec round-trips (clone, backup)
             network = f"{BRIDGE_PREFIX}{source.get('bridge')}"

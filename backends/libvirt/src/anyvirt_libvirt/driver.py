@@ -49,8 +49,6 @@ from anyvirt_libvirt.states import domain_state
 
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 DEFAULT_POOLS = ("default", "default-pool")
-#: the network a NicSpec without one goes to (QEMU's user-mode NAT where it does not exist)
-DEFAULT_NETWORK = "default"
 
 
 class LibvirtDriver(Driver):
@@ -353,16 +351,16 @@ class LibvirtDriver(Driver):
             model = nic.model or "virtio"
             if model not in NIC_MODELS:
                 raise InvalidSpec(f"NIC model {model!r} is not one of {', '.join(NIC_MODELS)}")
-            name = nic.network or DEFAULT_NETWORK
+            name = nic.network or domxml.DEFAULT_NETWORK
             if name.startswith(domxml.BRIDGE_PREFIX):
                 bridge = name.removeprefix(domxml.BRIDGE_PREFIX)
                 plans.append(domxml.NicPlan("bridge", bridge, model, nic.mac))
             elif name in networks:
                 plans.append(domxml.NicPlan("network", name, model, nic.mac))
-            elif name in (domxml.USER_NETWORK, DEFAULT_NETWORK):
+            elif name in (domxml.USER_NETWORK, domxml.DEFAULT_NETWORK):
                 # no libvirt network "default" (a fresh daemon, qemu:///embed): QEMU's own
                 # user-mode NAT is the default network then, as it is for qemu:///session
-                plans.append(domxml.NicPlan("user", "", model, nic.mac))
+                plans.append(domxml.NicPlan("user", name, model, nic.mac))
             else:
                 raise InvalidSpec(
                     f"no network {name!r} on {self.safe_uri} (networks: "

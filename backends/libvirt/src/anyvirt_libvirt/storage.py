@@ -101,6 +101,10 @@ class DiskStore(abc.ABC):
         """(capacity, backing path) of a volume."""
 
     @abc.abstractmethod
+    def allocation(self, path: str) -> int:
+        """Bytes the volume's file really takes (grows with every first write to a qcow2)."""
+
+    @abc.abstractmethod
     def backing_users(self, path: str) -> list[str]:
         """Volumes of this store whose backing file is ``path``."""
 
@@ -212,6 +216,13 @@ class PoolStore(DiskStore):
             root = ET.fromstring(vol.XMLDesc(0))  # noqa: S314 - from the daemon
             return int(vol.info()[1]), root.findtext("backingStore/path")
 
+    def allocation(self, path: str) -> int:
+        with self.link.call(f"volume {path}") as conn:
+            vol = self._lookup(conn, path)
+            if vol is None:
+                raise NotFound(f"no volume {path} in pool {self.name!r}")
+            return int(vol.info()[2])  # libvirt re-reads the file for this
+
     def backing_users(self, path: str) -> list[str]:
         users = []
         with self.link.call(f"volumes of pool {self.name!r}") as conn:
@@ -276,6 +287,9 @@ class DirStore(DiskStore):
         facts = json.loads(run_qemu_img(["info", "--output=json", "-U", "--", path]))
         backing = facts.get("full-backing-filename") or facts.get("backing-filename")
         return int(facts["virtual-size"]), backing
+
+    def allocation(self, path: str) -> int:
+        return os.stat(path).st_blocks * 512
 
     def backing_users(self, path: str) -> list[str]:
         users = []
