@@ -75,3 +75,12 @@ def test_test_driver_creates_despite_its_fictional_capacity() -> None:
     with anyvirt.connect("libvirt+test:///default", overcommit=anyvirt.Overcommit()) as strict, \
             pytest.raises(anyvirt.CapacityExceeded):
         strict.vms.create(anyvirt.VMSpec(name="refused", memory_mib=256))
+
+
+def test_a_closed_host_stays_closed() -> None:
+    """Using a Host after close() must not silently open a new connection."""
+    host = anyvirt.connect("libvirt+test:///default")
+    assert host.vms.list()
+    host.close()
+    with pytest.raises(ConnectionFailed, match="closed"):
+        host.vms.list()

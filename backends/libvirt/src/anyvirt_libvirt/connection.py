@@ -94,6 +94,7 @@ class Link:
         # in-process drivers cannot hang on a network, and embed's first open probes QEMU
         self._bounded_open = not uri.startswith("test:") and "/embed" not in uri
         self._conn: libvirt.virConnect | None = None
+        self._closed = False
         self._dropped = threading.Event()
         self._lock = threading.Lock()
         self.reconnects = 0
@@ -188,6 +189,11 @@ class Link:
     def conn(self) -> libvirt.virConnect:
         """The live connection, re-opened if the last one dropped."""
         with self._lock:
+            if self._closed:
+                # re-opening here would quietly resurrect a Host its user closed
+                raise ConnectionFailed(
+                    f"the connection to {self.uri.split('?')[0]} was closed: anyvirt.connect() again"
+                )
             conn = self._conn
             if conn is not None and not self._dropped.is_set():
                 try:
@@ -230,5 +236,6 @@ class Link:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._forget(self._conn)
