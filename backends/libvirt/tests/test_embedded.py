@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anyvirt_libvirt.driver import LibvirtDriver
-from anyvirt_libvirt.embedded import SYSTEM_SOCKET, system_daemon_reachable
+from anyvirt_libvirt.embedded import SYSTEM_SOCKET, prepare_embed_root, system_daemon_reachable
 from libvirt_helpers import guest_spec
 
 import anyvirt
@@ -35,3 +35,16 @@ def test_embedded_qemu_runs_a_real_guest(tmp_path: Path, guest_image: Path) -> N
         assert OFF_MARKER in read_console(log)
         vm.delete(disks=True)
         assert not list((tmp_path / "root" / "images").iterdir()), "disk and console log removed"
+
+
+def test_embed_root_config_keeps_no_owner_xattrs(tmp_path: Path) -> None:
+    """QEMU runs as the caller: no owner XATTRs (their stale-timestamp warnings went to the
+    caller's stderr, from a child process past LIBVIRT_LOG_OUTPUTS), also in older roots."""
+    fresh = tmp_path / "fresh"
+    prepare_embed_root(fresh)
+    assert "remember_owner = 0" in (fresh / "etc" / "qemu.conf").read_text()
+    old = tmp_path / "old"
+    (old / "etc").mkdir(parents=True)
+    (old / "etc" / "qemu.conf").write_text('stdio_handler = "file"\n')
+    prepare_embed_root(old)
+    assert (old / "etc" / "qemu.conf").read_text() == 'stdio_handler = "file"\nremember_owner = 0\n'

@@ -27,13 +27,22 @@ def embed_root() -> Path:
     return Path(platformdirs.user_data_dir("anyvirt")) / "qemu-embed"
 
 
+#: QEMU runs as the caller here, so there is no owner to remember and restore; the
+#: XATTRs libvirt would keep for it on the images only earn stderr warnings
+#: ("Invalid XATTR timestamp", from a forked child that logs past LIBVIRT_LOG_OUTPUTS)
+REMEMBER_OWNER = "remember_owner = 0"
+
+
 def prepare_embed_root(root: Path) -> None:
     """Write the embedded driver's qemu.conf once: run QEMU as this user, log to files."""
     conf = root / "etc" / "qemu.conf"
     if conf.exists():
+        text = conf.read_text()
+        if "remember_owner" not in text:  # a root prepared by an earlier version
+            conf.write_text(text.rstrip("\n") + "\n" + REMEMBER_OWNER + "\n")
         return
     conf.parent.mkdir(parents=True, exist_ok=True)
-    lines = ['stdio_handler = "file"']
+    lines = ['stdio_handler = "file"', REMEMBER_OWNER]
     if os.geteuid() == 0:
         # /dev/kvm is root-only on many hosts; as root, run QEMU as root too
         lines += ['user = "root"', 'group = "root"']
