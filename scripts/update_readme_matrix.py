@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from anyvirt.cli.matrix import support_matrix_markdown
+from anyvirt.registry import installed_drivers
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"(<!-- support-matrix:start -->\n).*?(<!-- support-matrix:end -->)", re.S)
@@ -19,7 +20,8 @@ BLOCK = re.compile(r"(<!-- support-matrix:start -->\n).*?(<!-- support-matrix:en
 
 def matrix_table() -> str:
     """The table rows only (the footnote about what was installed belongs to the docs build)."""
-    return "\n".join(line for line in support_matrix_markdown().splitlines() if line.startswith("|"))
+    lines = support_matrix_markdown(installed_drivers()).splitlines()
+    return "\n".join(line for line in lines if line.startswith("|"))
 
 
 def render(text: str) -> str:

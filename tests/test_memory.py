@@ -166,3 +166,15 @@ def test_missing_image_is_refused_before_anything_is_made(name: str) -> None:
     with pytest.raises(InvalidSpec, match="not a readable file"):
         host.vms.create(VMSpec(name="img", disks=[DiskSpec(image="/nonexistent/disk.qcow2")]))
     assert not host.vms.exists("img")
+
+
+def test_a_closed_host_refuses_every_call(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="after-close"))
+    host.close()
+    host.close()  # closing twice is fine
+    for call in (host.vms.list, host.info, lambda: host.capabilities, vm.start, vm.refresh,
+                 lambda: vm.snapshots.create("s"), host.nodes.list):
+        with pytest.raises(anyvirt.ConnectionFailed, match="was closed"):
+            call()
+    assert "after-close" in repr(vm) and host.backend == "memory"

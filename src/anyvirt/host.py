@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from anyvirt import capacity
-from anyvirt.errors import AlreadyExists, InvalidSpec, NotFound, NotSupported
+from anyvirt.errors import AlreadyExists, ConnectionFailed, InvalidSpec, NotFound, NotSupported
 from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec
 from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
@@ -47,13 +47,19 @@ class Host:
 
     @property
     def driver(self) -> Driver:
-        """The backend driver (SPI object); for backends' own extensions."""
+        """The backend driver (SPI object); for backends' own extensions.
+
+        Every handle reaches the platform through here, so a closed Host refuses
+        them all alike instead of quietly logging in again.
+        """
+        if self._closed:
+            raise ConnectionFailed(f"the connection to {self.uri} was closed")
         return self._driver
 
     @property
     def native(self) -> Any:
         """The SDK's own connection object (libvirt.virConnect, ServiceInstance, ...)."""
-        return self._driver.native
+        return self.driver.native
 
     def __repr__(self) -> str:
         return f"<Host {self.backend} {self.uri}>"
@@ -61,7 +67,7 @@ class Host:
     # -- capabilities -------------------------------------------------
     @property
     def capabilities(self) -> frozenset[Capability]:
-        return self._driver.capabilities()
+        return self.driver.capabilities()
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -95,8 +101,8 @@ class Host:
     # -- facts --------------------------------------------------------
     def info(self) -> HostInfo:
         """Identity, capacity, storage, and what the defined VMs have been given."""
-        raw = self._driver.host_info()
-        alloc = capacity.allocation(raw, self._driver.list_vms())
+        raw = self.driver.host_info()
+        alloc = capacity.allocation(raw, self.driver.list_vms())
         return raw.__class__(
             **{**_fields(raw), "allocation": alloc, "overcommit": self.overcommit}
         )
@@ -152,7 +158,7 @@ class Host:
             raise ExceptionGroup(f"{len(errors)} of {len(vms)} VMs could not be moved", errors)
         if maintenance:
             self.run(f"enter maintenance on {source.name}",
-                     lambda job: self._driver.set_maintenance(source.id, True, job),
+                     lambda job: self.driver.set_maintenance(source.id, True, job),
                      wait=True, timeout=timeout)
         return results
 

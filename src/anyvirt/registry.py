@@ -71,6 +71,17 @@ def driver_for(scheme: str) -> type[Driver]:
     return driver
 
 
+def installed_drivers() -> dict[str, type[Driver]]:
+    """Backends installed as distributions (entry points), without ones ``register``-ed by hand."""
+    out: dict[str, type[Driver]] = {}
+    for name, ep in sorted(_entry_points().items()):
+        try:
+            out[name] = ep.load()
+        except Exception:  # noqa: S112 - a broken optional backend must not hide the others
+            continue
+    return out
+
+
 def all_drivers() -> dict[str, type[Driver]]:
     """Load every installed backend (for the support matrix); skips ones that fail to import."""
     out: dict[str, type[Driver]] = {}
