@@ -81,15 +81,7 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
             new_dom = conn.defineXML(new_xml)
             try:
                 if source_paths:
-                    moved = domxml.rewrite_for_copy(
-                        xml,
-                        name=None,
-                        uuid=None,
-                        disk_paths_map=source_paths,
-                        console_log=domxml.console_log_path(domxml_root(xml)),
-                        new_macs=False,
-                    )
-                    conn.defineXML(moved)  # the original continues on its overlay
+                    conn.defineXML(_on_new_disks(xml, source_paths))  # the original continues on its overlay
                     if saved:
                         _move_managed_save(conn, vm_id, source_paths)
             except libvirt.libvirtError:
@@ -135,18 +127,22 @@ def _move_managed_save(conn: libvirt.virConnect, vm_id: str, paths: dict[str, st
     the frozen base its linked clone reads."""
     dom = conn.lookupByUUIDString(vm_id)
     saved_xml = dom.managedSaveGetXMLDesc(libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
-    moved = domxml.rewrite_for_copy(
-        saved_xml,
-        name=None,
-        uuid=None,
-        disk_paths_map=paths,
-        console_log=domxml.console_log_path(domxml_root(saved_xml)),
-        new_macs=False,
-    )
-    dom.managedSaveDefineXML(moved, 0)
+    dom.managedSaveDefineXML(_on_new_disks(saved_xml, paths), 0)
 
 
 def domxml_root(xml: str):  # type: ignore[no-untyped-def]
     import xml.etree.ElementTree as ET
 
     return ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
+
+
+def _on_new_disks(xml: str, paths: dict[str, str]) -> str:
+    """The same domain (name, UUID, MACs, console) with its disks moved to ``paths``."""
+    return domxml.rewrite_for_copy(
+        xml,
+        name=None,
+        uuid=None,
+        disk_paths_map=paths,
+        console_log=domxml.console_log_path(domxml_root(xml)),
+        new_macs=False,
+    )
