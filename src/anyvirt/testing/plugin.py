@@ -29,6 +29,11 @@ from anyvirt.vm import VM
 
 SpecFactory = Callable[[str], VMSpec]
 
+# The testbed fixtures (libvirt_daemon, libvirt_daemon_pair, guest_image, vcsim_vcenter,
+# vcsim_esx) come with the plugin, so any project that installs anyvirt can use them.
+# They are session-scoped and start nothing until a test asks for one.
+pytest_plugins = ["anyvirt.testing.libvirt_fixtures", "anyvirt.testing.vcsim_fixtures"]
+
 
 def unique_name(prefix: str = "av") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
