@@ -8,7 +8,10 @@ capacity times the overcommit ratio.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+
+import attrs
 
 from anyvirt.errors import CapacityExceeded
 from anyvirt.model import Allocation, HostInfo, Overcommit, PowerState, VMSummary
@@ -44,3 +47,49 @@ def check(info: HostInfo, add_cpus: int, add_memory_mib: int, policy: Overcommit
             f"on {info.name}, past its limit of {mem_limit:g} MiB "
             f"({info.memory_mib} MiB x overcommit {policy.memory:g})"
         )
+
+
+# Capacity being given out by operations still under way, per host URI. Without
+# it, several threads creating at once would all pass ``check`` against the same
+# listing and together go past the limit.
+_pending_guard = threading.Lock()
+_pending_locks: dict[str, threading.Lock] = {}
+_pending: dict[str, list[Reservation]] = {}
+
+
+@attrs.define(eq=False)
+class Reservation:
+    """CPUs and memory promised to an operation that has not finished; ``release()`` it."""
+
+    key: str
+    cpus: int
+    memory_mib: int
+
+    def release(self) -> None:
+        with _pending_guard:
+            held = _pending.get(self.key, [])
+            if self in held:
+                held.remove(self)
+
+
+def reserve(key: str, info: Callable[[], HostInfo], add_cpus: int, add_memory_mib: int,
+            policy: Overcommit) -> Reservation:
+    """``check`` against the host's allocation plus what other operations on the same
+    host (``key``, its safe URI) hold, and hold this much too until released."""
+    with _pending_guard:
+        lock = _pending_locks.setdefault(key, threading.Lock())
+    with lock:
+        current = info()
+        with _pending_guard:
+            held = list(_pending.get(key, []))
+        used = current.allocation
+        pending = attrs.evolve(
+            used,
+            vcpus=used.vcpus + sum(r.cpus for r in held),
+            memory_mib=used.memory_mib + sum(r.memory_mib for r in held),
+        )
+        check(attrs.evolve(current, allocation=pending), add_cpus, add_memory_mib, policy)
+        reservation = Reservation(key, max(0, add_cpus), max(0, add_memory_mib))
+        with _pending_guard:
+            _pending.setdefault(key, []).append(reservation)
+        return reservation

@@ -111,6 +111,11 @@ class Host:
         """Raise ``CapacityExceeded`` if this much more would pass the overcommit limit."""
         capacity.check(self.info(), cpus, memory_mib, self.overcommit)
 
+    def reserve_capacity(self, cpus: int, memory_mib: int) -> capacity.Reservation:
+        """Like ``check_capacity``, and hold that much until the returned reservation is
+        released, so concurrent creates and clones cannot together pass the limit."""
+        return capacity.reserve(self.uri, self.info, cpus, memory_mib, self.overcommit)
+
     # -- whole-host operations -----------------------------------------
     def restore(self, path: str | os.PathLike[str], name: str | None = None, *,
                 timeout: float | None = DEFAULT_TIMEOUT) -> VM:
@@ -251,10 +256,13 @@ class VMCollection:
             host.nodes.get(spec.node)
         if self.exists(spec.name):
             raise AlreadyExists(f"a VM named {spec.name!r} exists already on {host.uri}")
-        host.check_capacity(spec.cpus, spec.memory_mib)
+        reservation = host.reserve_capacity(spec.cpus, spec.memory_mib)
 
         def work(job: Any) -> VM:
-            return VM(host, host.driver.create_vm(spec, job))
+            try:
+                return VM(host, host.driver.create_vm(spec, job))
+            finally:
+                reservation.release()
 
         return host.run(f"create {spec.name}", work, wait=wait, timeout=timeout,
                         on_progress=on_progress)

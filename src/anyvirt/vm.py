@@ -192,10 +192,13 @@ class VM:
         self.refresh()
         add_cpus = (cpus - self.cpus) if cpus is not None else 0
         add_mem = (memory_mib - self.memory_mib) if memory_mib is not None else 0
-        self._host.check_capacity(add_cpus, add_mem)
+        reservation = self._host.reserve_capacity(add_cpus, add_mem)
 
         def work(job: Job) -> bool:
-            live = self._host.driver.reconfigure_vm(self.id, cpus, memory_mib, job)
+            try:
+                live = self._host.driver.reconfigure_vm(self.id, cpus, memory_mib, job)
+            finally:
+                reservation.release()
             self.refresh()
             return live
 
@@ -255,13 +258,18 @@ class VM:
                 raise AlreadyExists(f"a VM named {n!r} exists already on {self._host.uri}")
         node_id = _node_id(self._host, node)
         self.refresh()
-        self._host.check_capacity(self.cpus * len(names), self.memory_mib * len(names))
+        reservation = self._host.reserve_capacity(self.cpus * len(names),
+                                                  self.memory_mib * len(names))
 
         def work(job: Job) -> Any:
             made: list[VM] = []
-            for i, n in enumerate(names):
-                job.progress(100.0 * i / len(names), f"cloning {n}")
-                made.append(VM(self._host, self._host.driver.clone_vm(self.id, n, linked, node_id, job)))
+            try:
+                for i, n in enumerate(names):
+                    job.progress(100.0 * i / len(names), f"cloning {n}")
+                    made.append(VM(self._host,
+                                   self._host.driver.clone_vm(self.id, n, linked, node_id, job)))
+            finally:
+                reservation.release()
             return made if count is not None else made[0]
 
         return self._host.run(f"clone {self.name}", work, wait=wait, timeout=timeout, on_progress=on_progress)
@@ -307,10 +315,20 @@ class VM:
             )
         if target_driver is None and node_id in (self.node,):
             raise InvalidSpec(f"{self.name!r} is already on node {node_id!r}")
+        reservation = None
+        if target_host is not self._host and target_host.uri != self._host.uri:
+            # another host: the name must be free there and the VM must fit its limit
+            if target_host.vms.exists(self.name):
+                raise AlreadyExists(f"a VM named {self.name!r} exists already on {target_host.uri}")
+            reservation = target_host.reserve_capacity(self.cpus, self.memory_mib)
 
         def work(job: Job) -> MigrationResult:
             started = time.monotonic()
-            result = self._host.driver.migrate_vm(self.id, target_driver, node_id, live, job)
+            try:
+                result = self._host.driver.migrate_vm(self.id, target_driver, node_id, live, job)
+            finally:
+                if reservation is not None:
+                    reservation.release()
             if target_driver is not None:
                 self._host = target_host
             with contextlib.suppress(NotFound):  # a backend may rename or re-id on arrival
