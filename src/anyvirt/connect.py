@@ -86,8 +86,8 @@ def build_target(
 
     creds = Credentials(
         username=pick("username", username, pieces["username"]),
-        password=pick("password", password, pieces["password"]),
-        token=pick("token", token),
+        password=pick("password", password, pieces["password"] or own.get("password")),
+        token=pick("token", token, own.get("token")),
     )
     verify_value = pick("verify", verify, own.get("verify"))
     timeout_value = pick("timeout", timeout, own.get("timeout"))

@@ -78,7 +78,7 @@ class Target:
     host: str = ""
     port: int | None = None
     path: str = ""
-    query: Mapping[str, str] = field(factory=dict)
+    query: Mapping[str, str] = field(factory=dict, repr=lambda q: _query_repr(q))
     credentials: Credentials = field(factory=Credentials)
     verify: bool = True
     ca: str | None = None
@@ -96,7 +96,8 @@ class Target:
             netloc += f"[{self.host}]" if ":" in self.host else self.host
         if self.port is not None:
             netloc += f":{self.port}"
-        qs = "&".join(f"{k}={quote(v, safe='/')}" for k, v in self.query.items())
+        qs = "&".join(f"{k}={_MASK if _looks_secret(k) else quote(v, safe='/')}"
+                      for k, v in self.query.items())
         uri = f"{self.scheme}://{netloc}{self.path}"
         return f"{uri}?{qs}" if qs else uri
 
@@ -112,6 +113,21 @@ class Target:
         except (OSError, ssl.SSLError) as exc:
             raise InvalidSpec(f"the CA bundle {self.ca!r} cannot be read as PEM certificates: "
                               f"{exc.strerror or exc}") from exc
+
+
+_MASK = "********"
+_SECRET_WORDS = ("pass", "token", "secret", "pwd")
+
+
+def _looks_secret(key: str) -> bool:
+    """A backend's own query option that holds a secret (``api_token=``, ``secret=``)
+    is kept for the driver but never shown."""
+    low = key.lower()
+    return any(word in low for word in _SECRET_WORDS)
+
+
+def _query_repr(query: Mapping[str, str]) -> str:
+    return repr({k: _MASK if _looks_secret(k) else v for k, v in query.items()})
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -159,8 +175,15 @@ def parse_uri(uri: str) -> tuple[str, dict[str, Any]]:
 
 
 def consume_query(query: dict[str, str]) -> dict[str, Any]:
-    """Take anyvirt's own options out of a URI query."""
+    """Take anyvirt's own options out of a URI query.
+
+    ``?password=`` and ``?token=`` are credentials like ``user:pw@``: they leave
+    the query at once as Secrets, so ``safe_uri`` and reprs never carry them.
+    """
     out: dict[str, Any] = {}
+    for key in ("password", "token"):
+        if key in query:
+            out[key] = Secret(query.pop(key))
     if "verify" in query:
         out["verify"] = parse_bool(query.pop("verify"), "verify")
     if "ca" in query:
