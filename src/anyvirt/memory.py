@@ -27,13 +27,14 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from attrs import define, evolve, field
 
+from anyvirt import states
 from anyvirt.driver import Driver
 from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound
 from anyvirt.model import (
@@ -89,6 +90,7 @@ class _VM:
     contents: dict[str, tuple[str, bytes]] = field(factory=dict)  # disk id -> (format, bytes)
     snapshots: dict[str, _Snap] = field(factory=dict)
     current_snapshot: str | None = None
+    busy: str | None = None  # the change under way: one at a time, as hypervisors do
 
     def summary(self) -> VMSummary:
         return VMSummary(
@@ -300,6 +302,25 @@ class MemoryDriver(Driver):
             raise NotFound(f"no VM with id {vm_id!r} on memory://{self.world.name}")
         return vm
 
+    @contextmanager
+    def _operation(self, vm_id: str, what: str,
+                   check: Callable[[_VM], None] | None = None) -> Iterator[_VM]:
+        """Hold the VM for one change: a second change started meanwhile (another thread,
+        another connection) is refused with ``InvalidState`` instead of racing the first;
+        ``check`` re-checks the state rule under the lock, for the same reason."""
+        with self._locked():
+            vm = self._vm(vm_id)
+            if vm.busy is not None:
+                raise InvalidState(f"VM {vm.name!r} is busy ({vm.busy}): try again when that is done")
+            if check is not None:
+                check(vm)
+            vm.busy = what
+        try:
+            yield vm
+        finally:
+            with self._locked():
+                vm.busy = None
+
     def _work(self, job: Job, method: str, what: str) -> None:
         """Simulate the time a platform takes, in steps, honouring cancel and deadline."""
         job.check()
@@ -438,8 +459,13 @@ class MemoryDriver(Driver):
             return vm.summary()
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        with self._operation(vm_id, "deleting",
+                             lambda vm: states.check_deletable(vm.state, vm.name)) as vm:
+            self._delete_vm(vm, disks, job)
+
+    def _delete_vm(self, vm: _VM, disks: bool, job: Job) -> None:
+        vm_id = vm.id
         with self._locked() as w:
-            vm = self._vm(vm_id)
             paths = {d.path for d in vm.disks}
             users = [o.name for o in w.vms.values() if o.id != vm_id and any(
                 d.backing in paths for d in o.disks)]
@@ -453,23 +479,22 @@ class MemoryDriver(Driver):
             w.vms.pop(vm_id, None)
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
-        with self._locked():
-            vm = self._vm(vm_id)
-        self._work(job, "power", f"{action.value} {vm.name}")
-        with self._locked():
-            vm.state = RESULT[action]
+        with self._operation(vm_id, action.value,
+                             lambda vm: states.check(action, vm.state, vm.name)) as vm:
+            self._work(job, "power", f"{action.value} {vm.name}")
+            with self._locked():
+                vm.state = RESULT[action]
 
     def reconfigure_vm(self, vm_id: str, cpus: int | None, memory_mib: int | None,
                        job: Job) -> bool:
-        with self._locked():
-            vm = self._vm(vm_id)
-        self._work(job, "reconfigure_vm", f"reconfiguring {vm.name}")
-        with self._locked():
-            if cpus is not None:
-                vm.cpus = cpus
-            if memory_mib is not None:
-                vm.memory_mib = memory_mib
-            return vm.state is PowerState.RUNNING
+        with self._operation(vm_id, "reconfiguring") as vm:
+            self._work(job, "reconfigure_vm", f"reconfiguring {vm.name}")
+            with self._locked():
+                if cpus is not None:
+                    vm.cpus = cpus
+                if memory_mib is not None:
+                    vm.memory_mib = memory_mib
+                return vm.state is PowerState.RUNNING
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
         with self._locked():
@@ -509,15 +534,15 @@ class MemoryDriver(Driver):
             return evolve(info, current=True)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
-        with self._locked():
-            vm = self._vm(vm_id)
-            snap = self._snap(vm, snapshot_id)
-        self._work(job, "revert_snapshot", f"reverting {vm.name} to {snap.info.name}")
-        with self._locked():
-            vm.cpus, vm.memory_mib, vm.disks = snap.cpus, snap.memory_mib, snap.disks
-            # a disk-only snapshot has no running guest to return to
-            vm.state = snap.state if snap.info.memory else PowerState.STOPPED
-            vm.current_snapshot = snap.info.id
+        with self._operation(vm_id, "reverting") as vm:
+            with self._locked():
+                snap = self._snap(vm, snapshot_id)
+            self._work(job, "revert_snapshot", f"reverting {vm.name} to {snap.info.name}")
+            with self._locked():
+                vm.cpus, vm.memory_mib, vm.disks = snap.cpus, snap.memory_mib, snap.disks
+                # a disk-only snapshot has no running guest to return to
+                vm.state = snap.state if snap.info.memory else PowerState.STOPPED
+                vm.current_snapshot = snap.info.id
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
         with self._locked():
