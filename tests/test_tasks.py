@@ -89,3 +89,24 @@ def test_result_of_an_unfinished_task() -> None:
     task = Task("x", lambda job: None)
     with pytest.raises(InvalidState):
         task.result()
+
+
+def test_a_failing_progress_callback_does_not_abandon_the_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import anyvirt
+    from anyvirt import VMSpec
+    from anyvirt.memory import reset
+    from anyvirt.testing.plugin import unique_name
+
+    def broken(task: Task[object]) -> None:
+        raise RuntimeError("the progress bar fell over")
+
+    name = unique_name("tasks")
+    try:
+        host = anyvirt.connect(f"memory://{name}")
+        vm = host.vms.create(VMSpec(name="web"), on_progress=broken)
+        assert vm.start(on_progress=broken).state is anyvirt.PowerState.RUNNING
+        assert "the progress bar fell over" in caplog.text
+    finally:
+        reset(name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 600.0
 ProgressCallback = Callable[["Task[Any]"], None]
 _ids = itertools.count(1)
+log = logging.getLogger("anyvirt")
 
 
 class TaskState(enum.Enum):
@@ -170,7 +172,12 @@ class Task(Generic[T]):
         if message:
             self.message = message
         if self._on_progress is not None:
-            self._on_progress(self)
+            try:
+                self._on_progress(self)
+            except Exception:
+                # the caller's display failing must not abandon the platform's work half done
+                # (a VM half created, a disk half copied); cancel() is the way to stop it
+                log.exception("progress callback of task %r failed; the task goes on", self.name)
 
     def _run(self) -> None:
         self.state = TaskState.RUNNING
