@@ -48,6 +48,8 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
     dest = Path(path)
     if dest.exists():
         raise AlreadyExists(f"{dest} exists already")
+    if not dest.parent.is_dir():
+        raise InvalidSpec(f"cannot write {dest}: the directory {dest.parent} does not exist")
     info = vm.info()
 
     def work(job: Job) -> Path:
@@ -132,9 +134,11 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
     """Create a VM on ``host`` from the archive ``path`` (from any backend)."""
     manifest = read_manifest(path)
     vm_data = manifest["vm"]
-    new_name = check_name(name or vm_data["name"], "name")
+    new_name = check_name(vm_data["name"] if name is None else name, "name")
     if host.vms.exists(new_name):
         raise AlreadyExists(f"a VM named {new_name!r} exists already on {host.uri}")
+    # before unpacking what may be many GiB of disks
+    host.check_capacity(vm_data["cpus"], vm_data["memory_mib"])
     with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
         with tarfile.open(path, "r") as tar:
             tar.extractall(tmp, filter="data")  # refuses absolute paths, '..', devices and links
@@ -163,12 +167,29 @@ def _usable_nics(host: Host, nics: list[NicSpec]) -> list[NicSpec]:
     """Keep networks the host has; others fall back to its default network."""
     networks = set(host.info().networks)
     prefixes = host.driver.mac_prefixes
+    # restoring next to the original (a copy, a test restore) must not clone its MAC onto
+    # the same network; a VM restored where its MAC is free keeps it (DHCP leases, licences)
+    taken = _macs_in_use(host) if any(n.mac for n in nics) else set()
     out = []
     for nic in nics:
         mac = nic.mac if prefixes is None or (nic.mac or "").startswith(prefixes) else None
+        if mac is not None and mac.lower() in taken:
+            mac = None
         out.append(attrs.evolve(nic, network=nic.network if nic.network in networks else None,
                                 mac=mac, model=nic.model if nic.model in host.driver.nic_models else None))
     return out
+
+
+def _macs_in_use(host: Host) -> set[str]:
+    from anyvirt.errors import NotFound
+
+    taken: set[str] = set()
+    for vm in host.vms.list():
+        try:
+            taken.update(n.mac.lower() for n in vm.info().nics if n.mac)
+        except NotFound:  # deleted since the listing
+            continue
+    return taken
 
 
 __all__ = ["backup", "read_manifest", "restore"]
