@@ -178,3 +178,16 @@ def test_a_closed_host_refuses_every_call(name: str) -> None:
         with pytest.raises(anyvirt.ConnectionFailed, match="was closed"):
             call()
     assert "after-close" in repr(vm) and host.backend == "memory"
+
+
+def test_a_node_in_maintenance_takes_no_new_vms(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?nodes=2")
+    host.vms.create(VMSpec(name="a", node="node1"))
+    host.evacuate("node1", maintenance=True)
+    with pytest.raises(InvalidState, match="maintenance"):
+        host.vms.create(VMSpec(name="pinned", node="node1"))
+    for i in range(3):  # the scheduler places nothing there either
+        assert host.vms.create(VMSpec(name=f"free{i}")).node == "node2"
+    with pytest.raises(InvalidState, match="maintenance"):
+        host.vms.get("a").clone("a2", node="node1")
+    assert not host.vms.exists("pinned") and not host.vms.exists("a2")

@@ -337,16 +337,24 @@ class MemoryDriver(Driver):
         if any(vm.name == name for vm in w.vms.values()):
             raise AlreadyExists(f"a VM named {name!r} exists already on memory://{w.name}")
 
-    def _pick_node(self, node: str | None, world: World | None = None) -> str:
+    def _pick_node(self, node: str | None, world: World | None = None, *,
+                   placing: bool = True) -> str:
+        """The node id for ``node`` (or the scheduler's choice). ``placing`` a VM there:
+        a node in maintenance takes no new VMs, as on a real cluster."""
         w = world or self.world
         if node is None:
-            # least-loaded node by memory given out: what a scheduler would do
-            load = {n: 0 for n in w.nodes}
+            # least-loaded node by memory given out, among those taking VMs: what a scheduler does
+            load = {n: 0 for n, info in w.nodes.items() if not info.maintenance}
+            if not load:
+                raise InvalidState(f"every node of memory://{w.name} is in maintenance")
             for vm in w.vms.values():
-                load[vm.node] = load.get(vm.node, 0) + vm.memory_mib
+                if vm.node in load:
+                    load[vm.node] += vm.memory_mib
             return min(load, key=lambda n: (load[n], n))
         for info in w.nodes.values():
             if node in (info.id, info.name):
+                if placing and info.maintenance:
+                    raise InvalidState(f"node {info.name!r} is in maintenance: it takes no VMs")
                 return info.id
         raise NotFound(f"no node {node!r} on memory://{w.name}")
 
@@ -382,7 +390,7 @@ class MemoryDriver(Driver):
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         with self._locked() as w:
-            node = w.nodes[self._pick_node(node_id)]
+            node = w.nodes[self._pick_node(node_id, placing=False)]
             if on and any(vm.node == node.id for vm in w.vms.values()):
                 raise InvalidState(f"node {node.name!r} still has VMs: evacuate it first")
             w.nodes[node.id] = evolve(node, maintenance=on, state="maintenance" if on else "online")
