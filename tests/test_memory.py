@@ -191,3 +191,12 @@ def test_a_node_in_maintenance_takes_no_new_vms(name: str) -> None:
     with pytest.raises(InvalidState, match="maintenance"):
         host.vms.get("a").clone("a2", node="node1")
     assert not host.vms.exists("pinned") and not host.vms.exists("a2")
+
+
+def test_a_node_leaves_maintenance_and_takes_vms_again(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?nodes=2")
+    host.evacuate("node1", maintenance=True)
+    node = host.nodes.get("node1")
+    assert node.maintenance
+    assert not node.set_maintenance(False).maintenance
+    assert host.vms.create(VMSpec(name="back", node="node1")).node == "node1"

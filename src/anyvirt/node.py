@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from anyvirt.model import NodeInfo
+from anyvirt.model import Capability, NodeInfo
+from anyvirt.tasks import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
@@ -30,6 +31,20 @@ class Node:
     def vms(self) -> list[object]:
         """The VMs currently on this node."""
         return [vm for vm in self.host.vms.list() if vm.node in (self.id, self.name)]
+
+    @property
+    def maintenance(self) -> bool:
+        return self.info.maintenance
+
+    def set_maintenance(self, on: bool, *, timeout: float | None = DEFAULT_TIMEOUT) -> Node:
+        """Enter (``True``) or leave (``False``) maintenance mode. Entering needs the node
+        empty: ``host.evacuate(node, maintenance=True)`` moves its VMs off first; leaving
+        lets the node take VMs again."""
+        self.host.require(Capability.MAINTENANCE_MODE)
+        self.host.run(f"{'enter' if on else 'leave'} maintenance on {self.name}",
+                      lambda job: self.host.driver.set_maintenance(self.id, bool(on), job),
+                      wait=True, timeout=timeout)
+        return self.refresh()
 
     def refresh(self) -> Node:
         self.info = self.host.nodes.get(self.id).info
