@@ -91,3 +91,27 @@ def test_delete_while_starting_is_refused(name: str) -> None:
     vm.stop(force=True)
     vm.delete()  # and once the start is over, nothing holds the VM any more
     assert host.vms.list() == []
+
+
+def test_moves_in_opposite_directions_at_once_do_not_deadlock(name: str) -> None:
+    a, b = anyvirt.connect(f"memory://{name}-a"), anyvirt.connect(f"memory://{name}-b")
+    try:
+        from_a = [a.vms.create(VMSpec(name=f"a{i}", cpus=1, memory_mib=1)) for i in range(60)]
+        from_b = [b.vms.create(VMSpec(name=f"b{i}", cpus=1, memory_mib=1)) for i in range(60)]
+
+        def move(vms: list[anyvirt.VM], to: anyvirt.Host) -> None:
+            for vm in vms:
+                vm.migrate(to=to, live=False)
+
+        threads = [threading.Thread(target=move, args=(from_a, b), daemon=True),
+                   threading.Thread(target=move, args=(from_b, a), daemon=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert not any(t.is_alive() for t in threads), "the two moves deadlocked"
+        assert {vm.name for vm in a.vms.list()} == {f"b{i}" for i in range(60)}
+        assert {vm.name for vm in b.vms.list()} == {f"a{i}" for i in range(60)}
+    finally:
+        reset(f"{name}-a")
+        reset(f"{name}-b")

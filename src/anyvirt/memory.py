@@ -624,31 +624,30 @@ class MemoryDriver(Driver):
 
     def migrate_vm(self, vm_id: str, target: Driver | None, node: str | None, live: bool,
                    job: Job) -> MigrationResult:
-        with self._locked():
-            vm = self._vm(vm_id)
-            source_node = vm.node
         if target is None:
             dest_world = self.world
         elif isinstance(target, MemoryDriver):
             dest_world = target.world
         else:
             raise InvalidSpec(f"cannot migrate from memory to {target.backend}")
-        dest_node = self._pick_node(node, dest_world)
-        if dest_world is self.world and dest_node == source_node:
-            raise InvalidSpec(f"VM {vm.name!r} is already on node {dest_node!r}")
-        if dest_world is not self.world:
-            with dest_world.lock:
-                self._name_free(vm.name, dest_world)
-        self._work(job, "migrate_vm", f"migrating {vm.name}")
-        with self._locked():
-            if dest_world is self.world:
-                vm.node = dest_node
-            else:
+        with self._operation(vm_id, "migrating") as vm:
+            source_node = vm.node
+            dest_node = self._pick_node(node, dest_world)
+            if dest_world is self.world and dest_node == source_node:
+                raise InvalidSpec(f"VM {vm.name!r} is already on node {dest_node!r}")
+            if dest_world is not self.world:
                 with dest_world.lock:
                     self._name_free(vm.name, dest_world)
-                    vm.node = dest_node
+            self._work(job, "migrate_vm", f"migrating {vm.name}")
+            # both hosts' locks, always in the same order: two moves in opposite
+            # directions at once must not each hold one and wait for the other
+            first, second = sorted((self.world, dest_world), key=lambda w: w.name)
+            with first.lock, second.lock:
+                if dest_world is not self.world:
+                    self._name_free(vm.name, dest_world)
                     dest_world.vms[vm.id] = vm
                     self.world.vms.pop(vm.id, None)
+                vm.node = dest_node
         return MigrationResult(
             vm_id=vm.id, vm_name=vm.name,
             source=f"memory://{self.world.name}/{source_node}",
