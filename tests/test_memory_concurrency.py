@@ -115,3 +115,11 @@ def test_moves_in_opposite_directions_at_once_do_not_deadlock(name: str) -> None
     finally:
         reset(f"{name}-a")
         reset(f"{name}-b")
+
+
+def test_two_snapshots_of_one_name_at_once_make_one(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?latency=0.3")
+    host.vms.create(VMSpec(name="b"))
+    outcomes = _together(*(lambda: host.vms.get("b").snapshots.create("pre") for _ in range(3)))
+    assert outcomes.count("ok") == 1
+    assert [s.name for s in host.vms.get("b").snapshots.list()] == ["pre"]

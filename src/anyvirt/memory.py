@@ -526,20 +526,21 @@ class MemoryDriver(Driver):
 
     def create_snapshot(self, vm_id: str, name: str, description: str, memory: bool,
                         job: Job) -> SnapshotInfo:
-        with self._locked():
-            vm = self._vm(vm_id)
+        def name_free(vm: _VM) -> None:
             if any(s.info.name == name for s in vm.snapshots.values()):
                 raise AlreadyExists(f"VM {vm.name!r} has a snapshot named {name!r} already")
-        self._work(job, "create_snapshot", f"snapshotting {vm.name}")
-        with self._locked():
-            info = SnapshotInfo(
-                id=str(uuid.uuid4()), name=name, description=description,
-                created=datetime.now(UTC), parent_id=vm.current_snapshot, memory=memory,
-                vm_state=vm.state,
-            )
-            vm.snapshots[info.id] = _Snap(info, vm.cpus, vm.memory_mib, vm.state, vm.disks)
-            vm.current_snapshot = info.id
-            return evolve(info, current=True)
+
+        with self._operation(vm_id, "snapshotting", name_free) as vm:
+            self._work(job, "create_snapshot", f"snapshotting {vm.name}")
+            with self._locked():
+                info = SnapshotInfo(
+                    id=str(uuid.uuid4()), name=name, description=description,
+                    created=datetime.now(UTC), parent_id=vm.current_snapshot, memory=memory,
+                    vm_state=vm.state,
+                )
+                vm.snapshots[info.id] = _Snap(info, vm.cpus, vm.memory_mib, vm.state, vm.disks)
+                vm.current_snapshot = info.id
+                return evolve(info, current=True)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
         with self._operation(vm_id, "reverting") as vm:
