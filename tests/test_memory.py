@@ -200,3 +200,11 @@ def test_a_node_leaves_maintenance_and_takes_vms_again(name: str) -> None:
     assert node.maintenance
     assert not node.set_maintenance(False).maintenance
     assert host.vms.create(VMSpec(name="back", node="node1")).node == "node1"
+
+
+def test_evacuate_without_any_migration_is_not_supported_up_front(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?without=migration.live,migration.cold")
+    host.vms.create(VMSpec(name="a", node="node1"))
+    with pytest.raises(anyvirt.NotSupported, match="migration"):
+        host.evacuate("node1")
+    assert host.vms.get("a").node == "node1"

@@ -142,6 +142,9 @@ class Host:
         """
         if maintenance:
             self.require(Capability.MAINTENANCE_MODE)
+        if not (self.supports(Capability.LIVE_MIGRATION) or self.supports(Capability.COLD_MIGRATION)):
+            raise NotSupported(self.backend, Capability.COLD_MIGRATION,
+                               "evacuate moves VMs by migration, which this connection cannot do")
         source = node if isinstance(node, Node) else self.nodes.get(node)
         targets: list[Node | Host] = list(to) if to else [
             n for n in self.nodes.list() if n.id != source.id
