@@ -208,3 +208,22 @@ def test_evacuate_without_any_migration_is_not_supported_up_front(name: str) -> 
     with pytest.raises(anyvirt.NotSupported, match="migration"):
         host.evacuate("node1")
     assert host.vms.get("a").node == "node1"
+
+
+def test_linked_clones_and_their_base_stay_on_their_host(name: str) -> None:
+    """Another memory host has its own storage: moving a linked clone or its base there
+    would leave a disk reading from nothing."""
+    host = anyvirt.connect(f"memory://{name}")
+    other = anyvirt.connect(f"memory://{name}-other")
+    try:
+        base = host.vms.create(VMSpec(name="base", disks=[DiskSpec(size_gib=1)]))
+        clone = base.clone("linked", linked=True)
+        with pytest.raises(InvalidState, match="linked clones use"):
+            base.migrate(to=other, live=False)
+        with pytest.raises(InvalidState, match="is a linked clone"):
+            clone.migrate(to=other, live=False)
+        assert other.vms.list() == [] and len(host.vms.list()) == 2
+        other_node = next(n for n in host.nodes.list() if n.id != base.node)
+        base.migrate(to=other_node, live=False)  # between nodes of one host: shared storage
+    finally:
+        reset(f"{name}-other")

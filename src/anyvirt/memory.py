@@ -569,6 +569,24 @@ class MemoryDriver(Driver):
             if vm.current_snapshot in doomed:
                 vm.current_snapshot = parent
 
+    def _check_storage_moves(self, vm: _VM) -> None:
+        """Storage is per memory host: a VM whose disks are linked clones' bases, or a
+        linked clone (whose disks read from its base's), cannot leave it."""
+        with self._locked() as w:
+            paths = {d.path for d in vm.disks}
+            users = sorted(o.name for o in w.vms.values()
+                           if o.id != vm.id and any(d.backing in paths for d in o.disks))
+            if users:
+                raise InvalidState(
+                    f"VM {vm.name!r} has disks that linked clones use ({', '.join(users)}): "
+                    "it cannot move to another host while they depend on it"
+                )
+            if any(d.backing for d in vm.disks):
+                raise InvalidState(
+                    f"VM {vm.name!r} is a linked clone: its disks read from another VM's on "
+                    f"memory://{w.name}, so it cannot move to another host (make a full clone)"
+                )
+
     @staticmethod
     def _descendants(vm: _VM, snapshot_id: str) -> set[str]:
         found: set[str] = set()
@@ -637,6 +655,7 @@ class MemoryDriver(Driver):
             if dest_world is self.world and dest_node == source_node:
                 raise InvalidSpec(f"VM {vm.name!r} is already on node {dest_node!r}")
             if dest_world is not self.world:
+                self._check_storage_moves(vm)
                 with dest_world.lock:
                     self._name_free(vm.name, dest_world)
             self._work(job, "migrate_vm", f"migrating {vm.name}")
