@@ -51,6 +51,8 @@ def test_vmspec_normalises() -> None:
         ({"size_gib": -5}, "greater than 0"),
         ({"size_gib": 1, "bus": "floppy"}, "not one of"),
         ({"image": ""}, "non-empty"),
+        ({"size_gib": float("inf")}, "finite"),
+        ({"size_gib": float("nan")}, "greater than 0"),
     ],
 )
 def test_diskspec_rejects(kwargs: dict[str, object], message: str) -> None:

@@ -8,6 +8,7 @@ build, and validated where a user hands it in (``VMSpec``, ``DiskSpec``,
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -141,6 +142,12 @@ def _optional_positive(_inst: object, attribute: attrs.Attribute[Any], value: fl
         raise InvalidSpec(f"{attribute.name} must be greater than 0, not {value}")
 
 
+def _optional_size(inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    _optional_positive(inst, attribute, value)
+    if value is not None and not math.isfinite(value):
+        raise InvalidSpec(f"{attribute.name} must be a finite number, not {value}")
+
+
 def _optional_mac(_inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is None:
         return
@@ -180,7 +187,7 @@ class DiskSpec:
     ``bus`` and ``storage`` (pool, datastore) fall back to the backend's choice.
     """
 
-    size_gib: float | None = field(default=None, validator=_optional_positive)
+    size_gib: float | None = field(default=None, validator=_optional_size)
     image: str | None = field(default=None, validator=_optional_text)
     bus: str | None = field(default=None, validator=_optional_text)
     storage: str | None = field(default=None, validator=_optional_text)
