@@ -227,3 +227,18 @@ def test_linked_clones_and_their_base_stay_on_their_host(name: str) -> None:
         base.migrate(to=other_node, live=False)  # between nodes of one host: shared storage
     finally:
         reset(f"{name}-other")
+
+
+def test_an_incomplete_evacuation_is_an_anyvirt_error_with_what_moved(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    host.vms.create(VMSpec(name="a", node="node1"))
+    host.vms.create(VMSpec(name="b", node="node1"))
+    inject_failure(name, "migrate_vm", TaskFailed("the network dropped"))
+    with pytest.raises(anyvirt.AnyvirtError) as caught:
+        host.evacuate("node1")
+    error = caught.value
+    assert isinstance(error, anyvirt.EvacuationIncomplete)
+    assert isinstance(error, ExceptionGroup)
+    assert [type(e) for e in error.exceptions] == [TaskFailed]
+    assert len(error.results) == 1
+    assert sorted(vm.node or "" for vm in host.vms.list()) == ["node1", "node2"]

@@ -71,6 +71,14 @@ class Timeout(AnyvirtError, TimeoutError):
     """A wait ran past its timeout. The operation may still be running on the platform."""
 
 
+class EvacuationIncomplete(ExceptionGroup, AnyvirtError):
+    """``host.evacuate`` moved what it could; these VMs stayed. An ``ExceptionGroup`` of
+    each VM's error (``except* NotSupported`` works) that ``except AnyvirtError`` also
+    catches. ``results`` holds the moves that succeeded."""
+
+    results: list[object]
+
+
 class Cancelled(AnyvirtError):
     """The task was cancelled by the caller."""
 
@@ -82,6 +90,7 @@ __all__ = [
     "Cancelled",
     "CapacityExceeded",
     "ConnectionFailed",
+    "EvacuationIncomplete",
     "InvalidSpec",
     "InvalidState",
     "NotFound",

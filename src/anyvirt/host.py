@@ -9,7 +9,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from anyvirt import capacity
-from anyvirt.errors import AlreadyExists, ConnectionFailed, InvalidSpec, NotFound, NotSupported
+from anyvirt.errors import (
+    AlreadyExists,
+    ConnectionFailed,
+    EvacuationIncomplete,
+    InvalidSpec,
+    NotFound,
+    NotSupported,
+)
 from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec
 from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
@@ -138,7 +145,8 @@ class Host:
 
         ``to`` defaults to every other node of this host. A VM that fails to
         move is left where it was and the error is raised after the others
-        have been tried (as an ``ExceptionGroup``).
+        have been tried, as ``EvacuationIncomplete`` (an ``ExceptionGroup`` that is also an
+        ``AnyvirtError``; its ``results`` are the moves that succeeded).
         """
         if maintenance:
             self.require(Capability.MAINTENANCE_MODE)
@@ -163,7 +171,10 @@ class Host:
             except Exception as exc:  # keep going: evacuation moves what it can
                 errors.append(exc)
         if errors:
-            raise ExceptionGroup(f"{len(errors)} of {len(vms)} VMs could not be moved", errors)
+            failed = EvacuationIncomplete(
+                f"{len(errors)} of {len(vms)} VMs could not be moved off {source.name!r}", errors)
+            failed.results = list(results)
+            raise failed
         if maintenance:
             self.run(f"enter maintenance on {source.name}",
                      lambda job: self.driver.set_maintenance(source.id, True, job),
