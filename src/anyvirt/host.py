@@ -17,7 +17,7 @@ from anyvirt.errors import (
     NotFound,
     NotSupported,
 )
-from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec
+from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec, evolve
 from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
 from anyvirt.vm import VM
@@ -110,9 +110,7 @@ class Host:
         """Identity, capacity, storage, and what the defined VMs have been given."""
         raw = self.driver.host_info()
         alloc = capacity.allocation(raw, self.driver.list_vms())
-        return raw.__class__(
-            **{**_fields(raw), "allocation": alloc, "overcommit": self.overcommit}
-        )
+        return evolve(raw, allocation=alloc, overcommit=self.overcommit)
 
     def check_capacity(self, cpus: int, memory_mib: int) -> None:
         """Raise ``CapacityExceeded`` if this much more would pass the overcommit limit."""
@@ -196,12 +194,6 @@ class Host:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _fields(inst: Any) -> dict[str, Any]:
-    import attrs
-
-    return attrs.asdict(inst, recurse=False)
 
 
 class VMCollection:

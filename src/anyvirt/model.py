@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from attrs import field, frozen
@@ -447,6 +447,9 @@ class ExportedDisk:
     bus: str | None = None
 
 
-def evolve(inst: Any, **changes: Any) -> Any:
-    """``attrs.evolve`` re-exported so drivers need not import attrs for it."""
-    return attrs.evolve(inst, **changes)
+_A = TypeVar("_A")
+
+
+def evolve(inst: _A, **changes: Any) -> _A:
+    """``attrs.evolve`` re-exported (typed) so drivers need not import attrs for it."""
+    return attrs.evolve(inst, **changes)  # type: ignore[misc]

@@ -25,6 +25,7 @@ from anyvirt.model import (
     VMInfo,
     VMSummary,
     check_name,
+    evolve,
 )
 from anyvirt.snapshot import SnapshotCollection
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
@@ -334,17 +335,11 @@ class VM:
             with contextlib.suppress(NotFound):  # a backend may rename or re-id on arrival
                 self.refresh()
             if not result.duration_s:
-                result = _with_duration(result, time.monotonic() - started)
+                result = evolve(result, duration_s=round(time.monotonic() - started, 3))
             return result
 
         return self._host.run(f"migrate {self.name}", work, wait=wait, timeout=timeout,
                               on_progress=on_progress)
-
-
-def _with_duration(result: MigrationResult, seconds: float) -> MigrationResult:
-    import attrs
-
-    return attrs.evolve(result, duration_s=round(seconds, 3))
 
 
 def _node_id(host: Host, node: Node | str | None) -> str | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from attrs import frozen
 
 from anyvirt import capacity
-from anyvirt.errors import AlreadyExists, InvalidSpec, NotSupported
+from anyvirt.errors import AlreadyExists, InvalidSpec
 from anyvirt.model import (
     Capability,
     DiskSpec,
@@ -163,4 +163,4 @@ def require_movable(vm: VM) -> None:
         )
 
 
-__all__ = ["MigrationPlan", "MigrationWarning", "NotSupported", "WarningCode", "plan_migration"]
+__all__ = ["MigrationPlan", "MigrationWarning", "WarningCode", "plan_migration"]
