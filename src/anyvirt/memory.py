@@ -22,8 +22,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import shutil
-import subprocess
 import tempfile
 import threading
 import uuid
@@ -36,7 +34,8 @@ from attrs import define, evolve, field
 
 from anyvirt import states
 from anyvirt.driver import Driver
-from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound
+from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound, TaskFailed
+from anyvirt.kit import placement, qemu_img
 from anyvirt.model import (
     GIB,
     Capability,
@@ -189,17 +188,16 @@ def _import_image(path: str) -> tuple[str, bytes, int]:
     """Bring an image into "storage": converted to raw, as a real host would, when qemu-img
     is there; else kept in its own format. Returns (format, bytes, virtual size)."""
     fmt, data = _read_image(path)
-    qemu_img = shutil.which("qemu-img")
-    if fmt == "raw" or qemu_img is None:
+    if fmt == "raw" or not qemu_img.available():
         size = os.path.getsize(path) if fmt == "raw" else _virtual_size(fmt, data)
         return fmt, data, size
     with tempfile.TemporaryDirectory(prefix="anyvirt-mem-") as tmp:
         raw = os.path.join(tmp, "disk.raw")
+        image = qemu_img.inspect_untrusted(path, format=fmt)  # refuses backing files, extents
         try:
-            subprocess.run([qemu_img, "convert", "-q", "-O", "raw", path, raw], check=True,
-                           capture_output=True, timeout=600)
-        except subprocess.SubprocessError as exc:
-            raise InvalidSpec(f"qemu-img cannot read {path} as {fmt}") from exc
+            qemu_img.convert(path, raw, source_format=image.format, format="raw", timeout=600)
+        except TaskFailed as exc:
+            raise InvalidSpec(f"qemu-img cannot read {path} as {fmt}: {exc}") from exc
         _, data = _read_image(raw)
         return "raw", data, os.path.getsize(raw)
 
@@ -342,15 +340,10 @@ class MemoryDriver(Driver):
         """The node id for ``node`` (or the scheduler's choice). ``placing`` a VM there:
         a node in maintenance takes no new VMs, as on a real cluster."""
         w = world or self.world
-        if node is None:
-            # least-loaded node by memory given out, among those taking VMs: what a scheduler does
-            load = {n: 0 for n, info in w.nodes.items() if not info.maintenance}
-            if not load:
-                raise InvalidState(f"every node of memory://{w.name} is in maintenance")
-            for vm in w.vms.values():
-                if vm.node in load:
-                    load[vm.node] += vm.memory_mib
-            return min(load, key=lambda n: (load[n], n))
+        if node is None:  # what a scheduler does
+            return placement.least_loaded(w.nodes.values(),
+                                          ((vm.node, vm.memory_mib) for vm in w.vms.values()),
+                                          where=f"memory://{w.name}").id
         for info in w.nodes.values():
             if node in (info.id, info.name):
                 if placing and info.maintenance:
