@@ -2,10 +2,12 @@
 
 ``PUT``/``GET https://server/folder/<path>?dcPath=<datacenter>&dsName=<datastore>``
 moves files in and out of a datastore. Disk images are large, so both ways
-stream in chunks: an upload sends a file object (http.client reads it block
-by block; the size comes from ``Content-Length``) and a download copies the
-response into the destination chunk by chunk. No whole file is ever held in
-memory.
+stream in chunks through the kit's :mod:`~anyvirt.kit.streams`: an upload
+sends a metered file object (http.client pulls it chunk by chunk; exactly
+``Content-Length`` bytes or an error), a download copies the response into
+the destination chunk by chunk, checked against its ``Content-Length`` and
+sparse where the destination is a file. No whole file is ever held in
+memory; progress goes to the Job when one is given.
 
 The connection uses the session's own TLS context (verified unless the URI
 said ``verify=false``) and its session cookie, and the call timeout applies
@@ -18,17 +20,16 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
-from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec, NotFound, TaskFailed
+from anyvirt.kit import streams
+from anyvirt.tasks import Job
 from anyvirt_vsphere.errors import transport_error
 from anyvirt_vsphere.inventory import escape_name
-
-CHUNK = 1024 * 1024
 
 
 def _driver(host: Any) -> Any:
@@ -62,10 +63,12 @@ def _connection(driver: Any) -> Iterator[http.client.HTTPConnection]:
     session.check_open("a datastore transfer")
     conn: http.client.HTTPConnection
     if session.plain_http:
-        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout)
+        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout,
+                                          blocksize=streams.CHUNK)
     else:
         conn = http.client.HTTPSConnection(
-            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context
+            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context,
+            blocksize=streams.CHUNK,
         )
     try:
         yield conn
@@ -93,12 +96,15 @@ def upload(
     *,
     datacenter: str | None = None,
     size: int | None = None,
+    job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> int:
     """Stream ``source`` (a file path or a binary file object) to ``[datastore] path``.
 
     ``host`` is an ``anyvirt.Host`` (or the driver) of a vSphere connection.
-    For a file object that is not a regular file, give ``size``. Returns the
-    number of bytes sent.
+    For a file object that is not a regular file, give ``size``: the source
+    must hold exactly that many bytes. Returns the number of bytes sent;
+    progress goes to ``job`` (within ``span`` of its percent).
     """
     driver = _driver(host)
     what = f"uploading to [{datastore}] {path}"
@@ -119,14 +125,30 @@ def upload(
             "Content-Type": "application/octet-stream",
             "Content-Length": str(size),
         }
+        body = streams.MeteredReader(stream, size, job=job, what=what, span=span)
         try:
-            conn.request("PUT", url, body=stream, headers=headers)
+            conn.request("PUT", url, body=body, headers=headers)
             response = conn.getresponse()
             _check(response, what)
             response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
+        except TaskFailed:
+            # the source ran short or long: the server may keep what it got, a file that
+            # looks complete and is not
+            _remove(driver, datastore, path)
+            raise
     return size
+
+
+def _remove(driver: Any, datastore: str, path: str) -> None:
+    # imported here: vms uploads disk images through this module
+    from anyvirt_vsphere.inventory import datastore_path
+    from anyvirt_vsphere.tasks import cleanup_job
+    from anyvirt_vsphere.vms import remove_path
+
+    remove_path(driver.inventory, datastore_path(datastore, path.strip("/")),
+                cleanup_job(f"removing the partial upload {path}"))
 
 
 def download(
@@ -136,11 +158,14 @@ def download(
     destination: str | os.PathLike[str] | IO[bytes],
     *,
     datacenter: str | None = None,
+    job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> int:
     """Stream ``[datastore] path`` into ``destination`` (a file path or binary file object).
 
-    Returns the number of bytes written. A partial file is removed when the
-    destination is a path and the transfer fails.
+    Returns the number of bytes written: exactly the response's
+    ``Content-Length``, or an error. A path destination is written sparse and
+    removed again when the transfer fails.
     """
     driver = _driver(host)
     what = f"downloading [{datastore}] {path}"
@@ -152,34 +177,18 @@ def download(
             conn.request("GET", url, headers={"Cookie": driver.session.cookie})
             response = conn.getresponse()
             _check(response, what)
+            declared = response.getheader("Content-Length")
+            size = int(declared) if declared and declared.isdigit() else None
             if target_path is not None:
-                out: IO[bytes] = stack.enter_context(target_path.open("wb"))
+                result = streams.copy_to_file(response, target_path, size=size, job=job, what=what,
+                                              span=span, overwrite=True)
             else:
                 assert not isinstance(destination, str | os.PathLike)
-                out = destination
-            counter = _CountingWriter(out)
-            try:
-                shutil.copyfileobj(response, counter, CHUNK)
-            except BaseException:
-                if target_path is not None:
-                    out.close()
-                    target_path.unlink(missing_ok=True)
-                raise
+                result = streams.copy(response, destination, size=size, job=job, what=what,
+                                      span=span)
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
-    return counter.written
-
-
-class _CountingWriter:
-    """Counts bytes on their way to the real destination."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.written = 0
-
-    def write(self, data: bytes) -> int:
-        self.written += len(data)
-        return self.out.write(data)
+    return result.bytes
 
 
 __all__ = ["download", "upload"]
