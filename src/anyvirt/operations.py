@@ -174,7 +174,7 @@ RULES: dict[str, Rule] = {
         ("the snapshot exists",), result="None"),
     "migrate": Rule(
         "vm.migrate(to, live=None, placement)", Capability.COLD_MIGRATION,
-        frozenset({S, R, SU, C}), "refused", "the VM (and its name on the target host)",
+        frozenset({S, R, SU, C}), "allowed", "the VM (and its name on the target host)",
         "on another host: the VM's CPUs and memory there",
         ("live needs a running VM, cold one not running", "the target is another node or host "
          "of the same backend", "on another host: the name is free and no linked clone "
