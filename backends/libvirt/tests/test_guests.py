@@ -11,11 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from libvirt_helpers import console_log, unique
-
-from anyvirt.host import Host
-from anyvirt.model import PowerState
-from anyvirt.testing.guest import (
+from anyvirt_libvirt.demo_image import (
     MARKER,
     OFF_MARKER,
     disk_counter,
@@ -24,6 +20,10 @@ from anyvirt.testing.guest import (
     wait_for_counter,
     wait_for_marker,
 )
+from libvirt_helpers import console_log, unique
+
+from anyvirt.host import Host
+from anyvirt.model import PowerState
 from anyvirt.vm import VM
 
 
