@@ -10,7 +10,7 @@ registers it under the ``anyvirt.testbeds`` entry-point group::
 The registered object (see :class:`Testbed`) has three members:
 
 * ``summary``: one line, shown as the command's help;
-* ``options``: the command-line options it takes, as :class:`TestbedOption`\\ s;
+* ``options``: the command-line options it takes (:class:`TestbedOption`);
 * ``start(**options)``: start the testbed, wait until it answers, and return a
   :class:`RunningTestbed`; raise ``RuntimeError`` (or a subclass) with the
   reason when it cannot (missing packages, a failed build).
