@@ -20,16 +20,25 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
-from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec, NotFound, TaskFailed
+from anyvirt.errors import (
+    AnyvirtError,
+    AuthenticationFailed,
+    ConnectionFailed,
+    InvalidSpec,
+    NotFound,
+)
 from anyvirt.kit import streams
 from anyvirt.tasks import Job
 from anyvirt_vsphere.errors import transport_error
-from anyvirt_vsphere.inventory import escape_name
+from anyvirt_vsphere.inventory import datastore_path, escape_name, unescape_name
+from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.tasks import cleanup_job, run_task
 
 
 def _driver(host: Any) -> Any:
@@ -108,7 +117,11 @@ def upload(
     """
     driver = _driver(host)
     what = f"uploading to [{datastore}] {path}"
-    url = _url_path(driver, datastore, path, datacenter)
+    _url_path(driver, datastore, path, datacenter)  # a bad path is refused before anything
+    folder, _, name = path.strip("/").rpartition("/")
+    # the bytes go to a temporary name and are moved into place only when all arrived: a
+    # server keeps what a broken PUT sent, which must never look like the finished file
+    partial = f"{folder}/.{name}.partial-{uuid.uuid4().hex[:8]}".lstrip("/")
     with contextlib.ExitStack() as stack:
         if isinstance(source, str | os.PathLike):
             stream: IO[bytes] = stack.enter_context(Path(source).open("rb"))
@@ -119,13 +132,23 @@ def upload(
                 size = os.fstat(stream.fileno()).st_size - stream.tell()
             except (OSError, AttributeError, ValueError):
                 raise InvalidSpec(f"{what}: give size= for a stream of unknown length") from None
-        conn = stack.enter_context(_connection(driver))
-        headers = {
-            "Cookie": driver.session.cookie,
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(size),
-        }
-        body = streams.MeteredReader(stream, size, job=job, what=what, span=span)
+        try:
+            _put(driver, _url_path(driver, datastore, partial, datacenter),
+                 streams.MeteredReader(stream, size, job=job, what=what, span=span), size, what)
+            _move(driver, datastore, partial, path, datacenter, job or cleanup_job(what), what)
+        except BaseException:
+            _remove(driver, datastore, partial, datacenter)
+            raise
+    return size
+
+
+def _put(driver: Any, url: str, body: streams.MeteredReader, size: int, what: str) -> None:
+    headers = {
+        "Cookie": driver.session.cookie,
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(size),
+    }
+    with _connection(driver) as conn:
         try:
             conn.request("PUT", url, body=body, headers=headers)
             response = conn.getresponse()
@@ -133,22 +156,36 @@ def upload(
             response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
-        except TaskFailed:
-            # the source ran short or long: the server may keep what it got, a file that
-            # looks complete and is not
-            _remove(driver, datastore, path)
-            raise
-    return size
 
 
-def _remove(driver: Any, datastore: str, path: str) -> None:
-    # imported here: vms uploads disk images through this module
-    from anyvirt_vsphere.inventory import datastore_path
-    from anyvirt_vsphere.tasks import cleanup_job
-    from anyvirt_vsphere.vms import remove_path
+def _datacenter_ref(driver: Any, datacenter: str | None) -> Any:
+    if datacenter is None:
+        return driver.inventory.datacenter().ref
+    for row in driver.collector.scan({vim.Datacenter: ("name",)}, what="listing datacenters"):
+        if unescape_name(row.get("name", "")) == datacenter:
+            return row.ref
+    raise NotFound(f"no datacenter named {datacenter!r}")
 
-    remove_path(driver.inventory, datastore_path(datastore, path.strip("/")),
-                cleanup_job(f"removing the partial upload {path}"))
+
+def _move(driver: Any, datastore: str, source: str, dest: str, datacenter: str | None,
+          job: Job, what: str) -> None:
+    manager = driver.session.content.fileManager
+    dc = _datacenter_ref(driver, datacenter)
+    run_task(driver.collector,
+             lambda: manager.MoveDatastoreFile_Task(datastore_path(datastore, source), dc,
+                                                    datastore_path(datastore, dest.strip("/")), dc,
+                                                    True),
+             job, f"{what}: moving the file into place")
+
+
+def _remove(driver: Any, datastore: str, path: str, datacenter: str | None) -> None:
+    """Best effort: the partial file of a failed upload."""
+    manager = driver.session.content.fileManager
+    with contextlib.suppress(AnyvirtError):
+        dc = _datacenter_ref(driver, datacenter)
+        run_task(driver.collector,
+                 lambda: manager.DeleteDatastoreFile_Task(datastore_path(datastore, path), dc),
+                 cleanup_job(f"removing {path}"), f"removing the partial upload {path}")
 
 
 def download(

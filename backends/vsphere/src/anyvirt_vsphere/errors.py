@@ -25,7 +25,6 @@ from anyvirt.errors import (
     InvalidSpec,
     InvalidState,
     NotFound,
-    NotSupported,
 )
 from anyvirt.kit.errors import ErrorTable, Rule
 from anyvirt_vsphere.sdk import vim, vmodl
@@ -77,8 +76,9 @@ def _fault(fault: type[BaseException], error: type[AnyvirtError]) -> Rule:
 #: Checked in order: the first matching rule decides the anyvirt error.
 TABLE = ErrorTable(
     [
-        Rule(NotSupported, types=(vmodl.fault.NotSupported, vmodl.fault.NotImplemented),
-             template="{message}", build=lambda message, what: NotSupported("vsphere", what, message)),
+        # the server refused this for this object (the capability itself was declared)
+        Rule(InvalidState, types=(vmodl.fault.NotSupported, vmodl.fault.NotImplemented),
+             template="{what}: {message} (vSphere cannot do this here)"),
         _fault(vim.fault.InvalidLogin, AuthenticationFailed),
         _fault(vim.fault.NotAuthenticated, AuthenticationFailed),
         _fault(vim.fault.NoPermission, AuthenticationFailed),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from anyvirt.errors import InvalidSpec, NotSupported, TaskFailed
 from anyvirt.kit import qemu_img
-from anyvirt.model import GIB, DiskSpec, evolve
+from anyvirt.model import GIB, Capability, DiskSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
 from anyvirt_vsphere.inventory import datastore_path
@@ -35,7 +35,7 @@ def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
     """A local image file the caller handed over: readable by qemu-img, pointing nowhere else."""
     if not qemu_img.available():
         raise NotSupported(
-            "vsphere", "vm.create.from_image", "qemu-img is needed (apt-get install qemu-utils)"
+            "vsphere", Capability.VM_CREATE_FROM_IMAGE, "qemu-img is needed (apt-get install qemu-utils)"
         )
     return qemu_img.inspect_untrusted(image, job=job)
 

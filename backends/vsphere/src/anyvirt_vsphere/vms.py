@@ -14,6 +14,7 @@ from anyvirt.errors import (
     NotFound,
     TaskFailed,
 )
+from anyvirt.kit.placement import least_loaded, takes_vms
 from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere.collector import Props
@@ -48,16 +49,17 @@ INFO_PATHS = (
 
 
 def pick_host(inventory: Inventory, node: str | None) -> HostRow:
-    """The node asked for, else the connected, non-maintenance host with most free memory."""
+    """The node asked for, else the connected, non-maintenance host with the least memory
+    given out to VMs (the kit's placement, as on every backend)."""
     if node is not None:
         host = inventory.host(node)
-        if host.node.state != "online":
+        if not takes_vms(host.node):
             raise InvalidState(f"node {host.node.name!r} is {host.node.state}: it cannot take VMs")
         return host
-    candidates = [h for h in inventory.hosts() if h.node.state == "online"]
-    if not candidates:
-        raise InvalidState("no ESXi host is connected and out of maintenance mode")
-    return max(candidates, key=lambda h: (h.node.free_memory_mib or 0, h.node.id))
+    hosts = {h.node.id: h for h in inventory.hosts()}
+    vms = ((vm.node, vm.memory_mib) for vm in inventory.list_vms() if vm.node)
+    chosen = least_loaded((h.node for h in hosts.values()), vms, where="this vSphere connection")
+    return hosts[chosen.id]
 
 
 def check_fits(host: HostRow, cpus: int | None, memory_mib: int | None) -> None:
