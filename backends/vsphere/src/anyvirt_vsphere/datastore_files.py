@@ -180,12 +180,19 @@ def _move(driver: Any, datastore: str, source: str, dest: str, datacenter: str |
 
 def _remove(driver: Any, datastore: str, path: str, datacenter: str | None) -> None:
     """Best effort: the partial file of a failed upload."""
-    manager = driver.session.content.fileManager
     with contextlib.suppress(AnyvirtError):
-        dc = _datacenter_ref(driver, datacenter)
-        run_task(driver.collector,
-                 lambda: manager.DeleteDatastoreFile_Task(datastore_path(datastore, path), dc),
-                 cleanup_job(f"removing {path}"), f"removing the partial upload {path}")
+        remove_path(driver.inventory, datastore_path(datastore, path),
+                    cleanup_job(f"removing {path}"), _datacenter_ref(driver, datacenter))
+
+
+def remove_path(inventory: Any, path: str, job: Job, datacenter: Any = None) -> None:
+    """Delete a datastore folder or file (``[ds] dir/x``) a failed operation left (best effort).
+    ``datacenter`` is its reference; the connection's datacenter when None."""
+    manager = inventory.session.content.fileManager
+    with contextlib.suppress(AnyvirtError):
+        dc = datacenter if datacenter is not None else inventory.datacenter().ref
+        run_task(inventory.collector, lambda: manager.DeleteDatastoreFile_Task(path, dc), job,
+                 f"removing {path}")
 
 
 def download(
@@ -228,4 +235,4 @@ def download(
     return result.bytes
 
 
-__all__ = ["download", "upload"]
+__all__ = ["download", "remove_path", "upload"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from anyvirt.errors import (
@@ -19,6 +18,7 @@ from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, 
 from anyvirt.tasks import Job
 from anyvirt_vsphere.collector import Props
 from anyvirt_vsphere.configspec import check_spec, config_spec, guest_name
+from anyvirt_vsphere.datastore_files import remove_path
 from anyvirt_vsphere.image_import import upload_images
 from anyvirt_vsphere.inventory import (
     VM_PATHS,
@@ -184,19 +184,6 @@ def path_exists(inventory: Inventory, datastore: Props, path: str, job: Job) -> 
     except (NotFound, TaskFailed):
         return False
     return True
-
-
-def remove_path(inventory: Inventory, path: str, job: Job) -> None:
-    """Delete a folder or file a failed operation left on a datastore (best effort)."""
-    manager = inventory.session.content.fileManager
-    datacenter = inventory.datacenter().ref
-    with contextlib.suppress(AnyvirtError):
-        run_task(
-            inventory.collector,
-            lambda: manager.DeleteDatastoreFile_Task(path, datacenter),
-            job,
-            f"removing {path}",
-        )
 
 
 def remove_leftover(inventory: Inventory, name: str, job: Job) -> None:
