@@ -132,12 +132,6 @@ class VSphereDriver(Driver):
     def open(cls, target: Target) -> VSphereDriver:
         if not target.host:
             raise InvalidSpec(f"{target.scheme}:// needs a host name, e.g. {target.scheme}://user@host")
-        for key in target.query:
-            if key not in ("datacenter", "cluster"):
-                raise InvalidSpec(
-                    f"unknown option {key!r} for {target.scheme}://; "
-                    "known: verify, ca, timeout, datacenter, cluster"
-                )
         if target.transport not in ("", "http"):
             raise InvalidSpec(
                 f"{target.scheme}://: unknown transport {target.transport!r}; "
