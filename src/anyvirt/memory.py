@@ -256,6 +256,8 @@ class MemoryDriver(Driver):
     backend = "memory"
     platform = "In-memory (reference and test fake)"
     possible_capabilities = frozenset(Capability)
+    placement_options = frozenset({"storage"})
+    uri_options = frozenset({"nodes", "cpus", "memory_mib", "storage_gib", "latency", "without"})
 
     def __init__(self, world: World, target: Target) -> None:
         self.world = world
