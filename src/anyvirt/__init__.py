@@ -21,6 +21,7 @@ from anyvirt.errors import (
     InvalidState,
     NotFound,
     NotSupported,
+    OutcomeUnknown,
     TaskFailed,
     Timeout,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "NodeInfo",
     "NotFound",
     "NotSupported",
+    "OutcomeUnknown",
     "Overcommit",
     "PowerState",
     "Snapshot",
