@@ -21,6 +21,7 @@ from anyvirt.target import (
     Credentials,
     Secret,
     Target,
+    check_timeout,
     consume_query,
     parse_bool,
     parse_uri,
@@ -95,10 +96,8 @@ def build_target(
     )
     verify_value = pick("verify", verify, own.get("verify"))
     timeout_value = pick("timeout", timeout, own.get("timeout"))
-    if timeout_value is not None and (
-        isinstance(timeout_value, bool) or not isinstance(timeout_value, int | float) or timeout_value <= 0
-    ):
-        raise InvalidSpec(f"timeout must be a positive number of seconds, not {timeout_value!r}")
+    if timeout_value is not None:
+        timeout_value = check_timeout(timeout_value)
     backend, _, transport = scheme.partition("+")
     return Target(
         scheme=scheme,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import libvirt
 
 from anyvirt.driver import Driver
-from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.model import (
     GIB,
     Allocation,
@@ -81,9 +81,20 @@ class LibvirtDriver(Driver):
             if not root:
                 raise InvalidSpec("libvirt+qemu:///embed needs ?root=DIR")
             embed_root = Path(root)
-            prepare_embed_root(embed_root)
+            try:
+                prepare_embed_root(embed_root)
+            except OSError as exc:
+                raise InvalidSpec(f"libvirt+qemu:///embed?root={root}: cannot prepare that directory "
+                                  f"({exc.strerror or type(exc).__name__})") from None
         link = Link(uri, target)
-        link.connect()
+        try:
+            link.connect()
+        except ConnectionFailed:
+            if target.transport != "test" or target.path in ("", "/default"):
+                raise
+            # libvirt's parse error quotes the file (the first line of /etc/passwd...): withheld
+            raise ConnectionFailed(f"libvirt's test driver cannot use {target.path!r}: not a readable "
+                                   "test-driver XML file (libvirt's message quotes the file)") from None
         try:
             return cls(link, target, embed_root)
         except BaseException:
