@@ -193,7 +193,8 @@ def parse_uri(uri: str) -> tuple[str, dict[str, Any]]:
         raise InvalidSpec("malformed URI: empty scheme")
     if _userinfo_misplaced(parts):
         raise InvalidSpec(
-            f"malformed URI for scheme {scheme_hint}: an '@' after the host part (write it as %40); {_ENCODE_HINT}")
+            f"malformed URI for scheme {scheme_hint}: an '@' after the host part (write it as %40); "
+            f"{_ENCODE_HINT}")
     if parts.fragment or uri.endswith("#"):
         raise InvalidSpec(f"anyvirt URIs take no #fragment; {_ENCODE_HINT}")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))

@@ -13,6 +13,7 @@ from anyvirt.errors import (
     NotFound,
     TaskFailed,
 )
+from anyvirt.kit.cleanup import noting
 from anyvirt.kit.placement import least_loaded, takes_vms
 from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary, evolve
 from anyvirt.tasks import Job
@@ -153,15 +154,19 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
             what,
             started,
         )
-    except BaseException as exc:
+    except BaseException as exc:  # undo what was made; the original error is the one raised
         if not isinstance(exc, TaskFailed):  # timed out or cancelled: the task may still run
-            settle(inventory.collector, started, what)
+            with noting(exc, "waiting for the create task to end"):
+                settle(inventory.collector, started, what)
         cleanup = cleanup_job(what)
-        remove_leftover(inventory, spec.name, cleanup)
+        with noting(exc, f"removing the half-made VM {spec.name!r}"):
+            remove_leftover(inventory, spec.name, cleanup)
         if not dir_existed:
-            remove_path(inventory, vm_dir, cleanup)
+            with noting(exc, f"removing {vm_dir}"):
+                remove_path(inventory, vm_dir, cleanup)
         if import_dir is not None:
-            remove_path(inventory, datastore_path(ds_name, import_dir), cleanup)
+            with noting(exc, f"removing the uploaded images in {import_dir}"):
+                remove_path(inventory, datastore_path(ds_name, import_dir), cleanup)
         raise
     return summary_of(inventory, ref)
 
