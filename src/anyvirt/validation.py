@@ -19,6 +19,8 @@ Policies that hold for every field:
   vSphere speak). **No normalisation**: a string is stored and compared
   exactly as given, so NFC ``"é"`` and NFD ``"é"`` are two different names,
   and what was accepted comes back unchanged.
+* **Names** (VM and snapshot names) are never ``.`` or ``..``: the platforms
+  that keep files per VM make directories of names.
 * **Control characters** (Unicode category Cc: C0, DEL, C1) are refused,
   except TAB and LF in multi-line fields.
 * **Line endings** (multi-line fields only): CR LF and a lone CR become LF
@@ -73,6 +75,7 @@ class TextRule:
     multiline: bool = False  #: TAB and LF allowed, CR LF / CR become LF
     allow_empty: bool = False
     no_padding: bool = False  #: no white space at either end
+    not_dots: bool = False  #: not "." or ".." (names platforms make directories of)
     why: str = ""  #: one line for the docs: where the limits come from
 
     def check(self, given: Any, what: str | None = None) -> str:
@@ -87,6 +90,10 @@ class TextRule:
             if self.allow_empty:
                 return value
             raise invalid(self.field, "empty", f"{label} must not be empty (non-empty text is required)")
+        if self.not_dots and value in (".", ".."):
+            raise invalid(self.field, "path",
+                          f"{label} {value!r} cannot be used: libvirt, vSphere and VirtualBox make "
+                          "directories of names, and this one names a directory already")
         if self.no_padding and value != value.strip():
             raise invalid(self.field, "padding",
                           f"{label} {value!r} must not start or end with white space")
@@ -116,11 +123,11 @@ class TextRule:
 
 
 NAME = TextRule(
-    "VM name", NAME_MAX_CHARS, NAME_MAX_BYTES, no_padding=True,
+    "VM name", NAME_MAX_CHARS, NAME_MAX_BYTES, no_padding=True, not_dots=True,
     why="80 characters is vSphere's limit; 240 UTF-8 bytes keeps the file names libvirt, "
         "vSphere and VirtualBox make from it within 255 bytes")
 SNAPSHOT_NAME = TextRule(
-    "snapshot name", NAME_MAX_CHARS, NAME_MAX_BYTES, no_padding=True,
+    "snapshot name", NAME_MAX_CHARS, NAME_MAX_BYTES, no_padding=True, not_dots=True,
     why="as VM names: vSphere's 80 characters, and libvirt names a file after it")
 DESCRIPTION = TextRule(
     "description", 1 << 20, DESCRIPTION_MAX_BYTES, multiline=True, allow_empty=True,
@@ -143,14 +150,15 @@ RULES: tuple[TextRule, ...] = (NAME, SNAPSHOT_NAME, DESCRIPTION, REFERENCE, IMAG
 
 def rules_markdown() -> str:
     """The rules as a Markdown table, for the docs."""
-    rows = ["| field | max characters | max UTF-8 bytes | lines | empty | padding | why |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| field | max characters | max UTF-8 bytes | lines | empty | padding | `.`, `..` | why |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for rule in RULES:
         lines = "TAB, LF (CR LF, CR -> LF)" if rule.multiline else "one line"
         rows.append(
             f"| {rule.field} | {rule.max_chars} | {rule.max_bytes} | {lines} | "
             f"{'allowed' if rule.allow_empty else 'refused'} | "
-            f"{'refused' if rule.no_padding else 'allowed'} | {rule.why} |"
+            f"{'refused' if rule.no_padding else 'allowed'} | "
+            f"{'refused' if rule.not_dots else 'allowed'} | {rule.why} |"
         )
     return "\n".join(rows)
 

@@ -5,10 +5,11 @@ anything is sent. Each rule says why it exists:
 
 * **VM names** become datastore paths: a VM's files live in ``[ds] NAME/``.
   ``.`` and ``..`` would name the datastore's own directory or its parent
-  (vcsim made a ``<datastore> (0)`` directory outside the datastore, left after
-  delete). vSphere stores ``%``, ``/`` and ``\\`` as three characters each
-  (``%25``, ``%2f``, ``%5c``): the stored form must stay within vSphere's 80
-  characters and, as a file name with its longest suffix, within 255 bytes.
+  (vcsim made a ``<datastore> (0)`` directory outside the datastore, left
+  after delete): the core refuses those for every platform. vSphere stores
+  ``%``, ``/`` and ``\\`` as three characters each (``%25``, ``%2f``,
+  ``%5c``): the stored form must stay within vSphere's 80 characters and,
+  as a file name with its longest suffix, within 255 bytes.
 * **Datastore paths** (``DiskSpec(image="[ds] dir/x.vmdk")``) must stay inside
   their datastore: a relative path of plain components, never ``.`` or ``..``.
 * **Datastore names** cannot hold brackets, which delimit them in paths.
@@ -25,9 +26,7 @@ _DATASTORE_PATH = re.compile(r"^\[([^\[\]]+)\] ?(.*)$", re.DOTALL)
 
 
 def check_vm_name(name: str, what: str) -> None:
-    if name in (".", ".."):
-        raise invalid("VM name", "path", f"{what} {name!r} cannot be used on vSphere: a VM's "
-                      "files live in a datastore directory named after it")
+    # "." and ".." (a datastore directory of their own) the core refuses for every platform
     stored = stored_name(name, what)
     size = len(stored.encode("utf-8"))
     if size > NAME_MAX_BYTES:
