@@ -73,9 +73,12 @@ class Target:
 
 def _libvirt_volumes(host: Host) -> Callable[[], list[str]]:
     def files() -> list[str]:
-        conn = host.native
-        return [f"{pool.name()}/{vol.name()}" for pool in conn.listAllStoragePools()
-                if pool.isActive() for vol in (pool.refresh(0), pool.listAllVolumes())[1]]
+        found = []
+        for pool in host.native.listAllStoragePools():
+            if pool.isActive():
+                pool.refresh(0)
+                found += [f"{pool.name()}/{vol.name()}" for vol in pool.listAllVolumes()]
+        return found
     return files
 
 

@@ -92,9 +92,12 @@ class LibvirtDriver(Driver):
         except ConnectionFailed:
             if target.transport != "test" or target.path in ("", "/default"):
                 raise
-            # libvirt's parse error quotes the file (the first line of /etc/passwd...): withheld
+            quoted = True  # libvirt's parse error quotes the file (/etc/passwd's first line...)
+        else:
+            quoted = False
+        if quoted:  # raised here, outside the except: not even __context__ keeps libvirt's text
             raise ConnectionFailed(f"libvirt's test driver cannot use {target.path!r}: not a readable "
-                                   "test-driver XML file (libvirt's message quotes the file)") from None
+                                   "test-driver XML file (libvirt's message, which quotes it, is withheld)")
         try:
             return cls(link, target, embed_root)
         except BaseException:

@@ -20,14 +20,18 @@ from __future__ import annotations
 import re
 
 from anyvirt.validation import NAME_MAX_BYTES, invalid
-from anyvirt_vsphere.inventory import stored_name
+from anyvirt_vsphere.inventory import MAX_STORED_NAME, escape_name
 
 _DATASTORE_PATH = re.compile(r"^\[([^\[\]]+)\] ?(.*)$", re.DOTALL)
 
 
 def check_vm_name(name: str, what: str) -> None:
     # "." and ".." (a datastore directory of their own) the core refuses for every platform
-    stored = stored_name(name, what)
+    stored = escape_name(name)
+    if len(stored) > MAX_STORED_NAME:
+        raise invalid("VM name", "length",
+                      f"{what} {name!r} is {len(stored)} characters as vSphere stores it ('/', '%' "
+                      f"and '\\' count as three); the limit is {MAX_STORED_NAME}")
     size = len(stored.encode("utf-8"))
     if size > NAME_MAX_BYTES:
         raise invalid("VM name", "length",
