@@ -12,16 +12,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from hostile_support import (  # noqa: F401 - fixtures
-    Target,
-    libvirt_daemon,
-    libvirt_target,
-    memory_target,
-    target,
-    unique,
-    vcsim_vcenter,
-    vsphere_target,
-)
+from hostile_support import Target, unique
 
 import anyvirt
 from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec
@@ -226,10 +217,10 @@ def test_a_password_with_reserved_characters_is_refused_with_a_hint(
 def test_a_percent_encoded_password_is_parsed_as_meant() -> None:
     from anyvirt.connect import build_target
 
-    target = build_target("vsphere://admin:2024%2FSpring!%23%3F%40PW@vc.example.com")
-    assert target.host == "vc.example.com"
-    assert target.credentials.password == Secret("2024/Spring!#?@PW")
-    assert "PW" not in target.safe_uri and "PW" not in repr(target)
+    parsed = build_target("vsphere://admin:2024%2FSpring!%23%3F%40PW@vc.example.com")
+    assert parsed.host == "vc.example.com"
+    assert parsed.credentials.password == Secret("2024/Spring!#?@PW")
+    assert "PW" not in parsed.safe_uri and "PW" not in repr(parsed)
 
 
 def test_only_anyvirt_errors_escape_on_odd_uris() -> None:
