@@ -162,6 +162,9 @@ def connect(
         uri, profile=profile, username=username, password=password, token=token,
         verify=verify, ca=ca, timeout=timeout, **options,
     )
+    # the Target holds them as Secrets now: no frame of ours keeps the plain text for a
+    # traceback (pytest --showlocals, Sentry) of a failed login to capture
+    del uri, password, token
     driver_cls = registry.driver_for(target.scheme)
     check_options(target, driver_cls)
     log.debug("connecting to %s", target.safe_uri)
