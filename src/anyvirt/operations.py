@@ -314,19 +314,34 @@ class Gate:
     def check_new_name(self, name: str, what: str = "name", host: Host | None = None) -> str:
         target = host or self.host
         check_name(name, what)
-        target.driver.check_vm_name(name, what)
+        self._platform_rule(target, "VM name", target.driver.check_vm_name, name, what)
         return name
+
+    @staticmethod
+    def _platform_rule(host: Host, field: str, hook: Callable[[str, str], None], value: str,
+                       what: str) -> None:
+        """A backend's rule for a field; its ``InvalidSpec`` names the field and, where the
+        backend did not, the rule as "<backend> rule"."""
+        try:
+            hook(value, what)
+        except InvalidSpec as refused:
+            if not refused.field:
+                refused.field, refused.rule = field, f"{host.backend} rule"
+            raise
 
     def check_spec_strings(self, spec: VMSpec) -> None:
         """The backend's rules for the spec's other strings (the core's ran when it was made)."""
-        driver = self.host.driver
-        driver.check_description(spec.description, "description")
+        host, driver = self.host, self.host.driver
+        self._platform_rule(host, "description", driver.check_description, spec.description,
+                            "description")
         for disk in spec.disks:
             if disk.storage is not None:
-                driver.check_storage_name(disk.storage, "DiskSpec.storage")
+                self._platform_rule(host, "storage", driver.check_storage_name, disk.storage,
+                                    "DiskSpec.storage")
         for nic in spec.nics:
             if nic.network is not None:
-                driver.check_network_name(nic.network, "NicSpec.network")
+                self._platform_rule(host, "network", driver.check_network_name, nic.network,
+                                    "NicSpec.network")
 
     def _name_free(self, name: str, host: Host | None = None) -> None:
         target = host or self.host
@@ -353,7 +368,8 @@ class Gate:
                 f" (it takes: {', '.join(sorted(offered | {'node'}))})"
             )
         if placement.storage is not None:
-            target.driver.check_storage_name(placement.storage, "placement storage")
+            self._platform_rule(target, "storage", target.driver.check_storage_name,
+                                placement.storage, "placement storage")
         return evolve(placement, node=self.check_node(placement.node, target))
 
     def _reserve(self, cpus: int, memory_mib: int, host: Host | None = None) -> Reservation | None:
@@ -375,11 +391,13 @@ class Gate:
             self.require(Capability.VM_CREATE_FROM_IMAGE)
         self.check_new_name(spec.name)
         self.check_spec_strings(spec)
+        driver = host.driver
         hold = self._hold(f"create {spec.name}", None, names=[spec.name])
         with self._checking(hold):
             for disk in spec.disks:
                 if disk.image is not None:
-                    host.driver.check_image(disk.image)
+                    self._platform_rule(host, "disk image", lambda image, _what: driver.check_image(image),
+                                        disk.image, "disk image")
             if spec.node is not None:
                 spec = evolve(spec, node=self.check_node(spec.node))
             self._name_free(spec.name)
@@ -584,8 +602,10 @@ class Gate:
         name = validation.SNAPSHOT_NAME.check(name)
         description = validation.DESCRIPTION.check(description)
         self.require(Capability.SNAPSHOTS)
-        self.host.driver.check_snapshot_name(name, "snapshot name")
-        self.host.driver.check_description(description, "snapshot description")
+        self._platform_rule(self.host, "snapshot name", self.host.driver.check_snapshot_name, name,
+                            "snapshot name")
+        self._platform_rule(self.host, "description", self.host.driver.check_description,
+                            description, "snapshot description")
         hold = self._hold(f"snapshot {vm.name} as {name}", vm)
         with self._checking(hold):
             summary = self._reread(rule, vm, f"snapshot {vm.name!r}")

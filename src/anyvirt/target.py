@@ -14,6 +14,7 @@ from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from attrs import field, frozen
 
+from anyvirt import validation
 from anyvirt.errors import InvalidSpec
 
 DEFAULT_CALL_TIMEOUT = 60.0
@@ -179,6 +180,7 @@ def parse_uri(uri: str) -> tuple[str, dict[str, Any]]:
     """
     if not isinstance(uri, str) or "://" not in uri:
         raise InvalidSpec("malformed URI: expected scheme://..., e.g. libvirt+qemu:///system")
+    validation.URI.check(uri)  # urllib would drop a tab or line break in a password unseen
     named = uri.split("://", 1)[0]
     scheme_hint = repr(named) if named.isascii() and named.replace("+", "").isalnum() else "given"
     try:

@@ -76,10 +76,12 @@ class TextRule:
     allow_empty: bool = False
     no_padding: bool = False  #: no white space at either end
     not_dots: bool = False  #: not "." or ".." (names platforms make directories of)
+    secret: bool = False  #: may hold a password: messages never quote it
     why: str = ""  #: one line for the docs: where the limits come from
 
     def check(self, given: Any, what: str | None = None) -> str:
         label = what or self.field
+        shown = self._shown(given)
         if not isinstance(given, str):
             raise invalid(self.field, "type",
                           f"{label} must be a string, not {type(given).__name__}")
@@ -92,23 +94,23 @@ class TextRule:
             raise invalid(self.field, "empty", f"{label} must not be empty (non-empty text is required)")
         if self.not_dots and value in (".", ".."):
             raise invalid(self.field, "path",
-                          f"{label} {value!r} cannot be used: libvirt, vSphere and VirtualBox make "
+                          f"{label}{shown} cannot be used: libvirt, vSphere and VirtualBox make "
                           "directories of names, and this one names a directory already")
         if self.no_padding and value != value.strip():
             raise invalid(self.field, "padding",
-                          f"{label} {value!r} must not start or end with white space")
+                          f"{label}{shown} must not start or end with white space")
         for ch in value:
             if "\ud800" <= ch <= "\udfff":
                 raise invalid(self.field, "surrogates",
-                              f"{label} {value!r} holds a lone surrogate (U+{ord(ch):04X}), which "
+                              f"{label}{shown} holds a lone surrogate (U+{ord(ch):04X}), which "
                               "is not text and cannot be encoded as UTF-8")
             if _noncharacter(ch):
                 raise invalid(self.field, "noncharacters",
-                              f"{label} {value!r} holds the noncharacter U+{ord(ch):04X}")
+                              f"{label}{shown} holds the noncharacter U+{ord(ch):04X}")
             if unicodedata.category(ch) == "Cc" and not (self.multiline and ch in "\t\n"):
                 allowed = " (only tab and line feed are allowed)" if self.multiline else ""
                 raise invalid(self.field, "control characters",
-                              f"{label} {value!r} must not contain control characters{allowed}")
+                              f"{label}{shown} must not contain control characters{allowed}")
         if len(value) > self.max_chars:
             raise invalid(self.field, "length",
                           f"{label} is {len(value)} characters long; the limit is {self.max_chars}")
@@ -117,6 +119,9 @@ class TextRule:
             raise invalid(self.field, "length",
                           f"{label} is {size} bytes long in UTF-8; the limit is {self.max_bytes}")
         return value
+
+    def _shown(self, value: Any) -> str:
+        return "" if self.secret else f" {value!r}"
 
     def check_optional(self, value: Any, what: str | None = None) -> str | None:
         return None if value is None else self.check(value, what)
@@ -145,7 +150,12 @@ LOOKUP = TextRule(
     "VM id or name", PATH_MAX_BYTES, PATH_MAX_BYTES,
     why="what ``get`` looks for: any text a name or id could be")
 
-RULES: tuple[TextRule, ...] = (NAME, SNAPSHOT_NAME, DESCRIPTION, REFERENCE, IMAGE_PATH, LOOKUP)
+URI = TextRule(
+    "URI", 8192, 8192, no_padding=True, secret=True,
+    why="one line: URL parsers drop tabs, line breaks and padding without a word, which would "
+        "change a password; never quoted in messages, it may hold one")
+
+RULES: tuple[TextRule, ...] = (NAME, SNAPSHOT_NAME, DESCRIPTION, REFERENCE, IMAGE_PATH, LOOKUP, URI)
 
 
 def rules_markdown() -> str:
@@ -171,6 +181,7 @@ __all__ = [
     "REFERENCE",
     "RULES",
     "SNAPSHOT_NAME",
+    "URI",
     "TextRule",
     "invalid",
     "rules_markdown",
