@@ -16,6 +16,7 @@ run is the same on every machine, and a failure prints the example to replay.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -28,7 +29,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 from hostile_support import Target, unique
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import anyvirt
@@ -42,9 +43,10 @@ SCALE = float(os.environ.get("ANYVIRT_FUZZ_SCALE", "1"))
 EXAMPLES = {"memory": 300, "libvirt": 150, "vsphere": 60}
 
 
-def _settings(examples: int) -> settings:
+def _settings(examples: int, *, shrink: bool = True) -> settings:
+    phases = tuple(Phase) if shrink else (Phase.explicit, Phase.generate)
     return settings(max_examples=max(1, int(examples * SCALE)), deadline=None, database=None,
-                    derandomize=True, suppress_health_check=list(HealthCheck))
+                    derandomize=True, suppress_health_check=list(HealthCheck), phases=phases)
 
 
 # ---------------------------------------------------------------- strategies
@@ -355,11 +357,21 @@ def _archive(path: Path, manifest: Any, raw: bytes | None) -> None:
         tar.addfile(member, io.BytesIO(data))
 
 
+#: archive format 2's typed manifest schema (the backup work) is what answers every malformed
+#: manifest with InvalidSpec; before it lands, format 1's reader lets KeyError and
+#: AttributeError out, and this fuzz proves it (strict: it must fail there)
+_SCHEMA = importlib.util.find_spec("anyvirt.migration.manifest") is not None
+_UNTIL_SCHEMA = pytest.mark.xfail(
+    not _SCHEMA, strict=True, reason="the archive's manifest schema has not landed",
+    raises=(KeyError, AttributeError, TypeError, UnicodeDecodeError, ExceptionGroup))
+
+
+@_UNTIL_SCHEMA
 def test_fuzz_backup_archives_are_read_or_refused_and_leave_nothing(memory_target: Target,
                                                                      tmp_path: Path) -> None:
     host = memory_target.host
 
-    @_settings(300)
+    @_settings(300, shrink=_SCHEMA)  # an expected failure needs no shrinking
     @given(manifest=_manifest_like(), raw=st.one_of(st.none(), st.binary(max_size=64)),
            name=st.one_of(st.none(), NAMES))
     def run(manifest: Any, raw: bytes | None, name: str | None) -> None:
@@ -378,9 +390,10 @@ def test_fuzz_backup_archives_are_read_or_refused_and_leave_nothing(memory_targe
     run()
 
 
+@_UNTIL_SCHEMA
 def test_fuzz_backup_archives_on_the_real_testbeds(libvirt_target: Target, vsphere_target: Target,
                                                    tmp_path: Path) -> None:
-    @_settings(40)
+    @_settings(40, shrink=_SCHEMA)
     @given(manifest=_manifest_like(), which=st.sampled_from([libvirt_target, vsphere_target]))
     def run(manifest: Any, which: Target) -> None:
         path = tmp_path / "fuzz.avbk"
