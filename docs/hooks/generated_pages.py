@@ -4,6 +4,7 @@
   ``possible_capabilities`` (``anyvirt.cli.matrix.support_matrix_markdown``),
   so the published matrix cannot drift from what the drivers declare.
 * ``cli.md``: the ``--help`` text of every ``anyvirt`` command.
+* ``input-rules.md``: the table of ``anyvirt.validation``'s rules.
 * ``backends/<name>.md``: the backend's own ``backends/<name>/README.md``, kept
   beside its code so it changes with it, shown here without a copy.
 
@@ -23,6 +24,7 @@ from mkdocs.exceptions import PluginError
 
 MATRIX_MARKER = "<!-- generated: support-matrix -->"
 CLI_MARKER = "<!-- generated: cli-help -->"
+RULES_MARKER = "<!-- generated: input-rules -->"
 BACKEND_MARKER = re.compile(r"<!-- generated: backend-readme ([a-z0-9_-]+) -->")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +61,12 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if CLI_MARKER not in markdown:
             raise PluginError(f"{src} lost its marker {CLI_MARKER}")
         return markdown.replace(CLI_MARKER, _cli_help())
+    if src == "input-rules.md":
+        from anyvirt.validation import rules_markdown
+
+        if RULES_MARKER not in markdown:
+            raise PluginError(f"{src} lost its marker {RULES_MARKER}")
+        return markdown.replace(RULES_MARKER, rules_markdown())
     if src.startswith("backends/"):
         match = BACKEND_MARKER.search(markdown)
         if match is None:
