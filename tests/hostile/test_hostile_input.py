@@ -43,7 +43,7 @@ def test_control_characters_in_a_description_are_refused_everywhere(target: Targ
 @pytest.mark.parametrize("value", [5, b"bytes", None, ["x"]])
 def test_a_description_that_is_not_a_string_is_refused_everywhere(target: Target, value: object) -> None:
     host = target.host
-    _refused(target, lambda: host.vms.create(VMSpec(name=unique(), description=value)),  # type: ignore[arg-type]
+    _refused(target, lambda: host.vms.create(VMSpec(name=unique(), description=value)),
              "description", "type")
 
 
@@ -58,7 +58,7 @@ def test_a_lone_surrogate_is_refused_in_names_descriptions_and_snapshot_names(ta
         _refused(target, lambda: vm.snapshots.create("snap\ud83d"), "snapshot name", "surrogates")
         _refused(target, lambda: vm.snapshots.create("ok", description="\ud83d"),
                  "description", "surrogates")
-        _refused(target, lambda: vm.snapshots.create("ok", description=7),  # type: ignore[arg-type]
+        _refused(target, lambda: vm.snapshots.create("ok", description=7),  # type: ignore[call-overload]
                  "description", "type")
     finally:
         target.remove(name)
