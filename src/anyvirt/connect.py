@@ -158,6 +158,8 @@ def connect(
     ``$ANYVIRT_URI``, then the local QEMU/KVM where the libvirt backend is
     installed, else ``memory://default``.
     """
+    if overcommit is not None and not isinstance(overcommit, Overcommit):
+        raise InvalidSpec(f"overcommit must be an anyvirt.Overcommit, not {type(overcommit).__name__}")
     target = build_target(
         uri, profile=profile, username=username, password=password, token=token,
         verify=verify, ca=ca, timeout=timeout, **options,

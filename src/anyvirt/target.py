@@ -55,13 +55,22 @@ def _secret(value: Secret | str | None) -> Secret | None:
     return Secret(str(value))
 
 
+def _user(_inst: object, _attribute: Any, value: str | None) -> None:
+    validation.USER_NAME.check_optional(value)
+
+
+def _sendable(_inst: object, attribute: Any, value: Secret | None) -> None:
+    if value is not None:
+        validation.check_secret(value.reveal(), attribute.name)
+
+
 @frozen
 class Credentials:
     """Who to log in as. ``password`` and ``token`` are always :class:`Secret`."""
 
-    username: str | None = None
-    password: Secret | None = field(default=None, converter=_secret)
-    token: Secret | None = field(default=None, converter=_secret)
+    username: str | None = field(default=None, validator=_user)
+    password: Secret | None = field(default=None, converter=_secret, validator=_sendable)
+    token: Secret | None = field(default=None, converter=_secret, validator=_sendable)
 
 
 @frozen

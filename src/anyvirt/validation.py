@@ -155,7 +155,25 @@ URI = TextRule(
     why="one line: URL parsers drop tabs, line breaks and padding without a word, which would "
         "change a password; never quoted in messages, it may hold one")
 
-RULES: tuple[TextRule, ...] = (NAME, SNAPSHOT_NAME, DESCRIPTION, REFERENCE, IMAGE_PATH, LOOKUP, URI)
+USER_NAME = TextRule(
+    "user name", REFERENCE_MAX_CHARS, 4 * REFERENCE_MAX_CHARS,
+    why="who to log in as: one line of text")
+
+
+def check_secret(value: str, what: str) -> str:
+    """A password or token: any text that can be sent (no lone surrogate, no NUL, which C
+    APIs such as libvirt's end a string at). Never quoted in a message."""
+    if not isinstance(value, str):
+        raise invalid(what, "type", f"{what} must be a string, not {type(value).__name__}")
+    if "\x00" in value:
+        raise invalid(what, "control characters", f"{what} holds a NUL character, which cannot be sent")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise invalid(what, "surrogates", f"{what} holds a lone surrogate, which cannot be encoded")
+    return value
+
+
+RULES: tuple[TextRule, ...] = (NAME, SNAPSHOT_NAME, DESCRIPTION, REFERENCE, IMAGE_PATH, LOOKUP, URI,
+                               USER_NAME)
 
 
 def rules_markdown() -> str:
@@ -182,7 +200,9 @@ __all__ = [
     "RULES",
     "SNAPSHOT_NAME",
     "URI",
+    "USER_NAME",
     "TextRule",
+    "check_secret",
     "invalid",
     "rules_markdown",
 ]
