@@ -126,33 +126,20 @@ def _create_round_trip(target: Target, name: str, description: Any = "",
             made.delete()
 
 
+@pytest.mark.parametrize("field", ["name", "description"])
 @pytest.mark.parametrize("backend", ["memory", "libvirt", "vsphere"])
-def test_fuzz_vm_names_round_trip_or_are_refused_cleanly(request: pytest.FixtureRequest,
-                                                          backend: str) -> None:
+def test_fuzz_names_and_descriptions_round_trip_or_are_refused_cleanly(
+        request: pytest.FixtureRequest, backend: str, field: str) -> None:
     target: Target = request.getfixturevalue(f"{backend}_target")
-
     counts: dict[str, int] = {}
 
     @_settings(EXAMPLES[backend])
-    @given(name=NAMES)
-    def run(name: str) -> None:
-        _create_round_trip(target, name, counts=counts)
-
-    run()
-    _both_seen(counts)
-
-
-@pytest.mark.parametrize("backend", ["memory", "libvirt", "vsphere"])
-def test_fuzz_descriptions_round_trip_or_are_refused_cleanly(request: pytest.FixtureRequest,
-                                                              backend: str) -> None:
-    target: Target = request.getfixturevalue(f"{backend}_target")
-
-    counts: dict[str, int] = {}
-
-    @_settings(EXAMPLES[backend])
-    @given(description=DESCRIPTIONS)
-    def run(description: Any) -> None:
-        _create_round_trip(target, unique("fuzz"), description, counts)
+    @given(value=NAMES if field == "name" else DESCRIPTIONS)
+    def run(value: Any) -> None:
+        if field == "name":
+            _create_round_trip(target, value, counts=counts)
+        else:
+            _create_round_trip(target, unique("fuzz"), value, counts)
 
     run()
     _both_seen(counts)
