@@ -143,8 +143,10 @@ RULES: dict[str, Rule] = {
     "resume": _power_rule(PowerAction.RESUME, "vm.resume()"),
     "suspend": _power_rule(PowerAction.SUSPEND, "vm.suspend()"),
     "reconfigure": Rule(
-        "vm.reconfigure(cpus, memory_mib)", Capability.RECONFIGURE, ANY_STATE - {U}, "refused",
-        "the VM", "the CPUs and memory added", ("cpus and memory_mib are whole numbers >= 1",),
+        # not while suspended: the saved memory image belongs to the hardware it was saved on
+        "vm.reconfigure(cpus, memory_mib)", Capability.RECONFIGURE, frozenset({S, R, P, C}),
+        "refused", "the VM", "the CPUs and memory added",
+        ("cpus and memory_mib are whole numbers >= 1",),
         result="True if applied live, False if at the next start"),
     "delete": Rule(
         "vm.delete(disks=True)", Capability.VM_DELETE, DELETABLE, "allowed", "the VM", "",
