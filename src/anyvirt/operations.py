@@ -248,8 +248,9 @@ class Gate:
                 f"cannot {name}: VM {who!r} is busy ({busy.what}); try again when that is done"
             ) from None
 
-    def _reread(self, rule: Rule, vm: VM, what: str) -> VMSummary:
-        """Re-read the VM under the hold and apply the table's state and template rules."""
+    def _reread(self, rule: Rule, vm: VM, what: str, hint: str = "") -> VMSummary:
+        """Re-read the VM under the hold and apply the table's state and template rules;
+        ``hint`` says what to do about a wrong state."""
         summary = self.host.driver.vm_summary(vm.id)
         vm._summary = summary
         if rule.templates == "refused" and summary.template:
@@ -261,7 +262,8 @@ class Gate:
             raise InvalidState(f"cannot {what}: {vm.name!r} is not a template")
         if summary.state not in rule.states:
             raise InvalidState(
-                f"cannot {what}: {vm.name!r} is {summary.state}; that needs it {_states(rule.states)}"
+                f"cannot {what}: {vm.name!r} is {summary.state}; "
+                f"{hint or 'that needs it ' + _states(rule.states)}"
             )
         return summary
 
@@ -439,13 +441,8 @@ class Gate:
         self.require(Capability.VM_DELETE)
         hold = self._hold(f"delete {vm.name}", vm)
         with self._checking(hold):
-            summary = self.host.driver.vm_summary(vm.id)
-            vm._summary = summary
-            if summary.state not in rule.states:
-                raise InvalidState(
-                    f"cannot delete VM {vm.name!r} while it is {summary.state}: stop it first "
-                    "(a forced power-off if need be)"
-                )
+            self._reread(rule, vm, f"delete VM {vm.name!r}",
+                         "stop it first (a forced power-off if need be)")
             if disks:
                 users = self.host.driver.linked_clones(vm.id)
                 if users:
@@ -710,13 +707,8 @@ class Gate:
         self.require(Capability.DISK_EXPORT)
         hold = self._hold(f"{what} {vm.name}", vm)
         with self._checking(hold):
-            summary = self.host.driver.vm_summary(vm.id)
-            vm._summary = summary
-            if summary.state not in rule.states:
-                raise InvalidState(
-                    f"cannot {what} {vm.name!r}: it is {summary.state}; stop it first (its disks "
-                    "must not change while they are copied)"
-                )
+            self._reread(rule, vm, f"{what} {vm.name!r}",
+                         "stop it first (its disks must not change while they are copied)")
         return self._run(f"{what} {vm.name}", entered, work, hold=hold, wait=wait,
                          timeout=timeout, on_progress=on_progress)
 
