@@ -407,6 +407,7 @@ class Gate:
     def reconfigure(self, vm: VM, cpus: int | None, memory_mib: int | None, *, wait: bool,
                     timeout: float | None) -> Any:
         entered = time.monotonic()
+        self.require(Capability.RECONFIGURE)
         for label, value in (("cpus", cpus), ("memory_mib", memory_mib)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
@@ -414,7 +415,6 @@ class Gate:
         if cpus is None and memory_mib is None:
             raise InvalidSpec("reconfigure() needs cpus or memory_mib")
         rule = RULES["reconfigure"]
-        self.require(Capability.RECONFIGURE)
         hold = self._hold(f"reconfigure {vm.name}", vm)
         with self._checking(hold):
             summary = self._reread(rule, vm, f"reconfigure {vm.name!r}")

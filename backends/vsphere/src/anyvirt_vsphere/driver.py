@@ -292,17 +292,20 @@ class VSphereDriver(Driver):
 
     def linked_clones(self, vm_id: str) -> list[str]:
         mine = {d.path for d in self.vm_info(vm_id).disks if d.path}
-        rows = self.collector.scan({vim.VirtualMachine: ("name", "config.hardware.device",
-                                                          "config.instanceUuid")},
-                                   root=self.inventory.scope(), what="finding linked clones")
+        rows = self.collector.scan(
+            {vim.VirtualMachine: ("name", "config.hardware.device", "config.instanceUuid",
+                                  "config.extraConfig")},
+            root=self.inventory.scope(), what="finding linked clones")
         users = []
         for row in rows:
             if row.get("config.instanceUuid") == vm_id:
                 continue
-            for dev in row.get("config.hardware.device") or ():
-                if isinstance(dev, vim.vm.device.VirtualDisk) and _reads_from(dev.backing, mine):
-                    users.append(unescape_name(row.get("name") or row.moid))
-                    break
+            marked = any(o.key == clone.LINKED_FROM_KEY and o.value == vm_id
+                         for o in row.get("config.extraConfig") or ())
+            chained = any(isinstance(dev, vim.vm.device.VirtualDisk) and _reads_from(dev.backing, mine)
+                          for dev in row.get("config.hardware.device") or ())
+            if marked or chained:
+                users.append(unescape_name(row.get("name") or row.moid))
         return users
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
