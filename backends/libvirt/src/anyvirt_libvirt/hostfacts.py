@@ -38,6 +38,7 @@ ALL = frozenset(
         Capability.LIVE_MIGRATION,
         Capability.TASK_CANCEL,
         Capability.DISK_EXPORT,
+        Capability.TEMPLATES,
     }
 )
 
@@ -93,7 +94,7 @@ def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
     if chosen is None and hvm:
         chosen = hvm[0]
     if chosen is None:
-        return HostChoices(domain_type="qemu")
+        return HostChoices(domain_type="qemu")  # no guests offered: no room to grow either
     arch_el = chosen.find("arch")
     arch = arch_el.get("name") if arch_el is not None else None
     types = [d.get("type", "") for d in chosen.findall("arch/domain")]
@@ -114,7 +115,9 @@ def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
             cpu_model = _baseline_model(domcaps)
         except libvirt.libvirtError:
             efi = False
-    return HostChoices(domain_type=domain_type, arch=arch, machine=None, efi=efi, cpu_model=cpu_model)
+    info = conn.getInfo()  # [model, memory MiB, cpus, ...]: the ceiling of live growth
+    return HostChoices(domain_type=domain_type, arch=arch, machine=None, efi=efi,
+                       cpu_model=cpu_model, host_cpus=int(info[2]), host_memory_mib=int(info[1]))
 
 
 # Named models that give guests the x86-64-v2 level (SSE4.2, POPCNT, CX16) that current

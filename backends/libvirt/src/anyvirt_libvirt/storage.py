@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import libvirt
 
 from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
 from anyvirt_libvirt.connection import Link
+from anyvirt_libvirt.errors import is_pool_busy
 
 CHUNK = 1024 * 1024
 QEMU_IMG_TIMEOUT = 600.0
@@ -67,6 +69,35 @@ def _volume_xml(name: str, capacity: int, backing: str | None = None) -> str:
     return ET.tostring(vol, encoding="unicode")
 
 
+#: how long a pool refresh waits for another client's volume build to finish
+BUSY_POOL_WAIT = 30.0
+
+
+def refresh_pool(pool: libvirt.virStoragePool, wait: float = BUSY_POOL_WAIT) -> None:
+    """Refresh a pool, waiting briefly while libvirt builds a volume in it.
+
+    libvirt refuses a refresh while any volume of the pool is being created or
+    uploaded ("has asynchronous jobs running"); concurrent creates and deletes
+    meet that all the time, and it says nothing about the refresh itself."""
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            if not is_pool_busy(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _mtime(vol_xml: str) -> float:
+    """When a volume's file was last written, as its pool reports it (ns precision)."""
+    stamp = ET.fromstring(vol_xml).findtext("target/timestamps/mtime")  # noqa: S314 - from the daemon
+    return float(stamp) if stamp else 0.0
+
+
 class DiskStore(abc.ABC):
     """Where a VM's disks live."""
 
@@ -79,6 +110,11 @@ class DiskStore(abc.ABC):
     @abc.abstractmethod
     def import_image(self, vol_name: str, image: str, min_size: int | None) -> str:
         """A qcow2 volume holding a copy of a local image file (any format qemu-img reads)."""
+
+    @abc.abstractmethod
+    def newest_unchanged_copy(self, prefix: str, source: str) -> str | None:
+        """The path of a volume named ``prefix...`` written after ``source`` last was
+        (a frozen copy still showing the source's current state), or None."""
 
     @abc.abstractmethod
     def copy(self, vol_name: str, source: str) -> str:
@@ -174,6 +210,21 @@ class PoolStore(DiskStore):
             vol = self._pool(conn).createXMLFrom(_volume_xml(vol_name, capacity), src, 0)
             return str(vol.path())
 
+    def newest_unchanged_copy(self, prefix: str, source: str) -> str | None:
+        with self.link.call(f"volumes of pool {self.name!r}") as conn:
+            src = self._lookup(conn, source)
+            if src is None:
+                return None
+            written = _mtime(src.XMLDesc(0))
+            best: tuple[float, str] | None = None
+            for vol in self._pool(conn).listAllVolumes(0):
+                if not vol.name().startswith(prefix):
+                    continue
+                stamp = _mtime(vol.XMLDesc(0))
+                if stamp > written and (best is None or stamp > best[0]):
+                    best = (stamp, str(vol.path()))
+        return best[1] if best else None
+
     def overlay(self, vol_name: str, backing: str) -> str:
         with self.link.call(f"create overlay {vol_name}") as conn:
             capacity = conn.storageVolLookupByPath(backing).info()[1]
@@ -192,7 +243,7 @@ class PoolStore(DiskStore):
             if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                 raise
         # a file QEMU created (the console log) is not known until the pool is refreshed
-        self._pool(conn).refresh(0)
+        refresh_pool(self._pool(conn))
         try:
             return conn.storageVolLookupByPath(path)
         except libvirt.libvirtError as exc:
@@ -269,6 +320,12 @@ class DirStore(DiskStore):
         path = self._path(vol_name)
         run_qemu_img(["convert", "-O", "qcow2", "--", source, path])
         return path
+
+    def newest_unchanged_copy(self, prefix: str, source: str) -> str | None:
+        written = os.stat(source).st_mtime_ns
+        copies = [(p.stat().st_mtime_ns, str(p)) for p in self.directory.glob(f"{prefix}*")]
+        fresh = [c for c in copies if c[0] > written]
+        return max(fresh)[1] if fresh else None
 
     def overlay(self, vol_name: str, backing: str) -> str:
         path = self._path(vol_name)
