@@ -99,7 +99,6 @@ def _read_source(driver: LibvirtDriver, vm_id: str, name: str) -> _Source:
 
 
 def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) -> VMSummary:
-    driver.check_vm_name(name)
     source = _read_source(driver, vm_id, name)
     refuse_uncopyable(source.disks, source.name, "clone")
     writable = [d for d in source.disks if d.writable_disk]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import libvirt
 
 from anyvirt.driver import Driver
-from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState, NotFound
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
 from anyvirt.model import (
     GIB,
     Allocation,
@@ -31,6 +31,7 @@ from anyvirt.model import (
     NicSpec,
     NodeInfo,
     Overcommit,
+    Placement,
     PowerAction,
     PowerState,
     SnapshotInfo,
@@ -363,8 +364,8 @@ class LibvirtDriver(Driver):
             return None
 
     # ------------------------------------------------------------ create and delete
-    @staticmethod
-    def check_vm_name(name: str) -> None:
+    @classmethod
+    def check_vm_name(cls, name: str, what: str = "name") -> None:
         """Refuse a name libvirt would turn into a path it uses (a platform rule).
 
         libvirt names per-domain files and directories after the domain
@@ -374,12 +375,11 @@ class LibvirtDriver(Driver):
         domains' files. Checked before anything is sent."""
         if name in (".", "..") or "/" in name:
             raise InvalidSpec(
-                f"VM name {name!r} cannot be used on libvirt: libvirt makes file paths from "
+                f"{what} {name!r} cannot be used on libvirt: libvirt makes file paths from "
                 "VM names, so a name must not be '.' or '..' and must not contain '/'"
             )
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
-        self.check_vm_name(spec.name)
         choices = self.facts.choices
         if spec.firmware is Firmware.EFI and not choices.efi:
             raise InvalidSpec(f"{self.safe_uri} offers no UEFI firmware: use firmware='bios'")
@@ -455,13 +455,10 @@ class LibvirtDriver(Driver):
         its NVRAM. Never a file another domain references, never one outside the pools
         (a disk another tool attached there is the caller's), never CD-ROMs."""
         with self._domain(vm_id, "delete VM") as dom:
-            name = dom.name()
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             conn = dom.connect()
             own = disks_mod.parse_disks(xml, conn)
             others = usage.other_domains(conn, vm_id)
-            if disks:
-                self._refuse_if_linked_clones_need(name, own, others)
             nvram = _parse(xml).findtext("os/nvram")
             keep_nvram = not disks or (nvram or "").strip() in others.paths
             _undefine(dom, keep_nvram)
@@ -476,22 +473,19 @@ class LibvirtDriver(Driver):
         if log and log not in others.paths:
             self.delete_console_log(log)
 
-    def _refuse_if_linked_clones_need(
-        self, name: str, own: list[disks_mod.DomainDisk], others: usage.OtherDomains
-    ) -> None:
-        """The original of linked clones keeps its disks (the agreed semantics): refuse
-        ``disks=True`` naming them. Besides anyvirt's clones, a volume another tool
-        layered on one of this VM's disks counts too: deleting the disk would break it."""
-        users = list(others.linked_clones)
+    def linked_clones(self, vm_id: str) -> list[str]:
+        """The VMs that need this one's disks: anyvirt's linked clones of it (marked in
+        their metadata), and volumes another tool layered on one of its disks (deleting
+        the disk would break them). The gate refuses ``delete(disks=True)`` meanwhile."""
+        with self._domain(vm_id, "linked clones") as dom:
+            conn = dom.connect()
+            own = disks_mod.parse_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), conn)
+            users = list(usage.other_domains(conn, vm_id).linked_clones)
         for path in disks_mod.writable_paths(own):
             store = self._store_of(path)
             if store is not None:
                 users += [p for p in store.backing_users(path) if p not in users]
-        if users:
-            raise InvalidState(
-                f"{name!r} has linked clones that need its disks ({', '.join(users)}): delete "
-                "them first, or delete this VM with disks=False to keep its disks for them"
-            )
+        return users
 
     # ------------------------------------------------------------ lifecycle
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
@@ -516,8 +510,8 @@ class LibvirtDriver(Driver):
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
         return self._set_template(vm_id, True)
 
-    def unmark_template(self, vm_id: str, job: Job) -> VMSummary:
-        """A template becomes a VM again (``convert_to_vm``)."""
+    def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
+        """A template becomes a VM again (one node: ``node`` is this one or None)."""
         return self._set_template(vm_id, False)
 
     def _set_template(self, vm_id: str, on: bool) -> VMSummary:
@@ -547,7 +541,7 @@ class LibvirtDriver(Driver):
 
     # ------------------------------------------------------------ clone and migrate
     def clone_vm(
-        self, vm_id: str, name: str, linked: bool, node: str | None, job: Job
+        self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job
     ) -> VMSummary:
         from anyvirt_libvirt.cloning import clone
 
@@ -557,7 +551,7 @@ class LibvirtDriver(Driver):
         self,
         vm_id: str,
         target: Driver | None,
-        node: str | None,
+        placement: Placement,
         live: bool,
         job: Job,
     ) -> MigrationResult:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
-from anyvirt.errors import InvalidSpec, InvalidState
+from anyvirt.errors import InvalidSpec
 from anyvirt.model import ExportedDisk, PowerState
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
@@ -35,8 +35,6 @@ CHUNK = 1024 * 1024
 def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
     with driver._domain(vm_id, "export disks") as dom:
         name = dom.name()
-        if dom.isActive():
-            raise InvalidState(f"VM {name!r} is running: stop it before exporting its disks")
         xml = dom.XMLDesc(0)
         resolved = parse_disks(xml, dom.connect())
     info = domxml.parse_vm_info(xml, PowerState.STOPPED, "shutoff", None, None, resolved)

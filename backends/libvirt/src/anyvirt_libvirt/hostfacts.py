@@ -39,12 +39,16 @@ ALL = frozenset(
         Capability.TASK_CANCEL,
         Capability.DISK_EXPORT,
         Capability.TEMPLATES,
+        Capability.CLONE_RUNNING,
+        Capability.COLD_MIGRATION_SNAPSHOTS,
     }
 )
 
 #: libvirt's in-process test driver: no real hypervisor, no migration, no volume streams
 TEST_DRIVER = ALL - {
     Capability.VM_CREATE_FROM_IMAGE,
+    Capability.CLONE_RUNNING,  # no block jobs
+    Capability.COLD_MIGRATION_SNAPSHOTS,
     Capability.LIVE_RECONFIGURE,
     Capability.COLD_MIGRATION,
     Capability.LIVE_MIGRATION,
@@ -53,7 +57,13 @@ TEST_DRIVER = ALL - {
 }
 
 #: qemu:///embed: no daemon another host could migrate to or from
-EMBEDDED = ALL - {Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION, Capability.TASK_CANCEL}
+EMBEDDED = ALL - {
+    Capability.COLD_MIGRATION,
+    Capability.COLD_MIGRATION_SNAPSHOTS,
+    Capability.LIVE_MIGRATION,
+    Capability.TASK_CANCEL,
+    Capability.CLONE_RUNNING,  # block copies into its plain directory are not proven yet
+}
 
 
 @frozen
@@ -82,6 +92,7 @@ def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool)
             Capability.VM_CREATE_FROM_IMAGE,
             Capability.FULL_CLONE,
             Capability.LINKED_CLONE,
+            Capability.CLONE_RUNNING,
         }
     return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities))
 
