@@ -142,7 +142,7 @@ def test_names_libvirt_maps_onto_paths_are_refused_before_anything_is_sent(
     victim.snapshots.create("keep")
     before = sorted(d.UUIDString() for d in host.native.listAllDomains(0))
     volumes = _volumes(host)
-    with pytest.raises(InvalidSpec, match="must not be '.' or '..' and must not contain '/'"):
+    with pytest.raises(InvalidSpec, match=r"must not be '\.' or '\.\.' and must not contain '/'"):
         host.vms.create(spec_for(name))
     with pytest.raises(InvalidSpec, match="contain '/'"):
         victim.clone(name)

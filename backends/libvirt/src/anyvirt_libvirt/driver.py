@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -340,11 +340,12 @@ class LibvirtDriver(Driver):
                     return storage.PoolStore(self.link, candidate.name())
         return None
 
-    def delete_volume_chain(self, path: str) -> None:
-        """Delete a volume a VM used (and unshared bases); never a file outside the pools."""
+    def delete_volume_chain(self, path: str, keep: Collection[str] = ()) -> None:
+        """Delete a volume a VM used (and unshared bases not in ``keep``); never a file
+        outside the pools."""
         store = self._store_of(path)
         if store is not None:
-            store.delete_chain(path)
+            store.delete_chain(path, keep)
 
     def delete_console_log(self, path: str) -> None:
         """Remove a console log QEMU wrote next to the disks (a pool refresh finds it)."""
@@ -468,7 +469,7 @@ class LibvirtDriver(Driver):
         for path in disks_mod.writable_paths(own):
             job.check()
             if path not in others.paths:
-                self.delete_volume_chain(path)
+                self.delete_volume_chain(path, keep=others.paths)
         log = domxml.console_log_path(_parse(xml))
         if log and log not in others.paths:
             self.delete_console_log(log)

@@ -81,7 +81,9 @@ def has_memory(root: ET.Element) -> bool:
         return False  # shut off, or 'disk-snapshot' (external, disks only)
     if memory is not None and memory.get("snapshot") == "no":
         return False
-    marks = root.iterfind(f"domain/metadata/{{{DISK_ONLY_NS}}}disk-only/snapshot")
+    # libvirt puts the children of a metadata element into its namespace too
+    holder = f"domain/metadata/{{{DISK_ONLY_NS}}}disk-only"
+    marks = [*root.iterfind(f"{holder}/{{{DISK_ONLY_NS}}}snapshot"), *root.iterfind(f"{holder}/snapshot")]
     return not any(mark.get("name") == name for mark in marks)
 
 

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Collection
 from pathlib import Path
 
 import libvirt
@@ -148,11 +149,14 @@ class DiskStore(abc.ABC):
     def console_log(self, vm_uuid: str) -> str | None:
         """Where QEMU should log a VM's serial console (None if the store has no directory)."""
 
-    def delete_chain(self, path: str) -> None:
-        """Delete a volume, then its backing files that no other volume still needs."""
+    def delete_chain(self, path: str, keep: Collection[str] = ()) -> None:
+        """Delete a volume, then its backing files that no other volume still needs and
+        that are not in ``keep`` (the disks other domains use: a template's disk under
+        its linked clones, a VM's disk another tool layered a clone on)."""
         backing = self.describe(path)[1] if self.owns(path) else None
         self.delete(path)
-        while backing and self.owns(backing) and not self.backing_users(backing):
+        while (backing and backing not in keep and self.owns(backing)
+               and not self.backing_users(backing)):
             next_backing = self.describe(backing)[1]
             self.delete(backing)
             backing = next_backing
@@ -220,7 +224,10 @@ class PoolStore(DiskStore):
             for vol in self._pool(conn).listAllVolumes(0):
                 if not vol.name().startswith(prefix):
                     continue
-                stamp = _mtime(vol.XMLDesc(0))
+                try:
+                    stamp = _mtime(vol.XMLDesc(0))
+                except libvirt.libvirtError:
+                    continue  # deleted meanwhile: not a copy to share
                 if stamp > written and (best is None or stamp > best[0]):
                     best = (stamp, str(vol.path()))
         return best[1] if best else None
@@ -278,7 +285,12 @@ class PoolStore(DiskStore):
         users = []
         with self.link.call(f"volumes of pool {self.name!r}") as conn:
             for vol in self._pool(conn).listAllVolumes(0):
-                root = ET.fromstring(vol.XMLDesc(0))  # noqa: S314 - from the daemon
+                try:
+                    root = ET.fromstring(vol.XMLDesc(0))  # noqa: S314 - from the daemon
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                        continue  # deleted by another client meanwhile
+                    raise
                 if root.findtext("backingStore/path") == path:
                     users.append(str(vol.path()))
         return users
