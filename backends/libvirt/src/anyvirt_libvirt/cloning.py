@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from anyvirt_libvirt.driver import LibvirtDriver
 
 
+
 @define
 class _Source:
     """What a clone needs to know of its original, read once."""
@@ -137,12 +138,13 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
             livecopy.copy_running(driver, source.vm_id, live_disks, job)
             for disk, path in live_disks:
                 plan.retarget(disk, path)
-        return _define(driver, source, plan, name, new_uuid, linked)
+        summary = _define(driver, source, plan, name, new_uuid, linked)
     except BaseException:
-        for store, path in reversed(plan.made):
-            with contextlib.suppress(AnyvirtError):  # the original error is the one to report
-                store.delete(path)
+        storage.remove_made(plan.made)
         raise
+    for store, path in plan.made:
+        store.settled(path)
+    return summary
 
 
 def _made(plan: _Plan, store: storage.DiskStore, path: str) -> str:

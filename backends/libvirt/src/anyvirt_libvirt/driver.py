@@ -7,7 +7,7 @@ up by UUID on a live connection and hands them over.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import uuid as uuidlib
 from collections.abc import Collection, Iterator
@@ -59,9 +59,12 @@ from anyvirt_libvirt import (
 from anyvirt_libvirt.connection import Link, libvirt_uri
 from anyvirt_libvirt.embedded import default_uri, prepare_embed_root
 from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
+from anyvirt_libvirt.inflight import InflightRecord
 from anyvirt_libvirt.migration import UNDEFINE_FLAGS
 from anyvirt_libvirt.states import domain_state
 from anyvirt_libvirt.templates import TemplateIndex
+
+log = logging.getLogger(__name__)
 
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 DEFAULT_POOLS = ("default", "default-pool")
@@ -83,6 +86,10 @@ class LibvirtDriver(Driver):
             has_storage = _has_storage(conn)
             self.facts: HostFacts = read_host_facts(conn, embed_root is not None, has_storage)
             self.templates.load(conn)
+        self.inflight = InflightRecord(self.facts.node_id)
+        if self.embed_root is None and has_storage:
+            link.after_reconnect = self.sweep_inflight
+            self.sweep_inflight()
 
     # ------------------------------------------------------------ connection
     @classmethod
@@ -276,7 +283,33 @@ class LibvirtDriver(Driver):
                     name = next((n for n, p in pools.items() if p.isActive()), "")
                 if not name:
                     raise InvalidSpec(f"no active storage pool on {self.safe_uri} for the disks")
-        return storage.PoolStore(self.link, name)
+        return storage.PoolStore(self.link, name, self.inflight)
+
+    def sweep_inflight(self) -> None:
+        """Remove volumes a create, clone or migration left when the daemon died under
+        it (see :mod:`anyvirt_libvirt.inflight`)."""
+        forgotten = self.inflight.sweep(self._remove_abandoned)
+        if forgotten:
+            log.info("removed %d volume(s) left by interrupted operations", len(forgotten))
+
+    def _remove_abandoned(self, pool_name: str, vol_name: str) -> bool:
+        with self.link.call("volumes left by an interrupted operation") as conn:
+            try:
+                pool = conn.storagePoolLookupByName(pool_name)
+                storage.refresh_pool(pool)
+                path = str(pool.storageVolLookupByName(vol_name).path())
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL,
+                                            libvirt.VIR_ERR_NO_STORAGE_VOL):
+                    return True  # never made, or removed already
+                raise
+            for dom in conn.listAllDomains(0):
+                if path in disks_mod.referenced_paths(dom.XMLDesc(0), conn):
+                    return True  # a domain owns it after all (its define got through)
+        store = storage.PoolStore(self.link, pool_name, self.inflight)
+        if not store.backing_users(path):
+            store.delete(path)
+        return True
 
     def _volume_row(self, path: str) -> tuple[int | None, str | None, str | None]:
         """(capacity, pool, backing) of a pool volume; Nones outside every pool."""
@@ -323,7 +356,7 @@ class LibvirtDriver(Driver):
         with self.link.call("volume") as conn:
             try:
                 pool = conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
-                return storage.PoolStore(self.link, pool)
+                return storage.PoolStore(self.link, pool, self.inflight)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                     raise
@@ -337,7 +370,7 @@ class LibvirtDriver(Driver):
                         if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                             raise
                         return None
-                    return storage.PoolStore(self.link, candidate.name())
+                    return storage.PoolStore(self.link, candidate.name(), self.inflight)
         return None
 
     def delete_volume_chain(self, path: str, keep: Collection[str] = ()) -> None:
@@ -400,11 +433,11 @@ class LibvirtDriver(Driver):
             xml = domxml.build_domain_xml(spec, vm_uuid, choices, plans, nics, console)
             with self.link.call(f"define VM {spec.name!r}") as conn:
                 dom = conn.defineXML(xml)
-                return listing.summary_of(dom, self.facts.node_id)
+            for store, path in made:
+                store.settled(path)
+            return self.vm_summary(dom.UUIDString())
         except BaseException:
-            for store, path in reversed(made):
-                with contextlib.suppress(AnyvirtError):  # the original error is the one to report
-                    store.delete(path)
+            storage.remove_made(made)
             raise
 
     def _make_disk(self, store: storage.DiskStore, vol_name: str, disk: DiskSpec) -> str:

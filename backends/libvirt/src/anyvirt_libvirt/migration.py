@@ -30,6 +30,7 @@ from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
 from anyvirt_libvirt.disks import parse_disks
 from anyvirt_libvirt.errors import translate
+from anyvirt_libvirt.storage import remove_made
 
 if TYPE_CHECKING:
     from anyvirt_libvirt.driver import LibvirtDriver
@@ -127,11 +128,13 @@ def migrate(
             with contextlib.suppress(AnyvirtError):
                 target.delete_console_log(console)
         if store is not None:
-            for made in path_map.values():
-                # best effort: the error that stopped the migration matters more
-                with contextlib.suppress(AnyvirtError):
-                    store.delete(made)
+            # best effort (the error that stopped the migration matters more); what the
+            # target cannot remove now, its next connection does
+            remove_made([(store, made) for made in path_map.values()])
         raise
+    if store is not None:
+        for made in path_map.values():
+            store.settled(made)
     # the domain now lives on the target: the source's copied volumes are leftovers
     for old in path_map:
         with contextlib.suppress(AnyvirtError):

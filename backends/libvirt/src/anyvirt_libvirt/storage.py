@@ -22,14 +22,15 @@ import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import libvirt
 
-from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound, TaskFailed
 from anyvirt_libvirt.connection import Link
 from anyvirt_libvirt.errors import is_pool_busy
+from anyvirt_libvirt.inflight import InflightRecord
 
 CHUNK = 1024 * 1024
 QEMU_IMG_TIMEOUT = 600.0
@@ -104,6 +105,12 @@ class DiskStore(abc.ABC):
 
     name: str
 
+    def settled(self, path: str) -> None:  # noqa: B027 - only pools keep a record
+        """A volume made here is owned by a defined domain now (see :mod:`inflight`)."""
+
+    def abandoned(self, path: str) -> None:  # noqa: B027 - only pools keep a record
+        """A volume made here could not be removed after a failure: the next connection does."""
+
     @abc.abstractmethod
     def create(self, vol_name: str, size_bytes: int) -> str:
         """A blank qcow2 volume; returns its path."""
@@ -165,9 +172,10 @@ class DiskStore(abc.ABC):
 class PoolStore(DiskStore):
     """A libvirt storage pool."""
 
-    def __init__(self, link: Link, pool_name: str) -> None:
+    def __init__(self, link: Link, pool_name: str, record: InflightRecord | None = None) -> None:
         self.link = link
         self.name = pool_name
+        self.record = record
         with link.call(f"storage pool {pool_name!r}") as conn:
             pool = conn.storagePoolLookupByName(pool_name)
             root = ET.fromstring(pool.XMLDesc(0))  # noqa: S314 - from the daemon
@@ -177,8 +185,29 @@ class PoolStore(DiskStore):
     def _pool(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
         return conn.storagePoolLookupByName(self.name)
 
+    @contextlib.contextmanager
+    def _making(self, vol_name: str) -> Iterator[None]:
+        """Note a volume in the in-flight record before libvirt starts making it; if
+        making it fails, the note stays for the next connection to clean up after."""
+        if self.record is not None:
+            self.record.note(self.name, vol_name)
+        try:
+            yield
+        except BaseException:
+            if self.record is not None:
+                self.record.abandon(self.name, vol_name)
+            raise
+
+    def settled(self, path: str) -> None:
+        if self.record is not None:
+            self.record.done(self.name, os.path.basename(path))
+
+    def abandoned(self, path: str) -> None:
+        if self.record is not None:
+            self.record.abandon(self.name, os.path.basename(path))
+
     def create(self, vol_name: str, size_bytes: int) -> str:
-        with self.link.call(f"create volume {vol_name}") as conn:
+        with self._making(vol_name), self.link.call(f"create volume {vol_name}") as conn:
             vol = self._pool(conn).createXML(_volume_xml(vol_name, size_bytes), 0)
             return str(vol.path())
 
@@ -188,7 +217,7 @@ class PoolStore(DiskStore):
             converted = os.path.join(tmp, "image.qcow2")
             run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, converted])
             size = os.path.getsize(converted)
-            with self.link.call(f"import image into volume {vol_name}") as conn:
+            with self._making(vol_name), self.link.call(f"import image into volume {vol_name}") as conn:
                 vol = self._pool(conn).createXML(_volume_xml(vol_name, virtual), 0)
                 try:
                     stream = conn.newStream(0)
@@ -208,7 +237,7 @@ class PoolStore(DiskStore):
                 return str(vol.path())
 
     def copy(self, vol_name: str, source: str) -> str:
-        with self.link.call(f"copy volume to {vol_name}") as conn:
+        with self._making(vol_name), self.link.call(f"copy volume to {vol_name}") as conn:
             src = conn.storageVolLookupByPath(source)
             capacity = src.info()[1]
             vol = self._pool(conn).createXMLFrom(_volume_xml(vol_name, capacity), src, 0)
@@ -233,7 +262,7 @@ class PoolStore(DiskStore):
         return best[1] if best else None
 
     def overlay(self, vol_name: str, backing: str) -> str:
-        with self.link.call(f"create overlay {vol_name}") as conn:
+        with self._making(vol_name), self.link.call(f"create overlay {vol_name}") as conn:
             capacity = conn.storageVolLookupByPath(backing).info()[1]
             vol = self._pool(conn).createXML(_volume_xml(vol_name, capacity, backing), 0)
             return str(vol.path())
@@ -265,6 +294,7 @@ class PoolStore(DiskStore):
             vol = self._lookup(conn, path)
             if vol is not None:
                 vol.delete(0)
+        self.settled(path)
 
     def describe(self, path: str) -> tuple[int | None, str | None]:
         with self.link.call(f"volume {path}") as conn:
@@ -369,3 +399,13 @@ class DirStore(DiskStore):
 
     def console_log(self, vm_uuid: str) -> str | None:
         return str(self.directory / f"{vm_uuid}.console.log")
+
+
+def remove_made(made: list[tuple[DiskStore, str]]) -> None:
+    """Remove the volumes a failed operation made; those that cannot be removed now (the
+    daemon is gone) are left to the next connection's sweep (:mod:`inflight`)."""
+    for store, path in reversed(made):
+        try:
+            store.delete(path)
+        except AnyvirtError:  # the original error is the one to report
+            store.abandoned(path)
