@@ -169,6 +169,12 @@ def run(
     out, err = bytearray(), bytearray()
     try:
         _pump(proc, out, err, deadline, job, what, span)
+        # the pipes are closed; the exit itself is bounded too
+        code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise Timeout(f"{what}: qemu-img did not finish within {limit:g} s") from None
     except BaseException:
         proc.kill()
         proc.wait()
@@ -177,7 +183,6 @@ def run(
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()
         proc.stderr.close()
-    code = proc.wait()
     if code not in tuple(ok_codes):
         message = err.decode("utf-8", "replace").strip()[:_STDERR_KEPT] or f"exit code {code}"
         raise error(f"{what}: {message}")
@@ -194,7 +199,7 @@ def _pump(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadlin
         while sel.get_map():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Timeout(f"{what}: qemu-img did not finish in time")
+                raise Timeout(f"{what}: qemu-img did not finish in time (it was stopped)")
             if job is not None and job.cancelled:
                 raise Cancelled(f"{what} was cancelled")
             for key, _ in sel.select(min(left, 0.2)):

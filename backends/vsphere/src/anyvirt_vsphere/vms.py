@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from anyvirt.errors import (
-    AlreadyExists,
     AnyvirtError,
     CapacityExceeded,
     InvalidSpec,
@@ -124,8 +123,6 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
     ``files`` is the driver, through which local disk images are uploaded.
     """
     check_spec(spec)
-    if any(vm.name == spec.name for vm in inventory.list_vms()):
-        raise AlreadyExists(f"a VM named {spec.name!r} exists already")
     host = pick_host(inventory, spec.node)
     check_fits(host, spec.cpus, spec.memory_mib)
     storage = next((d.storage for d in spec.disks if d.storage), None)
@@ -328,11 +325,6 @@ def reconfigure_vm(
         ),
     )
     running = props.get("runtime.powerState") == "poweredOn"
-    if props.get("runtime.powerState") == "suspended":
-        # the saved memory image belongs to the current hardware: vSphere refuses changes
-        raise InvalidState(
-            f"VM {vm_id} is suspended: resume it, or power it off (stop(force=True)), to reconfigure it"
-        )
     if running:
         if (
             cpus is not None
