@@ -114,8 +114,9 @@ def test_a_datastore_path_that_leaves_its_datastore_is_refused(vsphere_target: T
         disks=[DiskSpec(image="[LocalDS_0] ../../outside-ds/x.vmdk")])),
         "disk image", "inside the datastore")
     assert "outside-ds" in str(error)
-    for path in ("[LocalDS_0] /etc/x.vmdk", "[LocalDS_0] a/./x.vmdk", "[] x.vmdk", "[LocalDS_0]"):
-        with pytest.raises(InvalidSpec):
+    for path in ("[LocalDS_0] /etc/x.vmdk", "[LocalDS_0] a/./x.vmdk", "[] x.vmdk", "[LocalDS_0]",
+                 "[Local]DS] x.vmdk", "[NoSuchDS] x/x.vmdk"):
+        with pytest.raises(InvalidSpec), vsphere_target.unchanged_on_error():
             host.vms.create(VMSpec(name=unique(), memory_mib=64, disks=[DiskSpec(image=path)]))
 
 

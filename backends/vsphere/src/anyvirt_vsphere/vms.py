@@ -127,8 +127,10 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
     check_fits(host, spec.cpus, spec.memory_mib)
     storage = next((d.storage for d in spec.disks if d.storage), None)
     datastore = inventory.datastore(storage, host)
-    for other in {d.storage for d in spec.disks if d.storage and d.storage != storage}:
-        inventory.datastore(other, host)  # every disk's datastore must exist, before any task
+    images_on = {split_datastore_path(d.image)[0] for d in spec.disks if d.image and d.image.startswith("[")}
+    for other in {d.storage for d in spec.disks if d.storage and d.storage != storage} | images_on:
+        if other is not None:  # every disk's datastore (and an image's) must exist, before any task
+            inventory.datastore(other, host)
     ds_name = unescape_name(datastore.get("name", ""))
     networks = resolve_networks(inventory, host, spec.nics)
     pool = inventory.resource_pool(host)
