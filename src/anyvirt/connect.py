@@ -54,7 +54,10 @@ def default_uri() -> str:
 
 
 def _resolve_uri(uri: str | None, profile: dict[str, Any]) -> str:
-    if uri:
+    if uri is not None:
+        if not uri:  # a forgotten variable must not quietly become the local default
+            raise InvalidSpec("the URI is empty: leave it out (None) to use the profile, "
+                              "$ANYVIRT_URI or the local default")
         return uri
     if profile.get("uri"):
         return str(profile["uri"])

@@ -94,8 +94,8 @@ class TextRule:
             raise invalid(self.field, "empty", f"{label} must not be empty (non-empty text is required)")
         if self.not_dots and value in (".", ".."):
             raise invalid(self.field, "path",
-                          f"{label}{shown} cannot be used: libvirt, vSphere and VirtualBox make "
-                          "directories of names, and this one names a directory already")
+                          f"{label}{shown} cannot be used: a name must not be '.' or '..' "
+                          "(libvirt, vSphere and VirtualBox make directories of names)")
         if self.no_padding and value != value.strip():
             raise invalid(self.field, "padding",
                           f"{label}{shown} must not start or end with white space")

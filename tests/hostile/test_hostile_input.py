@@ -224,8 +224,13 @@ def test_a_percent_encoded_password_is_parsed_as_meant() -> None:
     assert "PW" not in parsed.safe_uri and "PW" not in repr(parsed)
 
 
+def test_an_empty_uri_is_refused_not_taken_for_the_local_default() -> None:
+    with pytest.raises(InvalidSpec, match="empty"):
+        anyvirt.connect("")
+
+
 def test_only_anyvirt_errors_escape_on_odd_uris() -> None:
-    for uri in ["", "://", "x://", "vsphere://[::1", "vsphere://h:99999", "memory://a b",
+    for uri in ["://", "x://", "vsphere://[::1", "vsphere://h:99999", "memory://a b",
                 "vsphere://h:-1", "a+://h", "memory://\x00", "memory://x?timeout=\ud800"]:
         with contextlib.suppress(AnyvirtError):
             anyvirt.connect(uri).close()
