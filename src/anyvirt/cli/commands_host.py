@@ -7,8 +7,9 @@ import click
 from anyvirt import registry
 from anyvirt.cli import matrix
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
+from anyvirt.cli.commands_vm import node_names
 from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled, styled_state
-from anyvirt.model import Capability
+from anyvirt.model import Capability, PowerState
 
 
 @click.command()
@@ -26,19 +27,28 @@ def info(uri: str | None, json_flag: bool) -> None:
 
 @click.command()
 @with_uri()
+@click.option("--state", "states", type=click.Choice([s.value for s in PowerState]), multiple=True,
+              help="Only VMs in this state (repeatable).")
+@click.option("--node", "node_ref", metavar="NODE", help="Only VMs on this node (name or id).")
 @json_option
-def vms(uri: str | None, json_flag: bool) -> None:
-    """List the VMs of a host: id, name, state, CPUs, memory, node."""
+def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, json_flag: bool) -> None:
+    """List the VMs of a host: name, state, CPUs, memory, node (ids with --json, or `vm show`)."""
     with settings().connect(uri) as host:
         listed = host.vms.list()
+        names = node_names(host)
+        if node_ref is not None:
+            wanted = host.nodes.get(node_ref)
+            listed = [vm for vm in listed if vm.node in (wanted.id, wanted.name)]
+        if states:
+            listed = [vm for vm in listed if vm.state.value in states]
         if json_mode(json_flag):
             print_json([vm.summary for vm in listed])
             return
         print_table(
             f"VMs on {host.uri}",
-            ["name", "state", "cpus", "memory", "node", "id"],
-            [(vm.name, styled_state(vm.state), vm.cpus, mib(vm.memory_mib), vm.node or "", vm.id)
-             for vm in sorted(listed, key=lambda v: v.name)],
+            ["name", "state", "cpus", "memory", "node"],
+            [(vm.name, styled_state(vm.state), vm.cpus, mib(vm.memory_mib),
+              names.get(vm.node or "", vm.node or "")) for vm in sorted(listed, key=lambda v: v.name)],
         )
 
 
@@ -54,9 +64,9 @@ def nodes(uri: str | None, json_flag: bool) -> None:
             return
         print_table(
             f"nodes of {host.uri}",
-            ["name", "state", "cpus", "memory", "free memory", "cluster", "id"],
-            [(n.name, n.state, n.info.cpus, mib(n.info.memory_mib), mib(n.info.free_memory_mib),
-              n.info.cluster or "", n.id) for n in found],
+            ["name", "state", "maintenance", "cpus", "memory", "free memory", "cluster"],
+            [(n.name, n.state, "yes" if n.maintenance else "no", n.info.cpus, mib(n.info.memory_mib),
+              mib(n.info.free_memory_mib), n.info.cluster or "") for n in found],
         )
 
 
@@ -74,8 +84,8 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
             return
         print_table(
             "what each installed backend can offer",
-            ["capability", *(c.title for c in cols)],
-            [(cap.value, *(matrix.YES if f else matrix.NO for f in flags))
+            ["capability", "Python name", *(c.title for c in cols)],
+            [(cap.value, matrix.python_name(cap), *(matrix.YES if f else matrix.NO for f in flags))
              for cap, flags in matrix.rows(cols)],
         )
         return
@@ -86,8 +96,8 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
             return
         print_table(
             f"capabilities of {host.uri}",
-            ["capability", "supported", "meaning"],
-            [(cap.value, styled("yes", "green") if cap in caps else styled("no", "red"),
+            ["capability", "Python name", "supported", "meaning"],
+            [(cap.value, matrix.python_name(cap), styled("yes", "green") if cap in caps else styled("no", "red"),
               matrix.describe(cap)) for cap in Capability],
         )
 
