@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pytest
 from anyvirt_libvirt import domxml
+from anyvirt_libvirt.demo_image import disk_counter, last_counter, wait_for_counter
 from libvirt_helpers import console_log, unique
 
 import anyvirt
 from anyvirt.errors import InvalidState
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
-from anyvirt.testing.guest import disk_counter, last_counter, wait_for_counter
 from anyvirt.vm import VM
 
 

@@ -6,8 +6,8 @@ import click
 
 from anyvirt import registry
 from anyvirt.cli import matrix
-from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.commands_vm import node_names
+from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled, styled_state
 from anyvirt.model import Capability, PowerState
 
@@ -49,6 +49,7 @@ def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, json_fla
             ["name", "state", "cpus", "memory", "node"],
             [(vm.name, styled_state(vm.state), vm.cpus, mib(vm.memory_mib),
               names.get(vm.node or "", vm.node or "")) for vm in sorted(listed, key=lambda v: v.name)],
+            listing=True,
         )
 
 
@@ -67,6 +68,7 @@ def nodes(uri: str | None, json_flag: bool) -> None:
             ["name", "state", "maintenance", "cpus", "memory", "free memory", "cluster"],
             [(n.name, n.state, "yes" if n.maintenance else "no", n.info.cpus, mib(n.info.memory_mib),
               mib(n.info.free_memory_mib), n.info.cluster or "") for n in found],
+            listing=True,
         )
 
 
@@ -87,6 +89,7 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
             ["capability", "Python name", *(c.title for c in cols)],
             [(cap.value, matrix.python_name(cap), *(matrix.YES if f else matrix.NO for f in flags))
              for cap, flags in matrix.rows(cols)],
+            listing=True,
         )
         return
     with settings().connect(uri) as host:
@@ -97,8 +100,10 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
         print_table(
             f"capabilities of {host.uri}",
             ["capability", "Python name", "supported", "meaning"],
-            [(cap.value, matrix.python_name(cap), styled("yes", "green") if cap in caps else styled("no", "red"),
-              matrix.describe(cap)) for cap in Capability],
+            [(cap.value, matrix.python_name(cap),
+              styled("yes", "green") if cap in caps else styled("no", "red"), matrix.describe(cap))
+             for cap in Capability],
+            listing=True,
         )
 
 
@@ -125,7 +130,8 @@ def backends(json_flag: bool) -> None:
         [(e["scheme"], e["backend"] or "", e["platform"] or "",
           "ok" if e["loadable"] else styled(f"fails to load: {e['error']}", "red"))
          for e in entries],
-    )
+            listing=True,
+        )
 
 
 def register(group: click.Group) -> None:

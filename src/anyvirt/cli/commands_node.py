@@ -11,6 +11,7 @@ from anyvirt.errors import EvacuationIncomplete
 from anyvirt.host import Host
 from anyvirt.model import MigrationResult
 from anyvirt.node import Node
+from anyvirt.tasks import Task
 
 
 @click.group()
@@ -42,7 +43,7 @@ def maintenance(uri: str | None, node: str, on_off: str, op_timeout: float, json
             say(f"{changed.name}: maintenance {'on' if changed.maintenance else 'off'}")
 
 
-def _maintenance_task(host: Host, found: Node, on: bool, timeout: float) -> object:
+def _maintenance_task(host: Host, found: Node, on: bool, timeout: float) -> Task[Node]:
     return host.new_task(f"{'enter' if on else 'leave'} maintenance on {found.name}",
                          lambda job: found.set_maintenance(on, timeout=job.remaining()),
                          timeout=timeout).start()

@@ -205,7 +205,8 @@ def create(uri: str | None, name: str, cpus: int, memory_mib: int, disk_gib: tup
     with settings().connect(uri, changes=True) as host:
         made: VM = run_task(
             f"create {name}",
-            lambda on_progress: host.vms.create(spec, wait=False, timeout=op_timeout, on_progress=on_progress),
+            lambda on_progress: host.vms.create(spec, wait=False, timeout=op_timeout,
+                                                on_progress=on_progress),
             op_timeout, json_flag)
         seen.remember(made.id, made.name)
         if start_after:

@@ -63,12 +63,21 @@ class Settings:
             timeout=self.call_timeout,
         )
         if changes and host.backend == "memory":
-            click.echo(
-                f"warning: {host.uri} lives in this process only: what this command changes is "
-                "gone when it exits (use the local default, or a testbed URI, to keep VMs)",
-                err=True,
-            )
+            _warnings.append(
+                f"warning: {host.uri} lives in this process only: what this command changed is "
+                "gone now that it has exited (leave the URI out for the local QEMU, or use a "
+                "testbed URI, to keep VMs)")
         return host
+
+
+#: said once the command has succeeded (a failed command changed nothing to lose)
+_warnings: list[str] = []
+
+
+def flush_warnings() -> None:
+    for line in dict.fromkeys(_warnings):
+        click.echo(line, err=True)
+    _warnings.clear()
 
 
 _active: list[Settings] = []
@@ -87,6 +96,7 @@ def active() -> Settings | None:
 
 def reset() -> None:
     _active.clear()
+    _warnings.clear()
 
 
 def settings() -> Settings:

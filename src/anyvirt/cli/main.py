@@ -11,6 +11,7 @@ anyvirt's errors, which never contain credentials, and URIs are shown only as
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ import click
 from anyvirt import __version__
 from anyvirt.cli import (
     commands_host,
+    commands_image,
     commands_move,
     commands_node,
     commands_snapshot,
@@ -33,8 +35,8 @@ from anyvirt.cli import (
     context,
 )
 from anyvirt.cli.context import Settings
-from anyvirt.cli.output import FORMATS
 from anyvirt.cli.exit_codes import ExitCode, exit_code_epilog, exit_code_for
+from anyvirt.cli.output import FORMATS
 from anyvirt.cli.waiting import interrupted_message
 from anyvirt.cli.wording import for_cli, seen
 from anyvirt.errors import AnyvirtError
@@ -60,7 +62,7 @@ def _json_wanted(args: Sequence[str]) -> bool:
         return True
     words = list(args)[: list(args).index("--")] if "--" in args else list(args)
     return "--json" in words or "--format=json" in words or any(
-        a == "--format" and b == "json" for a, b in zip(words, words[1:], strict=False))
+        a == "--format" and b == "json" for a, b in itertools.pairwise(words))
 
 
 def _fail(kind: str, message: str, code: int, as_json: bool) -> int:
@@ -83,8 +85,13 @@ class AnyvirtGroup(click.Group):
             result = super().main(args=words, prog_name=prog_name, complete_var=complete_var,
                                   standalone_mode=False, **extra)
             code = result if isinstance(result, int) else 0
-        except (KeyboardInterrupt, click.Abort):
+        except KeyboardInterrupt:
             code = _fail("Interrupted", interrupted_message(), 130, _json_wanted(words))
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # click's wrapping of Ctrl-C
+                code = _fail("Interrupted", interrupted_message(), 130, _json_wanted(words))
+            else:  # a question answered no, or no terminal to ask on
+                code = _fail("Aborted", "aborted: nothing was changed", 1, _json_wanted(words))
         except CommandFailed as exc:
             code = _fail(exc.kind, exc.format_message(), exc.exit_code, _json_wanted(words))
         except click.UsageError as exc:
@@ -97,6 +104,8 @@ class AnyvirtGroup(click.Group):
             code = _fail("Error", exc.format_message(), exc.exit_code, _json_wanted(words))
         except click.exceptions.Exit as exc:
             code = exc.exit_code
+        if code == 0:
+            context.flush_warnings()
         if not standalone_mode:
             return code
         sys.exit(code)
@@ -168,6 +177,7 @@ cli.add_command(commands_template.template)
 cli.add_command(commands_node.node)
 cli.add_command(commands_testbed.testbed)
 cli.add_command(completion.completion)
+cli.add_command(commands_image.image)
 commands_move.register(cli)
 
 

@@ -126,12 +126,15 @@ def _tsv_field(value: Any) -> str:
     return escape_controls(text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n"))
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                listing: bool = False) -> None:
     """A table in the chosen format; cells are literal text unless given as ``rich.text.Text``.
 
     ``names`` prints the first column only (one name a line, for ``xargs``);
     ``tsv`` a header line and tab-separated rows; ``plain`` aligned columns
-    without box drawing or a title; ``table`` the boxed table with its title.
+    without box drawing (and without the title of a ``listing``, so that
+    ``anyvirt vms | awk`` sees only the header and rows); ``table`` the boxed
+    table with its title.
     """
     fmt = output_format()
     if fmt == "names":
@@ -146,7 +149,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     console = stdout_console()
     plain = fmt == "plain"
     # the title goes above the table, not into it: a long URI would wrap a table title
-    if title and not plain:
+    if title and not (plain and listing):
         console.print(Text(escape_controls(title), style="bold"))
     table = Table(show_lines=False, box=None if plain else box.HEAVY_HEAD, pad_edge=not plain,
                   header_style="" if plain else "bold")
@@ -154,6 +157,12 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
         table.add_column(column)
     for row in rows:
         table.add_row(*(_cell(cell) for cell in row))
+    if plain:  # no trailing blanks for `cut`/`awk` to trip over
+        with console.capture() as captured:
+            console.print(table)
+        for line in captured.get().splitlines():
+            click.echo(line.rstrip())
+        return
     console.print(table)
 
 

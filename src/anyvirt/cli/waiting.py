@@ -10,6 +10,7 @@ whether that took.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -72,7 +73,7 @@ def task_done_within(task: Task[Any], seconds: float) -> bool:
         task.wait(seconds)
     except Timeout:
         return False
-    except BaseException:  # noqa: BLE001 - the task's own error is raised by result()
+    except BaseException:  # the task's own error is raised by result()
         return True
     return True
 
@@ -88,10 +89,8 @@ def interrupted_message() -> str:
         return (f"interrupted: {task.name} carries on on the platform as task {task.native_id}; "
                 "this command only stopped waiting for it")
     if task.cancellable:
-        try:
+        with contextlib.suppress(Exception):  # a failing cancel is reported as "may carry on" below
             task.cancel()
-        except Exception:  # noqa: BLE001 - a failing cancel is reported as "may carry on" below
-            pass
         task_done_within(task, CANCEL_GRACE_S)
         if task.state is TaskState.CANCELLED:
             return f"interrupted: {task.name} was cancelled; nothing carries on"
