@@ -52,6 +52,8 @@ def node_names(host: Host) -> dict[str, str]:
 def _report(found: VM, json_flag: bool, verb: str) -> None:
     if json_mode(json_flag):
         print_json(found.summary)
+    elif verb == found.state.value:  # "web1: stopped", not "web1: stopped (stopped)"
+        say(f"{found.name}: ", styled_state(found.state))
     else:
         say(f"{found.name}: {verb} (", styled_state(found.state), ")")
 
@@ -114,7 +116,7 @@ def stop(uri: str | None, vm: str, force: bool, op_timeout: float, json_flag: bo
     """
     with settings().connect(uri, changes=True) as host:
         target = find_vm(host, vm)
-        notice = None if force else Notice(
+        notice = None if force or json_mode(json_flag) else Notice(
             STOP_NOTICE_S,
             f"{target.name}: waiting for the guest to shut down (up to {op_timeout:g} s; "
             "a guest that ignores ACPI never does: --force powers it off)")

@@ -134,12 +134,21 @@ def json_option(func: F) -> F:
     The values land on the shared ``Settings`` as soon as they are parsed, so an
     error raised later is printed in the same format.
     """
-    func = click.option("--format", "output_format", type=click.Choice(FORMATS), callback=_set_format,
-                        expose_value=False, is_eager=True,
-                        help="table (default on a terminal), plain (default in a pipe), tsv, "
-                             "names (first column only) or json.")(func)
+    taken = [opt for param in _params_of(func) for opt in getattr(param, "opts", ())]
+    own_format = "--format" in taken
+    if not own_format:  # e.g. `image demo --format qcow2` means the disk's format
+        func = click.option("--format", "output_format", type=click.Choice(FORMATS), callback=_set_format,
+                            expose_value=False, is_eager=True,
+                            help="table (default on a terminal), plain (default in a pipe), tsv, "
+                                 "names (first column only) or json.")(func)
     return click.option("--json", "json_flag", is_flag=True, callback=_set_json, is_eager=True,
-                        help="Print JSON (same as --format json).")(func)
+                        help="Print JSON." if own_format else "Print JSON (same as --format json).")(func)
+
+
+def _params_of(func: Any) -> list[click.Parameter]:
+    if isinstance(func, click.Command):
+        return list(func.params)
+    return list(getattr(func, "__click_params__", []))
 
 
 def json_mode(json_flag: bool = False) -> bool:
@@ -161,8 +170,7 @@ def complete_vm_names(ctx: click.Context, param: click.Parameter, incomplete: st
 
     if _looks_like_uri(incomplete):
         return []
-    typed = [word for word in ctx.params.get("positionals") or () if isinstance(word, str)]
-    typed = typed or list(getattr(ctx, "args", []) or [])
+    typed = list((ctx.params.get("positionals") or {}).get("words", ()))
     uri = typed[0] if typed and _looks_like_uri(typed[0]) else None
     try:
         found = ctx.find_object(Settings) or Settings()
@@ -186,8 +194,8 @@ def with_uri(*names: str) -> Callable[[F], F]:
     metavar = " ".join(["[URI]", *names])
 
     def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
-        if ctx.resilient_parsing:  # shell completion: words may be half typed
-            return {"uri": None, **{name.lower(): None for name in names}}
+        if ctx.resilient_parsing:  # shell completion: the words typed so far, for complete_vm_names
+            return {"words": values}
         given_uri = bool(values and names) and _looks_like_uri(values[0]) and not names[0].endswith("URI")
         if len(values) == len(names) + 1:
             uri: str | None = values[0]
@@ -197,7 +205,8 @@ def with_uri(*names: str) -> Callable[[F], F]:
         else:
             after = values[1:] if given_uri else values
             if len(after) < len(names):
-                raise click.UsageError(f"missing argument {' '.join(names[len(after):])} "
+                where = " after the connection URI" if given_uri else ""
+                raise click.UsageError(f"missing argument {' '.join(names[len(after):])}{where} "
                                        f"(usage: {metavar})", ctx)
             # values are not echoed: the URI could carry a password
             raise click.UsageError(f"expected {metavar}, got {len(values)} arguments", ctx)
