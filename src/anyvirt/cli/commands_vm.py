@@ -12,6 +12,7 @@ import click
 from rich.text import Text
 
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
+from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import escape_controls, mib, print_json, print_table, say, styled_state
 from anyvirt.cli.waiting import Notice, wait_for
 from anyvirt.cli.wording import seen
@@ -316,13 +317,12 @@ def console(uri: str | None, vm: str, follow: bool, lines: int | None) -> None:
         target = find_vm(host, vm)
         path = target.info().extra.get("console_log")
         if not path:
-            raise NotSupported(host.backend, "console",
-                               f"VM {target.name!r} has no serial console log on {host.uri}")
+            raise CliError(f"{host.backend} keeps no serial console log of VM {target.name!r}",
+                           ExitCode.NOT_SUPPORTED, "NotSupported")
         log = Path(str(path))
         if not log.is_file():
-            raise NotSupported(host.backend, "console",
-                               f"the console log of VM {target.name!r} is not on this machine "
-                               "(it is kept where the VM runs)")
+            raise CliError(f"the console log of VM {target.name!r} is kept where the VM runs, "
+                           "not on this machine", ExitCode.NOT_SUPPORTED, "NotSupported")
         _print_console(log, lines, follow)
 
 

@@ -37,7 +37,7 @@ from anyvirt.cli import (
 from anyvirt.cli.context import Settings
 from anyvirt.cli.exit_codes import ExitCode, exit_code_epilog, exit_code_for
 from anyvirt.cli.output import FORMATS
-from anyvirt.cli.waiting import interrupted_message
+from anyvirt.cli.waiting import Interrupted, interrupted_message
 from anyvirt.cli.wording import for_cli, seen
 from anyvirt.errors import AnyvirtError
 
@@ -73,6 +73,10 @@ def _fail(kind: str, message: str, code: int, as_json: bool) -> int:
     return code
 
 
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    return exc.message if isinstance(exc, Interrupted) else interrupted_message()
+
+
 class AnyvirtGroup(click.Group):
     """Turns anyvirt errors raised by any sub-command into ``CommandFailed``, and prints
     every failure (anyvirt error, bad usage, Ctrl-C) in the format the command asked for."""
@@ -85,11 +89,11 @@ class AnyvirtGroup(click.Group):
             result = super().main(args=words, prog_name=prog_name, complete_var=complete_var,
                                   standalone_mode=False, **extra)
             code = result if isinstance(result, int) else 0
-        except KeyboardInterrupt:
-            code = _fail("Interrupted", interrupted_message(), 130, _json_wanted(words))
+        except KeyboardInterrupt as exc:
+            code = _fail("Interrupted", _interrupted(exc), 130, _json_wanted(words))
         except click.Abort as exc:
             if isinstance(exc.__cause__, KeyboardInterrupt):  # click's wrapping of Ctrl-C
-                code = _fail("Interrupted", interrupted_message(), 130, _json_wanted(words))
+                code = _fail("Interrupted", _interrupted(exc.__cause__), 130, _json_wanted(words))
             else:  # a question answered no, or no terminal to ask on
                 code = _fail("Aborted", "aborted: nothing was changed", 1, _json_wanted(words))
         except CommandFailed as exc:
@@ -101,7 +105,8 @@ class AnyvirtGroup(click.Group):
                 exc.show()
                 code = exc.exit_code
         except click.ClickException as exc:
-            code = _fail("Error", exc.format_message(), exc.exit_code, _json_wanted(words))
+            code = _fail(getattr(exc, "kind", "Error"), exc.format_message(), exc.exit_code,
+                         _json_wanted(words))
         except click.exceptions.Exit as exc:
             code = exc.exit_code
         if code == 0:

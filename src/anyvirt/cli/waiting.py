@@ -31,6 +31,14 @@ DEADLINE_GRACE_S = 30.0
 _waiting: list[Task[Any]] = []
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while waiting, with what it left behind (see ``interrupted_message``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class Notice:
     """A line on stderr once an operation has taken ``after`` seconds (e.g. a guest ignoring ACPI)."""
 
@@ -64,6 +72,9 @@ def wait_for(
                 if limit is not None and now > limit and not task.done:
                     raise Timeout(f"{description}: no answer within {timeout:g} s")
             return task.result()
+        except KeyboardInterrupt as exc:
+            # said now, while the connection is still open for a cancel
+            raise Interrupted(interrupted_message()) from exc
         finally:
             _waiting.remove(task)
 
@@ -73,7 +84,7 @@ def task_done_within(task: Task[Any], seconds: float) -> bool:
         task.wait(seconds)
     except Timeout:
         return False
-    except BaseException:  # the task's own error is raised by result()
+    except Exception:  # the task's own error: result() raises it (Ctrl-C must get through)
         return True
     return True
 
@@ -96,5 +107,6 @@ def interrupted_message() -> str:
             return f"interrupted: {task.name} was cancelled; nothing carries on"
         if task.done:
             return f"interrupted: {task.name} had {task.state} meanwhile"
-    return (f"interrupted: {task.name} may still complete on the platform "
-            f"(anyvirt task {task.id} was not stopped); check with `anyvirt vms`")
+    # anyvirt's own task id means nothing once this process is gone: not worth printing
+    return (f"interrupted: {task.name} was sent to the platform and may still complete there; "
+            "`anyvirt vms` shows how it ends")

@@ -17,7 +17,10 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), replacement)
     for pattern, replacement in (
         (r"\bstop\(force=True\)", "`anyvirt vm stop --force`"),
+        (r"\bclone\(?\)? it to get a VM that runs",
+         "`anyvirt template deploy` makes a VM of it, `anyvirt template convert` turns it back"),
         (r"\bforce=True\b", "--force"),
+        (r"\ba forced power-off\b", "`anyvirt vm stop --force`"),
         (r"\bhost\.evacuate\(node, maintenance=True\)", "`anyvirt node evacuate --maintenance`"),
         (r"\breconfigure\(\) needs cpus or memory_mib", "reconfigure needs --cpus or --memory"),
         (r"\bgive to=\[\.\.\.\]", "give --to"),
