@@ -82,6 +82,7 @@ def embed_images_dir(uri_query_root: str) -> Path:
 #: what libvirt says when, as root, its QEMU driver cannot find the build's QEMU account
 _MISSING_ACCOUNT = ("Failed to parse user", "Failed to parse group")
 _NO_SOCKET = "libvirt-sock"
+_EMBED_BUSY = "driver.pid"
 
 
 def explain_open_failure(error: ConnectionFailed, uri: str) -> ConnectionFailed:
@@ -97,6 +98,9 @@ def explain_open_failure(error: ConnectionFailed, uri: str) -> ConnectionFailed:
         hint = ("as root, libvirt's QEMU driver needs its QEMU account (Debian: user 'libvirt-qemu' "
                 "in group 'kvm', group 'libvirt-qemu'); `bash scripts/tour.sh` creates them, or run "
                 "anyvirt as an ordinary user")
+    elif _EMBED_BUSY in text:
+        hint = ("another process is using this embedded local QEMU (it serves one process at a "
+                "time): run the commands one after the other")
     elif uri.startswith(SYSTEM_URI) and _NO_SOCKET in text:
         hint = ("no libvirt daemon is running: start it (systemctl start libvirtd), or leave the URI "
                 "out to use the embedded local QEMU (the default)")
