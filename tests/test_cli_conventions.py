@@ -431,3 +431,24 @@ def test_a_change_on_a_memory_host_warns_that_it_ends_with_the_process(env: dict
     failed = run(env, "vm", "start", "memory://cli-demo", "web1")
     assert failed.code == 3
     assert "lives in this process only" not in failed.err  # a failure changed nothing
+
+
+def test_help_has_no_raw_rest_or_python_hints(env: dict[str, str]) -> None:
+    """Every command's --help, as the shell shows it: no ``double backticks`` or :roles:."""
+    from anyvirt.cli.main import cli
+
+    def commands(group: Any, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name in getattr(group, "commands", {}):
+            yield from commands(group.commands[name], [*path, name])
+
+    paths = list(commands(cli, []))
+    assert ["vm", "reconfigure"] in paths and ["template", "convert"] in paths
+    assert ["node", "evacuate"] in paths and ["completion"] in paths and ["vm", "console"] in paths
+    script = "; ".join(f"print(cli.main(args={[*p, '--help']!r}, standalone_mode=False))" for p in paths)
+    done = subprocess.run([sys.executable, "-c", f"from anyvirt.cli.main import cli; {script}"],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: " in done.stdout
+    for raw in ("``", ":class:", ":func:", ":meth:", "force=True"):
+        assert raw not in done.stdout, raw
