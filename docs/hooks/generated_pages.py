@@ -3,6 +3,8 @@
 * ``support-matrix.md``: the capability matrix from every installed driver's
   ``possible_capabilities`` (``anyvirt.cli.matrix.support_matrix_markdown``),
   so the published matrix cannot drift from what the drivers declare.
+* ``concepts.md`` and ``support-matrix.md``: the operation gate's table
+  (``anyvirt.operations.operations_markdown``), the rules the code enforces.
 * ``cli.md``: the ``--help`` text of every ``anyvirt`` command.
 * ``reference/vm.md``: which errors each operation raises, from the operation
   gate's table (``anyvirt.operations.RULES``).
@@ -24,6 +26,7 @@ import click
 from mkdocs.exceptions import PluginError
 
 MATRIX_MARKER = "<!-- generated: support-matrix -->"
+OPERATIONS_MARKER = "<!-- generated: operations -->"
 CLI_MARKER = "<!-- generated: cli-help -->"
 ERRORS_MARKER = "<!-- generated: operation-errors -->"
 #: Sphinx roles left in docstrings (":class:`Host`"): Markdown renders the
@@ -89,6 +92,12 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if ERRORS_MARKER not in markdown:
             raise PluginError(f"{src} lost its marker {ERRORS_MARKER}")
         return markdown.replace(ERRORS_MARKER, _operation_errors())
+    if src in ("concepts.md", "support-matrix.md"):
+        from anyvirt.operations import operations_markdown
+
+        if OPERATIONS_MARKER not in markdown:
+            raise PluginError(f"{src} lost its marker {OPERATIONS_MARKER}")
+        markdown = markdown.replace(OPERATIONS_MARKER, operations_markdown())
     if src == "support-matrix.md":
         from anyvirt.cli.matrix import support_matrix_markdown
 
