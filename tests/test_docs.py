@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from importlib.metadata import entry_points
@@ -226,34 +227,26 @@ FIRST_PAGES = {
     "reference/vm/": ("table",),
 }
 
-#: loaded in the browser beside the docs: opens a page in a frame and reports, as JSON in
-#: its own body, how every table and code block was laid out and styled
-_PROBE = """<!doctype html><html><body><iframe id="f" style="width:1280px;height:900px"></iframe>
-<script>
-const f = document.getElementById("f");
-const pages = new URLSearchParams(location.search).getAll("page");
-const results = {};
-const box = (e) => { const r = e.getBoundingClientRect(); return [r.width, r.height]; };
-f.onload = () => {
-  const d = f.contentDocument, w = f.contentWindow;
-  const main = d.querySelector('[role="main"]') || d.body;  // not the theme's hidden dialogs
-  results[pages[0]] = {
-    title: d.title,
+#: added to a copy of each page: once the page has loaded, it writes into the page's body, as
+#: JSON, how every table and code block of the content was laid out and styled
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const main = document.querySelector('[role="main"]') || document.body;  // not hidden dialogs
+  const box = (e) => { const r = e.getBoundingClientRect(); return [r.width, r.height]; };
+  const out = {
+    title: document.title,
     tables: [...main.querySelectorAll("table")].map(t => ({size: box(t), rows: t.rows.length,
-              border: w.getComputedStyle(t.querySelector("td,th") || t).borderTopStyle})),
+              border: getComputedStyle(t.querySelector("td,th") || t).borderTopStyle})),
     code: [...main.querySelectorAll("pre code")].map(c => ({size: box(c),
-              font: w.getComputedStyle(c).fontFamily, text: c.textContent.length})),
-    css: [...d.styleSheets].length,
+              font: getComputedStyle(c).fontFamily, text: c.textContent.length})),
+    css: [...document.styleSheets].length,
   };
-  pages.shift();
-  if (pages.length) { f.src = pages[0]; }
-  else { document.body.setAttribute("data-probe", JSON.stringify(results)); }
-};
-f.src = pages[0];
-</script></body></html>"""
+  document.body.setAttribute("data-probe", JSON.stringify(out));
+});
+</script>"""
 
 #: screenshots of these, for a person to look at (the probe above is what asserts)
-SCREENSHOTS = ("", "getting-started/", "cli/")
+SCREENSHOTS = ("getting-started/", "cli/")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -263,8 +256,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def served(site: Path) -> Iterator[str]:
-    """The built site over HTTP on loopback (a frame may then read its page's layout)."""
-    (site / "_probe.html").write_text(_PROBE, encoding="utf-8")
+    """The built site over HTTP on loopback, with a probing copy of each first page."""
+    for page in FIRST_PAGES:
+        original = (site / page / "index.html").read_text(encoding="utf-8")
+        (site / page / "_probe.html").write_text(original.replace("</body>", _PROBE + "</body>"),
+                                                 encoding="utf-8")
     handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -278,19 +274,25 @@ def served(site: Path) -> Iterator[str]:
 def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "headless Chromium is needed: bash scripts/system-packages.sh test installs it"
-    return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--no-first-run", "--disable-extensions", "--virtual-time-budget=5000", *args],
-        capture_output=True, text=True, timeout=90, check=False,
-    )
+    # a profile of its own: with the shared one, a Chromium already running elsewhere would be
+    # handed the page instead; --timeout bounds the page's own time
+    with tempfile.TemporaryDirectory(prefix="anyvirt-chromium-") as profile:
+        return subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--hide-scrollbars", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+             "--disable-background-networking", f"--user-data-dir={profile}",
+             "--virtual-time-budget=5000", *args],
+            capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+        )
 
 
 def test_first_pages_render_their_tables_and_code_in_a_browser(served: str, tmp_path: Path) -> None:
-    query = "&".join(f"page=/{page}" for page in FIRST_PAGES)
-    done = _chromium("--dump-dom", f"{served}_probe.html?{query}")
-    match = re.search(r'data-probe="([^"]*)"', done.stdout)
-    assert match, done.stderr[-2000:]
-    probes = json.loads(html.unescape(match.group(1)))
+    probes = {}
+    for page in FIRST_PAGES:
+        done = _chromium("--dump-dom", f"{served}{page}_probe.html")
+        match = re.search(r'data-probe="([^"]*)"', done.stdout)
+        assert match, (page, done.stderr[-2000:])
+        probes[f"/{page}"] = json.loads(html.unescape(match.group(1)))
     for page, wanted in FIRST_PAGES.items():
         probe = probes[f"/{page}"]
         assert probe["css"] >= 1 and probe["title"], (page, probe)
