@@ -452,3 +452,19 @@ def test_help_has_no_raw_rest_or_python_hints(env: dict[str, str]) -> None:
     assert "Usage: " in done.stdout
     for raw in ("``", ":class:", ":func:", ":meth:", "force=True"):
         assert raw not in done.stdout, raw
+
+
+def test_messages_name_the_vm_not_its_id(
+    env: dict[str, str], vs: tuple[str, dict[str, str], anyvirt.Host]
+) -> None:
+    uri, secret, api = vs
+    name = unique("toolless")
+    vm = api.vms.create(VMSpec(name=name, memory_mib=32, disks=[DiskSpec(size_gib=1)]))
+    vm.start()
+    try:
+        refused = run(env, "vm", "stop", uri, name, **secret)  # vcsim's guests run no VMware Tools
+        assert refused.code == 4, refused
+        assert f"VM {name!r}" in refused.err and vm.id not in refused.err
+        assert "`anyvirt vm stop --force`" in refused.err
+    finally:
+        _remove(api, name)
