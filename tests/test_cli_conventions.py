@@ -20,14 +20,8 @@ from typing import Any
 
 import pytest
 
-# the real testbeds' session fixtures (the backends ship them; importing them here uses them)
-from anyvirt_libvirt.testbed.fixtures import libvirt_daemon
-from anyvirt_vsphere.testbed.fixtures import vcsim_vcenter
-
 import anyvirt
 from anyvirt import DiskSpec, VMSpec
-
-__all__ = ["libvirt_daemon", "vcsim_vcenter"]
 
 BOX_DRAWING = re.compile("[\u2500-\u257f]")
 

@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-# the real testbeds' session fixtures (the backends ship them; importing them here uses them)
-from anyvirt_libvirt.testbed.fixtures import libvirt_daemon
-from anyvirt_vsphere.testbed.fixtures import vcsim_vcenter
-
 import anyvirt
 from anyvirt import memory
-
-__all__ = ["libvirt_daemon", "vcsim_vcenter"]
 
 TOUR_PATH = Path(__file__).resolve().parents[1] / "examples" / "tour.py"
 

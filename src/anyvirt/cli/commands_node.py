@@ -72,7 +72,7 @@ def evacuate(uri: str | None, node: str, to_nodes: tuple[str, ...], live: bool |
                     lambda job: host.evacuate(source, to=targets or None, live=live, maintenance=maintenance,
                                               timeout=op_timeout, on_progress=on_progress),
                     timeout=None).start(),
-                op_timeout * 100, json_flag)
+                None, json_flag)  # --timeout bounds each move; the VM count bounds the whole
         except EvacuationIncomplete as exc:
             _print_moves(list(exc.results), names, json_flag)  # type: ignore[arg-type]
             raise

@@ -59,8 +59,8 @@ def _report(found: VM, json_flag: bool, verb: str) -> None:
         say(f"{found.name}: {verb} (", styled_state(found.state), ")")
 
 
-def run_task(description: str, start: Callable[[ProgressCallback | None], Task[Any]], timeout: float,
-             json_flag: bool, notice: Notice | None = None) -> Any:
+def run_task(description: str, start: Callable[[ProgressCallback | None], Task[Any]],
+             timeout: float | None, json_flag: bool, notice: Notice | None = None) -> Any:
     """Run one long operation: progress bar, Ctrl-C that says what carries on."""
     return wait_for(description, start, timeout=timeout, json_mode=json_mode(json_flag), notice=notice)
 
