@@ -23,6 +23,7 @@ from anyvirt_proxmox.session import Session
 # qmpstatus values (QEMU's RunState) that are not "running"
 PAUSED_QMP = {"paused", "suspended", "prelaunch", "inmigrate", "postmigrate", "finish-migrate",
               "save-vm", "restore-vm"}
+BRIDGE_TYPES = ("bridge", "OVSBridge")
 CRASHED_QMP = {"internal-error", "io-error", "guest-panicked", "shutdown"}
 
 
@@ -190,7 +191,7 @@ class Inventory:
     def bridges(self, node: str) -> list[str]:
         rows = self.session.get(("nodes", node, "network"), f"listing the bridges of {node}",
                                 type="any_bridge")
-        return sorted(str(r["iface"]) for r in rows)
+        return sorted(str(r["iface"]) for r in rows if r.get("type") in BRIDGE_TYPES)
 
 
 def node_info(row: dict[str, Any], cluster: str | None, version: str) -> NodeInfo:
