@@ -30,12 +30,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pytest
 import requests
 import requests.adapters
+from anyvirt_proxmox.testbed import HOST, USER, FakePveTestbed, make_certificate
 from fakepve import FakePve
 from pve_schema import check_request
 
 import anyvirt
 from anyvirt.host import Host
-from anyvirt_proxmox.testbed import HOST, USER, FakePveTestbed, make_certificate
 
 NODES = ("pve1", "pve2", "pve3")
 PASSWORD = "fakepve-test-password"
@@ -48,6 +48,7 @@ class Traffic:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[dict[str, str]] = []  # each request's query and form values
         self.violations: list[str] = []
         self.standins: list[StandIn] = []
 
@@ -65,6 +66,7 @@ def _checked_send(self: requests.adapters.HTTPAdapter, request: requests.Prepare
     if traffic is not None and "/api2/" in str(request.url):
         method, url = str(request.method), str(request.url)
         traffic.requests.append((method, url))
+        traffic.bodies.append(form(request))
         traffic.violations += check_request(method, url, request.body,
                                             str(request.headers.get("Content-Type", "")))
 

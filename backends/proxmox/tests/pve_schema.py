@@ -73,7 +73,8 @@ NAMED_FORMATS: dict[str, Callable[[str], str | None]] = {
     "disk-size": _regex(r"\d+(?:\.\d+)?[KMGT]?", "a disk size"),
     "mac-addr": _regex(r"[a-fA-F0-9][02468aceACE](?::[a-fA-F0-9]{2}){5}", "a unicast MAC address"),
     "pve-volume-id": _volume_id,
-    "pve-volume-id-or-qm-path": lambda t: None if t in ("none", "cdrom") or t.startswith("/") else _volume_id(t),
+    "pve-volume-id-or-qm-path": lambda t: (None if t in ("none", "cdrom") or t.startswith("/")
+                                           else _volume_id(t)),
     "pve-volume-id-or-absolute-path": lambda t: None if t.startswith("/") else _volume_id(t),
     "pve-storage-content": lambda t: None if t in CONTENT_TYPES else f"unknown content type {t!r}",
     "pve-qm-smbios1": _smbios1,
@@ -95,8 +96,7 @@ def _templates() -> list[tuple[re.Pattern[str], str, int]]:
     out = []
     for template in load():
         parts = template.strip("/").split("/") if template != "/" else []
-        rx = "".join("/(?P<" + p[1:-1].replace("-", "_") + ">[^/]+)" if p.startswith("{") else "/" + re.escape(p)
-                     for p in parts)
+        rx = "".join("/([^/]+)" if p.startswith("{") else "/" + re.escape(p) for p in parts)
         literal = sum(1 for p in parts if not p.startswith("{"))
         out.append((re.compile(f"^{rx}$"), template, literal))
     return out

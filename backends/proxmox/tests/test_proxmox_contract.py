@@ -5,7 +5,7 @@ Migration runs through ``MigrationStandIn`` (fakepve does not move VMs); see con
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -20,8 +20,8 @@ HOME, OTHER = "pve1", "pve2"
 
 
 @pytest.fixture
-def anyvirt_host(pve_host: Host) -> Iterator[Host]:
-    yield pve_host
+def anyvirt_host(pve_host: Host) -> Host:
+    return pve_host
 
 
 @pytest.fixture

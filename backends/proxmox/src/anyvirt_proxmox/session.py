@@ -154,6 +154,12 @@ class Session:
                     api = self._relogin(api)
                     continue
                 raise translate_api_error(exc, what) from exc
+            except AuthenticationError as exc:
+                # proxmoxer's hourly renewal (the ticket as password) was refused: log in afresh
+                if attempt == 1:
+                    api = self._relogin(api)
+                    continue
+                raise AuthenticationFailed(f"{what}: PVE refused to renew the ticket") from exc
             except (requests.exceptions.RequestException, OSError) as exc:
                 raise translate_transport_error(exc, what) from exc
         raise AssertionError("unreachable")

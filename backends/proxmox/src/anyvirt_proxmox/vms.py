@@ -129,9 +129,19 @@ def remove_if_ours(inv: Inventory, node: str, vm_id: int, marker: str, what: str
     inv.forget(str(vm_id))
 
 
+def pending_changes(inv: Inventory, vm_id: str) -> dict[str, Any]:
+    """Config changes PVE could not apply to the running VM: key -> value at the next start
+    (None: to be removed)."""
+    rows = inv.vm_get(vm_id, ("pending",), f"reading pending changes of VM {vm_id}")
+    return {str(r["key"]): (None if r.get("delete") else r.get("pending")) for r in rows
+            if "pending" in r or r.get("delete")}
+
+
 def vm_info(inv: Inventory, vm_id: str) -> VMInfo:
+    """Config, state and pending changes (``extra["pending"]``): three requests, one VM."""
     config = inv.vm_config(vm_id)
     summary = inv.vm_summary(vm_id)
+    pending = pending_changes(inv, vm_id)
     return VMInfo(
         id=summary.id, name=summary.name, state=summary.state, raw_state=summary.raw_state,
         cpus=cfg.cpus(config), memory_mib=cfg.memory_mib(config), node=summary.node,
@@ -140,7 +150,7 @@ def vm_info(inv: Inventory, vm_id: str) -> VMInfo:
         nics=cfg.nic_infos(config), template=bool(int(config.get("template") or 0)),
         extra={"uuid": cfg.smbios_uuid(config), "digest": config.get("digest"),
                "ostype": config.get("ostype"), "tags": config.get("tags"), "lock": config.get("lock"),
-               "config": config},
+               "pending": pending, "config": config},
     )
 
 
@@ -159,7 +169,9 @@ def reconfigure_vm(inv: Inventory, vm_id: str, cpus: int | None, memory_mib: int
     config = inv.vm_config(vm_id)
     changes: dict[str, Any] = {}
     if cpus is not None:
-        changes.update(cores=cpus, sockets=1)
+        changes["cores"] = cpus
+        if int(config.get("sockets") or 1) != 1:
+            changes["sockets"] = 1  # anyvirt's cpus are cores of one socket
     if memory_mib is not None:
         if memory_mib < cfg.MIN_MEMORY_MIB:
             raise InvalidSpec(f"Proxmox VE gives a VM at least {cfg.MIN_MEMORY_MIB} MiB")
@@ -175,8 +187,7 @@ def reconfigure_vm(inv: Inventory, vm_id: str, cpus: int | None, memory_mib: int
             raise InvalidState(f"VM {vm_id} was changed by someone else meanwhile; read it again and "
                                "retry") from exc
         raise
-    pending = inv.session.get((*path, "pending"), f"reading pending changes of VM {vm_id}")
-    waiting = {str(p.get("key")) for p in pending if "pending" in p or p.get("delete")}
+    waiting = set(pending_changes(inv, vm_id))
     running = inv.vm_summary(vm_id).state.value == "running"
     return running and not (waiting & set(changes))
 
