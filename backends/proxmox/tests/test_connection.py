@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from anyvirt_proxmox.driver import ProxmoxDriver
 from conftest import PASSWORD, InProcessFakePve, StandIn, Traffic, form, pve_response
 from fakepve import FakePve
 
 import anyvirt
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
 from anyvirt.model import Capability
-from anyvirt_proxmox.driver import ProxmoxDriver
 
 TOKEN_ID, TOKEN_SECRET = "root@pam!anyvirt", "7b0c1e52-5f4e-4b7a-9c77-0d5c9ad1e0f1"
 

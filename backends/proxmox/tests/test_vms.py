@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from conftest import InProcessFakePve, Send, StandIn, Traffic, form
+from anyvirt_proxmox import tasks as pve_tasks
+from conftest import InProcessFakePve, Send, StandIn, Traffic
 from fakepve import FakePve
 
 import anyvirt
@@ -16,7 +17,6 @@ from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.errors import Cancelled, InvalidSpec, InvalidState, NotFound, NotSupported, TaskFailed, Timeout
 from anyvirt.host import Host
 from anyvirt.vm import VM
-from anyvirt_proxmox import tasks as pve_tasks
 
 
 @pytest.fixture
@@ -257,14 +257,16 @@ def test_lifecycle_verbs_are_pve_actions(make: Callable[..., VM], traffic: Traff
 
 
 def _status_posts(traffic: Traffic, verb: str) -> list[int]:
-    return [i for i, (m, url) in enumerate(traffic.requests) if m == "POST" and url.endswith(f"/status/{verb}")]
+    return [i for i, (m, url) in enumerate(traffic.requests)
+            if m == "POST" and url.endswith(f"/status/{verb}")]
 
 
 def form_of(traffic: Traffic, index: int) -> dict[str, str]:
     return traffic.bodies[index]
 
 
-def test_a_guest_ignoring_acpi_times_out(make: Callable[..., VM], pve: FakePve, fake: InProcessFakePve) -> None:
+def test_a_guest_ignoring_acpi_times_out(make: Callable[..., VM], pve: FakePve,
+                                         fake: InProcessFakePve) -> None:
     vm = make("noacpi")
     vm.start()
     fake.sync(lambda: setattr(pve.vm(int(vm.id)), "acpi", False))
@@ -302,11 +304,13 @@ class ConcurrentChangeStandIn(StandIn):
 
     def handle(self, request: requests.PreparedRequest, send: Send) -> requests.Response | None:
         if request.method == "PUT" and str(request.url).endswith(f"/qemu/{self.vmid}/config"):
-            self.fake.sync(lambda: self.fake.pve.vm(self.vmid).config.update(description="changed by another"))
+            config = self.fake.pve.vm(self.vmid).config
+            self.fake.sync(lambda: config.update(description="changed by another"))
         return None
 
 
-def test_reconfigure_uses_the_digest(make: Callable[..., VM], fake: InProcessFakePve, traffic: Traffic) -> None:
+def test_reconfigure_uses_the_digest(make: Callable[..., VM], fake: InProcessFakePve,
+                                     traffic: Traffic) -> None:
     vm = make("digest")
     traffic.standins.append(ConcurrentChangeStandIn(fake, int(vm.id)))
     with pytest.raises(InvalidState, match="changed by someone else"):
