@@ -39,7 +39,7 @@ def anyvirt_migration_target(anyvirt_host: Host) -> Node:
 
 LINKED_FROM_TEMPLATES_ONLY = (
     "Proxmox VE makes linked clones only of templates; a linked clone of an ordinary VM is "
-    "NotSupported before any request (test_clones.py proves both). The core's semantics for "
+    "NotSupported before any request (test_clones_migration.py proves both). The core's semantics for "
     "linked clones of ordinary VMs (issue 7) will decide how the capability is refined."
 )
 
