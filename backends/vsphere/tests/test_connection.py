@@ -13,11 +13,11 @@ import pytest
 from anyvirt_vsphere.datastore_files import download, upload
 from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 import anyvirt
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
 from anyvirt.model import PowerState
-from anyvirt.testing.vcsim_testbed import Vcsim
 
 
 def _plain_uri(sim: Vcsim) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, TaskFailed
+from anyvirt.kit import qemu_img
 from anyvirt.migration.plan import require_movable
 from anyvirt.model import (
     Capability,
@@ -92,14 +91,12 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
 def compact(disk: ExportedDisk, job: Job) -> ExportedDisk:
     """Raw exports become qcow2 before archiving: tar keeps no holes, qcow2 stores no zeros.
     Without qemu-img the raw file goes in as it is."""
-    qemu_img = shutil.which("qemu-img")
-    if disk.format != "raw" or qemu_img is None:
+    if disk.format != "raw" or not qemu_img.available():
         return disk
     out = Path(disk.path).with_suffix(".qcow2")
     try:
-        subprocess.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", disk.path, str(out)],
-                       check=True, capture_output=True, timeout=job.remaining())
-    except subprocess.SubprocessError as exc:
+        qemu_img.convert(disk.path, out, source_format="raw", format="qcow2", job=job)
+    except TaskFailed as exc:
         raise TaskFailed(f"qemu-img could not compact disk {disk.id}: {exc}") from exc
     Path(disk.path).unlink()
     return attrs.evolve(disk, path=str(out), format="qcow2")
@@ -147,6 +144,7 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
             file = Path(tmp) / entry["file"]
             if not file.is_file():
                 raise InvalidSpec(f"{path} lacks {entry['file']}")
+            _check_disk(file, entry, path)
             size = entry.get("size_bytes")
             bus = entry.get("bus")
             # a bus the target cannot express becomes its first choice, as in plan_migration
@@ -161,6 +159,20 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
             guest_os=vm_data.get("guest_os") or "other", description=vm_data.get("description", ""),
         )
         return host.vms.create(spec, timeout=timeout)
+
+
+def _check_disk(file: Path, entry: dict[str, Any], archive: str | os.PathLike[str]) -> None:
+    """A disk from an archive is untrusted: in its declared format, pointing at no other file
+    (a backing file, an extent) or server, before any host sees it."""
+    declared = entry.get("format")
+    if declared not in qemu_img.FORMATS:
+        raise InvalidSpec(f"{archive}: disk {entry['file']} has format {declared!r}, "
+                          f"not one of {', '.join(qemu_img.FORMATS)}")
+    if qemu_img.available():
+        try:
+            qemu_img.inspect_untrusted(file, format=declared)
+        except InvalidSpec as exc:
+            raise InvalidSpec(f"{archive}: disk {entry['file']} is refused: {exc}") from exc
 
 
 def _usable_nics(host: Host, nics: list[NicSpec]) -> list[NicSpec]:

@@ -10,12 +10,13 @@ from anyvirt.errors import InvalidState
 from anyvirt.host import Host
 from anyvirt.model import Capability, PowerState
 from anyvirt.tasks import Task, TaskState
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.testing.suite.spy import recording
 from anyvirt.vm import VM
 
 
 @pytest.mark.anyvirt_requires(Capability.VM_CREATE, Capability.START, Capability.POWER_OFF)
-class TestLifecycle:
+class TestLifecycle(ContractTests):
     def test_start_and_force_stop(self, anyvirt_host: Host, make_vm: Callable[..., VM]) -> None:
         vm = make_vm()
         assert vm.start() is vm
@@ -28,8 +29,9 @@ class TestLifecycle:
     def test_state_rules(self, anyvirt_host: Host, make_vm: Callable[..., VM]) -> None:
         vm = make_vm()
         caps = anyvirt_host.capabilities
-        actions = {vm.stop: Capability.STOP, vm.reboot: Capability.REBOOT, vm.reset: Capability.RESET,
-                   vm.pause: Capability.PAUSE, vm.resume: Capability.PAUSE}
+        actions: dict[Callable[[], object], Capability] = {
+            vm.stop: Capability.STOP, vm.reboot: Capability.REBOOT, vm.reset: Capability.RESET,
+            vm.pause: Capability.PAUSE, vm.resume: Capability.PAUSE}
         with recording(anyvirt_host) as calls:
             for action, cap in actions.items():
                 if cap in caps:  # without it, NotSupported comes first (TestNotSupported)
