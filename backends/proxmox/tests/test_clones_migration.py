@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
+from anyvirt_proxmox.extension import ProxmoxExtensions
 from conftest import MigrationStandIn, Send, StandIn, Traffic, pve_response
 
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
@@ -41,25 +42,33 @@ def _bodies(traffic: Traffic, suffix: str) -> list[dict[str, str]]:
             if m == "POST" and url.endswith(suffix)]
 
 
-def test_linked_clone_of_an_ordinary_vm_is_refused_before_any_change(make: Callable[..., VM],
-                                                                     traffic: Traffic) -> None:
+def test_linked_clones_are_template_only(pve_host: Host, make: Callable[..., VM], traffic: Traffic) -> None:
     vm = make("plain")
     with pytest.raises(NotSupported, match="only of templates"):
         vm.clone("plain-linked", linked=True)
-    assert not _bodies(traffic, "/clone")
+    with pytest.raises(NotSupported, match="one-way"):
+        vm.mark_template()
+    with pytest.raises(InvalidState, match="only of templates"):
+        pve_host.extension(ProxmoxExtensions).linked_clone(vm, "plain-linked")
+    assert not _bodies(traffic, "/clone") and not _bodies(traffic, "/template")
 
 
 def test_template_and_linked_clones(pve_host: Host, make: Callable[..., VM], traffic: Traffic) -> None:
+    ext = pve_host.extension(ProxmoxExtensions)
     base = make("base")
-    base.mark_template()
+    ext.mark_template(base)
     assert base.template and pve_host.vms.get("base").template
     with pytest.raises(InvalidState, match="template"):
         base.start()
-    clones = base.clone("web", linked=True, count=2)
+    task = ext.linked_clone(base, "web-1", wait=False)
+    clones = [task.wait(30), ext.linked_clone(base, "web-2", node="pve1")]
     for c in clones:
         make.track(c)  # type: ignore[attr-defined]
     assert [c.name for c in clones] == ["web-1", "web-2"] and not clones[0].template
     assert [b["full"] for b in _bodies(traffic, "/clone")] == ["0", "0"]
+    full = base.clone("web-full")  # a full clone of a template through the core
+    make.track(full)  # type: ignore[attr-defined]
+    assert _bodies(traffic, "/clone")[-1]["full"] == "1"
     assert {n.mac for n in clones[0].info().nics}.isdisjoint({n.mac for n in base.info().nics})
     clones[0].start()
     assert clones[0].state is PowerState.RUNNING

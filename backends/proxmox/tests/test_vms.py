@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -164,6 +165,10 @@ def test_a_create_that_times_out_leaves_no_vm_and_no_disk(pve_host: Host, pve: F
         with pytest.raises(anyvirt.Timeout):
             pve_host.vms.create(VMSpec(name="halfmade", memory_mib=64, node="pve1",
                                        disks=[DiskSpec(size_gib=1, storage="ceph-pool")]), timeout=0.3)
+        # the caller hears Timeout at the deadline; the removal follows when PVE's task ends
+        deadline = time.monotonic() + 15
+        while [vm for vm in pve.vms if vm.name == "halfmade"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not [vm for vm in pve.vms if vm.name == "halfmade"], "the half-made VM was removed"
         assert not pve.storages["ceph-pool"].get("volumes"), "and its disk"
         assert not pve_host.vms.exists("halfmade")

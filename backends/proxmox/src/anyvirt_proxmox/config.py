@@ -216,8 +216,8 @@ def ostype(word: str) -> str:
 
 
 def check_spec(spec: VMSpec) -> None:
-    """Everything PVE would refuse in a spec, found before any request."""
-    check_vm_name(spec.name)
+    """What PVE would refuse in a spec besides its name (the gate checks that through
+    ``Driver.check_vm_name``), found before any request."""
     check_description(spec.description)
     if spec.memory_mib < MIN_MEMORY_MIB:
         raise InvalidSpec(f"Proxmox VE gives a VM at least {MIN_MEMORY_MIB} MiB, not {spec.memory_mib}")

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from anyvirt.driver import Driver
 from anyvirt.errors import NotSupported
+from anyvirt.extensions import Extension
 from anyvirt.model import (
     Capability,
     Firmware,
@@ -23,6 +24,7 @@ from anyvirt.model import (
     MigrationResult,
     NodeInfo,
     Overcommit,
+    Placement,
     PowerAction,
     SnapshotInfo,
     VMInfo,
@@ -33,16 +35,36 @@ from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_proxmox import clone, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
+from anyvirt_proxmox.extension import ProxmoxExtensions
 from anyvirt_proxmox.inventory import Container, Inventory, storage_infos
-from anyvirt_proxmox.session import Session
+from anyvirt_proxmox.session import OPTIONS, Session
 
 COMMON = frozenset({
     Capability.VM_CREATE, Capability.VM_DELETE, Capability.START, Capability.STOP,
     Capability.POWER_OFF, Capability.REBOOT, Capability.RESET, Capability.PAUSE, Capability.SUSPEND,
     Capability.RECONFIGURE, Capability.SNAPSHOTS, Capability.MEMORY_SNAPSHOTS, Capability.FULL_CLONE,
-    Capability.LINKED_CLONE, Capability.TEMPLATES, Capability.TASK_CANCEL,
+    Capability.CLONE_RUNNING, Capability.TASK_CANCEL,
 })
 CLUSTER_ONLY = frozenset({Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION})
+#: what PVE cannot do the way anyvirt means it, and why (``why_not``)
+WHY_NOT: dict[Capability, str] = {
+    Capability.LINKED_CLONE: "Proxmox VE makes linked clones only of templates: use "
+                             "host.extension(ProxmoxExtensions).linked_clone(template, name)",
+    Capability.TEMPLATES: "Proxmox VE templates are one-way (no API turns one back into a VM): "
+                          "host.extension(ProxmoxExtensions).mark_template(vm) makes one",
+    Capability.COLD_MIGRATION: "a standalone Proxmox VE node has no other node to move VMs to",
+    Capability.LIVE_MIGRATION: "a standalone Proxmox VE node has no other node to move VMs to",
+    Capability.COLD_MIGRATION_SNAPSHOTS: "Proxmox VE moves local disks with snapshots only on some "
+                                         "storage types; delete the snapshots first",
+    Capability.LIVE_MIGRATION_SNAPSHOTS: "Proxmox VE moves local disks with snapshots only on some "
+                                         "storage types; delete the snapshots first",
+    Capability.DISK_EXPORT: "the Proxmox VE API has no way to download a VM disk",
+    Capability.VM_CREATE_FROM_IMAGE: "not implemented yet for Proxmox VE (upload content=import, then "
+                                     "import-from=)",
+    Capability.MAINTENANCE_MODE: "Proxmox VE's node maintenance is an HA-manager command, not in its API",
+    Capability.LIVE_RECONFIGURE: "Proxmox VE applies CPU and memory changes of a running VM at its next "
+                                 "start unless hotplug is set up; reconfigure() reports that",
+}
 DETAIL_WORKERS = 8  # bounded concurrency for per-VM detail requests
 
 
@@ -53,6 +75,10 @@ class ProxmoxDriver(Driver):
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "virtio", "sata", "ide")
     nic_models: ClassVar[tuple[str, ...]] = cfg.NIC_MODELS
+    placement_options: ClassVar[frozenset[str]] = frozenset({"storage"})
+    uri_options: ClassVar[frozenset[str]] = OPTIONS
+    connect_options: ClassVar[frozenset[str]] = OPTIONS
+    extensions: ClassVar[tuple[type[Extension], ...]] = (ProxmoxExtensions,)
 
     def __init__(self, target: Target, session: Session) -> None:
         self.target = target
@@ -92,6 +118,13 @@ class ProxmoxDriver(Driver):
         if self.cluster is not None and self.node_count > 1:
             caps |= CLUSTER_ONLY  # a standalone node has nowhere to migrate to
         return frozenset(caps)
+
+    def why_not(self, capability: Capability) -> str:
+        return WHY_NOT.get(capability, "")
+
+    @classmethod
+    def check_vm_name(cls, name: str, what: str = "name") -> None:
+        cfg.check_vm_name(name)
 
     def default_overcommit(self) -> Overcommit | None:
         # fakepve (the test double) reports made-up node sizes; a real PVE gets anyvirt's default
@@ -170,6 +203,7 @@ class ProxmoxDriver(Driver):
         return vms.reconfigure_vm(self.inventory, vm_id, cpus, memory_mib, job)
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
+        """Through ``ProxmoxExtensions.mark_template`` (PVE templates are one-way)."""
         return vms.mark_template(self.inventory, vm_id, job)
 
     # ---------------------------------------------------------- snapshots
@@ -187,15 +221,18 @@ class ProxmoxDriver(Driver):
         snapshots.delete_snapshot(self.inventory, vm_id, snapshot_id, children, job)
 
     # ---------------------------------------------------------- clone, migrate
-    def clone_vm(self, vm_id: str, name: str, linked: bool, node: str | None, job: Job,
-                 storage: str | None = None) -> VMSummary:
-        return clone.clone_vm(self.inventory, vm_id, name, linked, node, job, storage=storage)
+    def linked_clones(self, vm_id: str) -> list[str]:
+        return clone.linked_clones(self.inventory, vm_id)
 
-    def migrate_vm(self, vm_id: str, target: Driver | None, node: str | None, live: bool,
+    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
+                 job: Job) -> VMSummary:
+        return clone.clone_vm(self.inventory, vm_id, name, linked, placement, job)
+
+    def migrate_vm(self, vm_id: str, target: Driver | None, placement: Placement, live: bool,
                    job: Job) -> MigrationResult:
         if target is not None and not (isinstance(target, ProxmoxDriver) and target.cluster == self.cluster
                                        and target.cluster is not None):
             cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
             raise NotSupported(self.backend, cap,
                                "moving a VM to another Proxmox VE cluster is not supported")
-        return migration.migrate(self.inventory, vm_id, node, live, job)
+        return migration.migrate(self.inventory, vm_id, placement, live, job)

@@ -15,14 +15,15 @@ import time
 from typing import Any
 
 from anyvirt.errors import InvalidSpec, InvalidState
-from anyvirt.model import MigrationResult
+from anyvirt.model import MigrationResult, Placement
 from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Inventory
 from anyvirt_proxmox.tasks import run_task
 
 
-def precheck(inv: Inventory, vm_id: str, src_node: str, target: str) -> dict[str, Any]:
+def precheck(inv: Inventory, vm_id: str, src_node: str, target: str,
+             storage: str | None = None) -> dict[str, Any]:
     """The parameters the move needs, or InvalidState saying why PVE would refuse it."""
     path = ("nodes", src_node, "qemu", cfg.vmid(vm_id), "migrate")
     pre: dict[str, Any] = inv.session.get(path, f"checking the move of VM {vm_id}", target=target)
@@ -44,9 +45,9 @@ def precheck(inv: Inventory, vm_id: str, src_node: str, target: str) -> dict[str
     params: dict[str, Any] = {"target": target}
     if disks:
         params["with-local-disks"] = 1
-    if unavailable:
+    if unavailable or storage:
         params["with-local-disks"] = 1
-        params["targetstorage"] = _target_storage(inv, target)
+        params["targetstorage"] = storage or _target_storage(inv, target)
     return params
 
 
@@ -57,12 +58,13 @@ def _target_storage(inv: Inventory, target: str) -> str:
     return str(max(storages, key=lambda s: int(s.get("avail") or 0))["storage"])
 
 
-def migrate(inv: Inventory, vm_id: str, node: str | None, live: bool, job: Job) -> MigrationResult:
+def migrate(inv: Inventory, vm_id: str, placement: Placement, live: bool, job: Job) -> MigrationResult:
+    node = placement.node
     source = inv.vm_summary(vm_id)
     src_node = source.node or inv.node_of(vm_id)
     if node is None or node == src_node:
         raise InvalidSpec(f"VM {source.name!r} is on node {src_node!r}: name another node of the cluster")
-    params = precheck(inv, vm_id, src_node, node)
+    params = precheck(inv, vm_id, src_node, node, placement.storage)
     if live:
         params["online"] = 1
     started = time.monotonic()

@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from anyvirt.errors import TaskFailed, Timeout
-from anyvirt.model import PowerAction
-from anyvirt.states import RESULT
+from anyvirt.model import PowerAction, PowerState
 from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Inventory
@@ -31,6 +30,13 @@ ACTIONS: dict[PowerAction, tuple[str, dict[str, Any]]] = {
     PowerAction.SUSPEND: ("suspend", {"todisk": 1}),
 }
 DEFAULT_SHUTDOWN_SECONDS = 60
+#: the state each verb leads to; the verb is over when the VM is seen in it
+LEADS_TO: dict[PowerAction, PowerState] = {
+    PowerAction.START: PowerState.RUNNING, PowerAction.STOP: PowerState.STOPPED,
+    PowerAction.POWER_OFF: PowerState.STOPPED, PowerAction.REBOOT: PowerState.RUNNING,
+    PowerAction.RESET: PowerState.RUNNING, PowerAction.PAUSE: PowerState.PAUSED,
+    PowerAction.RESUME: PowerState.RUNNING, PowerAction.SUSPEND: PowerState.SUSPENDED,
+}
 
 
 def power(inv: Inventory, vm_id: str, action: PowerAction, job: Job) -> None:
@@ -49,6 +55,6 @@ def power(inv: Inventory, vm_id: str, action: PowerAction, job: Job) -> None:
             raise Timeout(f"VM {vm_id} did not shut down within {params['timeout']} s (the guest may "
                           "ignore ACPI); stop(force=True) powers it off") from exc
         raise
-    wanted = RESULT[action]
+    wanted = LEADS_TO[action]
     job.wait_for(lambda: inv.vm_summary(vm_id).state is wanted, f"VM {vm_id} to be {wanted}",
                  interval=0.05)

@@ -4,9 +4,10 @@ Two ways in, as PVE has them:
 
 * a password: proxmoxer fetches a ticket and CSRF token, and renews the
   ticket after an hour (tickets expire after two); a 401 anyway (the ticket
-  was revoked, the cluster restarted) logs in again, once, and repeats the
-  request: PVE checks the ticket before it acts, so the refused request did
-  nothing and repeating it is safe, writes included;
+  was revoked, the cluster restarted), or a refused renewal, logs in again
+  once (the kit's ``Relogin``) and repeats the request. Repeating is safe for
+  writes too: PVE checks the ticket before it does anything, so the refused
+  request did nothing;
 * an API token (``PVEAPIToken=user@realm!name=secret`` header, no CSRF), from
   ``?token_name=&token_value=`` or the keyword arguments of the same names.
 
@@ -22,23 +23,29 @@ import threading
 from typing import Any
 from urllib.parse import quote
 
-import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
-from anyvirt.errors import AnyvirtError, AuthenticationFailed, ConnectionFailed, InvalidSpec
+from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
+from anyvirt.kit.session import Relogin
 from anyvirt.target import Secret, Target
-from anyvirt_proxmox.errors import translate_api_error, translate_transport_error
+from anyvirt_proxmox.errors import translate
 
 log = logging.getLogger("anyvirt.proxmox")
 
 DEFAULT_PORT = 8006
-KNOWN_OPTIONS = ("token_name", "token_value")
+OPTIONS = frozenset({"token_name", "token_value"})
 
 
 def _option(target: Target, key: str) -> str | None:
     value = target.options.get(key, target.query.get(key))
     return None if value is None else str(value.reveal() if isinstance(value, Secret) else value)
+
+
+def _expired(exc: BaseException) -> bool:
+    """A ticket PVE no longer takes: a 401, or proxmoxer's renewal refused."""
+    return isinstance(exc, AuthenticationError) or (
+        isinstance(exc, ResourceException) and exc.status_code == 401)
 
 
 class Session:
@@ -48,9 +55,9 @@ class Session:
         if not target.host:
             raise InvalidSpec("proxmox:// needs a host, e.g. proxmox://root%40pam@pve1:8006")
         for key in target.query:
-            if key not in KNOWN_OPTIONS:
+            if key not in OPTIONS:
                 raise InvalidSpec(f"unknown option {key!r} for proxmox://; known: verify, ca, timeout, "
-                                  "token_name, token_value")
+                                  f"{', '.join(sorted(OPTIONS))}")
         user = target.credentials.username
         if not user or "@" not in user:
             raise InvalidSpec("proxmox:// needs a user with its realm, e.g. proxmox://root%40pam@pve1 "
@@ -68,25 +75,22 @@ class Session:
         if self._token is None and not target.credentials.password:
             raise AuthenticationFailed(f"no password or API token given for {target.safe_uri}")
         self._verify: bool | str = (target.ca or True) if target.verify else False
-        self._lock = threading.Lock()
         self._api: ProxmoxAPI | None = None
+        self._closed = threading.Event()
         self.logins = 0
+        self._relogin = Relogin(self._login, expired=_expired, translate=translate,
+                                check_open=self._check_open)
 
     @property
     def uses_token(self) -> bool:
         return self._token is not None
 
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
-        return f"https://{host}:{self.port}/api2/json"
-
     # ------------------------------------------------------------ login
     def open(self) -> Session:
-        self._login()
+        self._relogin.login()
         return self
 
-    def _login(self) -> ProxmoxAPI:
+    def _login(self) -> None:
         what = f"logging in to {self.target.safe_uri}"
         try:
             if self._token is not None:
@@ -103,41 +107,30 @@ class Session:
         except AuthenticationError as exc:
             # proxmoxer says only "... code: N"; 401 is PVE refusing the password
             code = str(exc).rsplit("code:", 1)[-1].strip()
-            err: AnyvirtError
-            if code == "401":
-                err = AuthenticationFailed(f"{what}: PVE refused the user or password (HTTP 401)")
-            else:
-                err = ConnectionFailed(f"{what}: the login answered HTTP {code}")
+            err = (AuthenticationFailed(f"{what}: PVE refused the user or password (HTTP 401)")
+                   if code == "401" else ConnectionFailed(f"{what}: the login answered HTTP {code}"))
             raise err from exc.with_traceback(None)  # no frame holding the password survives
-        except ResourceException as exc:
-            raise translate_api_error(exc, what) from exc.with_traceback(None)
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise translate_transport_error(exc, what) from exc.with_traceback(None)
+        except Exception as exc:
+            raise translate(exc, what) from exc.with_traceback(None)
+        if self._api is not None:
+            log.info("logged in again to %s", self.target.safe_uri)
         self._api = api
         self.logins += 1
-        return api
 
-    def _current(self) -> ProxmoxAPI:
-        with self._lock:
-            return self._api if self._api is not None else self._login()
-
-    def _relogin(self, stale: ProxmoxAPI) -> ProxmoxAPI:
-        with self._lock:
-            if self._api is stale:  # another thread may have logged in already
-                log.info("PVE ticket refused; logging in again to %s", self.target.safe_uri)
-                self._login()
-            assert self._api is not None
-            return self._api
+    def _check_open(self, what: str) -> None:
+        if self._closed.is_set():
+            raise ConnectionFailed(f"{what}: the connection to {self.target.safe_uri} was closed")
 
     def close(self) -> None:
-        with self._lock:
-            api, self._api = self._api, None
+        self._closed.set()
+        api, self._api = self._api, None
         if api is not None:
             api._store["session"].close()
 
     @property
     def native(self) -> ProxmoxAPI:
-        return self._current()
+        assert self._api is not None
+        return self._api
 
     # ------------------------------------------------------------ requests
     def call(self, method: str, path: tuple[object, ...], what: str, **params: Any) -> Any:
@@ -145,24 +138,9 @@ class Session:
         ``params`` as query (GET, DELETE) or form (POST, PUT). Returns PVE's ``data``."""
         relative = "/".join(quote(str(seg), safe="") for seg in path)
         values = {k: _wire(v) for k, v in params.items() if v is not None}
-        api = self._current()
-        for attempt in (1, 2):
-            try:
-                return _send(api, method, relative, values)
-            except ResourceException as exc:
-                if exc.status_code == 401 and attempt == 1 and not self.uses_token:
-                    api = self._relogin(api)
-                    continue
-                raise translate_api_error(exc, what) from exc
-            except AuthenticationError as exc:
-                # proxmoxer's hourly renewal (the ticket as password) was refused: log in afresh
-                if attempt == 1:
-                    api = self._relogin(api)
-                    continue
-                raise AuthenticationFailed(f"{what}: PVE refused to renew the ticket") from exc
-            except (requests.exceptions.RequestException, OSError) as exc:
-                raise translate_transport_error(exc, what) from exc
-        raise AssertionError("unreachable")
+        # idempotent: a request met by an expired ticket was refused before PVE did anything
+        return self._relogin.call(lambda: _send(self.native, method, relative, values), what,
+                                  idempotent=True)
 
     def get(self, path: tuple[object, ...], what: str, **params: Any) -> Any:
         return self.call("GET", path, what, **params)

@@ -1,10 +1,10 @@
-"""PVE tasks (UPIDs) as anyvirt task waits.
+"""PVE tasks (UPIDs) as anyvirt task waits, on the kit's polling loop.
 
 A UPID names the node that runs the task (``UPID:node:pid:pstart:start:type:id:user:``),
 so it is polled there. ``OK`` and ``WARNINGS: n`` both end a task well (the
-warnings are kept and logged); any other exit status is ``TaskFailed`` with
-the task's log attached. ``Task.cancel()`` sends ``DELETE .../tasks/{upid}``,
-which stops the worker.
+warnings are kept, logged and reported as progress); any other exit status
+is ``TaskFailed`` with the task's log attached. ``Task.cancel()`` sends
+``DELETE .../tasks/{upid}``, which stops the worker.
 """
 
 from __future__ import annotations
@@ -12,22 +12,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from typing import Any
 
 from attrs import frozen
 
-from anyvirt.errors import AnyvirtError, Cancelled, InvalidSpec, TaskFailed, Timeout
+from anyvirt.errors import AnyvirtError, InvalidSpec, TaskFailed
+from anyvirt.kit import polling
 from anyvirt.tasks import Job
-from anyvirt_proxmox.errors import error_for_message
+from anyvirt_proxmox.errors import ending_kind
 from anyvirt_proxmox.session import Session
 
 log = logging.getLogger("anyvirt.proxmox")
 
 UPID = re.compile(r"^UPID:(?P<node>[A-Za-z0-9][A-Za-z0-9-]*):[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:"
                   r"[0-9A-Fa-f]{8}:(?P<type>[^:\s]+):(?P<id>[^:\s]*):(?P<user>[^:\s]+):$")
-FIRST_POLL = 0.05
-MAX_POLL = 1.0
 CANCEL_GRACE = 10.0  # seconds to wait for a task to end after DELETE
 LOG_LINES = 500
 CLEANUP_SECONDS = 120.0
@@ -53,61 +51,50 @@ def cleanup_job(what: str) -> Job:
 
 
 def task_log(session: Session, upid: str) -> str:
-    node = upid_node(upid)
     with contextlib.suppress(AnyvirtError):
-        lines = session.get(("nodes", node, "tasks", upid, "log"), "reading a task log", limit=LOG_LINES)
+        lines = session.get(("nodes", upid_node(upid), "tasks", upid, "log"), "reading a task log",
+                            limit=LOG_LINES)
         return "\n".join(str(line.get("t", "")) for line in lines or ())
     return ""
 
 
 def stop_task(session: Session, upid: str, what: str) -> None:
-    with contextlib.suppress(AnyvirtError):
-        session.delete(("nodes", upid_node(upid), "tasks", upid), f"stopping {what}")
+    session.delete(("nodes", upid_node(upid), "tasks", upid), f"stopping {what}")
 
 
 def wait_task(session: Session, upid: str, job: Job, what: str) -> TaskOutcome:
     """Poll ``upid`` on its node until it ends: its outcome, or TaskFailed / Cancelled / Timeout."""
     node = upid_node(upid)
-    job.native_id = upid
-    job.on_cancel(lambda: stop_task(session, upid, what))
-    delay = FIRST_POLL
-    cancelled_at: float | None = None
-    while True:
+
+    def check() -> polling.Status[TaskOutcome]:
         status = session.get(("nodes", node, "tasks", upid, "status"), f"reading the state of {what}")
-        if status.get("status") == "stopped":
-            return _outcome(session, upid, str(status.get("exitstatus", "")), what, job)
-        job.progress(None, what)
-        if job.cancelled:
-            cancelled_at = cancelled_at or time.monotonic()
-            if time.monotonic() - cancelled_at > CANCEL_GRACE:
-                raise Cancelled(f"{what} was cancelled (PVE task {upid})")
-        elif job.deadline is not None and time.monotonic() > job.deadline:
-            raise Timeout(f"{what} did not finish within {job.timeout:g} s; PVE task {upid} may still run")
-        time.sleep(min(delay, job.remaining(delay) or delay))
-        delay = min(delay * 1.5, MAX_POLL)
+        if status.get("status") != "stopped":
+            return polling.running(message=what)
+        return _ending(session, upid, str(status.get("exitstatus", "")), what)
+
+    return polling.poll(check, job, what, task_id=upid, cancel=lambda: stop_task(session, upid, what),
+                        first_interval=0.02, cancel_grace=CANCEL_GRACE)
 
 
-def _outcome(session: Session, upid: str, exitstatus: str, what: str, job: Job) -> TaskOutcome:
+def _ending(session: Session, upid: str, exitstatus: str, what: str) -> polling.Status[TaskOutcome]:
     if exitstatus == "OK":
-        return TaskOutcome(upid, exitstatus)
+        return polling.succeeded(TaskOutcome(upid, exitstatus))
     if exitstatus.startswith("WARNINGS:"):
         lines = task_log(session, upid).splitlines()
         warnings = tuple(line for line in lines if line.startswith("WARN")) or (exitstatus,)
         for line in warnings:
             log.warning("%s: %s", what, line)
-        job.progress(100.0, f"{what}: {exitstatus.lower()}")
-        return TaskOutcome(upid, exitstatus, warnings)
-    if job.cancelled:
-        raise Cancelled(f"{what} was cancelled (PVE task {upid}: {exitstatus})")
-    text = task_log(session, upid)
-    kind = type(error_for_message(exitstatus)).__name__
-    raise TaskFailed(f"{what} failed: {exitstatus}", task_id=upid, log=text, fault=kind)
+        return polling.Status(done=True, result=TaskOutcome(upid, exitstatus, warnings),
+                              message=f"{what}: {exitstatus.lower()}")
+    failure: TaskFailed = polling.task_failed(what, exitstatus, task_id=upid, fault=ending_kind(exitstatus),
+                                              log=task_log(session, upid))
+    return polling.failed(failure)
 
 
 def run_task(session: Session, method: str, path: tuple[object, ...], job: Job, what: str,
              started: list[str] | None = None, **params: Any) -> TaskOutcome:
-    """Start a task (a write, never repeated) and wait for it. A job already cancelled or out of
-    time starts nothing; the UPID goes to ``started`` so a caller can clean up after it."""
+    """Start a task (a write) and wait for it. A job already cancelled or out of time starts
+    nothing; the UPID goes to ``started`` so a caller can clean up after it."""
     job.check()
     upid = session.call(method, path, what, **params)
     if not isinstance(upid, str):
@@ -121,6 +108,7 @@ def settle(session: Session, upids: list[str], what: str) -> None:
     """Stop started tasks and wait for them to end, so cleanup sees whatever they made."""
     job = cleanup_job(what)
     for upid in upids:
-        stop_task(session, upid, what)
+        with contextlib.suppress(AnyvirtError):
+            stop_task(session, upid, what)
         with contextlib.suppress(AnyvirtError):
             wait_task(session, upid, job, what)
