@@ -29,3 +29,18 @@ def test_the_testbed_is_registered() -> None:
     assert found.get("proxmox") == "anyvirt_proxmox.testbed:TESTBED"
     backends = {ep.name: ep.value for ep in entry_points(group="anyvirt.backends")}
     assert backends["proxmox"] == "anyvirt_proxmox.driver:ProxmoxDriver"
+
+
+def test_the_cli_runs_the_testbed_plugin() -> None:
+    import anyvirt
+    from anyvirt import testbeds
+
+    found = testbeds.load("proxmox")
+    assert {o.name for o in found.options} == {"nodes", "guests"}
+    running = found.start(nodes=2, guests=4)
+    try:
+        (uri,) = running.uris
+        with anyvirt.connect(uri, password=running.environment["ANYVIRT_PASSWORD"]) as host:
+            assert len(host.nodes.list()) == 2 and len(host.vms.list()) == 4
+    finally:
+        running.stop()

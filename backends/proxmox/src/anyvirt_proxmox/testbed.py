@@ -14,7 +14,6 @@ fake answers. ``anyvirt testbed proxmox`` is this, registered under the
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
 import json
 import secrets
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from anyvirt.testbeds import RunningTestbed, TestbedOption
 
 HOST = "127.0.0.1"
 USER = "root@pam"
@@ -150,17 +151,17 @@ class ProxmoxTestbed:
     """What ``anyvirt.testbeds`` finds under ``proxmox`` (see that module for the protocol)."""
 
     summary = "Start fakepve (a fake Proxmox VE API, test tool) as a cluster on a loopback port."
+    options = (
+        TestbedOption("nodes", "Nodes of the simulated cluster.", 3, minimum=1, maximum=64),
+        TestbedOption("guests", "VMs to generate, spread over the nodes.", 0, minimum=0, maximum=100_000),
+    )
 
-    @property
-    def options(self) -> list[Any]:
-        option = importlib.import_module("anyvirt.testbeds").TestbedOption
-        return [option("nodes", "Nodes of the simulated cluster.", 3, minimum=1, maximum=64),
-                option("guests", "VMs to generate, spread over the nodes.", 0, minimum=0, maximum=100_000)]
-
-    def start(self, nodes: int = 3, guests: int = 0) -> Any:
-        running = importlib.import_module("anyvirt.testbeds").RunningTestbed
-        bed = FakePveTestbed(nodes=nodes, guests=guests).start()
-        return running(uris=(bed.uri,), stop=bed.stop, environment={"ANYVIRT_PASSWORD": bed.password})
+    def start(self, nodes: int = 3, guests: int = 0) -> RunningTestbed:
+        try:
+            bed = FakePveTestbed(nodes=nodes, guests=guests).start()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeError(f"fakepve did not start: {exc}") from exc
+        return RunningTestbed(uris=(bed.uri,), stop=bed.stop, environment={"ANYVIRT_PASSWORD": bed.password})
 
 
 TESTBED = ProxmoxTestbed()
