@@ -61,16 +61,22 @@ def raw_state(status: str, qmpstatus: str | None, lock: str | None, hastate: str
     return raw
 
 
+_PLAIN_STATES = {"running": PowerState.RUNNING, "stopped": PowerState.STOPPED}
+
+
 def summary_from_resource(row: dict[str, Any]) -> VMSummary:
-    status = str(row.get("status", "unknown"))
-    lock = row.get("lock") or None
-    return VMSummary(
-        id=str(row["vmid"]), name=str(row.get("name") or f"VM {row['vmid']}"),
-        state=power_state(status, None, lock),
-        raw_state=raw_state(status, None, lock, row.get("hastate") or None),
-        cpus=int(row.get("maxcpu") or 0), memory_mib=int(row.get("maxmem") or 0) // MIB,
-        node=row.get("node"), template=bool(int(row.get("template") or 0)),
-    )
+    """One listing row as a VMSummary. Called once per VM of the cluster, so the common row
+    (no lock, no HA) takes the short way."""
+    get = row.get
+    status = get("status") or "unknown"
+    lock, hastate = get("lock"), get("hastate")
+    if lock or hastate or status not in _PLAIN_STATES:
+        state, raw = power_state(status, None, lock), raw_state(status, None, lock, hastate)
+    else:
+        state, raw = _PLAIN_STATES[status], status
+    vmid = row["vmid"]
+    return VMSummary(str(vmid), get("name") or f"VM {vmid}", state, raw, int(get("maxcpu") or 0),
+                     int(get("maxmem") or 0) // MIB, get("node"), get("template") in (1, "1"))
 
 
 def summary_from_status(vm_id: str, node: str, data: dict[str, Any]) -> VMSummary:
