@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 import requests.adapters
+from anyvirt_proxmox.testbed import HOST, USER, FakePveTestbed
 from proxmoxer import ProxmoxAPI
 
 import anyvirt
-from anyvirt_proxmox.testbed import HOST, USER, FakePveTestbed
 
 _requests = [0]
 _send = requests.adapters.HTTPAdapter.send
