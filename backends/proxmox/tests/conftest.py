@@ -6,7 +6,7 @@ requests leave the schema fails. Two fakepve's serve the tests:
 
 * ``pve`` / ``pve_host``: fakepve in this process (3 nodes, time_scale 0),
   so tests can reach into its state and fault scenarios;
-* ``testbed`` / ``testbed_host``: the ``anyvirt testbed proxmox`` testbed,
+* ``proxmox_testbed`` / ``proxmox_host``: the ``anyvirt testbed proxmox`` testbed,
   fakepve in its own process, verified TLS.
 
 Where fakepve lacks a feature, a **stand-in** of this project answers that one
@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import anyvirt_proxmox.testbed.fixtures as _fixtures
 import pytest
 import requests
 import requests.adapters
-from anyvirt_proxmox.testbed import HOST, USER, FakePveTestbed, make_certificate
+from anyvirt_proxmox.testbed import HOST, USER, make_certificate
 from fakepve import FakePve
 from pve_schema import check_request
 
@@ -256,13 +257,6 @@ def pve_host(fake: InProcessFakePve, migration_standin: MigrationStandIn) -> Ite
         yield host
 
 
-@pytest.fixture(scope="session")
-def testbed() -> Iterator[FakePveTestbed]:
-    with FakePveTestbed(nodes=3, guests=6) as bed:
-        yield bed
-
-
-@pytest.fixture
-def testbed_host(testbed: FakePveTestbed) -> Iterator[Host]:
-    with anyvirt.connect(testbed.uri, password=testbed.password) as host:
-        yield host
+# the testbed's own fixtures (fakepve in its own process), as users opt into them
+proxmox_testbed = _fixtures.proxmox_testbed
+proxmox_host = _fixtures.proxmox_host

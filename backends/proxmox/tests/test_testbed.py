@@ -9,7 +9,9 @@ from anyvirt_proxmox.testbed import FakePveTestbed, guests_file
 from anyvirt.host import Host
 
 
-def test_the_testbed_serves_a_cluster_with_verified_tls(testbed: FakePveTestbed, testbed_host: Host) -> None:
+def test_the_testbed_serves_a_cluster_with_verified_tls(proxmox_testbed: FakePveTestbed,
+                                                       proxmox_host: Host) -> None:
+    testbed, testbed_host = proxmox_testbed, proxmox_host
     assert "ca=" in testbed.uri and "verify=false" not in testbed.uri
     assert [n.name for n in testbed_host.nodes.list()] == ["pve1", "pve2", "pve3"]
     vms = testbed_host.vms.list()

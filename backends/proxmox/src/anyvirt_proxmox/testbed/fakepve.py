@@ -7,8 +7,7 @@ testbed writes a guests file for a cluster of ``nodes`` nodes
 (``pve1`` ...), one guest per node at least and ``guests`` in all, makes a
 self-signed certificate with ``openssl`` so clients verify TLS with ``?ca=``,
 picks a free loopback port and a throwaway password, and waits until the
-fake answers. ``anyvirt testbed proxmox`` is this, registered under the
-``anyvirt.testbeds`` entry point.
+fake answers.
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-
-from anyvirt.testbeds import RunningTestbed, TestbedOption
 
 HOST = "127.0.0.1"
 USER = "root@pam"
@@ -145,23 +142,3 @@ class FakePveTestbed:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class ProxmoxTestbed:
-    """What ``anyvirt.testbeds`` finds under ``proxmox`` (see that module for the protocol)."""
-
-    summary = "Start fakepve (a fake Proxmox VE API, test tool) as a cluster on a loopback port."
-    options = (
-        TestbedOption("nodes", "Nodes of the simulated cluster.", 3, minimum=1, maximum=64),
-        TestbedOption("guests", "VMs to generate, spread over the nodes.", 0, minimum=0, maximum=100_000),
-    )
-
-    def start(self, nodes: int = 3, guests: int = 0) -> RunningTestbed:
-        try:
-            bed = FakePveTestbed(nodes=nodes, guests=guests).start()
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise RuntimeError(f"fakepve did not start: {exc}") from exc
-        return RunningTestbed(uris=(bed.uri,), stop=bed.stop, environment={"ANYVIRT_PASSWORD": bed.password})
-
-
-TESTBED = ProxmoxTestbed()
