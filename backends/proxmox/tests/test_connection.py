@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -192,3 +194,21 @@ def test_every_request_was_checked(pve_host: anyvirt.Host, traffic: Traffic) -> 
     pve_host.vms.list()
     assert any(p.endswith("/cluster/resources") for p in traffic.paths("GET"))
     assert traffic.violations == []
+
+
+def test_a_stopped_fakepve_is_connection_failed_within_the_timeout(tmp_path: Path) -> None:
+    from anyvirt_proxmox.testbed import FakePveTestbed
+
+    bed = FakePveTestbed(nodes=1).start()
+    try:
+        ca = tmp_path / "ca.pem"  # outlives the testbed's own directory
+        shutil.copy(str(bed.cafile), ca)
+        host = anyvirt.connect(f"{bed.uri.split('?')[0]}?ca={ca}&timeout=2", password=bed.password)
+        assert host.vms.list()
+    finally:
+        bed.stop()
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="cannot be reached"):
+        host.vms.list()
+    assert time.monotonic() - started < 4
+    host.close()
