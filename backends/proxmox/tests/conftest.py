@@ -68,8 +68,8 @@ def _checked_send(self: requests.adapters.HTTPAdapter, request: requests.Prepare
         method, url = str(request.method), str(request.url)
         traffic.requests.append((method, url))
         traffic.bodies.append(form(request))
-        traffic.violations += check_request(method, url, request.body,
-                                            str(request.headers.get("Content-Type", "")))
+        body = getattr(request.body, "fields", request.body)  # a streamed upload: its form fields
+        traffic.violations += check_request(method, url, body, str(request.headers.get("Content-Type", "")))
 
         def send(req: requests.PreparedRequest) -> requests.Response:
             return _real_send(self, req, *args, **kwargs)
@@ -118,6 +118,9 @@ def pve_response(request: requests.PreparedRequest, status: int, data: Any = Non
 
 
 def form(request: requests.PreparedRequest) -> dict[str, str]:
+    fields = getattr(request.body, "fields", None)
+    if fields is not None:
+        return dict(fields)
     body = request.body or ""
     text = body.decode() if isinstance(body, bytes) else str(body)
     return dict(parse_qsl(text)) | dict(parse_qsl(urlsplit(str(request.url)).query))

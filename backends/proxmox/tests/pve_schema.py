@@ -208,8 +208,10 @@ def check_property_string(subs: Mapping[str, Any], value: str, name: str) -> lis
     return errors
 
 
-def check_request(method: str, url: str, body: bytes | str | None, content_type: str = "") -> list[str]:
-    """Every violation of one HTTP request against the schema (empty: it conforms)."""
+def check_request(method: str, url: str, body: bytes | str | Mapping[str, str] | None,
+                  content_type: str = "") -> list[str]:
+    """Every violation of one HTTP request against the schema (empty: it conforms). A streamed
+    multipart body is given as its form fields (the file part is not a parameter)."""
     parts = urlsplit(url)
     if not parts.path.startswith(API_PREFIX + "/"):
         return [f"{method} {parts.path}: not under {API_PREFIX}"]
@@ -225,7 +227,10 @@ def check_request(method: str, url: str, body: bytes | str | None, content_type:
     values: dict[str, list[str]] = {}
     for key, val in parse_qsl(parts.query, keep_blank_values=True):
         values.setdefault(key, []).append(val)
-    if body and "multipart/form-data" not in content_type:
+    if isinstance(body, Mapping):
+        for key, val in body.items():
+            values.setdefault(key, []).append(str(val))
+    elif body and "multipart/form-data" not in content_type:
         text = body.decode() if isinstance(body, bytes) else body
         for key, val in parse_qsl(text, keep_blank_values=True):
             values.setdefault(key, []).append(val)

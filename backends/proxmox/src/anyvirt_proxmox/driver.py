@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from anyvirt.driver import Driver
 from anyvirt.errors import NotSupported
 from anyvirt.extensions import Extension
+from anyvirt.kit import qemu_img
 from anyvirt.model import (
     Capability,
     Firmware,
@@ -33,7 +34,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_proxmox import clone, migration, power, snapshots, vms
+from anyvirt_proxmox import clone, image_import, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.extension import ProxmoxExtensions
 from anyvirt_proxmox.inventory import Container, Inventory, storage_infos
@@ -59,13 +60,22 @@ WHY_NOT: dict[Capability, str] = {
     Capability.LIVE_MIGRATION_SNAPSHOTS: "Proxmox VE moves local disks with snapshots only on some "
                                          "storage types; delete the snapshots first",
     Capability.DISK_EXPORT: "the Proxmox VE API has no way to download a VM disk",
-    Capability.VM_CREATE_FROM_IMAGE: "not implemented yet for Proxmox VE (upload content=import, then "
-                                     "import-from=)",
+    Capability.VM_CREATE_FROM_IMAGE: "disk images are uploaded as 'import' content: that needs Proxmox "
+                                     "VE 8.2 or later, a storage with 'import' enabled, and qemu-img here",
     Capability.MAINTENANCE_MODE: "Proxmox VE's node maintenance is an HA-manager command, not in its API",
     Capability.LIVE_RECONFIGURE: "Proxmox VE applies CPU and memory changes of a running VM at its next "
                                  "start unless hotplug is set up; reconfigure() reports that",
 }
 DETAIL_WORKERS = 8  # bounded concurrency for per-VM detail requests
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"8.2.4"`` -> (8, 2); anything unreadable is (0, 0)."""
+    parts = [*text.split("-")[0].split("."), "0", "0"]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return 0, 0
 
 
 class ProxmoxDriver(Driver):
@@ -91,6 +101,8 @@ class ProxmoxDriver(Driver):
         cluster = next((r for r in status if r.get("type") == "cluster"), None)
         self.cluster: str | None = str(cluster["name"]) if cluster else None
         self.node_count = sum(1 for r in status if r.get("type") == "node") or 1
+        storages = session.get(("storage",), "reading the storage configuration")
+        self.imports = any("import" in str(s.get("content", "")).split(",") for s in storages)
         self._capabilities = self._detect_capabilities()
 
     # ---------------------------------------------------------- connection
@@ -117,6 +129,8 @@ class ProxmoxDriver(Driver):
         caps = set(COMMON)
         if self.cluster is not None and self.node_count > 1:
             caps |= CLUSTER_ONLY  # a standalone node has nowhere to migrate to
+        if self.imports and parse_version(self.version) >= image_import.MIN_VERSION and qemu_img.available():
+            caps.add(Capability.VM_CREATE_FROM_IMAGE)
         return frozenset(caps)
 
     def why_not(self, capability: Capability) -> str:

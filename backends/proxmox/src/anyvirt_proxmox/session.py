@@ -18,11 +18,13 @@ here, once, so no caller's string reaches a URL as it is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
 from urllib.parse import quote
 
+import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
@@ -142,6 +144,26 @@ class Session:
         return self._relogin.call(lambda: _send(self.native, method, relative, values), what,
                                   idempotent=True)
 
+    def upload(self, path: tuple[object, ...], body: Any, what: str) -> Any:
+        """POST a streamed multipart ``body`` (with ``content_type``) to ``path``. A stream cannot
+        be sent twice, so an expired ticket here is ConnectionFailed, not repeated."""
+        relative = "/".join(quote(str(seg), safe="") for seg in path)
+
+        def send() -> Any:
+            session = self.native._store["session"]
+            auth = session.auth
+            # past proxmoxer's request(), which wants form fields as a dict; its auth still signs
+            response = requests.Session.request(
+                session, "POST", f"{self.native._store['base_url']}/{relative}", data=body,
+                headers={"Content-Type": body.content_type}, cookies=auth.get_cookies(),
+                timeout=self.target.timeout, verify=auth.verify_ssl)
+            if response.status_code >= 400:
+                raise ResourceException(response.status_code, response.reason, response.reason,
+                                        errors=_errors_of(response))
+            return response.json().get("data")
+
+        return self._relogin.call(send, what, idempotent=False)
+
     def get(self, path: tuple[object, ...], what: str, **params: Any) -> Any:
         return self.call("GET", path, what, **params)
 
@@ -153,6 +175,12 @@ class Session:
 
     def delete(self, path: tuple[object, ...], what: str, **params: Any) -> Any:
         return self.call("DELETE", path, what, **params)
+
+
+def _errors_of(response: requests.Response) -> Any:
+    with contextlib.suppress(ValueError):
+        return response.json().get("errors")
+    return None
 
 
 def _wire(value: Any) -> Any:

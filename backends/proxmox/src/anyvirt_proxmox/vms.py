@@ -16,6 +16,7 @@ from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, InvalidStat
 from anyvirt.model import Firmware, VMInfo, VMSpec, VMSummary
 from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
+from anyvirt_proxmox import image_import
 from anyvirt_proxmox.inventory import Inventory
 from anyvirt_proxmox.placement import pick_node
 from anyvirt_proxmox.tasks import cleanup_job, run_task, settle, wait_task
@@ -57,9 +58,9 @@ def create_params(inv: Inventory, spec: VMSpec, node: str) -> dict[str, Any]:
         return str(name)
 
     for key, disk in zip(cfg.drive_keys(spec.disks), spec.disks, strict=True):
-        if disk.image is not None:
-            raise InvalidSpec("disk images are imported by the driver's import path, not here")
-        params[key] = f"{storage_for(disk.storage)}:{cfg.gib_text(disk.size_gib or 1)}"
+        # an image's disk is made from its upload (import-from=, added once it is uploaded)
+        size = "0" if disk.image is not None else cfg.gib_text(disk.size_gib or 1)
+        params[key] = f"{storage_for(disk.storage)}:{size}"
     if any(key.startswith("scsi") for key in cfg.drive_keys(spec.disks)):
         params["scsihw"] = SCSI_CONTROLLER
     if spec.firmware is Firmware.EFI:
@@ -84,8 +85,41 @@ def create_vm(inv: Inventory, spec: VMSpec, job: Job) -> VMSummary:
     cfg.check_spec(spec)
     node = spec.node or pick_node(inv)
     params = create_params(inv, spec, node)
+    images = [(k, d) for k, d in zip(cfg.drive_keys(spec.disks), spec.disks, strict=True) if d.image]
+    if not images:
+        return _create(inv, spec, node, params, job)
+    stores = image_import.import_storages(inv, node)
+    if not stores:
+        raise InvalidSpec(f"no storage on node {node!r} takes 'import' content, which disk images "
+                          "are uploaded as: enable it on a file storage (PVE 8.2 or later)")
+    uploads: dict[str, image_import.Uploaded] = {}
+    try:
+        for key, disk in images:
+            assert disk.image is not None
+            uploads[key] = image_import.upload(inv, node, str(stores[0]["storage"]), disk.image, job)
+            params[key] += f",import-from={uploads[key].volid}"
+        summary = _create(inv, spec, node, params, job)
+        for key, disk in images:
+            _grow(inv, summary.id, node, key, disk.size_bytes, uploads[key].virtual_size, job)
+        return summary
+    finally:
+        image_import.remove(inv, node, list(uploads.values()))
+
+
+def _grow(inv: Inventory, vm_id: str, node: str, key: str, wanted: int | None, has: int, job: Job) -> None:
+    """An imported disk keeps its image's size; a larger DiskSpec.size_gib grows it."""
+    if wanted is None or wanted <= has:
+        return
+    job.check()
+    upid = inv.session.put(("nodes", node, "qemu", cfg.vmid(vm_id), "resize"), f"growing {key} of VM {vm_id}",
+                           disk=key, size=f"{-(-wanted // 1024)}K")
+    if isinstance(upid, str) and upid.startswith("UPID:"):
+        wait_task(inv.session, upid, job, f"growing {key} of VM {vm_id}")
+
+
+def _create(inv: Inventory, spec: VMSpec, node: str, params: dict[str, Any], job: Job) -> VMSummary:
     marker = str(uuid.uuid4())
-    params["smbios1"] = f"uuid={marker}"
+    params = dict(params, smbios1=f"uuid={marker}")
     what = f"creating VM {spec.name!r}"
     for attempt in range(1, ID_ATTEMPTS + 1):
         new_id = next_vmid(inv)
