@@ -50,7 +50,7 @@ def test_wrong_password_is_authentication_failed(vcsim: Vcsim) -> None:
 
 
 def test_unknown_option_is_refused(vcsim: Vcsim) -> None:
-    with pytest.raises(InvalidSpec, match="unknown option"):
+    with pytest.raises(InvalidSpec, match="no URI option 'colour'; did you mean 'cluster'"):
         anyvirt.connect(vcsim.anyvirt_uri_with_ca + "&colour=blue", password=vcsim.password)
 
 

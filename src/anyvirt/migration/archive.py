@@ -20,7 +20,6 @@ import attrs
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, TaskFailed
 from anyvirt.kit import qemu_img
-from anyvirt.migration.plan import require_movable
 from anyvirt.model import (
     Capability,
     DiskSpec,
@@ -42,8 +41,7 @@ MANIFEST = "manifest.json"
 
 def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT) -> Path:
     """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped."""
-    vm.host.require(Capability.DISK_EXPORT)
-    require_movable(vm)
+    vm.host.gate.require(Capability.DISK_EXPORT)
     dest = Path(path)
     if dest.exists():
         raise AlreadyExists(f"{dest} exists already")
@@ -83,7 +81,8 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
                 partial.unlink(missing_ok=True)
         return dest
 
-    result = vm.host.run(f"back up {vm.name}", work, wait=True, timeout=timeout)
+    # the gate holds the VM (its disks cannot change while copied) and checks its state
+    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout)
     assert isinstance(result, Path)
     return result
 
@@ -132,10 +131,9 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
     manifest = read_manifest(path)
     vm_data = manifest["vm"]
     new_name = check_name(vm_data["name"] if name is None else name, "name")
-    if host.vms.exists(new_name):
-        raise AlreadyExists(f"a VM named {new_name!r} exists already on {host.uri}")
-    # before unpacking what may be many GiB of disks
-    host.check_capacity(vm_data["cpus"], vm_data["memory_mib"])
+    # before unpacking what may be many GiB of disks: capability, name, capacity
+    host.gate.check_restore(new_name, vm_data["cpus"], vm_data["memory_mib"],
+                            with_images=bool(manifest["disks"]))
     with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
         with tarfile.open(path, "r") as tar:
             tar.extractall(tmp, filter="data")  # refuses absolute paths, '..', devices and links
