@@ -81,7 +81,8 @@ def parse_version(text: str) -> tuple[int, int]:
 class ProxmoxDriver(Driver):
     backend: ClassVar[str] = "proxmox"
     platform: ClassVar[str] = "Proxmox VE (clusters and standalone nodes)"
-    possible_capabilities: ClassVar[frozenset[Capability]] = COMMON | CLUSTER_ONLY
+    possible_capabilities: ClassVar[frozenset[Capability]] = (
+        COMMON | CLUSTER_ONLY | {Capability.VM_CREATE_FROM_IMAGE})
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "virtio", "sata", "ide")
     nic_models: ClassVar[tuple[str, ...]] = cfg.NIC_MODELS

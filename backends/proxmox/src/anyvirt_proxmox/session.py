@@ -56,10 +56,6 @@ class Session:
     def __init__(self, target: Target) -> None:
         if not target.host:
             raise InvalidSpec("proxmox:// needs a host, e.g. proxmox://root%40pam@pve1:8006")
-        for key in target.query:
-            if key not in OPTIONS:
-                raise InvalidSpec(f"unknown option {key!r} for proxmox://; known: verify, ca, timeout, "
-                                  f"{', '.join(sorted(OPTIONS))}")
         user = target.credentials.username
         if not user or "@" not in user:
             raise InvalidSpec("proxmox:// needs a user with its realm, e.g. proxmox://root%40pam@pve1 "
