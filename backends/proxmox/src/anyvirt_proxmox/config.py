@@ -162,8 +162,8 @@ def cpus(config: dict[str, Any]) -> int:
 
 
 def memory_mib(config: dict[str, Any]) -> int:
-    _, props = split_props(str(config.get("memory", "512")))
-    first = split_props(str(config.get("memory", "512")))[0]
+    """``memory`` is a property string whose default key is ``current`` (``"512"``, ``"current=512"``)."""
+    first, props = split_props(str(config.get("memory", "512")))
     return int(props.get("current", first or 512))
 
 

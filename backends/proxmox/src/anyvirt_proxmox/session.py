@@ -127,7 +127,9 @@ class Session:
 
     @property
     def native(self) -> ProxmoxAPI:
-        assert self._api is not None
+        self._check_open("using the connection")
+        if self._api is None:
+            raise ConnectionFailed(f"not logged in to {self.target.safe_uri}")
         return self._api
 
     # ------------------------------------------------------------ requests

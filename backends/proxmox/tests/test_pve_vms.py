@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 from anyvirt_proxmox import tasks as pve_tasks
-from conftest import InProcessFakePve, Send, StandIn, Traffic
 from fakepve import FakePve
+from pve_fakes import InProcessFakePve, Send, StandIn, Traffic
 
 import anyvirt
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec

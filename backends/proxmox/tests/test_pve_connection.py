@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 from anyvirt_proxmox.driver import ProxmoxDriver
-from conftest import PASSWORD, InProcessFakePve, StandIn, Traffic, form, pve_response
 from fakepve import FakePve
+from pve_fakes import PASSWORD, InProcessFakePve, StandIn, Traffic, form, pve_response
 
 import anyvirt
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec

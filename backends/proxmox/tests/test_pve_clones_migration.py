@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 from anyvirt_proxmox.extension import ProxmoxExtensions
-from conftest import MigrationStandIn, Send, StandIn, Traffic, pve_response
+from pve_fakes import MigrationStandIn, Send, StandIn, Traffic, pve_response
 
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported

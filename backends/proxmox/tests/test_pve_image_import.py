@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import PASSWORD, InProcessFakePve, Send, StandIn, Traffic, pve_response
 from fakepve import FakePve
+from pve_fakes import PASSWORD, InProcessFakePve, Send, StandIn, Traffic, pve_response
 
 import anyvirt
 from anyvirt import Capability, DiskSpec, VMSpec
