@@ -175,8 +175,10 @@ RULES: dict[str, Rule] = {
         "snapshot.delete(children=False)", Capability.SNAPSHOTS, ANY_STATE, "allowed", "the VM", "",
         ("the snapshot exists",), result="None"),
     "migrate": Rule(
+        # not suspended: its saved memory image is local to the node; start it and migrate
+        # live, or power it off and migrate cold
         "vm.migrate(to, live=None, placement)", Capability.COLD_MIGRATION,
-        frozenset({S, R, SU, C}), "allowed", "the VM (and its name on the target host)",
+        frozenset({S, R, C}), "allowed", "the VM (and its name on the target host)",
         "on another host: the VM's CPUs and memory there",
         ("live needs a running VM, cold one not running", "the target is another node or host "
          "of the same backend", "on another host: the name is free and no linked clone "
@@ -645,7 +647,8 @@ class Gate:
         hold = self._hold(f"migrate {vm.name}", vm)
         name_hold: holds.Hold | None = None
         with self._checking(hold):
-            summary = self._reread(rule, vm, f"migrate {vm.name!r}")
+            summary = self._reread(rule, vm, f"migrate {vm.name!r}",
+                                   "start it and migrate it live, or power it off first")
             running = summary.state is R
             live = running if live is None else live
             if live and not running:

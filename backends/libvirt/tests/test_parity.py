@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from anyvirt.testing.guest import disk_counter, wait_for_counter, wait_for_marker
+from anyvirt_libvirt.demo_image import disk_counter, wait_for_counter, wait_for_marker
 from libvirt_helpers import console_log, destroy, unique
 
 from anyvirt.errors import AlreadyExists, CapacityExceeded, InvalidState, NotFound
