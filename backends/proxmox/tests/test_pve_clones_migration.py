@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 from anyvirt_proxmox.extension import ProxmoxExtensions
-from pve_fakes import MigrationStandIn, Send, StandIn, Traffic, pve_response
+from fakepve import FakePve
+from pve_fakes import InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
 
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
@@ -159,3 +160,43 @@ def test_moving_to_another_cluster_is_not_supported(pve_host: Host, make: Callab
     with anyvirt.connect("memory://other-cluster") as other, pytest.raises(InvalidSpec):
         vm.migrate(to=other, live=False)
     assert not _bodies(traffic, "/migrate")
+
+
+@pytest.fixture
+def shared_storage(fake: InProcessFakePve, pve: FakePve) -> Iterator[str]:
+    fake.sync(lambda: pve.add_ceph_storage("ceph-pool"))  # shared by every node
+    yield "ceph-pool"
+    fake.sync(lambda: pve.storages.pop("ceph-pool"))
+
+
+def test_clone_to_another_node_and_storage(pve_host: Host, make: Callable[..., VM], traffic: Traffic,
+                                           shared_storage: str) -> None:
+    src = pve_host.vms.create(VMSpec(name="onshared", memory_mib=64, node="pve1",
+                                     disks=[DiskSpec(size_gib=0.0625, storage=shared_storage)]))
+    make.track(src)  # type: ignore[attr-defined]
+    there = src.clone("onshared-copy", node="pve3")
+    make.track(there)  # type: ignore[attr-defined]
+    assert there.node == "pve3" and _bodies(traffic, "/clone")[-1]["target"] == "pve3"
+    local = src.clone("onshared-local", storage="local-lvm")
+    make.track(local)  # type: ignore[attr-defined]
+    assert [d.storage for d in local.info().disks] == ["local-lvm"]
+    assert _bodies(traffic, "/clone")[-1]["storage"] == "local-lvm"
+
+
+def test_migration_to_a_storage_and_its_warnings(pve_host: Host, make: Callable[..., VM], traffic: Traffic,
+                                                 migration_standin: MigrationStandIn) -> None:
+    from test_pve_vms import WarningsStandIn
+
+    vm = make("tostorage")
+    traffic.standins.insert(0, WarningsStandIn("qmigrate"))
+    result = vm.migrate(to=pve_host.nodes.get("pve2"), live=False, storage="local-lvm")
+    assert migration_standin.moves[-1] == {"target": "pve2", "with-local-disks": "1",
+                                           "targetstorage": "local-lvm"}
+    assert result.warnings == ("WARN: guest agent is not running",)
+
+
+def test_details_of_many_vms(pve_host: Host, make: Callable[..., VM]) -> None:
+    vms = [make(f"detail{i}") for i in range(3)]
+    infos = pve_host.driver.vm_infos([vm.id for vm in vms])  # type: ignore[attr-defined]
+    assert [i.name for i in infos] == ["detail0", "detail1", "detail2"]
+    assert all(i.extra["uuid"] for i in infos)
