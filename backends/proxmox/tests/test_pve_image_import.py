@@ -102,6 +102,20 @@ def test_an_image_is_uploaded_and_imported(import_host: Host, importing: ImportU
         vm.delete()
 
 
+def test_a_larger_size_grows_the_imported_disk(import_host: Host, importing: ImportUploadStandIn,
+                                               traffic: Traffic, tmp_path: Path) -> None:
+    image = _image(tmp_path / "small.raw", "raw")
+    vm = import_host.vms.create(VMSpec(name="grown", memory_mib=64, node="pve1",
+                                       disks=[DiskSpec(image=str(image), size_gib=1)]))
+    try:
+        resize = [traffic.bodies[i] for i, (m, url) in enumerate(traffic.requests)
+                  if m == "PUT" and url.endswith("/resize")]
+        assert resize == [{"disk": "scsi0", "size": "1048576K"}]
+        assert importing.uploads[0][0].endswith(".raw"), "raw goes as it is"
+    finally:
+        vm.delete()
+
+
 def test_other_formats_are_converted_to_qcow2(import_host: Host, importing: ImportUploadStandIn,
                                               tmp_path: Path) -> None:
     image = _image(tmp_path / "disk.vdi", "vdi")
