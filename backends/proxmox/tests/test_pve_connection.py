@@ -42,6 +42,8 @@ def test_token_login(fake: InProcessFakePve, pve: FakePve, traffic: Traffic) -> 
     assert _logins(traffic) == 0, "a token needs no ticket"
     with anyvirt.connect(fake.uri, token_name="anyvirt", token_value=TOKEN_SECRET) as host:
         assert host.vms.list() is not None
+    with anyvirt.connect(fake.uri, token=f"{TOKEN_ID}={TOKEN_SECRET}") as host:  # PVE's whole form
+        assert host.nodes.list()
     with pytest.raises(AuthenticationFailed):
         anyvirt.connect(fake.uri, token_name="anyvirt", token_value="wrong")
 

@@ -46,16 +46,22 @@ def clone_vm(inv: Inventory, vm_id: str, name: str, linked: bool, placement: Pla
         except AnyvirtError as exc:
             if is_id_collision(exc) and attempt < ID_ATTEMPTS:
                 continue
-            settle(inv.session, started, what)
-            remove_if_ours(inv, target or src_node, new_id, "", what, by_name=name)
+            _undo(inv, started, {src_node, target or src_node}, new_id, name, what)
             raise
         except BaseException:
-            settle(inv.session, started, what)
-            remove_if_ours(inv, target or src_node, new_id, "", what, by_name=name)
+            _undo(inv, started, {src_node, target or src_node}, new_id, name, what)
             raise
         inv.remember(str(new_id), target or src_node)
         return inv.vm_summary(str(new_id))
     raise AnyvirtError(f"{what}: every vmid PVE offered was taken meanwhile")
+
+
+def _undo(inv: Inventory, started: list[str], nodes: set[str], new_id: int, name: str, what: str) -> None:
+    """After a failed, timed-out or cancelled clone: let PVE's task end, then remove the half-made
+    clone wherever it is (PVE makes it on the source's node and moves it to the target last)."""
+    settle(inv.session, started, what)
+    for node in sorted(nodes):
+        remove_if_ours(inv, node, new_id, "", what, by_name=name)
 
 
 def _check_shared(inv: Inventory, vm_id: str, src_node: str, target: str) -> None:

@@ -9,7 +9,8 @@ Two ways in, as PVE has them:
   writes too: PVE checks the ticket before it does anything, so the refused
   request did nothing;
 * an API token (``PVEAPIToken=user@realm!name=secret`` header, no CSRF), from
-  ``?token_name=&token_value=`` or the keyword arguments of the same names.
+  ``?token_name=&token_value=`` or the keyword arguments of the same names, or
+  ``token="user@realm!name=secret"`` (also ``$ANYVIRT_TOKEN``).
 
 TLS is verified unless the caller turned it off; ``?ca=`` trusts a bundle.
 Every request carries the call timeout. Path segments are percent-encoded
@@ -64,9 +65,16 @@ class Session:
         self.user = user
         self.port = target.port or DEFAULT_PORT
         token_value = _option(target, "token_value")
+        self._token_name = _option(target, "token_name")
         if token_value is None and target.credentials.token:
             token_value = target.credentials.token.reveal()
-        self._token_name = _option(target, "token_name")
+            # PVE's whole form, "user@realm!name=secret", carries the token's name too
+            tokenid, eq, secret = token_value.partition("=")
+            if eq and "!" in tokenid and self._token_name is None:
+                token_user, _, self._token_name = tokenid.partition("!")
+                if token_user != user:
+                    raise InvalidSpec("the API token belongs to another user than the URI's")
+                token_value = secret
         self._token = Secret(token_value) if token_value else None
         if self._token is not None and not self._token_name:
             raise InvalidSpec("an API token needs token_name= (the part after '!' in user@realm!name)")
