@@ -200,3 +200,28 @@ def test_details_of_many_vms(pve_host: Host, make: Callable[..., VM]) -> None:
     infos = pve_host.driver.vm_infos([vm.id for vm in vms])  # type: ignore[attr-defined]
     assert [i.name for i in infos] == ["detail0", "detail1", "detail2"]
     assert all(i.extra["uuid"] for i in infos)
+
+
+def test_a_clone_that_times_out_leaves_nothing(pve_host: Host, make: Callable[..., VM], pve: FakePve,
+                                               fake: InProcessFakePve, shared_storage: str) -> None:
+    import time
+
+    import anyvirt
+
+    src = pve_host.vms.create(VMSpec(name="slowsrc", memory_mib=64, node="pve1",
+                                     disks=[DiskSpec(size_gib=0.0625, storage=shared_storage)]))
+    make.track(src)  # type: ignore[attr-defined]
+    fake.sync(lambda: pve.ceph_slow(20))
+    pve.time_scale = 0.05  # the clone's disk copy takes 1 s
+    try:
+        with pytest.raises(anyvirt.Timeout):
+            src.clone("slowcopy", timeout=0.3)
+        deadline = time.monotonic() + 15
+        while [v for v in pve.vms if v.name == "slowcopy"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [v for v in pve.vms if v.name == "slowcopy"], "the half-made clone was removed"
+        owners = {vol.get("vmid") for vol in pve.storages[shared_storage].get("volumes", {}).values()}
+        assert owners == {int(src.id)}, "and its disks"
+    finally:
+        pve.time_scale = 0
+        fake.sync(lambda: pve.ceph_recover())
