@@ -191,3 +191,18 @@ def test_tour_passes_on_the_libvirt_testbed(libvirt_daemon: Any) -> None:
     outcomes = _outcomes(result)
     assert outcomes.pop("migrate") in ("ok", "skipped")  # one daemon: no second node
     assert outcomes == dict.fromkeys(outcomes, "ok"), result["cells"]
+
+
+def test_tour_passes_on_the_proxmox_testbed_and_names_what_it_cannot_do(proxmox_testbed: Any) -> None:
+    done = subprocess.run(
+        [sys.executable, str(TOUR_PATH), "--no-default", "--json", proxmox_testbed.uri],
+        env=_clean_env(ANYVIRT_PASSWORD=proxmox_testbed.password), capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = [r for label, r in _tour_json(done.stdout).items() if label.startswith("proxmox://")]
+    outcomes = _outcomes(result)
+    unsupported = {step for step, outcome in outcomes.items() if outcome == "not supported"}
+    assert all(result["cells"][step]["detail"] for step in unsupported)  # each says what is missing
+    assert {o for step, o in outcomes.items() if step not in unsupported} == {"ok"}, result["cells"]
+    assert {"create", "start", "snapshot", "stop", "clone", "delete"} <= set(outcomes) - unsupported
