@@ -174,6 +174,7 @@ def test_hints_name_cli_flags_and_say_nothing_twice(
     assert "`anyvirt vm stop --force`" in deleting.err
     assert "force=True" not in deleting.err and "()" not in deleting.err
     assert repeated_phrase(deleting.err) is None
+    assert deleting.err.count(name) == 1  # the name once, then "it"
 
 
 def repeated_phrase(message: str, words: int = 3) -> str | None:

@@ -33,6 +33,8 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 _SAID_TWICE = re.compile(r"\bit is (\w+); it is already \1\b")
+#: "cannot delete VM 'web1': 'web1' is running": the name once is enough
+_NAMED_TWICE = re.compile(r"(\bVM (['\"])(.+?)\2): \2\3\2 is\b")
 
 
 def for_cli(message: str, names: dict[str, str] | None = None) -> str:
@@ -40,6 +42,7 @@ def for_cli(message: str, names: dict[str, str] | None = None) -> str:
     for pattern, replacement in _HINTS:
         message = pattern.sub(replacement, message)
     message = _SAID_TWICE.sub(r"it is already \1", message)
+    message = _NAMED_TWICE.sub(r"\1: it is", message)
     for ident, name in (names or {}).items():
         if ident and ident != name and len(ident) >= 4:
             message = message.replace(f"VM {ident}", f"VM {name!r}").replace(ident, name)
