@@ -57,7 +57,7 @@ from anyvirt_libvirt import (
     usage,
 )
 from anyvirt_libvirt.connection import Link, libvirt_uri
-from anyvirt_libvirt.embedded import default_uri, prepare_embed_root
+from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_embed_root
 from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
 from anyvirt_libvirt.inflight import InflightRecord
 from anyvirt_libvirt.migration import UNDEFINE_FLAGS
@@ -115,9 +115,9 @@ class LibvirtDriver(Driver):
         link = Link(uri, target)
         try:
             link.connect()
-        except ConnectionFailed:
+        except ConnectionFailed as exc:
             if target.transport != "test" or target.path in ("", "/default"):
-                raise
+                raise explain_open_failure(exc, uri) from exc
             quoted = True  # libvirt's parse error quotes the file (/etc/passwd's first line...)
         else:
             quoted = False
