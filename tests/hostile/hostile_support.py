@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from anyvirt_libvirt.testbed import fixtures as libvirt_fixtures
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
+from anyvirt_proxmox.testbed import fixtures as proxmox_fixtures
+from anyvirt_proxmox.testbed.fakepve import FakePveTestbed
 from anyvirt_vsphere.testbed import fixtures as vcsim_fixtures
 from anyvirt_vsphere.testbed.vcsim import Vcsim
 
@@ -30,6 +32,7 @@ from anyvirt.model import PowerState
 
 libvirt_daemon = libvirt_fixtures.libvirt_daemon
 vcsim_vcenter = vcsim_fixtures.vcsim_vcenter
+proxmox_testbed = proxmox_fixtures.proxmox_testbed
 
 BACKENDS = ("memory", "libvirt", "vsphere")
 
@@ -102,6 +105,13 @@ def vsphere_target(vcsim_vcenter: Vcsim) -> Iterator[Target]:
         yield Target("vsphere", host, _tree(vcsim_vcenter.datastore_dir))
 
 
+@pytest.fixture(scope="session")
+def proxmox_target(proxmox_testbed: FakePveTestbed) -> Iterator[Target]:
+    """fakepve keeps its state in its own process: the VM listing is all there is to compare."""
+    with anyvirt.connect(proxmox_testbed.uri, password=proxmox_testbed.password) as host:
+        yield Target("proxmox", host, lambda: [])
+
+
 @pytest.fixture
 def memory_target() -> Iterator[Target]:
     name = f"hostile-{uuid.uuid4().hex[:8]}"
@@ -121,5 +131,6 @@ def unique(prefix: str = "hostile") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-__all__ = ["BACKENDS", "Target", "libvirt_daemon", "libvirt_target", "memory_target", "target",
-           "unique", "vcsim_vcenter", "vsphere_target"]
+__all__ = ["BACKENDS", "Target", "libvirt_daemon", "libvirt_target", "memory_target",
+           "proxmox_target", "proxmox_testbed", "target", "unique", "vcsim_vcenter",
+           "vsphere_target"]
