@@ -21,8 +21,9 @@ Policies that hold for every field:
   and what was accepted comes back unchanged.
 * **Names** (VM and snapshot names) are never ``.`` or ``..``: the platforms
   that keep files per VM make directories of names.
-* **Control characters** (Unicode category Cc: C0, DEL, C1) are refused,
-  except TAB and LF in multi-line fields.
+* **Control characters** (Unicode category Cc: C0, DEL, C1) are refused in
+  one-line fields; multi-line fields (descriptions) refuse only what XML 1.0
+  cannot carry, the C0 controls but TAB and LF (DEL and C1 are kept).
 * **Line endings** (multi-line fields only): CR LF and a lone CR become LF
   when the value is accepted, because XML-based platforms (libvirt, vSphere)
   turn them into LF anyway; the converted value is the one stored and read back.
@@ -107,8 +108,9 @@ class TextRule:
             if _noncharacter(ch):
                 raise invalid(self.field, "noncharacters",
                               f"{label}{shown} holds the noncharacter U+{ord(ch):04X}")
-            if unicodedata.category(ch) == "Cc" and not (self.multiline and ch in "\t\n"):
-                allowed = " (only tab and line feed are allowed)" if self.multiline else ""
+            if self._control(ch):
+                allowed = (" (C0 controls but tab and line feed are refused)" if self.multiline
+                           else "")
                 raise invalid(self.field, "control characters",
                               f"{label}{shown} must not contain control characters{allowed}")
         if len(value) > self.max_chars:
@@ -119,6 +121,11 @@ class TextRule:
             raise invalid(self.field, "length",
                           f"{label} is {size} bytes long in UTF-8; the limit is {self.max_bytes}")
         return value
+
+    def _control(self, ch: str) -> bool:
+        if self.multiline:  # free text: what XML 1.0 cannot carry (DEL and C1 it can)
+            return ch < " " and ch not in "\t\n"
+        return unicodedata.category(ch) == "Cc"
 
     def _shown(self, value: Any) -> str:
         return "" if self.secret else f" {value!r}"

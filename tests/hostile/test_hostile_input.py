@@ -33,7 +33,7 @@ def _refused(target: Target, make: object, field: str, rule: str) -> InvalidSpec
 # ---------------------------------------------------------------- typed errors, same everywhere
 
 
-@pytest.mark.parametrize("text", ["nul\x00inside", "bell\x07", "esc\x1b[31m", "del\x7f", "c1\x85"])
+@pytest.mark.parametrize("text", ["nul\x00inside", "bell\x07", "esc\x1b[31m", "vt\x0b", "cr-only\x1f"])
 def test_control_characters_in_a_description_are_refused_everywhere(target: Target, text: str) -> None:
     host = target.host
     _refused(target, lambda: host.vms.create(VMSpec(name=unique(), description=text)),
@@ -69,6 +69,22 @@ def test_a_lookup_no_name_could_match_is_invalid_spec_everywhere(target: Target,
     with pytest.raises(InvalidSpec) as caught:
         target.host.vms.get(ref)
     assert caught.value.field == "VM id or name"
+
+
+@pytest.mark.parametrize("name", ["del\x7f", "c1\x85x", "tab\there", "csi\x9bx"])
+def test_control_characters_in_a_name_are_refused_everywhere(target: Target, name: str) -> None:
+    host = target.host
+    _refused(target, lambda: host.vms.create(VMSpec(name=name)), "VM name", "control characters")
+
+
+def test_del_and_c1_in_a_description_are_kept_everywhere(target: Target) -> None:
+    name = unique()
+    text = "evil\u202edrow\x7f and \x85 and \x9f"
+    try:
+        vm = target.host.vms.create(VMSpec(name=name, memory_mib=64, description=text))
+        assert vm.info().description == text
+    finally:
+        target.remove(name)
 
 
 def test_crlf_and_cr_in_a_description_come_back_as_lf_everywhere(target: Target) -> None:

@@ -29,6 +29,7 @@ from anyvirt.kit.session import Relogin
     (validation.DESCRIPTION, "", None),
     (validation.DESCRIPTION, "a\tb\nc", None),
     (validation.DESCRIPTION, "a\x00", "control characters"),
+    (validation.DESCRIPTION, "a\x7f\x85\x9f", None),  # XML 1.0 carries DEL and C1
     (validation.DESCRIPTION, "x" * 8193, "length"),
     (validation.DESCRIPTION, "\u00e9" * 4097, "length"),  # 4097 characters, 8194 bytes
     (validation.REFERENCE, " padded is fine ", None),
