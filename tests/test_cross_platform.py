@@ -38,6 +38,9 @@ class VmwareLikeDriver(MemoryDriver):
 register("vmwarelike", VmwareLikeDriver)
 
 
+NETMAP = {"lab-only": "default"}  # the target has no lab-only network
+
+
 @pytest.fixture
 def hosts() -> Iterator[tuple[anyvirt.Host, anyvirt.Host]]:
     a, b = unique_name("src"), unique_name("dst")
@@ -62,11 +65,15 @@ def test_plan_maps_hardware_with_typed_warnings(hosts: tuple[anyvirt.Host, anyvi
     src, dst = hosts
     vm = _source_vm(src, tmp_path)
     vm.snapshots.create("before-move")
-    plan = anyvirt.plan_migration(vm, to=dst)
+    plan = anyvirt.plan_migration(vm, to=dst, networks=NETMAP)
     codes = {w.code for w in plan.warnings}
     assert {WarningCode.EFI_STATE_LOST, WarningCode.FIRMWARE_CHANGED, WarningCode.DISK_BUS_CHANGED,
-            WarningCode.NIC_MODEL_CHANGED, WarningCode.MAC_CHANGED, WarningCode.NETWORK_DEFAULTED,
+            WarningCode.NIC_MODEL_CHANGED, WarningCode.MAC_CHANGED,
             WarningCode.SNAPSHOTS_DROPPED} <= codes
+    assert [(m.source, m.target, m.how) for m in plan.networks] == [
+        ("default", "default", "same name"), ("lab-only", "default", "mapped")]
+    assert [(d.id, d.target_format, d.target_bus) for d in plan.disks] == [
+        ("disk0", "raw", "scsi"), ("disk1", "raw", "sata")]
     assert plan.spec.firmware is Firmware.BIOS
     assert [d.bus for d in plan.spec.disks] == ["scsi", "sata"]
     assert [n.model for n in plan.spec.nics] == ["vmxnet3", "vmxnet3"]
@@ -81,9 +88,13 @@ def test_migrate_copies_disks_verifies_and_keeps_the_source(
     vm = _source_vm(src, tmp_path)
     vm.start()
     with pytest.raises(InvalidState, match="stop it first"):
-        anyvirt.migrate(vm, to=dst)
+        anyvirt.migrate(vm, to=dst, networks=NETMAP)
     assert not dst.vms.exists("app1")
-    result = anyvirt.migrate(vm, to=dst, shutdown=True)
+    result = anyvirt.migrate(vm, to=dst, shutdown=True, networks=NETMAP)
+    assert result.consistency == "shut down first"
+    assert result.verified == ("config", "byte-count", "read-back")
+    assert [(d.id, d.method) for d in result.disks] == [("disk0", "sha256"), ("disk1", "sha256")]
+    assert result.disks[0].source_sha256 == result.disks[0].target_sha256
     assert "efi-state-lost" in result.warnings
     copy = dst.vms.get("app1")
     assert copy.state is PowerState.RUNNING, "it was running, so the copy is started"
@@ -96,7 +107,7 @@ def test_migrate_copies_disks_verifies_and_keeps_the_source(
 def test_migrate_with_delete_source(hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> None:
     src, dst = hosts
     vm = _source_vm(src, tmp_path)
-    anyvirt.migrate(vm, to=dst, delete_source=True, name="app1-moved")
+    anyvirt.migrate(vm, to=dst, delete_source=True, name="app1-moved", networks=NETMAP)
     assert dst.vms.get("app1-moved").state is PowerState.STOPPED
     assert not src.vms.exists("app1")
 
@@ -108,7 +119,7 @@ def test_a_failed_import_leaves_nothing_and_harms_no_source(
     vm = _source_vm(src, tmp_path)
     inject_failure(dst.driver.world.name, "create_vm", TaskFailed("datastore full"))  # type: ignore[attr-defined]
     with pytest.raises(TaskFailed, match="datastore full"):
-        anyvirt.migrate(vm, to=dst, delete_source=True)
+        anyvirt.migrate(vm, to=dst, delete_source=True, networks=NETMAP)
     assert dst.vms.list() == []
     assert src.vms.get("app1").id == vm.id
 
