@@ -273,7 +273,7 @@ def test_backup_info_reads_the_manifest_without_a_host(
     assert "app1" in shown.stdout
     assert "52:54:00:aa:bb:01" in shown.stdout
     manifest = run_json("backup-info", str(archive))
-    assert manifest["format"] == "anyvirt-backup/1"
+    assert manifest["format"] == "anyvirt-backup/2"
     assert manifest["source"]["uri"] == uris[0]
     assert [d["id"] for d in manifest["disks"]] == ["disk0"]
 
@@ -353,11 +353,11 @@ def test_docs_page_tells_what_to_do_about_every_warning_code() -> None:
 
 def test_docs_page_covers_every_command_of_the_cli() -> None:
     text = DOCS_PAGE.read_text(encoding="utf-8")
-    for command in ("plan", "move", "backup", "restore", "backup-info"):
+    for command in ("plan", "move", "backup", "restore", "backup-info", "verify"):
         assert f"`anyvirt {command} " in text
         assert cli.get_command(click.Context(cli), command) is not None
     assert "--target-password-env" in text
-    assert "anyvirt-backup/1" in text
+    assert "anyvirt-backup/2" in text
 
 
 def test_docs_memory_example_runs() -> None:

@@ -2,10 +2,12 @@
 
 ``PUT``/``GET https://server/folder/<path>?dcPath=<datacenter>&dsName=<datastore>``
 moves files in and out of a datastore. Disk images are large, so both ways
-stream in chunks: an upload sends a file object (http.client reads it block
-by block; the size comes from ``Content-Length``) and a download copies the
-response into the destination chunk by chunk. No whole file is ever held in
-memory.
+stream in chunks through the kit's metered streams: an upload sends a file
+object (http.client reads it block by block; the size comes from
+``Content-Length``) and a download copies the response into the destination
+chunk by chunk. No whole file is ever held in memory, and both ways count
+the bytes against the declared length and hash them on the way: a
+connection cut half-way is an error, never a short file.
 
 The connection uses the session's own TLS context (verified unless the URI
 said ``verify=false``) and its session cookie, and the call timeout applies
@@ -18,13 +20,21 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
-from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.errors import (
+    AnyvirtError,
+    AuthenticationFailed,
+    ConnectionFailed,
+    InvalidSpec,
+    NotFound,
+    TaskFailed,
+)
+from anyvirt.kit import streams
+from anyvirt.tasks import Job
 from anyvirt_vsphere.errors import transport_error
 from anyvirt_vsphere.inventory import escape_name
 
@@ -93,6 +103,7 @@ def upload(
     *,
     datacenter: str | None = None,
     size: int | None = None,
+    job: Job | None = None,
 ) -> int:
     """Stream ``source`` (a file path or a binary file object) to ``[datastore] path``.
 
@@ -100,6 +111,22 @@ def upload(
     For a file object that is not a regular file, give ``size``. Returns the
     number of bytes sent.
     """
+    return send(host, datastore, path, source, datacenter=datacenter, size=size, job=job).bytes
+
+
+def send(
+    host: Any,
+    datastore: str,
+    path: str,
+    source: str | os.PathLike[str] | IO[bytes] | streams.Readable,
+    *,
+    datacenter: str | None = None,
+    size: int | None = None,
+    job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
+) -> streams.Transfer:
+    """:func:`upload`, returning what went out (bytes, sha256, time). A source that ends
+    early or runs long fails the upload instead of sending a short or cut file."""
     driver = _driver(host)
     what = f"uploading to [{datastore}] {path}"
     url = _url_path(driver, datastore, path, datacenter)
@@ -110,9 +137,10 @@ def upload(
             stream = source
         if size is None:
             try:
-                size = os.fstat(stream.fileno()).st_size - stream.tell()
+                size = os.fstat(stream.fileno()).st_size - stream.tell()  # type: ignore[union-attr]
             except (OSError, AttributeError, ValueError):
                 raise InvalidSpec(f"{what}: give size= for a stream of unknown length") from None
+        body = streams.MeteredReader(stream, size, job=job, what=what, span=span)
         conn = stack.enter_context(_connection(driver))
         headers = {
             "Cookie": driver.session.cookie,
@@ -120,13 +148,16 @@ def upload(
             "Content-Length": str(size),
         }
         try:
-            conn.request("PUT", url, body=stream, headers=headers)
+            conn.request("PUT", url, body=body, headers=headers)
             response = conn.getresponse()
             _check(response, what)
             response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
-    return size
+        if body.transfer is None:  # the server answered before taking every byte
+            raise ConnectionFailed(f"{what}: the server answered after {body.meter.count} of "
+                                   f"{size} bytes")
+    return body.transfer
 
 
 def download(
@@ -136,50 +167,70 @@ def download(
     destination: str | os.PathLike[str] | IO[bytes],
     *,
     datacenter: str | None = None,
+    job: Job | None = None,
 ) -> int:
     """Stream ``[datastore] path`` into ``destination`` (a file path or binary file object).
 
     Returns the number of bytes written. A partial file is removed when the
     destination is a path and the transfer fails.
     """
+    return fetch(host, datastore, path, destination, datacenter=datacenter, job=job).bytes
+
+
+def fetch(
+    host: Any,
+    datastore: str,
+    path: str,
+    destination: str | os.PathLike[str] | IO[bytes],
+    *,
+    datacenter: str | None = None,
+    job: Job | None = None,
+    max_size: int | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
+) -> streams.Transfer:
+    """:func:`download`, returning what came in (bytes, sha256, time).
+
+    The byte count must be what the server declared (``Content-Length``): a
+    connection that drops half-way is a ``ConnectionFailed`` and a path
+    destination is removed, never a short file. ``max_size`` refuses a file
+    larger than the caller expects (a disk's capacity) before reading it.
+    """
     driver = _driver(host)
     what = f"downloading [{datastore}] {path}"
     url = _url_path(driver, datastore, path, datacenter)
-    target_path = Path(destination) if isinstance(destination, str | os.PathLike) else None
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(_connection(driver))
         try:
             conn.request("GET", url, headers={"Cookie": driver.session.cookie})
             response = conn.getresponse()
             _check(response, what)
-            if target_path is not None:
-                out: IO[bytes] = stack.enter_context(target_path.open("wb"))
-            else:
-                assert not isinstance(destination, str | os.PathLike)
-                out = destination
-            counter = _CountingWriter(out)
-            try:
-                shutil.copyfileobj(response, counter, CHUNK)
-            except BaseException:
-                if target_path is not None:
-                    out.close()
-                    target_path.unlink(missing_ok=True)
-                raise
+            declared = _declared_length(response, what)
+            if max_size is not None and declared is not None and declared > max_size:
+                raise TaskFailed(f"{what}: the server offers {declared} bytes, more than the "
+                                 f"{max_size} expected")
+            if isinstance(destination, str | os.PathLike):
+                return streams.copy_to_file(response, destination, size=declared, job=job,
+                                            what=what, span=span, error=ConnectionFailed,
+                                            overwrite=True)
+            return streams.copy(response, destination, size=declared, job=job, what=what,
+                                span=span, error=ConnectionFailed)
+        except AnyvirtError:
+            raise
         except (OSError, http.client.HTTPException) as exc:
+            if isinstance(destination, str | os.PathLike):
+                Path(destination).unlink(missing_ok=True)
             raise transport_error(exc, what) from exc
-    return counter.written
 
 
-class _CountingWriter:
-    """Counts bytes on their way to the real destination."""
+def _declared_length(response: http.client.HTTPResponse, what: str) -> int | None:
+    """The body length the server promised; None for a chunked body (whose own framing
+    makes http.client raise when it is cut)."""
+    header = response.getheader("Content-Length")
+    if header is None:
+        return None
+    if not header.strip().isdigit():
+        raise ConnectionFailed(f"{what}: the server sent a Content-Length of {header[:40]!r}")
+    return int(header)
 
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.written = 0
 
-    def write(self, data: bytes) -> int:
-        self.written += len(data)
-        return self.out.write(data)
-
-
-__all__ = ["download", "upload"]
+__all__ = ["download", "fetch", "send", "upload"]

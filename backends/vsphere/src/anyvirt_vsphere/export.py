@@ -3,9 +3,12 @@
 A flat or thin VMDK on a datastore is a small text descriptor ``x.vmdk`` and
 its extent ``x-flat.vmdk``, which holds the disk's bytes as they are: a raw
 image. Exporting downloads that extent through the datastore's HTTPS
-``/folder`` interface, streamed, and gives it the disk's virtual size.
-Delta disks (snapshots, linked clones) have no flat extent: those are
-refused with a clear error rather than exported incomplete.
+``/folder`` interface, streamed, counted against the length the server
+declared and hashed on the way (a download cut half-way fails; it is never
+padded). An extent shorter than the disk (a never-written thin disk on
+vcsim) ends in a hole up to the disk's size: the rest reads as zeros, which
+is what the guest sees. Delta disks (snapshots, linked clones) have no flat
+extent: those are refused with a clear error rather than exported incomplete.
 """
 
 from __future__ import annotations
@@ -43,16 +46,22 @@ def export_disks(
             )
         extent = rel[: -len(".vmdk")] + "-flat.vmdk"
         target = dest_dir / f"{_safe(info.name)}-{_safe(disk.id)}.raw"
+        span = (100.0 * index / len(info.disks), 100.0 * (index + 1) / len(info.disks))
         try:
-            datastore_files.download(driver, datastore, extent, target)
+            got = datastore_files.fetch(driver, datastore, extent, target, job=job,
+                                        max_size=disk.size_bytes, span=span)
         except NotFound as exc:
             raise InvalidState(
                 f"disk {disk.id} of VM {info.name!r} has no flat extent ({extent}): only flat and "
                 "thin VMDKs can be exported"
             ) from exc
-        size = disk.size_bytes or target.stat().st_size
-        with target.open("r+b") as handle:
-            if handle.seek(0, 2) < size:
-                handle.truncate(size)  # sparse: the unwritten tail reads as zeros
-        out.append(ExportedDisk(id=disk.id, path=str(target), format="raw", size_bytes=size, bus=disk.bus))
+        size = disk.size_bytes or got.bytes
+        sha256, stream_bytes = got.sha256, got.bytes
+        if got.bytes < size:
+            # the server declared (and sent) a shorter file: a hole, not a guess
+            with target.open("r+b") as handle:
+                handle.truncate(size)
+            sha256, stream_bytes = None, None  # the file is not the stream: the core hashes it
+        out.append(ExportedDisk(id=disk.id, path=str(target), format="raw", size_bytes=size,
+                                bus=disk.bus, sha256=sha256, stream_bytes=stream_bytes))
     return out

@@ -1,56 +1,43 @@
 """Disks from image files: any format qemu-img reads becomes a flat VMDK on a datastore.
 
 A flat VMDK is a small text descriptor plus an extent holding the raw disk
-bytes. So an image is converted to raw with ``qemu-img convert`` into a
-temporary (sparse) file, streamed to ``[datastore] anyvirt-import-<id>/diskN-flat.vmdk``
-through the datastore's HTTPS interface, and a descriptor written next to
-it; the new VM's disk then points at that descriptor. vcsim accepts exactly
-this pair, and so does ESXi.
+bytes. An image is first checked as untrusted (the kit's
+``inspect_untrusted``: no backing file, external extent, data file or
+``json:`` name, so a crafted image cannot make qemu-img read host files or
+open connections). A raw image is then streamed as it is to
+``[datastore] anyvirt-import-<id>/diskN-flat.vmdk`` (no temporary copy; its
+tail up to ``size_gib`` is sent as zeros); any other format is converted to
+one temporary sparse raw file first. A descriptor is written next to it and
+the new VM's disk points at that. vcsim accepts exactly this pair, and so
+does ESXi.
+
+Every upload is metered (byte count against ``Content-Length``, progress,
+cancel); when one fails, the import folder is removed again, so a cut
+upload leaves nothing on the datastore.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
+import contextlib
 import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from anyvirt.errors import InvalidSpec, NotSupported
+from anyvirt.kit import qemu_img
 from anyvirt.model import GIB, Capability, DiskSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
 from anyvirt_vsphere.inventory import datastore_path
 
 SECTOR = 512
+IMPORT_PREFIX = "anyvirt-import-"
 
 
 def is_local_image(disk: DiskSpec) -> bool:
     return disk.image is not None and not disk.image.startswith("[")
-
-
-def _qemu_img() -> str:
-    found = shutil.which("qemu-img")
-    if found is None:
-        raise NotSupported(
-            "vsphere", Capability.VM_CREATE_FROM_IMAGE, "qemu-img is needed (apt-get install qemu-utils)"
-        )
-    return found
-
-
-def _virtual_size(qemu_img: str, image: Path, timeout: float | None) -> int:
-    out = subprocess.run(
-        [qemu_img, "info", "--output=json", str(image)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise InvalidSpec(f"disk image {str(image)!r} cannot be read: {out.stderr.strip()[:300]}")
-    return int(json.loads(out.stdout)["virtual-size"])
 
 
 def descriptor(extent_name: str, size_bytes: int) -> bytes:
@@ -64,55 +51,97 @@ def descriptor(extent_name: str, size_bytes: int) -> bytes:
     ).encode()
 
 
+class ZeroPadded:
+    """A file read to its end, then zeros up to ``size``: a raw image grown to a larger
+    disk without writing the zeros anywhere first."""
+
+    def __init__(self, handle: IO[bytes], size: int) -> None:
+        self.handle = handle
+        self.left = size
+
+    def read(self, size: int = -1, /) -> bytes:
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        if want <= 0:
+            return b""
+        data = self.handle.read(want) or bytes(min(want, 1024 * 1024))
+        self.left -= len(data)
+        return data
+
+
 def upload_images(
-    driver: object, disks: Sequence[DiskSpec], datastore: str, job: Job
+    driver: Any, disks: Sequence[DiskSpec], datastore: str, job: Job
 ) -> tuple[list[DiskSpec], str | None]:
     """Replace local images by uploaded flat VMDKs; returns the new disk specs and the
-    datastore folder they went to (None when nothing was uploaded)."""
-    if not any(is_local_image(d) for d in disks):
+    datastore folder they went to (None when nothing was uploaded). When anything fails,
+    the folder is removed before the error goes on."""
+    local = [d for d in disks if is_local_image(d)]
+    if not local:
         return list(disks), None
-    qemu_img = _qemu_img()
-    folder = f"anyvirt-import-{uuid.uuid4().hex[:12]}"
+    if not qemu_img.available():
+        raise NotSupported("vsphere", Capability.VM_CREATE_FROM_IMAGE,
+                           "qemu-img is needed (apt-get install qemu-utils)")
+    checked = {id(d): _inspect(d, job) for d in local}  # every image, before any upload
+    folder = f"{IMPORT_PREFIX}{uuid.uuid4().hex[:12]}"
     out: list[DiskSpec] = []
-    with tempfile.TemporaryDirectory(prefix="anyvirt-vsphere-") as scratch:
-        for index, disk in enumerate(disks):
-            if not is_local_image(disk):
-                out.append(disk)
-                continue
-            assert disk.image is not None
-            image = Path(disk.image)
-            if not image.is_file():
-                raise InvalidSpec(f"disk image {disk.image!r} does not exist")
-            job.progress(None, f"converting {image.name}")
-            size = max(_virtual_size(qemu_img, image, job.remaining()), disk.size_bytes or 0)
-            size = -(-size // SECTOR) * SECTOR
-            raw = Path(scratch) / f"disk{index}.raw"
-            converted = subprocess.run(
-                [qemu_img, "convert", "-O", "raw", str(image), str(raw)],
-                capture_output=True,
-                text=True,
-                timeout=job.remaining(),
-                check=False,
-            )
-            if converted.returncode != 0:
-                raise InvalidSpec(
-                    f"disk image {disk.image!r} cannot be converted: {converted.stderr.strip()[:300]}"
-                )
-            with raw.open("r+b") as handle:
-                handle.truncate(size)  # grow to size_gib when asked; sparse
-            job.progress(None, f"uploading {image.name}")
-            extent = f"disk{index}-flat.vmdk"
-            datastore_files.upload(driver, datastore, f"{folder}/{extent}", raw)
-            desc = Path(scratch) / f"disk{index}.vmdk"
-            desc.write_bytes(descriptor(extent, size))
-            datastore_files.upload(driver, datastore, f"{folder}/disk{index}.vmdk", desc)
-            raw.unlink()
-            out.append(
-                evolve(  # the size is exact (a power-of-two division): vSphere is told it
-                    disk,
-                    image=datastore_path(datastore, f"{folder}/disk{index}.vmdk"),
-                    size_gib=size / GIB,
-                    storage=None,
-                )
-            )
+    try:
+        with tempfile.TemporaryDirectory(prefix="anyvirt-vsphere-") as scratch:
+            for index, disk in enumerate(disks):
+                if not is_local_image(disk):
+                    out.append(disk)
+                    continue
+                found = checked[id(disk)]
+                size = -(-max(found.virtual_size, disk.size_bytes or 0) // SECTOR) * SECTOR
+                span = (100.0 * index / len(disks), 100.0 * (index + 1) / len(disks))
+                _upload_one(driver, found, size, datastore, folder, index, Path(scratch), job, span)
+                out.append(evolve(  # the size is exact (a power-of-two division): vSphere is told it
+                    disk, image=datastore_path(datastore, f"{folder}/disk{index}.vmdk"),
+                    size_gib=size / GIB, storage=None))
+    except BaseException:
+        _remove_folder(driver, datastore, folder)
+        raise
     return out, folder
+
+
+def _inspect(disk: DiskSpec, job: Job) -> qemu_img.ImageInfo:
+    assert disk.image is not None
+    image = Path(disk.image)
+    if not image.is_file():
+        raise InvalidSpec(f"disk image {disk.image!r} does not exist")
+    return qemu_img.inspect_untrusted(image, job=job)
+
+
+def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: str, folder: str,
+                index: int, scratch: Path, job: Job, span: tuple[float, float]) -> None:
+    extent = f"disk{index}-flat.vmdk"
+    raw = Path(found.path)
+    if found.format != "raw":
+        job.progress(span[0], f"converting {raw.name} to raw")
+        converted = scratch / f"disk{index}.raw"
+        qemu_img.convert(raw, converted, source_format=found.format, format="raw", job=job)
+        raw = converted
+    with raw.open("rb") as handle:
+        datastore_files.send(driver, datastore, f"{folder}/{extent}", ZeroPadded(handle, size),
+                             size=size, job=job, span=span)
+    if raw.parent == scratch:
+        raw.unlink()
+    datastore_files.upload(driver, datastore, f"{folder}/disk{index}.vmdk",
+                           _bytes_file(descriptor(extent, size)), size=len(descriptor(extent, size)))
+
+
+def _bytes_file(data: bytes) -> IO[bytes]:
+    import io
+
+    return io.BytesIO(data)
+
+
+def _remove_folder(driver: Any, datastore: str, folder: str) -> None:
+    """Best effort: the first error is the one the caller must see."""
+    from anyvirt_vsphere.tasks import cleanup_job
+    from anyvirt_vsphere.vms import remove_path
+
+    with contextlib.suppress(Exception):
+        remove_path(driver.inventory, datastore_path(datastore, folder),
+                    cleanup_job("removing a failed disk import"))
+
+
+__all__ = ["descriptor", "is_local_image", "upload_images"]
