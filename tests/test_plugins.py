@@ -59,12 +59,14 @@ class HalfImage:
 
 TESTBED = LabTestbed()
 IMAGE = HalfImage()
+HOLLOW = object()
 '''
 
 ENTRY_POINTS = """\
 [anyvirt.testbeds]
 lab = anyvirt_lab_plugin:TESTBED
 broken = anyvirt_no_such_module_anywhere:TESTBED
+hollow = anyvirt_lab_plugin:HOLLOW
 
 [anyvirt.images]
 half = anyvirt_lab_plugin:IMAGE
@@ -167,6 +169,12 @@ def test_a_broken_testbed_fails_with_its_import_error(third_party: Path) -> None
     assert "the testbed 'broken'" in done.stderr
     assert "anyvirt_no_such_module_anywhere" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_object_without_the_protocol_is_refused_by_name(third_party: Path) -> None:
+    done = anyvirt_cli("testbed", "hollow", env=_env(third_party))
+    assert done.returncode == 1
+    assert "the testbed 'hollow' (anyvirt_lab_plugin:HOLLOW) has no summary, options, start" in done.stderr
 
 
 # -- anyvirt image NAME PATH ---------------------------------------------------------

@@ -32,7 +32,6 @@ from typing import Protocol, cast
 
 from anyvirt import plugins
 from anyvirt.errors import AlreadyExists, InvalidSpec
-from anyvirt.plugins import PluginBroken
 
 __all__ = ["GROUP", "ImageBuilder", "load", "names", "write"]
 
@@ -62,11 +61,7 @@ def load(name: str) -> ImageBuilder:
     :raises anyvirt.plugins.UnknownPlugin: none is installed under that name.
     :raises anyvirt.plugins.PluginBroken: it fails to import or lacks the protocol's members.
     """
-    found = plugins.load(GROUP, name, "image")
-    missing = [member for member in ("summary", "formats", "write") if not hasattr(found, member)]
-    if missing:
-        raise PluginBroken(f"the image {name!r} has no {', '.join(missing)}")
-    return cast(ImageBuilder, found)
+    return cast(ImageBuilder, plugins.load(GROUP, name, "image", ("summary", "formats", "write")))
 
 
 def write(name: str, path: str | os.PathLike[str], fmt: str | None = None, *,

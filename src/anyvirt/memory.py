@@ -31,7 +31,8 @@ from attrs import define, evolve, field
 
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, InvalidState, NotFound, TaskFailed
-from anyvirt.kit import placement, qemu_img
+from anyvirt.kit import qemu_img
+from anyvirt.kit.placement import least_loaded
 from anyvirt.model import (
     GIB,
     Capability,
@@ -298,9 +299,8 @@ class MemoryDriver(Driver):
         """The node id for ``node`` (the gate has checked it), or the scheduler's choice."""
         w = world or self.world
         if node is None:  # what a scheduler does
-            return placement.least_loaded(w.nodes.values(),
-                                          ((vm.node, vm.memory_mib) for vm in w.vms.values()),
-                                          where=f"memory://{w.name}").id
+            return least_loaded(w.nodes.values(), ((vm.node, vm.memory_mib) for vm in w.vms.values()),
+                                where=f"memory://{w.name}").id
         for info in w.nodes.values():
             if node in (info.id, info.name):
                 return info.id

@@ -34,14 +34,24 @@ def names(group: str) -> list[str]:
     return sorted(_entry_points(group))
 
 
-def load(group: str, name: str, kind: str) -> object:
-    """The object registered as ``name`` in ``group``; ``kind`` names it in errors ("testbed")."""
+def load(group: str, name: str, kind: str, members: tuple[str, ...] = ()) -> object:
+    """The object registered as ``name`` in ``group``, with every attribute in ``members``.
+
+    ``kind`` names it in errors ("testbed").
+
+    :raises UnknownPlugin: nothing is registered under that name.
+    :raises PluginBroken: it fails to import, or lacks one of ``members``.
+    """
     eps = _entry_points(group)
     if name not in eps:
         installed = ", ".join(sorted(eps)) or "none"
         hint = f"; install {KNOWN_EXTRAS[name]}" if name in KNOWN_EXTRAS else ""
         raise UnknownPlugin(f"no {kind} {name!r} is installed (installed: {installed}){hint}")
     try:
-        return eps[name].load()
+        found = eps[name].load()
     except Exception as exc:
         raise PluginBroken(f"the {kind} {name!r} ({eps[name].value}) failed to load: {exc}") from exc
+    missing = [member for member in members if not hasattr(found, member)]
+    if missing:
+        raise PluginBroken(f"the {kind} {name!r} ({eps[name].value}) has no {', '.join(missing)}")
+    return found

@@ -2,8 +2,8 @@
 
 "Load" is memory given out (the sum of the VMs' configured memory on the
 node, running or not), the resource a hypervisor runs out of first and the
-one a stopped VM still claims the moment it starts. Nodes in maintenance or
-not online take no new VMs, as on a real cluster. Ties go to the node with
+one a stopped VM still claims the moment it starts. Nodes in maintenance,
+offline or in an unknown state take no new VMs, as on a real cluster. Ties go to the node with
 the smallest id, so the choice is the same on every run.
 """
 
@@ -16,8 +16,8 @@ from anyvirt.model import NodeInfo
 
 
 def takes_vms(node: NodeInfo) -> bool:
-    """Whether a node accepts new VMs (not in maintenance, not offline)."""
-    return not node.maintenance and node.state not in ("maintenance", "offline")
+    """Whether a node accepts new VMs: online (not offline, not unknown) and not in maintenance."""
+    return node.state == "online" and not node.maintenance
 
 
 def least_loaded(nodes: Iterable[NodeInfo], vms: Iterable[tuple[str, int]],

@@ -150,9 +150,11 @@ def run(
     job: Job | None = None,
     error: type[AnyvirtError] = TaskFailed,
     ok_codes: Iterable[int] = (0,),
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> tuple[int, str]:
     """Run ``qemu-img *args``; returns (exit code, stdout). Bounded by ``timeout`` and
-    the job's deadline; a cancelled job kills qemu-img. ``-p`` progress goes to the job."""
+    the job's deadline; a cancelled job kills qemu-img. ``-p`` progress goes to the job,
+    mapped into ``span`` of its percent (a conversion that is one step of several)."""
     limit = timeout if job is None else (job.remaining(timeout) or 0.0)
     if job is not None:
         job.check()
@@ -166,7 +168,13 @@ def run(
         raise error(f"{what}: qemu-img could not start: {exc}") from exc
     out, err = bytearray(), bytearray()
     try:
-        _pump(proc, out, err, deadline, job, what)
+        _pump(proc, out, err, deadline, job, what, span)
+        # the pipes are closed; the exit itself is bounded too
+        code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise Timeout(f"{what}: qemu-img did not finish within {limit:g} s") from None
     except BaseException:
         proc.kill()
         proc.wait()
@@ -175,7 +183,6 @@ def run(
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()
         proc.stderr.close()
-    code = proc.wait()
     if code not in tuple(ok_codes):
         message = err.decode("utf-8", "replace").strip()[:_STDERR_KEPT] or f"exit code {code}"
         raise error(f"{what}: {message}")
@@ -183,7 +190,7 @@ def run(
 
 
 def _pump(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadline: float,
-          job: Job | None, what: str) -> None:
+          job: Job | None, what: str, span: tuple[float, float]) -> None:
     """Read both pipes until qemu-img closes them, watching the clock and the job."""
     assert proc.stdout is not None and proc.stderr is not None
     with selectors.DefaultSelector() as sel:
@@ -192,7 +199,7 @@ def _pump(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadlin
         while sel.get_map():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Timeout(f"{what}: qemu-img did not finish in time")
+                raise Timeout(f"{what}: qemu-img did not finish in time (it was stopped)")
             if job is not None and job.cancelled:
                 raise Cancelled(f"{what} was cancelled")
             for key, _ in sel.select(min(left, 0.2)):
@@ -206,7 +213,8 @@ def _pump(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadlin
                     continue
                 found = _PROGRESS.findall(chunk)
                 if found and job is not None:
-                    job.progress(float(found[-1]), what)
+                    low, high = span
+                    job.progress(low + (high - low) * float(found[-1]) / 100.0, what)
                     continue  # progress lines are not output anyone reads
                 buffer.extend(chunk)
 
@@ -453,9 +461,10 @@ def convert(
     force_share: bool = False,
     timeout: float = CONVERT_TIMEOUT,
     job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> None:
     """Copy ``source`` into a new image ``destination`` of ``format`` (sparse; progress to
-    ``job``). A partial destination is removed when the conversion fails."""
+    ``job`` within ``span``). A partial destination is removed when the conversion fails."""
     args = ["convert", "-p" if job is not None else "-q",
             "-f", check_format(source_format), "-O", check_format(format)]
     if force_share:
@@ -465,7 +474,7 @@ def convert(
     existed = os.path.lexists(dst)
     try:
         run([*args, "--", src, dst], what=f"converting {os.path.basename(src)} to {format}",
-            timeout=timeout, job=job)
+            timeout=timeout, job=job, span=span)
     except BaseException:
         if not existed:
             with contextlib.suppress(OSError):

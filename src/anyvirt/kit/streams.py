@@ -269,7 +269,9 @@ class MeteredReader(io.RawIOBase):
                 self.transfer = self.meter.finish()
             return b""
         want = left if size is None or size < 0 else min(size, left)
-        chunk = self.raw.read(want)
+        # the last chunk reads one byte ahead: a source that runs long is refused before the
+        # consumer has sent the declared length (which the other end would take as complete)
+        chunk = self.raw.read(want + 1 if want == left else want)
         if not chunk:
             self.meter.finish()  # raises: shorter than declared
         self.meter.add(chunk)

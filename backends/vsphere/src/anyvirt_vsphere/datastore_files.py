@@ -2,12 +2,12 @@
 
 ``PUT``/``GET https://server/folder/<path>?dcPath=<datacenter>&dsName=<datastore>``
 moves files in and out of a datastore. Disk images are large, so both ways
-stream in chunks through the kit's metered streams: an upload sends a file
-object (http.client reads it block by block; the size comes from
-``Content-Length``) and a download copies the response into the destination
-chunk by chunk. No whole file is ever held in memory, and both ways count
-the bytes against the declared length and hash them on the way: a
-connection cut half-way is an error, never a short file.
+stream in chunks through the kit's :mod:`~anyvirt.kit.streams`: an upload
+sends a metered file object (http.client pulls it chunk by chunk; exactly
+``Content-Length`` bytes or an error), a download copies the response into
+the destination chunk by chunk, checked against its ``Content-Length`` and
+sparse where the destination is a file. No whole file is ever held in
+memory; progress goes to the Job when one is given.
 
 The connection uses the session's own TLS context (verified unless the URI
 said ``verify=false``) and its session cookie, and the call timeout applies
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -36,9 +37,9 @@ from anyvirt.errors import (
 from anyvirt.kit import streams
 from anyvirt.tasks import Job
 from anyvirt_vsphere.errors import transport_error
-from anyvirt_vsphere.inventory import escape_name
-
-CHUNK = 1024 * 1024
+from anyvirt_vsphere.inventory import datastore_path, escape_name, unescape_name
+from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.tasks import cleanup_job, run_task
 
 
 def _driver(host: Any) -> Any:
@@ -72,10 +73,12 @@ def _connection(driver: Any) -> Iterator[http.client.HTTPConnection]:
     session.check_open("a datastore transfer")
     conn: http.client.HTTPConnection
     if session.plain_http:
-        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout)
+        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout,
+                                          blocksize=streams.CHUNK)
     else:
         conn = http.client.HTTPSConnection(
-            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context
+            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context,
+            blocksize=streams.CHUNK,
         )
     try:
         yield conn
@@ -99,19 +102,22 @@ def upload(
     host: Any,
     datastore: str,
     path: str,
-    source: str | os.PathLike[str] | IO[bytes],
+    source: str | os.PathLike[str] | IO[bytes] | streams.Readable,
     *,
     datacenter: str | None = None,
     size: int | None = None,
     job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> int:
     """Stream ``source`` (a file path or a binary file object) to ``[datastore] path``.
 
     ``host`` is an ``anyvirt.Host`` (or the driver) of a vSphere connection.
-    For a file object that is not a regular file, give ``size``. Returns the
-    number of bytes sent.
+    For a file object that is not a regular file, give ``size``: the source
+    must hold exactly that many bytes. Returns the number of bytes sent;
+    progress goes to ``job`` (within ``span`` of its percent).
     """
-    return send(host, datastore, path, source, datacenter=datacenter, size=size, job=job).bytes
+    return send(host, datastore, path, source, datacenter=datacenter, size=size, job=job,
+                span=span).bytes
 
 
 def send(
@@ -125,28 +131,44 @@ def send(
     job: Job | None = None,
     span: tuple[float, float] = (0.0, 100.0),
 ) -> streams.Transfer:
-    """:func:`upload`, returning what went out (bytes, sha256, time). A source that ends
-    early or runs long fails the upload instead of sending a short or cut file."""
+    """:func:`upload`, returning what went out: byte count, sha256 and time."""
     driver = _driver(host)
     what = f"uploading to [{datastore}] {path}"
-    url = _url_path(driver, datastore, path, datacenter)
+    _url_path(driver, datastore, path, datacenter)  # a bad path is refused before anything
+    folder, _, name = path.strip("/").rpartition("/")
+    # the bytes go to a temporary name and are moved into place only when all arrived: a
+    # server keeps what a broken PUT sent, which must never look like the finished file
+    partial = f"{folder}/.{name}.partial-{uuid.uuid4().hex[:8]}".lstrip("/")
     with contextlib.ExitStack() as stack:
         if isinstance(source, str | os.PathLike):
-            stream: IO[bytes] = stack.enter_context(Path(source).open("rb"))
+            stream: streams.Readable = stack.enter_context(Path(source).open("rb"))
         else:
             stream = source
         if size is None:
             try:
-                size = os.fstat(stream.fileno()).st_size - stream.tell()  # type: ignore[union-attr]
+                size = os.fstat(stream.fileno()).st_size - stream.tell()  # type: ignore[attr-defined]
             except (OSError, AttributeError, ValueError):
                 raise InvalidSpec(f"{what}: give size= for a stream of unknown length") from None
         body = streams.MeteredReader(stream, size, job=job, what=what, span=span)
-        conn = stack.enter_context(_connection(driver))
-        headers = {
-            "Cookie": driver.session.cookie,
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(size),
-        }
+        try:
+            _put(driver, _url_path(driver, datastore, partial, datacenter), body, size, what)
+            if body.transfer is None:  # the server answered before it had every byte
+                raise ConnectionFailed(f"{what}: the server answered after {body.meter.count} "
+                                       f"of {size} bytes")
+            _move(driver, datastore, partial, path, datacenter, job or cleanup_job(what), what)
+        except BaseException:
+            _remove(driver, datastore, partial, datacenter)
+            raise
+    return body.transfer
+
+
+def _put(driver: Any, url: str, body: streams.MeteredReader, size: int, what: str) -> None:
+    headers = {
+        "Cookie": driver.session.cookie,
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(size),
+    }
+    with _connection(driver) as conn:
         try:
             conn.request("PUT", url, body=body, headers=headers)
             response = conn.getresponse()
@@ -154,10 +176,43 @@ def send(
             response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
-        if body.transfer is None:  # the server answered before taking every byte
-            raise ConnectionFailed(f"{what}: the server answered after {body.meter.count} of "
-                                   f"{size} bytes")
-    return body.transfer
+
+
+def _datacenter_ref(driver: Any, datacenter: str | None) -> Any:
+    if datacenter is None:
+        return driver.inventory.datacenter().ref
+    for row in driver.collector.scan({vim.Datacenter: ("name",)}, what="listing datacenters"):
+        if unescape_name(row.get("name", "")) == datacenter:
+            return row.ref
+    raise NotFound(f"no datacenter named {datacenter!r}")
+
+
+def _move(driver: Any, datastore: str, source: str, dest: str, datacenter: str | None,
+          job: Job, what: str) -> None:
+    manager = driver.session.content.fileManager
+    dc = _datacenter_ref(driver, datacenter)
+    run_task(driver.collector,
+             lambda: manager.MoveDatastoreFile_Task(datastore_path(datastore, source), dc,
+                                                    datastore_path(datastore, dest.strip("/")), dc,
+                                                    True),
+             job, f"{what}: moving the file into place")
+
+
+def _remove(driver: Any, datastore: str, path: str, datacenter: str | None) -> None:
+    """Best effort: the partial file of a failed upload."""
+    with contextlib.suppress(AnyvirtError):
+        remove_path(driver.inventory, datastore_path(datastore, path),
+                    cleanup_job(f"removing {path}"), _datacenter_ref(driver, datacenter))
+
+
+def remove_path(inventory: Any, path: str, job: Job, datacenter: Any = None) -> None:
+    """Delete a datastore folder or file (``[ds] dir/x``) a failed operation left (best effort).
+    ``datacenter`` is its reference; the connection's datacenter when None."""
+    manager = inventory.session.content.fileManager
+    with contextlib.suppress(AnyvirtError):
+        dc = datacenter if datacenter is not None else inventory.datacenter().ref
+        run_task(inventory.collector, lambda: manager.DeleteDatastoreFile_Task(path, dc), job,
+                 f"removing {path}")
 
 
 def download(
@@ -168,13 +223,16 @@ def download(
     *,
     datacenter: str | None = None,
     job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> int:
     """Stream ``[datastore] path`` into ``destination`` (a file path or binary file object).
 
-    Returns the number of bytes written. A partial file is removed when the
-    destination is a path and the transfer fails.
+    Returns the number of bytes written: exactly the response's
+    ``Content-Length``, or an error. A path destination is written sparse and
+    removed again when the transfer fails.
     """
-    return fetch(host, datastore, path, destination, datacenter=datacenter, job=job).bytes
+    return fetch(host, datastore, path, destination, datacenter=datacenter, job=job,
+                 span=span).bytes
 
 
 def fetch(
@@ -185,52 +243,40 @@ def fetch(
     *,
     datacenter: str | None = None,
     job: Job | None = None,
-    max_size: int | None = None,
     span: tuple[float, float] = (0.0, 100.0),
+    max_size: int | None = None,
 ) -> streams.Transfer:
-    """:func:`download`, returning what came in (bytes, sha256, time).
+    """:func:`download`, returning what came in: byte count, sha256 and time.
 
-    The byte count must be what the server declared (``Content-Length``): a
-    connection that drops half-way is a ``ConnectionFailed`` and a path
-    destination is removed, never a short file. ``max_size`` refuses a file
+    A connection that drops before ``Content-Length`` bytes arrived is a
+    ``ConnectionFailed`` (never a short file); ``max_size`` refuses a file
     larger than the caller expects (a disk's capacity) before reading it.
     """
     driver = _driver(host)
     what = f"downloading [{datastore}] {path}"
     url = _url_path(driver, datastore, path, datacenter)
+    target_path = Path(destination) if isinstance(destination, str | os.PathLike) else None
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(_connection(driver))
         try:
             conn.request("GET", url, headers={"Cookie": driver.session.cookie})
             response = conn.getresponse()
             _check(response, what)
-            declared = _declared_length(response, what)
-            if max_size is not None and declared is not None and declared > max_size:
-                raise TaskFailed(f"{what}: the server offers {declared} bytes, more than the "
+            declared = response.getheader("Content-Length")
+            size = int(declared) if declared and declared.isdigit() else None
+            if max_size is not None and size is not None and size > max_size:
+                raise TaskFailed(f"{what}: the server offers {size} bytes, more than the "
                                  f"{max_size} expected")
-            if isinstance(destination, str | os.PathLike):
-                return streams.copy_to_file(response, destination, size=declared, job=job,
-                                            what=what, span=span, error=ConnectionFailed,
-                                            overwrite=True)
-            return streams.copy(response, destination, size=declared, job=job, what=what,
-                                span=span, error=ConnectionFailed)
-        except AnyvirtError:
-            raise
+            if target_path is not None:
+                return streams.copy_to_file(response, target_path, size=size, job=job, what=what,
+                                            span=span, overwrite=True, error=ConnectionFailed)
+            assert not isinstance(destination, str | os.PathLike)
+            return streams.copy(response, destination, size=size, job=job, what=what, span=span,
+                                error=ConnectionFailed)
         except (OSError, http.client.HTTPException) as exc:
-            if isinstance(destination, str | os.PathLike):
-                Path(destination).unlink(missing_ok=True)
+            if target_path is not None:
+                target_path.unlink(missing_ok=True)
             raise transport_error(exc, what) from exc
 
 
-def _declared_length(response: http.client.HTTPResponse, what: str) -> int | None:
-    """The body length the server promised; None for a chunked body (whose own framing
-    makes http.client raise when it is cut)."""
-    header = response.getheader("Content-Length")
-    if header is None:
-        return None
-    if not header.strip().isdigit():
-        raise ConnectionFailed(f"{what}: the server sent a Content-Length of {header[:40]!r}")
-    return int(header)
-
-
-__all__ = ["download", "fetch", "send", "upload"]
+__all__ = ["download", "fetch", "remove_path", "send", "upload"]

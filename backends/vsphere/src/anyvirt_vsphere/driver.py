@@ -15,7 +15,6 @@ server that lacks ``RebootGuest`` (vcsim 0.24.2, recognised by its
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ from pyVmomi import vim
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotSupported
 from anyvirt.extensions import Extension
+from anyvirt.kit import qemu_img
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -42,7 +42,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_vsphere import clone, export, migration, power, snapshots, vms
+from anyvirt_vsphere import clone, export, image_import, migration, power, snapshots, vms
 from anyvirt_vsphere.collector import Collector
 from anyvirt_vsphere.configspec import STATIC_MAC_PREFIXES
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
@@ -162,7 +162,7 @@ class VSphereDriver(Driver):
         caps = set(COMMON)
         if self.session.is_vcenter:
             caps |= VCENTER_ONLY
-        if shutil.which("qemu-img") is None:
+        if not qemu_img.available():
             caps.discard(Capability.VM_CREATE_FROM_IMAGE)  # local images are converted with it
         if self._is_simulator():
             caps.discard(Capability.REBOOT)  # vcsim 0.24.2 has no RebootGuest method
@@ -232,6 +232,7 @@ class VSphereDriver(Driver):
         # "[datastore] dir/x.vmdk" is a disk already on the platform: create_vm checks it
         if not image.startswith("["):
             super().check_image(image)
+            image_import.check_local_image(image)  # refused before anything is made
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         return vms.create_vm(self.inventory, spec, job, files=self)

@@ -31,6 +31,7 @@ from anyvirt.model import GIB, Capability, DiskSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
 from anyvirt_vsphere.inventory import datastore_path
+from anyvirt_vsphere.tasks import cleanup_job
 
 SECTOR = 512
 IMPORT_PREFIX = "anyvirt-import-"
@@ -77,10 +78,7 @@ def upload_images(
     local = [d for d in disks if is_local_image(d)]
     if not local:
         return list(disks), None
-    if not qemu_img.available():
-        raise NotSupported("vsphere", Capability.VM_CREATE_FROM_IMAGE,
-                           "qemu-img is needed (apt-get install qemu-utils)")
-    checked = {id(d): _inspect(d, job) for d in local}  # every image, before any upload
+    checked = {id(d): check_local_image(str(d.image), job) for d in local}  # all, before any upload
     folder = f"{IMPORT_PREFIX}{uuid.uuid4().hex[:12]}"
     out: list[DiskSpec] = []
     try:
@@ -102,11 +100,13 @@ def upload_images(
     return out, folder
 
 
-def _inspect(disk: DiskSpec, job: Job) -> qemu_img.ImageInfo:
-    assert disk.image is not None
-    image = Path(disk.image)
-    if not image.is_file():
-        raise InvalidSpec(f"disk image {disk.image!r} does not exist")
+def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
+    """A local image file the caller handed over: readable by qemu-img, pointing nowhere else."""
+    if not qemu_img.available():
+        raise NotSupported("vsphere", Capability.VM_CREATE_FROM_IMAGE,
+                           "qemu-img is needed (apt-get install qemu-utils)")
+    if not Path(image).is_file():
+        raise InvalidSpec(f"disk image {image!r} does not exist")
     return qemu_img.inspect_untrusted(image, job=job)
 
 
@@ -120,8 +120,8 @@ def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: st
         qemu_img.convert(raw, converted, source_format=found.format, format="raw", job=job)
         raw = converted
     with raw.open("rb") as handle:
-        datastore_files.send(driver, datastore, f"{folder}/{extent}", ZeroPadded(handle, size),
-                             size=size, job=job, span=span)
+        datastore_files.upload(driver, datastore, f"{folder}/{extent}", ZeroPadded(handle, size),
+                               size=size, job=job, span=span)
     if raw.parent == scratch:
         raw.unlink()
     datastore_files.upload(driver, datastore, f"{folder}/disk{index}.vmdk",
@@ -136,12 +136,9 @@ def _bytes_file(data: bytes) -> IO[bytes]:
 
 def _remove_folder(driver: Any, datastore: str, folder: str) -> None:
     """Best effort: the first error is the one the caller must see."""
-    from anyvirt_vsphere.tasks import cleanup_job
-    from anyvirt_vsphere.vms import remove_path
-
     with contextlib.suppress(Exception):
-        remove_path(driver.inventory, datastore_path(datastore, folder),
-                    cleanup_job("removing a failed disk import"))
+        datastore_files.remove_path(driver.inventory, datastore_path(datastore, folder),
+                                    cleanup_job("removing a failed disk import"))
 
 
-__all__ = ["descriptor", "is_local_image", "upload_images"]
+__all__ = ["IMPORT_PREFIX", "check_local_image", "descriptor", "is_local_image", "upload_images"]

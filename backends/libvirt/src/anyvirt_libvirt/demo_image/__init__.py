@@ -48,6 +48,7 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 
 from anyvirt.images import ImageBuilder
+from anyvirt.kit import qemu_img
 
 __all__ = [
     "BUILDER",
@@ -83,6 +84,7 @@ _SOURCES = ("boot.S", "boot.ld")
 _DISK_MAGIC = b"AVCT"
 _COUNT_LINE = re.compile(r"^COUNT (\d+)\r?$", re.MULTILINE)
 _POLL_INTERVAL = 0.1
+_QEMU_IMG_TIMEOUT = 60.0  # a 1 MiB image: seconds at most
 
 
 class DemoImageError(RuntimeError):
@@ -164,18 +166,19 @@ def write_image(dest: Path, fmt: str = "raw", template: Path | None = None) -> P
     """Write a VM's own copy of the guest to ``dest`` (``raw``, or a standalone ``qcow2``).
 
     ``template`` is an image from :func:`build_image`, built (or found in the
-    cache) when not given. An existing ``dest`` is replaced.
+    cache) when not given. An existing ``dest`` is replaced. qcow2 goes through
+    the kit's qemu-img runner, which raises ``NotSupported`` naming the package
+    when qemu-img is missing.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported demo image format {fmt!r} (use {' or '.join(map(repr, FORMATS))})")
-    # absolute: a relative name starting with "-" must not read as a qemu-img option
     dest = Path(dest).absolute()
-    source = (build_image() if template is None else Path(template)).absolute()
+    source = build_image() if template is None else Path(template)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "raw":
         shutil.copyfile(source, dest)
     else:
-        _run([_qemu_img(), "convert", "-f", "raw", "-O", "qcow2", str(source), str(dest)])
+        qemu_img.convert(source, dest, source_format="raw", format="qcow2", timeout=_QEMU_IMG_TIMEOUT)
     return dest
 
 
@@ -223,18 +226,6 @@ def wait_for_counter(path: Path, minimum: int, timeout: float = 30.0) -> int:
         time.sleep(_POLL_INTERVAL)
 
 
-def _qemu_img() -> str:
-    found = shutil.which("qemu-img")
-    if found is None:
-        raise DemoImageError("'qemu-img' is needed; install the Debian package 'qemu-utils'")
-    return found
-
-
-def _is_qcow2(image: Path) -> bool:
-    with open(image, "rb") as f:
-        return f.read(4) == b"QFI\xfb"
-
-
 def disk_counter(image_path: Path) -> int | None:
     """The counter the guest last wrote to disk sector 1, or ``None`` if it never wrote.
 
@@ -243,12 +234,14 @@ def disk_counter(image_path: Path) -> int | None:
     while the VM is stopped (or accept a value up to a second old).
     """
     image_path = Path(image_path)
-    if _is_qcow2(image_path):
+    if qemu_img.probe_format(image_path) == "qcow2":
         with tempfile.TemporaryDirectory(prefix="anyvirt-guest-disk-") as tmp:
             raw = Path(tmp) / "disk.raw"
             # Only the first two sectors: cheap even for a large disk.
-            _run([_qemu_img(), "dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=2",
-                  f"if={image_path}", f"of={raw}"])
+            qemu_img.run(["dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=2",
+                          f"if={qemu_img.path_arg(image_path)}", f"of={qemu_img.path_arg(raw)}"],
+                         what=f"reading the demo guest's counter from {image_path.name}",
+                         timeout=_QEMU_IMG_TIMEOUT)
             return _counter_from_raw(raw)
     return _counter_from_raw(image_path)
 
