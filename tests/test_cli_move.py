@@ -328,7 +328,8 @@ def test_passwords_from_the_environment_are_never_printed(
 def test_unset_target_password_variable_is_a_usage_error(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
 ) -> None:
-    result = run("move", uris[0], "app1", uris[1], *MAP, "--yes", "--target-password-env", "AV_NOT_SET_ANYWHERE")
+    result = run("move", uris[0], "app1", uris[1], *MAP, "--yes",
+                 "--target-password-env", "AV_NOT_SET_ANYWHERE")
     assert result.exit_code == ExitCode.INVALID_INPUT
     assert "AV_NOT_SET_ANYWHERE" in result.stderr
     assert hosts[1].vms.list() == []

@@ -242,7 +242,7 @@ def test_a_failing_conversion_in_a_full_temp_dir(kvm: Host, vc: Host, vcsim_vcen
     before = _libvirt_disk_sha(source)
     with small_tmpfs(tmp_path / "small", "12m") as small:
         monkeypatch.setattr(tempfile, "tempdir", str(small))
-        with pytest.raises(AnyvirtError, match="No space left|no room"):
+        with pytest.raises(AnyvirtError, match=r"No space left|no room"):
             anyvirt.migrate(source, to=vc, delete_source=True)
         assert list(small.iterdir()) == []
     assert not vc.vms.exists(source.name) and _import_dirs(vcsim_vcenter) == []

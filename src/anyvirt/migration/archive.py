@@ -75,7 +75,8 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
                 data = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 with tarfile.open(partial, "x", format=tarfile.PAX_FORMAT) as tar:
                     _add_bytes(tar, MANIFEST, data)
-                    _add_bytes(tar, MANIFEST_SUM, f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
+                    summed = f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n"
+                    _add_bytes(tar, MANIFEST_SUM, summed.encode())
                     for entry, disk in zip(entries, disks, strict=True):
                         job.check()
                         member = tar.gettarinfo(disk.path, arcname=str(entry["file"]))

@@ -56,7 +56,8 @@ def export_disks(
                 "thin VMDKs can be exported"
             ) from exc
         size = disk.size_bytes or got.bytes
-        sha256, stream_bytes = got.sha256, got.bytes
+        sha256: str | None = got.sha256
+        stream_bytes: int | None = got.bytes
         if got.bytes < size:
             # the server declared (and sent) a shorter file: a hole, not a guess
             with target.open("r+b") as handle:
