@@ -145,3 +145,83 @@ def test_backup_restores_on_another_platform(hosts: tuple[anyvirt.Host, anyvirt.
     assert restored_bytes.rstrip(b"\0") == vm.native.contents["disk0"][1].rstrip(b"\0")
     manifest = anyvirt.migration.read_manifest(archive)
     assert manifest["vm"]["name"] == "app1"
+
+
+def test_a_running_vm_moves_from_a_snapshot_and_keeps_running(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    vm.start()
+    result = anyvirt.migrate(vm, to=dst, snapshot=True, networks=NETMAP)
+    assert result.consistency == "crash-consistent snapshot"
+    assert "read-back" in result.verified
+    assert vm.refresh().state is PowerState.RUNNING, "the source never stopped"
+    assert vm.snapshots.list() == [], "the point-in-time snapshot is removed afterwards"
+    assert dst.vms.get("app1").state is PowerState.RUNNING
+
+
+def test_a_running_vm_with_snapshots_is_refused_a_snapshot_copy(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    vm.snapshots.create("old")
+    vm.start()
+    with pytest.raises(InvalidState, match="has snapshots"):
+        anyvirt.migrate(vm, to=dst, snapshot=True, networks=NETMAP)
+    with pytest.raises(InvalidState, match="shutdown=True"):
+        anyvirt.migrate(vm, to=dst, networks=NETMAP)
+    with pytest.raises(anyvirt.InvalidSpec, match="exclude each other"):
+        anyvirt.migrate(vm, to=dst, snapshot=True, shutdown=True, networks=NETMAP)
+    assert dst.vms.list() == [] and [s.name for s in vm.snapshots.list()] == ["old"]
+    assert vm.refresh().state is PowerState.RUNNING
+
+
+def test_an_unmapped_network_is_refused_in_the_plan(hosts: tuple[anyvirt.Host, anyvirt.Host],
+                                                    tmp_path: Path) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    with pytest.raises(anyvirt.InvalidSpec, match="network 'lab-only' does not exist"):
+        anyvirt.plan_migration(vm, to=dst)
+    with pytest.raises(anyvirt.InvalidSpec, match="has no network 'nowhere'"):
+        anyvirt.plan_migration(vm, to=dst, networks={"lab-only": "nowhere"})
+    plan = anyvirt.plan_migration(vm, to=dst, networks={"*": "default"})
+    assert [n.how for n in plan.networks] == ["same name", "mapped"]
+    assert dst.vms.list() == []
+
+
+def test_delete_source_needs_a_target_that_can_be_read_back(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    blind = anyvirt.connect(f"{dst.uri}?without=disk.export")
+    with pytest.raises(NotSupported, match="read back"):
+        anyvirt.migrate(vm, to=blind, delete_source=True, networks=NETMAP)
+    result = anyvirt.migrate(vm, to=blind, networks=NETMAP)
+    assert result.verified == ("config", "byte-count") and result.disks == ()
+    assert src.vms.exists("app1")
+
+
+def test_a_copy_that_differs_is_removed_and_the_source_kept(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target that stores other bytes than it was given (a datastore that truncates):
+    the read-back catches it, the copy goes, delete_source never runs."""
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    real_create = type(dst.driver).create_vm
+
+    def corrupting_create(self: MemoryDriver, spec: VMSpec, job: anyvirt.tasks.Job) -> object:
+        made = real_create(self, spec, job)
+        vm_state = self.world.vms[made.id]
+        fmt, data = vm_state.contents["disk0"]
+        vm_state.contents["disk0"] = (fmt, data[:-1] + bytes([data[-1] ^ 1]))
+        return made
+
+    monkeypatch.setattr(type(dst.driver), "create_vm", corrupting_create)
+    with pytest.raises(TaskFailed, match="disk disk0"):
+        anyvirt.migrate(vm, to=dst, delete_source=True, networks=NETMAP)
+    assert dst.vms.list() == []
+    assert src.vms.exists("app1")

@@ -267,3 +267,21 @@ def test_a_full_datastore_is_caught_by_the_read_back_and_leaves_nothing(kvm: Hos
         assert not target.vms.exists(source.name) and _import_dirs(full) == []
     assert _libvirt_disk_sha(source) == before
     assert list(temp_dir.iterdir()) == []
+
+
+def test_a_running_vsphere_vm_whose_snapshot_makes_no_delta_is_refused(
+        vc: Host, kvm: Host, tmp_path: Path, made: Callable[[VM], VM], temp_dir: Path) -> None:
+    """A point-in-time copy exports the base disk a snapshot freezes (ESXi writes a delta
+    after it). vcsim 0.24.2 takes snapshots without delta disks, so nothing is frozen:
+    the copy is refused, the snapshot removed again, and the VM keeps running."""
+    image = _random_image(tmp_path, 4 * MIB)
+    source = made(vc.vms.create(VMSpec(name=_name("live"), node=NODE, memory_mib=64,
+                                       disks=[DiskSpec(image=str(image))])))
+    source.start()
+    kvm_names = {vm.name for vm in kvm.vms.list()}
+    with pytest.raises(anyvirt.InvalidState, match="no snapshot delta"):
+        anyvirt.migrate(source, to=kvm, snapshot=True)
+    assert source.refresh().state is PowerState.RUNNING
+    assert source.snapshots.list() == [], "the point-in-time snapshot is removed"
+    assert {vm.name for vm in kvm.vms.list()} == kvm_names
+    assert list(temp_dir.iterdir()) == []

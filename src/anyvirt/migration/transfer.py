@@ -53,6 +53,10 @@ def export_at_snapshot(vm: VM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
     """A running VM's disks as they were at one instant: a snapshot is taken, its disks
     exported, and the snapshot removed again whatever happens (crash-consistent)."""
     driver = vm.host.driver
+    if driver.list_snapshots(vm.id):
+        raise InvalidState(f"VM {vm.name!r} has snapshots: a point-in-time copy of it running "
+                           "needs a VM without any (its base disks are older than now); use "
+                           "shutdown=True")
     name = f"{SNAPSHOT_PREFIX}{uuid.uuid4().hex[:8]}"
     snap = driver.create_snapshot(vm.id, name, "point-in-time copy for anyvirt.migrate", False,
                                   job)
@@ -62,6 +66,12 @@ def export_at_snapshot(vm: VM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
         return {d.id: disk_check.checked_export(d, job) for d in disks}
     finally:
         driver.delete_snapshot(vm.id, snap.id, False, Job(f"removing {name}", 300))
+
+
+def can_copy_at_snapshot(driver: object) -> bool:
+    """Drivers that can export a snapshot's disks while the VM runs say so by having
+    ``export_snapshot_disks(vm_id, snapshot_id, dest_dir, job)``."""
+    return callable(getattr(driver, "export_snapshot_disks", None))
 
 
 def spec_with_images(plan: MigrationPlan, exported: dict[str, ExportedDisk]) -> Any:
@@ -160,7 +170,7 @@ def migrate(
         vm.stop(timeout=min(timeout or 300.0, 300.0))
         consistency = "shut down first"
     elif was_running and snapshot:
-        if not hasattr(vm.host.driver, "export_snapshot_disks"):
+        if not can_copy_at_snapshot(vm.host.driver):
             raise NotSupported(vm.host.backend, Capability.DISK_EXPORT,
                                "a point-in-time copy of a running VM (snapshot=True) is not "
                                "available on this backend: use shutdown=True")
