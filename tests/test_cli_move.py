@@ -380,3 +380,33 @@ def test_a_source_that_cannot_export_disks_exits_5(
     assert run("backup", limited, "app1", str(tmp_path / "x.avbk")).exit_code == ExitCode.NOT_SUPPORTED
     assert hosts[1].vms.list() == []
     assert not (tmp_path / "x.avbk").exists()
+
+
+def test_verify_checks_an_archive_without_a_host_and_names_the_fault(
+    uris: tuple[str, str], efi_vm: anyvirt.VM, tmp_path: Path
+) -> None:
+    archive = tmp_path / "app1.avbk"
+    assert run("backup", uris[0], "app1", str(archive)).exit_code == 0
+    ok = run("verify", str(archive))
+    assert ok.exit_code == 0, ok.output + ok.stderr
+    assert "sha256 of every disk checked" in ok.stdout
+    report = run_json("verify", str(archive))
+    assert report["ok"] and report["checksums"] and len(report["disks"][0]["sha256"]) == 64
+    raw = bytearray(archive.read_bytes())
+    with tarfile.open(archive) as tar:
+        member = tar.getmember(tar.getnames()[-1])
+    raw[member.offset_data + 100] ^= 0xFF
+    damaged = tmp_path / "damaged.avbk"
+    damaged.write_bytes(bytes(raw))
+    bad = run("verify", str(damaged))
+    assert bad.exit_code == ExitCode.INVALID_INPUT and "sha256" in bad.stderr
+
+
+def test_move_with_a_network_map_shows_what_was_verified(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    result = run("move", uris[0], "app1", uris[1], "--yes", "--network-map", "lab-only=default")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "verified: config, byte-count, read-back" in result.stdout
+    assert "matched by sha256" in result.stdout
+    assert [n.network for n in hosts[1].vms.get("app1").info().nics] == ["default", "default"]

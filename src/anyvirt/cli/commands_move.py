@@ -34,7 +34,14 @@ from anyvirt.cli.output import (
 )
 from anyvirt.cli.progress import progress_bar, wanted
 from anyvirt.host import Host
-from anyvirt.migration import MigrationPlan, migrate, plan_migration, read_manifest, verify
+from anyvirt.migration import (
+    MigrationPlan,
+    backup,
+    migrate,
+    plan_migration,
+    read_manifest,
+    verify,
+)
 from anyvirt.migration.plan import require_movable
 from anyvirt.model import MigrationResult
 from anyvirt.tasks import DEFAULT_TIMEOUT
@@ -298,8 +305,8 @@ def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_
     as_json = json_mode(json_flag)
     with settings().connect(uri) as host:
         source = host.vms.get(vm)
-        with busy(f"backing up {source.name}", wanted(as_json)):
-            archive = source.backup(path, timeout=op_timeout)
+        with progress_bar(f"back up {source.name}", wanted(as_json)) as on_progress:
+            archive = backup(source, path, timeout=op_timeout, on_progress=on_progress)
         size = archive.stat().st_size
         if as_json:
             print_json({"path": str(archive), "archive_bytes": size, "manifest": read_manifest(archive)})

@@ -44,7 +44,7 @@ from anyvirt.model import (
     VMSpec,
     check_name,
 )
-from anyvirt.tasks import DEFAULT_TIMEOUT, Job
+from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
@@ -54,8 +54,10 @@ FORMAT = FORMAT_V2
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT) -> Path:
-    """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped."""
+def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
+           on_progress: ProgressCallback | None = None) -> Path:
+    """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped.
+    ``on_progress`` gets the Task as the disks stream (bytes, percent and rate)."""
     vm.host.gate.require(Capability.DISK_EXPORT)
     dest = Path(path)
     if dest.exists():
@@ -95,7 +97,8 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
         return dest
 
     # the gate holds the VM (its disks cannot change while copied) and checks its state
-    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout)
+    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
+                                 on_progress=on_progress)
     assert isinstance(result, Path)
     return result
 
