@@ -12,10 +12,23 @@ import contextlib
 import hashlib
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temp dir moves, backups and restores work in, for this test: a test checks it
+    is empty afterwards."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    return scratch
 
 
 class CuttingProxy:
@@ -109,4 +122,4 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["CuttingProxy", "sha256_file", "small_tmpfs"]
+__all__ = ["CuttingProxy", "sha256_file", "small_tmpfs", "temp_dir"]

@@ -14,13 +14,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import move_faults
 import pytest
+from move_faults import small_tmpfs
 
 import anyvirt
 from anyvirt import DiskSpec, InvalidSpec, NicSpec, StorageFull, VMSpec
 from anyvirt.memory import reset
 from anyvirt.migration import UnverifiedArchiveWarning, describe, verify
 from anyvirt.testing.plugin import unique_name
+
+temp_dir = move_faults.temp_dir  # the fixture, shared
 
 DATA = os.urandom(300 * 1024) + bytes(3 * 1024 * 1024) + b"tail" * 1024
 
@@ -31,15 +35,6 @@ def host() -> Iterator[anyvirt.Host]:
     with anyvirt.connect(f"memory://{name}") as h:
         yield h
     reset(name)
-
-
-@pytest.fixture
-def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The temp dir restores unpack into: checked empty after each test."""
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    return scratch
 
 
 @pytest.fixture
@@ -276,13 +271,8 @@ def test_a_v1_archive_restores_with_a_warning(host: anyvirt.Host, tmp_path: Path
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB file system (tmpfs): writes past it fail with ENOSPC."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_a_full_disk_during_backup_is_typed_and_leaves_nothing(host: anyvirt.Host, tmp_path: Path,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyvirt_libvirt.testbed.fixtures as libvirt_fixtures
 import anyvirt_vsphere.testbed.fixtures as vcsim_fixtures
+import move_faults
 import pytest
 from anyvirt_libvirt.demo_image import read_console, wait_for_marker
 from anyvirt_vsphere.testbed.vcsim import Vcsim
@@ -32,6 +33,8 @@ from anyvirt.vm import VM
 libvirt_daemon = libvirt_fixtures.libvirt_daemon
 guest_image = libvirt_fixtures.guest_image
 vcsim_vcenter = vcsim_fixtures.vcsim_vcenter
+
+temp_dir = move_faults.temp_dir  # the fixture, shared
 
 MIB = 1024 * 1024
 NODE = "DC0_C0_H0"
@@ -60,14 +63,6 @@ def made() -> Iterator[Callable[[VM], VM]]:
             if vm.state is not PowerState.STOPPED:
                 vm.stop(force=True)
             vm.delete(disks=True)
-
-
-@pytest.fixture
-def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    return scratch
 
 
 def _random_image(tmp_path: Path, size: int = 16 * MIB) -> Path:
