@@ -10,6 +10,8 @@ size compare by sha256; anything else (qcow2 on libvirt, a larger target disk) b
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,7 +19,6 @@ import attrs
 
 from anyvirt.errors import TaskFailed
 from anyvirt.kit import qemu_img, streams
-from anyvirt.migration.archive_check import Discard
 from anyvirt.model import DiskVerification, ExportedDisk
 from anyvirt.tasks import Job
 
@@ -41,8 +42,48 @@ def checked_export(disk: ExportedDisk, job: Job) -> ExportedDisk:
 
 
 def raw_sha256(path: Path, job: Job, what: str) -> str:
+    """The sha256 of a raw image's bytes, holes included. Holes are hashed as zeros from
+    memory instead of being read: reading a hole costs as much as reading data here (about
+    3 s per GiB on an overlay file system), hashing zeros a sixth of that."""
+    digest = hashlib.sha256()
+    zeros = memoryview(bytes(streams.CHUNK))
+    size = os.path.getsize(path)
     with open(path, "rb") as handle:
-        return streams.copy(handle, Discard(), size=os.path.getsize(path), job=job, what=what).sha256
+        fd = handle.fileno()
+        for start, end, data in _extents(fd, size):
+            offset = start
+            while offset < end:
+                job.check()
+                step = min(streams.CHUNK, end - offset)
+                if data:
+                    chunk = os.pread(fd, step, offset)
+                    if len(chunk) != step:
+                        raise TaskFailed(f"{what}: {path} changed while it was read")
+                    digest.update(chunk)
+                else:
+                    digest.update(zeros[:step])
+                offset += step
+    return digest.hexdigest()
+
+
+def _extents(fd: int, size: int) -> list[tuple[int, int, bool]]:
+    """(start, end, is_data) ranges covering the file; all data where holes are unknown."""
+    out: list[tuple[int, int, bool]] = []
+    offset = 0
+    try:
+        while offset < size:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+            if data > offset:
+                out.append((offset, data, False))
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+            out.append((data, hole, True))
+            offset = hole
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: no data after offset, the rest is a hole
+            return [(0, size, True)]
+        if offset < size:
+            out.append((offset, size, False))
+    return out
 
 
 def compare(source: ExportedDisk, copy: ExportedDisk, job: Job) -> DiskVerification:
