@@ -225,3 +225,19 @@ def test_a_copy_that_differs_is_removed_and_the_source_kept(
         anyvirt.migrate(vm, to=dst, delete_source=True, networks=NETMAP)
     assert dst.vms.list() == []
     assert src.vms.exists("app1")
+
+
+def test_a_move_reports_one_forward_moving_progress(hosts: tuple[anyvirt.Host, anyvirt.Host],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from anyvirt.kit import streams
+
+    monkeypatch.setattr(streams, "PROGRESS_EVERY", 0.0)
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    seen: list[tuple[float, str]] = []
+    anyvirt.migrate(vm, to=dst, networks=NETMAP,
+                    on_progress=lambda t: seen.append((t.progress or 0.0, t.message or "")))
+    percents = [p for p, _ in seen]
+    assert percents == sorted(percents), "export, import and read-back share one bar"
+    assert percents[-1] >= 99 and any("verifying" in m for _, m in seen)

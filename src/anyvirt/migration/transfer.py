@@ -111,14 +111,16 @@ def read_back(new: VM, plan: MigrationPlan, exported: dict[str, ExportedDisk], d
     """Every disk of the new VM read back through its own driver and compared with the
     source's export, in plan order. The read-back files are removed as they are done."""
     dest.mkdir(parents=True, exist_ok=True)
-    copies = new.host.driver.export_disks(new.id, dest, job)
+    copies = new.host.driver.export_disks(new.id, dest, job.span(0, 60))
     if len(copies) != len(plan.disk_ids):
         raise TaskFailed(f"the copy has {len(copies)} disks to read back, expected "
                          f"{len(plan.disk_ids)}")
     checks = []
-    for disk_id, copy in zip(plan.disk_ids, copies, strict=True):
+    share = 40.0 / max(len(copies), 1)
+    for index, (disk_id, copy) in enumerate(zip(plan.disk_ids, copies, strict=True)):
         try:
-            checks.append(disk_check.compare(exported[disk_id], copy, job))
+            low = 60 + share * index
+            checks.append(disk_check.compare(exported[disk_id], copy, job.span(low, low + share)))
         finally:
             Path(copy.path).unlink(missing_ok=True)
     return tuple(checks)
@@ -182,21 +184,25 @@ def migrate(
 
     def work(job: Job) -> MigrationResult:
         with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp:
-            job.progress(5, f"exporting the disks of {vm.name}")
+            # one bar for the whole move: export, import and read-back each get a share
+            job.progress(0, f"exporting the disks of {vm.name}")
+            out = job.span(0, 40)
             if consistency == "crash-consistent snapshot":
-                exported = export_at_snapshot(vm, Path(tmp) / "source", job)
+                exported = export_at_snapshot(vm, Path(tmp) / "source", out)
             else:
-                exported = export(vm, Path(tmp) / "source", job)
+                exported = export(vm, Path(tmp) / "source", out)
             spec = spec_with_images(plan, exported)
-            job.progress(50, f"importing into {to.backend}")
-            new = to.vms.create(spec, timeout=job.remaining())
+            job.progress(40, f"importing into {to.backend}")
+            into = job.span(40, 75)
+            new = to.vms.create(spec, timeout=job.remaining(),
+                                on_progress=lambda t: into.progress(t.progress, t.message or ""))
             try:
-                job.progress(85, "verifying the copy")
+                job.progress(75, "verifying the copy")
                 verify(new, plan)
                 checked: tuple[str, ...] = ("config", "byte-count")
                 disks: tuple[DiskVerification, ...] = ()
                 if plan.disk_ids and readable:
-                    disks = read_back(new, plan, exported, Path(tmp) / "copy", job)
+                    disks = read_back(new, plan, exported, Path(tmp) / "copy", job.span(75, 100))
                     checked += ("read-back",)
                 if start or (start is None and was_running):
                     new.start(timeout=job.remaining())

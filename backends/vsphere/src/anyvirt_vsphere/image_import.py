@@ -115,10 +115,12 @@ def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: st
     extent = f"disk{index}-flat.vmdk"
     raw = Path(found.path)
     if found.format != "raw":
+        middle = (span[0] + span[1]) / 2  # half the disk's share converting, half uploading
         job.progress(span[0], f"converting {raw.name} to raw")
         converted = scratch / f"disk{index}.raw"
-        qemu_img.convert(raw, converted, source_format=found.format, format="raw", job=job)
-        raw = converted
+        qemu_img.convert(raw, converted, source_format=found.format, format="raw",
+                         job=job.span(span[0], middle))
+        raw, span = converted, (middle, span[1])
     with raw.open("rb") as handle:
         datastore_files.upload(driver, datastore, f"{folder}/{extent}", ZeroPadded(handle, size),
                                size=size, job=job, span=span)
