@@ -6,8 +6,10 @@ bytes. An image is first checked as untrusted (the kit's
 ``json:`` name, so a crafted image cannot make qemu-img read host files or
 open connections). A raw image is then streamed as it is to
 ``[datastore] anyvirt-import-<id>/diskN-flat.vmdk`` (no temporary copy; its
-tail up to ``size_gib`` is sent as zeros); any other format is converted to
-one temporary sparse raw file first. A descriptor is written next to it and
+tail up to ``size_gib`` is sent as zeros); any other format is streamed from
+the kit's raw view of it (:mod:`anyvirt.kit.raw_view`, decoded as it is
+read, no copy), or where no view can be made, converted to one temporary
+sparse raw file first. A descriptor is written next to it and
 the new VM's disk points at that. vcsim accepts exactly this pair, and so
 does ESXi.
 
@@ -21,12 +23,12 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from anyvirt.errors import InvalidSpec, NotSupported
-from anyvirt.kit import qemu_img
+from anyvirt.kit import qemu_img, raw_view
 from anyvirt.model import GIB, Capability, DiskSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
@@ -113,21 +115,43 @@ def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
 def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: str, folder: str,
                 index: int, scratch: Path, job: Job, span: tuple[float, float]) -> None:
     extent = f"disk{index}-flat.vmdk"
-    raw = Path(found.path)
-    if found.format != "raw":
-        middle = (span[0] + span[1]) / 2  # half the disk's share converting, half uploading
-        job.progress(span[0], f"converting {raw.name} to raw")
-        converted = scratch / f"disk{index}.raw"
-        qemu_img.convert(raw, converted, source_format=found.format, format="raw",
-                         job=job.span(span[0], middle))
-        raw, span = converted, (middle, span[1])
-    with raw.open("rb") as handle:
-        datastore_files.upload(driver, datastore, f"{folder}/{extent}", ZeroPadded(handle, size),
-                               size=size, job=job, span=span)
-    if raw.parent == scratch:
-        raw.unlink()
-    datastore_files.upload(driver, datastore, f"{folder}/disk{index}.vmdk",
-                           _bytes_file(descriptor(extent, size)), size=len(descriptor(extent, size)))
+    with _raw_bytes(found, index, scratch, job, span) as (raw, upload_span), \
+            raw.open("rb") as handle:
+        datastore_files.upload(driver, datastore, f"{folder}/{extent}",
+                               ZeroPadded(handle, size), size=size, job=job, span=upload_span)
+    desc = descriptor(extent, size)
+    datastore_files.upload(driver, datastore, f"{folder}/disk{index}.vmdk", _bytes_file(desc),
+                           size=len(desc))
+
+
+@contextlib.contextmanager
+def _raw_bytes(found: qemu_img.ImageInfo, index: int, scratch: Path, job: Job,
+               span: tuple[float, float]) -> Iterator[tuple[Path, tuple[float, float]]]:
+    """The image's raw bytes as a file to upload, and the progress span left for it: the
+    image itself when raw, else a raw view of it (no copy; decoded as the upload reads),
+    else, where no view can be made, a temporary raw conversion."""
+    source = Path(found.path)
+    if found.format == "raw":
+        yield source, span
+        return
+    with contextlib.ExitStack() as stack:
+        try:  # only making the view may fall back; a failing upload is the caller's error
+            view = stack.enter_context(raw_view.raw_view(source, found.format,
+                                                         found.virtual_size, job=job))
+        except NotSupported:
+            pass
+        else:
+            yield view, span
+            return
+    middle = (span[0] + span[1]) / 2  # half the disk's share converting, half uploading
+    job.progress(span[0], f"converting {source.name} to raw")
+    converted = scratch / f"disk{index}.raw"
+    qemu_img.convert(source, converted, source_format=found.format, format="raw",
+                     job=job.span(span[0], middle))
+    try:
+        yield converted, (middle, span[1])
+    finally:
+        converted.unlink(missing_ok=True)
 
 
 def _bytes_file(data: bytes) -> IO[bytes]:
