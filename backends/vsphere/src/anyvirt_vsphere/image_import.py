@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from anyvirt.errors import InvalidSpec, NotSupported
 from anyvirt.kit import qemu_img, raw_view
+from anyvirt.kit.readahead import read_ahead
 from anyvirt.model import GIB, Capability, DiskSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
@@ -116,9 +117,10 @@ def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: st
                 index: int, scratch: Path, job: Job, span: tuple[float, float]) -> None:
     extent = f"disk{index}-flat.vmdk"
     with _raw_bytes(found, index, scratch, job, span) as (raw, upload_span), \
-            raw.open("rb") as handle:
-        datastore_files.upload(driver, datastore, f"{folder}/{extent}",
-                               ZeroPadded(handle, size), size=size, job=job, span=upload_span)
+            raw.open("rb") as handle, read_ahead(ZeroPadded(handle, size)) as ahead:
+        # the disk (or the view's decoder) reads ahead while TLS sends
+        datastore_files.upload(driver, datastore, f"{folder}/{extent}", ahead, size=size,
+                               job=job, span=upload_span)
     desc = descriptor(extent, size)
     datastore_files.upload(driver, datastore, f"{folder}/disk{index}.vmdk", _bytes_file(desc),
                            size=len(desc))
