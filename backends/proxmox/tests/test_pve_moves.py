@@ -77,6 +77,7 @@ def test_a_backup_restores_on_proxmox(memory_host: Host, import_host: Host,
     try:
         ((filename, sent),) = importing.uploads
         assert filename.endswith(".qcow2"), "the archive's compressed qcow2 goes as it is"
+        assert 0 < sent < 2 * 1024 * 1024, "compressed: the zeros were never stored or sent"
         assert restored.info().memory_mib == 64
     finally:
         restored.delete()
