@@ -160,7 +160,7 @@ class LibvirtDriver(Driver):
             version = _version(conn.getVersion())
             pools = _pools(conn) if not self.embed_root else ()
             networks = _networks(conn) if not self.embed_root else ()
-            vms = listing.list_summaries(conn, self.facts.node_id, self.templates)
+            vms = listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
         cpus, memory = int(info[2]), int(info[1])
         vcpus = sum(v.cpus for v in vms)
         vm_memory = sum(v.memory_mib for v in vms)
@@ -209,7 +209,7 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------ listing
     def list_vms(self) -> list[VMSummary]:
         with self.link.call("list VMs") as conn:
-            return listing.list_summaries(conn, self.facts.node_id, self.templates)
+            return listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
 
     def find_vm(self, ref: str) -> VMSummary:
         with self.link.call(f"find VM {ref!r}") as conn:
