@@ -260,3 +260,42 @@ def test_live_reconfigure_really_happens_within_the_room_a_new_vm_gets(
         vm.reconfigure(cpus=host_cpus + 1)
     assert dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == cpus_before, "nothing changed"
     vm.stop(force=True)
+
+
+def test_media_and_network_disks_are_shared_or_refused_never_copied_or_deleted(
+    host: Host, defined: Callable[[str], VM], vms: Callable[[VM], VM]
+) -> None:
+    pool_dir = _pool_dir(host)
+    disk, iso, floppy = (pool_dir / f"{unique(kind)}.{ext}" for kind, ext in
+                         (("media-disk", "qcow2"), ("media", "iso"), ("floppy", "img")))
+    _qemu_img("create", "-q", "-f", "qcow2", str(disk), "1M")
+    iso.write_bytes(b"CD001" * 1000)
+    floppy.write_bytes(b"\0" * 1474560)
+    media = f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+        <source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
+      <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+        <source file='{iso}'/><target dev='hdc' bus='ide'/><readonly/></disk>
+      <disk type='file' device='floppy'><driver name='qemu' type='raw'/>
+        <source file='{floppy}'/><target dev='fda' bus='fdc'/></disk>"""
+    vm = defined(_domain_xml(unique("media"), media))
+    clone = vms(vm.clone(unique("media-clone")))
+    clone_sources = [s.get("file") for s in
+                     ET.fromstring(clone.native.XMLDesc(0)).iterfind("devices/disk/source")]
+    assert clone_sources[1:] == [str(iso), str(floppy)], "removable media are shared, not copied"
+    assert clone_sources[0] != str(disk)
+    clone.delete(disks=True)
+    vm.delete(disks=True)
+    assert iso.exists() and floppy.exists(), "media are never a VM's own disks"
+    assert not disk.exists()
+
+    network = defined(_domain_xml(unique("nbd"), """<disk type='network' device='disk'>
+        <driver name='qemu' type='raw'/><source protocol='nbd' name='export'>
+        <host name='127.0.0.1' port='10809'/></source><target dev='vda' bus='virtio'/></disk>"""))
+    volumes = _volumes(host)
+    with pytest.raises(InvalidSpec, match="network disk"):
+        network.clone(unique("nbd-clone"))
+    with pytest.raises(InvalidSpec, match="network disk"):
+        network.backup(pool_dir / "never.avbk")
+    assert _volumes(host) == volumes and not (pool_dir / "never.avbk").exists()
+    network.delete(disks=True)
+    assert not host.vms.exists(network.id)

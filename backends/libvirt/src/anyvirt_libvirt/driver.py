@@ -292,6 +292,15 @@ class LibvirtDriver(Driver):
         if forgotten:
             log.info("removed %d volume(s) left by interrupted operations", len(forgotten))
 
+    def inflight_key(self, path: str) -> tuple[str, str] | None:
+        """(pool, name) under which the in-flight record knows a file an operation makes
+        in a pool's directory outside the storage API (QEMU's console log); None for a
+        file in no pool."""
+        if self.embed_root is not None:
+            return None
+        store = self.store_for(None)
+        return (store.name, os.path.basename(path)) if store.owns(path) else None
+
     def _remove_abandoned(self, pool_name: str, vol_name: str) -> bool:
         with self.link.call("volumes left by an interrupted operation") as conn:
             try:
