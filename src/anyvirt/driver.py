@@ -115,7 +115,7 @@ class Driver(abc.ABC):
         ("cloning needs vCenter"); empty when there is nothing more to say."""
         return ""
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional hook: the core rule suffices for most platforms
     def check_vm_name(cls, name: str, what: str = "name") -> None:
         """The platform's own rule for VM names, on top of the core's (``check_name``):
         raise ``InvalidSpec`` stating the rule. Called by the gate before anything is sent."""

@@ -26,6 +26,7 @@ from anyvirt.model import Capability
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 600.0
+WATCHDOG_GRACE_S = 0.1  # past the deadline, the task fails whatever its work is doing
 ProgressCallback = Callable[["Task[Any]"], None]
 _ids = itertools.count(1)
 log = logging.getLogger("anyvirt")
@@ -254,8 +255,9 @@ class Task(Generic[T]):
     # starting --------------------------------------------------------
     def _launch(self) -> None:
         if self._job.deadline is not None:
-            self._watchdog = threading.Timer(max(0.0, self._job.deadline - time.monotonic()),
-                                             self._expire)
+            # a little grace, so work that watches its own deadline reports what it waited for
+            self._watchdog = threading.Timer(
+                max(0.0, self._job.deadline - time.monotonic()) + WATCHDOG_GRACE_S, self._expire)
             self._watchdog.daemon = True
             self._watchdog.start()
         self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from anyvirt_libvirt.demo_image import MARKER, last_counter, read_console, wait_for_counter
+from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from libvirt_helpers import console_log, destroy, guest_spec, unique
 
 import anyvirt
 from anyvirt.errors import AnyvirtError, Cancelled, ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, MigrationResult, PowerState, VMSpec
-from anyvirt.testing.guest import MARKER, last_counter, read_console, wait_for_counter
-from anyvirt.testing.libvirt_testbed import LibvirtDaemon
 from anyvirt.vm import VM
 
 

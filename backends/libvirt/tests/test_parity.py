@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from anyvirt_libvirt.demo_image import disk_counter, wait_for_counter, wait_for_marker
 from libvirt_helpers import console_log, destroy, unique
 
 from anyvirt.errors import AlreadyExists, CapacityExceeded, InvalidState, NotFound
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, PowerState, VMSpec
-from anyvirt.testing.guest import disk_counter, wait_for_counter, wait_for_marker
 from anyvirt.vm import VM
 
 

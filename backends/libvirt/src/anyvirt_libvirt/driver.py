@@ -74,6 +74,12 @@ class LibvirtDriver(Driver):
     backend: ClassVar[str] = "libvirt"
     platform: ClassVar[str] = "KVM/QEMU (libvirt)"
     possible_capabilities: ClassVar[frozenset[Capability]] = ALL
+    placement_options: ClassVar[frozenset[str]] = frozenset()
+    #: libvirt's own URI parameters (passed through to the daemon's URI) and ``root`` of embed
+    uri_options: ClassVar[frozenset[str]] = frozenset({
+        "root", "name", "command", "socket", "auth", "netcat", "keyfile", "no_verify", "no_tty",
+        "pkipath", "known_hosts", "known_hosts_verify", "sshauth", "tls_priority", "mode", "proxy",
+    })
 
     def __init__(self, link: Link, target: Target, embed_root: Path | None) -> None:
         self.link = link
