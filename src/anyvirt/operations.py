@@ -405,7 +405,14 @@ class Gate:
 
         def work(job: Job) -> VM:
             driver.power(vm.id, chosen, job)
-            return vm.refresh()
+            try:
+                return vm.refresh()
+            except NotFound:
+                if chosen not in (PowerAction.STOP, PowerAction.POWER_OFF):
+                    raise
+                # a transient VM (libvirt's virsh create) is gone once it is off: it stopped
+                vm._summary = evolve(vm._summary, state=S, raw_state="gone (transient)")
+                return vm
 
         return self._run(f"{verb} {vm.name}", entered, work, hold=hold, wait=wait,
                          timeout=timeout, on_progress=on_progress)

@@ -59,3 +59,19 @@ def test_twenty_threads_never_pass_the_overcommit_limit(host: Host) -> None:
     assert report.max_memory_mib <= base.allocation.memory_mib + room_mib, report
     assert report.outcomes["CapacityExceeded"] > 0, "the mix must push against the limit"
     assert report.outcomes["create"] > 0
+
+
+def test_readme_example_runs_as_written(host: Host) -> None:
+    """The README's example (snapshot with memory, revert, linked clone of the running VM,
+    stop as a Task) on a real daemon: it must end as it does on memory://."""
+    import importlib.util
+
+    readme_tests = Path(__file__).resolve().parents[3] / "tests" / "test_readme.py"
+    spec = importlib.util.spec_from_file_location("readme_tests", readme_tests)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before = {v.name for v in host.vms.list()}
+    code = module.readme_example(host.uri)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102
+    assert {v.name for v in host.vms.list()} == before, "the example cleans up after itself"

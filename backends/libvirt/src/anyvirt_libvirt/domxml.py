@@ -70,9 +70,11 @@ class HostChoices:
     host_memory_mib: int = 0
 
 
-#: a new VM may grow live up to this many times its memory (within the host's memory):
-#: a guest's kernel sizes its page tables for the maximum, so the room stays modest
-MEMORY_ROOM_FACTOR = 2
+#: a new VM's maximum memory, as a multiple of its memory. 1: no room above it. A guest
+#: without a balloon driver (the demo guest, firmware, many appliances) runs with the
+#: maximum, so any room would let VMs take more than they were given and more than the
+#: overcommit guard reserved; live memory changes balloon down and back up to it instead
+MEMORY_ROOM_FACTOR = 1
 
 
 def vcpu_room(cpus: int, host: HostChoices) -> int:
