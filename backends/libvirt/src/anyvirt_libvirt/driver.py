@@ -33,13 +33,11 @@ from anyvirt.model import (
     Overcommit,
     Placement,
     PowerAction,
-    PowerState,
     SnapshotInfo,
     StorageInfo,
     VMInfo,
     VMSpec,
     VMSummary,
-    evolve,
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
@@ -86,8 +84,6 @@ class LibvirtDriver(Driver):
         self.target = target
         self.embed_root = embed_root
         self.templates = TemplateIndex()
-        #: transient domains this connection powered off (libvirt forgets them at once)
-        self._vanished: dict[str, VMSummary] = {}
         with link.call("read host capabilities") as conn:
             has_storage = _has_storage(conn)
             self.facts: HostFacts = read_host_facts(conn, embed_root is not None, has_storage)
@@ -233,15 +229,8 @@ class LibvirtDriver(Driver):
         raise NotFound(f"no VM with id or name {ref!r} on {self.safe_uri}")
 
     def vm_summary(self, vm_id: str) -> VMSummary:
-        try:
-            with self._domain(vm_id, "VM summary") as dom:
-                return listing.summary_of(dom, self.facts.node_id)
-        except NotFound:
-            # a transient domain this connection powered off: report it off, once
-            vanished = self._vanished.pop(vm_id, None)
-            if vanished is None:
-                raise
-            return vanished
+        with self._domain(vm_id, "VM summary") as dom:
+            return listing.summary_of(dom, self.facts.node_id)
 
     def vm_info(self, vm_id: str) -> VMInfo:
         with self._domain(vm_id, "VM info") as dom:
@@ -539,11 +528,6 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------ lifecycle
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         with self._domain(vm_id, f"{action.value} VM") as dom:
-            if action in (PowerAction.STOP, PowerAction.POWER_OFF) and not dom.isPersistent():
-                off = listing.summary_of(dom, self.facts.node_id)
-                self._vanished[vm_id] = evolve(
-                    off, state=PowerState.STOPPED, raw_state="shutoff (transient: undefined)"
-                )
             lifecycle.power(dom, action, job)
 
     def reconfigure_vm(
