@@ -73,5 +73,5 @@ def test_readme_example_runs_as_written(host: Host) -> None:
     spec.loader.exec_module(module)
     before = {v.name for v in host.vms.list()}
     code = module.readme_example(host.uri)
-    exec(compile(code, "README.md", "exec"), {})  # noqa: S102
+    exec(compile(code, "README.md", "exec"), {})
     assert {v.name for v in host.vms.list()} == before, "the example cleans up after itself"

@@ -306,3 +306,10 @@ def test_media_and_network_disks_are_shared_or_refused_never_copied_or_deleted(
     assert _volumes(host) == volumes and not (pool_dir / "never.avbk").exists()
     network.delete(disks=True)
     assert not host.vms.exists(network.id)
+
+    lun = defined(_domain_xml(unique("lun"), """<disk type='block' device='lun'>
+        <driver name='qemu' type='raw'/><source dev='/dev/sdz'/>
+        <target dev='sda' bus='scsi'/></disk>"""))
+    with pytest.raises(InvalidSpec, match="LUN"):
+        lun.clone(unique("lun-clone"))
+    assert _volumes(host) == volumes
