@@ -39,8 +39,10 @@ def test_clones_of_a_running_vm_boot_with_its_disk_as_it_was(
     vm.start()
     wait_for_counter(console_log(vm), 1)
     full = vms(vm.clone(unique("hot-full")))
-    linked = vms(vm.clone(unique("hot-linked"), linked=True))
+    linked, sibling = (vms(c) for c in vm.clone(unique("hot-linked"), linked=True, count=2))
     assert vm.refresh().state is PowerState.RUNNING, "the original ran on throughout"
+    assert linked.info().disks[0].backing == sibling.info().disks[0].backing, (
+        "bulk linked clones share one frozen copy")
     copied = disk_counter(_disk(full))
     assert copied is not None and copied >= 1, "the guest's writes are in the copy"
     assert linked.info().disks[0].backing, "a linked clone sits on a frozen copy"
@@ -126,16 +128,19 @@ def test_concurrent_create_delete_snapshot_clone_leave_no_orphans(host: Host) ->
     stop_at = time.monotonic() + 20
     wrong: list[BaseException] = []
     done: list[str] = []
+    ids: list[str] = []
 
     def worker(seed: int) -> None:
         rnd = random.Random(seed)
         while time.monotonic() < stop_at:
             name = rnd.choice(names)
             try:
-                action = rnd.choice(("create", "create", "delete", "snapshot", "clone"))
-                if action == "create":
-                    host.vms.create(VMSpec(name=name, cpus=1, memory_mib=16,
-                                           disks=[DiskSpec(size_gib=0.001)], nics=[]))
+                action = rnd.choice(("create", "create", "delete", "snapshot", "clone", "exists"))
+                if action == "exists":  # by id, of VMs that come and go
+                    assert host.vms.exists(rnd.choice(ids or ["none"])) in (True, False)
+                elif action == "create":
+                    ids.append(host.vms.create(VMSpec(name=name, cpus=1, memory_mib=16,
+                                           disks=[DiskSpec(size_gib=0.001)], nics=[])).id)
                 elif action == "delete":
                     host.vms.get(name).delete(disks=True)
                 elif action == "snapshot":

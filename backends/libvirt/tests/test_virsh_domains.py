@@ -84,7 +84,7 @@ def defined(host: Host) -> Iterator[Callable[[str], VM]]:
 
 
 def test_volume_disks_are_copied_by_a_full_clone_and_deleted_with_their_vm(
-    host: Host, defined: Callable[[str], VM], vms: Callable[[VM], VM]
+    host: Host, defined: Callable[[str], VM], vms: Callable[[VM], VM], tmp_path: Path
 ) -> None:
     vol_name = unique("voldisk") + ".qcow2"
     _pool(host).createXML(
@@ -104,6 +104,7 @@ def test_volume_disks_are_copied_by_a_full_clone_and_deleted_with_their_vm(
     clone_volume = str(source.get("volume"))
     assert {vol_name, clone_volume} <= _volumes(host)
 
+    assert vm.backup(tmp_path / "vol.avbk").stat().st_size > 0, "backup reads the volume"
     vm.delete(disks=True)
     clone.delete(disks=True)
     assert not {vol_name, clone_volume} & _volumes(host), "both volumes removed, none orphaned"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid as uuidlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,9 +42,7 @@ from anyvirt.model import (
 from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_libvirt import (
-    disks as disks_mod,
-)
-from anyvirt_libvirt import (
+    cloning,
     domxml,
     lifecycle,
     listing,
@@ -53,6 +51,9 @@ from anyvirt_libvirt import (
     storage,
     templates,
     usage,
+)
+from anyvirt_libvirt import (
+    disks as disks_mod,
 )
 from anyvirt_libvirt.connection import Link, libvirt_uri
 from anyvirt_libvirt.embedded import default_uri, prepare_embed_root
@@ -576,9 +577,13 @@ class LibvirtDriver(Driver):
     def clone_vm(
         self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job
     ) -> VMSummary:
-        from anyvirt_libvirt.cloning import clone
+        return cloning.clone(self, vm_id, [name], linked, job)[0]
 
-        return clone(self, vm_id, name, linked, job)
+    def clone_vms(
+        self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement, job: Job
+    ) -> list[VMSummary]:
+        """Bulk clones share one frozen copy where linked clones need one."""
+        return cloning.clone(self, vm_id, list(names), linked, job)
 
     def migrate_vm(
         self,
