@@ -45,7 +45,7 @@ def test_readme_example_runs_as_written_on_memory() -> None:
     from anyvirt.memory import reset
 
     try:
-        exec(compile(readme_example("memory://readme"), "README.md", "exec"), {})  # noqa: S102
+        exec(compile(readme_example("memory://readme"), "README.md", "exec"), {})
         import anyvirt
 
         with anyvirt.connect("memory://readme") as host:
