@@ -258,3 +258,18 @@ def test_a_daemon_killed_mid_create_or_clone_leaves_no_volume_once_reconnected(
             assert watch.new_files() == set()
         finally:
             destroy(vm)
+
+
+def test_a_target_killed_mid_migration_keeps_the_source_and_is_cleaned_once_reconnected(
+    host: Host, spare_daemon: LibvirtDaemon, spec_for: Callable[[str], VMSpec],
+    vms: Callable[[VM], VM],
+) -> None:
+    vm = vms(host.vms.create(spec_for(unique("cut-move"))))
+    with anyvirt.connect(spare_daemon.anyvirt_uri) as target:
+        with _KillOnNewVolume(spare_daemon) as watch, pytest.raises(ConnectionFailed):
+            vm.migrate(to=target, live=False)
+        assert host.vms.get(vm.id).state is PowerState.STOPPED, "the source keeps its VM"
+        assert Path(vm.info().disks[0].path or "").exists()
+        assert watch.new_files(), "the dead target kept the volume made for the VM"
+        assert not target.vms.exists(vm.id)  # the next call reconnects, and sweeps
+        assert watch.new_files() == set()
