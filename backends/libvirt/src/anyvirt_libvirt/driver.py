@@ -284,7 +284,9 @@ class LibvirtDriver(Driver):
     def sweep_inflight(self) -> None:
         """Remove volumes a create, clone or migration left when the daemon died under
         it (see :mod:`anyvirt_libvirt.inflight`)."""
-        forgotten = self.inflight.sweep(self._remove_abandoned)
+        forgotten = self.inflight.sweep(
+            lambda pool, volume: storage.remove_if_unused(self.link, self.inflight, pool, volume)
+        )
         if forgotten:
             log.info("removed %d volume(s) left by interrupted operations", len(forgotten))
 
@@ -296,25 +298,6 @@ class LibvirtDriver(Driver):
             return None
         store = self.store_for(None)
         return (store.name, os.path.basename(path)) if store.owns(path) else None
-
-    def _remove_abandoned(self, pool_name: str, vol_name: str) -> bool:
-        with self.link.call("volumes left by an interrupted operation") as conn:
-            try:
-                pool = conn.storagePoolLookupByName(pool_name)
-                storage.refresh_pool(pool)
-                path = str(pool.storageVolLookupByName(vol_name).path())
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL,
-                                            libvirt.VIR_ERR_NO_STORAGE_VOL):
-                    return True  # never made, or removed already
-                raise
-            for dom in conn.listAllDomains(0):
-                if path in disks_mod.referenced_paths(dom.XMLDesc(0), conn):
-                    return True  # a domain owns it after all (its define got through)
-        store = storage.PoolStore(self.link, pool_name, self.inflight)
-        if not store.backing_users(path):
-            store.delete(path)
-        return True
 
     def _volume_row(self, path: str) -> tuple[int | None, str | None, str | None]:
         """(capacity, pool, backing) of a pool volume; Nones outside every pool."""
