@@ -597,11 +597,6 @@ def _parse(xml: str) -> Any:
     return ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
 
 
-def domxml_backing(vol_xml: str) -> str | None:
-    backing = _parse(vol_xml).findtext("backingStore/path")
-    return str(backing) if backing else None
-
-
 def _undefine(dom: libvirt.virDomain, keep_nvram: bool = False) -> None:
     """Undefine with its snapshots' metadata and managed save, and its NVRAM file unless
     ``keep_nvram``, dropping only the flags a driver refuses (libvirt's test driver knows

@@ -90,7 +90,8 @@ def migrate(
             "a running VM: stop it and migrate it cold (which carries them), or delete them"
         )
     with target.link.call("migration target") as tconn:
-        copies = [p for p in domxml.disk_paths(xml) if not _visible_on(tconn, p)]
+        paths = [d.path for d in parse_disks(xml) if d.device == "disk" and d.path]
+        copies = [p for p in paths if not _visible_on(tconn, p)]
     store = target.store_for(None) if copies else None
     path_map: dict[str, str] = {}
     console: str | None = None
