@@ -314,3 +314,26 @@ def test_media_and_network_disks_are_shared_or_refused_never_copied_or_deleted(
     with pytest.raises(InvalidSpec, match="LUN"):
         lun.clone(unique("lun-clone"))
     assert _volumes(host) == volumes
+
+
+def test_a_hand_made_linked_clone_keeps_its_original_s_disk(
+    host: Host, defined: Callable[[str], VM]
+) -> None:
+    pool_dir = _pool_dir(host)
+    base, overlay = pool_dir / f"{unique('hand-base')}.qcow2", pool_dir / f"{unique('hand')}.qcow2"
+    _qemu_img("create", "-q", "-f", "qcow2", str(base), "2M")
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(overlay))
+
+    def disk(path: Path) -> str:
+        return f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+            <source file='{path}'/><target dev='vda' bus='virtio'/></disk>"""
+
+    original = defined(_domain_xml(unique("hand-orig"), disk(base)))
+    clone = defined(_domain_xml(unique("hand-clone"), disk(overlay)))
+    with pytest.raises(InvalidState, match=clone.name):
+        original.delete(disks=True)  # the clone reads that disk
+    assert base.exists() and host.vms.exists(original.id)
+    clone.delete(disks=True)
+    assert not overlay.exists() and base.exists(), "the original's disk is not the clone's"
+    original.delete(disks=True)
+    assert not base.exists()

@@ -502,11 +502,14 @@ class LibvirtDriver(Driver):
         with self._domain(vm_id, "linked clones") as dom:
             conn = dom.connect()
             own = disks_mod.parse_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), conn)
-            users = list(usage.other_domains(conn, vm_id).linked_clones)
+            others = usage.other_domains(conn, vm_id)
+        users = list(others.linked_clones)
         for path in disks_mod.writable_paths(own):
             store = self._store_of(path)
-            if store is not None:
-                users += [p for p in store.backing_users(path) if p not in users]
+            for layered in store.backing_users(path) if store is not None else []:
+                user = others.owners.get(layered, layered)  # a domain's name, else the volume
+                if user not in users:
+                    users.append(user)
         return users
 
     # ------------------------------------------------------------ lifecycle
