@@ -148,6 +148,9 @@ def migrate(
             store.settled(made)
     if console_key:
         target.inflight.done(*console_key)
+    # the listing's template marks follow the VM (a template migrates as one)
+    target.templates.note(vm_id, vm_id in source.templates.ids())
+    source.templates.note(vm_id, False)
     # the domain now lives on the target: the source's copied volumes are leftovers
     for old in path_map:
         with contextlib.suppress(AnyvirtError):
