@@ -135,9 +135,13 @@ def referenced_paths(xml: str, conn: libvirt.virConnect | None = None) -> set[st
         found = source.get("file") or source.get("dev")
         if found:
             paths.add(found)
-    nvram = root.findtext("os/nvram")
-    if nvram:
-        paths.add(nvram.strip())
+    nvram = root.find("os/nvram")
+    if nvram is not None:
+        if (nvram.text or "").strip():
+            paths.add((nvram.text or "").strip())
+        if nvram.get("template"):
+            # a clone's NVRAM is copied from its original's on first start: keep it
+            paths.add(nvram.get("template", ""))
     for log in root.iterfind("devices/*/log"):
         if log.get("file"):
             paths.add(log.get("file", ""))
