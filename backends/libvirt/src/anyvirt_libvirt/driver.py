@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import libvirt
 
 from anyvirt.driver import Driver
-from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.model import (
     GIB,
     Allocation,
@@ -56,7 +56,7 @@ from anyvirt_libvirt import (
     disks as disks_mod,
 )
 from anyvirt_libvirt.connection import Link, libvirt_uri
-from anyvirt_libvirt.embedded import default_uri, prepare_embed_root
+from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_embed_root
 from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
 from anyvirt_libvirt.inflight import InflightRecord
 from anyvirt_libvirt.migration import UNDEFINE_FLAGS
@@ -106,7 +106,10 @@ class LibvirtDriver(Driver):
             embed_root = Path(root)
             prepare_embed_root(embed_root)
         link = Link(uri, target)
-        link.connect()
+        try:
+            link.connect()
+        except ConnectionFailed as exc:
+            raise explain_open_failure(exc, uri) from exc
         try:
             return cls(link, target, embed_root)
         except BaseException:
