@@ -301,7 +301,7 @@ def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, sh
 @json_option
 def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_flag: bool) -> None:
     """Write a stopped VM (configuration and disks) to the archive PATH, restorable on any
-    backend with ``anyvirt restore``. PATH must not exist yet."""
+    backend with `anyvirt restore`. PATH must not exist yet."""
     as_json = json_mode(json_flag)
     with settings().connect(uri) as host:
         source = host.vms.get(vm)
@@ -321,7 +321,7 @@ def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_
 @json_option
 def restore_command(uri: str | None, path: str, name: str | None, op_timeout: float,
                     json_flag: bool) -> None:
-    """Create a VM on a host (of any backend) from an archive made by ``anyvirt backup``.
+    """Create a VM on a host (of any backend) from an archive made by `anyvirt backup`.
     The VM is left stopped."""
     as_json = json_mode(json_flag)
     with settings().connect(uri) as host:
