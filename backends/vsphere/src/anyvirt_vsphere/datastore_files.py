@@ -114,24 +114,9 @@ def upload(
     ``host`` is an ``anyvirt.Host`` (or the driver) of a vSphere connection.
     For a file object that is not a regular file, give ``size``: the source
     must hold exactly that many bytes. Returns the number of bytes sent;
-    progress goes to ``job`` (within ``span`` of its percent).
+    progress goes to ``job`` (within ``span`` of its percent). A server that
+    answers before it took every byte fails the upload.
     """
-    return send(host, datastore, path, source, datacenter=datacenter, size=size, job=job,
-                span=span).bytes
-
-
-def send(
-    host: Any,
-    datastore: str,
-    path: str,
-    source: str | os.PathLike[str] | IO[bytes] | streams.Readable,
-    *,
-    datacenter: str | None = None,
-    size: int | None = None,
-    job: Job | None = None,
-    span: tuple[float, float] = (0.0, 100.0),
-) -> streams.Transfer:
-    """:func:`upload`, returning what went out: byte count, sha256 and time."""
     driver = _driver(host)
     what = f"uploading to [{datastore}] {path}"
     _url_path(driver, datastore, path, datacenter)  # a bad path is refused before anything
@@ -159,7 +144,7 @@ def send(
         except BaseException:
             _remove(driver, datastore, partial, datacenter)
             raise
-    return body.transfer
+    return body.transfer.bytes
 
 
 def _put(driver: Any, url: str, body: streams.MeteredReader, size: int, what: str) -> None:
@@ -279,4 +264,4 @@ def fetch(
             raise transport_error(exc, what) from exc
 
 
-__all__ = ["download", "fetch", "remove_path", "send", "upload"]
+__all__ = ["download", "fetch", "remove_path", "upload"]
