@@ -22,6 +22,7 @@ from anyvirt.errors import (
     NotFound,
     NotSupported,
     OutcomeUnknown,
+    StorageFull,
     TaskFailed,
     Timeout,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "PowerState",
     "Snapshot",
     "SnapshotInfo",
+    "StorageFull",
     "StorageInfo",
     "Task",
     "TaskFailed",
