@@ -1,0 +1,128 @@
+"""Reading VMs: the listing in a fixed number of processes, and one VM in detail.
+
+A listing is ``list vms`` and ``list runningvms`` (two processes whatever the
+number of VMs) plus each VM's ``.vbox`` file, found through the registry in
+``VirtualBox.xml``. A VM whose file cannot be read (a home this process cannot
+see) costs one ``showvminfo`` instead. ``list runningvms`` names running and
+paused VMs alike, so the listing reports both as running; ``vm.refresh()``
+(``showvminfo``) tells them apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anyvirt.model import MIB, DiskInfo, PowerState, VMInfo, VMSummary
+from anyvirt_virtualbox import listings, machinereadable, settings, vminfo
+from anyvirt_virtualbox.machinereadable import Parsed
+from anyvirt_virtualbox.runner import VBoxManage
+
+INACCESSIBLE = "<inaccessible>"
+
+
+def show(vbox: VBoxManage, vm: str) -> Parsed:
+    """``showvminfo --machinereadable`` of one VM (``NotFound`` when it is not registered)."""
+    out = vbox.run(["showvminfo", vm, "--machinereadable"], f"reading VM {vm!r}")
+    return machinereadable.parse(out.stdout)
+
+
+def facts_of(info: Parsed) -> settings.MachineFacts | None:
+    cfg = info.get("CfgFile")
+    return settings.machine_facts(Path(cfg)) if cfg else None
+
+
+def summary(vbox: VBoxManage, vm: str, node: str) -> VMSummary:
+    info = show(vbox, vm)
+    facts = facts_of(info)
+    return vminfo.summary(info, node, template=bool(facts and facts.template))
+
+
+def _listed_state(uuid: str, running: set[str], facts: settings.MachineFacts) -> tuple[PowerState, str]:
+    if uuid in running:
+        return PowerState.RUNNING, "running"
+    if facts.saved:
+        return PowerState.SUSPENDED, "aborted-saved" if facts.aborted else "saved"
+    if facts.aborted:
+        return PowerState.CRASHED, "aborted"
+    return PowerState.STOPPED, "poweroff"
+
+
+def list_all(vbox: VBoxManage, home: Path | None, node: str) -> list[VMSummary]:
+    listed = listings.list_vms(vbox.run(["list", "vms"], "listing VMs").stdout)
+    running = {v.uuid for v in listings.list_vms(
+        vbox.run(["list", "runningvms"], "listing running VMs").stdout)}
+    registry = settings.registered_machines(home) if home is not None else {}
+    out = []
+    for vm in listed:
+        path = registry.get(vm.uuid)
+        facts = settings.machine_facts(path) if path is not None else None
+        if facts is None or facts.uuid != vm.uuid:
+            if vm.name == INACCESSIBLE:
+                out.append(VMSummary(id=vm.uuid, name=vm.name, state=PowerState.UNKNOWN,
+                                     raw_state="inaccessible", node=node))
+                continue
+            out.append(summary(vbox, vm.uuid, node))
+            continue
+        state, raw = _listed_state(vm.uuid, running, facts)
+        out.append(VMSummary(id=vm.uuid, name=facts.name or vm.name, state=state, raw_state=raw,
+                             cpus=facts.cpus, memory_mib=facts.memory_mib, node=node,
+                             template=facts.template))
+    return out
+
+
+def media(vbox: VBoxManage) -> dict[str, listings.Medium]:
+    out = vbox.run(["list", "hdds"], "listing disk media").stdout
+    return {m.uuid: m for m in listings.media(out)}
+
+
+def base_of(medium: listings.Medium, by_uuid: dict[str, listings.Medium]) -> listings.Medium:
+    seen = set()
+    while medium.parent and medium.parent in by_uuid and medium.uuid not in seen:
+        seen.add(medium.uuid)
+        medium = by_uuid[medium.parent]
+    return medium
+
+
+def disks(info: Parsed, by_uuid: dict[str, listings.Medium]) -> tuple[DiskInfo, ...]:
+    """The VM's hard disks (DVD drives left out), sizes and formats from ``list hdds``.
+
+    ``backing`` names the base image a linked clone reads from: the base of the
+    attached image's chain when that base lives outside this VM's folder (the
+    chain of the VM's own snapshots stays inside it).
+    """
+    folder = str(Path(info.get("CfgFile")).parent) if info.get("CfgFile") else None
+    out = []
+    for att in vminfo.attachments(info):
+        if att.dvd:
+            continue
+        medium = by_uuid.get(att.image_uuid or "")
+        size = fmt = backing = None
+        if medium is not None:
+            size = medium.capacity_mib * MIB if medium.capacity_mib is not None else None
+            fmt = medium.format.lower() or None
+            base = base_of(medium, by_uuid)
+            if base.uuid != medium.uuid and folder and not base.location.startswith(folder + "/"):
+                backing = base.location
+        out.append(DiskInfo(id=att.id, size_bytes=size, path=att.path, format=fmt, bus=att.bus,
+                            backing=backing))
+    return tuple(out)
+
+
+def describe(vbox: VBoxManage, vm: str, node: str) -> VMInfo:
+    info = show(vbox, vm)
+    facts = facts_of(info)
+    return vminfo.vm_info(info, node, disks(info, media(vbox)), template=bool(facts and facts.template))
+
+
+def dependent_media(vbox: VBoxManage, vm_id: str) -> list[str]:
+    """Disk images outside this VM's folder whose chain reads from this VM's disks: linked clones'."""
+    info = show(vbox, vm_id)
+    folder = str(Path(info.get("CfgFile")).parent)
+    by_uuid = media(vbox)
+    ours = {base_of(by_uuid[a.image_uuid], by_uuid).uuid for a in vminfo.attachments(info)
+            if a.image_uuid in by_uuid and not a.dvd}
+    return sorted(
+        m.location for m in by_uuid.values()
+        if m.uuid not in ours and base_of(m, by_uuid).uuid in ours
+        and not m.location.startswith(folder + "/")
+    )

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Builds the real VirtualBox testbed: a Debian sid chroot (debootstrap, minbase) with
+# Debian's `virtualbox` package from contrib, and a `VBoxManage` wrapper that runs it.
+#
+# Usage: build-chroot.sh CACHE_DIR
+#   CACHE_DIR/root             the chroot (outside any shared work dir)
+#   CACHE_DIR/bin/VBoxManage   the wrapper: a private mount namespace with /proc, /sys,
+#                              /dev and the shared dirs bound in, then chroot + VBoxManage
+#   CACHE_DIR/ready            written last: the VirtualBox version, the build is complete
+#
+# Idempotent and safe to run concurrently (flock): a complete build is left alone, a broken
+# one is thrown away and redone. Needs root and the `debootstrap` package.
+# Environment: ANYVIRT_DEBIAN_MIRROR overrides the mirror (default: the one apt uses).
+set -euo pipefail
+cache=${1:?usage: build-chroot.sh CACHE_DIR}
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+root=$cache/root
+exec 9>"$cache/lock"
+flock 9
+
+if [ -s "$cache/ready" ] && [ -x "$cache/bin/VBoxManage" ] && [ -x "$root/usr/lib/virtualbox/VBoxManage" ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "building the VirtualBox chroot needs root (debootstrap, chroot, mount)" >&2
+  exit 1
+fi
+command -v debootstrap >/dev/null || {
+  echo "debootstrap is not installed: apt-get install debootstrap (scripts/system-packages.sh test)" >&2
+  exit 1
+}
+
+# The mirror apt already uses on this host (deb822 .sources or one-line sources.list).
+mirror_from_apt() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk '/^URIs:/ {print $2; exit}' "$f" | grep -v security && return 0
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f" \
+      | grep -v security && return 0
+  done
+  return 1
+}
+mirror=${ANYVIRT_DEBIAN_MIRROR:-$(mirror_from_apt | head -n1 || true)}
+[ -n "$mirror" ] || { echo "no Debian mirror found in /etc/apt; set ANYVIRT_DEBIAN_MIRROR" >&2; exit 1; }
+
+rm -rf "$cache/ready" "$cache/bin"
+if [ ! -x "$root/usr/bin/apt-get" ] || [ ! -f "$root/.anyvirt-debootstrap-done" ]; then
+  rm -rf "$root"
+  echo "anyvirt: debootstrap sid from $mirror into $root" >&2
+  debootstrap --variant=minbase sid "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 || {
+    tail -n 30 "$cache/debootstrap.log" >&2; exit 1; }
+  touch "$root/.anyvirt-debootstrap-done"
+fi
+
+# sid's Release file on the archive may be past its Valid-Until date: do not insist on it.
+echo "deb $mirror sid main contrib" >"$root/etc/apt/sources.list"
+printf 'Acquire::Check-Valid-Until "false";\n' >"$root/etc/apt/apt.conf.d/99anyvirt-no-valid-until"
+# Package scripts must not start services in the chroot.
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod +x "$root/usr/sbin/policy-rc.d"
+echo "anyvirt: installing virtualbox in the chroot" >&2
+{
+  chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+  chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends virtualbox &&
+  chroot "$root" apt-get clean
+} >"$cache/apt.log" 2>&1 || { tail -n 30 "$cache/apt.log" >&2; exit 1; }
+
+mkdir -p "$cache/bin"
+# The wrapper. Mounts happen in a private mount namespace per call, so nothing stays
+# mounted on the host (an rm -rf of the cache can never reach the host's /dev or /proc).
+# Shared dirs (the same path on both sides, so disk images mean the same): /tmp, /var/tmp
+# and the colon-separated ANYVIRT_VBOX_SHARED.
+cat >"$cache/bin/VBoxManage" <<WRAPPER
+#!/usr/bin/env bash
+# anyvirt's VirtualBox testbed: Debian sid's VBoxManage, run inside $root
+exec unshare --mount --propagation private -- "$cache/bin/enter" "\$@"
+WRAPPER
+cat >"$cache/bin/enter" <<ENTER
+#!/usr/bin/env bash
+set -eu
+root='$root'
+shared="/proc:/sys:/dev:/tmp:/var/tmp\${ANYVIRT_VBOX_SHARED:+:\$ANYVIRT_VBOX_SHARED}"
+IFS=: read -r -a dirs <<<"\$shared"
+for d in "\${dirs[@]}"; do
+  [ -n "\$d" ] && [ -d "\$d" ] || continue
+  mkdir -p "\$root\$d"
+  mount --rbind "\$d" "\$root\$d"
+done
+exec chroot "\$root" /usr/bin/VBoxManage "\$@"
+ENTER
+chmod +x "$cache/bin/VBoxManage" "$cache/bin/enter"
+version=$("$cache/bin/VBoxManage" --version 2>/dev/null | tail -n1)
+case $version in
+  [0-9]*.[0-9]*) ;;
+  *) echo "the chroot's VBoxManage did not report a version (got: $version)" >&2; exit 1 ;;
+esac
+echo "$version" >"$cache/ready"
+echo "anyvirt: VirtualBox $version ready in $root" >&2
