@@ -7,13 +7,16 @@ values (``anyvirt.model``) and ids; the user-facing handles (``Host``, ``VM``,
 
 Rules for implementers:
 
-* ``capabilities()`` tells the truth for *this* connection. The handles check
-  it before calling, so an operation a backend does not declare never
-  reaches it; the default methods below raise ``NotSupported`` anyway.
+* ``capabilities()`` tells the truth for *this* connection. The operation gate
+  (:mod:`anyvirt.operations`) checks it, the power states, names, nodes,
+  placement options, capacity and one-change-at-a-time before calling, so a
+  mutating method here receives only what passed: it holds platform
+  primitives, never policy, and re-checks none of that.
 * Every method that changes something takes a :class:`~anyvirt.tasks.Job`:
-  honour ``job.deadline`` on every wait, report ``job.progress``, and hook
-  the platform's cancel with ``job.on_cancel`` where there is one.
-* Translate SDK errors into :mod:`anyvirt.errors`, chaining the original.
+  honour ``job.deadline`` on every wait (``job.remaining()``), report
+  ``job.progress``, and hook the platform's cancel with ``job.on_cancel``.
+* Translate SDK errors into :mod:`anyvirt.errors`, chaining the original
+  (``anyvirt.kit`` has the table, polling, re-login and qemu-img helpers).
 * A failed create or clone removes whatever it made before raising.
 * ``list_vms`` costs a fixed number of round trips, however many VMs.
 """
@@ -21,11 +24,14 @@ Rules for implementers:
 from __future__ import annotations
 
 import abc
+import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from anyvirt.errors import InvalidSpec, NotFound, NotSupported
 from anyvirt.model import (
+    ACTION_CAPABILITY,
     Capability,
     ExportedDisk,
     Firmware,
@@ -33,18 +39,22 @@ from anyvirt.model import (
     MigrationResult,
     NodeInfo,
     Overcommit,
+    Placement,
     PowerAction,
     SnapshotInfo,
     VMInfo,
     VMSpec,
     VMSummary,
 )
+from anyvirt.tasks import Job
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from anyvirt.extensions import Extension
     from anyvirt.target import Target
-    from anyvirt.tasks import Job
+
+log = logging.getLogger("anyvirt")
 
 
 class Driver(abc.ABC):
@@ -62,6 +72,15 @@ class Driver(abc.ABC):
     nic_models: ClassVar[tuple[str, ...]] = ("virtio", "e1000")
     #: MAC prefixes the platform accepts for a fixed MAC (None: any unicast MAC)
     mac_prefixes: ClassVar[tuple[str, ...] | None] = None
+    #: placement options clone/migrate take besides ``node`` (storage, folder, pool)
+    placement_options: ClassVar[frozenset[str]] = frozenset()
+    #: URI query options this backend reads (anyvirt's own: verify, ca, timeout, ...
+    #: are always known); any other is refused with InvalidSpec naming the closest
+    uri_options: ClassVar[frozenset[str]] = frozenset()
+    #: keyword options of ``anyvirt.connect`` this backend reads
+    connect_options: ClassVar[frozenset[str]] = frozenset()
+    #: the typed extension namespaces ``host.extension(Kind)`` hands out
+    extensions: ClassVar[tuple[type[Extension], ...]] = ()
 
     # ---------------------------------------------------------- connection
     @classmethod
@@ -90,6 +109,16 @@ class Driver(abc.ABC):
     def capabilities(self) -> frozenset[Capability]:
         """What this connection supports (may depend on version, licence, mode)."""
         return self.possible_capabilities
+
+    def why_not(self, capability: Capability) -> str:
+        """Why this connection lacks ``capability``, for the ``NotSupported`` message
+        ("cloning needs vCenter"); empty when there is nothing more to say."""
+        return ""
+
+    @classmethod  # noqa: B027 - an optional hook: the core rule suffices for most platforms
+    def check_vm_name(cls, name: str, what: str = "name") -> None:
+        """The platform's own rule for VM names, on top of the core's (``check_name``):
+        raise ``InvalidSpec`` stating the rule. Called by the gate before anything is sent."""
 
     @property
     def native(self) -> Any:
@@ -149,8 +178,9 @@ class Driver(abc.ABC):
         raise NotSupported(self.backend, Capability.VM_DELETE)
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
-        """Carry out a lifecycle verb. The core has already checked the current state."""
-        raise NotSupported(self.backend, action.value)
+        """Carry out a lifecycle verb. The gate has already checked the current state.
+        ``STOP`` waits (within ``job``'s deadline) until the guest is off."""
+        raise NotSupported(self.backend, ACTION_CAPABILITY[action])
 
     def reconfigure_vm(
         self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job
@@ -161,6 +191,15 @@ class Driver(abc.ABC):
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
         """Turn a stopped VM into a template (``vm.clone`` of it then deploys copies)."""
         raise NotSupported(self.backend, Capability.TEMPLATES)
+
+    def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
+        """Turn a template back into an ordinary, stopped VM (on ``node`` if given)."""
+        raise NotSupported(self.backend, Capability.TEMPLATES)
+
+    def linked_clones(self, vm_id: str) -> list[str]:
+        """Names of the VMs whose disks read from this VM's (its linked clones). The gate
+        refuses to delete its disks, or move it to another host, while there are any."""
+        return []
 
     # ---------------------------------------------------------- snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
@@ -178,22 +217,41 @@ class Driver(abc.ABC):
         raise NotSupported(self.backend, Capability.SNAPSHOTS)
 
     # ---------------------------------------------------------- clone, migrate
-    def clone_vm(
-        self, vm_id: str, name: str, linked: bool, node: str | None, job: Job
-    ) -> VMSummary:
+    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
+                 job: Job) -> VMSummary:
+        """One stopped copy of the VM (running sources copied crash-consistently)."""
         cap = Capability.LINKED_CLONE if linked else Capability.FULL_CLONE
         raise NotSupported(self.backend, cap)
+
+    def clone_vms(self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement,
+                  job: Job) -> list[VMSummary]:
+        """Several clones, all or none. Override to share work between them (one frozen
+        base for many linked clones, one platform task)."""
+        made: list[VMSummary] = []
+        try:
+            for i, name in enumerate(names):
+                job.progress(100.0 * i / len(names), f"cloning {name}")
+                made.append(self.clone_vm(vm_id, name, linked, placement, job))
+        except BaseException:
+            for summary in reversed(made):
+                try:
+                    self.delete_vm(summary.id, True, Job(f"remove clone {summary.name}", 300))
+                except Exception:  # the first error is the one to report
+                    log.exception("removing clone %s after a failed bulk clone", summary.name)
+            raise
+        return made
 
     def migrate_vm(
         self,
         vm_id: str,
         target: Driver | None,
-        node: str | None,
+        placement: Placement,
         live: bool,
         job: Job,
     ) -> MigrationResult:
-        """Move a VM to ``node`` of this connection, or to another ``target`` driver of
-        the same backend (then ``node`` is a node of that target, or None)."""
+        """Move a VM to ``placement.node`` of this connection, or to another ``target``
+        driver of the same backend (then ``placement.node`` is a node of that target, or
+        None). ``placement.storage`` moves its disks too where the backend takes it."""
         cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
         raise NotSupported(self.backend, cap)
 

@@ -8,6 +8,11 @@ ids, never from URIs or request bodies.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anyvirt.model import Capability
+
 
 class AnyvirtError(Exception):
     """Base of every error anyvirt raises."""
@@ -47,11 +52,15 @@ class NotSupported(AnyvirtError):
     Raised before anything is sent to the platform.
     """
 
-    def __init__(self, backend: str, capability: object, detail: str = "") -> None:
+    def __init__(self, backend: str, capability: Capability | str, detail: str = "") -> None:
+        from anyvirt.model import Capability
+
         self.backend = backend
-        self.capability = capability
-        name = getattr(capability, "value", capability)
-        msg = f"{backend} does not support {name}"
+        #: the missing ``Capability`` (always one: a capability's value is converted)
+        self.capability: Capability = (
+            capability if isinstance(capability, Capability) else Capability(capability)
+        )
+        msg = f"{backend} does not support {self.capability.value}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from anyvirt import capacity
 from anyvirt.errors import (
-    AlreadyExists,
     ConnectionFailed,
     EvacuationIncomplete,
     InvalidSpec,
@@ -19,13 +18,16 @@ from anyvirt.errors import (
 )
 from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec, evolve
 from anyvirt.node import Node
+from anyvirt.operations import Gate
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
 from anyvirt.vm import VM
 
 if TYPE_CHECKING:
     from anyvirt.driver import Driver
+    from anyvirt.extensions import Extension
 
 T = TypeVar("T")
+E = TypeVar("E", bound="Extension")
 
 
 class Host:
@@ -39,6 +41,7 @@ class Host:
         self.overcommit = overcommit or Overcommit()
         self.vms = VMCollection(self)
         self.nodes = NodeCollection(self)
+        self.gate = Gate(self)
         self._closed = False
         self._lock = threading.Lock()
 
@@ -82,7 +85,18 @@ class Host:
     def require(self, capability: Capability, detail: str = "") -> None:
         """Raise ``NotSupported`` unless this connection has ``capability``."""
         if capability not in self.capabilities:
-            raise NotSupported(self.backend, capability, detail)
+            raise NotSupported(self.backend, capability, detail or self.driver.why_not(capability))
+
+    def extension(self, kind: type[E]) -> E:
+        """The backend's own operations, typed: ``host.extension(VSphereExtensions)``.
+
+        Each extension call still passes the operation gate (capability, one change at
+        a time, deadline) and returns a Task with ``wait=False``. ``NotSupported`` when
+        this connection's backend has no such extension.
+        """
+        if kind not in self.driver.extensions:
+            raise InvalidSpec(f"{self.backend} connections have no {kind.__name__}")
+        return kind(self)
 
     def new_task(
         self, name: str, work: Callable[[Job], T], *, timeout: float | None = DEFAULT_TIMEOUT,
@@ -247,31 +261,15 @@ class VMCollection:
     ) -> VM | Task[VM]:
         """Create (define) a VM from ``spec``; it is left stopped.
 
-        Everything checkable is checked first: spec type, name free, image
-        files readable, node known, capacity within the overcommit limit.
+        Everything checkable is checked first, before anything is sent: the spec
+        (``InvalidSpec``), the name free (``AlreadyExists``), image files readable
+        and without backing files, the node known and taking VMs, capacity within
+        the overcommit limit (``CapacityExceeded``). A create that fails, or ends
+        after its ``timeout``, leaves no VM behind.
         """
-        host = self._host
-        if not isinstance(spec, VMSpec):
-            raise InvalidSpec(f"create() takes a VMSpec, not {type(spec).__name__}")
-        host.require(Capability.VM_CREATE)
-        for disk in spec.disks:
-            if disk.image is not None:
-                host.require(Capability.VM_CREATE_FROM_IMAGE)
-                host.driver.check_image(disk.image)
-        if spec.node is not None:
-            host.nodes.get(spec.node)
-        if self.exists(spec.name):
-            raise AlreadyExists(f"a VM named {spec.name!r} exists already on {host.uri}")
-        reservation = host.reserve_capacity(spec.cpus, spec.memory_mib)
-
-        def work(job: Any) -> VM:
-            try:
-                return VM(host, host.driver.create_vm(spec, job))
-            finally:
-                reservation.release()
-
-        return host.run(f"create {spec.name}", work, wait=wait, timeout=timeout,
-                        on_progress=on_progress)
+        result: VM | Task[VM] = self._host.gate.create(spec, wait=wait, timeout=timeout,
+                                                       on_progress=on_progress)
+        return result
 
 
 class NodeCollection:

@@ -1,20 +1,17 @@
 """The ``memory://`` backend: the reference implementation, and a fake for your tests.
 
-Every capability of the contract, in process, with the state rules of a
-real hypervisor. Hosts are named by the URI (``memory://lab``); every
-``connect`` to the same name in one process sees the same host, so a test
-can create VMs through one connection and check them through another.
-Options, read when a name is first used::
+Every capability of the contract, in process. Like every driver it holds
+only the platform's primitives: the operation gate (``anyvirt.operations``)
+has already checked capabilities, power states, names, nodes and capacity,
+and holds the VM, before any method here runs. Hosts are named by the URI
+(``memory://lab``); every ``connect`` to the same name in one process sees
+the same host, so a test can create VMs through one connection and check
+them through another. Options, read when a name is first used::
 
     memory://lab?nodes=2&cpus=32&memory_mib=131072&storage_gib=2048&latency=0.0
 
-and, per connection, ``without=snapshot,migration.live`` (capability values) to
-rehearse a backend that lacks those capabilities.
-
-``latency`` (seconds) makes every change take that long in small steps, so
-``wait=False`` tasks, progress and ``cancel()`` can be exercised. ``reset()``
-forgets a host; ``inject_failure()`` makes the next call of a driver method
-fail, to test your error handling.
+The test knobs (``latency``, per-connection ``without=``, ``inject_failure``)
+live in :mod:`anyvirt.testing.memory_knobs`; ``reset()`` forgets a host.
 """
 
 from __future__ import annotations
@@ -27,16 +24,15 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from attrs import define, evolve, field
 
-from anyvirt import states
 from anyvirt.driver import Driver
-from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound
+from anyvirt.errors import InvalidSpec, InvalidState, NotFound
 from anyvirt.model import (
     GIB,
     Capability,
@@ -48,6 +44,7 @@ from anyvirt.model import (
     MigrationResult,
     NicInfo,
     NodeInfo,
+    Placement,
     PowerAction,
     PowerState,
     SnapshotInfo,
@@ -56,12 +53,24 @@ from anyvirt.model import (
     VMSpec,
     VMSummary,
 )
-from anyvirt.states import RESULT
 from anyvirt.target import Target
 from anyvirt.tasks import Job
+from anyvirt.testing.memory_knobs import Knobs, inject_failure, parse_without
 
 DEFAULT_NAME = "default"
-_STEPS = 5
+MAX_NODES = 1024  # a bound on ?nodes=: each node is a real object in this process
+
+# The state each lifecycle verb leaves a VM in.
+RESULT: dict[PowerAction, PowerState] = {
+    PowerAction.START: PowerState.RUNNING,
+    PowerAction.STOP: PowerState.STOPPED,
+    PowerAction.POWER_OFF: PowerState.STOPPED,
+    PowerAction.REBOOT: PowerState.RUNNING,
+    PowerAction.RESET: PowerState.RUNNING,
+    PowerAction.PAUSE: PowerState.PAUSED,
+    PowerAction.RESUME: PowerState.RUNNING,
+    PowerAction.SUSPEND: PowerState.SUSPENDED,
+}
 
 
 @define
@@ -90,7 +99,6 @@ class _VM:
     contents: dict[str, tuple[str, bytes]] = field(factory=dict)  # disk id -> (format, bytes)
     snapshots: dict[str, _Snap] = field(factory=dict)
     current_snapshot: str | None = None
-    busy: str | None = None  # the change under way: one at a time, as hypervisors do
 
     def summary(self) -> VMSummary:
         return VMSummary(
@@ -115,18 +123,17 @@ class World:
     def __init__(self, name: str, options: dict[str, str]) -> None:
         self.name = name
         self.lock = threading.RLock()
-        nodes = _int_option(options, "nodes", 2)
+        nodes = _int_option(options, "nodes", 2, MAX_NODES)
         cpus = _int_option(options, "cpus", 32)
         memory = _int_option(options, "memory_mib", 131072)
         self.storage_bytes = _int_option(options, "storage_gib", 2048) * GIB
-        self.latency = _float_option(options, "latency", 0.0)
+        self.knobs = Knobs(_float_option(options, "latency", 0.0))
         self.nodes = {
             f"node{i}": NodeInfo(id=f"node{i}", name=f"node{i}", cpus=cpus, memory_mib=memory,
                                  free_memory_mib=memory, cluster=name, hypervisor="memory")
             for i in range(1, nodes + 1)
         }
         self.vms: dict[str, _VM] = {}
-        self.failures: dict[str, Exception] = {}
         self._macs = itertools.count(random.randrange(0x100000))
 
     def new_mac(self) -> str:
@@ -141,7 +148,8 @@ _worlds: dict[str, World] = {}
 _worlds_lock = threading.Lock()
 
 
-def _world(name: str, options: dict[str, str]) -> World:
+def world(name: str, options: dict[str, str]) -> World:
+    """The memory host ``name``, made with ``options`` when first used."""
     with _worlds_lock:
         if name not in _worlds:
             _worlds[name] = World(name, options)
@@ -155,12 +163,6 @@ def reset(name: str | None = None) -> None:
             _worlds.clear()
         else:
             _worlds.pop(name, None)
-
-
-def inject_failure(name: str, method: str, error: Exception) -> None:
-    """Make the next call of driver ``method`` (e.g. ``"create_vm"``) on host ``name`` raise
-    ``error`` after its checks, so callers' cleanup paths can be tested."""
-    _world(name, {}).failures[method] = error
 
 
 MAX_IMAGE_BYTES = 512 * 1024 * 1024
@@ -223,20 +225,7 @@ def _virtual_size(fmt: str, data: bytes) -> int:
     return len(data)
 
 
-def _without(spec: str) -> frozenset[Capability]:
-    """``without=snapshot,migration.live``: a connection that lacks those capabilities, to
-    rehearse how code copes with a backend that cannot do something."""
-    out = set()
-    for word in filter(None, (w.strip() for w in spec.split(","))):
-        try:
-            out.add(Capability(word))
-        except ValueError:
-            known = ", ".join(c.value for c in Capability)
-            raise InvalidSpec(f"memory:// option without: unknown capability {word!r} ({known})") from None
-    return frozenset(out)
-
-
-def _int_option(options: dict[str, str], key: str, default: int) -> int:
+def _int_option(options: dict[str, str], key: str, default: int, most: int = 2**40) -> int:
     raw = options.get(key)
     if raw is None:
         return default
@@ -244,8 +233,8 @@ def _int_option(options: dict[str, str], key: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise InvalidSpec(f"memory:// option {key} must be a whole number, not {raw!r}") from None
-    if value < 1:
-        raise InvalidSpec(f"memory:// option {key} must be at least 1")
+    if not 1 <= value <= most:
+        raise InvalidSpec(f"memory:// option {key} must be between 1 and {most}, not {value}")
     return value
 
 
@@ -257,8 +246,8 @@ def _float_option(options: dict[str, str], key: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise InvalidSpec(f"memory:// option {key} must be a number, not {raw!r}") from None
-    if value < 0:
-        raise InvalidSpec(f"memory:// option {key} must not be negative")
+    if not 0 <= value <= 3600:  # also refuses nan and inf
+        raise InvalidSpec(f"memory:// option {key} must be between 0 and 3600 seconds, not {raw!r}")
     return value
 
 
@@ -272,12 +261,12 @@ class MemoryDriver(Driver):
     def __init__(self, world: World, target: Target) -> None:
         self.world = world
         self._target = target
-        self._capabilities = self.possible_capabilities - _without(target.query.get("without", ""))
+        self._capabilities = self.possible_capabilities - parse_without(target.query.get("without", ""))
 
     @classmethod
     def open(cls, target: Target) -> MemoryDriver:
         name = target.host or target.path.strip("/") or DEFAULT_NAME
-        return cls(_world(name, dict(target.query)), target)
+        return cls(world(name, dict(target.query)), target)
 
     @property
     def safe_uri(self) -> str:
@@ -302,45 +291,11 @@ class MemoryDriver(Driver):
             raise NotFound(f"no VM with id {vm_id!r} on memory://{self.world.name}")
         return vm
 
-    @contextmanager
-    def _operation(self, vm_id: str, what: str,
-                   check: Callable[[_VM], None] | None = None) -> Iterator[_VM]:
-        """Hold the VM for one change: a second change started meanwhile (another thread,
-        another connection) is refused with ``InvalidState`` instead of racing the first;
-        ``check`` re-checks the state rule under the lock, for the same reason."""
-        with self._locked():
-            vm = self._vm(vm_id)
-            if vm.busy is not None:
-                raise InvalidState(f"VM {vm.name!r} is busy ({vm.busy}): try again when that is done")
-            if check is not None:
-                check(vm)
-            vm.busy = what
-        try:
-            yield vm
-        finally:
-            with self._locked():
-                vm.busy = None
-
     def _work(self, job: Job, method: str, what: str) -> None:
-        """Simulate the time a platform takes, in steps, honouring cancel and deadline."""
-        job.check()
-        for step in range(_STEPS):
-            if self.world.latency:
-                job.sleep(self.world.latency / _STEPS)
-            job.progress(100.0 * (step + 1) / _STEPS, what)
-        failure = self.world.failures.pop(method, None)
-        if failure is not None:
-            raise failure
+        self.world.knobs.simulate(job, method, what)
 
-    def _name_free(self, name: str, world: World | None = None) -> None:
-        w = world or self.world
-        if any(vm.name == name for vm in w.vms.values()):
-            raise AlreadyExists(f"a VM named {name!r} exists already on memory://{w.name}")
-
-    def _pick_node(self, node: str | None, world: World | None = None, *,
-                   placing: bool = True) -> str:
-        """The node id for ``node`` (or the scheduler's choice). ``placing`` a VM there:
-        a node in maintenance takes no new VMs, as on a real cluster."""
+    def _pick_node(self, node: str | None, world: World | None = None) -> str:
+        """The node id for ``node`` (the gate has checked it), or the scheduler's choice."""
         w = world or self.world
         if node is None:
             # least-loaded node by memory given out, among those taking VMs: what a scheduler does
@@ -353,8 +308,6 @@ class MemoryDriver(Driver):
             return min(load, key=lambda n: (load[n], n))
         for info in w.nodes.values():
             if node in (info.id, info.name):
-                if placing and info.maintenance:
-                    raise InvalidState(f"node {info.name!r} is in maintenance: it takes no VMs")
                 return info.id
         raise NotFound(f"no node {node!r} on memory://{w.name}")
 
@@ -390,9 +343,7 @@ class MemoryDriver(Driver):
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         with self._locked() as w:
-            node = w.nodes[self._pick_node(node_id, placing=False)]
-            if on and any(vm.node == node.id for vm in w.vms.values()):
-                raise InvalidState(f"node {node.name!r} still has VMs: evacuate it first")
+            node = w.nodes[self._pick_node(node_id)]
             w.nodes[node.id] = evolve(node, maintenance=on, state="maintenance" if on else "online")
 
     # ------------------------------------------------------------ VMs
@@ -442,7 +393,6 @@ class MemoryDriver(Driver):
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         with self._locked() as w:
-            self._name_free(spec.name)
             node = self._pick_node(spec.node)
             for disk in spec.disks:
                 if disk.storage not in (None, "memory"):
@@ -452,7 +402,6 @@ class MemoryDriver(Driver):
         disks = tuple(self._disk(vm_id, i, d, contents) for i, d in enumerate(spec.disks))
         self._work(job, "create_vm", f"creating {spec.name}")
         with self._locked() as w:
-            self._name_free(spec.name)  # another thread may have won the name meanwhile
             vm = _VM(
                 id=vm_id, name=spec.name, cpus=spec.cpus, memory_mib=spec.memory_mib, node=node,
                 state=PowerState.STOPPED, firmware=spec.firmware, guest_os=spec.guest_os,
@@ -467,49 +416,48 @@ class MemoryDriver(Driver):
             return vm.summary()
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
-        with self._operation(vm_id, "deleting",
-                             lambda vm: states.check_deletable(vm.state, vm.name)) as vm:
-            self._delete_vm(vm, disks, job)
-
-    def _delete_vm(self, vm: _VM, disks: bool, job: Job) -> None:
-        vm_id = vm.id
-        with self._locked() as w:
-            paths = {d.path for d in vm.disks}
-            users = [o.name for o in w.vms.values() if o.id != vm_id and any(
-                d.backing in paths for d in o.disks)]
-            if disks and users:
-                raise InvalidState(
-                    f"VM {vm.name!r} has disks that linked clones use ({', '.join(users)}): "
-                    "delete them first, or delete with disks=False"
-                )
-        self._work(job, "delete_vm", f"deleting {vm.name}")
+        name = self._vm(vm_id).name
+        self._work(job, "delete_vm", f"deleting {name}")
         with self._locked() as w:
             w.vms.pop(vm_id, None)
 
+    def linked_clones(self, vm_id: str) -> list[str]:
+        with self._locked() as w:
+            paths = {d.path for d in self._vm(vm_id).disks}
+            return [o.name for o in w.vms.values()
+                    if o.id != vm_id and any(d.backing in paths for d in o.disks)]
+
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
-        with self._operation(vm_id, action.value,
-                             lambda vm: states.check(action, vm.state, vm.name)) as vm:
-            self._work(job, "power", f"{action.value} {vm.name}")
-            with self._locked():
-                vm.state = RESULT[action]
+        vm = self._vm(vm_id)
+        self._work(job, "power", f"{action.value} {vm.name}")
+        with self._locked():
+            vm.state = RESULT[action]
 
     def reconfigure_vm(self, vm_id: str, cpus: int | None, memory_mib: int | None,
                        job: Job) -> bool:
-        with self._operation(vm_id, "reconfiguring") as vm:
-            self._work(job, "reconfigure_vm", f"reconfiguring {vm.name}")
-            with self._locked():
-                if cpus is not None:
-                    vm.cpus = cpus
-                if memory_mib is not None:
-                    vm.memory_mib = memory_mib
-                return vm.state is PowerState.RUNNING
+        vm = self._vm(vm_id)
+        self._work(job, "reconfigure_vm", f"reconfiguring {vm.name}")
+        with self._locked():
+            if cpus is not None:
+                vm.cpus = cpus
+            if memory_mib is not None:
+                vm.memory_mib = memory_mib
+            return vm.state is PowerState.RUNNING
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
-        with self._locked():
-            vm = self._vm(vm_id)
+        vm = self._vm(vm_id)
         self._work(job, "mark_template", f"marking {vm.name} as a template")
         with self._locked():
             vm.template = True
+            return vm.summary()
+
+    def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
+        vm = self._vm(vm_id)
+        self._work(job, "convert_to_vm", f"converting {vm.name} to a VM")
+        with self._locked():
+            vm.template = False
+            if node is not None:
+                vm.node = self._pick_node(node)
             return vm.summary()
 
     # ------------------------------------------------------------ snapshots
@@ -526,32 +474,28 @@ class MemoryDriver(Driver):
 
     def create_snapshot(self, vm_id: str, name: str, description: str, memory: bool,
                         job: Job) -> SnapshotInfo:
-        def name_free(vm: _VM) -> None:
-            if any(s.info.name == name for s in vm.snapshots.values()):
-                raise AlreadyExists(f"VM {vm.name!r} has a snapshot named {name!r} already")
-
-        with self._operation(vm_id, "snapshotting", name_free) as vm:
-            self._work(job, "create_snapshot", f"snapshotting {vm.name}")
-            with self._locked():
-                info = SnapshotInfo(
-                    id=str(uuid.uuid4()), name=name, description=description,
-                    created=datetime.now(UTC), parent_id=vm.current_snapshot, memory=memory,
-                    vm_state=vm.state,
-                )
-                vm.snapshots[info.id] = _Snap(info, vm.cpus, vm.memory_mib, vm.state, vm.disks)
-                vm.current_snapshot = info.id
-                return evolve(info, current=True)
+        vm = self._vm(vm_id)
+        self._work(job, "create_snapshot", f"snapshotting {vm.name}")
+        with self._locked():
+            info = SnapshotInfo(
+                id=str(uuid.uuid4()), name=name, description=description,
+                created=datetime.now(UTC), parent_id=vm.current_snapshot, memory=memory,
+                vm_state=vm.state, cpus=vm.cpus, memory_mib=vm.memory_mib,
+            )
+            vm.snapshots[info.id] = _Snap(info, vm.cpus, vm.memory_mib, vm.state, vm.disks)
+            vm.current_snapshot = info.id
+            return evolve(info, current=True)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
-        with self._operation(vm_id, "reverting") as vm:
-            with self._locked():
-                snap = self._snap(vm, snapshot_id)
-            self._work(job, "revert_snapshot", f"reverting {vm.name} to {snap.info.name}")
-            with self._locked():
-                vm.cpus, vm.memory_mib, vm.disks = snap.cpus, snap.memory_mib, snap.disks
-                # a disk-only snapshot has no running guest to return to
-                vm.state = snap.state if snap.info.memory else PowerState.STOPPED
-                vm.current_snapshot = snap.info.id
+        vm = self._vm(vm_id)
+        with self._locked():
+            snap = self._snap(vm, snapshot_id)
+        self._work(job, "revert_snapshot", f"reverting {vm.name} to {snap.info.name}")
+        with self._locked():
+            vm.cpus, vm.memory_mib, vm.disks = snap.cpus, snap.memory_mib, snap.disks
+            # a disk-only snapshot has no running guest to return to
+            vm.state = snap.state if snap.info.memory else PowerState.STOPPED
+            vm.current_snapshot = snap.info.id
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
         with self._locked():
@@ -570,17 +514,9 @@ class MemoryDriver(Driver):
                 vm.current_snapshot = parent
 
     def _check_storage_moves(self, vm: _VM) -> None:
-        """Storage is per memory host: a VM whose disks are linked clones' bases, or a
-        linked clone (whose disks read from its base's), cannot leave it."""
+        """Storage is per memory host: a linked clone, whose disks read from its base's,
+        cannot leave it (the gate has refused moving a base its clones need)."""
         with self._locked() as w:
-            paths = {d.path for d in vm.disks}
-            users = sorted(o.name for o in w.vms.values()
-                           if o.id != vm.id and any(d.backing in paths for d in o.disks))
-            if users:
-                raise InvalidState(
-                    f"VM {vm.name!r} has disks that linked clones use ({', '.join(users)}): "
-                    "it cannot move to another host while they depend on it"
-                )
             if any(d.backing for d in vm.disks):
                 raise InvalidState(
                     f"VM {vm.name!r} is a linked clone: its disks read from another VM's on "
@@ -600,26 +536,27 @@ class MemoryDriver(Driver):
         return found
 
     # ------------------------------------------------------------ clone, migrate
-    def clone_vm(self, vm_id: str, name: str, linked: bool, node: str | None,
+    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
                  job: Job) -> VMSummary:
         with self._locked():
             src = self._vm(vm_id)
-            self._name_free(name)
-            node_id = self._pick_node(node) if node else src.node
+            node_id = self._pick_node(placement.node) if placement.node else src.node
+            # the point-in-time copy: what the disks hold now, even while the source runs
+            disks_now, contents_now = src.disks, dict(src.contents)
         self._work(job, "clone_vm", f"cloning {src.name} as {name}")
         new_id = str(uuid.uuid4())
         with self._locked() as w:
-            self._name_free(name)
             disks = tuple(
                 evolve(d, path=f"memory://{w.name}/{new_id}/{d.id}",
-                       backing=d.path if linked else None)
-                for d in src.disks
+                       backing=d.path if linked else None,
+                       storage=placement.storage or d.storage)
+                for d in disks_now
             )
             nics = tuple(evolve(n, mac=w.new_mac()) for n in src.nics)
             clone = _VM(
                 id=new_id, name=name, cpus=src.cpus, memory_mib=src.memory_mib, node=node_id,
                 state=PowerState.STOPPED, firmware=src.firmware, guest_os=src.guest_os,
-                description=src.description, disks=disks, nics=nics, contents=dict(src.contents),
+                description=src.description, disks=disks, nics=nics, contents=contents_now,
             )
             w.vms[new_id] = clone
             return clone.summary()
@@ -641,7 +578,7 @@ class MemoryDriver(Driver):
                                     size_bytes=disk.size_bytes or len(data), bus=disk.bus))
         return out
 
-    def migrate_vm(self, vm_id: str, target: Driver | None, node: str | None, live: bool,
+    def migrate_vm(self, vm_id: str, target: Driver | None, placement: Placement, live: bool,
                    job: Job) -> MigrationResult:
         if target is None:
             dest_world = self.world
@@ -649,25 +586,22 @@ class MemoryDriver(Driver):
             dest_world = target.world
         else:
             raise InvalidSpec(f"cannot migrate from memory to {target.backend}")
-        with self._operation(vm_id, "migrating") as vm:
-            source_node = vm.node
-            dest_node = self._pick_node(node, dest_world)
-            if dest_world is self.world and dest_node == source_node:
-                raise InvalidSpec(f"VM {vm.name!r} is already on node {dest_node!r}")
+        vm = self._vm(vm_id)
+        source_node = vm.node
+        dest_node = self._pick_node(placement.node, dest_world)
+        if dest_world is not self.world:
+            self._check_storage_moves(vm)
+        self._work(job, "migrate_vm", f"migrating {vm.name}")
+        # both hosts' locks, always in the same order: two moves in opposite
+        # directions at once must not each hold one and wait for the other
+        first, second = sorted((self.world, dest_world), key=lambda w: w.name)
+        with first.lock, second.lock:
             if dest_world is not self.world:
-                self._check_storage_moves(vm)
-                with dest_world.lock:
-                    self._name_free(vm.name, dest_world)
-            self._work(job, "migrate_vm", f"migrating {vm.name}")
-            # both hosts' locks, always in the same order: two moves in opposite
-            # directions at once must not each hold one and wait for the other
-            first, second = sorted((self.world, dest_world), key=lambda w: w.name)
-            with first.lock, second.lock:
-                if dest_world is not self.world:
-                    self._name_free(vm.name, dest_world)
-                    dest_world.vms[vm.id] = vm
-                    self.world.vms.pop(vm.id, None)
-                vm.node = dest_node
+                dest_world.vms[vm.id] = vm
+                self.world.vms.pop(vm.id, None)
+            vm.node = dest_node
+            if placement.storage:
+                vm.disks = tuple(evolve(d, storage=placement.storage) for d in vm.disks)
         return MigrationResult(
             vm_id=vm.id, vm_name=vm.name,
             source=f"memory://{self.world.name}/{source_node}",
@@ -675,3 +609,6 @@ class MemoryDriver(Driver):
             downtime_ms=0.0 if live else None,
             bytes_transferred=vm.memory_mib * 1024 * 1024 if live else 0,
         )
+
+
+__all__ = ["MemoryDriver", "World", "inject_failure", "reset", "world"]

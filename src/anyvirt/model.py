@@ -56,8 +56,11 @@ class Capability(enum.Enum):
     MEMORY_SNAPSHOTS = "snapshot.memory"
     FULL_CLONE = "clone.full"
     LINKED_CLONE = "clone.linked"
+    CLONE_RUNNING = "clone.running"  # a crash-consistent clone of a running VM
     COLD_MIGRATION = "migration.cold"
     LIVE_MIGRATION = "migration.live"
+    COLD_MIGRATION_SNAPSHOTS = "migration.cold.snapshots"  # snapshots travel with the VM
+    LIVE_MIGRATION_SNAPSHOTS = "migration.live.snapshots"
     TEMPLATES = "templates"
     TASK_CANCEL = "task.cancel"
     DISK_EXPORT = "disk.export"  # backup, and the source side of a cross-platform move
@@ -276,6 +279,27 @@ class VMSummary:
 
 
 @frozen
+class Placement:
+    """Where a clone, a migrated VM or a converted template goes. ``None`` leaves the
+    choice to the platform: the least-loaded node, the source's storage and folder.
+
+    ``storage`` is a libvirt pool, a vSphere datastore, a Proxmox storage;
+    ``folder`` a vSphere VM folder; ``pool`` a vSphere resource pool or a Proxmox
+    pool. A backend takes only the options it declares (``Driver.placement_options``);
+    any other is refused before anything is sent.
+    """
+
+    node: str | None = field(default=None, validator=_optional_text)
+    storage: str | None = field(default=None, validator=_optional_text)
+    folder: str | None = field(default=None, validator=_optional_text)
+    pool: str | None = field(default=None, validator=_optional_text)
+
+    def given(self) -> frozenset[str]:
+        """The names of the options that are set."""
+        return frozenset(k for k in ("node", "storage", "folder", "pool") if getattr(self, k))
+
+
+@frozen
 class DiskInfo:
     """A disk as it really is: where it lives, how big, which format, on what bus."""
 
@@ -419,6 +443,10 @@ class SnapshotInfo:
     memory: bool = False
     vm_state: PowerState | None = None
     current: bool = False
+    #: the VM's CPUs and memory as the snapshot holds them (revert brings them back);
+    #: None where the platform does not say
+    cpus: int | None = None
+    memory_mib: int | None = None
 
 
 @frozen

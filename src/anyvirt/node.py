@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from anyvirt.model import Capability, NodeInfo
+from anyvirt.model import NodeInfo
 from anyvirt.tasks import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
+    from anyvirt.vm import VM
 
 
 class Node:
@@ -28,7 +29,7 @@ class Node:
     def state(self) -> str:
         return self.info.state
 
-    def vms(self) -> list[object]:
+    def vms(self) -> list[VM]:
         """The VMs currently on this node."""
         return [vm for vm in self.host.vms.list() if vm.node in (self.id, self.name)]
 
@@ -40,10 +41,7 @@ class Node:
         """Enter (``True``) or leave (``False``) maintenance mode. Entering needs the node
         empty: ``host.evacuate(node, maintenance=True)`` moves its VMs off first; leaving
         lets the node take VMs again."""
-        self.host.require(Capability.MAINTENANCE_MODE)
-        self.host.run(f"{'enter' if on else 'leave'} maintenance on {self.name}",
-                      lambda job: self.host.driver.set_maintenance(self.id, bool(on), job),
-                      wait=True, timeout=timeout)
+        self.host.gate.set_maintenance(self, bool(on), timeout=timeout)
         return self.refresh()
 
     def refresh(self) -> Node:

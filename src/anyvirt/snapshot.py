@@ -7,12 +7,13 @@ Drivers list snapshots flat, each with its ``parent_id``; the tree
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, overload
 
-from anyvirt.errors import AlreadyExists, InvalidSpec, NotFound
-from anyvirt.model import Capability, PowerState, SnapshotInfo, check_name
-from anyvirt.tasks import DEFAULT_TIMEOUT, Job
+from anyvirt.errors import NotFound
+from anyvirt.model import Capability, SnapshotInfo
+from anyvirt.tasks import DEFAULT_TIMEOUT, Task
 
 if TYPE_CHECKING:
     from anyvirt.vm import VM
@@ -58,27 +59,32 @@ class Snapshot:
     def is_current(self) -> bool:
         return self.info.current
 
-    def revert(self, *, wait: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        """Return the VM to this snapshot: disks, config, and (memory snapshots) the running guest."""
-        vm = self.vm
+    @overload
+    def revert(self, *, wait: Literal[True] = ..., timeout: float | None = ...) -> Snapshot: ...
+    @overload
+    def revert(self, *, wait: Literal[False], timeout: float | None = ...) -> Task[Snapshot]: ...
+    def revert(self, *, wait: bool = True,
+               timeout: float | None = DEFAULT_TIMEOUT) -> Snapshot | Task[Snapshot]:
+        """Return the VM to this snapshot: disks, config, and (memory snapshots) the running
+        guest. A disk-only snapshot leaves the VM stopped. ``CapacityExceeded`` if the CPUs
+        or memory it brings back would pass the overcommit limit."""
+        result: Snapshot | Task[Snapshot] = self.vm.host.gate.snapshot_revert(
+            self, wait=wait, timeout=timeout)
+        return result
 
-        def work(job: Job) -> Snapshot:
-            vm.host.driver.revert_snapshot(vm.id, self.id, job)
-            vm.refresh()
-            return self
-
-        return vm.host.run(f"revert {vm.name} to {self.name}", work, wait=wait, timeout=timeout)
-
+    @overload
+    def delete(self, children: bool = ..., *, wait: Literal[True] = ...,
+               timeout: float | None = ...) -> None: ...
+    @overload
+    def delete(self, children: bool = ..., *, wait: Literal[False],
+               timeout: float | None = ...) -> Task[None]: ...
     def delete(self, children: bool = False, *, wait: bool = True,
-               timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+               timeout: float | None = DEFAULT_TIMEOUT) -> Task[None] | None:
         """Delete this snapshot (its children are re-parented), or with ``children=True`` the
         whole subtree. The VM's current state is untouched."""
-        vm = self.vm
-
-        def work(job: Job) -> None:
-            vm.host.driver.delete_snapshot(vm.id, self.id, children, job)
-
-        return vm.host.run(f"delete snapshot {self.name}", work, wait=wait, timeout=timeout)
+        result: Task[None] | None = self.vm.host.gate.snapshot_delete(
+            self, children, wait=wait, timeout=timeout)
+        return result
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Snapshot) and other.vm == self.vm and other.id == self.id
@@ -97,7 +103,7 @@ class SnapshotCollection:
         self._vm = vm
 
     def _require(self) -> None:
-        self._vm.host.require(Capability.SNAPSHOTS)
+        self._vm.host.gate.require(Capability.SNAPSHOTS)
 
     def list(self) -> list[Snapshot]:
         """Every snapshot, parents before children."""
@@ -134,29 +140,22 @@ class SnapshotCollection:
     def roots(self) -> builtins.list[Snapshot]:
         return [s for s in self.list() if s.info.parent_id is None]
 
+    @overload
+    def create(self, name: str, description: str = ..., memory: bool = ..., *,
+               wait: Literal[True] = ..., timeout: float | None = ...) -> Snapshot: ...
+    @overload
+    def create(self, name: str, description: str = ..., memory: bool = ..., *,
+               wait: Literal[False], timeout: float | None = ...) -> Task[Snapshot]: ...
     def create(self, name: str, description: str = "", memory: bool = False, *,
-               wait: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+               wait: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> Snapshot | Task[Snapshot]:
         """Snapshot the VM. ``memory=True`` also saves a running guest's memory, so revert
-        resumes it where it was (ignored for a stopped VM, which has no memory to save)."""
-        check_name(name, "snapshot name")
-        if not isinstance(description, str):
-            raise InvalidSpec("description must be a string")
-        self._require()
-        vm = self._vm
-        vm.refresh()
-        with_memory = bool(memory) and vm.state in (PowerState.RUNNING, PowerState.PAUSED)
-        if with_memory:
-            vm.host.require(Capability.MEMORY_SNAPSHOTS)
-        if any(s.name == name for s in self.list()):
-            raise AlreadyExists(f"VM {vm.name!r} has a snapshot named {name!r} already")
+        resumes it where it was (ignored for a stopped VM, which has no memory to save).
+        ``AlreadyExists`` if the VM has a snapshot of that name."""
+        result: Snapshot | Task[Snapshot] = self._vm.host.gate.snapshot_create(
+            self._vm, name, description, memory, wait=wait, timeout=timeout)
+        return result
 
-        def work(job: Job) -> Snapshot:
-            info = vm.host.driver.create_snapshot(vm.id, name, description, with_memory, job)
-            return Snapshot(vm, info)
-
-        return vm.host.run(f"snapshot {vm.name} as {name}", work, wait=wait, timeout=timeout)
-
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Snapshot]:
         return iter(self.list())
 
     def __len__(self) -> int:

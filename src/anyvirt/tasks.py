@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from anyvirt.errors import AnyvirtError, Cancelled, InvalidState, NotSupported, Timeout
+from anyvirt.model import Capability
 
 T = TypeVar("T")
 
@@ -49,10 +50,12 @@ class Job:
         name: str = "",
         timeout: float | None = DEFAULT_TIMEOUT,
         on_progress: Callable[[float | None, str], None] | None = None,
+        started: float | None = None,
     ) -> None:
         self.name = name
         self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic() if started is None else started
+        self.deadline = None if timeout is None else start + timeout
         self.native_id = ""
         self._on_progress = on_progress
         self._cancel = threading.Event()
@@ -139,6 +142,9 @@ class Task(Generic[T]):
         on_progress: ProgressCallback | None = None,
         cancellable: bool = True,
         backend: str = "",
+        finish: Callable[[], None] | None = None,
+        undo: Callable[[T], None] | None = None,
+        started: float | None = None,
     ) -> None:
         self.id = f"anyvirt-{next(_ids)}"
         self.backend = backend
@@ -149,11 +155,16 @@ class Task(Generic[T]):
         self.cancellable = cancellable
         self._work = work
         self._on_progress = on_progress
-        self._job = Job(name, timeout, self._report)
+        self._job = Job(name, timeout, self._report, started=started)
         self._done = threading.Event()
         self._result: T | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._finish = finish
+        self._undo = undo
+        self._state_lock = threading.Lock()
+        self._expired = False
+        self._watchdog: threading.Timer | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
 
@@ -182,32 +193,95 @@ class Task(Generic[T]):
     def _run(self) -> None:
         self.state = TaskState.RUNNING
         self.started_at = time.monotonic()
+        result: T | None = None
+        error: BaseException | None = None
         try:
-            self._result = self._work(self._job)
-        except Cancelled as exc:
-            self._error = exc
-            self.state = TaskState.CANCELLED
+            result = self._work(self._job)
         except BaseException as exc:  # handed to whoever waits
-            self._error = exc
-            self.state = TaskState.FAILED
-        else:
-            self.state = TaskState.SUCCEEDED
+            error = exc
+        finally:
+            self._work_ended(result, error)
+
+    def _work_ended(self, result: T | None, error: BaseException | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._finish is not None:
+            try:
+                self._finish()  # holds and reservations go back when the work really ends
+            except Exception:
+                log.exception("releasing what task %r held failed", self.name)
+        with self._state_lock:
+            expired = self._expired
+            if not expired:
+                self._result, self._error = result, error
+                if error is None:
+                    self.state = TaskState.SUCCEEDED
+                elif isinstance(error, Cancelled):
+                    self.state = TaskState.CANCELLED
+                else:
+                    self.state = TaskState.FAILED
+                self.finished_at = time.monotonic()
+        if expired:
+            # the caller was told Timeout at the deadline: what finished late is rolled back
+            if error is None and self._undo is not None:
+                try:
+                    self._undo(result)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("rolling back task %r, finished after its deadline, failed",
+                                  self.name)
+            return
+        if error is None:
             self.progress = 100.0
             self._report(100.0, "")
-        finally:
+        self._done.set()
+
+    def _expire(self) -> None:
+        """The deadline passed with the work still going: the task fails with Timeout now,
+        the platform's work is asked to stop, and a result that still arrives is undone."""
+        with self._state_lock:
+            if self._done.is_set():
+                return
+            self._expired = True
+            undo = " and what it makes will be removed" if self._undo is not None else ""
+            self._error = Timeout(
+                f"{self.name} did not finish within {self._job.timeout:g} s; it was cancelled{undo}"
+            )
+            self.state = TaskState.FAILED
             self.finished_at = time.monotonic()
             self._done.set()
+        self._job.request_cancel()
 
     # starting --------------------------------------------------------
+    def _launch(self) -> None:
+        if self._job.deadline is not None:
+            self._watchdog = threading.Timer(max(0.0, self._job.deadline - time.monotonic()),
+                                             self._expire)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)
+        self._thread.start()
+
     def run_here(self) -> T:
-        """Run in the calling thread and return the result (``wait=True``)."""
-        self._run()
+        """Run to the end and return the result (``wait=True``).
+
+        With a timeout the work runs in a worker thread so the deadline bounds the
+        whole operation, however long a platform call blocks; without one it runs
+        in the calling thread.
+        """
+        if self._job.deadline is None:
+            self._run()
+            return self.result()
+        self._launch()
+        try:
+            self._done.wait()
+        except BaseException:  # Ctrl-C: ask the platform to stop too
+            self._job.request_cancel()
+            raise
         return self.result()
 
     def start(self) -> Task[T]:
         """Run in a background thread (``wait=False``)."""
-        self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)
-        self._thread.start()
+        self._launch()
         return self
 
     # the caller's side -----------------------------------------------
@@ -238,7 +312,7 @@ class Task(Generic[T]):
         if self.done:
             return
         if not self.cancellable:
-            raise NotSupported(self.backend or "this backend", "task.cancel",
+            raise NotSupported(self.backend or "this backend", Capability.TASK_CANCEL,
                                f"task {self.name!r} cannot be cancelled")
         self._job.request_cancel()
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from anyvirt_vsphere.clone import LINKED_BASE_SNAPSHOT
-from anyvirt_vsphere.driver import VSphereDriver
+from anyvirt_vsphere.driver import VSphereDriver, VSphereExtensions
 
 import anyvirt
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
-from anyvirt.tasks import Job
+from anyvirt.testing.suite.spy import recording
 from anyvirt.testing.vcsim_testbed import Vcsim
 
 
@@ -48,19 +48,31 @@ def _spec(name: str, node: str = "DC0_C0_H0") -> VMSpec:
 
 
 def test_clone_lands_in_the_folder_and_datastore_asked(host: Host) -> None:
-    driver = _driver(host)
     vm = host.vms.create(_spec("placed-src"))
-    driver.create_folder("clones/web")  # the slash is escaped: one folder, not two
-    clone = driver.clone_vm(
-        vm.id, "placed", False, None, Job("clone", 60), datastore="LocalDS_1", folder="clones/web"
-    )
-    native = driver.native_vm(clone.id)
-    assert native.parent.name == "clones%2fweb"
-    assert [d.storage for d in driver.vm_info(clone.id).disks] == ["LocalDS_1"]
-    assert driver.vm_info(clone.id).disks[0].path.startswith("[LocalDS_1] placed/")
-    assert {m.mac for m in driver.vm_info(clone.id).nics}.isdisjoint({m.mac for m in vm.info().nics})
-    host.vms.get(clone.id).delete()
+    ext = host.extension(VSphereExtensions)
+    assert ext.create_folder("clones/web") == "clones/web"  # escaped: one folder, not two
+    clone = vm.clone("placed", storage="LocalDS_1", folder="clones/web")
+    assert clone.native.parent.name == "clones%2fweb"
+    assert [d.storage for d in clone.info().disks] == ["LocalDS_1"]
+    assert clone.info().disks[0].path.startswith("[LocalDS_1] placed/")
+    assert {m.mac for m in clone.info().nics}.isdisjoint({m.mac for m in vm.info().nics})
+    clone.delete()
     vm.delete()
+
+
+def test_placement_the_backend_does_not_take_is_refused_before_anything(host: Host) -> None:
+    vm = host.vms.create(_spec("pool-src"))
+    with recording(host) as calls, pytest.raises(InvalidSpec, match="no pool placement"):
+        vm.clone("pooled", pool="Resources")
+    assert calls == []
+    vm.delete()
+
+
+def test_extension_calls_pass_the_gate(host: Host) -> None:
+    task = host.extension(VSphereExtensions).create_folder("via-task", wait=False)
+    assert task.wait(60) == "via-task"
+    with pytest.raises(InvalidSpec):
+        host.extension(VSphereExtensions).create_folder("")
 
 
 def test_clone_to_a_node_gets_that_nodes_pool(host: Host) -> None:
@@ -99,13 +111,13 @@ def test_clone_name_too_long_for_vsphere_is_refused_before_anything(host: Host) 
 
 
 def test_bulk_clone(host: Host) -> None:
-    driver = _driver(host)
     vm = host.vms.create(_spec("bulk-src"))
-    made = driver.clone_many(vm.id, ["bulk-a", "bulk-b", "bulk-c"], False, None, Job("bulk", 60))
-    assert [c.name for c in made] == ["bulk-a", "bulk-b", "bulk-c"]
+    made = vm.clone("bulk", count=3, storage="LocalDS_1")
+    assert [c.name for c in made] == ["bulk-1", "bulk-2", "bulk-3"]
     assert len({c.id for c in made} | {vm.id}) == 4
+    assert {d.storage for c in made for d in c.info().disks} == {"LocalDS_1"}
     for c in made:
-        host.vms.get(c.id).delete()
+        c.delete()
     vm.delete()
 
 
@@ -116,9 +128,10 @@ def test_template_then_deploy(host: Host) -> None:
     assert host.vms.get(vm.id).template is True
     with pytest.raises(InvalidState):
         vm.start()
-    deployed = driver.deploy_template(vm.id, "from-tmpl", "DC0_C0_H1", Job("deploy", 60))
+    deployed = vm.clone("from-tmpl", node="DC0_C0_H1")
     assert deployed.template is False and deployed.cpus == vm.cpus
-    host.vms.get(deployed.id).delete()
+    assert deployed.node == driver.inventory.host("DC0_C0_H1").node.id
+    deployed.delete()
     # a moved template (evacuation moves templates too) stays a template and deploys
     vm.migrate(to=host.nodes.get("DC0_C0_H2"))
     assert [(v.template, v.node) for v in host.vms.list() if v.id == vm.id] == [
@@ -127,8 +140,8 @@ def test_template_then_deploy(host: Host) -> None:
     again = vm.clone("from-moved-tmpl")
     assert again.template is False
     again.delete()
-    driver.mark_as_vm(vm.id, "DC0_C0_H0")
-    assert host.vms.get(vm.id).template is False
+    vm.convert_to_vm(node="DC0_C0_H0")
+    assert host.vms.get(vm.id).template is False and vm.template is False
     vm.delete()
 
 
@@ -147,15 +160,13 @@ def test_relocate_moves_the_vm_and_the_listing_shows_it(host: Host) -> None:
 
 
 def test_storage_vmotion(host: Host) -> None:
-    driver = _driver(host)
     vm = host.vms.create(_spec("storage-mover"))
-    driver.relocate_vm(vm.id, Job("move", 60), datastore="LocalDS_1")
+    vm.migrate(to=host.nodes.get(vm.node), storage="LocalDS_1")
     assert [ds.name for ds in vm.native.datastore] == ["LocalDS_1"]
     vm.delete()
 
 
 def test_evacuate_with_maintenance(host: Host) -> None:
-    driver = _driver(host)
     source = host.nodes.get("DC0_C0_H1")
     made = [host.vms.create(_spec(f"evac-{i}", node=source.name)) for i in range(3)]
     on_source = [v for v in host.vms.list() if v.node == source.id]
@@ -164,7 +175,7 @@ def test_evacuate_with_maintenance(host: Host) -> None:
     assert len(results) == len(on_source)
     assert not [v for v in host.vms.list() if v.node == source.id]
     assert host.nodes.get(source.id).state == "maintenance"
-    driver.set_maintenance(source.id, False, Job("exit", 30))
+    host.nodes.get(source.id).set_maintenance(False)
     assert host.nodes.get(source.id).state == "online"
     for vm in made:
         vm.delete()
@@ -175,8 +186,9 @@ def test_esx_cannot_clone_or_move(vcsim_esx: Vcsim, tmp_path: Path) -> None:
         vm = esx.vms.list()[0]
         with pytest.raises(NotSupported):
             vm.clone("nope")
-        driver = _driver(esx)
-        with pytest.raises(NotSupported):
-            driver.clone_many(vm.id, ["a"], False, None, Job())
-        with pytest.raises(NotSupported):
-            driver.relocate_vm(vm.id, Job(), datastore="LocalDS_0")
+        with recording(esx) as calls:
+            with pytest.raises(NotSupported, match="connect to its vCenter"):
+                vm.clone("a", count=2)
+            with pytest.raises(NotSupported):
+                vm.migrate(to=esx.nodes.list()[0], storage="LocalDS_0")
+        assert calls == []

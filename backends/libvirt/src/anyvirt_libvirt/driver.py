@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import libvirt
 
 from anyvirt.driver import Driver
-from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState, NotFound
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
 from anyvirt.model import (
     GIB,
     Allocation,
@@ -31,6 +31,7 @@ from anyvirt.model import (
     NicSpec,
     NodeInfo,
     Overcommit,
+    Placement,
     PowerAction,
     SnapshotInfo,
     StorageInfo,
@@ -372,8 +373,6 @@ class LibvirtDriver(Driver):
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
         with self._domain(vm_id, "delete VM") as dom:
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            if dom.isActive():
-                raise InvalidState(f"VM {dom.name()!r} is running: stop it before deleting it")
             _undefine(dom)
         if not disks:
             return
@@ -417,7 +416,7 @@ class LibvirtDriver(Driver):
 
     # ------------------------------------------------------------ clone and migrate
     def clone_vm(
-        self, vm_id: str, name: str, linked: bool, node: str | None, job: Job
+        self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job
     ) -> VMSummary:
         from anyvirt_libvirt.cloning import clone
 
@@ -427,7 +426,7 @@ class LibvirtDriver(Driver):
         self,
         vm_id: str,
         target: Driver | None,
-        node: str | None,
+        placement: Placement,
         live: bool,
         job: Job,
     ) -> MigrationResult:

@@ -21,7 +21,6 @@ from anyvirt.errors import (
     InvalidSpec,
     InvalidState,
     NotFound,
-    NotSupported,
     TaskFailed,
     Timeout,
 )
@@ -87,7 +86,9 @@ def translate(exc: libvirt.libvirtError, what: str = "") -> AnyvirtError:
     if code in _STATE:
         return InvalidState(message)
     if code in _UNSUPPORTED:
-        return NotSupported("libvirt", what or "operation", text)
+        # the daemon refused this for this domain (the connection declared the capability):
+        # a refusal of the platform's, not a capability anyvirt lacks
+        return InvalidState(f"{message} (libvirt cannot do this here)")
     if code in _SPEC:
         return InvalidSpec(message)
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
-from anyvirt.errors import InvalidState
 from anyvirt.model import ExportedDisk, PowerState
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
@@ -33,8 +32,6 @@ CHUNK = 1024 * 1024
 
 def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
     with driver._domain(vm_id, "export disks") as dom:
-        if dom.isActive():
-            raise InvalidState(f"VM {dom.name()!r} is running: stop it before exporting its disks")
         info = domxml.parse_vm_info(dom.XMLDesc(0), PowerState.STOPPED, "shutoff", node=None)
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = []

@@ -20,8 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pyVmomi import vim
+
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotSupported
+from anyvirt.extensions import Extension
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -29,11 +32,13 @@ from anyvirt.model import (
     HostInfo,
     MigrationResult,
     NodeInfo,
+    Placement,
     PowerAction,
     SnapshotInfo,
     VMInfo,
     VMSpec,
     VMSummary,
+    check_name,
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
@@ -66,11 +71,39 @@ VCENTER_ONLY = frozenset(
     {
         Capability.FULL_CLONE,
         Capability.LINKED_CLONE,
+        Capability.CLONE_RUNNING,
         Capability.TEMPLATES,
         Capability.COLD_MIGRATION,
         Capability.LIVE_MIGRATION,
+        Capability.COLD_MIGRATION_SNAPSHOTS,
+        Capability.LIVE_MIGRATION_SNAPSHOTS,
     }
 )
+
+
+def _reads_from(backing: Any, paths: set[str]) -> bool:
+    """Whether a disk's backing chain (a linked clone's parents) reaches one of ``paths``."""
+    parent = getattr(backing, "parent", None)
+    while parent is not None:
+        if getattr(parent, "fileName", None) in paths:
+            return True
+        parent = getattr(parent, "parent", None)
+    return False
+
+
+class VSphereExtensions(Extension):
+    """vSphere's own operations (``host.extension(VSphereExtensions)``), through the gate."""
+
+    def create_folder(self, name: str, *, wait: bool = True,
+                      timeout: float | None = 600.0) -> Any:
+        """Make a VM folder in the datacenter (a ``clone(..., folder=)`` target); returns
+        its name, or a Task of it with ``wait=False``."""
+        check_name(name, "folder name")
+        driver = self.host.driver
+        assert isinstance(driver, VSphereDriver)
+        return self._through_gate(f"create folder {name}",
+                                  lambda job: clone.create_folder(driver.inventory, name),
+                                  capability=Capability.FULL_CLONE, wait=wait, timeout=timeout)
 
 
 class VSphereDriver(Driver):
@@ -83,6 +116,9 @@ class VSphereDriver(Driver):
     #: vSphere accepts a manual MAC only in VMware's static block, 00:50:56:00:00:00 to
     #: 00:50:56:3f:ff:ff (its own generated ones, 00:50:56:80 and up, are refused as manual)
     mac_prefixes: ClassVar[tuple[str, ...] | None] = STATIC_MAC_PREFIXES
+    placement_options: ClassVar[frozenset[str]] = frozenset({"storage", "folder"})
+    uri_options: ClassVar[frozenset[str]] = frozenset({"datacenter", "cluster"})
+    extensions: ClassVar[tuple[type[Extension], ...]] = (VSphereExtensions,)
 
     def __init__(self, target: Target, session: Session) -> None:
         self.target = target
@@ -239,93 +275,58 @@ class VSphereDriver(Driver):
         snapshots.delete_snapshot(self.inventory, vm_id, snapshot_id, children, job)
 
     # ---------------------------------------------------------- clone, migrate
-    def _require(self, capability: Capability, detail: str) -> None:
-        if capability not in self._capabilities:
-            raise NotSupported(self.backend, capability, detail)
+    def why_not(self, capability: Capability) -> str:
+        if capability in VCENTER_ONLY and not self.session.is_vcenter:
+            return "a standalone ESXi host cannot do this; connect to its vCenter"
+        return ""
 
-    def clone_vm(
-        self,
-        vm_id: str,
-        name: str,
-        linked: bool,
-        node: str | None,
-        job: Job,
-        datastore: str | None = None,
-        folder: str | None = None,
-    ) -> VMSummary:
-        cap = Capability.LINKED_CLONE if linked else Capability.FULL_CLONE
-        self._require(cap, "cloning needs vCenter; a standalone ESXi host cannot clone")
-        return clone.clone_vm(
-            self.inventory, vm_id, name, linked, node, job, datastore=datastore, folder=folder
-        )
+    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
+                 job: Job) -> VMSummary:
+        return clone.clone_vm(self.inventory, vm_id, name, linked, placement.node, job,
+                              datastore=placement.storage, folder=placement.folder)
 
-    def clone_many(
-        self,
-        vm_id: str,
-        names: Sequence[str],
-        linked: bool,
-        node: str | None,
-        job: Job,
-        datastore: str | None = None,
-        folder: str | None = None,
-    ) -> list[VMSummary]:
-        """Bulk clone (driver extra): one clone per name, in order."""
-        cap = Capability.LINKED_CLONE if linked else Capability.FULL_CLONE
-        self._require(cap, "cloning needs vCenter")
-        return clone.clone_many(
-            self.inventory, vm_id, names, linked, node, job, datastore=datastore, folder=folder
-        )
+    def clone_vms(self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement,
+                  job: Job) -> list[VMSummary]:
+        return clone.clone_many(self.inventory, vm_id, names, linked, placement.node, job,
+                                datastore=placement.storage, folder=placement.folder)
 
-    def create_folder(self, name: str) -> str:
-        """Make a VM folder in the datacenter (driver extra, a clone placement target)."""
-        return clone.create_folder(self.inventory, name)
+    def linked_clones(self, vm_id: str) -> list[str]:
+        mine = {d.path for d in self.vm_info(vm_id).disks if d.path}
+        rows = self.collector.scan({vim.VirtualMachine: ("name", "config.hardware.device",
+                                                          "config.instanceUuid")},
+                                   root=self.inventory.scope(), what="finding linked clones")
+        users = []
+        for row in rows:
+            if row.get("config.instanceUuid") == vm_id:
+                continue
+            for dev in row.get("config.hardware.device") or ():
+                if isinstance(dev, vim.vm.device.VirtualDisk) and _reads_from(dev.backing, mine):
+                    users.append(unescape_name(row.get("name") or row.moid))
+                    break
+        return users
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
-        self._require(Capability.TEMPLATES, "templates need vCenter")
         clone.mark_as_template(self.inventory, vm_id)
         return self.vm_summary(vm_id)
 
-    def mark_as_vm(self, vm_id: str, node: str | None = None) -> None:
-        """Driver extra: turn a template back into a VM on ``node``."""
-        self._require(Capability.TEMPLATES, "templates need vCenter")
+    def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
         clone.mark_as_vm(self.inventory, vm_id, node)
-
-    def deploy_template(
-        self,
-        template_id: str,
-        name: str,
-        node: str | None,
-        job: Job,
-        datastore: str | None = None,
-        folder: str | None = None,
-    ) -> VMSummary:
-        """Driver extra: a new VM from a template."""
-        self._require(Capability.TEMPLATES, "templates need vCenter")
-        return clone.deploy_template(
-            self.inventory, template_id, name, node, job, datastore=datastore, folder=folder
-        )
+        return self.vm_summary(vm_id)
 
     def migrate_vm(
         self,
         vm_id: str,
         target: Driver | None,
-        node: str | None,
+        placement: Placement,
         live: bool,
         job: Job,
     ) -> MigrationResult:
-        cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
-        self._require(cap, "vMotion needs vCenter")
         same = target is None or target is self
         if not same and (not isinstance(target, VSphereDriver) or target.target.host != self.target.host):
+            cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
             raise NotSupported(self.backend, cap, "moving a VM to another vCenter is not supported")
-        return migration.relocate(self.inventory, vm_id, node, job)
-
-    def relocate_vm(
-        self, vm_id: str, job: Job, node: str | None = None, datastore: str | None = None
-    ) -> MigrationResult:
-        """Driver extra: compute, storage or combined vMotion."""
-        self._require(Capability.COLD_MIGRATION, "vMotion needs vCenter")
-        return migration.relocate(self.inventory, vm_id, node, job, datastore=datastore)
+        return migration.relocate(self.inventory, vm_id, placement.node, job,
+                                  datastore=placement.storage)
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         migration.set_maintenance(self.inventory, node_id, on, job)

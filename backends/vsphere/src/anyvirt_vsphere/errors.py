@@ -24,7 +24,6 @@ from anyvirt.errors import (
     InvalidSpec,
     InvalidState,
     NotFound,
-    NotSupported,
 )
 from anyvirt_vsphere.sdk import vim, vmodl
 
@@ -86,7 +85,8 @@ def translate(exc: BaseException, what: str) -> AnyvirtError:
     if isinstance(exc, AnyvirtError):
         return exc
     if isinstance(exc, vmodl.fault.NotSupported | vmodl.fault.NotImplemented):
-        return NotSupported("vsphere", what, fault_message(exc))
+        # the server refused this for this object (the capability itself was declared)
+        return InvalidState(f"{what}: {fault_message(exc)} (vSphere cannot do this here)")
     if isinstance(exc, vmodl.MethodFault):
         for fault_cls, error_cls in _FAULT_MAP:
             if isinstance(exc, fault_cls):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anyvirt.errors import InvalidSpec, NotSupported
-from anyvirt.model import GIB, DiskSpec, evolve
+from anyvirt.model import GIB, Capability, DiskSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
 from anyvirt_vsphere.inventory import datastore_path
@@ -35,7 +35,7 @@ def _qemu_img() -> str:
     found = shutil.which("qemu-img")
     if found is None:
         raise NotSupported(
-            "vsphere", "vm.create.from_image", "qemu-img is needed (apt-get install qemu-utils)"
+            "vsphere", Capability.VM_CREATE_FROM_IMAGE, "qemu-img is needed (apt-get install qemu-utils)"
         )
     return found
 

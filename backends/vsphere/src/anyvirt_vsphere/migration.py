@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from anyvirt.errors import NotSupported
+from anyvirt.errors import InvalidSpec
 from anyvirt.model import MigrationResult
 from anyvirt.tasks import Job
 from anyvirt_vsphere.inventory import Inventory, unescape_name
@@ -29,7 +29,7 @@ def relocate(
 ) -> MigrationResult:
     """Move ``vm_id`` to ``node`` and/or ``datastore``."""
     if node is None and datastore is None:
-        raise NotSupported("vsphere", "migration", "name a node or a datastore to move to")
+        raise InvalidSpec("name a node or a datastore to move the VM to")
     props = inventory.vm_props(
         vm_id,
         ("name", "runtime.powerState", "runtime.host", "config.hardware.numCPU", "config.hardware.memoryMB"),

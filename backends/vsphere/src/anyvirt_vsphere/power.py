@@ -11,7 +11,7 @@ suspends to disk and ``START`` resumes a suspended VM; vSphere has no pause.
 from __future__ import annotations
 
 from anyvirt.errors import InvalidState, NotSupported
-from anyvirt.model import PowerAction
+from anyvirt.model import Capability, PowerAction
 from anyvirt.tasks import Job
 from anyvirt_vsphere.inventory import Inventory
 from anyvirt_vsphere.tasks import run_task
@@ -44,7 +44,7 @@ def power(inventory: Inventory, vm_id: str, action: PowerAction, job: Job) -> No
         _require_tools(inventory, vm_id, "a guest reboot", "reset() restarts it the hard way")
         inventory.session.call(ref.RebootGuest, what, read=False)
     else:
-        raise NotSupported("vsphere", action.value, "vSphere has no pause; use suspend()")
+        raise NotSupported("vsphere", Capability.PAUSE, "vSphere has no pause; use suspend()")
 
 
 def _require_tools(inventory: Inventory, vm_id: str, what: str, alternative: str) -> None:

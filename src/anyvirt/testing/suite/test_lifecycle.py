@@ -28,8 +28,9 @@ class TestLifecycle:
     def test_state_rules(self, anyvirt_host: Host, make_vm: Callable[..., VM]) -> None:
         vm = make_vm()
         caps = anyvirt_host.capabilities
-        actions = {vm.stop: Capability.STOP, vm.reboot: Capability.REBOOT, vm.reset: Capability.RESET,
-                   vm.pause: Capability.PAUSE, vm.resume: Capability.PAUSE}
+        actions: dict[Callable[[], object], Capability] = {
+            vm.stop: Capability.STOP, vm.reboot: Capability.REBOOT, vm.reset: Capability.RESET,
+            vm.pause: Capability.PAUSE, vm.resume: Capability.PAUSE}
         with recording(anyvirt_host) as calls:
             for action, cap in actions.items():
                 if cap in caps:  # without it, NotSupported comes first (TestNotSupported)

@@ -65,9 +65,11 @@ ATTEMPTS: dict[Capability, Attempt] = {
 }
 
 # Capabilities that change how an operation behaves rather than whether it exists:
-# LIVE_RECONFIGURE (reconfigure of a running VM applies to the config instead, and says so)
-# and MEMORY_SNAPSHOTS (needs a running VM; covered below when START is declared).
-BEHAVIOURAL = {Capability.LIVE_RECONFIGURE, Capability.MEMORY_SNAPSHOTS}
+# LIVE_RECONFIGURE (reconfigure of a running VM applies to the config instead, and says so),
+# and the refinements that need a VM in a certain state first, each proven below:
+# MEMORY_SNAPSHOTS and CLONE_RUNNING (a running VM), *_MIGRATION_SNAPSHOTS (a VM with one).
+BEHAVIOURAL = {Capability.LIVE_RECONFIGURE, Capability.MEMORY_SNAPSHOTS, Capability.CLONE_RUNNING,
+               Capability.COLD_MIGRATION_SNAPSHOTS, Capability.LIVE_MIGRATION_SNAPSHOTS}
 
 
 class TestNotSupported:
@@ -119,3 +121,42 @@ class TestNotSupported:
         with recording(anyvirt_host) as calls, pytest.raises(NotSupported):
             vm.snapshots.create("mem", memory=True)
         assert calls == []
+
+    def test_clone_of_running_vm_when_undeclared(
+        self, anyvirt_host: Host, request: pytest.FixtureRequest
+    ) -> None:
+        caps = anyvirt_host.capabilities
+        if Capability.CLONE_RUNNING in caps:
+            pytest.skip(f"{anyvirt_host.backend} declares clones of running VMs")
+        needed = {Capability.VM_CREATE, Capability.START, Capability.POWER_OFF, Capability.FULL_CLONE}
+        if not needed <= caps:
+            pytest.skip("this needs a VM that can be created, started and cloned when stopped")
+        vm = request.getfixturevalue("make_vm")("ns")
+        vm.start()
+        with recording(anyvirt_host) as calls, pytest.raises(NotSupported) as info:
+            vm.clone(unique_name("ns"))
+        assert calls == []
+        assert info.value.capability is Capability.CLONE_RUNNING
+
+    @pytest.mark.parametrize("live", [False, True], ids=["cold", "live"])
+    def test_migration_with_snapshots_when_undeclared(
+        self, live: bool, anyvirt_host: Host, request: pytest.FixtureRequest
+    ) -> None:
+        caps = anyvirt_host.capabilities
+        refined = Capability.LIVE_MIGRATION_SNAPSHOTS if live else Capability.COLD_MIGRATION_SNAPSHOTS
+        base = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
+        if refined in caps:
+            pytest.skip(f"{anyvirt_host.backend} declares {refined}")
+        needed = {Capability.VM_CREATE, Capability.SNAPSHOTS, base} | (
+            {Capability.START, Capability.POWER_OFF} if live else set())
+        if not needed <= caps:
+            pytest.skip(f"this needs {', '.join(sorted(c.value for c in needed - caps))}")
+        vm = request.getfixturevalue("make_vm")("ns")
+        vm.snapshots.create("before-move")
+        if live:
+            vm.start()
+        target = request.getfixturevalue("anyvirt_migration_target")
+        with recording(anyvirt_host) as calls, pytest.raises(NotSupported) as info:
+            vm.migrate(to=target, live=live)
+        assert calls == []
+        assert info.value.capability is refined
