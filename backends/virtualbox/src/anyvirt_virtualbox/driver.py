@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from anyvirt.driver import Driver
-from anyvirt.errors import InvalidSpec, InvalidState, NotFound
+from anyvirt.errors import InvalidSpec
 from anyvirt.model import (
     Capability,
     ExportedDisk,
     Firmware,
     HostInfo,
     NodeInfo,
+    Placement,
     PowerAction,
     SnapshotInfo,
     StorageInfo,
@@ -60,7 +61,6 @@ RUNNING = frozenset({
     Capability.SUSPEND,
     Capability.MEMORY_SNAPSHOTS,
 })
-OPTIONS = ("home",)
 
 
 class VirtualBoxDriver(Driver):
@@ -70,6 +70,7 @@ class VirtualBoxDriver(Driver):
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("sata", "nvme", "scsi", "ide", "virtio")
     nic_models: ClassVar[tuple[str, ...]] = ("e1000", "virtio", "pcnet")
+    uri_options: ClassVar[frozenset[str]] = frozenset({"home"})
 
     def __init__(self, target: Target, vbox: VBoxManage, version: listings.Version,
                  kernel_driver: bool, driver_warning: str) -> None:
@@ -90,9 +91,6 @@ class VirtualBoxDriver(Driver):
     # ---------------------------------------------------------- connection
     @classmethod
     def open(cls, target: Target) -> VirtualBoxDriver:
-        for key in target.query:
-            if key not in OPTIONS:
-                raise InvalidSpec(f"unknown option {key!r} for virtualbox://; known: home, timeout")
         if target.host:
             raise InvalidSpec("virtualbox:// drives the local VBoxManage: use virtualbox:// or "
                               "virtualbox:///path/to/VBoxManage, without a host name")
@@ -115,6 +113,13 @@ class VirtualBoxDriver(Driver):
 
     def capabilities(self) -> frozenset[Capability]:
         return self._capabilities
+
+    def why_not(self, capability: Capability) -> str:
+        if capability in RUNNING and not self.kernel_driver:
+            return power.NO_KERNEL_DRIVER
+        if capability is Capability.VM_CREATE_FROM_IMAGE and images.qemu_img() is None:
+            return "disk images are converted with qemu-img, which is not installed"
+        return ""
 
     @property
     def native(self) -> VBoxManage:
@@ -176,13 +181,6 @@ class VirtualBoxDriver(Driver):
         return self.vm_summary(vm_id)
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
-        if disks:
-            users = machines.dependent_media(self.vbox, vm_id)
-            if users:
-                raise InvalidState(
-                    f"VM {vm_id} has disks that linked clones use ({', '.join(users)}): delete them "
-                    "first, or delete with disks=False"
-                )
         args = ["unregistervm", vm_id, "--delete"] if disks else ["unregistervm", vm_id]
         self.vbox.run(args, f"deleting VM {vm_id}", timeout=job.remaining(600.0))
 
@@ -213,10 +211,12 @@ class VirtualBoxDriver(Driver):
         snapshots.delete_snapshot(self.vbox, vm_id, snapshot_id, children, job)
 
     # ---------------------------------------------------------- clones, disks out
-    def clone_vm(self, vm_id: str, name: str, linked: bool, node: str | None, job: Job) -> VMSummary:
-        if node not in (None, self.node):
-            raise NotFound(f"no node {node!r}: this VirtualBox host is its only node, {self.node!r}")
+    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
+                 job: Job) -> VMSummary:
         return self.vm_summary(clone.clone_vm(self.vbox, vm_id, name, linked, job))
+
+    def linked_clones(self, vm_id: str) -> list[str]:
+        return machines.linked_clones(self.vbox, self.home, vm_id)
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self.vbox, vm_id, dest_dir, job)

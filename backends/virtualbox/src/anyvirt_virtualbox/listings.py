@@ -5,7 +5,7 @@ raw between the quotes (7.2 prints ``"h"o" {...}`` for a name with a quote), so
 the name is everything between the first quote and the last ``" {``.
 ``list hostinfo`` is ``Key: value`` lines; ``list hdds`` and ``list
 hostonlyifs`` are records of ``Key:   value`` lines separated by blank lines.
-These are English whatever the locale: VBoxManage is run with ``LC_ALL=C``.
+These are English whatever the locale: VBoxManage is run with ``LC_ALL=C.UTF-8``.
 """
 
 from __future__ import annotations

@@ -115,14 +115,42 @@ def describe(vbox: VBoxManage, vm: str, node: str) -> VMInfo:
 
 
 def dependent_media(vbox: VBoxManage, vm_id: str) -> list[str]:
-    """Disk images outside this VM's folder whose chain reads from this VM's disks: linked clones'."""
+    """Disk images outside this VM's folder whose chain reads from an image inside it:
+    linked clones' disks."""
     info = show(vbox, vm_id)
-    folder = str(Path(info.get("CfgFile")).parent)
+    folder = str(Path(info.get("CfgFile")).parent) + "/"
     by_uuid = media(vbox)
-    ours = {base_of(by_uuid[a.image_uuid], by_uuid).uuid for a in vminfo.attachments(info)
-            if a.image_uuid in by_uuid and not a.dvd}
-    return sorted(
-        m.location for m in by_uuid.values()
-        if m.uuid not in ours and base_of(m, by_uuid).uuid in ours
-        and not m.location.startswith(folder + "/")
-    )
+    ours = {m.uuid for m in by_uuid.values() if m.location.startswith(folder)}
+    out = []
+    for m in by_uuid.values():
+        if m.uuid in ours:
+            continue
+        if any(a.uuid in ours for a in _ancestors(m, by_uuid)):
+            out.append(m.location)
+    return sorted(out)
+
+
+def _ancestors(medium: listings.Medium, by_uuid: dict[str, listings.Medium]) -> list[listings.Medium]:
+    out: list[listings.Medium] = []
+    while medium.parent and medium.parent in by_uuid and len(out) < len(by_uuid):
+        medium = by_uuid[medium.parent]
+        out.append(medium)
+    return out
+
+
+def linked_clones(vbox: VBoxManage, home: Path | None, vm_id: str) -> list[str]:
+    """The names of the VMs whose disks read from this VM's (a disk's folder names its VM)."""
+    used = dependent_media(vbox, vm_id)
+    if not used:
+        return []
+    folders = {}
+    for path in (settings.registered_machines(home) if home is not None else {}).values():
+        facts = settings.machine_facts(path)
+        if facts is not None:
+            folders[str(path.parent)] = facts.name
+    names = set()
+    for location in used:
+        owner = next((name for folder, name in folders.items() if location.startswith(folder + "/")),
+                     location)
+        names.add(owner)
+    return sorted(names)

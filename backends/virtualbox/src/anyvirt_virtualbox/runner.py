@@ -2,7 +2,8 @@
 
 Every command is ``[VBoxManage, *args]`` with no shell, so a VM name is one
 argument whatever it holds. A call that outlives its timeout is killed with
-its whole process group. ``LC_ALL=C`` keeps the human-format listings English.
+its whole process group. ``LC_ALL=C.UTF-8`` keeps the human-format listings English (and non-ASCII
+arguments intact: under plain ``C`` VBoxManage refuses them, VERR_NO_TRANSLATION).
 A session-lock clash (another VBoxManage holds the machine for a moment) is
 retried briefly; nothing else is retried, since most commands change things.
 
@@ -87,7 +88,7 @@ class VBoxManage:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(LC_ALL="C", LANG="C", LANGUAGE="C")
+        env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", LANGUAGE="C")
         if self.home:
             env["VBOX_USER_HOME"] = self.home
             env["VBOX_IPC_SOCKETID"] = socket_id_for(self.home)

@@ -7,6 +7,7 @@
 #   CACHE_DIR/bin/VBoxManage   the wrapper: a private mount namespace with /proc, /sys,
 #                              /dev and the shared dirs bound in, then chroot + VBoxManage
 #   CACHE_DIR/ready            written last: the VirtualBox version, the build is complete
+#   CACHE_DIR/recipe           a hash of this script and enter-chroot.c: a change rebuilds
 #
 # Idempotent and safe to run concurrently (flock): a complete build is left alone, a broken
 # one is thrown away and redone. Needs root and the `debootstrap` package.
@@ -19,7 +20,11 @@ root=$cache/root
 exec 9>"$cache/lock"
 flock 9
 
-if [ -s "$cache/ready" ] && [ -x "$cache/bin/VBoxManage" ] && [ -x "$root/usr/lib/virtualbox/VBoxManage" ]; then
+# what the build is made of: a change to this script or the helper rebuilds the wrapper
+here=$(cd "$(dirname "$0")" && pwd)
+recipe=$(cat "$0" "$here/enter-chroot.c" | sha256sum | cut -c1-16)
+if [ -s "$cache/ready" ] && [ "$(cat "$cache/recipe" 2>/dev/null)" = "$recipe" ] \
+   && [ -x "$cache/bin/VBoxManage" ] && [ -x "$root/usr/lib/virtualbox/VBoxManage" ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -75,13 +80,21 @@ mkdir -p "$cache/bin"
 # The wrapper. Mounts happen in a private mount namespace per call, so nothing stays
 # mounted on the host (an rm -rf of the cache can never reach the host's /dev or /proc).
 # Shared dirs (the same path on both sides, so disk images mean the same): /tmp, /var/tmp
-# and the colon-separated ANYVIRT_VBOX_SHARED.
-cat >"$cache/bin/VBoxManage" <<WRAPPER
+# and the colon-separated ANYVIRT_VBOX_SHARED. enter-chroot.c does the namespace, binds
+# and chroot in one process (gcc); without a compiler, the same is done with unshare + mount.
+if command -v gcc >/dev/null && gcc -O2 -o "$cache/bin/enter-chroot" "$here/enter-chroot.c" 2>"$cache/gcc.log"; then
+  cat >"$cache/bin/VBoxManage" <<WRAPPER
+#!/bin/sh
+# anyvirt's VirtualBox testbed: Debian sid's VBoxManage, run inside $root
+exec "$cache/bin/enter-chroot" "$root" "/proc:/sys:/dev:/tmp:/var/tmp\${ANYVIRT_VBOX_SHARED:+:\$ANYVIRT_VBOX_SHARED}" /usr/bin/VBoxManage "\$@"
+WRAPPER
+else
+  cat >"$cache/bin/VBoxManage" <<WRAPPER
 #!/usr/bin/env bash
 # anyvirt's VirtualBox testbed: Debian sid's VBoxManage, run inside $root
 exec unshare --mount --propagation private -- "$cache/bin/enter" "\$@"
 WRAPPER
-cat >"$cache/bin/enter" <<ENTER
+  cat >"$cache/bin/enter" <<ENTER
 #!/usr/bin/env bash
 set -eu
 root='$root'
@@ -94,11 +107,14 @@ for d in "\${dirs[@]}"; do
 done
 exec chroot "\$root" /usr/bin/VBoxManage "\$@"
 ENTER
-chmod +x "$cache/bin/VBoxManage" "$cache/bin/enter"
+  chmod +x "$cache/bin/enter"
+fi
+chmod +x "$cache/bin/VBoxManage"
 version=$("$cache/bin/VBoxManage" --version 2>/dev/null | tail -n1)
 case $version in
   [0-9]*.[0-9]*) ;;
   *) echo "the chroot's VBoxManage did not report a version (got: $version)" >&2; exit 1 ;;
 esac
+echo "$recipe" >"$cache/recipe"
 echo "$version" >"$cache/ready"
 echo "anyvirt: VirtualBox $version ready in $root" >&2
