@@ -81,6 +81,7 @@ class VirtualBoxDriver(Driver):
         self.driver_warning = driver_warning
         self.home = Path(vbox.home) if vbox.home else default_home()
         self.node = socket.gethostname() or "localhost"
+        self._machine_folder: str | None = None
         caps = set(OFFLINE)
         if kernel_driver:
             caps |= RUNNING
@@ -128,9 +129,7 @@ class VirtualBoxDriver(Driver):
     # ---------------------------------------------------------- host and nodes
     def host_info(self) -> HostInfo:
         facts = listings.host_facts(self.vbox.run(["list", "hostinfo"], "reading host facts").stdout)
-        props = listings.key_values(
-            self.vbox.run(["list", "systemproperties"], "reading system properties").stdout)
-        folder = props.get("Default machine folder", "")
+        folder = self.machine_folder()
         hostonly = listings.host_only_interfaces(
             self.vbox.run(["list", "hostonlyifs"], "listing host-only networks").stdout)
         return HostInfo(
@@ -153,6 +152,14 @@ class VirtualBoxDriver(Driver):
                 "os": f"{facts.os} {facts.os_version}".strip(),
             },
         )
+
+    def machine_folder(self) -> str:
+        """Where new VMs go (``list systemproperties``), read once per connection."""
+        if self._machine_folder is None:
+            props = listings.key_values(
+                self.vbox.run(["list", "systemproperties"], "reading system properties").stdout)
+            self._machine_folder = props.get("Default machine folder", "")
+        return self._machine_folder
 
     def list_nodes(self) -> list[NodeInfo]:
         facts = listings.host_facts(self.vbox.run(["list", "hostinfo"], "reading host facts").stdout)
