@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from anyvirt_virtualbox.testbed import FULL_VIRTUALBOX_ENV, Home, build_chroot, fake_vboxmanage, make_home
 
 import anyvirt
 from anyvirt.host import Host
-from anyvirt_virtualbox.testbed import FULL_VIRTUALBOX_ENV, Home, build_chroot, fake_vboxmanage, make_home
 
 CAPTURES = Path(__file__).with_name("captures")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from anyvirt_virtualbox.testbed import Home
 
 import anyvirt
 from anyvirt.host import Host
 from anyvirt.testing.suite import *  # noqa: F403
-from anyvirt_virtualbox.testbed import Home
 
 
 @pytest.fixture

@@ -27,8 +27,14 @@ def _link_snapshot(vbox: VBoxManage, vm_id: str, name: str, job: Job) -> str:
     facts = machines.facts_of(info)
     if facts is not None and facts.current_snapshot and not _modified_since_snapshot(info.get("CfgFile")):
         return facts.current_snapshot
-    snap = create_snapshot(vbox, vm_id, f"{BASE_SNAPSHOT_PREFIX}{name}",
-                           "the base a linked clone reads from", memory=False, job=job)
+    snap = create_snapshot(
+        vbox,
+        vm_id,
+        f"{BASE_SNAPSHOT_PREFIX}{name}",
+        "the base a linked clone reads from",
+        memory=False,
+        job=job,
+    )
     return snap.id
 
 

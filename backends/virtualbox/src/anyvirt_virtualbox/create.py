@@ -80,8 +80,9 @@ def nic_arguments(slot: int, nic: NicSpec) -> list[str]:
     if nic.model:
         model = _MODEL_NAMES.get(nic.model, nic.model if nic.model in NIC_MODELS else None)
         if model is None:
-            raise InvalidSpec(f"NIC model {nic.model!r} is not one VirtualBox has: "
-                              f"{', '.join(sorted(_MODEL_NAMES))}")
+            raise InvalidSpec(
+                f"NIC model {nic.model!r} is not one VirtualBox has: {', '.join(sorted(_MODEL_NAMES))}"
+            )
         args += [f"--nictype{slot}", model]
     if nic.mac:
         args += [f"--macaddress{slot}", nic.mac.replace(":", "").upper()]
@@ -104,16 +105,23 @@ def plan_disks(disks: tuple[DiskSpec, ...], version: Version) -> list[DiskPlan]:
         if n >= ports * devices:
             raise InvalidSpec(f"a {bus} controller takes at most {ports * devices} disks")
         used[bus] = n + 1
-        out.append(DiskPlan(index=index, spec=disk, bus=bus, controller=name,
-                            port=n // devices, device=n % devices))
+        out.append(
+            DiskPlan(index=index, spec=disk, bus=bus, controller=name, port=n // devices, device=n % devices)
+        )
     return out
 
 
 def modify_arguments(spec: VMSpec) -> list[str]:
     if len(spec.nics) > MAX_NICS:
         raise InvalidSpec(f"VirtualBox VMs have at most {MAX_NICS} NICs, not {len(spec.nics)}")
-    args = ["--cpus", str(spec.cpus), "--memory", str(spec.memory_mib),
-            "--firmware", "efi" if spec.firmware is Firmware.EFI else "bios"]
+    args = [
+        "--cpus",
+        str(spec.cpus),
+        "--memory",
+        str(spec.memory_mib),
+        "--firmware",
+        "efi" if spec.firmware is Firmware.EFI else "bios",
+    ]
     if spec.description:
         args += ["--description", spec.description]
     for slot, nic in enumerate(spec.nics, start=1):
@@ -135,8 +143,10 @@ def create_vm(vbox: VBoxManage, spec: VMSpec, version: Version, job: Job) -> str
     vm_id = str(uuid.uuid4())
     made_files: list[Path] = []
     job.progress(5, f"creating {spec.name}")
-    out = vbox.run(["createvm", "--name", spec.name, "--uuid", vm_id, "--ostype", os_type(spec.guest_os),
-                    "--register"], f"creating VM {spec.name!r}")
+    out = vbox.run(
+        ["createvm", "--name", spec.name, "--uuid", vm_id, "--ostype", os_type(spec.guest_os), "--register"],
+        f"creating VM {spec.name!r}",
+    )
     try:
         folder = _folder(vbox, vm_id, out.stdout)
         vbox.run(["modifyvm", vm_id, *modify], f"configuring VM {spec.name!r}")
@@ -151,9 +161,23 @@ def create_vm(vbox: VBoxManage, spec: VMSpec, version: Version, job: Job) -> str
             path = folder / f"disk{disk.index}.vdi"
             made_files.append(path)
             _make_disk(vbox, disk.spec, path, job)
-            vbox.run(["storageattach", vm_id, "--storagectl", disk.controller, "--port", str(disk.port),
-                      "--device", str(disk.device), "--type", "hdd", "--medium", str(path)],
-                     f"attaching disk {disk.index}")
+            vbox.run(
+                [
+                    "storageattach",
+                    vm_id,
+                    "--storagectl",
+                    disk.controller,
+                    "--port",
+                    str(disk.port),
+                    "--device",
+                    str(disk.device),
+                    "--type",
+                    "hdd",
+                    "--medium",
+                    str(path),
+                ],
+                f"attaching disk {disk.index}",
+            )
     except BaseException:
         _undo(vbox, vm_id, made_files)
         raise
@@ -170,13 +194,19 @@ def _folder(vbox: VBoxManage, vm_id: str, createvm_output: str) -> Path:
 def _make_disk(vbox: VBoxManage, disk: DiskSpec, path: Path, job: Job) -> None:
     size_mib = math.ceil(disk.size_bytes / (1024 * 1024)) if disk.size_bytes else 0
     if disk.image is None:
-        vbox.run(["createmedium", "disk", "--filename", str(path), "--size", str(size_mib),
-                  "--format", "VDI"], f"creating disk {path.name}", timeout=job.remaining(600.0))
+        vbox.run(
+            ["createmedium", "disk", "--filename", str(path), "--size", str(size_mib), "--format", "VDI"],
+            f"creating disk {path.name}",
+            timeout=job.remaining(600.0),
+        )
         return
     virtual = images.to_vdi(disk.image, str(path), job)
     if size_mib and size_mib * 1024 * 1024 > virtual:
-        vbox.run(["modifymedium", "disk", str(path), "--resize", str(size_mib)],
-                 f"growing disk {path.name}", timeout=job.remaining(600.0))
+        vbox.run(
+            ["modifymedium", "disk", str(path), "--resize", str(size_mib)],
+            f"growing disk {path.name}",
+            timeout=job.remaining(600.0),
+        )
 
 
 def _undo(vbox: VBoxManage, vm_id: str, files: list[Path]) -> None:

@@ -42,25 +42,29 @@ from anyvirt.tasks import Job
 from anyvirt_virtualbox import clone, create, export, images, listings, machines, power, snapshots
 from anyvirt_virtualbox.runner import VBoxManage, default_home, find_vboxmanage
 
-OFFLINE = frozenset({
-    Capability.VM_CREATE,
-    Capability.VM_DELETE,
-    Capability.RECONFIGURE,
-    Capability.SNAPSHOTS,
-    Capability.FULL_CLONE,
-    Capability.LINKED_CLONE,
-    Capability.DISK_EXPORT,
-    Capability.VM_CREATE_FROM_IMAGE,
-})
-RUNNING = frozenset({
-    Capability.START,
-    Capability.STOP,
-    Capability.POWER_OFF,
-    Capability.RESET,
-    Capability.PAUSE,
-    Capability.SUSPEND,
-    Capability.MEMORY_SNAPSHOTS,
-})
+OFFLINE = frozenset(
+    {
+        Capability.VM_CREATE,
+        Capability.VM_DELETE,
+        Capability.RECONFIGURE,
+        Capability.SNAPSHOTS,
+        Capability.FULL_CLONE,
+        Capability.LINKED_CLONE,
+        Capability.DISK_EXPORT,
+        Capability.VM_CREATE_FROM_IMAGE,
+    }
+)
+RUNNING = frozenset(
+    {
+        Capability.START,
+        Capability.STOP,
+        Capability.POWER_OFF,
+        Capability.RESET,
+        Capability.PAUSE,
+        Capability.SUSPEND,
+        Capability.MEMORY_SNAPSHOTS,
+    }
+)
 
 
 class VirtualBoxDriver(Driver):
@@ -72,8 +76,14 @@ class VirtualBoxDriver(Driver):
     nic_models: ClassVar[tuple[str, ...]] = ("e1000", "virtio", "pcnet")
     uri_options: ClassVar[frozenset[str]] = frozenset({"home"})
 
-    def __init__(self, target: Target, vbox: VBoxManage, version: listings.Version,
-                 kernel_driver: bool, driver_warning: str) -> None:
+    def __init__(
+        self,
+        target: Target,
+        vbox: VBoxManage,
+        version: listings.Version,
+        kernel_driver: bool,
+        driver_warning: str,
+    ) -> None:
         self.target = target
         self.vbox = vbox
         self.version = version
@@ -93,16 +103,19 @@ class VirtualBoxDriver(Driver):
     @classmethod
     def open(cls, target: Target) -> VirtualBoxDriver:
         if target.host:
-            raise InvalidSpec("virtualbox:// drives the local VBoxManage: use virtualbox:// or "
-                              "virtualbox:///path/to/VBoxManage, without a host name")
+            raise InvalidSpec(
+                "virtualbox:// drives the local VBoxManage: use virtualbox:// or "
+                "virtualbox:///path/to/VBoxManage, without a host name"
+            )
         home = target.query.get("home") or None
         if home is not None and not os.path.isabs(home):
             raise InvalidSpec(f"virtualbox:// option home must be an absolute path, not {home!r}")
         vbox = VBoxManage(find_vboxmanage(target.path or None), home=home, timeout=target.timeout)
         out = vbox.run(["--version"], "asking VBoxManage for its version")
         version = listings.parse_version(out.stdout)
-        return cls(target, vbox, version, kernel_driver=not out.driver_warning,
-                   driver_warning=out.driver_warning)
+        return cls(
+            target, vbox, version, kernel_driver=not out.driver_warning, driver_warning=out.driver_warning
+        )
 
     @classmethod
     def default_uri(cls) -> str | None:
@@ -131,7 +144,8 @@ class VirtualBoxDriver(Driver):
         facts = listings.host_facts(self.vbox.run(["list", "hostinfo"], "reading host facts").stdout)
         folder = self.machine_folder()
         hostonly = listings.host_only_interfaces(
-            self.vbox.run(["list", "hostonlyifs"], "listing host-only networks").stdout)
+            self.vbox.run(["list", "hostonlyifs"], "listing host-only networks").stdout
+        )
         return HostInfo(
             name=self.node,
             backend=self.backend,
@@ -157,14 +171,23 @@ class VirtualBoxDriver(Driver):
         """Where new VMs go (``list systemproperties``), read once per connection."""
         if self._machine_folder is None:
             props = listings.key_values(
-                self.vbox.run(["list", "systemproperties"], "reading system properties").stdout)
+                self.vbox.run(["list", "systemproperties"], "reading system properties").stdout
+            )
             self._machine_folder = props.get("Default machine folder", "")
         return self._machine_folder
 
     def list_nodes(self) -> list[NodeInfo]:
         facts = listings.host_facts(self.vbox.run(["list", "hostinfo"], "reading host facts").stdout)
-        return [NodeInfo(id=self.node, name=self.node, cpus=facts.cpus, memory_mib=facts.memory_mib,
-                         free_memory_mib=facts.free_memory_mib, hypervisor="VirtualBox")]
+        return [
+            NodeInfo(
+                id=self.node,
+                name=self.node,
+                cpus=facts.cpus,
+                memory_mib=facts.memory_mib,
+                free_memory_mib=facts.free_memory_mib,
+                hypervisor="VirtualBox",
+            )
+        ]
 
     # ---------------------------------------------------------- VMs
     def list_vms(self) -> list[VMSummary]:
@@ -207,8 +230,9 @@ class VirtualBoxDriver(Driver):
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
         return snapshots.list_snapshots(self.vbox, vm_id)
 
-    def create_snapshot(self, vm_id: str, name: str, description: str, memory: bool,
-                        job: Job) -> SnapshotInfo:
+    def create_snapshot(
+        self, vm_id: str, name: str, description: str, memory: bool, job: Job
+    ) -> SnapshotInfo:
         return snapshots.create_snapshot(self.vbox, vm_id, name, description, memory, job)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
@@ -218,8 +242,7 @@ class VirtualBoxDriver(Driver):
         snapshots.delete_snapshot(self.vbox, vm_id, snapshot_id, children, job)
 
     # ---------------------------------------------------------- clones, disks out
-    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
-                 job: Job) -> VMSummary:
+    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job) -> VMSummary:
         return self.vm_summary(clone.clone_vm(self.vbox, vm_id, name, linked, job))
 
     def linked_clones(self, vm_id: str) -> list[str]:
@@ -249,5 +272,13 @@ def _folder_storage(folder: str, node: str) -> tuple[StorageInfo, ...]:
         return ()
     capacity = st.f_blocks * st.f_frsize
     free = st.f_bavail * st.f_frsize
-    return (StorageInfo(name=folder, type="directory", capacity_bytes=capacity,
-                        allocated_bytes=capacity - free, available_bytes=free, node=node),)
+    return (
+        StorageInfo(
+            name=folder,
+            type="directory",
+            capacity_bytes=capacity,
+            allocated_bytes=capacity - free,
+            available_bytes=free,
+            node=node,
+        ),
+    )

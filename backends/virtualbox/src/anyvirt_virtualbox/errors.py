@@ -54,9 +54,15 @@ CODE_ERRORS: dict[str, type[AnyvirtError]] = {
 _MESSAGE_ERRORS: tuple[tuple[re.Pattern[str], type[AnyvirtError]], ...] = (
     (re.compile(r"already exists|is already registered|already has a snapshot", re.I), AlreadyExists),
     (re.compile(r"Could not find (?:a registered machine|a snapshot|file|a medium)", re.I), NotFound),
-    (re.compile(r"is not currently running|is not running|is already locked|"
-                r"is not in a state|cannot be deleted, because|in the (?:saved|running) state|"
-                r"Invalid machine state", re.I), InvalidState),
+    (
+        re.compile(
+            r"is not currently running|is not running|is already locked|"
+            r"is not in a state|cannot be deleted, because|in the (?:saved|running) state|"
+            r"Invalid machine state",
+            re.I,
+        ),
+        InvalidState,
+    ),
 )
 
 # A session lock another process holds: gone in a moment, so worth a brief retry.
@@ -87,7 +93,7 @@ def parse_error(stderr: str) -> VBoxError | None:
         m = _PREFIX.match(raw)
         if not m:
             continue
-        line = raw[m.end():]
+        line = raw[m.end() :]
         d = _DETAILS.match(line)
         if d:
             if not code:
@@ -101,8 +107,13 @@ def parse_error(stderr: str) -> VBoxError | None:
             messages.append(line.strip())
     if not messages and not code:
         return None
-    return VBoxError(message=" ".join(m for m in messages if m), code=code, hex_code=hex_code,
-                     details=details, context=context)
+    return VBoxError(
+        message=" ".join(m for m in messages if m),
+        code=code,
+        hex_code=hex_code,
+        details=details,
+        context=context,
+    )
 
 
 def error_class(error: VBoxError) -> type[AnyvirtError]:
@@ -118,6 +129,9 @@ def to_anyvirt(error: VBoxError, what: str) -> AnyvirtError:
     cls = error_class(error)
     text = f"{what}: {error.message}" + (f" ({error.code})" if error.code else "")
     if cls is TaskFailed:
-        return TaskFailed(text, fault=error.code, log="\n".join(
-            x for x in (error.message, error.details, error.context) if x))
+        return TaskFailed(
+            text,
+            fault=error.code,
+            log="\n".join(x for x in (error.message, error.details, error.context) if x),
+        )
     return cls(text)

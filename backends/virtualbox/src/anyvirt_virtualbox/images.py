@@ -46,11 +46,14 @@ def inspect(image: str) -> tuple[str, int]:
         raise InvalidSpec(f"qemu-img could not describe {image}") from exc
     fmt = str(facts.get("format", ""))
     if fmt not in FORMATS:
-        raise InvalidSpec(f"disk image {image} is {fmt or 'of an unknown format'}; "
-                          f"accepted: {', '.join(FORMATS)}")
+        raise InvalidSpec(
+            f"disk image {image} is {fmt or 'of an unknown format'}; accepted: {', '.join(FORMATS)}"
+        )
     if facts.get("backing-filename") or facts.get("full-backing-filename"):
-        raise InvalidSpec(f"disk image {image} names a backing file: flatten it first "
-                          "(qemu-img convert) so nothing else is read")
+        raise InvalidSpec(
+            f"disk image {image} names a backing file: flatten it first "
+            "(qemu-img convert) so nothing else is read"
+        )
     return fmt, int(facts.get("virtual-size", 0))
 
 
@@ -58,6 +61,9 @@ def to_vdi(image: str, dest: str, job: Job) -> int:
     """Convert ``image`` into a new VDI file ``dest``; returns the virtual size."""
     fmt, size = inspect(image)
     timeout = job.remaining(_TIMEOUT) or _TIMEOUT
-    _run(["convert", "-q", "-f", fmt, "-O", "vdi", os.path.abspath(image), os.path.abspath(dest)],
-         f"converting {image}", timeout)
+    _run(
+        ["convert", "-q", "-f", fmt, "-O", "vdi", os.path.abspath(image), os.path.abspath(dest)],
+        f"converting {image}",
+        timeout,
+    )
     return size

@@ -117,14 +117,16 @@ def media(text: str) -> list[Medium]:
         if "UUID" not in rec:
             continue
         parent = rec.get("Parent UUID", "base")
-        out.append(Medium(
-            uuid=rec["UUID"].lower(),
-            location=rec.get("Location", ""),
-            format=rec.get("Storage format", ""),
-            capacity_mib=_leading_int(rec.get("Capacity", "")),
-            parent=None if parent in ("base", "") else parent.lower(),
-            state=rec.get("State", ""),
-        ))
+        out.append(
+            Medium(
+                uuid=rec["UUID"].lower(),
+                location=rec.get("Location", ""),
+                format=rec.get("Storage format", ""),
+                capacity_mib=_leading_int(rec.get("Capacity", "")),
+                parent=None if parent in ("base", "") else parent.lower(),
+                state=rec.get("State", ""),
+            )
+        )
     return out
 
 
@@ -140,10 +142,14 @@ class HostOnlyInterface:
 def host_only_interfaces(text: str) -> list[HostOnlyInterface]:
     return [
         HostOnlyInterface(
-            name=rec["Name"], ip=rec.get("IPAddress", ""), netmask=rec.get("NetworkMask", ""),
-            mac=rec.get("HardwareAddress", ""), status=rec.get("Status", ""),
+            name=rec["Name"],
+            ip=rec.get("IPAddress", ""),
+            netmask=rec.get("NetworkMask", ""),
+            mac=rec.get("HardwareAddress", ""),
+            status=rec.get("Status", ""),
         )
-        for rec in records(text) if "Name" in rec
+        for rec in records(text)
+        if "Name" in rec
     ]
 
 
@@ -175,7 +181,10 @@ def parse_version(text: str) -> Version:
         rev = _REVISION.search(tail)
         build = tail[: rev.start()] if rev else tail
         return Version(
-            major=int(m["major"]), minor=int(m["minor"]), patch=int(m["patch"]),
-            build=build.lstrip("_"), revision=int(rev["rev"]) if rev else None,
+            major=int(m["major"]),
+            minor=int(m["minor"]),
+            patch=int(m["patch"]),
+            build=build.lstrip("_"),
+            revision=int(rev["rev"]) if rev else None,
         )
     raise ConnectionFailed(f"VBoxManage --version printed no version: {text.strip()[:200]!r}")

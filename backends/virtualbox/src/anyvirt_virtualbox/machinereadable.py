@@ -114,7 +114,7 @@ def _split_key(line: str) -> tuple[str | None, str]:
             chars.append(c)
             j += 1
         if j + 1 < len(line) and line[j] == '"' and line[j + 1] == "=":
-            return "".join(chars), line[j + 2:]
+            return "".join(chars), line[j + 2 :]
         return None, line
     if "=" not in line or line[:1] in (" ", "\t"):
         return None, line
@@ -136,7 +136,7 @@ def _quoted_value(rest: str, lines: list[str], i: int) -> tuple[str, int]:
                 continue
             if c == '"':
                 # closed: anything after the quote (VideoMode's "@0,0 1") is kept as it is
-                return "".join(out) + text[j + 1:], i + 1
+                return "".join(out) + text[j + 1 :], i + 1
             out.append(c)
             j += 1
         # the line ended inside the string
@@ -176,7 +176,7 @@ def _raw_value(rest: str, lines: list[str], i: int) -> tuple[str, int]:
     if text.startswith('"') and text.endswith('"') and len(text) >= 2:
         return text[1:-1], i
     if text.startswith('"') and '"' in text[1:]:
-        return text[1:text.rindex('"')], i
+        return text[1 : text.rindex('"')], i
     return text, i
 
 

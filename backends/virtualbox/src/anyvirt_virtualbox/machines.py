@@ -49,8 +49,9 @@ def _listed_state(uuid: str, running: set[str], facts: settings.MachineFacts) ->
 
 def list_all(vbox: VBoxManage, home: Path | None, node: str) -> list[VMSummary]:
     listed = listings.list_vms(vbox.run(["list", "vms"], "listing VMs").stdout)
-    running = {v.uuid for v in listings.list_vms(
-        vbox.run(["list", "runningvms"], "listing running VMs").stdout)}
+    running = {
+        v.uuid for v in listings.list_vms(vbox.run(["list", "runningvms"], "listing running VMs").stdout)
+    }
     registry = settings.registered_machines(home) if home is not None else {}
     out = []
     for vm in listed:
@@ -58,15 +59,31 @@ def list_all(vbox: VBoxManage, home: Path | None, node: str) -> list[VMSummary]:
         facts = settings.machine_facts(path) if path is not None else None
         if facts is None or facts.uuid != vm.uuid:
             if vm.name == INACCESSIBLE:
-                out.append(VMSummary(id=vm.uuid, name=vm.name, state=PowerState.UNKNOWN,
-                                     raw_state="inaccessible", node=node))
+                out.append(
+                    VMSummary(
+                        id=vm.uuid,
+                        name=vm.name,
+                        state=PowerState.UNKNOWN,
+                        raw_state="inaccessible",
+                        node=node,
+                    )
+                )
                 continue
             out.append(summary(vbox, vm.uuid, node))
             continue
         state, raw = _listed_state(vm.uuid, running, facts)
-        out.append(VMSummary(id=vm.uuid, name=facts.name or vm.name, state=state, raw_state=raw,
-                             cpus=facts.cpus, memory_mib=facts.memory_mib, node=node,
-                             template=facts.template))
+        out.append(
+            VMSummary(
+                id=vm.uuid,
+                name=facts.name or vm.name,
+                state=state,
+                raw_state=raw,
+                cpus=facts.cpus,
+                memory_mib=facts.memory_mib,
+                node=node,
+                template=facts.template,
+            )
+        )
     return out
 
 
@@ -103,8 +120,9 @@ def disks(info: Parsed, by_uuid: dict[str, listings.Medium]) -> tuple[DiskInfo, 
             base = base_of(medium, by_uuid)
             if base.uuid != medium.uuid and folder and not base.location.startswith(folder + "/"):
                 backing = base.location
-        out.append(DiskInfo(id=att.id, size_bytes=size, path=att.path, format=fmt, bus=att.bus,
-                            backing=backing))
+        out.append(
+            DiskInfo(id=att.id, size_bytes=size, path=att.path, format=fmt, bus=att.bus, backing=backing)
+        )
     return tuple(out)
 
 
@@ -150,7 +168,8 @@ def linked_clones(vbox: VBoxManage, home: Path | None, vm_id: str) -> list[str]:
             folders[str(path.parent)] = facts.name
     names = set()
     for location in used:
-        owner = next((name for folder, name in folders.items() if location.startswith(folder + "/")),
-                     location)
+        owner = next(
+            (name for folder, name in folders.items() if location.startswith(folder + "/")), location
+        )
         names.add(owner)
     return sorted(names)

@@ -48,8 +48,9 @@ def power(vbox: VBoxManage, vm_id: str, action: PowerAction, job: Job) -> None:
         try:
             job.wait_for(lambda: raw_state(vbox, vm_id) in _OFF, f"VM {vm_id} to power off", interval=0.3)
         except Timeout as exc:
-            raise Timeout(f"{exc}: the guest did not act on the ACPI power button; "
-                          "stop(force=True) powers it off") from exc
+            raise Timeout(
+                f"{exc}: the guest did not act on the ACPI power button; stop(force=True) powers it off"
+            ) from exc
         return
     if action is PowerAction.POWER_OFF:
         state = raw_state(vbox, vm_id)

@@ -94,8 +94,9 @@ class VBoxManage:
             env["VBOX_IPC_SOCKETID"] = socket_id_for(self.home)
         return env
 
-    def run(self, args: Sequence[str], what: str, *, timeout: float | None = None,
-            check: bool = True) -> Output:
+    def run(
+        self, args: Sequence[str], what: str, *, timeout: float | None = None, check: bool = True
+    ) -> Output:
         """Run ``VBoxManage *args``; a failure raises the anyvirt error for it."""
         for attempt in range(LOCK_RETRIES + 1):
             code, out = self._once(args, what, timeout)
@@ -122,8 +123,12 @@ class VBoxManage:
         self.processes += 1
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=self.env(), start_new_session=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env(),
+                start_new_session=True,
             )
         except OSError as exc:
             raise ConnectionFailed(f"cannot run VBoxManage {self.binary!r}: {exc.strerror}") from exc
@@ -132,12 +137,15 @@ class VBoxManage:
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             proc.communicate()
-            raise Timeout(f"{what}: VBoxManage {args[0] if args else ''} did not finish within "
-                          f"{limit:g} s and was killed") from None
+            raise Timeout(
+                f"{what}: VBoxManage {args[0] if args else ''} did not finish within "
+                f"{limit:g} s and was killed"
+            ) from None
         stdout = raw_out.decode("utf-8", "replace")
         warning, stdout = split_driver_warning(stdout)
-        return proc.returncode, Output(stdout=stdout, stderr=raw_err.decode("utf-8", "replace"),
-                                       driver_warning=warning)
+        return proc.returncode, Output(
+            stdout=stdout, stderr=raw_err.decode("utf-8", "replace"), driver_warning=warning
+        )
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -158,8 +166,7 @@ def default_home() -> Path:
     if env:
         return Path(env)
     home = Path.home()
-    for candidate in (home / ".config" / "VirtualBox", home / ".VirtualBox",
-                      home / "Library" / "VirtualBox"):
+    for candidate in (home / ".config" / "VirtualBox", home / ".VirtualBox", home / "Library" / "VirtualBox"):
         if (candidate / "VirtualBox.xml").is_file():
             return candidate
     return home / ".config" / "VirtualBox"

@@ -113,14 +113,16 @@ def machine_facts(path: Path) -> MachineFacts | None:
 def _walk_snapshots(node: ET.Element, parent: str | None, out: list[SnapshotFacts]) -> None:
     uuid = _uuid(node.get("uuid"))
     desc = node.find("vb:Description", NS)
-    out.append(SnapshotFacts(
-        uuid=uuid,
-        name=node.get("name", ""),
-        description=(desc.text or "") if desc is not None else "",
-        created=_time(node.get("timeStamp")),
-        parent=parent,
-        has_state=bool(node.get("stateFile")),
-    ))
+    out.append(
+        SnapshotFacts(
+            uuid=uuid,
+            name=node.get("name", ""),
+            description=(desc.text or "") if desc is not None else "",
+            created=_time(node.get("timeStamp")),
+            parent=parent,
+            has_state=bool(node.get("stateFile")),
+        )
+    )
     for child in node.iterfind("vb:Snapshots/vb:Snapshot", NS):
         _walk_snapshots(child, uuid, out)
 

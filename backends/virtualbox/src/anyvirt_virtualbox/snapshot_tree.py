@@ -49,10 +49,15 @@ def tree_from(info: Parsed) -> Tree:
         uuid = info.get(f"SnapshotUUID{path}").lower()
         by_path[path] = uuid
         parent_path = path.rsplit("-", 1)[0] if path else None
-        nodes.append(Node(
-            uuid=uuid, name=name, description=info.get(f"SnapshotDescription{path}"),
-            parent=by_path.get(parent_path) if parent_path is not None else None, path=path,
-        ))
+        nodes.append(
+            Node(
+                uuid=uuid,
+                name=name,
+                description=info.get(f"SnapshotDescription{path}"),
+                parent=by_path.get(parent_path) if parent_path is not None else None,
+                path=path,
+            )
+        )
     current = info.get("CurrentSnapshotUUID").lower() or None
     return Tree(nodes=tuple(nodes), current=current)
 

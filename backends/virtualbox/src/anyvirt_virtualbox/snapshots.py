@@ -33,8 +33,9 @@ def _facts(vbox: VBoxManage, vm_id: str) -> tuple[str, settings.MachineFacts | N
 
 
 def list_snapshots(vbox: VBoxManage, vm_id: str) -> list[SnapshotInfo]:
-    out = vbox.run(["snapshot", vm_id, "list", "--machinereadable"], f"listing snapshots of {vm_id}",
-                   check=False)
+    out = vbox.run(
+        ["snapshot", vm_id, "list", "--machinereadable"], f"listing snapshots of {vm_id}", check=False
+    )
     tree = parse_snapshot_list(out.stdout)
     if not tree.nodes and "does not have any snapshots" not in out.stdout:
         # not "no snapshots": a real failure (a missing VM), reported as such
@@ -46,18 +47,24 @@ def list_snapshots(vbox: VBoxManage, vm_id: str) -> list[SnapshotInfo]:
     for node in tree.nodes:
         more = extra.get(node.uuid)
         memory = bool(more and more.has_state) and f"{settings.DISK_ONLY_PREFIX}{node.uuid}" not in disk_only
-        result.append(SnapshotInfo(
-            id=node.uuid, name=more.name if more else node.name,
-            description=more.description if more else node.description,
-            created=more.created if more else None, parent_id=node.parent, memory=memory,
-            vm_state=PowerState.RUNNING if memory else PowerState.STOPPED,
-            current=node.uuid == tree.current,
-        ))
+        result.append(
+            SnapshotInfo(
+                id=node.uuid,
+                name=more.name if more else node.name,
+                description=more.description if more else node.description,
+                created=more.created if more else None,
+                parent_id=node.parent,
+                memory=memory,
+                vm_state=PowerState.RUNNING if memory else PowerState.STOPPED,
+                current=node.uuid == tree.current,
+            )
+        )
     return result
 
 
-def create_snapshot(vbox: VBoxManage, vm_id: str, name: str, description: str, memory: bool,
-                    job: Job) -> SnapshotInfo:
+def create_snapshot(
+    vbox: VBoxManage, vm_id: str, name: str, description: str, memory: bool, job: Job
+) -> SnapshotInfo:
     state, _ = _facts(vbox, vm_id)
     running = state in _RUNNING
     args = ["snapshot", vm_id, "take", name]
@@ -71,8 +78,10 @@ def create_snapshot(vbox: VBoxManage, vm_id: str, name: str, description: str, m
     if running and not memory:
         if snap_id is None:
             snap_id = _current(vbox, vm_id)
-        vbox.run(["setextradata", vm_id, f"{settings.DISK_ONLY_PREFIX}{snap_id}", "1"],
-                 "marking the snapshot disk-only")
+        vbox.run(
+            ["setextradata", vm_id, f"{settings.DISK_ONLY_PREFIX}{snap_id}", "1"],
+            "marking the snapshot disk-only",
+        )
     for snap in list_snapshots(vbox, vm_id):
         if snap.id == snap_id or (snap_id is None and snap.current):
             return snap
@@ -95,13 +104,19 @@ def revert_snapshot(vbox: VBoxManage, vm_id: str, snapshot_id: str, job: Job) ->
         vbox.run(["controlvm", vm_id, "poweroff"], "powering off before the revert")
     elif state in ("saved", "aborted-saved"):
         vbox.run(["discardstate", vm_id], "discarding the saved state before the revert")
-    vbox.run(["snapshot", vm_id, "restore", snapshot_id], f"reverting to {snapshot_id}",
-             timeout=job.remaining(900.0))
+    vbox.run(
+        ["snapshot", vm_id, "restore", snapshot_id],
+        f"reverting to {snapshot_id}",
+        timeout=job.remaining(900.0),
+    )
     snap = snaps[snapshot_id]
     has_state = any(s.uuid == snapshot_id and s.has_state for s in (facts.snapshots if facts else ()))
     if snap.memory:
-        vbox.run(["startvm", vm_id, "--type", "headless"], "resuming the snapshot's guest",
-                 timeout=job.remaining(300.0))
+        vbox.run(
+            ["startvm", vm_id, "--type", "headless"],
+            "resuming the snapshot's guest",
+            timeout=job.remaining(300.0),
+        )
     elif has_state:
         vbox.run(["discardstate", vm_id], "leaving a disk-only snapshot stopped")
 
@@ -115,8 +130,7 @@ def delete_snapshot(vbox: VBoxManage, vm_id: str, snapshot_id: str, children: bo
         doomed = _subtree(snaps, snapshot_id)
     for sid in reversed(doomed):  # leaves first: VirtualBox deletes one with one child at most
         job.check()
-        vbox.run(["snapshot", vm_id, "delete", sid], f"deleting snapshot {sid}",
-                 timeout=job.remaining(900.0))
+        vbox.run(["snapshot", vm_id, "delete", sid], f"deleting snapshot {sid}", timeout=job.remaining(900.0))
         with contextlib.suppress(AnyvirtError):
             vbox.run(["setextradata", vm_id, f"{settings.DISK_ONLY_PREFIX}{sid}"], "dropping a mark")
 

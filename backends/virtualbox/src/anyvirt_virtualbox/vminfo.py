@@ -96,7 +96,7 @@ def format_mac(raw: str) -> str | None:
     raw = raw.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{12}", raw):
         return None
-    return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
 
 
 def firmware_of(raw: str) -> Firmware:
@@ -125,7 +125,7 @@ def controllers(info: Parsed) -> dict[str, str]:
     out = {}
     for key, name in info.values.items():
         if key.startswith("storagecontrollername"):
-            index = key[len("storagecontrollername"):]
+            index = key[len("storagecontrollername") :]
             out[name] = info.get(f"storagecontrollertype{index}")
     return out
 
@@ -142,21 +142,27 @@ def attachments(info: Parsed) -> list[Attachment]:
         if path in ("none", ""):
             continue
         port, dev = m["port"], m["dev"]
-        uuid = info.values.get(f'{m["ctl"]}-ImageUUID-{port}-{dev}')
+        uuid = info.values.get(f"{m['ctl']}-ImageUUID-{port}-{dev}")
         # a DVD drive: an .iso, an empty drive, or an eject flag right after it
         # (7.x: "-IsEjected-P-D"; 5.x/6.0: a bare "-IsEjected" among the next keys)
-        after = keys[pos + 1:pos + 5]
+        after = keys[pos + 1 : pos + 5]
         dvd = (
             path == "emptydrive"
             or path.lower().endswith((".iso", ".dmg", ".cdr"))
-            or f'{m["ctl"]}-IsEjected-{port}-{dev}' in info.values
-            or any(k == f'{m["ctl"]}-IsEjected' for k in after)
+            or f"{m['ctl']}-IsEjected-{port}-{dev}" in info.values
+            or any(k == f"{m['ctl']}-IsEjected" for k in after)
         )
-        found.append(Attachment(
-            controller=m["ctl"], port=int(port), device=int(dev), path=path,
-            image_uuid=uuid.lower() if uuid else None, bus=CONTROLLER_BUS.get(ctls[m["ctl"]]),
-            dvd=dvd,
-        ))
+        found.append(
+            Attachment(
+                controller=m["ctl"],
+                port=int(port),
+                device=int(dev),
+                path=path,
+                image_uuid=uuid.lower() if uuid else None,
+                bus=CONTROLLER_BUS.get(ctls[m["ctl"]]),
+                dvd=dvd,
+            )
+        )
     return found
 
 
@@ -175,12 +181,14 @@ def nics(info: Parsed) -> list[NicInfo]:
         if key is not None and info.values.get(f"{key}{n}"):
             network = f"{prefix}:{info.values[f'{key}{n}']}"
         model = info.values.get(f"nictype{n}", "")
-        out.append(NicInfo(
-            id=f"nic{n}",
-            network=network,
-            mac=format_mac(info.get(f"macaddress{n}")),
-            model=NIC_MODELS.get(model, model or None),
-        ))
+        out.append(
+            NicInfo(
+                id=f"nic{n}",
+                network=network,
+                mac=format_mac(info.get(f"macaddress{n}")),
+                model=NIC_MODELS.get(model, model or None),
+            )
+        )
     return out
 
 
@@ -193,8 +201,11 @@ def _int(value: str, default: int = 0) -> int:
 
 GUEST_OS_TYPES: dict[str, str] = {"other": "Other", "linux": "Linux_64", "windows": "Windows10_64"}
 _GUEST_DESCRIPTIONS = {
-    "Other/Unknown": "other", "Other/Unknown (64-bit)": "other", "Other": "other",
-    "Other Linux (64-bit)": "linux", "Linux 2.6 / 3.x / 4.x / 5.x (64-bit)": "linux",
+    "Other/Unknown": "other",
+    "Other/Unknown (64-bit)": "other",
+    "Other": "other",
+    "Other Linux (64-bit)": "linux",
+    "Linux 2.6 / 3.x / 4.x / 5.x (64-bit)": "linux",
     "Windows 10 (64-bit)": "windows",
 }
 
@@ -206,8 +217,13 @@ def guest_os_of(ostype: str) -> str:
 def summary(info: Parsed, node: str, template: bool = False) -> VMSummary:
     raw = info.get("VMState", "unknown")
     return VMSummary(
-        id=info.get("UUID").lower(), name=info.get("name"), state=state_of(raw), raw_state=raw,
-        cpus=_int(info.get("cpus"), 1), memory_mib=_int(info.get("memory")), node=node,
+        id=info.get("UUID").lower(),
+        name=info.get("name"),
+        state=state_of(raw),
+        raw_state=raw,
+        cpus=_int(info.get("cpus"), 1),
+        memory_mib=_int(info.get("memory")),
+        node=node,
         template=template,
     )
 

@@ -66,8 +66,13 @@ def build_chroot(cache_dir: Path | None = None) -> Path:
     cache = cache_dir or default_cache_dir()
     wrapper = cache / "bin" / "VBoxManage"
     try:  # the script itself returns at once when the cached build is complete and current
-        done = subprocess.run(["bash", str(BUILD_SCRIPT), str(cache)], capture_output=True, text=True,
-                              timeout=_BUILD_TIMEOUT, check=False)
+        done = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), str(cache)],
+            capture_output=True,
+            text=True,
+            timeout=_BUILD_TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         raise TestbedBuildError(f"building the VirtualBox chroot took over {_BUILD_TIMEOUT:g} s") from exc
     if done.returncode != 0:
@@ -110,13 +115,23 @@ class Home:
     def env(self) -> dict[str, str]:
         from anyvirt_virtualbox.runner import socket_id_for
 
-        return {**os.environ, "VBOX_USER_HOME": str(self.path),
-                "VBOX_IPC_SOCKETID": socket_id_for(str(self.path)), "LC_ALL": "C.UTF-8"}
+        return {
+            **os.environ,
+            "VBOX_USER_HOME": str(self.path),
+            "VBOX_IPC_SOCKETID": socket_id_for(str(self.path)),
+            "LC_ALL": "C.UTF-8",
+        }
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run this home's VBoxManage directly (tests read results back with it)."""
-        return subprocess.run([str(self.vboxmanage), *args], capture_output=True, text=True,
-                              env=self.env(), timeout=300, check=check)
+        return subprocess.run(
+            [str(self.vboxmanage), *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=300,
+            check=check,
+        )
 
 
 def make_home(vboxmanage: Path, base: Path) -> Home:
@@ -135,7 +150,9 @@ def _click_command() -> object:
     import click
 
     @click.command(name="virtualbox")
-    @click.option("--fake", is_flag=True, help="The fake VBoxManage (running states) instead of the real one.")
+    @click.option(
+        "--fake", is_flag=True, help="The fake VBoxManage (running states) instead of the real one."
+    )
     def virtualbox(fake: bool) -> None:
         """The real VirtualBox 7.2 (a Debian sid chroot, built once: about a minute, root) or the fake."""
         base = Path(tempfile.mkdtemp(prefix="anyvirt-vbox-"))

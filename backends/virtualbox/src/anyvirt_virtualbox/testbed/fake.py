@@ -45,8 +45,14 @@ VM = dict[str, Any]
 class Fail(Exception):
     """A VBoxManage error: its lines go to stderr, the exit code is 1 (2 for syntax)."""
 
-    def __init__(self, message: str, code: str = "", component: str = "MachineWrap",
-                 interface: str = "IMachine", exit_code: int = 1) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str = "",
+        component: str = "MachineWrap",
+        interface: str = "IMachine",
+        exit_code: int = 1,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.component = component
@@ -56,11 +62,17 @@ class Fail(Exception):
     def lines(self) -> list[str]:
         out = [f"VBoxManage: error: {self}"]
         if self.code:
-            hexes = {"VBOX_E_OBJECT_NOT_FOUND": "0x80bb0001", "VBOX_E_INVALID_VM_STATE": "0x80bb0002",
-                     "VBOX_E_FILE_ERROR": "0x80bb0004", "VBOX_E_INVALID_OBJECT_STATE": "0x80bb0007",
-                     "E_INVALIDARG": "0x80070057"}
-            out.append(f"VBoxManage: error: Details: code {self.code} ({hexes.get(self.code, '0x80004005')}), "
-                       f"component {self.component}, interface {self.interface}, callee nsISupports")
+            hexes = {
+                "VBOX_E_OBJECT_NOT_FOUND": "0x80bb0001",
+                "VBOX_E_INVALID_VM_STATE": "0x80bb0002",
+                "VBOX_E_FILE_ERROR": "0x80bb0004",
+                "VBOX_E_INVALID_OBJECT_STATE": "0x80bb0007",
+                "E_INVALIDARG": "0x80070057",
+            }
+            out.append(
+                f"VBoxManage: error: Details: code {self.code} ({hexes.get(self.code, '0x80004005')}), "
+                f"component {self.component}, interface {self.interface}, callee nsISupports"
+            )
         return out
 
 
@@ -81,8 +93,11 @@ def _state() -> Iterator[State]:
     path = home / STATE_FILE
     with open(home / (STATE_FILE + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state: State = json.loads(path.read_text()) if path.exists() else {
-            "machine_folder": str(Path.home() / "VirtualBox VMs"), "vms": {}, "media": {}}
+        state: State = (
+            json.loads(path.read_text())
+            if path.exists()
+            else {"machine_folder": str(Path.home() / "VirtualBox VMs"), "vms": {}, "media": {}}
+        )
         yield state
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
@@ -102,8 +117,12 @@ def _find(state: State, ref: str) -> VM:
     for vm in vms.values():
         if vm["name"] == ref:
             return vm  # type: ignore[no-any-return]
-    raise Fail(f"Could not find a registered machine named '{ref}'", "VBOX_E_OBJECT_NOT_FOUND",
-               "VirtualBoxWrap", "IVirtualBox")
+    raise Fail(
+        f"Could not find a registered machine named '{ref}'",
+        "VBOX_E_OBJECT_NOT_FOUND",
+        "VirtualBoxWrap",
+        "IVirtualBox",
+    )
 
 
 def _options(args: list[str], flags: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
@@ -150,9 +169,14 @@ def _write_settings(home: Path, state: State) -> None:
 def _write_vbox(vm: VM) -> None:
     path = _vbox_path(vm)
     path.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {"uuid": "{" + vm["uuid"] + "}", "name": vm["name"], "OSType": vm["ostype"],
-             "snapshotFolder": "Snapshots", "currentStateModified": "true" if vm["modified"] else "false",
-             "lastStateChange": vm["statechange"][:19] + "Z"}
+    attrs = {
+        "uuid": "{" + vm["uuid"] + "}",
+        "name": vm["name"],
+        "OSType": vm["ostype"],
+        "snapshotFolder": "Snapshots",
+        "currentStateModified": "true" if vm["modified"] else "false",
+        "lastStateChange": vm["statechange"][:19] + "Z",
+    }
     if vm["current_snapshot"]:
         attrs["currentSnapshot"] = "{" + vm["current_snapshot"] + "}"
     if vm["state"] in ("saved",):
@@ -201,8 +225,12 @@ def _q(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_NIC_COMPANION = {"bridged": "bridgeadapter", "hostonly": "hostonlyadapter", "intnet": "intnet",
-                  "natnetwork": "nat-network"}
+_NIC_COMPANION = {
+    "bridged": "bridgeadapter",
+    "hostonly": "hostonlyadapter",
+    "intnet": "intnet",
+    "natnetwork": "nat-network",
+}
 
 
 def _showvminfo(state: State, vm: VM) -> list[str]:
@@ -210,32 +238,82 @@ def _showvminfo(state: State, vm: VM) -> list[str]:
     folder = str(_vbox_path(vm).parent)
     base = str(_vbox_path(vm).with_suffix(""))
     out = [
-        f"name={_q(vm['name'])}", 'encryption="disabled"', 'groups="/"', 'platformArchitecture="x86"',
-        f"ostype={_q(_OS_DESCRIPTIONS.get(vm['ostype'], vm['ostype']))}", f'UUID="{vm["uuid"]}"',
-        f"CfgFile={_q(vm['cfgfile'])}", f"SnapFldr={_q(folder + '/Snapshots')}",
-        f"LogFldr={_q(folder + '/Logs')}", f'hardwareuuid="{vm["uuid"]}"', f"memory={hw['memory']}",
-        'pagefusion="off"', "vram=8", "cpuexecutioncap=100", 'cpu-profile="host"', 'chipset="piix3"',
-        f'firmware="{"EFI" if hw["firmware"] == "efi" else "BIOS"}"', f"cpus={hw['cpus']}",
-        'hpet="off"', 'pae="off"', 'longmode="off"', 'triplefaultreset="off"', 'apic="on"', 'x2apic="off"',
-        'nested-hw-virt="off"', 'hwvirtex="on"', 'nestedpaging="on"', 'largepages="off"', 'vtxvpid="on"',
-        'vtxux="on"', 'virtvmsavevmload="on"', "cpuid-portability-level=0", 'bootmenu="messageandmenu"',
-        'boot1="floppy"', 'boot2="dvd"', 'boot3="disk"', 'boot4="none"', 'acpi="on"', 'ioapic="off"',
-        'biosapic="apic"', "biossystemtimeoffset=0", f"NvramFile={_q(base + '.nvram')}", 'rtcuseutc="off"',
-        'iommu="none"', 'paravirtprovider="default"', 'effparavirtprovider="none"',
-        f'VMState="{vm["state"]}"', f'VMStateChangeTime="{vm["statechange"]}"',
+        f"name={_q(vm['name'])}",
+        'encryption="disabled"',
+        'groups="/"',
+        'platformArchitecture="x86"',
+        f"ostype={_q(str(_OS_DESCRIPTIONS.get(vm['ostype'], vm['ostype'])))}",
+        f'UUID="{vm["uuid"]}"',
+        f"CfgFile={_q(vm['cfgfile'])}",
+        f"SnapFldr={_q(folder + '/Snapshots')}",
+        f"LogFldr={_q(folder + '/Logs')}",
+        f'hardwareuuid="{vm["uuid"]}"',
+        f"memory={hw['memory']}",
+        'pagefusion="off"',
+        "vram=8",
+        "cpuexecutioncap=100",
+        'cpu-profile="host"',
+        'chipset="piix3"',
+        f'firmware="{"EFI" if hw["firmware"] == "efi" else "BIOS"}"',
+        f"cpus={hw['cpus']}",
+        'hpet="off"',
+        'pae="off"',
+        'longmode="off"',
+        'triplefaultreset="off"',
+        'apic="on"',
+        'x2apic="off"',
+        'nested-hw-virt="off"',
+        'hwvirtex="on"',
+        'nestedpaging="on"',
+        'largepages="off"',
+        'vtxvpid="on"',
+        'vtxux="on"',
+        'virtvmsavevmload="on"',
+        "cpuid-portability-level=0",
+        'bootmenu="messageandmenu"',
+        'boot1="floppy"',
+        'boot2="dvd"',
+        'boot3="disk"',
+        'boot4="none"',
+        'acpi="on"',
+        'ioapic="off"',
+        'biosapic="apic"',
+        "biossystemtimeoffset=0",
+        f"NvramFile={_q(base + '.nvram')}",
+        'rtcuseutc="off"',
+        'iommu="none"',
+        'paravirtprovider="default"',
+        'effparavirtprovider="none"',
+        f'VMState="{vm["state"]}"',
+        f'VMStateChangeTime="{vm["statechange"]}"',
     ]
     if vm["state"] == "saved":
         out.append(f"VMStateFile={_q(folder + '/Snapshots/' + vm['statechange'][:19] + '.sav')}")
     out += [
-        'graphicscontroller="vboxvga"', "monitorcount=1", 'accelerate3d="off"', 'teleporterenabled="off"',
-        "teleporterport=0", 'teleporteraddress=""', 'teleporterpassword=""', 'tracing-enabled="off"',
-        'tracing-allow-vm-access="off"', 'tracing-config=""', 'autostart-enabled="off"', "autostart-delay=0",
-        'defaultfrontend=""', 'vmprocpriority="default"',
+        'graphicscontroller="vboxvga"',
+        "monitorcount=1",
+        'accelerate3d="off"',
+        'teleporterenabled="off"',
+        "teleporterport=0",
+        'teleporteraddress=""',
+        'teleporterpassword=""',
+        'tracing-enabled="off"',
+        'tracing-allow-vm-access="off"',
+        'tracing-config=""',
+        'autostart-enabled="off"',
+        "autostart-delay=0",
+        'defaultfrontend=""',
+        'vmprocpriority="default"',
     ]
     for i, ctl in enumerate(hw["controllers"]):
-        out += [f"storagecontrollername{i}={_q(ctl['name'])}", f'storagecontrollertype{i}="{ctl["type"]}"',
-                f'storagecontrollerinstance{i}="0"', f'storagecontrollermaxportcount{i}="{ctl["max"]}"',
-                f'storagecontrollerportcount{i}="{ctl["ports"]}"', f'storagecontrollerbootable{i}="on"']
+        out += [
+            f"storagecontrollername{i}={_q(ctl['name'])}",
+            f'storagecontrollertype{i}="{ctl["type"]}"',
+            f'storagecontrollerinstance{i}="0"',
+            f'storagecontrollermaxportcount{i}="{ctl["max"]}"',
+            f'storagecontrollerportcount{i}="{ctl["ports"]}"',
+            f'storagecontrollerbootable{i}="on"',
+        ]
     for ctl in hw["controllers"]:
         for port in range(ctl["ports"]):
             for dev in range(ctl["devices"]):
@@ -245,12 +323,16 @@ def _showvminfo(state: State, vm: VM) -> list[str]:
                     out.append(f'{_q(key)}="none"')
                     continue
                 location = state["media"][medium]["location"]
-                out += [f"{_q(key)}={_q(location)}",
-                        f'{_q(ctl["name"] + "-ImageUUID-" + f"{port}-{dev}")}="{medium}"']
+                out += [
+                    f"{_q(key)}={_q(location)}",
+                    f'{_q(ctl["name"] + "-ImageUUID-" + f"{port}-{dev}")}="{medium}"',
+                ]
                 if ctl["type"] == "IntelAhci":
                     out.append(f'{_q(ctl["name"] + "-hot-pluggable-" + f"{port}-{dev}")}="off"')
-                out += [f'{_q(ctl["name"] + "-nonrotational-" + f"{port}-{dev}")}="off"',
-                        f'{_q(ctl["name"] + "-discard-" + f"{port}-{dev}")}="off"']
+                out += [
+                    f'{_q(ctl["name"] + "-nonrotational-" + f"{port}-{dev}")}="off"',
+                    f'{_q(ctl["name"] + "-discard-" + f"{port}-{dev}")}="off"',
+                ]
     for slot in range(1, 9):
         nic = hw["nics"].get(str(slot))
         if nic is None:
@@ -260,25 +342,62 @@ def _showvminfo(state: State, vm: VM) -> list[str]:
             out.append(f'natnet{slot}="nat"')
         else:
             out.append(f"{_NIC_COMPANION[nic['kind']]}{slot}={_q(nic['network'])}")
-        out += [f'macaddress{slot}="{nic["mac"]}"', f'cableconnected{slot}="on"', f'nic{slot}="{nic["kind"]}"',
-                f'nictype{slot}="{nic["type"]}"', f'nicspeed{slot}="0"']
+        out += [
+            f'macaddress{slot}="{nic["mac"]}"',
+            f'cableconnected{slot}="on"',
+            f'nic{slot}="{nic["kind"]}"',
+            f'nictype{slot}="{nic["type"]}"',
+            f'nicspeed{slot}="0"',
+        ]
         if nic["kind"] == "nat":
-            out += ['mtu="0"', 'sockSnd="64"', 'sockRcv="64"', 'tcpWndSnd="64"', 'tcpWndRcv="64"',
-                    'localhostReachable="0"', 'forwardBroadcast="0"', 'enableTFTP="0"']
-    out += ['hidpointing="ps2mouse"', 'hidkeyboard="ps2kbd"', 'uart1="off"', 'uart2="off"', 'uart3="off"',
-            'uart4="off"', 'lpt1="off"', 'lpt2="off"', 'audio="default"', 'audio_out="off"', 'audio_in="off"',
-            'clipboard="disabled"', 'clipboard_file_transfers="off"', 'draganddrop="disabled"']
+            out += [
+                'mtu="0"',
+                'sockSnd="64"',
+                'sockRcv="64"',
+                'tcpWndSnd="64"',
+                'tcpWndRcv="64"',
+                'localhostReachable="0"',
+                'forwardBroadcast="0"',
+                'enableTFTP="0"',
+            ]
+    out += [
+        'hidpointing="ps2mouse"',
+        'hidkeyboard="ps2kbd"',
+        'uart1="off"',
+        'uart2="off"',
+        'uart3="off"',
+        'uart4="off"',
+        'lpt1="off"',
+        'lpt2="off"',
+        'audio="default"',
+        'audio_out="off"',
+        'audio_in="off"',
+        'clipboard="disabled"',
+        'clipboard_file_transfers="off"',
+        'draganddrop="disabled"',
+    ]
     running = vm["state"] in RUNNING_STATES
     if running:  # what a running VM adds (captures of running 5.0 and 6.0 VMs)
         out += ['SessionName="headless"', 'VideoMode="720,400,0"@0,0 1']
     out += ['vrde="off"', 'usb="off"', 'ehci="off"', 'xhci="off"']
     if running:
         out += ['VRDEActiveConnection="off"', "VRDEClients=0"]
-    out += ['recording_started="off"', 'recording_enabled="off"', "recording_screens=1", " rec_screen0",
-            'rec_screen_enabled="on"', "rec_screen_id=0", 'rec_screen_video_enabled="on"',
-            'rec_screen_audio_enabled="off"', 'rec_screen_dest="File"',
-            f"rec_screen_dest_filename={_q(base + '-screen0.webm')}", 'rec_screen_opts="ac_profile=med"',
-            'rec_screen_video_res_xy="1024x768"', "rec_screen_video_rate_kbps=512", "rec_screen_video_fps=25"]
+    out += [
+        'recording_started="off"',
+        'recording_enabled="off"',
+        "recording_screens=1",
+        " rec_screen0",
+        'rec_screen_enabled="on"',
+        "rec_screen_id=0",
+        'rec_screen_video_enabled="on"',
+        'rec_screen_audio_enabled="off"',
+        'rec_screen_dest="File"',
+        f"rec_screen_dest_filename={_q(base + '-screen0.webm')}",
+        'rec_screen_opts="ac_profile=med"',
+        'rec_screen_video_res_xy="1024x768"',
+        "rec_screen_video_rate_kbps=512",
+        "rec_screen_video_fps=25",
+    ]
     if vm["description"]:
         out.append(f"description={_q(vm['description'])}")
     out.append("GuestMemoryBalloon=0")
@@ -286,8 +405,11 @@ def _showvminfo(state: State, vm: VM) -> list[str]:
     return out
 
 
-_OS_DESCRIPTIONS = {"Other": "Other/Unknown", "Linux_64": "Other Linux (64-bit)",
-                    "Windows10_64": "Windows 10 (64-bit)"}
+_OS_DESCRIPTIONS = {
+    "Other": "Other/Unknown",
+    "Linux_64": "Other Linux (64-bit)",
+    "Windows10_64": "Windows 10 (64-bit)",
+}
 
 
 def _snapshot_lines(vm: VM) -> list[str]:
@@ -299,8 +421,13 @@ def _snapshot_lines(vm: VM) -> list[str]:
         if snap["description"]:
             out.append(f'SnapshotDescription{path}="{snap["description"]}"')
         if snap["uuid"] == vm["current_snapshot"]:
-            out.extend([f'CurrentSnapshotName="{snap["name"]}"', f'CurrentSnapshotUUID="{snap["uuid"]}"',
-                        f'CurrentSnapshotNode="SnapshotName{path}"'])
+            out.extend(
+                [
+                    f'CurrentSnapshotName="{snap["name"]}"',
+                    f'CurrentSnapshotUUID="{snap["uuid"]}"',
+                    f'CurrentSnapshotNode="SnapshotName{path}"',
+                ]
+            )
         children = [s for s in vm["snapshots"] if s["parent"] == snap["uuid"]]
         for n, child in enumerate(children, start=1):
             walk(child, f"{path}-{n}")
@@ -323,32 +450,54 @@ def cmd_version(state: State, args: list[str]) -> list[str]:
 def cmd_list(state: State, args: list[str]) -> list[str]:
     what = [a for a in args if not a.startswith("--")]
     if not what:
-        raise Fail("Missing subcommand for \"list\" command.", exit_code=2)
+        raise Fail('Missing subcommand for "list" command.', exit_code=2)
     kind = what[0]
     if kind == "vms":
         return [f'"{vm["name"]}" {{{vm["uuid"]}}}' for vm in state["vms"].values()]
     if kind == "runningvms":
-        return [f'"{vm["name"]}" {{{vm["uuid"]}}}' for vm in state["vms"].values()
-                if vm["state"] in RUNNING_STATES]
+        return [
+            f'"{vm["name"]}" {{{vm["uuid"]}}}'
+            for vm in state["vms"].values()
+            if vm["state"] in RUNNING_STATES
+        ]
     if kind == "hostinfo":
-        return ["Host Information:", "", f"Host time: {_now()}Z", "Processor online count: 8",
-                "Processor count: 8", "Processor online core count: 8", "Processor core count: 8",
-                "Processor supports HW virtualization: yes", "Memory size: 65536 MByte",
-                "Memory available: 60000 MByte", "Operating system: Linux",
-                "Operating system version: 6.1.0-anyvirt-fake"]
+        return [
+            "Host Information:",
+            "",
+            f"Host time: {_now()}Z",
+            "Processor online count: 8",
+            "Processor count: 8",
+            "Processor online core count: 8",
+            "Processor core count: 8",
+            "Processor supports HW virtualization: yes",
+            "Memory size: 65536 MByte",
+            "Memory available: 60000 MByte",
+            "Operating system: Linux",
+            "Operating system version: 6.1.0-anyvirt-fake",
+        ]
     if kind == "hdds":
         out: list[str] = []
         for m_uuid, m in state["media"].items():
-            out += [f"UUID:           {m_uuid}", f"Parent UUID:    {m['parent'] or 'base'}", "State:          created",
-                    f"Type:           normal ({'differencing' if m['parent'] else 'base'})",
-                    f"Location:       {m['location']}", f"Storage format: {m['format']}",
-                    f"Capacity:       {m['capacity']} MBytes", "Encryption:     disabled", ""]
+            out += [
+                f"UUID:           {m_uuid}",
+                f"Parent UUID:    {m['parent'] or 'base'}",
+                "State:          created",
+                f"Type:           normal ({'differencing' if m['parent'] else 'base'})",
+                f"Location:       {m['location']}",
+                f"Storage format: {m['format']}",
+                f"Capacity:       {m['capacity']} MBytes",
+                "Encryption:     disabled",
+                "",
+            ]
         return out
     if kind == "hostonlyifs":
         return []
     if kind == "systemproperties":
-        return ["API version:                     7_2", f"Default machine folder:          {state['machine_folder']}",
-                "Default hard disk format:        VDI"]
+        return [
+            "API version:                     7_2",
+            f"Default machine folder:          {state['machine_folder']}",
+            "Default hard disk format:        VDI",
+        ]
     raise Fail(f'Unknown subcommand "{kind}".', exit_code=2)
 
 
@@ -370,11 +519,26 @@ def _new_vm(state: State, name: str, vm_uuid: str, ostype: str) -> VM:
         raise Fail(f"Machine settings file '{path}' already exists", "VBOX_E_FILE_ERROR")
     safe = "".join("_" if c in '/\\:*?"<>|$;' else c for c in name)
     return {
-        "uuid": vm_uuid, "name": name, "ostype": ostype, "description": "", "state": "poweroff",
-        "statechange": _now(), "cfgfile": str(Path(state["machine_folder"]) / safe / f"{safe}.vbox"),
-        "hw": {"cpus": 1, "memory": 128, "firmware": "bios", "controllers": [], "attachments": {}, "nics": {
-            "1": {"kind": "nat", "network": "", "mac": _mac(), "type": "Am79C973"}}},
-        "snapshots": [], "current_snapshot": None, "extradata": {}, "modified": False, "saved_snapshot": None,
+        "uuid": vm_uuid,
+        "name": name,
+        "ostype": ostype,
+        "description": "",
+        "state": "poweroff",
+        "statechange": _now(),
+        "cfgfile": str(Path(state["machine_folder"]) / safe / f"{safe}.vbox"),
+        "hw": {
+            "cpus": 1,
+            "memory": 128,
+            "firmware": "bios",
+            "controllers": [],
+            "attachments": {},
+            "nics": {"1": {"kind": "nat", "network": "", "mac": _mac(), "type": "Am79C973"}},
+        },
+        "snapshots": [],
+        "current_snapshot": None,
+        "extradata": {},
+        "modified": False,
+        "saved_snapshot": None,
     }
 
 
@@ -382,8 +546,9 @@ def _qemu_img(*args: str) -> str:
     """Disk files are real images (qemu-img writes VDI), so what is exported can be read back."""
     done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
-        raise Fail(f"qemu-img {args[0]} failed: {done.stderr.strip()}", "VBOX_E_FILE_ERROR", "MediumWrap",
-                   "IMedium")
+        raise Fail(
+            f"qemu-img {args[0]} failed: {done.stderr.strip()}", "VBOX_E_FILE_ERROR", "MediumWrap", "IMedium"
+        )
     return done.stdout
 
 
@@ -400,14 +565,21 @@ def cmd_createvm(state: State, args: list[str]) -> list[str]:
     vm = _new_vm(state, name, vm_uuid, opts.get("--ostype", "Other"))
     vm["hw"]["nics"] = {"1": {"kind": "nat", "network": "", "mac": _mac(), "type": "Am79C973"}}
     state["vms"][vm_uuid] = vm
-    return [f"Virtual machine '{name}' is created and registered.", f"UUID: {vm_uuid}",
-            f"Settings file: '{vm['cfgfile']}'"]
+    return [
+        f"Virtual machine '{name}' is created and registered.",
+        f"UUID: {vm_uuid}",
+        f"Settings file: '{vm['cfgfile']}'",
+    ]
 
 
 def _offline(vm: VM) -> None:
     if vm["state"] in RUNNING_STATES or vm["state"] == "saved":
-        raise Fail(f"The machine '{vm['name']}' is already locked for a session (or being unlocked)",
-                   "VBOX_E_INVALID_OBJECT_STATE", "MachineWrap", "IMachine")
+        raise Fail(
+            f"The machine '{vm['name']}' is already locked for a session (or being unlocked)",
+            "VBOX_E_INVALID_OBJECT_STATE",
+            "MachineWrap",
+            "IMachine",
+        )
 
 
 def cmd_modifyvm(state: State, args: list[str]) -> list[str]:
@@ -431,11 +603,14 @@ def cmd_modifyvm(state: State, args: list[str]) -> list[str]:
             else:
                 hw["nics"].setdefault(slot, {"kind": value, "network": "", "mac": _mac(), "type": "Am79C973"})
                 hw["nics"][slot]["kind"] = value
-        elif key.startswith(("--nictype", "--macaddress", "--bridgeadapter", "--hostonlyadapter", "--intnet",
-                             "--nat-network")):
+        elif key.startswith(
+            ("--nictype", "--macaddress", "--bridgeadapter", "--hostonlyadapter", "--intnet", "--nat-network")
+        ):
             field = key.rstrip("0123456789")
-            slot = key[len(field):]
-            nic = hw["nics"].setdefault(slot, {"kind": "nat", "network": "", "mac": _mac(), "type": "Am79C973"})
+            slot = key[len(field) :]
+            nic = hw["nics"].setdefault(
+                slot, {"kind": "nat", "network": "", "mac": _mac(), "type": "Am79C973"}
+            )
             if field == "--nictype":
                 nic["type"] = value
             elif field == "--macaddress":
@@ -451,12 +626,19 @@ def cmd_modifyvm(state: State, args: list[str]) -> list[str]:
 def cmd_storagectl(state: State, args: list[str]) -> list[str]:
     pos, opts = _options(args)
     vm = _find(state, pos[0])
-    kinds = {"IntelAhci": (30, 1), "PIIX4": (2, 2), "LsiLogic": (16, 1), "NVMe": (255, 1), "VirtioSCSI": (256, 1)}
+    kinds = {
+        "IntelAhci": (30, 1),
+        "PIIX4": (2, 2),
+        "LsiLogic": (16, 1),
+        "NVMe": (255, 1),
+        "VirtioSCSI": (256, 1),
+    }
     ctl_type = opts.get("--controller", "IntelAhci")
     maxports, devices = kinds.get(ctl_type, (30, 1))
     ports = int(opts.get("--portcount", "2" if ctl_type == "PIIX4" else "1"))
-    vm["hw"]["controllers"].append({"name": opts["--name"], "type": ctl_type, "max": maxports, "ports": ports,
-                                    "devices": devices})
+    vm["hw"]["controllers"].append(
+        {"name": opts["--name"], "type": ctl_type, "max": maxports, "ports": ports, "devices": devices}
+    )
     return []
 
 
@@ -467,20 +649,31 @@ def cmd_createmedium(state: State, args: list[str]) -> list[str]:
     size = int(opts["--size"])
     _qemu_img("create", "-q", "-f", "vdi", str(path), f"{size}M")
     m_uuid = str(uuidlib.uuid4())
-    state["media"][m_uuid] = {"location": str(path), "format": opts.get("--format", "VDI").upper(),
-                              "capacity": size, "parent": None}
-    return ["0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%", f"Medium created. UUID: {m_uuid}"]
+    state["media"][m_uuid] = {
+        "location": str(path),
+        "format": opts.get("--format", "VDI").upper(),
+        "capacity": size,
+        "parent": None,
+    }
+    return [
+        "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%",
+        f"Medium created. UUID: {m_uuid}",
+    ]
 
 
 def _medium_by_path(state: State, path: str) -> str:
     for m_uuid, m in state["media"].items():
         if m["location"] == path or m_uuid == path:
-            return m_uuid
+            return str(m_uuid)
     if os.path.exists(path):  # an image made outside VirtualBox: opened on first use
         m_uuid = str(uuidlib.uuid4())
         facts = json.loads(_qemu_img("info", "--output=json", path))
-        state["media"][m_uuid] = {"location": path, "format": str(facts["format"]).upper(),
-                                  "capacity": max(1, int(facts["virtual-size"]) // (1024 * 1024)), "parent": None}
+        state["media"][m_uuid] = {
+            "location": path,
+            "format": str(facts["format"]).upper(),
+            "capacity": max(1, int(facts["virtual-size"]) // (1024 * 1024)),
+            "parent": None,
+        }
         return m_uuid
     raise Fail(f"Could not find file for the medium '{path}' (VERR_FILE_NOT_FOUND)", "VBOX_E_FILE_ERROR")
 
@@ -524,8 +717,12 @@ def cmd_clonemedium(state: State, args: list[str]) -> list[str]:
     # the fake's differencing images hold nothing of their own: the base is the content
     _qemu_img("convert", "-q", "-O", "vdi", state["media"][chain[-1]]["location"], str(dest))
     new = str(uuidlib.uuid4())
-    state["media"][new] = {"location": str(dest), "format": opts.get("--format", "VDI").upper(),
-                           "capacity": state["media"][src]["capacity"], "parent": None}
+    state["media"][new] = {
+        "location": str(dest),
+        "format": opts.get("--format", "VDI").upper(),
+        "capacity": state["media"][src]["capacity"],
+        "parent": None,
+    }
     return [f"Clone medium created in format '{state['media'][new]['format']}'. UUID: {new}"]
 
 
@@ -540,8 +737,9 @@ def cmd_unregistervm(state: State, args: list[str]) -> list[str]:
     pos, opts = _options(args, ("--delete", "--delete-all"))
     vm = _find(state, pos[0])
     if vm["state"] in RUNNING_STATES:
-        raise Fail(f"Cannot unregister the machine '{vm['name']}' while it is locked",
-                   "VBOX_E_INVALID_OBJECT_STATE")
+        raise Fail(
+            f"Cannot unregister the machine '{vm['name']}' while it is locked", "VBOX_E_INVALID_OBJECT_STATE"
+        )
     del state["vms"][vm["uuid"]]
     if "--delete" in opts or "--delete-all" in opts:
         others = set().union(*(_vm_media(v) for v in state["vms"].values())) if state["vms"] else set()
@@ -564,10 +762,12 @@ def cmd_startvm(state: State, args: list[str]) -> list[str]:
     pos, _ = _options(args)
     vm = _find(state, pos[0])
     if vm["state"] in RUNNING_STATES:
-        raise Fail(f"The machine '{vm['name']}' is already locked by a session (or being locked or unlocked)",
-                   "VBOX_E_INVALID_OBJECT_STATE")
+        raise Fail(
+            f"The machine '{vm['name']}' is already locked by a session (or being locked or unlocked)",
+            "VBOX_E_INVALID_OBJECT_STATE",
+        )
     _set_state(vm, "running")
-    return [f'Waiting for VM "{pos[0]}" to power on...', f"VM \"{pos[0]}\" has been successfully started."]
+    return [f'Waiting for VM "{pos[0]}" to power on...', f'VM "{pos[0]}" has been successfully started.']
 
 
 def cmd_controlvm(state: State, args: list[str]) -> list[str]:
@@ -576,20 +776,31 @@ def cmd_controlvm(state: State, args: list[str]) -> list[str]:
     if vm["state"] not in RUNNING_STATES:
         raise Fail(f"Machine '{args[0]}' is not currently running.")
     transitions = {
-        "pause": ("running", "paused"), "resume": ("paused", "running"), "reset": ("running", "running"),
-        "poweroff": (None, "poweroff"), "acpipowerbutton": ("running", "poweroff"), "savestate": (None, "saved"),
+        "pause": ("running", "paused"),
+        "resume": ("paused", "running"),
+        "reset": ("running", "running"),
+        "poweroff": (None, "poweroff"),
+        "acpipowerbutton": ("running", "poweroff"),
+        "savestate": (None, "saved"),
     }
     if action not in transitions:
-        raise Fail(f'Invalid parameter \'{action}\'', exit_code=2)
+        raise Fail(f"Invalid parameter '{action}'", exit_code=2)
     need, new = transitions[action]
     if need is not None and vm["state"] != need:
-        raise Fail(f"Invalid machine state: {vm['state'].capitalize()}", "VBOX_E_INVALID_VM_STATE", "ConsoleWrap",
-                   "IConsole")
+        raise Fail(
+            f"Invalid machine state: {vm['state'].capitalize()}",
+            "VBOX_E_INVALID_VM_STATE",
+            "ConsoleWrap",
+            "IConsole",
+        )
     _set_state(vm, new)
     if action in ("poweroff", "acpipowerbutton"):
         vm["saved_snapshot"] = None
-    return ["0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"] if action in (
-        "poweroff", "savestate") else []
+    return (
+        ["0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"]
+        if action in ("poweroff", "savestate")
+        else []
+    )
 
 
 def cmd_discardstate(state: State, args: list[str]) -> list[str]:
@@ -620,40 +831,58 @@ def cmd_snapshot(state: State, args: list[str]) -> list[str]:
         pos, opts = _options(rest, ("--live", "--pause"))
         if any(s["name"] == pos[0] for s in vm["snapshots"]) and "--uniquename" not in opts:
             pass  # VirtualBox allows duplicate snapshot names; anyvirt's core refuses them first
-        snap = {"uuid": str(uuidlib.uuid4()), "name": pos[0], "description": opts.get("--description", ""),
-                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "parent": vm["current_snapshot"],
-                "state": vm["state"] if vm["state"] in RUNNING_STATES else None,
-                "hw": json.loads(json.dumps(vm["hw"]))}
+        snap = {
+            "uuid": str(uuidlib.uuid4()),
+            "name": pos[0],
+            "description": opts.get("--description", ""),
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "parent": vm["current_snapshot"],
+            "state": vm["state"] if vm["state"] in RUNNING_STATES else None,
+            "hw": json.loads(json.dumps(vm["hw"])),
+        }
         vm["snapshots"].append(snap)
         vm["current_snapshot"] = snap["uuid"]
         vm["modified"] = False
-        return ["0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%",
-                f"Snapshot taken. UUID: {snap['uuid']}"]
+        return [
+            "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%",
+            f"Snapshot taken. UUID: {snap['uuid']}",
+        ]
     snap = _find_snapshot(vm, rest[0] if rest else "")
     if sub == "restore":
         if vm["state"] in RUNNING_STATES:
-            raise Fail(f"Cannot restore a snapshot of the machine '{vm['name']}' while it is running",
-                       "VBOX_E_INVALID_VM_STATE", "SessionMachine")
+            raise Fail(
+                f"Cannot restore a snapshot of the machine '{vm['name']}' while it is running",
+                "VBOX_E_INVALID_VM_STATE",
+                "SessionMachine",
+            )
         vm["hw"] = json.loads(json.dumps(snap["hw"]))
         vm["current_snapshot"] = snap["uuid"]
         vm["modified"] = False
         _set_state(vm, "saved" if snap["state"] else "poweroff")
-        return [f"Restoring snapshot '{snap['name']}' ({snap['uuid']})",
-                "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"]
+        return [
+            f"Restoring snapshot '{snap['name']}' ({snap['uuid']})",
+            "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%",
+        ]
     if sub == "delete":
         children = [s for s in vm["snapshots"] if s["parent"] == snap["uuid"]]
         if len(children) > 1:
-            raise Fail(f"Snapshot '{snap['name']}' of the machine '{vm['name']}' cannot be deleted, because it "
-                       f"has {len(children)} child snapshots, which is more than the one snapshot allowed for "
-                       "deletion", "VBOX_E_INVALID_OBJECT_STATE", "SessionMachine")
+            raise Fail(
+                f"Snapshot '{snap['name']}' of the machine '{vm['name']}' cannot be deleted, because it "
+                f"has {len(children)} child snapshots, which is more than the one snapshot allowed for "
+                "deletion",
+                "VBOX_E_INVALID_OBJECT_STATE",
+                "SessionMachine",
+            )
         for child in children:
             child["parent"] = snap["parent"]
         vm["snapshots"].remove(snap)
         if vm["current_snapshot"] == snap["uuid"]:
             vm["current_snapshot"] = snap["parent"]
-        return [f"Deleting snapshot '{snap['name']}' ({snap['uuid']})",
-                "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%"]
-    raise Fail(f'Invalid parameter \'{sub}\'', exit_code=2)
+        return [
+            f"Deleting snapshot '{snap['name']}' ({snap['uuid']})",
+            "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%",
+        ]
+    raise Fail(f"Invalid parameter '{sub}'", exit_code=2)
 
 
 def _find_snapshot(vm: VM, ref: str) -> dict[str, Any]:
@@ -678,31 +907,52 @@ def cmd_clonevm(state: State, args: list[str]) -> list[str]:
         base = state["media"][m_uuid]
         new_m = str(uuidlib.uuid4())
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / ("Snapshots/{" + new_m + "}.vdi" if linked else f"{name}-disk{len(hw['attachments'])}.vdi")
+        path = folder / (
+            "Snapshots/{" + new_m + "}.vdi" if linked else f"{name}-disk{len(hw['attachments'])}.vdi"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         if linked:
             path.write_bytes(b"")
         else:
             _qemu_img("convert", "-q", "-O", "vdi", base["location"], str(path))
-        state["media"][new_m] = {"location": str(path), "format": "VDI", "capacity": base["capacity"],
-                                 "parent": m_uuid if linked else None}
+        state["media"][new_m] = {
+            "location": str(path),
+            "format": "VDI",
+            "capacity": base["capacity"],
+            "parent": m_uuid if linked else None,
+        }
         hw["attachments"][key] = new_m
     for nic in hw["nics"].values():
         nic["mac"] = _mac()
     clone["hw"] = hw
     clone["description"] = src["description"]
     state["vms"][new_uuid] = clone
-    return ["0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%",
-            f"Machine has been successfully cloned as \"{name}\""]
+    return [
+        "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%",
+        f'Machine has been successfully cloned as "{name}"',
+    ]
 
 
 COMMANDS: dict[str, Handler] = {
-    "--version": cmd_version, "-v": cmd_version, "list": cmd_list, "setproperty": cmd_setproperty,
-    "showvminfo": cmd_showvminfo, "createvm": cmd_createvm, "modifyvm": cmd_modifyvm,
-    "storagectl": cmd_storagectl, "createmedium": cmd_createmedium, "storageattach": cmd_storageattach,
-    "closemedium": cmd_closemedium, "modifymedium": cmd_modifymedium, "clonemedium": cmd_clonemedium,
-    "unregistervm": cmd_unregistervm, "startvm": cmd_startvm, "controlvm": cmd_controlvm,
-    "discardstate": cmd_discardstate, "setextradata": cmd_setextradata, "snapshot": cmd_snapshot,
+    "--version": cmd_version,
+    "-v": cmd_version,
+    "list": cmd_list,
+    "setproperty": cmd_setproperty,
+    "showvminfo": cmd_showvminfo,
+    "createvm": cmd_createvm,
+    "modifyvm": cmd_modifyvm,
+    "storagectl": cmd_storagectl,
+    "createmedium": cmd_createmedium,
+    "storageattach": cmd_storageattach,
+    "closemedium": cmd_closemedium,
+    "modifymedium": cmd_modifymedium,
+    "clonemedium": cmd_clonemedium,
+    "unregistervm": cmd_unregistervm,
+    "startvm": cmd_startvm,
+    "controlvm": cmd_controlvm,
+    "discardstate": cmd_discardstate,
+    "setextradata": cmd_setextradata,
+    "snapshot": cmd_snapshot,
     "clonevm": cmd_clonevm,
 }
 
