@@ -58,7 +58,7 @@ _MESSAGE_ERRORS: tuple[tuple[re.Pattern[str], type[AnyvirtError]], ...] = (
         re.compile(
             r"is not currently running|is not running|is already locked|"
             r"is not in a state|cannot be deleted, because|in the (?:saved|running) state|"
-            r"Invalid machine state",
+            r"Invalid machine state|has more than one child hard disk|already has a lock request pending",
             re.I,
         ),
         InvalidState,
@@ -66,7 +66,7 @@ _MESSAGE_ERRORS: tuple[tuple[re.Pattern[str], type[AnyvirtError]], ...] = (
 )
 
 # A session lock another process holds: gone in a moment, so worth a brief retry.
-_LOCKED = re.compile(r"is already locked|session is busy|already locked for a session", re.I)
+_LOCKED = re.compile(r"is already locked|session is busy|already has a lock request pending", re.I)
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -41,8 +42,8 @@ USUAL_PATHS = (
     r"C:\Program Files\Oracle\VirtualBox\VBoxManage.exe",
 )
 DEFAULT_TIMEOUT = 120.0
-LOCK_RETRIES = 5
-LOCK_RETRY_DELAY = 0.4
+LOCK_RETRIES = 8
+LOCK_RETRY_DELAY = 0.2  # seconds, growing, with jitter so that clashing callers spread out
 
 
 def find_vboxmanage(explicit: str | None = None) -> str:
@@ -104,7 +105,7 @@ class VBoxManage:
                 return out
             error = parse_error(out.stderr)
             if error is not None and error.locked and attempt < LOCK_RETRIES:
-                time.sleep(LOCK_RETRY_DELAY * (attempt + 1))
+                time.sleep(LOCK_RETRY_DELAY * (attempt + 1) * (0.5 + random.random()))
                 continue
             raise self.failure(code, out, what)
         raise AssertionError("unreachable")  # pragma: no cover
