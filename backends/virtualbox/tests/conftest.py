@@ -1,20 +1,18 @@
 """Fixtures for the VirtualBox backend's tests.
 
 ``real_vboxmanage`` is the real VirtualBox 7.2 of the Debian sid chroot (built
-on first use, about a minute, then cached under ``~/.cache/anyvirt``), or a
-full VirtualBox named by ``ANYVIRT_VIRTUALBOX_VBOXMANAGE``. ``fake_vboxmanage``
+on first use, about a minute, then cached under ``~/.cache/anyvirt``). ``fake_vboxmanage``
 is the project's fake, for running states only. Every test gets its own home
 (``VBOX_USER_HOME`` with its own VBoxSVC, and machine folder).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from anyvirt_virtualbox.testbed import FULL_VIRTUALBOX_ENV, Home, build_chroot, fake_vboxmanage, make_home
+from anyvirt_virtualbox.testbed import Home, build_chroot, fake_vboxmanage, make_home
 
 import anyvirt
 from anyvirt.host import Host
@@ -24,8 +22,9 @@ CAPTURES = Path(__file__).with_name("captures")
 
 @pytest.fixture(scope="session")
 def real_vboxmanage() -> Path:
-    explicit = os.environ.get(FULL_VIRTUALBOX_ENV)
-    return Path(explicit) if explicit else build_chroot()
+    """The testbed's real VirtualBox 7.2 (the full one of $ANYVIRT_VIRTUALBOX_VBOXMANAGE has
+    its own module, test_virtualbox_contract_full)."""
+    return build_chroot()
 
 
 @pytest.fixture(scope="session")
