@@ -2,7 +2,7 @@
 
 Standalone (no pytest): ``.venv/bin/python bench/libvirt_list.py [--domains N] [--qemu]``.
 
-Starts an isolated libvirtd (``anyvirt.testing.libvirt_testbed``) and serves
+Starts an isolated libvirtd (``anyvirt_libvirt.testbed.daemon``) and serves
 a libvirt test-driver file with N domains through it (``test+unix://``), so
 every call is a real RPC to a real daemon. With ``--qemu`` it also defines N
 shut-off QEMU domains in the daemon's QEMU driver, which (unlike the test
@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-
-import anyvirt
-from anyvirt.testing.libvirt_testbed import (
+from anyvirt_libvirt.testbed.daemon import (
     LibvirtDaemon,
     make_test_driver_file,
     uri_for_test_driver_file,
 )
+
+import anyvirt
 
 LOCAL = {"name", "UUIDString", "UUID", "isAlive", "ID"}
 STATS = (

@@ -195,7 +195,7 @@ def main() -> int:
         child(args.child, json.loads(args.config))
         return 0
 
-    from anyvirt.testing.vcsim_testbed import Vcsim
+    from anyvirt_vsphere.testbed.vcsim import Vcsim
 
     shm = Path("/dev/shm")
     workdir = Path(tempfile.mkdtemp(prefix="anyvirt-bench-", dir=shm if shm.is_dir() else None))

@@ -42,6 +42,7 @@ from rich.table import Table
 from rich.text import Text
 
 import anyvirt
+import anyvirt.images
 from anyvirt import Capability, DiskSpec, PowerState, VMSpec
 
 STEPS = ("connect", "info", "create", "start", "snapshot", "revert", "migrate", "stop", "drop snapshot",
@@ -318,7 +319,7 @@ class Tour:
 
 
 class GuestImage:
-    """Builds the bootable test guest once, on first use, if binutils are there."""
+    """Writes the bootable demo image once, on first use, where one is installed and can be built."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
@@ -329,10 +330,9 @@ class GuestImage:
         if not self._tried:
             self._tried = True
             try:
-                from anyvirt.testing.guest import build_guest_image
-
-                self._path = build_guest_image(self._directory)
-            except Exception:  # no binutils: fall back to a blank disk
+                # `anyvirt image demo`: the tiny guest of anyvirt-libvirt (needs binutils)
+                self._path = anyvirt.images.write("demo", self._directory / "demo.img")
+            except Exception:  # not installed, or no binutils: fall back to a blank disk
                 self._path = None
         return self._path
 

@@ -380,9 +380,11 @@ def test_testbed_libvirt_serves_until_sigterm() -> None:
 def test_testbed_vsphere_prints_uri_and_password() -> None:
     proc, data = _start_testbed("vsphere", "--vms", "1")
     try:
-        assert data["uri"].startswith("vsphere://")
-        assert data["password"] not in data["uri"]
-        with anyvirt.connect(data["uri"], password=data["password"]) as vc:
+        [uri] = data["uris"]
+        password = data["environment"]["ANYVIRT_PASSWORD"]
+        assert uri.startswith("vsphere://")
+        assert password not in uri
+        with anyvirt.connect(uri, password=password) as vc:
             assert vc.backend == "vsphere"
             assert len(vc.nodes.list()) >= 1
     finally:

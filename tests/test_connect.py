@@ -79,7 +79,7 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogC
     for text in (repr(t), str(t), t.safe_uri, repr(t.credentials), str(t.credentials.password)):
         assert SECRET not in text
     monkeypatch.setenv("ANYVIRT_PASSWORD", SECRET)
-    with anyvirt.connect("memory://secrets?x=1", password=SECRET) as host:
+    with anyvirt.connect("memory://secrets?nodes=1", password=SECRET) as host:
         assert SECRET not in repr(host) and SECRET not in host.uri
     with pytest.raises(anyvirt.AnyvirtError) as info:
         anyvirt.connect(f"teleport://admin:{SECRET}@h")
@@ -155,6 +155,19 @@ def test_secrets_in_the_query_become_credentials_and_never_show(
     for text in (repr(t), t.safe_uri, repr(p), p.safe_uri):
         assert SECRET not in text
     assert "node=pve1" in p.safe_uri
-    with anyvirt.connect(f"memory://qsecrets?password={SECRET}&client_secret={SECRET}") as host:
+    with anyvirt.connect(f"memory://qsecrets?password={SECRET}") as host:
         assert SECRET not in repr(host) and SECRET not in host.uri
+    # an option the backend does not read is refused, and the refusal shows no value
+    with pytest.raises(InvalidSpec, match="no URI option 'client_secret'") as refused:
+        anyvirt.connect(f"memory://qsecrets?client_secret={SECRET}")
+    assert SECRET not in str(refused.value)
     assert SECRET not in caplog.text
+
+
+def test_unknown_options_are_refused_naming_the_closest() -> None:
+    with pytest.raises(InvalidSpec, match="did you mean 'password'"):
+        anyvirt.connect("memory://typo", pasword="x")  # not a silent fall-back to $ANYVIRT_PASSWORD
+    with pytest.raises(InvalidSpec, match="did you mean 'nodes'"):
+        anyvirt.connect("memory://typo?node=2")
+    with pytest.raises(InvalidSpec, match="did you mean 'timeout'"):
+        anyvirt.connect("memory://typo?timout=5")

@@ -31,3 +31,24 @@ def test_readme_gives_exactly_the_two_setup_commands() -> None:
     assert "    bash scripts/test.sh" in readme
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "bash scripts/test.sh" in ci
+
+
+def readme_example(uri: str) -> str:
+    """The README's first Python block, connecting to ``uri`` instead of the local QEMU."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'anyvirt.connect("libvirt+qemu:///system")' in code
+    return code.replace('"libvirt+qemu:///system"', repr(uri)).replace("    ...", "    pass")
+
+
+def test_readme_example_runs_as_written_on_memory() -> None:
+    from anyvirt.memory import reset
+
+    try:
+        exec(compile(readme_example("memory://readme"), "README.md", "exec"), {})
+        import anyvirt
+
+        with anyvirt.connect("memory://readme") as host:
+            assert host.vms.list() == [], "the example cleans up after itself"
+    finally:
+        reset("readme")

@@ -3,6 +3,8 @@
 * ``support-matrix.md``: the capability matrix from every installed driver's
   ``possible_capabilities`` (``anyvirt.cli.matrix.support_matrix_markdown``),
   so the published matrix cannot drift from what the drivers declare.
+* ``concepts.md`` and ``support-matrix.md``: the operation gate's table
+  (``anyvirt.operations.operations_markdown``), the rules the code enforces.
 * ``cli.md``: the ``--help`` text of every ``anyvirt`` command.
 * ``backends/<name>.md``: the backend's own ``backends/<name>/README.md``, kept
   beside its code so it changes with it, shown here without a copy.
@@ -22,6 +24,7 @@ import click
 from mkdocs.exceptions import PluginError
 
 MATRIX_MARKER = "<!-- generated: support-matrix -->"
+OPERATIONS_MARKER = "<!-- generated: operations -->"
 CLI_MARKER = "<!-- generated: cli-help -->"
 BACKEND_MARKER = re.compile(r"<!-- generated: backend-readme ([a-z0-9_-]+) -->")
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +52,12 @@ def _cli_help() -> str:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     src = page.file.src_uri
+    if src in ("concepts.md", "support-matrix.md"):
+        from anyvirt.operations import operations_markdown
+
+        if OPERATIONS_MARKER not in markdown:
+            raise PluginError(f"{src} lost its marker {OPERATIONS_MARKER}")
+        markdown = markdown.replace(OPERATIONS_MARKER, operations_markdown())
     if src == "support-matrix.md":
         from anyvirt.cli.matrix import support_matrix_markdown
 

@@ -7,9 +7,10 @@ in code for a credential.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyvirt import profiles, registry
 from anyvirt.errors import InvalidSpec
@@ -24,6 +25,9 @@ from anyvirt.target import (
     parse_bool,
     parse_uri,
 )
+
+if TYPE_CHECKING:
+    from anyvirt.driver import Driver
 
 log = logging.getLogger("anyvirt")
 
@@ -112,6 +116,28 @@ def build_target(
     )
 
 
+#: connect()'s own keyword arguments and anyvirt's own URI options, known for every backend
+CONNECT_KEYWORDS = frozenset({"profile", "username", "password", "token", "verify", "ca", "timeout",
+                              "overcommit"})
+URI_OPTIONS = frozenset({"verify", "ca", "timeout", "password", "token"})
+
+
+def check_options(target: Target, driver_cls: type[Driver]) -> None:
+    """Refuse an option the backend does not read, naming the closest one it does: a typo
+    such as ``pasword=`` must not quietly fall back to ``$ANYVIRT_PASSWORD``."""
+    for kind, given, known in (
+        ("keyword option", set(target.options), CONNECT_KEYWORDS | driver_cls.connect_options),
+        ("URI option", set(target.query), URI_OPTIONS | driver_cls.uri_options),
+    ):
+        for option in sorted(given - known):
+            close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidSpec(
+                f"{target.scheme}:// has no {kind} {option!r}{hint} "
+                f"(it takes: {', '.join(sorted(known))})"
+            )
+
+
 def connect(
     uri: str | None = None,
     *,
@@ -138,6 +164,7 @@ def connect(
         verify=verify, ca=ca, timeout=timeout, **options,
     )
     driver_cls = registry.driver_for(target.scheme)
+    check_options(target, driver_cls)
     log.debug("connecting to %s", target.safe_uri)
     driver = driver_cls.open(target)
     return Host(driver, overcommit=overcommit or driver.default_overcommit() or Overcommit())

@@ -161,7 +161,7 @@ class Host:
         ``AnyvirtError``; its ``results`` are the moves that succeeded).
         """
         if maintenance:
-            self.require(Capability.MAINTENANCE_MODE)
+            self.gate.require(Capability.MAINTENANCE_MODE)
         if not (self.supports(Capability.LIVE_MIGRATION) or self.supports(Capability.COLD_MIGRATION)):
             raise NotSupported(self.backend, Capability.COLD_MIGRATION,
                                "evacuate moves VMs by migration, which this connection cannot do")
@@ -188,9 +188,7 @@ class Host:
             failed.results = list(results)
             raise failed
         if maintenance:
-            self.run(f"enter maintenance on {source.name}",
-                     lambda job: self.driver.set_maintenance(source.id, True, job),
-                     wait=True, timeout=timeout)
+            self.gate.set_maintenance(source.refresh(), True, timeout=timeout)
         return results
 
     # -- lifetime -----------------------------------------------------

@@ -19,8 +19,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import shutil
-import subprocess
 import tempfile
 import threading
 import uuid
@@ -32,7 +30,9 @@ from pathlib import Path
 from attrs import define, evolve, field
 
 from anyvirt.driver import Driver
-from anyvirt.errors import InvalidSpec, InvalidState, NotFound
+from anyvirt.errors import InvalidSpec, InvalidState, NotFound, TaskFailed
+from anyvirt.kit import qemu_img
+from anyvirt.kit.placement import least_loaded
 from anyvirt.model import (
     GIB,
     Capability,
@@ -191,17 +191,16 @@ def _import_image(path: str) -> tuple[str, bytes, int]:
     """Bring an image into "storage": converted to raw, as a real host would, when qemu-img
     is there; else kept in its own format. Returns (format, bytes, virtual size)."""
     fmt, data = _read_image(path)
-    qemu_img = shutil.which("qemu-img")
-    if fmt == "raw" or qemu_img is None:
+    if fmt == "raw" or not qemu_img.available():
         size = os.path.getsize(path) if fmt == "raw" else _virtual_size(fmt, data)
         return fmt, data, size
     with tempfile.TemporaryDirectory(prefix="anyvirt-mem-") as tmp:
         raw = os.path.join(tmp, "disk.raw")
+        image = qemu_img.inspect_untrusted(path, format=fmt)  # refuses backing files, extents
         try:
-            subprocess.run([qemu_img, "convert", "-q", "-O", "raw", path, raw], check=True,
-                           capture_output=True, timeout=600)
-        except subprocess.SubprocessError as exc:
-            raise InvalidSpec(f"qemu-img cannot read {path} as {fmt}") from exc
+            qemu_img.convert(path, raw, source_format=image.format, format="raw", timeout=600)
+        except TaskFailed as exc:
+            raise InvalidSpec(f"qemu-img cannot read {path} as {fmt}: {exc}") from exc
         _, data = _read_image(raw)
         return "raw", data, os.path.getsize(raw)
 
@@ -257,6 +256,8 @@ class MemoryDriver(Driver):
     backend = "memory"
     platform = "In-memory (reference and test fake)"
     possible_capabilities = frozenset(Capability)
+    placement_options = frozenset({"storage"})
+    uri_options = frozenset({"nodes", "cpus", "memory_mib", "storage_gib", "latency", "without"})
 
     def __init__(self, world: World, target: Target) -> None:
         self.world = world
@@ -297,15 +298,9 @@ class MemoryDriver(Driver):
     def _pick_node(self, node: str | None, world: World | None = None) -> str:
         """The node id for ``node`` (the gate has checked it), or the scheduler's choice."""
         w = world or self.world
-        if node is None:
-            # least-loaded node by memory given out, among those taking VMs: what a scheduler does
-            load = {n: 0 for n, info in w.nodes.items() if not info.maintenance}
-            if not load:
-                raise InvalidState(f"every node of memory://{w.name} is in maintenance")
-            for vm in w.vms.values():
-                if vm.node in load:
-                    load[vm.node] += vm.memory_mib
-            return min(load, key=lambda n: (load[n], n))
+        if node is None:  # what a scheduler does
+            return least_loaded(w.nodes.values(), ((vm.node, vm.memory_mib) for vm in w.vms.values()),
+                                where=f"memory://{w.name}").id
         for info in w.nodes.values():
             if node in (info.id, info.name):
                 return info.id

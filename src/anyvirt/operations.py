@@ -143,8 +143,10 @@ RULES: dict[str, Rule] = {
     "resume": _power_rule(PowerAction.RESUME, "vm.resume()"),
     "suspend": _power_rule(PowerAction.SUSPEND, "vm.suspend()"),
     "reconfigure": Rule(
-        "vm.reconfigure(cpus, memory_mib)", Capability.RECONFIGURE, ANY_STATE - {U}, "refused",
-        "the VM", "the CPUs and memory added", ("cpus and memory_mib are whole numbers >= 1",),
+        # not while suspended: the saved memory image belongs to the hardware it was saved on
+        "vm.reconfigure(cpus, memory_mib)", Capability.RECONFIGURE, frozenset({S, R, P, C}),
+        "refused", "the VM", "the CPUs and memory added",
+        ("cpus and memory_mib are whole numbers >= 1",),
         result="True if applied live, False if at the next start"),
     "delete": Rule(
         "vm.delete(disks=True)", Capability.VM_DELETE, DELETABLE, "allowed", "the VM", "",
@@ -173,8 +175,10 @@ RULES: dict[str, Rule] = {
         "snapshot.delete(children=False)", Capability.SNAPSHOTS, ANY_STATE, "allowed", "the VM", "",
         ("the snapshot exists",), result="None"),
     "migrate": Rule(
+        # not suspended: its saved memory image is local to the node; start it and migrate
+        # live, or power it off and migrate cold
         "vm.migrate(to, live=None, placement)", Capability.COLD_MIGRATION,
-        frozenset({S, R, SU, C}), "allowed", "the VM (and its name on the target host)",
+        frozenset({S, R, C}), "allowed", "the VM (and its name on the target host)",
         "on another host: the VM's CPUs and memory there",
         ("live needs a running VM, cold one not running", "the target is another node or host "
          "of the same backend", "on another host: the name is free and no linked clone "
@@ -246,8 +250,9 @@ class Gate:
                 f"cannot {name}: VM {who!r} is busy ({busy.what}); try again when that is done"
             ) from None
 
-    def _reread(self, rule: Rule, vm: VM, what: str) -> VMSummary:
-        """Re-read the VM under the hold and apply the table's state and template rules."""
+    def _reread(self, rule: Rule, vm: VM, what: str, hint: str = "") -> VMSummary:
+        """Re-read the VM under the hold and apply the table's state and template rules;
+        ``hint`` says what to do about a wrong state."""
         summary = self.host.driver.vm_summary(vm.id)
         vm._summary = summary
         if rule.templates == "refused" and summary.template:
@@ -259,7 +264,8 @@ class Gate:
             raise InvalidState(f"cannot {what}: {vm.name!r} is not a template")
         if summary.state not in rule.states:
             raise InvalidState(
-                f"cannot {what}: {vm.name!r} is {summary.state}; that needs it {_states(rule.states)}"
+                f"cannot {what}: {vm.name!r} is {summary.state}; "
+                f"{hint or 'that needs it ' + _states(rule.states)}"
             )
         return summary
 
@@ -399,7 +405,14 @@ class Gate:
 
         def work(job: Job) -> VM:
             driver.power(vm.id, chosen, job)
-            return vm.refresh()
+            try:
+                return vm.refresh()
+            except NotFound:
+                if chosen not in (PowerAction.STOP, PowerAction.POWER_OFF):
+                    raise
+                # a transient VM (libvirt's virsh create) is gone once it is off: it stopped
+                vm._summary = evolve(vm._summary, state=S, raw_state="gone (transient)")
+                return vm
 
         return self._run(f"{verb} {vm.name}", entered, work, hold=hold, wait=wait,
                          timeout=timeout, on_progress=on_progress)
@@ -407,6 +420,7 @@ class Gate:
     def reconfigure(self, vm: VM, cpus: int | None, memory_mib: int | None, *, wait: bool,
                     timeout: float | None) -> Any:
         entered = time.monotonic()
+        self.require(Capability.RECONFIGURE)
         for label, value in (("cpus", cpus), ("memory_mib", memory_mib)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
@@ -414,7 +428,6 @@ class Gate:
         if cpus is None and memory_mib is None:
             raise InvalidSpec("reconfigure() needs cpus or memory_mib")
         rule = RULES["reconfigure"]
-        self.require(Capability.RECONFIGURE)
         hold = self._hold(f"reconfigure {vm.name}", vm)
         with self._checking(hold):
             summary = self._reread(rule, vm, f"reconfigure {vm.name!r}")
@@ -437,13 +450,8 @@ class Gate:
         self.require(Capability.VM_DELETE)
         hold = self._hold(f"delete {vm.name}", vm)
         with self._checking(hold):
-            summary = self.host.driver.vm_summary(vm.id)
-            vm._summary = summary
-            if summary.state not in rule.states:
-                raise InvalidState(
-                    f"cannot delete VM {vm.name!r} while it is {summary.state}: stop it first "
-                    "(a forced power-off if need be)"
-                )
+            self._reread(rule, vm, f"delete VM {vm.name!r}",
+                         "stop it first (a forced power-off if need be)")
             if disks:
                 users = self.host.driver.linked_clones(vm.id)
                 if users:
@@ -646,7 +654,8 @@ class Gate:
         hold = self._hold(f"migrate {vm.name}", vm)
         name_hold: holds.Hold | None = None
         with self._checking(hold):
-            summary = self._reread(rule, vm, f"migrate {vm.name!r}")
+            summary = self._reread(rule, vm, f"migrate {vm.name!r}",
+                                   "start it and migrate it live, or power it off first")
             running = summary.state is R
             live = running if live is None else live
             if live and not running:
@@ -708,13 +717,8 @@ class Gate:
         self.require(Capability.DISK_EXPORT)
         hold = self._hold(f"{what} {vm.name}", vm)
         with self._checking(hold):
-            summary = self.host.driver.vm_summary(vm.id)
-            vm._summary = summary
-            if summary.state not in rule.states:
-                raise InvalidState(
-                    f"cannot {what} {vm.name!r}: it is {summary.state}; stop it first (its disks "
-                    "must not change while they are copied)"
-                )
+            self._reread(rule, vm, f"{what} {vm.name!r}",
+                         "stop it first (its disks must not change while they are copied)")
         return self._run(f"{what} {vm.name}", entered, work, hold=hold, wait=wait,
                          timeout=timeout, on_progress=on_progress)
 

@@ -26,6 +26,7 @@ from anyvirt.model import Capability
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 600.0
+WATCHDOG_GRACE_S = 0.1  # past the deadline, the task fails whatever its work is doing
 ProgressCallback = Callable[["Task[Any]"], None]
 _ids = itertools.count(1)
 log = logging.getLogger("anyvirt")
@@ -205,11 +206,6 @@ class Task(Generic[T]):
     def _work_ended(self, result: T | None, error: BaseException | None) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
-        if self._finish is not None:
-            try:
-                self._finish()  # holds and reservations go back when the work really ends
-            except Exception:
-                log.exception("releasing what task %r held failed", self.name)
         with self._state_lock:
             expired = self._expired
             if not expired:
@@ -221,14 +217,19 @@ class Task(Generic[T]):
                 else:
                     self.state = TaskState.FAILED
                 self.finished_at = time.monotonic()
+        if expired and error is None and self._undo is not None:
+            # the caller was told Timeout at the deadline: what finished late is rolled back,
+            # while the operation still holds what it held
+            try:
+                self._undo(result)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("rolling back task %r, finished after its deadline, failed", self.name)
+        if self._finish is not None:
+            try:
+                self._finish()  # holds and reservations go back when the work really ends
+            except Exception:
+                log.exception("releasing what task %r held failed", self.name)
         if expired:
-            # the caller was told Timeout at the deadline: what finished late is rolled back
-            if error is None and self._undo is not None:
-                try:
-                    self._undo(result)  # type: ignore[arg-type]
-                except Exception:
-                    log.exception("rolling back task %r, finished after its deadline, failed",
-                                  self.name)
             return
         if error is None:
             self.progress = 100.0
@@ -254,8 +255,9 @@ class Task(Generic[T]):
     # starting --------------------------------------------------------
     def _launch(self) -> None:
         if self._job.deadline is not None:
-            self._watchdog = threading.Timer(max(0.0, self._job.deadline - time.monotonic()),
-                                             self._expire)
+            # a little grace, so work that watches its own deadline reports what it waited for
+            self._watchdog = threading.Timer(
+                max(0.0, self._job.deadline - time.monotonic()) + WATCHDOG_GRACE_S, self._expire)
             self._watchdog.daemon = True
             self._watchdog.start()
         self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)

@@ -10,19 +10,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# The testbed fixtures, imported rather than named in ``pytest_plugins``: pytest refuses
+# ``pytest_plugins`` in a conftest below the rootdir when the whole project is collected.
+from anyvirt_libvirt.testbed import fixtures as libvirt_fixtures
+from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from libvirt_helpers import destroy, guest_spec, unique
 
 import anyvirt
 from anyvirt.host import Host
 from anyvirt.model import VMSpec
-
-# The testbed fixtures, imported rather than named in ``pytest_plugins``: pytest refuses
-# ``pytest_plugins`` in a conftest below the rootdir when the whole project is collected.
-from anyvirt.testing import libvirt_fixtures
-from anyvirt.testing.libvirt_testbed import LibvirtDaemon
 from anyvirt.vm import VM
 
 guest_image = libvirt_fixtures.guest_image
+libvirt_daemon = libvirt_fixtures.libvirt_daemon
 libvirt_daemon_pair = libvirt_fixtures.libvirt_daemon_pair
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 
 import anyvirt
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, VMSpec
-from anyvirt.testing.libvirt_testbed import LibvirtDaemon
 from anyvirt.testing.suite import *  # noqa: F403
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anyvirt_libvirt.demo_image import OFF_MARKER, read_console, wait_for_counter
 from anyvirt_libvirt.driver import LibvirtDriver
 from anyvirt_libvirt.embedded import SYSTEM_SOCKET, prepare_embed_root, system_daemon_reachable
 from libvirt_helpers import guest_spec
 
 import anyvirt
 from anyvirt.model import PowerState
-from anyvirt.testing.guest import OFF_MARKER, read_console, wait_for_counter
 
 
 def test_default_uri_prefers_the_system_daemon_else_embeds() -> None:

@@ -11,11 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from libvirt_helpers import console_log, unique
-
-from anyvirt.host import Host
-from anyvirt.model import PowerState
-from anyvirt.testing.guest import (
+from anyvirt_libvirt.demo_image import (
     MARKER,
     OFF_MARKER,
     disk_counter,
@@ -24,6 +20,11 @@ from anyvirt.testing.guest import (
     wait_for_counter,
     wait_for_marker,
 )
+from libvirt_helpers import console_log, guest_spec, unique
+
+import anyvirt.images
+from anyvirt.host import Host
+from anyvirt.model import PowerState
 from anyvirt.vm import VM
 
 
@@ -155,3 +156,16 @@ def test_suspend_and_start_from_suspended(guest: Callable[[str], VM],
     assert vm.refresh().state is PowerState.PAUSED
     vm.resume()
     assert vm.refresh().state is PowerState.RUNNING
+
+
+def test_the_demo_image_boots_as_anyvirt_image_demo_writes_it(
+    host: Host, vms: Callable[[VM], VM], tmp_path: Path
+) -> None:
+    """``anyvirt image demo PATH`` (its API: anyvirt.images.write) boots, in both formats."""
+    for fmt in ("raw", "qcow2"):
+        image = anyvirt.images.write("demo", tmp_path / f"demo.{fmt}", fmt)
+        vm = vms(host.vms.create(guest_spec(unique(f"demo-{fmt}"), image)))
+        vm.start()
+        wait_for_marker(console_log(vm))
+        wait_for_counter(console_log(vm), 1)
+        vm.stop(force=True)

@@ -4,6 +4,7 @@ the pool, and a create that fails half-way."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,14 +12,14 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from anyvirt_libvirt.demo_image import MARKER, last_counter, read_console, wait_for_counter
+from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from libvirt_helpers import console_log, destroy, guest_spec, unique
 
 import anyvirt
 from anyvirt.errors import AnyvirtError, Cancelled, ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, MigrationResult, PowerState, VMSpec
-from anyvirt.testing.guest import MARKER, last_counter, read_console, wait_for_counter
-from anyvirt.testing.libvirt_testbed import LibvirtDaemon
 from anyvirt.vm import VM
 
 
@@ -200,3 +201,36 @@ def test_live_migration_reports_progress_and_can_be_cancelled(
     assert source.vms.get(vm.id).state is PowerState.RUNNING
     assert not target.vms.exists(vm.id)
     assert _pool_files(target) == target_volumes, "the pre-created target volumes are removed"
+
+
+def test_a_daemon_killed_mid_create_leaves_no_volume_once_reconnected(
+    spare_daemon: LibvirtDaemon, tmp_path: Path
+) -> None:
+    """The partial volume of an upload cut short stays in the pool (the clean-up cannot
+    reach a dead daemon); the in-flight record lets the next connection remove it."""
+    image = tmp_path / "big.raw"
+    image.write_bytes(os.urandom(64 * 1024 * 1024))  # incompressible: a real upload
+    pool_dir = spare_daemon.pool_path
+    before = set(os.listdir(pool_dir))
+    with anyvirt.connect(spare_daemon.anyvirt_uri) as host:
+
+        def kill_once_a_volume_appears() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if set(os.listdir(pool_dir)) - before:
+                    spare_daemon.kill()
+                    return
+                time.sleep(0.002)
+
+        killer = threading.Thread(target=kill_once_a_volume_appears)
+        killer.start()
+        try:
+            with pytest.raises(ConnectionFailed):
+                host.vms.create(VMSpec(name=unique("cut"), cpus=1, memory_mib=16,
+                                       disks=[DiskSpec(image=str(image))], nics=[]))
+        finally:
+            killer.join()
+            spare_daemon.restart()
+        assert set(os.listdir(pool_dir)) - before, "the dead daemon left a partial volume"
+        host.vms.list()  # the next call reconnects, and sweeps
+        assert set(os.listdir(pool_dir)) - before == set()

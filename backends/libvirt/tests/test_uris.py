@@ -66,15 +66,19 @@ def test_embed_needs_a_root() -> None:
 
 
 def test_test_driver_creates_despite_its_fictional_capacity() -> None:
-    """test:///default runs an 8 GiB domain on a 3 GiB 'host': no overcommit guard there."""
+    """test:///default runs a domain of 2 GiB (8 GiB maximum) on a 3 GiB 'host': no
+    overcommit guard there."""
     with anyvirt.connect("libvirt+test:///default") as host:
-        assert host.info().allocation.memory_ratio > 1
-        vm = host.vms.create(anyvirt.VMSpec(name="fits-anyway", memory_mib=256))
+        builtin = host.vms.get("test").info()
+        assert builtin.memory_mib == 2048, "the current size, as virsh dominfo says"
+        assert builtin.extra["memory_max_mib"] > host.info().memory_mib
+        vm = host.vms.create(anyvirt.VMSpec(name="fits-anyway", memory_mib=2048))
         assert host.vms.get("fits-anyway").id == vm.id
+        assert host.info().allocation.memory_ratio > 1
         vm.delete()
     with anyvirt.connect("libvirt+test:///default", overcommit=anyvirt.Overcommit()) as strict, \
             pytest.raises(anyvirt.CapacityExceeded):
-        strict.vms.create(anyvirt.VMSpec(name="refused", memory_mib=256))
+        strict.vms.create(anyvirt.VMSpec(name="refused", memory_mib=2048))
 
 
 def test_a_closed_host_stays_closed() -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the vSphere backend's tests: vcsim in vCenter and ESXi modes.
 
-The simulators come from ``anyvirt.testing.vcsim_fixtures`` (built from
+The simulators come from ``anyvirt_vsphere.testbed.fixtures`` (built from
 Debian's govmomi source on first use, then cached). ``vsphere_host`` and the
 contract suite's ``anyvirt_host`` are parametrised over both modes.
 """
@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import pytest
-
-import anyvirt
-
 # The session-scoped simulators. Imported rather than named in ``pytest_plugins``,
 # which pytest accepts only in the rootdir's conftest (this suite also runs from there).
-import anyvirt.testing.vcsim_fixtures as _vcsim_fixtures
+import anyvirt_vsphere.testbed.fixtures as _vcsim_fixtures
+import pytest
+from anyvirt_vsphere.testbed.vcsim import Vcsim
+
+import anyvirt
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, VMSpec
-from anyvirt.testing.vcsim_testbed import Vcsim
 
 vcsim_vcenter = _vcsim_fixtures.vcsim_vcenter
 vcsim_esx = _vcsim_fixtures.vcsim_esx

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from anyvirt_vsphere.clone import LINKED_BASE_SNAPSHOT
 from anyvirt_vsphere.driver import VSphereDriver, VSphereExtensions
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 import anyvirt
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.testing.suite.spy import recording
-from anyvirt.testing.vcsim_testbed import Vcsim
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import pytest
 from anyvirt_vsphere.datastore_files import download, upload
 from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 import anyvirt
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
 from anyvirt.model import PowerState
-from anyvirt.testing.vcsim_testbed import Vcsim
 
 
 def _plain_uri(sim: Vcsim) -> str:
@@ -50,7 +50,7 @@ def test_wrong_password_is_authentication_failed(vcsim: Vcsim) -> None:
 
 
 def test_unknown_option_is_refused(vcsim: Vcsim) -> None:
-    with pytest.raises(InvalidSpec, match="unknown option"):
+    with pytest.raises(InvalidSpec, match="no URI option 'colour'; did you mean 'cluster'"):
         anyvirt.connect(vcsim.anyvirt_uri_with_ca + "&colour=blue", password=vcsim.password)
 
 

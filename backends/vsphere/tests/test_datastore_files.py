@@ -135,3 +135,52 @@ def test_disks_export_after_snapshots_were_deleted(vsphere_host: Host, tmp_path:
         assert [e.size_bytes for e in exported] == [vm.info().disks[0].size_bytes]
     finally:
         vm.delete(disks=True)
+
+
+def test_a_stream_shorter_or_longer_than_declared_is_refused(vsphere_host: Host, tmp_path: Path) -> None:
+    import io
+
+    from anyvirt.errors import TaskFailed
+
+    ds = _datastore(vsphere_host)
+    with pytest.raises(TaskFailed, match="ended after 100 of the declared 200"):
+        upload(vsphere_host, ds, "anyvirt-test/short.img", io.BytesIO(b"x" * 100), size=200)
+    with pytest.raises(TaskFailed, match="longer than the declared 100"):
+        upload(vsphere_host, ds, "anyvirt-test/long.img", io.BytesIO(b"x" * 101), size=100)
+    for name in ("short", "long"):  # neither stays on the datastore as if it were complete
+        with pytest.raises(NotFound):
+            download(vsphere_host, ds, f"anyvirt-test/{name}.img", tmp_path / name)
+
+
+def test_transfers_report_progress_to_the_job(vsphere_host: Host, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from anyvirt.kit import streams
+
+    monkeypatch.setattr(streams, "PROGRESS_EVERY", 0.0)
+    source = tmp_path / "disk.img"
+    source.write_bytes(os.urandom(SIZE))
+    ds = _datastore(vsphere_host)
+    seen: list[tuple[float | None, str]] = []
+    job = Job("transfer", 60, lambda pct, msg: seen.append((pct, msg)))
+    upload(vsphere_host, ds, "anyvirt-test/progress.img", source, job=job, span=(0, 50))
+    assert download(vsphere_host, ds, "anyvirt-test/progress.img", tmp_path / "back", job=job,
+                    span=(50, 100)) == SIZE
+    percents = [p for p, _ in seen if p is not None]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert 50.0 in percents
+    assert seen[-1][1].startswith("downloading") and "3.0 MiB of 3.0 MiB" in seen[-1][1]
+
+
+def test_an_image_that_points_at_other_files_is_refused_before_anything(
+        vsphere_host: Host, tmp_path: Path) -> None:
+    from anyvirt.kit import qemu_img
+
+    base = tmp_path / "base.raw"
+    qemu_img.create(base, "raw", 1024 * 1024)
+    top = tmp_path / "top.qcow2"
+    qemu_img.create(top, "qcow2", backing=base, backing_format="raw")
+    before = {vm.name for vm in vsphere_host.vms.list()}
+    node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
+    with pytest.raises(InvalidSpec, match="backing file"):
+        vsphere_host.vms.create(VMSpec(name="from-backing", node=node, disks=[DiskSpec(image=str(top))]))
+    assert {vm.name for vm in vsphere_host.vms.list()} == before

@@ -11,12 +11,12 @@ import pytest
 from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.inventory import escape_name, inventory_path, unescape_name
 from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 import anyvirt
 from anyvirt.errors import InvalidSpec
 from anyvirt.host import Host
 from anyvirt.model import VMSpec
-from anyvirt.testing.vcsim_testbed import Vcsim
 
 
 @contextmanager

@@ -11,12 +11,12 @@ from anyvirt_vsphere.datastore_files import download
 from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.sdk import vim, vmodl
 from anyvirt_vsphere.tasks import wait_task
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 from anyvirt.errors import Cancelled, CapacityExceeded, InvalidSpec, InvalidState, NotFound, TaskFailed
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Firmware, NicSpec, PowerState, VMSpec
 from anyvirt.tasks import Job
-from anyvirt.testing.vcsim_testbed import Vcsim
 
 
 def _driver(host: Host) -> VSphereDriver:

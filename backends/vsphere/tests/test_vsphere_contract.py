@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 import anyvirt
 from anyvirt.host import Host
@@ -18,7 +19,6 @@ from anyvirt.model import DiskSpec, NicSpec, VMSpec
 from anyvirt.node import Node
 from anyvirt.testing.suite import *  # noqa: F403
 from anyvirt.testing.suite import TestSnapshots as _ContractSnapshots
-from anyvirt.testing.vcsim_testbed import Vcsim
 
 REVERT_IS_POINTER_ONLY = (
     "vcsim 0.24.2 reverts by moving the current-snapshot pointer only: "

@@ -17,7 +17,14 @@ from typing import IO, Any
 import click
 
 from anyvirt import __version__
-from anyvirt.cli import commands_host, commands_move, commands_snapshot, commands_testbed, commands_vm
+from anyvirt.cli import (
+    commands_host,
+    commands_image,
+    commands_move,
+    commands_snapshot,
+    commands_testbed,
+    commands_vm,
+)
 from anyvirt.cli.context import Settings
 from anyvirt.cli.exit_codes import ExitCode, exit_code_epilog, exit_code_for
 from anyvirt.errors import AnyvirtError
@@ -94,6 +101,7 @@ commands_host.register(cli)
 cli.add_command(commands_vm.vm)
 cli.add_command(commands_snapshot.snapshot)
 cli.add_command(commands_testbed.testbed)
+cli.add_command(commands_image.image)
 commands_move.register(cli)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, TaskFailed
-from anyvirt.migration.plan import require_movable
+from anyvirt.kit import qemu_img
 from anyvirt.model import (
     Capability,
     DiskSpec,
@@ -43,8 +41,7 @@ MANIFEST = "manifest.json"
 
 def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT) -> Path:
     """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped."""
-    vm.host.require(Capability.DISK_EXPORT)
-    require_movable(vm)
+    vm.host.gate.require(Capability.DISK_EXPORT)
     dest = Path(path)
     if dest.exists():
         raise AlreadyExists(f"{dest} exists already")
@@ -84,7 +81,8 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
                 partial.unlink(missing_ok=True)
         return dest
 
-    result = vm.host.run(f"back up {vm.name}", work, wait=True, timeout=timeout)
+    # the gate holds the VM (its disks cannot change while copied) and checks its state
+    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout)
     assert isinstance(result, Path)
     return result
 
@@ -92,14 +90,12 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
 def compact(disk: ExportedDisk, job: Job) -> ExportedDisk:
     """Raw exports become qcow2 before archiving: tar keeps no holes, qcow2 stores no zeros.
     Without qemu-img the raw file goes in as it is."""
-    qemu_img = shutil.which("qemu-img")
-    if disk.format != "raw" or qemu_img is None:
+    if disk.format != "raw" or not qemu_img.available():
         return disk
     out = Path(disk.path).with_suffix(".qcow2")
     try:
-        subprocess.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", disk.path, str(out)],
-                       check=True, capture_output=True, timeout=job.remaining())
-    except subprocess.SubprocessError as exc:
+        qemu_img.convert(disk.path, out, source_format="raw", format="qcow2", job=job)
+    except TaskFailed as exc:
         raise TaskFailed(f"qemu-img could not compact disk {disk.id}: {exc}") from exc
     Path(disk.path).unlink()
     return attrs.evolve(disk, path=str(out), format="qcow2")
@@ -135,10 +131,9 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
     manifest = read_manifest(path)
     vm_data = manifest["vm"]
     new_name = check_name(vm_data["name"] if name is None else name, "name")
-    if host.vms.exists(new_name):
-        raise AlreadyExists(f"a VM named {new_name!r} exists already on {host.uri}")
-    # before unpacking what may be many GiB of disks
-    host.check_capacity(vm_data["cpus"], vm_data["memory_mib"])
+    # before unpacking what may be many GiB of disks: capability, name, capacity
+    host.gate.check_restore(new_name, vm_data["cpus"], vm_data["memory_mib"],
+                            with_images=bool(manifest["disks"]))
     with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
         with tarfile.open(path, "r") as tar:
             tar.extractall(tmp, filter="data")  # refuses absolute paths, '..', devices and links
@@ -147,6 +142,7 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
             file = Path(tmp) / entry["file"]
             if not file.is_file():
                 raise InvalidSpec(f"{path} lacks {entry['file']}")
+            _check_disk(file, entry, path)
             size = entry.get("size_bytes")
             bus = entry.get("bus")
             # a bus the target cannot express becomes its first choice, as in plan_migration
@@ -161,6 +157,20 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
             guest_os=vm_data.get("guest_os") or "other", description=vm_data.get("description", ""),
         )
         return host.vms.create(spec, timeout=timeout)
+
+
+def _check_disk(file: Path, entry: dict[str, Any], archive: str | os.PathLike[str]) -> None:
+    """A disk from an archive is untrusted: in its declared format, pointing at no other file
+    (a backing file, an extent) or server, before any host sees it."""
+    declared = entry.get("format")
+    if declared not in qemu_img.FORMATS:
+        raise InvalidSpec(f"{archive}: disk {entry['file']} has format {declared!r}, "
+                          f"not one of {', '.join(qemu_img.FORMATS)}")
+    if qemu_img.available():
+        try:
+            qemu_img.inspect_untrusted(file, format=declared)
+        except InvalidSpec as exc:
+            raise InvalidSpec(f"{archive}: disk {entry['file']} is refused: {exc}") from exc
 
 
 def _usable_nics(host: Host, nics: list[NicSpec]) -> list[NicSpec]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import evolve
 
 from anyvirt.errors import AnyvirtError, TaskFailed
-from anyvirt.migration.plan import MigrationPlan, plan_migration, require_movable
+from anyvirt.migration.plan import MigrationPlan, plan_migration
 from anyvirt.model import DiskSpec, ExportedDisk, MigrationResult, PowerState
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
@@ -82,7 +82,6 @@ def migrate(
     was_running = vm.refresh().state is PowerState.RUNNING
     if was_running and shutdown:
         vm.stop(timeout=min(timeout or 300.0, 300.0))
-    require_movable(vm)
 
     def work(job: Job) -> MigrationResult:
         with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp:
@@ -104,15 +103,17 @@ def migrate(
                     new.delete(disks=True)
                 raise
             moved = sum(d.size_bytes for d in exported.values())
-        if delete_source:
-            vm.delete(disks=True)
         return MigrationResult(
             vm_id=new.id, vm_name=new.name, source=plan.source_uri, target=plan.target_uri,
             live=False, duration_s=round(time.monotonic() - started, 3), downtime_ms=None,
             bytes_transferred=moved, warnings=plan.warning_codes,
         )
 
-    result = to.run(f"move {vm.name} to {to.backend}", work, wait=True, timeout=timeout,
-                    on_progress=on_progress)
+    # the source is held through the copy (the gate's export rule: not running, one
+    # change at a time); it is removed only once the copy is verified and the hold is over
+    result = vm.host.gate.export(vm, f"move to {to.backend}", work, wait=True, timeout=timeout,
+                                 on_progress=on_progress)
     assert isinstance(result, MigrationResult)
+    if delete_source:
+        vm.delete(disks=True)
     return result

@@ -1,5 +1,13 @@
 """The pytest plugin behind the contract suite (registered through the ``pytest11`` entry point).
 
+Installing anyvirt loads it into every pytest session, so it stays inert: it
+registers the ``anyvirt_requires`` marker and two plain fixtures the suite's
+tests ask for (``anyvirt_vm_spec``, ``make_vm``), and nothing else. It has no
+autouse fixture (the capability gate belongs to the suite's classes,
+:class:`anyvirt.testing.suite.base.ContractTests`) and no testbed fixtures:
+those come with the backend distributions, opted into with
+``pytest_plugins = ["anyvirt_libvirt.testbed.fixtures"]`` and the like.
+
 A backend's test module does ``from anyvirt.testing.suite import *`` and
 provides, in its conftest or module:
 
@@ -28,12 +36,6 @@ from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.vm import VM
 
 SpecFactory = Callable[[str], VMSpec]
-
-# The testbed fixtures (libvirt_daemon, libvirt_daemon_pair, guest_image, vcsim_vcenter,
-# vcsim_esx) come with the plugin, so any project that installs anyvirt can use them.
-# They are session-scoped and start nothing until a test asks for one.
-pytest_plugins = ["anyvirt.testing.libvirt_fixtures", "anyvirt.testing.vcsim_fixtures"]
-
 
 def unique_name(prefix: str = "av") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -95,18 +97,3 @@ def pytest_configure(config: pytest.Config) -> None:
         "anyvirt_requires(*capabilities): run only where the host declares every capability",
     )
 
-
-@pytest.fixture(autouse=True)
-def _anyvirt_capability_gate(request: pytest.FixtureRequest) -> None:
-    """Skip a test marked ``anyvirt_requires`` when the host does not declare the capability.
-
-    That skip is honest: the same capability's ``NotSupported`` test then runs instead.
-    """
-    needed = [c for m in request.node.iter_markers("anyvirt_requires") for c in m.args]
-    if not needed:
-        return
-    host: Host = request.getfixturevalue("anyvirt_host")
-    missing = [c for c in dict.fromkeys(needed) if c not in host.capabilities]
-    if missing:
-        names = ", ".join(str(c) for c in missing)
-        pytest.skip(f"{host.backend} declares no {names} (its NotSupported test covers it)")

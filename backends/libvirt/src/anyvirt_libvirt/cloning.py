@@ -1,100 +1,220 @@
-"""Clones: a new domain (new UUID, new MACs) with copied or linked disks.
+"""Clones: a new domain (new UUID, new MACs, its own NVRAM and console log) with
+copied or linked disks, of a stopped or a running VM.
 
-A full clone copies every volume (``createXMLFrom``, or ``qemu-img convert``
-for the embedded store). A linked clone must not read a disk its original
-keeps writing to, so the original's disk is *frozen*: it becomes a read-only
-base, the original continues on a fresh overlay of it, and the clone gets a
-second overlay. Both are cheap, and neither can corrupt the other. The base
-is deleted with the last VM that needs it (see ``DiskStore.delete_chain``).
-While the original has not written to its overlay since, further linked
-clones go straight onto the same base: bulk clones (``count=``) all share
-one base instead of each adding a level to the chain.
-Internal snapshots live inside the frozen base, where the original could no
-longer revert to them, so a VM with snapshots can only be cloned in full.
+A full clone copies every writable disk into a new volume of the same pool
+(``createXMLFrom``; for a running VM a block copy, see :mod:`livecopy`, which
+gives a crash-consistent point-in-time copy). CD-ROMs and floppies are shared
+read-only media and stay as they are. Disks anyvirt cannot copy (block
+devices, network disks, files outside every pool) are refused before
+anything is made.
+
+A linked clone must not read a disk its original keeps writing to:
+
+* a **template** never writes to its disks: its clones' overlays sit on them;
+* a stopped VM **without snapshots** has its disk *frozen*: the disk becomes a
+  read-only base, the original continues on a fresh overlay of it, and the
+  clone gets a second overlay. Cheap, and neither can corrupt the other. While
+  the original has not written to its overlay since, further linked clones go
+  straight onto the same base (bulk clones share one base);
+* a VM **with snapshots**, or a **running** one, keeps its disk (its internal
+  snapshots live in it, and a running QEMU cannot be moved onto an overlay
+  without one): a *frozen copy* of its current state (flattened, no
+  snapshots) becomes the base. Later linked clones reuse that copy while the
+  original's disk has not changed since it was made (bulk clones again).
+
+Bases are deleted with the last volume that needs them (``DiskStore.delete_chain``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import uuid as uuidlib
+import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 import libvirt
+from attrs import define, field
 
-from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState
+from anyvirt.errors import AnyvirtError, InvalidSpec
 from anyvirt.model import VMSummary
 from anyvirt.tasks import Job
-from anyvirt_libvirt import domxml, listing, storage
+from anyvirt_libvirt import domxml, listing, livecopy, storage, templates
+from anyvirt_libvirt.disks import DomainDisk, parse_disks, refuse_uncopyable
 
 if TYPE_CHECKING:
     from anyvirt_libvirt.driver import LibvirtDriver
 
 
-def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) -> VMSummary:
+
+@define
+class _Source:
+    """What a clone needs to know of its original, read once."""
+
+    vm_id: str
+    name: str
+    xml: str
+    disks: list[DomainDisk]
+    running: bool
+    has_snapshots: bool
+    saved: bool
+    template: bool
+
+
+@define
+class _Plan:
+    """The volumes made so far (deleted again if the clone fails)."""
+
+    made: list[tuple[storage.DiskStore, str]] = field(factory=list)
+    clone_paths: dict[str, str] = field(factory=dict)  # file disks: old path -> new
+    clone_volumes: dict[str, str] = field(factory=dict)  # volume disks: old name -> new
+    source_paths: dict[str, str] = field(factory=dict)  # the original moved onto overlays
+    source_volumes: dict[str, str] = field(factory=dict)
+
+    def retarget(self, disk: DomainDisk, new_path: str, *, original: bool = False) -> None:
+        paths, volumes = (
+            (self.source_paths, self.source_volumes) if original
+            else (self.clone_paths, self.clone_volumes)
+        )
+        if disk.kind == "volume" and disk.volume:
+            volumes[disk.volume] = os.path.basename(new_path)
+        else:
+            paths[disk.path or ""] = new_path
+
+
+def _read_source(driver: LibvirtDriver, vm_id: str, name: str) -> _Source:
     with driver._domain(vm_id, f"clone VM as {name!r}") as dom:
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-        source_name = dom.name()
-        if dom.isActive():
-            raise InvalidState(
-                f"VM {source_name!r} is running: stop it (or suspend it) before cloning, "
-                "so its disks are consistent"
+        running = bool(dom.isActive())
+        return _Source(
+            vm_id=vm_id,
+            name=dom.name(),
+            xml=xml,
+            disks=parse_disks(xml, dom.connect()),
+            running=running,
+            has_snapshots=dom.snapshotNum(0) > 0,
+            saved=not running and bool(dom.hasManagedSaveImage(0)),
+            template=templates.is_marked(dom),
+        )
+
+
+def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) -> VMSummary:
+    source = _read_source(driver, vm_id, name)
+    refuse_uncopyable(source.disks, source.name, "clone")
+    writable = [d for d in source.disks if d.writable_disk]
+    stores = {}
+    for disk in writable:
+        store = driver._store_of(disk.path or "")
+        if store is None:
+            raise InvalidSpec(
+                f"cannot clone {source.name!r}: disk {disk.describe()} is outside every storage "
+                "pool, and anyvirt copies only pool volumes"
             )
-        has_snapshots = dom.snapshotNum(0) > 0
-        saved = bool(dom.hasManagedSaveImage(0))
-    if linked and has_snapshots:
-        raise InvalidState(
-            f"VM {source_name!r} has snapshots: a linked clone would strand them; "
-            "make a full clone, or delete the snapshots first"
-        )
+        stores[disk.dev] = store
     new_uuid = str(uuidlib.uuid4())
-    made: list[tuple[storage.DiskStore, str]] = []
-    clone_paths: dict[str, str] = {}
-    source_paths: dict[str, str] = {}
+    plan = _Plan()
     try:
-        for index, path in enumerate(domxml.disk_paths(xml)):
+        live_disks: list[tuple[DomainDisk, str]] = []
+        for index, disk in enumerate(writable):
             job.check()
-            store = driver._store_of(path)
-            if store is None:
-                raise InvalidSpec(
-                    f"disk {path} of {source_name!r} is not in a storage pool: cannot clone it"
-                )
+            store = stores[disk.dev]
             vol_name = f"{new_uuid}-disk{index}.qcow2"
-            if linked:
-                shared = _overlay_on_unchanged_base(store, vol_name, path)
-                if shared is not None:
-                    clone_paths[path] = shared  # the original stays as it is
-                else:
-                    overlay_name = f"{vm_id}-disk{index}-{secrets.token_hex(4)}.qcow2"
-                    source_overlay = store.overlay(overlay_name, path)
-                    made.append((store, source_overlay))
-                    source_paths[path] = source_overlay
-                    clone_paths[path] = store.overlay(vol_name, path)
+            if not linked and source.running:
+                live_disks.append((disk, _blank_like(store, plan, vol_name, disk)))
+            elif not linked:
+                _made(plan, store, store.copy(vol_name, disk.path or ""))
+                plan.retarget(disk, plan.made[-1][1])
+            elif source.template:
+                # a template never writes to its disks: clones layer straight onto them
+                plan.retarget(disk, _made(plan, store, store.overlay(vol_name, disk.path or "")))
+            elif source.running or source.has_snapshots:
+                base = _frozen_copy(driver, source, store, plan, disk, index, job)
+                plan.retarget(disk, _made(plan, store, store.overlay(vol_name, base)))
             else:
-                clone_paths[path] = store.copy(vol_name, path)
-            made.append((store, clone_paths[path]))
-        console = driver.console_log_for(new_uuid) if driver.facts.choices.domain_type != "test" else None
-        new_xml = domxml.rewrite_for_copy(
-            xml, name=name, uuid=new_uuid, disk_paths_map=clone_paths, console_log=console, new_macs=True
-        )
-        with driver.link.call(f"define clone {name!r}") as conn:
-            new_dom = conn.defineXML(new_xml)
-            try:
-                if source_paths:
-                    conn.defineXML(_on_new_disks(xml, source_paths))  # the original continues on its overlay
-                    if saved:
-                        _move_managed_save(conn, vm_id, source_paths)
-            except libvirt.libvirtError:
-                new_dom.undefine()
-                if source_paths:
-                    conn.defineXML(xml)  # back on its own disk, as it was
-                raise
-            return listing.summary_of(new_dom, driver.facts.node_id)
+                _freeze(source, store, plan, disk, index, vol_name)
+        if live_disks:
+            # every disk copied up to one instant: the clone is crash-consistent
+            livecopy.copy_running(driver, source.vm_id, live_disks, job)
+            for disk, path in live_disks:
+                plan.retarget(disk, path)
+        summary = _define(driver, source, plan, name, new_uuid, linked)
     except BaseException:
-        for store, path in reversed(made):
-            with contextlib.suppress(AnyvirtError):
-                store.delete(path)
+        storage.remove_made(plan.made)
         raise
+    for store, path in plan.made:
+        store.settled(path)
+    return summary
+
+
+def _made(plan: _Plan, store: storage.DiskStore, path: str) -> str:
+    plan.made.append((store, path))
+    return path
+
+
+def _blank_like(store: storage.DiskStore, plan: _Plan, vol_name: str, disk: DomainDisk) -> str:
+    capacity = store.describe(disk.path or "")[0] or 0
+    return _made(plan, store, store.create(vol_name, capacity))
+
+
+def _freeze(
+    source: _Source, store: storage.DiskStore, plan: _Plan, disk: DomainDisk, index: int,
+    vol_name: str,
+) -> None:
+    path = disk.path or ""
+    shared = _overlay_on_unchanged_base(store, vol_name, path)
+    if shared is not None:
+        plan.retarget(disk, _made(plan, store, shared))  # the original stays as it is
+        return
+    overlay_name = f"{source.vm_id}-disk{index}-{secrets.token_hex(4)}.qcow2"
+    plan.retarget(disk, _made(plan, store, store.overlay(overlay_name, path)), original=True)
+    plan.retarget(disk, _made(plan, store, store.overlay(vol_name, path)))
+
+
+def _frozen_copy(
+    driver: LibvirtDriver, source: _Source, store: storage.DiskStore, plan: _Plan,
+    disk: DomainDisk, index: int, job: Job,
+) -> str:
+    """A flattened copy of the disk's current state, shared by later linked clones
+    while the original's disk has not been written since it was made."""
+    path = disk.path or ""
+    prefix = f"{source.vm_id}-disk{index}-frozen-"
+    if not source.running:
+        reusable = store.newest_unchanged_copy(prefix, path)
+        if reusable is not None:
+            return reusable
+    name = f"{prefix}{secrets.token_hex(4)}.qcow2"
+    if source.running:
+        base = _made(plan, store, store.create(name, store.describe(path)[0] or 0))
+        livecopy.copy_running(driver, source.vm_id, [(disk, base)], job)
+        return base
+    return _made(plan, store, store.copy(name, path))
+
+
+def _define(
+    driver: LibvirtDriver, source: _Source, plan: _Plan, name: str, new_uuid: str, linked: bool
+) -> VMSummary:
+    console = driver.console_log_for(new_uuid) if driver.facts.choices.domain_type != "test" else None
+    new_xml = domxml.rewrite_for_copy(
+        source.xml, name=name, uuid=new_uuid, disk_paths_map=plan.clone_paths,
+        console_log=console, new_macs=True, volume_names=plan.clone_volumes, own_nvram=True,
+        template_mark=False, linked_clone_of=source.vm_id if linked else None,
+    )
+    moved = bool(plan.source_paths or plan.source_volumes)
+    with driver.link.call(f"define clone {name!r}") as conn:
+        new_dom = conn.defineXML(new_xml)
+        try:
+            if moved:
+                # the original continues on its overlay
+                conn.defineXML(_on_new_disks(source.xml, plan))
+                if source.saved:
+                    _move_managed_save(conn, source.vm_id, plan)
+        except libvirt.libvirtError:
+            new_dom.undefine()
+            if moved:
+                conn.defineXML(source.xml)  # back on its own disk, as it was
+            raise
+        return listing.summary_of(new_dom, driver.facts.node_id)
 
 
 def _overlay_on_unchanged_base(store: storage.DiskStore, vol_name: str, path: str) -> str | None:
@@ -121,28 +241,23 @@ def _overlay_on_unchanged_base(store: storage.DiskStore, vol_name: str, path: st
     return None
 
 
-def _move_managed_save(conn: libvirt.virConnect, vm_id: str, paths: dict[str, str]) -> None:
+def _move_managed_save(conn: libvirt.virConnect, vm_id: str, plan: _Plan) -> None:
     """A suspended original resumes from the XML inside its save image, not from its
     definition: point that XML at the overlays too, or it would resume writing into
     the frozen base its linked clone reads."""
     dom = conn.lookupByUUIDString(vm_id)
     saved_xml = dom.managedSaveGetXMLDesc(libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
-    dom.managedSaveDefineXML(_on_new_disks(saved_xml, paths), 0)
+    dom.managedSaveDefineXML(_on_new_disks(saved_xml, plan), 0)
 
 
-def domxml_root(xml: str):  # type: ignore[no-untyped-def]
-    import xml.etree.ElementTree as ET
-
-    return ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
-
-
-def _on_new_disks(xml: str, paths: dict[str, str]) -> str:
-    """The same domain (name, UUID, MACs, console) with its disks moved to ``paths``."""
+def _on_new_disks(xml: str, plan: _Plan) -> str:
+    """The same domain (name, UUID, MACs, console) with its disks moved to the overlays."""
     return domxml.rewrite_for_copy(
         xml,
         name=None,
         uuid=None,
-        disk_paths_map=paths,
-        console_log=domxml.console_log_path(domxml_root(xml)),
+        disk_paths_map=plan.source_paths,
+        console_log=domxml.console_log_path(ET.fromstring(xml)),  # noqa: S314 - from the daemon
         new_macs=False,
+        volume_names=plan.source_volumes,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, cast
 from urllib.parse import quote
@@ -98,6 +98,10 @@ class Link:
         self._dropped = threading.Event()
         self._lock = threading.Lock()
         self.reconnects = 0
+        #: run once after each reconnect, outside the lock (the in-flight volume sweep)
+        self.after_reconnect: Callable[[], None] | None = None
+        self._reconnected = threading.Event()
+        self._opened_before = False
 
     # ---------------------------------------------------------------- opening
     def _open_now(self) -> libvirt.virConnect:
@@ -205,7 +209,11 @@ class Link:
             if conn is not None:
                 self._forget(conn)
                 self.reconnects += 1
+            reopening = self._opened_before
             self._conn = self._open()
+            self._opened_before = True
+            if reopening:  # also after attempts that failed while the daemon was down
+                self._reconnected.set()
             return self._conn
 
     def _forget(self, conn: libvirt.virConnect) -> None:
@@ -222,6 +230,10 @@ class Link:
     def call(self, what: str = "") -> Iterator[libvirt.virConnect]:
         """Yield the connection; translate libvirt errors, and notice a dropped connection."""
         conn = self.conn
+        hook = self.after_reconnect
+        if hook is not None and self._reconnected.is_set():
+            self._reconnected.clear()  # before the hook, whose own calls come back here
+            hook()
         try:
             yield conn
         except libvirt.libvirtError as exc:

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from attrs import frozen
 
 from anyvirt.model import DiskInfo, Firmware, NicInfo, PowerState, VMInfo, VMSpec
+from anyvirt_libvirt.disks import DomainDisk, parse_disks
 
 #: anyvirt's own metadata namespace inside <metadata>
 NS = "https://anyvirt.dev/xmlns/libvirt/1"
@@ -33,6 +34,10 @@ class DiskPlan:
 #: NicSpec.network naming QEMU's user-mode NAT, and the prefix naming a host bridge
 USER_NETWORK = "user"
 BRIDGE_PREFIX = "bridge:"
+#: a macvtap NIC on a host device ("direct:eth0"), and a tap device QEMU is handed
+#: ("ethernet", or "ethernet:tap0" for a named one)
+DIRECT_PREFIX = "direct:"
+ETHERNET = "ethernet"
 #: the network a NicSpec without one goes to (QEMU's user-mode NAT where it does not exist)
 DEFAULT_NETWORK = "default"
 #: user alias (libvirt wants the "ua-" prefix) of a user-mode NIC standing in for "default"
@@ -45,7 +50,7 @@ class NicPlan:
     user-mode NAT (``kind="user"``, no source: needs nothing set up on the host;
     ``source`` is then the network name it stands in for, "user" or "default")."""
 
-    kind: str  # "network" | "bridge" | "user"
+    kind: str  # "network" | "bridge" | "user" | "direct" | "ethernet"
     source: str
     model: str = "virtio"
     mac: str | None = None
@@ -60,6 +65,26 @@ class HostChoices:
     machine: str | None = None
     efi: bool = False
     cpu_model: str | None = None  # None: the hypervisor's default model
+    #: the host's size: the ceiling of the room left for live growth (0: no room)
+    host_cpus: int = 0
+    host_memory_mib: int = 0
+
+
+#: a new VM's maximum memory, as a multiple of its memory. 1: no room above it. A guest
+#: without a balloon driver (the demo guest, firmware, many appliances) runs with the
+#: maximum, so any room would let VMs take more than they were given and more than the
+#: overcommit guard reserved; live memory changes balloon down and back up to it instead
+MEMORY_ROOM_FACTOR = 1
+
+
+def vcpu_room(cpus: int, host: HostChoices) -> int:
+    """The maximum vCPUs of a VM with ``cpus``: every host CPU, so CPUs hot-plug live."""
+    return max(cpus, host.host_cpus)
+
+
+def memory_room_mib(memory_mib: int, host: HostChoices) -> int:
+    """The maximum memory of a VM with ``memory_mib``: the balloon grows it live up to this."""
+    return max(memory_mib, min(host.host_memory_mib, MEMORY_ROOM_FACTOR * memory_mib))
 
 
 def device_names(buses: list[str]) -> list[str]:
@@ -106,10 +131,12 @@ def build_domain_xml(
         _sub(dom, "description", spec.description)
     metadata = _sub(dom, "metadata")
     ET.SubElement(metadata, f"{{{NS}}}vm", {"guest-os": spec.guest_os})
-    kib = str(spec.memory_mib * 1024)
-    _sub(dom, "memory", kib, unit="KiB")
-    _sub(dom, "currentMemory", kib, unit="KiB")
-    _sub(dom, "vcpu", str(spec.cpus), placement="static")
+    # room to grow live: <vcpu current=N>MAX</vcpu> hot-plugs CPUs, and <memory> above
+    # <currentMemory> lets the balloon give the guest more (see vcpu_room, memory_room_mib)
+    _sub(dom, "memory", str(memory_room_mib(spec.memory_mib, host) * 1024), unit="KiB")
+    _sub(dom, "currentMemory", str(spec.memory_mib * 1024), unit="KiB")
+    vcpu = _sub(dom, "vcpu", str(vcpu_room(spec.cpus, host)), placement="static")
+    vcpu.set("current", str(spec.cpus))
 
     os_el = _sub(dom, "os")
     if spec.firmware is Firmware.EFI:
@@ -146,7 +173,12 @@ def build_domain_xml(
         iface = _sub(devices, "interface", type=nic.kind)
         if nic.mac:
             _sub(iface, "mac", address=nic.mac)
-        if nic.kind != "user":
+        if nic.kind == "direct":
+            _sub(iface, "source", dev=nic.source, mode="bridge")
+        elif nic.kind == "ethernet":
+            if nic.source:  # a tap device that exists already on the host
+                _sub(iface, "target", dev=nic.source, managed="no")
+        elif nic.kind != "user":
             _sub(iface, "source", **{nic.kind: nic.source})
         _sub(iface, "model", type=nic.model)
         if nic.kind == "user" and nic.source == DEFAULT_NETWORK:
@@ -173,13 +205,19 @@ def parse_vm_info(
     raw_state: str,
     node: str | None,
     volumes: dict[str, tuple[int | None, str | None, str | None]] | None = None,
+    resolved: list[DomainDisk] | None = None,
 ) -> VMInfo:
-    """A VMInfo from a domain's XML; ``volumes`` maps disk path -> (capacity, pool, backing)."""
+    """A VMInfo from a domain's XML; ``volumes`` maps disk path -> (capacity, pool, backing),
+    ``resolved`` are its disks with volume disks resolved to their paths."""
     root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon, not from users
     volumes = volumes or {}
-    memory_kib = int(root.findtext("currentMemory") or root.findtext("memory") or "0")
+    # memory_mib is the current size (what the guest has now, what the listing says);
+    # the maximum it may grow to live is kept in extra
+    max_kib = int(root.findtext("memory") or "0")
+    memory_kib = int(root.findtext("currentMemory") or max_kib)
     vcpu = root.find("vcpu")
-    cpus = int(vcpu.get("current") or vcpu.text or "1") if vcpu is not None else 1
+    max_cpus = int(vcpu.text or "1") if vcpu is not None else 1
+    cpus = int(vcpu.get("current") or max_cpus) if vcpu is not None else 1
     os_el = root.find("os")
     firmware = Firmware.BIOS
     if os_el is not None and (
@@ -190,37 +228,46 @@ def parse_vm_info(
     meta = root.find(f"metadata/{{{NS}}}vm")
     guest_os = meta.get("guest-os", "other") if meta is not None else "other"
     disks = []
-    for disk in root.findall("devices/disk"):
-        if disk.get("device", "disk") != "disk":
+    for disk in resolved if resolved is not None else parse_disks(xml):
+        if disk.device != "disk":
             continue
-        path = _disk_path(disk)
-        target = disk.find("target")
-        driver = disk.find("driver")
-        capacity, pool, backing = volumes.get(path or "", (None, None, None))
+        capacity, pool, backing = volumes.get(disk.path or "", (None, None, None))
         disks.append(
             DiskInfo(
-                id=target.get("dev", "") if target is not None else "",
+                id=disk.dev,
                 size_bytes=capacity,
-                path=path,
-                format=driver.get("type") if driver is not None else None,
-                bus=target.get("bus") if target is not None else None,
-                storage=pool,
-                backing=backing,
+                path=disk.path,
+                format=disk.format,
+                bus=disk.bus,
+                storage=pool or disk.pool,
+                backing=backing or disk.backing,
             )
         )
     nics = []
     for index, iface in enumerate(root.findall("devices/interface")):
         source = iface.find("source")
         network = None
-        if iface.get("type") == "user":
+        kind = iface.get("type")
+        if kind == "direct" and source is not None:
+            network = f"{DIRECT_PREFIX}{source.get('dev', '')}"
+        elif kind == "ethernet":
+            tap = iface.find("target[@managed='no']")  # a tap of the host's, not one libvirt made
+            named = tap.get("dev") if tap is not None else None
+            network = f"{ETHERNET}:{named}" if named else ETHERNET
+        elif kind == "user":
             alias = iface.find("alias")
             stood_in = alias is not None and alias.get("name", "").startswith(_DEFAULT_ALIAS)
             network = DEFAULT_NETWORK if stood_in else USER_NETWORK
         elif source is not None and source.get("bridge"):
             # spelled as NicSpec takes it, so info() -> spec round-trips (clone, backup)
             network = f"{BRIDGE_PREFIX}{source.get('bridge')}"
-        elif source is not None:
+        elif kind == "network" and source is not None:
             network = source.get("network")
+        elif kind and source is not None:
+            # vhostuser, udp, mcast, hostdev, ...: named by type and endpoint, so a clone
+            # or restore that cannot make one refuses it instead of guessing
+            where = source.get("dev") or source.get("path") or source.get("address")
+            network = f"{kind}:{where}" if where else kind
         mac = iface.find("mac")
         model = iface.find("model")
         target = iface.find("target")
@@ -232,7 +279,11 @@ def parse_vm_info(
                 model=model.get("type") if model is not None else None,
             )
         )
-    extra: dict[str, object] = {"domain_type": root.get("type")}
+    extra: dict[str, object] = {
+        "domain_type": root.get("type"),
+        "memory_max_mib": max_kib // 1024,
+        "max_cpus": max_cpus,
+    }
     log = console_log_path(root)
     if log:
         extra["console_log"] = log
@@ -249,8 +300,14 @@ def parse_vm_info(
         description=root.findtext("description") or "",
         disks=tuple(disks),
         nics=tuple(nics),
+        template=is_template(root),
         extra=extra,
     )
+
+
+def is_template(root: ET.Element) -> bool:
+    meta = root.find(f"metadata/{{{NS}}}vm")
+    return meta is not None and meta.get("template") == "yes"
 
 
 def _disk_path(disk: ET.Element) -> str | None:
@@ -286,8 +343,17 @@ def rewrite_for_copy(
     disk_paths_map: dict[str, str],
     console_log: str | None,
     new_macs: bool,
+    volume_names: dict[str, str] | None = None,
+    own_nvram: bool = False,
+    template_mark: bool | None = None,
+    linked_clone_of: str | None = None,
 ) -> str:
-    """A domain XML with new identity and disk paths (clone, migration to other storage)."""
+    """A domain XML with new identity and disk paths (clone, migration to other storage).
+
+    ``volume_names`` renames ``<disk type='volume'>`` sources (old -> new volume, same
+    pool). ``own_nvram`` gives a clone an NVRAM file of its own: the path is dropped
+    (libvirt names one after the new domain) and the original's file becomes its
+    template, which libvirt copies on the clone's first start."""
     root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
     if name is not None:
         name_el = root.find("name")
@@ -306,6 +372,29 @@ def rewrite_for_copy(
             backing = disk.find("backingStore")
             if backing is not None:
                 disk.remove(backing)
+        if source is not None and source.get("volume") in (volume_names or {}):
+            source.set("volume", (volume_names or {})[source.get("volume", "")])
+            backing = disk.find("backingStore")
+            if backing is not None:
+                disk.remove(backing)
+    nvram = root.find("os/nvram")
+    if own_nvram and nvram is not None and (nvram.text or "").strip():
+        nvram.set("template", (nvram.text or "").strip())
+        nvram.text = None
+    meta = root.find(f"metadata/{{{NS}}}vm")
+    if template_mark is not None or linked_clone_of is not None:
+        if meta is None:
+            holder = root.find("metadata")
+            if holder is None:
+                holder = ET.SubElement(root, "metadata")
+            meta = ET.SubElement(holder, f"{{{NS}}}vm", {"guest-os": "other"})
+        if template_mark is not None:
+            meta.attrib.pop("template", None)
+            if template_mark:
+                meta.set("template", "yes")
+        meta.attrib.pop("linked-clone-of", None)
+        if linked_clone_of:
+            meta.set("linked-clone-of", linked_clone_of)
     if new_macs:
         for iface in root.findall("devices/interface"):
             mac = iface.find("mac")

@@ -7,10 +7,10 @@ up by UUID on a live connection and hands them over.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,20 +33,38 @@ from anyvirt.model import (
     Overcommit,
     Placement,
     PowerAction,
+    PowerState,
     SnapshotInfo,
     StorageInfo,
     VMInfo,
     VMSpec,
     VMSummary,
+    evolve,
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_libvirt import domxml, lifecycle, listing, migration, snapshots, storage
+from anyvirt_libvirt import (
+    disks as disks_mod,
+)
+from anyvirt_libvirt import (
+    domxml,
+    lifecycle,
+    listing,
+    migration,
+    snapshots,
+    storage,
+    templates,
+    usage,
+)
 from anyvirt_libvirt.connection import Link, libvirt_uri
 from anyvirt_libvirt.embedded import default_uri, prepare_embed_root
 from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
+from anyvirt_libvirt.inflight import InflightRecord
 from anyvirt_libvirt.migration import UNDEFINE_FLAGS
 from anyvirt_libvirt.states import domain_state
+from anyvirt_libvirt.templates import TemplateIndex
+
+log = logging.getLogger(__name__)
 
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 DEFAULT_POOLS = ("default", "default-pool")
@@ -56,14 +74,28 @@ class LibvirtDriver(Driver):
     backend: ClassVar[str] = "libvirt"
     platform: ClassVar[str] = "KVM/QEMU (libvirt)"
     possible_capabilities: ClassVar[frozenset[Capability]] = ALL
+    placement_options: ClassVar[frozenset[str]] = frozenset()
+    #: libvirt's own URI parameters (passed through to the daemon's URI) and ``root`` of embed
+    uri_options: ClassVar[frozenset[str]] = frozenset({
+        "root", "name", "command", "socket", "auth", "netcat", "keyfile", "no_verify", "no_tty",
+        "pkipath", "known_hosts", "known_hosts_verify", "sshauth", "tls_priority", "mode", "proxy",
+    })
 
     def __init__(self, link: Link, target: Target, embed_root: Path | None) -> None:
         self.link = link
         self.target = target
         self.embed_root = embed_root
+        self.templates = TemplateIndex()
+        #: transient domains this connection powered off (libvirt forgets them at once)
+        self._vanished: dict[str, VMSummary] = {}
         with link.call("read host capabilities") as conn:
             has_storage = _has_storage(conn)
             self.facts: HostFacts = read_host_facts(conn, embed_root is not None, has_storage)
+            self.templates.load(conn)
+        self.inflight = InflightRecord(self.facts.node_id)
+        if self.embed_root is None and has_storage:
+            link.after_reconnect = self.sweep_inflight
+            self.sweep_inflight()
 
     # ------------------------------------------------------------ connection
     @classmethod
@@ -134,7 +166,7 @@ class LibvirtDriver(Driver):
             version = _version(conn.getVersion())
             pools = _pools(conn) if not self.embed_root else ()
             networks = _networks(conn) if not self.embed_root else ()
-            vms = listing.list_summaries(conn, self.facts.node_id)
+            vms = listing.list_summaries(conn, self.facts.node_id, self.templates)
         cpus, memory = int(info[2]), int(info[1])
         vcpus = sum(v.cpus for v in vms)
         vm_memory = sum(v.memory_mib for v in vms)
@@ -183,7 +215,7 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------ listing
     def list_vms(self) -> list[VMSummary]:
         with self.link.call("list VMs") as conn:
-            return listing.list_summaries(conn, self.facts.node_id)
+            return listing.list_summaries(conn, self.facts.node_id, self.templates)
 
     def find_vm(self, ref: str) -> VMSummary:
         with self.link.call(f"find VM {ref!r}") as conn:
@@ -201,17 +233,27 @@ class LibvirtDriver(Driver):
         raise NotFound(f"no VM with id or name {ref!r} on {self.safe_uri}")
 
     def vm_summary(self, vm_id: str) -> VMSummary:
-        with self._domain(vm_id, "VM summary") as dom:
-            return listing.summary_of(dom, self.facts.node_id)
+        try:
+            with self._domain(vm_id, "VM summary") as dom:
+                return listing.summary_of(dom, self.facts.node_id)
+        except NotFound:
+            # a transient domain this connection powered off: report it off, once
+            vanished = self._vanished.pop(vm_id, None)
+            if vanished is None:
+                raise
+            return vanished
 
     def vm_info(self, vm_id: str) -> VMInfo:
         with self._domain(vm_id, "VM info") as dom:
             xml = dom.XMLDesc(0)
             state, raw = domain_state(dom)
-        volumes: dict[str, tuple[int | None, str | None, str | None]] = {}
-        for path in domxml.disk_paths(xml):
-            volumes[path] = self._volume_row(path)
-        return domxml.parse_vm_info(xml, state, raw, self.facts.node_id, volumes)
+            persistent = bool(dom.isPersistent())
+            resolved = disks_mod.parse_disks(xml, dom.connect())
+            volumes = {d.path: self._disk_facts(dom, d) for d in resolved if d.path}
+        info = domxml.parse_vm_info(xml, state, raw, self.facts.node_id, volumes, resolved)
+        if not persistent:
+            info.extra["transient"] = True  # libvirt forgets it when it stops
+        return info
 
     def native_vm(self, vm_id: str) -> Any:
         with self._domain(vm_id, "VM") as dom:
@@ -247,47 +289,102 @@ class LibvirtDriver(Driver):
                     name = next((n for n, p in pools.items() if p.isActive()), "")
                 if not name:
                     raise InvalidSpec(f"no active storage pool on {self.safe_uri} for the disks")
-        return storage.PoolStore(self.link, name)
+        return storage.PoolStore(self.link, name, self.inflight)
+
+    def sweep_inflight(self) -> None:
+        """Remove volumes a create, clone or migration left when the daemon died under
+        it (see :mod:`anyvirt_libvirt.inflight`)."""
+        forgotten = self.inflight.sweep(self._remove_abandoned)
+        if forgotten:
+            log.info("removed %d volume(s) left by interrupted operations", len(forgotten))
+
+    def _remove_abandoned(self, pool_name: str, vol_name: str) -> bool:
+        with self.link.call("volumes left by an interrupted operation") as conn:
+            try:
+                pool = conn.storagePoolLookupByName(pool_name)
+                storage.refresh_pool(pool)
+                path = str(pool.storageVolLookupByName(vol_name).path())
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL,
+                                            libvirt.VIR_ERR_NO_STORAGE_VOL):
+                    return True  # never made, or removed already
+                raise
+            for dom in conn.listAllDomains(0):
+                if path in disks_mod.referenced_paths(dom.XMLDesc(0), conn):
+                    return True  # a domain owns it after all (its define got through)
+        store = storage.PoolStore(self.link, pool_name, self.inflight)
+        if not store.backing_users(path):
+            store.delete(path)
+        return True
 
     def _volume_row(self, path: str) -> tuple[int | None, str | None, str | None]:
+        """(capacity, pool, backing) of a pool volume; Nones outside every pool."""
         if self.embed_root is not None:
             try:
                 capacity, backing = storage.DirStore(self.embed_root / "images").describe(path)
             except AnyvirtError:
                 return (None, None, None)
             return (capacity, None, backing)
+        store = self._store_of(path)
+        if store is None:
+            return (None, None, None)
         try:
-            with self.link.call("volume") as conn:
-                vol = conn.storageVolLookupByPath(path)
-                pool = vol.storagePoolLookupByVolume().name()
-                capacity = int(vol.info()[1])
-                backing = domxml_backing(vol.XMLDesc(0))
-            return (capacity, pool, backing)
+            capacity, backing = store.describe(path)
         except NotFound:
             return (None, None, None)
+        return (capacity, store.name, backing)
+
+    def _disk_facts(
+        self, dom: libvirt.virDomain, disk: disks_mod.DomainDisk
+    ) -> tuple[int | None, str | None, str | None]:
+        """Size, pool and backing of a disk: from its pool when it is a volume (an
+        unrefreshed pool is refreshed), else the size libvirt's block info reads
+        (``virsh domblkinfo``) and the backing the domain XML records."""
+        capacity, pool, backing = self._volume_row(disk.path or "")
+        if capacity is None and disk.path:
+            try:
+                capacity = int(dom.blockInfo(disk.path, 0)[0])
+            except libvirt.libvirtError:
+                capacity = None  # e.g. an empty CD-ROM drive, a missing file
+        return capacity, pool, backing or disk.backing
 
     def volume_facts(self, path: str) -> tuple[int | None, str | None]:
         capacity, _pool, backing = self._volume_row(path)
         return capacity, backing
 
     def _store_of(self, path: str) -> storage.DiskStore | None:
+        """The store holding ``path``: a pool knowing it as a volume, or the pool whose
+        directory it is in once refreshed (a file another tool put there); None if the
+        path is outside every pool."""
         if self.embed_root is not None:
             store = storage.DirStore(self.embed_root / "images")
             return store if store.owns(path) else None
         with self.link.call("volume") as conn:
             try:
                 pool = conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
+                return storage.PoolStore(self.link, pool, self.inflight)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                     raise
-                return None
-        return storage.PoolStore(self.link, pool)
+            directory = os.path.dirname(os.path.normpath(path))
+            for candidate in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                if _pool_path(candidate) == directory:
+                    storage.refresh_pool(candidate)
+                    try:
+                        conn.storageVolLookupByPath(path)
+                    except libvirt.libvirtError as exc:
+                        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                            raise
+                        return None
+                    return storage.PoolStore(self.link, candidate.name(), self.inflight)
+        return None
 
-    def delete_volume_chain(self, path: str) -> None:
-        """Delete a volume a VM used (and unshared bases); never a file outside the pools."""
+    def delete_volume_chain(self, path: str, keep: Collection[str] = ()) -> None:
+        """Delete a volume a VM used (and unshared bases not in ``keep``); never a file
+        outside the pools."""
         store = self._store_of(path)
         if store is not None:
-            store.delete_chain(path)
+            store.delete_chain(path, keep)
 
     def delete_console_log(self, path: str) -> None:
         """Remove a console log QEMU wrote next to the disks (a pool refresh finds it)."""
@@ -307,6 +404,21 @@ class LibvirtDriver(Driver):
             return None
 
     # ------------------------------------------------------------ create and delete
+    @classmethod
+    def check_vm_name(cls, name: str, what: str = "name") -> None:
+        """Refuse a name libvirt would turn into a path it uses (a platform rule).
+
+        libvirt names per-domain files and directories after the domain
+        (``qemu/snapshot/NAME/``, ``qemu/channel/target/domain-N-NAME/``,
+        ``nvram/NAME_VARS.fd``, ``qemu/NAME.log``): with ``.`` or ``..`` or a
+        ``/`` in the name, its clean-up after a failed define removes other
+        domains' files. Checked before anything is sent."""
+        if name in (".", "..") or "/" in name:
+            raise InvalidSpec(
+                f"{what} {name!r} cannot be used on libvirt: libvirt makes file paths from "
+                "VM names, so a name must not be '.' or '..' and must not contain '/'"
+            )
+
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         choices = self.facts.choices
         if spec.firmware is Firmware.EFI and not choices.efi:
@@ -327,11 +439,11 @@ class LibvirtDriver(Driver):
             xml = domxml.build_domain_xml(spec, vm_uuid, choices, plans, nics, console)
             with self.link.call(f"define VM {spec.name!r}") as conn:
                 dom = conn.defineXML(xml)
-                return listing.summary_of(dom, self.facts.node_id)
+            for store, path in made:
+                store.settled(path)
+            return self.vm_summary(dom.UUIDString())
         except BaseException:
-            for store, path in reversed(made):
-                with contextlib.suppress(AnyvirtError):  # the original error is the one to report
-                    store.delete(path)
+            storage.remove_made(made)
             raise
 
     def _make_disk(self, store: storage.DiskStore, vol_name: str, disk: DiskSpec) -> str:
@@ -356,6 +468,12 @@ class LibvirtDriver(Driver):
             if name.startswith(domxml.BRIDGE_PREFIX):
                 bridge = name.removeprefix(domxml.BRIDGE_PREFIX)
                 plans.append(domxml.NicPlan("bridge", bridge, model, nic.mac))
+            elif name.startswith(domxml.DIRECT_PREFIX) and name != domxml.DIRECT_PREFIX:
+                device = name.removeprefix(domxml.DIRECT_PREFIX)
+                plans.append(domxml.NicPlan("direct", device, model, nic.mac))
+            elif name == domxml.ETHERNET or name.startswith(domxml.ETHERNET + ":"):
+                tap = name.removeprefix(domxml.ETHERNET).removeprefix(":")
+                plans.append(domxml.NicPlan("ethernet", tap, model, nic.mac))
             elif name in networks:
                 plans.append(domxml.NicPlan("network", name, model, nic.mac))
             elif name in (domxml.USER_NETWORK, domxml.DEFAULT_NETWORK):
@@ -366,34 +484,81 @@ class LibvirtDriver(Driver):
                 raise InvalidSpec(
                     f"no network {name!r} on {self.safe_uri} (networks: "
                     f"{', '.join(sorted(networks)) or 'none'}; use 'bridge:NAME' for a host "
-                    f"bridge, {domxml.USER_NETWORK!r} for QEMU's user-mode NAT)"
+                    "bridge, 'direct:DEV' for macvtap on a host device, 'ethernet[:TAP]' for "
+                    f"a tap device, {domxml.USER_NETWORK!r} for QEMU's user-mode NAT)"
                 )
         return plans
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        """Undefine the VM; with ``disks``, remove the volumes and files it owns: its
+        writable disks in a pool (with bases nothing else needs), its console log,
+        its NVRAM. Never a file another domain references, never one outside the pools
+        (a disk another tool attached there is the caller's), never CD-ROMs."""
         with self._domain(vm_id, "delete VM") as dom:
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            _undefine(dom)
+            conn = dom.connect()
+            own = disks_mod.parse_disks(xml, conn)
+            others = usage.other_domains(conn, vm_id)
+            nvram = _parse(xml).findtext("os/nvram")
+            keep_nvram = not disks or (nvram or "").strip() in others.paths
+            _undefine(dom, keep_nvram)
+        self.templates.note(vm_id, False)
         if not disks:
             return
-        root_paths = domxml.disk_paths(xml)
-        for path in root_paths:
+        for path in disks_mod.writable_paths(own):
             job.check()
-            self.delete_volume_chain(path)
+            if path not in others.paths:
+                self.delete_volume_chain(path, keep=others.paths)
         log = domxml.console_log_path(_parse(xml))
-        if log:
+        if log and log not in others.paths:
             self.delete_console_log(log)
+
+    def linked_clones(self, vm_id: str) -> list[str]:
+        """The VMs that need this one's disks: anyvirt's linked clones of it (marked in
+        their metadata), and volumes another tool layered on one of its disks (deleting
+        the disk would break them). The gate refuses ``delete(disks=True)`` meanwhile."""
+        with self._domain(vm_id, "linked clones") as dom:
+            conn = dom.connect()
+            own = disks_mod.parse_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), conn)
+            users = list(usage.other_domains(conn, vm_id).linked_clones)
+        for path in disks_mod.writable_paths(own):
+            store = self._store_of(path)
+            if store is not None:
+                users += [p for p in store.backing_users(path) if p not in users]
+        return users
 
     # ------------------------------------------------------------ lifecycle
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         with self._domain(vm_id, f"{action.value} VM") as dom:
+            if action in (PowerAction.STOP, PowerAction.POWER_OFF) and not dom.isPersistent():
+                off = listing.summary_of(dom, self.facts.node_id)
+                self._vanished[vm_id] = evolve(
+                    off, state=PowerState.STOPPED, raw_state="shutoff (transient: undefined)"
+                )
             lifecycle.power(dom, action, job)
 
     def reconfigure_vm(
         self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job
     ) -> bool:
+        choices = self.facts.choices
         with self._domain(vm_id, "reconfigure VM") as dom:
-            return lifecycle.reconfigure(dom, cpus, memory_mib)
+            return lifecycle.reconfigure(
+                dom, cpus, memory_mib, choices, live_capable=choices.domain_type != "test"
+            )
+
+    # ------------------------------------------------------------ templates
+    def mark_template(self, vm_id: str, job: Job) -> VMSummary:
+        return self._set_template(vm_id, True)
+
+    def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
+        """A template becomes a VM again (one node: ``node`` is this one or None)."""
+        return self._set_template(vm_id, False)
+
+    def _set_template(self, vm_id: str, on: bool) -> VMSummary:
+        with self._domain(vm_id, "mark template" if on else "unmark template") as dom:
+            templates.set_mark(dom, on)
+            self.templates.note(vm_id, on)
+            return listing.summary_of(dom, self.facts.node_id)
 
     # ------------------------------------------------------------ snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
@@ -456,12 +621,14 @@ def domxml_backing(vol_xml: str) -> str | None:
     return str(backing) if backing else None
 
 
-def _undefine(dom: libvirt.virDomain) -> None:
-    """Undefine with its snapshots' metadata and managed save, dropping only the flags a
-    driver refuses (libvirt's test driver knows no NVRAM flag, and a plain undefine
-    refuses a domain that has snapshots)."""
+def _undefine(dom: libvirt.virDomain, keep_nvram: bool = False) -> None:
+    """Undefine with its snapshots' metadata and managed save, and its NVRAM file unless
+    ``keep_nvram``, dropping only the flags a driver refuses (libvirt's test driver knows
+    no NVRAM flag, and a plain undefine refuses a domain that has snapshots)."""
     without_nvram = UNDEFINE_FLAGS & ~libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-    for flags in (UNDEFINE_FLAGS, without_nvram):
+    keeping = without_nvram | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+    choices = (keeping, without_nvram) if keep_nvram else (UNDEFINE_FLAGS, without_nvram)
+    for flags in choices:
         try:
             dom.undefineFlags(flags)
             return

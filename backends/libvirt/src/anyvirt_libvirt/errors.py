@@ -70,6 +70,18 @@ def is_connection_error(exc: libvirt.libvirtError) -> bool:
     return code == libvirt.VIR_ERR_SYSTEM_ERROR and exc.get_error_domain() in _TRANSPORT_DOMAINS
 
 
+#: words of libvirt's "operation failed" errors that mean a name is taken (a concurrent
+#: define of the same name: "domain 'x' already exists with uuid ...")
+_TAKEN = "already exists"
+#: a pool refresh while a volume is being built ("pool 'p' has asynchronous jobs running."):
+#: transient, worth a short retry (see ``retry_busy_pool``)
+POOL_BUSY = "asynchronous jobs running"
+
+
+def is_pool_busy(exc: libvirt.libvirtError) -> bool:
+    return POOL_BUSY in (exc.get_error_message() or "")
+
+
 def translate(exc: libvirt.libvirtError, what: str = "") -> AnyvirtError:
     """The anyvirt error for a libvirt error (the caller raises it ``from exc``)."""
     code = exc.get_error_code()
@@ -77,7 +89,7 @@ def translate(exc: libvirt.libvirtError, what: str = "") -> AnyvirtError:
     message = f"{what}: {text}" if what else text
     if code in _NOT_FOUND:
         return NotFound(message)
-    if code in _EXISTS:
+    if code in _EXISTS or (code == libvirt.VIR_ERR_OPERATION_FAILED and _TAKEN in text):
         return AlreadyExists(message)
     if code in _AUTH:
         return AuthenticationFailed(message)

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
+from anyvirt.errors import InvalidSpec
 from anyvirt.model import ExportedDisk, PowerState
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
+from anyvirt_libvirt.disks import parse_disks, refuse_uncopyable
 from anyvirt_libvirt.storage import image_facts, run_qemu_img
 
 if TYPE_CHECKING:
@@ -32,7 +34,12 @@ CHUNK = 1024 * 1024
 
 def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
     with driver._domain(vm_id, "export disks") as dom:
-        info = domxml.parse_vm_info(dom.XMLDesc(0), PowerState.STOPPED, "shutoff", node=None)
+        name = dom.name()
+        xml = dom.XMLDesc(0)
+        resolved = parse_disks(xml, dom.connect())
+    info = domxml.parse_vm_info(xml, PowerState.STOPPED, "shutoff", None, None, resolved)
+    refuse_uncopyable(resolved, name, "export the disks of")
+    readers = {d.path: _reader(driver, name, d.path) for d in info.disks if d.path}
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for index, disk in enumerate(info.disks):
@@ -41,7 +48,7 @@ def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) ->
         if not disk.path:
             continue
         target = dest_dir / f"{disk.id or f'disk{index}'}.qcow2"
-        if driver.embed_root is not None:
+        if readers[disk.path] == "local":
             run_qemu_img(["convert", "-U", "-O", "qcow2", "--", disk.path, str(target)])
         else:
             _download_chain(driver, disk.path, target, job)
@@ -49,6 +56,22 @@ def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) ->
         out.append(ExportedDisk(id=disk.id, path=str(target), format=fmt, size_bytes=size,
                                 bus=disk.bus))
     return out
+
+
+def _reader(driver: LibvirtDriver, vm_name: str, path: str) -> str:
+    """How a disk's content is read: "pool" (streamed from the daemon) or "local" (a file
+    this machine reads directly: the embedded store, or a disk outside every pool of a
+    daemon on this machine). Decided for every disk before anything is written."""
+    if driver.embed_root is not None:
+        return "local"
+    if driver._store_of(path) is not None:
+        return "pool"
+    if driver.is_local_socket and os.access(path, os.R_OK):
+        return "local"
+    raise InvalidSpec(
+        f"cannot export the disks of {vm_name!r}: {path} is outside every storage pool of "
+        f"{driver.safe_uri}, and libvirt streams only pool volumes (put it in a pool)"
+    )
 
 
 def _download_chain(driver: LibvirtDriver, path: str, target: Path, job: Job) -> None:

@@ -38,12 +38,17 @@ ALL = frozenset(
         Capability.LIVE_MIGRATION,
         Capability.TASK_CANCEL,
         Capability.DISK_EXPORT,
+        Capability.TEMPLATES,
+        Capability.CLONE_RUNNING,
+        Capability.COLD_MIGRATION_SNAPSHOTS,
     }
 )
 
 #: libvirt's in-process test driver: no real hypervisor, no migration, no volume streams
 TEST_DRIVER = ALL - {
     Capability.VM_CREATE_FROM_IMAGE,
+    Capability.CLONE_RUNNING,  # no block jobs
+    Capability.COLD_MIGRATION_SNAPSHOTS,
     Capability.LIVE_RECONFIGURE,
     Capability.COLD_MIGRATION,
     Capability.LIVE_MIGRATION,
@@ -52,7 +57,13 @@ TEST_DRIVER = ALL - {
 }
 
 #: qemu:///embed: no daemon another host could migrate to or from
-EMBEDDED = ALL - {Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION, Capability.TASK_CANCEL}
+EMBEDDED = ALL - {
+    Capability.COLD_MIGRATION,
+    Capability.COLD_MIGRATION_SNAPSHOTS,
+    Capability.LIVE_MIGRATION,
+    Capability.TASK_CANCEL,
+    Capability.CLONE_RUNNING,  # block copies into its plain directory are not proven yet
+}
 
 
 @frozen
@@ -81,6 +92,7 @@ def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool)
             Capability.VM_CREATE_FROM_IMAGE,
             Capability.FULL_CLONE,
             Capability.LINKED_CLONE,
+            Capability.CLONE_RUNNING,
         }
     return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities))
 
@@ -93,7 +105,7 @@ def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
     if chosen is None and hvm:
         chosen = hvm[0]
     if chosen is None:
-        return HostChoices(domain_type="qemu")
+        return HostChoices(domain_type="qemu")  # no guests offered: no room to grow either
     arch_el = chosen.find("arch")
     arch = arch_el.get("name") if arch_el is not None else None
     types = [d.get("type", "") for d in chosen.findall("arch/domain")]
@@ -114,7 +126,9 @@ def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
             cpu_model = _baseline_model(domcaps)
         except libvirt.libvirtError:
             efi = False
-    return HostChoices(domain_type=domain_type, arch=arch, machine=None, efi=efi, cpu_model=cpu_model)
+    info = conn.getInfo()  # [model, memory MiB, cpus, ...]: the ceiling of live growth
+    return HostChoices(domain_type=domain_type, arch=arch, machine=None, efi=efi,
+                       cpu_model=cpu_model, host_cpus=int(info[2]), host_memory_mib=int(info[1]))
 
 
 # Named models that give guests the x86-64-v2 level (SSE4.2, POPCNT, CX16) that current

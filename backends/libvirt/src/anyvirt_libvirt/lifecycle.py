@@ -9,13 +9,13 @@ from which ``START`` restores.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import libvirt
 
-from anyvirt.errors import InvalidSpec
+from anyvirt.errors import InvalidState
 from anyvirt.model import PowerAction, PowerState
 from anyvirt.tasks import Job
+from anyvirt_libvirt.domxml import HostChoices, memory_room_mib, vcpu_room
 from anyvirt_libvirt.states import domain_state
 
 #: seconds between ACPI power-button presses while waiting for a graceful stop
@@ -89,45 +89,74 @@ def _power_off(dom: libvirt.virDomain, job: Job) -> None:
     if domain_state(dom)[0] is PowerState.SUSPENDED:
         dom.managedSaveRemove(0)  # "off" for a suspended VM: forget the saved memory
         return
+    transient = not dom.isPersistent()
     dom.destroy()
+    if transient:
+        return  # a transient domain is gone once off: nothing left to wait for
     _wait_state(dom, {PowerState.STOPPED}, job, f"{dom.name()} to power off")
 
 
-def reconfigure(dom: libvirt.virDomain, cpus: int | None, memory_mib: int | None) -> bool:
-    """Apply to the persistent config, and live too where libvirt allows; True if live.
+def reconfigure(
+    dom: libvirt.virDomain,
+    cpus: int | None,
+    memory_mib: int | None,
+    host: HostChoices,
+    live_capable: bool = True,
+) -> bool:
+    """Change vCPUs and/or memory; True if the running VM has them now.
 
-    vCPUs change live within the domain's maximum; memory does not (QEMU grows a
-    guest only through memory hotplug, which anyvirt's domains do not set up)."""
-    running = bool(dom.isActive())
+    A running VM changes live within the room its definition leaves (vCPUs up to
+    ``<vcpu>``'s maximum by hot-plug, memory up to ``<memory>`` by the balloon);
+    beyond it, ``InvalidState`` before anything changes. A stopped VM changes its
+    definition, and the room is widened to what a new VM of that size gets
+    (``domxml.vcpu_room``, ``domxml.memory_room_mib``).
+    """
     config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    live_ok = running
+    if dom.isActive() and live_capable:
+        _check_room(dom, cpus, memory_mib)
+        both = config | libvirt.VIR_DOMAIN_AFFECT_LIVE
+        try:
+            # libvirt changes the definition only once the live change worked; vCPUs
+            # first, as they are what may fail (the balloon takes any size in its room)
+            if cpus is not None:
+                dom.setVcpusFlags(cpus, both)
+            if memory_mib is not None:
+                dom.setMemoryFlags(memory_mib * 1024, both)
+        except libvirt.libvirtError as exc:
+            # e.g. vCPU hot-unplug, which needs the machine's and the guest's help
+            raise InvalidState(
+                f"{dom.name()!r} cannot make this change while it runs "
+                f"({exc.get_error_message()}): stop it, reconfigure, start it"
+            ) from exc
+        return True
     if cpus is not None:
-        if cpus < 1:
-            raise InvalidSpec("cpus must be at least 1")
         maximum = dom.vcpusFlags(config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
-        if cpus > maximum:
-            dom.setVcpusFlags(cpus, config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+        room = vcpu_room(cpus, host) if live_capable else cpus
+        if room > maximum or cpus > maximum:
+            dom.setVcpusFlags(max(room, cpus), config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
         dom.setVcpusFlags(cpus, config)
-        if running:
-            live_ok = _try_live(lambda: dom.setVcpusFlags(cpus, libvirt.VIR_DOMAIN_AFFECT_LIVE))
     if memory_mib is not None:
         kib = memory_mib * 1024
-        # the maximum too, down as well as up: it is the size a VM is listed with, and a
-        # smaller current size under an old maximum would leave ``vm.memory_mib`` unchanged
-        dom.setMemoryFlags(kib, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+        room = memory_room_mib(memory_mib, host) if live_capable else memory_mib
+        # the maximum follows, down as well as up: room for the new size, no more
+        dom.setMemoryFlags(room * 1024, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
         dom.setMemoryFlags(kib, config)
-        if running:
-            # without memory hotplug a running guest keeps its size; ballooning it down
-            # now would shrink what it may use, not the VM, and ``vm.memory_mib`` (the
-            # maximum) would not move: the new size is for the next start
-            live_ok = live_ok and kib == dom.maxMemory()
-    return live_ok
+    return False
 
 
-def _try_live(change: Callable[[], object]) -> bool:
-    """A live change libvirt refuses (beyond the maximum, no hotplug) stays config-only."""
-    try:
-        change()
-    except libvirt.libvirtError:
-        return False
-    return True
+def _check_room(dom: libvirt.virDomain, cpus: int | None, memory_mib: int | None) -> None:
+    name = dom.name()
+    if cpus is not None:
+        maximum = int(dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM))
+        if cpus > maximum:
+            raise InvalidState(
+                f"{name!r} runs with room for {maximum} vCPU(s); {cpus} needs a restart: "
+                "stop it, reconfigure, start it"
+            )
+    if memory_mib is not None:
+        maximum_mib = int(dom.maxMemory()) // 1024
+        if memory_mib > maximum_mib:
+            raise InvalidState(
+                f"{name!r} runs with room for {maximum_mib} MiB; {memory_mib} MiB needs a "
+                "restart: stop it, reconfigure, start it"
+            )

@@ -9,11 +9,13 @@ reports ``state`` only) is ``dom.info()`` asked, per domain, for the rest.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 import libvirt
 
-from anyvirt.model import VMSummary
+from anyvirt.model import VMSummary, evolve
+from anyvirt_libvirt import templates
 from anyvirt_libvirt.states import normalise
 
 STATS = (
@@ -21,8 +23,10 @@ STATS = (
 )
 
 
-def list_summaries(conn: libvirt.virConnect, node: str | None) -> list[VMSummary]:
-    """Every domain of the connection as a VMSummary."""
+def list_summaries(
+    conn: libvirt.virConnect, node: str | None, template_ids: Container[str] = ()
+) -> list[VMSummary]:
+    """Every domain of the connection as a VMSummary (``template_ids``: known templates)."""
     records = conn.getAllDomainStats(STATS, 0)
     saved = {
         dom.UUIDString()
@@ -31,7 +35,10 @@ def list_summaries(conn: libvirt.virConnect, node: str | None) -> list[VMSummary
     out = []
     for dom, stats in records:
         dom_id = dom.UUIDString()
-        out.append(summary_from_stats(dom, dom_id, stats, dom_id in saved, node))
+        summary = summary_from_stats(dom, dom_id, stats, dom_id in saved, node)
+        if dom_id in template_ids:
+            summary = evolve(summary, template=True)
+        out.append(summary)
     return out
 
 
@@ -41,14 +48,15 @@ def summary_from_stats(
     """A VMSummary from one domain's stats record (``dom`` carries name and UUID locally)."""
     raw_state = stats.get("state.state")
     cpus = stats.get("vcpu.current")
-    memory_kib = stats.get("balloon.maximum")
+    # the current size, as vm.info() and its spec say (the maximum is room to grow live)
+    memory_kib = stats.get("balloon.current")
     if raw_state is None or cpus is None or memory_kib is None:
         # a stat group is missing: fall back to the per-domain call for this one
         info = dom.info()
         raw_state = info[0] if raw_state is None else raw_state
         cpus = info[3] if cpus is None else cpus
-        memory_kib = info[1] if memory_kib is None else memory_kib
-    state, raw = normalise(int(raw_state), managed_save)
+        memory_kib = info[2] if memory_kib is None else memory_kib
+    state, raw = normalise(int(raw_state), managed_save, stats.get("state.reason"))
     return VMSummary(
         id=dom_id,
         name=dom.name(),
@@ -61,21 +69,25 @@ def summary_from_stats(
 
 
 def summary_of(dom: libvirt.virDomain, node: str | None) -> VMSummary:
-    """One domain's summary (``vm.refresh()``): ``dom.info()`` plus the managed-save flag."""
+    """One domain's summary (``vm.refresh()``): ``dom.info()``, its state reason, the
+    managed-save flag and the template mark (the truth, read from the domain)."""
+    template = templates.is_marked(dom)
     info = dom.info()
+    reason = dom.state(0)[1]
     saved = False
     if info[0] == libvirt.VIR_DOMAIN_SHUTOFF:
         try:
             saved = bool(dom.hasManagedSaveImage(0))
         except libvirt.libvirtError:
             saved = False
-    state, raw = normalise(info[0], saved)
+    state, raw = normalise(info[0], saved, reason)
     return VMSummary(
         id=dom.UUIDString(),
         name=dom.name(),
         state=state,
         raw_state=raw,
         cpus=int(info[3]),
-        memory_mib=int(info[1]) // 1024,
+        memory_mib=int(info[2]) // 1024,
         node=node,
+        template=template,
     )

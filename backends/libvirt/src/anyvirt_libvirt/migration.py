@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidState, Timeout
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, InvalidState, Timeout
 from anyvirt.model import MigrationResult
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
+from anyvirt_libvirt.disks import parse_disks
 from anyvirt_libvirt.errors import translate
+from anyvirt_libvirt.storage import remove_made
 
 if TYPE_CHECKING:
     from anyvirt_libvirt.driver import LibvirtDriver
@@ -68,15 +70,24 @@ def migrate(
             | libvirt.VIR_DOMAIN_XML_INACTIVE
         )
         saved = not dom.isActive() and bool(dom.hasManagedSaveImage(0))
-        snapshot_count = int(dom.snapshotNum(0))
+        snapshot_xmls = [
+            s.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+            for s in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
+        ]
+        current = dom.snapshotCurrent(0).getName() if dom.hasCurrentSnapshot(0) else None
     if saved:
         raise InvalidState(f"{name!r} is suspended: start it (then migrate live) or power it off")
-    if snapshot_count:
-        # libvirt refuses a live one; an offline one would drop the snapshots' metadata
-        # with the source domain, silently losing every snapshot
+    for disk in parse_disks(xml):
+        if disk.writable_disk and disk.kind != "file":
+            raise InvalidSpec(
+                f"cannot migrate {name!r}: disk {disk.describe()} is not a file, and anyvirt "
+                "moves file disks only (a pool volume by name would need the same pool there)"
+            )
+    if snapshot_xmls and live:
+        # libvirt 9 refuses to migrate a running domain with snapshots
         raise InvalidState(
-            f"{name!r} has {snapshot_count} snapshot(s), which libvirt cannot move to another "
-            "host: delete them (or back the VM up) before migrating it"
+            f"{name!r} has {len(snapshot_xmls)} snapshot(s), which libvirt cannot move with "
+            "a running VM: stop it and migrate it cold (which carries them), or delete them"
         )
     with target.link.call("migration target") as tconn:
         copies = [p for p in domxml.disk_paths(xml) if not _visible_on(tconn, p)]
@@ -109,18 +120,21 @@ def migrate(
         if live:
             downtime, moved = _live(source, target, vm_id, dest_xml, persist_xml, path_map, job)
         else:
-            downtime, moved = None, _offline(source, target, vm_id, persist_xml, path_map, job)
+            snaps = SnapshotTree(snapshot_xmls, current, path_map)
+            downtime, moved = None, _offline(source, target, vm_id, persist_xml, path_map, snaps, job)
     except BaseException:
         if console:
             # QEMU on the target may have started its console log already
             with contextlib.suppress(AnyvirtError):
                 target.delete_console_log(console)
         if store is not None:
-            for made in path_map.values():
-                # best effort: the error that stopped the migration matters more
-                with contextlib.suppress(AnyvirtError):
-                    store.delete(made)
+            # best effort (the error that stopped the migration matters more); what the
+            # target cannot remove now, its next connection does
+            remove_made([(store, made) for made in path_map.values()])
         raise
+    if store is not None:
+        for made in path_map.values():
+            store.settled(made)
     # the domain now lives on the target: the source's copied volumes are leftovers
     for old in path_map:
         with contextlib.suppress(AnyvirtError):
@@ -276,6 +290,7 @@ def _offline(
     vm_id: str,
     persist_xml: str,
     path_map: dict[str, str],
+    snaps: SnapshotTree,
     job: Job,
 ) -> int:
     moved = 0
@@ -288,11 +303,41 @@ def _offline(
             moved += _stream_volume(conn, tconn, old, new)
         tdom = tconn.defineXML(persist_xml)
         try:
+            snaps.redefine_on(tdom)  # the volumes carry the snapshots' data already
             conn.lookupByUUIDString(vm_id).undefineFlags(UNDEFINE_FLAGS)
         except libvirt.libvirtError:
             tdom.undefineFlags(UNDEFINE_FLAGS)  # keep the VM in exactly one place
             raise
     return moved
+
+
+class SnapshotTree:
+    """A domain's internal snapshots, to redefine on another host after its volumes
+    were copied whole (internal snapshots, memory states included, live inside the
+    qcow2 files; libvirt keeps only their metadata, which must follow)."""
+
+    def __init__(self, xmls: list[str], current: str | None, path_map: dict[str, str]) -> None:
+        self.current = current
+        self.xmls = [self._moved(x, path_map) for x in xmls]  # parents before children
+
+    @staticmethod
+    def _moved(xml: str, path_map: dict[str, str]) -> str:
+        root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
+        for source in root.iterfind("domain/devices/disk/source"):
+            if source.get("file") in path_map:
+                source.set("file", path_map[source.get("file", "")])
+        for disk in root.iterfind("disks/disk/source"):
+            if disk.get("file") in path_map:
+                disk.set("file", path_map[disk.get("file", "")])
+        return ET.tostring(root, encoding="unicode")
+
+    def redefine_on(self, dom: libvirt.virDomain) -> None:
+        for xml in self.xmls:
+            name = ET.fromstring(xml).findtext("name")  # noqa: S314 - from the daemon
+            flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+            if name == self.current:
+                flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+            dom.snapshotCreateXML(xml, flags)
 
 
 def _stream_volume(

@@ -20,13 +20,17 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import libvirt
 
-from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound, TaskFailed
 from anyvirt_libvirt.connection import Link
+from anyvirt_libvirt.errors import is_pool_busy
+from anyvirt_libvirt.inflight import InflightRecord
 
 CHUNK = 1024 * 1024
 QEMU_IMG_TIMEOUT = 600.0
@@ -67,10 +71,45 @@ def _volume_xml(name: str, capacity: int, backing: str | None = None) -> str:
     return ET.tostring(vol, encoding="unicode")
 
 
+#: how long a pool refresh waits for another client's volume build to finish
+BUSY_POOL_WAIT = 30.0
+
+
+def refresh_pool(pool: libvirt.virStoragePool, wait: float = BUSY_POOL_WAIT) -> None:
+    """Refresh a pool, waiting briefly while libvirt builds a volume in it.
+
+    libvirt refuses a refresh while any volume of the pool is being created or
+    uploaded ("has asynchronous jobs running"); concurrent creates and deletes
+    meet that all the time, and it says nothing about the refresh itself."""
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            if not is_pool_busy(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _mtime(vol_xml: str) -> float:
+    """When a volume's file was last written, as its pool reports it (ns precision)."""
+    stamp = ET.fromstring(vol_xml).findtext("target/timestamps/mtime")  # noqa: S314 - from the daemon
+    return float(stamp) if stamp else 0.0
+
+
 class DiskStore(abc.ABC):
     """Where a VM's disks live."""
 
     name: str
+
+    def settled(self, path: str) -> None:  # noqa: B027 - only pools keep a record
+        """A volume made here is owned by a defined domain now (see :mod:`inflight`)."""
+
+    def abandoned(self, path: str) -> None:  # noqa: B027 - only pools keep a record
+        """A volume made here could not be removed after a failure: the next connection does."""
 
     @abc.abstractmethod
     def create(self, vol_name: str, size_bytes: int) -> str:
@@ -79,6 +118,11 @@ class DiskStore(abc.ABC):
     @abc.abstractmethod
     def import_image(self, vol_name: str, image: str, min_size: int | None) -> str:
         """A qcow2 volume holding a copy of a local image file (any format qemu-img reads)."""
+
+    @abc.abstractmethod
+    def newest_unchanged_copy(self, prefix: str, source: str) -> str | None:
+        """The path of a volume named ``prefix...`` written after ``source`` last was
+        (a frozen copy still showing the source's current state), or None."""
 
     @abc.abstractmethod
     def copy(self, vol_name: str, source: str) -> str:
@@ -112,11 +156,14 @@ class DiskStore(abc.ABC):
     def console_log(self, vm_uuid: str) -> str | None:
         """Where QEMU should log a VM's serial console (None if the store has no directory)."""
 
-    def delete_chain(self, path: str) -> None:
-        """Delete a volume, then its backing files that no other volume still needs."""
+    def delete_chain(self, path: str, keep: Collection[str] = ()) -> None:
+        """Delete a volume, then its backing files that no other volume still needs and
+        that are not in ``keep`` (the disks other domains use: a template's disk under
+        its linked clones, a VM's disk another tool layered a clone on)."""
         backing = self.describe(path)[1] if self.owns(path) else None
         self.delete(path)
-        while backing and self.owns(backing) and not self.backing_users(backing):
+        while (backing and backing not in keep and self.owns(backing)
+               and not self.backing_users(backing)):
             next_backing = self.describe(backing)[1]
             self.delete(backing)
             backing = next_backing
@@ -125,9 +172,10 @@ class DiskStore(abc.ABC):
 class PoolStore(DiskStore):
     """A libvirt storage pool."""
 
-    def __init__(self, link: Link, pool_name: str) -> None:
+    def __init__(self, link: Link, pool_name: str, record: InflightRecord | None = None) -> None:
         self.link = link
         self.name = pool_name
+        self.record = record
         with link.call(f"storage pool {pool_name!r}") as conn:
             pool = conn.storagePoolLookupByName(pool_name)
             root = ET.fromstring(pool.XMLDesc(0))  # noqa: S314 - from the daemon
@@ -137,8 +185,29 @@ class PoolStore(DiskStore):
     def _pool(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
         return conn.storagePoolLookupByName(self.name)
 
+    @contextlib.contextmanager
+    def _making(self, vol_name: str) -> Iterator[None]:
+        """Note a volume in the in-flight record before libvirt starts making it; if
+        making it fails, the note stays for the next connection to clean up after."""
+        if self.record is not None:
+            self.record.note(self.name, vol_name)
+        try:
+            yield
+        except BaseException:
+            if self.record is not None:
+                self.record.abandon(self.name, vol_name)
+            raise
+
+    def settled(self, path: str) -> None:
+        if self.record is not None:
+            self.record.done(self.name, os.path.basename(path))
+
+    def abandoned(self, path: str) -> None:
+        if self.record is not None:
+            self.record.abandon(self.name, os.path.basename(path))
+
     def create(self, vol_name: str, size_bytes: int) -> str:
-        with self.link.call(f"create volume {vol_name}") as conn:
+        with self._making(vol_name), self.link.call(f"create volume {vol_name}") as conn:
             vol = self._pool(conn).createXML(_volume_xml(vol_name, size_bytes), 0)
             return str(vol.path())
 
@@ -148,7 +217,7 @@ class PoolStore(DiskStore):
             converted = os.path.join(tmp, "image.qcow2")
             run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, converted])
             size = os.path.getsize(converted)
-            with self.link.call(f"import image into volume {vol_name}") as conn:
+            with self._making(vol_name), self.link.call(f"import image into volume {vol_name}") as conn:
                 vol = self._pool(conn).createXML(_volume_xml(vol_name, virtual), 0)
                 try:
                     stream = conn.newStream(0)
@@ -168,14 +237,32 @@ class PoolStore(DiskStore):
                 return str(vol.path())
 
     def copy(self, vol_name: str, source: str) -> str:
-        with self.link.call(f"copy volume to {vol_name}") as conn:
+        with self._making(vol_name), self.link.call(f"copy volume to {vol_name}") as conn:
             src = conn.storageVolLookupByPath(source)
             capacity = src.info()[1]
             vol = self._pool(conn).createXMLFrom(_volume_xml(vol_name, capacity), src, 0)
             return str(vol.path())
 
+    def newest_unchanged_copy(self, prefix: str, source: str) -> str | None:
+        with self.link.call(f"volumes of pool {self.name!r}") as conn:
+            src = self._lookup(conn, source)
+            if src is None:
+                return None
+            written = _mtime(src.XMLDesc(0))
+            best: tuple[float, str] | None = None
+            for vol in self._pool(conn).listAllVolumes(0):
+                if not vol.name().startswith(prefix):
+                    continue
+                try:
+                    stamp = _mtime(vol.XMLDesc(0))
+                except libvirt.libvirtError:
+                    continue  # deleted meanwhile: not a copy to share
+                if stamp > written and (best is None or stamp > best[0]):
+                    best = (stamp, str(vol.path()))
+        return best[1] if best else None
+
     def overlay(self, vol_name: str, backing: str) -> str:
-        with self.link.call(f"create overlay {vol_name}") as conn:
+        with self._making(vol_name), self.link.call(f"create overlay {vol_name}") as conn:
             capacity = conn.storageVolLookupByPath(backing).info()[1]
             vol = self._pool(conn).createXML(_volume_xml(vol_name, capacity, backing), 0)
             return str(vol.path())
@@ -192,7 +279,7 @@ class PoolStore(DiskStore):
             if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                 raise
         # a file QEMU created (the console log) is not known until the pool is refreshed
-        self._pool(conn).refresh(0)
+        refresh_pool(self._pool(conn))
         try:
             return conn.storageVolLookupByPath(path)
         except libvirt.libvirtError as exc:
@@ -207,6 +294,7 @@ class PoolStore(DiskStore):
             vol = self._lookup(conn, path)
             if vol is not None:
                 vol.delete(0)
+        self.settled(path)
 
     def describe(self, path: str) -> tuple[int | None, str | None]:
         with self.link.call(f"volume {path}") as conn:
@@ -227,7 +315,12 @@ class PoolStore(DiskStore):
         users = []
         with self.link.call(f"volumes of pool {self.name!r}") as conn:
             for vol in self._pool(conn).listAllVolumes(0):
-                root = ET.fromstring(vol.XMLDesc(0))  # noqa: S314 - from the daemon
+                try:
+                    root = ET.fromstring(vol.XMLDesc(0))  # noqa: S314 - from the daemon
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                        continue  # deleted by another client meanwhile
+                    raise
                 if root.findtext("backingStore/path") == path:
                     users.append(str(vol.path()))
         return users
@@ -270,6 +363,12 @@ class DirStore(DiskStore):
         run_qemu_img(["convert", "-O", "qcow2", "--", source, path])
         return path
 
+    def newest_unchanged_copy(self, prefix: str, source: str) -> str | None:
+        written = os.stat(source).st_mtime_ns
+        copies = [(p.stat().st_mtime_ns, str(p)) for p in self.directory.glob(f"{prefix}*")]
+        fresh = [c for c in copies if c[0] > written]
+        return max(fresh)[1] if fresh else None
+
     def overlay(self, vol_name: str, backing: str) -> str:
         path = self._path(vol_name)
         run_qemu_img(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, "--", path])
@@ -300,3 +399,13 @@ class DirStore(DiskStore):
 
     def console_log(self, vm_uuid: str) -> str | None:
         return str(self.directory / f"{vm_uuid}.console.log")
+
+
+def remove_made(made: list[tuple[DiskStore, str]]) -> None:
+    """Remove the volumes a failed operation made; those that cannot be removed now (the
+    daemon is gone) are left to the next connection's sweep (:mod:`inflight`)."""
+    for store, path in reversed(made):
+        try:
+            store.delete(path)
+        except AnyvirtError:  # the original error is the one to report
+            store.abandoned(path)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, NotFound, TaskFailed
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound, TaskFailed
 from anyvirt.model import VMSummary, check_name
 from anyvirt.tasks import Job
 from anyvirt_vsphere.inventory import HostRow, Inventory, stored_name, unescape_name
@@ -56,6 +56,10 @@ def create_folder(inventory: Inventory, name: str) -> str:
     return name
 
 
+#: extraConfig key of a linked clone: the instance UUID of the VM whose disks it reads
+LINKED_FROM_KEY = "anyvirt.linkedFrom"
+
+
 def clone_vm(
     inventory: Inventory,
     vm_id: str,
@@ -69,11 +73,8 @@ def clone_vm(
     template: bool = False,
 ) -> VMSummary:
     """Clone ``vm_id`` as ``name``; a failure removes any half-made clone."""
-    check_name(name)
     stored = stored_name(name, "clone name")
     vms = inventory.list_vms()
-    if any(vm.name == name for vm in vms):
-        raise AlreadyExists(f"a VM named {name!r} exists already")
     source = next((vm for vm in vms if vm.id == vm_id), None)
     if source is None:
         raise NotFound(f"no VM with id {vm_id}")
@@ -92,6 +93,9 @@ def clone_vm(
     if linked:
         spec.snapshot = _base_snapshot(inventory, vm_id, job)
         location.diskMoveType = "createNewChildDiskBacking"
+        # the clone says whose disks it reads, so deleting that VM's disks can be refused
+        # even where the disk chain does not show it (vcsim copies linked clones in full)
+        spec.config.extraConfig = [vim.option.OptionValue(key=LINKED_FROM_KEY, value=vm_id)]
     target_folder = find_folder(inventory, folder)
     ref = inventory.vm_ref(vm_id)
     started: list[Any] = []

@@ -2,10 +2,12 @@
 
 ``PUT``/``GET https://server/folder/<path>?dcPath=<datacenter>&dsName=<datastore>``
 moves files in and out of a datastore. Disk images are large, so both ways
-stream in chunks: an upload sends a file object (http.client reads it block
-by block; the size comes from ``Content-Length``) and a download copies the
-response into the destination chunk by chunk. No whole file is ever held in
-memory.
+stream in chunks through the kit's :mod:`~anyvirt.kit.streams`: an upload
+sends a metered file object (http.client pulls it chunk by chunk; exactly
+``Content-Length`` bytes or an error), a download copies the response into
+the destination chunk by chunk, checked against its ``Content-Length`` and
+sparse where the destination is a file. No whole file is ever held in
+memory; progress goes to the Job when one is given.
 
 The connection uses the session's own TLS context (verified unless the URI
 said ``verify=false``) and its session cookie, and the call timeout applies
@@ -18,17 +20,25 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
-from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.errors import (
+    AnyvirtError,
+    AuthenticationFailed,
+    ConnectionFailed,
+    InvalidSpec,
+    NotFound,
+)
+from anyvirt.kit import streams
+from anyvirt.tasks import Job
 from anyvirt_vsphere.errors import transport_error
-from anyvirt_vsphere.inventory import escape_name
-
-CHUNK = 1024 * 1024
+from anyvirt_vsphere.inventory import datastore_path, escape_name, unescape_name
+from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.tasks import cleanup_job, run_task
 
 
 def _driver(host: Any) -> Any:
@@ -62,10 +72,12 @@ def _connection(driver: Any) -> Iterator[http.client.HTTPConnection]:
     session.check_open("a datastore transfer")
     conn: http.client.HTTPConnection
     if session.plain_http:
-        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout)
+        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout,
+                                          blocksize=streams.CHUNK)
     else:
         conn = http.client.HTTPSConnection(
-            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context
+            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context,
+            blocksize=streams.CHUNK,
         )
     try:
         yield conn
@@ -93,16 +105,23 @@ def upload(
     *,
     datacenter: str | None = None,
     size: int | None = None,
+    job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> int:
     """Stream ``source`` (a file path or a binary file object) to ``[datastore] path``.
 
     ``host`` is an ``anyvirt.Host`` (or the driver) of a vSphere connection.
-    For a file object that is not a regular file, give ``size``. Returns the
-    number of bytes sent.
+    For a file object that is not a regular file, give ``size``: the source
+    must hold exactly that many bytes. Returns the number of bytes sent;
+    progress goes to ``job`` (within ``span`` of its percent).
     """
     driver = _driver(host)
     what = f"uploading to [{datastore}] {path}"
-    url = _url_path(driver, datastore, path, datacenter)
+    _url_path(driver, datastore, path, datacenter)  # a bad path is refused before anything
+    folder, _, name = path.strip("/").rpartition("/")
+    # the bytes go to a temporary name and are moved into place only when all arrived: a
+    # server keeps what a broken PUT sent, which must never look like the finished file
+    partial = f"{folder}/.{name}.partial-{uuid.uuid4().hex[:8]}".lstrip("/")
     with contextlib.ExitStack() as stack:
         if isinstance(source, str | os.PathLike):
             stream: IO[bytes] = stack.enter_context(Path(source).open("rb"))
@@ -113,20 +132,67 @@ def upload(
                 size = os.fstat(stream.fileno()).st_size - stream.tell()
             except (OSError, AttributeError, ValueError):
                 raise InvalidSpec(f"{what}: give size= for a stream of unknown length") from None
-        conn = stack.enter_context(_connection(driver))
-        headers = {
-            "Cookie": driver.session.cookie,
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(size),
-        }
         try:
-            conn.request("PUT", url, body=stream, headers=headers)
+            _put(driver, _url_path(driver, datastore, partial, datacenter),
+                 streams.MeteredReader(stream, size, job=job, what=what, span=span), size, what)
+            _move(driver, datastore, partial, path, datacenter, job or cleanup_job(what), what)
+        except BaseException:
+            _remove(driver, datastore, partial, datacenter)
+            raise
+    return size
+
+
+def _put(driver: Any, url: str, body: streams.MeteredReader, size: int, what: str) -> None:
+    headers = {
+        "Cookie": driver.session.cookie,
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(size),
+    }
+    with _connection(driver) as conn:
+        try:
+            conn.request("PUT", url, body=body, headers=headers)
             response = conn.getresponse()
             _check(response, what)
             response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
-    return size
+
+
+def _datacenter_ref(driver: Any, datacenter: str | None) -> Any:
+    if datacenter is None:
+        return driver.inventory.datacenter().ref
+    for row in driver.collector.scan({vim.Datacenter: ("name",)}, what="listing datacenters"):
+        if unescape_name(row.get("name", "")) == datacenter:
+            return row.ref
+    raise NotFound(f"no datacenter named {datacenter!r}")
+
+
+def _move(driver: Any, datastore: str, source: str, dest: str, datacenter: str | None,
+          job: Job, what: str) -> None:
+    manager = driver.session.content.fileManager
+    dc = _datacenter_ref(driver, datacenter)
+    run_task(driver.collector,
+             lambda: manager.MoveDatastoreFile_Task(datastore_path(datastore, source), dc,
+                                                    datastore_path(datastore, dest.strip("/")), dc,
+                                                    True),
+             job, f"{what}: moving the file into place")
+
+
+def _remove(driver: Any, datastore: str, path: str, datacenter: str | None) -> None:
+    """Best effort: the partial file of a failed upload."""
+    with contextlib.suppress(AnyvirtError):
+        remove_path(driver.inventory, datastore_path(datastore, path),
+                    cleanup_job(f"removing {path}"), _datacenter_ref(driver, datacenter))
+
+
+def remove_path(inventory: Any, path: str, job: Job, datacenter: Any = None) -> None:
+    """Delete a datastore folder or file (``[ds] dir/x``) a failed operation left (best effort).
+    ``datacenter`` is its reference; the connection's datacenter when None."""
+    manager = inventory.session.content.fileManager
+    with contextlib.suppress(AnyvirtError):
+        dc = datacenter if datacenter is not None else inventory.datacenter().ref
+        run_task(inventory.collector, lambda: manager.DeleteDatastoreFile_Task(path, dc), job,
+                 f"removing {path}")
 
 
 def download(
@@ -136,11 +202,14 @@ def download(
     destination: str | os.PathLike[str] | IO[bytes],
     *,
     datacenter: str | None = None,
+    job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
 ) -> int:
     """Stream ``[datastore] path`` into ``destination`` (a file path or binary file object).
 
-    Returns the number of bytes written. A partial file is removed when the
-    destination is a path and the transfer fails.
+    Returns the number of bytes written: exactly the response's
+    ``Content-Length``, or an error. A path destination is written sparse and
+    removed again when the transfer fails.
     """
     driver = _driver(host)
     what = f"downloading [{datastore}] {path}"
@@ -152,34 +221,18 @@ def download(
             conn.request("GET", url, headers={"Cookie": driver.session.cookie})
             response = conn.getresponse()
             _check(response, what)
+            declared = response.getheader("Content-Length")
+            size = int(declared) if declared and declared.isdigit() else None
             if target_path is not None:
-                out: IO[bytes] = stack.enter_context(target_path.open("wb"))
+                result = streams.copy_to_file(response, target_path, size=size, job=job, what=what,
+                                              span=span, overwrite=True)
             else:
                 assert not isinstance(destination, str | os.PathLike)
-                out = destination
-            counter = _CountingWriter(out)
-            try:
-                shutil.copyfileobj(response, counter, CHUNK)
-            except BaseException:
-                if target_path is not None:
-                    out.close()
-                    target_path.unlink(missing_ok=True)
-                raise
+                result = streams.copy(response, destination, size=size, job=job, what=what,
+                                      span=span)
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
-    return counter.written
+    return result.bytes
 
 
-class _CountingWriter:
-    """Counts bytes on their way to the real destination."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.written = 0
-
-    def write(self, data: bytes) -> int:
-        self.written += len(data)
-        return self.out.write(data)
-
-
-__all__ = ["download", "upload"]
+__all__ = ["download", "remove_path", "upload"]

@@ -15,7 +15,6 @@ server that lacks ``RebootGuest`` (vcsim 0.24.2, recognised by its
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ from pyVmomi import vim
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotSupported
 from anyvirt.extensions import Extension
+from anyvirt.kit import qemu_img
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -42,7 +42,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_vsphere import clone, export, migration, power, snapshots, vms
+from anyvirt_vsphere import clone, export, image_import, migration, power, snapshots, vms
 from anyvirt_vsphere.collector import Collector
 from anyvirt_vsphere.configspec import STATIC_MAC_PREFIXES
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
@@ -132,12 +132,6 @@ class VSphereDriver(Driver):
     def open(cls, target: Target) -> VSphereDriver:
         if not target.host:
             raise InvalidSpec(f"{target.scheme}:// needs a host name, e.g. {target.scheme}://user@host")
-        for key in target.query:
-            if key not in ("datacenter", "cluster"):
-                raise InvalidSpec(
-                    f"unknown option {key!r} for {target.scheme}://; "
-                    "known: verify, ca, timeout, datacenter, cluster"
-                )
         if target.transport not in ("", "http"):
             raise InvalidSpec(
                 f"{target.scheme}://: unknown transport {target.transport!r}; "
@@ -168,7 +162,7 @@ class VSphereDriver(Driver):
         caps = set(COMMON)
         if self.session.is_vcenter:
             caps |= VCENTER_ONLY
-        if shutil.which("qemu-img") is None:
+        if not qemu_img.available():
             caps.discard(Capability.VM_CREATE_FROM_IMAGE)  # local images are converted with it
         if self._is_simulator():
             caps.discard(Capability.REBOOT)  # vcsim 0.24.2 has no RebootGuest method
@@ -238,6 +232,7 @@ class VSphereDriver(Driver):
         # "[datastore] dir/x.vmdk" is a disk already on the platform: create_vm checks it
         if not image.startswith("["):
             super().check_image(image)
+            image_import.check_local_image(image)  # refused before anything is made
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         return vms.create_vm(self.inventory, spec, job, files=self)
@@ -292,17 +287,20 @@ class VSphereDriver(Driver):
 
     def linked_clones(self, vm_id: str) -> list[str]:
         mine = {d.path for d in self.vm_info(vm_id).disks if d.path}
-        rows = self.collector.scan({vim.VirtualMachine: ("name", "config.hardware.device",
-                                                          "config.instanceUuid")},
-                                   root=self.inventory.scope(), what="finding linked clones")
+        rows = self.collector.scan(
+            {vim.VirtualMachine: ("name", "config.hardware.device", "config.instanceUuid",
+                                  "config.extraConfig")},
+            root=self.inventory.scope(), what="finding linked clones")
         users = []
         for row in rows:
             if row.get("config.instanceUuid") == vm_id:
                 continue
-            for dev in row.get("config.hardware.device") or ():
-                if isinstance(dev, vim.vm.device.VirtualDisk) and _reads_from(dev.backing, mine):
-                    users.append(unescape_name(row.get("name") or row.moid))
-                    break
+            marked = any(o.key == clone.LINKED_FROM_KEY and o.value == vm_id
+                         for o in row.get("config.extraConfig") or ())
+            chained = any(isinstance(dev, vim.vm.device.VirtualDisk) and _reads_from(dev.backing, mine)
+                          for dev in row.get("config.hardware.device") or ())
+            if marked or chained:
+                users.append(unescape_name(row.get("name") or row.moid))
         return users
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:

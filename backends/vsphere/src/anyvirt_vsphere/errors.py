@@ -5,7 +5,8 @@ pyVmomi raises its faults as exceptions (``vim.fault.InvalidLogin``,
 errors through untouched. Every call the driver makes goes through
 :func:`translate` so callers see one error tree, with the original chained as
 ``__cause__``. Messages are built from fault types and the server's own fault
-text, never from request bodies, so no secret can leak into them.
+text, never from request bodies, so no secret can leak into them (and the
+kit's table scrubs anything secret-looking that a server might echo).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from anyvirt.errors import (
     InvalidState,
     NotFound,
 )
+from anyvirt.kit.errors import ErrorTable, Rule
 from anyvirt_vsphere.sdk import vim, vmodl
 
 TRUST_HINT = (
@@ -55,60 +57,68 @@ def fault_message(fault: Any) -> str:
     return text
 
 
-# Checked in order: the first matching class decides the anyvirt error.
-_FAULT_MAP: tuple[tuple[type[BaseException], type[AnyvirtError]], ...] = (
-    (vim.fault.InvalidLogin, AuthenticationFailed),
-    (vim.fault.NotAuthenticated, AuthenticationFailed),
-    (vim.fault.NoPermission, AuthenticationFailed),
-    (vmodl.fault.ManagedObjectNotFound, NotFound),
-    (vim.fault.NotFound, NotFound),
-    (vim.fault.FileNotFound, NotFound),
-    (vim.fault.DuplicateName, AlreadyExists),
-    (vim.fault.AlreadyExists, AlreadyExists),
-    (vim.fault.FileAlreadyExists, AlreadyExists),
-    (vim.fault.InsufficientResourcesFault, CapacityExceeded),
-    (vim.fault.InvalidPowerState, InvalidState),
-    (vim.fault.InvalidState, InvalidState),
-    (vim.fault.TaskInProgress, InvalidState),
-    (vim.fault.ToolsUnavailable, InvalidState),
-    (vim.fault.InvalidName, InvalidSpec),
-    (vim.fault.InvalidVmConfig, InvalidSpec),
-    (vim.fault.InvalidDeviceSpec, InvalidSpec),
-    (vmodl.fault.InvalidArgument, InvalidSpec),
-    (vmodl.fault.InvalidRequest, InvalidSpec),
-    (vmodl.fault.RequestCanceled, AnyvirtError),
+_FAULT = "{what}: {message} ({type})"
+_TRANSPORT = "{what}: {type}: {message}"
+
+
+def _message(exc: BaseException) -> str:
+    return fault_message(exc) if isinstance(exc, vmodl.MethodFault) else str(exc)
+
+
+def _fields(exc: BaseException) -> dict[str, object]:
+    return {"type": fault_type(exc) if isinstance(exc, vmodl.MethodFault) else type(exc).__name__}
+
+
+def _fault(fault: type[BaseException], error: type[AnyvirtError]) -> Rule:
+    return Rule(error, types=(fault,), template=_FAULT)
+
+
+#: Checked in order: the first matching rule decides the anyvirt error.
+TABLE = ErrorTable(
+    [
+        # the server refused this for this object (the capability itself was declared)
+        Rule(InvalidState, types=(vmodl.fault.NotSupported, vmodl.fault.NotImplemented),
+             template="{what}: {message} (vSphere cannot do this here)"),
+        _fault(vim.fault.InvalidLogin, AuthenticationFailed),
+        _fault(vim.fault.NotAuthenticated, AuthenticationFailed),
+        _fault(vim.fault.NoPermission, AuthenticationFailed),
+        _fault(vmodl.fault.ManagedObjectNotFound, NotFound),
+        _fault(vim.fault.NotFound, NotFound),
+        _fault(vim.fault.FileNotFound, NotFound),
+        _fault(vim.fault.DuplicateName, AlreadyExists),
+        _fault(vim.fault.AlreadyExists, AlreadyExists),
+        _fault(vim.fault.FileAlreadyExists, AlreadyExists),
+        _fault(vim.fault.InsufficientResourcesFault, CapacityExceeded),
+        _fault(vim.fault.InvalidPowerState, InvalidState),
+        _fault(vim.fault.InvalidState, InvalidState),
+        _fault(vim.fault.TaskInProgress, InvalidState),
+        _fault(vim.fault.ToolsUnavailable, InvalidState),
+        _fault(vim.fault.InvalidName, InvalidSpec),
+        _fault(vim.fault.InvalidVmConfig, InvalidSpec),
+        _fault(vim.fault.InvalidDeviceSpec, InvalidSpec),
+        _fault(vmodl.fault.InvalidArgument, InvalidSpec),
+        _fault(vmodl.fault.InvalidRequest, InvalidSpec),
+        _fault(vmodl.MethodFault, AnyvirtError),  # RequestCanceled and every other fault
+        # network-level failures: TLS, refused, reset, timed out, HTTP garbage
+        Rule(ConnectionFailed, types=(ssl.SSLCertVerificationError,),
+             template="{what}: the server's TLS certificate is not trusted ({message}); " + TRUST_HINT,
+             detail=lambda e: getattr(e, "verify_message", "") or "verification failed"),
+        # an unanswered call is a lost connection to the caller, not a slow operation
+        Rule(ConnectionFailed, types=(socket.timeout, TimeoutError),
+             template="{what}: no answer from the server within the call timeout"),
+        Rule(ConnectionFailed, types=(ssl.SSLError, OSError, http.client.HTTPException),
+             template=_TRANSPORT),
+    ],
+    default=Rule(AnyvirtError, template=_TRANSPORT),
+    message=_message,
+    fields=_fields,
 )
 
 
 def translate(exc: BaseException, what: str) -> AnyvirtError:
-    """The anyvirt error for ``exc`` raised while doing ``what`` (caller chains it)."""
-    if isinstance(exc, AnyvirtError):
-        return exc
-    if isinstance(exc, vmodl.fault.NotSupported | vmodl.fault.NotImplemented):
-        # the server refused this for this object (the capability itself was declared)
-        return InvalidState(f"{what}: {fault_message(exc)} (vSphere cannot do this here)")
-    if isinstance(exc, vmodl.MethodFault):
-        for fault_cls, error_cls in _FAULT_MAP:
-            if isinstance(exc, fault_cls):
-                return error_cls(f"{what}: {fault_message(exc)} ({fault_type(exc)})")
-        return AnyvirtError(f"{what}: {fault_message(exc)} ({fault_type(exc)})")
-    return transport_error(exc, what)
+    """The anyvirt error for ``exc`` raised while doing ``what`` (its cause is ``exc``)."""
+    return TABLE.translate(exc, what)
 
 
-def transport_error(exc: BaseException, what: str) -> AnyvirtError:
-    """Network-level failures: TLS, refused, reset, timed out, HTTP garbage."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return ConnectionFailed(
-            f"{what}: the server's TLS certificate is not trusted "
-            f"({exc.verify_message or 'verification failed'}); {TRUST_HINT}"
-        )
-    if isinstance(exc, socket.timeout | TimeoutError):
-        # an unanswered call is a lost connection to the caller, not a slow operation
-        return ConnectionFailed(f"{what}: no answer from the server within the call timeout")
-    if isinstance(exc, ssl.SSLError | OSError | http.client.HTTPException):
-        return ConnectionFailed(f"{what}: {type(exc).__name__}: {exc}")
-    return AnyvirtError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-def is_transport_error(exc: BaseException) -> bool:
-    return isinstance(exc, OSError | http.client.HTTPException)
+#: HTTP transfers (the datastore ``/folder`` interface) meet only the network rules
+transport_error = translate

@@ -3,7 +3,8 @@
 A flat or thin VMDK on a datastore is a small text descriptor ``x.vmdk`` and
 its extent ``x-flat.vmdk``, which holds the disk's bytes as they are: a raw
 image. Exporting downloads that extent through the datastore's HTTPS
-``/folder`` interface, streamed, and gives it the disk's virtual size.
+``/folder`` interface, streamed (sparse, byte-counted, progress per disk),
+and gives it the disk's virtual size.
 Delta disks (snapshots, linked clones) have no flat extent: those are
 refused with a clear error rather than exported incomplete.
 """
@@ -30,8 +31,9 @@ def export_disks(
 ) -> list[ExportedDisk]:
     info = vm_info(inventory, vm_id)
     out: list[ExportedDisk] = []
+    share = 100.0 / max(len(info.disks), 1)
     for index, disk in enumerate(info.disks):
-        job.progress(100.0 * index / max(len(info.disks), 1), f"exporting {disk.id}")
+        job.progress(share * index, f"exporting {disk.id}")
         job.check()
         datastore, rel = split_datastore_path(disk.path or "")
         if datastore is None or not rel.endswith(".vmdk"):
@@ -44,7 +46,8 @@ def export_disks(
         extent = rel[: -len(".vmdk")] + "-flat.vmdk"
         target = dest_dir / f"{_safe(info.name)}-{_safe(disk.id)}.raw"
         try:
-            datastore_files.download(driver, datastore, extent, target)
+            datastore_files.download(driver, datastore, extent, target, job=job,
+                                     span=(share * index, share * (index + 1)))
         except NotFound as exc:
             raise InvalidState(
                 f"disk {disk.id} of VM {info.name!r} has no flat extent ({extent}): only flat and "

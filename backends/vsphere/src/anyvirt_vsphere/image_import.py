@@ -1,24 +1,24 @@
 """Disks from image files: any format qemu-img reads becomes a flat VMDK on a datastore.
 
 A flat VMDK is a small text descriptor plus an extent holding the raw disk
-bytes. So an image is converted to raw with ``qemu-img convert`` into a
-temporary (sparse) file, streamed to ``[datastore] anyvirt-import-<id>/diskN-flat.vmdk``
-through the datastore's HTTPS interface, and a descriptor written next to
-it; the new VM's disk then points at that descriptor. vcsim accepts exactly
-this pair, and so does ESXi.
+bytes. So an image is inspected as untrusted (refused if it has a backing
+file, extents or a data file elsewhere), converted to raw with the kit's
+qemu-img runner into a temporary (sparse) file, streamed to
+``[datastore] anyvirt-import-<id>/diskN-flat.vmdk`` through the datastore's
+HTTPS interface, and a descriptor written next to it; the new VM's disk
+then points at that descriptor. vcsim accepts exactly this pair, and so
+does ESXi.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from anyvirt.errors import InvalidSpec, NotSupported
+from anyvirt.errors import InvalidSpec, NotSupported, TaskFailed
+from anyvirt.kit import qemu_img
 from anyvirt.model import GIB, Capability, DiskSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
@@ -31,26 +31,13 @@ def is_local_image(disk: DiskSpec) -> bool:
     return disk.image is not None and not disk.image.startswith("[")
 
 
-def _qemu_img() -> str:
-    found = shutil.which("qemu-img")
-    if found is None:
+def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
+    """A local image file the caller handed over: readable by qemu-img, pointing nowhere else."""
+    if not qemu_img.available():
         raise NotSupported(
             "vsphere", Capability.VM_CREATE_FROM_IMAGE, "qemu-img is needed (apt-get install qemu-utils)"
         )
-    return found
-
-
-def _virtual_size(qemu_img: str, image: Path, timeout: float | None) -> int:
-    out = subprocess.run(
-        [qemu_img, "info", "--output=json", str(image)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise InvalidSpec(f"disk image {str(image)!r} cannot be read: {out.stderr.strip()[:300]}")
-    return int(json.loads(out.stdout)["virtual-size"])
+    return qemu_img.inspect_untrusted(image, job=job)
 
 
 def descriptor(extent_name: str, size_bytes: int) -> bytes:
@@ -71,9 +58,10 @@ def upload_images(
     datastore folder they went to (None when nothing was uploaded)."""
     if not any(is_local_image(d) for d in disks):
         return list(disks), None
-    qemu_img = _qemu_img()
     folder = f"anyvirt-import-{uuid.uuid4().hex[:12]}"
     out: list[DiskSpec] = []
+    share = 100.0 / sum(1 for d in disks if is_local_image(d))
+    low = 0.0
     with tempfile.TemporaryDirectory(prefix="anyvirt-vsphere-") as scratch:
         for index, disk in enumerate(disks):
             if not is_local_image(disk):
@@ -81,32 +69,26 @@ def upload_images(
                 continue
             assert disk.image is not None
             image = Path(disk.image)
-            if not image.is_file():
-                raise InvalidSpec(f"disk image {disk.image!r} does not exist")
-            job.progress(None, f"converting {image.name}")
-            size = max(_virtual_size(qemu_img, image, job.remaining()), disk.size_bytes or 0)
+            job.progress(low, f"converting {image.name}")
+            facts = check_local_image(disk.image, job)
+            size = max(facts.virtual_size, disk.size_bytes or 0)
             size = -(-size // SECTOR) * SECTOR
             raw = Path(scratch) / f"disk{index}.raw"
-            converted = subprocess.run(
-                [qemu_img, "convert", "-O", "raw", str(image), str(raw)],
-                capture_output=True,
-                text=True,
-                timeout=job.remaining(),
-                check=False,
-            )
-            if converted.returncode != 0:
-                raise InvalidSpec(
-                    f"disk image {disk.image!r} cannot be converted: {converted.stderr.strip()[:300]}"
-                )
+            try:
+                qemu_img.convert(image, raw, source_format=facts.format, format="raw", job=job,
+                                 span=(low, low + share / 2))
+            except TaskFailed as exc:
+                raise InvalidSpec(f"disk image {disk.image!r} cannot be converted: {exc}") from exc
             with raw.open("r+b") as handle:
                 handle.truncate(size)  # grow to size_gib when asked; sparse
-            job.progress(None, f"uploading {image.name}")
             extent = f"disk{index}-flat.vmdk"
-            datastore_files.upload(driver, datastore, f"{folder}/{extent}", raw)
+            datastore_files.upload(driver, datastore, f"{folder}/{extent}", raw, job=job,
+                                   span=(low + share / 2, low + share))
             desc = Path(scratch) / f"disk{index}.vmdk"
             desc.write_bytes(descriptor(extent, size))
             datastore_files.upload(driver, datastore, f"{folder}/disk{index}.vmdk", desc)
             raw.unlink()
+            low += share
             out.append(
                 evolve(  # the size is exact (a power-of-two division): vSphere is told it
                     disk,

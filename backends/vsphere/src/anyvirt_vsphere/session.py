@@ -6,19 +6,20 @@ and it gives no place to re-login. Here every request goes through one
 ``SoapStubAdapter`` built with the target's TLS context and a per-call socket
 timeout, so an unreachable, killed or hung server ends in ``ConnectionFailed``
 instead of a hang. An expired or dropped session (``NotAuthenticated``) logs in
-again, once; the call is then repeated only if it is a read, because a write
-may be the one thing the caller must never see done twice.
+again, once, through the kit's :class:`~anyvirt.kit.session.Relogin`; the call
+is then repeated only if it is a read, because a write may be the one thing
+the caller must never see done twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
+from anyvirt.kit.session import Relogin
 from anyvirt.target import Target
 from anyvirt_vsphere.errors import translate
 from anyvirt_vsphere.sdk import SoapStubAdapter, vim
@@ -49,8 +50,12 @@ class Session:
         self.port = target.port or (DEFAULT_HTTP_PORT if self.plain_http else DEFAULT_PORT)
         self.timeout = target.timeout
         self.ssl_context = None if self.plain_http else _tls_context(target)
-        self._lock = threading.Lock()
-        self._generation = 0  # bumped on every login; caches keyed by it go stale
+        self._relogin = Relogin(
+            self._login,
+            expired=lambda exc: isinstance(exc, vim.fault.NotAuthenticated),
+            translate=translate,
+            check_open=self.check_open,
+        )
         self.stub = SoapStubAdapter(
             host=target.host,
             port=-self.port if self.plain_http else self.port,  # pyVmomi: negative port = HTTP
@@ -68,7 +73,8 @@ class Session:
     # ------------------------------------------------------------------ login
     @property
     def generation(self) -> int:
-        return self._generation
+        """Bumped on every login; caches keyed by it go stale."""
+        return self._relogin.generation
 
     def open(self) -> Session:
         """Fetch the service content and log in; raise ConnectionFailed/AuthenticationFailed."""
@@ -80,6 +86,9 @@ class Session:
         return self
 
     def login(self) -> None:
+        self._relogin.login()
+
+    def _login(self) -> None:
         creds = self.target.credentials
         if not creds.username or creds.password is None:
             raise AuthenticationFailed(
@@ -96,7 +105,6 @@ class Session:
         except Exception as exc:
             raise translate(exc, f"logging in to {self.target.safe_uri}") from exc
         self.logged_in = True
-        self._generation += 1
 
     def close(self) -> None:
         """Log out (best effort: a dead server must not make close() raise) and drop the pool.
@@ -120,34 +128,11 @@ class Session:
 
         ``read`` says whether ``fn`` may be repeated after the re-login.
         """
-        self.check_open(what)
-        try:
-            return fn()
-        except vim.fault.NotAuthenticated as exc:
-            self._relogin(exc)
-            if not read:
-                raise ConnectionFailed(
-                    f"{what}: the vSphere session had expired; logged in again, but the "
-                    "request changes state and was not repeated: retry it if it is still wanted"
-                ) from exc
-        except Exception as exc:
-            raise translate(exc, what) from exc
-        try:
-            return fn()
-        except Exception as exc:
-            raise translate(exc, what) from exc
+        return self._relogin.call(fn, what, idempotent=read)
 
     def check_open(self, what: str) -> None:
         if self.closed:
             raise ConnectionFailed(f"{what}: the connection to {self.target.safe_uri} has been closed")
-
-    def _relogin(self, cause: BaseException) -> None:
-        with self._lock:
-            self.check_open("logging in again")
-            try:
-                self.login()
-            except Exception as exc:
-                raise translate(exc, "logging in again after the session expired") from cause
 
     # ------------------------------------------------------------------ helpers
     def ref(self, kind: type, moid: str) -> Any:

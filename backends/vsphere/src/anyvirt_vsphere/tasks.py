@@ -3,28 +3,25 @@
 Only ``info.state``, ``info.progress``, ``info.error`` and ``info.result`` are
 read: reading the whole ``task.info`` is both slower and broken on vcsim 0.24.2
 (snapshot tasks put the snapshot in ``info.entity``, which fails to
-serialise). Progress goes to ``job.progress``; ``job.on_cancel`` is hooked to
-``CancelTask`` so ``Task.cancel()`` reaches vSphere, which cancels where the
-operation allows it.
+serialise). The loop itself (growing intervals, deadline, cancel grace) is the
+kit's :func:`~anyvirt.kit.polling.poll`; ``CancelTask`` is its cancel hook, so
+``Task.cancel()`` reaches vSphere, which cancels where the operation allows it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
-from anyvirt.errors import AnyvirtError, Cancelled, TaskFailed, Timeout
+from anyvirt.errors import AnyvirtError, Cancelled, TaskFailed
+from anyvirt.kit import polling
 from anyvirt.tasks import Job
 from anyvirt_vsphere.collector import Collector
 from anyvirt_vsphere.errors import fault_message, fault_type
 from anyvirt_vsphere.sdk import vim, vmodl
 
 TASK_PATHS = ("info.state", "info.progress", "info.error", "info.result")
-FIRST_POLL = 0.02  # vcsim and quick real tasks finish in tens of milliseconds
-MAX_POLL = 1.0
-CANCEL_GRACE = 30.0  # seconds to wait for vSphere to end a task after CancelTask
 
 
 CLEANUP_SECONDS = 120.0  # the budget for undoing a failed operation, its own deadline
@@ -71,43 +68,24 @@ def settle(collector: Collector, tasks: list[Any], what: str) -> None:
 def wait_task(collector: Collector, task: Any, job: Job, what: str) -> Any:
     """Wait for ``task``: its result, or TaskFailed / Cancelled / Timeout."""
     session = collector.session
-    job.native_id = str(task._moId)
+    task_id = str(task._moId)
 
-    def cancel() -> None:
-        # vSphere refuses to cancel some tasks; the wait goes on and reports the end
-        with contextlib.suppress(AnyvirtError):
-            session.call(task.CancelTask, f"cancelling {what}", read=False)
-
-    job.on_cancel(cancel)
-    delay = FIRST_POLL
-    cancelled_at: float | None = None
-    while True:
+    def status() -> polling.Status[Any]:
         props = collector.one(task, vim.Task, TASK_PATHS, what=f"reading the state of {what}")
         if props is None:
-            raise TaskFailed(f"{what}: the task {task._moId} vanished", task_id=str(task._moId))
+            return polling.failed(TaskFailed(f"{what}: the task {task_id} vanished", task_id=task_id))
         state = props.get("info.state")
-        progress = props.get("info.progress")
-        if progress is not None:
-            job.progress(float(progress), what)
         if state == vim.TaskInfo.State.success:
-            return props.get("info.result")
+            return polling.succeeded(props.get("info.result"))
         if state == vim.TaskInfo.State.error:
-            raise task_error(props.get("info.error"), what, str(task._moId), job)
-        if job.cancelled:
-            # wait a while for vSphere to acknowledge the cancel (the task may still
-            # finish first), but not past the deadline nor past CANCEL_GRACE
-            if cancelled_at is None:
-                cancelled_at = time.monotonic()
-            late = job.deadline is not None and time.monotonic() > job.deadline
-            if late or time.monotonic() - cancelled_at > CANCEL_GRACE:
-                raise Cancelled(f"{what} was cancelled (vSphere task {task._moId})")
-        elif job.deadline is not None and time.monotonic() > job.deadline:
-            raise Timeout(
-                f"{what} did not finish within {job.timeout:g} s; vSphere task {task._moId} "
-                "may still be running"
-            )
-        time.sleep(min(delay, job.remaining(delay) or delay))
-        delay = min(delay * 1.5, MAX_POLL)
+            return polling.failed(task_error(props.get("info.error"), what, task_id, job))
+        progress = props.get("info.progress")
+        return polling.running(None if progress is None else float(progress), what)
+
+    def cancel() -> None:  # vSphere refuses to cancel some tasks; the wait reports the end
+        session.call(task.CancelTask, f"cancelling {what}", read=False)
+
+    return polling.poll(status, job, what, task_id=task_id, cancel=cancel)
 
 
 def task_error(error: Any, what: str, task_id: str, job: Job) -> AnyvirtError:
@@ -118,4 +96,4 @@ def task_error(error: Any, what: str, task_id: str, job: Job) -> AnyvirtError:
     kind = fault_type(fault) if fault is not None else "unknown fault"
     if isinstance(fault, vmodl.fault.RequestCanceled) or job.cancelled:
         return Cancelled(f"{what} was cancelled (vSphere task {task_id})")
-    return TaskFailed(f"{what} failed: {message} ({kind})", task_id=task_id, fault=kind, log=message)
+    return polling.task_failed(what, message, task_id=task_id, fault=kind)

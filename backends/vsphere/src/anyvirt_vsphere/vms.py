@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from anyvirt.errors import (
-    AlreadyExists,
     AnyvirtError,
     CapacityExceeded,
     InvalidSpec,
@@ -14,10 +12,12 @@ from anyvirt.errors import (
     NotFound,
     TaskFailed,
 )
+from anyvirt.kit.placement import least_loaded, takes_vms
 from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere.collector import Props
 from anyvirt_vsphere.configspec import check_spec, config_spec, guest_name
+from anyvirt_vsphere.datastore_files import remove_path
 from anyvirt_vsphere.image_import import upload_images
 from anyvirt_vsphere.inventory import (
     VM_PATHS,
@@ -48,16 +48,17 @@ INFO_PATHS = (
 
 
 def pick_host(inventory: Inventory, node: str | None) -> HostRow:
-    """The node asked for, else the connected, non-maintenance host with most free memory."""
+    """The node asked for, else the connected, non-maintenance host with the least memory
+    given out to VMs (the kit's placement, as on every backend)."""
     if node is not None:
         host = inventory.host(node)
-        if host.node.state != "online":
+        if not takes_vms(host.node):
             raise InvalidState(f"node {host.node.name!r} is {host.node.state}: it cannot take VMs")
         return host
-    candidates = [h for h in inventory.hosts() if h.node.state == "online"]
-    if not candidates:
-        raise InvalidState("no ESXi host is connected and out of maintenance mode")
-    return max(candidates, key=lambda h: (h.node.free_memory_mib or 0, h.node.id))
+    hosts = {h.node.id: h for h in inventory.hosts()}
+    vms = ((vm.node, vm.memory_mib) for vm in inventory.list_vms() if vm.node)
+    chosen = least_loaded((h.node for h in hosts.values()), vms, where="this vSphere connection")
+    return hosts[chosen.id]
 
 
 def check_fits(host: HostRow, cpus: int | None, memory_mib: int | None) -> None:
@@ -121,8 +122,6 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
     ``files`` is the driver, through which local disk images are uploaded.
     """
     check_spec(spec)
-    if any(vm.name == spec.name for vm in inventory.list_vms()):
-        raise AlreadyExists(f"a VM named {spec.name!r} exists already")
     host = pick_host(inventory, spec.node)
     check_fits(host, spec.cpus, spec.memory_mib)
     storage = next((d.storage for d in spec.disks if d.storage), None)
@@ -182,19 +181,6 @@ def path_exists(inventory: Inventory, datastore: Props, path: str, job: Job) -> 
     except (NotFound, TaskFailed):
         return False
     return True
-
-
-def remove_path(inventory: Inventory, path: str, job: Job) -> None:
-    """Delete a folder or file a failed operation left on a datastore (best effort)."""
-    manager = inventory.session.content.fileManager
-    datacenter = inventory.datacenter().ref
-    with contextlib.suppress(AnyvirtError):
-        run_task(
-            inventory.collector,
-            lambda: manager.DeleteDatastoreFile_Task(path, datacenter),
-            job,
-            f"removing {path}",
-        )
 
 
 def remove_leftover(inventory: Inventory, name: str, job: Job) -> None:
@@ -334,11 +320,6 @@ def reconfigure_vm(
         ),
     )
     running = props.get("runtime.powerState") == "poweredOn"
-    if props.get("runtime.powerState") == "suspended":
-        # the saved memory image belongs to the current hardware: vSphere refuses changes
-        raise InvalidState(
-            f"VM {vm_id} is suspended: resume it, or power it off (stop(force=True)), to reconfigure it"
-        )
     if running:
         if (
             cpus is not None

@@ -21,6 +21,7 @@ from anyvirt.testing.suite.test_host import TestHost
 from anyvirt.testing.suite.test_lifecycle import TestLifecycle
 from anyvirt.testing.suite.test_migration import TestMigration
 from anyvirt.testing.suite.test_not_supported import TestNotSupported
+from anyvirt.testing.suite.test_parity import TestParity
 from anyvirt.testing.suite.test_snapshots import TestSnapshots
 from anyvirt.testing.suite.test_vms import TestVMs
 
@@ -31,6 +32,7 @@ __all__ = [
     "TestLifecycle",
     "TestMigration",
     "TestNotSupported",
+    "TestParity",
     "TestSnapshots",
     "TestVMs",
 ]

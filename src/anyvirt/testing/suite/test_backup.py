@@ -11,12 +11,13 @@ from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState
 from anyvirt.host import Host
 from anyvirt.model import Capability
 from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.vm import VM
 
 
 @pytest.mark.anyvirt_requires(Capability.VM_CREATE, Capability.DISK_EXPORT,
                               Capability.VM_CREATE_FROM_IMAGE)
-class TestBackup:
+class TestBackup(ContractTests):
     def test_backup_and_restore(self, anyvirt_host: Host, make_vm: Callable[..., VM],
                                 tmp_path: Path) -> None:
         vm = make_vm()

@@ -10,6 +10,7 @@ from anyvirt.errors import AlreadyExists
 from anyvirt.host import Host
 from anyvirt.model import Capability, PowerState
 from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.vm import VM
 
 
@@ -25,7 +26,7 @@ def _check_clone(host: Host, original: VM, clone: VM, name: str) -> None:
 
 
 @pytest.mark.anyvirt_requires(Capability.VM_CREATE)
-class TestClone:
+class TestClone(ContractTests):
     @pytest.mark.anyvirt_requires(Capability.FULL_CLONE)
     def test_full_clone(self, anyvirt_host: Host, make_vm: Callable[..., VM]) -> None:
         vm = make_vm()

@@ -7,9 +7,10 @@ import pytest
 from anyvirt.errors import CapacityExceeded, InvalidSpec, NotFound
 from anyvirt.host import Host
 from anyvirt.model import Capability, HostInfo, Overcommit
+from anyvirt.testing.suite.base import ContractTests
 
 
-class TestHost:
+class TestHost(ContractTests):
     def test_identity(self, anyvirt_host: Host) -> None:
         assert anyvirt_host.backend
         assert anyvirt_host.uri.startswith(anyvirt_host.uri.split("://")[0] + "://")

@@ -10,12 +10,13 @@ from anyvirt.errors import InvalidState
 from anyvirt.host import Host
 from anyvirt.model import Capability, PowerState
 from anyvirt.tasks import Task, TaskState
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.testing.suite.spy import recording
 from anyvirt.vm import VM
 
 
 @pytest.mark.anyvirt_requires(Capability.VM_CREATE, Capability.START, Capability.POWER_OFF)
-class TestLifecycle:
+class TestLifecycle(ContractTests):
     def test_start_and_force_stop(self, anyvirt_host: Host, make_vm: Callable[..., VM]) -> None:
         vm = make_vm()
         assert vm.start() is vm

@@ -10,6 +10,7 @@ from anyvirt.errors import InvalidState
 from anyvirt.host import Host
 from anyvirt.model import Capability, MigrationResult, PowerState
 from anyvirt.node import Node
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.vm import VM
 
 
@@ -31,7 +32,7 @@ def _arrived(vm: VM, target: Node | Host) -> None:
 
 
 @pytest.mark.anyvirt_requires(Capability.VM_CREATE)
-class TestMigration:
+class TestMigration(ContractTests):
     @pytest.mark.anyvirt_requires(Capability.COLD_MIGRATION)
     def test_cold(self, request: pytest.FixtureRequest, anyvirt_host: Host,
                   make_vm: Callable[..., VM]) -> None:

@@ -12,6 +12,7 @@ from anyvirt.errors import NotSupported
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec
 from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.testing.suite.spy import recording
 from anyvirt.vm import VM
 
@@ -72,7 +73,7 @@ BEHAVIOURAL = {Capability.LIVE_RECONFIGURE, Capability.MEMORY_SNAPSHOTS, Capabil
                Capability.COLD_MIGRATION_SNAPSHOTS, Capability.LIVE_MIGRATION_SNAPSHOTS}
 
 
-class TestNotSupported:
+class TestNotSupported(ContractTests):
     @pytest.mark.parametrize("capability", sorted(set(Capability) - BEHAVIOURAL, key=str))
     def test_undeclared_capability_raises_not_supported(
         self, capability: Capability, anyvirt_host: Host,

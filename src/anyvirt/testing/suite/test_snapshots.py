@@ -9,11 +9,12 @@ import pytest
 from anyvirt.errors import AlreadyExists, NotFound
 from anyvirt.model import Capability, PowerState
 from anyvirt.snapshot import Snapshot
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.vm import VM
 
 
 @pytest.mark.anyvirt_requires(Capability.VM_CREATE, Capability.SNAPSHOTS)
-class TestSnapshots:
+class TestSnapshots(ContractTests):
     def test_tree(self, make_vm: Callable[..., VM]) -> None:
         vm = make_vm()
         assert vm.snapshots.list() == []

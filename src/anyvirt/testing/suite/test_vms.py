@@ -10,12 +10,13 @@ from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound
 from anyvirt.host import Host
 from anyvirt.model import Capability, PowerState, VMInfo, VMSpec
 from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.suite.base import ContractTests
 from anyvirt.testing.suite.spy import recording
 from anyvirt.vm import VM
 
 
 @pytest.mark.anyvirt_requires(Capability.VM_CREATE, Capability.VM_DELETE)
-class TestVMs:
+class TestVMs(ContractTests):
     def test_create_lists_and_describes(
         self, anyvirt_host: Host, make_vm: Callable[..., VM]
     ) -> None:

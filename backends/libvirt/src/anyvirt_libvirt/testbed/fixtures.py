@@ -1,17 +1,22 @@
-"""pytest fixtures that start real, isolated libvirt daemons and build the test guest.
+"""pytest fixtures that start real, isolated libvirt daemons and build the demo guest.
 
-Use from a conftest::
+Nothing here is active until a project opts in, from its root conftest::
 
-    pytest_plugins = ["anyvirt.testing.libvirt_fixtures"]
+    pytest_plugins = ["anyvirt_libvirt.testbed.fixtures"]
 
-* ``libvirt_daemon``: one :class:`~anyvirt.testing.libvirt_testbed.LibvirtDaemon`
+or, in a conftest below the rootdir (where pytest refuses ``pytest_plugins``),
+by importing the fixtures it wants (``from anyvirt_libvirt.testbed.fixtures
+import libvirt_daemon``).
+
+* ``libvirt_daemon``: one :class:`~anyvirt_libvirt.testbed.daemon.LibvirtDaemon`
   for the whole session. Tests share it: undefine what you define.
 * ``libvirt_daemon_pair``: two more daemons (``a``/``b``) that can live-migrate
   to each other, for the session.
-* ``guest_image``: the pristine raw image of the tiny test guest
-  (:mod:`anyvirt.testing.guest`); copy it per VM, the guest writes to its disk.
+* ``guest_image``: the pristine raw image of the tiny demo guest
+  (:mod:`anyvirt_libvirt.demo_image`); copy it per VM, the guest writes to its disk.
 
-Daemons are stopped, with every QEMU they started, when the session ends.
+Each is session-scoped and starts nothing until a test asks for it. Daemons
+are stopped, with every QEMU they started, when the session ends.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from anyvirt.testing.guest import build_guest_image
-from anyvirt.testing.libvirt_testbed import LibvirtDaemon, start_daemons
+from anyvirt_libvirt.demo_image import build_image
+from anyvirt_libvirt.testbed.daemon import LibvirtDaemon, start_daemons
 
 __all__ = ["guest_image", "libvirt_daemon", "libvirt_daemon_pair"]
 
@@ -53,4 +58,4 @@ def libvirt_daemon_pair() -> Iterator[tuple[LibvirtDaemon, LibvirtDaemon]]:
 @pytest.fixture(scope="session")
 def guest_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of the pristine guest image (raw, 1 MiB); a template to copy, not to boot."""
-    return build_guest_image(tmp_path_factory.mktemp("anyvirt-guest"))
+    return build_image(tmp_path_factory.mktemp("anyvirt-guest"))

@@ -15,20 +15,19 @@ from pathlib import Path
 
 import libvirt
 import pytest
-
-from anyvirt.testing.guest import (
+from anyvirt_libvirt.demo_image import (
     MARKER,
     OFF_MARKER,
-    GuestBuildError,
-    build_guest_image,
+    DemoImageError,
+    build_image,
     disk_counter,
-    fresh_guest_disk,
     last_counter,
     read_console,
     wait_for_counter,
     wait_for_marker,
+    write_image,
 )
-from anyvirt.testing.libvirt_testbed import (
+from anyvirt_libvirt.testbed.daemon import (
     LibvirtDaemon,
     LibvirtTestbedError,
     kvm_usable,
@@ -37,7 +36,7 @@ from anyvirt.testing.libvirt_testbed import (
 )
 
 # Fixtures libvirt_daemon, libvirt_daemon_pair and guest_image come from
-# anyvirt.testing.libvirt_fixtures, registered by the project's root conftest.py.
+# anyvirt_libvirt.testbed.fixtures, through this directory's conftest.py.
 
 
 def guest_domain_xml(
@@ -94,7 +93,7 @@ def defined_guest(
     conn: libvirt.virConnect, tmp_path: Path, template: Path, name: str, disk_format: str = "raw"
 ) -> Iterator[tuple[libvirt.virDomain, Path, Path]]:
     """Define the guest on its own disk copy; destroy and undefine it afterwards."""
-    disk = fresh_guest_disk(tmp_path / f"{name}.{disk_format}", template, disk_format)
+    disk = write_image(tmp_path / f"{name}.{disk_format}", disk_format, template=template)
     console = tmp_path / f"{name}.console"
     dom = conn.defineXML(guest_domain_xml(name, disk, console, disk_format))
     try:
@@ -119,14 +118,14 @@ def test_kvm_usable_matches_device_access() -> None:
 
 
 def test_guest_image_is_a_cached_boot_sector(tmp_path: Path) -> None:
-    image = build_guest_image(tmp_path)
+    image = build_image(tmp_path)
     data = image.read_bytes()
     assert len(data) == 1024 * 1024
     assert data[510:512] == b"\x55\xaa"
     assert MARKER.encode() in data[:512]
     assert disk_counter(image) is None  # the guest has not written yet
     mtime = image.stat().st_mtime_ns
-    assert build_guest_image(tmp_path) == image
+    assert build_image(tmp_path) == image
     assert image.stat().st_mtime_ns == mtime
 
 
@@ -134,8 +133,8 @@ def test_guest_build_names_the_missing_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no GNU as/ld reachable
-    with pytest.raises(GuestBuildError, match="binutils"):
-        build_guest_image(tmp_path / "fresh")
+    with pytest.raises(DemoImageError, match="binutils"):
+        build_image(tmp_path / "fresh")
 
 
 def test_daemon_refuses_a_workdir_too_long_for_its_socket(tmp_path: Path) -> None:
@@ -207,7 +206,7 @@ def test_pair_live_migrates_a_running_guest(
         | libvirt.VIR_MIGRATE_UNSAFE  # the disk is a shared local path, not shared storage
     )
     with connection(first) as conn_a, connection(second) as conn_b:
-        disk = fresh_guest_disk(tmp_path / "mover.raw", guest_image)
+        disk = write_image(tmp_path / "mover.raw", template=guest_image)
         console = tmp_path / "mover.console"
         dom = conn_a.defineXML(guest_domain_xml("mover", disk, console))
         try:
@@ -237,7 +236,7 @@ def test_kill_restart_keeps_domains_and_stop_leaves_no_process(
     daemon = LibvirtDaemon(name="crash").start()
     try:
         with connection(daemon) as conn:
-            disk = fresh_guest_disk(tmp_path / "survivor.raw", guest_image)
+            disk = write_image(tmp_path / "survivor.raw", template=guest_image)
             console = tmp_path / "survivor.console"
             dom = conn.defineXML(
                 guest_domain_xml("survivor", disk, console, console_kind="pty-log", accel="qemu")
@@ -283,13 +282,13 @@ _ORPHANING_CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
     from test_libvirt_testbed import guest_domain_xml
-    from anyvirt.testing.guest import fresh_guest_disk
-    from anyvirt.testing.libvirt_testbed import LibvirtDaemon
+    from anyvirt_libvirt.demo_image import write_image
+    from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 
     tmp = Path(sys.argv[2])
     daemon = LibvirtDaemon(name="orphan").start()
     conn = daemon.open()
-    disk = fresh_guest_disk(tmp / "orphan.raw", Path(sys.argv[3]))
+    disk = write_image(tmp / "orphan.raw", template=Path(sys.argv[3]))
     dom = conn.defineXML(guest_domain_xml("orphan", disk, tmp / "orphan.console", accel="qemu"))
     dom.create()
     qemu = (daemon.workdir / "run" / "qemu" / "orphan.pid").read_text().strip()

@@ -1,10 +1,13 @@
-"""Pytest fixtures that start vcsim testbeds (see :mod:`anyvirt.testing.vcsim_testbed`).
+"""Pytest fixtures that start vcsim testbeds (see :mod:`anyvirt_vsphere.testbed.vcsim`).
 
-Use with ``pytest_plugins = ["anyvirt.testing.vcsim_fixtures"]``. Both fixtures
-are session-scoped: a simulator starts in a fraction of a second, but the first
-use in a fresh environment builds the binary (15-30 s), and tests share the
-inventory. Tests that change the inventory should create their own VMs
-rather than destroy the model's, or start a private :class:`Vcsim`.
+Nothing here is active until a project opts in, from its root conftest, with
+``pytest_plugins = ["anyvirt_vsphere.testbed.fixtures"]`` (or, below the
+rootdir, by importing the fixtures into a conftest). Both fixtures are
+session-scoped and start nothing until a test asks for one: a simulator
+starts in a fraction of a second, but the first use in a fresh environment
+builds the binary (15-30 s), and tests share the inventory. Tests that
+change the inventory should create their own VMs rather than destroy the
+model's, or start a private :class:`Vcsim`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from anyvirt.testing.vcsim_testbed import Vcsim
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 __all__ = ["vcsim_esx", "vcsim_vcenter"]
 

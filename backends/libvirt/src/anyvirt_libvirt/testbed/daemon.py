@@ -692,7 +692,7 @@ def uri_for_test_driver_file(path: Path, daemon: LibvirtDaemon | None = None) ->
     return f"test+unix://{file_part}?socket={socket_query}"
 
 
-# -- the reaper (``python -m anyvirt.testing.libvirt_testbed --reap PARENT WORKDIR 0|1``) ------
+# -- the reaper (``python -m anyvirt_libvirt.testbed.daemon --reap PARENT WORKDIR 0|1``) ------
 
 
 def _reap_after_parent(parent: int, workdir: Path, remove: bool) -> None:

@@ -15,19 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
-from pyVmomi import vim, vmodl
-
-from anyvirt.testing import vcsim_testbed
-from anyvirt.testing.vcsim_testbed import (
+from anyvirt_vsphere.testbed import vcsim as vcsim_testbed
+from anyvirt_vsphere.testbed.vcsim import (
     Vcsim,
     VcsimBuildError,
     apply_unified_diff,
     build_vcsim,
     default_cache_dir,
 )
-
-pytest_plugins = ["anyvirt.testing.vcsim_fixtures"]
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim, vmodl
 
 PC = vmodl.query.PropertyCollector
 
@@ -322,7 +319,7 @@ def test_simulator_dies_with_a_killed_parent(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from anyvirt.testing.vcsim_testbed import Vcsim\n"
+        "from anyvirt_vsphere.testbed.vcsim import Vcsim\n"
         "sim = Vcsim(vms=1, workdir=Path(sys.argv[1])).start()\n"
         "print(sim.pid, flush=True)\n"
         "time.sleep(60)\n"

@@ -2,8 +2,8 @@
 
 Debian ships govmomi's ``simulator`` package but not the ``vcsim`` command,
 so :func:`build_vcsim` compiles the small ``main`` package next to this module
-(``vcsim/main.go``) offline in GOPATH mode, against a private copy of the
-Debian source with our own fixes (``vcsim/*.patch``) applied; the system tree
+(``vcsim_src/main.go``) offline in GOPATH mode, against a private copy of the
+Debian source with our own fixes (``vcsim_src/*.patch``) applied; the system tree
 is never touched. The binary is cached under the user's cache directory, keyed
 by a hash of everything that went into it, so only the first run pays for the
 build.
@@ -49,7 +49,7 @@ APT_PACKAGES = ("golang-go", "golang-github-vmware-govmomi-dev")
 
 SYSTEM_GOPATH = Path("/usr/share/gocode")
 GOVMOMI_IMPORT_PATH = "github.com/vmware/govmomi"
-SOURCE_DIR = Path(__file__).with_name("vcsim")
+SOURCE_DIR = Path(__file__).with_name("vcsim_src")
 
 _BUILD_TIMEOUT = 900.0
 _URL_LINE = re.compile(r"^GOVC_URL=(?P<scheme>https?)://(?P<host>[^:/]+):(?P<port>\d+)/sdk$", re.M)

@@ -1,0 +1,189 @@
+"""The operation gate: holds, deadlines, rollback of late results, typed refusals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import anyvirt
+from anyvirt import (
+    AlreadyExists,
+    Capability,
+    InvalidSpec,
+    InvalidState,
+    NotSupported,
+    Overcommit,
+    PowerState,
+    Timeout,
+    VMSpec,
+)
+from anyvirt.memory import reset
+from anyvirt.operations import RULES, operations_markdown
+from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.stress import mixed_operations
+from anyvirt.testing.suite.spy import recording
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    n = unique_name("gate")
+    yield n
+    reset(n)
+
+
+def test_every_operation_of_the_issue_has_a_rule() -> None:
+    wanted = {"create", "start", "stop", "reboot", "reset", "pause", "resume", "suspend",
+              "reconfigure", "delete", "clone", "snapshot_create", "snapshot_revert",
+              "snapshot_delete", "mark_template", "migrate", "export", "restore"}
+    assert wanted <= set(RULES)
+    table = operations_markdown()
+    for op in RULES:
+        assert f"| {op} |" in table
+
+
+def test_twenty_threads_never_pass_the_overcommit_limit(name: str) -> None:
+    # 4 CPUs x 1.0 and 1 GiB: a handful of 1-2 vCPU, 128 MiB VMs fill it at once
+    host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=4&memory_mib=1024&latency=0.01",
+                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+    report = mixed_operations(host, lambda n: VMSpec(name=n, cpus=1, memory_mib=128),
+                              threads=20, seconds=3.0)
+    assert report.unexpected == []
+    assert report.samples > 50
+    assert report.max_vcpus <= 4, report
+    assert report.max_memory_mib <= 1024, report
+    assert report.outcomes["CapacityExceeded"] > 0, "the mix must push against the limit"
+    assert report.outcomes["revert"] > 0 and report.outcomes["clone"] > 0
+    assert host.vms.list() == []
+
+
+def test_revert_that_would_pass_the_limit_is_refused(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=4&memory_mib=4096",
+                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+    vm = host.vms.create(VMSpec(name="big", cpus=3))
+    snap = vm.snapshots.create("three")
+    vm.reconfigure(cpus=1)
+    host.vms.create(VMSpec(name="other", cpus=2))
+    with recording(host) as calls, pytest.raises(anyvirt.CapacityExceeded):
+        snap.revert()
+    assert calls == []
+    assert vm.refresh().cpus == 1
+
+
+def test_a_timeout_bounds_the_whole_operation_and_late_results_are_removed(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?latency=1.0")
+    started = time.monotonic()
+    with pytest.raises(Timeout):
+        host.vms.create(VMSpec(name="slow"), timeout=0.2)
+    assert time.monotonic() - started < 0.6
+    time.sleep(1.2)
+    assert not host.vms.exists("slow"), "a create that ended after its deadline is undone"
+
+
+def test_a_timed_out_operation_is_cancelled_on_the_platform(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?latency=0.6")
+    vm = host.vms.create(VMSpec(name="b"))
+    with pytest.raises(Timeout, match=r"did not finish within 0\.1 s"):
+        vm.start(timeout=0.1)
+    time.sleep(0.3)
+    assert vm.refresh().state is PowerState.STOPPED
+    vm.delete()  # the cancelled start holds the VM no longer
+
+
+def test_wait_false_returns_typed_tasks(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    task = host.vms.create(VMSpec(name="t"), wait=False)
+    vm = task.wait(10)
+    assert isinstance(vm, anyvirt.VM)
+    assert vm.start(wait=False).wait(10).state is PowerState.RUNNING
+    assert vm.reconfigure(cpus=2, wait=False).wait(10) is True
+    snap = vm.snapshots.create("s", wait=False).wait(10)
+    assert snap.revert(wait=False).wait(10) == snap
+
+
+def test_two_creates_of_one_name_make_one(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?latency=0.3")
+    first = host.vms.create(VMSpec(name="dup"), wait=False)
+    with pytest.raises(AlreadyExists, match="being made"):
+        host.vms.create(VMSpec(name="dup"))
+    first.wait(10)
+    assert [v.name for v in host.vms.list()] == ["dup"]
+
+
+def test_vm_equality_survives_a_migration(name: str) -> None:
+    a, b = anyvirt.connect(f"memory://{name}"), anyvirt.connect(f"memory://{name}-b")
+    try:
+        vm = a.vms.create(VMSpec(name="mover"))
+        before = a.vms.get("mover")
+        vm.migrate(to=b)
+        after = b.vms.get("mover")
+        assert before == after and hash(before) == hash(after)
+        assert {before, after} == {after}
+    finally:
+        reset(f"{name}-b")
+
+
+def test_not_supported_names_a_capability(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?without=snapshot")
+    vm = host.vms.create(VMSpec(name="n"))
+    with pytest.raises(NotSupported) as info:
+        vm.snapshots.create("x")
+    assert info.value.capability is Capability.SNAPSHOTS
+    task = host.new_task("probe", lambda job: None)
+    limited = anyvirt.connect(f"memory://{name}?without=task.cancel")
+    with pytest.raises(NotSupported) as cancel:
+        limited.new_task("probe", lambda job: None).cancel()
+    assert cancel.value.capability is Capability.TASK_CANCEL
+    task.cancel()
+
+
+def test_templates_refuse_start_and_allow_linked_clones(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="golden", disks=[anyvirt.DiskSpec(size_gib=1)]))
+    vm.mark_template()
+    with recording(host) as calls:
+        with pytest.raises(InvalidState, match="template"):
+            vm.start()
+        with pytest.raises(InvalidState, match="template"):
+            vm.snapshots.create("s")
+        with pytest.raises(InvalidState, match="template"):
+            vm.reconfigure(cpus=2)
+    assert calls == []
+    clone = vm.clone("from-golden", linked=True)
+    assert clone.template is False
+    with pytest.raises(InvalidState, match="linked clones use them"):
+        vm.delete()
+    vm.convert_to_vm()
+    assert vm.template is False and host.vms.get("golden").template is False
+    clone.delete()
+    vm.delete()
+
+
+def test_placement_the_backend_does_not_take_is_refused(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="p"))
+    with recording(host) as calls, pytest.raises(InvalidSpec, match="no folder placement"):
+        vm.clone("q", folder="web")
+    assert calls == []
+
+
+def test_a_bulk_clone_that_fails_half_way_leaves_no_clone(name: str) -> None:
+    from anyvirt.memory import inject_failure
+
+    host = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="src"))
+    calls = {"n": 0}
+    driver = host.driver
+    original = driver.clone_vm
+
+    def second_fails(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            inject_failure(name, "clone_vm", anyvirt.TaskFailed("disk full"))
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    driver.clone_vm = second_fails  # type: ignore[method-assign]
+    with pytest.raises(anyvirt.TaskFailed):
+        vm.clone("many", count=3)
+    assert [v.name for v in host.vms.list()] == ["src"]
