@@ -34,16 +34,19 @@ from urllib.parse import quote
 
 import attrs
 
+from anyvirt.testbeds import RunningTestbed, Testbed, TestbedOption
+
 __all__ = [
     "BUILD_SCRIPT",
     "FULL_VIRTUALBOX_ENV",
+    "TESTBED",
     "Home",
     "TestbedBuildError",
+    "VirtualBoxTestbed",
     "build_chroot",
     "default_cache_dir",
     "fake_vboxmanage",
     "make_home",
-    "testbed_command",
 ]
 
 BUILD_SCRIPT = Path(__file__).with_name("build-chroot.sh")
@@ -143,39 +146,28 @@ def make_home(vboxmanage: Path, base: Path) -> Home:
     return home
 
 
-def _click_command() -> object:
-    import signal
-    import threading
+class VirtualBoxTestbed:
+    """``anyvirt testbed virtualbox [--fake]``: a fresh VirtualBox home on the real 7.2 (or the fake).
 
-    import click
+    Prints the URI; on Ctrl-C the home and every VM made in it are removed.
+    """
 
-    @click.command(name="virtualbox")
-    @click.option(
-        "--fake", is_flag=True, help="The fake VBoxManage (running states) instead of the real one."
-    )
-    def virtualbox(fake: bool) -> None:
-        """The real VirtualBox 7.2 (a Debian sid chroot, built once: about a minute, root) or the fake."""
+    summary = ("The real VirtualBox 7.2 in a Debian sid chroot (built once: about a minute, as root; "
+               "no guest can run) or, with --fake, the fake VBoxManage for running states.")
+    options = (TestbedOption("fake", "The fake VBoxManage (running states) instead of the real one.", False),)
+
+    def start(self, fake: bool = False) -> RunningTestbed:
         base = Path(tempfile.mkdtemp(prefix="anyvirt-vbox-"))
         try:
             binary = fake_vboxmanage(base / "bin") if fake else build_chroot()
             home = make_home(binary, base)
-        except (TestbedBuildError, OSError, subprocess.CalledProcessError) as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             shutil.rmtree(base, ignore_errors=True)
-            raise click.ClickException(f"the testbed did not start: {exc}") from exc
-        stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            click.echo(home.uri)
-            click.echo("running; press Ctrl-C (or send SIGTERM) to stop and remove its VMs", err=True)
-            while not stop.wait(0.5):
-                pass
-        finally:
-            for s, old in previous.items():
-                signal.signal(s, old)
+            raise TestbedBuildError(f"the VirtualBox home could not be made: {exc}") from exc
+        except BaseException:
             shutil.rmtree(base, ignore_errors=True)
-        click.echo("stopped", err=True)
+            raise
+        return RunningTestbed(uris=(home.uri,), stop=lambda: shutil.rmtree(base, ignore_errors=True))
 
-    return virtualbox
 
-
-testbed_command = _click_command()
+TESTBED: Testbed = VirtualBoxTestbed()
