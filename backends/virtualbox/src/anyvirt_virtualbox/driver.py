@@ -95,7 +95,7 @@ class VirtualBoxDriver(Driver):
         caps = set(OFFLINE)
         if kernel_driver:
             caps |= RUNNING
-        if images.qemu_img() is None:
+        if not images.available():
             caps.discard(Capability.VM_CREATE_FROM_IMAGE)
         self._capabilities = frozenset(caps)
 
@@ -135,7 +135,7 @@ class VirtualBoxDriver(Driver):
     def why_not(self, capability: Capability) -> str:
         if capability in RUNNING and not self.kernel_driver:
             return power.NO_KERNEL_DRIVER
-        if capability is Capability.VM_CREATE_FROM_IMAGE and images.qemu_img() is None:
+        if capability is Capability.VM_CREATE_FROM_IMAGE and not images.available():
             return "disk images are converted with qemu-img, which is not installed"
         return ""
 

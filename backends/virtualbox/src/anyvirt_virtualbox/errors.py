@@ -22,6 +22,7 @@ from anyvirt.errors import (
     NotFound,
     TaskFailed,
 )
+from anyvirt.kit.errors import ErrorTable, Rule
 
 _PREFIX = re.compile(r"^VBoxManage(?:\.exe)?: error: ?")
 _DETAILS = re.compile(r"^Details: code (?P<name>[A-Z_]+) \((?P<hex>0x[0-9a-fA-F]+)\)(?P<rest>.*)$")
@@ -38,35 +39,51 @@ CODE_ERRORS: dict[str, type[AnyvirtError]] = {
     "VBOX_E_MAXIMUM_REACHED": InvalidSpec,
     "E_INVALIDARG": InvalidSpec,
     "NS_ERROR_INVALID_ARG": InvalidSpec,
-    "VBOX_E_VM_ERROR": TaskFailed,
-    "VBOX_E_FILE_ERROR": TaskFailed,
-    "VBOX_E_IPRT_ERROR": TaskFailed,
-    "VBOX_E_PDM_ERROR": TaskFailed,
-    "VBOX_E_HOST_ERROR": TaskFailed,
-    "VBOX_E_XML_ERROR": TaskFailed,
-    "VBOX_E_NOT_SUPPORTED": TaskFailed,
-    "NS_ERROR_FAILURE": TaskFailed,
-    "E_FAIL": TaskFailed,
-    "E_ACCESSDENIED": TaskFailed,
 }
 
-# Messages that say more than their code.
-_MESSAGE_ERRORS: tuple[tuple[re.Pattern[str], type[AnyvirtError]], ...] = (
-    (re.compile(r"already exists|is already registered|already has a snapshot", re.I), AlreadyExists),
-    (re.compile(r"Could not find (?:a registered machine|a snapshot|file|a medium)", re.I), NotFound),
+# Messages that say more than their code; checked first, in this order.
+MESSAGE_ERRORS: tuple[tuple[str, type[AnyvirtError]], ...] = (
+    (r"already exists|is already registered|already has a snapshot", AlreadyExists),
+    (r"Could not find (?:a registered machine|a snapshot|file|a medium)", NotFound),
     (
-        re.compile(
-            r"is not currently running|is not running|is already locked|"
-            r"is not in a state|cannot be deleted, because|in the (?:saved|running) state|"
-            r"Invalid machine state|has more than one child hard disk|already has a lock request pending",
-            re.I,
-        ),
+        r"is not currently running|is not running|is already locked|already has a lock request pending|"
+        r"is not in a state|cannot be deleted, because|in the (?:saved|running) state|"
+        r"Invalid machine state|has more than one child hard disk",
         InvalidState,
     ),
 )
 
 # A session lock another process holds: gone in a moment, so worth a brief retry.
 _LOCKED = re.compile(r"is already locked|session is busy|already has a lock request pending", re.I)
+
+
+class VBoxManageFailed(Exception):
+    """What VBoxManage printed, as an exception the kit's error table translates."""
+
+    def __init__(self, error: VBoxError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _fault_log(exc: BaseException) -> str:
+    error = exc.error if isinstance(exc, VBoxManageFailed) else None
+    return "" if error is None else "\n".join(x for x in (error.message, error.details, error.context) if x)
+
+
+_TEMPLATE = "{what}: {message}{suffix}"
+
+
+def _code(exc: BaseException) -> str | None:
+    return exc.error.code if isinstance(exc, VBoxManageFailed) else None
+
+
+TABLE = ErrorTable(
+    [Rule(error=cls, pattern=pattern, template=_TEMPLATE) for pattern, cls in MESSAGE_ERRORS]
+    + [Rule(error=cls, codes=(code,), template=_TEMPLATE) for code, cls in CODE_ERRORS.items()],
+    default=Rule(error=TaskFailed, template=_TEMPLATE),
+    code=_code,
+    fields=lambda exc: {"suffix": f" ({_code(exc)})" if _code(exc) else ""},
+)
 
 
 @attrs.frozen
@@ -117,21 +134,15 @@ def parse_error(stderr: str) -> VBoxError | None:
 
 
 def error_class(error: VBoxError) -> type[AnyvirtError]:
-    """The anyvirt error for a VirtualBox error: the message first where it is more precise."""
-    for pattern, cls in _MESSAGE_ERRORS:
-        if pattern.search(error.message):
-            return cls
-    return CODE_ERRORS.get(error.code, TaskFailed)
+    """The anyvirt error class for a VirtualBox error (the message first where it is more precise)."""
+    return TABLE.rule_for(VBoxManageFailed(error)).error
 
 
 def to_anyvirt(error: VBoxError, what: str) -> AnyvirtError:
-    """An anyvirt exception for ``error``, raised while doing ``what``."""
-    cls = error_class(error)
-    text = f"{what}: {error.message}" + (f" ({error.code})" if error.code else "")
-    if cls is TaskFailed:
-        return TaskFailed(
-            text,
-            fault=error.code,
-            log="\n".join(x for x in (error.message, error.details, error.context) if x),
-        )
-    return cls(text)
+    """An anyvirt exception for ``error``, raised while doing ``what``; a TaskFailed carries
+    VirtualBox's code as its fault and all its lines as its log."""
+    failed = VBoxManageFailed(error)
+    exc = TABLE.translate(failed, what)
+    if isinstance(exc, TaskFailed):
+        exc.fault, exc.log = error.code, _fault_log(failed)
+    return exc

@@ -1,69 +1,27 @@
-"""Bringing a disk image of any format into VirtualBox's VDI, with ``qemu-img``.
+"""Bringing a disk image of any format into VirtualBox's VDI, with the kit's qemu-img runner.
 
-The image is inspected first: only the formats listed here are accepted, and
-an image that names a backing file is refused (converting it would read a
-file the image chose). Paths are made absolute so none can pass for an option.
+The image is one a user handed over: the kit inspects it as untrusted (only its
+allow-listed formats; no backing file, external extent or data file that
+would make qemu-img read something the image chose) before converting it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-
-from anyvirt.errors import InvalidSpec, TaskFailed
+from anyvirt.kit import qemu_img
 from anyvirt.tasks import Job
 
-FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx", "qed")
-_TIMEOUT = 3600.0
+
+def available() -> bool:
+    return qemu_img.available()
 
 
-def qemu_img() -> str | None:
-    return shutil.which("qemu-img")
-
-
-def _run(args: list[str], what: str, timeout: float) -> str:
-    binary = qemu_img()
-    if binary is None:
-        raise InvalidSpec("disk images are converted with qemu-img, which is not installed")
-    try:
-        done = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise TaskFailed(f"{what}: qemu-img did not finish within {timeout:g} s") from exc
-    if done.returncode != 0:
-        raise InvalidSpec(f"{what}: qemu-img failed: {done.stderr.strip()[-300:]}")
-    return done.stdout
-
-
-def inspect(image: str) -> tuple[str, int]:
-    """``(format, virtual size in bytes)`` of a local image; refuses unknown formats and backing files."""
-    path = os.path.abspath(image)
-    out = _run(["info", "--output=json", path], f"reading {image}", 60.0)
-    try:
-        facts = json.loads(out)
-    except ValueError as exc:
-        raise InvalidSpec(f"qemu-img could not describe {image}") from exc
-    fmt = str(facts.get("format", ""))
-    if fmt not in FORMATS:
-        raise InvalidSpec(
-            f"disk image {image} is {fmt or 'of an unknown format'}; accepted: {', '.join(FORMATS)}"
-        )
-    if facts.get("backing-filename") or facts.get("full-backing-filename"):
-        raise InvalidSpec(
-            f"disk image {image} names a backing file: flatten it first "
-            "(qemu-img convert) so nothing else is read"
-        )
-    return fmt, int(facts.get("virtual-size", 0))
+def inspect(image: str) -> qemu_img.ImageInfo:
+    """Refuse an image anyvirt will not read (``InvalidSpec``), before anything is made."""
+    return qemu_img.inspect_untrusted(image, qemu_img.FORMATS)
 
 
 def to_vdi(image: str, dest: str, job: Job) -> int:
-    """Convert ``image`` into a new VDI file ``dest``; returns the virtual size."""
-    fmt, size = inspect(image)
-    timeout = job.remaining(_TIMEOUT) or _TIMEOUT
-    _run(
-        ["convert", "-q", "-f", fmt, "-O", "vdi", os.path.abspath(image), os.path.abspath(dest)],
-        f"converting {image}",
-        timeout,
-    )
-    return size
+    """Convert ``image`` into a new VDI file ``dest``; returns its virtual size in bytes."""
+    found = inspect(image)
+    qemu_img.convert(image, dest, source_format=found.format, format="vdi", job=job)
+    return found.virtual_size
