@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from anyvirt_virtualbox.testbed import Home, build_chroot, fake_vboxmanage, make_home
+from anyvirt_virtualbox.testbed import Home, build_chroot, fake_vboxmanage, home_at, make_home, serving
 
 import anyvirt
 from anyvirt.host import Host
@@ -33,8 +33,11 @@ def fake_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def real_home(real_vboxmanage: Path, tmp_path: Path) -> Home:
-    return make_home(real_vboxmanage, tmp_path / "vbox")
+def real_home(real_vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
+    home = home_at(real_vboxmanage, tmp_path / "vbox")
+    with serving(home):  # one VBoxSVC for the whole test (see serving)
+        home.prepare()
+        yield home
 
 
 @pytest.fixture

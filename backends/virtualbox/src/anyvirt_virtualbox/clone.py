@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from pathlib import Path
 
 from anyvirt.errors import AnyvirtError
 from anyvirt.tasks import Job
@@ -22,13 +23,14 @@ from anyvirt_virtualbox.snapshots import create_snapshot
 BASE_SNAPSHOT_PREFIX = "anyvirt-clone-base "
 
 
-def _link_snapshot(vbox: VBoxManage, vm_id: str, name: str, job: Job) -> str:
+def _link_snapshot(vbox: VBoxManage, home: Path | None, vm_id: str, name: str, job: Job) -> str:
     info = machines.show(vbox, vm_id)
     facts = machines.facts_of(info)
     if facts is not None and facts.current_snapshot and not _modified_since_snapshot(info.get("CfgFile")):
         return facts.current_snapshot
     snap = create_snapshot(
         vbox,
+        home,
         vm_id,
         f"{BASE_SNAPSHOT_PREFIX}{name}",
         "the base a linked clone reads from",
@@ -48,11 +50,11 @@ def _modified_since_snapshot(cfg: str) -> bool:
     return b'currentStateModified="false"' not in head
 
 
-def clone_vm(vbox: VBoxManage, vm_id: str, name: str, linked: bool, job: Job) -> str:
+def clone_vm(vbox: VBoxManage, home: Path | None, vm_id: str, name: str, linked: bool, job: Job) -> str:
     new_id = str(uuid.uuid4())
     args = ["clonevm", vm_id, "--name", name, "--uuid", new_id, "--register"]
     if linked:
-        args += ["--snapshot", _link_snapshot(vbox, vm_id, name, job), "--options", "link"]
+        args += ["--snapshot", _link_snapshot(vbox, home, vm_id, name, job), "--options", "link"]
     job.progress(10, f"cloning as {name}")
     try:
         vbox.run(args, f"cloning VM {vm_id} as {name!r}", timeout=job.remaining(3600.0))

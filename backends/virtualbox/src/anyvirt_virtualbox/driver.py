@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -65,6 +66,7 @@ RUNNING = frozenset(
         Capability.MEMORY_SNAPSHOTS,
     }
 )
+HOST_FACTS_TTL = 5.0  # seconds: how long list hostinfo / hostonlyifs answers are reused
 
 
 class VirtualBoxDriver(Driver):
@@ -92,6 +94,7 @@ class VirtualBoxDriver(Driver):
         self.home = Path(vbox.home) if vbox.home else default_home()
         self.node = socket.gethostname() or "localhost"
         self._machine_folder: str | None = None
+        self._host_cache: tuple[float, listings.HostFacts, list[listings.HostOnlyInterface]] | None = None
         caps = set(OFFLINE)
         if kernel_driver:
             caps |= RUNNING
@@ -145,11 +148,8 @@ class VirtualBoxDriver(Driver):
 
     # ---------------------------------------------------------- host and nodes
     def host_info(self) -> HostInfo:
-        facts = listings.host_facts(self.vbox.run(["list", "hostinfo"], "reading host facts").stdout)
+        facts, hostonly = self._host_facts()
         folder = self.machine_folder()
-        hostonly = listings.host_only_interfaces(
-            self.vbox.run(["list", "hostonlyifs"], "listing host-only networks").stdout
-        )
         return HostInfo(
             name=self.node,
             backend=self.backend,
@@ -180,8 +180,21 @@ class VirtualBoxDriver(Driver):
             self._machine_folder = props.get("Default machine folder", "")
         return self._machine_folder
 
+    def _host_facts(self) -> tuple[listings.HostFacts, list[listings.HostOnlyInterface]]:
+        """``list hostinfo`` and ``list hostonlyifs``, reused for a few seconds: one operation
+        asks for the host's capacity several times (the gate's checks), and the answers of
+        a moment ago are as good as new ones."""
+        now = time.monotonic()
+        if self._host_cache is None or now - self._host_cache[0] > HOST_FACTS_TTL:
+            facts = listings.host_facts(self.vbox.run(["list", "hostinfo"], "reading host facts").stdout)
+            hostonly = listings.host_only_interfaces(
+                self.vbox.run(["list", "hostonlyifs"], "listing host-only networks").stdout
+            )
+            self._host_cache = (now, facts, hostonly)
+        return self._host_cache[1], self._host_cache[2]
+
     def list_nodes(self) -> list[NodeInfo]:
-        facts = listings.host_facts(self.vbox.run(["list", "hostinfo"], "reading host facts").stdout)
+        facts, _ = self._host_facts()
         return [
             NodeInfo(
                 id=self.node,
@@ -232,22 +245,22 @@ class VirtualBoxDriver(Driver):
 
     # ---------------------------------------------------------- snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
-        return snapshots.list_snapshots(self.vbox, vm_id)
+        return snapshots.list_snapshots(self.vbox, self.home, vm_id)
 
     def create_snapshot(
         self, vm_id: str, name: str, description: str, memory: bool, job: Job
     ) -> SnapshotInfo:
-        return snapshots.create_snapshot(self.vbox, vm_id, name, description, memory, job)
+        return snapshots.create_snapshot(self.vbox, self.home, vm_id, name, description, memory, job)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
-        snapshots.revert_snapshot(self.vbox, vm_id, snapshot_id, job)
+        snapshots.revert_snapshot(self.vbox, self.home, vm_id, snapshot_id, job)
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
-        snapshots.delete_snapshot(self.vbox, vm_id, snapshot_id, children, job)
+        snapshots.delete_snapshot(self.vbox, self.home, vm_id, snapshot_id, children, job)
 
     # ---------------------------------------------------------- clones, disks out
     def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job) -> VMSummary:
-        return self.vm_summary(clone.clone_vm(self.vbox, vm_id, name, linked, job))
+        return self.vm_summary(clone.clone_vm(self.vbox, self.home, vm_id, name, linked, job))
 
     def linked_clones(self, vm_id: str) -> list[str]:
         return machines.linked_clones(self.vbox, self.home, vm_id)

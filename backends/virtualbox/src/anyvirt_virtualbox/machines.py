@@ -31,6 +31,16 @@ def facts_of(info: Parsed) -> settings.MachineFacts | None:
     return settings.machine_facts(Path(cfg)) if cfg else None
 
 
+def settings_of(vbox: VBoxManage, home: Path | None, vm_id: str) -> settings.MachineFacts | None:
+    """A VM's ``.vbox`` facts: through the registry (no process) for a registered UUID, else
+    through ``showvminfo`` (``NotFound`` for a VM that does not exist); None when unreadable."""
+    path = settings.registered_machines(home).get(vm_id.lower()) if home is not None else None
+    facts = settings.machine_facts(path) if path is not None else None
+    if facts is not None and facts.uuid == vm_id.lower():
+        return facts
+    return facts_of(show(vbox, vm_id))
+
+
 def summary(vbox: VBoxManage, vm: str, node: str) -> VMSummary:
     info = show(vbox, vm)
     facts = facts_of(info)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 from anyvirt.errors import AnyvirtError, NotFound
 from anyvirt.model import PowerState, SnapshotInfo
@@ -27,46 +28,56 @@ _TAKEN = re.compile(r"Snapshot taken\. UUID: (?P<uuid>[0-9a-fA-F-]{36})")
 _RUNNING = ("running", "paused", "stuck", "gurumeditation", "teleporting", "livesnapshotting")
 
 
-def _facts(vbox: VBoxManage, vm_id: str) -> tuple[str, settings.MachineFacts | None]:
-    info = machines.show(vbox, vm_id)
-    return info.get("VMState"), machines.facts_of(info)
+def _state(vbox: VBoxManage, vm_id: str) -> str:
+    return machines.show(vbox, vm_id).get("VMState")
 
 
-def list_snapshots(vbox: VBoxManage, vm_id: str) -> list[SnapshotInfo]:
+def _from_settings(facts: settings.MachineFacts) -> list[SnapshotInfo]:
+    out = []
+    for snap in facts.snapshots:
+        memory = snap.has_state and f"{settings.DISK_ONLY_PREFIX}{snap.uuid}" not in facts.extra
+        out.append(
+            SnapshotInfo(
+                id=snap.uuid,
+                name=snap.name,
+                description=snap.description,
+                created=snap.created,
+                parent_id=snap.parent,
+                memory=memory,
+                vm_state=PowerState.RUNNING if memory else PowerState.STOPPED,
+                current=snap.uuid == facts.current_snapshot,
+            )
+        )
+    return out
+
+
+def list_snapshots(vbox: VBoxManage, home: Path | None, vm_id: str) -> list[SnapshotInfo]:
+    """From the VM's ``.vbox`` file (VBoxSVC writes it before a snapshot command returns),
+    else from ``snapshot list --machinereadable``."""
+    facts = machines.settings_of(vbox, home, vm_id)
+    if facts is not None:
+        return _from_settings(facts)
     out = vbox.run(
         ["snapshot", vm_id, "list", "--machinereadable"], f"listing snapshots of {vm_id}", check=False
     )
     tree = parse_snapshot_list(out.stdout)
-    if not tree.nodes and "does not have any snapshots" not in out.stdout:
-        # not "no snapshots": a real failure (a missing VM), reported as such
-        vbox.run(["showvminfo", vm_id, "--machinereadable"], f"listing snapshots of {vm_id}")
-    _, facts = _facts(vbox, vm_id) if tree.nodes else ("", None)
-    extra = {s.uuid: s for s in facts.snapshots} if facts else {}
-    disk_only = set(facts.extra) if facts else set()
-    result = []
-    for node in tree.nodes:
-        more = extra.get(node.uuid)
-        memory = bool(more and more.has_state) and f"{settings.DISK_ONLY_PREFIX}{node.uuid}" not in disk_only
-        result.append(
-            SnapshotInfo(
-                id=node.uuid,
-                name=more.name if more else node.name,
-                description=more.description if more else node.description,
-                created=more.created if more else None,
-                parent_id=node.parent,
-                memory=memory,
-                vm_state=PowerState.RUNNING if memory else PowerState.STOPPED,
-                current=node.uuid == tree.current,
-            )
+    return [
+        SnapshotInfo(
+            id=n.uuid,
+            name=n.name,
+            description=n.description,
+            parent_id=n.parent,
+            vm_state=PowerState.STOPPED,
+            current=n.uuid == tree.current,
         )
-    return result
+        for n in tree.nodes
+    ]
 
 
 def create_snapshot(
-    vbox: VBoxManage, vm_id: str, name: str, description: str, memory: bool, job: Job
+    vbox: VBoxManage, home: Path | None, vm_id: str, name: str, description: str, memory: bool, job: Job
 ) -> SnapshotInfo:
-    state, _ = _facts(vbox, vm_id)
-    running = state in _RUNNING
+    running = _state(vbox, vm_id) in _RUNNING
     args = ["snapshot", vm_id, "take", name]
     if description:
         args += ["--description", description]
@@ -77,29 +88,30 @@ def create_snapshot(
     snap_id = m["uuid"].lower() if m else None
     if running and not memory:
         if snap_id is None:
-            snap_id = _current(vbox, vm_id)
+            snap_id = _current(vbox, home, vm_id)
         vbox.run(
             ["setextradata", vm_id, f"{settings.DISK_ONLY_PREFIX}{snap_id}", "1"],
             "marking the snapshot disk-only",
         )
-    for snap in list_snapshots(vbox, vm_id):
+    for snap in list_snapshots(vbox, home, vm_id):
         if snap.id == snap_id or (snap_id is None and snap.current):
             return snap
     raise NotFound(f"snapshot {name!r} was taken but is not listed")
 
 
-def _current(vbox: VBoxManage, vm_id: str) -> str:
-    for snap in list_snapshots(vbox, vm_id):
+def _current(vbox: VBoxManage, home: Path | None, vm_id: str) -> str:
+    for snap in list_snapshots(vbox, home, vm_id):
         if snap.current:
             return snap.id
     raise NotFound(f"VM {vm_id} has no current snapshot")
 
 
-def revert_snapshot(vbox: VBoxManage, vm_id: str, snapshot_id: str, job: Job) -> None:
-    snaps = {s.id: s for s in list_snapshots(vbox, vm_id)}
+def revert_snapshot(vbox: VBoxManage, home: Path | None, vm_id: str, snapshot_id: str, job: Job) -> None:
+    facts = machines.settings_of(vbox, home, vm_id)
+    snaps = {s.id: s for s in (_from_settings(facts) if facts else list_snapshots(vbox, home, vm_id))}
     if snapshot_id not in snaps:
         raise NotFound(f"VM {vm_id} has no snapshot {snapshot_id}")
-    state, facts = _facts(vbox, vm_id)
+    state = _state(vbox, vm_id)
     if state in _RUNNING:
         vbox.run(["controlvm", vm_id, "poweroff"], "powering off before the revert")
     elif state in ("saved", "aborted-saved"):
@@ -109,9 +121,8 @@ def revert_snapshot(vbox: VBoxManage, vm_id: str, snapshot_id: str, job: Job) ->
         f"reverting to {snapshot_id}",
         timeout=job.remaining(900.0),
     )
-    snap = snaps[snapshot_id]
     has_state = any(s.uuid == snapshot_id and s.has_state for s in (facts.snapshots if facts else ()))
-    if snap.memory:
+    if snaps[snapshot_id].memory:
         vbox.run(
             ["startvm", vm_id, "--type", "headless"],
             "resuming the snapshot's guest",
@@ -121,8 +132,12 @@ def revert_snapshot(vbox: VBoxManage, vm_id: str, snapshot_id: str, job: Job) ->
         vbox.run(["discardstate", vm_id], "leaving a disk-only snapshot stopped")
 
 
-def delete_snapshot(vbox: VBoxManage, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
-    snaps = list_snapshots(vbox, vm_id)
+def delete_snapshot(
+    vbox: VBoxManage, home: Path | None, vm_id: str, snapshot_id: str, children: bool, job: Job
+) -> None:
+    facts = machines.settings_of(vbox, home, vm_id)
+    marks = set(facts.extra) if facts else set()
+    snaps = _from_settings(facts) if facts else list_snapshots(vbox, home, vm_id)
     if snapshot_id not in {s.id for s in snaps}:
         raise NotFound(f"VM {vm_id} has no snapshot {snapshot_id}")
     doomed = [snapshot_id]
@@ -131,8 +146,9 @@ def delete_snapshot(vbox: VBoxManage, vm_id: str, snapshot_id: str, children: bo
     for sid in reversed(doomed):  # leaves first: VirtualBox deletes one with one child at most
         job.check()
         vbox.run(["snapshot", vm_id, "delete", sid], f"deleting snapshot {sid}", timeout=job.remaining(900.0))
-        with contextlib.suppress(AnyvirtError):
-            vbox.run(["setextradata", vm_id, f"{settings.DISK_ONLY_PREFIX}{sid}"], "dropping a mark")
+        if f"{settings.DISK_ONLY_PREFIX}{sid}" in marks:
+            with contextlib.suppress(AnyvirtError):
+                vbox.run(["setextradata", vm_id, f"{settings.DISK_ONLY_PREFIX}{sid}"], "dropping a mark")
 
 
 def _subtree(snaps: list[SnapshotInfo], root: str) -> list[str]:

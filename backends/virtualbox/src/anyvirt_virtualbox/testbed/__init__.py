@@ -24,11 +24,14 @@ its own) and machine folder, so no VM leaks between tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -46,7 +49,9 @@ __all__ = [
     "build_chroot",
     "default_cache_dir",
     "fake_vboxmanage",
+    "home_at",
     "make_home",
+    "serving",
 ]
 
 BUILD_SCRIPT = Path(__file__).with_name("build-chroot.sh")
@@ -125,6 +130,16 @@ class Home:
             "LC_ALL": "C.UTF-8",
         }
 
+    def prepare(self) -> None:
+        """Point VirtualBox's machine folder at this home's (retried briefly: a VBoxSVC that
+        was just started may not answer its first client yet)."""
+        for attempt in range(5):
+            done = self.run("setproperty", "machinefolder", str(self.machine_folder), check=False)
+            if done.returncode == 0:
+                return
+            time.sleep(0.3 * (attempt + 1))
+        raise TestbedBuildError(f"VirtualBox refused its machine folder: {done.stderr.strip()[-500:]}")
+
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run this home's VBoxManage directly (tests read results back with it)."""
         return subprocess.run(
@@ -137,12 +152,61 @@ class Home:
         )
 
 
-def make_home(vboxmanage: Path, base: Path) -> Home:
-    """A fresh home under ``base`` whose new VMs go to ``base/machines``."""
+SERVICE_SHUTDOWN_DELAY_MS = 60_000
+
+
+@contextlib.contextmanager
+def serving(home: Home) -> Iterator[subprocess.Popen[bytes] | None]:
+    """Keep one VBoxSVC running for ``home`` while the block runs (where the testbed has one).
+
+    VBoxManage starts VBoxSVC on demand and VBoxSVC exits 5 s after its last
+    client; a VBoxManage that arrives while it is exiting waits 10 s before
+    starting a new one (measured on 7.2: a dozen such stalls in a test run). A
+    service started here, with a 60 s shutdown delay, never races that way; it
+    is stopped when the block ends, and exits by itself a minute after its last
+    client if this process dies first.
+    """
+    service = home.vboxmanage.with_name("VBoxSVC")
+    if not os.access(service, os.X_OK):
+        yield None
+        return
+    env = home.env()
+    proc = subprocess.Popen(
+        [str(service), "--auto-shutdown", "--shutdown-delay", str(SERVICE_SHUTDOWN_DELAY_MS)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    # where VirtualBox's XPCOM puts the socket of a VBoxSVC (fixed by VirtualBox, not ours to choose)
+    socket = Path(f"/tmp/.vbox-{env['VBOX_IPC_SOCKETID']}-ipc/ipcd")  # noqa: S108
+    deadline = time.monotonic() + 10.0
+    while not socket.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def home_at(vboxmanage: Path, base: Path) -> Home:
+    """A new, empty home under ``base`` (call ``prepare()`` before using it)."""
     home = Home(vboxmanage=vboxmanage, path=base / "home", machine_folder=base / "machines")
     home.path.mkdir(parents=True, exist_ok=True)
     home.machine_folder.mkdir(parents=True, exist_ok=True)
-    home.run("setproperty", "machinefolder", str(home.machine_folder))
+    return home
+
+
+def make_home(vboxmanage: Path, base: Path) -> Home:
+    """A fresh home under ``base`` whose new VMs go to ``base/machines``."""
+    home = home_at(vboxmanage, base)
+    home.prepare()
     return home
 
 
@@ -152,22 +216,28 @@ class VirtualBoxTestbed:
     Prints the URI; on Ctrl-C the home and every VM made in it are removed.
     """
 
-    summary = ("The real VirtualBox 7.2 in a Debian sid chroot (built once: about a minute, as root; "
-               "no guest can run) or, with --fake, the fake VBoxManage for running states.")
+    summary = (
+        "The real VirtualBox 7.2 in a Debian sid chroot (built once: about a minute, as root; "
+        "no guest can run) or, with --fake, the fake VBoxManage for running states."
+    )
     options = (TestbedOption("fake", "The fake VBoxManage (running states) instead of the real one.", False),)
 
     def start(self, fake: bool = False) -> RunningTestbed:
         base = Path(tempfile.mkdtemp(prefix="anyvirt-vbox-"))
+        stack = contextlib.ExitStack()
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
         try:
             binary = fake_vboxmanage(base / "bin") if fake else build_chroot()
-            home = make_home(binary, base)
+            home = home_at(binary, base)
+            stack.enter_context(serving(home))
+            home.prepare()
         except (OSError, subprocess.SubprocessError) as exc:
-            shutil.rmtree(base, ignore_errors=True)
+            stack.close()
             raise TestbedBuildError(f"the VirtualBox home could not be made: {exc}") from exc
         except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
+            stack.close()
             raise
-        return RunningTestbed(uris=(home.uri,), stop=lambda: shutil.rmtree(base, ignore_errors=True))
+        return RunningTestbed(uris=(home.uri,), stop=stack.close)
 
 
 TESTBED: Testbed = VirtualBoxTestbed()

@@ -6,6 +6,7 @@
 #   CACHE_DIR/root             the chroot (outside any shared work dir)
 #   CACHE_DIR/bin/VBoxManage   the wrapper: a private mount namespace with /proc, /sys,
 #                              /dev and the shared dirs bound in, then chroot + VBoxManage
+#   CACHE_DIR/bin/VBoxSVC      the same for VirtualBox's service (with the C helper only)
 #   CACHE_DIR/ready            written last: the VirtualBox version, the build is complete
 #   CACHE_DIR/recipe           a hash of this script and enter-chroot.c: a change rebuilds
 #
@@ -88,6 +89,12 @@ if command -v gcc >/dev/null && gcc -O2 -o "$cache/bin/enter-chroot" "$here/ente
 # anyvirt's VirtualBox testbed: Debian sid's VBoxManage, run inside $root
 exec "$cache/bin/enter-chroot" "$root" "/proc:/sys:/dev:/tmp:/var/tmp\${ANYVIRT_VBOX_SHARED:+:\$ANYVIRT_VBOX_SHARED}" /usr/bin/VBoxManage "\$@"
 WRAPPER
+  # VBoxSVC itself, for a caller that keeps one running per home (see make_home's docs)
+  cat >"$cache/bin/VBoxSVC" <<WRAPPER
+#!/bin/sh
+exec "$cache/bin/enter-chroot" "$root" "/proc:/sys:/dev:/tmp:/var/tmp\${ANYVIRT_VBOX_SHARED:+:\$ANYVIRT_VBOX_SHARED}" /usr/lib/virtualbox/VBoxSVC "\$@"
+WRAPPER
+  chmod +x "$cache/bin/VBoxSVC"
 else
   cat >"$cache/bin/VBoxManage" <<WRAPPER
 #!/usr/bin/env bash
