@@ -27,7 +27,12 @@ def test_malformed_uris(uri: str) -> None:
         anyvirt.connect(uri or "nothing")
 
 
-def test_unknown_scheme_names_installed_backends_and_the_extra() -> None:
+def test_unknown_scheme_names_installed_backends_and_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as on a machine without anyvirt-proxmox: its entry point and any loaded driver gone
+    installed = registry._entry_points()
+    monkeypatch.setattr(registry, "_entry_points",
+                        lambda: {k: v for k, v in installed.items() if k != "proxmox"})
+    monkeypatch.delitem(registry._registered, "proxmox", raising=False)
     with pytest.raises(registry.UnknownBackend) as info:
         anyvirt.connect("proxmox://root%40pam@pve1:8006")
     message = str(info.value)

@@ -244,7 +244,8 @@ def test_live_reconfigure_really_happens_within_the_room_a_new_vm_gets(
     root = ET.fromstring(vm.native.XMLDesc(0))
     vcpu = root.find("vcpu")
     assert vcpu is not None and vcpu.get("current") == "1" and vcpu.text == str(max(1, host_cpus))
-    assert int(root.findtext("memory") or 0) > int(root.findtext("currentMemory") or 0)
+    # no memory room: a balloon-less guest would run with the maximum, past what was reserved
+    assert int(root.findtext("memory") or 0) == int(root.findtext("currentMemory") or 0)
     vm.start()
     dom = vm.native
     if host_cpus > 1:
@@ -252,6 +253,8 @@ def test_live_reconfigure_really_happens_within_the_room_a_new_vm_gets(
         assert dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 2, "hot-plugged, live"
         assert vm.cpus == 2
     room = vm.info().extra["memory_max_mib"]
+    # live memory moves with the balloon, which needs a driver in the guest (the demo guest
+    # has none, so only the request can be checked here); above the maximum is refused
     assert vm.reconfigure(memory_mib=room) is True
     with pytest.raises(InvalidState, match="room"):
         vm.reconfigure(memory_mib=room + 16)

@@ -90,6 +90,7 @@ def test_killed_and_hung_servers_fail_fast(tmp_path: Path) -> None:
         assert hung.vms.list()
         assert sim.pid is not None
         os.kill(sim.pid, signal.SIGSTOP)  # alive but silent: only the call timeout ends the wait
+        _wait_until_stopped(sim.pid)  # the signal lands asynchronously; a busy machine is slow
         try:
             started = time.monotonic()
             with pytest.raises(ConnectionFailed):
@@ -105,6 +106,16 @@ def test_killed_and_hung_servers_fail_fast(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5
         host.close()  # logging out of a dead server must not raise
         hung.close()
+
+
+def _wait_until_stopped(pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
 
 
 def _drop_session(host: anyvirt.Host) -> None:

@@ -1,0 +1,253 @@
+"""The Proxmox VE driver: a whole PVE cluster (or one standalone node) as one Host.
+
+``proxmox://user%40realm@host[:8006]`` with a password, or an API token
+(``?token_name=&token_value=`` or keyword arguments); ``?verify=false``,
+``?ca=``, ``?timeout=``. QEMU VMs are VMs; LXC containers are listed apart
+(``driver.list_containers()``). This class wires the SPI to the modules that
+do the work; capabilities come from the connection: PVE's version and
+whether it is a cluster of several nodes (migration) or one node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from anyvirt.driver import Driver
+from anyvirt.errors import NotSupported
+from anyvirt.extensions import Extension
+from anyvirt.kit import qemu_img
+from anyvirt.model import (
+    Capability,
+    Firmware,
+    HostInfo,
+    MigrationResult,
+    NodeInfo,
+    Overcommit,
+    Placement,
+    PowerAction,
+    SnapshotInfo,
+    VMInfo,
+    VMSpec,
+    VMSummary,
+)
+from anyvirt.target import Target
+from anyvirt.tasks import Job
+from anyvirt_proxmox import clone, image_import, migration, power, snapshots, vms
+from anyvirt_proxmox import config as cfg
+from anyvirt_proxmox.extension import ProxmoxExtensions
+from anyvirt_proxmox.inventory import Container, Inventory, storage_infos
+from anyvirt_proxmox.session import OPTIONS, Session
+
+COMMON = frozenset({
+    Capability.VM_CREATE, Capability.VM_DELETE, Capability.START, Capability.STOP,
+    Capability.POWER_OFF, Capability.REBOOT, Capability.RESET, Capability.PAUSE, Capability.SUSPEND,
+    Capability.RECONFIGURE, Capability.SNAPSHOTS, Capability.MEMORY_SNAPSHOTS, Capability.FULL_CLONE,
+    Capability.CLONE_RUNNING, Capability.TASK_CANCEL,
+})
+CLUSTER_ONLY = frozenset({Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION})
+#: what PVE cannot do the way anyvirt means it, and why (``why_not``)
+WHY_NOT: dict[Capability, str] = {
+    Capability.LINKED_CLONE: "Proxmox VE makes linked clones only of templates: use "
+                             "host.extension(ProxmoxExtensions).linked_clone(template, name)",
+    Capability.TEMPLATES: "Proxmox VE templates are one-way (no API turns one back into a VM): "
+                          "host.extension(ProxmoxExtensions).mark_template(vm) makes one",
+    Capability.COLD_MIGRATION: "a standalone Proxmox VE node has no other node to move VMs to",
+    Capability.LIVE_MIGRATION: "a standalone Proxmox VE node has no other node to move VMs to",
+    Capability.COLD_MIGRATION_SNAPSHOTS: "Proxmox VE moves local disks with snapshots only on some "
+                                         "storage types; delete the snapshots first",
+    Capability.LIVE_MIGRATION_SNAPSHOTS: "Proxmox VE moves local disks with snapshots only on some "
+                                         "storage types; delete the snapshots first",
+    Capability.DISK_EXPORT: "the Proxmox VE API has no way to download a VM disk",
+    Capability.VM_CREATE_FROM_IMAGE: "disk images are uploaded as 'import' content: that needs Proxmox "
+                                     "VE 8.2 or later, a storage with 'import' enabled, and qemu-img here",
+    Capability.MAINTENANCE_MODE: "Proxmox VE's node maintenance is an HA-manager command, not in its API",
+    Capability.LIVE_RECONFIGURE: "Proxmox VE applies CPU and memory changes of a running VM at its next "
+                                 "start unless hotplug is set up; reconfigure() reports that",
+}
+DETAIL_WORKERS = 8  # bounded concurrency for per-VM detail requests
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"8.2.4"`` -> (8, 2); anything unreadable is (0, 0)."""
+    parts = [*text.split("-")[0].split("."), "0", "0"]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return 0, 0
+
+
+class ProxmoxDriver(Driver):
+    backend: ClassVar[str] = "proxmox"
+    platform: ClassVar[str] = "Proxmox VE (clusters and standalone nodes)"
+    possible_capabilities: ClassVar[frozenset[Capability]] = (
+        COMMON | CLUSTER_ONLY | {Capability.VM_CREATE_FROM_IMAGE})
+    firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
+    disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "virtio", "sata", "ide")
+    nic_models: ClassVar[tuple[str, ...]] = cfg.NIC_MODELS
+    placement_options: ClassVar[frozenset[str]] = frozenset({"storage"})
+    uri_options: ClassVar[frozenset[str]] = OPTIONS
+    connect_options: ClassVar[frozenset[str]] = OPTIONS
+    extensions: ClassVar[tuple[type[Extension], ...]] = (ProxmoxExtensions,)
+
+    def __init__(self, target: Target, session: Session) -> None:
+        self.target = target
+        self.session = session
+        self.inventory = Inventory(session)
+        about = session.get(("version",), "reading the PVE version")
+        self.version = str(about.get("version", "0"))
+        self.repoid = str(about.get("repoid", ""))
+        status = session.get(("cluster", "status"), "reading the cluster status")
+        cluster = next((r for r in status if r.get("type") == "cluster"), None)
+        self.cluster: str | None = str(cluster["name"]) if cluster else None
+        self.node_count = sum(1 for r in status if r.get("type") == "node") or 1
+        storages = session.get(("storage",), "reading the storage configuration")
+        self.imports = any("import" in str(s.get("content", "")).split(",") for s in storages)
+        self._capabilities = self._detect_capabilities()
+
+    # ---------------------------------------------------------- connection
+    @classmethod
+    def open(cls, target: Target) -> ProxmoxDriver:
+        session = Session(target).open()
+        try:
+            return cls(target, session)
+        except BaseException:
+            session.close()
+            raise
+
+    @property
+    def safe_uri(self) -> str:
+        return self.target.safe_uri
+
+    def close(self) -> None:
+        self.session.close()
+
+    def capabilities(self) -> frozenset[Capability]:
+        return self._capabilities
+
+    def _detect_capabilities(self) -> frozenset[Capability]:
+        caps = set(COMMON)
+        if self.cluster is not None and self.node_count > 1:
+            caps |= CLUSTER_ONLY  # a standalone node has nowhere to migrate to
+        if self.imports and parse_version(self.version) >= image_import.MIN_VERSION and qemu_img.available():
+            caps.add(Capability.VM_CREATE_FROM_IMAGE)
+        return frozenset(caps)
+
+    def why_not(self, capability: Capability) -> str:
+        return WHY_NOT.get(capability, "")
+
+    @classmethod
+    def check_vm_name(cls, name: str, what: str = "name") -> None:
+        cfg.check_vm_name(name)
+
+    def default_overcommit(self) -> Overcommit | None:
+        # fakepve (the test double) reports made-up node sizes; a real PVE gets anyvirt's default
+        return Overcommit.unlimited() if self.repoid == "fakepve" else None
+
+    @property
+    def native(self) -> Any:
+        return self.session.native
+
+    # ---------------------------------------------------------- host and nodes
+    def host_info(self) -> HostInfo:
+        rows = self.inventory.resources()
+        nodes = [r for r in rows if r.get("type") == "node"]
+        storages, content = storage_infos(rows)
+        online = [r for r in nodes if r.get("status") == "online"]
+        maxmem = sum(int(r.get("maxmem") or 0) for r in online)
+        return HostInfo(
+            name=self.cluster or (str(nodes[0]["node"]) if nodes else self.target.host),
+            backend=self.backend, hypervisor="Proxmox VE", hypervisor_version=self.version,
+            cpus=sum(int(r.get("maxcpu") or 0) for r in online), memory_mib=maxmem // (1024 * 1024),
+            free_memory_mib=(maxmem - sum(int(r.get("mem") or 0) for r in online)) // (1024 * 1024),
+            storage=tuple(storages), networks=tuple(self._bridges()), nodes=len(nodes),
+            extra={"cluster": self.cluster, "standalone": self.cluster is None,
+                   "storage_content": content,
+                   "containers": sum(1 for r in rows if r.get("type") == "lxc")},
+        )
+
+    def _bridges(self) -> list[str]:
+        found: set[str] = set()
+        for node in self.inventory.online_nodes():
+            found.update(self.inventory.bridges(node))
+        return sorted(found)
+
+    def list_nodes(self) -> list[NodeInfo]:
+        return self.inventory.nodes(self.cluster, self.version)
+
+    # ---------------------------------------------------------- VMs
+    def list_vms(self) -> list[VMSummary]:
+        return self.inventory.list_vms()
+
+    def list_containers(self) -> list[Container]:
+        """Driver extra: the cluster's LXC containers (never treated as VMs)."""
+        return self.inventory.list_containers()
+
+    def find_vm(self, ref: str) -> VMSummary:
+        return self.inventory.find_vm(ref)
+
+    def vm_summary(self, vm_id: str) -> VMSummary:
+        return self.inventory.vm_summary(vm_id)
+
+    def vm_info(self, vm_id: str) -> VMInfo:
+        return vms.vm_info(self.inventory, vm_id)
+
+    def vm_infos(self, vm_ids: Sequence[str]) -> list[VMInfo]:
+        """Driver extra: details of many VMs, at most DETAIL_WORKERS requests at a time."""
+        with ThreadPoolExecutor(max_workers=DETAIL_WORKERS) as pool:
+            return list(pool.map(self.vm_info, vm_ids))
+
+    def native_vm(self, vm_id: str) -> Any:
+        return self.session.native.nodes(self.inventory.node_of(vm_id)).qemu(cfg.vmid(vm_id))
+
+    def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
+        return vms.create_vm(self.inventory, spec, job)
+
+    def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        if not disks:
+            raise NotSupported(self.backend, Capability.VM_DELETE,
+                               "Proxmox VE destroys a VM's disks with it: delete(disks=False) "
+                               "cannot keep them")
+        vms.delete_vm(self.inventory, vm_id, job)
+
+    def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
+        power.power(self.inventory, vm_id, action, job)
+
+    def reconfigure_vm(self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job) -> bool:
+        return vms.reconfigure_vm(self.inventory, vm_id, cpus, memory_mib, job)
+
+    def mark_template(self, vm_id: str, job: Job) -> VMSummary:
+        """Through ``ProxmoxExtensions.mark_template`` (PVE templates are one-way)."""
+        return vms.mark_template(self.inventory, vm_id, job)
+
+    # ---------------------------------------------------------- snapshots
+    def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
+        return snapshots.list_snapshots(self.inventory, vm_id)
+
+    def create_snapshot(self, vm_id: str, name: str, description: str, memory: bool,
+                        job: Job) -> SnapshotInfo:
+        return snapshots.create_snapshot(self.inventory, vm_id, name, description, memory, job)
+
+    def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
+        snapshots.revert_snapshot(self.inventory, vm_id, snapshot_id, job)
+
+    def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
+        snapshots.delete_snapshot(self.inventory, vm_id, snapshot_id, children, job)
+
+    # ---------------------------------------------------------- clone, migrate
+    def linked_clones(self, vm_id: str) -> list[str]:
+        return clone.linked_clones(self.inventory, vm_id)
+
+    def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
+                 job: Job) -> VMSummary:
+        return clone.clone_vm(self.inventory, vm_id, name, linked, placement, job)
+
+    def migrate_vm(self, vm_id: str, target: Driver | None, placement: Placement, live: bool,
+                   job: Job) -> MigrationResult:
+        if target is not None and not (isinstance(target, ProxmoxDriver) and target.cluster == self.cluster
+                                       and target.cluster is not None):
+            cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
+            raise NotSupported(self.backend, cap,
+                               "moving a VM to another Proxmox VE cluster is not supported")
+        return migration.migrate(self.inventory, vm_id, placement, live, job)

@@ -1,0 +1,209 @@
+"""One logged-in connection to a PVE API endpoint, on proxmoxer.
+
+Two ways in, as PVE has them:
+
+* a password: proxmoxer fetches a ticket and CSRF token, and renews the
+  ticket after an hour (tickets expire after two); a 401 anyway (the ticket
+  was revoked, the cluster restarted), or a refused renewal, logs in again
+  once (the kit's ``Relogin``) and repeats the request. Repeating is safe for
+  writes too: PVE checks the ticket before it does anything, so the refused
+  request did nothing;
+* an API token (``PVEAPIToken=user@realm!name=secret`` header, no CSRF), from
+  ``?token_name=&token_value=`` or the keyword arguments of the same names, or
+  ``token="user@realm!name=secret"`` (also ``$ANYVIRT_TOKEN``).
+
+TLS is verified unless the caller turned it off; ``?ca=`` trusts a bundle.
+Every request carries the call timeout. Path segments are percent-encoded
+here, once, so no caller's string reaches a URL as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import AuthenticationError, ResourceException
+
+from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
+from anyvirt.kit.session import Relogin
+from anyvirt.target import Secret, Target
+from anyvirt_proxmox.errors import translate
+
+log = logging.getLogger("anyvirt.proxmox")
+
+DEFAULT_PORT = 8006
+OPTIONS = frozenset({"token_name", "token_value"})
+
+
+def _option(target: Target, key: str) -> str | None:
+    value = target.options.get(key, target.query.get(key))
+    return None if value is None else str(value.reveal() if isinstance(value, Secret) else value)
+
+
+def _expired(exc: BaseException) -> bool:
+    """A ticket PVE no longer takes: a 401, or proxmoxer's renewal refused."""
+    return isinstance(exc, AuthenticationError) or (
+        isinstance(exc, ResourceException) and exc.status_code == 401)
+
+
+class Session:
+    """The proxmoxer API object plus login, re-login and error translation."""
+
+    def __init__(self, target: Target) -> None:
+        if not target.host:
+            raise InvalidSpec("proxmox:// needs a host, e.g. proxmox://root%40pam@pve1:8006")
+        user = target.credentials.username
+        if not user or "@" not in user:
+            raise InvalidSpec("proxmox:// needs a user with its realm, e.g. proxmox://root%40pam@pve1 "
+                              "(or username='root@pam')")
+        self.target = target
+        self.user = user
+        self.port = target.port or DEFAULT_PORT
+        token_value = _option(target, "token_value")
+        self._token_name = _option(target, "token_name")
+        if token_value is None and target.credentials.token:
+            token_value = target.credentials.token.reveal()
+            # PVE's whole form, "user@realm!name=secret", carries the token's name too
+            tokenid, eq, secret = token_value.partition("=")
+            if eq and "!" in tokenid and self._token_name is None:
+                token_user, _, self._token_name = tokenid.partition("!")
+                if token_user != user:
+                    raise InvalidSpec("the API token belongs to another user than the URI's")
+                token_value = secret
+        self._token = Secret(token_value) if token_value else None
+        if self._token is not None and not self._token_name:
+            raise InvalidSpec("an API token needs token_name= (the part after '!' in user@realm!name)")
+        if self._token is None and not target.credentials.password:
+            raise AuthenticationFailed(f"no password or API token given for {target.safe_uri}")
+        self._verify: bool | str = (target.ca or True) if target.verify else False
+        self._api: ProxmoxAPI | None = None
+        self._closed = threading.Event()
+        self.logins = 0
+        self._relogin = Relogin(self._login, expired=_expired, translate=translate,
+                                check_open=self._check_open)
+
+    @property
+    def uses_token(self) -> bool:
+        return self._token is not None
+
+    # ------------------------------------------------------------ login
+    def open(self) -> Session:
+        self._relogin.login()
+        return self
+
+    def _login(self) -> None:
+        what = f"logging in to {self.target.safe_uri}"
+        try:
+            if self._token is not None:
+                api = ProxmoxAPI(self.target.host, port=self.port, user=self.user,
+                                 token_name=self._token_name, token_value=self._token.reveal(),
+                                 verify_ssl=self._verify, timeout=self.target.timeout)
+                api.version.get()  # a token is only checked when used
+            else:
+                password = self.target.credentials.password
+                assert password is not None
+                api = ProxmoxAPI(self.target.host, port=self.port, user=self.user,
+                                 password=password.reveal(), verify_ssl=self._verify,
+                                 timeout=self.target.timeout)
+        except AuthenticationError as exc:
+            # proxmoxer says only "... code: N"; 401 is PVE refusing the password
+            code = str(exc).rsplit("code:", 1)[-1].strip()
+            err = (AuthenticationFailed(f"{what}: PVE refused the user or password (HTTP 401)")
+                   if code == "401" else ConnectionFailed(f"{what}: the login answered HTTP {code}"))
+            raise err from exc.with_traceback(None)  # no frame holding the password survives
+        except Exception as exc:
+            raise translate(exc, what) from exc.with_traceback(None)
+        if self._api is not None:
+            log.info("logged in again to %s", self.target.safe_uri)
+        self._api = api
+        self.logins += 1
+
+    def _check_open(self, what: str) -> None:
+        if self._closed.is_set():
+            raise ConnectionFailed(f"{what}: the connection to {self.target.safe_uri} was closed")
+
+    def close(self) -> None:
+        self._closed.set()
+        api, self._api = self._api, None
+        if api is not None:
+            api._store["session"].close()
+
+    @property
+    def native(self) -> ProxmoxAPI:
+        self._check_open("using the connection")
+        if self._api is None:
+            raise ConnectionFailed(f"not logged in to {self.target.safe_uri}")
+        return self._api
+
+    # ------------------------------------------------------------ requests
+    def call(self, method: str, path: tuple[object, ...], what: str, **params: Any) -> Any:
+        """``method`` on the API path made of ``path`` segments (each percent-encoded), with
+        ``params`` as query (GET, DELETE) or form (POST, PUT). Returns PVE's ``data``."""
+        relative = "/".join(quote(str(seg), safe="") for seg in path)
+        values = {k: _wire(v) for k, v in params.items() if v is not None}
+        # idempotent: a request met by an expired ticket was refused before PVE did anything
+        return self._relogin.call(lambda: _send(self.native, method, relative, values), what,
+                                  idempotent=True)
+
+    def upload(self, path: tuple[object, ...], body: Any, what: str) -> Any:
+        """POST a streamed multipart ``body`` (with ``content_type``) to ``path``. A stream cannot
+        be sent twice, so an expired ticket here is ConnectionFailed, not repeated."""
+        relative = "/".join(quote(str(seg), safe="") for seg in path)
+
+        def send() -> Any:
+            session = self.native._store["session"]
+            auth = session.auth
+            # past proxmoxer's request(), which wants form fields as a dict; its auth still signs
+            response = requests.Session.request(
+                session, "POST", f"{self.native._store['base_url']}/{relative}", data=body,
+                headers={"Content-Type": body.content_type}, cookies=auth.get_cookies(),
+                timeout=self.target.timeout, verify=auth.verify_ssl)
+            if response.status_code >= 400:
+                raise ResourceException(response.status_code, response.reason, response.reason,
+                                        errors=_errors_of(response))
+            return response.json().get("data")
+
+        return self._relogin.call(send, what, idempotent=False)
+
+    def get(self, path: tuple[object, ...], what: str, **params: Any) -> Any:
+        return self.call("GET", path, what, **params)
+
+    def post(self, path: tuple[object, ...], what: str, **params: Any) -> Any:
+        return self.call("POST", path, what, **params)
+
+    def put(self, path: tuple[object, ...], what: str, **params: Any) -> Any:
+        return self.call("PUT", path, what, **params)
+
+    def delete(self, path: tuple[object, ...], what: str, **params: Any) -> Any:
+        return self.call("DELETE", path, what, **params)
+
+
+def _errors_of(response: requests.Response) -> Any:
+    with contextlib.suppress(ValueError):
+        return response.json().get("errors")
+    return None
+
+
+def _wire(value: Any) -> Any:
+    """PVE booleans are 0/1; everything else goes as text."""
+    if isinstance(value, bool):
+        return 1 if value else 0
+    return value
+
+
+def _send(api: ProxmoxAPI, method: str, relative: str, values: dict[str, Any]) -> Any:
+    resource = api(relative)
+    if method == "GET":
+        return resource.get(**values)
+    if method == "POST":
+        return resource.post(**values)
+    if method == "PUT":
+        return resource.put(**values)
+    if method == "DELETE":
+        return resource.delete(**values)
+    raise ValueError(f"unknown HTTP method {method}")

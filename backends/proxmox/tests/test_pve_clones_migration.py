@@ -1,0 +1,227 @@
+"""Templates, linked and full clones, and moving VMs between nodes (through MigrationStandIn)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+from anyvirt_proxmox.extension import ProxmoxExtensions
+from fakepve import FakePve
+from pve_fakes import InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
+
+from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
+from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
+from anyvirt.host import Host
+from anyvirt.vm import VM
+
+
+@pytest.fixture
+def make(pve_host: Host) -> Iterator[Callable[..., VM]]:
+    made: list[VM] = []
+
+    def create(name: str, node: str = "pve1") -> VM:
+        vm = pve_host.vms.create(VMSpec(name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
+                                        nics=[NicSpec()], node=node))
+        made.append(vm)
+        return vm
+
+    create.track = made.append  # type: ignore[attr-defined]
+    yield create
+    for vm in reversed(made):
+        try:
+            vm.refresh()
+            if vm.state is PowerState.RUNNING:
+                vm.stop(force=True)
+            vm.delete()
+        except Exception:
+            continue
+
+
+def _bodies(traffic: Traffic, suffix: str) -> list[dict[str, str]]:
+    return [traffic.bodies[i] for i, (m, url) in enumerate(traffic.requests)
+            if m == "POST" and url.endswith(suffix)]
+
+
+def test_linked_clones_are_template_only(pve_host: Host, make: Callable[..., VM], traffic: Traffic) -> None:
+    vm = make("plain")
+    with pytest.raises(NotSupported, match="only of templates"):
+        vm.clone("plain-linked", linked=True)
+    with pytest.raises(NotSupported, match="one-way"):
+        vm.mark_template()
+    with pytest.raises(InvalidState, match="only of templates"):
+        pve_host.extension(ProxmoxExtensions).linked_clone(vm, "plain-linked")
+    assert not _bodies(traffic, "/clone") and not _bodies(traffic, "/template")
+
+
+def test_template_and_linked_clones(pve_host: Host, make: Callable[..., VM], traffic: Traffic) -> None:
+    ext = pve_host.extension(ProxmoxExtensions)
+    base = make("base")
+    ext.mark_template(base)
+    assert base.template and pve_host.vms.get("base").template
+    with pytest.raises(InvalidState, match="template"):
+        base.start()
+    task = ext.linked_clone(base, "web-1", wait=False)
+    clones = [task.wait(30), ext.linked_clone(base, "web-2", node="pve1")]
+    for c in clones:
+        make.track(c)  # type: ignore[attr-defined]
+    assert [c.name for c in clones] == ["web-1", "web-2"] and not clones[0].template
+    assert [b["full"] for b in _bodies(traffic, "/clone")] == ["0", "0"]
+    full = base.clone("web-full")  # a full clone of a template through the core
+    make.track(full)  # type: ignore[attr-defined]
+    assert _bodies(traffic, "/clone")[-1]["full"] == "1"
+    assert {n.mac for n in clones[0].info().nics}.isdisjoint({n.mac for n in base.info().nics})
+    clones[0].start()
+    assert clones[0].state is PowerState.RUNNING
+
+
+def test_full_clone_of_a_running_vm(make: Callable[..., VM], traffic: Traffic) -> None:
+    vm = make("runner")
+    vm.start()
+    clone = vm.clone("runner-copy")
+    make.track(clone)  # type: ignore[attr-defined]
+    assert clone.state is PowerState.STOPPED and clone.id != vm.id
+    assert _bodies(traffic, "/clone")[-1]["full"] == "1"
+    assert vm.refresh().state is PowerState.RUNNING
+
+
+def test_clone_to_another_node_needs_shared_storage(make: Callable[..., VM], traffic: Traffic) -> None:
+    vm = make("localdisk")
+    with pytest.raises(InvalidSpec, match="shared storage"):
+        vm.clone("elsewhere", node="pve2")
+    assert not _bodies(traffic, "/clone")
+
+
+def test_bad_clone_names_are_refused(make: Callable[..., VM], traffic: Traffic) -> None:
+    vm = make("named")
+    with pytest.raises(InvalidSpec, match="DNS"):
+        vm.clone("copy of named")
+    assert not _bodies(traffic, "/clone")
+
+
+def test_cold_migration_takes_local_disks_along(pve_host: Host, make: Callable[..., VM],
+                                               migration_standin: MigrationStandIn) -> None:
+    vm = make("cold")
+    result = vm.migrate(to=pve_host.nodes.get("pve3"), live=False)
+    assert vm.node == "pve3" and pve_host.vms.get(vm.id).node == "pve3"
+    assert result.source.endswith("/pve1") and result.target.endswith("/pve3") and not result.live
+    assert migration_standin.moves[-1] == {"target": "pve3", "with-local-disks": "1"}
+
+
+def test_live_migration(pve_host: Host, make: Callable[..., VM], migration_standin: MigrationStandIn) -> None:
+    vm = make("live")
+    vm.start()
+    result = vm.migrate(to=pve_host.nodes.get("pve2"))
+    assert result.live and vm.node == "pve2" and vm.refresh().state is PowerState.RUNNING
+    assert migration_standin.moves[-1]["online"] == "1"
+
+
+class RefusingPrecheckStandIn(StandIn):
+    """Stand-in for PVE's precheck of a VM it will not move: a passed-through PCI device
+    (``local_resources``) and a target outside ``allowed_nodes``."""
+
+    def __init__(self, resources: list[str], allowed: list[str]) -> None:
+        self.resources, self.allowed = resources, allowed
+
+    def handle(self, request: requests.PreparedRequest, send: Send) -> requests.Response | None:
+        if request.method != "GET" or not str(request.url).split("?")[0].endswith("/migrate"):
+            return None
+        return pve_response(request, 200, {"running": 0, "allowed_nodes": self.allowed, "local_disks": [],
+                                           "local_resources": self.resources, "has-dbus-vmstate": 0,
+                                           "mapped-resources": [], "mapped-resource-info": {}})
+
+
+@pytest.mark.parametrize(("resources", "allowed", "why"), [
+    (["hostpci0"], ["pve2", "pve3"], "resources local"), ([], ["pve3"], "does not allow")])
+def test_what_the_precheck_refuses_is_refused_before_the_move(
+        pve_host: Host, make: Callable[..., VM], traffic: Traffic, resources: list[str], allowed: list[str],
+        why: str) -> None:
+    vm = make("pinned")
+    traffic.standins.insert(0, RefusingPrecheckStandIn(resources, allowed))
+    with pytest.raises(InvalidState, match=why):
+        vm.migrate(to=pve_host.nodes.get("pve2"), live=False)
+    assert not _bodies(traffic, "/migrate")
+    assert vm.refresh().node == "pve1"
+
+
+def test_evacuate_a_node(pve_host: Host, make: Callable[..., VM]) -> None:
+    vms = [make(f"evac{i}", node="pve2") for i in range(3)]
+    vms[0].start()
+    results = pve_host.evacuate("pve2")
+    assert len(results) == 3 and {r.live for r in results} == {True, False}
+    assert not [vm for vm in pve_host.vms.list() if vm.node == "pve2"]
+    assert {vm.refresh().node for vm in vms} <= {"pve1", "pve3"}
+
+
+def test_moving_to_another_cluster_is_not_supported(pve_host: Host, make: Callable[..., VM],
+                                                    traffic: Traffic) -> None:
+    import anyvirt
+    vm = make("stay")
+    with anyvirt.connect("memory://other-cluster") as other, pytest.raises(InvalidSpec):
+        vm.migrate(to=other, live=False)
+    assert not _bodies(traffic, "/migrate")
+
+
+@pytest.fixture
+def shared_storage(fake: InProcessFakePve, pve: FakePve) -> Iterator[str]:
+    fake.sync(lambda: pve.add_ceph_storage("ceph-pool"))  # shared by every node
+    yield "ceph-pool"
+    fake.sync(lambda: pve.storages.pop("ceph-pool"))
+
+
+def test_clone_to_another_node_and_storage(pve_host: Host, make: Callable[..., VM], traffic: Traffic,
+                                           shared_storage: str) -> None:
+    src = pve_host.vms.create(VMSpec(name="onshared", memory_mib=64, node="pve1",
+                                     disks=[DiskSpec(size_gib=0.0625, storage=shared_storage)]))
+    make.track(src)  # type: ignore[attr-defined]
+    there = src.clone("onshared-copy", node="pve3")
+    make.track(there)  # type: ignore[attr-defined]
+    assert there.node == "pve3" and _bodies(traffic, "/clone")[-1]["target"] == "pve3"
+    local = src.clone("onshared-local", storage="local-lvm")
+    make.track(local)  # type: ignore[attr-defined]
+    assert [d.storage for d in local.info().disks] == ["local-lvm"]
+    assert _bodies(traffic, "/clone")[-1]["storage"] == "local-lvm"
+
+
+def test_migration_to_a_storage_and_its_warnings(pve_host: Host, make: Callable[..., VM], traffic: Traffic,
+                                                 migration_standin: MigrationStandIn) -> None:
+    from test_pve_vms import WarningsStandIn
+
+    vm = make("tostorage")
+    traffic.standins.insert(0, WarningsStandIn("qmigrate"))
+    result = vm.migrate(to=pve_host.nodes.get("pve2"), live=False, storage="local-lvm")
+    assert migration_standin.moves[-1] == {"target": "pve2", "with-local-disks": "1",
+                                           "targetstorage": "local-lvm"}
+    assert result.warnings == ("WARN: guest agent is not running",)
+
+
+def test_details_of_many_vms(pve_host: Host, make: Callable[..., VM]) -> None:
+    vms = [make(f"detail{i}") for i in range(3)]
+    infos = pve_host.driver.vm_infos([vm.id for vm in vms])  # type: ignore[attr-defined]
+    assert [i.name for i in infos] == ["detail0", "detail1", "detail2"]
+    assert all(i.extra["uuid"] for i in infos)
+
+
+def test_a_clone_that_times_out_leaves_nothing(pve_host: Host, make: Callable[..., VM], pve: FakePve,
+                                               fake: InProcessFakePve, shared_storage: str) -> None:
+    import time
+
+    import anyvirt
+
+    src = pve_host.vms.create(VMSpec(name="slowsrc", memory_mib=64, node="pve1",
+                                     disks=[DiskSpec(size_gib=0.0625, storage=shared_storage)]))
+    make.track(src)  # type: ignore[attr-defined]
+    fake.sync(lambda: pve.ceph_slow(20))
+    pve.time_scale = 0.05  # the clone's disk copy takes 1 s
+    try:
+        with pytest.raises(anyvirt.Timeout):
+            src.clone("slowcopy", timeout=0.3)
+        deadline = time.monotonic() + 15
+        while [v for v in pve.vms if v.name == "slowcopy"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [v for v in pve.vms if v.name == "slowcopy"], "the half-made clone was removed"
+        owners = {vol.get("vmid") for vol in pve.storages[shared_storage].get("volumes", {}).values()}
+        assert owners == {int(src.id)}, "and its disks"
+    finally:
+        pve.time_scale = 0
+        fake.sync(lambda: pve.ceph_recover())
