@@ -25,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import anyvirt
 from anyvirt_virtualbox import listings, machinereadable
 from anyvirt_virtualbox.testbed import Home, build_chroot, make_home
+
+import anyvirt
 
 
 def counting_wrapper(real: Path, directory: Path) -> tuple[Path, Path]:
