@@ -5,7 +5,8 @@ argument whatever it holds. A call that outlives its timeout is killed with
 its whole process group. ``LC_ALL=C.UTF-8`` keeps the human-format listings English (and non-ASCII
 arguments intact: under plain ``C`` VBoxManage refuses them, VERR_NO_TRANSLATION).
 A session-lock clash (another VBoxManage holds the machine for a moment) is
-retried briefly; nothing else is retried, since most commands change things.
+retried briefly; a read that stalls is asked again once (see ``_read_once``);
+nothing else is repeated, since most commands change things.
 
 ``home`` (the ``?home=`` URI option) selects a VirtualBox configuration
 directory (``VBOX_USER_HOME``). One VBoxSVC serves one such directory, and a
@@ -44,6 +45,17 @@ USUAL_PATHS = (
 DEFAULT_TIMEOUT = 120.0
 LOCK_RETRIES = 8
 LOCK_RETRY_DELAY = 0.2  # seconds, growing, with jitter so that clashing callers spread out
+
+
+READ_STALL_AFTER = 4.0  # seconds; an answer usually takes 0.05-0.3 s
+_READS = frozenset({"list", "showvminfo", "showmediuminfo", "--version", "-v"})
+
+
+def is_read(args: Sequence[str]) -> bool:
+    """Commands that change nothing, so can be repeated (``snapshot X list`` too)."""
+    if not args:
+        return False
+    return args[0] in _READS or (args[0] == "snapshot" and len(args) > 2 and args[2] == "list")
 
 
 def find_vboxmanage(explicit: str | None = None) -> str:
@@ -86,6 +98,7 @@ class VBoxManage:
     home: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     processes: int = 0  # how many VBoxManage processes this connection started
+    stalls: int = 0  # reads asked again after a stall
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -100,7 +113,9 @@ class VBoxManage:
     ) -> Output:
         """Run ``VBoxManage *args``; a failure raises the anyvirt error for it."""
         for attempt in range(LOCK_RETRIES + 1):
-            code, out = self._once(args, what, timeout)
+            code, out = (
+                self._read_once(args, what, timeout) if is_read(args) else self._once(args, what, timeout)
+            )
             if code == 0 or not check:
                 return out
             error = parse_error(out.stderr)
@@ -117,6 +132,20 @@ class VBoxManage:
         if code == 2:  # VBoxManage's exit code for a syntax error
             return InvalidSpec(f"{what}: VBoxManage refused the arguments: {_tail(out.stderr)}")
         return AnyvirtError(f"{what}: VBoxManage exited with {code}: {_tail(out.stderr or out.stdout)}")
+
+    def _read_once(self, args: Sequence[str], what: str, timeout: float | None) -> tuple[int, Output]:
+        """A read, asked again once if it stalls: VirtualBox 7.2 makes about one call in a hundred
+        wait 10 s in its XPCOM IPC before answering (measured on the testbed, chroot or not). A
+        read is safe to repeat, so one that passes READ_STALL_AFTER is killed and run again
+        with the whole timeout."""
+        limit = self.timeout if timeout is None else timeout
+        if limit <= READ_STALL_AFTER * 2:
+            return self._once(args, what, timeout)
+        try:
+            return self._once(args, what, READ_STALL_AFTER)
+        except Timeout:
+            self.stalls += 1
+            return self._once(args, what, limit - READ_STALL_AFTER)
 
     def _once(self, args: Sequence[str], what: str, timeout: float | None) -> tuple[int, Output]:
         limit = self.timeout if timeout is None else timeout
