@@ -208,13 +208,14 @@ def test_session_locks_are_retried(real_home: Home, real_host: Host) -> None:
         list(pool.map(ours, range(8)))  # every one succeeds, retried past the lock
 
 
-def test_listing_costs_two_processes(real_home: Home, real_host: Host) -> None:
+def test_listing_costs_a_fixed_number_of_processes(real_home: Home, real_host: Host) -> None:
     for i in range(5):
         real_host.driver.create_vm(spec(f"many-{i}"), Job("c"))
     vbox = real_host.driver.native
-    before = vbox.processes
+    before = vbox.processes - vbox.stalls  # a stalled read asked again is not a second question
     listed = real_host.vms.list()
-    assert vbox.processes - before == 2
+    # `list vms` alone: with no kernel driver nothing can run, so no `list runningvms`
+    assert vbox.processes - vbox.stalls - before == 1
     assert sorted(v.name for v in listed) == [f"many-{i}" for i in range(5)]
     assert all((v.cpus, v.memory_mib, v.state) == (1, 64, PowerState.STOPPED) for v in listed)
 

@@ -208,7 +208,7 @@ class VirtualBoxDriver(Driver):
 
     # ---------------------------------------------------------- VMs
     def list_vms(self) -> list[VMSummary]:
-        return machines.list_all(self.vbox, self.home, self.node)
+        return machines.list_all(self.vbox, self.home, self.node, can_run=self.kernel_driver)
 
     def find_vm(self, ref: str) -> VMSummary:
         return machines.summary(self.vbox, ref, self.node)

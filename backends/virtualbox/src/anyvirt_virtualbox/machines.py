@@ -57,11 +57,14 @@ def _listed_state(uuid: str, running: set[str], facts: settings.MachineFacts) ->
     return PowerState.STOPPED, "poweroff"
 
 
-def list_all(vbox: VBoxManage, home: Path | None, node: str) -> list[VMSummary]:
+def list_all(vbox: VBoxManage, home: Path | None, node: str, can_run: bool = True) -> list[VMSummary]:
+    """Every VM; with ``can_run=False`` (no kernel driver: nothing can be running) ``list
+    runningvms`` is not asked."""
     listed = listings.list_vms(vbox.run(["list", "vms"], "listing VMs").stdout)
-    running = {
-        v.uuid for v in listings.list_vms(vbox.run(["list", "runningvms"], "listing running VMs").stdout)
-    }
+    running: set[str] = set()
+    if can_run:
+        text = vbox.run(["list", "runningvms"], "listing running VMs").stdout
+        running = {v.uuid for v in listings.list_vms(text)}
     registry = settings.registered_machines(home) if home is not None else {}
     out = []
     for vm in listed:
