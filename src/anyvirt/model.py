@@ -57,11 +57,14 @@ class Capability(enum.Enum):
     FULL_CLONE = "clone.full"
     LINKED_CLONE = "clone.linked"
     CLONE_RUNNING = "clone.running"  # a crash-consistent clone of a running VM
+    LINKED_CLONE_OF_TEMPLATE = "clone.linked.template"  # linked clones of templates (LINKED_CLONE: of any VM)
     COLD_MIGRATION = "migration.cold"
     LIVE_MIGRATION = "migration.live"
     COLD_MIGRATION_SNAPSHOTS = "migration.cold.snapshots"  # snapshots travel with the VM
     LIVE_MIGRATION_SNAPSHOTS = "migration.live.snapshots"
-    TEMPLATES = "templates"
+    TEMPLATES = "templates"  # mark a VM as a template; clone() deploys it
+    TEMPLATE_TO_VM = "templates.convert"  # turn a template back into a VM
+    DELETE_KEEP_DISKS = "vm.delete.keep_disks"  # delete(disks=False): the disks stay
     TASK_CANCEL = "task.cancel"
     DISK_EXPORT = "disk.export"  # backup, and the source side of a cross-platform move
     MAINTENANCE_MODE = "node.maintenance"

@@ -150,11 +150,12 @@ RULES: dict[str, Rule] = {
         result="True if applied live, False if at the next start"),
     "delete": Rule(
         "vm.delete(disks=True)", Capability.VM_DELETE, DELETABLE, "allowed", "the VM", "",
-        ("with disks=True, no linked clone uses its disks",), result="None"),
+        ("with disks=True, no linked clone uses its disks",), (Capability.DELETE_KEEP_DISKS,),
+        result="None"),
     "mark_template": Rule(
         "vm.mark_template()", Capability.TEMPLATES, frozenset({S}), "refused", "the VM", ""),
     "convert_to_vm": Rule(
-        "template.convert_to_vm(node=None)", Capability.TEMPLATES, ANY_STATE, "only", "the VM", "",
+        "template.convert_to_vm(node=None)", Capability.TEMPLATE_TO_VM, ANY_STATE, "only", "the VM", "",
         ("the node exists and takes VMs",)),
     "clone": Rule(
         "vm.clone(name, linked=False, count=None, placement)", Capability.FULL_CLONE,
@@ -162,7 +163,8 @@ RULES: dict[str, Rule] = {
         "the source's CPUs and memory per clone, read under the hold",
         ("every new name is valid and free", "the node exists and takes VMs",
          "placement options the backend takes"),
-        (Capability.LINKED_CLONE, Capability.CLONE_RUNNING), result="the new VM (a list with count=)"),
+        (Capability.LINKED_CLONE, Capability.LINKED_CLONE_OF_TEMPLATE, Capability.CLONE_RUNNING),
+        result="the new VM (a list with count=)"),
     "snapshot_create": Rule(
         "vm.snapshots.create(name, memory=False)", Capability.SNAPSHOTS, ANY_STATE - {U},
         "refused", "the VM", "", ("the snapshot name is valid and free on the VM",),
@@ -448,6 +450,8 @@ class Gate:
         entered = time.monotonic()
         rule = RULES["delete"]
         self.require(Capability.VM_DELETE)
+        if not disks:
+            self.require(Capability.DELETE_KEEP_DISKS)
         hold = self._hold(f"delete {vm.name}", vm)
         with self._checking(hold):
             self._reread(rule, vm, f"delete VM {vm.name!r}",
@@ -495,7 +499,7 @@ class Gate:
     def convert_to_vm(self, vm: VM, node: str | None, *, wait: bool, timeout: float | None) -> Any:
         entered = time.monotonic()
         rule = RULES["convert_to_vm"]
-        self.require(Capability.TEMPLATES)
+        self.require(Capability.TEMPLATE_TO_VM)
         hold = self._hold(f"convert {vm.name} to a VM", vm)
         with self._checking(hold):
             self._reread(rule, vm, f"convert {vm.name!r} to a VM")
@@ -516,7 +520,11 @@ class Gate:
 
         entered = time.monotonic()
         rule = RULES["clone"]
-        self.require(Capability.LINKED_CLONE if linked else Capability.FULL_CLONE)
+        caps = self.host.capabilities
+        if not linked:
+            self.require(Capability.FULL_CLONE)
+        elif Capability.LINKED_CLONE_OF_TEMPLATE not in caps:
+            self.require(Capability.LINKED_CLONE)  # of templates only, if at all: checked below
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise InvalidSpec(f"count must be a whole number of at least 1, not {count!r}")
         self.check_new_name(name, "clone name")
@@ -528,6 +536,8 @@ class Gate:
         hold = self._hold(f"clone {vm.name}", vm, names=names)
         with self._checking(hold):
             summary = self._reread(rule, vm, f"clone {vm.name!r}")
+            if linked and not (summary.template and Capability.LINKED_CLONE_OF_TEMPLATE in caps):
+                self.require(Capability.LINKED_CLONE)
             if summary.state in (R, P):
                 self.require(Capability.CLONE_RUNNING)
             placement = self.check_placement(placement)

@@ -3,7 +3,7 @@ the portable parity scenario included.
 
 Migration runs through ``MigrationStandIn`` (fakepve does not move VMs); see conftest. Linked
 clones and templates are not declared (PVE's are template-only and one-way): their
-NotSupported tests run, and ``test_pve_clones_migration.py`` covers ``ProxmoxExtensions``.
+NotSupported tests run, and ``test_pve_clones_migration.py`` covers templates and linked clones.
 """
 
 from __future__ import annotations

@@ -6,11 +6,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from anyvirt_proxmox.extension import ProxmoxExtensions
 from fakepve import FakePve
 from pve_fakes import InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
 
-from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
+from anyvirt import Capability, DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
 from anyvirt.host import Host
 from anyvirt.vm import VM
@@ -45,24 +44,24 @@ def _bodies(traffic: Traffic, suffix: str) -> list[dict[str, str]]:
 
 def test_linked_clones_are_template_only(pve_host: Host, make: Callable[..., VM], traffic: Traffic) -> None:
     vm = make("plain")
-    with pytest.raises(NotSupported, match="only of templates"):
+    with pytest.raises(NotSupported, match="only of templates") as refused:
         vm.clone("plain-linked", linked=True)
-    with pytest.raises(NotSupported, match="one-way"):
-        vm.mark_template()
-    with pytest.raises(InvalidState, match="only of templates"):
-        pve_host.extension(ProxmoxExtensions).linked_clone(vm, "plain-linked")
+    assert refused.value.capability is Capability.LINKED_CLONE
+    with pytest.raises(NotSupported, match="keep them"):
+        vm.delete(disks=False)
     assert not _bodies(traffic, "/clone") and not _bodies(traffic, "/template")
 
 
 def test_template_and_linked_clones(pve_host: Host, make: Callable[..., VM], traffic: Traffic) -> None:
-    ext = pve_host.extension(ProxmoxExtensions)
     base = make("base")
-    ext.mark_template(base)
+    base.mark_template()
     assert base.template and pve_host.vms.get("base").template
     with pytest.raises(InvalidState, match="template"):
         base.start()
-    task = ext.linked_clone(base, "web-1", wait=False)
-    clones = [task.wait(30), ext.linked_clone(base, "web-2", node="pve1")]
+    with pytest.raises(NotSupported, match="one-way"):
+        base.convert_to_vm()
+    task = base.clone("web-1", linked=True, wait=False)
+    clones = [task.wait(30), base.clone("web-2", linked=True, node="pve1")]
     for c in clones:
         make.track(c)  # type: ignore[attr-defined]
     assert [c.name for c in clones] == ["web-1", "web-2"] and not clones[0].template

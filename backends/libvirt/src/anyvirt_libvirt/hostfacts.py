@@ -39,6 +39,9 @@ ALL = frozenset(
         Capability.TASK_CANCEL,
         Capability.DISK_EXPORT,
         Capability.TEMPLATES,
+        Capability.TEMPLATE_TO_VM,
+        Capability.LINKED_CLONE_OF_TEMPLATE,
+        Capability.DELETE_KEEP_DISKS,
         Capability.CLONE_RUNNING,
         Capability.COLD_MIGRATION_SNAPSHOTS,
     }
@@ -92,6 +95,7 @@ def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool)
             Capability.VM_CREATE_FROM_IMAGE,
             Capability.FULL_CLONE,
             Capability.LINKED_CLONE,
+            Capability.LINKED_CLONE_OF_TEMPLATE,
             Capability.CLONE_RUNNING,
         }
     return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities))

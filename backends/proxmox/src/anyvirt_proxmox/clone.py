@@ -1,9 +1,9 @@
 """Full and linked clones.
 
 PVE makes linked clones only of templates (their disks are read-only base
-volumes), so the connection does not declare ``LINKED_CLONE`` (a linked
-clone of any VM); ``ProxmoxExtensions.linked_clone`` deploys one from a
-template, and refuses an ordinary VM before anything is sent. A clone to
+volumes), so the connection declares ``LINKED_CLONE_OF_TEMPLATE`` and not
+``LINKED_CLONE`` (a linked clone of any VM): the gate refuses a linked clone
+of an ordinary VM before anything is sent. A clone to
 another node needs the source's disks on shared storage, as PVE requires;
 otherwise it is refused before the clone starts.
 """

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 from anyvirt.driver import Driver
 from anyvirt.errors import NotSupported
-from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
 from anyvirt.model import (
     Capability,
@@ -36,7 +35,6 @@ from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_proxmox import clone, image_import, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
-from anyvirt_proxmox.extension import ProxmoxExtensions
 from anyvirt_proxmox.inventory import Container, Inventory, storage_infos
 from anyvirt_proxmox.session import OPTIONS, Session
 
@@ -44,15 +42,17 @@ COMMON = frozenset({
     Capability.VM_CREATE, Capability.VM_DELETE, Capability.START, Capability.STOP,
     Capability.POWER_OFF, Capability.REBOOT, Capability.RESET, Capability.PAUSE, Capability.SUSPEND,
     Capability.RECONFIGURE, Capability.SNAPSHOTS, Capability.MEMORY_SNAPSHOTS, Capability.FULL_CLONE,
-    Capability.CLONE_RUNNING, Capability.TASK_CANCEL,
+    Capability.CLONE_RUNNING, Capability.TASK_CANCEL, Capability.TEMPLATES,
+    Capability.LINKED_CLONE_OF_TEMPLATE,
 })
 CLUSTER_ONLY = frozenset({Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION})
 #: what PVE cannot do the way anyvirt means it, and why (``why_not``)
 WHY_NOT: dict[Capability, str] = {
-    Capability.LINKED_CLONE: "Proxmox VE makes linked clones only of templates: use "
-                             "host.extension(ProxmoxExtensions).linked_clone(template, name)",
-    Capability.TEMPLATES: "Proxmox VE templates are one-way (no API turns one back into a VM): "
-                          "host.extension(ProxmoxExtensions).mark_template(vm) makes one",
+    Capability.LINKED_CLONE: "Proxmox VE makes linked clones only of templates: mark_template() "
+                             "the VM first, or make a full clone",
+    Capability.TEMPLATE_TO_VM: "Proxmox VE templates are one-way: no API turns one back into a VM",
+    Capability.DELETE_KEEP_DISKS: "Proxmox VE destroys a VM's disks with it: delete(disks=False) "
+                                  "cannot keep them",
     Capability.COLD_MIGRATION: "a standalone Proxmox VE node has no other node to move VMs to",
     Capability.LIVE_MIGRATION: "a standalone Proxmox VE node has no other node to move VMs to",
     Capability.COLD_MIGRATION_SNAPSHOTS: "Proxmox VE moves local disks with snapshots only on some "
@@ -89,7 +89,6 @@ class ProxmoxDriver(Driver):
     placement_options: ClassVar[frozenset[str]] = frozenset({"storage"})
     uri_options: ClassVar[frozenset[str]] = OPTIONS
     connect_options: ClassVar[frozenset[str]] = OPTIONS
-    extensions: ClassVar[tuple[type[Extension], ...]] = (ProxmoxExtensions,)
 
     def __init__(self, target: Target, session: Session) -> None:
         self.target = target
@@ -205,10 +204,6 @@ class ProxmoxDriver(Driver):
         return vms.create_vm(self.inventory, spec, job)
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
-        if not disks:
-            raise NotSupported(self.backend, Capability.VM_DELETE,
-                               "Proxmox VE destroys a VM's disks with it: delete(disks=False) "
-                               "cannot keep them")
         vms.delete_vm(self.inventory, vm_id, job)
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
@@ -218,7 +213,7 @@ class ProxmoxDriver(Driver):
         return vms.reconfigure_vm(self.inventory, vm_id, cpus, memory_mib, job)
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
-        """Through ``ProxmoxExtensions.mark_template`` (PVE templates are one-way)."""
+        """One way: PVE has no API that turns a template back into a VM."""
         return vms.mark_template(self.inventory, vm_id, job)
 
     # ---------------------------------------------------------- snapshots

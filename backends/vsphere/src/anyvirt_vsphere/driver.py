@@ -52,6 +52,7 @@ COMMON = frozenset(
     {
         Capability.VM_CREATE,
         Capability.VM_DELETE,
+        Capability.DELETE_KEEP_DISKS,
         Capability.START,
         Capability.STOP,
         Capability.POWER_OFF,
@@ -73,6 +74,8 @@ VCENTER_ONLY = frozenset(
         Capability.LINKED_CLONE,
         Capability.CLONE_RUNNING,
         Capability.TEMPLATES,
+        Capability.TEMPLATE_TO_VM,
+        Capability.LINKED_CLONE_OF_TEMPLATE,
         Capability.COLD_MIGRATION,
         Capability.LIVE_MIGRATION,
         Capability.COLD_MIGRATION_SNAPSHOTS,

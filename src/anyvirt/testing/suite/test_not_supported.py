@@ -59,6 +59,7 @@ ATTEMPTS: dict[Capability, Attempt] = {
     Capability.COLD_MIGRATION: lambda h, vm, spec: vm().migrate(to=_other_node(h), live=False),
     Capability.LIVE_MIGRATION: lambda h, vm, spec: vm().migrate(to=_other_node(h), live=True),
     Capability.TEMPLATES: lambda h, vm, spec: vm().mark_template(),
+    Capability.DELETE_KEEP_DISKS: lambda h, vm, spec: vm().delete(disks=False),
     Capability.MAINTENANCE_MODE: lambda h, vm, spec: h.evacuate(h.nodes.list()[0], maintenance=True),
     Capability.TASK_CANCEL: _cancel,
     Capability.DISK_EXPORT: lambda h, vm, spec: vm().backup(
@@ -70,7 +71,8 @@ ATTEMPTS: dict[Capability, Attempt] = {
 # and the refinements that need a VM in a certain state first, each proven below:
 # MEMORY_SNAPSHOTS and CLONE_RUNNING (a running VM), *_MIGRATION_SNAPSHOTS (a VM with one).
 BEHAVIOURAL = {Capability.LIVE_RECONFIGURE, Capability.MEMORY_SNAPSHOTS, Capability.CLONE_RUNNING,
-               Capability.COLD_MIGRATION_SNAPSHOTS, Capability.LIVE_MIGRATION_SNAPSHOTS}
+               Capability.COLD_MIGRATION_SNAPSHOTS, Capability.LIVE_MIGRATION_SNAPSHOTS,
+               Capability.TEMPLATE_TO_VM, Capability.LINKED_CLONE_OF_TEMPLATE}
 
 
 class TestNotSupported(ContractTests):
@@ -161,3 +163,24 @@ class TestNotSupported(ContractTests):
             vm.migrate(to=target, live=live)
         assert calls == []
         assert info.value.capability is refined
+
+    @pytest.mark.parametrize("refined", [Capability.TEMPLATE_TO_VM, Capability.LINKED_CLONE_OF_TEMPLATE],
+                             ids=str)
+    def test_template_operations_when_undeclared(
+        self, refined: Capability, anyvirt_host: Host, request: pytest.FixtureRequest
+    ) -> None:
+        caps = anyvirt_host.capabilities
+        implied = {refined} | ({Capability.LINKED_CLONE} if refined is Capability.LINKED_CLONE_OF_TEMPLATE
+                               else set())
+        if caps & implied:
+            pytest.skip(f"{anyvirt_host.backend} declares {refined}")
+        if not {Capability.VM_CREATE, Capability.TEMPLATES} <= caps:
+            pytest.skip("this needs a VM that can be created and made a template")
+        vm = request.getfixturevalue("make_vm")("ns")
+        vm.mark_template()
+        attempt = (vm.convert_to_vm if refined is Capability.TEMPLATE_TO_VM
+                   else lambda: vm.clone(unique_name("ns"), linked=True))
+        with recording(anyvirt_host) as calls, pytest.raises(NotSupported) as info:
+            attempt()
+        assert calls == []
+        assert info.value.capability in implied
