@@ -452,3 +452,18 @@ def test_shared_xtec_7_0() -> None:
 def test_shared_version_ubuntu_build() -> None:
     v = listings.parse_version(shared("version--easulimov-devops-netology-6.1.26-ubuntu.txt"))
     assert (str(v), v.build, v.revision) == ("6.1.26", "Ubuntu", 145957)
+
+
+def test_per_version_commands() -> None:
+    from anyvirt_virtualbox.create import medium_command, plan_disks
+
+    from anyvirt.errors import InvalidSpec
+    from anyvirt.model import DiskSpec
+
+    versions = ("4.3.40r117366", "6.0.24r139119", "7.2.22_Debianr175245")
+    v43, v60, v72 = (listings.parse_version(t) for t in versions)
+    assert medium_command(v43) == ["createhd"]
+    assert medium_command(v72) == ["createmedium", "disk"]
+    assert plan_disks((DiskSpec(size_gib=1, bus="virtio"),), v72)[0].controller == "VirtIO"
+    with pytest.raises(InvalidSpec, match=r"6\.1"):
+        plan_disks((DiskSpec(size_gib=1, bus="virtio"),), v60)

@@ -129,6 +129,11 @@ def modify_arguments(spec: VMSpec) -> list[str]:
     return args
 
 
+def medium_command(version: Version) -> list[str]:
+    """``createmedium disk`` since 5.0; 4.x has only ``createhd``."""
+    return ["createmedium", "disk"] if version.at_least(5) else ["createhd"]
+
+
 def os_type(guest_os: str) -> str:
     return GUEST_OS_TYPES.get(guest_os.lower(), guest_os)
 
@@ -160,7 +165,7 @@ def create_vm(vbox: VBoxManage, spec: VMSpec, version: Version, job: Job) -> str
             job.progress(10 + 80 * n / max(len(disks), 1), f"disk {n + 1} of {len(disks)}")
             path = folder / f"disk{disk.index}.vdi"
             made_files.append(path)
-            _make_disk(vbox, disk.spec, path, job)
+            _make_disk(vbox, disk.spec, path, version, job)
             vbox.run(
                 [
                     "storageattach",
@@ -191,11 +196,11 @@ def _folder(vbox: VBoxManage, vm_id: str, createvm_output: str) -> Path:
     return Path(show(vbox, vm_id).get("CfgFile")).parent
 
 
-def _make_disk(vbox: VBoxManage, disk: DiskSpec, path: Path, job: Job) -> None:
+def _make_disk(vbox: VBoxManage, disk: DiskSpec, path: Path, version: Version, job: Job) -> None:
     size_mib = math.ceil(disk.size_bytes / (1024 * 1024)) if disk.size_bytes else 0
     if disk.image is None:
         vbox.run(
-            ["createmedium", "disk", "--filename", str(path), "--size", str(size_mib), "--format", "VDI"],
+            [*medium_command(version), "--filename", str(path), "--size", str(size_mib), "--format", "VDI"],
             f"creating disk {path.name}",
             timeout=job.remaining(600.0),
         )
