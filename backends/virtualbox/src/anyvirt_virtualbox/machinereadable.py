@@ -101,20 +101,9 @@ def parse(text: str) -> Parsed:
 def _split_key(line: str) -> tuple[str | None, str]:
     """``(key, text after '=')``, or ``(None, line)`` for a line that is not an entry."""
     if line.startswith('"'):
-        chars: list[str] = []
-        j = 1
-        while j < len(line):
-            c = line[j]
-            if c == "\\" and j + 1 < len(line) and line[j + 1] in '"\\':
-                chars.append(line[j + 1])
-                j += 2
-                continue
-            if c == '"':
-                break
-            chars.append(c)
-            j += 1
-        if j + 1 < len(line) and line[j] == '"' and line[j + 1] == "=":
-            return "".join(chars), line[j + 2 :]
+        key, end = _scan_quoted(line, 1)
+        if end is not None and line[end + 1 : end + 2] == "=":
+            return key, line[end + 2 :]
         return None, line
     if "=" not in line or line[:1] in (" ", "\t"):
         return None, line
@@ -122,28 +111,39 @@ def _split_key(line: str) -> tuple[str | None, str]:
     return key, rest
 
 
+def _scan_quoted(text: str, start: int) -> tuple[str, int | None]:
+    """The string from ``start`` up to an unescaped quote: ``(content, index of that quote)``,
+    or ``(content to the end, None)``. A backslash escapes only a quote or a backslash."""
+    chars: list[str] = []
+    j = start
+    while j < len(text):
+        c = text[j]
+        if c == "\\" and j + 1 < len(text) and text[j + 1] in '"\\':
+            chars.append(text[j + 1])
+            j += 2
+            continue
+        if c == '"':
+            return "".join(chars), j
+        chars.append(c)
+        j += 1
+    return "".join(chars), None
+
+
 def _quoted_value(rest: str, lines: list[str], i: int) -> tuple[str, int]:
     """A quoted value starting on line ``i``; returns it and the index of the next line."""
     out: list[str] = []
     text = rest[1:]
     while True:
-        j = 0
-        while j < len(text):
-            c = text[j]
-            if c == "\\" and j + 1 < len(text) and text[j + 1] in '"\\':
-                out.append(text[j + 1])
-                j += 2
-                continue
-            if c == '"':
-                # closed: anything after the quote (VideoMode's "@0,0 1") is kept as it is
-                return "".join(out) + text[j + 1 :], i + 1
-            out.append(c)
-            j += 1
+        part, end = _scan_quoted(text, 0)
+        out.append(part)
+        if end is not None:
+            # closed: anything after the quote (VideoMode's "@0,0 1") is kept as it is
+            return "".join(out) + text[end + 1 :], i + 1
         # the line ended inside the string
         if _raw_backslash_before_last_quote(text) and _ends_entry(lines, i + 1):
             # an old release's raw Windows path ending in a backslash ("C:\"): the last
             # quote closes it, the backslash was not an escape
-            return _unescape_all_but_last(text), i + 1
+            return "".join(out[:-1]) + _unescape_all_but_last(text), i + 1
         if i + 1 >= len(lines):
             return "".join(out), i + 1
         out.append("\n")

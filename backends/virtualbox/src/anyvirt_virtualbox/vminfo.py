@@ -229,14 +229,14 @@ def summary(info: Parsed, node: str, template: bool = False) -> VMSummary:
 
 
 def vm_info(info: Parsed, node: str, disks: tuple[DiskInfo, ...], template: bool = False) -> VMInfo:
-    raw = info.get("VMState", "unknown")
+    s = summary(info, node, template)
     return VMInfo(
-        id=info.get("UUID").lower(),
-        name=info.get("name"),
-        state=state_of(raw),
-        raw_state=raw,
-        cpus=_int(info.get("cpus"), 1),
-        memory_mib=_int(info.get("memory")),
+        id=s.id,
+        name=s.name,
+        state=s.state,
+        raw_state=s.raw_state,
+        cpus=s.cpus,
+        memory_mib=s.memory_mib,
         node=node,
         firmware=firmware_of(info.get("firmware", "BIOS")),
         guest_os=guest_os_of(info.get("ostype")),
