@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from anyvirt_virtualbox import listings, machinereadable, runner
 from anyvirt_virtualbox.snapshot_tree import parse_snapshot_list
@@ -232,6 +233,14 @@ def test_connection_version_and_kernel_driver(real_home: Home, real_host: Host, 
         vm.start()
     with pytest.raises(ConnectionFailed, match="not an executable"):
         anyvirt.connect(f"virtualbox://{tmp_path}/no/VBoxManage")
+    # the testbed's wrapper prints what Debian's own /usr/bin/VBoxManage script prints
+    debian = attrs.evolve(real_home, vboxmanage=real_home.vboxmanage.with_name("VBoxManage-debian"))
+    for args in (["--version"], ["list", "vms"], ["showvminfo", vm.id, "--machinereadable"]):
+        assert debian.run(*args).stdout == real_home.run(*args).stdout
+    assert real_home.run("--version").stdout.startswith("WARNING: The character device /dev/vboxdrv")
+    with anyvirt.connect(debian.uri) as through_debian:
+        assert through_debian.info().extra["kernel_driver"] is False
+        assert Capability.START not in through_debian.capabilities
     with pytest.raises(InvalidSpec):
         anyvirt.connect(f"{real_home.uri}&bogus=1")
 
