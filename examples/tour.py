@@ -8,7 +8,12 @@ snapshot, clones it (linked where supported, else full) and deletes
 everything it made. Each
 step's cell says how it went and how long it took::
 
-    ok 0.12 s  |  not supported  |  skipped: no second node  |  failed: <message>
+    ok 0.12 s  |  not supported  |  skipped: no second node  |  forced: <why>  |  failed: <message>
+
+Graceful stop is asked for first; where the platform says the guest cannot
+take it (vSphere without VMware Tools, a blank disk that ignores ACPI) the VM
+is powered off instead and the cell says ``forced`` with the platform's reason:
+that is the guest's limit, not a failure.
 
 Targets: ``memory://tour`` always; the local default (``anyvirt.default_uri()``,
 the local QEMU when the libvirt backend is installed) when it is not
@@ -19,6 +24,7 @@ even when a step fails.
 
 Exit status: 0 if every reachable backend passed every step it supports,
 else 1. A target that cannot be reached is reported, not counted as failed.
+``--json`` prints the cells as JSON instead of the table.
 
 Written against anyvirt's public API only, as any user script would be.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -51,14 +58,16 @@ MEMORY_TARGET = "memory://tour"
 # where "move" takes each VM: another platform (for memory:// itself, another memory host)
 MOVE_TARGET = "memory://tour-elsewhere"
 ENV_URIS = "ANYVIRT_TOUR_URIS"
-MESSAGE_WIDTH = 60
+#: seconds a blank disk (no guest OS to answer ACPI) gets before it is powered off
+BLANK_DISK_STOP_S = 5.0
+CELL_WIDTH = 64
 
 
 @dataclass
 class Cell:
     """The outcome of one step on one target."""
 
-    outcome: str  # ok | not supported | skipped | failed | unreachable
+    outcome: str  # ok | not supported | skipped | forced | failed | unreachable
     seconds: float | None = None
     detail: str = ""
 
@@ -87,8 +96,12 @@ class TourResult:
 
 
 def short(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= MESSAGE_WIDTH else text[: MESSAGE_WIDTH - 1] + "…"
+    """The whole message on one line: the table folds long cells, it never cuts them."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class GuestCannot(Exception):
+    """The platform says the guest cannot do this (e.g. no VMware Tools): not a failure."""
 
 
 def label_for(uri: str) -> str:
@@ -117,6 +130,7 @@ class Tour:
         self.snapshot: anyvirt.Snapshot | None = None
         self.made: list[anyvirt.VM] = []  # everything to remove at the end, clones first
         self.tag = uuid.uuid4().hex[:6]
+        self.boots = False  # whether the VM's disk holds a guest that answers ACPI
 
     # -- recording --------------------------------------------------------------
     def record(self, step: str, outcome: str, detail: str = "") -> None:
@@ -130,6 +144,9 @@ class Tour:
         except anyvirt.NotSupported as exc:
             self.result.cells[step] = Cell("not supported", None, short(exc))
             return False
+        except GuestCannot as exc:
+            self.result.cells[step] = Cell("forced", time.monotonic() - started, short(exc))
+            return True
         except Exception as exc:  # the tour reports every failure and carries on
             self.result.cells[step] = Cell("failed", time.monotonic() - started, short(exc))
             return False
@@ -174,7 +191,12 @@ class Tour:
         host = self.host
         assert host is not None
 
-        self.timed("info", lambda: f"{host.backend}, {host.info().cpus} CPUs")
+        def info() -> str:
+            facts = host.info()
+            kind = host.backend if facts.hypervisor == host.backend else f"{host.backend}, {facts.hypervisor}"
+            return f"{kind}, {facts.cpus} CPUs"
+
+        self.timed("info", info)
         if not self.supported("create", Capability.VM_CREATE) or not self.timed("create", self._create):
             return
         if self.supported("start", Capability.START):
@@ -211,6 +233,7 @@ class Tour:
             image = self._image()
             if image is not None:  # a real guest that boots and powers off on ACPI
                 disk, note = DiskSpec(image=str(image)), "boot-sector guest"
+                self.boots = True
         self.vm = self.host.vms.create(
             VMSpec(name=f"tour-{self.tag}", cpus=1, memory_mib=64, disks=[disk],
                    description="made by examples/tour.py; safe to delete"),
@@ -236,8 +259,28 @@ class Tour:
         self._vm().start(timeout=self.timeout)
 
     def _stop(self) -> None:
-        # graceful: the guest gets the ACPI power button, as on any platform
-        self._vm().stop(timeout=min(self.timeout, 60.0))
+        """Graceful first (the ACPI power button, or the guest tools), as on any platform.
+
+        The host is asked, not guessed at: a platform that needs something in
+        the guest for a graceful stop says so (InvalidState, e.g. vSphere
+        without VMware Tools), and a blank disk has no guest to answer ACPI on a
+        real hypervisor; then the VM is powered off and the cell says why.
+        """
+        assert self.host is not None
+        vm = self._vm()
+        real_guestless = not self.boots and self.host.backend != "memory"
+        try:
+            vm.stop(timeout=BLANK_DISK_STOP_S if real_guestless else min(self.timeout, 60.0))
+        except anyvirt.InvalidState as exc:
+            if not self.host.supports(Capability.POWER_OFF):
+                raise
+            vm.stop(force=True, timeout=self.timeout)
+            raise GuestCannot(f"powered off instead: {short(exc)}") from exc
+        except anyvirt.Timeout as exc:
+            if not real_guestless or not self.host.supports(Capability.POWER_OFF):
+                raise
+            vm.stop(force=True, timeout=self.timeout)
+            raise GuestCannot("powered off instead: a blank disk has no guest to answer ACPI") from exc
 
     def _drop_snapshot(self) -> None:
         assert self.snapshot is not None
@@ -292,7 +335,8 @@ class Tour:
                 result = anyvirt.migrate(vm, to=elsewhere, name=f"tour-{self.tag}-moved",
                                          timeout=self.timeout)
                 elsewhere.vms.get(result.vm_id).delete()
-            return f"to {elsewhere.backend}; {len(result.warnings)} warnings"
+            count = len(result.warnings)
+            return f"to {elsewhere.backend}; {count} warning{'' if count == 1 else 's'}"
 
         self.timed("move", move)
 
@@ -355,8 +399,10 @@ def render(results: Sequence[TourResult], console: Console) -> None:
     table = Table(title="anyvirt tour")
     table.add_column("step", style="bold")
     for result in results:
-        table.add_column(Text(result.label), overflow="fold")  # Text: never read as markup
-    styles = {"ok": "green", "failed": "red", "not supported": "yellow", "unreachable": "magenta"}
+        # Text: never read as markup; long cells wrap within the column, never cut off
+        table.add_column(Text(result.label), overflow="fold", max_width=CELL_WIDTH)
+    styles = {"ok": "green", "failed": "red", "not supported": "yellow", "forced": "yellow",
+              "unreachable": "magenta"}
     for step in STEPS:
         row = []
         for result in results:
@@ -379,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-default", action="store_true",
                         help="do not add the local default (anyvirt.default_uri())")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per operation")
+    parser.add_argument("--json", action="store_true", help="print the cells as JSON, not a table")
     args = parser.parse_args(argv)
 
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -386,12 +433,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         image = GuestImage(work)
         results = []
         for uri in targets(args.uris, not args.no_default):
-            console.print(Text(f"touring {label_for(uri)} ...", style="dim"))
+            if not args.json:
+                console.print(Text(f"touring {label_for(uri)} ...", style="dim"))
             results.append(Tour(uri, image, args.timeout).run())
-    render(results, console)
+    if args.json:
+        print(json.dumps([{"target": r.label, "reachable": r.reachable, "passed": r.passed,
+                           "cells": {step: {"outcome": c.outcome, "seconds": c.seconds,
+                                            "detail": c.detail} for step, c in r.cells.items()}}
+                          for r in results], indent=2))
+    else:
+        render(results, console)
     failed = [r.label for r in results if not r.passed]
     if failed:
-        console.print(Text(f"failed on: {', '.join(failed)}", style="red"))
+        if not args.json:
+            console.print(Text(f"failed on: {', '.join(failed)}", style="red"))
         return 1
     return 0
 

@@ -16,6 +16,8 @@ pkgs=(
 )
 if [ "$mode" = test ]; then
   pkgs+=(golang-go golang-github-vmware-govmomi-dev openssl debootstrap)
+  # headless Chromium: the docs are checked in a real browser (tests/test_docs.py)
+  pkgs+=(chromium fonts-dejavu-core)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

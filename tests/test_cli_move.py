@@ -24,6 +24,7 @@ from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec, memory
 from anyvirt.cli.exit_codes import ExitCode
 from anyvirt.cli.main import cli
 
+MAP = ("--network-map", "lab-only=default")  # the target has no lab-only network
 BOOT_SECTOR = b"\xeb\x3c" + b"\x00" * 508 + b"\x55\xaa" + b"payload" * 100
 
 
@@ -80,27 +81,40 @@ def disk_bytes(vm: anyvirt.VM) -> bytes:
 def test_plan_shows_efi_state_lost_and_changes_nothing(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
 ) -> None:
-    result = run("plan", uris[0], "app1", uris[1])
+    result = run("plan", uris[0], "app1", uris[1], *MAP)
     assert result.exit_code == 0, result.output + result.stderr
     assert "efi-state-lost" in result.stdout
     assert "UEFI variables" in result.stdout, "the message is shown, not only the code"
-    assert "network-defaulted" in result.stdout
+    assert "lab-only -> default" in result.stdout, "the network mapping is shown"
     assert hosts[1].vms.list() == [], "planning creates nothing"
+
+
+def test_plan_of_an_unmapped_network_exits_2_naming_it(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    result = run("plan", uris[0], "app1", uris[1])
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "lab-only" in result.stderr and "--network-map" in result.stderr
+    bad = run("plan", uris[0], "app1", uris[1], "--network-map", "lab-only")
+    assert bad.exit_code == ExitCode.INVALID_INPUT and "SOURCE=TARGET" in bad.stderr
 
 
 def test_plan_json_has_the_mapped_spec_and_typed_warnings(
     uris: tuple[str, str], efi_vm: anyvirt.VM
 ) -> None:
-    plan = run_json("plan", uris[0], "app1", uris[1], "--name", "app1-new")
+    plan = run_json("plan", uris[0], "app1", uris[1], *MAP, "--name", "app1-new")
     assert plan["source_uri"] == uris[0]
     assert plan["target_uri"] == uris[1]
     assert plan["source"]["id"] == efi_vm.id
     assert plan["spec"]["name"] == "app1-new"
     assert (plan["spec"]["cpus"], plan["spec"]["memory_mib"]) == (2, 1024)
     assert plan["spec"]["disks"] == [{"source_disk": "disk0", "bus": "virtio"}]
-    assert [n["network"] for n in plan["spec"]["nics"]] == ["default", None]
+    assert [n["network"] for n in plan["spec"]["nics"]] == ["default", "default"]
+    assert [(n["source"], n["target"], n["how"]) for n in plan["networks"]] == [
+        ("default", "default", "same name"), ("lab-only", "default", "mapped")]
+    assert plan["disks"][0]["id"] == "disk0" and plan["disks"][0]["target_format"] == "raw"
     codes = {w["code"] for w in plan["warnings"]}
-    assert codes == {"efi-state-lost", "network-defaulted"}
+    assert codes == {"efi-state-lost"}
     assert all(w["message"] for w in plan["warnings"])
 
 
@@ -108,20 +122,20 @@ def test_plan_onto_a_taken_name_exits_4(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
 ) -> None:
     hosts[1].vms.create(VMSpec(name="app1"))
-    result = run("plan", uris[0], "app1", uris[1])
+    result = run("plan", uris[0], "app1", uris[1], *MAP)
     assert result.exit_code == ExitCode.CONFLICT
     assert result.stderr.startswith("error: ")
 
 
 def test_plan_of_a_missing_vm_exits_3(uris: tuple[str, str],
                                       hosts: tuple[anyvirt.Host, anyvirt.Host]) -> None:
-    assert run("plan", uris[0], "nope", uris[1]).exit_code == ExitCode.NOT_FOUND
+    assert run("plan", uris[0], "nope", uris[1], *MAP).exit_code == ExitCode.NOT_FOUND
 
 
 def test_plan_source_uri_may_come_from_the_environment(
     uris: tuple[str, str], efi_vm: anyvirt.VM
 ) -> None:
-    result = run("--json", "plan", "app1", uris[1], env={"ANYVIRT_URI": uris[0]})
+    result = run("--json", "plan", "app1", uris[1], *MAP, env={"ANYVIRT_URI": uris[0]})
     assert result.exit_code == 0, result.output + result.stderr
     assert json.loads(result.stdout)["source_uri"] == uris[0]
 
@@ -133,7 +147,7 @@ def test_move_with_yes_creates_the_vm_on_the_target_and_keeps_the_source(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
 ) -> None:
     source, target = hosts
-    result = run("move", uris[0], "app1", uris[1], "--yes")
+    result = run("move", uris[0], "app1", uris[1], *MAP, "--yes")
     assert result.exit_code == 0, result.output + result.stderr
     assert "efi-state-lost" in result.stdout, "the warnings come before the move"
     assert "moved" in result.stdout
@@ -149,7 +163,7 @@ def test_move_json_prints_the_result_and_honours_start_and_delete_source(
 ) -> None:
     source, target = hosts
     efi_vm.start()
-    moved = run_json("move", uris[0], "app1", uris[1], "--name", "app1-moved", "--shutdown",
+    moved = run_json("move", uris[0], "app1", uris[1], *MAP, "--name", "app1-moved", "--shutdown",
                      "--delete-source", "--no-start")
     assert moved["vm_name"] == "app1-moved"
     assert moved["source"] == uris[0] and moved["target"] == uris[1]
@@ -167,7 +181,7 @@ def test_move_of_a_running_vm_without_shutdown_exits_4_and_changes_nothing(
 ) -> None:
     source, target = hosts
     efi_vm.start()
-    result = run("move", uris[0], "app1", uris[1], "--yes", "--delete-source")
+    result = run("move", uris[0], "app1", uris[1], *MAP, "--yes", "--delete-source")
     assert result.exit_code == ExitCode.CONFLICT, result.output + result.stderr
     assert "stop it first" in result.stderr
     assert target.vms.list() == []
@@ -177,11 +191,11 @@ def test_move_of_a_running_vm_without_shutdown_exits_4_and_changes_nothing(
 def test_move_asks_first_and_does_nothing_when_not_confirmed(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
 ) -> None:
-    refused = run("move", uris[0], "app1", uris[1], stdin="n\n")
+    refused = run("move", uris[0], "app1", uris[1], *MAP, stdin="n\n")
     assert refused.exit_code == 1
     assert "Move it?" in refused.stdout
     assert hosts[1].vms.list() == []
-    accepted = run("move", uris[0], "app1", uris[1], stdin="y\n")
+    accepted = run("move", uris[0], "app1", uris[1], *MAP, stdin="y\n")
     assert accepted.exit_code == 0, accepted.output + accepted.stderr
     assert hosts[1].vms.exists("app1")
 
@@ -189,7 +203,7 @@ def test_move_asks_first_and_does_nothing_when_not_confirmed(
 def test_move_without_stdin_and_without_yes_aborts(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
 ) -> None:
-    result = run("move", uris[0], "app1", uris[1])
+    result = run("move", uris[0], "app1", uris[1], *MAP)
     assert result.exit_code == 1
     assert hosts[1].vms.list() == []
 
@@ -255,11 +269,11 @@ def test_backup_info_reads_the_manifest_without_a_host(
     memory.reset(uris[0].removeprefix("memory://"))  # the source host is gone
     shown = run("backup-info", str(archive))
     assert shown.exit_code == 0, shown.output + shown.stderr
-    assert "anyvirt-backup/1" in shown.stdout
+    assert "anyvirt-backup/2" in shown.stdout
     assert "app1" in shown.stdout
     assert "52:54:00:aa:bb:01" in shown.stdout
     manifest = run_json("backup-info", str(archive))
-    assert manifest["format"] == "anyvirt-backup/1"
+    assert manifest["format"] == "anyvirt-backup/2"
     assert manifest["source"]["uri"] == uris[0]
     assert [d["id"] for d in manifest["disks"]] == ["disk0"]
 
@@ -292,14 +306,14 @@ def test_passwords_from_the_environment_are_never_printed(
     archive = str(tmp_path / "app1.avbk")
     creds = ("--password-env", "AV_SRC_PASSWORD")
     runs = [
-        (*creds, "plan", source, "app1", target),
-        ("--json", *creds, "plan", source, "app1", target, "--target-password-env", "AV_DST_PASSWORD"),
-        ("--debug", *creds, "plan", source, "missing", target),
+        (*creds, "plan", source, "app1", target, *MAP),
+        ("--json", *creds, "plan", source, "app1", target, *MAP, "--target-password-env", "AV_DST_PASSWORD"),
+        ("--debug", *creds, "plan", source, "missing", target, *MAP),
         (*creds, "backup", source, "app1", archive),
         (*creds, "backup-info", archive),
         ("--json", *creds, "restore", target, archive, "--name", "r1"),
-        (*creds, "move", source, "app1", target, "--yes", "--target-password-env", "AV_DST_PASSWORD"),
-        ("--debug", *creds, "move", source, "app1", target, "--yes"),  # fails: the name is taken
+        (*creds, "move", source, "app1", target, *MAP, "--yes", "--target-password-env", "AV_DST_PASSWORD"),
+        ("--debug", *creds, "move", source, "app1", target, "--yes", *MAP),  # fails: the name is taken
     ]
     codes = []
     for args in runs:
@@ -314,7 +328,8 @@ def test_passwords_from_the_environment_are_never_printed(
 def test_unset_target_password_variable_is_a_usage_error(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
 ) -> None:
-    result = run("move", uris[0], "app1", uris[1], "--yes", "--target-password-env", "AV_NOT_SET_ANYWHERE")
+    result = run("move", uris[0], "app1", uris[1], *MAP, "--yes",
+                 "--target-password-env", "AV_NOT_SET_ANYWHERE")
     assert result.exit_code == ExitCode.INVALID_INPUT
     assert "AV_NOT_SET_ANYWHERE" in result.stderr
     assert hosts[1].vms.list() == []
@@ -339,11 +354,11 @@ def test_docs_page_tells_what_to_do_about_every_warning_code() -> None:
 
 def test_docs_page_covers_every_command_of_the_cli() -> None:
     text = DOCS_PAGE.read_text(encoding="utf-8")
-    for command in ("plan", "move", "backup", "restore", "backup-info"):
+    for command in ("plan", "move", "backup", "restore", "backup-info", "verify"):
         assert f"`anyvirt {command} " in text
         assert cli.get_command(click.Context(cli), command) is not None
     assert "--target-password-env" in text
-    assert "anyvirt-backup/1" in text
+    assert "anyvirt-backup/2" in text
 
 
 def test_docs_memory_example_runs() -> None:
@@ -360,8 +375,38 @@ def test_a_source_that_cannot_export_disks_exits_5(
     uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM, tmp_path: Path
 ) -> None:
     limited = f"{uris[0]}?without=disk.export"
-    assert run("plan", limited, "app1", uris[1]).exit_code == ExitCode.NOT_SUPPORTED
-    assert run("move", limited, "app1", uris[1], "--yes").exit_code == ExitCode.NOT_SUPPORTED
+    assert run("plan", limited, "app1", uris[1], *MAP).exit_code == ExitCode.NOT_SUPPORTED
+    assert run("move", limited, "app1", uris[1], *MAP, "--yes").exit_code == ExitCode.NOT_SUPPORTED
     assert run("backup", limited, "app1", str(tmp_path / "x.avbk")).exit_code == ExitCode.NOT_SUPPORTED
     assert hosts[1].vms.list() == []
     assert not (tmp_path / "x.avbk").exists()
+
+
+def test_verify_checks_an_archive_without_a_host_and_names_the_fault(
+    uris: tuple[str, str], efi_vm: anyvirt.VM, tmp_path: Path
+) -> None:
+    archive = tmp_path / "app1.avbk"
+    assert run("backup", uris[0], "app1", str(archive)).exit_code == 0
+    ok = run("verify", str(archive))
+    assert ok.exit_code == 0, ok.output + ok.stderr
+    assert "sha256 of every disk checked" in ok.stdout
+    report = run_json("verify", str(archive))
+    assert report["ok"] and report["checksums"] and len(report["disks"][0]["sha256"]) == 64
+    raw = bytearray(archive.read_bytes())
+    with tarfile.open(archive) as tar:
+        member = tar.getmember(tar.getnames()[-1])
+    raw[member.offset_data + 100] ^= 0xFF
+    damaged = tmp_path / "damaged.avbk"
+    damaged.write_bytes(bytes(raw))
+    bad = run("verify", str(damaged))
+    assert bad.exit_code == ExitCode.INVALID_INPUT and "sha256" in bad.stderr
+
+
+def test_move_with_a_network_map_shows_what_was_verified(
+    uris: tuple[str, str], hosts: tuple[anyvirt.Host, anyvirt.Host], efi_vm: anyvirt.VM
+) -> None:
+    result = run("move", uris[0], "app1", uris[1], "--yes", "--network-map", "lab-only=default")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "verified: config, byte-count, read-back" in result.stdout
+    assert "matched by sha256" in result.stdout
+    assert [n.network for n in hosts[1].vms.get("app1").info().nics] == ["default", "default"]

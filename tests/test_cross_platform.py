@@ -38,6 +38,9 @@ class VmwareLikeDriver(MemoryDriver):
 register("vmwarelike", VmwareLikeDriver)
 
 
+NETMAP = {"lab-only": "default"}  # the target has no lab-only network
+
+
 @pytest.fixture
 def hosts() -> Iterator[tuple[anyvirt.Host, anyvirt.Host]]:
     a, b = unique_name("src"), unique_name("dst")
@@ -62,11 +65,15 @@ def test_plan_maps_hardware_with_typed_warnings(hosts: tuple[anyvirt.Host, anyvi
     src, dst = hosts
     vm = _source_vm(src, tmp_path)
     vm.snapshots.create("before-move")
-    plan = anyvirt.plan_migration(vm, to=dst)
+    plan = anyvirt.plan_migration(vm, to=dst, networks=NETMAP)
     codes = {w.code for w in plan.warnings}
     assert {WarningCode.EFI_STATE_LOST, WarningCode.FIRMWARE_CHANGED, WarningCode.DISK_BUS_CHANGED,
-            WarningCode.NIC_MODEL_CHANGED, WarningCode.MAC_CHANGED, WarningCode.NETWORK_DEFAULTED,
+            WarningCode.NIC_MODEL_CHANGED, WarningCode.MAC_CHANGED,
             WarningCode.SNAPSHOTS_DROPPED} <= codes
+    assert [(m.source, m.target, m.how) for m in plan.networks] == [
+        ("default", "default", "same name"), ("lab-only", "default", "mapped")]
+    assert [(d.id, d.target_format, d.target_bus) for d in plan.disks] == [
+        ("disk0", "raw", "scsi"), ("disk1", "raw", "sata")]
     assert plan.spec.firmware is Firmware.BIOS
     assert [d.bus for d in plan.spec.disks] == ["scsi", "sata"]
     assert [n.model for n in plan.spec.nics] == ["vmxnet3", "vmxnet3"]
@@ -81,9 +88,13 @@ def test_migrate_copies_disks_verifies_and_keeps_the_source(
     vm = _source_vm(src, tmp_path)
     vm.start()
     with pytest.raises(InvalidState, match="stop it first"):
-        anyvirt.migrate(vm, to=dst)
+        anyvirt.migrate(vm, to=dst, networks=NETMAP)
     assert not dst.vms.exists("app1")
-    result = anyvirt.migrate(vm, to=dst, shutdown=True)
+    result = anyvirt.migrate(vm, to=dst, shutdown=True, networks=NETMAP)
+    assert result.consistency == "shut down first"
+    assert result.verified == ("config", "byte-count", "read-back")
+    assert [(d.id, d.method) for d in result.disks] == [("disk0", "sha256"), ("disk1", "sha256")]
+    assert result.disks[0].source_sha256 == result.disks[0].target_sha256
     assert "efi-state-lost" in result.warnings
     copy = dst.vms.get("app1")
     assert copy.state is PowerState.RUNNING, "it was running, so the copy is started"
@@ -96,7 +107,7 @@ def test_migrate_copies_disks_verifies_and_keeps_the_source(
 def test_migrate_with_delete_source(hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> None:
     src, dst = hosts
     vm = _source_vm(src, tmp_path)
-    anyvirt.migrate(vm, to=dst, delete_source=True, name="app1-moved")
+    anyvirt.migrate(vm, to=dst, delete_source=True, name="app1-moved", networks=NETMAP)
     assert dst.vms.get("app1-moved").state is PowerState.STOPPED
     assert not src.vms.exists("app1")
 
@@ -108,7 +119,7 @@ def test_a_failed_import_leaves_nothing_and_harms_no_source(
     vm = _source_vm(src, tmp_path)
     inject_failure(dst.driver.world.name, "create_vm", TaskFailed("datastore full"))  # type: ignore[attr-defined]
     with pytest.raises(TaskFailed, match="datastore full"):
-        anyvirt.migrate(vm, to=dst, delete_source=True)
+        anyvirt.migrate(vm, to=dst, delete_source=True, networks=NETMAP)
     assert dst.vms.list() == []
     assert src.vms.get("app1").id == vm.id
 
@@ -134,3 +145,99 @@ def test_backup_restores_on_another_platform(hosts: tuple[anyvirt.Host, anyvirt.
     assert restored_bytes.rstrip(b"\0") == vm.native.contents["disk0"][1].rstrip(b"\0")
     manifest = anyvirt.migration.read_manifest(archive)
     assert manifest["vm"]["name"] == "app1"
+
+
+def test_a_running_vm_moves_from_a_snapshot_and_keeps_running(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    vm.start()
+    result = anyvirt.migrate(vm, to=dst, snapshot=True, networks=NETMAP)
+    assert result.consistency == "crash-consistent snapshot"
+    assert "read-back" in result.verified
+    assert vm.refresh().state is PowerState.RUNNING, "the source never stopped"
+    assert vm.snapshots.list() == [], "the point-in-time snapshot is removed afterwards"
+    assert dst.vms.get("app1").state is PowerState.RUNNING
+
+
+def test_a_running_vm_with_snapshots_is_refused_a_snapshot_copy(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    vm.snapshots.create("old")
+    vm.start()
+    with pytest.raises(InvalidState, match="has snapshots"):
+        anyvirt.migrate(vm, to=dst, snapshot=True, networks=NETMAP)
+    with pytest.raises(InvalidState, match="shutdown=True"):
+        anyvirt.migrate(vm, to=dst, networks=NETMAP)
+    with pytest.raises(anyvirt.InvalidSpec, match="exclude each other"):
+        anyvirt.migrate(vm, to=dst, snapshot=True, shutdown=True, networks=NETMAP)
+    assert dst.vms.list() == [] and [s.name for s in vm.snapshots.list()] == ["old"]
+    assert vm.refresh().state is PowerState.RUNNING
+
+
+def test_an_unmapped_network_is_refused_in_the_plan(hosts: tuple[anyvirt.Host, anyvirt.Host],
+                                                    tmp_path: Path) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    with pytest.raises(anyvirt.InvalidSpec, match="network 'lab-only' does not exist"):
+        anyvirt.plan_migration(vm, to=dst)
+    with pytest.raises(anyvirt.InvalidSpec, match="has no network 'nowhere'"):
+        anyvirt.plan_migration(vm, to=dst, networks={"lab-only": "nowhere"})
+    plan = anyvirt.plan_migration(vm, to=dst, networks={"*": "default"})
+    assert [n.how for n in plan.networks] == ["same name", "mapped"]
+    assert dst.vms.list() == []
+
+
+def test_delete_source_needs_a_target_that_can_be_read_back(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path
+) -> None:
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    blind = anyvirt.connect(f"{dst.uri}?without=disk.export")
+    with pytest.raises(NotSupported, match="read back"):
+        anyvirt.migrate(vm, to=blind, delete_source=True, networks=NETMAP)
+    result = anyvirt.migrate(vm, to=blind, networks=NETMAP)
+    assert result.verified == ("config", "byte-count") and result.disks == ()
+    assert src.vms.exists("app1")
+
+
+def test_a_copy_that_differs_is_removed_and_the_source_kept(
+    hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target that stores other bytes than it was given (a datastore that truncates):
+    the read-back catches it, the copy goes, delete_source never runs."""
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    real_create = type(dst.driver).create_vm
+
+    def corrupting_create(self: MemoryDriver, spec: VMSpec, job: anyvirt.tasks.Job) -> object:
+        made = real_create(self, spec, job)
+        vm_state = self.world.vms[made.id]
+        fmt, data = vm_state.contents["disk0"]
+        vm_state.contents["disk0"] = (fmt, data[:-1] + bytes([data[-1] ^ 1]))
+        return made
+
+    monkeypatch.setattr(type(dst.driver), "create_vm", corrupting_create)
+    with pytest.raises(TaskFailed, match="disk disk0"):
+        anyvirt.migrate(vm, to=dst, delete_source=True, networks=NETMAP)
+    assert dst.vms.list() == []
+    assert src.vms.exists("app1")
+
+
+def test_a_move_reports_one_forward_moving_progress(hosts: tuple[anyvirt.Host, anyvirt.Host],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from anyvirt.kit import streams
+
+    monkeypatch.setattr(streams, "PROGRESS_EVERY", 0.0)
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    seen: list[tuple[float, str]] = []
+    anyvirt.migrate(vm, to=dst, networks=NETMAP,
+                    on_progress=lambda t: seen.append((t.progress or 0.0, t.message or "")))
+    percents = [p for p, _ in seen]
+    assert percents == sorted(percents), "export, import and read-back share one bar"
+    assert percents[-1] >= 99 and any("verifying" in m for _, m in seen)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -85,3 +91,118 @@ def test_unreachable_targets_are_reported_not_failed(
     out = capsys.readouterr().out
     assert "unreachable" in out
     assert "hunter2" not in out
+
+
+# -- the tour as a newcomer runs it: scripts/tour.sh, in a subprocess ---------------------
+
+REPO = TOUR_PATH.parents[1]
+
+#: A machine that has never run the tests, simulated in a private mount namespace: /etc
+#: without the QEMU accounts (only the test fixtures and Debian's libvirt-daemon-system
+#: create them), a /dev without /dev/kvm (QEMU must fall back to TCG), a fresh
+#: $XDG_DATA_HOME (no embed root, no capability cache). Nothing outside the namespace changes.
+FRESH_MACHINE = r"""
+set -euo pipefail
+work=$1
+cp -a /etc "$work/etc"
+sed -i '/^libvirt-qemu:/d' "$work/etc/passwd" "$work/etc/shadow"
+sed -i -E '/^(kvm|libvirt-qemu):/d' "$work/etc/group" "$work/etc/gshadow"
+mount --bind "$work/etc" /etc
+mkdir "$work/dev"
+mount -t tmpfs -o mode=755 devcopy "$work/dev"
+cp -a /dev/. "$work/dev/" 2>/dev/null || true
+rm -f "$work/dev/kvm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$work/dev/pts"
+ln -sf pts/ptmx "$work/dev/ptmx"
+mount -t tmpfs -o mode=1777 shm "$work/dev/shm"
+# libvirt moves each mount under /dev into QEMU's own namespace: no hidden duplicates
+for m in $(findmnt -rn -o TARGET | grep '^/dev/' | sort -r); do umount -l "$m"; done
+mount --move "$work/dev" /dev
+export XDG_DATA_HOME="$work/data"
+if getent passwd libvirt-qemu >/dev/null || [ -e /dev/kvm ]; then
+  echo "the simulation of a fresh machine did not take" >&2; exit 99
+fi
+bash scripts/tour.sh --json
+getent passwd libvirt-qemu >/dev/null && echo "accounts: created" >&2
+"""
+
+
+def _tour_json(stdout: str) -> dict[str, Any]:
+    return {result["target"]: result for result in json.loads(stdout)}
+
+
+def _outcomes(result: dict[str, Any]) -> dict[str, str]:
+    return {step: cell["outcome"] for step, cell in result["cells"].items()}
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANYVIRT_")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root (CI runs as root)")
+def test_tour_sh_runs_the_local_qemu_on_a_fresh_machine_without_kvm() -> None:
+    # a short path: QEMU's monitor sockets live under the embed root (108-byte socket paths)
+    work = tempfile.mkdtemp(prefix="av-fresh-")
+    try:
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "bash", "-c", FRESH_MACHINE, "fresh",
+             work],
+            cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "accounts: created" in done.stderr
+    results = _tour_json(done.stdout)
+    local = [r for label, r in results.items() if label.startswith("libvirt+qemu:///embed")]
+    assert len(local) == 1, list(results)
+    outcomes = _outcomes(local[0])
+    # the embedded QEMU has one node: nothing to migrate to; every other step really ran
+    assert outcomes.pop("migrate") == "not supported"
+    assert outcomes == dict.fromkeys(outcomes, "ok"), local[0]["cells"]
+    assert "QEMU (qemu)" in local[0]["cells"]["info"]["detail"]  # TCG: no /dev/kvm
+    assert local[0]["cells"]["create"]["detail"] == "boot-sector guest"  # a guest that really boots
+
+
+def test_tour_passes_on_the_vsphere_testbed_and_says_why_stop_was_forced(vcsim_vcenter: Any) -> None:
+    done = subprocess.run(
+        [sys.executable, str(TOUR_PATH), "--no-default", "--json", vcsim_vcenter.anyvirt_uri],
+        env=_clean_env(ANYVIRT_PASSWORD=vcsim_vcenter.password), capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (vsphere,) = [r for label, r in _tour_json(done.stdout).items() if label.startswith("vsphere://")]
+    outcomes = _outcomes(vsphere)
+    # vcsim's guests have no VMware Tools: graceful stop is refused, and the cell says so in full
+    assert outcomes.pop("stop") == "forced"
+    assert "VMware Tools" in vsphere["cells"]["stop"]["detail"]
+    assert outcomes == dict.fromkeys(outcomes, "ok"), vsphere["cells"]
+
+
+def test_tour_passes_on_the_libvirt_testbed(libvirt_daemon: Any) -> None:
+    done = subprocess.run(
+        [sys.executable, str(TOUR_PATH), "--no-default", "--json", libvirt_daemon.anyvirt_uri],
+        env=_clean_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = [r for label, r in _tour_json(done.stdout).items() if label.startswith("libvirt+")]
+    outcomes = _outcomes(result)
+    assert outcomes.pop("migrate") in ("ok", "skipped")  # one daemon: no second node
+    assert outcomes == dict.fromkeys(outcomes, "ok"), result["cells"]
+
+
+def test_tour_passes_on_the_proxmox_testbed_and_names_what_it_cannot_do(proxmox_testbed: Any) -> None:
+    done = subprocess.run(
+        [sys.executable, str(TOUR_PATH), "--no-default", "--json", proxmox_testbed.uri],
+        env=_clean_env(ANYVIRT_PASSWORD=proxmox_testbed.password), capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = [r for label, r in _tour_json(done.stdout).items() if label.startswith("proxmox://")]
+    outcomes = _outcomes(result)
+    unsupported = {step for step, outcome in outcomes.items() if outcome == "not supported"}
+    assert all(result["cells"][step]["detail"] for step in unsupported)  # each says what is missing
+    assert {o for step, o in outcomes.items() if step not in unsupported} == {"ok"}, result["cells"]
+    assert {"create", "start", "snapshot", "stop", "clone", "delete"} <= set(outcomes) - unsupported

@@ -6,6 +6,8 @@
 * ``concepts.md`` and ``support-matrix.md``: the operation gate's table
   (``anyvirt.operations.operations_markdown``), the rules the code enforces.
 * ``cli.md``: the ``--help`` text of every ``anyvirt`` command.
+* ``reference/vm.md``: which errors each operation raises, from the operation
+  gate's table (``anyvirt.operations.RULES``).
 * ``backends/<name>.md``: the backend's own ``backends/<name>/README.md``, kept
   beside its code so it changes with it, shown here without a copy.
 
@@ -26,6 +28,11 @@ from mkdocs.exceptions import PluginError
 MATRIX_MARKER = "<!-- generated: support-matrix -->"
 OPERATIONS_MARKER = "<!-- generated: operations -->"
 CLI_MARKER = "<!-- generated: cli-help -->"
+ERRORS_MARKER = "<!-- generated: operation-errors -->"
+#: Sphinx roles left in docstrings (":class:`Host`"): Markdown renders the
+#: backticks as code, the role itself would show as raw text
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|mod|func|meth|attr|exc|data|obj|const|ref):(?=<code>)")
+TILDE_IN_CODE = re.compile(r"<code>~(?=[\w.]+</code>)")
 BACKEND_MARKER = re.compile(r"<!-- generated: backend-readme ([a-z0-9_-]+) -->")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,8 +57,41 @@ def _cli_help() -> str:
     return "\n".join(sections)
 
 
+def _operation_errors() -> str:
+    """Per operation of the gate's table, the errors it can raise before and while it runs."""
+    from anyvirt.operations import ANY_STATE, RULES
+
+    lines = ["| call | raises before anything is sent | then |", "| --- | --- | --- |"]
+    for rule in RULES.values():
+        before = []
+        if rule.capability is not None:
+            before.append("`NotSupported`")
+        text = " ".join(rule.preconditions)
+        if "valid" in text or "whole number" in text or "placement" in text or "readable" in text:
+            before.append("`InvalidSpec`")
+        if rule.holds or rule.states != ANY_STATE or rule.templates != "allowed" or "no " in text:
+            before.append("`InvalidState`")
+        if "free" in text or "new name" in rule.holds:
+            before.append("`AlreadyExists`")
+        if "exists" in text or rule.call.startswith(("vm.", "snapshot.", "template.", "node.")):
+            before.append("`NotFound`")
+        if rule.capacity:
+            before.append("`CapacityExceeded`")
+        lines.append(f"| `{rule.call}` | {', '.join(before)} | `TaskFailed`, `Timeout` |")
+    return "\n".join(lines) + "\n"
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """No raw reST in the HTML: ``:class:`x``` becomes plain code, ``~a.b`` its last part's path."""
+    return TILDE_IN_CODE.sub("<code>", SPHINX_ROLE.sub("", html))
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     src = page.file.src_uri
+    if src == "reference/vm.md":
+        if ERRORS_MARKER not in markdown:
+            raise PluginError(f"{src} lost its marker {ERRORS_MARKER}")
+        return markdown.replace(ERRORS_MARKER, _operation_errors())
     if src in ("concepts.md", "support-matrix.md"):
         from anyvirt.operations import operations_markdown
 

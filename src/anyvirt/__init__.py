@@ -21,6 +21,7 @@ from anyvirt.errors import (
     InvalidState,
     NotFound,
     NotSupported,
+    StorageFull,
     TaskFailed,
     Timeout,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "PowerState",
     "Snapshot",
     "SnapshotInfo",
+    "StorageFull",
     "StorageInfo",
     "Task",
     "TaskFailed",

@@ -46,6 +46,11 @@ class CapacityExceeded(InvalidSpec):
     """The request would push allocation past the host's overcommit limit."""
 
 
+class StorageFull(CapacityExceeded):
+    """There is no room for the bytes: the target's storage, or a local disk or temp
+    dir, is too small (checked first where sizes are known, else hit on the way)."""
+
+
 class NotSupported(AnyvirtError):
     """The backend (or this connection to it) does not offer the capability.
 
@@ -104,6 +109,7 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "NotSupported",
+    "StorageFull",
     "TaskFailed",
     "Timeout",
 ]

@@ -573,6 +573,14 @@ class MemoryDriver(Driver):
                                     size_bytes=disk.size_bytes or len(data), bus=disk.bus))
         return out
 
+    def export_snapshot_disks(self, vm_id: str, snapshot_id: str, dest_dir: Path,
+                              job: Job) -> list[ExportedDisk]:
+        """A memory VM's disks change only through the API, never by a guest: what they
+        hold now is what they held when ``snapshot_id`` was taken."""
+        with self._locked():
+            self._snap(self._vm(vm_id), snapshot_id)
+        return self.export_disks(vm_id, dest_dir, job)
+
     def migrate_vm(self, vm_id: str, target: Driver | None, placement: Placement, live: bool,
                    job: Job) -> MigrationResult:
         if target is None:

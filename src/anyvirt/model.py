@@ -465,6 +465,28 @@ class MigrationResult:
     downtime_ms: float | None = None
     bytes_transferred: int | None = None
     warnings: tuple[str, ...] = ()
+    # what was checked before the move reported success (and delete_source ran), e.g.
+    # ("config", "byte-count", "read-back"); the per-disk detail is in ``disks``
+    verified: tuple[str, ...] = ()
+    disks: tuple[DiskVerification, ...] = ()
+    consistency: str | None = None  # "stopped", "shut down first", "crash-consistent snapshot"
+
+
+@frozen
+class DiskVerification:
+    """How one moved disk was proven to hold the source's bytes.
+
+    ``method``: ``sha256`` (the guest-visible bytes read back from the target hash to
+    the same sha256 as those streamed out of the source) or ``qemu-img compare`` (the
+    images differ in format or size; compared byte for byte, the rest must be zeros).
+    """
+
+    id: str
+    size_bytes: int
+    source_sha256: str | None
+    target_sha256: str | None
+    method: str
+    exported_bytes: int | None = None  # bytes the source's export stream carried
 
 
 @frozen
@@ -476,6 +498,10 @@ class ExportedDisk:
     format: str  # qemu-img format name: raw, qcow2, vmdk, vdi, ...
     size_bytes: int  # the virtual size the guest sees
     bus: str | None = None
+    # the sha256 and length of the file as it streamed in, when the driver hashed it on
+    # the way (saves reading the file again); None: the core computes it
+    sha256: str | None = None
+    stream_bytes: int | None = None
 
 
 _A = TypeVar("_A")

@@ -68,6 +68,19 @@ class Job:
             clamped = None if percent is None else max(0.0, min(100.0, float(percent)))
             self._on_progress(clamped, message)
 
+    def span(self, low: float, high: float) -> Job:
+        """This job for one phase of the work: the same deadline and cancellation, its
+        progress (0 to 100) mapped onto ``low``..``high`` of this job's, so the phases of
+        a long operation (export, import, verify) move one bar forwards only."""
+        def mapped(percent: float | None, message: str) -> None:
+            self.progress(None if percent is None else low + (high - low) * percent / 100.0,
+                          message)
+
+        phase = Job(self.name, None, mapped)
+        phase.timeout, phase.deadline = self.timeout, self.deadline
+        phase._cancel, phase._cancel_hooks = self._cancel, self._cancel_hooks
+        return phase
+
     # cancellation ----------------------------------------------------
     @property
     def cancelled(self) -> bool:

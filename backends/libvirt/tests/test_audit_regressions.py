@@ -2,7 +2,9 @@
 
 * ``snapshots.create(name)`` (``memory=False``, the default) of a *running*
   VM used to record memory anyway: the snapshot said ``memory=True`` and its
-  revert brought the guest back running, unlike every other backend.
+  revert brought the guest back running, unlike every other backend. Its mark
+  then lived in the domain's metadata, which a native ``virsh snapshot-revert``
+  replaced: it now lives in the snapshot's own XML.
 * ``NicSpec()`` / ``NicSpec(network="default")`` was refused on a daemon
   without a libvirt network called ``default`` (a fresh daemon, the testbed,
   ``qemu:///embed``), so DESIGN's own example failed there.
@@ -55,6 +57,12 @@ def test_memoryless_snapshot_of_a_running_vm_reverts_to_stopped_disks(
     assert disk_only.memory is False
     assert vm.snapshots.get("disk-only").memory is False, "listing agrees with create"
     wait_for_counter(log, taken_at + 2)
+    # another tool's revert (virsh snapshot-revert) replaces the domain's metadata with
+    # the snapshot's older copy: what the snapshot means must not change with it
+    dom = vm.native
+    dom.revertToSnapshot(dom.snapshotLookupByName("disk-only", 0), 0)
+    assert vm.snapshots.get("disk-only").memory is False
+    assert vm.snapshots.get("with-memory").memory is True
 
     disk_only.revert()
     assert vm.refresh().state is PowerState.STOPPED, "no memory: nothing to resume"

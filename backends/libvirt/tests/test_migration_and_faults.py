@@ -203,34 +203,73 @@ def test_live_migration_reports_progress_and_can_be_cancelled(
     assert _pool_files(target) == target_volumes, "the pre-created target volumes are removed"
 
 
-def test_a_daemon_killed_mid_create_leaves_no_volume_once_reconnected(
+class _KillOnNewVolume:
+    """Kills a daemon as soon as a new file appears in its pool (an operation has begun
+    making a volume), then restarts it once the operation has failed."""
+
+    def __init__(self, daemon: LibvirtDaemon) -> None:
+        self.daemon = daemon
+        self.pool_dir = daemon.pool_path
+        self.before = set(os.listdir(self.pool_dir))
+        self.thread = threading.Thread(target=self._watch)
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.new_files():
+                self.daemon.kill()
+                return
+            time.sleep(0.002)
+
+    def new_files(self) -> set[str]:
+        return set(os.listdir(self.pool_dir)) - self.before
+
+    def __enter__(self) -> _KillOnNewVolume:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.thread.join()
+        self.daemon.restart()
+
+
+def test_a_daemon_killed_mid_create_or_clone_leaves_no_volume_once_reconnected(
     spare_daemon: LibvirtDaemon, tmp_path: Path
 ) -> None:
-    """The partial volume of an upload cut short stays in the pool (the clean-up cannot
-    reach a dead daemon); the in-flight record lets the next connection remove it."""
+    """The partial volume of an upload or copy cut short stays in the pool (the clean-up
+    cannot reach a dead daemon); the in-flight record lets the next connection remove it."""
     image = tmp_path / "big.raw"
     image.write_bytes(os.urandom(64 * 1024 * 1024))  # incompressible: a real upload
-    pool_dir = spare_daemon.pool_path
-    before = set(os.listdir(pool_dir))
+    spec = VMSpec(name=unique("cut"), cpus=1, memory_mib=16,
+                  disks=[DiskSpec(image=str(image))], nics=[])
     with anyvirt.connect(spare_daemon.anyvirt_uri) as host:
-
-        def kill_once_a_volume_appears() -> None:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if set(os.listdir(pool_dir)) - before:
-                    spare_daemon.kill()
-                    return
-                time.sleep(0.002)
-
-        killer = threading.Thread(target=kill_once_a_volume_appears)
-        killer.start()
-        try:
-            with pytest.raises(ConnectionFailed):
-                host.vms.create(VMSpec(name=unique("cut"), cpus=1, memory_mib=16,
-                                       disks=[DiskSpec(image=str(image))], nics=[]))
-        finally:
-            killer.join()
-            spare_daemon.restart()
-        assert set(os.listdir(pool_dir)) - before, "the dead daemon left a partial volume"
+        with _KillOnNewVolume(spare_daemon) as watch, pytest.raises(ConnectionFailed):
+            host.vms.create(spec)
+        assert watch.new_files(), "the dead daemon left a partial volume"
         host.vms.list()  # the next call reconnects, and sweeps
-        assert set(os.listdir(pool_dir)) - before == set()
+        assert watch.new_files() == set()
+
+        vm = host.vms.create(spec)
+        try:
+            with _KillOnNewVolume(spare_daemon) as watch, pytest.raises(ConnectionFailed):
+                vm.clone(unique("cut-clone"))
+            assert watch.new_files(), "the dead daemon left a partial copy"
+            assert [v.id for v in host.vms.list()] == [vm.id]
+            assert watch.new_files() == set()
+        finally:
+            destroy(vm)
+
+
+def test_a_target_killed_mid_migration_keeps_the_source_and_is_cleaned_once_reconnected(
+    host: Host, spare_daemon: LibvirtDaemon, spec_for: Callable[[str], VMSpec],
+    vms: Callable[[VM], VM],
+) -> None:
+    vm = vms(host.vms.create(spec_for(unique("cut-move"))))
+    with anyvirt.connect(spare_daemon.anyvirt_uri) as target:
+        with _KillOnNewVolume(spare_daemon) as watch, pytest.raises(ConnectionFailed):
+            vm.migrate(to=target, live=False)
+        assert host.vms.get(vm.id).state is PowerState.STOPPED, "the source keeps its VM"
+        assert Path(vm.info().disks[0].path or "").exists()
+        assert watch.new_files(), "the dead target kept the volume made for the VM"
+        assert not target.vms.exists(vm.id)  # the next call reconnects, and sweeps
+        assert watch.new_files() == set()

@@ -6,9 +6,10 @@ import click
 
 from anyvirt import registry
 from anyvirt.cli import matrix
+from anyvirt.cli.commands_vm import node_names
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled, styled_state
-from anyvirt.model import Capability
+from anyvirt.model import Capability, PowerState
 
 
 @click.command()
@@ -26,19 +27,29 @@ def info(uri: str | None, json_flag: bool) -> None:
 
 @click.command()
 @with_uri()
+@click.option("--state", "states", type=click.Choice([s.value for s in PowerState]), multiple=True,
+              help="Only VMs in this state (repeatable).")
+@click.option("--node", "node_ref", metavar="NODE", help="Only VMs on this node (name or id).")
 @json_option
-def vms(uri: str | None, json_flag: bool) -> None:
-    """List the VMs of a host: id, name, state, CPUs, memory, node."""
+def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, json_flag: bool) -> None:
+    """List the VMs of a host: name, state, CPUs, memory, node (ids with --json, or `vm show`)."""
     with settings().connect(uri) as host:
         listed = host.vms.list()
+        names = node_names(host)
+        if node_ref is not None:
+            wanted = host.nodes.get(node_ref)
+            listed = [vm for vm in listed if vm.node in (wanted.id, wanted.name)]
+        if states:
+            listed = [vm for vm in listed if vm.state.value in states]
         if json_mode(json_flag):
             print_json([vm.summary for vm in listed])
             return
         print_table(
             f"VMs on {host.uri}",
-            ["name", "state", "cpus", "memory", "node", "id"],
-            [(vm.name, styled_state(vm.state), vm.cpus, mib(vm.memory_mib), vm.node or "", vm.id)
-             for vm in sorted(listed, key=lambda v: v.name)],
+            ["name", "state", "cpus", "memory", "node"],
+            [(vm.name, styled_state(vm.state), vm.cpus, mib(vm.memory_mib),
+              names.get(vm.node or "", vm.node or "")) for vm in sorted(listed, key=lambda v: v.name)],
+            listing=True,
         )
 
 
@@ -54,9 +65,10 @@ def nodes(uri: str | None, json_flag: bool) -> None:
             return
         print_table(
             f"nodes of {host.uri}",
-            ["name", "state", "cpus", "memory", "free memory", "cluster", "id"],
-            [(n.name, n.state, n.info.cpus, mib(n.info.memory_mib), mib(n.info.free_memory_mib),
-              n.info.cluster or "", n.id) for n in found],
+            ["name", "state", "maintenance", "cpus", "memory", "free memory", "cluster"],
+            [(n.name, n.state, "yes" if n.maintenance else "no", n.info.cpus, mib(n.info.memory_mib),
+              mib(n.info.free_memory_mib), n.info.cluster or "") for n in found],
+            listing=True,
         )
 
 
@@ -74,9 +86,10 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
             return
         print_table(
             "what each installed backend can offer",
-            ["capability", *(c.title for c in cols)],
-            [(cap.value, *(matrix.YES if f else matrix.NO for f in flags))
+            ["capability", "Python name", *(c.title for c in cols)],
+            [(cap.value, matrix.python_name(cap), *(matrix.YES if f else matrix.NO for f in flags))
              for cap, flags in matrix.rows(cols)],
+            listing=True,
         )
         return
     with settings().connect(uri) as host:
@@ -86,9 +99,11 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
             return
         print_table(
             f"capabilities of {host.uri}",
-            ["capability", "supported", "meaning"],
-            [(cap.value, styled("yes", "green") if cap in caps else styled("no", "red"),
-              matrix.describe(cap)) for cap in Capability],
+            ["capability", "Python name", "supported", "meaning"],
+            [(cap.value, matrix.python_name(cap),
+              styled("yes", "green") if cap in caps else styled("no", "red"), matrix.describe(cap))
+             for cap in Capability],
+            listing=True,
         )
 
 
@@ -115,7 +130,8 @@ def backends(json_flag: bool) -> None:
         [(e["scheme"], e["backend"] or "", e["platform"] or "",
           "ok" if e["loadable"] else styled(f"fails to load: {e['error']}", "red"))
          for e in entries],
-    )
+            listing=True,
+        )
 
 
 def register(group: click.Group) -> None:

@@ -1,5 +1,5 @@
 """Cross-platform moves and portable backups: ``plan``, ``move``, ``backup``, ``restore``,
-``backup-info``.
+``backup-info``, ``verify``.
 
 ``plan`` and ``move`` open two connections, source and target, with the same
 connection options (``--username``, ``--password-env``, ``--insecure``,
@@ -34,7 +34,14 @@ from anyvirt.cli.output import (
 )
 from anyvirt.cli.progress import progress_bar, wanted
 from anyvirt.host import Host
-from anyvirt.migration import MigrationPlan, migrate, plan_migration, read_manifest
+from anyvirt.migration import (
+    MigrationPlan,
+    backup,
+    migrate,
+    plan_migration,
+    read_manifest,
+    verify,
+)
 from anyvirt.migration.plan import require_movable
 from anyvirt.model import MigrationResult
 from anyvirt.tasks import DEFAULT_TIMEOUT
@@ -56,6 +63,30 @@ def target_password_option(func: F) -> F:
 
 def name_option(func: F) -> F:
     return click.option("--name", help="Name of the VM on the target (default: its current name).")(func)
+
+
+def parse_network_map(_ctx: click.Context, _param: click.Parameter,
+                      values: tuple[str, ...]) -> dict[str, str]:
+    """``--network-map a=b`` (repeatable; ``*=b`` for every network not named)."""
+    mapping: dict[str, str] = {}
+    for value in values:
+        source, sep, target = value.partition("=")
+        if not sep or not source or not target:
+            raise click.BadParameter(f"{value!r}: expected SOURCE=TARGET, e.g. lab=vm-network")
+        if source in mapping:
+            raise click.BadParameter(f"{source!r} is mapped twice")
+        mapping[source] = target
+    return mapping
+
+
+def network_map_option(func: F) -> F:
+    return click.option(
+        "--network-map", "networks", multiple=True, callback=parse_network_map,
+        metavar="SOURCE=TARGET",
+        help="Put NICs of source network SOURCE on target network TARGET (repeatable; "
+             "'*=TARGET' for every network not named). A NIC on a network the target lacks "
+             "and the map does not name is refused before anything is copied.",
+    )(func)
 
 
 def timeout_option(func: F) -> F:
@@ -121,6 +152,8 @@ def plan_as_json(plan: MigrationPlan) -> dict[str, Any]:
         "target_uri": plan.target_uri,
         "source": jsonable(plan.source),
         "spec": spec,
+        "disks": [jsonable(d) for d in plan.disks],
+        "networks": [jsonable(n) for n in plan.networks],
         "warnings": [{"code": w.code.value, "message": w.message} for w in plan.warnings],
     }
 
@@ -144,11 +177,12 @@ def print_plan(plan: MigrationPlan) -> None:
          ("firmware", src.firmware.value, spec.firmware.value),
          ("guest OS", src.guest_os, spec.guest_os)],
     )
-    if src.disks:
+    if plan.disks:
         print_table(
-            "disks", ["disk", "size", "source bus", "target bus"],
-            [(d.id, human_bytes(d.size_bytes), d.bus or "", planned.bus or "")
-             for d, planned in zip(src.disks, spec.disks, strict=True)],
+            "disks", ["disk", "size", "format", "source bus", "target bus", "at most sent"],
+            [(d.id, human_bytes(c.size_bytes), _change(c.source_format, c.target_format, "?"),
+              d.bus or "", c.target_bus or "", human_bytes(c.bytes_to_send))
+             for d, c in zip(src.disks, plan.disks, strict=True)],
         )
     if src.nics:
         print_table(
@@ -170,17 +204,19 @@ def _change(before: str | None, after: str | None, instead: str) -> str:
 @click.command("plan")
 @with_uri("VM", "TARGET_URI")
 @name_option
+@network_map_option
 @target_password_option
 @json_option
 def plan_command(uri: str | None, vm: str, target_uri: str, name: str | None,
-                 target_password_env: str | None, json_flag: bool) -> None:
+                 networks: dict[str, str], target_password_env: str | None,
+                 json_flag: bool) -> None:
     """Show how a VM would move to TARGET_URI (a host of any backend): the hardware as
     the target will get it and every warning. Changes nothing; exits 0 even with warnings.
 
     URI is the source host; both connections use the same connection options.
     """
     with two_hosts(uri, target_uri, target_password_env) as (source, target):
-        planned = plan_migration(source.vms.get(vm), to=target, name=name)
+        planned = plan_migration(source.vms.get(vm), to=target, name=name, networks=networks)
         if json_mode(json_flag):
             print_json(plan_as_json(planned))
         else:
@@ -195,7 +231,12 @@ def print_moved(result: MigrationResult, deleted_source: bool) -> None:
     say(f"{result.vm_name}: moved {result.source} -> {result.target} "
         f"in {result.duration_s:.2f} s{copied}")
     say(f"new id: {result.vm_id}")
-    say("source: deleted" if deleted_source else "source: kept (stopped)")
+    say("source: deleted" if deleted_source else "source: kept")
+    if result.verified:
+        say(f"verified: {', '.join(result.verified)} ({result.consistency or 'stopped'} source)")
+    for disk in result.disks:
+        digest = f", sha256 {disk.target_sha256[:16]}..." if disk.target_sha256 else ""
+        say(f"  {disk.id}: {human_bytes(disk.size_bytes)} matched by {disk.method}{digest}")
     if result.warnings:
         say("warnings: " + ", ".join(result.warnings))
 
@@ -204,7 +245,12 @@ def print_moved(result: MigrationResult, deleted_source: bool) -> None:
 @with_uri("VM", "TARGET_URI")
 @name_option
 @click.option("--shutdown", is_flag=True,
-              help="Shut a running VM down gracefully first (without it, a running VM is refused).")
+              help="Shut a running VM down gracefully first (without it or --snapshot, a "
+                   "running VM is refused).")
+@click.option("--snapshot", is_flag=True,
+              help="Copy a running VM from a point-in-time snapshot (crash-consistent; the "
+                   "snapshot is removed afterwards and the VM keeps running).")
+@network_map_option
 @click.option("--delete-source", is_flag=True,
               help="Delete the source VM and its disks once the copy is verified.")
 @click.option("--start/--no-start", "start", default=None,
@@ -214,7 +260,8 @@ def print_moved(result: MigrationResult, deleted_source: bool) -> None:
 @target_password_option
 @json_option
 def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, shutdown: bool,
-                 delete_source: bool, start: bool | None, yes: bool, op_timeout: float,
+                 snapshot: bool, networks: dict[str, str], delete_source: bool,
+                 start: bool | None, yes: bool, op_timeout: float,
                  target_password_env: str | None, json_flag: bool) -> None:
     """Copy a VM to TARGET_URI, a host of any backend (cold: the VM must be stopped, or
     --shutdown), verify the copy, and delete the source only with --delete-source.
@@ -225,8 +272,8 @@ def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, sh
     as_json = json_mode(json_flag)
     with two_hosts(uri, target_uri, target_password_env) as (source, target):
         source_vm = source.vms.get(vm)
-        planned = plan_migration(source_vm, to=target, name=name)
-        if not shutdown:
+        planned = plan_migration(source_vm, to=target, name=name, networks=networks)
+        if not (shutdown or snapshot):
             require_movable(source_vm)  # refuse before asking, not after
         if not as_json:
             say(f"{source_vm.name} on {planned.source_uri} -> {planned.spec.name} on {planned.target_uri}")
@@ -237,8 +284,8 @@ def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, sh
             click.confirm("Move it?", abort=True)
         with progress_bar(f"move {source_vm.name}", wanted(as_json)) as on_progress:
             result = migrate(source_vm, to=target, name=name, shutdown=shutdown,
-                             delete_source=delete_source, start=start, timeout=op_timeout,
-                             on_progress=on_progress)
+                             snapshot=snapshot, networks=networks, delete_source=delete_source,
+                             start=start, timeout=op_timeout, on_progress=on_progress)
         if as_json:
             print_json(result)
         else:
@@ -254,12 +301,12 @@ def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, sh
 @json_option
 def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_flag: bool) -> None:
     """Write a stopped VM (configuration and disks) to the archive PATH, restorable on any
-    backend with ``anyvirt restore``. PATH must not exist yet."""
+    backend with `anyvirt restore`. PATH must not exist yet."""
     as_json = json_mode(json_flag)
     with settings().connect(uri) as host:
         source = host.vms.get(vm)
-        with busy(f"backing up {source.name}", wanted(as_json)):
-            archive = source.backup(path, timeout=op_timeout)
+        with progress_bar(f"back up {source.name}", wanted(as_json)) as on_progress:
+            archive = backup(source, path, timeout=op_timeout, on_progress=on_progress)
         size = archive.stat().st_size
         if as_json:
             print_json({"path": str(archive), "archive_bytes": size, "manifest": read_manifest(archive)})
@@ -274,7 +321,7 @@ def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_
 @json_option
 def restore_command(uri: str | None, path: str, name: str | None, op_timeout: float,
                     json_flag: bool) -> None:
-    """Create a VM on a host (of any backend) from an archive made by ``anyvirt backup``.
+    """Create a VM on a host (of any backend) from an archive made by `anyvirt backup`.
     The VM is left stopped."""
     as_json = json_mode(json_flag)
     with settings().connect(uri) as host:
@@ -298,6 +345,29 @@ def backup_info_command(path: str, json_flag: bool) -> None:
     print_manifest(manifest)
 
 
+@click.command("verify")
+@click.argument("path")
+@timeout_option
+@json_option
+def verify_command(path: str, op_timeout: float, json_flag: bool) -> None:
+    """Check a backup archive completely without restoring it (no host needed): its
+    members, its manifest, every disk's size and sha256, and every image (no backing
+    file, external extent or data file). Exits 2 on the first fault."""
+    as_json = json_mode(json_flag)
+    with busy(f"verifying {path}", wanted(as_json)):
+        checked = verify(path, timeout=op_timeout)
+    if as_json:
+        print_json({"path": path, "ok": True, "format": checked.format,
+                    "checksums": checked.checksums,
+                    "disks": [{"id": d.id, "size_bytes": d.size_bytes, "sha256": d.sha256}
+                              for d in checked.disks]})
+        return
+    kind = "sha256 of every disk checked" if checked.checksums else \
+        "format 1: no checksums to check, structure and images only"
+    say(f"{path}: ok ({kind}; {len(checked.disks)} disk(s), "
+        f"{human_bytes(checked.disk_bytes)})")
+
+
 def print_manifest(manifest: dict[str, Any]) -> None:
     """The manifest comes from a file of unknown origin: every value is printed as literal text."""
     vm = manifest.get("vm", {})
@@ -306,15 +376,18 @@ def print_manifest(manifest: dict[str, Any]) -> None:
         f"backup of {vm.get('name')}", ["field", "value"],
         [("format", manifest.get("format")), ("created", manifest.get("created")),
          ("source", f"{origin.get('backend')} {origin.get('uri')}"),
+         ("written by", f"anyvirt {manifest.get('anyvirt_version') or '(unknown)'}"),
+         ("snapshots", (manifest.get("snapshots") or {}).get("mode", "flattened")),
          ("cpus", vm.get("cpus")), ("memory", mib(vm.get("memory_mib"))),
          ("firmware", vm.get("firmware")), ("guest OS", vm.get("guest_os")),
          ("description", vm.get("description"))],
     )
     disks = manifest.get("disks", [])
     if disks:
-        print_table("disks", ["disk", "size", "format", "bus", "file"],
-                    [(d.get("id"), human_bytes(d.get("size_bytes")), d.get("format"), d.get("bus"),
-                      d.get("file")) for d in disks])
+        print_table("disks", ["disk", "size", "stored", "format", "bus", "sha256"],
+                    [(d.get("id"), human_bytes(d.get("size_bytes")), human_bytes(d.get("file_bytes")),
+                      d.get("format"), d.get("bus"), (d.get("sha256") or "none")[:16])
+                     for d in disks])
     nics = vm.get("nics", [])
     if nics:
         print_table("NICs", ["NIC", "network", "model", "MAC"],
@@ -322,7 +395,8 @@ def print_manifest(manifest: dict[str, Any]) -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (plan_command, move_command, backup_command, restore_command, backup_info_command):
+    for command in (plan_command, move_command, backup_command, restore_command, backup_info_command,
+                    verify_command):
         group.add_command(command)
 
 

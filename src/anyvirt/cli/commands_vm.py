@@ -1,36 +1,73 @@
-"""``anyvirt vm ...``: one VM's lifecycle, creation, clones and moves."""
+"""``anyvirt vm ...``: one VM's lifecycle, creation, changes, clones, moves and console."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.text import Text
 
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
-from anyvirt.cli.output import mib, print_json, print_table, say, styled_state
-from anyvirt.cli.progress import progress_bar, wanted
+from anyvirt.cli.exit_codes import CliError, ExitCode
+from anyvirt.cli.output import escape_controls, mib, print_json, print_table, say, styled_state
+from anyvirt.cli.waiting import Notice, wait_for
+from anyvirt.cli.wording import seen
+from anyvirt.errors import NotSupported, Timeout
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, MigrationResult, NicSpec, VMSpec
 from anyvirt.node import Node
-from anyvirt.tasks import DEFAULT_TIMEOUT
+from anyvirt.tasks import DEFAULT_TIMEOUT, ProgressCallback, Task
 from anyvirt.vm import DEFAULT_STOP_TIMEOUT, VM
 
 TIMEOUT_TYPE = click.FloatRange(min=0, min_open=True)
+#: seconds a graceful stop runs before the CLI says it is waiting for the guest
+STOP_NOTICE_S = 5.0
 
 
 @click.group()
 def vm() -> None:
-    """Start, stop, create, clone, move and delete one VM."""
+    """Start, stop, create, change, clone, move, delete one VM, and read its console."""
+
+
+def find_vm(host: Host, ref: str) -> VM:
+    """The VM by name or id; its id is remembered so that messages can say its name."""
+    found = host.vms.get(ref)
+    seen.remember(found.id, found.name)
+    return found
+
+
+def node_names(host: Host) -> dict[str, str]:
+    """Node id -> name (one listing), remembered for messages; names are what users type."""
+    names: dict[str, str] = {}
+    with contextlib.suppress(NotSupported):
+        for node in host.nodes.list():
+            names[node.id] = node.name
+            seen.remember(node.id, node.name)
+    return names
 
 
 def _report(found: VM, json_flag: bool, verb: str) -> None:
     if json_mode(json_flag):
         print_json(found.summary)
+    elif verb == found.state.value:  # "web1: stopped", not "web1: stopped (stopped)"
+        say(f"{found.name}: ", styled_state(found.state))
     else:
         say(f"{found.name}: {verb} (", styled_state(found.state), ")")
+
+
+def run_task(description: str, start: Callable[[ProgressCallback | None], Task[Any]],
+             timeout: float | None, json_flag: bool, notice: Notice | None = None) -> Any:
+    """Run one long operation: progress bar, Ctrl-C that says what carries on."""
+    return wait_for(description, start, timeout=timeout, json_mode=json_mode(json_flag), notice=notice)
+
+
+def timeout_option(default: float = DEFAULT_TIMEOUT, what: str = "the operation") -> Callable[[Any], Any]:
+    return click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=default, show_default=True,
+                        help=f"Seconds to wait for {what}.")
 
 
 # name, past tense for the report, VM method, help text
@@ -48,16 +85,16 @@ def _power_command(name: str, verb: str, method: str, help_text: str) -> click.C
     """One lifecycle command: find the VM, run the action with a progress bar, report the state."""
 
     @with_uri("VM")
-    @click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
-                  help="Seconds to wait for the operation.")
+    @timeout_option()
     @json_option
     def command(uri: str | None, vm: str, op_timeout: float, json_flag: bool) -> None:
-        with settings().connect(uri) as host:
-            target = host.vms.get(vm)
+        with settings().connect(uri, changes=True) as host:
+            target = find_vm(host, vm)
             action: Callable[..., Any] = getattr(target, method)
-            with progress_bar(f"{name} {target.name}", wanted(json_mode(json_flag))) as on_progress:
-                action(timeout=op_timeout, on_progress=on_progress)
-            _report(target, json_flag, verb)
+            run_task(f"{name} {target.name}",
+                     lambda on_progress: action(wait=False, timeout=op_timeout, on_progress=on_progress),
+                     op_timeout, json_flag)
+            _report(target.refresh(), json_flag, verb)
 
     return click.command(name, help=help_text)(command)
 
@@ -69,29 +106,44 @@ for _spec in _POWER_COMMANDS:
 @vm.command()
 @with_uri("VM")
 @click.option("--force", is_flag=True, help="Power off at once instead of a graceful shutdown.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_STOP_TIMEOUT, show_default=True,
-              help="Seconds to wait for the guest to shut down.")
+@timeout_option(DEFAULT_STOP_TIMEOUT, "the guest to shut down")
 @json_option
 def stop(uri: str | None, vm: str, force: bool, op_timeout: float, json_flag: bool) -> None:
-    """Shut a VM down gracefully (ACPI / guest tools), or power it off with --force."""
-    with settings().connect(uri) as host:
-        target = host.vms.get(vm)
-        with progress_bar(f"stop {target.name}", wanted(json_mode(json_flag))) as on_progress:
-            target.stop(force=force, timeout=op_timeout, on_progress=on_progress)
-        _report(target, json_flag, "powered off" if force else "stopped")
+    """Shut a VM down gracefully (ACPI / guest tools), or power it off with --force.
+
+    A graceful stop needs a guest that answers: after a few seconds the command
+    says it is waiting for the guest, and if the guest never shuts down it says
+    that --force powers the VM off.
+    """
+    with settings().connect(uri, changes=True) as host:
+        target = find_vm(host, vm)
+        notice = None if force or json_mode(json_flag) else Notice(
+            STOP_NOTICE_S,
+            f"{target.name}: waiting for the guest to shut down (up to {op_timeout:g} s; "
+            "a guest that ignores ACPI never does: --force powers it off)")
+        try:
+            run_task(f"stop {target.name}",
+                     lambda on_progress: target.stop(force=force, timeout=op_timeout, wait=False,
+                                                     on_progress=on_progress),
+                     op_timeout, json_flag, notice)
+        except Timeout as exc:
+            raise Timeout(f"{target.name}: the guest did not shut down within {op_timeout:g} s; "
+                          "`anyvirt vm stop --force` powers it off") from exc
+        _report(target.refresh(), json_flag, "powered off" if force else "stopped")
 
 
 @vm.command()
 @with_uri("VM")
 @click.option("--keep-disks", is_flag=True, help="Remove the VM but leave its disks in place.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for the operation.")
+@timeout_option()
 @json_option
 def delete(uri: str | None, vm: str, keep_disks: bool, op_timeout: float, json_flag: bool) -> None:
     """Delete a stopped VM (and its disks and snapshots, unless --keep-disks)."""
-    with settings().connect(uri) as host:
-        target = host.vms.get(vm)
-        target.delete(disks=not keep_disks, timeout=op_timeout)
+    with settings().connect(uri, changes=True) as host:
+        target = find_vm(host, vm)
+        run_task(f"delete {target.name}",
+                 lambda _: target.delete(disks=not keep_disks, wait=False, timeout=op_timeout),
+                 op_timeout, json_flag)
         if json_mode(json_flag):
             print_json({"deleted": {"id": target.id, "name": target.name}})
         else:
@@ -102,18 +154,19 @@ def delete(uri: str | None, vm: str, keep_disks: bool, op_timeout: float, json_f
 @with_uri("VM")
 @json_option
 def show(uri: str | None, vm: str, json_flag: bool) -> None:
-    """Everything known about a VM: state, CPUs, memory, disks, NICs."""
+    """Everything known about a VM: id, state, CPUs, memory, node, disks, NICs."""
     with settings().connect(uri) as host:
-        details = host.vms.get(vm).info()
+        details = find_vm(host, vm).info()
         if json_mode(json_flag):
             print_json(details)
             return
+        node = node_names(host).get(details.node or "", details.node or "")
         print_table(
             f"VM {details.name}",
             ["field", "value"],
             [("id", details.id),
              ("state", Text.assemble(styled_state(details.state), f" ({details.raw_state})")),
-             ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", details.node or ""),
+             ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", node),
              ("firmware", details.firmware.value), ("guest OS", details.guest_os),
              ("template", "yes" if details.template else "no"), ("description", details.description)],
         )
@@ -134,14 +187,13 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
 @click.option("--disk-gib", type=click.FloatRange(min=0, min_open=True), multiple=True,
               help="Add a blank disk of this size (repeatable).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, readable=True), multiple=True,
-              help="Add a disk copied from this image file (repeatable).")
+              help="Add a disk copied from this image file, e.g. a cloud image (repeatable).")
 @click.option("--network", multiple=True, help="Add a NIC on this network (repeatable).")
 @click.option("--firmware", type=click.Choice(["bios", "efi"]), default="bios", show_default=True)
 @click.option("--node", help="Node (hypervisor) to place the VM on.")
 @click.option("--description", default="", help="Free text stored with the VM.")
 @click.option("--start", "start_after", is_flag=True, help="Start the VM once created.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for the operation.")
+@timeout_option()
 @json_option
 def create(uri: str | None, name: str, cpus: int, memory_mib: int, disk_gib: tuple[float, ...],
            image: tuple[str, ...], network: tuple[str, ...], firmware: str, node: str | None,
@@ -153,29 +205,61 @@ def create(uri: str | None, name: str, cpus: int, memory_mib: int, disk_gib: tup
         nics=[NicSpec(network=n) for n in network], firmware=firmware, node=node,
         description=description,
     )
-    with settings().connect(uri) as host:
-        with progress_bar(f"create {name}", wanted(json_mode(json_flag))) as on_progress:
-            made = host.vms.create(spec, timeout=op_timeout, on_progress=on_progress)
-            if start_after:
-                made.start(timeout=op_timeout, on_progress=on_progress)
-        _report(made, json_flag, "created")
+    with settings().connect(uri, changes=True) as host:
+        made: VM = run_task(
+            f"create {name}",
+            lambda on_progress: host.vms.create(spec, wait=False, timeout=op_timeout,
+                                                on_progress=on_progress),
+            op_timeout, json_flag)
+        seen.remember(made.id, made.name)
+        if start_after:
+            run_task(f"start {name}",
+                     lambda on_progress: made.start(wait=False, timeout=op_timeout, on_progress=on_progress),
+                     op_timeout, json_flag)
+        _report(made.refresh(), json_flag, "created")
+
+
+@vm.command()
+@with_uri("VM")
+@click.option("--cpus", type=click.IntRange(min=1), help="New number of virtual CPUs.")
+@click.option("--memory", "memory_mib", type=click.IntRange(min=1), help="New memory in MiB.")
+@timeout_option()
+@json_option
+def reconfigure(uri: str | None, vm: str, cpus: int | None, memory_mib: int | None, op_timeout: float,
+                json_flag: bool) -> None:
+    """Change a VM's CPUs and/or memory (live where the platform can, else at the next start)."""
+    if cpus is None and memory_mib is None:
+        raise click.UsageError("give --cpus, --memory or both")
+    with settings().connect(uri, changes=True) as host:
+        target = find_vm(host, vm)
+        live = run_task(f"reconfigure {target.name}",
+                        lambda _: target.reconfigure(cpus=cpus, memory_mib=memory_mib, wait=False,
+                                                     timeout=op_timeout),
+                        op_timeout, json_flag)
+        target.refresh()
+        if json_mode(json_flag):
+            print_json({"vm": target.summary, "live": bool(live)})
+        else:
+            when = "now" if live else "from the next start"
+            say(f"{target.name}: {target.cpus} CPUs, {mib(target.memory_mib)} ({when})")
 
 
 @vm.command()
 @with_uri("VM", "NEW_NAME")
 @click.option("--linked", is_flag=True, help="Share the source's disks copy-on-write.")
 @click.option("--node", help="Node (hypervisor) to place the clone on.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for the operation.")
+@timeout_option()
 @json_option
 def clone(uri: str | None, vm: str, new_name: str, linked: bool, node: str | None, op_timeout: float,
           json_flag: bool) -> None:
     """Copy a VM under a new name (full copy, or --linked)."""
-    with settings().connect(uri) as host:
-        source = host.vms.get(vm)
-        with progress_bar(f"clone {source.name}", wanted(json_mode(json_flag))) as on_progress:
-            made = source.clone(new_name, linked=linked, node=node, timeout=op_timeout,
-                                on_progress=on_progress)
+    with settings().connect(uri, changes=True) as host:
+        source = find_vm(host, vm)
+        made: VM = run_task(
+            f"clone {source.name}",
+            lambda on_progress: source.clone(new_name, linked=linked, node=node, wait=False,
+                                             timeout=op_timeout, on_progress=on_progress),
+            op_timeout, json_flag)
         _report(made, json_flag, f"{'linked' if linked else 'full'} clone of {source.name}")
 
 
@@ -186,29 +270,79 @@ def clone(uri: str | None, vm: str, new_name: str, linked: bool, node: str | Non
               help="Another host of the same backend to move the VM to (same connection options).")
 @click.option("--live/--cold", default=None,
               help="Live (running VM) or cold (stopped VM); default: live if it is running.")
-@click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for the operation.")
+@timeout_option()
 @json_option
 def migrate(uri: str | None, vm: str, node: str | None, to_host: str | None, live: bool | None,
             op_timeout: float, json_flag: bool) -> None:
     """Move a VM to another node of the same host (--node), or to another host of the same
-    backend (--to-host), live or cold. Moves across platforms are not this command."""
+    backend (--to-host), live or cold. Moves across platforms are `anyvirt move`."""
     if (node is None) == (to_host is None):
         raise click.UsageError("give exactly one of --node and --to-host")
     with contextlib.ExitStack() as stack:
-        host = stack.enter_context(settings().connect(uri))
-        source = host.vms.get(vm)
+        host = stack.enter_context(settings().connect(uri, changes=True))
+        source = find_vm(host, vm)
+        names = node_names(host)
         destination: Node | Host
         if node is not None:
             destination = host.nodes.get(node)
         else:
             destination = stack.enter_context(settings().connect(to_host))
-        with progress_bar(f"migrate {source.name}", wanted(json_mode(json_flag))) as on_progress:
-            result: MigrationResult = source.migrate(to=destination, live=live, timeout=op_timeout,
-                                                     on_progress=on_progress)
+            names.update(node_names(destination))
+        result: MigrationResult = run_task(
+            f"migrate {source.name}",
+            lambda on_progress: source.migrate(to=destination, live=live, wait=False, timeout=op_timeout,
+                                               on_progress=on_progress),
+            op_timeout, json_flag)
         if json_mode(json_flag):
             print_json(result)
         else:
             kind = "live" if result.live else "cold"
-            say(f"{result.vm_name}: {kind} migration {result.source} -> {result.target} "
-                f"in {result.duration_s:.2f} s")
+            say(f"{result.vm_name}: {kind} migration {names.get(result.source, result.source)} -> "
+                f"{names.get(result.target, result.target)} in {result.duration_s:.2f} s")
+
+
+@vm.command()
+@with_uri("VM")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing what the guest writes, until Ctrl-C.")
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=None,
+              help="Only the last N lines.")
+def console(uri: str | None, vm: str, follow: bool, lines: int | None) -> None:
+    """Show a VM's serial console output, where the platform keeps it.
+
+    libvirt (the local QEMU and the testbeds) logs every guest's first serial
+    port to a file, which this prints; platforms without one say so (exit 5).
+    Control characters from the guest are shown escaped, never sent to your terminal.
+    """
+    with settings().connect(uri) as host:
+        target = find_vm(host, vm)
+        path = target.info().extra.get("console_log")
+        if not path:
+            raise CliError(f"{host.backend} keeps no serial console log of VM {target.name!r}",
+                           ExitCode.NOT_SUPPORTED, "NotSupported")
+        log = Path(str(path))
+        if not log.is_file():
+            raise CliError(f"the console log of VM {target.name!r} is kept where the VM runs, "
+                           "not on this machine", ExitCode.NOT_SUPPORTED, "NotSupported")
+        _print_console(log, lines, follow)
+
+
+def _print_console(log: Path, lines: int | None, follow: bool) -> None:
+    text = log.read_bytes().decode("utf-8", errors="replace")
+    shown = text.splitlines()
+    if lines is not None:
+        shown = shown[-lines:] if lines else []
+    for line in shown:
+        click.echo(escape_controls(line.rstrip("\r")))
+    if not follow:
+        return
+    offset = log.stat().st_size
+    while True:  # until Ctrl-C (exit 130: nothing on the platform was interrupted)
+        time.sleep(0.5)
+        size = log.stat().st_size
+        if size > offset:
+            with log.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(size - offset).decode("utf-8", errors="replace")
+            offset = size
+            for line in chunk.splitlines():
+                click.echo(escape_controls(line.rstrip("\r")))

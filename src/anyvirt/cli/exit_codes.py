@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+import click
+
 from anyvirt import errors
 
 
@@ -61,3 +63,12 @@ def exit_code_epilog() -> str:
     lines = ["\b", "Exit codes:"]
     lines += [f"  {int(code)}  {text}" for code, text in EXIT_CODE_HELP]
     return "\n".join(lines)
+
+
+class CliError(click.ClickException):
+    """A failure the command itself finds (not one of anyvirt's errors), with its family."""
+
+    def __init__(self, message: str, code: ExitCode, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.exit_code = int(code)  # type: ignore[misc]

@@ -1,13 +1,18 @@
 """The ``anyvirt`` command group: shared options, error handling, exit codes.
 
 Errors from anyvirt become one line, ``error: <message>`` on stderr, and an
-exit code by error family (see ``exit_codes``); ``--debug`` adds the
-traceback. Messages come from anyvirt's errors, which never contain
-credentials, and URIs are shown only as ``host.uri`` (without secrets).
+exit code by error family (see ``exit_codes``); with ``--json`` (or ``--format
+json``) that line is one JSON object instead, ``{"type", "message",
+"exit_code"}``. ``--debug`` adds the traceback. Ctrl-C exits 130 and says
+whether the platform carries on with what was interrupted. Messages come from
+anyvirt's errors, which never contain credentials, and URIs are shown only as
+``host.uri`` (without secrets).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import sys
 import traceback
@@ -21,12 +26,19 @@ from anyvirt.cli import (
     commands_host,
     commands_image,
     commands_move,
+    commands_node,
     commands_snapshot,
+    commands_template,
     commands_testbed,
     commands_vm,
+    completion,
+    context,
 )
 from anyvirt.cli.context import Settings
 from anyvirt.cli.exit_codes import ExitCode, exit_code_epilog, exit_code_for
+from anyvirt.cli.output import FORMATS
+from anyvirt.cli.waiting import Interrupted, interrupted_message
+from anyvirt.cli.wording import for_cli, seen
 from anyvirt.errors import AnyvirtError
 
 
@@ -34,7 +46,8 @@ class CommandFailed(click.ClickException):
     """An anyvirt error on its way out as ``error: ...`` and its exit code."""
 
     def __init__(self, error: BaseException, code: ExitCode) -> None:
-        super().__init__(str(error) or type(error).__name__)
+        super().__init__(for_cli(str(error) or type(error).__name__, seen.by_id))
+        self.kind = type(error).__name__
         # click declares exit_code per class; ours depends on the error, so set it per instance
         self.exit_code = int(code)  # type: ignore[misc]
 
@@ -42,8 +55,65 @@ class CommandFailed(click.ClickException):
         click.echo(f"error: {self.format_message()}", file=file or sys.stderr)
 
 
+def _json_wanted(args: Sequence[str]) -> bool:
+    """Whether the failed command asked for JSON (parsed settings, else the raw words)."""
+    active = context.active()
+    if active is not None and active.json:
+        return True
+    words = list(args)[: list(args).index("--")] if "--" in args else list(args)
+    return "--json" in words or "--format=json" in words or any(
+        a == "--format" and b == "json" for a, b in itertools.pairwise(words))
+
+
+def _fail(kind: str, message: str, code: int, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps({"type": kind, "message": message, "exit_code": code}), err=True)
+    else:
+        click.echo(f"error: {message}" if kind != "UsageError" else message, err=True)
+    return code
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    return exc.message if isinstance(exc, Interrupted) else interrupted_message()
+
+
 class AnyvirtGroup(click.Group):
-    """Turns anyvirt errors raised by any sub-command into ``CommandFailed``."""
+    """Turns anyvirt errors raised by any sub-command into ``CommandFailed``, and prints
+    every failure (anyvirt error, bad usage, Ctrl-C) in the format the command asked for."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        context.reset()
+        try:
+            result = super().main(args=words, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0
+        except KeyboardInterrupt as exc:
+            code = _fail("Interrupted", _interrupted(exc), 130, _json_wanted(words))
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # click's wrapping of Ctrl-C
+                code = _fail("Interrupted", _interrupted(exc.__cause__), 130, _json_wanted(words))
+            else:  # a question answered no, or no terminal to ask on
+                code = _fail("Aborted", "aborted: nothing was changed", 1, _json_wanted(words))
+        except CommandFailed as exc:
+            code = _fail(exc.kind, exc.format_message(), exc.exit_code, _json_wanted(words))
+        except click.UsageError as exc:
+            if _json_wanted(words):
+                code = _fail("UsageError", exc.format_message(), exc.exit_code, True)
+            else:
+                exc.show()
+                code = exc.exit_code
+        except click.ClickException as exc:
+            code = _fail(getattr(exc, "kind", "Error"), exc.format_message(), exc.exit_code,
+                         _json_wanted(words))
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        if code == 0:
+            context.flush_warnings()
+        if not standalone_mode:
+            return code
+        sys.exit(code)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -77,22 +147,30 @@ def _traceback_if_debug(ctx: click.Context) -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (verify=false).")
 @click.option("--timeout", "call_timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Timeout of each network call to the platform.")
-@click.option("--json", "json_flag", is_flag=True, help="JSON output for every command.")
+@click.option("--json", "json_flag", is_flag=True, help="JSON output for every command (errors too).")
+@click.option("--format", "output_format", type=click.Choice(FORMATS),
+              help="Output of every command: table (default on a terminal), plain (default in a "
+                   "pipe), tsv, names or json.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, profile: str | None, username: str | None, password_env: str | None,
-        insecure: bool, call_timeout: float | None, json_flag: bool, debug: bool) -> None:
+        insecure: bool, call_timeout: float | None, json_flag: bool, output_format: str | None,
+        debug: bool) -> None:
     """One command for virtual machines on libvirt/KVM, vSphere, Proxmox, VirtualBox and memory://.
 
     Every command takes the connection URI first (e.g. libvirt+qemu:///system,
-    vsphere://user@vc, memory://lab). It may be left out when --profile,
-    $ANYVIRT_PROFILE or $ANYVIRT_URI says where to connect; with none of them
-    the local default is used (the local QEMU, else memory://default).
+    vsphere://user@vc). It may be left out when --profile, $ANYVIRT_PROFILE or
+    $ANYVIRT_URI says where to connect; with none of them the local default is
+    used (the local QEMU, else memory://default). A memory:// host lives only as
+    long as one command: use it with the Python API, not across commands.
     """
-    ctx.obj = Settings(
+    ctx.obj = context.activate(Settings(
         profile=profile, username=username, password_env=password_env, insecure=insecure,
         call_timeout=call_timeout, debug=debug, json=json_flag,
-    )
+        output_format=output_format or ("json" if json_flag else None),
+    ))
+    if output_format == "json":
+        ctx.obj.json = True
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
@@ -100,7 +178,10 @@ def cli(ctx: click.Context, profile: str | None, username: str | None, password_
 commands_host.register(cli)
 cli.add_command(commands_vm.vm)
 cli.add_command(commands_snapshot.snapshot)
+cli.add_command(commands_template.template)
+cli.add_command(commands_node.node)
 cli.add_command(commands_testbed.testbed)
+cli.add_command(completion.completion)
 cli.add_command(commands_image.image)
 commands_move.register(cli)
 

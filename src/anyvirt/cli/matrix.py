@@ -24,7 +24,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "vm.delete": "delete a VM, with or without its disks",
     "vm.start": "power on",
     "vm.stop": "graceful shutdown (ACPI / guest tools)",
-    "vm.power_off": "hard power-off (stop(force=True))",
+    "vm.power_off": "hard power-off (`stop(force=True)`, `anyvirt vm stop --force`)",
     "vm.reboot": "guest reboot",
     "vm.reset": "hard reset",
     "vm.pause": "pause and resume (CPUs frozen, memory kept)",
@@ -53,6 +53,11 @@ _DESCRIPTIONS: dict[str, str] = {
 
 def describe(capability: Capability) -> str:
     return _DESCRIPTIONS.get(capability.value, "")
+
+
+def python_name(capability: Capability) -> str:
+    """How Python code names it: ``Capability.LINKED_CLONE`` for ``clone.linked``."""
+    return f"Capability.{capability.name}"
 
 
 YES = "yes"
@@ -100,13 +105,13 @@ def support_matrix_markdown(drivers: Mapping[str, type[Driver]] | None = None) -
     (``host.capabilities`` tells, e.g. ESXi without vCenter cannot migrate).
     """
     cols = columns(drivers)
-    header = ["capability", "meaning", *(f"`{c.title}`" for c in cols)]
+    header = ["capability", "Python name", "meaning", *(f"`{c.title}`" for c in cols)]
     lines = [
         "| " + " | ".join(header) + " |",
-        "| " + " | ".join(["---", "---", *([":---:"] * len(cols))]) + " |",
+        "| " + " | ".join(["---", "---", "---", *([":---:"] * len(cols))]) + " |",
     ]
     for cap, flags in rows(cols):
-        cells = [f"`{cap.value}`", _md_cell(describe(cap)),
+        cells = [f"`{cap.value}`", f"`{python_name(cap)}`", _md_cell(describe(cap)),
                  *(YES if f else NO for f in flags)]
         lines.append("| " + " | ".join(cells) + " |")
     platforms = "\n".join(f"- `{c.title}`: {_md_cell(c.platform)}" for c in cols)

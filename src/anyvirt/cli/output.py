@@ -1,4 +1,10 @@
-"""Rendering results: rich tables for people, JSON for scripts.
+r"""Rendering results: rich tables for people, plain columns, TSV or names for pipes, JSON
+for scripts.
+
+The format comes from ``--format`` (or ``--json``); without one, a terminal gets
+a boxed table and anything else (a pipe, a file) plain aligned columns with no
+box drawing and no colour. Every cell is literal text with control characters
+escaped, so a VM named ``"\x1b[2J"`` cannot clear the reader's screen.
 
 JSON is built from the attrs value types with ``attrs.asdict``; enums become
 their value, datetimes ISO 8601 strings, sets sorted lists. Nothing that could
@@ -10,12 +16,14 @@ from __future__ import annotations
 import enum
 import json
 import sys
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import attrs
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -24,6 +32,38 @@ from anyvirt.model import HostInfo, PowerState
 
 # Wide enough that ids and URIs are not wrapped when output goes to a file or a pipe.
 PIPE_WIDTH = 200
+
+#: what ``--format`` accepts; "plain" is what a pipe gets when no format is asked for
+FORMATS = ("table", "plain", "tsv", "names", "json")
+
+
+def output_format() -> str:
+    """The format asked for on the command line, else table on a terminal, plain elsewhere."""
+    ctx = click.get_current_context(silent=True)
+    chosen = None
+    while ctx is not None and chosen is None:
+        obj = ctx.obj
+        chosen = getattr(obj, "output_format", None)
+        ctx = ctx.parent
+    if chosen:
+        return str(chosen)
+    return "table" if sys.stdout.isatty() else "plain"
+
+
+def escape_controls(text: str) -> str:
+    r"""Control and format characters as visible escapes (``\x1b``, ``\u202e``), the rest as is."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def stdout_console() -> Console:
@@ -68,26 +108,61 @@ def styled(text: str, style: str) -> Text:
 
 def say(*parts: str | Text) -> None:
     """Print one line; plain strings are literal (a VM named ``[red]x`` prints as such)."""
-    stdout_console().print(Text.assemble(*parts))
+    line = Text.assemble(*parts)
+    # escaping changes the text's length, so a line that needs it loses its styles
+    stdout_console().print(line if line.plain.isprintable() else Text(escape_controls(line.plain)))
 
 
 def _cell(value: Any) -> Text:
     if isinstance(value, Text):
-        return value
-    return Text("" if value is None else str(value))
+        if value.plain.isprintable():
+            return value
+        return Text(escape_controls(value.plain), style=value.style)
+    return Text(escape_controls("" if value is None else str(value)))
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A table; cells are literal text unless given as ``rich.text.Text`` (see ``styled``)."""
-    # the title goes above the table, not into it: a long URI would wrap a table title
+def _tsv_field(value: Any) -> str:
+    text = value.plain if isinstance(value, Text) else ("" if value is None else str(value))
+    return escape_controls(text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n"))
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                listing: bool = False) -> None:
+    """A table in the chosen format; cells are literal text unless given as ``rich.text.Text``.
+
+    ``names`` prints the first column only (one name a line, for ``xargs``);
+    ``tsv`` a header line and tab-separated rows; ``plain`` aligned columns
+    without box drawing (and without the title of a ``listing``, so that
+    ``anyvirt vms | awk`` sees only the header and rows); ``table`` the boxed
+    table with its title.
+    """
+    fmt = output_format()
+    if fmt == "names":
+        for row in rows:
+            click.echo(_tsv_field(row[0]))
+        return
+    if fmt == "tsv":
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(_tsv_field(cell) for cell in row))
+        return
     console = stdout_console()
-    if title:
-        console.print(Text(title, style="bold"))
-    table = Table(show_lines=False)
+    plain = fmt == "plain"
+    # the title goes above the table, not into it: a long URI would wrap a table title
+    if title and not (plain and listing):
+        console.print(Text(escape_controls(title), style="bold"))
+    table = Table(show_lines=False, box=None if plain else box.HEAVY_HEAD, pad_edge=not plain,
+                  header_style="" if plain else "bold")
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*(_cell(cell) for cell in row))
+    if plain:  # no trailing blanks for `cut`/`awk` to trip over
+        with console.capture() as captured:
+            console.print(table)
+        for line in captured.get().splitlines():
+            click.echo(line.rstrip())
+        return
     console.print(table)
 
 

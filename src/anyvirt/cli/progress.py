@@ -37,13 +37,14 @@ def progress_bar(description: str, enabled: bool) -> Iterator[ProgressCallback |
         transient=True,
     )
     with bar:
-        row = bar.add_task(description, total=100.0)
+        # no total until the platform reports a percentage: a pulsing bar, not a stuck 0%
+        row = bar.add_task(description, total=None)
 
         def update(task: Task[Any]) -> None:
-            bar.update(
-                row,
-                completed=task.progress if task.progress is not None else 0.0,
-                description=task.message or description,
-            )
+            if task.progress is None:
+                bar.update(row, description=task.message or description)
+            else:
+                bar.update(row, total=100.0, completed=task.progress,
+                           description=task.message or description)
 
         yield update

@@ -7,17 +7,27 @@ which runs ``qemu-img`` where formats differ), verify, then, only if asked,
 removal of the source.
 """
 
-from anyvirt.migration.archive import backup, read_manifest, restore
+from anyvirt.migration.archive import (
+    UnverifiedArchiveWarning,
+    backup,
+    describe,
+    read_manifest,
+    restore,
+    verify,
+)
 from anyvirt.migration.plan import MigrationPlan, MigrationWarning, WarningCode, plan_migration
 from anyvirt.migration.transfer import migrate
 
 __all__ = [
     "MigrationPlan",
     "MigrationWarning",
+    "UnverifiedArchiveWarning",
     "WarningCode",
     "backup",
+    "describe",
     "migrate",
     "plan_migration",
     "read_manifest",
     "restore",
+    "verify",
 ]

@@ -1,25 +1,40 @@
-"""Backups as portable archives (``.avbk``): restore them on any backend.
+"""Backups as portable archives (``.avbk``): one file, restorable on any backend.
 
-An archive is a tar file: ``manifest.json`` (the neutral hardware
-description, the same one cross-platform moves use) then one file per disk,
-in whatever qemu-img format the source exported. Files stream in and out;
-disks are never held in memory.
+An archive (format 2) is a plain tar file: ``manifest.json`` (the neutral
+hardware description, the same one cross-platform moves use), then
+``manifest.sha256`` (its checksum and size), then one compressed qcow2 per
+disk under ``disks/``. The manifest carries each disk's virtual size, stored
+size and sha256, the anyvirt version that wrote it, the source platform's raw
+facts, and that snapshots were flattened to the current state.
+
+An archive is untrusted input. :func:`restore` checks everything before it
+creates anything (:mod:`anyvirt.migration.archive_check`): the members, the
+manifest, every checksum, every image, and the sizes against the target's
+free storage. Format 1 archives (no checksums) still restore, with a warning.
+Files stream in and out; disks are never held in memory.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import os
 import tarfile
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from anyvirt.errors import AlreadyExists, InvalidSpec, TaskFailed
-from anyvirt.kit import qemu_img
+from anyvirt.errors import AlreadyExists, InvalidSpec, StorageFull, TaskFailed
+from anyvirt.kit import qemu_img, streams
+from anyvirt.migration import archive_check
+from anyvirt.migration.archive_check import CheckedArchive, Discard, UnverifiedArchiveWarning
+from anyvirt.migration.manifest import FORMAT_V2, MANIFEST, MANIFEST_SUM, Manifest
 from anyvirt.model import (
     Capability,
     DiskSpec,
@@ -29,18 +44,20 @@ from anyvirt.model import (
     VMSpec,
     check_name,
 )
-from anyvirt.tasks import DEFAULT_TIMEOUT, Job
+from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
     from anyvirt.vm import VM
 
-FORMAT = "anyvirt-backup/1"
-MANIFEST = "manifest.json"
+FORMAT = FORMAT_V2
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT) -> Path:
-    """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped."""
+def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
+           on_progress: ProgressCallback | None = None) -> Path:
+    """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped.
+    ``on_progress`` gets the Task as the disks stream (bytes, percent and rate)."""
     vm.host.gate.require(Capability.DISK_EXPORT)
     dest = Path(path)
     if dest.exists():
@@ -50,60 +67,115 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT)
     info = vm.info()
 
     def work(job: Job) -> Path:
-        with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
-            exported = [compact(d, job) for d in vm.host.driver.export_disks(vm.id, Path(tmp), job)]
-            disk_entries = [
-                {"id": d.id, "file": f"disks/{i}-{d.id}.{d.format}", "format": d.format,
-                 "size_bytes": d.size_bytes, "bus": d.bus}
-                for i, d in enumerate(exported)
-            ]
-            manifest: dict[str, Any] = {
-                "format": FORMAT,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "source": {"backend": vm.host.backend, "uri": vm.host.uri},
-                "vm": {
-                    "name": info.name, "cpus": info.cpus, "memory_mib": info.memory_mib,
-                    "firmware": info.firmware.value, "guest_os": info.guest_os,
-                    "description": info.description,
-                    "nics": [attrs.asdict(n) for n in info.nics],
-                },
-                "disks": disk_entries,
-            }
-            partial = dest.with_name(dest.name + ".partial")
-            try:
-                with tarfile.open(partial, "w") as tar:
-                    _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
-                    for entry, disk in zip(disk_entries, exported, strict=True):
+        partial = dest.with_name(dest.name + ".partial")
+        try:
+            with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
+                exported = vm.host.driver.export_disks(vm.id, Path(tmp), job)
+                disks = [compact(d, job) for d in exported]
+                entries = [_disk_entry(i, d, job) for i, d in enumerate(disks)]
+                manifest = _manifest(vm, info, entries)
+                data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+                with tarfile.open(partial, "x", format=tarfile.PAX_FORMAT) as tar:
+                    _add_bytes(tar, MANIFEST, data)
+                    summed = f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n"
+                    _add_bytes(tar, MANIFEST_SUM, summed.encode())
+                    for entry, disk in zip(entries, disks, strict=True):
                         job.check()
-                        tar.add(disk.path, arcname=str(entry["file"]))
-                partial.rename(dest)
-            finally:
-                partial.unlink(missing_ok=True)
+                        member = tar.gettarinfo(disk.path, arcname=str(entry["file"]))
+                        member.uid = member.gid = 0
+                        member.uname = member.gname = ""
+                        with open(disk.path, "rb") as handle:
+                            tar.addfile(member, handle)
+            partial.rename(dest)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise StorageFull(f"no room to write the backup of {vm.name!r} ({exc.strerror}); "
+                                  "nothing was kept") from exc
+            raise
+        finally:
+            partial.unlink(missing_ok=True)
         return dest
 
     # the gate holds the VM (its disks cannot change while copied) and checks its state
-    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout)
+    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
+                                 on_progress=on_progress)
     assert isinstance(result, Path)
     return result
 
 
+def _manifest(vm: VM, info: Any, disks: list[dict[str, Any]]) -> dict[str, Any]:
+    from anyvirt import __version__
+
+    return {
+        "format": FORMAT,
+        "anyvirt_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # the raw facts say what the neutral description left out, for a human reading it
+        "source": {"backend": vm.host.backend, "uri": vm.host.uri,
+                   "raw": {"state": info.raw_state, "extra": _plain(info.extra)}},
+        "snapshots": {"mode": "flattened",
+                      "note": "the current state only; the snapshot tree is not carried"},
+        "vm": {
+            "name": info.name, "cpus": info.cpus, "memory_mib": info.memory_mib,
+            "firmware": info.firmware.value, "guest_os": info.guest_os,
+            "description": info.description,
+            "nics": [{"id": n.id, "network": n.network, "model": n.model, "mac": n.mac}
+                     for n in info.nics],
+        },
+        "disks": disks,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a driver's raw facts (SDK objects become their text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _disk_entry(index: int, disk: ExportedDisk, job: Job) -> dict[str, Any]:
+    with open(disk.path, "rb") as handle:
+        summed = streams.copy(handle, Discard(), size=os.path.getsize(disk.path), job=job,
+                              what=f"checksumming disk {disk.id}")
+    # the size restore checks the image against: what the stored image says (qcow2 rounds a
+    # raw export up to whole sectors)
+    size = (qemu_img.info(disk.path, format=disk.format, job=job).virtual_size
+            if qemu_img.available() else disk.size_bytes)
+    return {"id": disk.id, "file": f"disks/{index}-{_member_safe(disk.id)}.{disk.format}",
+            "format": disk.format, "size_bytes": size, "bus": disk.bus,
+            "file_bytes": summed.bytes, "sha256": summed.sha256,
+            "compressed": disk.format == "qcow2"}
+
+
+def _member_safe(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "disk"
+
+
 def compact(disk: ExportedDisk, job: Job) -> ExportedDisk:
-    """Raw exports become qcow2 before archiving: tar keeps no holes, qcow2 stores no zeros.
-    Without qemu-img the raw file goes in as it is."""
-    if disk.format != "raw" or not qemu_img.available():
+    """Every export becomes a compressed qcow2 before archiving: tar keeps no holes, and a
+    compressed qcow2 stores no zeros and squeezes the rest. The export is checked like
+    any image first (a guest disk is data). Without qemu-img the file goes in as it is."""
+    if not qemu_img.available():
         return disk
-    out = Path(disk.path).with_suffix(".qcow2")
+    qemu_img.inspect_untrusted(disk.path, format=disk.format, job=job)
+    out = Path(disk.path).with_name(Path(disk.path).name + ".archived.qcow2")
     try:
-        qemu_img.convert(disk.path, out, source_format="raw", format="qcow2", job=job)
+        qemu_img.run(["convert", "-p", "-c", "-f", qemu_img.check_format(disk.format),
+                      "-O", "qcow2", "--", qemu_img.path_arg(disk.path), qemu_img.path_arg(out)],
+                     what=f"compressing disk {disk.id}", timeout=qemu_img.CONVERT_TIMEOUT, job=job)
     except TaskFailed as exc:
-        raise TaskFailed(f"qemu-img could not compact disk {disk.id}: {exc}") from exc
+        out.unlink(missing_ok=True)
+        if "No space left" in str(exc) or "File too large" in str(exc):
+            raise StorageFull(f"no room to compress disk {disk.id}: {exc}") from exc
+        raise TaskFailed(f"qemu-img could not compress disk {disk.id}: {exc}") from exc
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
     Path(disk.path).unlink()
     return attrs.evolve(disk, path=str(out), format="qcow2")
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
     member = tarfile.TarInfo(name)
     member.size = len(data)
     member.mtime = int(time.time())
@@ -111,66 +183,67 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    try:
-        with tarfile.open(path, "r") as tar:
-            member = tar.extractfile(MANIFEST)
-            if member is None:
-                raise InvalidSpec(f"{path} has no {MANIFEST}")
-            manifest: dict[str, Any] = json.load(member)
-    except (tarfile.TarError, KeyError, json.JSONDecodeError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidSpec(f"{path} is not an anyvirt backup: {reason}") from exc
-    if manifest.get("format") != FORMAT:
-        raise InvalidSpec(f"{path} has format {manifest.get('format')!r}, expected {FORMAT}")
-    return manifest
+    """The archive's manifest as JSON, after the checks that need no disk to be read
+    (members, schema, the manifest's own checksum)."""
+    return archive_check.open_checked(path).raw
+
+
+def describe(path: str | os.PathLike[str]) -> Manifest:
+    """The checked manifest of an archive (``anyvirt backup-info``): reads no disk."""
+    return archive_check.open_checked(path).manifest
+
+
+def verify(path: str | os.PathLike[str], *, timeout: float | None = DEFAULT_TIMEOUT) -> Manifest:
+    """Check an archive completely without restoring it: members, manifest, every disk's
+    size and sha256, every image (no backing file, extent, data file). Raises
+    ``InvalidSpec`` on the first fault; returns the manifest when all is well."""
+    checked = archive_check.open_checked(path)
+    job = Job(f"verifying {path}", timeout)
+    with tempfile.TemporaryDirectory(prefix="anyvirt-verify-") as tmp:
+        for disk in checked.manifest.disks:
+            file = archive_check.extract_disk(checked, disk, Path(tmp), job)
+            file.unlink()
+    return checked.manifest
 
 
 def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None,
             timeout: float | None = DEFAULT_TIMEOUT) -> VM:
     """Create a VM on ``host`` from the archive ``path`` (from any backend)."""
-    manifest = read_manifest(path)
-    vm_data = manifest["vm"]
-    new_name = check_name(vm_data["name"] if name is None else name, "name")
-    # before unpacking what may be many GiB of disks: capability, name, capacity
-    host.gate.check_restore(new_name, vm_data["cpus"], vm_data["memory_mib"],
-                            with_images=bool(manifest["disks"]))
+    checked = archive_check.open_checked(path)
+    manifest = checked.manifest
+    if not manifest.checksums:
+        warnings.warn(UnverifiedArchiveWarning(
+            f"{path} is a format 1 archive: it carries no checksums, so a damaged disk inside "
+            "it cannot be detected; back the VM up again to get a verifiable archive"),
+            stacklevel=3)
+    new_name = check_name(manifest.name if name is None else name, "name")
+    # before unpacking what may be many GiB of disks: capability, name, capacity, storage
+    host.gate.check_restore(new_name, manifest.cpus, manifest.memory_mib,
+                            with_images=bool(manifest.disks))
+    archive_check.check_target_storage(host, manifest)
+    job = Job(f"restoring {path}", timeout)
     with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
-        with tarfile.open(path, "r") as tar:
-            tar.extractall(tmp, filter="data")  # refuses absolute paths, '..', devices and links
-        disks = []
-        for entry in manifest["disks"]:
-            file = Path(tmp) / entry["file"]
-            if not file.is_file():
-                raise InvalidSpec(f"{path} lacks {entry['file']}")
-            _check_disk(file, entry, path)
-            size = entry.get("size_bytes")
-            bus = entry.get("bus")
-            # a bus the target cannot express becomes its first choice, as in plan_migration
-            if bus not in host.driver.disk_buses:
-                bus = host.driver.disk_buses[0] if bus else None
-            disks.append(DiskSpec(image=str(file), bus=bus, size_gib=size / 1024**3 if size else None))
-        nics = [NicSpec(network=n.get("network"), model=n.get("model"), mac=n.get("mac"))
-                for n in vm_data.get("nics", [])]
-        spec = VMSpec(
-            name=new_name, cpus=vm_data["cpus"], memory_mib=vm_data["memory_mib"], disks=disks,
-            nics=_usable_nics(host, nics), firmware=Firmware(vm_data.get("firmware", "bios")),
-            guest_os=vm_data.get("guest_os") or "other", description=vm_data.get("description", ""),
-        )
-        return host.vms.create(spec, timeout=timeout)
+        archive_check.check_room(Path(tmp), checked)
+        files = [archive_check.extract_disk(checked, d, Path(tmp), job) for d in manifest.disks]
+        spec = _spec(host, checked, new_name, files)
+        return host.vms.create(spec, timeout=job.remaining())
 
 
-def _check_disk(file: Path, entry: dict[str, Any], archive: str | os.PathLike[str]) -> None:
-    """A disk from an archive is untrusted: in its declared format, pointing at no other file
-    (a backing file, an extent) or server, before any host sees it."""
-    declared = entry.get("format")
-    if declared not in qemu_img.FORMATS:
-        raise InvalidSpec(f"{archive}: disk {entry['file']} has format {declared!r}, "
-                          f"not one of {', '.join(qemu_img.FORMATS)}")
-    if qemu_img.available():
-        try:
-            qemu_img.inspect_untrusted(file, format=declared)
-        except InvalidSpec as exc:
-            raise InvalidSpec(f"{archive}: disk {entry['file']} is refused: {exc}") from exc
+def _spec(host: Host, checked: CheckedArchive, name: str, files: list[Path]) -> VMSpec:
+    manifest = checked.manifest
+    disks = []
+    for entry, file in zip(manifest.disks, files, strict=True):
+        bus = entry.bus
+        # a bus the target cannot express becomes its first choice, as in plan_migration
+        if bus not in host.driver.disk_buses:
+            bus = host.driver.disk_buses[0] if bus else None
+        disks.append(DiskSpec(image=str(file), bus=bus, size_gib=entry.size_bytes / 1024**3))
+    nics = [NicSpec(network=n.network, model=n.model, mac=n.mac) for n in manifest.nics]
+    return VMSpec(
+        name=name, cpus=manifest.cpus, memory_mib=manifest.memory_mib, disks=disks,
+        nics=_usable_nics(host, nics), firmware=Firmware(manifest.firmware),
+        guest_os=manifest.guest_os, description=manifest.description,
+    )
 
 
 def _usable_nics(host: Host, nics: list[NicSpec]) -> list[NicSpec]:
@@ -202,4 +275,4 @@ def _macs_in_use(host: Host) -> set[str]:
     return taken
 
 
-__all__ = ["backup", "read_manifest", "restore"]
+__all__ = ["UnverifiedArchiveWarning", "backup", "describe", "read_manifest", "restore", "verify"]

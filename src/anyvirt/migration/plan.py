@@ -9,6 +9,7 @@ makes the move impossible is raised here, before a byte is copied.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from attrs import frozen
@@ -52,9 +53,37 @@ class MigrationWarning:
         return f"{self.code}: {self.message}"
 
 
+#: The image format each platform keeps imported disks in (a driver may say with
+#: ``image_format``); the plan shows the conversion, qemu-img does it.
+TARGET_FORMATS = {"libvirt": "qcow2", "vsphere": "vmdk (flat)", "proxmox": "raw",
+                  "virtualbox": "vdi", "memory": "raw"}
+ANY_NETWORK = "*"  # networks={"*": "lan"}: where every network not named otherwise goes
+
+
+@frozen
+class DiskConversion:
+    """One disk's way across: from what, to what, and at most how many bytes go."""
+
+    id: str
+    size_bytes: int | None
+    source_format: str | None
+    target_format: str
+    target_bus: str | None
+    bytes_to_send: int | None  # at most the virtual size; zeros are skipped where they can be
+
+
+@frozen
+class NetworkMapping:
+    nic: str
+    source: str | None
+    target: str | None  # None: the target's default network
+    how: str  # "same name", "mapped", "default"
+
+
 @frozen
 class MigrationPlan:
-    """What ``anyvirt.migrate`` will do: the source, the spec it will create, the warnings."""
+    """What ``anyvirt.migrate`` will do: the source, the spec it will create, the disk
+    conversions, the network mapping and the warnings. Making it changes nothing."""
 
     source: VMInfo
     source_uri: str
@@ -62,14 +91,22 @@ class MigrationPlan:
     spec: VMSpec
     disk_ids: tuple[str, ...]  # source disk ids, in the order of spec.disks
     warnings: tuple[MigrationWarning, ...]
+    disks: tuple[DiskConversion, ...] = ()
+    networks: tuple[NetworkMapping, ...] = ()
 
     @property
     def warning_codes(self) -> tuple[str, ...]:
         return tuple(w.code.value for w in self.warnings)
 
 
-def plan_migration(vm: VM, to: Host, *, name: str | None = None) -> MigrationPlan:
-    """Plan moving ``vm`` to ``to`` (a host of any backend). Raises if it cannot be done."""
+def plan_migration(vm: VM, to: Host, *, name: str | None = None,
+                   networks: Mapping[str, str] | None = None) -> MigrationPlan:
+    """Plan moving ``vm`` to ``to`` (a host of any backend). Raises if it cannot be done.
+
+    ``networks`` maps source network names to target ones (``{"*": "lan"}`` sends every
+    network not named otherwise to ``lan``). A NIC whose network the target lacks and
+    the map does not name is an ``InvalidSpec`` here, never a surprise half-way.
+    """
     source = vm.host
     target = to
     new_name = check_name(name or vm.name, "name")
@@ -100,6 +137,8 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None) -> MigrationPla
         firmware = fallback
 
     disks: list[DiskSpec] = []
+    conversions: list[DiskConversion] = []
+    target_format = getattr(drv, "image_format", None) or TARGET_FORMATS.get(target.backend, "raw")
     for disk in info.disks:
         bus = disk.bus if disk.bus in drv.disk_buses else drv.disk_buses[0]
         if disk.bus and bus != disk.bus:
@@ -109,9 +148,19 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None) -> MigrationPla
             ))
         # placeholder image: the real file comes from the export at migration time
         disks.append(DiskSpec(image=disk.path or disk.id, bus=bus))
+        conversions.append(DiskConversion(
+            id=disk.id, size_bytes=disk.size_bytes, source_format=disk.format,
+            target_format=target_format, target_bus=bus, bytes_to_send=disk.size_bytes))
 
     nics: list[NicSpec] = []
+    mapping: list[NetworkMapping] = []
     target_networks = set(target.info().networks)
+    wanted = dict(networks or {})
+    for src_net, dst_net in wanted.items():
+        if dst_net not in target_networks:
+            raise InvalidSpec(
+                f"networks: {src_net!r} -> {dst_net!r}, but {target.uri} has no network "
+                f"{dst_net!r} (it has: {', '.join(sorted(target_networks)) or 'none'})")
     for nic in info.nics:
         model = nic.model if nic.model in drv.nic_models else drv.nic_models[0]
         if nic.model and model != nic.model:
@@ -125,13 +174,12 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None) -> MigrationPla
                 "(DHCP reservations and licences bound to it must follow)",
             ))
             mac = None
-        network = nic.network
-        if network not in target_networks:
+        network, how = _map_network(nic.id, nic.network, wanted, target_networks, target.uri)
+        if how == "default":
             warnings.append(MigrationWarning(
                 WarningCode.NETWORK_DEFAULTED,
-                f"NIC {nic.id}: network {network!r} does not exist on the target; using its default",
-            ))
-            network = None
+                f"NIC {nic.id}: it is on no named network; it joins the target's default"))
+        mapping.append(NetworkMapping(nic=nic.id, source=nic.network, target=network, how=how))
         nics.append(NicSpec(network=network, model=model, mac=mac))
 
     if source.supports(Capability.SNAPSHOTS) and vm.snapshots.list():
@@ -148,7 +196,26 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None) -> MigrationPla
     return MigrationPlan(
         source=info, source_uri=source.uri, target_uri=target.uri, spec=spec,
         disk_ids=tuple(d.id for d in info.disks), warnings=tuple(warnings),
+        disks=tuple(conversions), networks=tuple(mapping),
     )
+
+
+def _map_network(nic: str, network: str | None, wanted: Mapping[str, str],
+                 target_networks: set[str], target_uri: str) -> tuple[str | None, str]:
+    """Where one NIC goes: the map first, then the same name; anything else is an error
+    (putting a lab-only NIC on the target's default network could bridge it anywhere)."""
+    if network is None:
+        return None, "default"
+    if network in wanted:
+        return wanted[network], "mapped"
+    if network in target_networks:
+        return network, "same name"
+    if ANY_NETWORK in wanted:
+        return wanted[ANY_NETWORK], "mapped"
+    raise InvalidSpec(
+        f"NIC {nic}: network {network!r} does not exist on {target_uri}; map it, e.g. "
+        f"networks={{{network!r}: ...}} or --network-map {network}=NAME (it has: "
+        f"{', '.join(sorted(target_networks)) or 'none'})")
 
 
 def require_movable(vm: VM) -> None:
@@ -163,4 +230,5 @@ def require_movable(vm: VM) -> None:
         )
 
 
-__all__ = ["MigrationPlan", "MigrationWarning", "WarningCode", "plan_migration"]
+__all__ = ["DiskConversion", "MigrationPlan", "MigrationWarning", "NetworkMapping", "WarningCode",
+           "plan_migration"]

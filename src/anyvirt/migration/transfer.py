@@ -1,30 +1,77 @@
 """Moving a VM to another platform: guard, export, convert, import, verify, then (if asked)
-remove the source. The source is never touched until the copy is verified."""
+remove the source. The source is never touched until the copy is verified.
+
+Verified means: the new VM's configuration is what the plan said, every disk
+stream carried exactly the bytes its platform declared (the kit's byte-count
+check, in each driver), and every disk read back from the target holds the
+source's bytes (:mod:`anyvirt.migration.verify`). Only then does the move
+report success, and only then does ``delete_source`` run. A target that cannot
+be read back gives a move verified by configuration only, and refuses
+``delete_source`` before anything is copied.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
 import time
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
-from anyvirt.errors import AnyvirtError, TaskFailed
+from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState, NotSupported, TaskFailed
+from anyvirt.migration import disk_check
 from anyvirt.migration.plan import MigrationPlan, plan_migration
-from anyvirt.model import DiskSpec, ExportedDisk, MigrationResult, PowerState
+from anyvirt.model import (
+    Capability,
+    DiskSpec,
+    DiskVerification,
+    ExportedDisk,
+    MigrationResult,
+    PowerState,
+)
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
     from anyvirt.vm import VM
 
+SNAPSHOT_PREFIX = "anyvirt-move-"
+
 
 def export(vm: VM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
-    """The VM's disks as local files, by disk id."""
+    """The VM's disks as local files, by disk id, each checked and (raw) hashed."""
+    dest.mkdir(parents=True, exist_ok=True)
     disks = vm.host.driver.export_disks(vm.id, dest, job)
-    return {d.id: d for d in disks}
+    return {d.id: disk_check.checked_export(d, job) for d in disks}
+
+
+def export_at_snapshot(vm: VM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
+    """A running VM's disks as they were at one instant: a snapshot is taken, its disks
+    exported, and the snapshot removed again whatever happens (crash-consistent)."""
+    driver = vm.host.driver
+    if driver.list_snapshots(vm.id):
+        raise InvalidState(f"VM {vm.name!r} has snapshots: a point-in-time copy of it running "
+                           "needs a VM without any (its base disks are older than now); use "
+                           "shutdown=True")
+    name = f"{SNAPSHOT_PREFIX}{uuid.uuid4().hex[:8]}"
+    snap = driver.create_snapshot(vm.id, name, "point-in-time copy for anyvirt.migrate", False,
+                                  job)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        disks = driver.export_snapshot_disks(vm.id, snap.id, dest, job)  # type: ignore[attr-defined]
+        return {d.id: disk_check.checked_export(d, job) for d in disks}
+    finally:
+        driver.delete_snapshot(vm.id, snap.id, False, Job(f"removing {name}", 300))
+
+
+def can_copy_at_snapshot(driver: object) -> bool:
+    """Drivers that can export a snapshot's disks while the VM runs say so by having
+    ``export_snapshot_disks(vm_id, snapshot_id, dest_dir, job)``."""
+    return callable(getattr(driver, "export_snapshot_disks", None))
 
 
 def spec_with_images(plan: MigrationPlan, exported: dict[str, ExportedDisk]) -> Any:
@@ -59,60 +106,130 @@ def verify(new: VM, plan: MigrationPlan) -> None:
         raise TaskFailed(f"the copy of {plan.source.name!r} does not match: " + "; ".join(problems))
 
 
+def read_back(new: VM, plan: MigrationPlan, exported: dict[str, ExportedDisk], dest: Path,
+              job: Job) -> tuple[DiskVerification, ...]:
+    """Every disk of the new VM read back through its own driver and compared with the
+    source's export, in plan order. The read-back files are removed as they are done."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = new.host.driver.export_disks(new.id, dest, job.span(0, 60))
+    if len(copies) != len(plan.disk_ids):
+        raise TaskFailed(f"the copy has {len(copies)} disks to read back, expected "
+                         f"{len(plan.disk_ids)}")
+    checks = []
+    share = 40.0 / max(len(copies), 1)
+    for index, (disk_id, copy) in enumerate(zip(plan.disk_ids, copies, strict=True)):
+        try:
+            low = 60 + share * index
+            checks.append(disk_check.compare(exported[disk_id], copy, job.span(low, low + share)))
+        finally:
+            Path(copy.path).unlink(missing_ok=True)
+    return tuple(checks)
+
+
+def _remove(new: VM) -> None:
+    with contextlib.suppress(AnyvirtError):
+        new.refresh()
+        if new.state is not PowerState.STOPPED:
+            new.stop(force=True)
+        new.delete(disks=True)
+
+
 def migrate(
     vm: VM,
     to: Host,
     *,
     name: str | None = None,
     shutdown: bool = False,
+    snapshot: bool = False,
     delete_source: bool = False,
     start: bool | None = None,
+    networks: Mapping[str, str] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     on_progress: ProgressCallback | None = None,
 ) -> MigrationResult:
     """Move ``vm`` to ``to``, a host of another platform (or the same one: a cold copy).
 
-    The VM must be stopped (``shutdown=True`` stops it gracefully first). The
-    source is removed only with ``delete_source=True`` and only after the copy
-    is verified; a failed copy is removed again. ``start`` defaults to
-    starting the copy if the source was running.
+    A running VM is refused unless ``shutdown=True`` (stopped gracefully first) or
+    ``snapshot=True`` (a crash-consistent copy of its disks at one instant, from a
+    snapshot that is removed afterwards; the VM keeps running). ``networks`` maps
+    source networks to target ones (see :func:`plan_migration`). The source is
+    removed only with ``delete_source=True`` and only after every disk was read back
+    from the target and matched; a failed copy is removed again. ``start`` defaults
+    to starting the copy if the source was running.
     """
     started = time.monotonic()
-    plan = plan_migration(vm, to, name=name)
+    if shutdown and snapshot:
+        raise InvalidSpec("shutdown=True and snapshot=True exclude each other: choose one")
+    plan = plan_migration(vm, to, name=name, networks=networks)
+    readable = to.supports(Capability.DISK_EXPORT) or not plan.disk_ids
+    if delete_source and not readable:
+        raise NotSupported(to.backend, Capability.DISK_EXPORT,
+                           "delete_source=True needs the copy read back from the target to verify "
+                           "it, and this target cannot export disks")
     was_running = vm.refresh().state is PowerState.RUNNING
+    consistency = "stopped"
     if was_running and shutdown:
         vm.stop(timeout=min(timeout or 300.0, 300.0))
+        consistency = "shut down first"
+    elif was_running and snapshot:
+        if not can_copy_at_snapshot(vm.host.driver):
+            raise NotSupported(vm.host.backend, Capability.DISK_EXPORT,
+                               "a point-in-time copy of a running VM (snapshot=True) is not "
+                               "available on this backend: use shutdown=True")
+        vm.host.gate.require(Capability.SNAPSHOTS)
+        consistency = "crash-consistent snapshot"
+    elif was_running:
+        raise InvalidState(f"VM {vm.name!r} is running: stop it first, or pass shutdown=True "
+                           "(graceful stop) or snapshot=True (crash-consistent copy)")
 
     def work(job: Job) -> MigrationResult:
         with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp:
-            job.progress(5, f"exporting the disks of {vm.name}")
-            exported = export(vm, Path(tmp), job)
+            # one bar for the whole move: export, import and read-back each get a share
+            job.progress(0, f"exporting the disks of {vm.name}")
+            out = job.span(0, 40)
+            if consistency == "crash-consistent snapshot":
+                exported = export_at_snapshot(vm, Path(tmp) / "source", out)
+            else:
+                exported = export(vm, Path(tmp) / "source", out)
             spec = spec_with_images(plan, exported)
-            job.progress(50, f"importing into {to.backend}")
-            new = to.vms.create(spec, timeout=job.remaining())
+            job.progress(40, f"importing into {to.backend}")
+            into = job.span(40, 75)
+            new = to.vms.create(spec, timeout=job.remaining(),
+                                on_progress=lambda t: into.progress(t.progress, t.message or ""))
             try:
-                job.progress(90, "verifying the copy")
+                job.progress(75, "verifying the copy")
                 verify(new, plan)
+                checked: tuple[str, ...] = ("config", "byte-count")
+                disks: tuple[DiskVerification, ...] = ()
+                if plan.disk_ids and readable:
+                    disks = read_back(new, plan, exported, Path(tmp) / "copy", job.span(75, 100))
+                    checked += ("read-back",)
                 if start or (start is None and was_running):
                     new.start(timeout=job.remaining())
             except BaseException:
-                with contextlib.suppress(AnyvirtError):
-                    new.refresh()
-                    if new.state is not PowerState.STOPPED:
-                        new.stop(force=True)
-                    new.delete(disks=True)
+                _remove(new)
                 raise
             moved = sum(d.size_bytes for d in exported.values())
         return MigrationResult(
             vm_id=new.id, vm_name=new.name, source=plan.source_uri, target=plan.target_uri,
             live=False, duration_s=round(time.monotonic() - started, 3), downtime_ms=None,
-            bytes_transferred=moved, warnings=plan.warning_codes,
+            bytes_transferred=moved, warnings=plan.warning_codes, verified=checked,
+            disks=disks, consistency=consistency,
         )
 
-    # the source is held through the copy (the gate's export rule: not running, one
-    # change at a time); it is removed only once the copy is verified and the hold is over
-    result = vm.host.gate.export(vm, f"move to {to.backend}", work, wait=True, timeout=timeout,
-                                 on_progress=on_progress)
+    what = f"move to {to.backend}"
+    if consistency == "crash-consistent snapshot":
+        # running, by design: held (one change at a time) but not stopped
+        from anyvirt.operations import ANY_STATE
+
+        result = vm.host.gate.extension(what, work, capability=Capability.DISK_EXPORT, vm=vm,
+                                        states=ANY_STATE, wait=True, timeout=timeout,
+                                        on_progress=on_progress)
+    else:
+        # the source is held through the copy (the gate's export rule: not running, one
+        # change at a time); it is removed only once the copy is verified and the hold is over
+        result = vm.host.gate.export(vm, what, work, wait=True, timeout=timeout,
+                                     on_progress=on_progress)
     assert isinstance(result, MigrationResult)
     if delete_source:
         vm.delete(disks=True)

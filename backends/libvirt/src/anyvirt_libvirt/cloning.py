@@ -99,8 +99,11 @@ def _read_source(driver: LibvirtDriver, vm_id: str, name: str) -> _Source:
         )
 
 
-def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) -> VMSummary:
-    source = _read_source(driver, vm_id, name)
+def clone(driver: LibvirtDriver, vm_id: str, names: list[str], linked: bool,
+          job: Job) -> list[VMSummary]:
+    """Clones named ``names``, all or none. Linked clones that need a frozen copy share
+    one, made once (for a running VM: of every disk at one instant)."""
+    source = _read_source(driver, vm_id, names[0])
     refuse_uncopyable(source.disks, source.name, "clone")
     writable = [d for d in source.disks if d.writable_disk]
     stores = {}
@@ -112,6 +115,31 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
                 "pool, and anyvirt copies only pool volumes"
             )
         stores[disk.dev] = store
+    shared = _Plan()  # the frozen copies these clones share
+    made: list[VMSummary] = []
+    try:
+        bases: dict[str, str] = {}
+        if linked and not source.template and (source.running or source.has_snapshots):
+            bases = _frozen_copies(driver, source, writable, stores, shared, job)
+        for index, name in enumerate(names):
+            job.progress(100.0 * index / len(names), f"cloning {name}")
+            made.append(_one(driver, source, writable, stores, bases, name, linked, job))
+    except BaseException:
+        for summary in reversed(made):  # all or none
+            with contextlib.suppress(AnyvirtError):
+                driver.delete_vm(summary.id, True, Job(f"remove clone {summary.name}", 300))
+        storage.remove_made(shared.made)
+        raise
+    for store, path in shared.made:
+        store.settled(path)
+    return made
+
+
+def _one(
+    driver: LibvirtDriver, source: _Source, writable: list[DomainDisk],
+    stores: dict[str, storage.DiskStore], bases: dict[str, str], name: str, linked: bool,
+    job: Job,
+) -> VMSummary:
     new_uuid = str(uuidlib.uuid4())
     plan = _Plan()
     try:
@@ -123,14 +151,12 @@ def clone(driver: LibvirtDriver, vm_id: str, name: str, linked: bool, job: Job) 
             if not linked and source.running:
                 live_disks.append((disk, _blank_like(store, plan, vol_name, disk)))
             elif not linked:
-                _made(plan, store, store.copy(vol_name, disk.path or ""))
-                plan.retarget(disk, plan.made[-1][1])
+                plan.retarget(disk, _made(plan, store, store.copy(vol_name, disk.path or "")))
             elif source.template:
                 # a template never writes to its disks: clones layer straight onto them
                 plan.retarget(disk, _made(plan, store, store.overlay(vol_name, disk.path or "")))
-            elif source.running or source.has_snapshots:
-                base = _frozen_copy(driver, source, store, plan, disk, index, job)
-                plan.retarget(disk, _made(plan, store, store.overlay(vol_name, base)))
+            elif disk.dev in bases:
+                plan.retarget(disk, _made(plan, store, store.overlay(vol_name, bases[disk.dev])))
             else:
                 _freeze(source, store, plan, disk, index, vol_name)
         if live_disks:
@@ -171,24 +197,28 @@ def _freeze(
     plan.retarget(disk, _made(plan, store, store.overlay(vol_name, path)))
 
 
-def _frozen_copy(
-    driver: LibvirtDriver, source: _Source, store: storage.DiskStore, plan: _Plan,
-    disk: DomainDisk, index: int, job: Job,
-) -> str:
-    """A flattened copy of the disk's current state, shared by later linked clones
+def _frozen_copies(
+    driver: LibvirtDriver, source: _Source, writable: list[DomainDisk],
+    stores: dict[str, storage.DiskStore], shared: _Plan, job: Job,
+) -> dict[str, str]:
+    """A flattened copy of each disk's current state (device -> path), for linked
+    clones of a running VM or of one with snapshots. A stopped VM's copy is reused
     while the original's disk has not been written since it was made."""
-    path = disk.path or ""
-    prefix = f"{source.vm_id}-disk{index}-frozen-"
-    if not source.running:
+    bases: dict[str, str] = {}
+    live: list[tuple[DomainDisk, str]] = []
+    for index, disk in enumerate(writable):
+        store, path = stores[disk.dev], disk.path or ""
+        prefix = f"{source.vm_id}-disk{index}-frozen-"
+        name = f"{prefix}{secrets.token_hex(4)}.qcow2"
+        if source.running:
+            live.append((disk, _blank_like(store, shared, name, disk)))
+            continue
         reusable = store.newest_unchanged_copy(prefix, path)
-        if reusable is not None:
-            return reusable
-    name = f"{prefix}{secrets.token_hex(4)}.qcow2"
-    if source.running:
-        base = _made(plan, store, store.create(name, store.describe(path)[0] or 0))
-        livecopy.copy_running(driver, source.vm_id, [(disk, base)], job)
-        return base
-    return _made(plan, store, store.copy(name, path))
+        bases[disk.dev] = reusable or _made(shared, store, store.copy(name, path))
+    if live:
+        livecopy.copy_running(driver, source.vm_id, live, job)  # one instant for all
+        bases.update({disk.dev: path for disk, path in live})
+    return bases
 
 
 def _define(

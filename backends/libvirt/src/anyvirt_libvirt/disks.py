@@ -111,8 +111,14 @@ def writable_paths(disks: list[DomainDisk]) -> list[str]:
 
 
 def refuse_uncopyable(disks: list[DomainDisk], vm_name: str, what: str) -> None:
-    """InvalidSpec before anything is made when a disk cannot be copied faithfully."""
+    """InvalidSpec before anything is made when a disk cannot be copied faithfully (a
+    LUN is a host's SCSI device passed through: two VMs writing it would corrupt it)."""
     for disk in disks:
+        if disk.device == "lun" and not disk.shareable:
+            raise InvalidSpec(
+                f"cannot {what} {vm_name!r}: disk {disk.dev} is a LUN passed through from the "
+                "host, which anyvirt can neither copy nor share (detach it first)"
+            )
         if disk.writable_disk and not disk.copyable:
             raise InvalidSpec(
                 f"cannot {what} {vm_name!r}: disk {disk.describe()} is not a file or pool volume, "
@@ -129,9 +135,13 @@ def referenced_paths(xml: str, conn: libvirt.virConnect | None = None) -> set[st
         found = source.get("file") or source.get("dev")
         if found:
             paths.add(found)
-    nvram = root.findtext("os/nvram")
-    if nvram:
-        paths.add(nvram.strip())
+    nvram = root.find("os/nvram")
+    if nvram is not None:
+        if (nvram.text or "").strip():
+            paths.add((nvram.text or "").strip())
+        if nvram.get("template"):
+            # a clone's NVRAM is copied from its original's on first start: keep it
+            paths.add(nvram.get("template", ""))
     for log in root.iterfind("devices/*/log"):
         if log.get("file"):
             paths.add(log.get("file", ""))

@@ -310,26 +310,6 @@ def is_template(root: ET.Element) -> bool:
     return meta is not None and meta.get("template") == "yes"
 
 
-def _disk_path(disk: ET.Element) -> str | None:
-    source = disk.find("source")
-    if source is None:
-        return None
-    return source.get("file") or source.get("dev") or source.get("name")
-
-
-def disk_paths(xml: str) -> list[str]:
-    """The file paths of a domain's disks (not CD-ROMs), in device order."""
-    root = ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
-    paths = []
-    for disk in root.findall("devices/disk"):
-        if disk.get("device", "disk") != "disk":
-            continue
-        path = _disk_path(disk)
-        if path:
-            paths.append(path)
-    return paths
-
-
 def console_log_path(root: ET.Element) -> str | None:
     log = root.find("devices/serial/log")
     return log.get("file") if log is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid as uuidlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import libvirt
 
 from anyvirt.driver import Driver
-from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.model import (
     GIB,
     Allocation,
@@ -33,20 +33,16 @@ from anyvirt.model import (
     Overcommit,
     Placement,
     PowerAction,
-    PowerState,
     SnapshotInfo,
     StorageInfo,
     VMInfo,
     VMSpec,
     VMSummary,
-    evolve,
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_libvirt import (
-    disks as disks_mod,
-)
-from anyvirt_libvirt import (
+    cloning,
     domxml,
     lifecycle,
     listing,
@@ -56,8 +52,11 @@ from anyvirt_libvirt import (
     templates,
     usage,
 )
+from anyvirt_libvirt import (
+    disks as disks_mod,
+)
 from anyvirt_libvirt.connection import Link, libvirt_uri
-from anyvirt_libvirt.embedded import default_uri, prepare_embed_root
+from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_embed_root
 from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
 from anyvirt_libvirt.inflight import InflightRecord
 from anyvirt_libvirt.migration import UNDEFINE_FLAGS
@@ -86,8 +85,6 @@ class LibvirtDriver(Driver):
         self.target = target
         self.embed_root = embed_root
         self.templates = TemplateIndex()
-        #: transient domains this connection powered off (libvirt forgets them at once)
-        self._vanished: dict[str, VMSummary] = {}
         with link.call("read host capabilities") as conn:
             has_storage = _has_storage(conn)
             self.facts: HostFacts = read_host_facts(conn, embed_root is not None, has_storage)
@@ -109,7 +106,10 @@ class LibvirtDriver(Driver):
             embed_root = Path(root)
             prepare_embed_root(embed_root)
         link = Link(uri, target)
-        link.connect()
+        try:
+            link.connect()
+        except ConnectionFailed as exc:
+            raise explain_open_failure(exc, uri) from exc
         try:
             return cls(link, target, embed_root)
         except BaseException:
@@ -166,7 +166,7 @@ class LibvirtDriver(Driver):
             version = _version(conn.getVersion())
             pools = _pools(conn) if not self.embed_root else ()
             networks = _networks(conn) if not self.embed_root else ()
-            vms = listing.list_summaries(conn, self.facts.node_id, self.templates)
+            vms = listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
         cpus, memory = int(info[2]), int(info[1])
         vcpus = sum(v.cpus for v in vms)
         vm_memory = sum(v.memory_mib for v in vms)
@@ -215,7 +215,7 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------ listing
     def list_vms(self) -> list[VMSummary]:
         with self.link.call("list VMs") as conn:
-            return listing.list_summaries(conn, self.facts.node_id, self.templates)
+            return listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
 
     def find_vm(self, ref: str) -> VMSummary:
         with self.link.call(f"find VM {ref!r}") as conn:
@@ -233,15 +233,8 @@ class LibvirtDriver(Driver):
         raise NotFound(f"no VM with id or name {ref!r} on {self.safe_uri}")
 
     def vm_summary(self, vm_id: str) -> VMSummary:
-        try:
-            with self._domain(vm_id, "VM summary") as dom:
-                return listing.summary_of(dom, self.facts.node_id)
-        except NotFound:
-            # a transient domain this connection powered off: report it off, once
-            vanished = self._vanished.pop(vm_id, None)
-            if vanished is None:
-                raise
-            return vanished
+        with self._domain(vm_id, "VM summary") as dom:
+            return listing.summary_of(dom, self.facts.node_id)
 
     def vm_info(self, vm_id: str) -> VMInfo:
         with self._domain(vm_id, "VM info") as dom:
@@ -294,28 +287,20 @@ class LibvirtDriver(Driver):
     def sweep_inflight(self) -> None:
         """Remove volumes a create, clone or migration left when the daemon died under
         it (see :mod:`anyvirt_libvirt.inflight`)."""
-        forgotten = self.inflight.sweep(self._remove_abandoned)
+        forgotten = self.inflight.sweep(
+            lambda pool, volume: storage.remove_if_unused(self.link, self.inflight, pool, volume)
+        )
         if forgotten:
             log.info("removed %d volume(s) left by interrupted operations", len(forgotten))
 
-    def _remove_abandoned(self, pool_name: str, vol_name: str) -> bool:
-        with self.link.call("volumes left by an interrupted operation") as conn:
-            try:
-                pool = conn.storagePoolLookupByName(pool_name)
-                storage.refresh_pool(pool)
-                path = str(pool.storageVolLookupByName(vol_name).path())
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL,
-                                            libvirt.VIR_ERR_NO_STORAGE_VOL):
-                    return True  # never made, or removed already
-                raise
-            for dom in conn.listAllDomains(0):
-                if path in disks_mod.referenced_paths(dom.XMLDesc(0), conn):
-                    return True  # a domain owns it after all (its define got through)
-        store = storage.PoolStore(self.link, pool_name, self.inflight)
-        if not store.backing_users(path):
-            store.delete(path)
-        return True
+    def inflight_key(self, path: str) -> tuple[str, str] | None:
+        """(pool, name) under which the in-flight record knows a file an operation makes
+        in a pool's directory outside the storage API (QEMU's console log); None for a
+        file in no pool."""
+        if self.embed_root is not None:
+            return None
+        store = self.store_for(None)
+        return (store.name, os.path.basename(path)) if store.owns(path) else None
 
     def _volume_row(self, path: str) -> tuple[int | None, str | None, str | None]:
         """(capacity, pool, backing) of a pool volume; Nones outside every pool."""
@@ -520,21 +505,19 @@ class LibvirtDriver(Driver):
         with self._domain(vm_id, "linked clones") as dom:
             conn = dom.connect()
             own = disks_mod.parse_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), conn)
-            users = list(usage.other_domains(conn, vm_id).linked_clones)
+            others = usage.other_domains(conn, vm_id)
+        users = list(others.linked_clones)
         for path in disks_mod.writable_paths(own):
             store = self._store_of(path)
-            if store is not None:
-                users += [p for p in store.backing_users(path) if p not in users]
+            for layered in store.backing_users(path) if store is not None else []:
+                user = others.owners.get(layered, layered)  # a domain's name, else the volume
+                if user not in users:
+                    users.append(user)
         return users
 
     # ------------------------------------------------------------ lifecycle
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         with self._domain(vm_id, f"{action.value} VM") as dom:
-            if action in (PowerAction.STOP, PowerAction.POWER_OFF) and not dom.isPersistent():
-                off = listing.summary_of(dom, self.facts.node_id)
-                self._vanished[vm_id] = evolve(
-                    off, state=PowerState.STOPPED, raw_state="shutoff (transient: undefined)"
-                )
             lifecycle.power(dom, action, job)
 
     def reconfigure_vm(
@@ -583,9 +566,13 @@ class LibvirtDriver(Driver):
     def clone_vm(
         self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job
     ) -> VMSummary:
-        from anyvirt_libvirt.cloning import clone
+        return cloning.clone(self, vm_id, [name], linked, job)[0]
 
-        return clone(self, vm_id, name, linked, job)
+    def clone_vms(
+        self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement, job: Job
+    ) -> list[VMSummary]:
+        """Bulk clones share one frozen copy where linked clones need one."""
+        return cloning.clone(self, vm_id, list(names), linked, job)
 
     def migrate_vm(
         self,
@@ -614,11 +601,6 @@ def _parse(xml: str) -> Any:
     import xml.etree.ElementTree as ET
 
     return ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
-
-
-def domxml_backing(vol_xml: str) -> str | None:
-    backing = _parse(vol_xml).findtext("backingStore/path")
-    return str(backing) if backing else None
 
 
 def _undefine(dom: libvirt.virDomain, keep_nvram: bool = False) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import libvirt
 import platformdirs
 
+from anyvirt.errors import ConnectionFailed
 from anyvirt_libvirt.connection import ensure_event_loop
 
 SYSTEM_SOCKET = Path("/run/libvirt/libvirt-sock")
@@ -76,3 +77,33 @@ def default_uri() -> str:
 
 def embed_images_dir(uri_query_root: str) -> Path:
     return Path(uri_query_root) / "images"
+
+
+#: what libvirt says when, as root, its QEMU driver cannot find the build's QEMU account
+_MISSING_ACCOUNT = ("Failed to parse user", "Failed to parse group")
+_NO_SOCKET = "libvirt-sock"
+_EMBED_BUSY = "driver.pid"
+
+
+def explain_open_failure(error: ConnectionFailed, uri: str) -> ConnectionFailed:
+    """The connection error with what a newcomer can do about it, where we know.
+
+    As root, libvirt's QEMU driver (embedded too) looks up its build's QEMU user
+    and group before it reads any qemu.conf, so a machine without Debian's
+    ``libvirt-daemon-system`` (which creates them) cannot run it; and
+    ``qemu:///system`` without a running daemon has nobody to answer.
+    """
+    text = str(error)
+    if any(marker in text for marker in _MISSING_ACCOUNT):
+        hint = ("as root, libvirt's QEMU driver needs its QEMU account (Debian: user 'libvirt-qemu' "
+                "in group 'kvm', group 'libvirt-qemu'); `bash scripts/tour.sh` creates them, or run "
+                "anyvirt as an ordinary user")
+    elif _EMBED_BUSY in text:
+        hint = ("another process is using this embedded local QEMU (it serves one process at a "
+                "time): run the commands one after the other")
+    elif uri.startswith(SYSTEM_URI) and _NO_SOCKET in text:
+        hint = ("no libvirt daemon is running: start it (systemctl start libvirtd), or leave the URI "
+                "out to use the embedded local QEMU (the default)")
+    else:
+        return error
+    return ConnectionFailed(f"{text}; {hint}")

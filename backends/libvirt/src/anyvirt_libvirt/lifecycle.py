@@ -40,14 +40,20 @@ def _shutdown(dom: libvirt.virDomain) -> None:
 
 
 def graceful_stop(dom: libvirt.virDomain, job: Job) -> None:
+    transient = not dom.isPersistent()
     _shutdown(dom)
     pressed = time.monotonic()
     delay = 0.1
 
     def off() -> bool:
         nonlocal pressed
-        if domain_state(dom)[0] is PowerState.STOPPED:
-            return True
+        try:
+            if domain_state(dom)[0] is PowerState.STOPPED:
+                return True
+        except libvirt.libvirtError as exc:
+            if transient and exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return True  # a transient domain is gone once it is off
+            raise
         if time.monotonic() - pressed > REPRESS_INTERVAL:
             try:
                 _shutdown(dom)

@@ -90,10 +90,12 @@ def migrate(
             "a running VM: stop it and migrate it cold (which carries them), or delete them"
         )
     with target.link.call("migration target") as tconn:
-        copies = [p for p in domxml.disk_paths(xml) if not _visible_on(tconn, p)]
+        paths = [d.path for d in parse_disks(xml) if d.device == "disk" and d.path]
+        copies = [p for p in paths if not _visible_on(tconn, p)]
     store = target.store_for(None) if copies else None
     path_map: dict[str, str] = {}
     console: str | None = None
+    console_key: tuple[str, str] | None = None
     old_console = domxml.console_log_path(ET.fromstring(xml))  # noqa: S314 - from the daemon
     try:
         for path in copies:
@@ -106,6 +108,9 @@ def migrate(
                 )
             path_map[path] = store.create(_volume_name(path), capacity or 0)
         console = target.console_log_for(vm_id)
+        console_key = target.inflight_key(console) if console else None
+        if console_key:
+            target.inflight.note(*console_key)  # QEMU there makes it; a dead target keeps it
         dest_xml = domxml.rewrite_for_copy(
             xml, name=None, uuid=None, disk_paths_map=path_map, console_log=console, new_macs=False
         )
@@ -125,8 +130,14 @@ def migrate(
     except BaseException:
         if console:
             # QEMU on the target may have started its console log already
-            with contextlib.suppress(AnyvirtError):
+            try:
                 target.delete_console_log(console)
+            except AnyvirtError:
+                if console_key:
+                    target.inflight.abandon(*console_key)
+            else:
+                if console_key:
+                    target.inflight.done(*console_key)
         if store is not None:
             # best effort (the error that stopped the migration matters more); what the
             # target cannot remove now, its next connection does
@@ -135,6 +146,11 @@ def migrate(
     if store is not None:
         for made in path_map.values():
             store.settled(made)
+    if console_key:
+        target.inflight.done(*console_key)
+    # the listing's template marks follow the VM (a template migrates as one)
+    target.templates.note(vm_id, vm_id in source.templates.ids())
+    source.templates.note(vm_id, False)
     # the domain now lives on the target: the source's copied volumes are leftovers
     for old in path_map:
         with contextlib.suppress(AnyvirtError):

@@ -68,7 +68,22 @@ def parse_snapshot(xml: str, current_name: str | None) -> SnapshotInfo:
         memory=has_memory(root),
         vm_state=_VM_STATE.get(raw_state),
         current=name == current_name,
+        cpus=_snapshot_cpus(root),
+        memory_mib=_snapshot_memory_mib(root),
     )
+
+
+def _snapshot_cpus(root: ET.Element) -> int | None:
+    """The vCPUs the VM had when the snapshot was taken (a revert brings them back)."""
+    vcpu = root.find("domain/vcpu")
+    if vcpu is None:
+        return None
+    return int(vcpu.get("current") or vcpu.text or 0) or None
+
+
+def _snapshot_memory_mib(root: ET.Element) -> int | None:
+    kib = root.findtext("domain/currentMemory") or root.findtext("domain/memory")
+    return int(kib) // 1024 if kib else None
 
 
 def has_memory(root: ET.Element) -> bool:

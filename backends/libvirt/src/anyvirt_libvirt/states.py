@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import libvirt
 
 from anyvirt.model import PowerState
@@ -58,11 +60,15 @@ def normalise(state: int, managed_save: bool, reason: int | None = None) -> tupl
     save is SUSPENDED. The raw word keeps libvirt's reason unless it is "unknown"."""
     if state == libvirt.VIR_DOMAIN_SHUTOFF and managed_save:
         return PowerState.SUSPENDED, MANAGED_SAVE_RAW
+    return _STATE.get(state, PowerState.UNKNOWN), _raw_word(state, reason)
+
+
+@functools.cache
+def _raw_word(state: int, reason: int | None) -> str:
+    """"paused (user)": cached, as the listing asks it for every domain."""
     raw = _RAW.get(state, f"state {state}")
     why = _REASONS.get(state, {}).get(reason) if reason is not None else None
-    if why and why != "unknown":
-        raw = f"{raw} ({why})"
-    return _STATE.get(state, PowerState.UNKNOWN), raw
+    return f"{raw} ({why})" if why and why != "unknown" else raw
 
 
 def domain_state(dom: libvirt.virDomain) -> tuple[PowerState, str]:

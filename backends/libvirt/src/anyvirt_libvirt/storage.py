@@ -29,6 +29,7 @@ import libvirt
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound, TaskFailed
 from anyvirt_libvirt.connection import Link
+from anyvirt_libvirt.disks import referenced_paths
 from anyvirt_libvirt.errors import is_pool_busy
 from anyvirt_libvirt.inflight import InflightRecord
 
@@ -409,3 +410,26 @@ def remove_made(made: list[tuple[DiskStore, str]]) -> None:
             store.delete(path)
         except AnyvirtError:  # the original error is the one to report
             store.abandoned(path)
+
+
+def remove_if_unused(link: Link, record: InflightRecord, pool_name: str, vol_name: str) -> bool:
+    """Remove a volume an interrupted operation left, unless a domain or another volume
+    uses it after all (a define that got through before the daemon died). True once it
+    is gone or in use: the in-flight record may forget it."""
+    with link.call("volumes left by an interrupted operation") as conn:
+        try:
+            pool = conn.storagePoolLookupByName(pool_name)
+            refresh_pool(pool)
+            path = str(pool.storageVolLookupByName(vol_name).path())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL,
+                                        libvirt.VIR_ERR_NO_STORAGE_VOL):
+                return True  # never made, or removed already
+            raise
+        for dom in conn.listAllDomains(0):
+            if path in referenced_paths(dom.XMLDesc(0), conn):
+                return True
+    store = PoolStore(link, pool_name, record)
+    if not store.backing_users(path):
+        store.delete(path)
+    return True

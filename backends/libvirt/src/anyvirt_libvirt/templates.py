@@ -77,6 +77,6 @@ class TemplateIndex:
             else:
                 self._ids.discard(vm_id)
 
-    def __contains__(self, vm_id: object) -> bool:
+    def ids(self) -> frozenset[str]:
         with self._lock:
-            return vm_id in self._ids
+            return frozenset(self._ids)

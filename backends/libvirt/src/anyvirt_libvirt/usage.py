@@ -24,10 +24,12 @@ class OtherDomains:
     paths: frozenset[str]
     #: names of the domains anyvirt made as linked clones of that one
     linked_clones: tuple[str, ...]
+    #: path -> name of a domain referencing it
+    owners: dict[str, str]
 
 
 def other_domains(conn: libvirt.virConnect, vm_id: str) -> OtherDomains:
-    paths: set[str] = set()
+    owners: dict[str, str] = {}
     clones: list[str] = []
     for dom in conn.listAllDomains(0):
         if dom.UUIDString() == vm_id:
@@ -38,8 +40,9 @@ def other_domains(conn: libvirt.virConnect, vm_id: str) -> OtherDomains:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # undefined meanwhile
             raise
-        paths |= referenced_paths(xml, conn)
+        for path in referenced_paths(xml, conn):
+            owners.setdefault(path, dom.name())
         meta = ET.fromstring(xml).find(f"metadata/{{{NS}}}vm")  # noqa: S314 - from the daemon
         if meta is not None and meta.get("linked-clone-of") == vm_id:
             clones.append(dom.name())
-    return OtherDomains(frozenset(paths), tuple(sorted(clones)))
+    return OtherDomains(frozenset(owners), tuple(sorted(clones)), owners)

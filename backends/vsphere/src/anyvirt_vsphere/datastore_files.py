@@ -32,6 +32,7 @@ from anyvirt.errors import (
     ConnectionFailed,
     InvalidSpec,
     NotFound,
+    TaskFailed,
 )
 from anyvirt.kit import streams
 from anyvirt.tasks import Job
@@ -101,7 +102,7 @@ def upload(
     host: Any,
     datastore: str,
     path: str,
-    source: str | os.PathLike[str] | IO[bytes],
+    source: str | os.PathLike[str] | IO[bytes] | streams.Readable,
     *,
     datacenter: str | None = None,
     size: int | None = None,
@@ -113,7 +114,8 @@ def upload(
     ``host`` is an ``anyvirt.Host`` (or the driver) of a vSphere connection.
     For a file object that is not a regular file, give ``size``: the source
     must hold exactly that many bytes. Returns the number of bytes sent;
-    progress goes to ``job`` (within ``span`` of its percent).
+    progress goes to ``job`` (within ``span`` of its percent). A server that
+    answers before it took every byte fails the upload.
     """
     driver = _driver(host)
     what = f"uploading to [{datastore}] {path}"
@@ -124,22 +126,25 @@ def upload(
     partial = f"{folder}/.{name}.partial-{uuid.uuid4().hex[:8]}".lstrip("/")
     with contextlib.ExitStack() as stack:
         if isinstance(source, str | os.PathLike):
-            stream: IO[bytes] = stack.enter_context(Path(source).open("rb"))
+            stream: streams.Readable = stack.enter_context(Path(source).open("rb"))
         else:
             stream = source
         if size is None:
             try:
-                size = os.fstat(stream.fileno()).st_size - stream.tell()
+                size = os.fstat(stream.fileno()).st_size - stream.tell()  # type: ignore[attr-defined]
             except (OSError, AttributeError, ValueError):
                 raise InvalidSpec(f"{what}: give size= for a stream of unknown length") from None
+        body = streams.MeteredReader(stream, size, job=job, what=what, span=span)
         try:
-            _put(driver, _url_path(driver, datastore, partial, datacenter),
-                 streams.MeteredReader(stream, size, job=job, what=what, span=span), size, what)
+            _put(driver, _url_path(driver, datastore, partial, datacenter), body, size, what)
+            if body.transfer is None:  # the server answered before it had every byte
+                raise ConnectionFailed(f"{what}: the server answered after {body.meter.count} "
+                                       f"of {size} bytes")
             _move(driver, datastore, partial, path, datacenter, job or cleanup_job(what), what)
         except BaseException:
             _remove(driver, datastore, partial, datacenter)
             raise
-    return size
+    return body.transfer.bytes
 
 
 def _put(driver: Any, url: str, body: streams.MeteredReader, size: int, what: str) -> None:
@@ -211,6 +216,27 @@ def download(
     ``Content-Length``, or an error. A path destination is written sparse and
     removed again when the transfer fails.
     """
+    return fetch(host, datastore, path, destination, datacenter=datacenter, job=job,
+                 span=span).bytes
+
+
+def fetch(
+    host: Any,
+    datastore: str,
+    path: str,
+    destination: str | os.PathLike[str] | IO[bytes],
+    *,
+    datacenter: str | None = None,
+    job: Job | None = None,
+    span: tuple[float, float] = (0.0, 100.0),
+    max_size: int | None = None,
+) -> streams.Transfer:
+    """:func:`download`, returning what came in: byte count, sha256 and time.
+
+    A connection that drops before ``Content-Length`` bytes arrived is a
+    ``ConnectionFailed`` (never a short file); ``max_size`` refuses a file
+    larger than the caller expects (a disk's capacity) before reading it.
+    """
     driver = _driver(host)
     what = f"downloading [{datastore}] {path}"
     url = _url_path(driver, datastore, path, datacenter)
@@ -223,16 +249,19 @@ def download(
             _check(response, what)
             declared = response.getheader("Content-Length")
             size = int(declared) if declared and declared.isdigit() else None
+            if max_size is not None and size is not None and size > max_size:
+                raise TaskFailed(f"{what}: the server offers {size} bytes, more than the "
+                                 f"{max_size} expected")
             if target_path is not None:
-                result = streams.copy_to_file(response, target_path, size=size, job=job, what=what,
-                                              span=span, overwrite=True)
-            else:
-                assert not isinstance(destination, str | os.PathLike)
-                result = streams.copy(response, destination, size=size, job=job, what=what,
-                                      span=span)
+                return streams.copy_to_file(response, target_path, size=size, job=job, what=what,
+                                            span=span, overwrite=True, error=ConnectionFailed)
+            assert not isinstance(destination, str | os.PathLike)
+            return streams.copy(response, destination, size=size, job=job, what=what, span=span,
+                                error=ConnectionFailed)
         except (OSError, http.client.HTTPException) as exc:
+            if target_path is not None:
+                target_path.unlink(missing_ok=True)
             raise transport_error(exc, what) from exc
-    return result.bytes
 
 
-__all__ = ["download", "remove_path", "upload"]
+__all__ = ["download", "fetch", "remove_path", "upload"]

@@ -334,3 +334,7 @@ class VSphereDriver(Driver):
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self, self.inventory, vm_id, dest_dir, job)
+
+    def export_snapshot_disks(self, vm_id: str, snapshot_id: str, dest_dir: Path,
+                              job: Job) -> list[ExportedDisk]:
+        return export.export_snapshot_disks(self, self.inventory, vm_id, dest_dir, job)

@@ -3,10 +3,12 @@
 A flat or thin VMDK on a datastore is a small text descriptor ``x.vmdk`` and
 its extent ``x-flat.vmdk``, which holds the disk's bytes as they are: a raw
 image. Exporting downloads that extent through the datastore's HTTPS
-``/folder`` interface, streamed (sparse, byte-counted, progress per disk),
-and gives it the disk's virtual size.
-Delta disks (snapshots, linked clones) have no flat extent: those are
-refused with a clear error rather than exported incomplete.
+``/folder`` interface, streamed, counted against the length the server
+declared and hashed on the way (a download cut half-way fails; it is never
+padded). An extent shorter than the disk (a never-written thin disk on
+vcsim) ends in a hole up to the disk's size: the rest reads as zeros, which
+is what the guest sees. Delta disks (snapshots, linked clones) have no flat
+extent: those are refused with a clear error rather than exported incomplete.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 from pathlib import Path
 
 from anyvirt.errors import InvalidState, NotFound
-from anyvirt.model import ExportedDisk
+from anyvirt.model import DiskInfo, ExportedDisk
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
 from anyvirt_vsphere.inventory import Inventory, split_datastore_path
@@ -31,31 +33,61 @@ def export_disks(
 ) -> list[ExportedDisk]:
     info = vm_info(inventory, vm_id)
     out: list[ExportedDisk] = []
-    share = 100.0 / max(len(info.disks), 1)
     for index, disk in enumerate(info.disks):
-        job.progress(share * index, f"exporting {disk.id}")
-        job.check()
-        datastore, rel = split_datastore_path(disk.path or "")
-        if datastore is None or not rel.endswith(".vmdk"):
-            raise InvalidState(f"disk {disk.id} of VM {info.name!r} has no datastore file")
         if disk.backing:
             raise InvalidState(
                 f"disk {disk.id} of VM {info.name!r} is a delta disk (snapshot or linked clone): "
                 "delete its snapshots or make a full clone before exporting"
             )
-        extent = rel[: -len(".vmdk")] + "-flat.vmdk"
-        target = dest_dir / f"{_safe(info.name)}-{_safe(disk.id)}.raw"
-        try:
-            datastore_files.download(driver, datastore, extent, target, job=job,
-                                     span=(share * index, share * (index + 1)))
-        except NotFound as exc:
-            raise InvalidState(
-                f"disk {disk.id} of VM {info.name!r} has no flat extent ({extent}): only flat and "
-                "thin VMDKs can be exported"
-            ) from exc
-        size = disk.size_bytes or target.stat().st_size
-        with target.open("r+b") as handle:
-            if handle.seek(0, 2) < size:
-                handle.truncate(size)  # sparse: the unwritten tail reads as zeros
-        out.append(ExportedDisk(id=disk.id, path=str(target), format="raw", size_bytes=size, bus=disk.bus))
+        out.append(_export_one(driver, info.name, disk, disk.path or "", index, len(info.disks),
+                               dest_dir, job))
     return out
+
+
+def export_snapshot_disks(
+    driver: object, inventory: Inventory, vm_id: str, dest_dir: Path, job: Job
+) -> list[ExportedDisk]:
+    """The disks as they were when the VM's only snapshot was taken (a running VM's
+    point-in-time copy): each disk now writes into a delta, and its parent, the base
+    flat disk, no longer changes. A parent that is itself a delta (older snapshots) is
+    refused: its flat base is older than the snapshot."""
+    info = vm_info(inventory, vm_id)
+    out: list[ExportedDisk] = []
+    for index, disk in enumerate(info.disks):
+        if not disk.backing:
+            raise InvalidState(f"disk {disk.id} of VM {info.name!r} has no snapshot delta: the "
+                               "snapshot did not take effect")
+        out.append(_export_one(driver, info.name, disk, disk.backing, index, len(info.disks),
+                               dest_dir, job))
+    return out
+
+
+def _export_one(driver: object, vm_name: str, disk: DiskInfo, descriptor: str, index: int,
+                count: int, dest_dir: Path, job: Job) -> ExportedDisk:
+    """One disk's flat extent (next to ``descriptor``) downloaded, counted and hashed."""
+    job.progress(100.0 * index / count, f"exporting {disk.id}")
+    job.check()
+    datastore, rel = split_datastore_path(descriptor)
+    if datastore is None or not rel.endswith(".vmdk"):
+        raise InvalidState(f"disk {disk.id} of VM {vm_name!r} has no datastore file")
+    extent = rel[: -len(".vmdk")] + "-flat.vmdk"
+    target = dest_dir / f"{_safe(vm_name)}-{_safe(disk.id)}.raw"
+    try:
+        got = datastore_files.fetch(driver, datastore, extent, target, job=job,
+                                    max_size=disk.size_bytes,
+                                    span=(100.0 * index / count, 100.0 * (index + 1) / count))
+    except NotFound as exc:
+        raise InvalidState(
+            f"disk {disk.id} of VM {vm_name!r} has no flat extent ({extent}): only flat and "
+            "thin VMDKs (without older snapshots) can be exported"
+        ) from exc
+    size = disk.size_bytes or got.bytes
+    sha256: str | None = got.sha256
+    stream_bytes: int | None = got.bytes
+    if got.bytes < size:
+        # the server declared (and sent) a shorter file: a hole, not a guess
+        with target.open("r+b") as handle:
+            handle.truncate(size)
+        sha256, stream_bytes = None, None  # the file is not the stream: the core hashes it
+    return ExportedDisk(id=disk.id, path=str(target), format="raw", size_bytes=size,
+                        bus=disk.bus, sha256=sha256, stream_bytes=stream_bytes)

@@ -202,11 +202,27 @@ def summary_of(inventory: Inventory, ref: Any) -> VMSummary:
     return summary
 
 
+def import_folders(inventory: Inventory, vm_id: str) -> list[str]:
+    """The ``anyvirt-import-*`` folders a VM made from local images keeps its disks in."""
+    from anyvirt_vsphere.image_import import IMPORT_PREFIX
+
+    folders = set()
+    for disk in vm_info(inventory, vm_id).disks:
+        datastore, _, rel = (disk.path or "").partition("] ")
+        top = rel.split("/", 1)[0]
+        if datastore.startswith("[") and top.startswith(IMPORT_PREFIX) and "/" in rel:
+            folders.add(f"{datastore}] {top}")
+    return sorted(folders)
+
+
 def delete_vm(inventory: Inventory, vm_id: str, disks: bool, job: Job) -> None:
     """With disks: Destroy_Task (files go too). Without: UnregisterVM, the files stay on the datastore."""
     ref = inventory.vm_ref(vm_id)
     if disks:
+        imported = import_folders(inventory, vm_id)
         run_task(inventory.collector, ref.Destroy_Task, job, f"deleting VM {vm_id}")
+        for folder in imported:  # Destroy_Task removes the disks, not the folder they came in
+            remove_path(inventory, folder, job)
     else:
         inventory.session.call(ref.UnregisterVM, f"unregistering VM {vm_id}", read=False)
 

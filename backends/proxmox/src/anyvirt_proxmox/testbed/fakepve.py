@@ -100,7 +100,10 @@ class FakePveTestbed:
             self.port = free_port()
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "fakepve", str(guests), "--host", HOST, "--port", str(self.port),
-                 "--time-scale", str(self.time_scale), "--user", USER, "--password", self.password,
+                 "--time-scale", str(self.time_scale), "--user", USER,
+                 # one argument: a random password may start with '-', which argparse would
+                 # take for an option of its own
+                 f"--password={self.password}",
                  "--cert", str(self.cafile), "--key", str(key)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )

@@ -1,0 +1,42 @@
+"""Images into vSphere without a temporary copy, and downloads that refuse to be short."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from anyvirt_vsphere.driver import VSphereDriver
+
+from anyvirt.host import Host
+from anyvirt.kit import qemu_img, raw_view
+from anyvirt.model import DiskSpec, VMSpec
+from anyvirt.tasks import Job
+
+
+def test_a_qcow2_streams_through_a_raw_view_with_no_conversion(
+        vsphere_host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(1024 * 1024) + bytes(1024 * 1024)
+    raw = tmp_path / "src.raw"
+    raw.write_bytes(data)
+    image = tmp_path / "src.qcow2"
+    qemu_img.convert(raw, image, source_format="raw", format="qcow2")
+
+    def no_temporary_copy(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the import converted into a temporary file")
+
+    if raw_view.available():  # else the import converts, as it must
+        monkeypatch.setattr(qemu_img, "convert", no_temporary_copy)
+    node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
+    vm = vsphere_host.vms.create(VMSpec(name="streamed", node=node,
+                                        disks=[DiskSpec(image=str(image))]))
+    try:
+        driver = vsphere_host.driver
+        assert isinstance(driver, VSphereDriver)
+        out = tmp_path / "out"
+        out.mkdir()
+        exported = driver.export_disks(vm.id, out, Job("export", 60))
+        assert Path(exported[0].path).read_bytes() == data
+        assert exported[0].sha256 is not None and exported[0].stream_bytes == len(data)
+    finally:
+        vm.delete(disks=True)
