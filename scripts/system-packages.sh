@@ -3,6 +3,7 @@
 # Usage: scripts/system-packages.sh [tour|test]
 #   tour: QEMU/libvirt (the local default backend) and the tools to build the tiny guest
 #   test: the above plus Go and the govmomi source (to build VMware's vcsim simulator)
+#         and debootstrap (to build the Debian sid chroot with the real VirtualBox)
 # As root it installs; otherwise it prints the one apt line to run and fails.
 set -euo pipefail
 mode=${1:-test}
@@ -14,7 +15,7 @@ pkgs=(
   binutils util-linux
 )
 if [ "$mode" = test ]; then
-  pkgs+=(golang-go golang-github-vmware-govmomi-dev openssl)
+  pkgs+=(golang-go golang-github-vmware-govmomi-dev openssl debootstrap)
   # headless Chromium: the docs are checked in a real browser (tests/test_docs.py)
   pkgs+=(chromium fonts-dejavu-core)
 fi

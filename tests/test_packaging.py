@@ -59,7 +59,7 @@ def _entry_points(wheel: zipfile.ZipFile) -> configparser.ConfigParser:
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zipfile.ZipFile]:
     projects = {"core": ROOT, "libvirt": ROOT / "backends" / "libvirt",
-                "vsphere": ROOT / "backends" / "vsphere"}
+                "vsphere": ROOT / "backends" / "vsphere", "virtualbox": ROOT / "backends" / "virtualbox"}
     return {name: _wheel(path, tmp_path_factory.mktemp(name)) for name, path in projects.items()}
 
 
@@ -109,4 +109,15 @@ def test_vsphere_wheel_holds_vcsim_main_and_patches(wheels: dict[str, zipfile.Zi
         assert f"anyvirt_vsphere/testbed/{name}" in files
     groups = _entry_points(wheel)
     assert dict(groups["anyvirt.testbeds"]) == {"vsphere": "anyvirt_vsphere.testbed:TESTBED"}
+    assert not groups.has_section("pytest11")
+
+
+def test_virtualbox_wheel_holds_its_chroot_builder_and_fake(wheels: dict[str, zipfile.ZipFile]) -> None:
+    wheel = wheels["virtualbox"]
+    files = set(wheel.namelist())
+    for name in ("__init__.py", "build-chroot.sh", "enter-chroot.c", "fake.py"):
+        assert f"anyvirt_virtualbox/testbed/{name}" in files
+    groups = _entry_points(wheel)
+    assert dict(groups["anyvirt.testbeds"]) == {"virtualbox": "anyvirt_virtualbox.testbed:TESTBED"}
+    assert dict(groups["anyvirt.backends"]) == {"virtualbox": "anyvirt_virtualbox.driver:VirtualBoxDriver"}
     assert not groups.has_section("pytest11")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from anyvirt.errors import Timeout
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Overcommit, VMSpec
 from anyvirt.testing.stress import mixed_operations
+from anyvirt.vm import VM
 
 
 def _volumes(host: Host) -> set[str]:
@@ -75,3 +77,30 @@ def test_readme_example_runs_as_written(host: Host) -> None:
     code = module.readme_example(host.uri)
     exec(compile(code, "README.md", "exec"), {})
     assert {v.name for v in host.vms.list()} == before, "the example cleans up after itself"
+
+
+def test_a_kept_template_disk_outlives_its_last_linked_clone(
+    host: Host, guest: Callable[[str], VM], vms: Callable[[VM], VM]
+) -> None:
+    template = guest("keep")
+    template.mark_template()
+    disk = template.info().disks[0].path
+    assert disk is not None
+    clone = vms(template.clone(unique("keep-c"), linked=True))
+    template.delete(disks=False)  # the user keeps the template's disk
+    clone.delete(disks=True)
+    assert os.path.exists(disk), "a linked clone's deletion never takes another VM's disk"
+    host.native.storageVolLookupByPath(disk).delete(0)
+
+
+def test_the_last_linked_clone_takes_its_frozen_base_along(
+    host: Host, guest: Callable[[str], VM], vms: Callable[[VM], VM]
+) -> None:
+    vm = guest("frz")
+    vm.snapshots.create("s")  # a VM with snapshots: its clones sit on a frozen copy
+    before = _volumes(host)
+    clone = vms(vm.clone(unique("frz-c"), linked=True))
+    base = clone.info().disks[0].backing
+    assert base is not None and "-frozen-" in base
+    clone.delete(disks=True)
+    assert _volumes(host) == before, "no orphan frozen copy"

@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from anyvirt_libvirt.driver import LibvirtDriver
 
 
+#: in the name of a frozen copy made as the base of linked clones: only such a base goes
+#: with the last linked clone that needs it (``LibvirtDriver.delete_volume_chain``)
+FROZEN_MARK = "-frozen-"
+
+
 
 @define
 class _Source:
@@ -208,7 +213,7 @@ def _frozen_copies(
     live: list[tuple[DomainDisk, str]] = []
     for index, disk in enumerate(writable):
         store, path = stores[disk.dev], disk.path or ""
-        prefix = f"{source.vm_id}-disk{index}-frozen-"
+        prefix = f"{source.vm_id}-disk{index}{FROZEN_MARK}"
         name = f"{prefix}{secrets.token_hex(4)}.qcow2"
         if source.running:
             live.append((disk, _blank_like(store, shared, name, disk)))

@@ -375,12 +375,17 @@ class LibvirtDriver(Driver):
                     return storage.PoolStore(self.link, candidate.name(), self.inflight)
         return None
 
-    def delete_volume_chain(self, path: str, keep: Collection[str] = ()) -> None:
+    def delete_volume_chain(self, path: str, keep: Collection[str] = (),
+                            linked_clone: bool = False) -> None:
         """Delete a volume a VM used (and unshared bases not in ``keep``); never a file
-        outside the pools."""
+        outside the pools. A linked clone's chain loses only the frozen copies made for
+        linked clones: the disk of a template or original (kept by ``delete(disks=False)``)
+        stays."""
         store = self._store_of(path)
         if store is not None:
-            store.delete_chain(path, keep)
+            store.delete_chain(path, keep, base_deletable=(
+                (lambda base: cloning.FROZEN_MARK in os.path.basename(base)) if linked_clone
+                else (lambda _base: True)))
 
     def delete_console_log(self, path: str) -> None:
         """Remove a console log QEMU wrote next to the disks (a pool refresh finds it)."""
@@ -501,10 +506,11 @@ class LibvirtDriver(Driver):
         self.templates.note(vm_id, False)
         if not disks:
             return
+        clone = _is_linked_clone(xml)
         for path in disks_mod.writable_paths(own):
             job.check()
             if path not in others.paths:
-                self.delete_volume_chain(path, keep=others.paths)
+                self.delete_volume_chain(path, keep=others.paths, linked_clone=clone)
         log = domxml.console_log_path(_parse(xml))
         if log and log not in others.paths:
             self.delete_console_log(log)
@@ -606,6 +612,12 @@ class LibvirtDriver(Driver):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _is_linked_clone(xml: str) -> bool:
+    """Whether anyvirt made this domain as a linked clone (its metadata says of which VM)."""
+    meta = _parse(xml).find(f"metadata/{{{domxml.NS}}}vm")
+    return meta is not None and bool(meta.get("linked-clone-of"))
 
 
 def _parse(xml: str) -> Any:

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import libvirt
@@ -157,13 +157,16 @@ class DiskStore(abc.ABC):
     def console_log(self, vm_uuid: str) -> str | None:
         """Where QEMU should log a VM's serial console (None if the store has no directory)."""
 
-    def delete_chain(self, path: str, keep: Collection[str] = ()) -> None:
-        """Delete a volume, then its backing files that no other volume still needs and
-        that are not in ``keep`` (the disks other domains use: a template's disk under
-        its linked clones, a VM's disk another tool layered a clone on)."""
+    def delete_chain(self, path: str, keep: Collection[str] = (),
+                     base_deletable: Callable[[str], bool] = lambda _base: True) -> None:
+        """Delete a volume, then its backing files that no other volume still needs, that
+        are not in ``keep`` (the disks other domains use: a template's disk under its
+        linked clones, a VM's disk another tool layered a clone on) and that
+        ``base_deletable`` allows (a linked clone takes only the frozen copies made for
+        it, never another VM's disk, even one that VM's deletion left behind)."""
         backing = self.describe(path)[1] if self.owns(path) else None
         self.delete(path)
-        while (backing and backing not in keep and self.owns(backing)
+        while (backing and backing not in keep and self.owns(backing) and base_deletable(backing)
                and not self.backing_users(backing)):
             next_backing = self.describe(backing)[1]
             self.delete(backing)

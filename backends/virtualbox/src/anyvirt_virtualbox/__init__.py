@@ -1,0 +1,1 @@
+"""anyvirt backend for VirtualBox: the ``VBoxManage`` command behind the driver SPI."""
