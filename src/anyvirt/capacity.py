@@ -79,9 +79,12 @@ def reserve(key: str, info: Callable[[], HostInfo], add_cpus: int, add_memory_mi
     with _pending_guard:
         lock = _pending_locks.setdefault(key, threading.Lock())
     with lock:
-        current = info()
+        # what is held first, then the host: a reservation released in between has its
+        # change applied already (an operation applies, then releases), so it is counted
+        # in one of the two, perhaps twice, never in neither
         with _pending_guard:
             held = list(_pending.get(key, []))
+        current = info()
         used = current.allocation
         pending = attrs.evolve(
             used,
