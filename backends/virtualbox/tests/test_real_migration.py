@@ -1,0 +1,104 @@
+"""Cold migration between two homes of the real VirtualBox 7.2, read back with VBoxManage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from anyvirt_virtualbox import listings, machinereadable
+from anyvirt_virtualbox.testbed import Home
+
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported
+from anyvirt.host import Host
+from anyvirt.model import Capability, DiskSpec, NicSpec, VMSpec
+
+
+def show(home: Home, vm: str) -> machinereadable.Parsed:
+    return machinereadable.parse(home.run("showvminfo", vm, "--machinereadable").stdout)
+
+
+def names(home: Home) -> list[str]:
+    return [v.name for v in listings.list_vms(home.run("list", "vms").stdout)]
+
+
+def hdds(home: Home) -> list[listings.Medium]:
+    return listings.media(home.run("list", "hdds").stdout)
+
+
+def make(host: Host, name: str) -> str:
+    vm = host.vms.create(VMSpec(name=name, cpus=2, memory_mib=72, disks=[DiskSpec(size_gib=0.0625)],
+                                nics=[NicSpec()]))
+    return vm.id
+
+
+def test_cold_migration_arrives_and_leaves(real_home: Home, real_host: Host, other_real_home: Home,
+                                           other_real_host: Host) -> None:
+    old_id = make(real_host, "mover")
+    source = show(real_home, old_id)
+    vm = real_host.vms.get(old_id)
+    result = vm.migrate(to=other_real_host, live=False)
+    assert result.vm_id == vm.id != old_id and vm.host is other_real_host
+    assert result.bytes_transferred and result.bytes_transferred > 0
+    got = show(other_real_home, vm.id)
+    assert (got.get("name"), got.get("cpus"), got.get("memory")) == ("mover", "2", "72")
+    assert got.get("macaddress1") == source.get("macaddress1")
+    assert [m.capacity_mib for m in hdds(other_real_home)] == [64]
+    assert hdds(other_real_home)[0].location.startswith(str(other_real_home.machine_folder))
+    assert names(real_home) == [] and hdds(real_home) == []
+    assert not list(Path("/tmp").glob("anyvirt-vbox-move-*"))  # noqa: S108
+
+
+def test_snapshots_are_refused_before_anything_is_sent(real_home: Home, real_host: Host,
+                                                       other_real_home: Home, other_real_host: Host) -> None:
+    vm = real_host.vms.get(make(real_host, "snapped"))
+    vm.snapshots.create("s1")
+    with pytest.raises(NotSupported) as info:
+        vm.migrate(to=other_real_host, live=False)
+    assert info.value.capability is Capability.COLD_MIGRATION_SNAPSHOTS
+    assert names(other_real_home) == [] and names(real_home) == ["snapped"]
+
+
+def _assert_source_intact(home: Home, vm_id: str, before: machinereadable.Parsed) -> None:
+    assert show(home, vm_id).values == before.values
+    assert [m.capacity_mib for m in hdds(home)] == [64]
+
+
+def test_a_failed_import_leaves_the_source_and_nothing_on_the_target(
+    real_home: Home, real_host: Host, other_real_home: Home, other_real_host: Host
+) -> None:
+    vm_id = make(real_host, "stays")
+    before = show(real_home, vm_id)
+    # the target's machine folder becomes a file: the import cannot make the VM's folder
+    # (a read-only folder would not stop root)
+    other_real_home.machine_folder.rmdir()
+    other_real_home.machine_folder.write_text("not a folder\n")
+    with pytest.raises(AnyvirtError):
+        real_host.vms.get(vm_id).migrate(to=other_real_host, live=False)
+    _assert_source_intact(real_home, vm_id, before)
+    assert names(other_real_home) == [] and hdds(other_real_home) == []
+
+
+def test_a_copy_that_differs_is_removed_and_the_source_stays(
+    real_home: Home, real_host: Host, other_real_home: Home, other_real_host: Host,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from anyvirt_virtualbox import migration
+
+    vm_id = make(real_host, "checked")
+    before = show(real_home, vm_id)
+    monkeypatch.setattr(migration, "compare", lambda a, b: ["injected difference"])
+    with pytest.raises(AnyvirtError, match="injected difference"):
+        real_host.vms.get(vm_id).migrate(to=other_real_host, live=False)
+    _assert_source_intact(real_home, vm_id, before)
+    assert names(other_real_home) == [] and hdds(other_real_home) == []
+    assert not any(other_real_home.machine_folder.rglob("*.vdi"))
+
+
+def test_the_same_home_is_refused(real_home: Home, real_host: Host) -> None:
+    import anyvirt
+
+    vm_id = make(real_host, "here")
+    with anyvirt.connect(real_home.uri.replace("?home=", "?timeout=600&home=")) as same:
+        with pytest.raises(InvalidSpec):
+            real_host.vms.get(vm_id).migrate(to=same, live=False)
+    assert names(real_home) == ["here"]
