@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,11 @@ def make(host: Host, name: str) -> str:
 
 
 def test_cold_migration_arrives_and_leaves(real_home: Home, real_host: Host, other_real_home: Home,
-                                           other_real_host: Host) -> None:
+                                           other_real_host: Host, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the OVA is written
     old_id = make(real_host, "mover")
     source = show(real_home, old_id)
     vm = real_host.vms.get(old_id)
@@ -45,7 +50,7 @@ def test_cold_migration_arrives_and_leaves(real_home: Home, real_host: Host, oth
     assert [m.capacity_mib for m in hdds(other_real_home)] == [64]
     assert hdds(other_real_home)[0].location.startswith(str(other_real_home.machine_folder))
     assert names(real_home) == [] and hdds(real_home) == []
-    assert not list(Path("/tmp").glob("anyvirt-vbox-move-*"))  # noqa: S108
+    assert list(scratch.iterdir()) == [], "the OVA's directory is removed"
 
 
 def test_snapshots_are_refused_before_anything_is_sent(real_home: Home, real_host: Host,
@@ -98,7 +103,7 @@ def test_the_same_home_is_refused(real_home: Home, real_host: Host) -> None:
     import anyvirt
 
     vm_id = make(real_host, "here")
-    with anyvirt.connect(real_home.uri.replace("?home=", "?timeout=600&home=")) as same:
-        with pytest.raises(InvalidSpec):
-            real_host.vms.get(vm_id).migrate(to=same, live=False)
+    with anyvirt.connect(real_home.uri.replace("?home=", "?timeout=600&home=")) as same, \
+            pytest.raises(InvalidSpec):
+        real_host.vms.get(vm_id).migrate(to=same, live=False)
     assert names(real_home) == ["here"]
