@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import attrs
 import pytest
 from anyvirt_virtualbox import listings, machinereadable
 from anyvirt_virtualbox.testbed import Home
@@ -107,3 +108,16 @@ def test_the_same_home_is_refused(real_home: Home, real_host: Host) -> None:
             pytest.raises(InvalidSpec):
         real_host.vms.get(vm_id).migrate(to=same, live=False)
     assert names(real_home) == ["here"]
+
+
+def test_compare_names_every_difference() -> None:
+    from anyvirt_virtualbox.migration import compare
+
+    from anyvirt.model import DiskInfo, Firmware, NicInfo, PowerState, VMInfo
+
+    base = VMInfo(id="a", name="m", state=PowerState.STOPPED, raw_state="poweroff", cpus=2, memory_mib=72,
+                  disks=(DiskInfo(id="sata0", size_bytes=64),), nics=(NicInfo(id="1", mac="0800270000AA"),))
+    assert compare(base, attrs.evolve(base, id="b")) == []
+    changed = attrs.evolve(base, id="b", cpus=1, firmware=Firmware.EFI, disks=(),
+                           nics=(NicInfo(id="1", mac="0800270000AB"),))
+    assert len(compare(base, changed)) == 4

@@ -4,7 +4,7 @@ VirtualBox has no migration between hosts of its own, so a stopped VM
 travels as an appliance: ``export`` writes an OVA into a temporary directory
 (removed afterwards), the target ``import``s it under the same name keeping
 every MAC, the copy is read back and compared (disk count and sizes, CPUs,
-memory, MACs), and only then is the source unregistered and deleted.
+memory, firmware, MACs), and only then is the source unregistered and deleted.
 
 ``import`` always gives the new machine (and its disks) new UUIDs: VBoxManage
 7.2 has no option to keep them, so the VM's id changes; the returned
@@ -96,6 +96,8 @@ def compare(before: VMInfo, after: VMInfo) -> list[str]:
     out = []
     if (after.cpus, after.memory_mib) != (before.cpus, before.memory_mib):
         out.append(f"{after.cpus} CPUs / {after.memory_mib} MiB, not {before.cpus} / {before.memory_mib}")
+    if after.firmware is not before.firmware:
+        out.append(f"{after.firmware.value} firmware, not {before.firmware.value}")
     sizes_before = [d.size_bytes for d in before.disks]
     sizes_after = [d.size_bytes for d in after.disks]
     if sizes_after != sizes_before:
