@@ -67,7 +67,7 @@ def migrate(source: VBoxManage, vm_id: str, target: VBoxManage, node: str,
 def _import_verified(target: VBoxManage, ova: Path, before: VMInfo, node: str, job: Job) -> VMInfo:
     """Import ``ova`` as ``before.name`` and prove it matches ``before``; on any failure
     remove what the import made."""
-    known = _vm_ids(target)
+    known = _vm_ids(target, before.name)
     try:
         target.run(
             ["import", str(ova), "--vsys", "0", "--vmname", before.name, "--options", "keepallmacs"],
@@ -81,14 +81,16 @@ def _import_verified(target: VBoxManage, ova: Path, before: VMInfo, node: str, j
                              + "; ".join(differences))
         return after
     except BaseException:
-        # only what this import registered: never a VM that was there before
-        for vm_id in _vm_ids(target) - known:
+        # only what this import registered (new, and of this name, which the gate holds on
+        # the target): never a VM that was there before
+        for vm_id in _vm_ids(target, before.name) - known:
             _remove(target, vm_id)
         raise
 
 
-def _vm_ids(vbox: VBoxManage) -> set[str]:
-    return {vm.uuid for vm in listings.list_vms(vbox.run(["list", "vms"], "listing VMs").stdout)}
+def _vm_ids(vbox: VBoxManage, name: str) -> set[str]:
+    listed = listings.list_vms(vbox.run(["list", "vms"], "listing VMs").stdout)
+    return {vm.uuid for vm in listed if vm.name == name}
 
 
 def compare(before: VMInfo, after: VMInfo) -> list[str]:
