@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 from anyvirt_virtualbox import listings, machinereadable
 from anyvirt_virtualbox.testbed import Home
 
-from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec, NicSpec, VMSpec
 
@@ -98,6 +99,29 @@ def test_a_copy_that_differs_is_removed_and_the_source_stays(
     _assert_source_intact(real_home, vm_id, before)
     assert names(other_real_home) == [] and hdds(other_real_home) == []
     assert [p for p in other_real_home.machine_folder.rglob("*") if p.is_file()] == []
+
+
+def test_a_source_that_cannot_be_deleted_keeps_its_place_and_the_copy_goes(
+    real_home: Home, real_host: Host, other_real_home: Home, other_real_host: Host,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from anyvirt_virtualbox import runner
+
+    vm_id = make(real_host, "pinned")
+    before = show(real_home, vm_id)
+    source_runner = real_host.driver.native
+    real_run = runner.VBoxManage.run
+
+    def run(self: runner.VBoxManage, args: Any, what: str, **kw: Any) -> runner.Output:
+        if self is source_runner and list(args)[:1] == ["unregistervm"]:
+            raise TaskFailed("injected: the source cannot be deleted")
+        return real_run(self, args, what, **kw)
+
+    monkeypatch.setattr(runner.VBoxManage, "run", run)
+    with pytest.raises(TaskFailed, match="injected"):
+        real_host.vms.get(vm_id).migrate(to=other_real_host, live=False)
+    _assert_source_intact(real_home, vm_id, before)
+    assert names(other_real_home) == [] and hdds(other_real_home) == []
 
 
 def test_the_same_home_is_refused(real_home: Home, real_host: Host) -> None:

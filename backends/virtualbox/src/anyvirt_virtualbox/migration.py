@@ -50,16 +50,20 @@ def migrate(source: VBoxManage, vm_id: str, target: VBoxManage, node: str,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     job.progress(90.0, f"removing {before.name!r} from the source")
+    warnings = [f"VirtualBox gives an imported VM a new id: {vm_id} is now {after.id}"]
     try:
         source.run(["unregistervm", vm_id, "--delete"], f"deleting the source of {before.name!r}",
                    timeout=job.remaining(600.0))
-    except BaseException:
-        _remove(target, after.id)  # two copies would be worse than none moved
-        raise
+    except BaseException as error:
+        if _still_registered(source, vm_id):
+            _remove(target, after.id)  # the source stands as it was: two copies would be worse
+            raise
+        # unregistered, but not every file went: the verified copy is the VM now
+        warnings.append(f"some of the source's files may be left behind: {error}")
     return MigrationResult(
         vm_id=after.id, vm_name=after.name, source=source_uri, target=target_uri, live=False,
         duration_s=round(time.monotonic() - started, 3), bytes_transferred=sent,
-        warnings=(f"VirtualBox gives an imported VM a new id: {vm_id} is now {after.id}",),
+        warnings=tuple(warnings),
         verified=("config", "disk sizes", "macs"),
     )
 
@@ -73,7 +77,10 @@ def _import_verified(target: VBoxManage, ova: Path, before: VMInfo, node: str, j
             ["import", str(ova), "--vsys", "0", "--vmname", before.name, "--options", "keepallmacs"],
             f"importing {before.name!r}", timeout=job.remaining(STEP_TIMEOUT),
         )
-        after = machines.describe(target, before.name, node)
+        arrived = _vm_ids(target, before.name) - known
+        if len(arrived) != 1:
+            raise TaskFailed(f"importing {before.name!r} registered {len(arrived)} VMs, not one")
+        after = machines.describe(target, arrived.pop(), node)
         job.check()
         differences = compare(before, after)
         if differences:
@@ -109,6 +116,16 @@ def compare(before: VMInfo, after: VMInfo) -> list[str]:
     if macs_after != macs_before:
         out.append(f"MACs {macs_after}, not {macs_before}")
     return out
+
+
+def _still_registered(vbox: VBoxManage, vm_id: str) -> bool:
+    """Whether the source VM is certainly still there (unknown: no, so the copy is kept,
+    since losing both would be the one outcome worse than two copies)."""
+    try:
+        listed = listings.list_vms(vbox.run(["list", "vms"], "listing VMs").stdout)
+    except AnyvirtError:
+        return False
+    return vm_id.lower() in {vm.uuid for vm in listed}
 
 
 def _remove(target: VBoxManage, ref: str) -> None:
