@@ -6,6 +6,7 @@
 * ``concepts.md`` and ``support-matrix.md``: the operation gate's table
   (``anyvirt.operations.operations_markdown``), the rules the code enforces.
 * ``cli.md``: the ``--help`` text of every ``anyvirt`` command.
+* ``input-rules.md``: the table of ``anyvirt.validation``'s rules.
 * ``reference/vm.md``: which errors each operation raises, from the operation
   gate's table (``anyvirt.operations.RULES``).
 * ``backends/<name>.md``: the backend's own ``backends/<name>/README.md``, kept
@@ -28,6 +29,7 @@ from mkdocs.exceptions import PluginError
 MATRIX_MARKER = "<!-- generated: support-matrix -->"
 OPERATIONS_MARKER = "<!-- generated: operations -->"
 CLI_MARKER = "<!-- generated: cli-help -->"
+RULES_MARKER = "<!-- generated: input-rules -->"
 ERRORS_MARKER = "<!-- generated: operation-errors -->"
 #: Sphinx roles left in docstrings (":class:`Host`"): Markdown renders the
 #: backticks as code, the role itself would show as raw text
@@ -108,6 +110,12 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if CLI_MARKER not in markdown:
             raise PluginError(f"{src} lost its marker {CLI_MARKER}")
         return markdown.replace(CLI_MARKER, _cli_help())
+    if src == "input-rules.md":
+        from anyvirt.validation import rules_markdown
+
+        if RULES_MARKER not in markdown:
+            raise PluginError(f"{src} lost its marker {RULES_MARKER}")
+        return markdown.replace(RULES_MARKER, rules_markdown())
     if src.startswith("backends/"):
         match = BACKEND_MARKER.search(markdown)
         if match is None:

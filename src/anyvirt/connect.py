@@ -21,6 +21,7 @@ from anyvirt.target import (
     Credentials,
     Secret,
     Target,
+    check_timeout,
     consume_query,
     parse_bool,
     parse_uri,
@@ -53,7 +54,10 @@ def default_uri() -> str:
 
 
 def _resolve_uri(uri: str | None, profile: dict[str, Any]) -> str:
-    if uri:
+    if uri is not None:
+        if not uri:  # a forgotten variable must not quietly become the local default
+            raise InvalidSpec("the URI is empty: leave it out (None) to use the profile, "
+                              "$ANYVIRT_URI or the local default")
         return uri
     if profile.get("uri"):
         return str(profile["uri"])
@@ -95,10 +99,8 @@ def build_target(
     )
     verify_value = pick("verify", verify, own.get("verify"))
     timeout_value = pick("timeout", timeout, own.get("timeout"))
-    if timeout_value is not None and (
-        isinstance(timeout_value, bool) or not isinstance(timeout_value, int | float) or timeout_value <= 0
-    ):
-        raise InvalidSpec(f"timeout must be a positive number of seconds, not {timeout_value!r}")
+    if timeout_value is not None:
+        timeout_value = check_timeout(timeout_value)
     backend, _, transport = scheme.partition("+")
     return Target(
         scheme=scheme,
@@ -159,10 +161,15 @@ def connect(
     ``$ANYVIRT_URI``, then the local QEMU/KVM where the libvirt backend is
     installed, else ``memory://default``.
     """
+    if overcommit is not None and not isinstance(overcommit, Overcommit):
+        raise InvalidSpec(f"overcommit must be an anyvirt.Overcommit, not {type(overcommit).__name__}")
     target = build_target(
         uri, profile=profile, username=username, password=password, token=token,
         verify=verify, ca=ca, timeout=timeout, **options,
     )
+    # the Target holds them as Secrets now: no frame of ours keeps the plain text for a
+    # traceback (pytest --showlocals, Sentry) of a failed login to capture
+    del uri, password, token
     driver_cls = registry.driver_for(target.scheme)
     check_options(target, driver_cls)
     log.debug("connecting to %s", target.safe_uri)

@@ -115,10 +115,29 @@ class Driver(abc.ABC):
         ("cloning needs vCenter"); empty when there is nothing more to say."""
         return ""
 
-    @classmethod  # noqa: B027 - an optional hook: the core rule suffices for most platforms
+    # The platform's own rules for user strings, on top of the core's (``anyvirt.validation``):
+    # each raises ``InvalidSpec`` (``validation.invalid(field, rule, message)``) stating the
+    # rule. The gate calls them, after the core's rule, before anything is sent; the
+    # defaults add nothing, the core's rules suffice for most platforms.
+    @classmethod  # noqa: B027 - optional hooks
     def check_vm_name(cls, name: str, what: str = "name") -> None:
-        """The platform's own rule for VM names, on top of the core's (``check_name``):
-        raise ``InvalidSpec`` stating the rule. Called by the gate before anything is sent."""
+        """VM names (new VMs, clones, restores, migrations onto another host)."""
+
+    @classmethod  # noqa: B027
+    def check_snapshot_name(cls, name: str, what: str = "snapshot name") -> None:
+        """Snapshot names."""
+
+    @classmethod  # noqa: B027
+    def check_description(cls, text: str, what: str = "description") -> None:
+        """VM and snapshot descriptions (already with LF line endings)."""
+
+    @classmethod  # noqa: B027
+    def check_storage_name(cls, name: str, what: str = "storage") -> None:
+        """Storage (pool, datastore) names in a ``DiskSpec`` or a ``Placement``."""
+
+    @classmethod  # noqa: B027
+    def check_network_name(cls, name: str, what: str = "network") -> None:
+        """Network names in a ``NicSpec``."""
 
     @property
     def native(self) -> Any:

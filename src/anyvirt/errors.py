@@ -22,6 +22,35 @@ class ConnectionFailed(AnyvirtError):
     """The platform could not be reached, or the connection dropped."""
 
 
+class OutcomeUnknown(ConnectionFailed):
+    """The connection failed after a change had been sent: it may or may not have been made.
+
+    Never retry blindly: look first. ``vm_id`` (or ``vm_name`` for a VM being made)
+    and ``task_id`` name what to check; either may be empty where it is not known.
+    """
+
+    def __init__(self, message: str, *, vm_id: str = "", vm_name: str = "", task_id: str = "") -> None:
+        self.vm_id = vm_id
+        self.vm_name = vm_name
+        self.task_id = task_id
+        super().__init__(message)
+
+    def concerning(self, *, vm_id: str = "", vm_name: str = "") -> OutcomeUnknown:
+        """Fill in the VM to check where the raiser did not know it (the gate does)."""
+        if vm_id and not self.vm_id:
+            self.vm_id = vm_id
+        if vm_name and not self.vm_name:
+            self.vm_name = vm_name
+        if self.vm_id or self.vm_name:
+            what = f"VM {self.vm_name!r}" if self.vm_name else "the VM"
+            if self.vm_id:
+                what += f" (id {self.vm_id})"
+            hint = f"check {what} before retrying"
+            if hint not in str(self):
+                self.args = (f"{self.args[0] if self.args else ''}; {hint}",)
+        return self
+
+
 class AuthenticationFailed(ConnectionFailed):
     """The platform was reached but refused the credentials."""
 
@@ -39,7 +68,15 @@ class InvalidState(AnyvirtError):
 
 
 class InvalidSpec(AnyvirtError, ValueError):
-    """The caller's input is wrong; raised before anything changes on a host."""
+    """The caller's input is wrong; raised before anything changes on a host.
+
+    When a field's rule (``anyvirt.validation``) refused a value, ``field`` names the
+    field ("VM name", "description") and ``rule`` the rule it broke ("control
+    characters", "length"); both are empty for other mistakes.
+    """
+
+    field: str = ""
+    rule: str = ""
 
 
 class CapacityExceeded(InvalidSpec):
@@ -109,6 +146,7 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "NotSupported",
+    "OutcomeUnknown",
     "StorageFull",
     "TaskFailed",
     "Timeout",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from anyvirt import capacity
+from anyvirt import capacity, validation
 from anyvirt.errors import (
     ConnectionFailed,
     EvacuationIncomplete,
@@ -223,8 +223,7 @@ class VMCollection:
 
     def get(self, ref: str) -> VM:
         """A VM by id or name; ``NotFound`` if absent."""
-        if not isinstance(ref, str) or not ref:
-            raise InvalidSpec(f"a VM id or name must be a non-empty string, not {ref!r}")
+        validation.LOOKUP.check(ref)  # NUL or a lone surrogate names nothing on any platform
         return VM(self._host, self._host.driver.find_vm(ref))
 
     def exists(self, ref: str) -> bool:

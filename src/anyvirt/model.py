@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import attrs
 from attrs import field, frozen
 
+from anyvirt import validation
 from anyvirt.errors import InvalidSpec
 
 MIB = 1024 * 1024
@@ -108,24 +109,14 @@ ACTION_CAPABILITY: dict[PowerAction, Capability] = {
 
 # ---------------------------------------------------------------- validators
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-MAX_NAME_LENGTH = 80  # vSphere's limit, the strictest of the platforms
+MAX_NAME_LENGTH = validation.NAME_MAX_CHARS  # vSphere's limit, the strictest of the platforms
 
 
 def check_name(value: str, what: str = "name") -> str:
-    """Names are free text, but never empty, never padded, never control characters."""
-    if not isinstance(value, str):
-        raise InvalidSpec(f"{what} must be a string, not {type(value).__name__}")
-    if not value:
-        raise InvalidSpec(f"{what} must not be empty")
-    if value != value.strip():
-        raise InvalidSpec(f"{what} {value!r} must not start or end with white space")
-    if _CONTROL.search(value):
-        raise InvalidSpec(f"{what} {value!r} must not contain control characters")
-    if len(value) > MAX_NAME_LENGTH:
-        raise InvalidSpec(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
-    return value
+    """The core's rule for VM names (``anyvirt.validation.NAME``): text, never empty, never
+    padded, no control characters or lone surrogates, at most 80 characters and 240 bytes."""
+    return validation.NAME.check(value, what)
 
 
 def _name(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -164,8 +155,21 @@ def _optional_mac(_inst: object, attribute: attrs.Attribute[Any], value: str | N
 
 
 def _optional_text(_inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and (not isinstance(value, str) or not value or _CONTROL.search(value)):
-        raise InvalidSpec(f"{attribute.name} {value!r} must be non-empty text without control characters")
+    validation.REFERENCE.check_optional(value, attribute.name)
+
+
+def _optional_image(_inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    validation.IMAGE_PATH.check_optional(value, "disk image")
+
+
+def _description(value: Any) -> Any:
+    """CR LF and CR become LF (XML platforms do so anyway); a non-string is left for the
+    validator to refuse."""
+    return validation.DESCRIPTION.check(value) if isinstance(value, str) else value
+
+
+def _checked_description(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    validation.DESCRIPTION.check(value)
 
 
 def _lower_mac(value: str | None) -> str | None:
@@ -194,7 +198,7 @@ class DiskSpec:
     """
 
     size_gib: float | None = field(default=None, validator=_optional_size)
-    image: str | None = field(default=None, validator=_optional_text)
+    image: str | None = field(default=None, validator=_optional_image)
     bus: str | None = field(default=None, validator=_optional_text)
     storage: str | None = field(default=None, validator=_optional_text)
 
@@ -255,7 +259,8 @@ class VMSpec:
     nics: tuple[NicSpec, ...] = field(default=(), converter=_nic_tuple)
     firmware: Firmware = field(default=Firmware.BIOS, converter=_firmware)
     guest_os: str = field(default="other", validator=_optional_text)
-    description: str = ""
+    #: free text; CR LF and CR are stored as LF (see ``anyvirt.validation.DESCRIPTION``)
+    description: str = field(default="", converter=_description, validator=_checked_description)
     node: str | None = field(default=None, validator=_optional_text)
 
     def __attrs_post_init__(self) -> None:

@@ -6,8 +6,10 @@ Handles (``Host``, ``VM``, ``Snapshot``, ``Node``) make one call into the
 1. the connection is open and has the operation's **capability** (and the
    refined ones the case needs: a clone of a running VM, a migration that
    carries snapshots): else ``NotSupported``;
-2. the user's input: names (the core's rule plus the backend's
-   ``check_vm_name``), placement options the backend takes: else ``InvalidSpec``;
+2. the user's input: every string by its field's rule (``anyvirt.validation``:
+   the core's rule, then the backend's ``check_vm_name``, ``check_snapshot_name``,
+   ``check_description``, ``check_storage_name``, ``check_network_name``,
+   ``check_image``), placement options the backend takes: else ``InvalidSpec``;
 3. **one change at a time per VM**: the VM (and any name being made) is held
    for this operation until its work really ends: else ``InvalidState`` (busy)
    or ``AlreadyExists``;
@@ -42,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from attrs import frozen
 
-from anyvirt import holds
+from anyvirt import holds, validation
 from anyvirt.errors import (
     AlreadyExists,
     AnyvirtError,
@@ -50,6 +52,7 @@ from anyvirt.errors import (
     InvalidState,
     NotFound,
     NotSupported,
+    OutcomeUnknown,
 )
 from anyvirt.model import (
     ACTION_CAPABILITY,
@@ -283,6 +286,8 @@ class Gate:
         wait: bool,
         timeout: float | None,
         on_progress: ProgressCallback | None,
+        vm_id: str = "",
+        vm_name: str = "",
     ) -> T | Task[T]:
         def finish() -> None:
             if reservation is not None:
@@ -290,7 +295,15 @@ class Gate:
             if hold is not None:
                 hold.release()
 
-        task = Task(name, work, timeout=timeout, on_progress=on_progress, backend=self.host.backend,
+        def work_naming_the_vm(job: Job) -> T:
+            try:
+                return work(job)
+            except OutcomeUnknown as unknown:  # the driver may not know which VM it was
+                unknown.concerning(vm_id=vm_id, vm_name=vm_name)
+                raise
+
+        task = Task(name, work_naming_the_vm, timeout=timeout, on_progress=on_progress,
+                    backend=self.host.backend,
                     cancellable=Capability.TASK_CANCEL in self.host.capabilities, finish=finish,
                     undo=undo, started=entered)
         return task.run_here() if wait else task.start()
@@ -309,8 +322,34 @@ class Gate:
     def check_new_name(self, name: str, what: str = "name", host: Host | None = None) -> str:
         target = host or self.host
         check_name(name, what)
-        target.driver.check_vm_name(name, what)
+        self._platform_rule(target, "VM name", target.driver.check_vm_name, name, what)
         return name
+
+    @staticmethod
+    def _platform_rule(host: Host, field: str, hook: Callable[[str, str], None], value: str,
+                       what: str) -> None:
+        """A backend's rule for a field; its ``InvalidSpec`` names the field and, where the
+        backend did not, the rule as "<backend> rule"."""
+        try:
+            hook(value, what)
+        except InvalidSpec as refused:
+            if not refused.field:
+                refused.field, refused.rule = field, f"{host.backend} rule"
+            raise
+
+    def check_spec_strings(self, spec: VMSpec) -> None:
+        """The backend's rules for the spec's other strings (the core's ran when it was made)."""
+        host, driver = self.host, self.host.driver
+        self._platform_rule(host, "description", driver.check_description, spec.description,
+                            "description")
+        for disk in spec.disks:
+            if disk.storage is not None:
+                self._platform_rule(host, "storage", driver.check_storage_name, disk.storage,
+                                    "DiskSpec.storage")
+        for nic in spec.nics:
+            if nic.network is not None:
+                self._platform_rule(host, "network", driver.check_network_name, nic.network,
+                                    "NicSpec.network")
 
     def _name_free(self, name: str, host: Host | None = None) -> None:
         target = host or self.host
@@ -336,6 +375,9 @@ class Gate:
                 f"{target.backend} takes no {', '.join(unknown)} placement"
                 f" (it takes: {', '.join(sorted(offered | {'node'}))})"
             )
+        if placement.storage is not None:
+            self._platform_rule(target, "storage", target.driver.check_storage_name,
+                                placement.storage, "placement storage")
         return evolve(placement, node=self.check_node(placement.node, target))
 
     def _reserve(self, cpus: int, memory_mib: int, host: Host | None = None) -> Reservation | None:
@@ -356,11 +398,14 @@ class Gate:
         if any(d.image is not None for d in spec.disks):
             self.require(Capability.VM_CREATE_FROM_IMAGE)
         self.check_new_name(spec.name)
+        self.check_spec_strings(spec)
+        driver = host.driver
         hold = self._hold(f"create {spec.name}", None, names=[spec.name])
         with self._checking(hold):
             for disk in spec.disks:
                 if disk.image is not None:
-                    host.driver.check_image(disk.image)
+                    self._platform_rule(host, "disk image", lambda image, _what: driver.check_image(image),
+                                        disk.image, "disk image")
             if spec.node is not None:
                 spec = evolve(spec, node=self.check_node(spec.node))
             self._name_free(spec.name)
@@ -372,7 +417,7 @@ class Gate:
 
         return self._run(f"create {spec.name}", entered, work, hold=hold, reservation=reservation,
                          undo=lambda vm: self._remove(vm.id), wait=wait, timeout=timeout,
-                         on_progress=on_progress)
+                         on_progress=on_progress, vm_name=spec.name)
 
     def _remove(self, vm_id: str) -> None:
         """Undo a create or clone that finished after its caller was told Timeout."""
@@ -416,7 +461,8 @@ class Gate:
                 vm._summary = evolve(vm._summary, state=S, raw_state="gone (transient)")
                 return vm
 
-        return self._run(f"{verb} {vm.name}", entered, work, hold=hold, wait=wait,
+        return self._run(f"{verb} {vm.name}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, wait=wait,
                          timeout=timeout, on_progress=on_progress)
 
     def reconfigure(self, vm: VM, cpus: int | None, memory_mib: int | None, *, wait: bool,
@@ -443,7 +489,8 @@ class Gate:
             vm.refresh()
             return live
 
-        return self._run(f"reconfigure {vm.name}", entered, work, hold=hold,
+        return self._run(f"reconfigure {vm.name}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold,
                          reservation=reservation, wait=wait, timeout=timeout, on_progress=None)
 
     def delete(self, vm: VM, disks: bool, *, wait: bool, timeout: float | None) -> Any:
@@ -469,7 +516,8 @@ class Gate:
         def work(job: Job) -> None:
             driver.delete_vm(vm.id, bool(disks), job)
 
-        return self._run(f"delete {vm.name}", entered, work, hold=hold, wait=wait,
+        return self._run(f"delete {vm.name}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, wait=wait,
                          timeout=timeout, on_progress=None)
 
     # ------------------------------------------------------------ templates
@@ -493,7 +541,8 @@ class Gate:
             vm._summary = driver.mark_template(vm.id, job)
             return vm
 
-        return self._run(f"mark {vm.name} as a template", entered, work, hold=hold, wait=wait,
+        return self._run(f"mark {vm.name} as a template", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, wait=wait,
                          timeout=timeout, on_progress=None)
 
     def convert_to_vm(self, vm: VM, node: str | None, *, wait: bool, timeout: float | None) -> Any:
@@ -510,7 +559,8 @@ class Gate:
             vm._summary = driver.convert_to_vm(vm.id, node_id, job)
             return vm
 
-        return self._run(f"convert {vm.name} to a VM", entered, work, hold=hold, wait=wait,
+        return self._run(f"convert {vm.name} to a VM", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, wait=wait,
                          timeout=timeout, on_progress=None)
 
     # ------------------------------------------------------------ clones
@@ -556,7 +606,8 @@ class Gate:
             for clone in result if isinstance(result, list) else [result]:
                 self._remove(clone.id)
 
-        return self._run(f"clone {vm.name}", entered, work, hold=hold, reservation=reservation,
+        return self._run(f"clone {vm.name}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, reservation=reservation,
                          undo=undo, wait=wait, timeout=timeout, on_progress=on_progress)
 
     # ------------------------------------------------------------ snapshots
@@ -566,10 +617,13 @@ class Gate:
 
         entered = time.monotonic()
         rule = RULES["snapshot_create"]
-        check_name(name, "snapshot name")
-        if not isinstance(description, str):
-            raise InvalidSpec(f"description must be a string, not {type(description).__name__}")
+        name = validation.SNAPSHOT_NAME.check(name)
+        description = validation.DESCRIPTION.check(description)
         self.require(Capability.SNAPSHOTS)
+        self._platform_rule(self.host, "snapshot name", self.host.driver.check_snapshot_name, name,
+                            "snapshot name")
+        self._platform_rule(self.host, "description", self.host.driver.check_description,
+                            description, "snapshot description")
         hold = self._hold(f"snapshot {vm.name} as {name}", vm)
         with self._checking(hold):
             summary = self._reread(rule, vm, f"snapshot {vm.name!r}")
@@ -587,7 +641,8 @@ class Gate:
         def undo(snap: Snapshot) -> None:
             driver.delete_snapshot(vm.id, snap.id, False, Job("remove a late snapshot", 300))
 
-        return self._run(f"snapshot {vm.name} as {name}", entered, work, hold=hold, undo=undo,
+        return self._run(f"snapshot {vm.name} as {name}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, undo=undo,
                          wait=wait, timeout=timeout, on_progress=None)
 
     def _snapshot_now(self, vm: VM, snapshot_id: str) -> SnapshotInfo:
@@ -615,7 +670,8 @@ class Gate:
             vm.refresh()
             return snap
 
-        return self._run(f"revert {vm.name} to {label}", entered, work, hold=hold,
+        return self._run(f"revert {vm.name} to {label}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold,
                          reservation=reservation, wait=wait, timeout=timeout, on_progress=None)
 
     def snapshot_delete(self, snap: Snapshot, children: bool, *, wait: bool,
@@ -632,7 +688,8 @@ class Gate:
         def work(job: Job) -> None:
             driver.delete_snapshot(vm.id, snapshot_id, bool(children), job)
 
-        return self._run(f"delete snapshot {label}", entered, work, hold=hold, wait=wait,
+        return self._run(f"delete snapshot {label}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, wait=wait,
                          timeout=timeout, on_progress=None)
 
     # ------------------------------------------------------------ migration
@@ -713,7 +770,8 @@ class Gate:
                 result = evolve(result, duration_s=round(time.monotonic() - started, 3))
             return result
 
-        return self._run(f"migrate {vm.name}", entered, work, hold=both,
+        return self._run(f"migrate {vm.name}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=both,
                          reservation=reservation, wait=wait, timeout=timeout,
                          on_progress=on_progress)
 
@@ -729,7 +787,8 @@ class Gate:
         with self._checking(hold):
             self._reread(rule, vm, f"{what} {vm.name!r}",
                          "stop it first (its disks must not change while they are copied)")
-        return self._run(f"{what} {vm.name}", entered, work, hold=hold, wait=wait,
+        return self._run(f"{what} {vm.name}", entered, work, vm_id=vm.id, vm_name=vm.name,
+                         hold=hold, wait=wait,
                          timeout=timeout, on_progress=on_progress)
 
     def check_restore(self, name: str, cpus: int, memory_mib: int, with_images: bool) -> None:
@@ -772,6 +831,8 @@ class Gate:
                 rule = Rule(what, capability, states, "allowed", "the VM", "")
                 self._reread(rule, vm, what)
         return self._run(what, entered, work, hold=hold, wait=wait, timeout=timeout,
+                         vm_id=vm.id if vm is not None else "",
+                         vm_name=vm.name if vm is not None else "",
                          on_progress=on_progress)
 
 

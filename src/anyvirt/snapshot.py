@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, overload
 
+from anyvirt import validation
 from anyvirt.errors import NotFound
 from anyvirt.model import Capability, SnapshotInfo
 from anyvirt.tasks import DEFAULT_TIMEOUT, Task
@@ -113,6 +114,7 @@ class SnapshotCollection:
 
     def get(self, ref: str) -> Snapshot:
         """A snapshot by name or id; ``NotFound`` if absent."""
+        validation.LOOKUP.check(ref, "snapshot name or id")
         snaps = self.list()
         for s in snaps:
             if s.name == ref:

@@ -6,13 +6,15 @@ repr, log line or error message built from these objects can show them.
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from attrs import field, frozen
 
+from anyvirt import validation
 from anyvirt.errors import InvalidSpec
 
 DEFAULT_CALL_TIMEOUT = 60.0
@@ -53,13 +55,22 @@ def _secret(value: Secret | str | None) -> Secret | None:
     return Secret(str(value))
 
 
+def _user(_inst: object, _attribute: Any, value: str | None) -> None:
+    validation.USER_NAME.check_optional(value)
+
+
+def _sendable(_inst: object, attribute: Any, value: Secret | None) -> None:
+    if value is not None:
+        validation.check_secret(value.reveal(), attribute.name)
+
+
 @frozen
 class Credentials:
     """Who to log in as. ``password`` and ``token`` are always :class:`Secret`."""
 
-    username: str | None = None
-    password: Secret | None = field(default=None, converter=_secret)
-    token: Secret | None = field(default=None, converter=_secret)
+    username: str | None = field(default=None, validator=_user)
+    password: Secret | None = field(default=None, converter=_secret, validator=_sendable)
+    token: Secret | None = field(default=None, converter=_secret, validator=_sendable)
 
 
 @frozen
@@ -145,23 +156,58 @@ def parse_bool(value: str | bool, what: str) -> bool:
     raise InvalidSpec(f"{what} must be true or false, not {value!r}")
 
 
+_ENCODE_HINT = (
+    "if the password holds a reserved character, percent-encode it in the URI "
+    "('/' as %2F, '?' as %3F, '#' as %23, '@' as %40, '%' as %25), or pass password= instead"
+)
+
+
+def _userinfo_misplaced(parts: SplitResult) -> bool:
+    """Whether an ``@`` outside the authority says that a password's reserved character
+    (``/``, ``?``, ``#``) ended the authority early: ``vsphere://admin:2024/Spring!PW@vc``
+    would otherwise be host ``admin``, port 2024, and the password would be the path."""
+    if "@" in parts.path or "@" in parts.fragment:
+        return True
+    for pair in parts.query.split("&"):
+        key, _, value = pair.partition("=")
+        # only a secret's value may hold a bare "@" (a token is user@realm!name=...); any
+        # other "@" there must be %40, or a password's "?" could pass for the query
+        if "@" in key or ("@" in value and not _looks_secret(unquote(key))):
+            return True
+    return False
+
+
 def parse_uri(uri: str) -> tuple[str, dict[str, Any]]:
     """Split a URI into its scheme and the pieces a Target is built from.
 
     Passwords in the URI (``user:pw@host``) are accepted and moved straight
-    into a Secret; the URI string itself is never stored.
+    into a Secret; the URI string itself is never stored. A password whose
+    reserved characters are not percent-encoded is refused (with that hint)
+    rather than guessed at, so it can never end up as a host, port or path that
+    ``safe_uri`` and the logs would show. Every error message here is built
+    without any part of the URI after its scheme.
     """
     if not isinstance(uri, str) or "://" not in uri:
         raise InvalidSpec("malformed URI: expected scheme://..., e.g. libvirt+qemu:///system")
+    validation.URI.check(uri)  # urllib would drop a tab or line break in a password unseen
+    named = uri.split("://", 1)[0]
+    scheme_hint = repr(named) if named.isascii() and named.replace("+", "").isalnum() else "given"
     try:
         parts = urlsplit(uri)
         port = parts.port
-    except ValueError as exc:
+    except ValueError:
         # the message of urllib's errors can quote the URI: keep ours generic
-        raise InvalidSpec(f"malformed URI for scheme {uri.split('://', 1)[0]!r}: bad host or port") from exc
+        raise InvalidSpec(
+            f"malformed URI for scheme {scheme_hint}: bad host or port; {_ENCODE_HINT}") from None
     scheme = parts.scheme.lower()
     if not scheme or any(not piece for piece in scheme.split("+")):
         raise InvalidSpec("malformed URI: empty scheme")
+    if _userinfo_misplaced(parts):
+        raise InvalidSpec(
+            f"malformed URI for scheme {scheme_hint}: an '@' after the host part (write it as %40); "
+            f"{_ENCODE_HINT}")
+    if parts.fragment or uri.endswith("#"):
+        raise InvalidSpec(f"anyvirt URIs take no #fragment; {_ENCODE_HINT}")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     pieces: dict[str, Any] = {
         "host": parts.hostname or "",
@@ -194,7 +240,21 @@ def consume_query(query: dict[str, str]) -> dict[str, Any]:
             value = float(raw)
         except ValueError:
             raise InvalidSpec(f"timeout must be a number of seconds, not {raw!r}") from None
-        if value <= 0:
-            raise InvalidSpec("timeout must be positive")
-        out["timeout"] = value
+        out["timeout"] = check_timeout(value)
     return out
+
+
+#: a call timeout beyond a day is a mistake (and ``inf`` would make a hung server hang us)
+MAX_CALL_TIMEOUT = 86400.0
+
+
+def check_timeout(value: object) -> float:
+    """A call timeout: a finite number of seconds, more than 0, at most a day."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSpec(f"timeout must be a number of seconds, not {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_CALL_TIMEOUT:
+        raise InvalidSpec(
+            f"timeout must be a finite number of seconds above 0 and at most {MAX_CALL_TIMEOUT:g}, "
+            f"not {value!r}")
+    return seconds

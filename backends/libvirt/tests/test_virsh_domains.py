@@ -146,9 +146,10 @@ def test_names_libvirt_maps_onto_paths_are_refused_before_anything_is_sent(
     victim.snapshots.create("keep")
     before = sorted(d.UUIDString() for d in host.native.listAllDomains(0))
     volumes = _volumes(host)
-    with pytest.raises(InvalidSpec, match=r"must not be '\.' or '\.\.' and must not contain '/'"):
+    # "." and ".." the core refuses for every backend; "/" is libvirt's own rule
+    with pytest.raises(InvalidSpec, match=r"must not be '\.' or '\.\.'|must not contain '/'"):
         host.vms.create(spec_for(name))
-    with pytest.raises(InvalidSpec, match="contain '/'"):
+    with pytest.raises(InvalidSpec, match=r"must not be '\.' or '\.\.'|contain '/'"):
         victim.clone(name)
     assert sorted(d.UUIDString() for d in host.native.listAllDomains(0)) == before
     assert _volumes(host) == volumes

@@ -12,6 +12,12 @@ What must never happen is a write sent twice: a "create VM" whose answer was
 - any other call is not repeated: ``ConnectionFailed`` says it may or may
   not have been done and the caller decides.
 
+The same holds for a connection **lost** under a call (a pooled connection
+the server closed meanwhile, a restart, a cut): an idempotent call is sent
+once more (on a fresh connection), any other raises
+:class:`~anyvirt.errors.OutcomeUnknown`, since the server may have carried
+it out before the answer was lost.
+
 Every other exception goes through the platform's translation (an
 :class:`~anyvirt.kit.errors.ErrorTable` usually) and is chained.
 """
@@ -22,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from anyvirt.errors import AnyvirtError, ConnectionFailed
+from anyvirt.errors import AnyvirtError, ConnectionFailed, OutcomeUnknown
 
 T = TypeVar("T")
 
@@ -31,8 +37,9 @@ class Relogin:
     """Re-login-once for one platform session.
 
     ``login`` logs in (raises an AnyvirtError when refused); ``expired`` says
-    whether an exception means the session is gone; ``translate`` turns any
-    other exception into an AnyvirtError for ``what``. ``generation`` grows on
+    whether an exception means the session is gone; ``lost`` whether it means the
+    connection dropped after the request may have been sent; ``translate`` turns
+    any other exception into an AnyvirtError for ``what``. ``generation`` grows on
     every login, so caches bound to a session (property views, tickets) can
     tell they went stale.
     """
@@ -44,9 +51,11 @@ class Relogin:
         expired: Callable[[BaseException], bool],
         translate: Callable[[BaseException, str], AnyvirtError],
         check_open: Callable[[str], None] | None = None,
+        lost: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self._login = login
         self._expired = expired
+        self._lost = lost
         self._translate = translate
         self._check_open = check_open
         self._lock = threading.Lock()
@@ -63,11 +72,18 @@ class Relogin:
         if self._check_open is not None:
             self._check_open(what)
         seen = self.generation
+        if idempotent and self._lost is not None:
+            fn = self._once_more_if_lost(fn)
         try:
             return fn()
         except AnyvirtError:
             raise
         except Exception as exc:
+            if not idempotent and self._lost is not None and self._lost(exc):
+                error = self._translate(exc, what)
+                raise OutcomeUnknown(
+                    f"{error}; the request had been sent, so it may have been carried out"
+                ) from exc
             if not self._expired(exc):
                 raise self._translate(exc, what) from exc
             self._relogin(seen)
@@ -83,6 +99,20 @@ class Relogin:
             raise
         except Exception as exc:
             raise self._translate(exc, what) from exc
+
+    def _once_more_if_lost(self, fn: Callable[[], T]) -> Callable[[], T]:
+        lost = self._lost
+        assert lost is not None
+
+        def twice() -> T:
+            try:
+                return fn()
+            except Exception as exc:
+                if not lost(exc):
+                    raise
+            return fn()  # outside the except: a second failure is not chained to the first
+
+        return twice
 
     def _relogin(self, seen: int) -> None:
         with self._lock:

@@ -104,12 +104,23 @@ class LibvirtDriver(Driver):
             if not root:
                 raise InvalidSpec("libvirt+qemu:///embed needs ?root=DIR")
             embed_root = Path(root)
-            prepare_embed_root(embed_root)
+            try:
+                prepare_embed_root(embed_root)
+            except OSError as exc:
+                raise InvalidSpec(f"libvirt+qemu:///embed?root={root}: cannot prepare that directory "
+                                  f"({exc.strerror or type(exc).__name__})") from None
         link = Link(uri, target)
         try:
             link.connect()
         except ConnectionFailed as exc:
-            raise explain_open_failure(exc, uri) from exc
+            if target.transport != "test" or target.path in ("", "/default"):
+                raise explain_open_failure(exc, uri) from exc
+            quoted = True  # libvirt's parse error quotes the file (/etc/passwd's first line...)
+        else:
+            quoted = False
+        if quoted:  # raised here, outside the except: not even __context__ keeps libvirt's text
+            raise ConnectionFailed(f"libvirt's test driver cannot use {target.path!r}: not a readable "
+                                   "test-driver XML file (libvirt's message, which quotes it, is withheld)")
         try:
             return cls(link, target, embed_root)
         except BaseException:

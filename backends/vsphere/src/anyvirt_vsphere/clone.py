@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound, TaskFailed
+from anyvirt.kit.cleanup import noting
 from anyvirt.model import VMSummary, check_name
 from anyvirt.tasks import Job
 from anyvirt_vsphere.inventory import HostRow, Inventory, stored_name, unescape_name
@@ -108,10 +109,12 @@ def clone_vm(
             what,
             started,
         )
-    except BaseException as exc:
+    except BaseException as exc:  # the original error is the one raised
         if not isinstance(exc, TaskFailed):  # timed out or cancelled: the task may still run
-            settle(inventory.collector, started, what)
-        remove_leftover(inventory, name, cleanup_job(what))
+            with noting(exc, "waiting for the clone task to end"):
+                settle(inventory.collector, started, what)
+        with noting(exc, f"removing the half-made clone {name!r}"):
+            remove_leftover(inventory, name, cleanup_job(what))
         raise
     if host is not None and node is not None:
         _ensure_on_host(inventory, new_ref, host, name, job)
@@ -136,8 +139,10 @@ def _ensure_on_host(inventory: Inventory, ref: Any, host: HostRow, name: str, jo
         )
     except BaseException as exc:
         if not isinstance(exc, TaskFailed):
-            settle(inventory.collector, started, f"moving clone {name!r}")
-        remove_leftover(inventory, name, cleanup_job(f"moving clone {name!r}"))
+            with noting(exc, "waiting for the move to end"):
+                settle(inventory.collector, started, f"moving clone {name!r}")
+        with noting(exc, f"removing the clone {name!r}"):
+            remove_leftover(inventory, name, cleanup_job(f"moving clone {name!r}"))
         raise
 
 

@@ -42,7 +42,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_vsphere import clone, export, image_import, migration, power, snapshots, vms
+from anyvirt_vsphere import clone, export, image_import, migration, power, rules, snapshots, vms
 from anyvirt_vsphere.collector import Collector
 from anyvirt_vsphere.configspec import STATIC_MAC_PREFIXES
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
@@ -231,9 +231,20 @@ class VSphereDriver(Driver):
     def native_vm(self, vm_id: str) -> Any:
         return self.inventory.vm_ref(vm_id)
 
+    @classmethod
+    def check_vm_name(cls, name: str, what: str = "name") -> None:
+        rules.check_vm_name(name, what)
+
+    @classmethod
+    def check_storage_name(cls, name: str, what: str = "storage") -> None:
+        rules.check_storage_name(name, what)
+
     def check_image(self, image: str) -> None:
-        # "[datastore] dir/x.vmdk" is a disk already on the platform: create_vm checks it
-        if not image.startswith("["):
+        if rules.is_datastore_path(image):
+            # a disk already on the platform: it must stay inside its datastore; create_vm
+            # checks that it exists
+            rules.check_datastore_path(image)
+        else:
             super().check_image(image)
             image_import.check_local_image(image)  # refused before anything is made
 

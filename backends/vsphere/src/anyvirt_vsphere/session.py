@@ -14,6 +14,8 @@ the caller must never see done twice.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -40,6 +42,46 @@ def _tls_context(target: Target) -> ssl.SSLContext:
         raise InvalidSpec(f"the CA bundle {target.ca!r} cannot be used: {exc}") from exc
 
 
+#: errors that mean the connection broke after a request may have been sent: a pooled
+#: connection the server had closed (a restart), a reset, an answer cut short or never
+#: come. A refused connection or a TLS failure is not one: nothing was sent.
+_LOST = (
+    http.client.RemoteDisconnected,  # also a ConnectionResetError
+    http.client.IncompleteRead,
+    http.client.BadStatusLine,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    socket.timeout,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, _LOST)
+
+
+def without_frames(exc: BaseException) -> BaseException:
+    """``exc`` and everything chained to it with their tracebacks dropped.
+
+    pyVmomi's frames under a failed ``Login`` hold the revealed password in their
+    locals (the call's arguments, the request body); a traceback kept on the chained
+    cause would hand them to ``pytest --showlocals``, Sentry or any debugger. The
+    type and message, all a caller needs, stay.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        item = pending.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        item.__traceback__ = None
+        pending += [item.__cause__, item.__context__]
+    return exc
+
+
 class Session:
     """The stub, the service content and the login, with re-login built in."""
 
@@ -55,6 +97,7 @@ class Session:
             expired=lambda exc: isinstance(exc, vim.fault.NotAuthenticated),
             translate=translate,
             check_open=self.check_open,
+            lost=connection_lost,
         )
         self.stub = SoapStubAdapter(
             host=target.host,
@@ -101,9 +144,9 @@ class Session:
         except vim.fault.InvalidLogin as exc:
             raise AuthenticationFailed(
                 f"{self.target.safe_uri}: the server refused the user name or password"
-            ) from exc
+            ) from without_frames(exc)
         except Exception as exc:
-            raise translate(exc, f"logging in to {self.target.safe_uri}") from exc
+            raise translate(exc, f"logging in to {self.target.safe_uri}") from without_frames(exc)
         self.logged_in = True
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from anyvirt.errors import AnyvirtError, Cancelled, TaskFailed
+from anyvirt.errors import AnyvirtError, Cancelled, ConnectionFailed, OutcomeUnknown, TaskFailed
 from anyvirt.kit import polling
 from anyvirt.tasks import Job
 from anyvirt_vsphere.collector import Collector
@@ -85,7 +85,13 @@ def wait_task(collector: Collector, task: Any, job: Job, what: str) -> Any:
     def cancel() -> None:  # vSphere refuses to cancel some tasks; the wait reports the end
         session.call(task.CancelTask, f"cancelling {what}", read=False)
 
-    return polling.poll(status, job, what, task_id=task_id, cancel=cancel)
+    try:
+        return polling.poll(status, job, what, task_id=task_id, cancel=cancel)
+    except OutcomeUnknown:
+        raise
+    except ConnectionFailed as exc:  # the task runs on (or ended) on the server all the same
+        raise OutcomeUnknown(f"{exc}; vSphere task {task_id} had been started and may have "
+                             "completed", task_id=task_id) from exc
 
 
 def task_error(error: Any, what: str, task_id: str, job: Job) -> AnyvirtError:

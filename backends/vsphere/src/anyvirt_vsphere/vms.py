@@ -12,6 +12,7 @@ from anyvirt.errors import (
     NotFound,
     TaskFailed,
 )
+from anyvirt.kit.cleanup import noting
 from anyvirt.kit.placement import least_loaded, takes_vms
 from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary, evolve
 from anyvirt.tasks import Job
@@ -126,8 +127,10 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
     check_fits(host, spec.cpus, spec.memory_mib)
     storage = next((d.storage for d in spec.disks if d.storage), None)
     datastore = inventory.datastore(storage, host)
-    for other in {d.storage for d in spec.disks if d.storage and d.storage != storage}:
-        inventory.datastore(other, host)  # every disk's datastore must exist, before any task
+    images_on = {split_datastore_path(d.image)[0] for d in spec.disks if d.image and d.image.startswith("[")}
+    for other in {d.storage for d in spec.disks if d.storage and d.storage != storage} | images_on:
+        if other is not None:  # every disk's datastore (and an image's) must exist, before any task
+            inventory.datastore(other, host)
     ds_name = unescape_name(datastore.get("name", ""))
     networks = resolve_networks(inventory, host, spec.nics)
     pool = inventory.resource_pool(host)
@@ -150,15 +153,19 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
             what,
             started,
         )
-    except BaseException as exc:
+    except BaseException as exc:  # undo what was made; the original error is the one raised
         if not isinstance(exc, TaskFailed):  # timed out or cancelled: the task may still run
-            settle(inventory.collector, started, what)
+            with noting(exc, "waiting for the create task to end"):
+                settle(inventory.collector, started, what)
         cleanup = cleanup_job(what)
-        remove_leftover(inventory, spec.name, cleanup)
+        with noting(exc, f"removing the half-made VM {spec.name!r}"):
+            remove_leftover(inventory, spec.name, cleanup)
         if not dir_existed:
-            remove_path(inventory, vm_dir, cleanup)
+            with noting(exc, f"removing {vm_dir}"):
+                remove_path(inventory, vm_dir, cleanup)
         if import_dir is not None:
-            remove_path(inventory, datastore_path(ds_name, import_dir), cleanup)
+            with noting(exc, f"removing the uploaded images in {import_dir}"):
+                remove_path(inventory, datastore_path(ds_name, import_dir), cleanup)
         raise
     return summary_of(inventory, ref)
 
