@@ -764,8 +764,8 @@ class Gate:
             result = driver.migrate_vm(vm.id, target_driver, placement, chosen_live, job)
             if target_driver is not None:
                 vm._host = target_host
-            with contextlib.suppress(NotFound):  # a backend may rename or re-id on arrival
-                vm.refresh()
+            with contextlib.suppress(NotFound):  # a backend may rename or re-id on arrival:
+                vm._summary = vm.host.driver.vm_summary(result.vm_id)  # the handle follows
             if not result.duration_s:
                 result = evolve(result, duration_s=round(time.monotonic() - started, 3))
             return result

@@ -3,7 +3,8 @@
 ``real_vboxmanage`` is the real VirtualBox 7.2 of the Debian sid chroot (built
 on first use, about a minute, then cached under ``~/.cache/anyvirt``). ``fake_vboxmanage``
 is the project's fake, for running states only. Every test gets its own home
-(``VBOX_USER_HOME`` with its own VBoxSVC, and machine folder).
+(``VBOX_USER_HOME`` with its own VBoxSVC, and machine folder); ``other_real_home`` is a
+second one, the target of migrations.
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ def real_home(real_vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
     with serving(home):  # one VBoxSVC for the whole test (see serving)
         home.prepare()
         yield home
+
+
+@pytest.fixture
+def other_real_home(real_vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
+    """A second home on the same VirtualBox: another host, as far as anyvirt can tell (its
+    own VBoxSVC, registry and machine folder), the target of migrations."""
+    home = home_at(real_vboxmanage, tmp_path / "other")
+    with serving(home):
+        home.prepare()
+        yield home
+
+
+@pytest.fixture
+def other_real_host(other_real_home: Home) -> Iterator[Host]:
+    with anyvirt.connect(other_real_home.uri) as host:
+        yield host
 
 
 @pytest.fixture

@@ -22,3 +22,9 @@ from anyvirt.testing.suite import *  # noqa: F403
 def anyvirt_host(real_home: Home) -> Iterator[Host]:
     with anyvirt.connect(real_home.uri) as host:
         yield host
+
+
+@pytest.fixture
+def anyvirt_migration_target(other_real_host: Host) -> Host:
+    """Another VirtualBox home: a cold migration goes there as an OVA."""
+    return other_real_host

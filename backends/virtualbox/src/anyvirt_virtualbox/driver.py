@@ -9,8 +9,9 @@ to the modules that do the work.
 One connection is one host and one node. What runs guests depends on the
 host: without VirtualBox's kernel driver (the wrapper says so on every call)
 nothing can start, so the capabilities that need a running guest are not
-declared and ``host.info().extra["kernel_driver"]`` is False. There is no
-live migration, no live reconfiguration, no guest reboot (it needs Guest
+declared and ``host.info().extra["kernel_driver"]`` is False. A cold migration
+goes to another VirtualBox home (another ``?home=`` or VBoxManage) as an OVA
+(see migration). There is no live migration, no live reconfiguration, no guest reboot (it needs Guest
 Additions) and no templates.
 """
 
@@ -29,6 +30,7 @@ from anyvirt.model import (
     ExportedDisk,
     Firmware,
     HostInfo,
+    MigrationResult,
     NodeInfo,
     Placement,
     PowerAction,
@@ -40,7 +42,17 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_virtualbox import clone, create, export, images, listings, machines, power, snapshots
+from anyvirt_virtualbox import (
+    clone,
+    create,
+    export,
+    images,
+    listings,
+    machines,
+    migration,
+    power,
+    snapshots,
+)
 from anyvirt_virtualbox.runner import VBoxManage, default_home, find_vboxmanage
 
 OFFLINE = frozenset(
@@ -53,6 +65,7 @@ OFFLINE = frozenset(
         Capability.LINKED_CLONE,
         Capability.DISK_EXPORT,
         Capability.VM_CREATE_FROM_IMAGE,
+        Capability.COLD_MIGRATION,
     }
 )
 RUNNING = frozenset(
@@ -272,6 +285,20 @@ class VirtualBoxDriver(Driver):
         """Driver extra: register the first VM of an OVA/OVF appliance under ``name``."""
         export.import_ova(self.vbox, source, name, job)
         return self.vm_summary(name)
+
+    # ---------------------------------------------------------- migration
+    def migrate_vm(
+        self, vm_id: str, target: Driver | None, placement: Placement, live: bool, job: Job
+    ) -> MigrationResult:
+        """Cold, to another VirtualBox home: one node per host, so ``target`` is never None
+        here (the gate refuses a move to this same host) and ``placement.node`` says nothing."""
+        if not isinstance(target, VirtualBoxDriver):
+            raise InvalidSpec(f"a VirtualBox VM migrates to another VirtualBox home, not {target!r}")
+        if target.home.resolve() == self.home.resolve():
+            # one registry seen through two connections: an import would meet the VM itself
+            raise InvalidSpec(f"{target.safe_uri} is this same VirtualBox home ({self.home})")
+        return migration.migrate(self.vbox, vm_id, target.vbox, target.node, self.safe_uri,
+                                 target.safe_uri, job)
 
     def __repr__(self) -> str:
         return f"<VirtualBoxDriver {self.safe_uri} VirtualBox {self.version}>"
