@@ -207,9 +207,9 @@ class _KillOnNewVolume:
     """Kills a daemon as soon as a new file appears in its pool (an operation has begun
     making a volume), then restarts it once the operation has failed."""
 
-    def __init__(self, daemon: LibvirtDaemon) -> None:
-        self.daemon = daemon
-        self.pool_dir = daemon.pool_path
+    def __init__(self, daemon: LibvirtDaemon, watched: LibvirtDaemon | None = None) -> None:
+        self.daemon = daemon  # the one killed, once a new volume appears in ``watched``'s pool
+        self.pool_dir = (watched or daemon).pool_path
         self.before = set(os.listdir(self.pool_dir))
         self.thread = threading.Thread(target=self._watch)
 
@@ -273,3 +273,25 @@ def test_a_target_killed_mid_migration_keeps_the_source_and_is_cleaned_once_reco
         assert watch.new_files(), "the dead target kept the volume made for the VM"
         assert not target.vms.exists(vm.id)  # the next call reconnects, and sweeps
         assert watch.new_files() == set()
+
+
+def test_a_source_killed_mid_offline_migration_is_blamed_on_the_source(
+    host: Host, spare_daemon: LibvirtDaemon, libvirt_daemon_pair: tuple[LibvirtDaemon, LibvirtDaemon],
+    tmp_path: Path,
+) -> None:
+    image = tmp_path / "big.raw"
+    image.write_bytes(os.urandom(64 * 1024 * 1024))  # incompressible: the copy takes a while
+    with anyvirt.connect(spare_daemon.anyvirt_uri) as source:
+        vm = source.vms.create(VMSpec(name=unique("src-dies"), cpus=1, memory_mib=16,
+                                      disks=[DiskSpec(image=str(image))], nics=[]))
+        # the target is the session daemon: the source dies once the target's volume exists
+        with _KillOnNewVolume(spare_daemon, watched=libvirt_daemon_pair[0]), \
+                pytest.raises(ConnectionFailed) as failed:
+            vm.migrate(to=host, live=False)
+        message = str(failed.value)
+        # it names the source (its socket, or "the source" when the stream broke), never the target
+        assert "the source" in message or str(spare_daemon.socket_path) in message, message
+        assert "write volume" not in message and "the target" not in message, message
+        assert not host.vms.exists(vm.name), "nothing of the copy on the target"
+        assert source.vms.get(vm.id).state is PowerState.STOPPED, "the source keeps its VM"
+        source.vms.get(vm.id).delete()

@@ -316,7 +316,11 @@ def _offline(
         for index, (old, new) in enumerate(path_map.items()):
             job.check()
             job.progress(100.0 * index / max(1, len(path_map)), f"copying {_volume_name(old)}")
-            moved += _stream_volume(conn, tconn, old, new)
+            try:
+                moved += _stream_volume(conn, tconn, old, new)
+            except libvirt.libvirtError as exc:
+                _blame_the_side_that_died(source, conn, target, tconn, exc)
+                raise
         tdom = tconn.defineXML(persist_xml)
         try:
             snaps.redefine_on(tdom)  # the volumes carry the snapshots' data already
@@ -354,6 +358,23 @@ class SnapshotTree:
             if name == self.current:
                 flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
             dom.snapshotCreateXML(xml, flags)
+
+
+def _blame_the_side_that_died(source: LibvirtDriver, conn: libvirt.virConnect,
+                              target: LibvirtDriver, tconn: libvirt.virConnect,
+                              exc: libvirt.libvirtError) -> None:
+    """A stream between two daemons fails on both ends when either dies: say which one."""
+    for side, driver, c in (("source", source, conn), ("target", target, tconn)):
+        try:
+            alive = bool(c.isAlive())
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:
+            driver.link.mark_dropped()  # the next call opens a new connection
+            raise ConnectionFailed(
+                f"offline migration: the {side}, {driver.safe_uri}, was lost while copying a "
+                f"volume: {exc.get_error_message()}"
+            ) from exc
 
 
 def _stream_volume(
