@@ -18,7 +18,6 @@ import abc
 import contextlib
 import json
 import os
-import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -27,7 +26,8 @@ from pathlib import Path
 
 import libvirt
 
-from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound, TaskFailed
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
+from anyvirt.kit import qemu_img
 from anyvirt_libvirt.connection import Link
 from anyvirt_libvirt.disks import referenced_paths
 from anyvirt_libvirt.errors import is_pool_busy
@@ -38,25 +38,15 @@ QEMU_IMG_TIMEOUT = 600.0
 
 
 def image_facts(image: str) -> tuple[int, str]:
-    """(virtual size, format) of a local image file, as ``qemu-img info`` reads it."""
-    path = Path(image)
-    if not path.is_file():
-        raise InvalidSpec(f"disk image {image!r} is not a regular file")
-    out = run_qemu_img(["info", "--output=json", "--", str(path)])
-    facts = json.loads(out)
-    return int(facts["virtual-size"]), str(facts.get("format", "raw"))
+    """(virtual size, format) of a local image file: read as untrusted, so an image that
+    names a backing file, an extent or a ``json:`` spec is refused before qemu-img opens it."""
+    found = qemu_img.inspect_untrusted(image)
+    return found.virtual_size, found.format
 
 
 def run_qemu_img(args: list[str]) -> str:
-    try:
-        done = subprocess.run(
-            ["qemu-img", *args], capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise TaskFailed(f"qemu-img {args[0]} failed: {exc}") from exc
-    if done.returncode != 0:
-        raise TaskFailed(f"qemu-img {args[0]} failed: {done.stderr.strip()}")
-    return done.stdout
+    """``qemu-img *args`` through the kit's one runner (argument list, bounded wait)."""
+    return qemu_img.run(args, what=f"qemu-img {args[0]}", timeout=QEMU_IMG_TIMEOUT)[1]
 
 
 def _volume_xml(name: str, capacity: int, backing: str | None = None) -> str:
