@@ -51,7 +51,6 @@ from anyvirt.errors import (
     InvalidSpec,
     InvalidState,
     NotFound,
-    NotSupported,
     OutcomeUnknown,
 )
 from anyvirt.model import (
@@ -235,9 +234,7 @@ class Gate:
 
     # ------------------------------------------------------------ the generic pass
     def require(self, capability: Capability) -> None:
-        host = self.host
-        if capability not in host.capabilities:
-            raise NotSupported(host.backend, capability, host.driver.why_not(capability))
+        self.host.require(capability)  # NotSupported, with the driver's why_not
 
     def _hold(self, name: str, vm: VM | None, ids: Sequence[str] = (),
               names: Sequence[str] = (), host: Host | None = None) -> holds.Hold:
@@ -410,7 +407,6 @@ class Gate:
                 spec = evolve(spec, node=self.check_node(spec.node))
             self._name_free(spec.name)
             reservation = self._reserve(spec.cpus, spec.memory_mib)
-        driver = host.driver
 
         def work(job: Job) -> VM:
             return VM(host, driver.create_vm(spec, job))
