@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from anyvirt_virtualbox.testbed import build_chroot, home_at, serving
 
 from anyvirt.errors import InvalidSpec, TaskFailed
 from anyvirt.kit import qemu_img
@@ -172,6 +173,23 @@ def test_several_grain_tables_and_a_missing_one(tmp_path: Path) -> None:
     encoder = StreamOptimizedEncoder(tmp_path / "e.raw", size, [(w[0], len(w[1])) for w in writes])
     assert encoder.present_tables == 3
     assert_reads_back(tmp_path / "e.raw", encode(encoder, tmp_path / "e.vmdk"), size, encoder)
+
+
+def test_virtualbox_reads_it_too(tmp_path: Path) -> None:
+    """A second, independent reader: VirtualBox 7.2's own VMDK code (the testbed's real
+    VBoxManage) converts the stream back to raw, byte for byte."""
+    size = 80 * MIB
+    writes = [(4096, os.urandom(3 * MIB)), (70 * MIB + 1, os.urandom(GRAIN_SIZE)),
+              (size - 100, os.urandom(100))]
+    extents = make_raw(tmp_path / "d.raw", size, writes)
+    encoder = StreamOptimizedEncoder(tmp_path / "d.raw", size, extents, adapter_type="ide")
+    assert encoder.present_tables == 2  # the middle 32 MiB has no grain table
+    vmdk = encode(encoder, tmp_path / "d.vmdk")
+    home = home_at(build_chroot(), tmp_path / "vbox")
+    with serving(home):
+        home.prepare()
+        home.run("clonemedium", "disk", str(vmdk), str(tmp_path / "back.raw"), "--format", "RAW")
+    assert (tmp_path / "back.raw").read_bytes() == (tmp_path / "d.raw").read_bytes()
 
 
 def test_qcow2_through_its_map_and_a_raw_copy(tmp_path: Path) -> None:
