@@ -243,9 +243,13 @@ def test_metered_upload_body_and_disk_digest(tmp_path: Path) -> None:
     body = MeteredReader(encoder, encoder.length)  # what an HTTP PUT reads
     first = b"".join(iter(lambda: body.read(8192), b""))
     assert body.transfer is not None and body.transfer.bytes == len(first) == encoder.length
-    assert encoder.disk_sha256 == hashlib.sha256((tmp_path / "d.raw").read_bytes()).hexdigest()
+    digest = hashlib.sha256((tmp_path / "d.raw").read_bytes()).hexdigest()
+    assert encoder.disk_sha256 == digest
     encoder.rewind()  # a retried upload sends the same bytes again
-    assert encoder.read() == first
+    assert encoder.disk_sha256 is None
+    assert encoder.read(encoder.length) == first
+    assert encoder.disk_sha256 == digest  # known without reading past the declared length
+    assert encoder.read() == b""
     encoder.close()
 
 

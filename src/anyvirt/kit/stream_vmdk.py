@@ -33,7 +33,8 @@ The API:
 - ``.grains`` (grains sent), ``.data_bytes`` (the bytes of those grains);
 - ``.disk_sha256``: with ``hash_disk=True``, the sha256 of the whole
   guest-visible disk (holes hashed as the zeros they read as), set once the
-  stream has been read to its end: what a target's read-back is compared with.
+  last grain has gone out (the source is closed then too): what a target's
+  read-back is compared with.
 
 Why the grains are *stored* deflate blocks, not compressed: the length must be
 known before streaming, and real deflate's output size is not; random data
@@ -242,6 +243,9 @@ class StreamOptimizedEncoder:
     def close(self) -> None:
         self._pieces = iter(())
         self._piece = memoryview(b"")
+        self._close_source()
+
+    def _close_source(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -326,16 +330,17 @@ class StreamOptimizedEncoder:
             sector += 1 + GT_SECTORS
             yield _le32(table)
         assert sector + 1 == self.gd_offset
-        entries = _le32(directory)
-        yield self._marker(self.gd_sectors, MARKER_GD)
-        yield entries + bytes(self.gd_sectors * SECTOR - len(entries))
-        yield self._marker(1, MARKER_FOOTER)
-        yield self._header(self.gd_offset)
-        yield bytes(SECTOR)  # end of stream
+        # the disk is read: done with the source before the last few sectors go out, so a
+        # consumer that stops at the declared length finds the digest set and the file closed
+        self._close_source()
         if hasher is not None:
             _hash_zeros(hasher, hashed, self.size)
             self.disk_sha256 = hasher.hexdigest()
-        self.close()
+        entries = _le32(directory)
+        yield (self._marker(self.gd_sectors, MARKER_GD)
+               + entries + bytes(self.gd_sectors * SECTOR - len(entries))
+               + self._marker(1, MARKER_FOOTER) + self._header(self.gd_offset)
+               + bytes(SECTOR))  # the end-of-stream marker
 
     def _open(self) -> int:
         if self._fd is None:
