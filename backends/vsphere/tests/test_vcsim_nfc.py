@@ -11,6 +11,7 @@ stream must be refused without touching the disk already there.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import subprocess
@@ -110,19 +111,17 @@ def importing(si: Any, vcsim: Vcsim) -> Iterator[Import]:
         [device_url] = [url for url in info.deviceUrl if url.disk]
         [vm_disk] = [device for device in _properties(si, vm, "config.hardware.device")
                      ["config.hardware.device"] if isinstance(device, vim.vm.device.VirtualDisk)]
-        prefix = f"[{datastore}] "
-        assert vm_disk.backing.fileName.startswith(prefix)
-        descriptor = vm_disk.backing.fileName[len(prefix):]
+        prefix, disk_file = f"[{datastore}] ", str(getattr(vm_disk.backing, "fileName", ""))
+        assert disk_file.startswith(prefix)
+        descriptor = disk_file[len(prefix):]
         # the lease names the file it writes: the VM's disk descriptor
         assert device_url.targetId == descriptor.rsplit("/", 1)[-1]
         url = urlsplit(device_url.url)
         assert url.netloc == "*"  # "any host this lease came from"
         yield Import(lease, datastore, descriptor, url._replace(netloc=f"{vcsim.host}:{vcsim.port}").geturl())
     finally:
-        try:
+        with contextlib.suppress(vmodl.fault.ManagedObjectNotFound):  # completed: vcsim forgets it
             lease.HttpNfcLeaseAbort()
-        except vmodl.fault.ManagedObjectNotFound:
-            pass  # completed by the test: vcsim forgets a finished lease
         task = vm.Destroy_Task()
         deadline = time.monotonic() + 10
         while _properties(si, task, "info.state")["info.state"] not in ("success", "error"):
