@@ -8,6 +8,16 @@ is never touched. The binary is cached under the user's cache directory, keyed
 by a hash of everything that went into it, so only the first run pays for the
 build.
 
+The patches make the simulator behave as a real server does where 0.24.2
+does not: ``0001`` keeps host, pool and datastore VM lists right across
+Relocate and templates, ``0002`` keeps a VM's disks when a snapshot is
+removed, and ``0003`` keeps what an ``ImportVApp``/``HttpNfcLease`` upload
+sends (stock vcsim discards every byte): a streamOptimized VMDK PUT to a
+disk's lease URL is decoded, as a host does, into the VM's ``x.vmdk``
+descriptor and ``x-flat.vmdk`` extent (zeros left as holes), any other body
+is stored as sent, and a bad stream gets HTTP 500 with the old files left
+as they were.
+
 :class:`Vcsim` runs one simulator process on a kernel-chosen loopback port,
 serving TLS with a certificate made for ``127.0.0.1`` so tests can prove that
 verification against ``ca_file`` really works (and that the default trust
