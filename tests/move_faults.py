@@ -42,6 +42,7 @@ class CuttingProxy:
         self.cut_after = cut_after
         self.direction = direction
         self.cuts = 0
+        self.relayed = {"up": 0, "down": 0}  # bytes passed on each way, all connections
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._stop = threading.Event()
@@ -92,6 +93,7 @@ class CuttingProxy:
                         self.cuts += 1
                     break
                 dst.sendall(data)
+                self.relayed[way] += len(data)
                 if self.pause and way == self.direction:
                     time.sleep(self.pause)
         except OSError:

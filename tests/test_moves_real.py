@@ -27,6 +27,7 @@ from move_faults import CuttingProxy, sha256_file, small_tmpfs
 import anyvirt
 from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, TaskFailed, VMSpec
 from anyvirt.host import Host
+from anyvirt.kit import raw_view
 from anyvirt.tasks import Job
 from anyvirt.vm import VM
 
@@ -87,7 +88,7 @@ def _vsphere_disk_sha(vm: VM, sim: Vcsim) -> str:
     path = vm.info().disks[0].path  # "[LocalDS_0] dir/x.vmdk"
     assert path is not None and sim.datastore_dir is not None
     relative = path.split("] ", 1)[1].removesuffix(".vmdk") + "-flat.vmdk"
-    found = list(sim.datastore_dir.rglob(relative.split("/")[-1]))
+    found = list(sim.datastore_dir.rglob(relative))
     assert len(found) == 1, found
     return sha256_file(found[0])
 
@@ -95,6 +96,13 @@ def _vsphere_disk_sha(vm: VM, sim: Vcsim) -> str:
 def _import_dirs(sim: Vcsim) -> list[Path]:
     assert sim.datastore_dir is not None
     return list(sim.datastore_dir.rglob("anyvirt-import-*"))
+
+
+def _left_on(sim: Vcsim, name: str) -> list[Path]:
+    """Whatever of a VM ``name`` is on the simulator's datastores: its folder (an import
+    lease writes the disks there) and the datastore import folders."""
+    assert sim.datastore_dir is not None
+    return [*sim.datastore_dir.rglob(name), *_import_dirs(sim)]
 
 
 def _proxied(sim: Vcsim, port: int) -> str:
@@ -150,6 +158,64 @@ def test_backups_restore_across_libvirt_and_vsphere(kvm: Host, vc: Host, tmp_pat
     assert list(temp_dir.iterdir()) == []
 
 
+def test_a_move_sends_only_the_allocated_data(kvm: Host, vcsim_vcenter: Vcsim, tmp_path: Path,
+                                             made: Callable[[VM], VM], temp_dir: Path) -> None:
+    """A 64 MiB disk holding 8 MiB of data goes to vSphere as a streamOptimized VMDK through
+    an import lease: what crosses the wire until the read-back starts is the data plus
+    about 1 % of framing (and the SOAP calls), never the zeros; nothing is staged."""
+    image = tmp_path / "sparse.raw"
+    with open(image, "wb") as handle:
+        handle.write(os.urandom(6 * MIB))
+        handle.seek(40 * MIB)
+        handle.write(os.urandom(2 * MIB))
+        handle.truncate(64 * MIB)
+    source = made(kvm.vms.create(VMSpec(name=_name("sparse"), cpus=1, memory_mib=16,
+                                        disks=[DiskSpec(image=str(image))])))
+    before = _libvirt_disk_sha(source)
+    copied: list[int] = []
+    with CuttingProxy(("127.0.0.1", vcsim_vcenter.port)) as proxy, \
+         anyvirt.connect(_proxied(vcsim_vcenter, proxy.port), password=vcsim_vcenter.password) as vc:
+        def seen(task: anyvirt.Task) -> None:
+            if "verifying" in (task.message or "") and not copied:
+                copied.append(proxy.relayed["up"] + proxy.relayed["down"])
+
+        result = anyvirt.migrate(source, to=vc, name=_name("sparse-copy"), on_progress=seen)
+        moved = vc.vms.get(result.vm_id)
+        try:
+            assert "read-back" in result.verified
+            assert vc.driver.nfc_keeps_uploads  # type: ignore[attr-defined]
+            disk = moved.info().disks[0]
+            assert disk.size_bytes == 64 * MIB and "anyvirt-import-" not in (disk.path or "")
+            assert _vsphere_disk_sha(moved, vcsim_vcenter) == sha256_file(image)
+        finally:
+            moved.delete(disks=True)
+    assert copied and copied[0] <= 8 * MIB * 1.05, f"{copied[0]} bytes on the wire for 8 MiB"
+    assert _libvirt_disk_sha(source) == before
+    assert list(temp_dir.iterdir()) == []
+
+
+def test_a_host_that_keeps_nothing_a_lease_receives_gets_the_disk_through_the_datastore(
+        kvm: Host, tmp_path: Path, made: Callable[[VM], VM], temp_dir: Path) -> None:
+    """Stock vcsim (without our patch 0003) answers 200 to an import lease's upload and
+    keeps none of it. The import sees the blank disk the host left, removes that VM, and
+    sends the disk through the datastore instead; the connection remembers."""
+    image = _random_image(tmp_path, 8 * MIB)
+    source = made(kvm.vms.create(VMSpec(name=_name("stock"), cpus=1, memory_mib=16,
+                                        disks=[DiskSpec(image=str(image))])))
+    with Vcsim(esx=True, vms=0, workdir=tmp_path / "stock", without_patches=("0003",)) as stock, \
+         anyvirt.connect(stock.anyvirt_uri_with_ca, password=stock.password) as target:
+        result = anyvirt.migrate(source, to=target)
+        assert target.driver.nfc_keeps_uploads is False  # type: ignore[attr-defined]
+        assert [vm.name for vm in target.vms.list()] == [source.name]
+        copy = target.vms.get(result.vm_id)
+        assert _vsphere_disk_sha(copy, stock) == sha256_file(image)
+        assert "read-back" in result.verified
+        second = target.vms.create(VMSpec(name="second", memory_mib=64,
+                                          disks=[DiskSpec(image=str(image))]))
+        assert _vsphere_disk_sha(second, stock) == sha256_file(image)
+    assert list(temp_dir.iterdir()) == []
+
+
 # ------------------------------------------------------------------ failures
 
 
@@ -188,7 +254,7 @@ def test_a_cut_upload_leaves_nothing_on_the_datastore(vcsim_vcenter: Vcsim, kvm:
             anyvirt.migrate(source, to=cut, delete_source=True)
         assert proxy.cuts == 1
         assert not cut.vms.exists(source.name)
-    assert _import_dirs(vcsim_vcenter) == [], "the half-uploaded disk was removed"
+    assert _left_on(vcsim_vcenter, source.name) == [], "the half-uploaded disk was removed"
     assert source.refresh().state is PowerState.STOPPED
     assert [s.name for s in source.snapshots.list()] == ["kept"]
     assert _libvirt_disk_sha(source) == before
@@ -209,7 +275,9 @@ def test_the_target_killed_mid_copy(kvm: Host, tmp_path: Path, made: Callable[[V
 
         def kill_when_copying() -> None:
             while not killed.is_set():
-                if any(f.stat().st_size > 2 * MIB for d in _import_dirs(doomed) for f in d.iterdir()):
+                assert doomed.datastore_dir is not None
+                files = (f for f in doomed.datastore_dir.rglob("*") if f.is_file())
+                if any(f.stat().st_size > 2 * MIB for f in files):
                     doomed.kill()
                     killed.set()
                 time.sleep(0.01)
@@ -230,17 +298,21 @@ def test_the_target_killed_mid_copy(kvm: Host, tmp_path: Path, made: Callable[[V
 def test_a_failing_conversion_in_a_full_temp_dir(kvm: Host, vc: Host, vcsim_vcenter: Vcsim,
                                                  tmp_path: Path, made: Callable[[VM], VM],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """The KVM export (qcow2, 8 MiB of data) fits a 12 MiB temp dir; converting it to the
-    16 MiB raw disk vSphere takes does not: qemu-img fails, the move fails, all is removed."""
+    """Where nothing can be read in place or through a raw view (a remote daemon, a machine
+    without FUSE), the KVM export (qcow2, 8 MiB of data) goes to a temp dir of 12 MiB and
+    converting it to the 16 MiB raw vSphere reads does not fit: qemu-img fails, the move
+    fails, all is removed."""
     source = made(kvm.vms.create(VMSpec(name=_name("noroom"), cpus=1, memory_mib=16,
                                         disks=[DiskSpec(image=str(_random_image(tmp_path)))])))
     before = _libvirt_disk_sha(source)
+    monkeypatch.setattr(kvm.driver, "disks_in_place", lambda vm_id, job: None)
+    monkeypatch.setattr(raw_view, "available", lambda: False)
     with small_tmpfs(tmp_path / "small", "12m") as small:
         monkeypatch.setattr(tempfile, "tempdir", str(small))
         with pytest.raises(AnyvirtError, match=r"No space left|no room"):
             anyvirt.migrate(source, to=vc, delete_source=True)
         assert list(small.iterdir()) == []
-    assert not vc.vms.exists(source.name) and _import_dirs(vcsim_vcenter) == []
+    assert not vc.vms.exists(source.name) and _left_on(vcsim_vcenter, source.name) == []
     assert _libvirt_disk_sha(source) == before and source.refresh().state is PowerState.STOPPED
 
 
@@ -259,7 +331,7 @@ def test_a_full_datastore_is_caught_by_the_read_back_and_leaves_nothing(kvm: Hos
             anyvirt.migrate(source, to=target, delete_source=True)
         assert isinstance(failed.value, ConnectionFailed) or "differs from the source" in str(
             failed.value)
-        assert not target.vms.exists(source.name) and _import_dirs(full) == []
+        assert not target.vms.exists(source.name) and _left_on(full, source.name) == []
     assert _libvirt_disk_sha(source) == before
     assert list(temp_dir.iterdir()) == []
 

@@ -282,3 +282,10 @@ class Driver(abc.ABC):
         """Write every disk of a stopped VM into ``dest_dir`` as files (any qemu-img format),
         streaming, never whole disks in memory. Used by backup and cross-platform moves."""
         raise NotSupported(self.backend, Capability.DISK_EXPORT)
+
+    def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
+        """A stopped VM's disks as files this process can read where they are (no copy),
+        or None when they are not all on this machine and readable (then
+        :meth:`export_disks` copies them). The caller holds the VM (nothing changes it) for
+        as long as it reads them and only reads: a move pipes them straight into the target."""
+        return None

@@ -22,7 +22,9 @@ image (:mod:`anyvirt.kit.raw_view`). ``size`` is the disk size in bytes.
 The API:
 
 - ``StreamOptimizedEncoder(source, size, extents, *, adapter_type="lsilogic",
-  name="disk", hw_version=4, hash_disk=False)``;
+  name="disk", hw_version=4, hash_disk=False, source_size=None)``;
+  ``source_size`` is the length of an image smaller than the disk it fills (the
+  rest reads as zeros);
 - ``.length``: the exact byte count of the stream, known before the first
   byte (an HTTP PUT needs its Content-Length);
 - ``.read(n=-1) -> bytes``: the :class:`anyvirt.kit.streams.Readable` protocol;
@@ -182,6 +184,7 @@ class StreamOptimizedEncoder:
         name: str = "disk",
         hw_version: int = 4,
         hash_disk: bool = False,
+        source_size: int | None = None,
     ) -> None:
         if not isinstance(size, int) or size <= 0:
             raise InvalidSpec(f"disk size must be a positive number of bytes, not {size!r}")
@@ -194,6 +197,9 @@ class StreamOptimizedEncoder:
             raise InvalidSpec(f"virtual hardware version {hw_version!r} is not valid")
         self.source = os.fspath(source)
         self.size = size
+        # an image smaller than the disk it fills (a disk grown on import): past its end the
+        # disk reads as zeros, never as whatever follows in the source
+        self.source_size = size if source_size is None else min(size, source_size)
         self.capacity = -(-size // SECTOR)  # sectors
         self.runs = grain_runs(extents, size)
         self.grains = sum(end - first for first, end in self.runs)
@@ -354,7 +360,7 @@ class StreamOptimizedEncoder:
         """Read grains ``start .. start+count`` into their records in ``view``."""
         fd = self._open()
         offset = start * GRAIN_SIZE
-        expected = min(count * GRAIN_SIZE, self.size - offset)
+        expected = max(0, min(count * GRAIN_SIZE, self.source_size - offset))
         slots: list[memoryview] = []
         for k in range(count):
             base = k * GRAIN_RECORD
@@ -365,7 +371,7 @@ class StreamOptimizedEncoder:
         if got < expected:
             raise TaskFailed(f"reading disk {self.source}: it ends at byte {offset + got}, but "
                              f"its map says data reaches byte {offset + expected}")
-        if expected < count * GRAIN_SIZE:  # the disk ends inside its last grain
+        if expected < count * GRAIN_SIZE:  # the disk (or the image) ends inside these grains
             _zero_from(slots, expected)
         for k in range(count):
             checksum = zlib.adler32(slots[2 * k + 1], zlib.adler32(slots[2 * k]))

@@ -24,6 +24,7 @@ import os
 import tarfile
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,8 +71,12 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
         partial = dest.with_name(dest.name + ".partial")
         try:
             with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
-                exported = vm.host.driver.export_disks(vm.id, Path(tmp), job)
-                disks = [compact(d, job) for d in exported]
+                # read in place where the driver can (the only copy is the compressed one)
+                in_place = vm.host.driver.disks_in_place(vm.id, job)
+                exported = (in_place if in_place is not None
+                            else vm.host.driver.export_disks(vm.id, Path(tmp), job))
+                disks = [compact(d, job, Path(tmp), keep_source=in_place is not None)
+                         for d in exported]
                 entries = [_disk_entry(i, d, job) for i, d in enumerate(disks)]
                 manifest = _manifest(vm, info, entries)
                 data = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -151,14 +156,15 @@ def _member_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "disk"
 
 
-def compact(disk: ExportedDisk, job: Job) -> ExportedDisk:
-    """Every export becomes a compressed qcow2 before archiving: tar keeps no holes, and a
-    compressed qcow2 stores no zeros and squeezes the rest. The export is checked like
-    any image first (a guest disk is data). Without qemu-img the file goes in as it is."""
+def compact(disk: ExportedDisk, job: Job, into: Path, *, keep_source: bool) -> ExportedDisk:
+    """Every export becomes a compressed qcow2 in ``into`` before archiving: tar keeps no
+    holes, and a compressed qcow2 stores no zeros and squeezes the rest. The export is
+    checked like any image first (a guest disk is data), and removed after unless
+    ``keep_source`` (a disk read in place). Without qemu-img the file goes in as it is."""
     if not qemu_img.available():
         return disk
     qemu_img.inspect_untrusted(disk.path, format=disk.format, job=job)
-    out = Path(disk.path).with_name(Path(disk.path).name + ".archived.qcow2")
+    out = into / f"{uuid.uuid4().hex[:12]}.archived.qcow2"  # two pools may hold equal names
     try:
         qemu_img.run(["convert", "-p", "-c", "-f", qemu_img.check_format(disk.format),
                       "-O", "qcow2", "--", qemu_img.path_arg(disk.path), qemu_img.path_arg(out)],
@@ -171,7 +177,8 @@ def compact(disk: ExportedDisk, job: Job) -> ExportedDisk:
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    Path(disk.path).unlink()
+    if not keep_source:
+        Path(disk.path).unlink()
     return attrs.evolve(disk, path=str(out), format="qcow2")
 
 

@@ -610,6 +610,11 @@ class LibvirtDriver(Driver):
 
         return export_disks(self, vm_id, dest_dir, job)
 
+    def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
+        from anyvirt_libvirt.export import disks_in_place
+
+        return disks_in_place(self, vm_id, job)
+
 
 # ---------------------------------------------------------------- helpers
 

@@ -86,7 +86,8 @@ def _connection(driver: Any) -> Iterator[http.client.HTTPConnection]:
         conn.close()
 
 
-def _check(response: http.client.HTTPResponse, what: str) -> None:
+def check_response(response: http.client.HTTPResponse, what: str) -> None:
+    """An HTTP answer of the datastore (or an import lease) as a typed error unless it is 2xx."""
     if response.status in (200, 201, 204):
         return
     body = response.read(2048).decode("utf-8", "replace").strip()
@@ -157,7 +158,7 @@ def _put(driver: Any, url: str, body: streams.MeteredReader, size: int, what: st
         try:
             conn.request("PUT", url, body=body, headers=headers)
             response = conn.getresponse()
-            _check(response, what)
+            check_response(response, what)
             response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, what) from exc
@@ -246,7 +247,7 @@ def fetch(
         try:
             conn.request("GET", url, headers={"Cookie": driver.session.cookie})
             response = conn.getresponse()
-            _check(response, what)
+            check_response(response, what)
             declared = response.getheader("Content-Length")
             size = int(declared) if declared and declared.isdigit() else None
             if max_size is not None and size is not None and size > max_size:
@@ -264,4 +265,4 @@ def fetch(
             raise transport_error(exc, what) from exc
 
 
-__all__ = ["download", "fetch", "remove_path", "upload"]
+__all__ = ["check_response", "download", "fetch", "remove_path", "upload"]

@@ -128,6 +128,9 @@ class VSphereDriver(Driver):
         self.session = session
         self.collector = Collector(session)
         self.inventory = Inventory(self.collector, target)
+        # local images go in through an import lease, sending only their data; cleared
+        # when this host proves to keep nothing a lease receives (stock vcsim)
+        self.nfc_keeps_uploads = True
         self._capabilities = self._detect_capabilities()
 
     # ---------------------------------------------------------- connection

@@ -85,18 +85,17 @@ def upload_images(
     folder = f"{IMPORT_PREFIX}{uuid.uuid4().hex[:12]}"
     out: list[DiskSpec] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="anyvirt-vsphere-") as scratch:
-            for index, disk in enumerate(disks):
-                if not is_local_image(disk):
-                    out.append(disk)
-                    continue
-                found = checked[id(disk)]
-                size = -(-max(found.virtual_size, disk.size_bytes or 0) // SECTOR) * SECTOR
-                span = (100.0 * index / len(disks), 100.0 * (index + 1) / len(disks))
-                _upload_one(driver, found, size, datastore, folder, index, Path(scratch), job, span)
-                out.append(evolve(  # the size is exact (a power-of-two division): vSphere is told it
-                    disk, image=datastore_path(datastore, f"{folder}/disk{index}.vmdk"),
-                    size_gib=size / GIB, storage=None))
+        for index, disk in enumerate(disks):
+            if not is_local_image(disk):
+                out.append(disk)
+                continue
+            found = checked[id(disk)]
+            size = -(-max(found.virtual_size, disk.size_bytes or 0) // SECTOR) * SECTOR
+            span = (100.0 * index / len(disks), 100.0 * (index + 1) / len(disks))
+            _upload_one(driver, found, size, datastore, folder, index, job, span)
+            out.append(evolve(  # the size is exact (a power-of-two division): vSphere is told it
+                disk, image=datastore_path(datastore, f"{folder}/disk{index}.vmdk"),
+                size_gib=size / GIB, storage=None))
     except BaseException:
         _remove_folder(driver, datastore, folder)
         raise
@@ -114,9 +113,9 @@ def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
 
 
 def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: str, folder: str,
-                index: int, scratch: Path, job: Job, span: tuple[float, float]) -> None:
+                index: int, job: Job, span: tuple[float, float]) -> None:
     extent = f"disk{index}-flat.vmdk"
-    with _raw_bytes(found, index, scratch, job, span) as (raw, upload_span), \
+    with raw_bytes(found, job, span) as (raw, upload_span), \
             raw.open("rb") as handle, read_ahead(ZeroPadded(handle, size)) as ahead:
         # the disk (or the view's decoder) reads ahead while TLS sends
         datastore_files.upload(driver, datastore, f"{folder}/{extent}", ahead, size=size,
@@ -127,10 +126,10 @@ def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: st
 
 
 @contextlib.contextmanager
-def _raw_bytes(found: qemu_img.ImageInfo, index: int, scratch: Path, job: Job,
-               span: tuple[float, float]) -> Iterator[tuple[Path, tuple[float, float]]]:
-    """The image's raw bytes as a file to upload, and the progress span left for it: the
-    image itself when raw, else a raw view of it (no copy; decoded as the upload reads),
+def raw_bytes(found: qemu_img.ImageInfo, job: Job,
+              span: tuple[float, float]) -> Iterator[tuple[Path, tuple[float, float]]]:
+    """The image's raw bytes as a file to read, and the progress span left for sending it:
+    the image itself when raw, else a raw view of it (no copy; decoded as it is read),
     else, where no view can be made, a temporary raw conversion."""
     source = Path(found.path)
     if found.format == "raw":
@@ -147,13 +146,11 @@ def _raw_bytes(found: qemu_img.ImageInfo, index: int, scratch: Path, job: Job,
             return
     middle = (span[0] + span[1]) / 2  # half the disk's share converting, half uploading
     job.progress(span[0], f"converting {source.name} to raw")
-    converted = scratch / f"disk{index}.raw"
-    qemu_img.convert(source, converted, source_format=found.format, format="raw",
-                     job=job.span(span[0], middle))
-    try:
+    with tempfile.TemporaryDirectory(prefix="anyvirt-vsphere-") as scratch:
+        converted = Path(scratch) / "disk.raw"
+        qemu_img.convert(source, converted, source_format=found.format, format="raw",
+                         job=job.span(span[0], middle))
         yield converted, (middle, span[1])
-    finally:
-        converted.unlink(missing_ok=True)
 
 
 def _bytes_file(data: bytes) -> IO[bytes]:
@@ -169,4 +166,5 @@ def _remove_folder(driver: Any, datastore: str, folder: str) -> None:
                                     cleanup_job("removing a failed disk import"))
 
 
-__all__ = ["IMPORT_PREFIX", "check_local_image", "descriptor", "is_local_image", "upload_images"]
+__all__ = ["IMPORT_PREFIX", "check_local_image", "descriptor", "is_local_image", "raw_bytes",
+           "upload_images"]

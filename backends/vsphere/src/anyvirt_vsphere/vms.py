@@ -16,10 +16,11 @@ from anyvirt.kit.cleanup import noting
 from anyvirt.kit.placement import least_loaded, takes_vms
 from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary, evolve
 from anyvirt.tasks import Job
+from anyvirt_vsphere import nfc_import
 from anyvirt_vsphere.collector import Props
 from anyvirt_vsphere.configspec import check_spec, config_spec, guest_name
 from anyvirt_vsphere.datastore_files import remove_path
-from anyvirt_vsphere.image_import import upload_images
+from anyvirt_vsphere.image_import import is_local_image, upload_images
 from anyvirt_vsphere.inventory import (
     VM_PATHS,
     HostRow,
@@ -141,18 +142,23 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
     started: list[Any] = []
     what = f"creating VM {spec.name!r}"
     try:
-        if files is not None:
-            disks, import_dir = upload_images(files, spec.disks, ds_name, job)
-            spec = evolve(spec, disks=disks)
-        config = config_spec(spec, ds_name, networks)
-        job.progress(5.0, f"creating {spec.name}")
-        ref = run_task(
-            inventory.collector,
-            lambda: folder.CreateVM_Task(config=config, pool=pool, host=host.ref),
-            job,
-            what,
-            started,
-        )
+        ref = None
+        if files is not None and _by_lease(files, spec):
+            ref = _create_by_lease(inventory, files, spec, ds_name, networks, pool, folder, host,
+                                   job)
+        if ref is None:
+            if files is not None:
+                disks, import_dir = upload_images(files, spec.disks, ds_name, job)
+                spec = evolve(spec, disks=disks)
+            config = config_spec(spec, ds_name, networks)
+            job.progress(5.0, f"creating {spec.name}")
+            ref = run_task(
+                inventory.collector,
+                lambda: folder.CreateVM_Task(config=config, pool=pool, host=host.ref),
+                job,
+                what,
+                started,
+            )
     except BaseException as exc:  # undo what was made; the original error is the one raised
         if not isinstance(exc, TaskFailed):  # timed out or cancelled: the task may still run
             with noting(exc, "waiting for the create task to end"):
@@ -168,6 +174,31 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
                 remove_path(inventory, datastore_path(ds_name, import_dir), cleanup)
         raise
     return summary_of(inventory, ref)
+
+
+def _by_lease(files: Any, spec: VMSpec) -> bool:
+    """Local images go through an import lease (only their data is sent) unless this
+    connection found that its host keeps nothing a lease receives."""
+    return bool(getattr(files, "nfc_keeps_uploads", True)) and any(
+        is_local_image(d) for d in spec.disks)
+
+
+def _create_by_lease(inventory: Inventory, files: Any, spec: VMSpec, ds_name: str,
+                     networks: Any, pool: Any, folder: Any, host: HostRow, job: Job) -> Any:
+    """The VM made by ImportVApp with its images streamed in; None when the host turned out
+    to discard what the lease received (the VM it made is removed again, and the caller
+    imports through the datastore instead)."""
+    blank, images = nfc_import.blank_disks(spec, job)
+    config = config_spec(blank, ds_name, networks)
+    sizes = [d.size_bytes or 0 for d in blank.disks]
+    job.progress(5.0, f"creating {spec.name} by import")
+    try:
+        return nfc_import.import_vm(files, config, pool, folder, host.ref, images, sizes,
+                                    job.span(5.0, 100.0))
+    except nfc_import.DiscardedUpload:
+        files.nfc_keeps_uploads = False  # for this connection: its host keeps nothing sent so
+        remove_leftover(inventory, spec.name, cleanup_job(f"undoing the import of {spec.name!r}"))
+        return None
 
 
 def path_exists(inventory: Inventory, datastore: Props, path: str, job: Job) -> bool:

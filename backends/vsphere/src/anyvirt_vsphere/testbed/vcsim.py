@@ -39,7 +39,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -125,15 +125,18 @@ def _govmomi_fingerprint(source: Path) -> str:
     return f"tree:{digest.hexdigest()}"
 
 
-def _patch_files() -> list[Path]:
-    return sorted(SOURCE_DIR.glob("*.patch"))
+def _patch_files(without: Collection[str] = ()) -> list[Path]:
+    """Our patches, in order; ``without`` leaves out those whose names start with one of
+    its entries (``"0003"``: a stock behaviour a test needs to meet)."""
+    return [p for p in sorted(SOURCE_DIR.glob("*.patch"))
+            if not any(p.name.startswith(prefix) for prefix in without)]
 
 
-def _build_key(go: str, source: Path) -> str:
+def _build_key(go: str, source: Path, without: Collection[str] = ()) -> str:
     digest = hashlib.sha256()
     main_go = SOURCE_DIR / "main.go"
     digest.update(b"main.go\0" + main_go.read_bytes() + b"\0")
-    for patch in _patch_files():
+    for patch in _patch_files(without):
         digest.update(patch.name.encode() + b"\0" + patch.read_bytes() + b"\0")
     digest.update(_govmomi_fingerprint(source).encode() + b"\0")
     go_version = subprocess.run(
@@ -154,7 +157,7 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_vcsim(cache_dir: Path | None = None) -> Path:
+def build_vcsim(cache_dir: Path | None = None, *, without_patches: Collection[str] = ()) -> Path:
     """Return the path of the vcsim binary, building it first when the cache lacks it.
 
     The cache key covers ``main.go``, our patches, the govmomi package
@@ -163,7 +166,7 @@ def build_vcsim(cache_dir: Path | None = None) -> Path:
     go = _go_binary()
     source = _govmomi_source()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entry = cache / _build_key(go, source)
+    entry = cache / _build_key(go, source, without_patches)
     binary = entry / "vcsim"
     if binary.is_file():
         return binary
@@ -172,19 +175,19 @@ def build_vcsim(cache_dir: Path | None = None) -> Path:
         if binary.is_file():  # another process built it while we waited
             return binary
         with tempfile.TemporaryDirectory(prefix="build-", dir=cache) as scratch:
-            built = _compile(go, source, Path(scratch))
+            built = _compile(go, source, Path(scratch), without_patches)
             entry.mkdir(parents=True, exist_ok=True)
             os.replace(built, binary)  # atomic: a half-written binary is never cached
     return binary
 
 
-def _compile(go: str, source: Path, scratch: Path) -> Path:
+def _compile(go: str, source: Path, scratch: Path, without: Collection[str] = ()) -> Path:
     gopath = scratch / "gopath"
     private_govmomi = gopath / "src" / GOVMOMI_IMPORT_PATH
     # A private copy shadows the system one (first GOPATH entry wins), so our
     # patches never touch /usr/share/gocode.
     shutil.copytree(source, private_govmomi, symlinks=True)
-    for patch in _patch_files():
+    for patch in _patch_files(without):
         try:
             apply_unified_diff(patch.read_text(), private_govmomi)
         except ValueError as exc:
@@ -355,7 +358,9 @@ class Vcsim:
         workdir: Path | None = None,
         port: int = 0,
         cache_dir: Path | None = None,
+        without_patches: Collection[str] = (),
     ) -> None:
+        self.without_patches = tuple(without_patches)
         self.esx = esx
         self.datacenters = datacenters
         self.clusters = clusters
@@ -460,7 +465,7 @@ class Vcsim:
         """Build if needed, start, and return once the SDK answers."""
         if self.running:
             raise VcsimStartError("vcsim is already running")
-        binary = build_vcsim(self._cache_dir)
+        binary = build_vcsim(self._cache_dir, without_patches=self.without_patches)
         began = time.monotonic()
         rundir = self._make_rundir()
         self.datastore_dir = rundir / "datastores"

@@ -1,0 +1,275 @@
+"""Disks from image files through an import lease: only the data goes over the wire.
+
+``ResourcePool.ImportVApp`` creates the VM with blank thin disks and hands out
+an ``HttpNfcLease`` with one upload URL per disk. Each disk is POSTed there as
+a streamOptimized VMDK (:mod:`anyvirt.kit.stream_vmdk`): the grains that hold
+data, never the zeros or holes, each behind a marker naming where it goes. The
+host writes them into the new disk. This is the path VMware's own OVF tools
+take; a 1 GiB disk half zeros sends about 0.5 GiB.
+
+The stream is made on the fly from the image's raw bytes (the image itself
+when raw, else the kit's raw view of it) and the data extents ``qemu-img map``
+reports, so its length is known before the first byte and no temporary copy is
+made. The lease is kept alive while the bytes go (vCenter drops an idle lease
+after minutes), completed when every disk arrived, and aborted on any error;
+the caller removes a VM the failed import left.
+
+A host that takes the upload but keeps nothing (stock vcsim discards what an
+import lease receives) is found right after the lease completes: the new
+disk's descriptor must name a flat extent of the disk's size. Then
+:class:`DiscardedUpload` is raised and the caller imports through the
+datastore instead (:mod:`anyvirt_vsphere.image_import`), remembering it for
+the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from anyvirt.errors import AnyvirtError, ConnectionFailed, TaskFailed, Timeout
+from anyvirt.kit import qemu_img, streams
+from anyvirt.kit.readahead import read_ahead
+from anyvirt.kit.stream_vmdk import StreamOptimizedEncoder
+from anyvirt.model import DiskSpec, VMSpec, evolve
+from anyvirt.tasks import Job
+from anyvirt_vsphere import datastore_files
+from anyvirt_vsphere.errors import fault_message, transport_error
+from anyvirt_vsphere.image_import import check_local_image, is_local_image, raw_bytes
+from anyvirt_vsphere.inventory import split_datastore_path
+from anyvirt_vsphere.sdk import vim, vmodl
+
+SECTOR = 512
+READY_TIMEOUT = 120.0
+KEEPALIVE_EVERY = 30.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
+CONTENT_TYPE = "application/x-vnd.vmware-streamVmdk"
+GRAIN = 64 * 1024  # the encoder's grain: data extents are widened to whole grains
+
+
+def _extent_name(vmdk: str) -> str:
+    """The name the stream's own descriptor gives its extent (the disk's file name, in the
+    characters a descriptor takes)."""
+    base = vmdk.rsplit("/", 1)[-1].rpartition("] ")[2].removesuffix(".vmdk")
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in base) or "disk"
+
+
+class DiscardedUpload(Exception):
+    """The host accepted the import lease's bytes and kept none of them."""
+
+
+def blank_disks(spec: VMSpec, job: Job) -> tuple[VMSpec, dict[int, qemu_img.ImageInfo]]:
+    """``spec`` with every local image replaced by a blank disk of the image's size
+    (sectors, at least the size asked for), and the checked images by disk index."""
+    found: dict[int, qemu_img.ImageInfo] = {}
+    disks: list[DiskSpec] = []
+    for index, disk in enumerate(spec.disks):
+        if not is_local_image(disk):
+            disks.append(disk)
+            continue
+        info = check_local_image(str(disk.image), job)
+        found[index] = info
+        size = -(-max(info.virtual_size, disk.size_bytes or 0) // 1024) * 1024  # vSphere: KiB
+        disks.append(evolve(disk, image=None, size_gib=size / 1024**3))
+    return evolve(spec, disks=disks), found
+
+
+def import_vm(driver: Any, config: Any, pool: Any, folder: Any, host: Any,
+              images: dict[int, qemu_img.ImageInfo], sizes: Sequence[int], job: Job) -> Any:
+    """Create the VM from ``config`` through ImportVApp and upload ``images`` (by disk
+    index; ``sizes`` are every disk's bytes) into its disks; returns the VM's reference.
+    On failure the lease is aborted; the VM it made is the caller's to remove."""
+    session = driver.session
+    what = "importing the disk images"
+    spec = vim.vm.VmImportSpec(configSpec=config)
+    lease = session.call(lambda: pool.ImportVApp(spec=spec, folder=folder, host=host), what,
+                         read=False)
+    try:
+        info = _wait_ready(session, lease, job)
+        targets = _disk_urls(driver, info, len(sizes))
+        done = [0]
+        total = sum(sizes[i] for i in images) or 1
+        with _kept_alive(session, lease, lambda: min(99, int(100 * done[0] / total))):
+            for position, (index, image) in enumerate(sorted(images.items())):
+                low = 10 + 85.0 * position / len(images)
+                high = 10 + 85.0 * (position + 1) / len(images)
+                _send_disk(driver, targets[index], image, sizes[index], job, (low, high))
+                done[0] += sizes[index]
+        session.call(lease.HttpNfcLeaseComplete, "completing the import", read=False)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            fault = vmodl.fault.SystemError(reason=str(exc)[:200] or type(exc).__name__)
+            session.call(lambda: lease.HttpNfcLeaseAbort(fault=fault), "aborting the import",
+                         read=False)
+        raise
+    _check_kept(driver, info, images, sizes)
+    return info.entity
+
+
+def _wait_ready(session: Any, lease: Any, job: Job) -> Any:
+    deadline = time.monotonic() + READY_TIMEOUT
+    delay = 0.05
+    while True:
+        state = session.call(lambda: lease.state, "reading the import lease", read=True)
+        if state == vim.HttpNfcLease.State.ready:
+            return session.call(lambda: lease.info, "reading the import lease", read=True)
+        if state == vim.HttpNfcLease.State.error:
+            error = session.call(lambda: lease.error, "reading the import lease", read=True)
+            raise TaskFailed(f"the import was refused: {fault_message(error)}")
+        if time.monotonic() > deadline:
+            raise Timeout(f"the import lease was not ready within {READY_TIMEOUT:g} s")
+        job.check()
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+class Target:
+    """Where one disk's stream goes: the URL, and how to trust its TLS certificate."""
+
+    def __init__(self, url: str, thumbprint: str, vmdk: str) -> None:
+        self.url = url
+        self.thumbprint = thumbprint
+        self.vmdk = vmdk  # the disk's descriptor on its datastore, "[ds] dir/name.vmdk"
+
+
+def _disk_urls(driver: Any, info: Any, count: int) -> list[Target]:
+    """The upload URL of each disk, in the order the disks were given. The host names each
+    URL by the disk's file (``targetId``); the VM's disks list those files in order."""
+    devices = driver.collector.one(info.entity, vim.VirtualMachine, ("config.hardware.device",),
+                                   what="reading the imported VM's disks")
+    files = [d.backing.fileName for d in (devices.get("config.hardware.device", []) if devices
+                                          else []) if isinstance(d, vim.vm.device.VirtualDisk)]
+    urls = [u for u in (info.deviceUrl or []) if u.disk]
+    if len(files) != count or len(urls) != count:
+        raise TaskFailed(f"the import lease offers {len(urls)} disk URLs for {count} disks")
+    by_file = {str(u.targetId or ""): u for u in urls}
+    out = []
+    for position, name in enumerate(files):
+        base = name.rsplit("/", 1)[-1].rpartition("] ")[2]
+        chosen = by_file.get(base, urls[position])
+        out.append(Target(str(chosen.url), str(chosen.sslThumbprint or ""), name))
+    return out
+
+
+@contextlib.contextmanager
+def _kept_alive(session: Any, lease: Any, percent: Any) -> Iterator[None]:
+    """Report progress on the lease now and then, so the host does not drop it mid-upload."""
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(KEEPALIVE_EVERY):
+            with contextlib.suppress(Exception):
+                session.call(lambda: lease.HttpNfcLeaseProgress(percent=percent()),
+                             "reporting import progress", read=False)
+
+    thread = threading.Thread(target=tick, name="anyvirt-nfc-keepalive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _send_disk(driver: Any, target: Target, image: qemu_img.ImageInfo, size: int, job: Job,
+               span: tuple[float, float]) -> None:
+    what = f"uploading {image.path} into {target.vmdk}"
+    extents = qemu_img.data_extents(image.path, image.format, granularity=GRAIN, job=job)
+    with raw_bytes(image, job, span) as (raw, upload_span), \
+            StreamOptimizedEncoder(raw, size, extents, source_size=image.virtual_size,
+                                   name=_extent_name(target.vmdk)) as encoder, \
+            read_ahead(encoder) as ahead:  # the next grains are read while TLS sends
+        body = streams.MeteredReader(ahead, encoder.length, job=job, what=what, span=upload_span)
+        _post(driver, target, body, encoder.length, what)
+        if body.transfer is None:
+            raise ConnectionFailed(f"{what}: the server answered after {body.meter.count} "
+                                   f"of {encoder.length} bytes")
+
+
+def _post(driver: Any, target: Target, body: streams.MeteredReader, length: int,
+          what: str) -> None:
+    parts = urlsplit(target.url)
+    same_host = parts.hostname in ("*", None)
+    host = driver.target.host if same_host else str(parts.hostname)
+    port = driver.session.port if same_host or parts.port is None else parts.port
+    headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(length)}
+    if same_host:  # the session cookie goes to the server it came from, nowhere else
+        headers["Cookie"] = driver.session.cookie
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    with _connection(driver, host, port, target.thumbprint, plain=parts.scheme == "http") as conn:
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            datastore_files.check_response(response, what)
+            response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise transport_error(exc, what) from exc
+
+
+@contextlib.contextmanager
+def _connection(driver: Any, host: str, port: int, thumbprint: str,
+                plain: bool) -> Iterator[http.client.HTTPConnection]:
+    session = driver.session
+    timeout = session.timeout
+    conn: http.client.HTTPConnection
+    if plain or session.plain_http:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout, blocksize=streams.CHUNK)
+    elif thumbprint and host != driver.target.host:
+        # an ESXi host vCenter sends us to: trusted by the certificate thumbprint the
+        # (verified) vCenter session gave for it, checked before any byte is sent
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        conn = _PinnedConnection(host, port, thumbprint, timeout=timeout, context=context,
+                                 blocksize=streams.CHUNK)
+    else:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                           context=session.ssl_context, blocksize=streams.CHUNK)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+class _PinnedConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, thumbprint: str, **kwargs: Any) -> None:
+        super().__init__(host, port, **kwargs)
+        self.expected = thumbprint.replace(":", "").lower()
+
+    def connect(self) -> None:
+        super().connect()
+        der = self.sock.getpeercert(binary_form=True) or b""
+        algorithm = "sha256" if len(self.expected) == 64 else "sha1"
+        if hashlib.new(algorithm, der).hexdigest() != self.expected:
+            self.close()
+            raise ConnectionFailed(f"the certificate of {self.host} does not match the "
+                                   "thumbprint vSphere gave for it")
+
+
+def _check_kept(driver: Any, info: Any, images: dict[int, qemu_img.ImageInfo],
+                sizes: Sequence[int]) -> None:
+    """Each uploaded disk's descriptor must name an extent of the disk's size; a host that
+    discarded the stream left the blank disk it made (stock vcsim: an empty file)."""
+    targets = _disk_urls(driver, info, len(sizes))
+    for index in images:
+        datastore, rel = split_datastore_path(targets[index].vmdk)
+        text = io.BytesIO()
+        try:
+            datastore_files.fetch(driver, datastore or "", rel, text, max_size=64 * 1024)
+        except AnyvirtError as exc:
+            raise DiscardedUpload(f"the disk's descriptor cannot be read: {exc}") from exc
+        sectors = sizes[index] // SECTOR
+        lines = text.getvalue().decode("utf-8", "replace").splitlines()
+        if not any(line.split()[:2] in (["RW", str(sectors)], ["RDONLY", str(sectors)])
+                   for line in lines if line.strip()):
+            raise DiscardedUpload(f"{targets[index].vmdk} holds no extent of {sectors} sectors")
+
+
+__all__ = ["DiscardedUpload", "blank_disks", "import_vm"]
