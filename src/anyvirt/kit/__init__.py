@@ -6,6 +6,8 @@ core's own migration and memory code) can use them:
 - :mod:`anyvirt.kit.qemu_img`: the one qemu-img runner (argument lists, ``--``,
   allow-listed formats, untrusted images inspected before qemu-img opens them);
 - :mod:`anyvirt.kit.streams`: chunked copies with progress, byte-count and sha256;
+- :mod:`anyvirt.kit.stream_vmdk`: a disk as a streamOptimized VMDK stream of known
+  length, its zeros never sent (vSphere's ImportVApp path);
 - :mod:`anyvirt.kit.polling`: waiting for a platform task with deadline and cancel;
 - :mod:`anyvirt.kit.session`: log in again once on expiry, repeat only idempotent calls;
 - :mod:`anyvirt.kit.errors`: ordered error-translation tables, secrets scrubbed;

@@ -32,7 +32,7 @@ import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -48,6 +48,8 @@ FORMATS: tuple[str, ...] = ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx")
 INFO_TIMEOUT = 60.0  # reading a header: seconds even on a slow disk
 CREATE_TIMEOUT = 120.0
 CONVERT_TIMEOUT = 3600.0  # copies whole disks; a Job's deadline bounds it further
+MAP_TIMEOUT = 600.0  # reads metadata only, but a huge fragmented image has much of it
+_MAP_LINE_MAX = 4096  # one range of a map is a short line; anything longer is not a map
 _STDERR_KEPT = 600  # characters of qemu-img's complaint kept in an error message
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 _OPTION_KEY = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -151,10 +153,13 @@ def run(
     error: type[AnyvirtError] = TaskFailed,
     ok_codes: Iterable[int] = (0,),
     span: tuple[float, float] = (0.0, 100.0),
+    on_output: Callable[[bytes], None] | None = None,
 ) -> tuple[int, str]:
     """Run ``qemu-img *args``; returns (exit code, stdout). Bounded by ``timeout`` and
     the job's deadline; a cancelled job kills qemu-img. ``-p`` progress goes to the job,
-    mapped into ``span`` of its percent (a conversion that is one step of several)."""
+    mapped into ``span`` of its percent (a conversion that is one step of several).
+    ``on_output`` takes stdout chunk by chunk as it comes, instead of it being kept
+    (output as long as the image is big: ``map``); stdout is then returned empty."""
     limit = timeout if job is None else (job.remaining(timeout) or 0.0)
     if job is not None:
         job.check()
@@ -168,7 +173,7 @@ def run(
         raise error(f"{what}: qemu-img could not start: {exc}") from exc
     out, err = bytearray(), bytearray()
     try:
-        _pump(proc, out, err, deadline, job, what, span)
+        _pump(proc, out, err, deadline, job, what, span, on_output)
         # the pipes are closed; the exit itself is bounded too
         code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -190,7 +195,8 @@ def run(
 
 
 def _pump(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadline: float,
-          job: Job | None, what: str, span: tuple[float, float]) -> None:
+          job: Job | None, what: str, span: tuple[float, float],
+          on_output: Callable[[bytes], None] | None = None) -> None:
     """Read both pipes until qemu-img closes them, watching the clock and the job."""
     assert proc.stdout is not None and proc.stderr is not None
     with selectors.DefaultSelector() as sel:
@@ -210,6 +216,9 @@ def _pump(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadlin
                 buffer: bytearray = key.data
                 if buffer is err:
                     buffer.extend(chunk[: max(0, 65536 - len(err))])  # bounded
+                    continue
+                if on_output is not None:
+                    on_output(chunk)
                     continue
                 found = _PROGRESS.findall(chunk)
                 if found and job is not None:
@@ -526,6 +535,92 @@ def measure(
         raise InvalidSpec(f"qemu-img measure of {src} gave no sizes") from exc
 
 
+def data_extents(
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    granularity: int = 1,
+    force_share: bool = False,
+    timeout: float = MAP_TIMEOUT,
+    job: Job | None = None,
+) -> list[tuple[int, int]]:
+    """The ``(offset, length)`` byte ranges of an image that hold data, merged and in order.
+
+    From ``qemu-img map``: a range counts when qemu-img says ``data`` and not
+    ``zero`` (a hole, a zero cluster and an unallocated one read as zeros and are
+    left out). Each range is widened to whole ``granularity`` blocks before
+    merging (a caller that sends 64 KiB grains passes 65536), so the list stays
+    short even for an image fragmented into small clusters. The map is read line
+    by line as qemu-img prints it, never held whole. ``force_share`` (``-U``)
+    reads an image a running VM holds.
+    """
+    if granularity < 1:
+        raise InvalidSpec(f"granularity must be a positive number of bytes, not {granularity}")
+    args = ["map", "--output=json", "-f", check_format(format)]
+    if force_share:
+        args.append("-U")
+    target = path_arg(path)
+    what = f"mapping image {target}"
+    reader = _MapReader(what, granularity)
+    run([*args, "--", target], what=what, timeout=timeout, job=job, error=InvalidSpec,
+        on_output=reader.feed)
+    return reader.finish()
+
+
+class _MapReader:
+    """``qemu-img map --output=json`` parsed as it streams: one JSON object a line."""
+
+    def __init__(self, what: str, granularity: int) -> None:
+        self.what = what
+        self.granularity = granularity
+        self.extents: list[tuple[int, int]] = []
+        self._partial = b""
+        self._end = 0  # where the last range seen ended: ranges come in order
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > _MAP_LINE_MAX:
+            raise InvalidSpec(f"{self.what}: qemu-img printed a map line of over "
+                              f"{_MAP_LINE_MAX} bytes")
+        for line in lines:
+            self._line(line)
+
+    def finish(self) -> list[tuple[int, int]]:
+        self._line(self._partial)
+        self._partial = b""
+        if self.extents:  # widened past the image's end (the map's last range ends there)
+            first, length = self.extents[-1]
+            self.extents[-1] = (first, min(first + length, self._end) - first)
+        return self.extents
+
+    def _line(self, line: bytes) -> None:
+        text = line.strip().lstrip(b"[").rstrip(b",]").strip()
+        if not text:
+            return
+        try:
+            entry = json.loads(text)
+            start, length = entry["start"], entry["length"]
+            data, zero = entry["data"], entry["zero"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise InvalidSpec(f"{self.what}: qemu-img printed a map line that is not a "
+                              f"range: {text[:80]!r}") from exc
+        if not (isinstance(start, int) and isinstance(length, int) and start >= self._end
+                and length >= 0 and isinstance(data, bool) and isinstance(zero, bool)):
+            raise InvalidSpec(f"{self.what}: qemu-img printed a range out of order or "
+                              f"malformed: {text[:80]!r}")
+        self._end = start + length
+        if not data or zero or length == 0:
+            return
+        step = self.granularity
+        first, end = start // step * step, -(-(start + length) // step) * step
+        if self.extents and first <= self.extents[-1][0] + self.extents[-1][1]:
+            first = self.extents[-1][0]
+            self.extents[-1] = (first, max(end, first + self.extents[-1][1]) - first)
+        else:
+            self.extents.append((first, end - first))
+
+
 def _int_or_none(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
@@ -540,6 +635,7 @@ __all__ = [
     "compare",
     "convert",
     "create",
+    "data_extents",
     "info",
     "inspect_untrusted",
     "measure",
