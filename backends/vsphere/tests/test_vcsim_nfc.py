@@ -30,6 +30,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from anyvirt.host import Host
+from anyvirt.kit.stream_vmdk import StreamOptimizedEncoder
 
 PC = vmodl.query.PropertyCollector
 MIB = 1024 * 1024
@@ -46,16 +47,23 @@ def si(vcsim: Vcsim) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def disk_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A raw disk, half random and half zeros, and qemu-img's streamOptimized VMDK of it."""
+def disk_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A raw disk, half random and half zeros, and two streamOptimized VMDKs of it.
+
+    qemu-img's keeps its grain tables in the header and ends after the last
+    grain; the kit's encoder writes them after the grains, with a footer and
+    an end-of-stream marker, as VMware's tools do.
+    """
     directory = tmp_path_factory.mktemp("nfc-images")
-    raw, stream = directory / "disk.raw", directory / "disk-stream.vmdk"
+    raw, by_qemu, by_kit = (directory / name for name in ("disk.raw", "qemu.vmdk", "kit.vmdk"))
     with raw.open("wb") as out:
         out.write(os.urandom(DISK_SIZE // 2))
         out.truncate(DISK_SIZE)
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
-                    str(raw), str(stream)], check=True, timeout=60)
-    return raw, stream
+                    str(raw), str(by_qemu)], check=True, timeout=60)
+    with StreamOptimizedEncoder(raw, DISK_SIZE, [(0, DISK_SIZE // 2)]) as encoder:
+        by_kit.write_bytes(encoder.read())
+    return raw, by_qemu, by_kit
 
 
 def _properties(si: Any, obj: Any, *paths: str) -> dict[str, Any]:
@@ -154,11 +162,13 @@ def _fetch(host: Host, job: Import, path: str, dest: Path) -> bytes:
     return dest.read_bytes()
 
 
+@pytest.mark.parametrize("encoder", ["qemu-img", "kit"])
 def test_streamoptimized_import_arrives_as_the_vms_flat_disk(
-    si: Any, vcsim: Vcsim, vsphere_host: Host, importing: Import, disk_images: tuple[Path, Path],
-    tmp_path: Path,
+    si: Any, vcsim: Vcsim, vsphere_host: Host, importing: Import, disk_images: tuple[Path, Path, Path],
+    tmp_path: Path, encoder: str,
 ) -> None:
-    raw, stream = disk_images
+    raw, by_qemu, by_kit = disk_images
+    stream = by_qemu if encoder == "qemu-img" else by_kit
     assert stream.stat().st_size < DISK_SIZE * 0.6  # the zero half is not sent
     assert _put(vcsim, importing.url, stream) == (200, "")
     importing.lease.HttpNfcLeaseComplete()
@@ -204,17 +214,27 @@ def _oversized_grain(stream: bytes) -> bytes:
     return stream[:20] + (64).to_bytes(8, "little") + stream[28:]
 
 
-@pytest.mark.parametrize(("damage", "reason"), [
-    (_truncated, "truncated"),
-    (_grain_beyond_capacity, "beyond the capacity"),
-    (_bad_zlib, "grain at sector 0"),
-    (_oversized_grain, "more than 32768 bytes"),
+def _cut_after_first_grain(stream: bytes) -> bytes:
+    """A stream that promised a footer (directory at the end), cut where a grain ends."""
+    assert int.from_bytes(stream[56:64], "little") == 2**64 - 1  # gdOffset: GD_AT_END
+    at = _first_grain_marker(stream)
+    size = int.from_bytes(stream[at + 8 : at + 12], "little")
+    return stream[: -(-(at + 12 + size) // SECTOR) * SECTOR]
+
+
+@pytest.mark.parametrize(("encoder", "damage", "reason"), [
+    ("qemu-img", _truncated, "truncated"),
+    ("qemu-img", _grain_beyond_capacity, "beyond the capacity"),
+    ("qemu-img", _bad_zlib, "grain at sector 0"),
+    ("qemu-img", _oversized_grain, "more than 32768 bytes"),
+    ("kit", _cut_after_first_grain, "no end-of-stream marker"),
 ])
 def test_a_bad_stream_is_refused_and_the_disk_already_there_stays(
-    si: Any, vcsim: Vcsim, vsphere_host: Host, importing: Import, disk_images: tuple[Path, Path],
-    tmp_path: Path, damage: Any, reason: str,
+    si: Any, vcsim: Vcsim, vsphere_host: Host, importing: Import, disk_images: tuple[Path, Path, Path],
+    tmp_path: Path, encoder: str, damage: Any, reason: str,
 ) -> None:
-    raw, stream = disk_images
+    raw, by_qemu, by_kit = disk_images
+    stream = by_qemu if encoder == "qemu-img" else by_kit
     assert _put(vcsim, importing.url, stream)[0] == 200
     before_flat = _fetch(vsphere_host, importing, importing.flat, tmp_path / "flat-before")
     before_descriptor = _fetch(vsphere_host, importing, importing.descriptor, tmp_path / "desc-before")
@@ -233,14 +253,14 @@ def test_a_bad_stream_is_refused_and_the_disk_already_there_stays(
 
 
 def test_other_bodies_are_stored_as_sent_and_other_sparse_vmdks_refused(
-    si: Any, vcsim: Vcsim, vsphere_host: Host, importing: Import, disk_images: tuple[Path, Path],
+    si: Any, vcsim: Vcsim, vsphere_host: Host, importing: Import, disk_images: tuple[Path, Path, Path],
     tmp_path: Path,
 ) -> None:
     body = b"# Disk DescriptorFile\n" + os.urandom(1000)
     assert _put(vcsim, importing.url, body) == (200, "")
     assert _fetch(vsphere_host, importing, importing.descriptor, tmp_path / "as-sent") == body
 
-    raw, _ = disk_images
+    raw, _, _ = disk_images
     sparse = tmp_path / "monolithic-sparse.vmdk"
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(sparse)],
                    check=True, timeout=60)
