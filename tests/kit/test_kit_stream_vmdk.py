@@ -253,6 +253,18 @@ def test_metered_upload_body_and_disk_digest(tmp_path: Path) -> None:
     encoder.close()
 
 
+def test_an_image_smaller_than_its_disk_reads_as_zeros_past_its_end(tmp_path: Path) -> None:
+    size = 2 * MIB  # a 1.5 MiB image grown to 2 MiB on import; the source holds more bytes
+    make_raw(tmp_path / "source.raw", size, [(0, os.urandom(size))])
+    encoder = StreamOptimizedEncoder(tmp_path / "source.raw", size, [(0, size)],
+                                     source_size=MIB + MIB // 2 + 100, hash_disk=True)
+    vmdk = encode(encoder, tmp_path / "d.vmdk")
+    expected = tmp_path / "expected.raw"
+    make_raw(expected, size, [(0, (tmp_path / "source.raw").read_bytes()[: MIB + MIB // 2 + 100])])
+    assert_reads_back(expected, vmdk, size, encoder)
+    assert encoder.disk_sha256 == hashlib.sha256(expected.read_bytes()).hexdigest()
+
+
 # ------------------------------------------------------------------ refusals
 def test_a_source_shorter_than_its_map_says_stops_the_stream(tmp_path: Path) -> None:
     make_raw(tmp_path / "short.raw", MIB, [(0, os.urandom(MIB))])
