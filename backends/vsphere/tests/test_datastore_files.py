@@ -105,7 +105,7 @@ def test_a_qcow2_image_becomes_a_disk_and_exports_byte_identical(vsphere_host: H
     try:
         disk = vm.info().disks[0]
         assert disk.size_bytes == 4 * 1024 * 1024  # grown to size_gib
-        assert disk.path and "anyvirt-import-" in disk.path
+        assert disk.path == "[LocalDS_0] from-qcow2/from-qcow2.vmdk"  # imported by lease, in its folder
         driver = vsphere_host.driver
         assert isinstance(driver, VSphereDriver)
         out = tmp_path / "out"

@@ -156,29 +156,41 @@ def test_a_create_that_fails_in_vsphere_removes_what_it_made(
         download(vsphere_host, ds, "half-made/half-made.vmx", bytearray_sink())
 
 
+@pytest.mark.parametrize("way", ["lease", "datastore"])
 def test_a_create_cancelled_after_its_upload_leaves_nothing_behind(
-    vsphere_host: Host, vcsim: Vcsim, spec_for: Callable[[str], VMSpec], tmp_path: Path
+    vsphere_host: Host, vcsim: Vcsim, spec_for: Callable[[str], VMSpec], tmp_path: Path,
+    way: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Cancelled between the image upload and CreateVM_Task: no task starts, and the
-    cleanup (which gets its own time budget, the job being cancelled) removes the upload."""
+    """Cancelled once the image is sent (through an import lease: before the lease is
+    completed; through the datastore, the way a host that keeps no lease upload is served:
+    before CreateVM_Task): the cleanup (which gets its own time budget, the job being
+    cancelled) removes the VM the lease made, its folder and any upload."""
     image = tmp_path / "disk.raw"
     image.write_bytes(b"\x01" * 1024 * 1024)
     assert vcsim.datastore_dir is not None
+    driver = _driver(vsphere_host)
+    monkeypatch.setattr(driver, "nfc_keeps_uploads", way == "lease")
 
     def imports() -> set[str]:
         return {p.name for p in vcsim.datastore_dir.rglob("anyvirt-import-*")}  # type: ignore[union-attr]
 
     before_imports, before_vms = imports(), {vm.id for vm in vsphere_host.vms.list()}
+    sent: list[str] = []
 
-    def cancel_when_creating(_percent: float | None, message: str) -> None:
-        if message.startswith("creating"):
+    def cancel_when_sent(_percent: float | None, message: str) -> None:
+        if way == "lease" and message.startswith("uploading") and " of " in message:
+            sent.append(message)
+            job.request_cancel()
+        if way == "datastore" and message.startswith("creating"):
             assert imports() - before_imports  # the image is on the datastore by now
+            sent.append(message)
             job.request_cancel()
 
-    job = Job("create", 60, on_progress=cancel_when_creating)
+    job = Job("create", 60, on_progress=cancel_when_sent)
     spec = attrs.evolve(spec_for("cancelled-create"), disks=[DiskSpec(image=str(image))])
     with pytest.raises(Cancelled):
-        _driver(vsphere_host).create_vm(spec, job)
+        driver.create_vm(spec, job)
+    assert sent
     assert {vm.id for vm in vsphere_host.vms.list()} == before_vms
     assert imports() == before_imports
     assert not list(vcsim.datastore_dir.rglob("cancelled-create"))

@@ -102,6 +102,7 @@ def import_vm(driver: Any, config: Any, pool: Any, folder: Any, host: Any,
                 high = 10 + 85.0 * (position + 1) / len(images)
                 _send_disk(driver, targets[index], image, sizes[index], job, (low, high))
                 done[0] += sizes[index]
+        job.check()  # cancelled or out of time once the bytes are in: abort, never complete
         session.call(lease.HttpNfcLeaseComplete, "completing the import", read=False)
     except BaseException as exc:
         with contextlib.suppress(Exception):
