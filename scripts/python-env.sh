@@ -12,7 +12,9 @@ if ! command -v uv >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PATH"
 fi
 export UV_PYTHON_DOWNLOADS=never   # use the machine's Python 3.11+; never fetch one
-python=$(command -v python3)
+# the real interpreter, not a shim (pyenv): uv recreates a venv whose interpreter path differs,
+# which would pull the environment from under tests running beside this (the tour test)
+python=$(python3 -c "import sys; print(sys.executable)")
 if [ "$mode" = all ]; then
   uv sync --quiet --all-packages --python "$python"
 else
