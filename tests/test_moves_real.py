@@ -139,9 +139,15 @@ def test_libvirt_to_vsphere_and_back_boots_on_kvm(kvm: Host, vc: Host, guest_ima
     assert list(temp_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("read", ["in place", "streamed from the daemon"])
 def test_backups_restore_across_libvirt_and_vsphere(kvm: Host, vc: Host, tmp_path: Path,
-                                                    made: Callable[[VM], VM],
-                                                    temp_dir: Path) -> None:
+                                                    made: Callable[[VM], VM], temp_dir: Path,
+                                                    read: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """libvirt's disks are read where they are (a local daemon) or, as from a remote one,
+    streamed through ``virStorageVolDownload`` and counted against the volume's size."""
+    if read != "in place":
+        monkeypatch.setattr(kvm.driver, "disks_in_place", lambda vm_id, job: None)
     image = _random_image(tmp_path, 4 * MIB)
     on_vc = made(vc.vms.create(VMSpec(name=_name("bk"), node=NODE, memory_mib=64,
                                       disks=[DiskSpec(image=str(image))])))

@@ -110,3 +110,20 @@ def test_metered_reader_for_pulling_consumers() -> None:
     assert long.read(8) == data[:8]
     with pytest.raises(TaskFailed, match="longer"):  # before the last declared byte goes out
         long.read(100)
+
+
+def test_a_stream_metered_unhashed_is_counted_and_still_refused_when_short() -> None:
+    import io
+
+    import pytest
+
+    from anyvirt.errors import TaskFailed
+    from anyvirt.kit.streams import MeteredReader
+
+    body = MeteredReader(io.BytesIO(b"x" * 10), 10, hashed=False)
+    assert body.read(-1) == b"x" * 10 and body.read(-1) == b""
+    assert body.transfer is not None and (body.transfer.bytes, body.transfer.sha256) == (10, "")
+    short = MeteredReader(io.BytesIO(b"x" * 9), 10, hashed=False)
+    short.read(-1)
+    with pytest.raises(TaskFailed, match="ended after 9"):
+        short.read(-1)

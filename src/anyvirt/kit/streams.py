@@ -51,7 +51,7 @@ class SparseWritable(Writable, Protocol):
 
 @frozen
 class Transfer:
-    """What went through: byte count, sha256 (hex) and how long it took."""
+    """What went through: byte count, sha256 (hex; empty for a stream only counted) and time."""
 
     bytes: int
     sha256: str
@@ -89,6 +89,7 @@ class Meter:
         what: str = "copying",
         span: tuple[float, float] = (0.0, 100.0),
         error: type[AnyvirtError] = TaskFailed,
+        hashed: bool = True,
     ) -> None:
         if size is not None and size < 0:
             raise ValueError(f"a declared size cannot be negative ({size})")
@@ -98,7 +99,9 @@ class Meter:
         self.span = span
         self.error = error
         self.count = 0
-        self._hash = hashlib.sha256()
+        # ``hashed=False``: a stream nobody compares by digest (an encoding of the disk, not
+        # the disk) is only counted; hashing it would cost CPU the transfer needs
+        self._hash = hashlib.sha256() if hashed else None
         self._started = time.monotonic()
         self._reported = self._started
 
@@ -112,7 +115,8 @@ class Meter:
         if self.size is not None and self.count > self.size:
             raise self.error(f"{self.what}: the stream is longer than the declared "
                              f"{self.size} bytes")
-        self._hash.update(chunk)
+        if self._hash is not None:
+            self._hash.update(chunk)
         now = time.monotonic()
         if self.job is not None:
             self.job.check()
@@ -139,7 +143,9 @@ class Meter:
         if self.size is not None and self.count != self.size:
             raise self.error(f"{self.what}: the stream ended after {self.count} of the declared "
                              f"{self.size} bytes")
-        digest = self._hash.hexdigest()
+        digest = self._hash.hexdigest() if self._hash is not None else ""
+        if expected_sha256 is not None and self._hash is None:
+            raise ValueError("a stream metered with hashed=False has no sha256 to check")
         if expected_sha256 is not None and digest != expected_sha256.lower():
             raise self.error(f"{self.what}: sha256 {digest} does not match the expected "
                              f"{expected_sha256}")
@@ -249,10 +255,11 @@ class MeteredReader(io.RawIOBase):
         what: str = "sending",
         span: tuple[float, float] = (0.0, 100.0),
         error: type[AnyvirtError] = TaskFailed,
+        hashed: bool = True,
     ) -> None:
         super().__init__()
         self.raw = raw
-        self.meter = Meter(size, job=job, what=what, span=span, error=error)
+        self.meter = Meter(size, job=job, what=what, span=span, error=error, hashed=hashed)
         self.transfer: Transfer | None = None
 
     def readable(self) -> bool:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
-from anyvirt.errors import AnyvirtError, InvalidSpec
+from anyvirt.errors import AnyvirtError, InvalidSpec, TaskFailed
+from anyvirt.kit import streams
 from anyvirt.model import ExportedDisk, PowerState
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
@@ -93,14 +94,27 @@ def _download_chain(driver: LibvirtDriver, path: str, target: Path, job: Job) ->
             run_qemu_img(["convert", "-O", "qcow2", "--", str(chain[0]), str(target)])
 
 
+def _physical_size(vol: libvirt.virStorageVol) -> int | None:
+    """The bytes a download of ``vol`` carries (the file's length), where the daemon says."""
+    try:
+        return int(vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
+    except (libvirt.libvirtError, AttributeError):
+        return None
+
+
 def _format(path: Path) -> str:
     with open(path, "rb") as f:
         return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
 
 
 def _download(driver: LibvirtDriver, path: str, local: Path, job: Job) -> None:
-    with driver.link.call(f"download volume {path}") as conn:
+    """One volume's file streamed from the daemon, counted against the length the daemon
+    declares for it (its physical size): a stream that ends early or runs long fails
+    rather than leave a short copy to be mistaken for the disk."""
+    what = f"downloading volume {path}"
+    with driver.link.call(what) as conn:
         vol = conn.storageVolLookupByPath(path)
+        meter = streams.Meter(_physical_size(vol), job=job, what=what, error=TaskFailed)
         stream = conn.newStream(0)
         vol.download(stream, 0, 0, 0)
         try:
@@ -109,12 +123,14 @@ def _download(driver: LibvirtDriver, path: str, local: Path, job: Job) -> None:
                     chunk = stream.recv(CHUNK)
                     if isinstance(chunk, int) or not chunk:
                         break
+                    meter.add(chunk)
                     out.write(chunk)
-                    job.check()
             stream.finish()
+            meter.finish()
         except BaseException:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
+            local.unlink(missing_ok=True)
             raise
     os.chmod(local, 0o600)
 

@@ -187,7 +187,9 @@ def _send_disk(driver: Any, target: Target, image: qemu_img.ImageInfo, size: int
             StreamOptimizedEncoder(raw, size, extents, source_size=image.virtual_size,
                                    name=_extent_name(target.vmdk)) as encoder, \
             read_ahead(encoder) as ahead:  # the next grains are read while TLS sends
-        body = streams.MeteredReader(ahead, encoder.length, job=job, what=what, span=upload_span)
+        # counted, not hashed: the stream is an encoding; the disk is checked by its read-back
+        body = streams.MeteredReader(ahead, encoder.length, job=job, what=what, span=upload_span,
+                                     hashed=False)
         _post(driver, target, body, encoder.length, what)
         if body.transfer is None:
             raise ConnectionFailed(f"{what}: the server answered after {body.meter.count} "
