@@ -206,6 +206,38 @@ def test_qcow2_through_its_map_and_a_raw_copy(tmp_path: Path) -> None:
     assert_reads_back(image, vmdk, size, encoder, raw_format="qcow2")
 
 
+def test_qcow2_read_straight_from_its_file_through_its_layout(tmp_path: Path) -> None:
+    """An uncompressed qcow2's data sits in the file where ``qemu-img map`` says: the
+    encoder reads it there (no decoder, no copy), zeros where nothing is mapped; a
+    compressed qcow2 has no such layout."""
+    size = 40 * MIB + 4096
+    make_raw(tmp_path / "seed.raw", size,
+             [(0, os.urandom(MIB + 7)), (5 * MIB + 3, os.urandom(10)),
+              (33 * MIB - 100, os.urandom(MIB)), (size - 5, b"tail!")])
+    image = tmp_path / "d.qcow2"
+    qemu_img.convert(tmp_path / "seed.raw", image, source_format="raw", format="qcow2")
+    found = qemu_img.data_map(image, "qcow2", granularity=GRAIN_SIZE)
+    assert found.layout and all(host > 0 for _, _, host in found.layout)
+    encoder = StreamOptimizedEncoder(image, size, found.extents, layout=found.layout)
+    vmdk = encode(encoder, tmp_path / "d.vmdk")
+    assert_reads_back(image, vmdk, size, encoder, raw_format="qcow2")
+    packed = tmp_path / "c.qcow2"
+    subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(tmp_path / "seed.raw"),
+                    str(packed)], check=True)
+    assert qemu_img.data_map(packed, "qcow2").layout is None
+
+
+def test_a_layout_past_the_file_stops_the_stream(tmp_path: Path) -> None:
+    source = tmp_path / "short.img"
+    source.write_bytes(os.urandom(GRAIN_SIZE))
+    encoder = StreamOptimizedEncoder(source, 4 * GRAIN_SIZE, [(0, 2 * GRAIN_SIZE)],
+                                     layout=[(0, 2 * GRAIN_SIZE, 0)])
+    with pytest.raises(TaskFailed, match="ends before"):
+        encode(encoder, tmp_path / "out.vmdk")
+    with pytest.raises(InvalidSpec, match="out of order"):
+        StreamOptimizedEncoder(source, 4 * GRAIN_SIZE, [], layout=[(GRAIN_SIZE, 10, 0), (0, 10, 0)])
+
+
 def test_bytes_on_the_wire_near_the_allocated_data(tmp_path: Path) -> None:
     size = 64 * MIB
     make_raw(tmp_path / "d.raw", size, [(0, os.urandom(32 * MIB))])

@@ -535,6 +535,19 @@ def measure(
         raise InvalidSpec(f"qemu-img measure of {src} gave no sizes") from exc
 
 
+@frozen
+class DataMap:
+    """What ``qemu-img map`` says of an image. ``extents``: the guest byte ranges holding
+    data, ``(offset, length)``, widened to the granularity asked for. ``layout``: the
+    same data unwidened as ``(guest offset, length, file offset)`` pieces in guest order,
+    where it sits in the image file itself (an uncompressed qcow2, a raw file: readable
+    there directly, no decoder needed), or None when some of it has no such place
+    (compressed clusters)."""
+
+    extents: list[tuple[int, int]]
+    layout: list[tuple[int, int, int]] | None
+
+
 def data_extents(
     path: str | os.PathLike[str],
     format: str,
@@ -544,7 +557,22 @@ def data_extents(
     timeout: float = MAP_TIMEOUT,
     job: Job | None = None,
 ) -> list[tuple[int, int]]:
-    """The ``(offset, length)`` byte ranges of an image that hold data, merged and in order.
+    """The ``extents`` of :func:`data_map`."""
+    return data_map(path, format, granularity=granularity, force_share=force_share,
+                    timeout=timeout, job=job).extents
+
+
+def data_map(
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    granularity: int = 1,
+    force_share: bool = False,
+    timeout: float = MAP_TIMEOUT,
+    job: Job | None = None,
+) -> DataMap:
+    """Where an image holds data: ``extents``, the ``(offset, length)`` byte ranges, merged
+    and in order.
 
     From ``qemu-img map``: a range counts when qemu-img says ``data`` and not
     ``zero`` (a hole, a zero cluster and an unallocated one read as zeros and are
@@ -552,7 +580,8 @@ def data_extents(
     merging (a caller that sends 64 KiB grains passes 65536), so the list stays
     short even for an image fragmented into small clusters. The map is read line
     by line as qemu-img prints it, never held whole. ``force_share`` (``-U``)
-    reads an image a running VM holds.
+    reads an image a running VM holds. The map's ``layout`` says where that data
+    sits in the image file itself (see :class:`DataMap`).
     """
     if granularity < 1:
         raise InvalidSpec(f"granularity must be a positive number of bytes, not {granularity}")
@@ -564,7 +593,8 @@ def data_extents(
     reader = _MapReader(what, granularity)
     run([*args, "--", target], what=what, timeout=timeout, job=job, error=InvalidSpec,
         on_output=reader.feed)
-    return reader.finish()
+    extents = reader.finish()
+    return DataMap(extents=extents, layout=reader.layout)
 
 
 class _MapReader:
@@ -574,6 +604,9 @@ class _MapReader:
         self.what = what
         self.granularity = granularity
         self.extents: list[tuple[int, int]] = []
+        # where each data range sits in the image file itself, (guest, length, file
+        # offset); None once a range has none (compressed, or in another file)
+        self.layout: list[tuple[int, int, int]] | None = []
         self._partial = b""
         self._end = 0  # where the last range seen ended: ranges come in order
 
@@ -612,6 +645,7 @@ class _MapReader:
         self._end = start + length
         if not data or zero or length == 0:
             return
+        self._place(entry, start, length)
         step = self.granularity
         first, end = start // step * step, -(-(start + length) // step) * step
         if self.extents and first <= self.extents[-1][0] + self.extents[-1][1]:
@@ -621,12 +655,28 @@ class _MapReader:
             self.extents.append((first, end - first))
 
 
+    def _place(self, entry: dict[str, Any], start: int, length: int) -> None:
+        if self.layout is None:
+            return
+        host = entry.get("offset")
+        if not isinstance(host, int) or host < 0 or entry.get("depth", 0) != 0:
+            self.layout = None
+            return
+        if self.layout:
+            guest, size, at = self.layout[-1]
+            if guest + size == start and at + size == host:  # contiguous both ways
+                self.layout[-1] = (guest, size + length, at)
+                return
+        self.layout.append((start, length, host))
+
+
 def _int_or_none(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 __all__ = [
     "FORMATS",
+    "DataMap",
     "ImageInfo",
     "Measure",
     "available",
@@ -636,6 +686,7 @@ __all__ = [
     "convert",
     "create",
     "data_extents",
+    "data_map",
     "info",
     "inspect_untrusted",
     "measure",

@@ -185,6 +185,7 @@ class StreamOptimizedEncoder:
         hw_version: int = 4,
         hash_disk: bool = False,
         source_size: int | None = None,
+        layout: Sequence[tuple[int, int, int]] | None = None,
     ) -> None:
         if not isinstance(size, int) or size <= 0:
             raise InvalidSpec(f"disk size must be a positive number of bytes, not {size!r}")
@@ -200,6 +201,11 @@ class StreamOptimizedEncoder:
         # an image smaller than the disk it fills (a disk grown on import): past its end the
         # disk reads as zeros, never as whatever follows in the source
         self.source_size = size if source_size is None else min(size, source_size)
+        # ``layout``: the source is an image file (an uncompressed qcow2) whose guest bytes
+        # sit at known places, (guest offset, length, file offset) in guest order, as
+        # ``qemu_img.host_layout`` reads them: read there directly, no decoder in between;
+        # guest bytes outside it read as zeros
+        self.layout = _checked_layout(layout, size) if layout is not None else None
         self.capacity = -(-size // SECTOR)  # sectors
         self.runs = grain_runs(extents, size)
         self.grains = sum(end - first for first, end in self.runs)
@@ -367,7 +373,11 @@ class StreamOptimizedEncoder:
             _GRAIN_MARKER.pack_into(view, base, (start + k) * GRAIN_SECTORS, STORED_GRAIN_BYTES)
             slots.append(view[base + _DATA1_AT: base + _DATA1_AT + _FIRST_BLOCK])
             slots.append(view[base + _DATA2_AT: base + _DATA2_AT + _SECOND_BLOCK])
-        got = _read_into(fd, slots, offset, expected, self.source)
+        if self.layout is not None:
+            self._fill_mapped(fd, slots, offset, expected)
+            got = expected
+        else:
+            got = _read_into(fd, slots, offset, expected, self.source)
         if got < expected:
             raise TaskFailed(f"reading disk {self.source}: it ends at byte {offset + got}, but "
                              f"its map says data reaches byte {offset + expected}")
@@ -376,6 +386,54 @@ class StreamOptimizedEncoder:
         for k in range(count):
             checksum = zlib.adler32(slots[2 * k + 1], zlib.adler32(slots[2 * k]))
             struct.pack_into(">I", view, k * GRAIN_RECORD + _ADLER_AT, checksum)
+
+
+    def _fill_mapped(self, fd: int, slots: list[memoryview], offset: int, wanted: int) -> None:
+        """Guest bytes ``offset .. offset+wanted`` through the layout into ``slots``: the
+        mapped pieces read from their file offsets, the rest zeros."""
+        assert self.layout is not None
+        chunk = bytearray(wanted)
+        view = memoryview(chunk)
+        end = offset + wanted
+        for guest, length, host in _pieces(self.layout, offset, end):
+            part = view[guest - offset: guest - offset + length]
+            if _read_into(fd, [part], host, length, self.source) != length:
+                raise TaskFailed(f"reading disk {self.source}: it ends before byte "
+                                 f"{host + length}, where its map puts guest data")
+        done = 0
+        for slot in slots:
+            if done >= wanted:
+                break
+            step = min(len(slot), wanted - done)
+            slot[:step] = view[done: done + step]
+            done += step
+
+
+def _checked_layout(layout: Sequence[tuple[int, int, int]],
+                    size: int) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    end = 0
+    for guest, length, host in layout:
+        if guest < end or length <= 0 or host < 0 or guest + length > size:
+            raise InvalidSpec(f"layout piece ({guest}, {length}, {host}) is out of order or "
+                              f"outside the {size}-byte disk")
+        out.append((guest, length, host))
+        end = guest + length
+    return out
+
+
+def _pieces(layout: Sequence[tuple[int, int, int]], start: int,
+            end: int) -> Iterator[tuple[int, int, int]]:
+    """The parts of ``layout`` inside guest bytes ``start .. end``, as (guest, length, host)."""
+    import bisect
+
+    index = max(0, bisect.bisect_right(layout, (start, float("inf"), 0)) - 1)
+    for guest, length, host in layout[index:]:
+        if guest >= end:
+            return
+        low, high = max(guest, start), min(guest + length, end)
+        if low < high:
+            yield low, high - low, host + (low - guest)
 
 
 def _grain_template(count: int) -> memoryview:

@@ -32,6 +32,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +53,7 @@ READY_TIMEOUT = 120.0
 KEEPALIVE_EVERY = 30.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
 CONTENT_TYPE = "application/x-vnd.vmware-streamVmdk"
 GRAIN = 64 * 1024  # the encoder's grain: data extents are widened to whole grains
+DIRECT_FORMATS = ("raw", "qcow2")  # formats whose mapped data is read from the file itself
 
 
 def _extent_name(vmdk: str) -> str:
@@ -182,11 +184,19 @@ def _kept_alive(session: Any, lease: Any, percent: Any) -> Iterator[None]:
 def _send_disk(driver: Any, target: Target, image: qemu_img.ImageInfo, size: int, job: Job,
                span: tuple[float, float]) -> None:
     what = f"uploading {image.path} into {target.vmdk}"
-    extents = qemu_img.data_extents(image.path, image.format, granularity=GRAIN, job=job)
-    with raw_bytes(image, job, span) as (raw, upload_span), \
-            StreamOptimizedEncoder(raw, size, extents, source_size=image.virtual_size,
-                                   name=_extent_name(target.vmdk)) as encoder, \
-            read_ahead(encoder) as ahead:  # the next grains are read while TLS sends
+    found = qemu_img.data_map(image.path, image.format, granularity=GRAIN, job=job)
+    name = _extent_name(target.vmdk)
+    with contextlib.ExitStack() as stack:
+        if found.layout is not None and image.format in DIRECT_FORMATS:
+            # the data sits in the file as it is (raw, uncompressed qcow2): read it there
+            raw, upload_span, layout = Path(image.path), span, found.layout
+        else:  # decoded on the way (the kit's raw view), or converted where there is none
+            raw, upload_span = stack.enter_context(raw_bytes(image, job, span))
+            layout = None
+        encoder = stack.enter_context(StreamOptimizedEncoder(
+            raw, size, found.extents, source_size=image.virtual_size, name=name,
+            layout=layout))
+        ahead = stack.enter_context(read_ahead(encoder))  # grains read while TLS sends
         # counted, not hashed: the stream is an encoding; the disk is checked by its read-back
         body = streams.MeteredReader(ahead, encoder.length, job=job, what=what, span=upload_span,
                                      hashed=False)
