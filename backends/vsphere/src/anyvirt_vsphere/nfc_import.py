@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from attrs import frozen
+
 from anyvirt.errors import AnyvirtError, ConnectionFailed, TaskFailed, Timeout
 from anyvirt.kit import qemu_img, streams
 from anyvirt.kit.readahead import read_ahead
@@ -133,13 +135,15 @@ def _wait_ready(session: Any, lease: Any, job: Job) -> Any:
         delay = min(delay * 2, 1.0)
 
 
+@frozen
 class Target:
-    """Where one disk's stream goes: the URL, and how to trust its TLS certificate."""
+    """Where one disk's stream goes: the URL, the thumbprint its TLS certificate must have
+    (empty: verified as the session is), and the disk's descriptor on its datastore
+    (``[ds] dir/name.vmdk``)."""
 
-    def __init__(self, url: str, thumbprint: str, vmdk: str) -> None:
-        self.url = url
-        self.thumbprint = thumbprint
-        self.vmdk = vmdk  # the disk's descriptor on its datastore, "[ds] dir/name.vmdk"
+    url: str
+    thumbprint: str
+    vmdk: str
 
 
 def _disk_urls(driver: Any, info: Any, count: int) -> list[Target]:
