@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from anyvirt_vsphere.driver import VSphereDriver
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
 from anyvirt.host import Host
 from anyvirt.kit import qemu_img, raw_view
@@ -40,3 +41,19 @@ def test_a_qcow2_streams_through_a_raw_view_with_no_conversion(
         assert exported[0].sha256 is not None and exported[0].stream_bytes == len(data)
     finally:
         vm.delete(disks=True)
+
+
+def test_a_vm_made_from_an_image_and_deleted_leaves_nothing_on_the_datastore(
+        vsphere_host: Host, vcsim: Vcsim, tmp_path: Path) -> None:
+    """The lease import writes the disk into the VM's own folder (no ``anyvirt-import-*``
+    folder), and ``delete(disks=True)`` takes the folder with it."""
+    assert vcsim.datastore_dir is not None
+    image = tmp_path / "data.raw"
+    image.write_bytes(os.urandom(1024 * 1024))
+    before = {p for p in vcsim.datastore_dir.rglob("*")}
+    node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
+    vm = vsphere_host.vms.create(VMSpec(name="made-and-gone", node=node,
+                                        disks=[DiskSpec(image=str(image))]))
+    assert (vm.info().disks[0].path or "").startswith("[LocalDS_0] made-and-gone/")
+    vm.delete(disks=True)
+    assert {p for p in vcsim.datastore_dir.rglob("*")} - before == set()
