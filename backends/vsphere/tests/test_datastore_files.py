@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from anyvirt_vsphere.datastore_files import download, upload
 from anyvirt_vsphere.driver import VSphereDriver
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 
-from anyvirt.errors import InvalidSpec, NotFound
+from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, VMSpec
 from anyvirt.tasks import Job
@@ -184,3 +185,26 @@ def test_an_image_that_points_at_other_files_is_refused_before_anything(
     with pytest.raises(InvalidSpec, match="backing file"):
         vsphere_host.vms.create(VMSpec(name="from-backing", node=node, disks=[DiskSpec(image=str(top))]))
     assert {vm.name for vm in vsphere_host.vms.list()} == before
+
+
+def test_another_host_is_trusted_by_the_thumbprint_vsphere_gave_for_it(
+        vsphere_host: Host, vcsim: Vcsim) -> None:
+    """An import lease may send the disk to an ESXi host other than the one connected to,
+    naming its certificate's thumbprint: the connection is pinned to it (checked before a
+    byte is sent), and a certificate that does not match is refused."""
+    import ssl
+
+    from anyvirt_vsphere.datastore_files import connection
+
+    assert vcsim.ca_file is not None
+    der = ssl.PEM_cert_to_DER_cert(vcsim.ca_file.read_text())
+    for algorithm in ("sha1", "sha256"):
+        digest = hashlib.new(algorithm, der).hexdigest().upper()
+        thumbprint = ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+        # "localhost" is not the host the session speaks to (127.0.0.1), nor in the certificate
+        with connection(vsphere_host.driver, "localhost", vcsim.port, thumbprint=thumbprint) as conn:
+            conn.request("GET", "/about")
+            assert conn.getresponse().status < 500
+    with pytest.raises(ConnectionFailed, match="does not match"), \
+            connection(vsphere_host.driver, "localhost", vcsim.port, thumbprint="AB" * 20) as conn:
+        conn.request("GET", "/about")

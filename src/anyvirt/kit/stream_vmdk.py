@@ -54,6 +54,7 @@ Bad arguments (extents outside the disk, an unknown adapter type) are
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
@@ -425,8 +426,6 @@ def _checked_layout(layout: Sequence[tuple[int, int, int]],
 def _pieces(layout: Sequence[tuple[int, int, int]], start: int,
             end: int) -> Iterator[tuple[int, int, int]]:
     """The parts of ``layout`` inside guest bytes ``start .. end``, as (guest, length, host)."""
-    import bisect
-
     index = max(0, bisect.bisect_right(layout, (start, float("inf"), 0)) - 1)
     for guest, length, host in layout[index:]:
         if guest >= end:
@@ -513,6 +512,7 @@ __all__ = [
     "ADAPTER_TYPES",
     "GRAIN_RECORD",
     "GRAIN_SIZE",
+    "SECTOR",
     "StreamOptimizedEncoder",
     "grain_runs",
 ]

@@ -33,7 +33,7 @@ import attrs
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, StorageFull, TaskFailed
 from anyvirt.kit import qemu_img, streams
-from anyvirt.migration import archive_check
+from anyvirt.migration import archive_check, disk_check
 from anyvirt.migration.archive_check import CheckedArchive, Discard, UnverifiedArchiveWarning
 from anyvirt.migration.manifest import FORMAT_V2, MANIFEST, MANIFEST_SUM, Manifest
 from anyvirt.model import (
@@ -72,11 +72,9 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
         try:
             with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
                 # read in place where the driver can (the only copy is the compressed one)
-                in_place = vm.host.driver.disks_in_place(vm.id, job)
-                exported = (in_place if in_place is not None
-                            else vm.host.driver.export_disks(vm.id, Path(tmp), job))
-                disks = [compact(d, job, Path(tmp), keep_source=in_place is not None)
-                         for d in exported]
+                exported, in_place = disk_check.source_disks(vm.host.driver, vm.id, Path(tmp),
+                                                             job)
+                disks = [compact(d, job, Path(tmp), keep_source=in_place) for d in exported]
                 entries = [_disk_entry(i, d, job) for i, d in enumerate(disks)]
                 manifest = _manifest(vm, info, entries)
                 data = json.dumps(manifest, indent=2, sort_keys=True).encode()

@@ -46,10 +46,7 @@ def export(vm: VM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
     """The VM's disks as local files, by disk id, each checked and (raw) hashed: read where
     they are when the source's driver can (no copy at all: the target's import reads them
     straight from the source's storage), else exported into ``dest``."""
-    disks = vm.host.driver.disks_in_place(vm.id, job)
-    if disks is None:
-        dest.mkdir(parents=True, exist_ok=True)
-        disks = vm.host.driver.export_disks(vm.id, dest, job)
+    disks, _in_place = disk_check.source_disks(vm.host.driver, vm.id, dest, job)
     return {d.id: disk_check.checked_export(d, job) for d in disks}
 
 

@@ -21,7 +21,7 @@ import libvirt
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, TaskFailed
 from anyvirt.kit import streams
-from anyvirt.model import ExportedDisk, PowerState
+from anyvirt.model import ExportedDisk, PowerState, VMInfo
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
 from anyvirt_libvirt.disks import parse_disks, refuse_uncopyable
@@ -33,13 +33,19 @@ if TYPE_CHECKING:
 CHUNK = 1024 * 1024
 
 
-def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
-    with driver._domain(vm_id, "export disks") as dom:
+def _copyable_disks(driver: LibvirtDriver, vm_id: str, what: str) -> tuple[str, VMInfo]:
+    """The VM's name and its (stopped) facts, refusing disks that cannot be copied out."""
+    with driver._domain(vm_id, what) as dom:
         name = dom.name()
         xml = dom.XMLDesc(0)
         resolved = parse_disks(xml, dom.connect())
     info = domxml.parse_vm_info(xml, PowerState.STOPPED, "shutoff", None, None, resolved)
     refuse_uncopyable(resolved, name, "export the disks of")
+    return name, info
+
+
+def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
+    name, info = _copyable_disks(driver, vm_id, "export disks")
     readers = {d.path: _reader(driver, name, d.path) for d in info.disks if d.path}
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = []
@@ -142,11 +148,7 @@ def disks_in_place(driver: LibvirtDriver, vm_id: str, job: Job) -> list[Exported
     this process may not read), and the caller exports as usual."""
     if driver.embed_root is None and not driver.is_local_socket:
         return None
-    with driver._domain(vm_id, "read disks in place") as dom:
-        xml = dom.XMLDesc(0)
-        resolved = parse_disks(xml, dom.connect())
-    info = domxml.parse_vm_info(xml, PowerState.STOPPED, "shutoff", None, None, resolved)
-    refuse_uncopyable(resolved, dom.name(), "export the disks of")
+    _name, info = _copyable_disks(driver, vm_id, "read disks in place")
     out = []
     for index, disk in enumerate(info.disks):
         job.check()

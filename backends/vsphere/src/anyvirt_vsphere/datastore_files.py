@@ -18,8 +18,10 @@ URL-quoted: user strings never reach the URL raw.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import os
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,22 +70,48 @@ def _url_path(driver: Any, datastore: str, path: str, datacenter: str | None) ->
 
 
 @contextlib.contextmanager
-def _connection(driver: Any) -> Iterator[http.client.HTTPConnection]:
+def connection(driver: Any, host: str | None = None, port: int | None = None, *,
+               thumbprint: str = "", plain: bool = False) -> Iterator[http.client.HTTPConnection]:
+    """An HTTP(S) connection for a file transfer: to the server the session speaks to, or
+    to ``host``:``port`` (an ESXi host an import lease names), with the session's TLS
+    context and call timeout. Another host with a ``thumbprint`` (what the verified
+    session gave for it) is trusted by that thumbprint, checked before any byte is sent."""
     session = driver.session
     session.check_open("a datastore transfer")
+    host = host or driver.target.host
+    port = port or session.port
     conn: http.client.HTTPConnection
-    if session.plain_http:
-        conn = http.client.HTTPConnection(driver.target.host, session.port, timeout=session.timeout,
+    if plain or session.plain_http:
+        conn = http.client.HTTPConnection(host, port, timeout=session.timeout,
                                           blocksize=streams.CHUNK)
+    elif thumbprint and host != driver.target.host:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the pin below is the check
+        conn = _PinnedConnection(host, port, thumbprint, timeout=session.timeout,
+                                 context=context, blocksize=streams.CHUNK)
     else:
-        conn = http.client.HTTPSConnection(
-            driver.target.host, session.port, timeout=session.timeout, context=session.ssl_context,
-            blocksize=streams.CHUNK,
-        )
+        conn = http.client.HTTPSConnection(host, port, timeout=session.timeout,
+                                           context=session.ssl_context, blocksize=streams.CHUNK)
     try:
         yield conn
     finally:
         conn.close()
+
+
+class _PinnedConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, thumbprint: str, **kwargs: Any) -> None:
+        super().__init__(host, port, **kwargs)
+        self.expected = thumbprint.replace(":", "").lower()
+
+    def connect(self) -> None:
+        super().connect()
+        der = self.sock.getpeercert(binary_form=True) or b""
+        algorithm = "sha256" if len(self.expected) == 64 else "sha1"
+        if hashlib.new(algorithm, der).hexdigest() != self.expected:
+            self.close()
+            raise ConnectionFailed(f"the certificate of {self.host} does not match the "
+                                   "thumbprint vSphere gave for it")
 
 
 def check_response(response: http.client.HTTPResponse, what: str) -> None:
@@ -154,9 +182,16 @@ def _put(driver: Any, url: str, body: streams.MeteredReader, size: int, what: st
         "Content-Type": "application/octet-stream",
         "Content-Length": str(size),
     }
-    with _connection(driver) as conn:
+    send(driver, "PUT", url, body, headers, what)
+
+
+def send(driver: Any, method: str, url: str, body: streams.MeteredReader,
+         headers: dict[str, str], what: str, **where: Any) -> None:
+    """Send ``body`` with ``method`` to ``url`` (a path and query) and check the answer;
+    ``where`` chooses the server as :func:`connection` does."""
+    with connection(driver, **where) as conn:
         try:
-            conn.request("PUT", url, body=body, headers=headers)
+            conn.request(method, url, body=body, headers=headers)
             response = conn.getresponse()
             check_response(response, what)
             response.read()
@@ -243,7 +278,7 @@ def fetch(
     url = _url_path(driver, datastore, path, datacenter)
     target_path = Path(destination) if isinstance(destination, str | os.PathLike) else None
     with contextlib.ExitStack() as stack:
-        conn = stack.enter_context(_connection(driver))
+        conn = stack.enter_context(connection(driver))
         try:
             conn.request("GET", url, headers={"Cookie": driver.session.cookie})
             response = conn.getresponse()
@@ -265,4 +300,4 @@ def fetch(
             raise transport_error(exc, what) from exc
 
 
-__all__ = ["check_response", "download", "fetch", "remove_path", "upload"]
+__all__ = ["check_response", "connection", "download", "fetch", "remove_path", "send", "upload"]

@@ -7,10 +7,10 @@ data, never the zeros or holes, each behind a marker naming where it goes. The
 host writes them into the new disk. This is the path VMware's own OVF tools
 take; a 1 GiB disk half zeros sends about 0.5 GiB.
 
-The stream is made on the fly from the image's raw bytes (the image itself
-when raw, else the kit's raw view of it) and the data extents ``qemu-img map``
-reports, so its length is known before the first byte and no temporary copy is
-made. The lease is kept alive while the bytes go (vCenter drops an idle lease
+The stream is made on the fly from the data ``qemu-img map`` reports, read
+from the image file where the map places it (raw, uncompressed qcow2) or else
+through the kit's raw view of the image, so its length is known before the
+first byte and no temporary copy is made. The lease is kept alive while the bytes go (vCenter drops an idle lease
 after minutes), completed when every disk arrived, and aborted on any error;
 the caller removes a VM the failed import left.
 
@@ -25,10 +25,7 @@ the connection.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import io
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -39,29 +36,32 @@ from urllib.parse import urlsplit
 from attrs import frozen
 
 from anyvirt.errors import AnyvirtError, ConnectionFailed, TaskFailed, Timeout
-from anyvirt.kit import qemu_img, streams
+from anyvirt.kit import polling, qemu_img, streams
 from anyvirt.kit.readahead import read_ahead
-from anyvirt.kit.stream_vmdk import StreamOptimizedEncoder
+from anyvirt.kit.stream_vmdk import GRAIN_SIZE, SECTOR, StreamOptimizedEncoder
 from anyvirt.model import DiskSpec, VMSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
-from anyvirt_vsphere.errors import fault_message, transport_error
+from anyvirt_vsphere.errors import fault_message
 from anyvirt_vsphere.image_import import check_local_image, is_local_image, raw_bytes
 from anyvirt_vsphere.inventory import split_datastore_path
 from anyvirt_vsphere.sdk import vim, vmodl
 
-SECTOR = 512
 READY_TIMEOUT = 120.0
 KEEPALIVE_EVERY = 30.0  # seconds between HttpNfcLeaseProgress calls; leases time out after minutes
 CONTENT_TYPE = "application/x-vnd.vmware-streamVmdk"
-GRAIN = 64 * 1024  # the encoder's grain: data extents are widened to whole grains
 DIRECT_FORMATS = ("raw", "qcow2")  # formats whose mapped data is read from the file itself
+
+
+def _file_name(path: str) -> str:
+    """The file name of a datastore path, ``[ds] dir/name.vmdk`` -> ``name.vmdk``."""
+    return split_datastore_path(path)[1].rsplit("/", 1)[-1]
 
 
 def _extent_name(vmdk: str) -> str:
     """The name the stream's own descriptor gives its extent (the disk's file name, in the
     characters a descriptor takes)."""
-    base = vmdk.rsplit("/", 1)[-1].rpartition("] ")[2].removesuffix(".vmdk")
+    base = _file_name(vmdk).removesuffix(".vmdk")
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in base) or "disk"
 
 
@@ -114,25 +114,29 @@ def import_vm(driver: Any, config: Any, pool: Any, folder: Any, host: Any,
             session.call(lambda: lease.HttpNfcLeaseAbort(fault=fault), "aborting the import",
                          read=False)
         raise
-    _check_kept(driver, info, images, sizes)
+    _check_kept(driver, targets, images, sizes)
     return info.entity
 
 
 def _wait_ready(session: Any, lease: Any, job: Job) -> Any:
+    """The lease's info once the host is ready to take the disks (the kit's polling), within
+    the job's deadline and at most READY_TIMEOUT."""
     deadline = time.monotonic() + READY_TIMEOUT
-    delay = 0.05
-    while True:
-        state = session.call(lambda: lease.state, "reading the import lease", read=True)
+    what = "reading the import lease"
+
+    def check() -> polling.Status[Any]:
+        state = session.call(lambda: lease.state, what, read=True)
         if state == vim.HttpNfcLease.State.ready:
-            return session.call(lambda: lease.info, "reading the import lease", read=True)
+            return polling.succeeded(session.call(lambda: lease.info, what, read=True))
         if state == vim.HttpNfcLease.State.error:
-            error = session.call(lambda: lease.error, "reading the import lease", read=True)
-            raise TaskFailed(f"the import was refused: {fault_message(error)}")
+            error = session.call(lambda: lease.error, what, read=True)
+            return polling.failed(TaskFailed(f"the import was refused: {fault_message(error)}"))
         if time.monotonic() > deadline:
-            raise Timeout(f"the import lease was not ready within {READY_TIMEOUT:g} s")
-        job.check()
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+            return polling.failed(Timeout(f"the import lease was not ready within "
+                                          f"{READY_TIMEOUT:g} s"))
+        return polling.running()
+
+    return polling.poll(check, job, "waiting for the import lease")
 
 
 @frozen
@@ -159,8 +163,7 @@ def _disk_urls(driver: Any, info: Any, count: int) -> list[Target]:
     by_file = {str(u.targetId or ""): u for u in urls}
     out = []
     for position, name in enumerate(files):
-        base = name.rsplit("/", 1)[-1].rpartition("] ")[2]
-        chosen = by_file.get(base, urls[position])
+        chosen = by_file.get(_file_name(name), urls[position])
         out.append(Target(str(chosen.url), str(chosen.sslThumbprint or ""), name))
     return out
 
@@ -188,7 +191,7 @@ def _kept_alive(session: Any, lease: Any, percent: Any) -> Iterator[None]:
 def _send_disk(driver: Any, target: Target, image: qemu_img.ImageInfo, size: int, job: Job,
                span: tuple[float, float]) -> None:
     what = f"uploading {image.path} into {target.vmdk}"
-    found = qemu_img.data_map(image.path, image.format, granularity=GRAIN, job=job)
+    found = qemu_img.data_map(image.path, image.format, granularity=GRAIN_SIZE, job=job)  # whole grains
     name = _extent_name(target.vmdk)
     with contextlib.ExitStack() as stack:
         if found.layout is not None and image.format in DIRECT_FORMATS:
@@ -213,68 +216,21 @@ def _send_disk(driver: Any, target: Target, image: qemu_img.ImageInfo, size: int
 def _post(driver: Any, target: Target, body: streams.MeteredReader, length: int,
           what: str) -> None:
     parts = urlsplit(target.url)
-    same_host = parts.hostname in ("*", None)
-    host = driver.target.host if same_host else str(parts.hostname)
-    port = driver.session.port if same_host or parts.port is None else parts.port
+    same_host = parts.hostname in ("*", None)  # "*": the server this session speaks to
     headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(length)}
     if same_host:  # the session cookie goes to the server it came from, nowhere else
         headers["Cookie"] = driver.session.cookie
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    with _connection(driver, host, port, target.thumbprint, plain=parts.scheme == "http") as conn:
-        try:
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
-            datastore_files.check_response(response, what)
-            response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise transport_error(exc, what) from exc
+    datastore_files.send(driver, "POST", path, body, headers, what,
+                         host=None if same_host else parts.hostname,
+                         port=None if same_host else parts.port,
+                         thumbprint=target.thumbprint, plain=parts.scheme == "http")
 
 
-@contextlib.contextmanager
-def _connection(driver: Any, host: str, port: int, thumbprint: str,
-                plain: bool) -> Iterator[http.client.HTTPConnection]:
-    session = driver.session
-    timeout = session.timeout
-    conn: http.client.HTTPConnection
-    if plain or session.plain_http:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout, blocksize=streams.CHUNK)
-    elif thumbprint and host != driver.target.host:
-        # an ESXi host vCenter sends us to: trusted by the certificate thumbprint the
-        # (verified) vCenter session gave for it, checked before any byte is sent
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn = _PinnedConnection(host, port, thumbprint, timeout=timeout, context=context,
-                                 blocksize=streams.CHUNK)
-    else:
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                           context=session.ssl_context, blocksize=streams.CHUNK)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-class _PinnedConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, thumbprint: str, **kwargs: Any) -> None:
-        super().__init__(host, port, **kwargs)
-        self.expected = thumbprint.replace(":", "").lower()
-
-    def connect(self) -> None:
-        super().connect()
-        der = self.sock.getpeercert(binary_form=True) or b""
-        algorithm = "sha256" if len(self.expected) == 64 else "sha1"
-        if hashlib.new(algorithm, der).hexdigest() != self.expected:
-            self.close()
-            raise ConnectionFailed(f"the certificate of {self.host} does not match the "
-                                   "thumbprint vSphere gave for it")
-
-
-def _check_kept(driver: Any, info: Any, images: dict[int, qemu_img.ImageInfo],
+def _check_kept(driver: Any, targets: Sequence[Target], images: dict[int, qemu_img.ImageInfo],
                 sizes: Sequence[int]) -> None:
     """Each uploaded disk's descriptor must name an extent of the disk's size; a host that
     discarded the stream left the blank disk it made (stock vcsim: an empty file)."""
-    targets = _disk_urls(driver, info, len(sizes))
     for index in images:
         datastore, rel = split_datastore_path(targets[index].vmdk)
         text = io.BytesIO()
