@@ -10,9 +10,10 @@ take; a 1 GiB disk half zeros sends about 0.5 GiB.
 The stream is made on the fly from the data ``qemu-img map`` reports, read
 from the image file where the map places it (raw, uncompressed qcow2) or else
 through the kit's raw view of the image, so its length is known before the
-first byte and no temporary copy is made. The lease is kept alive while the bytes go (vCenter drops an idle lease
-after minutes), completed when every disk arrived, and aborted on any error;
-the caller removes a VM the failed import left.
+first byte and no temporary copy is made. The lease is kept alive while the
+bytes go (vCenter drops an idle lease after minutes), completed when every
+disk arrived, and aborted on any error; the caller removes a VM the failed
+import left.
 
 A host that takes the upload but keeps nothing (stock vcsim discards what an
 import lease receives) is found right after the lease completes: the new
