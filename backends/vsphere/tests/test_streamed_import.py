@@ -57,3 +57,28 @@ def test_a_vm_made_from_an_image_and_deleted_leaves_nothing_on_the_datastore(
     assert (vm.info().disks[0].path or "").startswith("[LocalDS_0] made-and-gone/")
     vm.delete(disks=True)
     assert {p for p in vcsim.datastore_dir.rglob("*")} - before == set()
+
+
+@pytest.mark.parametrize("way", ["lease", "datastore"])
+def test_an_image_of_an_odd_number_of_sectors_loses_no_byte(
+        vsphere_host: Host, tmp_path: Path, way: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vSphere counts a disk's capacity in KiB: an image of 2049 sectors becomes a disk of
+    1025 KiB (a zero tail of 512 bytes), never 1024 KiB missing its last sector, by either
+    way of importing."""
+    data = os.urandom(2049 * 512)
+    image = tmp_path / "odd.raw"
+    image.write_bytes(data)
+    driver = vsphere_host.driver
+    assert isinstance(driver, VSphereDriver)
+    monkeypatch.setattr(driver, "nfc_keeps_uploads", way == "lease")
+    node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
+    vm = vsphere_host.vms.create(VMSpec(name=f"odd-{way}", node=node,
+                                        disks=[DiskSpec(image=str(image))]))
+    try:
+        assert vm.info().disks[0].size_bytes == 1025 * 1024
+        out = tmp_path / "out"
+        out.mkdir()
+        content = Path(driver.export_disks(vm.id, out, Job("export", 60))[0].path).read_bytes()
+        assert content == data + bytes(512)
+    finally:
+        vm.delete(disks=True)

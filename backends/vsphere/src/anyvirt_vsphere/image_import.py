@@ -37,6 +37,7 @@ from anyvirt_vsphere.inventory import datastore_path
 from anyvirt_vsphere.tasks import cleanup_job
 
 SECTOR = 512
+KIB = 1024
 IMPORT_PREFIX = "anyvirt-import-"
 
 
@@ -90,7 +91,7 @@ def upload_images(
                 out.append(disk)
                 continue
             found = checked[id(disk)]
-            size = -(-max(found.virtual_size, disk.size_bytes or 0) // SECTOR) * SECTOR
+            size = disk_bytes(found, disk)
             span = (100.0 * index / len(disks), 100.0 * (index + 1) / len(disks))
             _upload_one(driver, found, size, datastore, folder, index, job, span)
             out.append(evolve(  # the size is exact (a power-of-two division): vSphere is told it
@@ -100,6 +101,13 @@ def upload_images(
         _remove_folder(driver, datastore, folder)
         raise
     return out, folder
+
+
+def disk_bytes(found: qemu_img.ImageInfo, disk: DiskSpec) -> int:
+    """The size of the vSphere disk an image becomes: at least the image and the size
+    asked for, in whole KiB (vSphere counts a disk's capacity in KiB; a descriptor's
+    sectors divide it exactly)."""
+    return -(-max(found.virtual_size, disk.size_bytes or 0) // KIB) * KIB
 
 
 def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
@@ -166,5 +174,5 @@ def _remove_folder(driver: Any, datastore: str, folder: str) -> None:
                                     cleanup_job("removing a failed disk import"))
 
 
-__all__ = ["IMPORT_PREFIX", "check_local_image", "descriptor", "is_local_image", "raw_bytes",
+__all__ = ["IMPORT_PREFIX", "check_local_image", "descriptor", "disk_bytes", "is_local_image", "raw_bytes",
            "upload_images"]

@@ -44,7 +44,12 @@ from anyvirt.model import DiskSpec, VMSpec, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
 from anyvirt_vsphere.errors import fault_message
-from anyvirt_vsphere.image_import import check_local_image, is_local_image, raw_bytes
+from anyvirt_vsphere.image_import import (
+    check_local_image,
+    disk_bytes,
+    is_local_image,
+    raw_bytes,
+)
 from anyvirt_vsphere.inventory import split_datastore_path
 from anyvirt_vsphere.sdk import vim, vmodl
 
@@ -81,8 +86,7 @@ def blank_disks(spec: VMSpec, job: Job) -> tuple[VMSpec, dict[int, qemu_img.Imag
             continue
         info = check_local_image(str(disk.image), job)
         found[index] = info
-        size = -(-max(info.virtual_size, disk.size_bytes or 0) // 1024) * 1024  # vSphere: KiB
-        disks.append(evolve(disk, image=None, size_gib=size / 1024**3))
+        disks.append(evolve(disk, image=None, size_gib=disk_bytes(info, disk) / 1024**3))
     return evolve(spec, disks=disks), found
 
 
