@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import anyvirt
-from anyvirt import registry
+from anyvirt import plugins, registry
 from anyvirt.connect import build_target
 from anyvirt.errors import InvalidSpec, NotFound
 from anyvirt.target import Secret
@@ -29,9 +29,9 @@ def test_malformed_uris(uri: str) -> None:
 
 def test_unknown_scheme_names_installed_backends_and_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     # as on a machine without anyvirt-proxmox: its entry point and any loaded driver gone
-    installed = registry._entry_points()
-    monkeypatch.setattr(registry, "_entry_points",
-                        lambda: {k: v for k, v in installed.items() if k != "proxmox"})
+    installed = plugins.entry_points_of(registry.GROUP)
+    monkeypatch.setattr(registry, "entry_points_of",
+                        lambda group: {k: v for k, v in installed.items() if k != "proxmox"})
     monkeypatch.delitem(registry._registered, "proxmox", raising=False)
     with pytest.raises(registry.UnknownBackend) as info:
         anyvirt.connect("proxmox://root%40pam@pve1:8006")

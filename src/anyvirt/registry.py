@@ -9,25 +9,15 @@ so ``import anyvirt`` never pulls in a platform SDK.
 from __future__ import annotations
 
 import threading
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
 from anyvirt.errors import InvalidSpec, NotFound
+from anyvirt.plugins import entry_points_of, not_installed
 
 if TYPE_CHECKING:
     from anyvirt.driver import Driver
 
 GROUP = "anyvirt.backends"
-
-# Schemes we know of even when their distribution is not installed, so the
-# error can say what to install.
-KNOWN_EXTRAS: dict[str, str] = {
-    "libvirt": "anyvirt[libvirt]",
-    "vsphere": "anyvirt[vsphere]",
-    "esxi": "anyvirt[vsphere]",
-    "proxmox": "anyvirt[proxmox]",
-    "virtualbox": "anyvirt[virtualbox]",
-}
 
 _lock = threading.Lock()
 _registered: dict[str, type[Driver]] = {}
@@ -35,10 +25,6 @@ _registered: dict[str, type[Driver]] = {}
 
 class UnknownBackend(NotFound, InvalidSpec):
     """No installed backend handles the URI's scheme."""
-
-
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
 def register(scheme: str, driver: type[Driver]) -> None:
@@ -49,7 +35,7 @@ def register(scheme: str, driver: type[Driver]) -> None:
 
 def available() -> list[str]:
     """Every scheme an installed backend answers to."""
-    return sorted(set(_entry_points()) | set(_registered))
+    return sorted(set(entry_points_of(GROUP)) | set(_registered))
 
 
 def driver_for(scheme: str) -> type[Driver]:
@@ -58,13 +44,9 @@ def driver_for(scheme: str) -> type[Driver]:
     with _lock:
         if name in _registered:
             return _registered[name]
-    eps = _entry_points()
+    eps = entry_points_of(GROUP)
     if name not in eps:
-        installed = ", ".join(available()) or "none"
-        hint = f"; install {KNOWN_EXTRAS[name]}" if name in KNOWN_EXTRAS else ""
-        raise UnknownBackend(
-            f"no anyvirt backend for scheme {name!r} (installed: {installed}){hint}"
-        )
+        raise UnknownBackend(not_installed("anyvirt backend", name, available()))
     driver: type[Driver] = eps[name].load()
     with _lock:
         _registered[name] = driver
@@ -74,7 +56,7 @@ def driver_for(scheme: str) -> type[Driver]:
 def installed_drivers() -> dict[str, type[Driver]]:
     """Backends installed as distributions (entry points), without ones ``register``-ed by hand."""
     out: dict[str, type[Driver]] = {}
-    for name, ep in sorted(_entry_points().items()):
+    for name, ep in sorted(entry_points_of(GROUP).items()):
         try:
             out[name] = ep.load()
         except Exception:  # noqa: S112 - a broken optional backend must not hide the others
