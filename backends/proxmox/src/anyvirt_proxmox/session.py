@@ -13,6 +13,10 @@ Two ways in, as PVE has them:
   ``token="user@realm!name=secret"`` (also ``$ANYVIRT_TOKEN``).
 
 TLS is verified unless the caller turned it off; ``?ca=`` trusts a bundle.
+
+Closing waits (at most ``CLOSE_WAIT`` seconds) for work that may leave something to
+undo: a create that timed out is still cleaning up after itself in its worker thread
+when the caller's ``with`` block ends, and a closed session would leave its VM on PVE.
 Every request carries the call timeout. Path segments are percent-encoded
 here, once, so no caller's string reaches a URL as it is.
 """
@@ -23,6 +27,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +43,12 @@ from anyvirt_proxmox.errors import translate
 log = logging.getLogger("anyvirt.proxmox")
 
 DEFAULT_PORT = 8006
+#: at most this long close() waits for pending work to finish or undo itself: a task's stop
+#: (10 s grace) plus the cleanup's own bound, with room
+CLOSE_WAIT = 150.0
+#: how long a create that finished after its caller gave up holds close() for the undo the
+#: caller's side runs next (tasks.Task's rollback); bounded, as a plain cancel runs none
+UNDO_GRACE = 10.0
 OPTIONS = frozenset({"token_name", "token_value"})
 
 
@@ -128,6 +139,8 @@ class Session:
         self._verify = _verify(target)
         self._api: ProxmoxAPI | None = None
         self._closed = threading.Event()
+        self._pending: list[str] = []  # what may still leave something to undo
+        self._idle = threading.Condition()
         self.logins = 0
         self._relogin = Relogin(self._login, expired=_expired, translate=translate,
                                 check_open=self._check_open)
@@ -177,7 +190,44 @@ class Session:
         if self._closed.is_set():
             raise ConnectionFailed(f"{what}: the connection to {self.target.safe_uri} was closed")
 
-    def close(self) -> None:
+    @contextlib.contextmanager
+    def undoable(self, what: str) -> Iterator[None]:
+        """Run work that may leave something to undo (a create, a clone, a removal): close()
+        waits for it to end."""
+        token = self.hold(what)
+        try:
+            yield
+        finally:
+            self.release(token)
+
+    def hold(self, what: str) -> str:
+        """Make close() wait for ``what`` until :meth:`release` (or its timer) lets go."""
+        with self._idle:
+            self._pending.append(what)
+        return what
+
+    def release(self, what: str) -> None:
+        with self._idle:
+            if what in self._pending:
+                self._pending.remove(what)
+            self._idle.notify_all()
+
+    def hold_for(self, what: str, seconds: float) -> None:
+        """Hold close() for ``what`` at most ``seconds`` (or until released earlier)."""
+        token = self.hold(what)
+        timer = threading.Timer(seconds, self.release, (token,))
+        timer.daemon = True
+        timer.start()
+
+    def close(self, wait: float = CLOSE_WAIT) -> None:
+        with self._idle:
+            if self._pending:
+                log.info("closing %s: waiting up to %g s for %s", self.target.safe_uri, wait,
+                         "; ".join(self._pending))
+            if not self._idle.wait_for(lambda: not self._pending, timeout=wait):
+                log.error("closing %s with work still under way after %g s (%s): what it made may "
+                          "be left on Proxmox VE; check for it and remove it by hand",
+                          self.target.safe_uri, wait, "; ".join(self._pending))
         self._closed.set()
         api, self._api = self._api, None
         if api is not None:
