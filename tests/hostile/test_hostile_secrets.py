@@ -474,6 +474,34 @@ def test_a_failed_login_keeps_the_secret_nowhere(
     assert secret not in out + err
 
 
+def _right_password(login: Login, request: pytest.FixtureRequest) -> str:
+    """The testbeds' passwords: ours (full of URI-reserved characters) and fakepve's random
+    one. (The shared vCenter's is a word too common to search output for.)"""
+    if login.name == "esxi":
+        return PASSWORD
+    return str(request.getfixturevalue("proxmox_testbed").password)
+
+
+@pytest.mark.parametrize(("login", "kind", "source"), [
+    case for case in _cases()
+    if case.values[0].name in ("esxi", "proxmox") and case.values[1] == "password"])
+def test_a_connected_host_shows_the_password_nowhere(
+        login: Login, kind: str, source: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """The reprs and strs of the Host, its driver and its target, and every log record of the
+    login and a listing, with the right password from every source."""
+    secret = _right_password(login, request)
+    uri, kwargs = _give(login, kind, source, secret, request, tmp_path, monkeypatch)
+    with everything_at_debug() as records, anyvirt.connect(uri, **kwargs) as host:
+        host.vms.list()
+        target = host.driver.target  # type: ignore[attr-defined]
+        shown = [repr(host), str(host), repr(host.driver), str(host.driver), repr(target),
+                 str(target), target.safe_uri, host.uri]
+    out, err = capfd.readouterr()
+    for text in [*shown, *(r.getMessage() for r in records), out + err]:
+        assert not any(s in text for s in _shown(secret)), text
+
+
 def test_the_frame_walk_finds_a_secret_where_one_is() -> None:
     """The walk above can fail: a plain-text secret in an attrs object's slot, under a
     dict, in a frame's caller, is found."""
