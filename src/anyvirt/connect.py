@@ -21,10 +21,12 @@ from anyvirt.target import (
     Credentials,
     Secret,
     Target,
+    as_secret,
     check_timeout,
     consume_query,
     parse_bool,
     parse_uri,
+    secret_options,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +55,9 @@ def default_uri() -> str:
     return FALLBACK_URI
 
 
-def _resolve_uri(uri: str | None, profile: dict[str, Any]) -> str:
+def _resolve_uri(uri: str | Secret | None, profile: dict[str, Any]) -> str:
+    if isinstance(uri, Secret):
+        uri = uri.reveal()
     if uri is not None:
         if not uri:  # a forgotten variable must not quietly become the local default
             raise InvalidSpec("the URI is empty: leave it out (None) to use the profile, "
@@ -67,7 +71,7 @@ def _resolve_uri(uri: str | None, profile: dict[str, Any]) -> str:
 
 
 def build_target(
-    uri: str | None = None,
+    uri: str | Secret | None = None,
     *,
     profile: str | None = None,
     username: str | None = None,
@@ -78,11 +82,17 @@ def build_target(
     timeout: float | None = None,
     **options: Any,
 ) -> Target:
-    """Parse and merge everything into a :class:`Target` (no connection is made)."""
+    """Parse and merge everything into a :class:`Target` (no connection is made).
+
+    ``uri`` may come as a :class:`Secret` (``connect`` passes it so, as it can hold a
+    password); the secret-looking ``options`` become Secrets at once."""
+    password, token = as_secret(password), as_secret(token)
+    options = secret_options(options)
     profile = profile or os.environ.get(profiles.ENV_PROFILE) or None
     prof = profiles.load_profile(profile) if profile else {}
     env = profiles.from_environment()
     scheme, pieces = parse_uri(_resolve_uri(uri, prof))
+    del uri
     query: dict[str, str] = pieces["query"]
     own = consume_query(query)
 
@@ -115,6 +125,7 @@ def build_target(
         ca=pick("ca", ca, own.get("ca")),
         timeout=float(timeout_value) if timeout_value is not None else DEFAULT_CALL_TIMEOUT,
         options=options,
+        query_secrets=own["query_secrets"],
     )
 
 
@@ -129,7 +140,7 @@ def check_options(target: Target, driver_cls: type[Driver]) -> None:
     such as ``pasword=`` must not quietly fall back to ``$ANYVIRT_PASSWORD``."""
     for kind, given, known in (
         ("keyword option", set(target.options), CONNECT_KEYWORDS | driver_cls.connect_options),
-        ("URI option", set(target.query), URI_OPTIONS | driver_cls.uri_options),
+        ("URI option", {*target.query, *target.query_secrets}, URI_OPTIONS | driver_cls.uri_options),
     ):
         for option in sorted(given - known):
             close = difflib.get_close_matches(option, sorted(known), n=1, cutoff=0.6)
@@ -161,15 +172,19 @@ def connect(
     ``$ANYVIRT_URI``, then the local QEMU/KVM where the libvirt backend is
     installed, else ``memory://default``.
     """
+    # first of all, before anything can fail: the plain texts become Secrets, so no frame of
+    # ours keeps one for a traceback (pytest --showlocals, Sentry) to capture. The URI may
+    # carry a password too: only parse_uri() sees its text.
+    password, token = as_secret(password), as_secret(token)
+    options = secret_options(options)
+    held_uri = None if uri is None else Secret(uri)
+    del uri
     if overcommit is not None and not isinstance(overcommit, Overcommit):
         raise InvalidSpec(f"overcommit must be an anyvirt.Overcommit, not {type(overcommit).__name__}")
     target = build_target(
-        uri, profile=profile, username=username, password=password, token=token,
+        held_uri, profile=profile, username=username, password=password, token=token,
         verify=verify, ca=ca, timeout=timeout, **options,
     )
-    # the Target holds them as Secrets now: no frame of ours keeps the plain text for a
-    # traceback (pytest --showlocals, Sentry) of a failed login to capture
-    del uri, password, token
     driver_cls = registry.driver_for(target.scheme)
     check_options(target, driver_cls)
     log.debug("connecting to %s", target.safe_uri)

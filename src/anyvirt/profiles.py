@@ -21,6 +21,7 @@ from typing import Any
 import platformdirs
 
 from anyvirt.errors import InvalidSpec, NotFound
+from anyvirt.target import Secret
 
 ENV_URI = "ANYVIRT_URI"
 ENV_PROFILE = "ANYVIRT_PROFILE"
@@ -61,17 +62,22 @@ def load_profile(name: str) -> dict[str, Any]:
         raise InvalidSpec(f"profile {name!r} has unknown keys: {', '.join(sorted(unknown))}")
     for secret in ("password", "token"):
         env = raw.pop(f"{secret}_env", None)
-        if env is not None and secret not in raw:
+        if secret in raw:
+            raw[secret] = Secret(str(raw[secret]))
+        elif env is not None:
             if env not in os.environ:
                 raise InvalidSpec(f"profile {name!r} reads {secret} from ${env}, which is not set")
-            raw[secret] = os.environ[env]
+            raw[secret] = Secret(os.environ[env])
     return raw
 
 
-def from_environment() -> dict[str, str]:
-    """Credentials from ANYVIRT_USERNAME / ANYVIRT_PASSWORD / ANYVIRT_TOKEN."""
-    out: dict[str, str] = {}
-    for key, env in (("username", ENV_USERNAME), ("password", ENV_PASSWORD), ("token", ENV_TOKEN)):
+def from_environment() -> dict[str, str | Secret]:
+    """Credentials from ANYVIRT_USERNAME / ANYVIRT_PASSWORD / ANYVIRT_TOKEN; the password
+    and token as Secrets."""
+    out: dict[str, str | Secret] = {}
+    if os.environ.get(ENV_USERNAME):
+        out["username"] = os.environ[ENV_USERNAME]
+    for key, env in (("password", ENV_PASSWORD), ("token", ENV_TOKEN)):
         if os.environ.get(env):
-            out[key] = os.environ[env]
+            out[key] = Secret(os.environ[env])
     return out

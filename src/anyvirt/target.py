@@ -49,10 +49,17 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def _secret(value: Secret | str | None) -> Secret | None:
+def as_secret(value: Secret | str | None) -> Secret | None:
     if value is None or isinstance(value, Secret):
         return value
     return Secret(str(value))
+
+
+def secret_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A backend's keyword options with every secret-looking one (``token_value=``,
+    ``api_secret=``) held as a :class:`Secret`: they enter as Secrets like ``password=``."""
+    return {k: Secret(str(v)) if _looks_secret(k) and v is not None and not isinstance(v, Secret)
+            else v for k, v in options.items()}
 
 
 def _user(_inst: object, _attribute: Any, value: str | None) -> None:
@@ -69,8 +76,8 @@ class Credentials:
     """Who to log in as. ``password`` and ``token`` are always :class:`Secret`."""
 
     username: str | None = field(default=None, validator=_user)
-    password: Secret | None = field(default=None, converter=_secret, validator=_sendable)
-    token: Secret | None = field(default=None, converter=_secret, validator=_sendable)
+    password: Secret | None = field(default=None, converter=as_secret, validator=_sendable)
+    token: Secret | None = field(default=None, converter=as_secret, validator=_sendable)
 
 
 @frozen
@@ -80,7 +87,8 @@ class Target:
     ``scheme`` is the whole URI scheme (``libvirt+qemu+ssh``); ``backend`` its
     first part (``libvirt``); ``transport`` the rest (``qemu+ssh``) or "".
     ``query`` holds the URI's options minus the ones anyvirt consumes itself
-    (``verify``, ``ca``, ``timeout``).
+    (``verify``, ``ca``, ``timeout``) and minus the secret-looking ones (``token_value=``),
+    which are in ``query_secrets`` as :class:`Secret`; so are those of ``options``.
     """
 
     scheme: str
@@ -94,7 +102,15 @@ class Target:
     verify: bool = True
     ca: str | None = None
     timeout: float = DEFAULT_CALL_TIMEOUT
-    options: Mapping[str, Any] = field(factory=dict)
+    options: Mapping[str, Any] = field(factory=dict, converter=secret_options)
+    query_secrets: Mapping[str, Secret] = field(factory=dict)
+
+    def option(self, key: str) -> Any:
+        """A backend's own option: the keyword argument, else the URI's (a Secret if it
+        looks like one), else None."""
+        if key in self.options:
+            return self.options[key]
+        return self.query_secrets.get(key, self.query.get(key))
 
     @property
     def safe_uri(self) -> str:
@@ -107,8 +123,9 @@ class Target:
             netloc += f"[{self.host}]" if ":" in self.host else self.host
         if self.port is not None:
             netloc += f":{self.port}"
-        qs = "&".join(f"{k}={_MASK if _looks_secret(k) else quote(v, safe='/')}"
-                      for k, v in self.query.items())
+        qs = "&".join([*(f"{k}={_MASK if _looks_secret(k) else quote(v, safe='/')}"
+                         for k, v in self.query.items()),
+                       *(f"{k}={_MASK}" for k in self.query_secrets)])
         uri = f"{self.scheme}://{netloc}{self.path}"
         return f"{uri}?{qs}" if qs else uri
 
@@ -127,13 +144,15 @@ class Target:
 
 
 _MASK = "********"
-_SECRET_WORDS = ("pass", "token", "secret", "pwd")
+_SECRET_WORDS = ("pass", "token", "secret", "pwd", "ticket", "cookie")
 
 
 def _looks_secret(key: str) -> bool:
-    """A backend's own query option that holds a secret (``api_token=``, ``secret=``)
+    """A backend's own option that holds a secret (``api_token=``, ``secret=``)
     is kept for the driver but never shown."""
     low = key.lower()
+    if low.endswith(("name", "id")):
+        return False  # a token's name or id (token_name=) says which, not what it is
     return any(word in low for word in _SECRET_WORDS)
 
 
@@ -230,6 +249,7 @@ def consume_query(query: dict[str, str]) -> dict[str, Any]:
     for key in ("password", "token"):
         if key in query:
             out[key] = Secret(query.pop(key))
+    out["query_secrets"] = {key: Secret(query.pop(key)) for key in list(query) if _looks_secret(key)}
     if "verify" in query:
         out["verify"] = parse_bool(query.pop("verify"), "verify")
     if "ca" in query:

@@ -3,19 +3,29 @@ output with ``--debug``, and the locals of every frame of a failed login's trace
 
 A private vcsim with a password full of URI-reserved characters is the server;
 the password arrives from each of the six places anyvirt reads one from.
+
+Then the same for every backend (``LOGINS``) and every way a credential can be given
+(``SOURCES_OF``): a login fails against the real testbed (vcsim, fakepve, an unreachable
+libvirtd, a missing VBoxManage), and every frame of the traceback (and each one's callers),
+every exception of the chain with its args and attributes, every local (into containers,
+attrs objects and ``__dict__``), every log record at DEBUG, and the reprs of the Host, its
+driver and its target, are searched for the secret. A new backend joins by one ``Login``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import pytest
+from anyvirt_proxmox.testbed.fakepve import FakePveTestbed
 from anyvirt_vsphere.testbed.vcsim import Vcsim
 from click.testing import CliRunner
 
@@ -250,3 +260,265 @@ def test_libvirt_with_a_password_logs_nothing_of_it(capfd: pytest.CaptureFixture
                         timeout=5)
     out, err = capfd.readouterr()
     _assert_nowhere(WRONG, caught.value, records, out + err)
+
+
+# ---------------------------------------------------------------- every backend, every way in
+@attrs.frozen
+class Login:
+    """How to fail a login on one backend: ``base`` makes its URI (no credential in it) from
+    the test's fixtures; ``kinds`` are the credentials it takes: ``password``, ``token``
+    (anyvirt's ``token=``) and ``token_value`` (a backend's own secret option)."""
+
+    name: str
+    base: Callable[[pytest.FixtureRequest], str]
+    kinds: tuple[str, ...] = ("password",)
+    userinfo: bool = True  # whether the URI has a user part a password can join
+    fails: bool = True  # memory:// takes any credential and logs nothing in
+
+
+def _vcenter(request: pytest.FixtureRequest) -> str:
+    sim: Vcsim = request.getfixturevalue("vcsim_vcenter")
+    return sim.anyvirt_uri_with_ca
+
+
+def _esxi(request: pytest.FixtureRequest) -> str:
+    return _base(request.getfixturevalue("vcsim"))
+
+
+def _pve(request: pytest.FixtureRequest) -> str:
+    bed: FakePveTestbed = request.getfixturevalue("proxmox_testbed")
+    return bed.uri
+
+
+LOGINS = (
+    Login("vsphere", _vcenter),
+    Login("esxi", _esxi),
+    Login("proxmox", _pve, kinds=("password", "token", "token_value")),
+    Login("libvirt-tcp", lambda _r: f"libvirt+qemu+tcp://{USER}@127.0.0.1:1/system?timeout=5"),
+    Login("libvirt-ssh", lambda _r: f"libvirt+qemu+ssh://{USER}@127.0.0.1:1/system?no_tty=1&timeout=5"),
+    Login("virtualbox", lambda _r: "virtualbox:///nonexistent/VBoxManage", userinfo=False),
+    Login("memory", lambda _r: "memory://hostile-secrets", kinds=("password", "token"),
+          userinfo=False, fails=False),
+)
+
+#: every way anyvirt reads each kind of credential
+SOURCES_OF = {
+    "password": ("keyword", "keyword-secret", "uri-userinfo", "uri-query", "environment", "profile",
+                 "profile-env"),
+    "token": ("keyword", "keyword-secret", "uri-query", "environment", "profile", "profile-env"),
+    "token_value": ("keyword", "keyword-secret", "uri-query"),
+}
+TOKEN_NAME = "anyvirt"
+
+
+def _cases() -> Iterator[Any]:
+    for login in LOGINS:
+        for kind in login.kinds:
+            for source in SOURCES_OF[kind]:
+                if source == "uri-userinfo" and not login.userinfo:
+                    continue
+                yield pytest.param(login, kind, source, id=f"{login.name}-{kind}-{source}")
+
+
+def _join(uri: str, query: str) -> str:
+    return f"{uri}&{query}" if "?" in uri else f"{uri}?{query}"
+
+
+def _give(login: Login, kind: str, source: str, secret: str, request: pytest.FixtureRequest,
+          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str | None, dict[str, Any]]:
+    """The URI and keyword arguments that carry ``secret`` as ``kind`` from ``source``
+    (setting the environment and writing the profile as that needs)."""
+    uri = login.base(request)
+    if kind == "token" and login.name == "proxmox":
+        secret = f"{USER_PVE}!{TOKEN_NAME}={secret}"  # PVE's whole form
+    extra: dict[str, Any] = {"token_name": TOKEN_NAME} if kind == "token_value" else {}
+    encoded = quote(secret, safe="")
+    if source == "keyword":
+        return uri, {**extra, kind: secret}
+    if source == "keyword-secret":
+        return uri, {**extra, kind: Secret(secret)}
+    if source == "uri-userinfo":
+        return uri.replace("@", f":{encoded}@", 1), extra
+    if source == "uri-query":
+        return _join(uri, f"{kind}={encoded}"), extra
+    if source == "environment":
+        monkeypatch.setenv(f"ANYVIRT_{kind.upper()}", secret)
+        return uri, extra
+    config = tmp_path / "config.toml"
+    value = f'{kind}_env = "HOSTILE_SECRET"' if source == "profile-env" else f"{kind} = {_toml(secret)}"
+    config.write_text(f"[profiles.lab]\nuri = {_toml(uri)}\n{value}\n", encoding="utf-8")
+    monkeypatch.setenv("HOSTILE_SECRET", secret)
+    monkeypatch.setenv("ANYVIRT_CONFIG", str(config))
+    return None, {**extra, "profile": "lab"}
+
+
+USER_PVE = "root@pam"
+
+
+def _toml(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_SKIP = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.CodeType,
+         types.FrameType, types.TracebackType, types.MethodType)
+_MAX_CHILDREN = 400
+
+
+def _children(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple | set | frozenset):
+        return list(value)
+    found: list[Any] = []
+    if isinstance(value, BaseException):
+        found += [*value.args, *getattr(value, "__notes__", [])]
+    with contextlib.suppress(TypeError):
+        found += list(vars(value).values())
+    for klass in type(value).__mro__:
+        for slot in getattr(klass, "__slots__", ()):
+            with contextlib.suppress(AttributeError, TypeError):
+                found.append(getattr(value, slot))
+    return found
+
+
+def _where(value: Any, secret: str, depth: int, seen: set[int], path: str) -> str | None:
+    """The path to ``secret`` within ``value`` (its repr and str, its containers, attributes,
+    slots and exception args, ``depth`` levels down), or None. A Secret is where a secret
+    belongs; the process environment is where the user put it (and the test's monkeypatch
+    keeps a reference to it)."""
+    if id(value) in seen or isinstance(value, Secret | pytest.MonkeyPatch) or value is os.environ:
+        return None
+    seen.add(id(value))
+    if isinstance(value, str | bytes | bytearray):
+        text = bytes(value).decode("utf-8", "replace") if not isinstance(value, str) else value
+        return path if secret in text else None
+    if isinstance(value, (int | float | bool | type(None), *_SKIP)):
+        return None
+    if not isinstance(value, dict | list | tuple | set | frozenset):  # those: item by item
+        with contextlib.suppress(Exception):
+            if secret in repr(value) or secret in str(value):
+                return f"{path} (repr)"
+    if depth == 0:
+        return None
+    for child in _children(value)[:_MAX_CHILDREN]:
+        found = _where(child, secret, depth - 1, seen, f"{path}/{type(child).__name__}")
+        if found:
+            return found
+    return None
+
+
+def _frames(error: BaseException) -> Iterator[types.FrameType]:
+    """Every frame of every traceback in the chain, and each one's callers."""
+    seen: set[int] = set()
+    for item in _errors(error):
+        tb = item.__traceback__
+        while tb is not None:
+            frame: types.FrameType | None = tb.tb_frame
+            while frame is not None and id(frame) not in seen:
+                seen.add(id(frame))
+                yield frame
+                frame = frame.f_back
+            tb = tb.tb_next
+
+
+def _leaks(error: BaseException, secrets: tuple[str, ...], outside: str = __file__) -> list[str]:
+    found = []
+    for secret in secrets:
+        for item in _errors(error):
+            where = _where(item, secret, 4, set(), type(item).__name__)
+            if where:
+                found.append(f"exception {where}")
+        for frame in _frames(error):
+            if frame.f_code.co_filename == outside:
+                continue  # the test's own frames hold what it gave
+            seen: set[int] = set()
+            for name, value in frame.f_locals.items():
+                where = _where(value, secret, 4, seen, name)
+                if where:
+                    found.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name} {where}")
+    return found
+
+
+def _shown(secret: str) -> tuple[str, ...]:
+    return (secret, quote(secret, safe=""))
+
+
+@pytest.mark.parametrize(("login", "kind", "source"), list(_cases()))
+def test_a_failed_login_keeps_the_secret_nowhere(
+        login: Login, kind: str, source: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    secret = WRONG
+    uri, kwargs = _give(login, kind, source, secret, request, tmp_path, monkeypatch)
+    host = None
+    with everything_at_debug() as records:
+        try:
+            host = anyvirt.connect(uri, **kwargs)
+        except AnyvirtError as exc:
+            assert login.fails, f"{login.name} refused: {exc}"
+            leaks = _leaks(exc, _shown(secret))
+            assert leaks == [], "the secret is in:\n  " + "\n  ".join(leaks)
+            for item in _errors(exc):
+                assert secret not in str(item) and secret not in repr(item)
+        else:
+            assert not login.fails, f"{login.name} took a wrong {kind}"
+            driver = host.driver
+            target = getattr(driver, "target", None)
+            for shown in (host, driver, target):
+                for text in (repr(shown), str(shown)):
+                    assert not any(s in text for s in _shown(secret)), text
+            host.close()
+    out, err = capfd.readouterr()
+    assert records, "DEBUG really was on"
+    for record in records:
+        assert not any(s in record.getMessage() for s in _shown(secret)), record.name
+    assert secret not in out + err
+
+
+def _right_password(login: Login, request: pytest.FixtureRequest) -> str:
+    """The testbeds' passwords: ours (full of URI-reserved characters) and fakepve's random
+    one. (The shared vCenter's is a word too common to search output for.)"""
+    if login.name == "esxi":
+        return PASSWORD
+    return str(request.getfixturevalue("proxmox_testbed").password)
+
+
+@pytest.mark.parametrize(("login", "kind", "source"), [
+    case for case in _cases()
+    if case.values[0].name in ("esxi", "proxmox") and case.values[1] == "password"])
+def test_a_connected_host_shows_the_password_nowhere(
+        login: Login, kind: str, source: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """The reprs and strs of the Host, its driver and its target, and every log record of the
+    login and a listing, with the right password from every source."""
+    secret = _right_password(login, request)
+    uri, kwargs = _give(login, kind, source, secret, request, tmp_path, monkeypatch)
+    with everything_at_debug() as records, anyvirt.connect(uri, **kwargs) as host:
+        host.vms.list()
+        target = host.driver.target  # type: ignore[attr-defined]
+        shown = [repr(host), str(host), repr(host.driver), str(host.driver), repr(target),
+                 str(target), target.safe_uri, host.uri]
+    out, err = capfd.readouterr()
+    for text in [*shown, *(r.getMessage() for r in records), out + err]:
+        assert not any(s in text for s in _shown(secret)), text
+
+
+def test_the_frame_walk_finds_a_secret_where_one_is() -> None:
+    """The walk above can fail: a plain-text secret in an attrs object's slot, under a
+    dict, in a frame's caller, is found."""
+
+    @attrs.frozen
+    class Holder:
+        options: dict[str, Any]
+
+    def login(holder: Holder) -> None:
+        raise ValueError("refused")
+
+    def connect(token_value: str) -> None:
+        holder = Holder({"token_value": token_value})
+        login(holder)
+
+    with pytest.raises(ValueError, match="refused") as caught:
+        connect(WRONG)
+    leaks = _leaks(caught.value, _shown(WRONG), outside="")
+    assert any(":login holder" in leak for leak in leaks), leaks
+    assert any(":connect token_value" in leak for leak in leaks), leaks

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -42,6 +43,9 @@ def test_token_login(fake: InProcessFakePve, pve: FakePve, traffic: Traffic) -> 
     assert _logins(traffic) == 0, "a token needs no ticket"
     with anyvirt.connect(fake.uri, token_name="anyvirt", token_value=TOKEN_SECRET) as host:
         assert host.vms.list() is not None
+        # a keyword token is a Secret from the start too (it was kept as text in Target.options)
+        assert TOKEN_SECRET not in repr(host.driver.target)
+        assert TOKEN_SECRET not in str(dict(host.driver.target.options))
     with anyvirt.connect(fake.uri, token=f"{TOKEN_ID}={TOKEN_SECRET}") as host:  # PVE's whole form
         assert host.nodes.list()
     with pytest.raises(AuthenticationFailed):
@@ -109,6 +113,49 @@ def test_tls_is_verified(fake: InProcessFakePve) -> None:
     with pytest.raises(ConnectionFailed, match="not trusted"):
         anyvirt.connect(bare, password=PASSWORD)
     with anyvirt.connect(bare + "?verify=false", password=PASSWORD) as host:
+        assert host.nodes.list()
+
+
+@pytest.mark.parametrize("given", ["keyword", "uri", "whole"])
+def test_a_token_an_http_header_cannot_carry_is_invalid_spec_before_any_request(
+        fake: InProcessFakePve, traffic: Traffic, given: str) -> None:
+    """A token secret beyond Latin-1 failed in http.client as a bare AnyvirtError whose chained
+    UnicodeEncodeError held the whole auth header, secret included."""
+    secret = "7b0c1e52-\u20ac-secret-\u00e9\u4e2d"
+    if given == "keyword":
+        call = lambda: anyvirt.connect(fake.uri, token_name="anyvirt", token_value=secret)  # noqa: E731
+    elif given == "uri":
+        call = lambda: anyvirt.connect(  # noqa: E731
+            f"{fake.uri}&token_name=anyvirt&token_value={quote(secret, safe='')}")
+    else:
+        call = lambda: anyvirt.connect(fake.uri, token=f"{TOKEN_ID}={secret}")  # noqa: E731
+    sent = len(traffic.requests)
+    with pytest.raises(InvalidSpec, match="token_value") as caught:
+        call()
+    assert len(traffic.requests) == sent, "refused before any request"
+    chain: list[BaseException | None] = [caught.value]
+    while chain:
+        item = chain.pop()
+        if item is None:
+            continue
+        assert not isinstance(item, UnicodeError)
+        assert secret not in str(item) and not any(secret in str(a) for a in item.args)
+        chain += [item.__cause__, item.__context__]
+
+
+@pytest.mark.parametrize("ca", ["/nonexistent/ca.pem", "relative/ca.pem"])
+def test_an_unreadable_ca_file_is_invalid_spec_naming_it(fake: InProcessFakePve, ca: str) -> None:
+    """As on every backend (the core's TLS setup): not ConnectionFailed "...: OSError"."""
+    with pytest.raises(InvalidSpec, match="CA bundle") as caught:
+        anyvirt.connect(f"{fake.uri.split('?')[0]}?ca={ca}", password=PASSWORD)
+    assert ca in str(caught.value) and "No such file" in str(caught.value)
+
+
+def test_a_relative_ca_path_is_read_from_the_working_directory(
+        fake: InProcessFakePve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(fake.cafile, tmp_path / "ca.pem")
+    monkeypatch.chdir(tmp_path)
+    with anyvirt.connect(f"{fake.uri.split('?')[0]}?ca=ca.pem", password=PASSWORD) as host:
         assert host.nodes.list()
 
 

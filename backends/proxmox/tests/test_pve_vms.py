@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -11,7 +12,7 @@ import pytest
 import requests
 from anyvirt_proxmox import tasks as pve_tasks
 from fakepve import FakePve
-from pve_fakes import InProcessFakePve, Send, StandIn, Traffic
+from pve_fakes import PASSWORD, InProcessFakePve, Send, StandIn, Traffic
 
 import anyvirt
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
@@ -176,6 +177,59 @@ def test_a_create_that_times_out_leaves_no_vm_and_no_disk(pve_host: Host, pve: F
         pve.time_scale = 0
         fake.sync(lambda: pve.ceph_recover())
         fake.sync(lambda: pve.storages.pop("ceph-pool"))
+
+
+@contextlib.contextmanager
+def _slow_ceph(pve: FakePve, fake: InProcessFakePve) -> Iterator[None]:
+    """A create on ceph-pool takes 20 PVE seconds more: 1 s of real time."""
+    fake.sync(lambda: pve.add_ceph_storage("ceph-pool"))
+    fake.sync(lambda: pve.ceph_slow(20))
+    pve.time_scale = 0.05
+    try:
+        yield
+    finally:
+        pve.time_scale = 0
+        pve.failures.clear()
+        fake.sync(lambda: pve.ceph_recover())
+        for vm in [vm for vm in pve.vms if vm.name.startswith("closed-early")]:
+            fake.sync(lambda vm=vm: pve.vms.remove(vm))
+        fake.sync(lambda: pve.storages.pop("ceph-pool"))
+
+
+def test_closing_the_host_right_after_a_create_timed_out_still_removes_what_it_made(
+        pve: FakePve, fake: InProcessFakePve, migration_standin: StandIn,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The Timeout promises removal; the end of the caller's ``with`` block closed the session
+    under the cleanup, which then failed without a word and left the VM on PVE."""
+    caplog.set_level(logging.INFO, logger="anyvirt")
+    spec = VMSpec(name="closed-early", memory_mib=64, node="pve1",
+                  disks=[DiskSpec(size_gib=1, storage="ceph-pool")])
+    with _slow_ceph(pve, fake):
+        with anyvirt.connect(fake.uri, password=PASSWORD) as host, \
+                pytest.raises(Timeout, match="will be removed"):
+            host.vms.create(spec, timeout=0.3)
+        # close() returned: the half-made VM and its disk are gone already
+        assert not [vm for vm in pve.vms if vm.name == "closed-early"]
+        assert not pve.storages["ceph-pool"].get("volumes")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        assert "waiting up to" in caplog.text  # close() said what it waited for
+
+
+def test_a_cleanup_that_fails_after_a_timeout_says_so_out_loud(
+        pve: FakePve, fake: InProcessFakePve, migration_standin: StandIn,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Nobody waits for the worker's error after a Timeout: a failed removal must be logged."""
+    spec = VMSpec(name="closed-early-2", memory_mib=64, node="pve1",
+                  disks=[DiskSpec(size_gib=1, storage="ceph-pool")])
+    with _slow_ceph(pve, fake):
+        pve.fail("DELETE", "/nodes/{node}/qemu/{vmid}", 500, "storage is locked")
+        with anyvirt.connect(fake.uri, password=PASSWORD) as host, \
+                pytest.raises(Timeout, match="will be removed"):
+            host.vms.create(spec, timeout=0.3)
+        left = [vm for vm in pve.vms if vm.name == "closed-early-2"]
+        assert left, "the injected failure kept the VM"
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any(f"VM {left[0].vmid}" in m and "remove it by hand" in m for m in errors), errors
 
 
 # ---------------------------------------------------------------- tasks

@@ -36,7 +36,7 @@ from anyvirt.tasks import Job
 from anyvirt_proxmox import clone, image_import, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Container, Inventory, storage_infos
-from anyvirt_proxmox.session import OPTIONS, Session
+from anyvirt_proxmox.session import OPTIONS, UNDO_GRACE, Session
 
 COMMON = frozenset({
     Capability.VM_CREATE, Capability.VM_DELETE, Capability.START, Capability.STOP,
@@ -67,6 +67,10 @@ WHY_NOT: dict[Capability, str] = {
                                  "start unless hotplug is set up; reconfigure() reports that",
 }
 DETAIL_WORKERS = 8  # bounded concurrency for per-VM detail requests
+
+
+def _undo_of(vm_id: str) -> str:
+    return f"the removal of VM {vm_id}, made after its caller gave up"
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -201,10 +205,23 @@ class ProxmoxDriver(Driver):
         return self.session.native.nodes(self.inventory.node_of(vm_id)).qemu(cfg.vmid(vm_id))
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
-        return vms.create_vm(self.inventory, spec, job)
+        with self.session.undoable(f"creating VM {spec.name!r}"):
+            summary = vms.create_vm(self.inventory, spec, job)
+            self._await_undo_if_late(summary, job)
+            return summary
+
+    def _await_undo_if_late(self, summary: VMSummary, job: Job) -> None:
+        """A create (or clone) that ended after its caller gave up is removed by the caller's
+        side right after (the task's rollback): close() waits for that removal too."""
+        if job.cancelled:
+            self.session.hold_for(_undo_of(summary.id), UNDO_GRACE)
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
-        vms.delete_vm(self.inventory, vm_id, job)
+        try:
+            with self.session.undoable(f"deleting VM {vm_id}"):
+                vms.delete_vm(self.inventory, vm_id, job)
+        finally:
+            self.session.release(_undo_of(vm_id))
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         power.power(self.inventory, vm_id, action, job)
@@ -236,7 +253,10 @@ class ProxmoxDriver(Driver):
 
     def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,
                  job: Job) -> VMSummary:
-        return clone.clone_vm(self.inventory, vm_id, name, linked, placement, job)
+        with self.session.undoable(f"cloning VM {vm_id} as {name!r}"):
+            summary = clone.clone_vm(self.inventory, vm_id, name, linked, placement, job)
+            self._await_undo_if_late(summary, job)
+            return summary
 
     def migrate_vm(self, vm_id: str, target: Driver | None, placement: Placement, live: bool,
                    job: Job) -> MigrationResult:

@@ -8,11 +8,11 @@ timeout or cancel is recognised as ours, and only ours is removed.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import uuid
 from typing import Any
 
-from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, InvalidState, TaskFailed
+from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, InvalidState, NotFound, TaskFailed
 from anyvirt.model import Firmware, VMInfo, VMSpec, VMSummary
 from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
@@ -20,6 +20,8 @@ from anyvirt_proxmox import image_import
 from anyvirt_proxmox.inventory import Inventory
 from anyvirt_proxmox.placement import pick_node
 from anyvirt_proxmox.tasks import cleanup_job, run_task, settle, wait_task
+
+log = logging.getLogger("anyvirt.proxmox")
 
 ID_ATTEMPTS = 5
 SCSI_CONTROLLER = "virtio-scsi-single"
@@ -148,8 +150,11 @@ def remove_if_ours(inv: Inventory, node: str, vm_id: int, marker: str, what: str
     session = inv.session
     try:
         config = session.get(("nodes", node, "qemu", vm_id, "config"), f"checking after {what}")
-    except AnyvirtError:
+    except NotFound:
         return  # nothing was left (PVE's worker removes a VM whose create failed)
+    except AnyvirtError as exc:
+        _left_behind(vm_id, node, what, "could not check whether it was left", exc)
+        return
     ours = cfg.smbios_uuid(config) == marker if by_name is None else config.get("name") == by_name
     if not ours:
         return
@@ -157,10 +162,20 @@ def remove_if_ours(inv: Inventory, node: str, vm_id: int, marker: str, what: str
     params = dict(DESTROY_ALL)
     if session.user == "root@pam":
         params["skiplock"] = 1  # an interrupted create leaves its 'create' lock behind
-    with contextlib.suppress(AnyvirtError):
+    try:
         upid = session.delete(("nodes", node, "qemu", vm_id), f"removing what {what} left", **params)
         wait_task(session, upid, job, f"removing what {what} left")
+    except AnyvirtError as exc:
+        _left_behind(vm_id, node, what, "removing it failed", exc)
+        return
     inv.forget(str(vm_id))
+
+
+def _left_behind(vm_id: int, node: str, what: str, why: str, exc: AnyvirtError) -> None:
+    """A cleanup that failed is said out loud: nobody may be waiting for the error it undoes
+    (the caller of a create that timed out was told so already)."""
+    log.error("after %s: VM %s on node %s may be left on Proxmox VE (%s: %s); remove it by hand",
+              what, vm_id, node, why, exc)
 
 
 def pending_changes(inv: Inventory, vm_id: str) -> dict[str, Any]:
