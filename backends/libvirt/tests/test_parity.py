@@ -168,7 +168,7 @@ def test_concurrent_create_delete_snapshot_clone_leave_no_orphans(host: Host) ->
             backing = disk.backing
             while backing:
                 used.add(backing)
-                backing = host.driver.volume_facts(backing)[1]  # type: ignore[attr-defined]
+                backing = host.driver.site.volume_facts(backing)[1]  # type: ignore[attr-defined]
     orphans = _pool_volumes(host) - volumes_before - used
     orphans = {p for p in orphans if not p.endswith(".console.log")}
     assert not orphans, orphans

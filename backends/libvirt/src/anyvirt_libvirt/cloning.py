@@ -32,7 +32,6 @@ import os
 import secrets
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
 
 import libvirt
 from attrs import define, field
@@ -40,17 +39,9 @@ from attrs import define, field
 from anyvirt.errors import AnyvirtError, InvalidSpec
 from anyvirt.model import VMSummary
 from anyvirt.tasks import Job
-from anyvirt_libvirt import domxml, listing, livecopy, storage, templates
+from anyvirt_libvirt import deletion, domxml, listing, livecopy, storage, templates
 from anyvirt_libvirt.disks import DomainDisk, parse_disks, refuse_uncopyable
-
-if TYPE_CHECKING:
-    from anyvirt_libvirt.driver import LibvirtDriver
-
-
-#: in the name of a frozen copy made as the base of linked clones: only such a base goes
-#: with the last linked clone that needs it (``LibvirtDriver.delete_volume_chain``)
-FROZEN_MARK = "-frozen-"
-
+from anyvirt_libvirt.site import Site
 
 
 @define
@@ -88,8 +79,8 @@ class _Plan:
             paths[disk.path or ""] = new_path
 
 
-def _read_source(driver: LibvirtDriver, vm_id: str, name: str) -> _Source:
-    with driver._domain(vm_id, f"clone VM as {name!r}") as dom:
+def _read_source(site: Site, vm_id: str, name: str) -> _Source:
+    with site.domain(vm_id, f"clone VM as {name!r}") as dom:
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
         running = bool(dom.isActive())
         return _Source(
@@ -104,16 +95,16 @@ def _read_source(driver: LibvirtDriver, vm_id: str, name: str) -> _Source:
         )
 
 
-def clone(driver: LibvirtDriver, vm_id: str, names: list[str], linked: bool,
+def clone(site: Site, vm_id: str, names: list[str], linked: bool,
           job: Job) -> list[VMSummary]:
     """Clones named ``names``, all or none. Linked clones that need a frozen copy share
     one, made once (for a running VM: of every disk at one instant)."""
-    source = _read_source(driver, vm_id, names[0])
+    source = _read_source(site, vm_id, names[0])
     refuse_uncopyable(source.disks, source.name, "clone")
     writable = [d for d in source.disks if d.writable_disk]
     stores = {}
     for disk in writable:
-        store = driver._store_of(disk.path or "")
+        store = site.store_of(disk.path or "")
         if store is None:
             raise InvalidSpec(
                 f"cannot clone {source.name!r}: disk {disk.describe()} is outside every storage "
@@ -125,14 +116,14 @@ def clone(driver: LibvirtDriver, vm_id: str, names: list[str], linked: bool,
     try:
         bases: dict[str, str] = {}
         if linked and not source.template and (source.running or source.has_snapshots):
-            bases = _frozen_copies(driver, source, writable, stores, shared, job)
+            bases = _frozen_copies(site, source, writable, stores, shared, job)
         for index, name in enumerate(names):
             job.progress(100.0 * index / len(names), f"cloning {name}")
-            made.append(_one(driver, source, writable, stores, bases, name, linked, job))
+            made.append(_one(site, source, writable, stores, bases, name, linked, job))
     except BaseException:
         for summary in reversed(made):  # all or none
             with contextlib.suppress(AnyvirtError):
-                driver.delete_vm(summary.id, True, Job(f"remove clone {summary.name}", 300))
+                deletion.delete_vm(site, summary.id, True, Job(f"remove clone {summary.name}", 300))
         storage.remove_made(shared.made)
         raise
     for store, path in shared.made:
@@ -141,7 +132,7 @@ def clone(driver: LibvirtDriver, vm_id: str, names: list[str], linked: bool,
 
 
 def _one(
-    driver: LibvirtDriver, source: _Source, writable: list[DomainDisk],
+    site: Site, source: _Source, writable: list[DomainDisk],
     stores: dict[str, storage.DiskStore], bases: dict[str, str], name: str, linked: bool,
     job: Job,
 ) -> VMSummary:
@@ -166,10 +157,10 @@ def _one(
                 _freeze(source, store, plan, disk, index, vol_name)
         if live_disks:
             # every disk copied up to one instant: the clone is crash-consistent
-            livecopy.copy_running(driver, source.vm_id, live_disks, job)
+            livecopy.copy_running(site, source.vm_id, live_disks, job)
             for disk, path in live_disks:
                 plan.retarget(disk, path)
-        summary = _define(driver, source, plan, name, new_uuid, linked)
+        summary = _define(site, source, plan, name, new_uuid, linked)
     except BaseException:
         storage.remove_made(plan.made)
         raise
@@ -203,7 +194,7 @@ def _freeze(
 
 
 def _frozen_copies(
-    driver: LibvirtDriver, source: _Source, writable: list[DomainDisk],
+    site: Site, source: _Source, writable: list[DomainDisk],
     stores: dict[str, storage.DiskStore], shared: _Plan, job: Job,
 ) -> dict[str, str]:
     """A flattened copy of each disk's current state (device -> path), for linked
@@ -213,7 +204,7 @@ def _frozen_copies(
     live: list[tuple[DomainDisk, str]] = []
     for index, disk in enumerate(writable):
         store, path = stores[disk.dev], disk.path or ""
-        prefix = f"{source.vm_id}-disk{index}{FROZEN_MARK}"
+        prefix = f"{source.vm_id}-disk{index}{storage.FROZEN_MARK}"
         name = f"{prefix}{secrets.token_hex(4)}.qcow2"
         if source.running:
             live.append((disk, _blank_like(store, shared, name, disk)))
@@ -221,22 +212,22 @@ def _frozen_copies(
         reusable = store.newest_unchanged_copy(prefix, path)
         bases[disk.dev] = reusable or _made(shared, store, store.copy(name, path))
     if live:
-        livecopy.copy_running(driver, source.vm_id, live, job)  # one instant for all
+        livecopy.copy_running(site, source.vm_id, live, job)  # one instant for all
         bases.update({disk.dev: path for disk, path in live})
     return bases
 
 
 def _define(
-    driver: LibvirtDriver, source: _Source, plan: _Plan, name: str, new_uuid: str, linked: bool
+    site: Site, source: _Source, plan: _Plan, name: str, new_uuid: str, linked: bool
 ) -> VMSummary:
-    console = driver.console_log_for(new_uuid) if driver.facts.choices.domain_type != "test" else None
+    console = site.console_log_for(new_uuid) if site.facts.choices.domain_type != "test" else None
     new_xml = domxml.rewrite_for_copy(
         source.xml, name=name, uuid=new_uuid, disk_paths_map=plan.clone_paths,
         console_log=console, new_macs=True, volume_names=plan.clone_volumes, own_nvram=True,
         template_mark=False, linked_clone_of=source.vm_id if linked else None,
     )
     moved = bool(plan.source_paths or plan.source_volumes)
-    with driver.link.call(f"define clone {name!r}") as conn:
+    with site.link.call(f"define clone {name!r}") as conn:
         new_dom = conn.defineXML(new_xml)
         try:
             if moved:
@@ -249,7 +240,7 @@ def _define(
             if moved:
                 conn.defineXML(source.xml)  # back on its own disk, as it was
             raise
-        return listing.summary_of(new_dom, driver.facts.node_id)
+        return listing.summary_of(new_dom, site.facts.node_id)
 
 
 def _overlay_on_unchanged_base(store: storage.DiskStore, vol_name: str, path: str) -> str | None:

@@ -1,24 +1,22 @@
 """The libvirt driver: KVM/QEMU (and libvirt's test driver) behind the anyvirt SPI.
 
 Thin on purpose: each concern lives in its own module (connection, listing,
-domxml, storage, lifecycle, snapshots, migration); this class looks domains
-up by UUID on a live connection and hands them over.
+domxml, storage, lifecycle, snapshots, cloning, migration, deletion, export);
+this class builds the connection's :class:`~anyvirt_libvirt.site.Site` once and
+hands it (or the domain it looks up) over. No helper imports this module.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import uuid as uuidlib
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import libvirt
 
 from anyvirt.driver import Driver
-from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.model import (
     GIB,
     Allocation,
@@ -43,14 +41,15 @@ from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_libvirt import (
     cloning,
+    deletion,
     domxml,
+    export,
     lifecycle,
     listing,
     migration,
     snapshots,
     storage,
     templates,
-    usage,
 )
 from anyvirt_libvirt import (
     disks as disks_mod,
@@ -59,14 +58,11 @@ from anyvirt_libvirt.connection import Link, libvirt_uri
 from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_embed_root
 from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
 from anyvirt_libvirt.inflight import InflightRecord
-from anyvirt_libvirt.migration import UNDEFINE_FLAGS
+from anyvirt_libvirt.site import Site
 from anyvirt_libvirt.states import domain_state
 from anyvirt_libvirt.templates import TemplateIndex
 
-log = logging.getLogger(__name__)
-
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
-DEFAULT_POOLS = ("default", "default-pool")
 
 
 class LibvirtDriver(Driver):
@@ -81,18 +77,36 @@ class LibvirtDriver(Driver):
     })
 
     def __init__(self, link: Link, target: Target, embed_root: Path | None) -> None:
-        self.link = link
         self.target = target
-        self.embed_root = embed_root
-        self.templates = TemplateIndex()
+        index = TemplateIndex()
         with link.call("read host capabilities") as conn:
             has_storage = _has_storage(conn)
-            self.facts: HostFacts = read_host_facts(conn, embed_root is not None, has_storage)
-            self.templates.load(conn)
-        self.inflight = InflightRecord(self.facts.node_id)
-        if self.embed_root is None and has_storage:
-            link.after_reconnect = self.sweep_inflight
-            self.sweep_inflight()
+            facts = read_host_facts(conn, embed_root is not None, has_storage)
+            index.load(conn)
+        #: what the helper modules get instead of this driver
+        self.site = Site(
+            link=link, safe_uri=target.safe_uri, is_local_socket=not target.host, facts=facts,
+            templates=index, inflight=InflightRecord(facts.node_id), embed_root=embed_root,
+        )
+        if embed_root is None and has_storage:
+            link.after_reconnect = self.site.sweep_inflight
+            self.site.sweep_inflight()
+
+    @property
+    def link(self) -> Link:
+        return self.site.link
+
+    @property
+    def facts(self) -> HostFacts:
+        return self.site.facts
+
+    @property
+    def templates(self) -> TemplateIndex:
+        return self.site.templates
+
+    @property
+    def embed_root(self) -> Path | None:
+        return self.site.embed_root
 
     # ------------------------------------------------------------ connection
     @classmethod
@@ -149,22 +163,6 @@ class LibvirtDriver(Driver):
     @property
     def native(self) -> libvirt.virConnect:
         return self.link.conn
-
-    @property
-    def is_local_socket(self) -> bool:
-        """The target daemon is on this machine (no host in the URI)."""
-        return not self.target.host
-
-    @contextmanager
-    def _domain(self, vm_id: str, what: str) -> Iterator[libvirt.virDomain]:
-        with self.link.call(what) as conn:
-            try:
-                dom = conn.lookupByUUIDString(vm_id)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    raise NotFound(f"no VM with id {vm_id!r} on {self.safe_uri}") from exc
-                raise
-            yield dom
 
     # ------------------------------------------------------------ host and nodes
     def host_info(self) -> HostInfo:
@@ -244,165 +242,24 @@ class LibvirtDriver(Driver):
         raise NotFound(f"no VM with id or name {ref!r} on {self.safe_uri}")
 
     def vm_summary(self, vm_id: str) -> VMSummary:
-        with self._domain(vm_id, "VM summary") as dom:
+        with self.site.domain(vm_id, "VM summary") as dom:
             return listing.summary_of(dom, self.facts.node_id)
 
     def vm_info(self, vm_id: str) -> VMInfo:
-        with self._domain(vm_id, "VM info") as dom:
+        with self.site.domain(vm_id, "VM info") as dom:
             xml = dom.XMLDesc(0)
             state, raw = domain_state(dom)
             persistent = bool(dom.isPersistent())
             resolved = disks_mod.parse_disks(xml, dom.connect())
-            volumes = {d.path: self._disk_facts(dom, d) for d in resolved if d.path}
+            volumes = {d.path: self.site.disk_facts(dom, d) for d in resolved if d.path}
         info = domxml.parse_vm_info(xml, state, raw, self.facts.node_id, volumes, resolved)
         if not persistent:
             info.extra["transient"] = True  # libvirt forgets it when it stops
         return info
 
     def native_vm(self, vm_id: str) -> Any:
-        with self._domain(vm_id, "VM") as dom:
+        with self.site.domain(vm_id, "VM") as dom:
             return dom
-
-    # ------------------------------------------------------------ storage helpers
-    def store_for(self, requested: str | None) -> storage.DiskStore:
-        """The store new volumes go to: a named pool, a pool given by its path, or the default."""
-        if self.embed_root is not None:
-            if requested is not None:
-                raise InvalidSpec("qemu:///embed has no storage pools: leave DiskSpec.storage unset")
-            return storage.DirStore(self.embed_root / "images")
-        with self.link.call("storage pools") as conn:
-            pools = {p.name(): p for p in conn.listAllStoragePools(0)}
-            if requested is not None and requested.startswith("/"):
-                # a path is accepted only when it *is* a pool's directory
-                for name, pool in pools.items():
-                    if _pool_path(pool) == requested.rstrip("/"):
-                        requested = name
-                        break
-                else:
-                    raise InvalidSpec(
-                        f"{requested} is not a storage pool's directory: disks live in pools "
-                        f"({', '.join(sorted(pools)) or 'none defined'})"
-                    )
-            if requested is not None:
-                if requested not in pools:
-                    raise NotFound(f"no storage pool {requested!r} on {self.safe_uri}")
-                name = requested
-            else:
-                name = next((n for n in DEFAULT_POOLS if n in pools and pools[n].isActive()), "")
-                if not name:
-                    name = next((n for n, p in pools.items() if p.isActive()), "")
-                if not name:
-                    raise InvalidSpec(f"no active storage pool on {self.safe_uri} for the disks")
-        return storage.PoolStore(self.link, name, self.inflight)
-
-    def sweep_inflight(self) -> None:
-        """Remove volumes a create, clone or migration left when the daemon died under
-        it (see :mod:`anyvirt_libvirt.inflight`)."""
-        forgotten = self.inflight.sweep(
-            lambda pool, volume: storage.remove_if_unused(self.link, self.inflight, pool, volume)
-        )
-        if forgotten:
-            log.info("removed %d volume(s) left by interrupted operations", len(forgotten))
-
-    def inflight_key(self, path: str) -> tuple[str, str] | None:
-        """(pool, name) under which the in-flight record knows a file an operation makes
-        in a pool's directory outside the storage API (QEMU's console log); None for a
-        file in no pool."""
-        if self.embed_root is not None:
-            return None
-        store = self.store_for(None)
-        return (store.name, os.path.basename(path)) if store.owns(path) else None
-
-    def _volume_row(self, path: str) -> tuple[int | None, str | None, str | None]:
-        """(capacity, pool, backing) of a pool volume; Nones outside every pool."""
-        if self.embed_root is not None:
-            try:
-                capacity, backing = storage.DirStore(self.embed_root / "images").describe(path)
-            except AnyvirtError:
-                return (None, None, None)
-            return (capacity, None, backing)
-        store = self._store_of(path)
-        if store is None:
-            return (None, None, None)
-        try:
-            capacity, backing = store.describe(path)
-        except NotFound:
-            return (None, None, None)
-        return (capacity, store.name, backing)
-
-    def _disk_facts(
-        self, dom: libvirt.virDomain, disk: disks_mod.DomainDisk
-    ) -> tuple[int | None, str | None, str | None]:
-        """Size, pool and backing of a disk: from its pool when it is a volume (an
-        unrefreshed pool is refreshed), else the size libvirt's block info reads
-        (``virsh domblkinfo``) and the backing the domain XML records."""
-        capacity, pool, backing = self._volume_row(disk.path or "")
-        if capacity is None and disk.path:
-            try:
-                capacity = int(dom.blockInfo(disk.path, 0)[0])
-            except libvirt.libvirtError:
-                capacity = None  # e.g. an empty CD-ROM drive, a missing file
-        return capacity, pool, backing or disk.backing
-
-    def volume_facts(self, path: str) -> tuple[int | None, str | None]:
-        capacity, _pool, backing = self._volume_row(path)
-        return capacity, backing
-
-    def _store_of(self, path: str) -> storage.DiskStore | None:
-        """The store holding ``path``: a pool knowing it as a volume, or the pool whose
-        directory it is in once refreshed (a file another tool put there); None if the
-        path is outside every pool."""
-        if self.embed_root is not None:
-            store = storage.DirStore(self.embed_root / "images")
-            return store if store.owns(path) else None
-        with self.link.call("volume") as conn:
-            try:
-                pool = conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
-                return storage.PoolStore(self.link, pool, self.inflight)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                    raise
-            directory = os.path.dirname(os.path.normpath(path))
-            for candidate in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
-                if _pool_path(candidate) == directory:
-                    storage.refresh_pool(candidate)
-                    try:
-                        conn.storageVolLookupByPath(path)
-                    except libvirt.libvirtError as exc:
-                        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                            raise
-                        return None
-                    return storage.PoolStore(self.link, candidate.name(), self.inflight)
-        return None
-
-    def delete_volume_chain(self, path: str, keep: Collection[str] = (),
-                            linked_clone: bool = False) -> None:
-        """Delete a volume a VM used (and unshared bases not in ``keep``); never a file
-        outside the pools. A linked clone's chain loses only the frozen copies made for
-        linked clones: the disk of a template or original (kept by ``delete(disks=False)``)
-        stays."""
-        store = self._store_of(path)
-        if store is not None:
-            store.delete_chain(path, keep, base_deletable=(
-                (lambda base: cloning.FROZEN_MARK in os.path.basename(base)) if linked_clone
-                else (lambda _base: True)))
-
-    def delete_console_log(self, path: str) -> None:
-        """Remove a console log QEMU wrote next to the disks (a pool refresh finds it)."""
-        if self.embed_root is not None:
-            storage.DirStore(self.embed_root / "images").delete(path)
-            return
-        try:
-            store = self.store_for(os.path.dirname(path))
-        except (InvalidSpec, NotFound):
-            return  # not in a pool's directory: not anyvirt's to delete
-        store.delete(path)
-
-    def console_log_for(self, vm_uuid: str) -> str | None:
-        try:
-            return self.store_for(None).console_log(vm_uuid)
-        except (InvalidSpec, NotFound):
-            return None
 
     # ------------------------------------------------------------ create and delete
     @classmethod
@@ -432,11 +289,11 @@ class LibvirtDriver(Driver):
             for index, disk in enumerate(spec.disks):
                 job.check()
                 job.progress(100.0 * index / max(1, len(spec.disks)), f"disk {index}")
-                store = self.store_for(disk.storage)
+                store = self.site.store_for(disk.storage)
                 path = self._make_disk(store, f"{vm_uuid}-disk{index}.qcow2", disk)
                 made.append((store, path))
                 plans.append(domxml.DiskPlan(path=path, bus=_bus(disk)))
-            console = self.console_log_for(vm_uuid) if choices.domain_type != "test" else None
+            console = self.site.console_log_for(vm_uuid) if choices.domain_type != "test" else None
             xml = domxml.build_domain_xml(spec, vm_uuid, choices, plans, nics, console)
             with self.link.call(f"define VM {spec.name!r}") as conn:
                 dom = conn.defineXML(xml)
@@ -491,57 +348,21 @@ class LibvirtDriver(Driver):
         return plans
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
-        """Undefine the VM; with ``disks``, remove the volumes and files it owns: its
-        writable disks in a pool (with bases nothing else needs), its console log,
-        its NVRAM. Never a file another domain references, never one outside the pools
-        (a disk another tool attached there is the caller's), never CD-ROMs."""
-        with self._domain(vm_id, "delete VM") as dom:
-            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            conn = dom.connect()
-            own = disks_mod.parse_disks(xml, conn)
-            others = usage.other_domains(conn, vm_id)
-            nvram = _parse(xml).findtext("os/nvram")
-            keep_nvram = not disks or (nvram or "").strip() in others.paths
-            _undefine(dom, keep_nvram)
-        self.templates.note(vm_id, False)
-        if not disks:
-            return
-        clone = _is_linked_clone(xml)
-        for path in disks_mod.writable_paths(own):
-            job.check()
-            if path not in others.paths:
-                self.delete_volume_chain(path, keep=others.paths, linked_clone=clone)
-        log = domxml.console_log_path(_parse(xml))
-        if log and log not in others.paths:
-            self.delete_console_log(log)
+        deletion.delete_vm(self.site, vm_id, disks, job)
 
     def linked_clones(self, vm_id: str) -> list[str]:
-        """The VMs that need this one's disks: anyvirt's linked clones of it (marked in
-        their metadata), and volumes another tool layered on one of its disks (deleting
-        the disk would break them). The gate refuses ``delete(disks=True)`` meanwhile."""
-        with self._domain(vm_id, "linked clones") as dom:
-            conn = dom.connect()
-            own = disks_mod.parse_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), conn)
-            others = usage.other_domains(conn, vm_id)
-        users = list(others.linked_clones)
-        for path in disks_mod.writable_paths(own):
-            store = self._store_of(path)
-            for layered in store.backing_users(path) if store is not None else []:
-                user = others.owners.get(layered, layered)  # a domain's name, else the volume
-                if user not in users:
-                    users.append(user)
-        return users
+        return deletion.linked_clones(self.site, vm_id)
 
     # ------------------------------------------------------------ lifecycle
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
-        with self._domain(vm_id, f"{action.value} VM") as dom:
+        with self.site.domain(vm_id, f"{action.value} VM") as dom:
             lifecycle.power(dom, action, job)
 
     def reconfigure_vm(
         self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job
     ) -> bool:
         choices = self.facts.choices
-        with self._domain(vm_id, "reconfigure VM") as dom:
+        with self.site.domain(vm_id, "reconfigure VM") as dom:
             return lifecycle.reconfigure(
                 dom, cpus, memory_mib, choices, live_capable=choices.domain_type != "test"
             )
@@ -555,41 +376,41 @@ class LibvirtDriver(Driver):
         return self._set_template(vm_id, False)
 
     def _set_template(self, vm_id: str, on: bool) -> VMSummary:
-        with self._domain(vm_id, "mark template" if on else "unmark template") as dom:
+        with self.site.domain(vm_id, "mark template" if on else "unmark template") as dom:
             templates.set_mark(dom, on)
             self.templates.note(vm_id, on)
             return listing.summary_of(dom, self.facts.node_id)
 
     # ------------------------------------------------------------ snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
-        with self._domain(vm_id, "list snapshots") as dom:
+        with self.site.domain(vm_id, "list snapshots") as dom:
             return snapshots.list_snapshots(dom)
 
     def create_snapshot(
         self, vm_id: str, name: str, description: str, memory: bool, job: Job
     ) -> SnapshotInfo:
-        with self._domain(vm_id, f"snapshot {name!r}") as dom:
+        with self.site.domain(vm_id, f"snapshot {name!r}") as dom:
             return snapshots.create(dom, name, description, memory)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
-        with self._domain(vm_id, f"revert to snapshot {snapshot_id!r}") as dom:
+        with self.site.domain(vm_id, f"revert to snapshot {snapshot_id!r}") as dom:
             snapshots.revert(dom, snapshot_id)
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
-        with self._domain(vm_id, f"delete snapshot {snapshot_id!r}") as dom:
+        with self.site.domain(vm_id, f"delete snapshot {snapshot_id!r}") as dom:
             snapshots.delete(dom, snapshot_id, children)
 
     # ------------------------------------------------------------ clone and migrate
     def clone_vm(
         self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job
     ) -> VMSummary:
-        return cloning.clone(self, vm_id, [name], linked, job)[0]
+        return cloning.clone(self.site, vm_id, [name], linked, job)[0]
 
     def clone_vms(
         self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement, job: Job
     ) -> list[VMSummary]:
         """Bulk clones share one frozen copy where linked clones need one."""
-        return cloning.clone(self, vm_id, list(names), linked, job)
+        return cloning.clone(self.site, vm_id, list(names), linked, job)
 
     def migrate_vm(
         self,
@@ -603,49 +424,22 @@ class LibvirtDriver(Driver):
             raise NotFound(f"{self.safe_uri} has one node; migrate to another libvirt Host")
         if not isinstance(target, LibvirtDriver):
             raise InvalidSpec("a libvirt VM migrates to another libvirt host only")
-        return migration.migrate(self, vm_id, target, live, job)
+        return migration.migrate(self.site, vm_id, target.site, live, job)
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
-        from anyvirt_libvirt.export import export_disks
-
-        return export_disks(self, vm_id, dest_dir, job)
+        return export.export_disks(self.site, vm_id, dest_dir, job)
 
     def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
-        from anyvirt_libvirt.export import disks_in_place
-
-        return disks_in_place(self, vm_id, job)
+        return export.disks_in_place(self.site, vm_id, job)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _is_linked_clone(xml: str) -> bool:
-    """Whether anyvirt made this domain as a linked clone (its metadata says of which VM)."""
-    meta = _parse(xml).find(f"metadata/{{{domxml.NS}}}vm")
-    return meta is not None and bool(meta.get("linked-clone-of"))
 
 
 def _parse(xml: str) -> Any:
     import xml.etree.ElementTree as ET
 
     return ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
-
-
-def _undefine(dom: libvirt.virDomain, keep_nvram: bool = False) -> None:
-    """Undefine with its snapshots' metadata and managed save, and its NVRAM file unless
-    ``keep_nvram``, dropping only the flags a driver refuses (libvirt's test driver knows
-    no NVRAM flag, and a plain undefine refuses a domain that has snapshots)."""
-    without_nvram = UNDEFINE_FLAGS & ~libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-    keeping = without_nvram | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
-    choices = (keeping, without_nvram) if keep_nvram else (UNDEFINE_FLAGS, without_nvram)
-    for flags in choices:
-        try:
-            dom.undefineFlags(flags)
-            return
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-                raise
-    dom.undefine()
 
 
 def _bus(disk: DiskSpec) -> str:
@@ -664,11 +458,6 @@ def _has_storage(conn: libvirt.virConnect) -> bool:
         return bool(conn.listAllStoragePools(0))
     except libvirt.libvirtError:
         return False
-
-
-def _pool_path(pool: libvirt.virStoragePool) -> str:
-    path = _parse(pool.XMLDesc(0)).findtext("target/path")
-    return str(path).rstrip("/") if path else ""
 
 
 def _pools(conn: libvirt.virConnect) -> tuple[StorageInfo, ...]:

@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import libvirt
 
@@ -25,17 +24,15 @@ from anyvirt.model import ExportedDisk, PowerState, VMInfo
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
 from anyvirt_libvirt.disks import parse_disks, refuse_uncopyable
+from anyvirt_libvirt.site import Site
 from anyvirt_libvirt.storage import image_facts, run_qemu_img
-
-if TYPE_CHECKING:
-    from anyvirt_libvirt.driver import LibvirtDriver
 
 CHUNK = 1024 * 1024
 
 
-def _copyable_disks(driver: LibvirtDriver, vm_id: str, what: str) -> tuple[str, VMInfo]:
+def _copyable_disks(site: Site, vm_id: str, what: str) -> tuple[str, VMInfo]:
     """The VM's name and its (stopped) facts, refusing disks that cannot be copied out."""
-    with driver._domain(vm_id, what) as dom:
+    with site.domain(vm_id, what) as dom:
         name = dom.name()
         xml = dom.XMLDesc(0)
         resolved = parse_disks(xml, dom.connect())
@@ -44,9 +41,9 @@ def _copyable_disks(driver: LibvirtDriver, vm_id: str, what: str) -> tuple[str, 
     return name, info
 
 
-def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
-    name, info = _copyable_disks(driver, vm_id, "export disks")
-    readers = {d.path: _reader(driver, name, d.path) for d in info.disks if d.path}
+def export_disks(site: Site, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
+    name, info = _copyable_disks(site, vm_id, "export disks")
+    readers = {d.path: _reader(site, name, d.path) for d in info.disks if d.path}
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for index, disk in enumerate(info.disks):
@@ -58,38 +55,38 @@ def export_disks(driver: LibvirtDriver, vm_id: str, dest_dir: Path, job: Job) ->
         if readers[disk.path] == "local":
             run_qemu_img(["convert", "-U", "-O", "qcow2", "--", disk.path, str(target)])
         else:
-            _download_chain(driver, disk.path, target, job)
+            _download_chain(site, disk.path, target, job)
         size, fmt = image_facts(str(target))
         out.append(ExportedDisk(id=disk.id, path=str(target), format=fmt, size_bytes=size,
                                 bus=disk.bus))
     return out
 
 
-def _reader(driver: LibvirtDriver, vm_name: str, path: str) -> str:
+def _reader(site: Site, vm_name: str, path: str) -> str:
     """How a disk's content is read: "pool" (streamed from the daemon) or "local" (a file
     this machine reads directly: the embedded store, or a disk outside every pool of a
     daemon on this machine). Decided for every disk before anything is written."""
-    if driver.embed_root is not None:
+    if site.embed_root is not None:
         return "local"
-    if driver._store_of(path) is not None:
+    if site.store_of(path) is not None:
         return "pool"
-    if driver.is_local_socket and os.access(path, os.R_OK):
+    if site.is_local_socket and os.access(path, os.R_OK):
         return "local"
     raise InvalidSpec(
         f"cannot export the disks of {vm_name!r}: {path} is outside every storage pool of "
-        f"{driver.safe_uri}, and libvirt streams only pool volumes (put it in a pool)"
+        f"{site.safe_uri}, and libvirt streams only pool volumes (put it in a pool)"
     )
 
 
-def _download_chain(driver: LibvirtDriver, path: str, target: Path, job: Job) -> None:
+def _download_chain(site: Site, path: str, target: Path, job: Job) -> None:
     with tempfile.TemporaryDirectory(prefix="anyvirt-export-", dir=target.parent) as tmp:
         chain: list[Path] = []
         current: str | None = path
         while current:
             local = Path(tmp) / f"layer{len(chain)}"
-            _download(driver, current, local, job)
+            _download(site, current, local, job)
             chain.append(local)
-            current = driver.volume_facts(current)[1]
+            current = site.volume_facts(current)[1]
         # re-point each layer at the local copy of its backing file (metadata only)
         for upper, lower in itertools.pairwise(chain):
             run_qemu_img(["rebase", "-u", "-f", "qcow2", "-F", _format(lower), "-b", str(lower),
@@ -113,12 +110,12 @@ def _format(path: Path) -> str:
         return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
 
 
-def _download(driver: LibvirtDriver, path: str, local: Path, job: Job) -> None:
+def _download(site: Site, path: str, local: Path, job: Job) -> None:
     """One volume's file streamed from the daemon, counted against the length the daemon
     declares for it (its physical size): a stream that ends early or runs long fails
     rather than leave a short copy to be mistaken for the disk."""
     what = f"downloading volume {path}"
-    with driver.link.call(what) as conn:
+    with site.link.call(what) as conn:
         vol = conn.storageVolLookupByPath(path)
         meter = streams.Meter(_physical_size(vol), job=job, what=what, error=TaskFailed)
         stream = conn.newStream(0)
@@ -141,14 +138,14 @@ def _download(driver: LibvirtDriver, path: str, local: Path, job: Job) -> None:
     os.chmod(local, 0o600)
 
 
-def disks_in_place(driver: LibvirtDriver, vm_id: str, job: Job) -> list[ExportedDisk] | None:
+def disks_in_place(site: Site, vm_id: str, job: Job) -> list[ExportedDisk] | None:
     """The disks as the files they are, when every one is a standalone image (no backing
     chain) on this machine that this process can read: a move then reads them in place
     instead of copying them out first. None otherwise (a remote daemon, an overlay, a file
     this process may not read), and the caller exports as usual."""
-    if driver.embed_root is None and not driver.is_local_socket:
+    if site.embed_root is None and not site.is_local_socket:
         return None
-    _name, info = _copyable_disks(driver, vm_id, "read disks in place")
+    _name, info = _copyable_disks(site, vm_id, "read disks in place")
     out = []
     for index, disk in enumerate(info.disks):
         job.check()

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
 
 import libvirt
 
 from anyvirt.tasks import Job
 from anyvirt_libvirt.disks import DomainDisk
-
-if TYPE_CHECKING:
-    from anyvirt_libvirt.driver import LibvirtDriver
+from anyvirt_libvirt.site import Site
 
 _FLAGS = libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
 
@@ -45,10 +42,10 @@ def _ready(dom: libvirt.virDomain, devs: set[str]) -> bool:
 
 
 def copy_running(
-    driver: LibvirtDriver, vm_id: str, pairs: list[tuple[DomainDisk, str]], job: Job
+    site: Site, vm_id: str, pairs: list[tuple[DomainDisk, str]], job: Job
 ) -> None:
     """Copy each running disk into the volume beside it (made already, same capacity)."""
-    with driver._domain(vm_id, "copy the running VM's disks") as dom:
+    with site.domain(vm_id, "copy the running VM's disks") as dom:
         started: list[str] = []
         try:
             for disk, path in pairs:

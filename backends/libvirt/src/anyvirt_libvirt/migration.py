@@ -20,7 +20,7 @@ import contextlib
 import threading
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
@@ -28,19 +28,13 @@ from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, InvalidS
 from anyvirt.model import MigrationResult
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
+from anyvirt_libvirt.deletion import UNDEFINE_FLAGS
 from anyvirt_libvirt.disks import parse_disks
 from anyvirt_libvirt.errors import translate
+from anyvirt_libvirt.site import Site
 from anyvirt_libvirt.storage import remove_made
 
-if TYPE_CHECKING:
-    from anyvirt_libvirt.driver import LibvirtDriver
-
 CHUNK = 1024 * 1024
-UNDEFINE_FLAGS = (
-    libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-)
 
 
 def _volume_name(path: str) -> str:
@@ -57,7 +51,7 @@ def _visible_on(conn: libvirt.virConnect, path: str) -> bool:
 
 
 def migrate(
-    source: LibvirtDriver, vm_id: str, target: LibvirtDriver, live: bool, job: Job
+    source: Site, vm_id: str, target: Site, live: bool, job: Job
 ) -> MigrationResult:
     started = time.monotonic()
     with source.link.call("migration source") as conn:
@@ -171,8 +165,8 @@ def migrate(
 
 
 def _live(
-    source: LibvirtDriver,
-    target: LibvirtDriver,
+    source: Site,
+    target: Site,
     vm_id: str,
     dest_xml: str,
     persist_xml: str,
@@ -271,7 +265,7 @@ def _report(dom: libvirt.virDomain, job: Job) -> dict[str, Any]:
 
 
 def _completed(
-    target: LibvirtDriver, vm_id: str, last: dict[str, Any]
+    target: Site, vm_id: str, last: dict[str, Any]
 ) -> tuple[float | None, int | None]:
     """Downtime and bytes from the finished job, as the target keeps them."""
     stats = last
@@ -301,8 +295,8 @@ def _devices_of(xml: str, paths: set[str]) -> list[str]:
 
 
 def _offline(
-    source: LibvirtDriver,
-    target: LibvirtDriver,
+    source: Site,
+    target: Site,
     vm_id: str,
     persist_xml: str,
     path_map: dict[str, str],
@@ -360,19 +354,19 @@ class SnapshotTree:
             dom.snapshotCreateXML(xml, flags)
 
 
-def _blame_the_side_that_died(source: LibvirtDriver, conn: libvirt.virConnect,
-                              target: LibvirtDriver, tconn: libvirt.virConnect,
+def _blame_the_side_that_died(source: Site, conn: libvirt.virConnect,
+                              target: Site, tconn: libvirt.virConnect,
                               exc: libvirt.libvirtError) -> None:
     """A stream between two daemons fails on both ends when either dies: say which one."""
-    for side, driver, c in (("source", source, conn), ("target", target, tconn)):
+    for side, site, c in (("source", source, conn), ("target", target, tconn)):
         try:
             alive = bool(c.isAlive())
         except libvirt.libvirtError:
             alive = False
         if not alive:
-            driver.link.mark_dropped()  # the next call opens a new connection
+            site.link.mark_dropped()  # the next call opens a new connection
             raise ConnectionFailed(
-                f"offline migration: the {side}, {driver.safe_uri}, was lost while copying a "
+                f"offline migration: the {side}, {site.safe_uri}, was lost while copying a "
                 f"volume: {exc.get_error_message()}"
             ) from exc
 

@@ -62,6 +62,16 @@ def _volume_xml(name: str, capacity: int, backing: str | None = None) -> str:
     return ET.tostring(vol, encoding="unicode")
 
 
+#: in the name of a frozen copy made as the base of linked clones (see :mod:`cloning`): only
+#: such a base goes with the last linked clone that needs it (``Site.delete_volume_chain``)
+FROZEN_MARK = "-frozen-"
+
+
+def is_frozen_copy(path: str) -> bool:
+    """True for a volume cloning froze as the base of linked clones (by its name)."""
+    return FROZEN_MARK in os.path.basename(path)
+
+
 #: how long a pool refresh waits for another client's volume build to finish
 BUSY_POOL_WAIT = 30.0
 
