@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from anyvirt.model import DiskSpec, VMSpec
 
 
 @pytest.fixture
-def plain_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, str]]]:
+def plain_requests(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     """The headers of every request sent on a plain (not TLS) HTTP connection."""
     sent: list[dict[str, str]] = []
     original = http.client.HTTPConnection.request
@@ -39,7 +38,7 @@ def plain_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, s
         original(self, method, url, *args, **kwargs)
 
     monkeypatch.setattr(http.client.HTTPConnection, "request", request)
-    yield sent
+    return sent
 
 
 def _lease_urls_on_http(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,7 +67,7 @@ def test_a_plain_http_lease_url_is_refused_on_a_tls_session(
     _lease_urls_on_http(monkeypatch)
     node = "DC0_C0_H0" if len(vsphere_host.nodes.list()) > 1 else None
     before = {vm.id for vm in vsphere_host.vms.list()}
-    with pytest.raises(ConnectionFailed, match="plain|clear text|http://"):
+    with pytest.raises(ConnectionFailed, match=r"clear text"):
         vsphere_host.vms.create(VMSpec(name="lease-on-http", node=node,
                                        disks=[DiskSpec(image=_image(tmp_path))]))
     assert plain_requests == []  # nothing went in clear text, least of all the cookie

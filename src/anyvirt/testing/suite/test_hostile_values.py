@@ -144,7 +144,8 @@ class TestHostileValues(ContractTests):
         values = hostile_descriptions(victim)
         # plain names carry every hostile description, on backends that refuse hostile names too
         names = [f"desc-{index}" for index in range(len(values))]
-        names += hostile_names(victim) + [kept.id, f"UUID={kept.id}"]
+        # "current": what PVE calls the "you are here" row of its snapshot listing
+        names += [*hostile_names(victim), kept.id, f"UUID={kept.id}", "current"]
         for index, name in enumerate(names):
             text = values[index % len(values)]
             with _refused_or_made(anyvirt_host):
