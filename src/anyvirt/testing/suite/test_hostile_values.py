@@ -30,9 +30,9 @@ from anyvirt.testing.suite.spy import recording
 from anyvirt.vm import VM
 
 
-def hostile_descriptions(victim: VM) -> list[str]:
-    """Multi-line free text shaped like each platform's output, naming ``victim``."""
-    vid, vname = victim.id, victim.name
+def hostile_descriptions(vid: str, vname: str) -> list[str]:
+    """Multi-line free text shaped like each platform's output, naming the VM ``vid``/``vname``
+    (another VM's: a parser that takes it for structure acts on that VM)."""
     return [
         # VBoxManage --machinereadable: a closing quote, then settings of another VM
         f'x"\nUUID="{vid}"\nname="{vname}"\nVMState="running"\nmemory=0\ncpus=64\n'
@@ -52,9 +52,9 @@ def hostile_descriptions(victim: VM) -> list[str]:
     ]
 
 
-def hostile_names(victim: VM) -> list[str]:
-    """One-line names shaped like platform output (a backend may refuse some)."""
-    vid, vname = victim.id, victim.name
+def hostile_names(vid: str, vname: str) -> list[str]:
+    """One-line names shaped like platform output, naming ``vid``/``vname`` (a backend may
+    refuse some)."""
     return [
         f'x" UUID={vid}',
         f"</name><uuid>{vid}</uuid>",
@@ -99,7 +99,7 @@ class TestHostileValues(ContractTests):
                                    anyvirt_vm_spec: Callable[[str], VMSpec]) -> None:
         victim = self._victim(make_vm)
         shape = (victim.name, victim.cpus, victim.memory_mib)
-        for text in hostile_descriptions(victim):
+        for text in hostile_descriptions(victim.id, victim.name):
             spec = anyvirt_vm_spec(unique_name("evil"))
             evil = None
             with _refused_or_made(anyvirt_host):
@@ -119,7 +119,7 @@ class TestHostileValues(ContractTests):
                             anyvirt_vm_spec: Callable[[str], VMSpec]) -> None:
         victim = self._victim(make_vm)
         shape = (victim.name, victim.cpus, victim.memory_mib)
-        for name in hostile_names(victim):
+        for name in hostile_names(victim.id, victim.name):
             spec = anyvirt_vm_spec(name)
             evil = None
             with _refused_or_made(anyvirt_host):
@@ -141,11 +141,11 @@ class TestHostileValues(ContractTests):
         vm = make_vm("snapped")
         shape = (vm.name, vm.cpus, vm.memory_mib)
         made = []
-        values = hostile_descriptions(victim)
+        values = hostile_descriptions(victim.id, victim.name)
         # plain names carry every hostile description, on backends that refuse hostile names too
         names = [f"desc-{index}" for index in range(len(values))]
         # "current": what PVE calls the "you are here" row of its snapshot listing
-        names += [*hostile_names(victim), kept.id, f"UUID={kept.id}", "current"]
+        names += [*hostile_names(victim.id, victim.name), kept.id, f"UUID={kept.id}", "current"]
         for index, name in enumerate(names):
             text = values[index % len(values)]
             with _refused_or_made(anyvirt_host):
