@@ -6,7 +6,9 @@ Properties, for every generated input:
 * only ``AnyvirtError`` escapes;
 * when an error is raised, nothing changed on the host (VMs, volumes, datastore files);
 * an accepted string comes back exactly as accepted (``VMSpec`` holds the accepted form);
-* a password appears in no repr, str, message or log record.
+* a password appears in no repr, str, message or log record;
+* a description made of another VM's platform output (its id, name, state lines, XML
+  closing tags, PVE JSON and config lines) never changes which VM is read, listed or deleted.
 
 The default run is bounded to about a minute in all; ``ANYVIRT_FUZZ_SCALE=10`` runs ten
 times the examples. Hypothesis keeps no example database here (``database=None``): the
