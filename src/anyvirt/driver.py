@@ -189,6 +189,8 @@ class Driver(abc.ABC):
         """
         if not os.path.isfile(image) or not os.access(image, os.R_OK):
             raise InvalidSpec(f"disk image {image!r} is not a readable file")
+        if os.path.getsize(image) == 0:  # else a platform names a size the caller never gave
+            raise InvalidSpec(f"disk image {image!r} is empty (0 bytes): it holds no disk")
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         raise NotSupported(self.backend, Capability.VM_CREATE)

@@ -6,7 +6,9 @@ Properties, for every generated input:
 * only ``AnyvirtError`` escapes;
 * when an error is raised, nothing changed on the host (VMs, volumes, datastore files);
 * an accepted string comes back exactly as accepted (``VMSpec`` holds the accepted form);
-* a password appears in no repr, str, message or log record.
+* a password appears in no repr, str, message or log record;
+* a description made of another VM's platform output (its id, name, state lines, XML
+  closing tags, PVE JSON and config lines) never changes which VM is read, listed or deleted.
 
 The default run is bounded to about a minute in all; ``ANYVIRT_FUZZ_SCALE=10`` runs ten
 times the examples. Hypothesis keeps no example database here (``database=None``): the
@@ -35,7 +37,7 @@ import anyvirt
 from anyvirt import migration
 from anyvirt.connect import build_target
 from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec
-from anyvirt.model import VMSpec
+from anyvirt.model import DiskSpec, VMSpec
 
 SCALE = float(os.environ.get("ANYVIRT_FUZZ_SCALE", "1"))
 #: examples per backend: memory:// is in-process, libvirt defines in milliseconds, vcsim is slower
@@ -62,6 +64,9 @@ HOSTILE_STRINGS = [
     "x" * 80, "x" * 81, "\U0001f600" * 60, "\U0001f600" * 61, "%" * 27, "%" * 26, "a%2fb", "a/b",
     "<name>x</name>", "]]><x/>", "&lt;", "' or '1'='1", "$(reboot)", "`id`", "${IFS}", "a\\b",
     "\u202egnp.exe", "e\u0301", "\u00e9", " lead", "trail ", "in side", "NaN", "None", "0",
+    # platform output a parser might take for structure (issue 17: a description became settings)
+    'x"\nUUID=', "\nVMState=\"running\"\n", "</description><uuid>", '"vmid": 100', "\nname: x\n",
+    "[snap]\nparent: x", "\\n", "\\x1b]0;t\\x07",
 ]
 
 
@@ -386,6 +391,76 @@ def test_fuzz_backup_archives_on_the_real_testbeds(libvirt_target: Target, vsphe
             made.delete()
 
     run()
+
+
+#: fragments of each platform's output; "{id}" and "{name}" become the victim's
+PLATFORM_OUTPUT = [
+    'UUID="{id}"', "UUID={id}", 'name="{name}"', 'VMState="running"', "memory=0", "cpus=64",
+    'CfgFile="/etc/shadow"', 'SnapshotName="{name}"', "</description>", "<uuid>{id}</uuid>",
+    "<name>{name}</name>", "<memory unit='KiB'>1</memory>", "]]>", "&amp;", '{"vmid": "{id}"}',
+    '"name": "{name}"', "name: {name}", "memory: 1", "cores: 64", "[{name}]", "description: x",
+    "\\", "\\n", "\\x1b[31m", '"', "'", "=", "zz=", "#",
+]
+DISK = [DiskSpec(size_gib=0.01)]  # libvirt snapshots a VM only with a disk
+SEPARATORS = st.sampled_from(["\n", "\n\n", '"\n', " ", "", "\t", "\r\n", "\r"])
+SHAPED = st.lists(st.tuples(st.sampled_from(PLATFORM_OUTPUT), SEPARATORS), min_size=1,
+                  max_size=12).map(lambda parts: "".join(piece + sep for piece, sep in parts))
+
+
+@pytest.mark.parametrize("backend", ["memory", "libvirt", "vsphere", "proxmox"])
+def test_fuzz_platform_shaped_descriptions_never_change_which_vm(
+        request: pytest.FixtureRequest, backend: str) -> None:
+    """A description (of a VM and of its snapshot) made of another VM's platform output,
+    its id and name included, never makes anyvirt read, list or delete that other VM."""
+    target: Target = request.getfixturevalue(f"{backend}_target")
+    host = target.host
+    victim = host.vms.create(VMSpec(name=unique("victim"), memory_mib=64, cpus=1, disks=DISK))
+    snapshots = anyvirt.Capability.SNAPSHOTS in host.capabilities
+    if snapshots:
+        victim.snapshots.create("kept", description="the victim's own")
+
+    def victim_seen() -> tuple[Any, ...]:
+        got = host.vms.get(victim.id)
+        row = {vm.id: vm for vm in host.vms.list()}[victim.id]
+        snaps = [(s.id, s.name, s.description) for s in victim.snapshots.list()] if snapshots else []
+        return got.name, got.state, got.cpus, got.memory_mib, row.name, row.state, snaps
+
+    seen = victim_seen()
+
+    @_settings(EXAMPLES[backend] // 4)
+    @given(shaped=SHAPED)
+    def run(shaped: str) -> None:
+        text = shaped.replace("{id}", victim.id).replace("{name}", victim.name)
+        name = unique("evil")
+        evil = _only_anyvirt_errors(
+            lambda: host.vms.create(VMSpec(name=name, memory_mib=32, cpus=2, disks=DISK,
+                                    description=text)))
+        if isinstance(evil, AnyvirtError):
+            assert isinstance(evil, InvalidSpec), evil
+            return
+        try:
+            assert evil.id != victim.id
+            found = host.vms.get(name)
+            assert (found.id, found.name, found.cpus, found.memory_mib) == (evil.id, name, 2, 32)
+            assert found.state is anyvirt.PowerState.STOPPED
+            info = evil.info()
+            assert (info.id, info.name, info.description) == (evil.id, name,
+                                                            text.replace("\r\n", "\n").replace("\r", "\n"))
+            if snapshots:
+                made = _only_anyvirt_errors(lambda: evil.snapshots.create("s1", description=text))
+                if not isinstance(made, AnyvirtError):
+                    assert [s.id for s in evil.snapshots.list()] == [made.id]
+                    assert evil.snapshots.get("s1").description == info.description
+            assert victim_seen() == seen
+        finally:
+            evil.delete(disks=True)
+        assert evil.id not in {vm.id for vm in host.vms.list()}
+        assert victim_seen() == seen
+
+    try:
+        run()
+    finally:
+        target.remove(victim.name)
 
 
 def test_the_fuzz_can_fail() -> None:

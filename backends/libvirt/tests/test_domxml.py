@@ -44,3 +44,22 @@ def test_hostile_names_are_escaped_by_the_xml_library() -> None:
     assert root.findtext("name") == name
     assert root.findtext("description") == "</description><evil/>"
     assert root.find(".//evil") is None
+
+
+def test_platform_shaped_values_read_back_as_data() -> None:
+    """Names and descriptions shaped like domain XML (naming another VM) come back from
+    parse_vm_info as written, and the VM keeps its own uuid, name, memory and CPUs."""
+    from anyvirt_libvirt.domxml import parse_vm_info
+
+    from anyvirt.model import PowerState
+    from anyvirt.testing.suite.test_hostile_values import hostile_descriptions, hostile_names
+
+    other = str(uuid.uuid4())
+    for name in [*hostile_names(other, "victim"), "plain"]:
+        for text in hostile_descriptions(other, "victim"):
+            own = str(uuid.uuid4())
+            spec = VMSpec(name=name, cpus=3, memory_mib=96, description=text)
+            xml = build_domain_xml(spec, own, HostChoices("kvm"), [], [], None)
+            info = parse_vm_info(xml, PowerState.STOPPED, "shut off", None)
+            assert (info.id, info.name, info.cpus, info.memory_mib) == (own, name, 3, 96)
+            assert info.description == spec.description

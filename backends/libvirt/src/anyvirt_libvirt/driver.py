@@ -277,6 +277,14 @@ class LibvirtDriver(Driver):
                 "VM names, so a name must not be '.' or '..' and must not contain '/'"
             )
 
+    @classmethod
+    def check_snapshot_name(cls, name: str, what: str = "snapshot name") -> None:
+        """libvirt refuses a snapshot name holding ``/`` (it names a file after it): refused
+        here, before anything is sent, rather than by libvirtd."""
+        if "/" in name:
+            raise InvalidSpec(f"{what} {name!r} cannot be used on libvirt: it must not contain '/' "
+                              "(libvirt names a file after each snapshot)")
+
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         choices = self.facts.choices
         if spec.firmware is Firmware.EFI and not choices.efi:

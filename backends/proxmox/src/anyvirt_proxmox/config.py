@@ -52,6 +52,9 @@ def check_snapshot_name(name: str) -> str:
             f"snapshot name {name!r} is not one Proxmox VE accepts: a letter, then at least one "
             f"letter, digit, '-' or '_', at most {MAX_SNAPSHOT_NAME} characters"
         )
+    if name == "current":  # the "you are here" row of PVE's snapshot listing: PVE refuses it
+        raise InvalidSpec("snapshot name 'current' is reserved by Proxmox VE (it names the "
+                          "VM's present state in the snapshot listing)")
     return name
 
 

@@ -144,6 +144,14 @@ class ProxmoxDriver(Driver):
     def check_vm_name(cls, name: str, what: str = "name") -> None:
         cfg.check_vm_name(name)
 
+    @classmethod
+    def check_snapshot_name(cls, name: str, what: str = "snapshot name") -> None:
+        cfg.check_snapshot_name(name)  # at the gate: refused before the driver is asked
+
+    @classmethod
+    def check_description(cls, text: str, what: str = "description") -> None:
+        cfg.check_description(text)
+
     def default_overcommit(self) -> Overcommit | None:
         # fakepve (the test double) reports made-up node sizes; a real PVE gets anyvirt's default
         return Overcommit.unlimited() if self.repoid == "fakepve" else None

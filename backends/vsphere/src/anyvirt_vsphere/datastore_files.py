@@ -81,7 +81,9 @@ def connection(driver: Any, host: str | None = None, port: int | None = None, *,
     host = host or driver.target.host
     port = port or session.port
     conn: http.client.HTTPConnection
-    if plain or session.plain_http:
+    if plain and not session.plain_http:  # the cookie and the bytes would go in clear text
+        raise ConnectionFailed("refusing plain HTTP for a transfer of a TLS session")
+    if session.plain_http:
         conn = http.client.HTTPConnection(host, port, timeout=session.timeout,
                                           blocksize=streams.CHUNK)
     elif thumbprint and host != driver.target.host:

@@ -117,7 +117,10 @@ def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
                            "qemu-img is needed (apt-get install qemu-utils)")
     if not Path(image).is_file():
         raise InvalidSpec(f"disk image {image!r} does not exist")
-    return qemu_img.inspect_untrusted(image, job=job)
+    found = qemu_img.inspect_untrusted(image, job=job)
+    if found.virtual_size <= 0:  # a disk of 0 bytes: vSphere would be asked for size 0
+        raise InvalidSpec(f"disk image {image!r} is empty: its disk is 0 bytes ({found.format})")
+    return found
 
 
 def _upload_one(driver: Any, found: qemu_img.ImageInfo, size: int, datastore: str, folder: str,

@@ -22,11 +22,11 @@ from typing import Any
 
 import attrs
 
-from anyvirt.errors import InvalidSpec, NotFound
+from anyvirt.errors import InvalidSpec, InvalidState, NotFound
 from anyvirt.model import NodeInfo, PowerState, StorageInfo, VMSummary
 from anyvirt.target import Target
 from anyvirt_vsphere.collector import Collector, Props
-from anyvirt_vsphere.sdk import vim
+from anyvirt_vsphere.sdk import vim, vmodl
 
 MIB = 1024 * 1024
 
@@ -193,6 +193,7 @@ class Inventory:
         self.datacenter_name = target.query.get("datacenter") or None
         self.cluster_name = target.query.get("cluster") or None
         self._datacenter: Props | None = None
+        self._find_all = True  #: the server has SearchIndex.FindAllByUuid
 
     # ------------------------------------------------------------ datacenter
     def datacenter(self) -> Props:
@@ -257,16 +258,38 @@ class Inventory:
         return out
 
     def vm_ref(self, vm_id: str) -> Any:
-        """The VirtualMachine reference for an instance UUID; NotFound if none."""
-        index = self.session.content.searchIndex
+        """The VirtualMachine reference for an instance UUID; NotFound if none.
 
-        def find() -> Any:
-            return index.FindByUuid(None, vm_id, True, True)
-
-        ref = self.session.call(find, f"finding VM {vm_id}", read=True)
-        if ref is None:
+        An instance UUID is not the platform's alone: whoever may reconfigure a VM can set
+        it (``ConfigSpec.instanceUuid``), to another VM's. So every VM holding the id is
+        found, and two or more are refused with InvalidState: anyvirt never acts on the
+        first of them, which may be the other VM."""
+        refs = self._refs_with_uuid(vm_id)
+        if not refs:
             raise NotFound(f"no VM with id {vm_id}")
-        return ref
+        if len(refs) > 1:
+            raise InvalidState(
+                f"{len(refs)} VMs hold the id {vm_id} (an instance UUID can be set by whoever "
+                "may reconfigure a VM): refusing to act on any of them until one is changed")
+        return refs[0]
+
+    def _refs_with_uuid(self, vm_id: str) -> list[Any]:
+        index = self.session.content.searchIndex
+        if self._find_all:
+
+            def find_all() -> list[Any] | None:
+                try:
+                    return list(index.FindAllByUuid(None, vm_id, True, True) or ())
+                except vmodl.fault.MethodNotFound:
+                    return None
+
+            found = self.session.call(find_all, f"finding VM {vm_id}", read=True)
+            if found is not None:
+                return found
+            self._find_all = False  # vcsim and hosts before 6.5: read every VM's id instead
+        rows = self.collector.scan({vim.VirtualMachine: ("config.instanceUuid",)},
+                                   what=f"finding VM {vm_id}")
+        return [row.ref for row in rows if row.get("config.instanceUuid") == vm_id]
 
     def vm_props(self, vm_id: str, paths: Iterable[str]) -> Props:
         ref = self.vm_ref(vm_id)

@@ -169,8 +169,22 @@ def _disk_urls(driver: Any, info: Any, count: int) -> list[Target]:
     out = []
     for position, name in enumerate(files):
         chosen = by_file.get(_file_name(name), urls[position])
-        out.append(Target(str(chosen.url), str(chosen.sslThumbprint or ""), name))
+        out.append(Target(_secure_url(driver, str(chosen.url)), str(chosen.sslThumbprint or ""),
+                          name))
     return out
+
+
+def _secure_url(driver: Any, url: str) -> str:
+    """``url`` if it keeps the session's transport; over TLS, a lease URL on plain HTTP is
+    refused before any byte goes (ESXi hands out ``https://*/nfc/...``; govmomi keeps the
+    scheme it is given, so there is no upgrade to guess at). The upload would carry the
+    session cookie, and the disk, in clear text."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "https" or (scheme == "http" and driver.session.plain_http):
+        return url
+    raise ConnectionFailed(
+        f"the import lease offers a disk upload URL over {scheme or 'no scheme'}:// although "
+        "the session is TLS; refusing to send the session cookie or the disk in clear text")
 
 
 @contextlib.contextmanager

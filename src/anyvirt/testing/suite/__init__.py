@@ -18,6 +18,7 @@ anything. See :mod:`anyvirt.testing.plugin` for the fixtures a backend gives.
 from anyvirt.testing.suite.test_backup import TestBackup
 from anyvirt.testing.suite.test_clone import TestClone
 from anyvirt.testing.suite.test_host import TestHost
+from anyvirt.testing.suite.test_hostile_values import TestHostileValues
 from anyvirt.testing.suite.test_lifecycle import TestLifecycle
 from anyvirt.testing.suite.test_migration import TestMigration
 from anyvirt.testing.suite.test_not_supported import TestNotSupported
@@ -29,6 +30,7 @@ __all__ = [
     "TestBackup",
     "TestClone",
     "TestHost",
+    "TestHostileValues",
     "TestLifecycle",
     "TestMigration",
     "TestNotSupported",
