@@ -254,3 +254,25 @@ def test_nasty_names_and_descriptions_read_back_exactly(home: Home, host: Host) 
             vm_id, vm_id, name, PowerState.STOPPED, 64, described[name])
         assert host.vms.get(vm_id).name == name
     assert {v.name: v.id for v in host.vms.list()} == made
+
+
+def test_a_vm_named_outside_anyvirt_cannot_forge_a_listing_line(home: Home, host: Host) -> None:
+    """VirtualBox itself takes any name: one holding a newline and another VM's ``list vms``
+    line (and a terminal escape) prints that line raw. The listing, lookups and delete still
+    see each VM once, under its own UUID; the escape reaches no name (VirtualBox's settings
+    file keeps U+FFFD for it)."""
+    victim = host.vms.create(spec("victim", disks=[]))
+    forged = f'evil" {{{victim.id}}}\n"victim{ESC_TITLE}'
+    out = home.run("createvm", "--name", forged, "--register").stdout
+    evil_id = re.search(r"UUID: ([0-9a-f-]{36})", out)
+    assert evil_id is not None
+    assert home.run("list", "vms").stdout.count(victim.id) == 2, "the forged line is printed"
+    listing = sorted((v.id, v.name) for v in host.vms.list())
+    assert [i for i, _ in listing] == sorted([victim.id, evil_id[1]])
+    assert dict(listing)[victim.id] == "victim"
+    assert "\x1b" not in dict(listing)[evil_id[1]]
+    assert host.vms.get("victim").id == victim.id
+    evil = host.vms.get(evil_id[1])
+    assert evil.info().name.startswith('evil" {')
+    evil.delete()
+    assert {v.id for v in host.vms.list()} == {victim.id}

@@ -467,3 +467,44 @@ def test_per_version_commands() -> None:
     assert plan_disks((DiskSpec(size_gib=1, bus="virtio"),), v72)[0].controller == "VirtIO"
     with pytest.raises(InvalidSpec, match=r"6\.1"):
         plan_disks((DiskSpec(size_gib=1, bus="virtio"),), v60)
+
+
+# ---------------------------------------------------------------- hostile values
+
+
+def test_a_description_ending_a_line_in_an_escaped_quote_stays_one_value() -> None:
+    """7.2 prints the description ``x"`` + newline + ``UUID=...`` as below: the quote is
+    escaped, so the value goes on to the closing quote and no line inside it is a key."""
+    victim = "11111111-2222-3333-4444-555555555555"
+    text = (
+        'name="evil"\nUUID="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"\nCfgFile="/m/evil/evil.vbox"\n'
+        'memory=64\ncpus=1\nVMState="poweroff"\n'
+        f'description="x\\"\nUUID={victim}\nVMState=\\"running\\"\nmemory=0\nCfgFile=\\"/etc/shadow\\"\nzz="\n'
+        "GuestMemoryBalloon=0\n"
+    )
+    parsed = machinereadable.parse(text)
+    assert parsed.get("UUID") == "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    assert (parsed.get("VMState"), parsed.get("memory"), parsed.get("CfgFile")) == (
+        "poweroff", "64", "/m/evil/evil.vbox")
+    assert parsed.get("description") == (
+        f'x"\nUUID={victim}\nVMState="running"\nmemory=0\nCfgFile="/etc/shadow"\nzz=')
+    assert parsed.duplicates == ()
+    # the old releases' guess would end the value early: the keys then count once all the same
+    guessed = machinereadable.parse(text, raw_paths=True)
+    assert guessed.get("UUID") == "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    assert guessed.get("VMState") == "poweroff"
+    assert "UUID" in guessed.duplicates
+
+
+def test_a_raw_snapshot_description_cannot_replace_keys_printed_before_it() -> None:
+    text = (
+        'UUID="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"\nmemory=64\nVMState="poweroff"\n'
+        'SnapshotName="s1"\nSnapshotUUID="12345678-1234-1234-1234-123456789abc"\n'
+        'SnapshotDescription="a"\nSnapshotUUID="x"\nGuestMemoryBalloon=0\nVMState="running"\nmemory=0"\n'
+        'CurrentSnapshotName="s1"\nCurrentSnapshotUUID="12345678-1234-1234-1234-123456789abc"\n'
+        'CurrentSnapshotNode="SnapshotName"\nGuestMemoryBalloon=0\n'
+    )
+    parsed = machinereadable.parse(text)
+    assert (parsed.get("VMState"), parsed.get("memory")) == ("poweroff", "64")
+    assert parsed.get("SnapshotUUID") == "12345678-1234-1234-1234-123456789abc"
+    assert {"SnapshotUUID", "VMState", "memory"} <= set(parsed.duplicates)
