@@ -508,3 +508,18 @@ def test_a_raw_snapshot_description_cannot_replace_keys_printed_before_it() -> N
     assert (parsed.get("VMState"), parsed.get("memory")) == ("poweroff", "64")
     assert parsed.get("SnapshotUUID") == "12345678-1234-1234-1234-123456789abc"
     assert {"SnapshotUUID", "VMState", "memory"} <= set(parsed.duplicates)
+
+
+def test_a_disk_file_named_by_a_clone_cannot_replace_its_record_s_uuid() -> None:
+    """What the real 7.2 prints for a clone named (outside anyvirt) with newlines and
+    ``UUID:`` lines: its disk file's name spans lines inside the record."""
+    text = (
+        "UUID:           2d9ce37d-2f8c-4d4c-8b61-1ae5a9b20466\nParent UUID:    base\n"
+        "State:          created\nType:           normal (base)\n"
+        "Location:       /m/c_UUID_/c\nUUID:           00000000-0000-0000-0000-000000000000\n"
+        "Location: /etc/passwd\nx-disk1.vdi\nStorage format: VDI\nCapacity:       4 MBytes\n"
+        "Encryption:     disabled\n\n"
+    )
+    (medium,) = listings.media(text)
+    assert (medium.uuid, medium.location, medium.capacity_mib) == (
+        "2d9ce37d-2f8c-4d4c-8b61-1ae5a9b20466", "/m/c_UUID_/c", 4)
