@@ -19,12 +19,20 @@ from anyvirt_virtualbox.testbed import Home
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Firmware, NicSpec, VMSpec
 
+#: a description whose lines, were they read as settings, would be another VM's identity and state
+HOSTILE_DESCRIPTION = (
+    'x"\nUUID=00000000-0000-0000-0000-000000000000\nVMState="running"\nmemory=0\n'
+    'CfgFile="/etc/shadow"\n"SATA-0-0"="/etc/passwd"\nzz=\\\\"\n\x7f\x9b\\'
+)
 SPECS = [
     VMSpec(name="twin", cpus=2, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()]),
     VMSpec(name='tw"in ü', cpus=1, memory_mib=48, firmware=Firmware.EFI, description="two\nlines",
            disks=[DiskSpec(size_gib=0.0625)],
            nics=[NicSpec(network="internal:lab", model="virtio"), NicSpec(network="bridged:eth0")]),
+    VMSpec(name="--help", cpus=1, memory_mib=48, description=HOSTILE_DESCRIPTION,
+           disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()]),
 ]
+_UUIDS = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}")
 
 
 def shape(value: str) -> str:
@@ -48,7 +56,7 @@ def entries(home: Home, vm: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=["plain", "efi-nics-description"])
+@pytest.mark.parametrize("spec", SPECS, ids=["plain", "efi-nics-description", "hostile"])
 def test_showvminfo_has_the_real_keys_in_the_real_order(
     spec: VMSpec, real_home: Home, real_host: Host, fake_home: Home, fake_host: Host
 ) -> None:
@@ -104,3 +112,25 @@ def test_snapshots_lists_and_errors_match(
     fake_p = fake_home.run("controlvm", vms[fake_home], "pause", check=False)
     assert (fake_p.returncode, fake_p.stderr.replace(vms[fake_home], "VM")) == (
         real_p.returncode, real_p.stderr.replace(vms[real_home], "VM"))
+
+
+def test_hostile_names_and_snapshot_values_print_alike(
+    real_home: Home, real_host: Host, fake_home: Home, fake_host: Host
+) -> None:
+    """Snapshot values are printed raw by both, VM names raw in ``list vms``, the folder
+    a VM name makes is the same, and a snapshot name may start with a dash."""
+    texts = {}
+    for home, host in ((real_home, real_host), (fake_home, fake_host)):
+        vm = host.vms.create(SPECS[2])
+        vm.snapshots.create("-v", description=HOSTILE_DESCRIPTION)
+        vm.snapshots.create('s "2"', description='SnapshotUUID-1="x"\nGuestMemoryBalloon=0')
+        home.run("snapshot", vm.id, "take", "--version", "--description", "-h")
+        clone = vm.clone("team/web")
+        folder = clone.info().extra["config_file"]
+        snaps = machinereadable.split_driver_warning(
+            home.run("snapshot", vm.id, "list", "--machinereadable").stdout)[1]
+        vms = machinereadable.split_driver_warning(home.run("list", "vms").stdout)[1]
+        texts[home] = (_UUIDS.sub("U", snaps), _UUIDS.sub("U", vms),
+                       folder.removeprefix(str(home.machine_folder)), [s.name for s in vm.snapshots.list()])
+    assert texts[fake_home] == texts[real_home]
+    assert texts[real_home][3] == ["-v", 's "2"', "--version"]

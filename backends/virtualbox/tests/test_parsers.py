@@ -39,8 +39,8 @@ def shared(name: str) -> str:
     return path.read_text()
 
 
-def info_of(text: str) -> tuple[machinereadable.Parsed, list[vminfo.Attachment]]:
-    parsed = machinereadable.parse(text)
+def info_of(text: str, raw_paths: bool = False) -> tuple[machinereadable.Parsed, list[vminfo.Attachment]]:
+    parsed = machinereadable.parse(text, raw_paths=raw_paths)
     return parsed, [a for a in vminfo.attachments(parsed) if not a.dvd]
 
 
@@ -52,7 +52,7 @@ def test_real_7_2_vm_with_everything() -> None:
     assert text.startswith("WARNING: The character device /dev/vboxdrv")
     parsed, hdds = info_of(text)
     assert "/dev/vboxdrv" in parsed.warnings[0]
-    info = vminfo.vm_info(parsed, "node1", disks(parsed, {}))
+    info = vminfo.vm_info(parsed, "node1", parsed.get("UUID").lower(), None, None, disks(parsed, {}))
     assert info.name == 'web "1" $(id); ü'
     assert info.id == "5b0a3c1e-2f4d-4e6a-9b8c-7d1e2f3a4b5c"
     assert (info.state, info.raw_state, info.cpus, info.memory_mib) == (PowerState.STOPPED, "poweroff", 2, 96)
@@ -176,7 +176,7 @@ def test_session_lock_is_recognised() -> None:
 
 def test_go_virtualbox_5_2_saved_vm() -> None:
     parsed, hdds = info_of(read("showvminfo-machinereadable--go-virtualbox-5.2.txt"))
-    s = vminfo.summary(parsed, "n")
+    s = vminfo.summary(parsed, "n", parsed.get("UUID").lower(), None)
     assert (s.name, s.id, s.state, s.raw_state, s.cpus, s.memory_mib) == (
         "go-virtualbox",
         "37f5d336-bf07-48dd-947c-37e6a56420a7",
@@ -200,7 +200,7 @@ def test_go_virtualbox_5_2_saved_vm() -> None:
 
 def test_chef_ohai_6_0_with_a_snapshot() -> None:
     parsed, hdds = info_of(read("showvminfo-machinereadable--chef-ohai-6.0.txt"))
-    s = vminfo.summary(parsed, "n")
+    s = vminfo.summary(parsed, "n", parsed.get("UUID").lower(), None)
     assert (s.name, s.state, s.cpus, s.memory_mib) == (
         "ubuntu-18.04-amd64_1549746024485_35372",
         PowerState.STOPPED,
@@ -214,7 +214,7 @@ def test_chef_ohai_6_0_with_a_snapshot() -> None:
     ]
     assert tree.current == "085cbbec-70cd-4864-9208-5d938dcabb71"
     media = {m.uuid: m for m in listings.media(read("list-hdds--chef-ohai-6.0.txt"))}
-    info = vminfo.vm_info(parsed, "n", disks(parsed, media))
+    info = vminfo.vm_info(parsed, "n", parsed.get("UUID").lower(), None, None, disks(parsed, media))
     (disk,) = info.disks
     assert (disk.size_bytes, disk.format) == (65536 * MIB, "vmdk")
     assert media["1c182745-4b09-41a1-a147-d3ced46f72f6"].parent == "ebb6dca0-879f-480b-a50e-9efe330bd021"
@@ -223,7 +223,7 @@ def test_chef_ohai_6_0_with_a_snapshot() -> None:
 
 def test_digabi_6_0_efi_bridged_virtio() -> None:
     parsed, hdds = info_of(read("showvminfo-machinereadable--digabi-naksu-6.0.txt"))
-    info = vminfo.vm_info(parsed, "n", disks(parsed, {}))
+    info = vminfo.vm_info(parsed, "n", parsed.get("UUID").lower(), None, None, disks(parsed, {}))
     assert (info.name, info.cpus, info.memory_mib, info.firmware) == (
         "SERVER1919C v114",
         7,
@@ -320,7 +320,7 @@ def test_windows_paths_escaped_and_raw() -> None:
         '"SATA-0-0"="C:\\Virtual Machines\\x.vdi"\n'
         'videocapfile="C:\\Users\\me\\x.webm"\nlast="D:\\"\nnext="1"\n'
     )
-    parsed, hdds = info_of(text)
+    parsed, hdds = info_of(text, raw_paths=True)
     assert parsed.get("CfgFile") == "C:\\Users\\me\\VirtualBox VMs\\x\\x.vbox"
     assert [a.path for a in hdds] == ["C:\\Virtual Machines\\x.vdi"]
     assert [a.path for a in vminfo.attachments(parsed) if a.dvd] == [
@@ -395,7 +395,7 @@ def test_states(raw: str, state: PowerState) -> None:
 
 def test_shared_koding_5_0_running() -> None:
     parsed, hdds = info_of(shared("showvminfo-machinereadable--koding-klient-5.0.txt"))
-    s = vminfo.summary(parsed, "n")
+    s = vminfo.summary(parsed, "n", parsed.get("UUID").lower(), None)
     assert (s.name, s.state, s.cpus, s.memory_mib) == (
         "urfve6cb85a2_default_1458910687825_39001",
         PowerState.RUNNING,
@@ -410,7 +410,7 @@ def test_shared_koding_5_0_running() -> None:
 
 def test_shared_socbed_5_1_four_nics() -> None:
     parsed, hdds = info_of(shared("showvminfo-machinereadable--socbed-5.1.txt"))
-    assert vminfo.summary(parsed, "n").name == "Company Router"
+    assert vminfo.summary(parsed, "n", parsed.get("UUID").lower(), None).name == "Company Router"
     assert hdds == []
     assert [n.network for n in vminfo.nics(parsed)] == [
         "internal:Internet",
@@ -425,7 +425,7 @@ def test_shared_sergueik_6_0_windows() -> None:
     assert parsed.get("CfgFile") == "C:\\Users\\kouzm\\VirtualBox VMs\\Xubuntu 22.04\\Xubuntu 22.04.vbox"
     assert [a.path for a in hdds] == ["C:\\Virtual Machines\\xubuntu22.04-3.vdi"]
     assert [n.network for n in vminfo.nics(parsed)] == ["bridged:Intel(R) Wi-Fi 6E AX211 160MHz"]
-    assert vminfo.summary(parsed, "n").state is PowerState.RUNNING
+    assert vminfo.summary(parsed, "n", parsed.get("UUID").lower(), None).state is PowerState.RUNNING
     running = listings.list_vms(shared("list-runningvms--sergueik-powershell-samples-6.0-windows.txt"))
     assert [v.name for v in running] == ["Alpine39", "Xubuntu 22.04"]
     error = parse_error(shared("error-guestcontrol-logon-failed--sergueik-powershell-samples-windows.txt"))
@@ -434,7 +434,7 @@ def test_shared_sergueik_6_0_windows() -> None:
 
 def test_shared_xtec_7_0() -> None:
     parsed, hdds = info_of(shared("showvminfo-machinereadable--xtec-dev-box-7.0.txt"))
-    s = vminfo.summary(parsed, "n")
+    s = vminfo.summary(parsed, "n", parsed.get("UUID").lower(), None)
     assert (s.name, s.cpus, s.memory_mib, s.state) == ("xtec-1", 4, 6144, PowerState.STOPPED)
     assert "Encryption:     disabled" in parsed.loose_lines
     assert [a.path for a in hdds] == ["/home/david/.xtec/xtec-1/xtec-disk001.vmdk"]
@@ -467,3 +467,59 @@ def test_per_version_commands() -> None:
     assert plan_disks((DiskSpec(size_gib=1, bus="virtio"),), v72)[0].controller == "VirtIO"
     with pytest.raises(InvalidSpec, match=r"6\.1"):
         plan_disks((DiskSpec(size_gib=1, bus="virtio"),), v60)
+
+
+# ---------------------------------------------------------------- hostile values
+
+
+def test_a_description_ending_a_line_in_an_escaped_quote_stays_one_value() -> None:
+    """7.2 prints the description ``x"`` + newline + ``UUID=...`` as below: the quote is
+    escaped, so the value goes on to the closing quote and no line inside it is a key."""
+    victim = "11111111-2222-3333-4444-555555555555"
+    text = (
+        'name="evil"\nUUID="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"\nCfgFile="/m/evil/evil.vbox"\n'
+        'memory=64\ncpus=1\nVMState="poweroff"\n'
+        f'description="x\\"\nUUID={victim}\nVMState=\\"running\\"\nmemory=0\nCfgFile=\\"/etc/shadow\\"\nzz="\n'
+        "GuestMemoryBalloon=0\n"
+    )
+    parsed = machinereadable.parse(text)
+    assert parsed.get("UUID") == "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    assert (parsed.get("VMState"), parsed.get("memory"), parsed.get("CfgFile")) == (
+        "poweroff", "64", "/m/evil/evil.vbox")
+    assert parsed.get("description") == (
+        f'x"\nUUID={victim}\nVMState="running"\nmemory=0\nCfgFile="/etc/shadow"\nzz=')
+    assert parsed.duplicates == ()
+    # the old releases' guess would end the value early: the keys then count once all the same
+    guessed = machinereadable.parse(text, raw_paths=True)
+    assert guessed.get("UUID") == "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    assert guessed.get("VMState") == "poweroff"
+    assert "UUID" in guessed.duplicates
+
+
+def test_a_raw_snapshot_description_cannot_replace_keys_printed_before_it() -> None:
+    text = (
+        'UUID="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"\nmemory=64\nVMState="poweroff"\n'
+        'SnapshotName="s1"\nSnapshotUUID="12345678-1234-1234-1234-123456789abc"\n'
+        'SnapshotDescription="a"\nSnapshotUUID="x"\nGuestMemoryBalloon=0\nVMState="running"\nmemory=0"\n'
+        'CurrentSnapshotName="s1"\nCurrentSnapshotUUID="12345678-1234-1234-1234-123456789abc"\n'
+        'CurrentSnapshotNode="SnapshotName"\nGuestMemoryBalloon=0\n'
+    )
+    parsed = machinereadable.parse(text)
+    assert (parsed.get("VMState"), parsed.get("memory")) == ("poweroff", "64")
+    assert parsed.get("SnapshotUUID") == "12345678-1234-1234-1234-123456789abc"
+    assert {"SnapshotUUID", "VMState", "memory"} <= set(parsed.duplicates)
+
+
+def test_a_disk_file_named_by_a_clone_cannot_replace_its_record_s_uuid() -> None:
+    """What the real 7.2 prints for a clone named (outside anyvirt) with newlines and
+    ``UUID:`` lines: its disk file's name spans lines inside the record."""
+    text = (
+        "UUID:           2d9ce37d-2f8c-4d4c-8b61-1ae5a9b20466\nParent UUID:    base\n"
+        "State:          created\nType:           normal (base)\n"
+        "Location:       /m/c_UUID_/c\nUUID:           00000000-0000-0000-0000-000000000000\n"
+        "Location: /etc/passwd\nx-disk1.vdi\nStorage format: VDI\nCapacity:       4 MBytes\n"
+        "Encryption:     disabled\n\n"
+    )
+    (medium,) = listings.media(text)
+    assert (medium.uuid, medium.location, medium.capacity_mib) == (
+        "2d9ce37d-2f8c-4d4c-8b61-1ae5a9b20466", "/m/c_UUID_/c", 4)

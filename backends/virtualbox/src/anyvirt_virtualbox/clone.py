@@ -24,9 +24,10 @@ BASE_SNAPSHOT_PREFIX = "anyvirt-clone-base "
 
 
 def _link_snapshot(vbox: VBoxManage, home: Path | None, vm_id: str, name: str, job: Job) -> str:
-    info = machines.show(vbox, vm_id)
-    facts = machines.facts_of(info)
-    if facts is not None and facts.current_snapshot and not _modified_since_snapshot(info.get("CfgFile")):
+    path = machines.settings_path(vbox, vm_id)
+    facts = machines.facts_for(vbox, vm_id)
+    unchanged = path is not None and not _modified_since_snapshot(path)
+    if facts is not None and facts.current_snapshot and unchanged:
         return facts.current_snapshot
     snap = create_snapshot(
         vbox,
@@ -40,7 +41,7 @@ def _link_snapshot(vbox: VBoxManage, home: Path | None, vm_id: str, name: str, j
     return snap.id
 
 
-def _modified_since_snapshot(cfg: str) -> bool:
+def _modified_since_snapshot(cfg: Path) -> bool:
     """VirtualBox's own flag in the ``.vbox`` file: the state differs from the current snapshot."""
     try:
         with open(cfg, "rb") as f:

@@ -15,18 +15,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import uuid
 from pathlib import Path
 
 import attrs
 
-from anyvirt.errors import AnyvirtError, InvalidSpec
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec
 from anyvirt.model import DiskSpec, Firmware, NicSpec, VMSpec
 from anyvirt.tasks import Job
 from anyvirt_virtualbox import images
 from anyvirt_virtualbox.listings import Version
-from anyvirt_virtualbox.machines import show
+from anyvirt_virtualbox.machines import settings_path
 from anyvirt_virtualbox.runner import VBoxManage
 from anyvirt_virtualbox.vminfo import GUEST_OS_TYPES, NIC_MODELS
 
@@ -50,7 +49,6 @@ _ATTACH = {
     "natnetwork": ("natnetwork", "--nat-network"),
 }
 _MODEL_NAMES = {v: k for k, v in NIC_MODELS.items()}
-_SETTINGS_FILE = re.compile(r"^Settings file: '(?P<path>.*)'\s*$", re.M)
 
 
 @attrs.frozen
@@ -148,12 +146,12 @@ def create_vm(vbox: VBoxManage, spec: VMSpec, version: Version, job: Job) -> str
     vm_id = str(uuid.uuid4())
     made_files: list[Path] = []
     job.progress(5, f"creating {spec.name}")
-    out = vbox.run(
+    vbox.run(
         ["createvm", "--name", spec.name, "--uuid", vm_id, "--ostype", os_type(spec.guest_os), "--register"],
         f"creating VM {spec.name!r}",
     )
     try:
-        folder = _folder(vbox, vm_id, out.stdout)
+        folder = _folder(vbox, vm_id)
         vbox.run(["modifyvm", vm_id, *modify], f"configuring VM {spec.name!r}")
         for bus in dict.fromkeys(d.bus for d in disks):
             name, add, ports, _ = CONTROLLERS[bus]
@@ -189,11 +187,13 @@ def create_vm(vbox: VBoxManage, spec: VMSpec, version: Version, job: Job) -> str
     return vm_id
 
 
-def _folder(vbox: VBoxManage, vm_id: str, createvm_output: str) -> Path:
-    m = _SETTINGS_FILE.search(createvm_output)
-    if m:
-        return Path(m["path"]).parent
-    return Path(show(vbox, vm_id).get("CfgFile")).parent
+def _folder(vbox: VBoxManage, vm_id: str) -> Path:
+    """The new VM's folder, from its settings path in the registry (``createvm`` prints the
+    name before the ``Settings file:`` line, so its output is not read for it)."""
+    path = settings_path(vbox, vm_id)
+    if path is None:
+        raise ConnectionFailed(f"VirtualBox names no settings file for the new VM {vm_id}")
+    return path.parent
 
 
 def _make_disk(vbox: VBoxManage, disk: DiskSpec, path: Path, version: Version, job: Job) -> None:

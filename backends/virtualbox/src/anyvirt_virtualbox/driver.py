@@ -237,8 +237,7 @@ class VirtualBoxDriver(Driver):
         return self.vm_summary(vm_id)
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
-        args = ["unregistervm", vm_id, "--delete"] if disks else ["unregistervm", vm_id]
-        self.vbox.run(args, f"deleting VM {vm_id}", timeout=job.remaining(600.0))
+        machines.delete(self.vbox, vm_id, disks, timeout=job.remaining(600.0))
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         power.power(self.vbox, vm_id, action, job)

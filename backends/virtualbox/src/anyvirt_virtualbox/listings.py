@@ -63,7 +63,9 @@ def records(text: str) -> list[dict[str, str]]:
             continue
         key, sep, value = line.partition(":")
         if sep:
-            current[key.strip()] = value.strip()
+            # the first wins: UUID and Parent UUID come before Location, whose file name a
+            # clone's name makes, so a "UUID:" line in it cannot replace them
+            current.setdefault(key.strip(), value.strip())
     if current:
         out.append(current)
     return out

@@ -11,7 +11,16 @@ captures in the tests):
 * in quoted values newer releases escape ``"`` and ``\\`` with a backslash and
   older ones printed some fields raw (``C:\\Program Files\\...``), so a
   backslash escapes only a quote or a backslash and is kept otherwise;
-* newlines are never escaped: a value may span lines;
+* newlines are never escaped: a value may span lines. A quoted value ends at
+  its first unescaped quote, whatever the lines inside it look like: a
+  description holding ``x"`` + newline + ``UUID=...`` is printed
+  ``description="x\\"`` + newline + ``UUID=...`` by 7.2, one value. Only
+  ``raw_paths=True`` (old releases' captures) guesses that ``"C:\\"`` closed
+  a raw Windows path, a guess such a description can fool;
+* a key is never printed twice, so the first occurrence wins: a line a user's
+  value forged after the real one (in a raw snapshot value, or through the
+  ``raw_paths`` guess) cannot replace it. Identity and state are still not
+  taken from here alone (see machines);
 * the snapshot keys (``SnapshotName-1-2``, ``SnapshotDescription``, ...) are
   printed raw even by 7.2 (``SnapshotDescription="first "one""``): a snapshot
   value runs from its first quote to the last quote before the next key line;
@@ -42,6 +51,7 @@ class Parsed:
     values: dict[str, str]
     loose_lines: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()  # keys seen again: forged by a value, never by VirtualBox
 
     def get(self, key: str, default: str = "") -> str:
         return self.values.get(key, default)
@@ -68,11 +78,16 @@ def split_driver_warning(text: str) -> tuple[str, str]:
     return "".join(lines[:end]).strip(), "".join(lines[end:])
 
 
-def parse(text: str) -> Parsed:
-    """Parse machine-readable output into its entries (a later duplicate key wins)."""
+def parse(text: str, *, raw_paths: bool = False) -> Parsed:
+    """Parse machine-readable output into its entries (the first of a duplicate key wins).
+
+    ``raw_paths``: the output may come from an old release printing Windows paths
+    unescaped, so a quoted value ending in ``\\"`` closes there when a key line follows.
+    """
     warning, text = split_driver_warning(text)
     lines = text.splitlines()
     values: dict[str, str] = {}
+    duplicates: list[str] = []
     loose: list[str] = []
     warnings = [warning] if warning else []
     i = 0
@@ -91,11 +106,16 @@ def parse(text: str) -> Parsed:
         if SNAPSHOT_KEY.match(line):
             value, i = _raw_value(rest, lines, i)
         elif rest.startswith('"'):
-            value, i = _quoted_value(rest, lines, i)
+            value, i = _quoted_value(rest, lines, i, raw_paths)
         else:
             value, i = rest, i + 1
+        if key in values:
+            duplicates.append(key)
+            continue
         values[key] = value
-    return Parsed(values=values, loose_lines=tuple(loose), warnings=tuple(warnings))
+    return Parsed(
+        values=values, loose_lines=tuple(loose), warnings=tuple(warnings), duplicates=tuple(duplicates)
+    )
 
 
 def _split_key(line: str) -> tuple[str | None, str]:
@@ -129,7 +149,7 @@ def _scan_quoted(text: str, start: int) -> tuple[str, int | None]:
     return "".join(chars), None
 
 
-def _quoted_value(rest: str, lines: list[str], i: int) -> tuple[str, int]:
+def _quoted_value(rest: str, lines: list[str], i: int, raw_paths: bool) -> tuple[str, int]:
     """A quoted value starting on line ``i``; returns it and the index of the next line."""
     out: list[str] = []
     text = rest[1:]
@@ -140,7 +160,7 @@ def _quoted_value(rest: str, lines: list[str], i: int) -> tuple[str, int]:
             # closed: anything after the quote (VideoMode's "@0,0 1") is kept as it is
             return "".join(out) + text[end + 1 :], i + 1
         # the line ended inside the string
-        if _raw_backslash_before_last_quote(text) and _ends_entry(lines, i + 1):
+        if raw_paths and _raw_backslash_before_last_quote(text) and _ends_entry(lines, i + 1):
             # an old release's raw Windows path ending in a backslash ("C:\"): the last
             # quote closes it, the backslash was not an escape
             return "".join(out[:-1]) + _unescape_all_but_last(text), i + 1

@@ -64,6 +64,7 @@ class MachineFacts:
     memory_mib: int
     saved: bool
     aborted: bool
+    description: str = ""
     extra: dict[str, str] = attrs.field(factory=dict, eq=False)
     snapshots: tuple[SnapshotFacts, ...] = ()
     current_snapshot: str | None = None
@@ -97,6 +98,7 @@ def machine_facts(path: Path) -> MachineFacts | None:
     if first is not None:
         _walk_snapshots(first, None, snapshots)
     current = machine.get("currentSnapshot")
+    description = machine.find("vb:Description", NS)
     return MachineFacts(
         uuid=_uuid(machine.get("uuid")),
         name=machine.get("name", ""),
@@ -104,6 +106,7 @@ def machine_facts(path: Path) -> MachineFacts | None:
         memory_mib=memory or 0,
         saved=bool(machine.get("stateFile")),
         aborted=machine.get("aborted") == "true",
+        description=(description.text or "") if description is not None else "",
         extra=extra,
         snapshots=tuple(snapshots),
         current_snapshot=_uuid(current) if current else None,

@@ -6,6 +6,12 @@ The key suffix is the path from the root: ``SnapshotName`` is the root,
 so they may sit in the middle of the tree. A VM without snapshots prints
 "This machine does not have any snapshots" instead (exit 1 on older releases,
 0 on 7.2).
+
+The driver does not read snapshots from here: their names and descriptions are
+printed raw, so a description holding ``SnapshotName-1="..."`` lines reads as a
+snapshot of its own (snapshots come from the VM's ``.vbox`` file, see
+snapshots). This parser stays for reading what a VBoxManage printed, in tests
+and tools, where the values are known.
 """
 
 from __future__ import annotations

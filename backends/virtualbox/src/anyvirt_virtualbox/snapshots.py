@@ -1,8 +1,9 @@
 """Snapshots: take (with or without the running guest's memory), the tree, restore, delete.
 
-The tree, names and the current snapshot come from ``snapshot list
---machinereadable``; the VM's ``.vbox`` file adds what that output lacks
-(when each was taken, whether it holds a saved guest, exact descriptions).
+The tree, names, descriptions, times and the current snapshot come from the
+VM's ``.vbox`` file only: ``snapshot list --machinereadable`` prints names and
+descriptions raw even in 7.2, so a description holding
+``SnapshotUUID-1="..."`` lines would read as snapshots of its own there.
 
 VirtualBox always saves a running guest's memory with a snapshot. A snapshot
 asked for without memory is marked in the VM's extra data, and restoring it
@@ -17,12 +18,11 @@ import contextlib
 import re
 from pathlib import Path
 
-from anyvirt.errors import AnyvirtError, NotFound
+from anyvirt.errors import AnyvirtError, ConnectionFailed, NotFound
 from anyvirt.model import PowerState, SnapshotInfo
 from anyvirt.tasks import Job
 from anyvirt_virtualbox import machines, settings
 from anyvirt_virtualbox.runner import VBoxManage
-from anyvirt_virtualbox.snapshot_tree import parse_snapshot_list
 
 _TAKEN = re.compile(r"Snapshot taken\. UUID: (?P<uuid>[0-9a-fA-F-]{36})")
 _RUNNING = ("running", "paused", "stuck", "gurumeditation", "teleporting", "livesnapshotting")
@@ -51,27 +51,19 @@ def _from_settings(facts: settings.MachineFacts) -> list[SnapshotInfo]:
     return out
 
 
-def list_snapshots(vbox: VBoxManage, home: Path | None, vm_id: str) -> list[SnapshotInfo]:
-    """From the VM's ``.vbox`` file (VBoxSVC writes it before a snapshot command returns),
-    else from ``snapshot list --machinereadable``."""
+def _facts(vbox: VBoxManage, home: Path | None, vm_id: str) -> settings.MachineFacts:
     facts = machines.settings_of(vbox, home, vm_id)
-    if facts is not None:
-        return _from_settings(facts)
-    out = vbox.run(
-        ["snapshot", vm_id, "list", "--machinereadable"], f"listing snapshots of {vm_id}", check=False
-    )
-    tree = parse_snapshot_list(out.stdout)
-    return [
-        SnapshotInfo(
-            id=n.uuid,
-            name=n.name,
-            description=n.description,
-            parent_id=n.parent,
-            vm_state=PowerState.STOPPED,
-            current=n.uuid == tree.current,
+    if facts is None:
+        raise ConnectionFailed(
+            f"the settings file of VM {vm_id} cannot be read here: its snapshots are read from it "
+            "only, as `snapshot list` prints their names and descriptions raw"
         )
-        for n in tree.nodes
-    ]
+    return facts
+
+
+def list_snapshots(vbox: VBoxManage, home: Path | None, vm_id: str) -> list[SnapshotInfo]:
+    """From the VM's ``.vbox`` file (VBoxSVC writes it before a snapshot command returns)."""
+    return _from_settings(_facts(vbox, home, vm_id))
 
 
 def create_snapshot(
@@ -107,8 +99,8 @@ def _current(vbox: VBoxManage, home: Path | None, vm_id: str) -> str:
 
 
 def revert_snapshot(vbox: VBoxManage, home: Path | None, vm_id: str, snapshot_id: str, job: Job) -> None:
-    facts = machines.settings_of(vbox, home, vm_id)
-    snaps = {s.id: s for s in (_from_settings(facts) if facts else list_snapshots(vbox, home, vm_id))}
+    facts = _facts(vbox, home, vm_id)
+    snaps = {s.id: s for s in _from_settings(facts)}
     if snapshot_id not in snaps:
         raise NotFound(f"VM {vm_id} has no snapshot {snapshot_id}")
     state = _state(vbox, vm_id)
@@ -121,7 +113,7 @@ def revert_snapshot(vbox: VBoxManage, home: Path | None, vm_id: str, snapshot_id
         f"reverting to {snapshot_id}",
         timeout=job.remaining(900.0),
     )
-    has_state = any(s.uuid == snapshot_id and s.has_state for s in (facts.snapshots if facts else ()))
+    has_state = any(s.uuid == snapshot_id and s.has_state for s in facts.snapshots)
     if snaps[snapshot_id].memory:
         vbox.run(
             ["startvm", vm_id, "--type", "headless"],
@@ -135,9 +127,9 @@ def revert_snapshot(vbox: VBoxManage, home: Path | None, vm_id: str, snapshot_id
 def delete_snapshot(
     vbox: VBoxManage, home: Path | None, vm_id: str, snapshot_id: str, children: bool, job: Job
 ) -> None:
-    facts = machines.settings_of(vbox, home, vm_id)
-    marks = set(facts.extra) if facts else set()
-    snaps = _from_settings(facts) if facts else list_snapshots(vbox, home, vm_id)
+    facts = _facts(vbox, home, vm_id)
+    marks = set(facts.extra)
+    snaps = _from_settings(facts)
     if snapshot_id not in {s.id for s in snaps}:
         raise NotFound(f"VM {vm_id} has no snapshot {snapshot_id}")
     doomed = [snapshot_id]

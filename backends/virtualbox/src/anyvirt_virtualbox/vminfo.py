@@ -10,11 +10,13 @@ NICs as ``nicN`` with their ``natnetN``/``bridgeadapterN``/``hostonlyadapterN``/
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import attrs
 
 from anyvirt.model import DiskInfo, Firmware, NicInfo, PowerState, VMInfo, VMSummary
 from anyvirt_virtualbox.machinereadable import Parsed
+from anyvirt_virtualbox.settings import MachineFacts
 
 #: VMState words (VBoxManageInfo.cpp, machineStateToName) -> anyvirt states
 STATES: dict[str, PowerState] = {
@@ -214,22 +216,32 @@ def guest_os_of(ostype: str) -> str:
     return _GUEST_DESCRIPTIONS.get(ostype, ostype or "other")
 
 
-def summary(info: Parsed, node: str, template: bool = False) -> VMSummary:
+def summary(info: Parsed, node: str, vm_id: str, facts: MachineFacts | None) -> VMSummary:
+    """``vm_id`` is the UUID showvminfo was asked about; name, CPUs and memory come from the
+    VM's ``.vbox`` file when it could be read, and only the run state from ``info``."""
     raw = info.get("VMState", "unknown")
     return VMSummary(
-        id=info.get("UUID").lower(),
-        name=info.get("name"),
+        id=vm_id,
+        name=facts.name if facts else info.get("name"),
         state=state_of(raw),
         raw_state=raw,
-        cpus=_int(info.get("cpus"), 1),
-        memory_mib=_int(info.get("memory")),
+        cpus=facts.cpus if facts else _int(info.get("cpus"), 1),
+        memory_mib=facts.memory_mib if facts else _int(info.get("memory")),
         node=node,
-        template=template,
+        template=bool(facts and facts.template),
     )
 
 
-def vm_info(info: Parsed, node: str, disks: tuple[DiskInfo, ...], template: bool = False) -> VMInfo:
-    s = summary(info, node, template)
+def vm_info(
+    info: Parsed,
+    node: str,
+    vm_id: str,
+    facts: MachineFacts | None,
+    settings_file: Path | None,
+    disks: tuple[DiskInfo, ...],
+) -> VMInfo:
+    s = summary(info, node, vm_id, facts)
+    template = s.template
     return VMInfo(
         id=s.id,
         name=s.name,
@@ -240,12 +252,12 @@ def vm_info(info: Parsed, node: str, disks: tuple[DiskInfo, ...], template: bool
         node=node,
         firmware=firmware_of(info.get("firmware", "BIOS")),
         guest_os=guest_os_of(info.get("ostype")),
-        description=info.get("description"),
+        description=facts.description if facts else info.get("description"),
         disks=disks,
         nics=tuple(nics(info)),
         template=template,
         extra={
-            "config_file": info.get("CfgFile"),
+            "config_file": str(settings_file) if settings_file else info.get("CfgFile"),
             "snapshot_folder": info.get("SnapFldr"),
             "ostype": info.get("ostype"),
             "chipset": info.get("chipset"),

@@ -514,10 +514,14 @@ def cmd_showvminfo(state: State, args: list[str]) -> list[str]:
 
 
 def _new_vm(state: State, name: str, vm_uuid: str, ostype: str) -> VM:
-    if any(v["name"] == name for v in state["vms"].values()):
-        path = Path(state["machine_folder"]) / name / f"{name}.vbox"
-        raise Fail(f"Machine settings file '{path}' already exists", "VBOX_E_FILE_ERROR")
+    # 7.2's file name for a VM name: these characters become "_", and so does a leading "-"
+    # ("--help" lives in "_-help/_-help.vbox", "-v" in "_v/_v.vbox")
     safe = "".join("_" if c in '/\\:*?"<>|$;' else c for c in name)
+    if safe.startswith("-"):
+        safe = "_" + safe[1:]
+    path = Path(state["machine_folder"]) / safe / f"{safe}.vbox"
+    if any(v["cfgfile"] == str(path) for v in state["vms"].values()):
+        raise Fail(f"Machine settings file '{path}' already exists", "VBOX_E_FILE_ERROR")
     return {
         "uuid": vm_uuid,
         "name": name,
@@ -525,7 +529,7 @@ def _new_vm(state: State, name: str, vm_uuid: str, ostype: str) -> VM:
         "description": "",
         "state": "poweroff",
         "statechange": _now(),
-        "cfgfile": str(Path(state["machine_folder"]) / safe / f"{safe}.vbox"),
+        "cfgfile": str(path),
         "hw": {
             "cpus": 1,
             "memory": 128,
@@ -750,6 +754,8 @@ def cmd_unregistervm(state: State, args: list[str]) -> list[str]:
                     os.remove(medium["location"])
         with contextlib.suppress(OSError):
             _vbox_path(vm).unlink()
+        with contextlib.suppress(OSError):  # as 7.2: the VM's folder goes when it is left empty,
+            _vbox_path(vm).parent.rmdir()  # a folder in it (a clone's "team/" disk folder) stays
     return []
 
 
@@ -828,7 +834,9 @@ def cmd_snapshot(state: State, args: list[str]) -> list[str]:
         lines = _snapshot_lines(vm)
         return lines or ["This machine does not have any snapshots"]
     if sub == "take":
-        pos, opts = _options(rest, ("--live", "--pause"))
+        # the name is the argument right after "take", whatever it looks like ("-x" too)
+        pos, opts = _options(rest[1:], ("--live", "--pause"))
+        pos = rest[:1] + pos
         if any(s["name"] == pos[0] for s in vm["snapshots"]) and "--uniquename" not in opts:
             pass  # VirtualBox allows duplicate snapshot names; anyvirt's core refuses them first
         snap = {
