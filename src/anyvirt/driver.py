@@ -215,6 +215,17 @@ class Driver(abc.ABC):
         """Turn a template back into an ordinary, stopped VM (on ``node`` if given)."""
         raise NotSupported(self.backend, Capability.TEMPLATES)
 
+    def is_linked_clone(self, vm_id: str) -> bool:
+        """Whether this VM's disks read from another VM's (it is a linked clone). The gate
+        refuses to move it to another host. The default: no VM is."""
+        return False
+
+    def can_reach(self, other: Driver) -> bool:
+        """Whether a VM of this connection can move to ``other``, a connection of the same
+        backend to another endpoint. The gate refuses the move (``NotSupported``) before
+        anything is sent when it cannot. The default: any endpoint of the backend."""
+        return True
+
     def linked_clones(self, vm_id: str) -> list[str]:
         """Names of the VMs whose disks read from this VM's (its linked clones). The gate
         refuses to delete its disks, or move it to another host, while there are any."""
