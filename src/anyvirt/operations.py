@@ -590,5 +590,5 @@ class Gate:
                             on_progress=on_progress)
 
 
-__all__ = ["ALLOWED_FROM", "DELETABLE", "RULES", "AnyvirtError", "Connection", "Gate", "Rule",
+__all__ = ["ALLOWED_FROM", "ANY_STATE", "DELETABLE", "RULES", "AnyvirtError", "Connection", "Gate", "Rule",
            "VMRef", "check_power_state", "operations_markdown", "takes_vms"]

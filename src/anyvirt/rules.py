@@ -16,7 +16,7 @@ implements over ids and plain values; nothing here sees a handle or a driver.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from attrs import define, field, frozen
 
@@ -196,6 +196,25 @@ class Rule:
         return self.holds.startswith("the VM")
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def raises(*errors: type[Exception]) -> Callable[[F], F]:
+    """Declare the errors a check raises, next to its ``raise`` statements, for the docs
+    (tests/test_gate.py proves each ``raise`` in it is declared)."""
+
+    def declare(fn: F) -> F:
+        fn.__raises__ = errors  # type: ignore[attr-defined]
+        return fn
+
+    return declare
+
+
+def raised(fn: Callable[..., Any]) -> tuple[type[Exception], ...]:
+    """The errors ``fn`` declares with :func:`raises`."""
+    return tuple(getattr(fn, "__raises__", ()))
+
+
 def doc(fn: Callable[..., Any]) -> str:
     """A callable's docs sentence: the first line of its docstring."""
     return (fn.__doc__ or fn.__name__).strip().splitlines()[0].rstrip(".")
@@ -203,6 +222,7 @@ def doc(fn: Callable[..., Any]) -> str:
 
 # ---------------------------------------------------------------- the checks, one callable each
 
+@raises(InvalidSpec)
 def _whole_numbers(case: Case) -> None:
     """cpus and memory_mib are whole numbers >= 1"""
     cpus, memory = case.args.get("cpus"), case.args.get("memory_mib")
@@ -213,6 +233,7 @@ def _whole_numbers(case: Case) -> None:
         raise InvalidSpec("reconfigure() needs cpus or memory_mib")
 
 
+@raises(InvalidSpec)
 def _a_spec(case: Case) -> None:
     """the spec is a VMSpec whose strings pass the backend's rules"""
     spec = case.args.get("spec")
@@ -229,14 +250,16 @@ def _a_spec(case: Case) -> None:
             case.reads.platform_rule("network", nic.network, "NicSpec.network")
 
 
+@raises(InvalidSpec)
 def _new_names_valid(case: Case) -> None:
-    """the name is valid"""
+    """every new name is valid"""
     what = case.args.get("name_what", "name")
     for name in case.new_names:
         check_name(name, what)
         case.reads.platform_rule("VM name", name, what)
 
 
+@raises(InvalidSpec)
 def _clone_names(case: Case) -> None:
     """count is a whole number >= 1; every new name is valid"""
     count, name = case.args.get("count"), case.args["name"]
@@ -249,6 +272,7 @@ def _clone_names(case: Case) -> None:
     _new_names_valid(case)
 
 
+@raises(InvalidSpec)
 def _snapshot_strings(case: Case) -> None:
     """the snapshot name and description are valid"""
     name = validation.SNAPSHOT_NAME.check(case.args["name"])
@@ -258,15 +282,17 @@ def _snapshot_strings(case: Case) -> None:
     case.args.update(name=name, description=description)
 
 
+@raises(InvalidSpec)
 def _a_placement(case: Case) -> None:
-    """placement options the backend takes"""
+    """placement is a Placement"""
     placement = case.args.get("placement")
     if not isinstance(placement, Placement):
         raise InvalidSpec(f"placement must be a Placement, not {type(placement).__name__}")
 
 
+@raises(AlreadyExists)
 def _names_free(case: Case) -> None:
-    """every new name is valid and free"""
+    """every new name is free"""
     for name in case.new_names:
         if case.reads.name_taken(name, on_target=case.other_host):
             raise AlreadyExists(f"a VM named {name!r} exists already on "
@@ -290,6 +316,7 @@ def node_id(reads: Reads, ref: str | None, *, on_target: bool = False) -> str | 
     return info.id
 
 
+@raises(NotFound, InvalidState)
 def _spec_node(case: Case) -> None:
     """the node exists and takes VMs"""
     spec: VMSpec = case.args["spec"]
@@ -297,6 +324,7 @@ def _spec_node(case: Case) -> None:
         case.args["spec"] = evolve(spec, node=node_id(case.reads, spec.node))
 
 
+@raises(InvalidSpec)
 def _images_readable(case: Case) -> None:
     """image files are readable, without backing files"""
     spec: VMSpec = case.args["spec"]
@@ -305,17 +333,20 @@ def _images_readable(case: Case) -> None:
             case.reads.check_image(disk.image)
 
 
+@raises(NotFound, InvalidState)
 def _node_arg(case: Case) -> None:
     """the node exists and takes VMs"""
     case.args["node"] = node_id(case.reads, case.args.get("node"))
 
 
+@raises(InvalidSpec, NotFound, InvalidState)
 def _placement_taken(case: Case) -> None:
-    """the node exists and takes VMs; placement options the backend takes"""
+    """placement options the backend takes, on a node that exists and takes VMs"""
     case.args["placement"] = case.reads.placement(case.args["placement"],
                                                   on_target=case.other_host)
 
 
+@raises(InvalidState)
 def _no_linked_clone_broken(case: Case) -> None:
     """with disks=True, no linked clone uses its disks"""
     if not case.args.get("disks", True):
@@ -329,6 +360,7 @@ def _no_linked_clone_broken(case: Case) -> None:
         )
 
 
+@raises(AlreadyExists)
 def _snapshot_name_free(case: Case) -> None:
     """the snapshot name is valid and free on the VM"""
     name = case.args["name"]
@@ -336,6 +368,7 @@ def _snapshot_name_free(case: Case) -> None:
         raise AlreadyExists(f"VM {case.vm_name!r} has a snapshot named {name!r} already")
 
 
+@raises(NotFound)
 def _snapshot_exists(case: Case) -> None:
     """the snapshot exists"""
     wanted = case.args["snapshot_id"]
@@ -346,6 +379,7 @@ def _snapshot_exists(case: Case) -> None:
     raise NotFound(f"VM {case.vm_name!r} has no snapshot with id {wanted!r} (any more)")
 
 
+@raises(InvalidState)
 def _node_empty(case: Case) -> None:
     """entering: no VM is left on the node"""
     if not case.args["on"]:
@@ -366,6 +400,7 @@ def _live_by_default_when_running(case: Case) -> None:
         case.args["live"] = case.vm.state is R
 
 
+@raises(InvalidState)
 def _live_matches_state(case: Case) -> None:
     """live needs a running VM, cold one not running"""
     state, live = case.vm.state, case.args["live"]
@@ -376,6 +411,7 @@ def _live_matches_state(case: Case) -> None:
             f"cold migration needs {case.vm_name!r} stopped; it is {state} (or migrate live)")
 
 
+@raises(InvalidSpec)
 def _moves_somewhere(case: Case) -> None:
     """the target is another node or host of the same backend"""
     placement: Placement = case.args["placement"]
@@ -384,6 +420,7 @@ def _moves_somewhere(case: Case) -> None:
         raise InvalidSpec(f"{case.vm_name!r} is already on node {case.vm.node!r}")
 
 
+@raises(InvalidState)
 def _leaves_no_linked_clone(case: Case) -> None:
     """on another host: no linked clone depends on the VM, and it is none itself"""
     if not case.other_host:
@@ -401,6 +438,7 @@ def _leaves_no_linked_clone(case: Case) -> None:
         )
 
 
+@raises(AlreadyExists)
 def _name_free_on_target(case: Case) -> None:
     """on another host: the name is free there"""
     if not case.other_host:
@@ -544,6 +582,7 @@ def _resume_suspended_starts(case: Case) -> None:
         case.args["action"] = PowerAction.START
 
 
+@raises(InvalidState)
 def _power_state(case: Case) -> None:
     """the verb's allowed states"""
     check_power_state(case.args["action"], case.vm.state, case.vm_name)
@@ -642,6 +681,28 @@ RULES: dict[str, Rule] = {
 }
 
 
+def refusals(rule: Rule) -> list[str]:
+    """The errors a row raises before anything is sent, read off its fields and callables."""
+    found: set[str] = set()
+    if rule.capability is not None or rule.refined_by:
+        found.add("NotSupported")
+    if rule.holds:
+        found.add("InvalidState")  # busy
+    if "name" in rule.holds:
+        found.add("AlreadyExists")  # a name being made
+    if rule.reads_vm:
+        found.add("NotFound")  # the VM is re-read
+    if rule.states != ANY_STATE or rule.templates != "allowed" or rule.state_check is not None:
+        found.add("InvalidState")
+    for check in (*rule.checks, *rule.preconditions):
+        found.update(error.__name__ for error in raised(check))
+    if rule.reserve is not None:
+        found.add("CapacityExceeded")
+    order = ["NotSupported", "InvalidSpec", "InvalidState", "AlreadyExists", "NotFound",
+             "CapacityExceeded"]
+    return [name for name in order if name in found]
+
+
 def row_sentences(rule: Rule) -> dict[str, Sequence[str]]:
     """A row's docs sentences, read off its callables."""
     return {
@@ -661,7 +722,7 @@ def operations_markdown(rules: dict[str, Rule] | None = None) -> str:
     for op, rule in (rules or RULES).items():
         caps = f"`{rule.capability.value}`" if rule.capability else "-"
         if rule.capability is not None and rule.capability_when is not None:
-            caps += f" ({doc(rule.capability_when)})"
+            caps += f" (when {doc(rule.capability_when)})"
         refined = sorted({r.capability for r in rule.refined_by if r.capability != rule.capability},
                          key=lambda c: c.value)
         if refined:
@@ -669,8 +730,6 @@ def operations_markdown(rules: dict[str, Rule] | None = None) -> str:
         states = "any" if rule.states == ANY_STATE else ", ".join(sorted(s.value for s in rule.states))
         sentences = row_sentences(rule)
         pre = [*sentences["checks"], *sentences["preconditions"]]
-        if rule.state_check is not None:
-            pre.append(doc(rule.state_check))
         reserved = "; ".join(sentences["reserve"]) or "-"
         rows.append(
             f"| {op} | `{rule.call}` | {caps} | {states} | {rule.templates} | {rule.holds or '-'} | "
@@ -681,4 +740,4 @@ def operations_markdown(rules: dict[str, Rule] | None = None) -> str:
 
 __all__ = ["ALLOWED_FROM", "ANY_STATE", "DELETABLE", "RULES", "Case", "Demand", "Reads",
            "Refinement", "Rule", "check_power_state", "doc", "node_id", "operations_markdown",
-           "row_sentences", "takes_vms"]
+           "raised", "raises", "refusals", "row_sentences", "takes_vms"]
