@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 import attrs
 from attrs import field, frozen
 
-from anyvirt import validation
-from anyvirt import errors
+from anyvirt import errors, validation
 from anyvirt.errors import InvalidSpec
 
 MIB = 1024 * 1024
