@@ -304,6 +304,26 @@ def takes_vms(node: NodeInfo) -> bool:
     return node.state == "online" and not node.maintenance
 
 
+def least_loaded(nodes: Iterable[NodeInfo], vms: Iterable[tuple[str, int]],
+                 *, where: str = "this connection") -> NodeInfo:
+    """Where a new VM goes when the caller names no node: the node that takes VMs with the
+    least memory given out. ``vms`` are (node id, memory MiB) pairs.
+
+    "Load" is memory given out (the sum of the VMs' configured memory on the node,
+    running or not), the resource a hypervisor runs out of first and the one a stopped
+    VM still claims the moment it starts. Ties go to the node with the smallest id, so
+    the choice is the same on every run. ``InvalidState`` when no node takes VMs.
+    """
+    candidates = {n.id: n for n in nodes if takes_vms(n)}
+    if not candidates:
+        raise InvalidState(f"no node of {where} takes new VMs (all in maintenance or offline)")
+    load = dict.fromkeys(candidates, 0)
+    for node, memory_mib in vms:
+        if node in load:
+            load[node] += memory_mib
+    return candidates[min(load, key=lambda n: (load[n], n))]
+
+
 def node_id(reads: Reads, ref: str | None, *, on_target: bool = False) -> str | None:
     """A node given by id or name -> its id; it must exist and take VMs."""
     if ref is None:
@@ -739,5 +759,5 @@ def operations_markdown(rules: dict[str, Rule] | None = None) -> str:
 
 
 __all__ = ["ALLOWED_FROM", "ANY_STATE", "DELETABLE", "RULES", "Case", "Demand", "Reads",
-           "Refinement", "Rule", "check_power_state", "doc", "node_id", "operations_markdown",
-           "raised", "raises", "refusals", "row_sentences", "takes_vms"]
+           "Refinement", "Rule", "check_power_state", "doc", "least_loaded", "node_id",
+           "operations_markdown", "raised", "raises", "refusals", "row_sentences", "takes_vms"]
