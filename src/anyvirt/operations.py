@@ -139,6 +139,12 @@ class _Reads:
     def uri(self, *, on_target: bool = False) -> str:
         return self._at(on_target).uri
 
+    def backend(self, *, on_target: bool = False) -> str:
+        return self._at(on_target).backend
+
+    def reaches_target(self) -> bool:
+        return self.here.driver.can_reach(self._at(True).driver)
+
     def name_taken(self, name: str, *, on_target: bool = False) -> bool:
         validation.LOOKUP.check(name)
         try:
@@ -502,21 +508,10 @@ class Gate:
                 wrap: Callable[[MigrationResult], W], *, wait: bool, timeout: float | None,
                 on_progress: ProgressCallback | None) -> W | Task[W]:
         """Move a VM to ``node`` of ``target`` (this connection, or another of its backend)."""
-        if target is self.host and node is None:
-            raise InvalidSpec(f"{vm_name!r} is already on {target.uri}: migrate to a node of it")
-        if target.backend != self.host.backend:
-            raise InvalidSpec(
-                f"{self.host.backend} -> {target.backend} is a cross-platform move: "
-                "use anyvirt.migrate(vm, to=host)"
-            )
         if isinstance(placement, Placement):
             placement = evolve(placement, node=node or placement.node)
         here = self.host.driver
         there: Driver | None = target.driver if target is not self.host else None
-        if there is not None and target.uri != self.host.uri and not here.can_reach(there):
-            cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
-            raise NotSupported(self.host.backend, cap,
-                               f"{self.host.uri} cannot move a VM to {target.uri}")
 
         def primitive(job: Job, case: Case) -> MigrationResult:
             started = time.monotonic()
@@ -528,7 +523,8 @@ class Gate:
         return self.operate(
             RULES["migrate"], f"migrate {vm_name}", primitive, wrap, vm_id=vm_id,
             vm_name=vm_name, target=target,
-            args={"live": live, "placement": placement, "what": f"migrate {vm_name!r}"},
+            args={"live": live, "placement": placement, "same_host": target is self.host,
+                  "what": f"migrate {vm_name!r}"},
             wait=wait, timeout=timeout, on_progress=on_progress)
 
     # ------------------------------------------------------------ disks out, and back in

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 from attrs import define, field, frozen
 
 from anyvirt import validation
-from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound
+from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound, NotSupported
 from anyvirt.model import (
     ACTION_CAPABILITY,
     Capability,
@@ -92,6 +92,10 @@ class Reads(Protocol):
     def capabilities(self) -> frozenset[Capability]: ...
 
     def uri(self, *, on_target: bool = False) -> str: ...
+
+    def backend(self, *, on_target: bool = False) -> str: ...
+
+    def reaches_target(self) -> bool: ...
 
     def name_taken(self, name: str, *, on_target: bool = False) -> bool: ...
 
@@ -431,6 +435,23 @@ def _live_matches_state(case: Case) -> None:
             f"cold migration needs {case.vm_name!r} stopped; it is {state} (or migrate live)")
 
 
+@raises(InvalidSpec, NotSupported)
+def _a_target_of_this_backend(case: Case) -> None:
+    """the target is another node of this host, or a host of the same backend this one
+    can reach"""
+    here, there = case.reads.backend(), case.reads.backend(on_target=True)
+    if case.args.get("same_host") and case.args["placement"].node is None:
+        raise InvalidSpec(f"{case.vm_name!r} is already on {case.reads.uri()}: migrate to a "
+                          "node of it")
+    if here != there:
+        raise InvalidSpec(f"{here} -> {there} is a cross-platform move: use "
+                          "anyvirt.migrate(vm, to=host)")
+    if case.other_host and not case.reads.reaches_target():
+        live = case.args.get("live")
+        raise NotSupported(here, Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION,
+                           f"{case.reads.uri()} cannot move a VM to {case.reads.uri(on_target=True)}")
+
+
 @raises(InvalidSpec)
 def _moves_somewhere(case: Case) -> None:
     """the target is another node or host of the same backend"""
@@ -672,7 +693,7 @@ RULES: dict[str, Rule] = {
         # live, or power it off and migrate cold
         "vm.migrate(to, live=None, placement)", Capability.COLD_MIGRATION,
         frozenset({S, R, C}), "allowed", "the VM (and its name on the target host)",
-        checks=(_a_placement,),
+        checks=(_a_placement, _a_target_of_this_backend),
         preconditions=(_live_matches_state, _placement_taken, _moves_somewhere,
                        _leaves_no_linked_clone, _name_free_on_target),
         refined_by=(Refinement(Capability.LIVE_MIGRATION, _live_asked),
