@@ -375,7 +375,7 @@ class Gate:
         return self.operate(
             RULES["create"], f"create {name}",
             lambda job, case: driver.create_vm(case.args["spec"], job), wrap,
-            args={"spec": spec}, undo=lambda made: self._remove(made.id), wait=wait,
+            vm_name=name, args={"spec": spec}, undo=lambda made: self._remove(made.id), wait=wait,
             timeout=timeout, on_progress=on_progress)
 
     # ------------------------------------------------------------ lifecycle
