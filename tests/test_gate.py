@@ -282,3 +282,24 @@ def test_moving_a_linked_clone_to_another_host_sends_nothing(name: str) -> None:
         assert calls == []
     finally:
         reset(f"{name}-other")
+
+
+def test_the_gate_names_the_node_where_the_platform_does_not_schedule(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?nodes=3")
+    host.vms.create(VMSpec(name="heavy", node="node1", memory_mib=4096))
+    host.nodes.get("node2").set_maintenance(True)
+    driver = host.driver
+    sent: list[str | None] = []
+    original = driver.create_vm
+
+    def create_vm(spec: VMSpec, job: Any) -> Any:
+        sent.append(spec.node)
+        return original(spec, job)
+
+    driver.create_vm = create_vm  # type: ignore[method-assign]
+    try:
+        made = host.vms.create(VMSpec(name="placed"))
+    finally:
+        del driver.create_vm
+    assert not driver.schedules_vms
+    assert sent == ["node3"] and made.node == "node3"  # not node1 (loaded), not node2 (maintenance)

@@ -72,6 +72,9 @@ class Driver(abc.ABC):
     nic_models: ClassVar[tuple[str, ...]] = ("virtio", "e1000")
     #: MAC prefixes the platform accepts for a fixed MAC (None: any unicast MAC)
     mac_prefixes: ClassVar[tuple[str, ...] | None] = None
+    #: whether the platform picks a node for a new or moved VM when none is named; where
+    #: it does not (False), the gate names the core's choice (``anyvirt.rules.least_loaded``)
+    schedules_vms: ClassVar[bool] = True
     #: placement options clone/migrate take besides ``node`` (storage, folder, pool)
     placement_options: ClassVar[frozenset[str]] = frozenset()
     #: URI query options this backend reads (anyvirt's own: verify, ca, timeout, ...

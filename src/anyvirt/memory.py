@@ -41,7 +41,6 @@ from attrs import define, evolve, field
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
 from anyvirt.kit import qemu_img
-from anyvirt.kit.placement import least_loaded
 from anyvirt.model import (
     GIB,
     Capability,
@@ -312,6 +311,7 @@ class MemoryDriver(Driver):
     platform = "In-memory (reference and test fake)"
     possible_capabilities = frozenset(Capability)
     placement_options = frozenset({"storage"})
+    schedules_vms = False  # a memory host has no scheduler: the gate names the node
     uri_options = frozenset({"nodes", "cpus", "memory_mib", "storage_gib", "latency", "without"})
 
     def __init__(self, world: World, target: Target) -> None:
@@ -351,11 +351,9 @@ class MemoryDriver(Driver):
         self.world.knobs.simulate(job, method, what)
 
     def _pick_node(self, node: str | None, world: World | None = None) -> str:
-        """The node id for ``node`` (the gate has checked it), or the scheduler's choice."""
+        """The node id for ``node``: the gate has checked it, and named the core's choice
+        where the caller named none (``schedules_vms`` is False)."""
         w = world or self.world
-        if node is None:  # what a scheduler does
-            return least_loaded(w.nodes.values(), ((vm.node, vm.memory_mib) for vm in w.vms.values()),
-                                where=f"memory://{w.name}").id
         for info in w.nodes.values():
             if node in (info.id, info.name):
                 return info.id

@@ -145,6 +145,13 @@ class _Reads:
     def reaches_target(self) -> bool:
         return self.here.driver.can_reach(self._at(True).driver)
 
+    def schedules(self, *, on_target: bool = False) -> bool:
+        return self._at(on_target).driver.schedules_vms
+
+    def loads(self, *, on_target: bool = False) -> tuple[list[NodeInfo], list[tuple[str, int]]]:
+        driver = self._at(on_target).driver
+        return driver.list_nodes(), [(vm.node or "", vm.memory_mib) for vm in driver.list_vms()]
+
     def name_taken(self, name: str, *, on_target: bool = False) -> bool:
         validation.LOOKUP.check(name)
         try:

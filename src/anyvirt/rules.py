@@ -97,6 +97,10 @@ class Reads(Protocol):
 
     def reaches_target(self) -> bool: ...
 
+    def schedules(self, *, on_target: bool = False) -> bool: ...
+
+    def loads(self, *, on_target: bool = False) -> tuple[list[NodeInfo], list[tuple[str, int]]]: ...
+
     def name_taken(self, name: str, *, on_target: bool = False) -> bool: ...
 
     def node(self, ref: str, *, on_target: bool = False) -> NodeInfo: ...
@@ -416,6 +420,23 @@ def _node_empty(case: Case) -> None:
         )
 
 
+@raises(InvalidState)
+def _scheduled(case: Case) -> None:
+    """with no node named, where the platform does not pick one itself: the node that takes
+    VMs with the least memory given out"""
+    spec = case.args.get("spec")
+    placement = case.args.get("placement")
+    named = spec.node if isinstance(spec, VMSpec) else placement.node if placement else None
+    if named is not None or case.reads.schedules(on_target=case.other_host):
+        return
+    nodes, given = case.reads.loads(on_target=case.other_host)
+    chosen = least_loaded(nodes, given, where=case.reads.uri(on_target=case.other_host)).id
+    if isinstance(spec, VMSpec):
+        case.args["spec"] = evolve(spec, node=chosen)
+    else:
+        case.args["placement"] = evolve(placement, node=chosen)
+
+
 # -- migration
 
 def _live_by_default_when_running(case: Case) -> None:
@@ -639,7 +660,7 @@ RULES: dict[str, Rule] = {
     "create": Rule(
         "host.vms.create(spec)", Capability.VM_CREATE, ANY_STATE, "allowed", "the new name",
         checks=(_a_spec,),
-        preconditions=(_images_readable, _spec_node, _names_free),
+        preconditions=(_images_readable, _spec_node, _names_free, _scheduled),
         refined_by=(Refinement(Capability.VM_CREATE_FROM_IMAGE, _with_images),),
         reserve=_spec_size),
     "start": _power_rule(PowerAction.START, "vm.start()"),
@@ -695,7 +716,7 @@ RULES: dict[str, Rule] = {
         frozenset({S, R, C}), "allowed", "the VM (and its name on the target host)",
         checks=(_a_placement, _a_target_of_this_backend),
         preconditions=(_live_matches_state, _placement_taken, _moves_somewhere,
-                       _leaves_no_linked_clone, _name_free_on_target),
+                       _leaves_no_linked_clone, _name_free_on_target, _scheduled),
         refined_by=(Refinement(Capability.LIVE_MIGRATION, _live_asked),
                     Refinement(Capability.LIVE_MIGRATION, _live_chosen, after_reread=True),
                     Refinement(Capability.COLD_MIGRATION, _cold_chosen, after_reread=True),
