@@ -286,7 +286,8 @@ class Gate:
         entered = time.monotonic()
         other = target is not None and target is not self.host and target.uri != self.host.uri
         reads = _Reads(self.host, target)
-        case = Case(rule.call, reads, dict(args or {}), vm_id, vm_name, other_host=other)
+        case = Case(rule.call, reads, {"what": label, **(args or {})}, vm_id, vm_name,
+                    other_host=other)
         self._admit(rule, case)
         release = _Release()
         ids = [vm_id] if vm_id is not None and rule.holds else []
@@ -341,7 +342,7 @@ class Gate:
         """Re-read the VM under the hold and apply the row's state and template rules."""
         assert case.vm_id is not None
         case.summary = summary = self.host.driver.vm_summary(case.vm_id)
-        what = case.args.get("what") or case.what
+        what = case.args["what"]
         if rule.settle is not None:
             rule.settle(case)
         if rule.templates == "refused" and summary.template:

@@ -144,10 +144,6 @@ class Case:
         assert self.summary is not None, "read under the hold first"
         return self.summary
 
-    @property
-    def what(self) -> str:
-        return f"{self.op.replace('_', ' ')} {self.vm_name!r}" if self.vm_name else self.op
-
 
 Check = Callable[[Case], None]
 Predicate = Callable[[Case], bool]
