@@ -16,7 +16,7 @@ implements over ids and plain values; nothing here sees a handle or a driver.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from attrs import define, field, frozen
 
@@ -176,7 +176,7 @@ class Rule:
     call: str  #: how users call it
     capability: Capability | None
     states: frozenset[PowerState]  #: power states the VM may be in
-    templates: str  #: "refused", "allowed" or "only"
+    templates: Literal["refused", "allowed", "only"]  #: whether a template may do it
     holds: str  #: what is held for one change at a time ("" for nothing)
     #: checks of the user's input, before anything is held (InvalidSpec)
     checks: tuple[Check, ...] = ()
