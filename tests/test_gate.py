@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,7 @@ import anyvirt
 from anyvirt import (
     AlreadyExists,
     Capability,
+    DiskSpec,
     InvalidSpec,
     InvalidState,
     NotSupported,
@@ -21,6 +25,7 @@ from anyvirt import (
 )
 from anyvirt.memory import reset
 from anyvirt.operations import RULES, operations_markdown
+from anyvirt.rules import Case, Demand, Rule, raised, raises
 from anyvirt.testing.plugin import unique_name
 from anyvirt.testing.stress import mixed_operations
 from anyvirt.testing.suite.spy import recording
@@ -187,3 +192,114 @@ def test_a_bulk_clone_that_fails_half_way_leaves_no_clone(name: str) -> None:
     with pytest.raises(anyvirt.TaskFailed):
         vm.clone("many", count=3)
     assert [v.name for v in host.vms.list()] == ["src"]
+
+
+# -- a new operation is one table row plus one driver primitive ----------------------------
+
+def _toy_row() -> Rule:
+    """A toy operation, "add a CPU to a running VM": its capability, states, template rule,
+    hold, a precondition and a reservation are all the row says; the gate does the rest."""
+
+    @raises(InvalidState)
+    def below_eight(case: Case) -> None:
+        """the VM has fewer than 8 CPUs"""
+        if case.vm.cpus >= 8:
+            raise InvalidState(f"{case.vm_name!r} has {case.vm.cpus} CPUs already")
+
+    def one_more(case: Case) -> Demand:
+        """one more CPU"""
+        return Demand(1, 0)
+
+    return Rule("vm.toy()", Capability.LIVE_RECONFIGURE, frozenset({PowerState.RUNNING}),
+                "refused", "the VM", preconditions=(below_eight,), reserve=one_more)
+
+
+def _toy(vm: anyvirt.VM, *, wait: bool = True, timeout: float | None = 30.0) -> Any:
+    driver = vm.host.driver
+    return vm.host.gate.operate(
+        _toy_row(), f"toy {vm.name}",
+        lambda job, case: driver.reconfigure_vm(vm.id, case.vm.cpus + 1, None, job),
+        lambda live: vm.refresh(), vm_id=vm.id, vm_name=vm.name, wait=wait, timeout=timeout)
+
+
+def test_a_new_row_gets_the_whole_gate(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=4&latency=0.5",
+                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+    vm = host.vms.create(VMSpec(name="toy", cpus=1))
+    with recording(host) as calls, pytest.raises(InvalidState, match="stopped"):
+        _toy(vm)  # the row's states
+    assert calls == []
+    vm.start()
+    task = _toy(vm, wait=False)  # a Task, the VM held while it runs
+    assert isinstance(task, anyvirt.Task)
+    with recording(host) as calls, pytest.raises(InvalidState, match="busy"):
+        vm.stop()
+    assert calls == []
+    assert task.wait(10).cpus == 2
+    started = time.monotonic()
+    with pytest.raises(Timeout):
+        _toy(vm, timeout=0.1)  # the deadline bounds the primitive
+    assert time.monotonic() - started < 0.45
+    time.sleep(0.6)  # the cancelled work gives the hold back
+    assert vm.refresh().cpus == 2, "the timed-out toy was cancelled on the platform"
+    host.vms.create(VMSpec(name="filler", cpus=2))  # 4 of 4 CPUs given out
+    with recording(host) as calls, pytest.raises(anyvirt.CapacityExceeded):
+        _toy(vm)  # the row's reservation
+    assert calls == []
+    limited = anyvirt.connect(f"memory://{name}?without=vm.reconfigure.live")
+    with recording(limited) as calls, pytest.raises(NotSupported) as refused:
+        _toy(limited.vms.get("toy"))
+    assert refused.value.capability is Capability.LIVE_RECONFIGURE and calls == []
+    assert "| toy | `vm.toy()` | `vm.reconfigure.live` | running |" in operations_markdown(
+        {"toy": _toy_row()})
+    assert "one more CPU" in operations_markdown({"toy": _toy_row()})
+
+
+def test_a_precondition_of_a_new_row_refuses_before_anything_is_sent(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="wide", cpus=8)).start()
+    with recording(host) as calls, pytest.raises(InvalidState, match="8 CPUs already"):
+        _toy(vm)
+    assert calls == [] and vm.refresh().cpus == 8
+
+
+def test_every_raise_in_a_check_is_declared_for_the_docs() -> None:
+    for rule in RULES.values():
+        for check in (*rule.checks, *rule.preconditions):
+            source = inspect.getsource(check)
+            declared = {error.__name__ for error in raised(check)}
+            assert set(re.findall(r"raise (\w+)\(", source)) <= declared, check.__name__
+
+
+def test_moving_a_linked_clone_to_another_host_sends_nothing(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    other = anyvirt.connect(f"memory://{name}-other")
+    try:
+        base = host.vms.create(VMSpec(name="base", disks=[DiskSpec(size_gib=1)]))
+        clone = base.clone("linked", linked=True)
+        with recording(host) as calls, pytest.raises(InvalidState, match="is a linked clone"):
+            clone.migrate(to=other, live=False)
+        assert calls == []
+    finally:
+        reset(f"{name}-other")
+
+
+def test_the_gate_names_the_node_where_the_platform_does_not_schedule(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?nodes=3")
+    host.vms.create(VMSpec(name="heavy", node="node1", memory_mib=4096))
+    host.nodes.get("node2").set_maintenance(True)
+    driver = host.driver
+    sent: list[str | None] = []
+    original = driver.create_vm
+
+    def create_vm(spec: VMSpec, job: Any) -> Any:
+        sent.append(spec.node)
+        return original(spec, job)
+
+    driver.create_vm = create_vm  # type: ignore[method-assign]
+    try:
+        made = host.vms.create(VMSpec(name="placed"))
+    finally:
+        del driver.create_vm
+    assert not driver.schedules_vms
+    assert sent == ["node3"] and made.node == "node3"  # not node1 (loaded), not node2 (maintenance)

@@ -4,11 +4,11 @@
   ``possible_capabilities`` (``anyvirt.cli.matrix.support_matrix_markdown``),
   so the published matrix cannot drift from what the drivers declare.
 * ``concepts.md`` and ``support-matrix.md``: the operation gate's table
-  (``anyvirt.operations.operations_markdown``), the rules the code enforces.
+  (``anyvirt.rules.operations_markdown``), the rules the code enforces.
 * ``cli.md``: the ``--help`` text of every ``anyvirt`` command.
 * ``input-rules.md``: the table of ``anyvirt.validation``'s rules.
 * ``reference/vm.md``: which errors each operation raises, from the operation
-  gate's table (``anyvirt.operations.RULES``).
+  gate's table (``anyvirt.rules.RULES``).
 * ``backends/<name>.md``: the backend's own ``backends/<name>/README.md``, kept
   beside its code so it changes with it, shown here without a copy.
 
@@ -60,26 +60,14 @@ def _cli_help() -> str:
 
 
 def _operation_errors() -> str:
-    """Per operation of the gate's table, the errors it can raise before and while it runs."""
-    from anyvirt.operations import ANY_STATE, RULES
+    """Per operation of the gate's table, the errors it can raise before and while it runs,
+    read off the rows' fields and the errors their check callables declare."""
+    from anyvirt.rules import RULES, refusals
 
     lines = ["| call | raises before anything is sent | then |", "| --- | --- | --- |"]
     for rule in RULES.values():
-        before = []
-        if rule.capability is not None:
-            before.append("`NotSupported`")
-        text = " ".join(rule.preconditions)
-        if "valid" in text or "whole number" in text or "placement" in text or "readable" in text:
-            before.append("`InvalidSpec`")
-        if rule.holds or rule.states != ANY_STATE or rule.templates != "allowed" or "no " in text:
-            before.append("`InvalidState`")
-        if "free" in text or "new name" in rule.holds:
-            before.append("`AlreadyExists`")
-        if "exists" in text or rule.call.startswith(("vm.", "snapshot.", "template.", "node.")):
-            before.append("`NotFound`")
-        if rule.capacity:
-            before.append("`CapacityExceeded`")
-        lines.append(f"| `{rule.call}` | {', '.join(before)} | `TaskFailed`, `Timeout` |")
+        before = ", ".join(f"`{name}`" for name in refusals(rule))
+        lines.append(f"| `{rule.call}` | {before} | `TaskFailed`, `Timeout` |")
     return "\n".join(lines) + "\n"
 
 
@@ -95,7 +83,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             raise PluginError(f"{src} lost its marker {ERRORS_MARKER}")
         return markdown.replace(ERRORS_MARKER, _operation_errors())
     if src in ("concepts.md", "support-matrix.md"):
-        from anyvirt.operations import operations_markdown
+        from anyvirt.rules import operations_markdown
 
         if OPERATIONS_MARKER not in markdown:
             raise PluginError(f"{src} lost its marker {OPERATIONS_MARKER}")

@@ -72,6 +72,9 @@ class Driver(abc.ABC):
     nic_models: ClassVar[tuple[str, ...]] = ("virtio", "e1000")
     #: MAC prefixes the platform accepts for a fixed MAC (None: any unicast MAC)
     mac_prefixes: ClassVar[tuple[str, ...] | None] = None
+    #: whether the platform picks a node for a new or moved VM when none is named; where
+    #: it does not (False), the gate names the core's choice (``anyvirt.rules.least_loaded``)
+    schedules_vms: ClassVar[bool] = True
     #: placement options clone/migrate take besides ``node`` (storage, folder, pool)
     placement_options: ClassVar[frozenset[str]] = frozenset()
     #: URI query options this backend reads (anyvirt's own: verify, ca, timeout, ...
@@ -216,6 +219,17 @@ class Driver(abc.ABC):
     def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
         """Turn a template back into an ordinary, stopped VM (on ``node`` if given)."""
         raise NotSupported(self.backend, Capability.TEMPLATES)
+
+    def is_linked_clone(self, vm_id: str) -> bool:
+        """Whether this VM's disks read from another VM's (it is a linked clone). The gate
+        refuses to move it to another host. The default: no VM is."""
+        return False
+
+    def can_reach(self, other: Driver) -> bool:
+        """Whether a VM of this connection can move to ``other``, a connection of the same
+        backend to another endpoint. The gate refuses the move (``NotSupported``) before
+        anything is sent when it cannot. The default: any endpoint of the backend."""
+        return True
 
     def linked_clones(self, vm_id: str) -> list[str]:
         """Names of the VMs whose disks read from this VM's (its linked clones). The gate

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from anyvirt.model import Capability
 
+#: The ``Capability`` enum, registered by ``anyvirt.model`` as it defines it: the model
+#: raises these errors, so this module sits below it and may not import it back.
+capability_type: type[Capability] | None = None
+
 
 class AnyvirtError(Exception):
     """Base of every error anyvirt raises."""
@@ -95,12 +99,12 @@ class NotSupported(AnyvirtError):
     """
 
     def __init__(self, backend: str, capability: Capability | str, detail: str = "") -> None:
-        from anyvirt.model import Capability
-
+        kind = capability_type
+        assert kind is not None, "anyvirt.model registers Capability when it is imported"
         self.backend = backend
         #: the missing ``Capability`` (always one: a capability's value is converted)
         self.capability: Capability = (
-            capability if isinstance(capability, Capability) else Capability(capability)
+            capability if isinstance(capability, kind) else kind(capability)
         )
         msg = f"{backend} does not support {self.capability.value}"
         super().__init__(f"{msg}: {detail}" if detail else msg)

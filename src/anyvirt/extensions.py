@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyvirt.model import Capability, PowerState
-from anyvirt.operations import ANY_STATE
+from anyvirt.rules import ANY_STATE
 from anyvirt.tasks import Job, ProgressCallback
 
 if TYPE_CHECKING:

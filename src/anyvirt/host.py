@@ -106,18 +106,9 @@ class Host:
         return Task(name, work, timeout=timeout, on_progress=on_progress, backend=self.backend,
                     cancellable=Capability.TASK_CANCEL in self.capabilities)
 
-    def run(
-        self,
-        name: str,
-        work: Callable[[Job], T],
-        *,
-        wait: bool,
-        timeout: float | None,
-        on_progress: ProgressCallback | None = None,
-    ) -> T | Task[T]:
-        """Run driver work as a Task: in this thread with ``wait``, else in the background."""
-        task = self.new_task(name, work, timeout=timeout, on_progress=on_progress)
-        return task.run_here() if wait else task.start()
+    def _move_target(self) -> tuple[Host, str | None]:
+        """Where ``vm.migrate(to=host)`` goes: this host, the node its platform picks."""
+        return self, None
 
     # -- facts --------------------------------------------------------
     def info(self) -> HostInfo:
@@ -160,11 +151,7 @@ class Host:
         have been tried, as ``EvacuationIncomplete`` (an ``ExceptionGroup`` that is also an
         ``AnyvirtError``; its ``results`` are the moves that succeeded).
         """
-        if maintenance:
-            self.gate.require(Capability.MAINTENANCE_MODE)
-        if not (self.supports(Capability.LIVE_MIGRATION) or self.supports(Capability.COLD_MIGRATION)):
-            raise NotSupported(self.backend, Capability.COLD_MIGRATION,
-                               "evacuate moves VMs by migration, which this connection cannot do")
+        self.gate.check_evacuate(maintenance)
         source = node if isinstance(node, Node) else self.nodes.get(node)
         targets: list[Node | Host] = list(to) if to else [
             n for n in self.nodes.list() if n.id != source.id
@@ -188,7 +175,7 @@ class Host:
             failed.results = list(results)
             raise failed
         if maintenance:
-            self.gate.set_maintenance(source.refresh(), True, timeout=timeout)
+            source.set_maintenance(True, timeout=timeout)
         return results
 
     # -- lifetime -----------------------------------------------------
@@ -264,9 +251,9 @@ class VMCollection:
         the overcommit limit (``CapacityExceeded``). A create that fails, or ends
         after its ``timeout``, leaves no VM behind.
         """
-        result: VM | Task[VM] = self._host.gate.create(spec, wait=wait, timeout=timeout,
-                                                       on_progress=on_progress)
-        return result
+        host = self._host
+        return host.gate.create(spec, lambda summary: VM(host, summary), wait=wait,
+                                timeout=timeout, on_progress=on_progress)
 
 
 class NodeCollection:

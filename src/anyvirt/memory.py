@@ -10,8 +10,17 @@ them through another. Options, read when a name is first used::
 
     memory://lab?nodes=2&cpus=32&memory_mib=131072&storage_gib=2048&latency=0.0
 
-The test knobs (``latency``, per-connection ``without=``, ``inject_failure``)
-live in :mod:`anyvirt.testing.memory_knobs`; ``reset()`` forgets a host.
+Its test knobs live here too, with the host they act on:
+
+* ``?latency=SECONDS``: every change takes that long, in small steps that report
+  progress and honour cancel and the deadline, so ``wait=False`` tasks, progress
+  bars and ``cancel()`` can be exercised;
+* ``?without=snapshot,migration.live``: a connection lacking those capabilities,
+  to rehearse code against a backend that cannot do something;
+* :func:`inject_failure`: the next call of a driver method fails with the given
+  error, after the gate's checks, to test callers' cleanup paths.
+
+``reset()`` forgets a host.
 """
 
 from __future__ import annotations
@@ -30,9 +39,8 @@ from pathlib import Path
 from attrs import define, evolve, field
 
 from anyvirt.driver import Driver
-from anyvirt.errors import InvalidSpec, InvalidState, NotFound, TaskFailed
+from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
 from anyvirt.kit import qemu_img
-from anyvirt.kit.placement import least_loaded
 from anyvirt.model import (
     GIB,
     Capability,
@@ -55,7 +63,6 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt.testing.memory_knobs import Knobs, inject_failure, parse_without
 
 DEFAULT_NAME = "default"
 MAX_NODES = 1024  # a bound on ?nodes=: each node is a real object in this process
@@ -115,6 +122,53 @@ _RAW = {
     PowerState.CRASHED: "crashed",
     PowerState.UNKNOWN: "unknown",
 }
+
+
+STEPS = 5
+
+
+class Knobs:
+    """One memory host's simulated latency and pending injected failures."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self._failures: dict[str, Exception] = {}
+        self._lock = threading.Lock()
+
+    def fail_next(self, method: str, error: Exception) -> None:
+        with self._lock:
+            self._failures[method] = error
+
+    def simulate(self, job: Job, method: str, what: str) -> None:
+        """The time a platform takes, in steps; then any failure injected for ``method``."""
+        job.check()
+        for step in range(STEPS):
+            if self.latency:
+                job.sleep(self.latency / STEPS)
+            job.progress(100.0 * (step + 1) / STEPS, what)
+        with self._lock:
+            failure = self._failures.pop(method, None)
+        if failure is not None:
+            raise failure
+
+
+def parse_without(spec: str) -> frozenset[Capability]:
+    """``without=snapshot,migration.live`` -> those capabilities."""
+    out = set()
+    for word in filter(None, (w.strip() for w in spec.split(","))):
+        try:
+            out.add(Capability(word))
+        except ValueError:
+            known = ", ".join(c.value for c in Capability)
+            raise InvalidSpec(f"memory:// option without: unknown capability {word!r} ({known})") from None
+    return frozenset(out)
+
+
+def inject_failure(name: str, method: str, error: Exception) -> None:
+    """Make the next call of driver ``method`` (e.g. ``"create_vm"``) on memory host
+    ``name`` raise ``error`` after the gate's checks, so callers' cleanup paths can be
+    tested."""
+    world(name, {}).knobs.fail_next(method, error)
 
 
 class World:
@@ -257,6 +311,7 @@ class MemoryDriver(Driver):
     platform = "In-memory (reference and test fake)"
     possible_capabilities = frozenset(Capability)
     placement_options = frozenset({"storage"})
+    schedules_vms = False  # a memory host has no scheduler: the gate names the node
     uri_options = frozenset({"nodes", "cpus", "memory_mib", "storage_gib", "latency", "without"})
 
     def __init__(self, world: World, target: Target) -> None:
@@ -296,11 +351,9 @@ class MemoryDriver(Driver):
         self.world.knobs.simulate(job, method, what)
 
     def _pick_node(self, node: str | None, world: World | None = None) -> str:
-        """The node id for ``node`` (the gate has checked it), or the scheduler's choice."""
+        """The node id for ``node``: the gate has checked it, and named the core's choice
+        where the caller named none (``schedules_vms`` is False)."""
         w = world or self.world
-        if node is None:  # what a scheduler does
-            return least_loaded(w.nodes.values(), ((vm.node, vm.memory_mib) for vm in w.vms.values()),
-                                where=f"memory://{w.name}").id
         for info in w.nodes.values():
             if node in (info.id, info.name):
                 return info.id
@@ -416,6 +469,13 @@ class MemoryDriver(Driver):
         with self._locked() as w:
             w.vms.pop(vm_id, None)
 
+    def is_linked_clone(self, vm_id: str) -> bool:
+        with self._locked():
+            return any(d.backing for d in self._vm(vm_id).disks)
+
+    def can_reach(self, other: Driver) -> bool:
+        return isinstance(other, MemoryDriver)  # storage is per process: any memory host
+
     def linked_clones(self, vm_id: str) -> list[str]:
         with self._locked() as w:
             paths = {d.path for d in self._vm(vm_id).disks}
@@ -508,16 +568,6 @@ class MemoryDriver(Driver):
             if vm.current_snapshot in doomed:
                 vm.current_snapshot = parent
 
-    def _check_storage_moves(self, vm: _VM) -> None:
-        """Storage is per memory host: a linked clone, whose disks read from its base's,
-        cannot leave it (the gate has refused moving a base its clones need)."""
-        with self._locked() as w:
-            if any(d.backing for d in vm.disks):
-                raise InvalidState(
-                    f"VM {vm.name!r} is a linked clone: its disks read from another VM's on "
-                    f"memory://{w.name}, so it cannot move to another host (make a full clone)"
-                )
-
     @staticmethod
     def _descendants(vm: _VM, snapshot_id: str) -> set[str]:
         found: set[str] = set()
@@ -583,17 +633,11 @@ class MemoryDriver(Driver):
 
     def migrate_vm(self, vm_id: str, target: Driver | None, placement: Placement, live: bool,
                    job: Job) -> MigrationResult:
-        if target is None:
-            dest_world = self.world
-        elif isinstance(target, MemoryDriver):
-            dest_world = target.world
-        else:
-            raise InvalidSpec(f"cannot migrate from memory to {target.backend}")
+        # the gate has checked the target is reachable (can_reach): another memory host
+        dest_world: World = self.world if target is None else target.native
         vm = self._vm(vm_id)
         source_node = vm.node
         dest_node = self._pick_node(placement.node, dest_world)
-        if dest_world is not self.world:
-            self._check_storage_moves(vm)
         self._work(job, "migrate_vm", f"migrating {vm.name}")
         # both hosts' locks, always in the same order: two moves in opposite
         # directions at once must not each hold one and wait for the other

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import attrs
 from attrs import field, frozen
 
-from anyvirt import validation
+from anyvirt import errors, validation
 from anyvirt.errors import InvalidSpec
 
 MIB = 1024 * 1024
@@ -72,6 +72,9 @@ class Capability(enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+errors.capability_type = Capability  # NotSupported converts a capability's value with it
 
 
 class Firmware(enum.Enum):

@@ -41,8 +41,12 @@ class Node:
         """Enter (``True``) or leave (``False``) maintenance mode. Entering needs the node
         empty: ``host.evacuate(node, maintenance=True)`` moves its VMs off first; leaving
         lets the node take VMs again."""
-        self.host.gate.set_maintenance(self, bool(on), timeout=timeout)
+        self.host.gate.set_maintenance(self.id, self.name, bool(on), timeout=timeout)
         return self.refresh()
+
+    def _move_target(self) -> tuple[Host, str | None]:
+        """Where ``vm.migrate(to=node)`` goes: this node of its host."""
+        return self.host, self.id
 
     def refresh(self) -> Node:
         self.info = self.host.nodes.get(self.id).info

@@ -69,9 +69,14 @@ class Snapshot:
         """Return the VM to this snapshot: disks, config, and (memory snapshots) the running
         guest. A disk-only snapshot leaves the VM stopped. ``CapacityExceeded`` if the CPUs
         or memory it brings back would pass the overcommit limit."""
-        result: Snapshot | Task[Snapshot] = self.vm.host.gate.snapshot_revert(
-            self, wait=wait, timeout=timeout)
-        return result
+        vm = self.vm
+
+        def reverted(_: None) -> Snapshot:
+            vm.refresh()
+            return self
+
+        return vm.host.gate.snapshot_revert(vm.id, vm.name, self.id, self.name, reverted,
+                                            wait=wait, timeout=timeout)
 
     @overload
     def delete(self, children: bool = ..., *, wait: Literal[True] = ...,
@@ -83,9 +88,8 @@ class Snapshot:
                timeout: float | None = DEFAULT_TIMEOUT) -> Task[None] | None:
         """Delete this snapshot (its children are re-parented), or with ``children=True`` the
         whole subtree. The VM's current state is untouched."""
-        result: Task[None] | None = self.vm.host.gate.snapshot_delete(
-            self, children, wait=wait, timeout=timeout)
-        return result
+        return self.vm.host.gate.snapshot_delete(self.vm.id, self.vm.name, self.id, self.name,
+                                                 bool(children), wait=wait, timeout=timeout)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Snapshot) and other.vm == self.vm and other.id == self.id
@@ -153,9 +157,10 @@ class SnapshotCollection:
         """Snapshot the VM. ``memory=True`` also saves a running guest's memory, so revert
         resumes it where it was (ignored for a stopped VM, which has no memory to save).
         ``AlreadyExists`` if the VM has a snapshot of that name."""
-        result: Snapshot | Task[Snapshot] = self._vm.host.gate.snapshot_create(
-            self._vm, name, description, memory, wait=wait, timeout=timeout)
-        return result
+        vm = self._vm
+        return vm.host.gate.snapshot_create(vm.id, vm.name, name, description, memory,
+                                            lambda info: Snapshot(vm, info), wait=wait,
+                                            timeout=timeout)
 
     def __iter__(self) -> Iterator[Snapshot]:
         return iter(self.list())

@@ -8,11 +8,12 @@ without the caller asking. Every long operation takes ``wait``/``timeout``;
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from anyvirt.errors import InvalidSpec
+from anyvirt.errors import InvalidSpec, NotFound
 from anyvirt.model import (
     MigrationResult,
     Placement,
@@ -20,14 +21,16 @@ from anyvirt.model import (
     PowerState,
     VMInfo,
     VMSummary,
+    evolve,
 )
+from anyvirt.node import Node
 from anyvirt.snapshot import SnapshotCollection
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback, Task
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
-    from anyvirt.node import Node
 
+T = TypeVar("T")
 DEFAULT_STOP_TIMEOUT = 60.0
 
 
@@ -110,11 +113,26 @@ class VM:
     # holds the VM, re-reads its state and applies the table before the driver runs.
     # ``wait=True`` returns the result; ``wait=False`` a Task of it (the overloads say so).
 
+    def _adopt(self, summary: VMSummary) -> VM:
+        """This handle, with what the gate read back."""
+        self._summary = summary
+        return self
+
+    def _after_power(self, summary: VMSummary | None) -> VM:
+        if summary is None:  # a transient VM (libvirt's virsh create) is gone once it is off
+            self._summary = evolve(self._summary, state=PowerState.STOPPED,
+                                   raw_state="gone (transient)")
+            return self
+        return self._adopt(summary)
+
+    def _refreshed(self, value: T) -> T:
+        self.refresh()
+        return value
+
     def _power(self, action: PowerAction, wait: bool, timeout: float | None,
                on_progress: ProgressCallback | None) -> VM | Task[VM]:
-        result: VM | Task[VM] = self._host.gate.power(self, action, wait=wait, timeout=timeout,
-                                                     on_progress=on_progress)
-        return result
+        return self._host.gate.power(self.id, self.name, action, self._after_power, wait=wait,
+                                     timeout=timeout, on_progress=on_progress)
 
     @overload
     def start(self, *, wait: Literal[True] = ..., timeout: float | None = ...,
@@ -223,9 +241,8 @@ class VM:
         ``InvalidSpec`` for values that are not whole numbers >= 1; ``CapacityExceeded``
         when the increase would pass the host's overcommit limit.
         """
-        result: bool | Task[bool] = self._host.gate.reconfigure(self, cpus, memory_mib, wait=wait,
-                                                               timeout=timeout)
-        return result
+        return self._host.gate.reconfigure(self.id, self.name, cpus, memory_mib, self._refreshed,
+                                           wait=wait, timeout=timeout)
 
     @overload
     def delete(self, disks: bool = ..., *, wait: Literal[True] = ...,
@@ -238,8 +255,7 @@ class VM:
         """Remove the VM (and, with ``disks=True``, its disks and snapshots). It must not be
         running or paused. With ``disks=True``, ``InvalidState`` while linked clones use its
         disks: a clone is never left broken."""
-        result: Task[None] | None = self._host.gate.delete(self, disks, wait=wait, timeout=timeout)
-        return result
+        return self._host.gate.delete(self.id, self.name, disks, wait=wait, timeout=timeout)
 
     @overload
     def mark_template(self, *, wait: Literal[True] = ..., timeout: float | None = ...) -> VM: ...
@@ -249,8 +265,8 @@ class VM:
                       timeout: float | None = DEFAULT_TIMEOUT) -> VM | Task[VM]:
         """Make this stopped VM a template: it can no longer start or change; ``clone()``
         deploys copies of it (linked clones share its disks)."""
-        result: VM | Task[VM] = self._host.gate.mark_template(self, wait=wait, timeout=timeout)
-        return result
+        return self._host.gate.mark_template(self.id, self.name, self._adopt, wait=wait,
+                                             timeout=timeout)
 
     @overload
     def convert_to_vm(self, node: Node | str | None = ..., *, wait: Literal[True] = ...,
@@ -262,9 +278,8 @@ class VM:
                       timeout: float | None = DEFAULT_TIMEOUT) -> VM | Task[VM]:
         """Turn this template back into an ordinary VM (on ``node`` where the platform
         places it); its linked clones keep working."""
-        result: VM | Task[VM] = self._host.gate.convert_to_vm(
-            self, _node_ref(node), wait=wait, timeout=timeout)
-        return result
+        return self._host.gate.convert_to_vm(self.id, self.name, _node_ref(node), self._adopt,
+                                             wait=wait, timeout=timeout)
 
     # -- copies and moves -------------------------------------------------
     def backup(self, path: str | os.PathLike[str], *,
@@ -311,8 +326,14 @@ class VM:
         takes them (``InvalidSpec`` for an option it does not).
         """
         placement = Placement(node=_node_ref(node), storage=storage, folder=folder, pool=pool)
-        return self._host.gate.clone(self, name, bool(linked), count, placement, wait=wait,
-                                     timeout=timeout, on_progress=on_progress)
+        host = self._host
+
+        def handles(made: list[VMSummary]) -> VM | list[VM]:
+            clones = [VM(host, summary) for summary in made]
+            return clones if count is not None else clones[0]
+
+        return host.gate.clone(self.id, self.name, name, bool(linked), count, placement,
+                               handles, wait=wait, timeout=timeout, on_progress=on_progress)
 
     @overload
     def migrate(self, to: Node | Host, live: bool | None = ..., *, storage: str | None = ...,
@@ -331,15 +352,23 @@ class VM:
         connection declares ``COLD_MIGRATION_SNAPSHOTS`` / ``LIVE_MIGRATION_SNAPSHOTS``,
         else ``NotSupported`` before anything moves. Across platforms, use
         ``anyvirt.migrate``."""
-        result: MigrationResult | Task[MigrationResult] = self._host.gate.migrate(
-            self, to, live, Placement(storage=storage), wait=wait, timeout=timeout,
-            on_progress=on_progress)
-        return result
+        where = getattr(to, "_move_target", None)
+        if where is None:
+            raise InvalidSpec(f"migrate(to=...) takes a Node or a Host, not {type(to).__name__}")
+        target, node = where()
+
+        def arrived(result: MigrationResult) -> MigrationResult:
+            self._host = target  # the handle follows the VM; a backend may re-id it on arrival
+            with contextlib.suppress(NotFound):
+                self._summary = target.driver.vm_summary(result.vm_id)
+            return result
+
+        return self._host.gate.migrate(self.id, self.name, target, node, live,
+                                       Placement(storage=storage), arrived, wait=wait,
+                                       timeout=timeout, on_progress=on_progress)
 
 
 def _node_ref(node: Node | str | None) -> str | None:
-    from anyvirt.node import Node
-
     if isinstance(node, Node):
         return node.id
     if node is not None and not isinstance(node, str):
