@@ -595,6 +595,7 @@ class MemoryDriver(Driver):
         if dest_world is not self.world:
             self._check_storage_moves(vm)
         self._work(job, "migrate_vm", f"migrating {vm.name}")
+        job.commit(f"moving {vm.name}")  # the point of no return: the VM leaves its source
         # both hosts' locks, always in the same order: two moves in opposite
         # directions at once must not each hold one and wait for the other
         first, second = sorted((self.world, dest_world), key=lambda w: w.name)
