@@ -11,7 +11,8 @@ In order, each step before the next reads more:
 3. the sizes: members against what the manifest declares, disks against the
    target's free storage and the local temp dir's free space;
 4. each disk as it is unpacked: its byte count and sha256 while it streams
-   out, then the image itself (:func:`anyvirt.kit.qemu_img.inspect_untrusted`:
+   out, its real format (by its magic bytes) against the declared one, then the
+   image itself (:func:`anyvirt.kit.qemu_img.inspect_untrusted`:
    no backing file, external extent, data file or ``json:`` name), and its
    virtual size against the declared one.
 
@@ -194,6 +195,13 @@ def extract_disk(checked: CheckedArchive, disk: ManifestDisk, directory: Path, j
         raise InvalidSpec(f"{what} cannot be read: {exc}") from exc
     except tarfile.TarError as exc:
         raise InvalidSpec(f"{what} cannot be read: {exc}") from exc
+    real = qemu_img.probe_format(out)  # by its magic bytes, read by us: nothing is opened
+    if real != disk.format:
+        # a qcow2 declared raw passes a raw reading (its backing file unseen), yet every
+        # later probe (a restore's create, a hypervisor) reads it as the qcow2 it is
+        out.unlink(missing_ok=True)
+        raise _refuse(checked.path, f"disk {disk.file} is declared {disk.format} but is really "
+                                    f"{real}")
     if qemu_img.available():
         try:
             found = qemu_img.inspect_untrusted(out, format=disk.format, job=job)
