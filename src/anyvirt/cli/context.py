@@ -15,7 +15,7 @@ import attrs
 import click
 
 import anyvirt
-from anyvirt.cli.output import FORMATS
+from anyvirt.cli.output import FORMATS, echo
 from anyvirt.host import Host
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,7 +76,7 @@ _warnings: list[str] = []
 
 def flush_warnings() -> None:
     for line in dict.fromkeys(_warnings):
-        click.echo(line, err=True)
+        echo(line, err=True)
     _warnings.clear()
 
 

@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import click
-
+from anyvirt.cli.output import echo
 from anyvirt.cli.progress import progress_bar, wanted
 from anyvirt.errors import Timeout
 from anyvirt.tasks import ProgressCallback, Task, TaskState
@@ -68,7 +67,7 @@ def wait_for(
                 now = time.monotonic()
                 if not noticed and notice is not None and now - begun >= notice.after:
                     noticed = True
-                    click.echo(notice.text, err=True)
+                    echo(notice.text, err=True)
                 if limit is not None and now > limit and not task.done:
                     raise Timeout(f"{description}: no answer within {timeout:g} s")
             return task.result()

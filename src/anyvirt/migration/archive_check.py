@@ -36,6 +36,7 @@ from attrs import frozen
 
 from anyvirt.errors import InvalidSpec, StorageFull
 from anyvirt.kit import qemu_img, streams
+from anyvirt.kit.paths import path_error
 from anyvirt.migration import manifest as schema
 from anyvirt.migration.manifest import MANIFEST, MANIFEST_SUM, Manifest, ManifestDisk
 from anyvirt.tasks import Job
@@ -85,6 +86,8 @@ def open_checked(path: str | os.PathLike[str]) -> CheckedArchive:
     except tarfile.TarError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidSpec(f"{archive} is not an anyvirt backup: {reason}") from exc
+    except OSError as exc:  # /proc/self/mem, a file that cannot be read
+        raise path_error(exc, f"{archive} cannot be read") from exc
     manifest = schema.parse(raw)
     wanted = {MANIFEST} | {d.file for d in manifest.disks}
     if manifest.checksums:
