@@ -165,3 +165,19 @@ def test_a_deadline_at_any_point_of_a_move_is_timeout_with_the_source_or_success
     # and a deadline at the very end (after the point of no return) is a success
     assert seen[-1] == "moved" and "timeout" in seen
     assert seen[-2] == "moved", "a deadline after the source was deleted must not be Timeout"
+
+
+def test_the_cli_waits_for_a_move_past_its_commit_and_reports_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from anyvirt.cli import waiting
+
+    monkeypatch.setattr(waiting, "DEADLINE_GRACE_S", 0.05)  # the CLI's own guard, made short
+
+    def work(job: Job) -> str:
+        job.commit("deleting the source")
+        time.sleep(0.6)  # past the deadline and the CLI's guard
+        return "moved"
+
+    got = waiting.wait_for("move", lambda cb: Task("move", work, timeout=0.1).start(),
+                           timeout=0.1, json_mode=True)
+    assert got == "moved"

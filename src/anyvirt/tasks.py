@@ -370,6 +370,12 @@ class Task(Generic[T]):
         return self._done.is_set()
 
     @property
+    def committed(self) -> bool:
+        """Whether the work passed its point of no return (``Job.commit``): it is no longer
+        stopped by cancel or the deadline, and ends with its own outcome."""
+        return self._job.committed
+
+    @property
     def error(self) -> BaseException | None:
         return self._error
 
