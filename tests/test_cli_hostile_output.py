@@ -133,3 +133,15 @@ def test_a_backup_to_a_path_that_cannot_be_written_is_a_typed_error(hostile: any
     error = json.loads(result.stderr.strip().splitlines()[-1])
     assert error["type"] == "InvalidSpec" and result.exit_code == 2, error
     assert "cannot write /proc/nope.avbk" in error["message"]
+
+
+def test_completion_offers_no_name_holding_control_characters(hostile: anyvirt.Host,
+                                                               uri: str) -> None:
+    hostile.vms.create(VMSpec(name="evident", cpus=1, memory_mib=64))
+    result = CliRunner().invoke(cli, [], prog_name="anyvirt",
+                                env={"_ANYVIRT_COMPLETE": "bash_complete",
+                                         "COMP_WORDS": f"anyvirt vm start {uri} ev",
+                                         "COMP_CWORD": "4"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["plain,evident"]
+    _clean(result, "completion")

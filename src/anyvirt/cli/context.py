@@ -178,7 +178,10 @@ def complete_vm_names(ctx: click.Context, param: click.Parameter, incomplete: st
             names = sorted(vm.name for vm in host.vms.list())
     except Exception:
         return []
-    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+    # a name holding control characters cannot be typed, and would reach the terminal (or,
+    # with a line feed, forge completion entries): it is not offered
+    return [CompletionItem(name) for name in names
+            if name.startswith(incomplete) and name.isprintable()]
 
 
 def with_uri(*names: str) -> Callable[[F], F]:
