@@ -181,3 +181,32 @@ def test_the_cli_waits_for_a_move_past_its_commit_and_reports_it(
     got = waiting.wait_for("move", lambda cb: Task("move", work, timeout=0.1).start(),
                            timeout=0.1, json_mode=True)
     assert got == "moved"
+
+
+def test_a_source_that_cannot_be_deleted_after_the_commit_is_a_warning_not_a_failed_move(
+        two_hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> None:
+    from anyvirt.errors import TaskFailed
+    from anyvirt.memory import inject_failure
+
+    src, dst = two_hosts
+    vm = _made(src, tmp_path)
+    inject_failure(src.driver.native.name, "delete_vm", TaskFailed("injected: disk busy"))
+    result = anyvirt.migrate(vm, to=dst, delete_source=True)
+    assert [v.id for v in dst.vms.list()] == [result.vm_id], "the verified copy is the VM now"
+    assert any(w.startswith("source-not-deleted") and "disk busy" in w for w in result.warnings)
+
+
+def test_delete_source_is_refused_before_anything_when_it_could_not_run(
+        two_hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> None:
+    from anyvirt.errors import InvalidSpec, InvalidState
+
+    src, dst = two_hosts
+    vm = _made(src, tmp_path)
+    vm.start()
+    with pytest.raises(InvalidSpec, match="snapshot=True"):
+        anyvirt.migrate(vm, to=dst, delete_source=True, snapshot=True)
+    vm.stop(force=True)
+    vm.clone("user", linked=True)
+    with pytest.raises(InvalidState, match="linked clones"):
+        anyvirt.migrate(vm, to=dst, delete_source=True)
+    assert dst.vms.list() == [] and len(src.vms.list()) == 2
