@@ -295,3 +295,24 @@ def test_a_full_temp_dir_during_restore_is_typed_and_leaves_nothing(
     with pytest.raises(StorageFull, match="free"):
         host.restore(archive, name="copy")
     assert not host.vms.exists("copy") and list(small_fs.iterdir()) == []
+
+
+def test_a_qcow2_declared_raw_is_refused_by_verify_and_restore(
+        host: anyvirt.Host, archive: Path, tmp_path: Path, temp_dir: Path) -> None:
+    """Issue 17 #6: read as raw, a qcow2 with a backing file on a host file looks fine; its real
+    format is what every later reader sees, so verify must say so (it said "ok")."""
+    from click.testing import CliRunner
+
+    from anyvirt.cli.main import cli
+
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"host secret" * 100)
+    crafted = _image(tmp_path, ["-f", "qcow2", "-F", "raw", "-b", str(secret)])
+    bad = rewrite(archive, tmp_path / "bad.avbk", disk=crafted,
+                  manifest=lambda d: d["disks"][0].update(format="raw", size_bytes=len(crafted)))
+    with pytest.raises(InvalidSpec, match="declared raw but is really qcow2"):
+        verify(bad)
+    got = CliRunner().invoke(cli, ["--json", "verify", str(bad)])
+    assert got.exit_code == 2, got.output
+    assert "really qcow2" in got.output and '"ok": true' not in got.output
+    refused(host, bad, "really qcow2", temp_dir)

@@ -32,6 +32,7 @@ from typing import Protocol, cast
 
 from anyvirt import plugins
 from anyvirt.errors import AlreadyExists, InvalidSpec
+from anyvirt.kit.paths import path_error
 
 __all__ = ["GROUP", "ImageBuilder", "load", "names", "write"]
 
@@ -72,7 +73,8 @@ def write(name: str, path: str | os.PathLike[str], fmt: str | None = None, *,
     builder fails.
 
     :raises anyvirt.plugins.UnknownPlugin: no image of that name is installed.
-    :raises InvalidSpec: the builder cannot write ``fmt``, or ``path`` is a directory.
+    :raises InvalidSpec: the builder cannot write ``fmt``, or ``path`` is a directory or
+        cannot be written (``StorageFull`` when its file system is full).
     :raises AlreadyExists: ``path`` exists and ``overwrite`` is false.
     """
     builder = load(name)
@@ -85,12 +87,14 @@ def write(name: str, path: str | os.PathLike[str], fmt: str | None = None, *,
         raise InvalidSpec(f"{dest} is a directory; give the path of the image file to write")
     if dest.exists() and not overwrite:
         raise AlreadyExists(f"{dest} already exists (pass overwrite=True to replace it)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     # a fresh name the builder creates itself, so the file gets the usual umask-based mode
     partial = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.partial")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         builder.write(partial, chosen)
         os.replace(partial, dest)
+    except OSError as exc:  # /proc/x.img, a read-only or full file system
+        raise path_error(exc, f"cannot write {dest}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)

@@ -639,6 +639,7 @@ class MemoryDriver(Driver):
         source_node = vm.node
         dest_node = self._pick_node(placement.node, dest_world)
         self._work(job, "migrate_vm", f"migrating {vm.name}")
+        job.commit(f"moving {vm.name}")  # the point of no return: the VM leaves its source
         # both hosts' locks, always in the same order: two moves in opposite
         # directions at once must not each hold one and wait for the other
         first, second = sorted((self.world, dest_world), key=lambda w: w.name)

@@ -5,6 +5,13 @@ carries the deadline (every wait has one), lets them report progress, tells
 them when the caller cancelled, and lets them hook a platform's own cancel
 (a vSphere ``CancelTask``, a libvirt ``abortJob``) onto ``Task.cancel()``.
 
+A move that deletes its source has a point of no return: :meth:`Job.commit`.
+Under the same lock the task's timeout and ``cancel()`` take, it either raises
+``Cancelled``/``Timeout`` (the task has stopped, or must) or marks the work as
+past that point; from then on neither stops it, and the task waits for its end
+and reports its outcome, however late. So a caller is never told ``Timeout``
+about a move whose source is then deleted.
+
 Handles wrap that work in a :class:`Task`: with ``wait=True`` (the default)
 it runs in the caller's thread and returns the result; with ``wait=False`` it
 runs in a background thread and the caller gets the ``Task`` back.
@@ -43,6 +50,17 @@ class TaskState(enum.Enum):
         return self.value
 
 
+class _Control:
+    """What a job and its phases (:meth:`Job.span`) share: the cancel flag, the platform's
+    cancel hooks, and whether the work passed its point of no return."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cancel = threading.Event()
+        self.hooks: list[Callable[[], None]] = []
+        self.committed = ""  # what the work committed to; "" before its point of no return
+
+
 class Job:
     """The driver's side of a task: deadline, progress and cancellation."""
 
@@ -56,11 +74,16 @@ class Job:
         self.name = name
         self.timeout = timeout
         start = time.monotonic() if started is None else started
-        self.deadline = None if timeout is None else start + timeout
+        self._deadline = None if timeout is None else start + timeout
         self.native_id = ""
         self._on_progress = on_progress
-        self._cancel = threading.Event()
-        self._cancel_hooks: list[Callable[[], None]] = []
+        self._control = _Control()
+
+    @property
+    def deadline(self) -> float | None:
+        """When the work must stop (monotonic seconds); None when unbounded, and once the
+        work passed its point of no return (:meth:`commit`)."""
+        return None if self._control.committed else self._deadline
 
     # progress --------------------------------------------------------
     def progress(self, percent: float | None, message: str = "") -> None:
@@ -77,31 +100,69 @@ class Job:
                           message)
 
         phase = Job(self.name, None, mapped)
-        phase.timeout, phase.deadline = self.timeout, self.deadline
-        phase._cancel, phase._cancel_hooks = self._cancel, self._cancel_hooks
+        phase.timeout, phase._deadline = self.timeout, self._deadline
+        phase._control = self._control
         return phase
 
     # cancellation ----------------------------------------------------
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._control.cancel.is_set()
+
+    @property
+    def committed(self) -> bool:
+        """Whether the work passed its point of no return (:meth:`commit`)."""
+        return bool(self._control.committed)
 
     def on_cancel(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` (a platform cancel) when the caller cancels; at once if already cancelled."""
-        self._cancel_hooks.append(hook)
+        self._control.hooks.append(hook)
         if self.cancelled:
             hook()
 
-    def request_cancel(self) -> None:
-        self._cancel.set()
-        for hook in list(self._cancel_hooks):
+    def request_cancel(self) -> bool:
+        """Ask the work to stop; False (and nothing asked) once it passed its point of no
+        return, where stopping would leave a move half done."""
+        if not self._stop():
+            return False
+        self._run_cancel_hooks()
+        return True
+
+    def _stop(self) -> bool:
+        """Raise the cancel flag unless the work committed; the one decision, under the lock
+        :meth:`commit` takes, between a task that stops and work that goes on."""
+        with self._control.lock:
+            if self._control.committed:
+                return False
+            self._control.cancel.set()
+            return True
+
+    def _run_cancel_hooks(self) -> None:
+        for hook in list(self._control.hooks):
             try:
                 hook()
             except Exception:  # noqa: S112 - a failing platform cancel must not mask the wait
                 continue
 
+    def commit(self, what: str) -> None:
+        """Pass the point of no return (``what``: e.g. deleting a move's source).
+
+        Raises ``Cancelled`` or ``Timeout`` if the work must stop, atomically with the
+        task's timeout and ``cancel()``: a task that has reported ``Timeout`` never lets
+        its work past here. Otherwise, from now on the deadline and cancel no longer
+        stop the work (:meth:`check` passes, :meth:`remaining` gives only its cap), and
+        the task waits for it and reports its outcome, even past its deadline."""
+        with self._control.lock:
+            if self._control.committed:
+                return
+            self.check()
+            self._control.committed = what or "its point of no return"
+
     def check(self) -> None:
-        """Raise ``Cancelled`` or ``Timeout`` if the work should stop now."""
+        """Raise ``Cancelled`` or ``Timeout`` if the work should stop now (never once it
+        committed: see :meth:`commit`)."""
+        if self._control.committed:
+            return
         if self.cancelled:
             raise Cancelled(f"{self.name or 'task'} was cancelled")
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -118,7 +179,7 @@ class Job:
     def sleep(self, seconds: float) -> None:
         """Sleep, waking early on cancel; raises when cancelled or past the deadline."""
         left = self.remaining(seconds)
-        self._cancel.wait(seconds if left is None else left)
+        self._control.cancel.wait(seconds if left is None else left)
         self.check()
 
     def wait_for(
@@ -134,8 +195,8 @@ class Job:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise Timeout(f"timed out after {self.timeout:g} s waiting for {what}")
             left = self.remaining(delay)
-            self._cancel.wait(delay if left is None else left)
-            if self.cancelled:
+            self._control.cancel.wait(delay if left is None else left)
+            if self.cancelled and not self.committed:
                 raise Cancelled(f"{self.name or 'task'} was cancelled while waiting for {what}")
             delay = min(delay * 1.5, max_interval)
 
@@ -251,7 +312,11 @@ class Task(Generic[T]):
 
     def _expire(self) -> None:
         """The deadline passed with the work still going: the task fails with Timeout now,
-        the platform's work is asked to stop, and a result that still arrives is undone."""
+        the platform's work is asked to stop, and a result that still arrives is undone.
+        Work past its point of no return (``Job.commit``) is not stopped: the task waits
+        for it and reports what it did."""
+        if self._done.is_set() or not self._job._stop():
+            return
         with self._state_lock:
             if self._done.is_set():
                 return
@@ -263,7 +328,7 @@ class Task(Generic[T]):
             self.state = TaskState.FAILED
             self.finished_at = time.monotonic()
             self._done.set()
-        self._job.request_cancel()
+        self._job._run_cancel_hooks()
 
     # starting --------------------------------------------------------
     def _launch(self) -> None:
@@ -305,6 +370,12 @@ class Task(Generic[T]):
         return self._done.is_set()
 
     @property
+    def committed(self) -> bool:
+        """Whether the work passed its point of no return (``Job.commit``): it is no longer
+        stopped by cancel or the deadline, and ends with its own outcome."""
+        return self._job.committed
+
+    @property
     def error(self) -> BaseException | None:
         return self._error
 
@@ -329,7 +400,9 @@ class Task(Generic[T]):
         if not self.cancellable:
             raise NotSupported(self.backend or "this backend", Capability.TASK_CANCEL,
                                f"task {self.name!r} cannot be cancelled")
-        self._job.request_cancel()
+        if not self._job.request_cancel():
+            log.info("task %r is past its point of no return (%s): it runs to its end",
+                     self.name, self._job._control.committed)
 
 
 def run(

@@ -145,3 +145,53 @@ def test_compare_names_every_difference() -> None:
     changed = attrs.evolve(base, id="b", cpus=1, firmware=Firmware.EFI, disks=(),
                            nics=(NicInfo(id="1", mac="0800270000AB"),))
     assert len(compare(base, changed)) == 4
+
+
+def test_a_deadline_at_any_point_is_timeout_with_the_source_or_a_finished_move(
+    real_home: Home, real_host: Host, other_real_home: Home, other_real_host: Host,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 17 #5: the deadline arrives before each VBoxManage call of the move and at each
+    progress report, in turn. Each run is either Timeout with the source as it was and
+    nothing on the target, or a finished move; never Timeout with the source deleted."""
+    from anyvirt_virtualbox import runner
+
+    from anyvirt.errors import Timeout
+    from anyvirt.testing.deadline_sweep import DeadlineAt
+
+    real_run = runner.VBoxManage.run
+    sweep: list[DeadlineAt] = []
+
+    def run(self: runner.VBoxManage, args: Any, what: str, **kw: Any) -> runner.Output:
+        if sweep:
+            sweep[-1].point()  # the deadline may arrive just before this call
+        return real_run(self, args, what, **kw)
+
+    monkeypatch.setattr(runner.VBoxManage, "run", run)
+    seen = []
+    for at in range(1, 40):
+        vm_id = make(real_host, "swept")
+        before = show(real_home, vm_id)
+        sweep.append(DeadlineAt(at))
+        task = real_host.vms.get(vm_id).migrate(to=other_real_host, live=False, wait=False,
+                                                 timeout=600, on_progress=sweep[-1].on_progress)
+        sweep[-1].attach(task)
+        got = sweep[-1].outcome(task.wait)
+        if got.error is not None:
+            assert isinstance(got.error, Timeout), got.error
+            _assert_source_intact(real_home, vm_id, before)
+            assert names(other_real_home) == [] and hdds(other_real_home) == [], f"point {at}"
+            seen.append("timeout")
+            real_home.run("unregistervm", vm_id, "--delete")
+        else:
+            assert got.result is not None
+            assert names(real_home) == [] and hdds(real_home) == [], f"point {at}"
+            assert names(other_real_home) == ["swept"]
+            assert got.result.vm_id == listings.list_vms(other_real_home.run("list", "vms").stdout)[0].uuid
+            seen.append("moved")
+            other_real_home.run("unregistervm", got.result.vm_id, "--delete")
+        if not got.fired:
+            break
+    else:
+        raise AssertionError("the move has more points than the sweep covers")
+    assert "timeout" in seen and seen[-2:] == ["moved", "moved"], seen

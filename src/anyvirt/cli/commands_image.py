@@ -13,7 +13,7 @@ import click
 
 from anyvirt import images
 from anyvirt.cli.context import json_mode, json_option
-from anyvirt.cli.output import print_json
+from anyvirt.cli.output import echo, print_json
 from anyvirt.cli.plugin_group import PluginGroup
 from anyvirt.errors import AlreadyExists, AnyvirtError
 from anyvirt.images import ImageBuilder
@@ -38,8 +38,8 @@ def _image_command(name: str, builder: ImageBuilder) -> click.Command:
         if json_mode(json_flag):
             print_json({"path": str(written), "format": fmt, "size_bytes": written.stat().st_size})
             return
-        click.echo(str(written))
-        click.echo(f"use it as a VM's disk: anyvirt vm create URI NAME --image {written}", err=True)
+        echo(str(written))
+        echo(f"use it as a VM's disk: anyvirt vm create URI NAME --image {written}", err=True)
 
     params: list[click.Parameter] = [
         click.Argument(["path"], type=click.Path(dir_okay=False, writable=True, path_type=Path)),

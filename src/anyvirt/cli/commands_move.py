@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import attrs
 import click
-from rich.text import Text
 
 from anyvirt.cli.commands_vm import TIMEOUT_TYPE
 from anyvirt.cli.context import Settings, json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import (
     jsonable,
+    literal,
     mib,
     print_json,
     print_table,
@@ -122,7 +122,7 @@ def busy(message: str, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    with stderr_console().status(Text(message)):
+    with stderr_console().status(literal(message)):
         yield
 
 

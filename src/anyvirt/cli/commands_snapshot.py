@@ -7,7 +7,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
-from anyvirt.cli.output import print_json, say, stdout_console, styled, styled_state
+from anyvirt.cli.output import literal, print_json, say, stdout_console, styled, styled_state
 from anyvirt.snapshot import Snapshot
 from anyvirt.tasks import DEFAULT_TIMEOUT
 
@@ -48,7 +48,7 @@ def _label(snap: Snapshot) -> Text:
     if snap.is_current:
         label.append(" <- current", style="green")
     if snap.description:
-        label.append(f" - {snap.description}")
+        label.append(literal(f" - {snap.description}"))
     return label
 
 

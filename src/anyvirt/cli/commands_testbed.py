@@ -20,7 +20,7 @@ import click
 
 from anyvirt import testbeds
 from anyvirt.cli.context import json_mode, json_option
-from anyvirt.cli.output import print_json
+from anyvirt.cli.output import echo, print_json
 from anyvirt.cli.plugin_group import PluginGroup
 from anyvirt.errors import AnyvirtError
 from anyvirt.testbeds import RunningTestbed, Testbed, TestbedOption
@@ -69,9 +69,9 @@ def _show(running: RunningTestbed, as_json: bool) -> None:
         print_json({"uris": list(running.uris), "environment": dict(running.environment)})
         return
     for uri in running.uris:
-        click.echo(uri)
+        echo(uri)
     for variable, value in running.environment.items():
-        click.echo(f"export {variable}={value}")
+        echo(f"export {variable}={value}")
     click.echo("running; press Ctrl-C (or send SIGTERM) to stop", err=True)
 
 

@@ -15,7 +15,7 @@ import attrs
 import click
 
 import anyvirt
-from anyvirt.cli.output import FORMATS
+from anyvirt.cli.output import FORMATS, echo
 from anyvirt.host import Host
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,7 +76,7 @@ _warnings: list[str] = []
 
 def flush_warnings() -> None:
     for line in dict.fromkeys(_warnings):
-        click.echo(line, err=True)
+        echo(line, err=True)
     _warnings.clear()
 
 
@@ -178,7 +178,10 @@ def complete_vm_names(ctx: click.Context, param: click.Parameter, incomplete: st
             names = sorted(vm.name for vm in host.vms.list())
     except Exception:
         return []
-    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+    # a name holding control characters cannot be typed, and would reach the terminal (or,
+    # with a line feed, forge completion entries): it is not offered
+    return [CompletionItem(name) for name in names
+            if name.startswith(incomplete) and name.isprintable()]
 
 
 def with_uri(*names: str) -> Callable[[F], F]:

@@ -11,6 +11,7 @@ anyvirt's errors, which never contain credentials, and URIs are shown only as
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -36,7 +37,7 @@ from anyvirt.cli import (
 )
 from anyvirt.cli.context import Settings
 from anyvirt.cli.exit_codes import ExitCode, exit_code_epilog, exit_code_for
-from anyvirt.cli.output import FORMATS
+from anyvirt.cli.output import FORMATS, echo, escape_controls
 from anyvirt.cli.waiting import Interrupted, interrupted_message
 from anyvirt.cli.wording import for_cli, seen
 from anyvirt.errors import AnyvirtError
@@ -52,7 +53,8 @@ class CommandFailed(click.ClickException):
         self.exit_code = int(code)  # type: ignore[misc]
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", file=file or sys.stderr)
+        click.echo(escape_controls(f"error: {self.format_message()}", keep="\n"),
+                   file=file or sys.stderr)
 
 
 def _json_wanted(args: Sequence[str]) -> bool:
@@ -69,7 +71,9 @@ def _fail(kind: str, message: str, code: int, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps({"type": kind, "message": message, "exit_code": code}), err=True)
     else:
-        click.echo(f"error: {message}" if kind != "UsageError" else message, err=True)
+        # names and platform text inside a message are shown, never obeyed by the terminal
+        line = f"error: {message}" if kind != "UsageError" else message
+        echo(line, err=True, keep="\n")
     return code
 
 
@@ -101,8 +105,10 @@ class AnyvirtGroup(click.Group):
         except click.UsageError as exc:
             if _json_wanted(words):
                 code = _fail("UsageError", exc.format_message(), exc.exit_code, True)
-            else:
-                exc.show()
+            else:  # the usage error repeats what was typed
+                shown = io.StringIO()
+                exc.show(file=shown)
+                click.echo(escape_controls(shown.getvalue(), keep="\n"), err=True, nl=False)
                 code = exc.exit_code
         except click.ClickException as exc:
             code = _fail(getattr(exc, "kind", "Error"), exc.format_message(), exc.exit_code,

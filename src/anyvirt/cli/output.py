@@ -50,13 +50,14 @@ def output_format() -> str:
     return "table" if sys.stdout.isatty() else "plain"
 
 
-def escape_controls(text: str) -> str:
-    r"""Control and format characters as visible escapes (``\x1b``, ``\u202e``), the rest as is."""
+def escape_controls(text: str, keep: str = "") -> str:
+    r"""Control and format characters as visible escapes (``\x1b``, ``\u202e``), the rest (and
+    the characters in ``keep``, e.g. the line feeds of a multi-line message) as is."""
     if text.isprintable():
         return text
     out = []
     for char in text:
-        if char.isprintable() or char == " ":
+        if char.isprintable() or char == " " or char in keep:
             out.append(char)
         elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"):
             code = ord(char)
@@ -101,9 +102,21 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(jsonable(value), indent=2, sort_keys=True, default=str))
 
 
+def literal(text: object, style: str = "") -> Text:
+    """User or platform text for rich: control characters escaped, never parsed as markup.
+    Every cell, label, line and status that may hold such text is made here or by
+    :func:`echo`, so a name holding ``ESC ]0;`` cannot reach the reader's terminal."""
+    return Text(escape_controls("" if text is None else str(text)), style=style)
+
+
 def styled(text: str, style: str) -> Text:
-    """A table cell or message part in a style; the text itself is never parsed as markup."""
-    return Text(text, style=style)
+    """A table cell or message part in a style (see :func:`literal`)."""
+    return literal(text, style)
+
+
+def echo(text: str, *, err: bool = False, keep: str = "") -> None:
+    """One plain line on stdout (or stderr), control characters escaped (see :func:`literal`)."""
+    click.echo(escape_controls(text, keep), err=err)
 
 
 def say(*parts: str | Text) -> None:
@@ -150,7 +163,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     plain = fmt == "plain"
     # the title goes above the table, not into it: a long URI would wrap a table title
     if title and not (plain and listing):
-        console.print(Text(escape_controls(title), style="bold"))
+        console.print(literal(title, "bold"))
     table = Table(show_lines=False, box=None if plain else box.HEAVY_HEAD, pad_edge=not plain,
                   header_style="" if plain else "bold")
     for column in columns:

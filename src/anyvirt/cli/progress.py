@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from anyvirt.cli.output import stderr_console
+from anyvirt.cli.output import escape_controls, stderr_console
 from anyvirt.tasks import ProgressCallback, Task
 
 
@@ -29,7 +29,7 @@ def progress_bar(description: str, enabled: bool) -> Iterator[ProgressCallback |
         return
     bar = Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # names are text, not markup
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
@@ -38,13 +38,13 @@ def progress_bar(description: str, enabled: bool) -> Iterator[ProgressCallback |
     )
     with bar:
         # no total until the platform reports a percentage: a pulsing bar, not a stuck 0%
-        row = bar.add_task(description, total=None)
+        row = bar.add_task(escape_controls(description), total=None)
 
         def update(task: Task[Any]) -> None:
             if task.progress is None:
-                bar.update(row, description=task.message or description)
+                bar.update(row, description=escape_controls(task.message or description))
             else:
                 bar.update(row, total=100.0, completed=task.progress,
-                           description=task.message or description)
+                           description=escape_controls(task.message or description))
 
         yield update

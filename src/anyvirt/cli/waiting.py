@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import click
-
+from anyvirt.cli.output import echo
 from anyvirt.cli.progress import progress_bar, wanted
 from anyvirt.errors import Timeout
 from anyvirt.tasks import ProgressCallback, Task, TaskState
@@ -68,8 +67,10 @@ def wait_for(
                 now = time.monotonic()
                 if not noticed and notice is not None and now - begun >= notice.after:
                     noticed = True
-                    click.echo(notice.text, err=True)
-                if limit is not None and now > limit and not task.done:
+                    echo(notice.text, err=True)
+                # past its point of no return (a move deleting its source) the task ends with
+                # its own outcome, which is what the user must be told
+                if limit is not None and now > limit and not task.done and not task.committed:
                     raise Timeout(f"{description}: no answer within {timeout:g} s")
             return task.result()
         except KeyboardInterrupt as exc:
@@ -96,6 +97,11 @@ def interrupted_message() -> str:
     task = _waiting[-1]
     if task.done:
         return f"interrupted: {task.name} had already {task.state}"
+    if task.committed:
+        # past its point of no return: stopping now would leave it half done, so it finishes
+        with contextlib.suppress(Exception):
+            task.wait(None)
+        return f"interrupted: {task.name} was past its point of no return and {task.state}"
     if task.native_id:
         return (f"interrupted: {task.name} carries on on the platform as task {task.native_id}; "
                 "this command only stopped waiting for it")

@@ -33,6 +33,7 @@ import attrs
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, StorageFull, TaskFailed
 from anyvirt.kit import qemu_img, streams
+from anyvirt.kit.paths import path_error
 from anyvirt.migration import archive_check, disk_check
 from anyvirt.migration.archive_check import CheckedArchive, Discard, UnverifiedArchiveWarning
 from anyvirt.migration.manifest import FORMAT_V2, MANIFEST, MANIFEST_SUM, Manifest
@@ -94,6 +95,8 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
             if exc.errno in NO_SPACE:
                 raise StorageFull(f"no room to write the backup of {vm.name!r} ({exc.strerror}); "
                                   "nothing was kept") from exc
+            if exc.filename in (str(partial), str(dest)):  # the caller's path: bad input
+                raise path_error(exc, f"cannot write {dest}") from exc
             raise
         finally:
             partial.unlink(missing_ok=True)

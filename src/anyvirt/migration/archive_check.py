@@ -11,7 +11,8 @@ In order, each step before the next reads more:
 3. the sizes: members against what the manifest declares, disks against the
    target's free storage and the local temp dir's free space;
 4. each disk as it is unpacked: its byte count and sha256 while it streams
-   out, then the image itself (:func:`anyvirt.kit.qemu_img.inspect_untrusted`:
+   out, its real format (by its magic bytes) against the declared one, then the
+   image itself (:func:`anyvirt.kit.qemu_img.inspect_untrusted`:
    no backing file, external extent, data file or ``json:`` name), and its
    virtual size against the declared one.
 
@@ -35,6 +36,7 @@ from attrs import frozen
 
 from anyvirt.errors import InvalidSpec, StorageFull
 from anyvirt.kit import qemu_img, streams
+from anyvirt.kit.paths import path_error
 from anyvirt.migration import manifest as schema
 from anyvirt.migration.manifest import MANIFEST, MANIFEST_SUM, Manifest, ManifestDisk
 from anyvirt.tasks import Job
@@ -84,6 +86,8 @@ def open_checked(path: str | os.PathLike[str]) -> CheckedArchive:
     except tarfile.TarError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidSpec(f"{archive} is not an anyvirt backup: {reason}") from exc
+    except OSError as exc:  # /proc/self/mem, a file that cannot be read
+        raise path_error(exc, f"{archive} cannot be read") from exc
     manifest = schema.parse(raw)
     wanted = {MANIFEST} | {d.file for d in manifest.disks}
     if manifest.checksums:
@@ -194,6 +198,13 @@ def extract_disk(checked: CheckedArchive, disk: ManifestDisk, directory: Path, j
         raise InvalidSpec(f"{what} cannot be read: {exc}") from exc
     except tarfile.TarError as exc:
         raise InvalidSpec(f"{what} cannot be read: {exc}") from exc
+    real = qemu_img.probe_format(out)  # by its magic bytes, read by us: nothing is opened
+    if real != disk.format:
+        # a qcow2 declared raw passes a raw reading (its backing file unseen), yet every
+        # later probe (a restore's create, a hypervisor) reads it as the qcow2 it is
+        out.unlink(missing_ok=True)
+        raise _refuse(checked.path, f"disk {disk.file} is declared {disk.format} but is really "
+                                    f"{real}")
     if qemu_img.available():
         try:
             found = qemu_img.inspect_untrusted(out, format=disk.format, job=job)

@@ -8,6 +8,12 @@ source's bytes (:mod:`anyvirt.migration.verify`). Only then does the move
 report success, and only then does ``delete_source`` run. A target that cannot
 be read back gives a move verified by configuration only, and refuses
 ``delete_source`` before anything is copied.
+
+The move's point of no return is the end of its task (``job.commit``), where the
+source is deleted when asked: a move cancelled or past its deadline before it
+removes its copy and keeps the source; after it, the source goes under the same
+hold that kept it unchanged through the copy, and the move reports success,
+however late.
 """
 
 from __future__ import annotations
@@ -168,6 +174,9 @@ def migrate(
                            "delete_source=True needs the copy read back from the target to verify "
                            "it, and this target cannot export disks")
     was_running = vm.refresh().state is PowerState.RUNNING
+    running_copy = was_running and snapshot  # a crash-consistent copy of a running VM
+    if delete_source:
+        _check_deletable(vm, running_copy)
     consistency = "stopped"
     if was_running and shutdown:
         vm.stop(timeout=min(timeout or 300.0, 300.0))
@@ -188,7 +197,7 @@ def migrate(
             # one bar for the whole move: export, import and read-back each get a share
             job.progress(0, f"exporting the disks of {vm.name}")
             out = job.span(0, 40)
-            if consistency == "crash-consistent snapshot":
+            if running_copy:
                 exported = export_at_snapshot(vm, Path(tmp) / "source", out)
             else:
                 exported = export(vm, Path(tmp) / "source", out)
@@ -207,19 +216,26 @@ def migrate(
                     checked += ("read-back",)
                 if start or (start is None and was_running):
                     new.start(timeout=job.remaining())
+                if delete_source:
+                    _check_deletable(vm, running_copy)  # again, under the hold, just before
+                job.commit(f"deleting the source {vm.name!r}" if delete_source
+                           else f"keeping the copy of {vm.name!r}")
             except BaseException:
                 _remove(new)
                 raise
             moved = sum(d.size_bytes for d in exported.values())
+        warnings = plan.warning_codes
+        if delete_source:
+            warnings += _delete_source(vm, job)
         return MigrationResult(
             vm_id=new.id, vm_name=new.name, source=plan.source_uri, target=plan.target_uri,
             live=False, duration_s=round(time.monotonic() - started, 3), downtime_ms=None,
-            bytes_transferred=moved, warnings=plan.warning_codes, verified=checked,
+            bytes_transferred=moved, warnings=warnings, verified=checked,
             disks=disks, consistency=consistency,
         )
 
     what = f"move to {to.backend}"
-    if consistency == "crash-consistent snapshot":
+    if running_copy:
         # running, by design: held (one change at a time) but not stopped
         from anyvirt.operations import ANY_STATE
 
@@ -228,10 +244,31 @@ def migrate(
                                         on_progress=on_progress)
     else:
         # the source is held through the copy (the gate's export rule: not running, one
-        # change at a time); it is removed only once the copy is verified and the hold is over
+        # change at a time), and through its deletion once the copy is verified
         result = vm.host.gate.export(vm, what, work, wait=True, timeout=timeout,
                                      on_progress=on_progress)
     assert isinstance(result, MigrationResult)
-    if delete_source:
-        vm.delete(disks=True)
     return result
+
+
+def _check_deletable(vm: VM, running_copy: bool) -> None:
+    """What the gate's delete would refuse, checked before the copy and again just before
+    the point of no return (the source is deleted under the move's own hold)."""
+    vm.host.gate.require(Capability.VM_DELETE)
+    if running_copy:
+        raise InvalidSpec("delete_source=True with snapshot=True would delete a running source "
+                          "and what it wrote after the snapshot: use shutdown=True")
+    users = vm.host.driver.linked_clones(vm.id)
+    if users:
+        raise InvalidState(f"cannot delete the source {vm.name!r} after the move: linked clones "
+                           f"use its disks ({', '.join(sorted(users))})")
+
+
+def _delete_source(vm: VM, job: Job) -> tuple[str, ...]:
+    """Past the point of no return: the verified copy is the VM now, so a source that cannot
+    be deleted is said in the result's warnings, not raised as a failed move."""
+    try:
+        vm.host.driver.delete_vm(vm.id, True, job)
+    except AnyvirtError as error:
+        return (f"source-not-deleted: {error}",)
+    return ()

@@ -318,8 +318,11 @@ def _offline(
         tdom = tconn.defineXML(persist_xml)
         try:
             snaps.redefine_on(tdom)  # the volumes carry the snapshots' data already
+            # undefining the source is the point of no return: a move cancelled or past
+            # its deadline stops here, after it the move completes and says so
+            job.commit(f"undefining the source {vm_id}")
             conn.lookupByUUIDString(vm_id).undefineFlags(UNDEFINE_FLAGS)
-        except libvirt.libvirtError:
+        except BaseException:
             tdom.undefineFlags(UNDEFINE_FLAGS)  # keep the VM in exactly one place
             raise
     return moved

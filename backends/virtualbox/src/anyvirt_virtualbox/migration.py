@@ -5,6 +5,9 @@ travels as an appliance: ``export`` writes an OVA into a temporary directory
 (removed afterwards), the target ``import``s it under the same name keeping
 every MAC, the copy is read back and compared (disk count and sizes, CPUs,
 memory, firmware, MACs), and only then is the source unregistered and deleted.
+Deleting it is the move's point of no return (``job.commit``): a move cancelled
+or past its deadline before it removes its copy and keeps the source; after it,
+the move runs to its end and reports success, however late.
 
 ``import`` always gives the new machine (and its disks) new UUIDs: VBoxManage
 7.2 has no option to keep them, so the VM's id changes; the returned
@@ -50,10 +53,15 @@ def migrate(source: VBoxManage, vm_id: str, target: VBoxManage, node: str,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     job.progress(90.0, f"removing {before.name!r} from the source")
+    try:
+        job.commit(f"deleting the source of {before.name!r}")
+    except BaseException:
+        _remove(target, after.id)  # stopped before the point of no return: the source stays
+        raise
     warnings = [f"VirtualBox gives an imported VM a new id: {vm_id} is now {after.id}"]
     try:
         source.run(["unregistervm", vm_id, "--delete"], f"deleting the source of {before.name!r}",
-                   timeout=job.remaining(600.0))
+                   timeout=job.remaining(STEP_TIMEOUT))
     except BaseException as error:
         if _still_registered(source, vm_id):
             _remove(target, after.id)  # the source stands as it was: two copies would be worse
