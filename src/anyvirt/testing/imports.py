@@ -55,8 +55,8 @@ def imports_of(tree: ast.Module, module: str, is_package: bool, *,
             found.update((f"{base}:{alias.name}", late) for alias in node.names
                          if alias.name != "__version__")
         inner = late or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
-        for child in ast.iter_child_nodes(node):
-            visit(child, inner)
+        for nested in ast.iter_child_nodes(node):
+            visit(nested, inner)
 
     visit(tree, False)
     return found
