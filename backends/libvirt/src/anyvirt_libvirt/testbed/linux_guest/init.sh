@@ -21,11 +21,12 @@ while read -r module; do
     insmod "/lib/modules/$module.ko" 2>/dev/null
 done < /etc/anyvirt-modules
 ip link set lo up
+say "modules-loaded uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 # --- the seed: wait for the cidata CD-ROM (SCSI/ATA discovery is asynchronous) ---
 seed_dev=""
 tries=0
-while [ -z "$seed_dev" ] && [ "$tries" -lt 50 ]; do
+while [ -z "$seed_dev" ] && [ "$tries" -lt 25 ]; do
     seed_dev=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null)
     [ -n "$seed_dev" ] || { tries=$((tries + 1)); sleep 0.2; }
 done
@@ -61,7 +62,7 @@ cloud_keys() {
 
 hostname_applied=""
 if [ -n "$seed_dev" ] && mount -t iso9660 -o ro "$seed_dev" /seed; then
-    say "seed=$seed_dev"
+    say "seed=$seed_dev uptime=$(cut -d' ' -f1 /proc/uptime)"
     if [ -f /seed/meta-data ]; then
         instance=$(yaml_value instance-id /seed/meta-data)
         [ -n "$instance" ] && say "instance-id=$instance"
@@ -101,7 +102,7 @@ done
 # --- the ACPI power button powers the guest off ---
 acpid -c /etc/acpi -l /dev/null 2>/dev/null
 
-say "init-done"
+say "init-done uptime=$(cut -d' ' -f1 /proc/uptime)"
 while true; do
     setsid cttyhack sh
     sleep 1
