@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import stat
+
 from attrs import frozen
 
 __all__ = ["Entry", "directory", "file", "initramfs", "symlink"]

@@ -10,14 +10,13 @@ no ``modules.dep`` (``depmod`` runs at install time) and ``kmod`` may be absent.
 
 from __future__ import annotations
 
-import gzip
 import lzma
 import re
 import struct
-import zlib
 import subprocess
 import tarfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from attrs import frozen
@@ -160,9 +159,18 @@ def load_order(wanted: Iterable[str], depends: dict[str, tuple[str, ...]]) -> tu
     return tuple(order)
 
 
-_PAYLOADS = {  # config of the bzImage's compression -> the payload's magic, its decompressor
-    "CONFIG_KERNEL_XZ": (b"\xfd7zXZ\x00", lambda data: lzma.LZMADecompressor().decompress(data)),
-    "CONFIG_KERNEL_GZIP": (b"\x1f\x8b\x08", lambda data: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)),
+def _unxz(data: bytes) -> bytes:
+    return lzma.LZMADecompressor().decompress(data)  # stops at the stream's end
+
+
+def _gunzip(data: bytes) -> bytes:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)  # ignores trailing bytes
+
+
+#: the bzImage's compression (config) -> its payload's magic and decompressor
+_PAYLOADS: dict[str, tuple[bytes, Callable[[bytes], bytes]]] = {
+    "CONFIG_KERNEL_XZ": (b"\xfd7zXZ\x00", _unxz),
+    "CONFIG_KERNEL_GZIP": (b"\x1f\x8b\x08", _gunzip),
 }
 
 
@@ -184,7 +192,7 @@ def pvh_kernel(vmlinuz: bytes, config: str) -> bytes | None:
                 return None
             try:
                 elf = decompress(vmlinuz[start:])
-            except (lzma.LZMAError, zlib.error, gzip.BadGzipFile):
+            except (lzma.LZMAError, zlib.error):
                 return None
             return elf if elf[:4] == b"\x7fELF" else None
     return None
@@ -211,7 +219,10 @@ def _module_name(member: str) -> str:
     return Path(member).name.removesuffix(".ko").replace("-", "_")
 
 
-def _read_package(deb: Path, keep: set[str] | None) -> tuple[dict[str, bytes], dict[str, tuple[str, ...]], dict[str, bytes]]:
+_PackageRead = tuple[dict[str, bytes], dict[str, tuple[str, ...]], dict[str, bytes]]
+
+
+def _read_package(deb: Path, keep: set[str] | None) -> _PackageRead:
     """One pass over the package's files: boot files, every module's dependencies, kept modules."""
     boot: dict[str, bytes] = {}
     depends: dict[str, tuple[str, ...]] = {}
