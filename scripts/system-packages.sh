@@ -3,7 +3,8 @@
 # Usage: scripts/system-packages.sh [tour|test]
 #   tour: QEMU/libvirt (the local default backend) and the tools to build the tiny guest
 #   test: the above plus Go and the govmomi source (to build VMware's vcsim simulator)
-#         and debootstrap (to build the Debian sid chroot with the real VirtualBox)
+#         and debootstrap (to build the Debian sid chroot with the real VirtualBox),
+#         and what the Linux test guest and its private network need
 # As root it installs; otherwise it prints the one apt line to run and fails.
 set -euo pipefail
 mode=${1:-test}
@@ -18,6 +19,9 @@ if [ "$mode" = test ]; then
   pkgs+=(golang-go golang-github-vmware-govmomi-dev openssl debootstrap)
   # headless Chromium: the docs are checked in a real browser (tests/test_docs.py)
   pkgs+=(chromium fonts-dejavu-core)
+  # the Linux test guest (busybox-static; its kernel is apt-get download'ed), its isolated
+  # network in a private namespace (iproute2, iptables, dnsmasq-base), seeds (xorriso)
+  pkgs+=(busybox-static iproute2 iptables dnsmasq-base xorriso)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -25,6 +25,8 @@ from anyvirt.vm import VM
 guest_image = libvirt_fixtures.guest_image
 libvirt_daemon = libvirt_fixtures.libvirt_daemon
 libvirt_daemon_pair = libvirt_fixtures.libvirt_daemon_pair
+libvirt_isolated_daemon = libvirt_fixtures.libvirt_isolated_daemon
+linux_guest = libvirt_fixtures.linux_guest
 
 
 @pytest.fixture(scope="session")

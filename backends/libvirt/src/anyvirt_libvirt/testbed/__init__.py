@@ -2,6 +2,10 @@
 
 * :mod:`anyvirt_libvirt.testbed.daemon`: :class:`LibvirtDaemon` and
   :func:`start_daemons` (needs root and Debian's libvirt + QEMU packages).
+* :mod:`anyvirt_libvirt.testbed.network`: an isolated libvirt network (DHCP, no
+  forwarding) for a daemon started with ``private_network=True``.
+* :mod:`anyvirt_libvirt.testbed.linux_guest`: a real Linux guest (Debian's kernel and
+  ``busybox-static``) that applies a NoCloud seed, runs DHCP and reports both on its console.
 * :mod:`anyvirt_libvirt.testbed.fixtures`: pytest fixtures, opted into with
   ``pytest_plugins = ["anyvirt_libvirt.testbed.fixtures"]``.
 * :data:`TESTBED`: ``anyvirt testbed libvirt [--count 2]``, registered under

@@ -26,10 +26,17 @@ test process is killed outright. Needs root, ``unshare``/``mount``/``taskset``
 (util-linux) and the Debian packages ``libvirt-daemon
 libvirt-daemon-driver-qemu qemu-system-x86``.
 
-Not isolated: the network namespace (daemons share the host's loopback, which
-live migration between them needs), so libvirt *networks* a test defines would
-create real bridges and firewall rules; tests here use no NICs or
-``<interface type='user'>``.
+By default the network namespace is not isolated (daemons share the host's
+loopback, which live migration between them needs), so libvirt *networks* a
+test defines would create real bridges and firewall rules; such tests use no
+NICs or ``<interface type='user'>``. A daemon started with
+``private_network=True`` runs in a network namespace of its own (held by a
+bind mount of it at ``<workdir>/netns``, so a restarted daemon finds its
+guests' network again): the bridges, firewall rules and DHCP servers
+(dnsmasq) of the libvirt networks it starts, and all guest traffic, exist only
+there (see :mod:`anyvirt_libvirt.testbed.network`); it needs Debian's
+``iproute2``, ``iptables`` and ``dnsmasq-base`` as well. Such a daemon cannot
+live-migrate to another one (their loopbacks differ).
 
 Measured on the 2-core CI machine: start 0.06-0.3 s with a valid shared QEMU
 capability cache (the first daemon on a machine probes QEMU for ~8 s); stop
@@ -96,6 +103,14 @@ _CAPS_SUBDIR = Path("cache") / "qemu" / "capabilities"
 CAPS_CACHE_ENV = "ANYVIRT_LIBVIRT_CAPS_CACHE"
 
 
+# A private network namespace: entered with nsenter, its loopback raised with ip; libvirt
+# refuses even an isolated network without iptables, and serves DHCP with dnsmasq.
+_PRIVATE_NETWORK_TOOLS = (
+    ("nsenter", "util-linux"), ("ip", "iproute2"), ("iptables", "iptables"), ("dnsmasq", "dnsmasq-base"),
+)
+_NETNS_FILE = "netns"
+
+
 class LibvirtTestbedError(RuntimeError):
     """A test daemon could not be started or stopped; the message carries its log tail."""
 
@@ -126,29 +141,30 @@ def _libvirt() -> Any:
     return libvirt
 
 
-def _libvirtd_binary() -> str | None:
-    """libvirtd on PATH, or in /usr/sbin (not on every user's PATH)."""
-    found = shutil.which("libvirtd")
-    if found is None and os.access("/usr/sbin/libvirtd", os.X_OK):
-        found = "/usr/sbin/libvirtd"
+def _sbin(tool: str) -> str | None:
+    """``tool`` on PATH, or in /usr/sbin or /sbin (not on every user's PATH)."""
+    found = shutil.which(tool)
+    for directory in ("/usr/sbin", "/sbin"):
+        if found is None and os.access(f"{directory}/{tool}", os.X_OK):
+            found = f"{directory}/{tool}"
     return found
 
 
-def _check_prerequisites() -> None:
+def _libvirtd_binary() -> str | None:
+    return _sbin("libvirtd")
+
+
+def _check_prerequisites(private_network: bool = False) -> None:
     """Fail early, naming what to install, instead of with a daemon log."""
     if os.geteuid() != 0:
         raise LibvirtTestbedError(
             "the libvirt testbed needs root (it bind-mounts libvirt's state directories "
             "in a private mount namespace and runs QEMU as root)"
         )
-    missing = [
-        package
-        for tool, package in (
-            ("unshare", "util-linux"),
-            ("qemu-system-x86_64", "qemu-system-x86"),
-        )
-        if shutil.which(tool) is None
-    ]
+    tools = [("unshare", "util-linux"), ("qemu-system-x86_64", "qemu-system-x86")]
+    if private_network:
+        tools += _PRIVATE_NETWORK_TOOLS
+    missing = [package for tool, package in tools if _sbin(tool) is None]
     if _libvirtd_binary() is None:
         missing.insert(0, "libvirt-daemon libvirt-daemon-driver-qemu")
     if missing:
@@ -279,8 +295,10 @@ class LibvirtDaemon:
     Without it a short temporary directory is made and removed on :meth:`stop`.
     """
 
-    def __init__(self, workdir: Path | None = None, name: str = "a") -> None:
+    def __init__(self, workdir: Path | None = None, name: str = "a", *,
+                 private_network: bool = False) -> None:
         self.name = name
+        self.private_network = private_network
         self._owns_workdir = workdir is None
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix=f"anyvirt-libvirtd-{name}-"))
@@ -298,6 +316,8 @@ class LibvirtDaemon:
         self.uri: str = f"qemu+unix:///system?socket={socket_query}"
         self.anyvirt_uri: str = f"libvirt+{self.uri}"
         self.log_path: Path = self.workdir / "log" / "libvirtd.log"
+        #: the bind mount holding the daemon's network namespace (``private_network`` only)
+        self.netns_path: Path | None = self.workdir / _NETNS_FILE if private_network else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self._configured = False
@@ -320,7 +340,7 @@ class LibvirtDaemon:
         """Start the daemon and return once a client can connect and list domains."""
         if self.running:
             return self
-        _check_prerequisites()
+        _check_prerequisites(self.private_network)
         _ensure_qemu_accounts()
         if not self._configured:
             self._write_config()
@@ -350,6 +370,7 @@ class LibvirtDaemon:
                 self._destroy_domains()
             self._terminate_daemon()
         self._kill_namespace_processes()
+        _release_netns(self.workdir)
         self._stop_reaper()
         with _live_lock:
             _live.discard(self)
@@ -385,6 +406,12 @@ class LibvirtDaemon:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def netns_command(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside this daemon's network namespace (``private_network`` only)."""
+        if self.netns_path is None:
+            raise LibvirtTestbedError(f"libvirtd {self.name} shares the machine's network namespace")
+        return [_sbin("nsenter") or "nsenter", f"--net={self.netns_path}", "--", *argv]
 
     def open(self) -> Any:
         """A new read-write ``libvirt.virConnect`` to this daemon (caller closes it)."""
@@ -481,6 +508,9 @@ class LibvirtDaemon:
             mounts.append(f"mkdir -p {target} && mount --bind {source} {target}")
         script = " && ".join([
             *mounts,
+            # In a network namespace of its own sysfs must be mounted anew to show
+            # that namespace's devices (libvirt reads bridges' attributes there).
+            *(["mount -t sysfs sysfs /sys"] if self.private_network else []),
             "exec " + shlex.join([
                 libvirtd,
                 "-f", str(self.workdir / "etc" / "libvirtd.conf"),
@@ -490,13 +520,30 @@ class LibvirtDaemon:
         out = open(self.workdir / "libvirtd.out", "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = subprocess.Popen(
-                [*_pin_to_one_cpu(), "unshare", "-m", "--propagation", "private",
+                [*_pin_to_one_cpu(), *self._enter_netns(),
+                 "unshare", "-m", "--propagation", "private",
                  "/bin/sh", "-c", script],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )
         finally:
             out.close()
+
+    def _enter_netns(self) -> list[str]:
+        """The ``nsenter`` prefix into the daemon's own network namespace, made on first use.
+
+        ``unshare --net=FILE`` makes the namespace and pins it with a bind mount on
+        FILE (as ``ip netns add`` does), so it outlives a daemon that is killed and
+        restarted; :meth:`stop` releases it.
+        """
+        if self.netns_path is None:
+            return []
+        if not _is_mount_point(self.netns_path):
+            self.netns_path.touch()
+            _run_checked(["unshare", f"--net={self.netns_path}", "true"], "making a network namespace")
+            _run_checked(self.netns_command([_sbin("ip") or "ip", "link", "set", "lo", "up"]),
+                         "raising its loopback")
+        return [_sbin("nsenter") or "nsenter", f"--net={self.netns_path}", "--"]
 
     def _ensure_reaper(self) -> None:
         """A watchdog process that cleans up if this Python process dies without stop().
@@ -604,6 +651,26 @@ class LibvirtDaemon:
             raise LibvirtTestbedError(f"processes {survivors} of libvirtd {self.name} survive")
 
 
+def _is_mount_point(path: Path) -> bool:
+    """True when ``path`` is mounted on (a pinned namespace), per this process's mount table."""
+    wanted = str(path)
+    with open("/proc/self/mountinfo") as table:
+        return any(line.split()[4] == wanted for line in table)
+
+
+def _run_checked(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise LibvirtTestbedError(f"{what} failed ({done.returncode}): {done.stderr.strip()}")
+
+
+def _release_netns(workdir: Path) -> None:
+    """Unpin a private network namespace (it goes once no process is left in it)."""
+    netns = workdir / _NETNS_FILE
+    if netns.exists() and _is_mount_point(netns):
+        subprocess.run(["umount", "-l", str(netns)], capture_output=True, timeout=30, check=False)
+
+
 def start_daemons(count: int, workdir: Path | None = None) -> list[LibvirtDaemon]:
     """Start ``count`` independent daemons that can live-migrate to each other.
 
@@ -703,6 +770,7 @@ def _reap_after_parent(parent: int, workdir: Path, remove: bool) -> None:
             return
         time.sleep(0.5)
     _kill_processes_seeing(run_dir, grace=10.0)
+    _release_netns(workdir)
     if remove:
         shutil.rmtree(workdir, ignore_errors=True)
 

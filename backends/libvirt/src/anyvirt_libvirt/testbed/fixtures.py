@@ -12,6 +12,13 @@ import libvirt_daemon``).
   for the whole session. Tests share it: undefine what you define.
 * ``libvirt_daemon_pair``: two more daemons (``a``/``b``) that can live-migrate
   to each other, for the session.
+* ``libvirt_isolated_daemon``: ``(daemon, network)``, a daemon in a network
+  namespace of its own with an isolated libvirt network (DHCP, no forwarding)
+  started (:mod:`anyvirt_libvirt.testbed.network`), for tests whose guests
+  need a network.
+* ``linux_guest``: the real Linux test guest
+  (:mod:`anyvirt_libvirt.testbed.linux_guest`), for tests of what a guest
+  applies (seed, DHCP).
 * ``guest_image``: the pristine raw image of the tiny demo guest
   (:mod:`anyvirt_libvirt.demo_image`); copy it per VM, the guest writes to its disk.
 
@@ -28,8 +35,10 @@ import pytest
 
 from anyvirt_libvirt.demo_image import build_image
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon, start_daemons
+from anyvirt_libvirt.testbed.linux_guest import LinuxGuest, build_linux_guest
+from anyvirt_libvirt.testbed.network import IsolatedNetwork, start_isolated_network
 
-__all__ = ["guest_image", "libvirt_daemon", "libvirt_daemon_pair"]
+__all__ = ["guest_image", "libvirt_daemon", "libvirt_daemon_pair", "libvirt_isolated_daemon", "linux_guest"]
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +68,28 @@ def libvirt_daemon_pair() -> Iterator[tuple[LibvirtDaemon, LibvirtDaemon]]:
 def guest_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of the pristine guest image (raw, 1 MiB); a template to copy, not to boot."""
     return build_image(tmp_path_factory.mktemp("anyvirt-guest"))
+
+
+@pytest.fixture(scope="session")
+def libvirt_isolated_daemon() -> Iterator[tuple[LibvirtDaemon, IsolatedNetwork]]:
+    """A daemon in a network namespace of its own, with the isolated network (DHCP) started.
+
+    Guests on ``network.name`` get leases from its dnsmasq; nothing of it is
+    seen in the machine's own network namespace.
+    """
+    daemon = LibvirtDaemon(name="isolated", private_network=True).start()
+    try:
+        conn = daemon.open()
+        try:
+            network = start_isolated_network(conn)
+        finally:
+            conn.close()
+        yield daemon, network
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def linux_guest() -> LinuxGuest:
+    """The Linux test guest's kernel and initramfs (built once per machine, then cached)."""
+    return build_linux_guest()
