@@ -9,6 +9,7 @@ without the caller asking. Every long operation takes ``wait``/``timeout``;
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -38,7 +39,12 @@ class VM:
     def __init__(self, host: Host, summary: VMSummary) -> None:
         self._host = host
         self._summary = summary
-        self.snapshots = SnapshotCollection(self)
+
+    @functools.cached_property
+    def snapshots(self) -> SnapshotCollection:
+        """``vm.snapshots``: made on first use, so a listing of thousands of VMs builds no
+        collection and no VM <-> collection reference cycle for the garbage collector."""
+        return SnapshotCollection(self)
 
     # -- what the listing said ------------------------------------------
     @property
