@@ -18,6 +18,9 @@ if [ "$mode" = test ]; then
   pkgs+=(golang-go golang-github-vmware-govmomi-dev openssl debootstrap)
   # headless Chromium: the docs are checked in a real browser (tests/test_docs.py)
   pkgs+=(chromium fonts-dejavu-core)
+  # Debian's real cloud-init and xorriso: generated seeds are checked by cloud-init's own
+  # schema and NoCloud/VMware readers (tests/deployment)
+  pkgs+=(cloud-init xorriso)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -66,13 +66,12 @@ def _checked_macs(macs: Sequence[str]) -> list[str]:
 
 def _static(nic: Static) -> dict[str, Any]:
     entry: dict[str, Any] = {"dhcp4": False, "addresses": [str(iface) for iface in nic.addresses]}
-    routes = []
+    # gateway4/gateway6 rather than default routes: Debian 12's cloud-init (22.4) reads
+    # "routes: [{to: '::/0'}]" as ::/64 and does not know "to: default"
     if nic.gateway is not None:
-        routes.append({"to": "0.0.0.0/0", "via": str(nic.gateway)})
+        entry["gateway4"] = str(nic.gateway)
     if nic.gateway6 is not None:
-        routes.append({"to": "::/0", "via": str(nic.gateway6)})
-    if routes:
-        entry["routes"] = routes
+        entry["gateway6"] = str(nic.gateway6)
     dns: dict[str, list[str]] = {}
     if nic.nameservers:
         dns["addresses"] = [str(ip) for ip in nic.nameservers]
