@@ -283,8 +283,8 @@ class Identity:
         concrete (``instance_id`` given here wins over the spec's, which wins over a new one)."""
         hostname = self.hostname if self.hostname is not None else hostname_from_name(vm_name)
         chosen = instance_id if instance_id is not None else self.instance_id
-        return ResolvedIdentity(self, hostname=hostname,
-                                instance_id=check_instance_id(chosen) if chosen else new_instance_id())
+        chosen = new_instance_id() if chosen is None else check_instance_id(chosen)
+        return ResolvedIdentity(self, hostname=hostname, instance_id=chosen)
 
 
 @frozen

@@ -97,6 +97,7 @@ def parse_ssh_key(value: object) -> str:
     if len(value) > MAX_KEY_CHARS:
         raise invalid(FIELD, "length", f"an SSH key is at most {MAX_KEY_CHARS} characters, "
                                        f"not {len(value)}")
+    value = value.rstrip("\r\n")  # a key read from its .pub file ends in a line break
     if any(_line_breaking(ch) for ch in value):
         raise invalid(FIELD, "control characters",
                       "an SSH key is one line: it must not contain line breaks or control characters")
