@@ -1,6 +1,6 @@
 """Shared by the deployment tests: SSH keys made here, and Debian's own cloud-init.
 
-Keys are built in the SSH wire format (RFC 4253) from random bytes: the parser checks
+Keys are built in the SSH wire format (RFC 4253) from bytes derived from their comment: the parser checks
 structure, not curve arithmetic, so no key generator is needed; one real key from
 ssh-keygen is checked as well where ssh-keygen is installed by the test's own run.
 """
@@ -8,8 +8,8 @@ ssh-keygen is checked as well where ssh-keygen is installed by the test's own ru
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -26,20 +26,25 @@ def ssh_string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def key_blob(key_type: str) -> bytes:
+def key_bytes(size: int, seed: str) -> bytes:
+    """Key material that is the same in every process (the seed tests compare bytes)."""
+    return hashlib.shake_256(seed.encode()).digest(size)
+
+
+def key_blob(key_type: str, seed: str = "") -> bytes:
     if key_type == "ssh-ed25519":
-        return ssh_string(b"ssh-ed25519") + ssh_string(os.urandom(32))
+        return ssh_string(b"ssh-ed25519") + ssh_string(key_bytes(32, key_type + seed))
     if key_type == "ssh-rsa":
-        modulus = b"\x00\xc1" + os.urandom(255)
+        modulus = b"\x00\xc1" + key_bytes(255, key_type + seed)
         return ssh_string(b"ssh-rsa") + ssh_string(b"\x01\x00\x01") + ssh_string(modulus)
     curve = {"ecdsa-sha2-nistp256": (b"nistp256", 65), "ecdsa-sha2-nistp384": (b"nistp384", 97),
              "ecdsa-sha2-nistp521": (b"nistp521", 133)}[key_type]
-    point = b"\x04" + os.urandom(curve[1] - 1)
+    point = b"\x04" + key_bytes(curve[1] - 1, key_type + seed)
     return ssh_string(key_type.encode()) + ssh_string(curve[0]) + ssh_string(point)
 
 
 def make_key(key_type: str = "ssh-ed25519", comment: str = "ops@laptop", blob: bytes | None = None) -> str:
-    data = base64.b64encode(blob if blob is not None else key_blob(key_type)).decode()
+    data = base64.b64encode(blob if blob is not None else key_blob(key_type, comment)).decode()
     return f"{key_type} {data} {comment}".rstrip()
 
 
