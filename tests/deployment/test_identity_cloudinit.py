@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_key, run_debian_python
+from deployment_support import make_key, run_debian_python
 
 from anyvirt.deployment import Dhcp, Identity, ResolvedIdentity, Static, User, compile_nocloud, seed_iso
 from anyvirt.deployment.documents import cloud_config, meta_data, network_config

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from conftest import make_key
+from deployment_support import make_key
 
 from anyvirt.deployment import Dhcp, Identity, Static, User, compile_proxmox
 

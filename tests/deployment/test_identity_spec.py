@@ -7,7 +7,7 @@ import ipaddress
 import time
 
 import pytest
-from conftest import key_blob, make_key, run_debian_python, ssh_string
+from deployment_support import key_blob, make_key, run_debian_python, ssh_string
 
 import anyvirt
 from anyvirt.deployment import Dhcp, Identity, Static, User, for_clones
