@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -23,7 +24,16 @@ from typing import Any
 import pytest
 from deployment_support import make_key, run_debian_python
 
-from anyvirt.deployment import Dhcp, Identity, ResolvedIdentity, Static, User, compile_nocloud, seed_iso
+from anyvirt.deployment import (
+    Dhcp,
+    Identity,
+    ResolvedIdentity,
+    Static,
+    User,
+    compile_nocloud,
+    seed_iso,
+    write_seed_iso,
+)
 from anyvirt.deployment.documents import cloud_config, meta_data, network_config
 from anyvirt.deployment.vsphere import GUESTINFO_VALUE_MAX, compile_vsphere
 from anyvirt.errors import InvalidSpec
@@ -223,3 +233,23 @@ def test_vsphere_size_limit() -> None:
         compile_vsphere(with_payload(50_000).resolve("web1", "iid-1"))
     assert caught.value.field == "user_data" and "65536" in str(caught.value)
     compile_nocloud(with_payload(50_000).resolve("web1", "iid-1"))  # NoCloud has no such limit
+
+
+def test_seed_written_to_a_stream_that_cannot_seek() -> None:
+    class Upload(io.RawIOBase):  # what a platform's upload stream offers: write, nothing else
+        def __init__(self) -> None:
+            self.received = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            self.received += bytes(data)
+            return len(data)
+
+    seed = compile_nocloud(*CASES["users"])
+    upload = Upload()
+    assert write_seed_iso(seed.files(), upload) == len(upload.received)  # type: ignore[arg-type]
+    assert bytes(upload.received) == seed_iso(seed)
+    with pytest.raises(ValueError, match="not NoCloud seed files"):
+        write_seed_iso({"../etc/passwd": b""}, io.BytesIO())

@@ -86,11 +86,20 @@ def _frozen_clock() -> Iterator[None]:
 
 def write_seed_iso(files: Mapping[str, bytes], out: BinaryIO) -> int:
     """Write the ISO image of ``files`` (names from the NoCloud set: meta-data, user-data,
-    network-config, vendor-data) to the binary stream ``out``; returns the bytes written."""
+    network-config, vendor-data) to the binary stream ``out``; returns the bytes written.
+
+    pycdlib seeks while it writes: a stream that cannot seek (a pipe, a platform's upload
+    stream) gets the image written in memory first, then in order (a seed is tens of KiB).
+    """
     unknown = sorted(set(files) - set(_ISO_NAMES))
     if unknown:
         raise ValueError(f"not NoCloud seed files: {unknown}")
-    start = out.tell() if out.seekable() else 0
+    if not out.seekable():
+        buffer = io.BytesIO()
+        size = write_seed_iso(files, buffer)
+        out.write(buffer.getbuffer())
+        return size
+    start = out.tell()
     with _frozen_clock():
         import pycdlib
 
@@ -102,7 +111,7 @@ def write_seed_iso(files: Mapping[str, bytes], out: BinaryIO) -> int:
                        joliet_path=f"/{name}")
         iso.write_fp(out)
         iso.close()
-    return (out.tell() - start) if out.seekable() else -1
+    return out.tell() - start
 
 
 def seed_iso(seed: NoCloudSeed) -> bytes:
