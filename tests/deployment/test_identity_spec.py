@@ -226,6 +226,8 @@ BAD_USER_DATA = {
     "duplicate-looking injection": "#cloud-config\nruncmd: []\n#cloud-config\nhostname: evil\n",
     "too big": "#cloud-config\nx: '" + "a" * (1 << 20) + "'\n",
     "surrogate": "#cloud-config\nx: '\ud800'\n",
+    "surrogate escapes": '#cloud-config\nx: "\\ud83d\\ude00"\n',
+    "surrogate escape in a key": '#cloud-config\nx: {"\\udc00": 1}\n',
 }
 
 

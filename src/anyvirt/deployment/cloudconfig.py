@@ -54,6 +54,18 @@ def _check_events(text: str) -> None:
             depth -= 1
 
 
+def _lone_surrogates(value: Any) -> bool:
+    """Whether a parsed value holds a lone surrogate anywhere: YAML's ``\\uD83D\\uDE00``
+    escapes are two code points, not one character, and cannot be encoded as UTF-8."""
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_lone_surrogates(k) or _lone_surrogates(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return any(_lone_surrogates(item) for item in value)
+    return False
+
+
 def parse_user_data(text: object) -> dict[str, Any]:
     """The cloud-config mapping of ``text``, or ``InvalidSpec`` saying what is wrong."""
     if not isinstance(text, str):
@@ -78,6 +90,10 @@ def parse_user_data(text: object) -> dict[str, Any]:
         raise invalid(FIELD, "yaml", f"user_data is not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise invalid(FIELD, "depth", "user_data nests too deeply") from None
+    if _lone_surrogates(data):
+        raise invalid(FIELD, "surrogates",
+                      "user_data holds a lone surrogate (a \\uD800-\\uDFFF escape): write characters "
+                      "beyond U+FFFF as themselves or as \\U0001F600")
     if data is None:
         return {}
     if not isinstance(data, dict):
