@@ -86,7 +86,7 @@ def parse_user_data(text: object) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__
         raise invalid(FIELD, "yaml", f"user_data is not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise invalid(FIELD, "depth", "user_data nests too deeply") from None
