@@ -19,6 +19,7 @@ CONFIG_URL = "/api2/json/nodes/pve1/qemu/100/config"
 SHA512 = ("$6$DuM2dErhbRcRo9fz$ktJUM6f.5fTIXP6YBtkNSXZT7qMAgXbmqCMTTKtO4uORubvipLJG8WmddXsjQA1zkaz"
           "ySiprtlWH2aO.1zGIm/")
 YESCRYPT = "$y$j9T$abcdefghijklmnop$wRwvHNqzMkHLG74uLLCRVTwaZ.a1aIothEUeYGf9oED"
+BCRYPT_2B = "$2b$12$IZy6rC/wYhqU6v2wegR3Beg0i90A/FmusCxRiWFW.X40aBn0qEK0m"
 KEYS = [make_key(comment="ops@laptop"), make_key("ssh-rsa", comment="a+b=c&d%20e #f ~!*'() é"),
         make_key("ecdsa-sha2-nistp384", comment="")]
 
@@ -73,6 +74,7 @@ def test_no_users_no_user_keys() -> None:
     (Identity(users=[User("ops", sudo=True), User("audit")]), "web1", "2 users"),
     (Identity(users=[User("ops")]), "web1", "sudo"),
     (Identity(users=[User("ops", sudo=True, password_hash=YESCRYPT)]), "web1", "hash this password"),
+    (Identity(users=[User("ops", sudo=True, password_hash=BCRYPT_2B)]), "web1", "hash this password"),
     (Identity(hostname="api.example.com"), "web1", "names the guest after the VM"),
     (Identity(instance_id="iid-fixed"), "web1", "instance id"),
     (Identity(network=[Static(["192.0.2.10/24", "192.0.2.11/24"])]), "web1", "2 IPv4 addresses"),
@@ -85,6 +87,7 @@ def test_what_needs_a_snippet_says_why(spec: Identity, vm_name: str, reason: str
     assert schema_errors(compiled.params) == []  # what is set natively is still well-formed
 
 
-def test_yescrypt_hash_never_sent_for_pve_to_hash_again() -> None:
-    spec = Identity(users=[User("ops", sudo=True, password_hash=YESCRYPT)])
+@pytest.mark.parametrize("password_hash", [YESCRYPT, BCRYPT_2B])
+def test_hashes_pve_would_hash_again_are_never_sent(password_hash: str) -> None:
+    spec = Identity(users=[User("ops", sudo=True, password_hash=password_hash)])
     assert "cipassword" not in compile_proxmox(spec.resolve("web1", "iid-1"), "web1", 1).params

@@ -29,8 +29,9 @@ from anyvirt.deployment.documents import nic_networks
 from anyvirt.deployment.identity import ResolvedIdentity, Static
 
 #: PVE takes a cipassword matching this as hashed already and hashes anything else
-#: (PVE::API2::Qemu): a yescrypt ($y$) hash would be hashed again, locking the user out
-PVE_HASHED = re.compile(r"^\$(?:[156]|2[ayb])(\$.+){2}")
+#: (PVE::API2::Qemu, "same logic as in cloud-init"): a yescrypt ($y$) or $2b$ bcrypt hash
+#: would be hashed again, locking the user out
+PVE_HASHED = re.compile(r"^\$(?:[156]|2[ay])(\$.+){2}")
 
 
 @frozen
@@ -80,8 +81,8 @@ def compile_proxmox(resolved: ResolvedIdentity, vm_name: str, nic_count: int) ->
             if PVE_HASHED.match(user.password_hash):
                 params["cipassword"] = user.password_hash
             else:
-                why.append("PVE would hash this password hash again (it keeps only $1$, $5$, $6$ and "
-                           "bcrypt hashes as they are)")
+                why.append("PVE would hash this password hash again (it keeps only $1$, $5$, $6$, $2a$ "
+                           "and $2y$ hashes as they are)")
         if user.ssh_keys:
             params["sshkeys"] = quote("\n".join(user.ssh_keys), safe="")
     nameservers: set[tuple[str, ...]] = set()
