@@ -63,6 +63,10 @@ def test_the_schema_check_knows_the_cloud_init_formats() -> None:
     assert schema_errors({"cicustom": "user=local:snippets/web1.yaml"}) == []
 
 
+def test_a_vm_name_in_capitals_is_its_own_host_name() -> None:
+    assert compile_proxmox(Identity().resolve("Web1", "iid-1"), "Web1", 1).needs_snippets == ()
+
+
 def test_no_users_no_user_keys() -> None:
     compiled = compile_proxmox(Identity().resolve("web1", "iid-1"), "web1", 1)
     assert compiled.params == {"ipconfig0": "ip=dhcp"}

@@ -66,7 +66,7 @@ def compile_proxmox(resolved: ResolvedIdentity, vm_name: str, nic_count: int) ->
     why: list[str] = []
     if identity.user_data is not None:
         why.append("user_data is extra cloud-config, which only a snippet carries")
-    if resolved.hostname != vm_name:
+    if resolved.hostname.lower() != vm_name.lower():  # host names know no case
         why.append(f"PVE names the guest after the VM ({vm_name!r}), not {resolved.hostname!r}")
     if identity.instance_id is not None:
         why.append("PVE derives the instance id itself")
