@@ -253,3 +253,10 @@ def test_seed_written_to_a_stream_that_cannot_seek() -> None:
     assert bytes(upload.received) == seed_iso(seed)
     with pytest.raises(ValueError, match="not NoCloud seed files"):
         write_seed_iso({"../etc/passwd": b""}, io.BytesIO())
+
+
+def test_compiled_seeds_keep_the_password_hash_out_of_their_repr() -> None:
+    resolved, macs = CASES["users"]
+    seed = compile_nocloud(resolved, macs)
+    assert SHA512 in seed.user_data
+    assert SHA512 not in repr(seed) and SHA512 not in repr(resolved)

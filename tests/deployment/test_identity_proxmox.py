@@ -42,6 +42,7 @@ def test_native_keys_carry_a_whole_identity() -> None:
         "ipconfig2": "ip=198.51.100.7/25", "ipconfig3": "ip=dhcp",
         "nameserver": "192.0.2.53 2001:db8::53", "searchdomain": "example.com corp.example"}
     assert unquote(compiled.params["sshkeys"]) == "\n".join(KEYS)
+    assert SHA512 not in repr(compiled) and "'cipassword': '***'" in repr(compiled)
     assert schema_errors(compiled.params) == []
 
 

@@ -369,3 +369,17 @@ def test_clone_names_that_collide_as_host_names_refused(names: list[str]) -> Non
 
 def test_clone_name_that_cannot_be_a_host_name_refused() -> None:
     refused("hostname", lambda: for_clones(Identity(), ["web-1", "wéb-2"]))
+
+
+@pytest.mark.parametrize("value", ["\x85", "a\x85b", "\u2028", "é\x85", "\ufeff"])
+def test_line_breaking_characters_survive_the_yaml_round_trip(value: str) -> None:
+    import json
+
+    import yaml
+
+    from anyvirt.deployment.documents import user_data
+
+    spec = Identity(user_data=f"#cloud-config\nwrite_files:\n- path: /x\n  content: {json.dumps(value)}\n")
+    text = user_data(spec.resolve("web1", "iid-1"))
+    assert text.isascii()
+    assert yaml.safe_load(text)["write_files"][0]["content"] == value

@@ -150,9 +150,14 @@ class _Dumper(yaml.SafeDumper):
 
 
 def dump_yaml(data: Any) -> str:
-    """Deterministic YAML (keys in the order given) that PyYAML and cloud-init read back."""
+    """Deterministic YAML (keys in the order given) that PyYAML and cloud-init read back.
+
+    ASCII only, every other character escaped: PyYAML's emitter writes a NEL (U+0085) as
+    it is inside a single-quoted scalar when it may write Unicode, and its reader then
+    folds that line break into a space (found by tests/deployment/test_identity_fuzz.py).
+    """
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=1 << 16)
+                     allow_unicode=False, width=1 << 16)
 
 
 def render_cloud_config(data: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from attrs import frozen
+from attrs import field, frozen
 
 from anyvirt.deployment.cloudconfig import dump_yaml
 from anyvirt.deployment.documents import meta_data, network_config, user_data
@@ -38,7 +38,7 @@ class NoCloudSeed:
     """The seed's files as text, as cloud-init reads them."""
 
     meta_data: str
-    user_data: str
+    user_data: str = field(repr=False)  # may hold password hashes
     network_config: str
 
     def files(self) -> dict[str, bytes]:

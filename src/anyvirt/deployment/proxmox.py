@@ -39,7 +39,8 @@ class ProxmoxCloudInit:
     """The config keys to set (``ciuser``, ``cipassword``, ``sshkeys``, ``ipconfigN``,
     ``nameserver``, ``searchdomain``) and why a cicustom snippet would be needed."""
 
-    params: dict[str, str] = field(hash=False)
+    params: dict[str, str] = field(hash=False, repr=lambda params: repr(
+        {key: "***" if key == "cipassword" else value for key, value in params.items()}))
     needs_snippets: tuple[str, ...] = ()
 
 
