@@ -19,8 +19,8 @@ if [ "$mode" = test ]; then
   # headless Chromium: the docs are checked in a real browser (tests/test_docs.py)
   pkgs+=(chromium fonts-dejavu-core)
   # Debian's real cloud-init and xorriso: generated seeds are checked by cloud-init's own
-  # schema and NoCloud/VMware readers (tests/deployment)
-  pkgs+=(cloud-init xorriso)
+  # schema and NoCloud/VMware readers; ssh-keygen makes real keys (tests/deployment)
+  pkgs+=(cloud-init xorriso openssh-client)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
