@@ -2,9 +2,10 @@
 
 NoCloud: the ISO's volume id is read by xorriso, its files extracted by xorriso (as the
 guest's kernel would see them through Rock Ridge), then read by cloud-init's own
-``util.read_seeded`` (what DataSourceNoCloud calls on a mounted seed), the user-data
-checked by ``cloud-init schema`` and recognised as cloud-config by cloud-init's
-part handler, and the network-config parsed by cloud-init's network state parser.
+``util.read_seeded`` and by ``DataSourceNoCloud`` itself (on a seed directory holding
+those files: it reads them as it reads a mounted ``cidata`` device), the user-data
+checked by ``cloud-init schema`` and split into parts by cloud-init's user-data
+processor, and the network-config parsed by cloud-init's network state parser.
 vSphere: the guestinfo values decoded by ``DataSourceVMware.decode`` and
 ``load_json_or_yaml``/``process_metadata``, as the VMware datasource does.
 """
@@ -73,18 +74,30 @@ def _cases() -> dict[str, tuple[ResolvedIdentity, list[str]]]:
 CASES = _cases()
 
 READ_BACK = r'''
-import json, sys
-from cloudinit import util
+import json, os, shutil, sys
+from cloudinit import distros, util
 from cloudinit.handlers import type_from_starts_with
+from cloudinit.helpers import Paths
 from cloudinit.net.network_state import parse_net_config_data
+from cloudinit.sources.DataSourceNoCloud import DataSourceNoCloud
 out = {}
 for name, folder in json.load(sys.stdin).items():
     md, ud, vd = util.read_seeded(folder + "/")
-    net = util.load_yaml(util.load_file(folder + "/network-config"))
-    state = parse_net_config_data(net)
+    # the datasource itself, on a seed directory holding the ISO's files
+    cloud_dir = folder + ".cloud"
+    shutil.copytree(folder, os.path.join(cloud_dir, "seed", "nocloud"))
+    paths = Paths({"cloud_dir": cloud_dir, "run_dir": cloud_dir + "/run"})
+    ds = DataSourceNoCloud({}, distros.fetch("debian")("debian", {}, paths), paths)
+    claimed = ds._get_data()
+    parts = [(part.get_content_type(), util.decode_binary(part.get_payload(decode=True)))
+             for part in ds.get_userdata().walk() if not part.is_multipart()]
+    state = parse_net_config_data(ds.network_config)
     text = util.decode_binary(ud)
     out[name] = {"meta": md, "user_data": text, "type": type_from_starts_with(text),
-                 "cloud_config": util.load_yaml(text), "vendor": vd, "network": net,
+                 "cloud_config": util.load_yaml(text), "vendor": vd,
+                 "claimed": claimed, "ds_meta": ds.metadata, "instance_id": ds.get_instance_id(),
+                 "hostname": ds.get_hostname().hostname, "parts": parts,
+                 "network": ds.network_config,
                  "interfaces": [{"mac": i.get("mac_address"), "name": i["name"], "subnets": i["subnets"]}
                                 for i in state.iter_interfaces()]}
 print(json.dumps(out))
@@ -129,6 +142,12 @@ def test_nocloud_seed_read_by_cloud_init(read_back: dict[str, Any], case: str) -
     assert seen["meta"]["instance-id"] == resolved.instance_id
     assert seen["user_data"] == seed.user_data
     assert seen["type"] == "text/cloud-config"
+    # DataSourceNoCloud claims the seed and reports the identity as the guest would see it
+    assert seen["claimed"] is True
+    assert seen["ds_meta"] == {**meta_data(resolved), "dsmode": "net"}
+    assert seen["instance_id"] == resolved.instance_id
+    assert seen["hostname"] == resolved.short_hostname
+    assert seen["parts"] == [["text/cloud-config", seed.user_data]]
     assert seen["vendor"] is None
     assert seen["cloud_config"] == cloud_config(resolved)
     assert seen["network"] == network_config(resolved, macs)
