@@ -350,6 +350,13 @@ def test_each_clone_its_own_host_name_and_instance_id() -> None:
     assert {c.identity.users for c in clones} == {(User("ops", ssh_keys=[KEY], sudo=True),)}
 
 
+def test_instance_ids_given_per_clone_are_used_and_unique() -> None:
+    clones = for_clones(Identity(), ["web-1", "web-2"], instance_ids=["iid-a", "iid-b"])
+    assert [c.instance_id for c in clones] == ["iid-a", "iid-b"]
+    refused("instance_id", lambda: for_clones(Identity(), ["web-1", "web-2"], instance_ids=["i", "i"]))
+    refused("instance_id", lambda: for_clones(Identity(), ["web-1"], instance_ids=["bad id"]))
+
+
 def test_one_clone_may_have_fixed_values() -> None:
     (one,) = for_clones(Identity(hostname="db.example.com", instance_id="iid-db",
                                  network=[Static(["192.0.2.10/24"])]), ["db"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from anyvirt.deployment.identity import Identity, ResolvedIdentity, Static, new_instance_id
+from anyvirt.deployment.identity import Identity, ResolvedIdentity, Static
 from anyvirt.validation import invalid
 
 
@@ -20,8 +20,11 @@ def for_clones(identity: Identity, names: Sequence[str],
                instance_ids: Sequence[str] | None = None) -> list[ResolvedIdentity]:
     """The identity of each clone named in ``names`` (``instance_ids``, when given, one per
     clone; otherwise new ones)."""
-    if instance_ids is not None and len(instance_ids) != len(names):
-        raise ValueError("one instance id per clone")
+    if instance_ids is not None:
+        if len(instance_ids) != len(names):
+            raise ValueError("one instance id per clone")
+        if len(set(instance_ids)) != len(instance_ids):
+            raise invalid("instance_id", "duplicate", "two clones cannot have the same instance id")
     if len(names) > 1:
         shared = [what for what, given in (
             ("hostname", identity.hostname is not None),
@@ -36,7 +39,7 @@ def for_clones(identity: Identity, names: Sequence[str],
     out = []
     for index, name in enumerate(names):
         chosen = instance_ids[index] if instance_ids is not None else None
-        resolved = identity.resolve(name, chosen or identity.instance_id or new_instance_id())
+        resolved = identity.resolve(name, chosen)
         other = seen.get(resolved.hostname.lower())
         if other is not None:
             raise invalid("hostname", "duplicate",
