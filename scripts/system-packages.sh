@@ -22,6 +22,9 @@ if [ "$mode" = test ]; then
   # the Linux test guest (busybox-static; its kernel is apt-get download'ed), its isolated
   # network in a private namespace (iproute2, iptables, dnsmasq-base), seeds (xorriso)
   pkgs+=(busybox-static iproute2 iptables dnsmasq-base xorriso)
+  # Debian's real cloud-init and xorriso: generated seeds are checked by cloud-init's own
+  # schema and NoCloud/VMware readers; ssh-keygen makes real keys (tests/deployment)
+  pkgs+=(cloud-init openssh-client)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

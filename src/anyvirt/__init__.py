@@ -9,6 +9,7 @@ Importing anyvirt imports no platform SDK: backends load when a URI asks for the
 """
 
 from anyvirt.connect import connect, default_uri
+from anyvirt.deployment import Identity, User
 from anyvirt.errors import (
     AlreadyExists,
     AnyvirtError,
@@ -70,6 +71,7 @@ __all__ = [
     "Firmware",
     "Host",
     "HostInfo",
+    "Identity",
     "InvalidSpec",
     "InvalidState",
     "MigrationPlan",
@@ -92,6 +94,7 @@ __all__ = [
     "TaskFailed",
     "TaskState",
     "Timeout",
+    "User",
     "VMInfo",
     "VMSpec",
     "VMSummary",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -60,6 +61,64 @@ def _storage_pair(text: str) -> str | None:
 
 _volume_id = _regex(rf"{STORAGE_ID}:.+", "a volume id (storage:volume)")
 
+
+Check = Callable[[str], str | None]
+
+
+def _ip(version: int | None, *, cidr: bool = False, words: tuple[str, ...] = ()) -> Check:
+    def check(text: str) -> str | None:
+        if text in words:
+            return None
+        try:
+            value = ipaddress.ip_interface(text) if cidr else ipaddress.ip_address(text)
+        except ValueError:
+            return f"not an IP address{' with a prefix' if cidr else ''}"
+        if cidr and "/" not in text:
+            return "no prefix length"
+        if version is not None and value.version != version:
+            return f"not IPv{version}"
+        return None
+    return check
+
+
+# The cloud-init formats (PVE::QemuServer, PVE::JSONSchema), which the API viewer names
+# without spelling out
+_IPCONFIG_KEYS = {"ip": _ip(4, cidr=True, words=("dhcp",)), "gw": _ip(4),
+                  "ip6": _ip(6, cidr=True, words=("dhcp", "auto")), "gw6": _ip(6)}
+_CICUSTOM_KEYS = ("meta", "network", "user", "vendor")
+
+
+def _property_string(keys: Mapping[str, Check]) -> Callable[[str], dict[str, str] | str]:
+    def parse(text: str) -> dict[str, str] | str:
+        found: dict[str, str] = {}
+        for part in text.split(","):
+            key, eq, val = part.partition("=")
+            if not eq or key not in keys:
+                return f"unknown or bare part {part[:40]!r}"
+            if key in found:
+                return f"{key} given twice"
+            why = keys[key](val)
+            if why:
+                return f"{key}: {why}"
+            found[key] = val
+        return found
+    return parse
+
+
+def _ipconfig(text: str) -> str | None:
+    found = _property_string(_IPCONFIG_KEYS)(text)
+    if isinstance(found, str):
+        return found
+    for gw, ip in (("gw", "ip"), ("gw6", "ip6")):  # parse_ipconfig refuses these
+        if gw in found and found.get(ip) in (None, "dhcp", "auto"):
+            return f"{gw} needs a static {ip}"
+    return None
+
+
+def _cicustom(text: str) -> str | None:
+    found = _property_string(dict.fromkeys(_CICUSTOM_KEYS, _volume_id))(text)
+    return found if isinstance(found, str) else None
+
 NAMED_FORMATS: dict[str, Callable[[str], str | None]] = {
     "pve-node": _regex(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?", "a node name"),
     "pve-vmid": _regex(r"[1-9][0-9]{2,8}", "a vmid"),
@@ -79,6 +138,11 @@ NAMED_FORMATS: dict[str, Callable[[str], str | None]] = {
     "pve-storage-content": lambda t: None if t in CONTENT_TYPES else f"unknown content type {t!r}",
     "pve-qm-smbios1": _smbios1,
     "storage-pair-list": _list(_storage_pair),
+    # pve_verify_urlencoded: what encodeURIComponent leaves, and %-escapes
+    "urlencoded": _regex(r"[-%a-zA-Z0-9_.!~*'()]*", "URL-encoded"),
+    "address-list": _list(_ip(None)),
+    "pve-qm-ipconfig": _ipconfig,
+    "pve-qm-cicustom": _cicustom,
 }
 for _name in ("pve-configid", "pve-storage-id", "pve-tag", "pve-storage-content", "pve-node", "pve-vmid"):
     NAMED_FORMATS[f"{_name}-list"] = _list(NAMED_FORMATS[_name])
