@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
+from anyvirt_proxmox import ProxmoxExtensions
 from fakepve import FakePve
 from pve_fakes import InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
 
@@ -196,7 +197,7 @@ def test_migration_to_a_storage_and_its_warnings(pve_host: Host, make: Callable[
 
 def test_details_of_many_vms(pve_host: Host, make: Callable[..., VM]) -> None:
     vms = [make(f"detail{i}") for i in range(3)]
-    infos = pve_host.driver.vm_infos([vm.id for vm in vms])  # type: ignore[attr-defined]
+    infos = pve_host.extension(ProxmoxExtensions).vm_infos([vm.id for vm in vms])
     assert [i.name for i in infos] == ["detail0", "detail1", "detail2"]
     assert all(i.extra["uuid"] for i in infos)
 
