@@ -345,8 +345,12 @@ class VSphereDriver(Driver):
                                   datastore=placement.storage)
 
     def can_reach(self, other: Driver) -> bool:
-        """Another connection to the same vCenter: a move between vCenters is not supported."""
-        return isinstance(other, VSphereDriver) and other.target.host == self.target.host
+        """Another connection to the same vCenter (address and port: two endpoints at one
+        address are two vCenters); a move between vCenters is not supported."""
+        return isinstance(other, VSphereDriver) and other._endpoint() == self._endpoint()
+
+    def _endpoint(self) -> tuple[str, int]:
+        return self.target.host.lower(), self.target.port or 443
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         migration.set_maintenance(self.inventory, node_id, on, job)
