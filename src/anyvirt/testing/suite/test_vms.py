@@ -117,10 +117,11 @@ class TestVMs(ContractTests):
             pytest.skip(f"{anyvirt_host.backend} states no node bound on one VM (bounds_vm_by_node)")
         node = next(n for n in anyvirt_host.nodes.list() if takes_vms(n.info) and n.info.cpus)
         spec = attrs.evolve(anyvirt_vm_spec(unique_name("big")), node=node.id)
-        for too_big in ({"cpus": node.info.cpus + 1}, {"memory_mib": node.info.memory_mib + 1}):
+        for too_big in (attrs.evolve(spec, cpus=node.info.cpus + 1),
+                        attrs.evolve(spec, memory_mib=node.info.memory_mib + 1)):
             with recording(anyvirt_host) as calls, pytest.raises(CapacityExceeded,
                                                                  match="asked for, but node"):
-                anyvirt_host.vms.create(attrs.evolve(spec, **too_big))
+                anyvirt_host.vms.create(too_big)
             assert calls == [], too_big
         assert not anyvirt_host.vms.exists(spec.name)
 
@@ -133,8 +134,8 @@ class TestVMs(ContractTests):
         if not refused:
             pytest.skip(f"a running {anyvirt_host.backend} VM takes CPU and memory changes")
         vm.start()
-        change = {"cpus": vm.cpus + 1} if "cpus" in refused else {"memory_mib": vm.memory_mib + 32}
+        cpus, memory = (vm.cpus + 1, None) if "cpus" in refused else (None, vm.memory_mib + 32)
         with recording(anyvirt_host) as calls, pytest.raises(InvalidState, match="hot-add is off"):
-            vm.reconfigure(**change)
+            vm.reconfigure(cpus=cpus, memory_mib=memory)
         assert calls == []
         assert (vm.refresh().cpus, vm.memory_mib) == (vm.cpus, vm.memory_mib)
