@@ -303,3 +303,67 @@ def test_the_gate_names_the_node_where_the_platform_does_not_schedule(name: str)
         del driver.create_vm
     assert not driver.schedules_vms
     assert sent == ["node3"] and made.node == "node3"  # not node1 (loaded), not node2 (maintenance)
+
+
+# -- rules that were backends' own: one refusal, one error type, nothing sent. Each driver
+# fact is set on a memory:// driver the way a backend states it (vSphere: a VM is bounded
+# by its node, hot-add per VM, one vCenter); the backends' real tests prove their facts.
+
+def test_a_vm_larger_than_its_node_is_refused_where_the_platform_bounds_it(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}?nodes=2&cpus=4&memory_mib=8192")
+    small = anyvirt.connect(f"memory://{name}-small?nodes=1&cpus=2&memory_mib=8192")
+    try:
+        for driver in (host.driver, small.driver):
+            driver.bounds_vm_by_node = True  # type: ignore[misc]
+        vm = host.vms.create(VMSpec(name="fits", node="node1", cpus=4))
+        attempts = {
+            "create on a node": lambda: host.vms.create(VMSpec(name="big", node="node1", cpus=5)),
+            "create, node chosen": lambda: host.vms.create(VMSpec(name="big2", memory_mib=8193)),
+            "reconfigure": lambda: vm.reconfigure(cpus=5),
+            "migrate to another host": lambda: vm.migrate(to=small, live=False),
+        }
+        for what, attempt in attempts.items():
+            with recording(host) as calls, pytest.raises(anyvirt.CapacityExceeded,
+                                                         match="asked for, but node"):
+                attempt()
+            assert calls == [], what
+        assert [v.name for v in host.vms.list()] == ["fits"] and small.vms.list() == []
+        host.driver.bounds_vm_by_node = False  # type: ignore[misc]
+        assert host.vms.create(VMSpec(name="overcommitted", node="node1", cpus=5)).cpus == 5
+    finally:
+        reset(f"{name}-small")
+
+
+def test_a_change_a_running_vm_cannot_take_is_refused_before_anything_is_sent(name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="hot", cpus=1, memory_mib=512))
+    vm.start()
+    host.driver.running_takes = lambda vm_id: frozenset({"memory_mib"})  # type: ignore[method-assign]
+    with recording(host) as calls, pytest.raises(InvalidState, match="CPU hot-add is off"):
+        vm.reconfigure(cpus=2)
+    assert calls == []
+    vm.reconfigure(cpus=1, memory_mib=1024)  # cpus unchanged: only memory changes
+    assert (vm.refresh().cpus, vm.memory_mib) == (1, 1024)
+    vm.stop(force=True)
+    assert vm.reconfigure(cpus=2) is False  # stopped: any change, for the next start
+
+
+def test_a_move_to_a_host_the_driver_cannot_reach_is_refused_before_anything_is_sent(
+        name: str) -> None:
+    host = anyvirt.connect(f"memory://{name}")
+    other = anyvirt.connect(f"memory://{name}-other")
+    try:
+        vm = host.vms.create(VMSpec(name="stay"))
+        host.driver.can_reach = lambda target: False  # type: ignore[method-assign]
+        for live in (False, True):
+            if live:
+                vm.start()
+            with recording(host) as calls, pytest.raises(NotSupported,
+                                                         match="cannot move a VM to") as refused:
+                vm.migrate(to=other, live=live)
+            assert calls == []
+            wanted = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
+            assert refused.value.capability is wanted
+        assert other.vms.list() == []
+    finally:
+        reset(f"{name}-other")

@@ -75,6 +75,10 @@ class Driver(abc.ABC):
     #: whether the platform picks a node for a new or moved VM when none is named; where
     #: it does not (False), the gate names the core's choice (``anyvirt.rules.least_loaded``)
     schedules_vms: ClassVar[bool] = True
+    #: whether the platform refuses one VM with more vCPUs than its node has logical CPUs,
+    #: or more memory than the node has (vSphere does; QEMU and VirtualBox run such a VM
+    #: overcommitted); where True, the gate refuses it first (``CapacityExceeded``)
+    bounds_vm_by_node: ClassVar[bool] = False
     #: placement options clone/migrate take besides ``node`` (storage, folder, pool)
     placement_options: ClassVar[frozenset[str]] = frozenset()
     #: URI query options this backend reads (anyvirt's own: verify, ca, timeout, ...
@@ -224,6 +228,13 @@ class Driver(abc.ABC):
         """Whether this VM's disks read from another VM's (it is a linked clone). The gate
         refuses to move it to another host. The default: no VM is."""
         return False
+
+    def running_takes(self, vm_id: str) -> frozenset[str]:
+        """Which of ``"cpus"`` and ``"memory_mib"`` a reconfigure of this VM may change while
+        it runs (live, or for its next start): a platform fact of the VM, such as vSphere's
+        per-VM CPU and memory hot-add. The gate refuses a change of any other while the VM
+        runs (``InvalidState``). The default: both."""
+        return frozenset({"cpus", "memory_mib"})
 
     def can_reach(self, other: Driver) -> bool:
         """Whether a VM of this connection can move to ``other``, a connection of the same

@@ -148,6 +148,12 @@ class _Reads:
     def schedules(self, *, on_target: bool = False) -> bool:
         return self._at(on_target).driver.schedules_vms
 
+    def bounds_vms(self, *, on_target: bool = False) -> bool:
+        return self._at(on_target).driver.bounds_vm_by_node
+
+    def running_takes(self, vm_id: str) -> frozenset[str]:
+        return self.here.driver.running_takes(vm_id)
+
     def loads(self, *, on_target: bool = False) -> tuple[list[NodeInfo], list[tuple[str, int]]]:
         driver = self._at(on_target).driver
         return driver.list_nodes(), [(vm.node or "", vm.memory_mib) for vm in driver.list_vms()]

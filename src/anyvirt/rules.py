@@ -21,7 +21,14 @@ from typing import Any, Literal, Protocol, TypeVar
 from attrs import define, field, frozen
 
 from anyvirt import validation
-from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState, NotFound, NotSupported
+from anyvirt.errors import (
+    AlreadyExists,
+    CapacityExceeded,
+    InvalidSpec,
+    InvalidState,
+    NotFound,
+    NotSupported,
+)
 from anyvirt.model import (
     ACTION_CAPABILITY,
     Capability,
@@ -98,6 +105,10 @@ class Reads(Protocol):
     def reaches_target(self) -> bool: ...
 
     def schedules(self, *, on_target: bool = False) -> bool: ...
+
+    def bounds_vms(self, *, on_target: bool = False) -> bool: ...
+
+    def running_takes(self, vm_id: str) -> frozenset[str]: ...
 
     def loads(self, *, on_target: bool = False) -> tuple[list[NodeInfo], list[tuple[str, int]]]: ...
 
@@ -433,6 +444,90 @@ def _scheduled(case: Case) -> None:
         case.args["placement"] = evolve(placement, node=chosen)
 
 
+# -- one VM on one node
+
+def fits_node(node: NodeInfo, cpus: int | None, memory_mib: int | None) -> None:
+    """One VM gets no more vCPUs than its node has logical CPUs, and no more memory than
+    the node has (figures the node does not report are not checked)."""
+    if cpus is not None and node.cpus and cpus > node.cpus:
+        raise CapacityExceeded(
+            f"{cpus} CPUs asked for, but node {node.name!r} has {node.cpus} logical CPUs")
+    if memory_mib is not None and node.memory_mib and memory_mib > node.memory_mib:
+        raise CapacityExceeded(
+            f"{memory_mib} MiB asked for, but node {node.name!r} has {node.memory_mib} MiB")
+
+
+def _fit(case: Case, node: str | None, cpus: int | None, memory_mib: int | None,
+         *, on_target: bool = False) -> None:
+    """The node-size rule, where the platform has it (``Driver.bounds_vm_by_node``): on
+    ``node``, or, where the platform places the VM itself, on some node that takes VMs."""
+    if not case.reads.bounds_vms(on_target=on_target):
+        return
+    if node is not None:
+        fits_node(case.reads.node(node, on_target=on_target), cpus, memory_mib)
+        return
+    nodes = [n for n in case.reads.loads(on_target=on_target)[0] if takes_vms(n)]
+    refusals: list[CapacityExceeded] = []
+    for info in sorted(nodes, key=lambda n: (-n.cpus, -n.memory_mib, n.id)):
+        try:
+            fits_node(info, cpus, memory_mib)
+            return
+        except CapacityExceeded as refused:
+            refusals.append(refused)
+    if refusals:
+        raise refusals[0]
+
+
+@raises(CapacityExceeded)
+def _spec_fits_its_node(case: Case) -> None:
+    """where the platform bounds a VM by its node: the spec fits the node"""
+    spec: VMSpec = case.args["spec"]
+    _fit(case, spec.node, spec.cpus, spec.memory_mib)
+
+
+@raises(CapacityExceeded)
+def _clone_fits_its_node(case: Case) -> None:
+    """where the platform bounds a VM by its node: the source's size fits the clones' node"""
+    placement: Placement = case.args["placement"]
+    _fit(case, placement.node or case.vm.node, case.vm.cpus, case.vm.memory_mib)
+
+
+@raises(CapacityExceeded)
+def _new_size_fits_its_node(case: Case) -> None:
+    """where the platform bounds a VM by its node: the new size fits the VM's node"""
+    if case.vm.node is not None:
+        _fit(case, case.vm.node, case.args.get("cpus"), case.args.get("memory_mib"))
+
+
+@raises(CapacityExceeded)
+def _fits_the_target_node(case: Case) -> None:
+    """where the platform bounds a VM by its node: the VM fits the node it moves to"""
+    placement: Placement = case.args["placement"]
+    if placement.node is None and not case.other_host:
+        return  # it stays on its node (its disks move)
+    _fit(case, placement.node, case.vm.cpus, case.vm.memory_mib, on_target=case.other_host)
+
+
+@raises(InvalidState)
+def _running_takes_the_change(case: Case) -> None:
+    """a running VM takes a change of each of cpus and memory_mib while it runs (vSphere:
+    that hot-add is on)"""
+    if case.vm.state is not R:
+        return
+    takes: frozenset[str] | None = None
+    for field_name, label, now in (("cpus", "CPU", case.vm.cpus),
+                                   ("memory_mib", "memory", case.vm.memory_mib)):
+        value = case.args.get(field_name)
+        if value is None or value == now:
+            continue
+        if takes is None:
+            takes = case.reads.running_takes(case.vm.id)
+        if field_name not in takes:
+            raise InvalidState(
+                f"cannot reconfigure {case.vm_name!r}: it is running and takes no {label} "
+                f"change while it runs ({label} hot-add is off); stop it first")
+
+
 # -- migration
 
 def _live_by_default_when_running(case: Case) -> None:
@@ -656,7 +751,8 @@ RULES: dict[str, Rule] = {
     "create": Rule(
         "host.vms.create(spec)", Capability.VM_CREATE, ANY_STATE, "allowed", "the new name",
         checks=(_a_spec,),
-        preconditions=(_images_readable, _spec_node, _names_free, _scheduled),
+        preconditions=(_images_readable, _spec_node, _names_free, _scheduled,
+                       _spec_fits_its_node),
         refined_by=(Refinement(Capability.VM_CREATE_FROM_IMAGE, _with_images),),
         reserve=_spec_size),
     "start": _power_rule(PowerAction.START, "vm.start()"),
@@ -670,7 +766,8 @@ RULES: dict[str, Rule] = {
     "reconfigure": Rule(
         # not while suspended: the saved memory image belongs to the hardware it was saved on
         "vm.reconfigure(cpus, memory_mib)", Capability.RECONFIGURE, frozenset({S, R, P, C}),
-        "refused", "the VM", checks=(_whole_numbers,), reserve=_added,
+        "refused", "the VM", checks=(_whole_numbers,),
+        preconditions=(_running_takes_the_change, _new_size_fits_its_node), reserve=_added,
         result="True if applied live, False if at the next start"),
     "delete": Rule(
         "vm.delete(disks=True)", Capability.VM_DELETE, DELETABLE, "allowed", "the VM",
@@ -687,7 +784,7 @@ RULES: dict[str, Rule] = {
         "vm.clone(name, linked=False, count=None, placement)", Capability.FULL_CLONE,
         frozenset({S, R, P, SU, C}), "allowed", "the VM and the new names",
         checks=(_clone_names, _a_placement),
-        preconditions=(_placement_taken, _names_free),
+        preconditions=(_placement_taken, _names_free, _clone_fits_its_node),
         refined_by=(Refinement(Capability.LINKED_CLONE, _linked_without_template_route),
                     Refinement(Capability.LINKED_CLONE, _linked_of_a_vm, after_reread=True),
                     Refinement(Capability.CLONE_RUNNING, _source_running, after_reread=True)),
@@ -712,7 +809,8 @@ RULES: dict[str, Rule] = {
         frozenset({S, R, C}), "allowed", "the VM (and its name on the target host)",
         checks=(_a_placement, _a_target_of_this_backend),
         preconditions=(_live_matches_state, _placement_taken, _moves_somewhere,
-                       _leaves_no_linked_clone, _name_free_on_target, _scheduled),
+                       _leaves_no_linked_clone, _name_free_on_target, _scheduled,
+                       _fits_the_target_node),
         refined_by=(Refinement(Capability.LIVE_MIGRATION, _live_asked),
                     Refinement(Capability.LIVE_MIGRATION, _live_chosen, after_reread=True),
                     Refinement(Capability.COLD_MIGRATION, _cold_chosen, after_reread=True),
@@ -797,5 +895,5 @@ def operations_markdown(rules: dict[str, Rule] | None = None) -> str:
 
 
 __all__ = ["ALLOWED_FROM", "ANY_STATE", "DELETABLE", "RULES", "Case", "Demand", "Reads",
-           "Refinement", "Rule", "check_power_state", "doc", "least_loaded", "node_id",
+           "Refinement", "Rule", "check_power_state", "doc", "fits_node", "least_loaded", "node_id",
            "operations_markdown", "raised", "raises", "refusals", "row_sentences", "takes_vms"]

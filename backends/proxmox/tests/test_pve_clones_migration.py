@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from anyvirt_proxmox import ProxmoxExtensions
 from fakepve import FakePve
-from pve_fakes import InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
+from pve_fakes import PASSWORD, InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
 
+import anyvirt
 from anyvirt import Capability, DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
 from anyvirt.host import Host
+from anyvirt.rules import least_loaded
+from anyvirt.testing.suite.spy import recording
 from anyvirt.vm import VM
 
 
@@ -154,11 +160,52 @@ def test_evacuate_a_node(pve_host: Host, make: Callable[..., VM]) -> None:
 
 def test_moving_to_another_cluster_is_not_supported(pve_host: Host, make: Callable[..., VM],
                                                     traffic: Traffic) -> None:
-    import anyvirt
     vm = make("stay")
     with anyvirt.connect("memory://other-cluster") as other, pytest.raises(InvalidSpec):
         vm.migrate(to=other, live=False)
     assert not _bodies(traffic, "/migrate")
+
+
+def test_a_move_to_another_cluster_is_refused_before_anything_is_sent(
+        pve_host: Host, make: Callable[..., VM], traffic: Traffic, certificate: tuple[Path, Path]) -> None:
+    """The gate asks ``can_reach``: another PVE cluster is not, and it says so in the same
+    error type every backend uses, before the driver is asked anything."""
+    elsewhere = InProcessFakePve(*certificate)
+    try:
+        elsewhere.sync(lambda: setattr(elsewhere.pve, "cluster_name", "elsewhere"))
+        vm = make("stay-home")
+        with anyvirt.connect(elsewhere.uri, password=PASSWORD) as other:
+            with recording(pve_host) as calls, pytest.raises(NotSupported,
+                                                             match="cannot move a VM to"):
+                vm.migrate(to=other, live=False)
+            assert calls == [] and other.vms.list() == []
+        assert not _bodies(traffic, "/migrate")
+    finally:
+        elsewhere.stop()
+
+
+def test_the_gate_names_the_least_loaded_node(pve_host: Host, make: Callable[..., VM]) -> None:
+    """PVE does not schedule (``schedules_vms`` is False): a VM with no node named goes to
+    the node the gate picks, the one with the least memory given out."""
+    make("load-pve1", node="pve1")
+    expected = least_loaded([n.info for n in pve_host.nodes.list()],
+                            [(vm.node or "", vm.memory_mib) for vm in pve_host.vms.list()]).id
+    sent: list[str | None] = []
+    driver = pve_host.driver
+    original = driver.create_vm
+
+    def create_vm(spec: VMSpec, job: Any) -> Any:
+        sent.append(spec.node)
+        return original(spec, job)
+
+    driver.create_vm = create_vm  # type: ignore[method-assign]
+    try:
+        placed = pve_host.vms.create(VMSpec(name="placed", cpus=1, memory_mib=64,
+                                            disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()]))
+    finally:
+        del driver.create_vm
+    make.track(placed)  # type: ignore[attr-defined]
+    assert sent == [expected] and placed.node == expected
 
 
 @pytest.fixture
@@ -196,7 +243,7 @@ def test_migration_to_a_storage_and_its_warnings(pve_host: Host, make: Callable[
 
 def test_details_of_many_vms(pve_host: Host, make: Callable[..., VM]) -> None:
     vms = [make(f"detail{i}") for i in range(3)]
-    infos = pve_host.driver.vm_infos([vm.id for vm in vms])  # type: ignore[attr-defined]
+    infos = pve_host.extension(ProxmoxExtensions).vm_infos([vm.id for vm in vms])
     assert [i.name for i in infos] == ["detail0", "detail1", "detail2"]
     assert all(i.extra["uuid"] for i in infos)
 
@@ -205,7 +252,6 @@ def test_a_clone_that_times_out_leaves_nothing(pve_host: Host, make: Callable[..
                                                fake: InProcessFakePve, shared_storage: str) -> None:
     import time
 
-    import anyvirt
 
     src = pve_host.vms.create(VMSpec(name="slowsrc", memory_mib=64, node="pve1",
                                      disks=[DiskSpec(size_gib=0.0625, storage=shared_storage)]))

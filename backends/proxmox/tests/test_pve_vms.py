@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
+from anyvirt_proxmox import ProxmoxExtensions
 from anyvirt_proxmox import tasks as pve_tasks
 from fakepve import FakePve
 from pve_fakes import PASSWORD, InProcessFakePve, Send, StandIn, Traffic
@@ -56,8 +57,7 @@ def test_listing_is_one_request_and_leaves_containers_out(pve_host: Host, pve: F
         vms = pve_host.vms.list()
         assert len(traffic.requests) == before + 1
         assert "4242" not in {vm.id for vm in vms}
-        driver = pve_host.driver
-        assert [c.id for c in driver.list_containers()] == ["4242"]  # type: ignore[attr-defined]
+        assert [c.id for c in pve_host.extension(ProxmoxExtensions).list_containers()] == ["4242"]
         with pytest.raises(NotFound, match="container"):
             pve_host.vms.get("4242")
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from anyvirt_vsphere.clone import LINKED_BASE_SNAPSHOT
@@ -21,6 +22,7 @@ import anyvirt
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
+from anyvirt.rules import least_loaded
 from anyvirt.testing.suite.spy import recording
 
 
@@ -43,7 +45,7 @@ def _driver(host: Host) -> VSphereDriver:
     return driver
 
 
-def _spec(name: str, node: str = "DC0_C0_H0") -> VMSpec:
+def _spec(name: str, node: str | None = "DC0_C0_H0") -> VMSpec:
     return VMSpec(name=name, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)], nics=[NicSpec()], node=node)
 
 
@@ -179,6 +181,47 @@ def test_evacuate_with_maintenance(host: Host) -> None:
     assert host.nodes.get(source.id).state == "online"
     for vm in made:
         vm.delete()
+
+
+def test_a_move_to_another_vcenter_is_refused_before_anything_is_sent(
+        host: Host, vcsim_esx: Vcsim) -> None:
+    """The gate asks ``can_reach``: another vCenter (here an ESXi at another port of the
+    same address) is not, refused with the error type every backend uses."""
+    vm = host.vms.create(_spec("stay-home"))
+    try:
+        with anyvirt.connect(vcsim_esx.anyvirt_uri_with_ca, password=vcsim_esx.password) as esx:
+            before = {v.id for v in esx.vms.list()}
+            with recording(host) as calls, pytest.raises(NotSupported, match="cannot move a VM to"):
+                vm.migrate(to=esx, live=False)
+            assert calls == [] and {v.id for v in esx.vms.list()} == before
+    finally:
+        vm.delete()
+
+
+def test_the_gate_names_the_least_loaded_host(host: Host) -> None:
+    """vSphere without DRS does not schedule (``schedules_vms`` is False): a VM with no node
+    named goes to the host the gate picks, the one with the least memory given out."""
+    made = host.vms.create(_spec("load-h0", node="DC0_C0_H0"))
+    expected = least_loaded([n.info for n in host.nodes.list()],
+                            [(v.node or "", v.memory_mib) for v in host.vms.list()]).id
+    sent: list[str | None] = []
+    driver = host.driver
+    original = driver.create_vm
+
+    def create_vm(spec: VMSpec, job: Any) -> Any:
+        sent.append(spec.node)
+        return original(spec, job)
+
+    driver.create_vm = create_vm  # type: ignore[method-assign]
+    try:
+        placed = host.vms.create(_spec("placed", node=None))
+    finally:
+        del driver.create_vm
+    try:
+        assert sent == [expected] and placed.node == expected
+    finally:
+        placed.delete()
+        made.delete()
 
 
 def test_esx_cannot_clone_or_move(vcsim_esx: Vcsim, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from anyvirt.errors import Cancelled, CapacityExceeded, InvalidSpec, InvalidStat
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Firmware, NicSpec, PowerState, VMSpec
 from anyvirt.tasks import Job
+from anyvirt.testing.suite.spy import recording
 
 
 def _driver(host: Host) -> VSphereDriver:
@@ -112,14 +113,25 @@ def test_a_mac_outside_vmwares_static_range_is_refused_before_any_task(
 def test_more_cpus_than_the_host_has_is_refused_before_any_task(
     vsphere_host: Host, spec_for: Callable[[str], VMSpec]
 ) -> None:
+    """vSphere bounds one VM by its host (``bounds_vm_by_node``): the gate refuses a VM
+    bigger than its node, with the CapacityExceeded every backend's refusal of that rule
+    raises, before the driver is asked anything."""
     driver = _driver(vsphere_host)
     node = vsphere_host.nodes.list()[0]
     spec = attrs.evolve(spec_for("too-big"), cpus=node.info.cpus + 1, node=node.id)
     tasks_before = driver.session.content.taskManager.recentTask
-    with pytest.raises(CapacityExceeded, match="logical CPUs"):
-        driver.create_vm(spec, Job("create", 30))
+    with recording(vsphere_host) as calls, pytest.raises(CapacityExceeded, match="logical CPUs"):
+        vsphere_host.vms.create(spec)
+    assert calls == []
     assert driver.session.content.taskManager.recentTask == tasks_before
     assert not vsphere_host.vms.exists("too-big")
+    vm = vsphere_host.vms.create(attrs.evolve(spec, cpus=1))
+    try:
+        with recording(vsphere_host) as calls, pytest.raises(CapacityExceeded, match="MiB"):
+            vm.reconfigure(memory_mib=node.info.memory_mib + 1)
+        assert calls == [] and vm.refresh().memory_mib == spec.memory_mib
+    finally:
+        vm.delete()
 
 
 def test_bad_network_or_datastore_leaves_nothing_behind(
@@ -242,8 +254,9 @@ def test_reconfigure_a_running_vm_without_hot_add_is_refused(
         vm.reconfigure(cpus=2, memory_mib=128)
         assert (vm.refresh().cpus, vm.memory_mib) == (2, 128)
         vm.start()
-        with pytest.raises(InvalidState, match="hot-add"):
+        with recording(vsphere_host) as calls, pytest.raises(InvalidState, match="hot-add"):
             vm.reconfigure(cpus=1)
+        assert calls == []  # the gate refuses it (running_takes), the driver is not asked
         vm.suspend()
         with pytest.raises(InvalidState, match="suspended"):
             vm.reconfigure(memory_mib=96)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState
+from anyvirt.errors import AnyvirtError, InvalidSpec
 from anyvirt.model import Placement, VMSummary
 from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
@@ -25,9 +25,6 @@ def clone_vm(inv: Inventory, vm_id: str, name: str, linked: bool, placement: Pla
              job: Job) -> VMSummary:
     node, storage = placement.node, placement.storage
     source = inv.vm_summary(vm_id)
-    if linked and not source.template:
-        raise InvalidState(f"Proxmox VE makes linked clones only of templates; {source.name!r} is not one "
-                           "(make a full clone, or mark a VM as a template first)")
     if linked and storage is not None:
         raise InvalidSpec("a linked clone stays on its template's storage: give no storage")
     src_node = source.node or inv.node_of(vm_id)

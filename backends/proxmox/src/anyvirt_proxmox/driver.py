@@ -3,7 +3,7 @@
 ``proxmox://user%40realm@host[:8006]`` with a password, or an API token
 (``?token_name=&token_value=`` or keyword arguments); ``?verify=false``,
 ``?ca=``, ``?timeout=``. QEMU VMs are VMs; LXC containers are listed apart
-(``driver.list_containers()``). This class wires the SPI to the modules that
+(``host.extension(ProxmoxExtensions).list_containers()``). This class wires the SPI to the modules that
 do the work; capabilities come from the connection: PVE's version and
 whether it is a cluster of several nodes (migration) or one node.
 """
@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from anyvirt.driver import Driver
-from anyvirt.errors import NotSupported
+from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
 from anyvirt.model import (
     Capability,
@@ -35,7 +35,7 @@ from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_proxmox import clone, image_import, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
-from anyvirt_proxmox.inventory import Container, Inventory, storage_infos
+from anyvirt_proxmox.inventory import Inventory, storage_infos
 from anyvirt_proxmox.session import OPTIONS, UNDO_GRACE, Session
 
 COMMON = frozenset({
@@ -82,6 +82,34 @@ def parse_version(text: str) -> tuple[int, int]:
         return 0, 0
 
 
+class ProxmoxExtensions(Extension):
+    """Proxmox VE's own reads (``host.extension(ProxmoxExtensions)``), through the gate:
+    each runs as a Task under its deadline, like every operation."""
+
+    def _driver(self) -> ProxmoxDriver:
+        driver = self.host.driver
+        assert isinstance(driver, ProxmoxDriver)
+        return driver
+
+    def list_containers(self, *, wait: bool = True, timeout: float | None = 600.0) -> Any:
+        """The cluster's LXC containers (never treated as VMs), or a Task of them."""
+        inventory = self._driver().inventory
+        return self._through_gate("list containers", lambda job: inventory.list_containers(),
+                                  wait=wait, timeout=timeout)
+
+    def vm_infos(self, vm_ids: Sequence[str], *, wait: bool = True,
+                 timeout: float | None = 600.0) -> Any:
+        """Details of many VMs (``vm.info()`` of each), at most ``DETAIL_WORKERS`` requests
+        at a time, or a Task of them."""
+        driver, ids = self._driver(), list(vm_ids)
+
+        def read(job: Job) -> list[VMInfo]:
+            with ThreadPoolExecutor(max_workers=DETAIL_WORKERS) as pool:
+                return list(pool.map(driver.vm_info, ids))
+
+        return self._through_gate(f"read {len(ids)} VMs", read, wait=wait, timeout=timeout)
+
+
 class ProxmoxDriver(Driver):
     backend: ClassVar[str] = "proxmox"
     platform: ClassVar[str] = "Proxmox VE (clusters and standalone nodes)"
@@ -91,6 +119,9 @@ class ProxmoxDriver(Driver):
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "virtio", "sata", "ide")
     nic_models: ClassVar[tuple[str, ...]] = cfg.NIC_MODELS
     placement_options: ClassVar[frozenset[str]] = frozenset({"storage"})
+    #: PVE places a VM on the node it is sent to: the gate names the least-loaded one
+    schedules_vms: ClassVar[bool] = False
+    extensions: ClassVar[tuple[type[Extension], ...]] = (ProxmoxExtensions,)
     uri_options: ClassVar[frozenset[str]] = OPTIONS
     connect_options: ClassVar[frozenset[str]] = OPTIONS
 
@@ -191,10 +222,6 @@ class ProxmoxDriver(Driver):
     def list_vms(self) -> list[VMSummary]:
         return self.inventory.list_vms()
 
-    def list_containers(self) -> list[Container]:
-        """Driver extra: the cluster's LXC containers (never treated as VMs)."""
-        return self.inventory.list_containers()
-
     def find_vm(self, ref: str) -> VMSummary:
         return self.inventory.find_vm(ref)
 
@@ -203,11 +230,6 @@ class ProxmoxDriver(Driver):
 
     def vm_info(self, vm_id: str) -> VMInfo:
         return vms.vm_info(self.inventory, vm_id)
-
-    def vm_infos(self, vm_ids: Sequence[str]) -> list[VMInfo]:
-        """Driver extra: details of many VMs, at most DETAIL_WORKERS requests at a time."""
-        with ThreadPoolExecutor(max_workers=DETAIL_WORKERS) as pool:
-            return list(pool.map(self.vm_info, vm_ids))
 
     def native_vm(self, vm_id: str) -> Any:
         return self.session.native.nodes(self.inventory.node_of(vm_id)).qemu(cfg.vmid(vm_id))
@@ -256,6 +278,11 @@ class ProxmoxDriver(Driver):
         snapshots.delete_snapshot(self.inventory, vm_id, snapshot_id, children, job)
 
     # ---------------------------------------------------------- clone, migrate
+    def can_reach(self, other: Driver) -> bool:
+        """Another connection to this cluster: a move between clusters is not supported."""
+        return (isinstance(other, ProxmoxDriver) and self.cluster is not None
+                and other.cluster == self.cluster)
+
     def linked_clones(self, vm_id: str) -> list[str]:
         return clone.linked_clones(self.inventory, vm_id)
 
@@ -268,9 +295,5 @@ class ProxmoxDriver(Driver):
 
     def migrate_vm(self, vm_id: str, target: Driver | None, placement: Placement, live: bool,
                    job: Job) -> MigrationResult:
-        if target is not None and not (isinstance(target, ProxmoxDriver) and target.cluster == self.cluster
-                                       and target.cluster is not None):
-            cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
-            raise NotSupported(self.backend, cap,
-                               "moving a VM to another Proxmox VE cluster is not supported")
+        # the gate has checked that ``target`` is this cluster (can_reach)
         return migration.migrate(self.inventory, vm_id, placement, live, job)

@@ -18,7 +18,6 @@ from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox import image_import
 from anyvirt_proxmox.inventory import Inventory
-from anyvirt_proxmox.placement import pick_node
 from anyvirt_proxmox.tasks import cleanup_job, run_task, settle, wait_task
 
 log = logging.getLogger("anyvirt.proxmox")
@@ -85,7 +84,9 @@ def _bridge(network: str | None, bridges: list[str], node: str) -> str:
 
 def create_vm(inv: Inventory, spec: VMSpec, job: Job) -> VMSummary:
     cfg.check_spec(spec)
-    node = spec.node or pick_node(inv)
+    node = spec.node  # named by the caller or the gate (``schedules_vms`` is False)
+    if node is None:
+        raise InvalidSpec("name a node: Proxmox VE places a VM on the node it is sent to")
     params = create_params(inv, spec, node)
     images = [(k, d) for k, d in zip(cfg.drive_keys(spec.disks), spec.disks, strict=True) if d.image]
     if not images:

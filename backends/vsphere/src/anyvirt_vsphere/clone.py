@@ -29,7 +29,7 @@ from anyvirt_vsphere.inventory import HostRow, Inventory, stored_name, unescape_
 from anyvirt_vsphere.sdk import vim
 from anyvirt_vsphere.snapshots import create_snapshot, list_snapshots
 from anyvirt_vsphere.tasks import cleanup_job, run_task, settle
-from anyvirt_vsphere.vms import check_fits, pick_host, remove_leftover, summary_of
+from anyvirt_vsphere.vms import node_host, remove_leftover, summary_of
 
 LINKED_BASE_SNAPSHOT = "anyvirt-linked-clone-base"
 
@@ -81,8 +81,10 @@ def clone_vm(
         raise NotFound(f"no VM with id {vm_id}")
     location = vim.vm.RelocateSpec()
     if node is not None or source.template:
-        host = pick_host(inventory, node)
-        check_fits(host, source.cpus, source.memory_mib)
+        # a template has no resource pool: its clone goes on the node named (the gate has
+        # checked it takes VMs and the clone fits), else where the template is registered,
+        # as any clone stays with its source
+        host = node_host(inventory, node or source.node)
         location.host = host.ref
         location.pool = inventory.resource_pool(host)
     else:
@@ -187,8 +189,6 @@ def clone_many(
 ) -> list[VMSummary]:
     """Bulk clone. Stops at the first failure; the clones made so far are kept and returned
     through the exception's ``clones`` attribute."""
-    if len(set(names)) != len(names):
-        raise InvalidSpec("bulk clone names must be distinct")
     made: list[VMSummary] = []
     for index, name in enumerate(names):
         job.progress(100.0 * index / max(len(names), 1), f"cloning {name}")
@@ -213,7 +213,10 @@ def mark_as_template(inventory: Inventory, vm_id: str) -> None:
 def mark_as_vm(inventory: Inventory, vm_id: str, node: str | None) -> None:
     """Turn a template back into a VM; it needs a host and resource pool again."""
     ref = inventory.vm_ref(vm_id)
-    host = pick_host(inventory, node)
+    if node is None:  # where the template is registered, as a clone of it goes
+        registered = inventory.vm_props(vm_id, ("runtime.host",)).get("runtime.host")
+        node = str(registered._moId) if registered is not None else None
+    host = node_host(inventory, node)
     pool = inventory.resource_pool(host)
     inventory.session.call(
         lambda: ref.MarkAsVirtualMachine(pool, host.ref),

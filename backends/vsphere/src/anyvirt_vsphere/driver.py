@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from pyVmomi import vim
 
 from anyvirt.driver import Driver
-from anyvirt.errors import InvalidSpec, NotSupported
+from anyvirt.errors import InvalidSpec
 from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
 from anyvirt.model import (
@@ -120,6 +120,10 @@ class VSphereDriver(Driver):
     #: 00:50:56:3f:ff:ff (its own generated ones, 00:50:56:80 and up, are refused as manual)
     mac_prefixes: ClassVar[tuple[str, ...] | None] = STATIC_MAC_PREFIXES
     placement_options: ClassVar[frozenset[str]] = frozenset({"storage", "folder"})
+    #: without DRS there is no scheduler to ask: the gate names the least-loaded host
+    schedules_vms: ClassVar[bool] = False
+    #: vSphere refuses one VM with more vCPUs than its host's logical CPUs or more memory
+    bounds_vm_by_node: ClassVar[bool] = True
     uri_options: ClassVar[frozenset[str]] = frozenset({"datacenter", "cluster"})
     extensions: ClassVar[tuple[type[Extension], ...]] = (VSphereExtensions,)
 
@@ -263,6 +267,9 @@ class VSphereDriver(Driver):
     def reconfigure_vm(self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job) -> bool:
         return vms.reconfigure_vm(self.inventory, vm_id, cpus, memory_mib, job)
 
+    def running_takes(self, vm_id: str) -> frozenset[str]:
+        return vms.running_takes(self.inventory, vm_id)
+
     # ---------------------------------------------------------- snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
         return snapshots.list_snapshots(self.inventory, vm_id)
@@ -274,11 +281,8 @@ class VSphereDriver(Driver):
         description: str,
         memory: bool,
         job: Job,
-        quiesce: bool = False,
     ) -> SnapshotInfo:
-        return snapshots.create_snapshot(
-            self.inventory, vm_id, name, description, memory, job, quiesce=quiesce
-        )
+        return snapshots.create_snapshot(self.inventory, vm_id, name, description, memory, job)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
         snapshots.revert_snapshot(self.inventory, vm_id, snapshot_id, job)
@@ -336,12 +340,17 @@ class VSphereDriver(Driver):
         live: bool,
         job: Job,
     ) -> MigrationResult:
-        same = target is None or target is self
-        if not same and (not isinstance(target, VSphereDriver) or target.target.host != self.target.host):
-            cap = Capability.LIVE_MIGRATION if live else Capability.COLD_MIGRATION
-            raise NotSupported(self.backend, cap, "moving a VM to another vCenter is not supported")
+        # the gate has checked that ``target`` is this vCenter (can_reach)
         return migration.relocate(self.inventory, vm_id, placement.node, job,
                                   datastore=placement.storage)
+
+    def can_reach(self, other: Driver) -> bool:
+        """Another connection to the same vCenter (address and port: two endpoints at one
+        address are two vCenters); a move between vCenters is not supported."""
+        return isinstance(other, VSphereDriver) and other._endpoint() == self._endpoint()
+
+    def _endpoint(self) -> tuple[str, int]:
+        return self.target.host.lower(), self.target.port or 443
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         migration.set_maintenance(self.inventory, node_id, on, job)

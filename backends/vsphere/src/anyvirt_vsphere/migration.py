@@ -16,7 +16,7 @@ from anyvirt.tasks import Job
 from anyvirt_vsphere.inventory import Inventory, unescape_name
 from anyvirt_vsphere.sdk import vim
 from anyvirt_vsphere.tasks import run_task
-from anyvirt_vsphere.vms import check_fits, pick_host
+from anyvirt_vsphere.vms import node_host
 
 
 def relocate(
@@ -30,10 +30,7 @@ def relocate(
     """Move ``vm_id`` to ``node`` and/or ``datastore``."""
     if node is None and datastore is None:
         raise InvalidSpec("name a node or a datastore to move the VM to")
-    props = inventory.vm_props(
-        vm_id,
-        ("name", "runtime.powerState", "runtime.host", "config.hardware.numCPU", "config.hardware.memoryMB"),
-    )
+    props = inventory.vm_props(vm_id, ("name", "runtime.powerState", "runtime.host"))
     source_host = props.get("runtime.host")
     source = str(source_host._moId) if source_host is not None else ""
     live = props.get("runtime.powerState") == "poweredOn"
@@ -41,8 +38,7 @@ def relocate(
     target_name = source
     host = None
     if node is not None:
-        host = pick_host(inventory, node)
-        check_fits(host, props.get("config.hardware.numCPU"), props.get("config.hardware.memoryMB"))
+        host = node_host(inventory, node)  # the gate has checked it takes VMs, and the VM fits
         spec.host = host.ref
         spec.pool = inventory.resource_pool(host)
         target_name = host.node.id

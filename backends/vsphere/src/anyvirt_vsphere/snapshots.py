@@ -60,12 +60,13 @@ def create_snapshot(
     description: str,
     memory: bool,
     job: Job,
-    quiesce: bool = False,
 ) -> SnapshotInfo:
     ref = inventory.vm_ref(vm_id)
     result = run_task(
         inventory.collector,
-        lambda: ref.CreateSnapshot_Task(name, description, memory, quiesce),
+        # quiesce=False: anyvirt has no quiesced snapshots (a memory snapshot is its
+        # consistent one), so no backend's create_snapshot takes more than the SPI's
+        lambda: ref.CreateSnapshot_Task(name, description, memory, False),
         job,
         f"snapshot {name!r} of VM {vm_id}",
     )

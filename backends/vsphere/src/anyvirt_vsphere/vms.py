@@ -6,14 +6,12 @@ from typing import Any
 
 from anyvirt.errors import (
     AnyvirtError,
-    CapacityExceeded,
     InvalidSpec,
     InvalidState,
     NotFound,
     TaskFailed,
 )
 from anyvirt.kit.cleanup import noting
-from anyvirt.kit.placement import least_loaded, takes_vms
 from anyvirt.model import DiskInfo, Firmware, NicInfo, NicSpec, VMInfo, VMSpec, VMSummary, evolve
 from anyvirt.tasks import Job
 from anyvirt_vsphere import nfc_import
@@ -49,30 +47,16 @@ INFO_PATHS = (
 # ---------------------------------------------------------------- placement
 
 
-def pick_host(inventory: Inventory, node: str | None) -> HostRow:
-    """The node asked for, else the connected, non-maintenance host with the least memory
-    given out to VMs (the kit's placement, as on every backend)."""
+def node_host(inventory: Inventory, node: str | None) -> HostRow:
+    """The host of ``node``. The gate has checked it takes VMs and fits the VM, and names
+    one where the caller did not (vSphere does not schedule: ``schedules_vms`` is False);
+    ``None`` still means the only host of a standalone ESXi."""
     if node is not None:
-        host = inventory.host(node)
-        if not takes_vms(host.node):
-            raise InvalidState(f"node {host.node.name!r} is {host.node.state}: it cannot take VMs")
-        return host
-    hosts = {h.node.id: h for h in inventory.hosts()}
-    vms = ((vm.node, vm.memory_mib) for vm in inventory.list_vms() if vm.node)
-    chosen = least_loaded((h.node for h in hosts.values()), vms, where="this vSphere connection")
-    return hosts[chosen.id]
-
-
-def check_fits(host: HostRow, cpus: int | None, memory_mib: int | None) -> None:
-    """vSphere cannot give one VM more vCPUs than the host has threads, or more memory than it has."""
-    if cpus is not None and host.node.cpus and cpus > host.node.cpus:
-        raise CapacityExceeded(
-            f"{cpus} CPUs asked for, but node {host.node.name!r} has {host.node.cpus} logical CPUs"
-        )
-    if memory_mib is not None and host.node.memory_mib and memory_mib > host.node.memory_mib:
-        raise CapacityExceeded(
-            f"{memory_mib} MiB asked for, but node {host.node.name!r} has {host.node.memory_mib} MiB"
-        )
+        return inventory.host(node)
+    hosts = inventory.hosts()
+    if len(hosts) != 1:
+        raise InvalidSpec("name a node: this vSphere connection has several hosts")
+    return hosts[0]
 
 
 #: the name portable specs (and backups from libvirt) use for "the usual network"; on a
@@ -124,8 +108,7 @@ def create_vm(inventory: Inventory, spec: VMSpec, job: Job, files: object | None
     ``files`` is the driver, through which local disk images are uploaded.
     """
     check_spec(spec)
-    host = pick_host(inventory, spec.node)
-    check_fits(host, spec.cpus, spec.memory_mib)
+    host = node_host(inventory, spec.node)
     storage = next((d.storage for d in spec.disks if d.storage), None)
     datastore = inventory.datastore(storage, host)
     images_on = {split_datastore_path(d.image)[0] for d in spec.disks if d.image and d.image.startswith("[")}
@@ -362,34 +345,9 @@ def reconfigure_vm(
     inventory: Inventory, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job
 ) -> bool:
     """Returns True when applied to a running VM (CPU/memory hot-add), False when powered off."""
-    props = inventory.vm_props(
-        vm_id,
-        (
-            "runtime.powerState",
-            "runtime.host",
-            "config.cpuHotAddEnabled",
-            "config.memoryHotAddEnabled",
-            "config.hardware.numCPU",
-            "config.hardware.memoryMB",
-        ),
-    )
+    props = inventory.vm_props(vm_id, ("runtime.powerState",))
+    # the gate has checked that a running VM takes the change (hot-add) and that it fits its node
     running = props.get("runtime.powerState") == "poweredOn"
-    if running:
-        if (
-            cpus is not None
-            and cpus != props.get("config.hardware.numCPU")
-            and not props.get("config.cpuHotAddEnabled")
-        ):
-            raise InvalidState("the VM is running and CPU hot-add is off: stop it first")
-        if (
-            memory_mib is not None
-            and memory_mib != props.get("config.hardware.memoryMB")
-            and not props.get("config.memoryHotAddEnabled")
-        ):
-            raise InvalidState("the VM is running and memory hot-add is off: stop it first")
-    host_ref = props.get("runtime.host")
-    if host_ref is not None:
-        check_fits(inventory.host(str(host_ref._moId)), cpus, memory_mib)
     spec = vim.vm.ConfigSpec()
     if cpus is not None:
         spec.numCPUs = cpus
@@ -402,3 +360,11 @@ def reconfigure_vm(
         f"reconfiguring VM {vm_id}",
     )
     return bool(running)
+
+
+def running_takes(inventory: Inventory, vm_id: str) -> frozenset[str]:
+    """What a running VM takes: CPUs with CPU hot-add on, memory with memory hot-add on."""
+    props = inventory.vm_props(vm_id, ("config.cpuHotAddEnabled", "config.memoryHotAddEnabled"))
+    return frozenset(field for field, on in (("cpus", props.get("config.cpuHotAddEnabled")),
+                                             ("memory_mib", props.get("config.memoryHotAddEnabled")))
+                     if on)

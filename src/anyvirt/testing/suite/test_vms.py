@@ -102,3 +102,40 @@ class TestVMs(ContractTests):
             vm.reconfigure(cpus=0)
         with pytest.raises(InvalidSpec):
             vm.reconfigure()
+
+    # -- rules the gate enforces from a platform fact the driver states: where the fact
+    # holds, every backend refuses alike (one error type) before anything is sent
+    def test_a_vm_bigger_than_its_node_is_refused_where_the_platform_bounds_it(
+        self, anyvirt_host: Host, anyvirt_vm_spec: Callable[[str], VMSpec]
+    ) -> None:
+        import attrs
+
+        from anyvirt.errors import CapacityExceeded
+        from anyvirt.rules import takes_vms
+
+        if not anyvirt_host.driver.bounds_vm_by_node:
+            pytest.skip(f"{anyvirt_host.backend} states no node bound on one VM (bounds_vm_by_node)")
+        node = next(n for n in anyvirt_host.nodes.list() if takes_vms(n.info) and n.info.cpus)
+        spec = attrs.evolve(anyvirt_vm_spec(unique_name("big")), node=node.id)
+        for too_big in (attrs.evolve(spec, cpus=node.info.cpus + 1),
+                        attrs.evolve(spec, memory_mib=node.info.memory_mib + 1)):
+            with recording(anyvirt_host) as calls, pytest.raises(CapacityExceeded,
+                                                                 match="asked for, but node"):
+                anyvirt_host.vms.create(too_big)
+            assert calls == [], too_big
+        assert not anyvirt_host.vms.exists(spec.name)
+
+    @pytest.mark.anyvirt_requires(Capability.START, Capability.RECONFIGURE)
+    def test_a_change_a_running_vm_cannot_take_is_refused_before_anything_is_sent(
+        self, anyvirt_host: Host, make_vm: Callable[..., VM]
+    ) -> None:
+        vm = make_vm()
+        refused = {"cpus", "memory_mib"} - anyvirt_host.driver.running_takes(vm.id)
+        if not refused:
+            pytest.skip(f"a running {anyvirt_host.backend} VM takes CPU and memory changes")
+        vm.start()
+        cpus, memory = (vm.cpus + 1, None) if "cpus" in refused else (None, vm.memory_mib + 32)
+        with recording(anyvirt_host) as calls, pytest.raises(InvalidState, match="hot-add is off"):
+            vm.reconfigure(cpus=cpus, memory_mib=memory)
+        assert calls == []
+        assert (vm.refresh().cpus, vm.memory_mib) == (vm.cpus, vm.memory_mib)
