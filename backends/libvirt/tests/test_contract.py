@@ -59,6 +59,16 @@ def anyvirt_migration_target(_backend: str, request: pytest.FixtureRequest) -> H
     return pair[1]
 
 
+@pytest.fixture
+def anyvirt_unreachable_host(_backend: str, request: pytest.FixtureRequest) -> Iterator[Host]:
+    """The first daemon through another URI: one host UUID, which libvirt never migrates to."""
+    if _backend != "daemon":
+        pytest.skip("libvirt's test driver declares no migration")
+    daemons: tuple[LibvirtDaemon, LibvirtDaemon] = request.getfixturevalue("libvirt_daemon_pair")
+    with anyvirt.connect(f"{daemons[0].anyvirt_uri}&timeout=600") as same:
+        yield same
+
+
 def test_daemon_pair_is_separate(libvirt_daemon_pair: tuple[LibvirtDaemon, LibvirtDaemon]) -> None:
     first, second = libvirt_daemon_pair
     assert first.host_uuid != second.host_uuid
