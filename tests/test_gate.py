@@ -303,3 +303,14 @@ def test_the_gate_names_the_node_where_the_platform_does_not_schedule(name: str)
         del driver.create_vm
     assert not driver.schedules_vms
     assert sent == ["node3"] and made.node == "node3"  # not node1 (loaded), not node2 (maintenance)
+
+
+def test_a_second_connection_to_the_same_endpoint_is_this_host(name: str) -> None:
+    """Two Host objects of one URI are one host: a move "to" the other is a move within
+    this one, which names no node (InvalidSpec), never a move to another host."""
+    host = anyvirt.connect(f"memory://{name}")
+    same = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="stay"))
+    with recording(host) as calls, pytest.raises(InvalidSpec, match="already on"):
+        vm.migrate(to=same, live=False)
+    assert calls == [] and vm.refresh().node == host.vms.get("stay").node
