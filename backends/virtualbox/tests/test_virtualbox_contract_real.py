@@ -32,6 +32,6 @@ def anyvirt_migration_target(other_real_host: Host) -> Host:
 
 @pytest.fixture
 def anyvirt_unreachable_host(real_home: Home) -> Iterator[Host]:
-    """This same home through another URI: one registry seen twice, which no move can go to."""
-    with anyvirt.connect(real_home.uri.replace("?home=", "?timeout=600&home=")) as host:
+    """This same home spelled another way: one registry seen twice, which no move can go to."""
+    with anyvirt.connect(f"{real_home.uri}/.") as host:
         yield host

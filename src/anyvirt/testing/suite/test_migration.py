@@ -125,10 +125,16 @@ class TestMoveRefusals(ContractTests):
         other = _other_host(request)
         vm = make_vm()
         clone = make_vm.track(vm.clone(unique_name("linked"), linked=True))  # type: ignore[attr-defined]
+        # a platform that links the clone to a snapshot it takes of the original (VirtualBox)
+        # and moves no snapshots refuses the original for those first
+        snapshots_first = Capability.SNAPSHOTS in anyvirt_host.capabilities and bool(
+            vm.snapshots.list()) and Capability.COLD_MIGRATION_SNAPSHOTS not in (
+            anyvirt_host.capabilities)
         with recording(anyvirt_host) as calls:
             with pytest.raises(InvalidState, match="is a linked clone"):
                 clone.migrate(to=other, live=False)
-            with pytest.raises(InvalidState, match="linked clones use its disks"):
+            with pytest.raises(NotSupported if snapshots_first else InvalidState,
+                               match="snapshots" if snapshots_first else "linked clones use"):
                 vm.migrate(to=other, live=False)
         assert calls == []
         assert anyvirt_host.vms.get(clone.id).name == clone.name
