@@ -4,6 +4,7 @@ against libvirt's in-process ``test:///default`` driver."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import pytest
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
@@ -61,11 +62,14 @@ def anyvirt_migration_target(_backend: str, request: pytest.FixtureRequest) -> H
 
 @pytest.fixture
 def anyvirt_unreachable_host(_backend: str, request: pytest.FixtureRequest) -> Iterator[Host]:
-    """The first daemon through another URI: one host UUID, which libvirt never migrates to."""
+    """The first daemon through another URI (its socket spelled another way): one host
+    UUID, which libvirt never migrates to."""
     if _backend != "daemon":
         pytest.skip("libvirt's test driver declares no migration")
     daemons: tuple[LibvirtDaemon, LibvirtDaemon] = request.getfixturevalue("libvirt_daemon_pair")
-    with anyvirt.connect(f"{daemons[0].anyvirt_uri}&timeout=600") as same:
+    socket = daemons[0].socket_path
+    with anyvirt.connect("libvirt+qemu+unix:///system?socket="
+                         f"{quote(str(socket.parent), safe='/')}/./{quote(socket.name)}") as same:
         yield same
 
 
