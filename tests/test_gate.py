@@ -367,3 +367,14 @@ def test_a_move_to_a_host_the_driver_cannot_reach_is_refused_before_anything_is_
         assert other.vms.list() == []
     finally:
         reset(f"{name}-other")
+
+
+def test_a_second_connection_to_the_same_endpoint_is_this_host(name: str) -> None:
+    """Two Host objects of one URI are one host: a move "to" the other is a move within
+    this one, which names no node (InvalidSpec), never a move to another host."""
+    host = anyvirt.connect(f"memory://{name}")
+    same = anyvirt.connect(f"memory://{name}")
+    vm = host.vms.create(VMSpec(name="stay"))
+    with recording(host) as calls, pytest.raises(InvalidSpec, match="already on"):
+        vm.migrate(to=same, live=False)
+    assert calls == [] and vm.refresh().node == host.vms.get("stay").node

@@ -525,7 +525,10 @@ class Gate:
         if isinstance(placement, Placement):
             placement = evolve(placement, node=node or placement.node)
         here = self.host.driver
-        there: Driver | None = target.driver if target is not self.host else None
+        # one endpoint is one host, however many Host objects reach it: the rules see a move
+        # within it (``operate``'s other_host), and so does the driver (no target driver)
+        same_host = target is self.host or target.uri == self.host.uri
+        there: Driver | None = None if same_host else target.driver
 
         def primitive(job: Job, case: Case) -> MigrationResult:
             started = time.monotonic()
@@ -537,7 +540,7 @@ class Gate:
         return self.operate(
             RULES["migrate"], f"migrate {vm_name}", primitive, wrap, vm_id=vm_id,
             vm_name=vm_name, target=target,
-            args={"live": live, "placement": placement, "same_host": target is self.host,
+            args={"live": live, "placement": placement, "same_host": same_host,
                   "what": f"migrate {vm_name!r}"},
             wait=wait, timeout=timeout, on_progress=on_progress)
 

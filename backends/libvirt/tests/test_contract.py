@@ -4,6 +4,7 @@ against libvirt's in-process ``test:///default`` driver."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import pytest
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
@@ -57,6 +58,19 @@ def anyvirt_vm_spec(_backend: str, request: pytest.FixtureRequest) -> Callable[[
 def anyvirt_migration_target(_backend: str, request: pytest.FixtureRequest) -> Host:
     pair: tuple[Host, Host] = request.getfixturevalue("pair")
     return pair[1]
+
+
+@pytest.fixture
+def anyvirt_unreachable_host(_backend: str, request: pytest.FixtureRequest) -> Iterator[Host]:
+    """The first daemon through another URI (its socket spelled another way): one host
+    UUID, which libvirt never migrates to."""
+    if _backend != "daemon":
+        pytest.skip("libvirt's test driver declares no migration")
+    daemons: tuple[LibvirtDaemon, LibvirtDaemon] = request.getfixturevalue("libvirt_daemon_pair")
+    socket = daemons[0].socket_path
+    with anyvirt.connect("libvirt+qemu+unix:///system?socket="
+                         f"{quote(str(socket.parent), safe='/')}/./{quote(socket.name)}") as same:
+        yield same
 
 
 def test_daemon_pair_is_separate(libvirt_daemon_pair: tuple[LibvirtDaemon, LibvirtDaemon]) -> None:

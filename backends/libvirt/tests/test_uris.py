@@ -12,6 +12,7 @@ from anyvirt_libvirt.connection import libvirt_uri
 import anyvirt
 from anyvirt.connect import build_target
 from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec
+from anyvirt.model import Allocation
 
 
 @pytest.mark.parametrize(
@@ -79,6 +80,23 @@ def test_test_driver_creates_despite_its_fictional_capacity() -> None:
     with anyvirt.connect("libvirt+test:///default", overcommit=anyvirt.Overcommit()) as strict, \
             pytest.raises(anyvirt.CapacityExceeded):
         strict.vms.create(anyvirt.VMSpec(name="refused", memory_mib=2048))
+
+
+def test_allocation_is_counted_by_the_cores_one_rule() -> None:
+    """Templates are not counted (anyvirt.capacity): the driver keeps no second rule
+    (it counted them in its own host_info figures)."""
+    with anyvirt.connect("libvirt+test:///default") as host:
+        vm = host.vms.create(anyvirt.VMSpec(name="alloc-template", cpus=3, memory_mib=300))
+        try:
+            before = host.info().allocation
+            vm.mark_template()
+            after = host.info().allocation
+            assert (after.vms, after.vcpus, after.memory_mib) == (
+                before.vms - 1, before.vcpus - 3, before.memory_mib - 300)
+            assert host.driver.host_info().allocation == Allocation(), \
+                "the driver reports capacity; the core counts allocation"
+        finally:
+            vm.delete()
 
 
 def test_a_closed_host_stays_closed() -> None:

@@ -14,6 +14,7 @@ from anyvirt_virtualbox.testbed import Home
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec, NicSpec, VMSpec
+from anyvirt.testing.suite.spy import recording
 
 
 def show(home: Home, vm: str) -> machinereadable.Parsed:
@@ -128,9 +129,20 @@ def test_the_same_home_is_refused(real_home: Home, real_host: Host) -> None:
     import anyvirt
 
     vm_id = make(real_host, "here")
+    vm = real_host.vms.get(vm_id)
+    # the same URI but for anyvirt's own options: this very host, where there is no other
+    # node to move to (InvalidSpec, the gate's rule for a move within one host)
     with anyvirt.connect(real_home.uri.replace("?home=", "?timeout=600&home=")) as same, \
-            pytest.raises(InvalidSpec):
-        real_host.vms.get(vm_id).migrate(to=same, live=False)
+            recording(real_host) as calls, pytest.raises(InvalidSpec, match="already on"):
+        vm.migrate(to=same, live=False)
+    assert calls == []
+    # the same home spelled another way: another endpoint, which this one cannot reach
+    # (can_reach): the gate's NotSupported, as on every backend (the driver's own check
+    # said InvalidSpec)
+    with anyvirt.connect(f"{real_home.uri}/.") as same, recording(real_host) as calls, \
+            pytest.raises(NotSupported) as refused:
+        vm.migrate(to=same, live=False)
+    assert refused.value.capability is Capability.COLD_MIGRATION and calls == []
     assert names(real_home) == ["here"]
 
 

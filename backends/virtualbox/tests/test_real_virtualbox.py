@@ -245,7 +245,7 @@ def test_connection_version_and_kernel_driver(real_home: Home, real_host: Host, 
         anyvirt.connect(f"{real_home.uri}&bogus=1")
 
 
-def test_ova_export_and_import_and_disk_export(real_home: Home, real_host: Host, tmp_path: Path) -> None:
+def test_disk_export(real_home: Home, real_host: Host, tmp_path: Path) -> None:
     vm = real_host.vms.create(spec("appliance", cpus=2, memory_mib=72))
     vm.snapshots.create("s1")  # the exported disk is the flattened current state
     driver = real_host.driver
@@ -253,9 +253,3 @@ def test_ova_export_and_import_and_disk_export(real_home: Home, real_host: Host,
     assert [(d.format, d.size_bytes) for d in disks] == [("vdi", 64 * 2**20)]
     assert Path(disks[0].path).is_file()
     assert disks[0].path not in {m.location for m in listings.media(real_home.run("list", "hdds").stdout)}
-    ova = driver.export_ova(vm.id, tmp_path / "appliance.ova", Job("ova"))
-    assert ova.stat().st_size > 0
-    imported = driver.import_ova(ova, "imported", Job("import"))
-    info = show(real_home, imported.id)
-    assert (info.get("name"), info.get("cpus"), info.get("memory")) == ("imported", "2", "72")
-    assert imported.id != vm.id

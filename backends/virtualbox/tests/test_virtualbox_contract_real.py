@@ -28,3 +28,10 @@ def anyvirt_host(real_home: Home) -> Iterator[Host]:
 def anyvirt_migration_target(other_real_host: Host) -> Host:
     """Another VirtualBox home: a cold migration goes there as an OVA."""
     return other_real_host
+
+
+@pytest.fixture
+def anyvirt_unreachable_host(real_home: Home) -> Iterator[Host]:
+    """This same home spelled another way: one registry seen twice, which no move can go to."""
+    with anyvirt.connect(f"{real_home.uri}/.") as host:
+        yield host

@@ -16,6 +16,10 @@ provides, in its conftest or module:
   really create and boot. The default is a small VM with one 64 MiB disk.
 * ``anyvirt_migration_target`` (needed when the backend declares a migration
   capability): a :class:`~anyvirt.Node` of the same host or another ``Host``.
+* ``anyvirt_other_host`` (optional): another ``Host`` of the same backend, where
+  the migration target is a node (the move refusals' linked clones go there).
+* ``anyvirt_unreachable_host`` (optional): a ``Host`` of the same backend that
+  this one's ``can_reach`` refuses (the same endpoint under another URI).
 
 The fixtures here build on those: ``make_vm`` creates VMs with unique names and
 removes them afterwards, whatever the test did to them.

@@ -67,6 +67,19 @@ def linked_clones(site: Site, vm_id: str) -> list[str]:
     return users
 
 
+def is_linked_clone(site: Site, vm_id: str) -> bool:
+    """Whether this VM's disks read from another's: anyvirt made it as a linked clone (its
+    metadata says of which VM), or a writable disk of it has a backing volume (a layer
+    another tool made). A platform fact the gate reads: it refuses to move such a VM to
+    another host, where a copy of the top layer alone would be a broken disk."""
+    with site.domain(vm_id, "linked clone?") as dom:
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        own = disks_mod.parse_disks(xml, dom.connect())
+    if _is_linked_clone(xml):
+        return True
+    return any(site.volume_facts(path)[1] for path in disks_mod.writable_paths(own))
+
+
 def undefine(dom: libvirt.virDomain, keep_nvram: bool = False) -> None:
     """Undefine with its snapshots' metadata and managed save, and its NVRAM file unless
     ``keep_nvram``, dropping only the flags a driver refuses (libvirt's test driver knows

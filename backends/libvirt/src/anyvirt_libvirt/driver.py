@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import libvirt
 
@@ -19,7 +19,6 @@ from anyvirt.driver import Driver
 from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.model import (
     GIB,
-    Allocation,
     Capability,
     DiskSpec,
     ExportedDisk,
@@ -175,30 +174,19 @@ class LibvirtDriver(Driver):
             version = _version(conn.getVersion())
             pools = _pools(conn) if not self.embed_root else ()
             networks = _networks(conn) if not self.embed_root else ()
-            vms = listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
-        cpus, memory = int(info[2]), int(info[1])
-        vcpus = sum(v.cpus for v in vms)
-        vm_memory = sum(v.memory_mib for v in vms)
-        allocation = Allocation(
-            vms=len(vms),
-            running_vms=sum(1 for v in vms if v.state.value == "running"),
-            vcpus=vcpus,
-            memory_mib=vm_memory,
-            cpu_ratio=round(vcpus / cpus, 3) if cpus else 0.0,
-            memory_ratio=round(vm_memory / memory, 3) if memory else 0.0,
-        )
+        # no allocation here: the core counts it from list_vms, by its one rule
+        # (anyvirt.capacity: templates are not counted)
         return HostInfo(
             name=self.facts.hostname,
             backend=self.backend,
             hypervisor=self.facts.driver_type + (f" ({self.facts.choices.domain_type})"),
             hypervisor_version=version,
-            cpus=cpus,
-            memory_mib=memory,
+            cpus=int(info[2]),
+            memory_mib=int(info[1]),
             free_memory_mib=free,
             storage=pools,
             networks=networks,
             nodes=1,
-            allocation=allocation,
             extra={"cpu_model": info[0], "mhz": info[3], "libvirt_uri_driver": self.facts.driver_type},
         )
 
@@ -361,6 +349,14 @@ class LibvirtDriver(Driver):
     def linked_clones(self, vm_id: str) -> list[str]:
         return deletion.linked_clones(self.site, vm_id)
 
+    def is_linked_clone(self, vm_id: str) -> bool:
+        return deletion.is_linked_clone(self.site, vm_id)
+
+    def can_reach(self, other: Driver) -> bool:
+        """Another libvirt daemon, not this one through another URI: libvirt itself refuses
+        a migration between two hosts with one host UUID ("migrate guest to the same host")."""
+        return isinstance(other, LibvirtDriver) and other.facts.node_id != self.facts.node_id
+
     # ------------------------------------------------------------ lifecycle
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         with self.site.domain(vm_id, f"{action.value} VM") as dom:
@@ -428,11 +424,9 @@ class LibvirtDriver(Driver):
         live: bool,
         job: Job,
     ) -> MigrationResult:
-        if target is None:
-            raise NotFound(f"{self.safe_uri} has one node; migrate to another libvirt Host")
-        if not isinstance(target, LibvirtDriver):
-            raise InvalidSpec("a libvirt VM migrates to another libvirt host only")
-        return migration.migrate(self.site, vm_id, target.site, live, job)
+        """To another libvirt daemon: one node per connection, so the gate sends a move
+        only to another host, one this one reaches (:meth:`can_reach`)."""
+        return migration.migrate(self.site, vm_id, cast(LibvirtDriver, target).site, live, job)
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self.site, vm_id, dest_dir, job)

@@ -24,7 +24,7 @@ from typing import Any
 
 import libvirt
 
-from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, InvalidState, Timeout
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, Timeout
 from anyvirt.model import MigrationResult
 from anyvirt.tasks import Job
 from anyvirt_libvirt import domxml
@@ -63,26 +63,17 @@ def migrate(
             | libvirt.VIR_DOMAIN_XML_SECURE
             | libvirt.VIR_DOMAIN_XML_INACTIVE
         )
-        saved = not dom.isActive() and bool(dom.hasManagedSaveImage(0))
         snapshot_xmls = [
             s.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE)
             for s in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
         ]
         current = dom.snapshotCurrent(0).getName() if dom.hasCurrentSnapshot(0) else None
-    if saved:
-        raise InvalidState(f"{name!r} is suspended: start it (then migrate live) or power it off")
     for disk in parse_disks(xml):
         if disk.writable_disk and disk.kind != "file":
             raise InvalidSpec(
                 f"cannot migrate {name!r}: disk {disk.describe()} is not a file, and anyvirt "
                 "moves file disks only (a pool volume by name would need the same pool there)"
             )
-    if snapshot_xmls and live:
-        # libvirt 9 refuses to migrate a running domain with snapshots
-        raise InvalidState(
-            f"{name!r} has {len(snapshot_xmls)} snapshot(s), which libvirt cannot move with "
-            "a running VM: stop it and migrate it cold (which carries them), or delete them"
-        )
     with target.link.call("migration target") as tconn:
         paths = [d.path for d in parse_disks(xml) if d.device == "disk" and d.path]
         copies = [p for p in paths if not _visible_on(tconn, p)]
@@ -94,12 +85,7 @@ def migrate(
     try:
         for path in copies:
             assert store is not None
-            capacity, backing = source.volume_facts(path)
-            if not live and backing:
-                raise InvalidState(
-                    f"{name!r} has a linked-clone disk ({path}); offline migration copies "
-                    "volumes as files: migrate it live, or make a full clone first"
-                )
+            capacity, _backing = source.volume_facts(path)
             path_map[path] = store.create(_volume_name(path), capacity or 0)
         console = target.console_log_for(vm_id)
         console_key = target.inflight_key(console) if console else None

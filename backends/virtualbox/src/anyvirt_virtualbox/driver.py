@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec
@@ -273,31 +273,28 @@ class VirtualBoxDriver(Driver):
     def linked_clones(self, vm_id: str) -> list[str]:
         return machines.linked_clones(self.vbox, self.home, vm_id)
 
+    def is_linked_clone(self, vm_id: str) -> bool:
+        """A disk's chain reads from a base image outside this VM's folder (another VM's)."""
+        info = machines.show(self.vbox, vm_id)
+        return any(d.backing for d in machines.disks(info, machines.media(self.vbox)))
+
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self.vbox, vm_id, dest_dir, job)
-
-    def export_ova(self, vm_id: str, dest: Path, job: Job) -> Path:
-        """Driver extra: the VM as an OVA/OVF appliance (``VBoxManage export``)."""
-        return export.export_ova(self.vbox, vm_id, dest, job)
-
-    def import_ova(self, source: Path, name: str, job: Job) -> VMSummary:
-        """Driver extra: register the first VM of an OVA/OVF appliance under ``name``."""
-        export.import_ova(self.vbox, source, name, job)
-        return self.vm_summary(name)
 
     # ---------------------------------------------------------- migration
     def migrate_vm(
         self, vm_id: str, target: Driver | None, placement: Placement, live: bool, job: Job
     ) -> MigrationResult:
-        """Cold, to another VirtualBox home: one node per host, so ``target`` is never None
-        here (the gate refuses a move to this same host) and ``placement.node`` says nothing."""
-        if not isinstance(target, VirtualBoxDriver):
-            raise InvalidSpec(f"a VirtualBox VM migrates to another VirtualBox home, not {target!r}")
-        if target.home.resolve() == self.home.resolve():
-            # one registry seen through two connections: an import would meet the VM itself
-            raise InvalidSpec(f"{target.safe_uri} is this same VirtualBox home ({self.home})")
-        return migration.migrate(self.vbox, vm_id, target.vbox, target.node, self.safe_uri,
-                                 target.safe_uri, job)
+        """Cold, to another VirtualBox home: one node per host, so the gate sends a move only
+        to another home this one reaches (:meth:`can_reach`); ``placement.node`` says nothing."""
+        other = cast(VirtualBoxDriver, target)
+        return migration.migrate(self.vbox, vm_id, other.vbox, other.node, self.safe_uri,
+                                 other.safe_uri, job)
+
+    def can_reach(self, other: Driver) -> bool:
+        """Another VirtualBox home: the same home through another URI is one registry seen
+        twice, where an import would meet the VM itself."""
+        return isinstance(other, VirtualBoxDriver) and other.home.resolve() != self.home.resolve()
 
     def __repr__(self) -> str:
         return f"<VirtualBoxDriver {self.safe_uri} VirtualBox {self.version}>"

@@ -1,4 +1,4 @@
-"""Disks out of VirtualBox (backups, cross-platform moves) and OVF/OVA export and import.
+"""Disks out of VirtualBox (backups, cross-platform moves).
 
 A disk is written with ``clonemedium``, which flattens the chain of
 differencing images (snapshots, linked clones) into one VDI file holding
@@ -47,22 +47,3 @@ def export_disks(vbox: VBoxManage, vm_id: str, dest_dir: Path, job: Job) -> list
             )
         )
     return out
-
-
-def export_ova(vbox: VBoxManage, vm_id: str, dest: Path, job: Job) -> Path:
-    """``export`` to an OVA (or OVF, by the file's suffix)."""
-    vbox.run(
-        ["export", vm_id, "--output", str(dest)],
-        f"exporting {vm_id} to {dest.name}",
-        timeout=job.remaining(3600.0),
-    )
-    return dest
-
-
-def import_ova(vbox: VBoxManage, source: Path, name: str, job: Job) -> None:
-    """``import`` the first virtual system of an OVA/OVF under a new VM name."""
-    vbox.run(
-        ["import", str(source), "--vsys", "0", "--vmname", name],
-        f"importing {source.name} as {name!r}",
-        timeout=job.remaining(3600.0),
-    )

@@ -20,7 +20,7 @@ from anyvirt.testing.suite.test_clone import TestClone
 from anyvirt.testing.suite.test_host import TestHost
 from anyvirt.testing.suite.test_hostile_values import TestHostileValues
 from anyvirt.testing.suite.test_lifecycle import TestLifecycle
-from anyvirt.testing.suite.test_migration import TestMigration
+from anyvirt.testing.suite.test_migration import TestMigration, TestMoveRefusals
 from anyvirt.testing.suite.test_not_supported import TestNotSupported
 from anyvirt.testing.suite.test_parity import TestParity
 from anyvirt.testing.suite.test_snapshots import TestSnapshots
@@ -33,6 +33,7 @@ __all__ = [
     "TestHostileValues",
     "TestLifecycle",
     "TestMigration",
+    "TestMoveRefusals",
     "TestNotSupported",
     "TestParity",
     "TestSnapshots",
