@@ -27,6 +27,7 @@ from anyvirt.memory import reset
 from anyvirt.operations import RULES, operations_markdown
 from anyvirt.rules import Case, Demand, Rule, raised, raises
 from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.probes import cancel_a_running_task
 from anyvirt.testing.stress import mixed_operations
 from anyvirt.testing.suite.spy import recording
 
@@ -135,12 +136,11 @@ def test_not_supported_names_a_capability(name: str) -> None:
     with pytest.raises(NotSupported) as info:
         vm.snapshots.create("x")
     assert info.value.capability is Capability.SNAPSHOTS
-    task = host.new_task("probe", lambda job: None)
     limited = anyvirt.connect(f"memory://{name}?without=task.cancel")
     with pytest.raises(NotSupported) as cancel:
-        limited.new_task("probe", lambda job: None).cancel()
+        cancel_a_running_task(limited)
     assert cancel.value.capability is Capability.TASK_CANCEL
-    task.cancel()
+    cancel_a_running_task(host)
 
 
 def test_templates_refuse_start_and_allow_linked_clones(name: str) -> None:
@@ -303,3 +303,25 @@ def test_the_gate_names_the_node_where_the_platform_does_not_schedule(name: str)
         del driver.create_vm
     assert not driver.schedules_vms
     assert sent == ["node3"] and made.node == "node3"  # not node1 (loaded), not node2 (maintenance)
+
+
+def test_evacuation_is_a_row_and_its_own_task(name: str) -> None:
+    """Evacuation is admitted by its row (no ungated Task path is left on Host), and
+    ``wait=False`` gives the whole evacuation as one Task."""
+    assert not hasattr(anyvirt.Host, "new_task") and not hasattr(anyvirt.Host, "run")
+    assert RULES["evacuate"].refined_by[0].capability is Capability.MAINTENANCE_MODE
+    host = anyvirt.connect(f"memory://{name}?nodes=2")
+    try:
+        host.vms.create(VMSpec(name="evacuee", node="node1"))
+        without = anyvirt.connect(f"memory://{name}-b?nodes=2&without=node.maintenance")
+        with recording(without) as calls, pytest.raises(NotSupported) as refused:
+            without.evacuate("node1", maintenance=True)
+        assert refused.value.capability is Capability.MAINTENANCE_MODE and calls == []
+        task = host.evacuate("node1", maintenance=True, wait=False)
+        assert isinstance(task, anyvirt.Task)
+        moved = task.wait(30)
+        assert [r.vm_name for r in moved] == ["evacuee"]
+        assert host.nodes.get("node1").maintenance
+    finally:
+        reset(name)
+        reset(f"{name}-b")

@@ -98,14 +98,6 @@ class Host:
             raise InvalidSpec(f"{self.backend} connections have no {kind.__name__}")
         return kind(self)
 
-    def new_task(
-        self, name: str, work: Callable[[Job], T], *, timeout: float | None = DEFAULT_TIMEOUT,
-        on_progress: ProgressCallback | None = None,
-    ) -> Task[T]:
-        """A Task of this host, not yet started (cancellable where the backend says so)."""
-        return Task(name, work, timeout=timeout, on_progress=on_progress, backend=self.backend,
-                    cancellable=Capability.TASK_CANCEL in self.capabilities)
-
     def _move_target(self) -> tuple[Host, str | None]:
         """Where ``vm.migrate(to=host)`` goes: this host, the node its platform picks."""
         return self, None
@@ -134,6 +126,20 @@ class Host:
 
         return restore(self, path, name=name, timeout=timeout)
 
+    @overload
+    def evacuate(
+        self, node: Node | str, to: Sequence[Node | Host] | None = ..., *, live: bool | None = ...,
+        maintenance: bool = ..., wait: Literal[True] = ..., timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> list[MigrationResult]: ...
+
+    @overload
+    def evacuate(
+        self, node: Node | str, to: Sequence[Node | Host] | None = ..., *, live: bool | None = ...,
+        maintenance: bool = ..., wait: Literal[False], timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> Task[list[MigrationResult]]: ...
+
     def evacuate(
         self,
         node: Node | str,
@@ -141,18 +147,32 @@ class Host:
         *,
         live: bool | None = None,
         maintenance: bool = False,
+        wait: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT,
         on_progress: ProgressCallback | None = None,
-    ) -> list[MigrationResult]:
+    ) -> list[MigrationResult] | Task[list[MigrationResult]]:
         """Move every VM off ``node`` (hardware failure, maintenance), round-robin over ``to``.
 
         ``to`` defaults to every other node of this host. A VM that fails to
         move is left where it was and the error is raised after the others
         have been tried, as ``EvacuationIncomplete`` (an ``ExceptionGroup`` that is also an
-        ``AnyvirtError``; its ``results`` are the moves that succeeded).
+        ``AnyvirtError``; its ``results`` are the moves that succeeded). ``timeout``
+        bounds each move; ``wait=False`` returns the whole evacuation as a ``Task``.
         """
-        self.gate.check_evacuate(maintenance)
-        source = node if isinstance(node, Node) else self.nodes.get(node)
+        source = node if isinstance(node, Node) else None
+        name = source.name if source is not None else str(node)
+
+        def work(job: Job) -> list[MigrationResult]:
+            return self._evacuate(source or self.nodes.get(str(node)), to, live, maintenance,
+                                  timeout, on_progress)
+
+        result: list[MigrationResult] | Task[list[MigrationResult]] = self.gate.evacuate(
+            name, maintenance, work, wait=wait, timeout=None)
+        return result
+
+    def _evacuate(self, source: Node, to: Sequence[Node | Host] | None, live: bool | None,
+                  maintenance: bool, timeout: float | None,
+                  on_progress: ProgressCallback | None) -> list[MigrationResult]:
         targets: list[Node | Host] = list(to) if to else [
             n for n in self.nodes.list() if n.id != source.id
         ]

@@ -559,24 +559,25 @@ class Gate:
             self.host.check_capacity(demand.cpus, demand.memory_mib)
 
     # ------------------------------------------------------------ nodes
-    def set_maintenance(self, node_id: str, node_name: str, on: bool, *, wait: bool = True,
+    def set_maintenance(self, node_id: str, node_name: str, on: bool,
+                        wrap: Callable[[None], W] = _keep, *, wait: bool = True,
                         timeout: float | None) -> Any:
         driver = self.host.driver
         return self.operate(
             RULES["set_maintenance"], f"{'enter' if on else 'leave'} maintenance on {node_name}",
-            lambda job, case: driver.set_maintenance(node_id, bool(on), job), _keep,
+            lambda job, case: driver.set_maintenance(node_id, bool(on), job), wrap,
             args={"on": bool(on), "node_id": node_id, "node_name": node_name},
             wait=wait, timeout=timeout)
 
-    def check_evacuate(self, maintenance: bool) -> None:
-        """What ``host.evacuate`` needs before it moves anything: migration, and maintenance
-        mode if it is to end in it."""
-        if maintenance:
-            self.require(Capability.MAINTENANCE_MODE)
-        caps = self.host.capabilities
-        if not (Capability.LIVE_MIGRATION in caps or Capability.COLD_MIGRATION in caps):
-            raise NotSupported(self.host.backend, Capability.COLD_MIGRATION,
-                               "evacuate moves VMs by migration, which this connection cannot do")
+    def evacuate(self, node_name: str, maintenance: bool, work: Callable[[Job], T], *,
+                 wait: bool, timeout: float | None,
+                 on_progress: ProgressCallback | None = None) -> Any:
+        """Run ``work`` (every VM's own gated move off the node, then maintenance) as one
+        Task, once the connection can migrate (and enter maintenance, if asked)."""
+        return self.operate(RULES["evacuate"], f"evacuate {node_name}",
+                            lambda job, case: work(job), _keep,
+                            args={"maintenance": bool(maintenance), "node_name": node_name},
+                            wait=wait, timeout=timeout, on_progress=on_progress)
 
     # ------------------------------------------------------------ extensions
     def extension(self, what: str, work: Callable[[Job], T], *, capability: Capability | None,

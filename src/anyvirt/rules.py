@@ -507,6 +507,22 @@ def _name_free_on_target(case: Case) -> None:
                             f"{case.reads.uri(on_target=True)}")
 
 
+# -- evacuation
+
+@raises(NotSupported)
+def _moves_vms(case: Case) -> None:
+    """the connection can migrate (live or cold)"""
+    caps = case.reads.capabilities
+    if not (Capability.LIVE_MIGRATION in caps or Capability.COLD_MIGRATION in caps):
+        raise NotSupported(case.reads.backend(), Capability.COLD_MIGRATION,
+                           "evacuate moves VMs by migration, which this connection cannot do")
+
+
+def _ends_in_maintenance(case: Case) -> bool:
+    """maintenance=True"""
+    return bool(case.args.get("maintenance"))
+
+
 # -- refinements: when a case needs more than the operation's capability
 
 def _with_images(case: Case) -> bool:
@@ -736,6 +752,13 @@ RULES: dict[str, Rule] = {
     "set_maintenance": Rule(
         "node.set_maintenance(on)", Capability.MAINTENANCE_MODE, ANY_STATE, "allowed", "",
         preconditions=(_node_empty,), result="the Node"),
+    "evacuate": Rule(
+        # each VM's move is its own migrate row (its hold, its checks); this row admits the
+        # whole evacuation and makes it one Task
+        "host.evacuate(node, to=None, maintenance=False)", None, ANY_STATE, "allowed", "",
+        checks=(_moves_vms,),
+        refined_by=(Refinement(Capability.MAINTENANCE_MODE, _ends_in_maintenance),),
+        result="a MigrationResult per VM moved"),
 }
 
 

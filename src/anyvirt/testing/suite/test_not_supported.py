@@ -11,6 +11,7 @@ import pytest
 from anyvirt.errors import NotSupported
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec
+from anyvirt.testing.probes import cancel_a_running_task
 from anyvirt.testing.plugin import unique_name
 from anyvirt.testing.suite.base import ContractTests
 from anyvirt.testing.suite.spy import recording
@@ -36,9 +37,7 @@ def _other_node(host: Host) -> Any:
 
 def _cancel(host: Host, _vm: Callable[[], VM], _spec: Any) -> object:
     # a task of this host that has not finished: cancel must say NotSupported, not pretend
-    task = host.new_task("cancel probe", lambda job: None)
-    task.cancel()
-    return task
+    return cancel_a_running_task(host)
 
 
 ATTEMPTS: dict[Capability, Attempt] = {
