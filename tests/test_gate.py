@@ -6,6 +6,7 @@ import inspect
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from anyvirt import (
     DiskSpec,
     InvalidSpec,
     InvalidState,
+    NotFound,
     NotSupported,
     Overcommit,
     PowerState,
@@ -325,3 +327,81 @@ def test_evacuation_is_a_row_and_its_own_task(name: str) -> None:
     finally:
         reset(name)
         reset(f"{name}-b")
+
+
+def test_a_name_two_vms_carry_is_refused_naming_both_ids(name: str) -> None:
+    """A user-writable name must not pick the VM by listing order: two VMs of one name
+    (made outside anyvirt) make a lookup by that name AmbiguousName (a NotFound), naming
+    the ids; the id still finds each, and the name counts as taken."""
+    host = anyvirt.connect(f"memory://{name}")
+    try:
+        first = host.vms.create(VMSpec(name="web"))
+        second = host.vms.create(VMSpec(name="web-b"))
+        with host.driver._locked() as world:  # a platform that allows two of one name
+            world.vms[second.id].name = "web"
+        with pytest.raises(anyvirt.AmbiguousName) as ambiguous:
+            host.vms.get("web")
+        assert set(ambiguous.value.ids) == {first.id, second.id}
+        assert first.id in str(ambiguous.value) and second.id in str(ambiguous.value)
+        assert isinstance(ambiguous.value, NotFound)
+        assert host.vms.get(second.id).id == second.id
+        assert host.vms.exists("web")
+        with pytest.raises(anyvirt.AlreadyExists):
+            host.vms.create(VMSpec(name="web"))
+    finally:
+        reset(name)
+
+
+def test_snapshot_lookup_is_id_first_like_vms(name: str) -> None:
+    """One precedence for "by id or name": a snapshot named like another's id is found
+    by that id."""
+    host = anyvirt.connect(f"memory://{name}")
+    try:
+        vm = host.vms.create(VMSpec(name="s"))
+        one = vm.snapshots.create("one")
+        vm.snapshots.create(one.id)
+        assert vm.snapshots.get(one.id).name == "one"
+    finally:
+        reset(name)
+
+
+def test_no_workflow_calls_a_mutating_driver_primitive() -> None:
+    """Workflows go through the gate: no mutating driver primitive is called from them."""
+    from anyvirt.testing.suite.spy import MUTATORS
+
+    root = Path(anyvirt.__file__).parent / "migration"
+    calls = re.compile(r"driver\.(" + "|".join(MUTATORS) + r"|export_snapshot_disks)\(")
+    found = [f"{p.name}: {m.group(0)}" for p in root.glob("*.py") for m in calls.finditer(p.read_text())]
+    assert found == []
+
+
+def test_a_running_copy_needs_its_capability_and_sends_nothing_without(name: str) -> None:
+    """The point-in-time copy is a declared capability (no duck typing): without it a
+    snapshot=True move is refused before anything is sent."""
+    src = anyvirt.connect(f"memory://{name}?without=disk.export.snapshot")
+    dst = anyvirt.connect(f"memory://{name}-dst")
+    try:
+        vm = src.vms.create(VMSpec(name="runs", disks=[anyvirt.DiskSpec(size_gib=1)]))
+        vm.start()
+        with recording(src) as calls, pytest.raises(NotSupported) as refused:
+            anyvirt.migrate(vm, to=dst, snapshot=True)
+        assert refused.value.capability is Capability.SNAPSHOT_DISK_EXPORT and calls == []
+        assert not dst.vms.exists("runs")
+    finally:
+        reset(name)
+        reset(f"{name}-dst")
+
+
+def test_the_move_preview_uses_the_export_row(name: str) -> None:
+    """The CLI's "is it movable" check is the export row: a VM in an UNKNOWN state is refused."""
+    from anyvirt.migration.plan import require_movable
+
+    host = anyvirt.connect(f"memory://{name}")
+    try:
+        vm = host.vms.create(VMSpec(name="odd"))
+        with host.driver._locked() as world:
+            world.vms[vm.id].state = PowerState.UNKNOWN
+        with pytest.raises(InvalidState):
+            require_movable(vm)
+    finally:
+        reset(name)

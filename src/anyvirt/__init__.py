@@ -11,6 +11,7 @@ Importing anyvirt imports no platform SDK: backends load when a URI asks for the
 from anyvirt.connect import connect, default_uri
 from anyvirt.errors import (
     AlreadyExists,
+    AmbiguousName,
     AnyvirtError,
     AuthenticationFailed,
     Cancelled,
@@ -58,6 +59,7 @@ __all__ = [
     "VM",
     "Allocation",
     "AlreadyExists",
+    "AmbiguousName",
     "AnyvirtError",
     "AuthenticationFailed",
     "Cancelled",

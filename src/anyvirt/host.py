@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from anyvirt import capacity, validation
+from anyvirt.driver import find_one_vm
 from anyvirt.errors import (
+    AmbiguousName,
     ConnectionFailed,
     EvacuationIncomplete,
     InvalidSpec,
@@ -229,13 +231,17 @@ class VMCollection:
         return iter(self.list())
 
     def get(self, ref: str) -> VM:
-        """A VM by id or name; ``NotFound`` if absent."""
+        """A VM by id, else by name; ``NotFound`` if absent, ``AmbiguousName`` (a
+        ``NotFound``) if more than one VM has that name: then give the id."""
         validation.LOOKUP.check(ref)  # NUL or a lone surrogate names nothing on any platform
-        return VM(self._host, self._host.driver.find_vm(ref))
+        return VM(self._host, find_one_vm(self._host.driver, ref))
 
     def exists(self, ref: str) -> bool:
+        """Whether a VM has that id or name (two of one name: it exists)."""
         try:
             self.get(ref)
+        except AmbiguousName:
+            return True
         except NotFound:
             return False
         return True

@@ -507,6 +507,34 @@ def _name_free_on_target(case: Case) -> None:
                             f"{case.reads.uri(on_target=True)}")
 
 
+# -- disks out: the source side of a copy
+
+@raises(InvalidState)
+def _no_snapshots_for_a_running_copy(case: Case) -> None:
+    """the VM has no snapshots (a copy of it running exports what a new snapshot freezes)"""
+    if case.reads.snapshots(case.vm.id):
+        raise InvalidState(f"VM {case.vm_name!r} has snapshots: a point-in-time copy of it "
+                           "running needs a VM without any (its base disks are older than "
+                           "now); use shutdown=True")
+
+
+def _deletes_source(case: Case) -> bool:
+    """delete_source=True"""
+    return bool(case.args.get("delete_source"))
+
+
+@raises(InvalidState)
+def _source_deletable(case: Case) -> None:
+    """with delete_source=True: no linked clone uses its disks (it is deleted after the copy)"""
+    if case.args.get("delete_source"):
+        _no_linked_clone_broken(case)
+
+
+def _always(case: Case) -> bool:
+    """always"""
+    return True
+
+
 # -- evacuation
 
 @raises(NotSupported)
@@ -742,8 +770,18 @@ RULES: dict[str, Rule] = {
     "export": Rule(
         "vm.backup(path), anyvirt.migrate(vm, to)", Capability.DISK_EXPORT,
         frozenset({S, SU, C}), "allowed", "the VM",
+        preconditions=(_source_deletable,),
+        refined_by=(Refinement(Capability.VM_DELETE, _deletes_source),),
         state_hint="stop it first (its disks must not change while they are copied)",
         result="the archive path / MigrationResult"),
+    "export_running": Rule(
+        # running, by design: held (one change at a time) but not stopped; the copy is
+        # what a snapshot, taken and removed under the same hold, froze
+        "anyvirt.migrate(vm, to, snapshot=True)", Capability.DISK_EXPORT, ANY_STATE, "allowed",
+        "the VM", preconditions=(_no_snapshots_for_a_running_copy,),
+        refined_by=(Refinement(Capability.SNAPSHOT_DISK_EXPORT, _always),
+                    Refinement(Capability.SNAPSHOTS, _always)),
+        result="a MigrationResult"),
     "restore": Rule(
         "host.restore(path, name=None)", Capability.VM_CREATE, ANY_STATE, "allowed",
         "the new name (through create)", checks=(_new_names_valid,), preconditions=(_names_free,),
