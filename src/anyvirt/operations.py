@@ -259,7 +259,8 @@ class _Release:
 
 class HeldVM:
     """A VM an export holds, and what its work may do under that one hold (no second hold
-    is taken; each step's row is applied as if the step were an operation of its own)."""
+    is taken; each step's row is applied as if the step were an operation of its own).
+    The gate hands it to the export's work only, and it is good while that work runs."""
 
     def __init__(self, gate: Gate, vm_id: str, vm_name: str) -> None:
         self.gate, self.id, self.name = gate, vm_id, vm_name

@@ -530,8 +530,8 @@ def _source_deletable(case: Case) -> None:
         _no_linked_clone_broken(case)
 
 
-def _always(case: Case) -> bool:
-    """always"""
+def _copied_running(case: Case) -> bool:
+    """the VM is copied while it runs"""
     return True
 
 
@@ -779,8 +779,8 @@ RULES: dict[str, Rule] = {
         # what a snapshot, taken and removed under the same hold, froze
         "anyvirt.migrate(vm, to, snapshot=True)", Capability.DISK_EXPORT, ANY_STATE, "allowed",
         "the VM", preconditions=(_no_snapshots_for_a_running_copy,),
-        refined_by=(Refinement(Capability.SNAPSHOT_DISK_EXPORT, _always),
-                    Refinement(Capability.SNAPSHOTS, _always)),
+        refined_by=(Refinement(Capability.SNAPSHOT_DISK_EXPORT, _copied_running),
+                    Refinement(Capability.SNAPSHOTS, _copied_running)),
         result="a MigrationResult"),
     "restore": Rule(
         "host.restore(path, name=None)", Capability.VM_CREATE, ANY_STATE, "allowed",

@@ -215,7 +215,7 @@ def _map_network(nic: str, network: str | None, wanted: Mapping[str, str],
 def require_movable(vm: VM) -> None:
     """Cross-platform moves and backups copy disks: what the export row refuses now (a
     running VM, one being changed), asked before a prompt rather than after."""
-    vm.host.gate.check("export", vm)
+    vm.host.gate.check("export", vm, {"what": f"copy the disks of {vm.name!r}"})
 
 
 __all__ = ["DiskConversion", "MigrationPlan", "MigrationWarning", "NetworkMapping", "WarningCode",
