@@ -18,6 +18,7 @@ from anyvirt.errors import (
     NotFound,
     NotSupported,
 )
+from anyvirt.lookup import find_node
 from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec, evolve
 from anyvirt.node import Node
 from anyvirt.operations import Gate
@@ -295,10 +296,5 @@ class NodeCollection:
         return iter(self.list())
 
     def get(self, ref: str) -> Node:
-        """A node by id or name; ``NotFound`` if absent."""
-        nodes = self._host.driver.list_nodes()
-        for info in nodes:
-            if ref in (info.id, info.name):
-                return Node(self._host, info)
-        known = ", ".join(n.name for n in nodes) or "none"
-        raise NotFound(f"no node {ref!r} on {self._host.uri} (nodes: {known})")
+        """A node by id, else by name; ``NotFound`` if absent."""
+        return Node(self._host, find_node(self._host.driver.list_nodes(), ref, self._host.uri))

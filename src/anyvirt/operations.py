@@ -50,6 +50,7 @@ from anyvirt.errors import (
     NotFound,
     OutcomeUnknown,
 )
+from anyvirt.lookup import find_node
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -166,12 +167,7 @@ class _Reads:
 
     def node(self, ref: str, *, on_target: bool = False) -> NodeInfo:
         where = self._at(on_target)
-        nodes = where.driver.list_nodes()
-        for info in nodes:
-            if ref in (info.id, info.name):
-                return info
-        known = ", ".join(n.name for n in nodes) or "none"
-        raise NotFound(f"no node {ref!r} on {where.uri} (nodes: {known})")
+        return find_node(where.driver.list_nodes(), ref, where.uri)
 
     def node_vms(self, node_id: str) -> list[str]:
         info = self.node(node_id)
