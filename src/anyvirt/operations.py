@@ -426,10 +426,9 @@ class Gate:
         if rule.state_check is not None:
             rule.state_check(case)
         elif summary.state not in rule.states:
-            raise InvalidState(
-                f"cannot {what}: {case.vm_name!r} is {summary.state}; "
-                f"{rule.state_hint or 'that needs it ' + states_text(rule.states)}"
-            )
+            hint = (case.args.get("state_hint") or rule.state_hint
+                    or f"that needs it {states_text(rule.states)}")
+            raise InvalidState(f"cannot {what}: {case.vm_name!r} is {summary.state}; {hint}")
 
     def _reserve(self, rule: Rule, case: Case, target: Connection | None) -> Reservation | None:
         if rule.reserve is None:
@@ -611,19 +610,23 @@ class Gate:
 
     # ------------------------------------------------------------ disks out, and back in
     def export(self, vm: VMRef, what: str, work: Callable[[Job, HeldVM], T], *,
-               running: bool = False, delete_source: bool = False, wait: bool,
-               timeout: float | None, on_progress: ProgressCallback | None = None) -> Any:
+               running: bool = False, delete_source: bool = False, state_hint: str = "",
+               wait: bool, timeout: float | None,
+               on_progress: ProgressCallback | None = None) -> Any:
         """Run ``work`` (a backup writer, a cross-platform move) while the VM is held and
         its disks cannot change: the source side of every copy goes through here. ``work``
         gets the :class:`HeldVM`: the disks, and what a move may do under this hold.
         ``running``: the VM runs on and its disks are copied as a snapshot froze them;
         ``delete_source``: the VM is deleted once the copy is verified (the delete row's
-        capability and preconditions are checked before anything is copied)."""
+        capability and preconditions are checked before anything is copied);
+        ``state_hint``: what to do about a VM in a state the row refuses, in the caller's
+        words (its own options)."""
         held = HeldVM(self, vm.id, vm.name)
         return self.operate(RULES["export_running" if running else "export"], f"{what} {vm.name}",
                             lambda job, case: work(job, held), _keep, vm_id=vm.id,
                             vm_name=vm.name,
-                            args={"what": f"{what} {vm.name!r}", "delete_source": delete_source},
+                            args={"what": f"{what} {vm.name!r}", "delete_source": delete_source,
+                                  "state_hint": state_hint},
                             wait=wait, timeout=timeout, on_progress=on_progress)
 
     def check_restore(self, name: str, cpus: int, memory_mib: int, with_images: bool) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
-from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState, NotSupported, TaskFailed
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
 from anyvirt.migration import disk_check
 from anyvirt.migration.plan import MigrationPlan, plan_migration
 from anyvirt.model import (
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from anyvirt.vm import VM
 
 SNAPSHOT_PREFIX = "anyvirt-move-"
+#: what to do about a VM the export row refuses (running), in the move's own options
+RUNNING_HINT = ("stop it first, or pass shutdown=True (graceful stop) or snapshot=True "
+                "(crash-consistent copy)")
 
 
 def export(held: HeldVM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
@@ -180,9 +183,6 @@ def migrate(
         consistency = "shut down first"
     elif was_running and snapshot:
         consistency = "crash-consistent snapshot"
-    elif was_running:
-        raise InvalidState(f"VM {vm.name!r} is running: stop it first, or pass shutdown=True "
-                           "(graceful stop) or snapshot=True (crash-consistent copy)")
 
     def work(job: Job, held: HeldVM) -> MigrationResult:
         with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp:
@@ -231,7 +231,7 @@ def migrate(
     # copy is verified
     result = vm.host.gate.export(vm, f"move to {to.backend}", work, running=running_copy,
                                  delete_source=delete_source, wait=True, timeout=timeout,
-                                 on_progress=on_progress)
+                                 on_progress=on_progress, state_hint=RUNNING_HINT)
     assert isinstance(result, MigrationResult)
     return result
 
