@@ -6,6 +6,7 @@ import inspect
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from anyvirt import (
     DiskSpec,
     InvalidSpec,
     InvalidState,
+    NotFound,
     NotSupported,
     Overcommit,
     PowerState,
@@ -27,6 +29,7 @@ from anyvirt.memory import reset
 from anyvirt.operations import RULES, operations_markdown
 from anyvirt.rules import Case, Demand, Rule, raised, raises
 from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.probes import cancel_a_running_task
 from anyvirt.testing.stress import mixed_operations
 from anyvirt.testing.suite.spy import recording
 
@@ -135,12 +138,11 @@ def test_not_supported_names_a_capability(name: str) -> None:
     with pytest.raises(NotSupported) as info:
         vm.snapshots.create("x")
     assert info.value.capability is Capability.SNAPSHOTS
-    task = host.new_task("probe", lambda job: None)
     limited = anyvirt.connect(f"memory://{name}?without=task.cancel")
     with pytest.raises(NotSupported) as cancel:
-        limited.new_task("probe", lambda job: None).cancel()
+        cancel_a_running_task(limited)
     assert cancel.value.capability is Capability.TASK_CANCEL
-    task.cancel()
+    cancel_a_running_task(host)
 
 
 def test_templates_refuse_start_and_allow_linked_clones(name: str) -> None:
@@ -378,3 +380,103 @@ def test_a_second_connection_to_the_same_endpoint_is_this_host(name: str) -> Non
     with recording(host) as calls, pytest.raises(InvalidSpec, match="already on"):
         vm.migrate(to=same, live=False)
     assert calls == [] and vm.refresh().node == host.vms.get("stay").node
+
+
+def test_evacuation_is_a_row_and_its_own_task(name: str) -> None:
+    """Evacuation is admitted by its row (no ungated Task path is left on Host), and
+    ``wait=False`` gives the whole evacuation as one Task."""
+    assert not hasattr(anyvirt.Host, "new_task") and not hasattr(anyvirt.Host, "run")
+    assert RULES["evacuate"].refined_by[0].capability is Capability.MAINTENANCE_MODE
+    host = anyvirt.connect(f"memory://{name}?nodes=2")
+    try:
+        host.vms.create(VMSpec(name="evacuee", node="node1"))
+        without = anyvirt.connect(f"memory://{name}-b?nodes=2&without=node.maintenance")
+        with recording(without) as calls, pytest.raises(NotSupported) as refused:
+            without.evacuate("node1", maintenance=True)
+        assert refused.value.capability is Capability.MAINTENANCE_MODE and calls == []
+        task = host.evacuate("node1", maintenance=True, wait=False)
+        assert isinstance(task, anyvirt.Task)
+        moved = task.wait(30)
+        assert [r.vm_name for r in moved] == ["evacuee"]
+        assert host.nodes.get("node1").maintenance
+    finally:
+        reset(name)
+        reset(f"{name}-b")
+
+
+def test_a_name_two_vms_carry_is_refused_naming_both_ids(name: str) -> None:
+    """A user-writable name must not pick the VM by listing order: two VMs of one name
+    (made outside anyvirt) make a lookup by that name AmbiguousName (a NotFound), naming
+    the ids; the id still finds each, and the name counts as taken."""
+    host = anyvirt.connect(f"memory://{name}")
+    try:
+        first = host.vms.create(VMSpec(name="web"))
+        second = host.vms.create(VMSpec(name="web-b"))
+        with host.driver._locked() as world:  # a platform that allows two of one name
+            world.vms[second.id].name = "web"
+        with pytest.raises(anyvirt.AmbiguousName) as ambiguous:
+            host.vms.get("web")
+        assert set(ambiguous.value.ids) == {first.id, second.id}
+        assert first.id in str(ambiguous.value) and second.id in str(ambiguous.value)
+        assert isinstance(ambiguous.value, NotFound)
+        assert host.vms.get(second.id).id == second.id
+        assert host.vms.exists("web")
+        with pytest.raises(anyvirt.AlreadyExists):
+            host.vms.create(VMSpec(name="web"))
+    finally:
+        reset(name)
+
+
+def test_snapshot_lookup_is_id_first_like_vms(name: str) -> None:
+    """One precedence for "by id or name": a snapshot named like another's id is found
+    by that id."""
+    host = anyvirt.connect(f"memory://{name}")
+    try:
+        vm = host.vms.create(VMSpec(name="s"))
+        one = vm.snapshots.create("one")
+        vm.snapshots.create(one.id)
+        assert vm.snapshots.get(one.id).name == "one"
+    finally:
+        reset(name)
+
+
+def test_no_workflow_calls_a_mutating_driver_primitive() -> None:
+    """Workflows go through the gate: no mutating driver primitive is called from them."""
+    from anyvirt.testing.suite.spy import MUTATORS
+
+    root = Path(anyvirt.__file__).parent / "migration"
+    calls = re.compile(r"driver\.(" + "|".join(MUTATORS) + r"|export_snapshot_disks)\(")
+    found = [f"{p.name}: {m.group(0)}" for p in root.glob("*.py") for m in calls.finditer(p.read_text())]
+    assert found == []
+
+
+def test_a_running_copy_needs_its_capability_and_sends_nothing_without(name: str) -> None:
+    """The point-in-time copy is a declared capability (no duck typing): without it a
+    snapshot=True move is refused before anything is sent."""
+    src = anyvirt.connect(f"memory://{name}?without=disk.export.snapshot")
+    dst = anyvirt.connect(f"memory://{name}-dst")
+    try:
+        vm = src.vms.create(VMSpec(name="runs", disks=[anyvirt.DiskSpec(size_gib=1)]))
+        vm.start()
+        with recording(src) as calls, pytest.raises(NotSupported) as refused:
+            anyvirt.migrate(vm, to=dst, snapshot=True)
+        assert refused.value.capability is Capability.SNAPSHOT_DISK_EXPORT and calls == []
+        assert not dst.vms.exists("runs")
+    finally:
+        reset(name)
+        reset(f"{name}-dst")
+
+
+def test_the_move_preview_uses_the_export_row(name: str) -> None:
+    """The CLI's "is it movable" check is the export row: a VM in an UNKNOWN state is refused."""
+    from anyvirt.migration.plan import require_movable
+
+    host = anyvirt.connect(f"memory://{name}")
+    try:
+        vm = host.vms.create(VMSpec(name="odd"))
+        with host.driver._locked() as world:
+            world.vms[vm.id].state = PowerState.UNKNOWN
+        with pytest.raises(InvalidState):
+            require_movable(vm)
+    finally:
+        reset(name)

@@ -22,7 +22,8 @@ import move_faults
 import pytest
 from anyvirt_libvirt.demo_image import read_console, wait_for_marker
 from anyvirt_vsphere.testbed.vcsim import Vcsim
-from move_faults import CuttingProxy, sha256_file, small_tmpfs
+from fault_proxy import FaultProxy
+from move_faults import sha256_file, small_tmpfs
 
 import anyvirt
 from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, TaskFailed, VMSpec
@@ -179,7 +180,7 @@ def test_a_move_sends_only_the_allocated_data(kvm: Host, vcsim_vcenter: Vcsim, t
                                         disks=[DiskSpec(image=str(image))])))
     before = _libvirt_disk_sha(source)
     copied: list[int] = []
-    with CuttingProxy(("127.0.0.1", vcsim_vcenter.port)) as proxy, \
+    with FaultProxy(("127.0.0.1", vcsim_vcenter.port)) as proxy, \
          anyvirt.connect(_proxied(vcsim_vcenter, proxy.port), password=vcsim_vcenter.password) as vc:
         def seen(task: anyvirt.Task) -> None:
             if "verifying" in (task.message or "") and not copied:
@@ -233,7 +234,7 @@ def test_a_cut_download_fails_and_keeps_the_source(vcsim_vcenter: Vcsim, vc: Hos
                                        disks=[DiskSpec(image=str(image))])))
     before = _vsphere_disk_sha(source, vcsim_vcenter)
     kvm_names = {vm.name for vm in kvm.vms.list()}
-    with CuttingProxy(("127.0.0.1", vcsim_vcenter.port), cut_after=4 * MIB, direction="down") as proxy, \
+    with FaultProxy(("127.0.0.1", vcsim_vcenter.port), cut_after=4 * MIB, direction="down") as proxy, \
          anyvirt.connect(_proxied(vcsim_vcenter, proxy.port), password=vcsim_vcenter.password) as cut:
         with pytest.raises(ConnectionFailed, match="ended after"):
             anyvirt.migrate(cut.vms.get(source.id), to=kvm, delete_source=True)
@@ -254,7 +255,7 @@ def test_a_cut_upload_leaves_nothing_on_the_datastore(vcsim_vcenter: Vcsim, kvm:
                                         disks=[DiskSpec(image=str(_random_image(tmp_path)))])))
     source.snapshots.create("kept")
     before = _libvirt_disk_sha(source)
-    with CuttingProxy(("127.0.0.1", vcsim_vcenter.port), cut_after=4 * MIB, direction="up") as proxy, \
+    with FaultProxy(("127.0.0.1", vcsim_vcenter.port), cut_after=4 * MIB, direction="up") as proxy, \
          anyvirt.connect(_proxied(vcsim_vcenter, proxy.port), password=vcsim_vcenter.password) as cut:
         with pytest.raises(ConnectionFailed):
             anyvirt.migrate(source, to=cut, delete_source=True)
@@ -275,7 +276,7 @@ def test_the_target_killed_mid_copy(kvm: Host, tmp_path: Path, made: Callable[[V
                                         disks=[DiskSpec(image=str(_random_image(tmp_path)))])))
     before = _libvirt_disk_sha(source)
     with Vcsim(esx=True, vms=0, workdir=tmp_path / "doomed") as doomed, \
-         CuttingProxy(("127.0.0.1", doomed.port), direction="up", pause=0.005) as slow, \
+         FaultProxy(("127.0.0.1", doomed.port), direction="up", pause=0.005) as slow, \
          anyvirt.connect(_proxied(doomed, slow.port), password=doomed.password) as target:
         killed = threading.Event()
 

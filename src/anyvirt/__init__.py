@@ -12,6 +12,7 @@ from anyvirt.connect import connect, default_uri
 from anyvirt.deployment import Identity, User
 from anyvirt.errors import (
     AlreadyExists,
+    AmbiguousName,
     AnyvirtError,
     AuthenticationFailed,
     Cancelled,
@@ -59,6 +60,7 @@ __all__ = [
     "VM",
     "Allocation",
     "AlreadyExists",
+    "AmbiguousName",
     "AnyvirtError",
     "AuthenticationFailed",
     "Cancelled",

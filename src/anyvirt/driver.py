@@ -29,7 +29,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from anyvirt.errors import InvalidSpec, NotFound, NotSupported
+from anyvirt.errors import InvalidSpec, NotSupported
+from anyvirt.lookup import by_id_or_name
 from anyvirt.model import (
     ACTION_CAPABILITY,
     Capability,
@@ -66,6 +67,8 @@ class Driver(abc.ABC):
     platform: ClassVar[str] = ""
     #: every capability this driver *can* offer (the support matrix is built from it)
     possible_capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: the platform refuses two VMs of one name, so a name lookup needs no second listing
+    vm_names_unique: ClassVar[bool] = False
     #: hardware this platform can express, best first (cross-platform plans map onto it)
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset(Firmware)
     disk_buses: ClassVar[tuple[str, ...]] = ("virtio", "scsi", "sata", "ide")
@@ -166,15 +169,11 @@ class Driver(abc.ABC):
         """Every VM, in a fixed, small number of round trips."""
 
     def find_vm(self, ref: str) -> VMSummary:
-        """A VM by id, else by name; ``NotFound`` if absent. Override with a direct lookup."""
-        vms = self.list_vms()
-        for vm in vms:
-            if vm.id == ref:
-                return vm
-        for vm in vms:
-            if vm.name == ref:
-                return vm
-        raise NotFound(f"no VM with id or name {ref!r} on {self.safe_uri}")
+        """A VM by id, else by name (:func:`anyvirt.lookup.by_id_or_name`): ``NotFound`` if
+        absent, ``AmbiguousName`` if more than one VM has that name. Override with a
+        direct lookup; the core re-checks a name's matches unless ``vm_names_unique``."""
+        return by_id_or_name(self.list_vms(), ref, id_of=_vm_id, name_of=_vm_name, what="VM",
+                             where=self.safe_uri)
 
     def vm_summary(self, vm_id: str) -> VMSummary:
         """Re-read one VM's summary (``vm.refresh()``)."""
@@ -310,9 +309,35 @@ class Driver(abc.ABC):
         streaming, never whole disks in memory. Used by backup and cross-platform moves."""
         raise NotSupported(self.backend, Capability.DISK_EXPORT)
 
+    def export_snapshot_disks(self, vm_id: str, snapshot_id: str, dest_dir: Path,
+                              job: Job) -> list[ExportedDisk]:
+        """Write every disk of a VM as snapshot ``snapshot_id`` froze them into ``dest_dir``,
+        while the VM may run on (a crash-consistent, point-in-time copy)."""
+        raise NotSupported(self.backend, Capability.SNAPSHOT_DISK_EXPORT)
+
     def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
         """A stopped VM's disks as files this process can read where they are (no copy),
         or None when they are not all on this machine and readable (then
         :meth:`export_disks` copies them). The caller holds the VM (nothing changes it) for
         as long as it reads them and only reads: a move pipes them straight into the target."""
         return None
+
+
+def _vm_id(vm: VMSummary) -> str:
+    return vm.id
+
+
+def _vm_name(vm: VMSummary) -> str:
+    return vm.name
+
+
+def find_one_vm(driver: Driver, ref: str) -> VMSummary:
+    """``driver.find_vm(ref)``, held to one rule whatever the driver: id first, then name,
+    and a name more than one VM carries is ``AmbiguousName``. A driver's own lookup that
+    matched by name is checked against a listing unless the platform's names are unique
+    (or the lookup is this module's, which checks already)."""
+    found = driver.find_vm(ref)
+    if found.id == ref or driver.vm_names_unique or type(driver).find_vm is Driver.find_vm:
+        return found
+    return by_id_or_name(driver.list_vms(), ref, id_of=_vm_id, name_of=_vm_name, what="VM",
+                         where=driver.safe_uri)

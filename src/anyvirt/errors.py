@@ -63,6 +63,17 @@ class NotFound(AnyvirtError):
     """A VM, snapshot, node, backend or other object does not exist."""
 
 
+class AmbiguousName(NotFound):
+    """A lookup by name matched more than one object (vSphere folders, Proxmox and
+    VirtualBox allow two VMs of one name): no single one is *the* one, so nothing is
+    picked. ``ids`` are the matches; look one up by its id. A ``NotFound``, so code
+    that handles "no such VM" refuses it too, never acting on a guess."""
+
+    def __init__(self, message: str, ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.ids = ids
+
+
 class AlreadyExists(AnyvirtError):
     """An object with that name or id exists already."""
 
@@ -140,6 +151,7 @@ class Cancelled(AnyvirtError):
 
 __all__ = [
     "AlreadyExists",
+    "AmbiguousName",
     "AnyvirtError",
     "AuthenticationFailed",
     "Cancelled",

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from anyvirt import capacity, validation
+from anyvirt.driver import find_one_vm
 from anyvirt.errors import (
+    AmbiguousName,
     ConnectionFailed,
     EvacuationIncomplete,
     InvalidSpec,
     NotFound,
     NotSupported,
 )
+from anyvirt.lookup import find_node
 from anyvirt.model import Capability, HostInfo, MigrationResult, Overcommit, VMSpec, evolve
 from anyvirt.node import Node
 from anyvirt.operations import Gate
@@ -98,14 +101,6 @@ class Host:
             raise InvalidSpec(f"{self.backend} connections have no {kind.__name__}")
         return kind(self)
 
-    def new_task(
-        self, name: str, work: Callable[[Job], T], *, timeout: float | None = DEFAULT_TIMEOUT,
-        on_progress: ProgressCallback | None = None,
-    ) -> Task[T]:
-        """A Task of this host, not yet started (cancellable where the backend says so)."""
-        return Task(name, work, timeout=timeout, on_progress=on_progress, backend=self.backend,
-                    cancellable=Capability.TASK_CANCEL in self.capabilities)
-
     def _move_target(self) -> tuple[Host, str | None]:
         """Where ``vm.migrate(to=host)`` goes: this host, the node its platform picks."""
         return self, None
@@ -134,6 +129,20 @@ class Host:
 
         return restore(self, path, name=name, timeout=timeout)
 
+    @overload
+    def evacuate(
+        self, node: Node | str, to: Sequence[Node | Host] | None = ..., *, live: bool | None = ...,
+        maintenance: bool = ..., wait: Literal[True] = ..., timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> list[MigrationResult]: ...
+
+    @overload
+    def evacuate(
+        self, node: Node | str, to: Sequence[Node | Host] | None = ..., *, live: bool | None = ...,
+        maintenance: bool = ..., wait: Literal[False], timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> Task[list[MigrationResult]]: ...
+
     def evacuate(
         self,
         node: Node | str,
@@ -141,18 +150,32 @@ class Host:
         *,
         live: bool | None = None,
         maintenance: bool = False,
+        wait: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT,
         on_progress: ProgressCallback | None = None,
-    ) -> list[MigrationResult]:
+    ) -> list[MigrationResult] | Task[list[MigrationResult]]:
         """Move every VM off ``node`` (hardware failure, maintenance), round-robin over ``to``.
 
         ``to`` defaults to every other node of this host. A VM that fails to
         move is left where it was and the error is raised after the others
         have been tried, as ``EvacuationIncomplete`` (an ``ExceptionGroup`` that is also an
-        ``AnyvirtError``; its ``results`` are the moves that succeeded).
+        ``AnyvirtError``; its ``results`` are the moves that succeeded). ``timeout``
+        bounds each move; ``wait=False`` returns the whole evacuation as a ``Task``.
         """
-        self.gate.check_evacuate(maintenance)
-        source = node if isinstance(node, Node) else self.nodes.get(node)
+        source = node if isinstance(node, Node) else None
+        name = source.name if source is not None else str(node)
+
+        def work(job: Job) -> list[MigrationResult]:
+            return self._evacuate(source or self.nodes.get(str(node)), to, live, maintenance,
+                                  timeout, on_progress)
+
+        result: list[MigrationResult] | Task[list[MigrationResult]] = self.gate.evacuate(
+            name, maintenance, work, wait=wait, timeout=None)
+        return result
+
+    def _evacuate(self, source: Node, to: Sequence[Node | Host] | None, live: bool | None,
+                  maintenance: bool, timeout: float | None,
+                  on_progress: ProgressCallback | None) -> list[MigrationResult]:
         targets: list[Node | Host] = list(to) if to else [
             n for n in self.nodes.list() if n.id != source.id
         ]
@@ -209,13 +232,17 @@ class VMCollection:
         return iter(self.list())
 
     def get(self, ref: str) -> VM:
-        """A VM by id or name; ``NotFound`` if absent."""
+        """A VM by id, else by name; ``NotFound`` if absent, ``AmbiguousName`` (a
+        ``NotFound``) if more than one VM has that name: then give the id."""
         validation.LOOKUP.check(ref)  # NUL or a lone surrogate names nothing on any platform
-        return VM(self._host, self._host.driver.find_vm(ref))
+        return VM(self._host, find_one_vm(self._host.driver, ref))
 
     def exists(self, ref: str) -> bool:
+        """Whether a VM has that id or name (two of one name: it exists)."""
         try:
             self.get(ref)
+        except AmbiguousName:
+            return True
         except NotFound:
             return False
         return True
@@ -269,10 +296,5 @@ class NodeCollection:
         return iter(self.list())
 
     def get(self, ref: str) -> Node:
-        """A node by id or name; ``NotFound`` if absent."""
-        nodes = self._host.driver.list_nodes()
-        for info in nodes:
-            if ref in (info.id, info.name):
-                return Node(self._host, info)
-        known = ", ".join(n.name for n in nodes) or "none"
-        raise NotFound(f"no node {ref!r} on {self._host.uri} (nodes: {known})")
+        """A node by id, else by name; ``NotFound`` if absent."""
+        return Node(self._host, find_node(self._host.driver.list_nodes(), ref, self._host.uri))

@@ -41,6 +41,7 @@ from attrs import define, evolve, field
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
 from anyvirt.kit import qemu_img
+from anyvirt.lookup import by_id_or_name
 from anyvirt.model import (
     GIB,
     Capability,
@@ -400,13 +401,14 @@ class MemoryDriver(Driver):
             return [vm.summary() for vm in w.vms.values()]
 
     def find_vm(self, ref: str) -> VMSummary:
+        # names are unique when made through anyvirt; a world changed from outside (a
+        # test's) may hold two of one name, which the lookup refuses
         with self._locked() as w:
             if ref in w.vms:
                 return w.vms[ref].summary()
-            for vm in w.vms.values():
-                if vm.name == ref:
-                    return vm.summary()
-        raise NotFound(f"no VM with id or name {ref!r} on memory://{self.world.name}")
+            return by_id_or_name([vm.summary() for vm in w.vms.values()], ref,
+                                 id_of=lambda vm: vm.id, name_of=lambda vm: vm.name,
+                                 what="VM", where=f"memory://{self.world.name}")
 
     def vm_summary(self, vm_id: str) -> VMSummary:
         with self._locked():

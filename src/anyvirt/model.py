@@ -68,6 +68,7 @@ class Capability(enum.Enum):
     DELETE_KEEP_DISKS = "vm.delete.keep_disks"  # delete(disks=False): the disks stay
     TASK_CANCEL = "task.cancel"
     DISK_EXPORT = "disk.export"  # backup, and the source side of a cross-platform move
+    SNAPSHOT_DISK_EXPORT = "disk.export.snapshot"  # a running VM's disks as a snapshot froze them
     MAINTENANCE_MODE = "node.maintenance"
 
     def __str__(self) -> str:

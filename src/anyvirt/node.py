@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from anyvirt.model import NodeInfo
-from anyvirt.tasks import DEFAULT_TIMEOUT
+from anyvirt.tasks import DEFAULT_TIMEOUT, Task
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
@@ -37,12 +37,22 @@ class Node:
     def maintenance(self) -> bool:
         return self.info.maintenance
 
-    def set_maintenance(self, on: bool, *, timeout: float | None = DEFAULT_TIMEOUT) -> Node:
+    @overload
+    def set_maintenance(self, on: bool, *, wait: Literal[True] = ...,
+                        timeout: float | None = ...) -> Node: ...
+
+    @overload
+    def set_maintenance(self, on: bool, *, wait: Literal[False],
+                        timeout: float | None = ...) -> Task[Node]: ...
+
+    def set_maintenance(self, on: bool, *, wait: bool = True,
+                        timeout: float | None = DEFAULT_TIMEOUT) -> Node | Task[Node]:
         """Enter (``True``) or leave (``False``) maintenance mode. Entering needs the node
         empty: ``host.evacuate(node, maintenance=True)`` moves its VMs off first; leaving
-        lets the node take VMs again."""
-        self.host.gate.set_maintenance(self.id, self.name, bool(on), timeout=timeout)
-        return self.refresh()
+        lets the node take VMs again. ``wait=False`` returns a ``Task``."""
+        result: Node | Task[Node] = self.host.gate.set_maintenance(
+            self.id, self.name, bool(on), lambda _: self.refresh(), wait=wait, timeout=timeout)
+        return result
 
     def _move_target(self) -> tuple[Host, str | None]:
         """Where ``vm.migrate(to=node)`` goes: this node of its host."""

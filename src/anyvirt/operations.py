@@ -37,20 +37,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from anyvirt import holds, validation
 from anyvirt.errors import (
     AlreadyExists,
+    AmbiguousName,
     AnyvirtError,
     InvalidSpec,
     InvalidState,
     NotFound,
-    NotSupported,
     OutcomeUnknown,
 )
+from anyvirt.lookup import find_node
 from anyvirt.model import (
     Capability,
+    ExportedDisk,
     MigrationResult,
     NodeInfo,
     Placement,
@@ -162,18 +165,15 @@ class _Reads:
         validation.LOOKUP.check(name)
         try:
             self._at(on_target).driver.find_vm(name)
+        except AmbiguousName:  # two VMs have it already
+            return True
         except NotFound:
             return False
         return True
 
     def node(self, ref: str, *, on_target: bool = False) -> NodeInfo:
         where = self._at(on_target)
-        nodes = where.driver.list_nodes()
-        for info in nodes:
-            if ref in (info.id, info.name):
-                return info
-        known = ", ".join(n.name for n in nodes) or "none"
-        raise NotFound(f"no node {ref!r} on {where.uri} (nodes: {known})")
+        return find_node(where.driver.list_nodes(), ref, where.uri)
 
     def node_vms(self, node_id: str) -> list[str]:
         info = self.node(node_id)
@@ -259,6 +259,55 @@ class _Release:
             part.release()
 
 
+class HeldVM:
+    """A VM an export holds, and what its work may do under that one hold (no second hold
+    is taken; each step's row is applied as if the step were an operation of its own).
+    The gate hands it to the export's work only, and it is good while that work runs."""
+
+    def __init__(self, gate: Gate, vm_id: str, vm_name: str) -> None:
+        self.gate, self.id, self.name = gate, vm_id, vm_name
+
+    def check(self, op: str, **args: Any) -> Case:
+        """``op``'s row, applied to the held VM now."""
+        return self.gate.check(op, self, args)
+
+    def disks(self, dest: Path, job: Job) -> tuple[list[ExportedDisk], bool]:
+        """The stopped VM's disks as files, and whether they are read in place: where they
+        are when the driver can (``disks_in_place``: no copy), else exported into ``dest``."""
+        driver = self.gate.host.driver
+        in_place = driver.disks_in_place(self.id, job)
+        if in_place is not None:
+            return in_place, True
+        return self.export_disks(dest, job), False
+
+    def export_disks(self, dest: Path, job: Job) -> list[ExportedDisk]:
+        """The stopped VM's disks exported into ``dest`` through its driver (always a copy:
+        a read-back compares what the platform gives out)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        return self.gate.host.driver.export_disks(self.id, dest, job)
+
+    def disks_at_snapshot(self, name: str, description: str, dest: Path,
+                          job: Job) -> list[ExportedDisk]:
+        """The running VM's disks as they were at one instant: a snapshot (the snapshot
+        row's rules) is taken, its disks exported, and the snapshot removed again whatever
+        happens."""
+        case = self.check("snapshot_create", name=name, description=description, memory=False)
+        self.gate.require(Capability.SNAPSHOT_DISK_EXPORT)
+        driver = self.gate.host.driver
+        snap = driver.create_snapshot(self.id, case.args["name"], case.args["description"],
+                                      False, job)
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            return driver.export_snapshot_disks(self.id, snap.id, dest, job)
+        finally:
+            driver.delete_snapshot(self.id, snap.id, False, Job(f"removing {name}", 300))
+
+    def delete(self, job: Job) -> None:
+        """Delete the VM and its disks under this hold, with the delete row's rules."""
+        self.check("delete", disks=True, what=f"delete the source {self.name!r}")
+        self.gate.host.driver.delete_vm(self.id, True, job)
+
+
 class Gate:
     """The one way into a driver. ``host.gate``; handles call it, users need not."""
 
@@ -299,13 +348,7 @@ class Gate:
         ids = [vm_id] if vm_id is not None and rule.holds else []
         release.parts.append(_take(self.host, label, ids, case.new_names, vm_name))
         try:
-            if vm_id is not None and rule.reads_vm:
-                self._reread(rule, case)
-                for refinement in rule.refined_by:
-                    if refinement.after_reread and refinement.when(case):
-                        self.require(refinement.capability)
-            for precondition in rule.preconditions:
-                precondition(case)
+            self._under_hold(rule, case)
             release.parts.extend(reads.extra_holds)
             reads.extra_holds = []
             reservation = self._reserve(rule, case, target)
@@ -333,6 +376,35 @@ class Gate:
                     finish=release.release, undo=late, started=entered)
         return task.run_here() if wait else task.start()
 
+    def _under_hold(self, rule: Rule, case: Case, *, states: bool = True) -> None:
+        """What is checked once the VM is held: the re-read, its state and template rules
+        (``states=False``: not the power state), and the row's preconditions."""
+        if case.vm_id is not None and rule.reads_vm:
+            self._reread(rule, case, states=states)
+            for refinement in rule.refined_by:
+                if refinement.after_reread and refinement.when(case):
+                    self.require(refinement.capability)
+        for precondition in rule.preconditions:
+            precondition(case)
+
+    def check(self, op: str, vm: VMRef, args: dict[str, Any] | None = None, *,
+              states: bool = True) -> Case:
+        """What ``op``'s row refuses for ``vm`` now, holding nothing and sending nothing: a
+        workflow asks it before it starts (``states=False``: but for the power state, when
+        it stops the VM first), and a workflow holding the VM asks it before a step of its
+        own (:class:`HeldVM`). The operation checks again when it runs."""
+        rule = RULES[op]
+        reads = _Reads(self.host)
+        case = Case(rule.call, reads, {"what": f"{op.replace('_', ' ')} {vm.name!r}",
+                                       **(args or {})}, vm.id, vm.name)
+        try:
+            self._admit(rule, case)
+            self._under_hold(rule, case, states=states)
+        finally:
+            for hold in reads.extra_holds:
+                hold.release()
+        return case
+
     def _admit(self, rule: Rule, case: Case) -> None:
         """What needs no hold: the capabilities the input asks for, and the input checks."""
         if rule.capability is not None and (rule.capability_when is None
@@ -344,7 +416,7 @@ class Gate:
         for check in rule.checks:
             check(case)
 
-    def _reread(self, rule: Rule, case: Case) -> None:
+    def _reread(self, rule: Rule, case: Case, *, states: bool = True) -> None:
         """Re-read the VM under the hold and apply the row's state and template rules."""
         assert case.vm_id is not None
         case.summary = summary = self.host.driver.vm_summary(case.vm_id)
@@ -355,13 +427,14 @@ class Gate:
             raise InvalidState(f"cannot {what}: {case.vm_name!r} is a template; {rule.template_hint}")
         if rule.templates == "only" and not summary.template:
             raise InvalidState(f"cannot {what}: {case.vm_name!r} is not a template")
+        if not states:
+            return
         if rule.state_check is not None:
             rule.state_check(case)
         elif summary.state not in rule.states:
-            raise InvalidState(
-                f"cannot {what}: {case.vm_name!r} is {summary.state}; "
-                f"{rule.state_hint or 'that needs it ' + states_text(rule.states)}"
-            )
+            hint = (case.args.get("state_hint") or rule.state_hint
+                    or f"that needs it {states_text(rule.states)}")
+            raise InvalidState(f"cannot {what}: {case.vm_name!r} is {summary.state}; {hint}")
 
     def _reserve(self, rule: Rule, case: Case, target: Connection | None) -> Reservation | None:
         if rule.reserve is None:
@@ -545,14 +618,25 @@ class Gate:
             wait=wait, timeout=timeout, on_progress=on_progress)
 
     # ------------------------------------------------------------ disks out, and back in
-    def export(self, vm: VMRef, what: str, work: Callable[[Job], T], *, wait: bool,
-               timeout: float | None, on_progress: ProgressCallback | None = None) -> Any:
+    def export(self, vm: VMRef, what: str, work: Callable[[Job, HeldVM], T], *,
+               running: bool = False, delete_source: bool = False, state_hint: str = "",
+               wait: bool, timeout: float | None,
+               on_progress: ProgressCallback | None = None) -> Any:
         """Run ``work`` (a backup writer, a cross-platform move) while the VM is held and
-        its disks cannot change: the source side of every copy goes through here."""
-        return self.operate(RULES["export"], f"{what} {vm.name}", lambda job, case: work(job),
-                            _keep, vm_id=vm.id, vm_name=vm.name,
-                            args={"what": f"{what} {vm.name!r}"}, wait=wait, timeout=timeout,
-                            on_progress=on_progress)
+        its disks cannot change: the source side of every copy goes through here. ``work``
+        gets the :class:`HeldVM`: the disks, and what a move may do under this hold.
+        ``running``: the VM runs on and its disks are copied as a snapshot froze them;
+        ``delete_source``: the VM is deleted once the copy is verified (the delete row's
+        capability and preconditions are checked before anything is copied);
+        ``state_hint``: what to do about a VM in a state the row refuses, in the caller's
+        words (its own options)."""
+        held = HeldVM(self, vm.id, vm.name)
+        return self.operate(RULES["export_running" if running else "export"], f"{what} {vm.name}",
+                            lambda job, case: work(job, held), _keep, vm_id=vm.id,
+                            vm_name=vm.name,
+                            args={"what": f"{what} {vm.name!r}", "delete_source": delete_source,
+                                  "state_hint": state_hint},
+                            wait=wait, timeout=timeout, on_progress=on_progress)
 
     def check_restore(self, name: str, cpus: int, memory_mib: int, with_images: bool) -> None:
         """What a restore checks before it unpacks anything (its create checks again)."""
@@ -568,24 +652,25 @@ class Gate:
             self.host.check_capacity(demand.cpus, demand.memory_mib)
 
     # ------------------------------------------------------------ nodes
-    def set_maintenance(self, node_id: str, node_name: str, on: bool, *, wait: bool = True,
+    def set_maintenance(self, node_id: str, node_name: str, on: bool,
+                        wrap: Callable[[None], Any] = _keep, *, wait: bool = True,
                         timeout: float | None) -> Any:
         driver = self.host.driver
         return self.operate(
             RULES["set_maintenance"], f"{'enter' if on else 'leave'} maintenance on {node_name}",
-            lambda job, case: driver.set_maintenance(node_id, bool(on), job), _keep,
+            lambda job, case: driver.set_maintenance(node_id, bool(on), job), wrap,
             args={"on": bool(on), "node_id": node_id, "node_name": node_name},
             wait=wait, timeout=timeout)
 
-    def check_evacuate(self, maintenance: bool) -> None:
-        """What ``host.evacuate`` needs before it moves anything: migration, and maintenance
-        mode if it is to end in it."""
-        if maintenance:
-            self.require(Capability.MAINTENANCE_MODE)
-        caps = self.host.capabilities
-        if not (Capability.LIVE_MIGRATION in caps or Capability.COLD_MIGRATION in caps):
-            raise NotSupported(self.host.backend, Capability.COLD_MIGRATION,
-                               "evacuate moves VMs by migration, which this connection cannot do")
+    def evacuate(self, node_name: str, maintenance: bool, work: Callable[[Job], T], *,
+                 wait: bool, timeout: float | None,
+                 on_progress: ProgressCallback | None = None) -> Any:
+        """Run ``work`` (every VM's own gated move off the node, then maintenance) as one
+        Task, once the connection can migrate (and enter maintenance, if asked)."""
+        return self.operate(RULES["evacuate"], f"evacuate {node_name}",
+                            lambda job, case: work(job), _keep,
+                            args={"maintenance": bool(maintenance), "node_name": node_name},
+                            wait=wait, timeout=timeout, on_progress=on_progress)
 
     # ------------------------------------------------------------ extensions
     def extension(self, what: str, work: Callable[[Job], T], *, capability: Capability | None,
@@ -603,5 +688,6 @@ class Gate:
                             on_progress=on_progress)
 
 
-__all__ = ["ALLOWED_FROM", "ANY_STATE", "DELETABLE", "RULES", "AnyvirtError", "Connection", "Gate", "Rule",
+__all__ = ["ALLOWED_FROM", "ANY_STATE", "DELETABLE", "RULES", "AnyvirtError", "Connection", "Gate",
+           "HeldVM", "Rule",
            "VMRef", "check_power_state", "operations_markdown", "takes_vms"]

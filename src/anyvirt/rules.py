@@ -602,6 +602,50 @@ def _name_free_on_target(case: Case) -> None:
                             f"{case.reads.uri(on_target=True)}")
 
 
+# -- disks out: the source side of a copy
+
+@raises(InvalidState)
+def _no_snapshots_for_a_running_copy(case: Case) -> None:
+    """the VM has no snapshots (a copy of it running exports what a new snapshot freezes)"""
+    if case.reads.snapshots(case.vm.id):
+        raise InvalidState(f"VM {case.vm_name!r} has snapshots: a point-in-time copy of it "
+                           "running needs a VM without any (its base disks are older than "
+                           "now); use shutdown=True")
+
+
+def _deletes_source(case: Case) -> bool:
+    """delete_source=True"""
+    return bool(case.args.get("delete_source"))
+
+
+@raises(InvalidState)
+def _source_deletable(case: Case) -> None:
+    """with delete_source=True: no linked clone uses its disks (it is deleted after the copy)"""
+    if case.args.get("delete_source"):
+        _no_linked_clone_broken(case)
+
+
+def _copied_running(case: Case) -> bool:
+    """the VM is copied while it runs"""
+    return True
+
+
+# -- evacuation
+
+@raises(NotSupported)
+def _moves_vms(case: Case) -> None:
+    """the connection can migrate (live or cold)"""
+    caps = case.reads.capabilities
+    if not (Capability.LIVE_MIGRATION in caps or Capability.COLD_MIGRATION in caps):
+        raise NotSupported(case.reads.backend(), Capability.COLD_MIGRATION,
+                           "evacuate moves VMs by migration, which this connection cannot do")
+
+
+def _ends_in_maintenance(case: Case) -> bool:
+    """maintenance=True"""
+    return bool(case.args.get("maintenance"))
+
+
 # -- refinements: when a case needs more than the operation's capability
 
 def _with_images(case: Case) -> bool:
@@ -824,8 +868,18 @@ RULES: dict[str, Rule] = {
     "export": Rule(
         "vm.backup(path), anyvirt.migrate(vm, to)", Capability.DISK_EXPORT,
         frozenset({S, SU, C}), "allowed", "the VM",
+        preconditions=(_source_deletable,),
+        refined_by=(Refinement(Capability.VM_DELETE, _deletes_source),),
         state_hint="stop it first (its disks must not change while they are copied)",
         result="the archive path / MigrationResult"),
+    "export_running": Rule(
+        # running, by design: held (one change at a time) but not stopped; the copy is
+        # what a snapshot, taken and removed under the same hold, froze
+        "anyvirt.migrate(vm, to, snapshot=True)", Capability.DISK_EXPORT, ANY_STATE, "allowed",
+        "the VM", preconditions=(_no_snapshots_for_a_running_copy,),
+        refined_by=(Refinement(Capability.SNAPSHOT_DISK_EXPORT, _copied_running),
+                    Refinement(Capability.SNAPSHOTS, _copied_running)),
+        result="a MigrationResult"),
     "restore": Rule(
         "host.restore(path, name=None)", Capability.VM_CREATE, ANY_STATE, "allowed",
         "the new name (through create)", checks=(_new_names_valid,), preconditions=(_names_free,),
@@ -834,6 +888,13 @@ RULES: dict[str, Rule] = {
     "set_maintenance": Rule(
         "node.set_maintenance(on)", Capability.MAINTENANCE_MODE, ANY_STATE, "allowed", "",
         preconditions=(_node_empty,), result="the Node"),
+    "evacuate": Rule(
+        # each VM's move is its own migrate row (its hold, its checks); this row admits the
+        # whole evacuation and makes it one Task
+        "host.evacuate(node, to=None, maintenance=False)", None, ANY_STATE, "allowed", "",
+        checks=(_moves_vms,),
+        refined_by=(Refinement(Capability.MAINTENANCE_MODE, _ends_in_maintenance),),
+        result="a MigrationResult per VM moved"),
 }
 
 

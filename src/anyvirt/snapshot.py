@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, overload
 
 from anyvirt import validation
 from anyvirt.errors import NotFound
+from anyvirt.lookup import by_id_or_name
 from anyvirt.model import Capability, SnapshotInfo
 from anyvirt.tasks import DEFAULT_TIMEOUT, Task
 
@@ -117,16 +118,11 @@ class SnapshotCollection:
         return [Snapshot(self._vm, i) for i in _tree_order(infos)]
 
     def get(self, ref: str) -> Snapshot:
-        """A snapshot by name or id; ``NotFound`` if absent."""
+        """A snapshot by id, else by name; ``NotFound`` if absent, ``AmbiguousName`` if
+        more than one snapshot has that name."""
         validation.LOOKUP.check(ref, "snapshot name or id")
-        snaps = self.list()
-        for s in snaps:
-            if s.name == ref:
-                return s
-        for s in snaps:
-            if s.id == ref:
-                return s
-        raise NotFound(f"VM {self._vm.name!r} has no snapshot {ref!r}")
+        return by_id_or_name(self.list(), ref, id_of=lambda s: s.id, name_of=lambda s: s.name,
+                             what="snapshot", where=f"VM {self._vm.name!r}")
 
     def get_by_id(self, snapshot_id: str) -> Snapshot:
         for s in self.list():

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from anyvirt_vsphere.testbed.vcsim import Vcsim
-from tcp_proxy import FaultyProxy
+from fault_proxy import FaultProxy
 
 import anyvirt
 from anyvirt.errors import ConnectionFailed, OutcomeUnknown
@@ -36,8 +36,8 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcsim]:
 
 
 @pytest.fixture
-def proxy(sim: Vcsim) -> Iterator[FaultyProxy]:
-    faulty = FaultyProxy((sim.host, sim.port))
+def proxy(sim: Vcsim) -> Iterator[FaultProxy]:
+    faulty = FaultProxy((sim.host, sim.port))
     yield faulty
     faulty.close()
 
@@ -48,7 +48,7 @@ def _connect(sim: Vcsim, port: int) -> Host:
 
 
 @pytest.fixture
-def host(sim: Vcsim, proxy: FaultyProxy) -> Iterator[Host]:
+def host(sim: Vcsim, proxy: FaultProxy) -> Iterator[Host]:
     with _connect(sim, proxy.port) as connected:
         yield connected
 
@@ -73,9 +73,9 @@ def vm(host: Host, direct: Host) -> Iterator[VM]:
         seen.delete()
 
 
-def _unknown(proxy: FaultyProxy, marker: bytes, action: object) -> OutcomeUnknown:
+def _unknown(proxy: FaultProxy, marker: bytes, action: object) -> OutcomeUnknown:
     assert callable(action)
-    proxy.cut_after(marker)
+    proxy.cut_answer(marker)
     with pytest.raises(OutcomeUnknown) as caught:
         action()
     assert proxy.cuts == 1
@@ -84,7 +84,7 @@ def _unknown(proxy: FaultyProxy, marker: bytes, action: object) -> OutcomeUnknow
 
 
 def test_a_power_on_whose_answer_was_lost_is_outcome_unknown_and_did_happen(
-        proxy: FaultyProxy, vm: VM, direct: Host) -> None:
+        proxy: FaultProxy, vm: VM, direct: Host) -> None:
     error = _unknown(proxy, b"PowerOnVM_Task", vm.start)
     assert error.vm_id == vm.id and error.vm_name == vm.name
     assert vm.id in str(error)
@@ -92,30 +92,30 @@ def test_a_power_on_whose_answer_was_lost_is_outcome_unknown_and_did_happen(
 
 
 def test_a_snapshot_whose_answer_was_lost_is_outcome_unknown_and_exists(
-        proxy: FaultyProxy, vm: VM, direct: Host) -> None:
+        proxy: FaultProxy, vm: VM, direct: Host) -> None:
     error = _unknown(proxy, b"CreateSnapshot", lambda: vm.snapshots.create("before"))
     assert error.vm_id == vm.id
     assert [s.name for s in direct.vms.get(vm.id).snapshots.list()] == ["before"]
 
 
 def test_a_relocation_whose_answer_was_lost_is_outcome_unknown_and_moved(
-        proxy: FaultyProxy, host: Host, vm: VM, direct: Host) -> None:
+        proxy: FaultProxy, host: Host, vm: VM, direct: Host) -> None:
     error = _unknown(proxy, b"RelocateVM_Task", lambda: vm.migrate(to=host.nodes.get("DC0_C0_H1")))
     assert error.vm_id == vm.id
     assert direct.vms.get(vm.id).node in ("DC0_C0_H1", direct.nodes.get("DC0_C0_H1").id)
 
 
 def test_a_delete_whose_answer_was_lost_is_outcome_unknown_and_deleted(
-        proxy: FaultyProxy, vm: VM, direct: Host) -> None:
+        proxy: FaultProxy, vm: VM, direct: Host) -> None:
     error = _unknown(proxy, b"Destroy_Task", vm.delete)
     assert error.vm_id == vm.id
     assert not direct.vms.exists(vm.id)
 
 
 def test_a_create_whose_cleanup_fails_too_raises_its_own_error_with_a_note(
-        proxy: FaultyProxy, host: Host, direct: Host) -> None:
+        proxy: FaultProxy, host: Host, direct: Host) -> None:
     name = f"fault-{uuid.uuid4().hex[:6]}"
-    proxy.cut_after(b"CreateVM_Task", then_gone=True)  # the cleanup cannot reach it either
+    proxy.cut_answer(b"CreateVM_Task", then_gone=True)  # the cleanup cannot reach it either
     try:
         with pytest.raises(OutcomeUnknown) as caught:
             host.vms.create(VMSpec(name=name, memory_mib=64, disks=[DiskSpec(size_gib=0.01)]))
@@ -130,7 +130,7 @@ def test_a_create_whose_cleanup_fails_too_raises_its_own_error_with_a_note(
             direct.vms.get(name).delete()
 
 
-def test_a_read_on_a_connection_the_server_closed_is_sent_again(proxy: FaultyProxy,
+def test_a_read_on_a_connection_the_server_closed_is_sent_again(proxy: FaultProxy,
                                                                    host: Host) -> None:
     before = {v.id for v in host.vms.list()}
     proxy.drop_all()  # the pooled keep-alive connection is dead now
@@ -140,7 +140,7 @@ def test_a_read_on_a_connection_the_server_closed_is_sent_again(proxy: FaultyPro
 def test_a_read_after_the_server_restarted_logs_in_again_and_succeeds(
         sim: Vcsim, tmp_path_factory: pytest.TempPathFactory) -> None:
     with _vcsim(tmp_path_factory) as first:
-        proxy = FaultyProxy((first.host, first.port))
+        proxy = FaultProxy((first.host, first.port))
         try:
             with _connect(first, proxy.port) as host:
                 assert len(host.vms.list()) == first.expected_vm_count

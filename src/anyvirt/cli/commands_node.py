@@ -8,10 +8,8 @@ from anyvirt.cli.commands_vm import node_names, run_task, timeout_option
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import print_json, print_table, say
 from anyvirt.errors import EvacuationIncomplete
-from anyvirt.host import Host
 from anyvirt.model import MigrationResult
 from anyvirt.node import Node
-from anyvirt.tasks import Task
 
 
 @click.group()
@@ -35,18 +33,13 @@ def maintenance(uri: str | None, node: str, on_off: str, op_timeout: float, json
     with settings().connect(uri, changes=True) as host:
         found = host.nodes.get(node)
         changed: Node = run_task(f"maintenance {wanted} on {found.name}",
-                                 lambda _: _maintenance_task(host, found, wanted == "on", op_timeout),
+                                 lambda _: found.set_maintenance(wanted == "on", wait=False,
+                                                                 timeout=op_timeout),
                                  op_timeout, json_flag)
         if json_mode(json_flag):
             print_json(changed.info)
         else:
             say(f"{changed.name}: maintenance {'on' if changed.maintenance else 'off'}")
-
-
-def _maintenance_task(host: Host, found: Node, on: bool, timeout: float) -> Task[Node]:
-    return host.new_task(f"{'enter' if on else 'leave'} maintenance on {found.name}",
-                         lambda job: found.set_maintenance(on, timeout=job.remaining()),
-                         timeout=timeout).start()
 
 
 @node.command()
@@ -67,11 +60,9 @@ def evacuate(uri: str | None, node: str, to_nodes: tuple[str, ...], live: bool |
         try:
             results: list[MigrationResult] = run_task(
                 f"evacuate {source.name}",
-                lambda on_progress: host.new_task(
-                    f"evacuate {source.name}",
-                    lambda job: host.evacuate(source, to=targets or None, live=live, maintenance=maintenance,
-                                              timeout=op_timeout, on_progress=on_progress),
-                    timeout=None).start(),
+                lambda on_progress: host.evacuate(source, to=targets or None, live=live,
+                                                  maintenance=maintenance, wait=False,
+                                                  timeout=op_timeout, on_progress=on_progress),
                 None, json_flag)  # --timeout bounds each move; the VM count bounds the whole
         except EvacuationIncomplete as exc:
             _print_moves(list(exc.results), names, json_flag)  # type: ignore[arg-type]

@@ -47,6 +47,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "task.cancel": "cancel a running task on the platform",
     "disk.export": "export disks as a stream (backup, cross-platform migration)",
     "node.maintenance": "put a node into maintenance mode",
+    "disk.export.snapshot": "export a running VM's disks as a snapshot froze them "
+                            "(`anyvirt.migrate(vm, to, snapshot=True)`)",
 }
 
 

@@ -34,7 +34,7 @@ import attrs
 from anyvirt.errors import AlreadyExists, InvalidSpec, StorageFull, TaskFailed
 from anyvirt.kit import qemu_img, streams
 from anyvirt.kit.paths import path_error
-from anyvirt.migration import archive_check, disk_check
+from anyvirt.migration import archive_check
 from anyvirt.migration.archive_check import CheckedArchive, Discard, UnverifiedArchiveWarning
 from anyvirt.migration.manifest import FORMAT_V2, MANIFEST, MANIFEST_SUM, Manifest
 from anyvirt.model import (
@@ -50,6 +50,7 @@ from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
+    from anyvirt.operations import HeldVM
     from anyvirt.vm import VM
 
 FORMAT = FORMAT_V2
@@ -68,13 +69,12 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
         raise InvalidSpec(f"cannot write {dest}: the directory {dest.parent} does not exist")
     info = vm.info()
 
-    def work(job: Job) -> Path:
+    def work(job: Job, held: HeldVM) -> Path:
         partial = dest.with_name(dest.name + ".partial")
         try:
             with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
                 # read in place where the driver can (the only copy is the compressed one)
-                exported, in_place = disk_check.source_disks(vm.host.driver, vm.id, Path(tmp),
-                                                             job)
+                exported, in_place = held.disks(Path(tmp), job)
                 disks = [compact(d, job, Path(tmp), keep_source=in_place) for d in exported]
                 entries = [_disk_entry(i, d, job) for i, d in enumerate(disks)]
                 manifest = _manifest(vm, info, entries)

@@ -14,7 +14,6 @@ import errno
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -22,20 +21,6 @@ from anyvirt.errors import TaskFailed
 from anyvirt.kit import qemu_img, streams
 from anyvirt.model import DiskVerification, ExportedDisk
 from anyvirt.tasks import Job
-
-if TYPE_CHECKING:
-    from anyvirt.driver import Driver
-
-
-def source_disks(driver: Driver, vm_id: str, dest: Path,
-                 job: Job) -> tuple[list[ExportedDisk], bool]:
-    """A held, stopped VM's disks as files, and whether they are read in place: where they
-    are when the driver can (``disks_in_place``: no copy), else exported into ``dest``."""
-    in_place = driver.disks_in_place(vm_id, job)
-    if in_place is not None:
-        return in_place, True
-    dest.mkdir(parents=True, exist_ok=True)
-    return driver.export_disks(vm_id, dest, job), False
 
 
 def checked_export(disk: ExportedDisk, job: Job) -> ExportedDisk:
@@ -124,4 +109,4 @@ def compare(source: ExportedDisk, copy: ExportedDisk, job: Job) -> DiskVerificat
                             method=method, exported_bytes=source.stream_bytes)
 
 
-__all__ = ["checked_export", "compare", "raw_sha256", "source_disks"]
+__all__ = ["checked_export", "compare", "raw_sha256"]

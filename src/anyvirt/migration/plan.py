@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from attrs import frozen
 
-from anyvirt import capacity
-from anyvirt.errors import AlreadyExists, InvalidSpec
+from anyvirt.errors import InvalidSpec
 from anyvirt.model import (
     Capability,
     DiskSpec,
@@ -111,13 +110,9 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None,
     target = to
     new_name = check_name(name or vm.name, "name")
     source.require(Capability.DISK_EXPORT, "needed to copy the VM's disks out")
-    if vm.info().disks:
-        target.require(Capability.VM_CREATE_FROM_IMAGE, "needed to bring the disks in")
-    else:
-        target.require(Capability.VM_CREATE)
-    if target.vms.exists(new_name):
-        raise AlreadyExists(f"a VM named {new_name!r} exists already on {target.uri}")
     info = vm.info()
+    # the copy is made as a restore is: the target's restore row (capability, name, capacity)
+    target.gate.check_restore(new_name, info.cpus, info.memory_mib, bool(info.disks))
     drv = target.driver
     warnings: list[MigrationWarning] = []
 
@@ -190,7 +185,6 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None,
         name=new_name, cpus=info.cpus, memory_mib=info.memory_mib, disks=disks, nics=nics,
         firmware=firmware, guest_os=info.guest_os or "other", description=info.description,
     )
-    capacity.check(target.info(), spec.cpus, spec.memory_mib, target.overcommit)
     if len({n.mac for n in nics if n.mac}) != len([n for n in nics if n.mac]):
         raise InvalidSpec("the source VM has two NICs with one MAC")
     return MigrationPlan(
@@ -219,15 +213,9 @@ def _map_network(nic: str, network: str | None, wanted: Mapping[str, str],
 
 
 def require_movable(vm: VM) -> None:
-    """Cross-platform moves and backups copy disks: only a VM that is not running."""
-    from anyvirt.errors import InvalidState
-    from anyvirt.model import PowerState
-
-    vm.refresh()
-    if vm.state in (PowerState.RUNNING, PowerState.PAUSED):
-        raise InvalidState(
-            f"VM {vm.name!r} is {vm.state}: stop it first (its disks must not change while copied)"
-        )
+    """Cross-platform moves and backups copy disks: what the export row refuses now (a
+    running VM, one being changed), asked before a prompt rather than after."""
+    vm.host.gate.check("export", vm, {"what": f"copy the disks of {vm.name!r}"})
 
 
 __all__ = ["DiskConversion", "MigrationPlan", "MigrationWarning", "NetworkMapping", "WarningCode",

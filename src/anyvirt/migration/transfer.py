@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
-from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState, NotSupported, TaskFailed
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
 from anyvirt.migration import disk_check
 from anyvirt.migration.plan import MigrationPlan, plan_migration
 from anyvirt.model import (
@@ -43,42 +43,29 @@ from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
+    from anyvirt.operations import HeldVM
     from anyvirt.vm import VM
 
 SNAPSHOT_PREFIX = "anyvirt-move-"
+#: what to do about a VM the export row refuses (running), in the move's own options
+RUNNING_HINT = ("stop it first, or pass shutdown=True (graceful stop) or snapshot=True "
+                "(crash-consistent copy)")
 
 
-def export(vm: VM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
-    """The VM's disks as local files, by disk id, each checked and (raw) hashed: read where
-    they are when the source's driver can (no copy at all: the target's import reads them
-    straight from the source's storage), else exported into ``dest``."""
-    disks, _in_place = disk_check.source_disks(vm.host.driver, vm.id, dest, job)
+def export(held: HeldVM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
+    """The held VM's disks as local files, by disk id, each checked and (raw) hashed: read
+    where they are when the source's driver can (no copy at all: the target's import reads
+    them straight from the source's storage), else exported into ``dest``."""
+    disks, _in_place = held.disks(dest, job)
     return {d.id: disk_check.checked_export(d, job) for d in disks}
 
 
-def export_at_snapshot(vm: VM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
-    """A running VM's disks as they were at one instant: a snapshot is taken, its disks
-    exported, and the snapshot removed again whatever happens (crash-consistent)."""
-    driver = vm.host.driver
-    if driver.list_snapshots(vm.id):
-        raise InvalidState(f"VM {vm.name!r} has snapshots: a point-in-time copy of it running "
-                           "needs a VM without any (its base disks are older than now); use "
-                           "shutdown=True")
+def export_at_snapshot(held: HeldVM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
+    """A running VM's disks as they were at one instant (crash-consistent): the gate takes
+    a snapshot under the move's hold, exports its disks and removes it again."""
     name = f"{SNAPSHOT_PREFIX}{uuid.uuid4().hex[:8]}"
-    snap = driver.create_snapshot(vm.id, name, "point-in-time copy for anyvirt.migrate", False,
-                                  job)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        disks = driver.export_snapshot_disks(vm.id, snap.id, dest, job)  # type: ignore[attr-defined]
-        return {d.id: disk_check.checked_export(d, job) for d in disks}
-    finally:
-        driver.delete_snapshot(vm.id, snap.id, False, Job(f"removing {name}", 300))
-
-
-def can_copy_at_snapshot(driver: object) -> bool:
-    """Drivers that can export a snapshot's disks while the VM runs say so by having
-    ``export_snapshot_disks(vm_id, snapshot_id, dest_dir, job)``."""
-    return callable(getattr(driver, "export_snapshot_disks", None))
+    disks = held.disks_at_snapshot(name, "point-in-time copy for anyvirt.migrate", dest, job)
+    return {d.id: disk_check.checked_export(d, job) for d in disks}
 
 
 def spec_with_images(plan: MigrationPlan, exported: dict[str, ExportedDisk]) -> Any:
@@ -117,8 +104,7 @@ def read_back(new: VM, plan: MigrationPlan, exported: dict[str, ExportedDisk], d
               job: Job) -> tuple[DiskVerification, ...]:
     """Every disk of the new VM read back through its own driver and compared with the
     source's export, in plan order. The read-back files are removed as they are done."""
-    dest.mkdir(parents=True, exist_ok=True)
-    copies = new.host.driver.export_disks(new.id, dest, job.span(0, 60))
+    copies = _export_copy(new, dest, job.span(0, 60))
     if len(copies) != len(plan.disk_ids):
         raise TaskFailed(f"the copy has {len(copies)} disks to read back, expected "
                          f"{len(plan.disk_ids)}")
@@ -131,6 +117,17 @@ def read_back(new: VM, plan: MigrationPlan, exported: dict[str, ExportedDisk], d
         finally:
             Path(copy.path).unlink(missing_ok=True)
     return tuple(checks)
+
+
+def _export_copy(new: VM, dest: Path, job: Job) -> list[ExportedDisk]:
+    """The new VM's disks exported through its own driver, under its host's export row
+    (held, not running), as a task inside this one: this job's cancel reaches it."""
+    task = new.host.gate.export(
+        new, "read back", lambda inner, held: held.export_disks(dest, inner), wait=False,
+        timeout=job.remaining(), on_progress=lambda t: job.progress(t.progress, t.message or ""))
+    job.on_cancel(task.cancel)
+    copies: list[ExportedDisk] = task.wait(job.remaining())
+    return copies
 
 
 def _remove(new: VM) -> None:
@@ -175,32 +172,27 @@ def migrate(
                            "it, and this target cannot export disks")
     was_running = vm.refresh().state is PowerState.RUNNING
     running_copy = was_running and snapshot  # a crash-consistent copy of a running VM
-    if delete_source:
-        _check_deletable(vm, running_copy)
+    if delete_source and running_copy:
+        raise InvalidSpec("delete_source=True with snapshot=True would delete a running source "
+                          "and what it wrote after the snapshot: use shutdown=True")
+    if delete_source:  # refused before the VM is stopped; the export's row checks again
+        vm.host.gate.check("export", vm, {"delete_source": True}, states=False)
     consistency = "stopped"
     if was_running and shutdown:
         vm.stop(timeout=min(timeout or 300.0, 300.0))
         consistency = "shut down first"
     elif was_running and snapshot:
-        if not can_copy_at_snapshot(vm.host.driver):
-            raise NotSupported(vm.host.backend, Capability.DISK_EXPORT,
-                               "a point-in-time copy of a running VM (snapshot=True) is not "
-                               "available on this backend: use shutdown=True")
-        vm.host.gate.require(Capability.SNAPSHOTS)
         consistency = "crash-consistent snapshot"
-    elif was_running:
-        raise InvalidState(f"VM {vm.name!r} is running: stop it first, or pass shutdown=True "
-                           "(graceful stop) or snapshot=True (crash-consistent copy)")
 
-    def work(job: Job) -> MigrationResult:
+    def work(job: Job, held: HeldVM) -> MigrationResult:
         with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp:
             # one bar for the whole move: export, import and read-back each get a share
             job.progress(0, f"exporting the disks of {vm.name}")
             out = job.span(0, 40)
             if running_copy:
-                exported = export_at_snapshot(vm, Path(tmp) / "source", out)
+                exported = export_at_snapshot(held, Path(tmp) / "source", out)
             else:
-                exported = export(vm, Path(tmp) / "source", out)
+                exported = export(held, Path(tmp) / "source", out)
             spec = spec_with_images(plan, exported)
             job.progress(40, f"importing into {to.backend}")
             into = job.span(40, 75)
@@ -217,7 +209,7 @@ def migrate(
                 if start or (start is None and was_running):
                     new.start(timeout=job.remaining())
                 if delete_source:
-                    _check_deletable(vm, running_copy)  # again, under the hold, just before
+                    held.check("delete", disks=True)  # again, under the hold, just before
                 job.commit(f"deleting the source {vm.name!r}" if delete_source
                            else f"keeping the copy of {vm.name!r}")
             except BaseException:
@@ -226,7 +218,7 @@ def migrate(
             moved = sum(d.size_bytes for d in exported.values())
         warnings = plan.warning_codes
         if delete_source:
-            warnings += _delete_source(vm, job)
+            warnings += _delete_source(held, job)
         return MigrationResult(
             vm_id=new.id, vm_name=new.name, source=plan.source_uri, target=plan.target_uri,
             live=False, duration_s=round(time.monotonic() - started, 3), downtime_ms=None,
@@ -234,41 +226,21 @@ def migrate(
             disks=disks, consistency=consistency,
         )
 
-    what = f"move to {to.backend}"
-    if running_copy:
-        # running, by design: held (one change at a time) but not stopped
-        from anyvirt.operations import ANY_STATE
-
-        result = vm.host.gate.extension(what, work, capability=Capability.DISK_EXPORT, vm=vm,
-                                        states=ANY_STATE, wait=True, timeout=timeout,
-                                        on_progress=on_progress)
-    else:
-        # the source is held through the copy (the gate's export rule: not running, one
-        # change at a time), and through its deletion once the copy is verified
-        result = vm.host.gate.export(vm, what, work, wait=True, timeout=timeout,
-                                     on_progress=on_progress)
+    # the source is held through the copy (the gate's export rows: not running, or copied
+    # as a snapshot froze it; one change at a time), and through its deletion once the
+    # copy is verified
+    result = vm.host.gate.export(vm, f"move to {to.backend}", work, running=running_copy,
+                                 delete_source=delete_source, wait=True, timeout=timeout,
+                                 on_progress=on_progress, state_hint=RUNNING_HINT)
     assert isinstance(result, MigrationResult)
     return result
 
 
-def _check_deletable(vm: VM, running_copy: bool) -> None:
-    """What the gate's delete would refuse, checked before the copy and again just before
-    the point of no return (the source is deleted under the move's own hold)."""
-    vm.host.gate.require(Capability.VM_DELETE)
-    if running_copy:
-        raise InvalidSpec("delete_source=True with snapshot=True would delete a running source "
-                          "and what it wrote after the snapshot: use shutdown=True")
-    users = vm.host.driver.linked_clones(vm.id)
-    if users:
-        raise InvalidState(f"cannot delete the source {vm.name!r} after the move: linked clones "
-                           f"use its disks ({', '.join(sorted(users))})")
-
-
-def _delete_source(vm: VM, job: Job) -> tuple[str, ...]:
+def _delete_source(held: HeldVM, job: Job) -> tuple[str, ...]:
     """Past the point of no return: the verified copy is the VM now, so a source that cannot
     be deleted is said in the result's warnings, not raised as a failed move."""
     try:
-        vm.host.driver.delete_vm(vm.id, True, job)
+        held.delete(job)
     except AnyvirtError as error:
         return (f"source-not-deleted: {error}",)
     return ()

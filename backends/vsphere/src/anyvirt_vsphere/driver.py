@@ -65,6 +65,7 @@ COMMON = frozenset(
         Capability.TASK_CANCEL,
         Capability.MAINTENANCE_MODE,
         Capability.DISK_EXPORT,
+        Capability.SNAPSHOT_DISK_EXPORT,
         Capability.VM_CREATE_FROM_IMAGE,
     }
 )

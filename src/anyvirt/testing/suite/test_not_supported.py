@@ -12,6 +12,7 @@ from anyvirt.errors import NotSupported
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec
 from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.probes import cancel_a_running_task
 from anyvirt.testing.suite.base import ContractTests
 from anyvirt.testing.suite.spy import recording
 from anyvirt.vm import VM
@@ -36,9 +37,7 @@ def _other_node(host: Host) -> Any:
 
 def _cancel(host: Host, _vm: Callable[[], VM], _spec: Any) -> object:
     # a task of this host that has not finished: cancel must say NotSupported, not pretend
-    task = host.new_task("cancel probe", lambda job: None)
-    task.cancel()
-    return task
+    return cancel_a_running_task(host)
 
 
 ATTEMPTS: dict[Capability, Attempt] = {
@@ -69,10 +68,12 @@ ATTEMPTS: dict[Capability, Attempt] = {
 # Capabilities that change how an operation behaves rather than whether it exists:
 # LIVE_RECONFIGURE (reconfigure of a running VM applies to the config instead, and says so),
 # and the refinements that need a VM in a certain state first, each proven below:
-# MEMORY_SNAPSHOTS and CLONE_RUNNING (a running VM), *_MIGRATION_SNAPSHOTS (a VM with one).
+# MEMORY_SNAPSHOTS, CLONE_RUNNING and SNAPSHOT_DISK_EXPORT (a running VM), *_MIGRATION_SNAPSHOTS
+# (a VM with one).
 BEHAVIOURAL = {Capability.LIVE_RECONFIGURE, Capability.MEMORY_SNAPSHOTS, Capability.CLONE_RUNNING,
                Capability.COLD_MIGRATION_SNAPSHOTS, Capability.LIVE_MIGRATION_SNAPSHOTS,
-               Capability.TEMPLATE_TO_VM, Capability.LINKED_CLONE_OF_TEMPLATE}
+               Capability.TEMPLATE_TO_VM, Capability.LINKED_CLONE_OF_TEMPLATE,
+               Capability.SNAPSHOT_DISK_EXPORT}
 
 
 class TestNotSupported(ContractTests):
