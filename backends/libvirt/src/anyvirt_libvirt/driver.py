@@ -69,6 +69,8 @@ class LibvirtDriver(Driver):
     platform: ClassVar[str] = "KVM/QEMU (libvirt)"
     possible_capabilities: ClassVar[frozenset[Capability]] = ALL
     placement_options: ClassVar[frozenset[str]] = frozenset()
+    #: libvirt refuses a second domain of one name on a connection (VIR_ERR_OPERATION_FAILED)
+    vm_names_unique: ClassVar[bool] = True
     #: libvirt's own URI parameters (passed through to the daemon's URI) and ``root`` of embed
     uri_options: ClassVar[frozenset[str]] = frozenset({
         "root", "name", "command", "socket", "auth", "netcat", "keyfile", "no_verify", "no_tty",
