@@ -52,6 +52,8 @@ from anyvirt.tasks import Job
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from anyvirt.addresses import ReportedAddress
+    from anyvirt.deployment import ResolvedIdentity
     from anyvirt.extensions import Extension
     from anyvirt.target import Target
 
@@ -203,6 +205,37 @@ class Driver(abc.ABC):
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
         raise NotSupported(self.backend, Capability.VM_DELETE)
+
+    # ------------------------------------------------------------ deployment (Capability.IDENTITY)
+    def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
+        """Give the stopped VM that anyvirt has just made (a create or a clone) this identity.
+
+        The gate calls it inside the create or clone's own Task, before anything starts the
+        VM, and removes the VM if it fails (all or none). Compile with
+        :mod:`anyvirt.deployment` (a NoCloud seed ISO, guestinfo extraConfig, PVE's cloud-init
+        keys). Replace whatever seed the VM inherited from its source; never change the
+        source's (a template's seed stays as it is). A seed this writes belongs to this VM
+        alone and ``delete_vm`` removes it with the VM.
+        """
+        raise NotSupported(self.backend, Capability.IDENTITY)
+
+    def read_identity(self, vm_id: str) -> dict[str, str] | None:
+        """The identity the platform holds for the VM, read back from the platform itself
+        (the seed ISO's files from its volume, the guestinfo keys, PVE's config keys), as
+        ``{name: text}``; None when it holds none. For ``vm.info()`` and the tests that prove
+        every seed reads back field by field."""
+        raise NotSupported(self.backend, Capability.IDENTITY)
+
+    def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
+        """What the platform reports of the guest's addresses, unfiltered (DHCP leases, the
+        guest agent or tools, ARP); the core keeps those of the VM's own NICs that can be
+        reached (:func:`anyvirt.addresses.select_addresses`). ``[]`` when it knows none yet."""
+        raise NotSupported(self.backend, Capability.GUEST_ADDRESSES)
+
+    def guest_reports_up(self, vm_id: str) -> bool | None:
+        """Whether the guest says it is up (a guest agent answering, VMware Tools running);
+        None where the platform cannot tell. ``vm.wait_ready()`` waits for True where known."""
+        return None
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         """Carry out a lifecycle verb. The gate has already checked the current state.

@@ -70,6 +70,9 @@ class Capability(enum.Enum):
     DISK_EXPORT = "disk.export"  # backup, and the source side of a cross-platform move
     SNAPSHOT_DISK_EXPORT = "disk.export.snapshot"  # a running VM's disks as a snapshot froze them
     MAINTENANCE_MODE = "node.maintenance"
+    IDENTITY = "identity"  # VMSpec(identity=) and clone(identity=): hostname, users, keys, network
+    IDENTITY_USER_DATA = "identity.user_data"  # Identity(user_data=): arbitrary cloud-config
+    GUEST_ADDRESSES = "guest.addresses"  # vm.addresses() and vm.wait_ready()
 
     def __str__(self) -> str:
         return self.value
