@@ -18,6 +18,8 @@ if [ "$mode" = test ]; then
   pkgs+=(golang-go golang-github-vmware-govmomi-dev openssl debootstrap)
   # headless Chromium: the docs are checked in a real browser (tests/test_docs.py)
   pkgs+=(chromium fonts-dejavu-core)
+  # a real sshd on loopback: the backup repository's sftp:// storage is tested against it
+  pkgs+=(openssh-server)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
