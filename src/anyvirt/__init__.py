@@ -48,6 +48,7 @@ from anyvirt.model import (
     VMSummary,
 )
 from anyvirt.node import Node
+from anyvirt.repository import BackupRepository
 from anyvirt.snapshot import Snapshot
 from anyvirt.tasks import Task, TaskState
 from anyvirt.vm import VM
@@ -60,6 +61,7 @@ __all__ = [
     "AlreadyExists",
     "AnyvirtError",
     "AuthenticationFailed",
+    "BackupRepository",
     "Cancelled",
     "Capability",
     "CapacityExceeded",

@@ -1,0 +1,207 @@
+"""Where a repository's objects live: any fsspec file system, written atomically.
+
+A URL picks the file system, as fsspec does: a plain path or ``file://`` for a
+local directory, ``sftp://user@host:port/path`` for an SSH server (fsspec's
+paramiko file system), anything else fsspec knows (``s3://`` through s3fs,
+untested here: no S3 server runs on this machine) as fsspec opens it.
+
+Every object is written under a temporary name that carries the writer's lease
+id, then renamed into place: a reader sees a whole object or none, and a
+writer cut at any moment leaves only temporary names that the next backup or
+prune can tell are dead (their lease is gone) and remove.
+
+Host keys of SSH servers are checked: against ``known_hosts=`` (a file), else
+``~/.ssh/known_hosts``. An unknown or changed key refuses the connection
+(fsspec's default would accept any key on first use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound, StorageFull
+from anyvirt.target import Secret, as_secret
+
+if TYPE_CHECKING:
+    import fsspec
+    import paramiko
+
+TEMP = ".tmp-"  # "<name>.tmp-<lease id>": an object being written
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+SSH_TIMEOUT = 30.0
+
+
+def known_hosts_only(path: Path) -> paramiko.MissingHostKeyPolicy:
+    """A paramiko policy accepting a server only if ``path`` (a known_hosts file) lists
+    its key for that host and port. (paramiko is imported here: it is slow to import and
+    only SSH repositories need it.)"""
+    import paramiko
+
+    class KnownHostsOnly(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                             key: paramiko.PKey) -> None:
+            known = paramiko.HostKeys()
+            if path.is_file():
+                known.load(str(path))
+            entry = known.lookup(hostname)
+            if entry is None or key.get_name() not in entry or entry[key.get_name()] != key:
+                raise paramiko.SSHException(
+                    f"the host key of {hostname} is not the one {path} lists for it: add it "
+                    "there (ssh-keyscan) after checking its fingerprint")
+
+    return KnownHostsOnly()
+
+
+class Store:
+    """The objects of one repository, by relative name ("chunks/ab/ab12...")."""
+
+    def __init__(self, url: str, *, password: Secret | str | None = None,
+                 key_filename: str | None = None, known_hosts: str | os.PathLike[str] | None = None,
+                 timeout: float = SSH_TIMEOUT, storage_options: dict[str, Any] | None = None) -> None:
+        import fsspec  # here, not at the top: ``import anyvirt`` stays quick
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.url = _safe_url(url)
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme in ("", "file"):
+            if scheme == "file" and parts.netloc not in ("", "localhost"):
+                raise InvalidSpec(f"a file:// repository is on this machine: {self.url}")
+            root = unquote(parts.path) if scheme else url
+            if not root:
+                raise InvalidSpec("a repository URL needs a path")
+            self.fs: fsspec.AbstractFileSystem = LocalFileSystem(auto_mkdir=True)
+            self.root = os.path.abspath(root)
+            self.remote = False
+        elif scheme in ("sftp", "ssh"):
+            if not parts.hostname or not parts.path:
+                raise InvalidSpec(f"an sftp repository URL is sftp://user@host[:port]/path, not {self.url}")
+            if parts.password:
+                raise InvalidSpec("put no password in a repository URL: pass password=")
+            secret = as_secret(password)
+            policy = known_hosts_only(Path(known_hosts) if known_hosts is not None
+                                      else Path.home() / ".ssh" / "known_hosts")
+            with _translated(f"connecting to {self.url}"):
+                self.fs = fsspec.filesystem(
+                    "sftp", host=parts.hostname, port=parts.port or 22,
+                    username=unquote(parts.username) if parts.username else None,
+                    key_filename=key_filename,
+                    password=secret.reveal() if secret is not None else None,
+                    look_for_keys=key_filename is None and secret is None,
+                    allow_agent=key_filename is None and secret is None,
+                    host_key_policy=policy, timeout=timeout, banner_timeout=timeout,
+                    auth_timeout=timeout, skip_instance_cache=True)
+            self.root = unquote(parts.path)
+            self.remote = True
+        else:
+            with _translated(f"opening {self.url}"):
+                self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            self.remote = True
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}" if name else self.root
+
+    def makedirs(self, name: str) -> None:
+        with _translated(f"making {name} in {self.url}"):
+            self.fs.makedirs(self.path(name), exist_ok=True)
+
+    def put(self, name: str, data: bytes, tag: str) -> None:
+        """Write ``data`` as ``name``, whole or not at all. ``tag`` names the writer's lease
+        in the temporary name. An object already there is left as it is (content-addressed
+        objects are equal by name; points and indexes have fresh names)."""
+        temp = f"{name}{TEMP}{tag}"
+        with _translated(f"writing {name} to {self.url}"):
+            self.fs.pipe_file(self.path(temp), data)
+            try:
+                self.fs.mv(self.path(temp), self.path(name))
+            except OSError:
+                if not self.fs.exists(self.path(name)):
+                    raise
+                self.fs.rm_file(self.path(temp))  # another writer put the same chunk
+
+    def get(self, name: str) -> bytes:
+        with _translated(f"reading {name} from {self.url}"):
+            data: bytes = self.fs.cat_file(self.path(name))
+            return data
+
+    def exists(self, name: str) -> bool:
+        with _translated(f"looking for {name} in {self.url}"):
+            return bool(self.fs.exists(self.path(name)))
+
+    def remove(self, name: str) -> None:
+        with _translated(f"removing {name} from {self.url}"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(name))
+
+    def files(self, prefix: str) -> dict[str, int]:
+        """Every file under the folder ``prefix``, by relative name, with its size."""
+        base = self.path(prefix)
+        with _translated(f"listing {prefix} in {self.url}"):
+            if not self.fs.exists(base):
+                return {}
+            found = self.fs.find(base, detail=True)
+        root = self.root.rstrip("/") + "/"
+        out = {}
+        for full, info in found.items():
+            rel = str(full)
+            if rel.startswith(root):
+                rel = rel[len(root):]
+            elif rel.startswith(root.lstrip("/")):  # some file systems drop the leading /
+                rel = rel[len(root.lstrip("/")):]
+            out[rel] = int(info.get("size") or 0)
+        return out
+
+    def close(self) -> None:
+        client = getattr(self.fs, "client", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """The storage's errors as anyvirt's: a full disk is StorageFull, a lost server
+    ConnectionFailed, a missing object NotFound."""
+    try:
+        yield
+    except AnyvirtError:
+        raise
+    except FileNotFoundError as exc:
+        raise NotFound(f"{what}: not found") from exc
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise StorageFull(f"{what}: no space left ({exc.strerror})") from exc
+        if exc.errno is None or isinstance(exc, (socket.error, ConnectionError)):
+            raise ConnectionFailed(f"{what}: {exc}") from exc
+        raise ConnectionFailed(f"{what}: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        # paramiko's SSHException and EOFError (a cut session): checked by name, so that
+        # local repositories never import paramiko
+        if isinstance(exc, EOFError) or type(exc).__module__.startswith("paramiko"):
+            raise ConnectionFailed(f"{what}: {exc}") from exc
+        raise
+
+
+def _safe_url(url: str) -> str:
+    """The URL without any password, for messages and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+__all__ = ["TEMP", "Store", "known_hosts_only"]
