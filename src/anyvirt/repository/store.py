@@ -121,7 +121,14 @@ class Store:
         objects are equal by name; points and indexes have fresh names)."""
         temp = f"{name}{TEMP}{tag}"
         with _translated(f"writing {name} to {self.url}"):
-            self.fs.pipe_file(self.path(temp), data)
+            try:
+                self.fs.pipe_file(self.path(temp), data)
+            except BaseException:
+                # a full disk keeps nothing of the failed write (a lost connection cannot
+                # remove it: the next backup or prune does, by its dead lease)
+                with contextlib.suppress(Exception):
+                    self.fs.rm_file(self.path(temp))
+                raise
             try:
                 self.fs.mv(self.path(temp), self.path(name))
             except OSError:
