@@ -37,7 +37,7 @@ def test_keep_weekly_and_monthly_count_periods_that_have_points() -> None:
 
 
 def test_rules_add_up_and_apply_per_vm() -> None:
-    both = HISTORY + [point("2026-01-01", vm="b")]
+    both = [*HISTORY, point("2026-01-01", vm="b")]
     assert kept(both, keep_last=1, keep_daily=2) == {"a-2026-12-21-18", "a-2026-12-20-18",
                                                      "b-2026-01-01-12"}
     assert kept(both, keep_last=0) == set()

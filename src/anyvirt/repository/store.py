@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,10 @@ class Store:
         from fsspec.implementations.local import LocalFileSystem
 
         self.url = _safe_url(url)
+        # paramiko's SFTP client is not safe across threads (two requests at once deadlock):
+        # remote file systems get one call at a time
+        self._io: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._made: set[str] = set()
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme in ("", "file"):
@@ -100,10 +105,14 @@ class Store:
                     auth_timeout=timeout, skip_instance_cache=True)
             self.root = unquote(parts.path)
             self.remote = True
+            self._io = threading.Lock()
+            # a server that stops answering fails the call instead of hanging it
+            self.fs.ftp.get_channel().settimeout(timeout)
         else:
             with _translated(f"opening {self.url}"):
                 self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
             self.remote = True
+            self._io = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -112,7 +121,7 @@ class Store:
         return f"{self.root.rstrip('/')}/{name}" if name else self.root
 
     def makedirs(self, name: str) -> None:
-        with _translated(f"making {name} in {self.url}"):
+        with self._call(f"making {name} in {self.url}"):
             self.fs.makedirs(self.path(name), exist_ok=True)
 
     def put(self, name: str, data: bytes, tag: str) -> None:
@@ -120,7 +129,11 @@ class Store:
         in the temporary name. An object already there is left as it is (content-addressed
         objects are equal by name; points and indexes have fresh names)."""
         temp = f"{name}{TEMP}{tag}"
-        with _translated(f"writing {name} to {self.url}"):
+        with self._call(f"writing {name} to {self.url}"):
+            folder = self.path(name).rsplit("/", 1)[0]
+            if self.remote and folder not in self._made:  # local writes make their folders
+                self.fs.makedirs(folder, exist_ok=True)
+                self._made.add(folder)
             try:
                 self.fs.pipe_file(self.path(temp), data)
             except BaseException:
@@ -137,22 +150,22 @@ class Store:
                 self.fs.rm_file(self.path(temp))  # another writer put the same chunk
 
     def get(self, name: str) -> bytes:
-        with _translated(f"reading {name} from {self.url}"):
+        with self._call(f"reading {name} from {self.url}"):
             data: bytes = self.fs.cat_file(self.path(name))
             return data
 
     def exists(self, name: str) -> bool:
-        with _translated(f"looking for {name} in {self.url}"):
+        with self._call(f"looking for {name} in {self.url}"):
             return bool(self.fs.exists(self.path(name)))
 
     def remove(self, name: str) -> None:
-        with _translated(f"removing {name} from {self.url}"), contextlib.suppress(FileNotFoundError):
+        with self._call(f"removing {name} from {self.url}"), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(name))
 
     def files(self, prefix: str) -> dict[str, int]:
         """Every file under the folder ``prefix``, by relative name, with its size."""
         base = self.path(prefix)
-        with _translated(f"listing {prefix} in {self.url}"):
+        with self._call(f"listing {prefix} in {self.url}"):
             if not self.fs.exists(base):
                 return {}
             found = self.fs.find(base, detail=True)
@@ -166,6 +179,11 @@ class Store:
                 rel = rel[len(root.lstrip("/")):]
             out[rel] = int(info.get("size") or 0)
         return out
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        with self._io, _translated(what):
+            yield
 
     def close(self) -> None:
         client = getattr(self.fs, "client", None)
