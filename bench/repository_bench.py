@@ -106,9 +106,10 @@ def main() -> None:
                 started = time.monotonic()
                 point = repo.backup(vm)
                 took = time.monotonic() - started
+                share = 100 * point.read_bytes / (args.size_mib * MIB)
                 print(f"anyvirt  incremental after {label}: {took:.2f} s, read "
-                      f"{point.read_bytes / MIB:.1f} MiB ({100 * point.read_bytes / (args.size_mib * MIB):.0f}%"
-                      f" of the disk), stored {point.stored_bytes / MIB:.2f} MiB")
+                      f"{point.read_bytes / MIB:.1f} MiB ({share:.0f}% of the disk), stored "
+                      f"{point.stored_bytes / MIB:.2f} MiB")
             total = sum(p.stat().st_size for p in (work / "repo").rglob("*") if p.is_file())
             print(f"repository after three points: {total / MIB:.1f} MiB")
             started = time.monotonic()
