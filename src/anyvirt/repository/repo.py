@@ -39,8 +39,8 @@ from anyvirt.migration import manifest as manifests
 from anyvirt.migration.archive_check import check_target_storage
 from anyvirt.model import Capability, check_name
 from anyvirt.repository import codec, leases, points, retention
-from anyvirt.repository.points import ZERO_ID, RestorePoint
-from anyvirt.repository.sources import ChangeTracker, RawDisk, open_raw
+from anyvirt.repository.points import ID_BYTES, ZERO_ID, RestorePoint
+from anyvirt.repository.sources import ChangeTracker, RawDisk, dirty_chunks, open_raw
 from anyvirt.repository.store import TEMP, Store
 from anyvirt.repository.target_spec import spec_for
 from anyvirt.target import Secret, as_secret
@@ -225,9 +225,12 @@ class BackupRepository:
                 share = 95.0 / max(len(exported), 1)
                 for n, disk in enumerate(exported):
                     span = job.span(5 + share * n, 5 + share * (n + 1))
-                    with open_raw(disk, self.chunk_size, Path(tmp), span) as raw:
-                        index, got, put = self._store_disk(raw, known, held, span)
+                    # the mark first: a change after it shows in the next backup's extents
                     mark = tracker.change_mark(vm.id, disk.id, span) if tracker else None
+                    with open_raw(disk, self.chunk_size, Path(tmp), span) as raw:
+                        reuse = (self._unchanged(tracker, vm.id, raw, earlier[-1], n, span)
+                                 if tracker and earlier else None)
+                        index, got, put = self._store_disk(raw, known, held, span, reuse)
                     name = points.index_name(point_id, n)
                     sealed = self.codec.seal("index", name, index)
                     self.store.put(name, sealed, held.id)
@@ -252,21 +255,54 @@ class BackupRepository:
         assert isinstance(result, RestorePoint)
         return result
 
-    def _store_disk(self, raw: RawDisk, known: set[str], held: leases.Held,
-                    job: Job) -> tuple[bytes, int, int]:
+    def _unchanged(self, tracker: ChangeTracker, vm_id: str, raw: RawDisk, parent: RestorePoint,
+                   n: int, job: Job) -> list[bytes | None] | None:
+        """Per chunk, the parent point's id where the platform says nothing changed since
+        it (None: read it); or None for a full read: no usable record, a different disk, a
+        parent index that does not check out."""
+        if n >= len(parent.disks):
+            return None
+        entry, described = parent.disks[n], parent.manifest["disks"][n]
+        since = entry.get("change_mark")
+        if (not since or entry["chunk_size"] != self.chunk_size or described["id"] != raw.id
+                or described["size_bytes"] != raw.size):
+            return None
+        try:
+            index = self._index(parent, n)
+        except (InvalidSpec, NotFound):
+            return None
+        changed = tracker.changed_extents(vm_id, raw.id, str(since), job)
+        if changed is None:
+            return None
+        dirty = dirty_chunks(changed, self.chunk_size, raw.size)
+        ids = [index[i:i + ID_BYTES] for i in range(0, len(index), ID_BYTES)]
+        if len(ids) != -(-raw.size // self.chunk_size):
+            return None
+        return [None if i in dirty else chunk for i, chunk in enumerate(ids)]
+
+    def _store_disk(self, raw: RawDisk, known: set[str], held: leases.Held, job: Job,
+                    reuse: list[bytes | None] | None = None) -> tuple[bytes, int, int]:
         """Chunk, hash, compress and write one disk; returns its index, bytes read, bytes
-        stored. Reads happen here, hashing and writing in a small pool, a few chunks ahead."""
+        stored. Reads happen here, hashing and writing in a small pool, a few chunks ahead.
+        Chunks ``reuse`` names (unchanged since the parent point) are neither read nor
+        written."""
         index = bytearray()
         read = stored = 0
         total = max(raw.size, 1)
         with open(raw.path, "rb") as handle:
             fd = handle.fileno()
 
+            def kept(offset: int) -> bytes | None:
+                return reuse[offset // self.chunk_size] if reuse is not None else None
+
             def load(item: tuple[int, int, bool]) -> bytes | None:
                 offset, length, data = item
-                return raw.read(fd, offset, length) if data else None
+                return raw.read(fd, offset, length) if data and kept(offset) is None else None
 
             def save(item: tuple[int, int, bool], data: bytes | None) -> tuple[bytes, int]:
+                same = kept(item[0])
+                if same is not None:
+                    return same, 0
                 if data is None or data == _ZERO[:len(data)]:
                     return ZERO_ID, 0
                 return self._put_chunk(data, known, held)
@@ -275,7 +311,7 @@ class BackupRepository:
                     raw.chunks(self.chunk_size), load, save):
                 job.check()
                 held.refresh()
-                read += length if data else 0
+                read += length if data and kept(offset) is None else 0
                 stored += put
                 index += chunk_id
                 job.progress(100.0 * (offset + length) / total,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -94,6 +94,18 @@ class RawDisk:
             i += 1
 
 
+def dirty_chunks(changed: Sequence[tuple[int, int]], chunk: int, size: int) -> set[int]:
+    """The indexes of the chunks that ``changed`` extents ``(offset, length)`` touch."""
+    out: set[int] = set()
+    last = max(-(-size // chunk) - 1, 0)
+    for offset, length in changed:
+        if length <= 0:
+            continue
+        first, end = offset // chunk, (offset + length - 1) // chunk
+        out.update(range(max(first, 0), min(end, last) + 1))
+    return out
+
+
 @contextlib.contextmanager
 def open_raw(disk: ExportedDisk, chunk: int, scratch: Path, job: Job) -> Iterator[RawDisk]:
     """``disk`` as a :class:`RawDisk`, for the block. The image is checked like any image
@@ -128,4 +140,4 @@ def _decoded(disk: ExportedDisk, size: int, scratch: Path, job: Job) -> Iterator
         out.unlink(missing_ok=True)
 
 
-__all__ = ["ChangeTracker", "RawDisk", "open_raw"]
+__all__ = ["ChangeTracker", "RawDisk", "dirty_chunks", "open_raw"]
