@@ -177,3 +177,29 @@ def test_opening_refuses_what_is_not_a_repository(tmp_path: Path) -> None:
         BackupRepository(tmp_path / "bad")
     with pytest.raises(InvalidSpec, match="not a restore point id"):
         BackupRepository(tmp_path / "repo").point("../../etc/passwd")
+
+
+def test_a_forged_point_whose_index_overruns_its_disk_is_refused(source: anyvirt.VM,
+                                                                 tmp_path: Path) -> None:
+    """The storage is not trusted: a point rewritten with an index longer than its disk
+    (checksums recomputed, as whoever holds an unencrypted repository can) is refused
+    before a byte is written past the disk's end."""
+    import hashlib
+
+    import zstandard
+
+    root = tmp_path / "repo"
+    repo = BackupRepository(root)
+    point = repo.backup(source)
+    index_file = root / "indexes" / point.id / "0"
+    index = zstandard.ZstdDecompressor().decompress(index_file.read_bytes())
+    longer = index + index[-32:] * 4
+    index_file.write_bytes(zstandard.ZstdCompressor().compress(longer))
+    body = json.loads(zstandard.ZstdDecompressor().decompress((root / "points" / point.id).read_bytes()))
+    digest = hashlib.sha256(longer).hexdigest()
+    body["disks"][0]["sha256"] = body["manifest"]["disks"][0]["sha256"] = digest
+    body["manifest"]["disks"][0]["file_bytes"] = len(longer)
+    (root / "points" / point.id).write_bytes(zstandard.ZstdCompressor().compress(json.dumps(body).encode()))
+    with pytest.raises(InvalidSpec, match="does not describe"):
+        repo.restore(point.id, to=memory_host("t"))
+    assert any("do not describe" in p for p in repo.verify().problems)

@@ -94,9 +94,10 @@ class BackupRepository:
                  password: Secret | str | None = None, key_filename: str | None = None,
                  known_hosts: str | os.PathLike[str] | None = None,
                  storage_options: dict[str, Any] | None = None) -> None:
-        self.store = Store(os.fspath(url), password=password, key_filename=key_filename,
+        self.store = Store(os.fspath(url), password=as_secret(password), key_filename=key_filename,
                            known_hosts=known_hosts, storage_options=storage_options)
         secret = as_secret(passphrase)
+        del passphrase, password  # plain strings stay out of traceback locals
         if self.store.exists(CONFIG):
             config = self._read_config()
         elif create:
@@ -364,6 +365,9 @@ class BackupRepository:
 
     def _write_disk(self, index: bytes, size: int, image: Path, job: Job) -> None:
         ids = points.chunk_ids(index)
+        if len(ids) != -(-size // self.chunk_size):
+            raise InvalidSpec(f"an index of {len(ids)} chunks does not describe a disk of "
+                              f"{size} bytes")
         with open(image, "wb") as handle:
             handle.truncate(size)
             fd = handle.fileno()
@@ -375,6 +379,9 @@ class BackupRepository:
             for (n, _chunk_id), data in _pipeline(enumerate(ids), lambda _i: None, fetch):
                 job.check()
                 if data is not None:
+                    if len(data) != min(self.chunk_size, size - n * self.chunk_size):
+                        raise InvalidSpec(f"chunk {n} of the disk holds {len(data)} bytes, "
+                                          "not the chunk size")
                     os.pwrite(fd, data, n * self.chunk_size)
                     job.progress(100.0 * (n + 1) / max(len(ids), 1), f"restoring chunk {n + 1}")
 
@@ -418,8 +425,12 @@ class BackupRepository:
             count += 1
             try:
                 point = self._load(point_name)
-                for n in range(len(point.disks)):
-                    missing = {c for c in points.chunk_ids(self._index(point, n)) if c} - present
+                for n, disk in enumerate(manifests.parse(point.manifest).disks):
+                    ids = points.chunk_ids(self._index(point, n))
+                    if len(ids) != -(-disk.size_bytes // self.chunk_size):
+                        problems.append(f"point {point_name} disk {n}: {len(ids)} chunks do not "
+                                        f"describe {disk.size_bytes} bytes")
+                    missing = {c for c in ids if c} - present
                     if missing:
                         problems.append(f"point {point_name} disk {n}: {len(missing)} chunks "
                                         f"missing or damaged (e.g. {sorted(missing)[0]})")
@@ -464,7 +475,7 @@ class BackupRepository:
         """Remove what dead writers left: temporary names and the indexes of points never
         written. Anything of a live lease (a backup running now) is left alone."""
         live, dead_leases = leases.dead(self.store)
-        for name in self.store.files("chunks") | self.store.files("points"):
+        for name in self.store.files("chunks") | self.store.files("points") | self.store.files("locks"):
             if TEMP in name and name.rsplit(TEMP, 1)[1] not in live:
                 self.store.remove(name)
         written = {n.rsplit("/", 1)[-1] for n in self.store.files("points")}

@@ -91,6 +91,7 @@ class Store:
             if parts.password:
                 raise InvalidSpec("put no password in a repository URL: pass password=")
             secret = as_secret(password)
+            del password  # a plain string stays out of traceback locals
             policy = known_hosts_only(Path(known_hosts) if known_hosts is not None
                                       else Path.home() / ".ssh" / "known_hosts")
             with _translated(f"connecting to {self.url}"):
@@ -103,6 +104,10 @@ class Store:
                     allow_agent=key_filename is None and secret is None,
                     host_key_policy=policy, timeout=timeout, banner_timeout=timeout,
                     auth_timeout=timeout, skip_instance_cache=True)
+            # fsspec keeps its arguments for reconnecting; this store never reconnects
+            # (a new BackupRepository does), so the password is not kept
+            for kept in (self.fs.ssh_kwargs, self.fs.storage_options):
+                kept.pop("password", None)
             self.root = unquote(parts.path)
             self.remote = True
             self._io = threading.Lock()
