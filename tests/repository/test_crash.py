@@ -129,3 +129,25 @@ def test_a_full_disk_fails_the_backup_cleanly(tmp_path: Path) -> None:
         assert repo.prune(keep_last=5).removed_chunks > 0  # the failed backup's chunks
         assert repo.verify().ok
         assert memory_disk(repo.restore(after, to=memory_host("t"), name="r")) == memory_disk(small)
+
+
+def test_two_backup_processes_at_once_both_land(tmp_path: Path, backup_process: Starter) -> None:
+    root = tmp_path / "repo"
+    repo = BackupRepository(root, chunk_size=SMALL_CHUNKS)
+    shared = os.urandom(8 * MIB)  # both disks hold it: the two race to write the same chunks
+    first = image(tmp_path / "a.raw", 32 * MIB, [(0, shared), (16 * MIB, os.urandom(8 * MIB))])
+    second = image(tmp_path / "b.raw", 32 * MIB, [(0, shared), (16 * MIB, os.urandom(8 * MIB))])
+    procs = [backup_process(root, first, "one"), backup_process(root, second, "two")]
+    ids = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        ids.append(out.strip())
+    assert sorted(p.id for p in repo.points()) == sorted(ids)
+    assert {p.vm_name for p in repo.points()} == {"one", "two"}
+    report = repo.verify()
+    assert report.ok, report.problems
+    assert files(root, "locks") == []
+    for point, disk in zip(ids, (first, second), strict=True):
+        restored = repo.restore(point, to=memory_host("t"), name=f"r-{point[-4:]}")
+        assert memory_disk(restored) == disk.read_bytes()
