@@ -304,7 +304,7 @@ class BackupRepository:
                 same = kept(item[0])
                 if same is not None:
                     return same, 0
-                if data is None or data == _ZERO[:len(data)]:
+                if data is None or _zeros(data):
                     return ZERO_ID, 0
                 return self._put_chunk(data, known, held)
 
@@ -486,6 +486,11 @@ class BackupRepository:
                 self.store.remove(name)
         for name in dead_leases:
             self.store.remove(name)
+
+
+def _zeros(data: bytes) -> bool:
+    # comparing with a ready buffer of zeros is a memcmp; slicing one would copy it first
+    return data == _ZERO if len(data) == len(_ZERO) else data.count(0) == len(data)
 
 
 def _matches(point: RestorePoint, vm: VM | str) -> bool:
