@@ -99,7 +99,9 @@ def test_verify_finds_a_damaged_a_missing_chunk_and_a_damaged_point(source: anyv
     with pytest.raises(InvalidSpec):
         repo.restore(point, to=memory_host("t"))
     (root / "points" / point.id).write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    (root / "points" / "not-a-point").write_bytes(b"junk")
     assert any(point.id in p for p in repo.verify().problems)
+    assert repo.points() == []  # listed neither: the damaged one is verify's to report
 
 
 def test_verify_finds_a_damaged_index(source: anyvirt.VM, tmp_path: Path) -> None:

@@ -53,6 +53,10 @@ def point_id(created: dt.datetime, lease_id: str) -> str:
     return f"{created.strftime('%Y%m%dT%H%M%S%f')}Z-{lease_id}"
 
 
+def is_id(text: str) -> bool:
+    return bool(_POINT_ID.match(text))
+
+
 def check_id(text: str) -> str:
     if not isinstance(text, str) or not _POINT_ID.match(text):
         raise InvalidSpec(f"{str(text)[:80]!r} is not a restore point id")

@@ -21,6 +21,7 @@ import collections
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from anyvirt.host import Host
     from anyvirt.vm import VM
 
+log = logging.getLogger("anyvirt")
 FORMAT = "anyvirt-repository/1"
 CONFIG = "config.json"
 CHUNK_SIZE = 4 * 1024 * 1024
@@ -170,12 +172,16 @@ class BackupRepository:
         out = []
         for name in self.store.files("points"):
             point_name = name.rsplit("/", 1)[-1]
-            if TEMP in point_name:
+            if TEMP in point_name or not points.is_id(point_name):
                 continue
             try:
                 point = self._load(point_name)
             except NotFound:
                 continue  # pruned while listed
+            except InvalidSpec as exc:
+                # one damaged point must not hide the others; verify() reports it
+                log.warning("skipping a damaged restore point: %s", exc)
+                continue
             if vm is None or _matches(point, vm):
                 out.append(point)
         return sorted(out, key=lambda p: (p.created, p.id))
