@@ -205,3 +205,44 @@ def test_a_forged_point_whose_index_overruns_its_disk_is_refused(source: anyvirt
     with pytest.raises(InvalidSpec, match="does not describe"):
         repo.restore(point.id, to=memory_host("t"))
     assert any("do not describe" in p for p in repo.verify().problems)
+
+
+def test_a_password_in_an_sftp_url_is_refused_without_being_shown() -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        BackupRepository("sftp://backup:hunter2@127.0.0.1:1/srv/repo")
+    assert "hunter2" not in str(caught.value)
+    assert "password=" in str(caught.value)
+
+
+def _frames_holding(error: BaseException, secret: str) -> list[str]:
+    found, seen, pending = [], set(), [error]
+    while pending:
+        item = pending.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        tb = item.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename != __file__:
+                found += [f"{tb.tb_frame.f_code.co_name} {name}"
+                          for name, value in tb.tb_frame.f_locals.items() if secret in repr(value)]
+            tb = tb.tb_next
+        pending += [item.__cause__, item.__context__]
+    return found
+
+
+@pytest.mark.parametrize("url", ["sftp://backup:hunter2@127.0.0.1:1/srv/repo",
+                                 "sftp://backup:hunter2@127.0.0.1:99999/srv/repo"])
+def test_no_frame_of_a_refused_url_keeps_its_password(url: str) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        BackupRepository(url)
+    assert "hunter2" not in str(caught.value)
+    assert _frames_holding(caught.value, "hunter2") == []
+
+
+def test_no_frame_of_a_failed_sftp_login_keeps_the_password() -> None:
+    with pytest.raises(anyvirt.ConnectionFailed) as caught:
+        BackupRepository("sftp://backup@127.0.0.1:1/srv/repo", password="hunter2",
+                         passphrase="swordfish")
+    assert _frames_holding(caught.value, "hunter2") == []
+    assert _frames_holding(caught.value, "swordfish") == []

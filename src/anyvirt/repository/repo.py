@@ -96,10 +96,12 @@ class BackupRepository:
                  password: Secret | str | None = None, key_filename: str | None = None,
                  known_hosts: str | os.PathLike[str] | None = None,
                  storage_options: dict[str, Any] | None = None) -> None:
-        self.store = Store(os.fspath(url), password=as_secret(password), key_filename=key_filename,
+        # first, before anything can fail: plain texts become Secrets (the URL may carry a
+        # password), so no frame here keeps one for a traceback to capture
+        held, secret, login = Secret(os.fspath(url)), as_secret(passphrase), as_secret(password)
+        del url, passphrase, password
+        self.store = Store(held, password=login, key_filename=key_filename,
                            known_hosts=known_hosts, storage_options=storage_options)
-        secret = as_secret(passphrase)
-        del passphrase, password  # plain strings stay out of traceback locals
         if self.store.exists(CONFIG):
             config = self._read_config()
         elif create:
@@ -111,7 +113,8 @@ class BackupRepository:
         self._known_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"BackupRepository({self.store.url!r})"
+        store = getattr(self, "store", None)  # a traceback may show one not yet opened
+        return f"BackupRepository({store.url if store else '<not opened>'!r})"
 
     @property
     def url(self) -> str:

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from attrs import frozen
+
 from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound, StorageFull
-from anyvirt.target import Secret, as_secret
+from anyvirt.target import Secret
 
 if TYPE_CHECKING:
     import fsspec
@@ -63,64 +65,78 @@ def known_hosts_only(path: Path) -> paramiko.MissingHostKeyPolicy:
 class Store:
     """The objects of one repository, by relative name ("chunks/ab/ab12...")."""
 
-    def __init__(self, url: str, *, password: Secret | str | None = None,
+    def __init__(self, url: Secret | str, *, password: Secret | None = None,
                  key_filename: str | None = None, known_hosts: str | os.PathLike[str] | None = None,
                  timeout: float = SSH_TIMEOUT, storage_options: dict[str, Any] | None = None) -> None:
         import fsspec  # here, not at the top: ``import anyvirt`` stays quick
         from fsspec.implementations.local import LocalFileSystem
 
-        self.url = _safe_url(url)
+        # the URL may carry a password: held as a Secret, so no frame here keeps its text
+        held = url if isinstance(url, Secret) else Secret(url)
+        del url
+        where = _parse(held)
+        self.url = where.safe
         # paramiko's SFTP client is not safe across threads (two requests at once deadlock):
         # remote file systems get one call at a time
         self._io: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._made: set[str] = set()
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme in ("", "file"):
-            if scheme == "file" and parts.netloc not in ("", "localhost"):
+        if where.problem:
+            raise InvalidSpec(f"{where.problem}: {self.url}")
+        if where.scheme in ("", "file"):
+            if where.scheme == "file" and where.host not in ("", "localhost"):
                 raise InvalidSpec(f"a file:// repository is on this machine: {self.url}")
-            root = unquote(parts.path) if scheme else url
-            if not root:
+            if not where.path:
                 raise InvalidSpec("a repository URL needs a path")
             self.fs: fsspec.AbstractFileSystem = LocalFileSystem(auto_mkdir=True)
-            self.root = os.path.abspath(root)
+            self.root = os.path.abspath(where.path)
             self.remote = False
-        elif scheme in ("sftp", "ssh"):
-            if not parts.hostname or not parts.path:
+        elif where.scheme in ("sftp", "ssh"):
+            if not where.host or not where.path:
                 raise InvalidSpec(f"an sftp repository URL is sftp://user@host[:port]/path, not {self.url}")
-            if parts.password:
+            if where.has_password:
                 raise InvalidSpec("put no password in a repository URL: pass password=")
-            secret = as_secret(password)
-            del password  # a plain string stays out of traceback locals
             policy = known_hosts_only(Path(known_hosts) if known_hosts is not None
                                       else Path.home() / ".ssh" / "known_hosts")
-            with _translated(f"connecting to {self.url}"):
-                self.fs = fsspec.filesystem(
-                    "sftp", host=parts.hostname, port=parts.port or 22,
-                    username=unquote(parts.username) if parts.username else None,
-                    key_filename=key_filename,
-                    password=secret.reveal() if secret is not None else None,
-                    look_for_keys=key_filename is None and secret is None,
-                    allow_agent=key_filename is None and secret is None,
-                    host_key_policy=policy, timeout=timeout, banner_timeout=timeout,
-                    auth_timeout=timeout, skip_instance_cache=True)
-            # fsspec keeps its arguments for reconnecting; this store never reconnects
-            # (a new BackupRepository does), so the password is not kept
-            for kept in (self.fs.ssh_kwargs, self.fs.storage_options):
-                kept.pop("password", None)
-            self.root = unquote(parts.path)
+            self.fs = self._sftp(fsspec, where, password, key_filename, policy, timeout)
+            self.root = where.path
             self.remote = True
             self._io = threading.Lock()
             # a server that stops answering fails the call instead of hanging it
             self.fs.ftp.get_channel().settimeout(timeout)
         else:
             with _translated(f"opening {self.url}"):
-                self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+                self.fs, self.root = fsspec.core.url_to_fs(held.reveal(), **(storage_options or {}))
             self.remote = True
             self._io = threading.Lock()
 
+    def _sftp(self, fsspec: Any, where: _Where, password: Secret | None, key_filename: str | None,
+              policy: paramiko.MissingHostKeyPolicy, timeout: float) -> Any:
+        failure = ""
+        try:
+            fs = fsspec.filesystem(
+                "sftp", host=where.host, port=where.port or 22, username=where.user,
+                key_filename=key_filename,
+                password=password.reveal() if password is not None else None,
+                look_for_keys=key_filename is None and password is None,
+                allow_agent=key_filename is None and password is None,
+                host_key_policy=policy, timeout=timeout, banner_timeout=timeout,
+                auth_timeout=timeout, skip_instance_cache=True)
+        except Exception as exc:
+            failure = f"connecting to {self.url}: {type(exc).__name__}: {exc}"
+            if password is None:
+                raise ConnectionFailed(failure) from exc
+        if failure:
+            # raised outside the handler, so not even as the context: when a password was
+            # sent, paramiko's and fsspec's frames hold it in their locals
+            raise ConnectionFailed(failure)
+        # fsspec keeps its arguments for reconnecting; this store never reconnects (a new
+        # BackupRepository does), so the password is not kept
+        for kept in (fs.ssh_kwargs, fs.storage_options):
+            kept.pop("password", None)
+        return fs
+
     def __repr__(self) -> str:
-        return f"Store({self.url!r})"
+        return f"Store({getattr(self, 'url', '<not opened>')!r})"
 
     def path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}" if name else self.root
@@ -221,17 +237,42 @@ def _translated(what: str) -> Iterator[None]:
         raise
 
 
-def _safe_url(url: str) -> str:
-    """The URL without any password, for messages and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
+@frozen
+class _Where:
+    scheme: str
+    host: str
+    port: int | None
+    user: str | None
+    path: str
+    safe: str  # the URL without its password
+    has_password: bool
+    problem: str  # "" or why the URL cannot be used
+
+
+def _parse(url: Secret) -> _Where:
+    """The parts of a repository URL. Never raises: a frame that raises is kept by its
+    traceback, and this one holds the URL's text."""
+    text = url.reveal()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port, problem = None, "the port is not a number from 1 to 65535"
+    else:
+        problem = ""
     netloc = parts.hostname or ""
     if parts.username:
         netloc = f"{parts.username}@{netloc}"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
+    if port:
+        netloc = f"{netloc}:{port}"
+    safe = parts._replace(netloc=netloc).geturl() if parts.password is not None else text
+    if scheme == "" or (len(scheme) == 1 and text[1:3] in (":\\", ":/")):  # a plain path
+        return _Where("", "", None, None, text, text, False, problem)
+    return _Where(scheme=scheme, host=parts.hostname or "", port=port,
+                  user=unquote(parts.username) if parts.username else None,
+                  path=unquote(parts.path), safe=safe, has_password=parts.password is not None,
+                  problem=problem)
 
 
 __all__ = ["TEMP", "Store", "known_hosts_only"]
