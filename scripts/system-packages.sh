@@ -25,6 +25,8 @@ if [ "$mode" = test ]; then
   # Debian's real cloud-init and xorriso: generated seeds are checked by cloud-init's own
   # schema and NoCloud/VMware readers; ssh-keygen makes real keys (tests/deployment)
   pkgs+=(cloud-init openssh-client)
+  # a real sshd on loopback: the backup repository's sftp:// storage is tested against it
+  pkgs+=(openssh-server)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

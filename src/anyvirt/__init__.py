@@ -50,6 +50,7 @@ from anyvirt.model import (
     VMSummary,
 )
 from anyvirt.node import Node
+from anyvirt.repository import BackupRepository
 from anyvirt.snapshot import Snapshot
 from anyvirt.tasks import Task, TaskState
 from anyvirt.vm import VM
@@ -63,6 +64,7 @@ __all__ = [
     "AmbiguousName",
     "AnyvirtError",
     "AuthenticationFailed",
+    "BackupRepository",
     "Cancelled",
     "Capability",
     "CapacityExceeded",

@@ -1,0 +1,150 @@
+"""A disk as the guest sees it, read chunk by chunk for a backup, holes never read.
+
+The disks come the way a portable backup gets them
+(:func:`anyvirt.migration.disk_check.source_disks`: read in place where the
+driver can, else exported), in whatever format the platform keeps: raw,
+qcow2, VMDK. ``qemu-img map`` says where the data is; ranges it calls
+unallocated or zero are zero chunks, never read and never stored. Where the
+data sits uncompressed in the image file (a raw file, an uncompressed qcow2,
+a flat VMDK) it is read straight from there, at the offsets the map gives.
+Anything else (compressed clusters) is read through a raw view of the image
+(``qemu-storage-daemon`` over FUSE), or, where that is missing, a raw
+conversion into a temporary file.
+
+Changed-block tracking (libvirt checkpoints, vSphere CBT) plugs in here later:
+a driver that can say which extents changed since a mark it gave for an
+earlier point implements :class:`ChangeTracker`, and a backup then reads only
+those extents and takes every other chunk from the earlier point's index. No
+driver does yet; without one, or when its answer is None (the record is lost
+or invalid), the backup reads every data extent: a full read, deduplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from attrs import frozen
+
+from anyvirt.errors import TaskFailed
+from anyvirt.kit import qemu_img, raw_view
+from anyvirt.model import ExportedDisk
+from anyvirt.tasks import Job
+
+
+@runtime_checkable
+class ChangeTracker(Protocol):
+    """What a driver offers when its platform records changed blocks."""
+
+    def change_mark(self, vm_id: str, disk_id: str, job: Job) -> str | None:
+        """A mark of the disk's state now, to ask about changes since later; None: none."""
+
+    def changed_extents(self, vm_id: str, disk_id: str, since: str,
+                        job: Job) -> list[tuple[int, int]] | None:
+        """``(offset, length)`` ranges that may have changed since ``since``, or None when
+        the platform no longer knows (the record was lost or reset): then a full read."""
+
+
+@frozen
+class RawDisk:
+    """One disk's guest bytes: ``size`` of them, data only inside ``extents``."""
+
+    id: str
+    size: int
+    bus: str | None
+    extents: tuple[tuple[int, int], ...]  # (offset, length), sorted, chunk-aligned
+    pieces: tuple[tuple[int, int, int], ...]  # (guest offset, length, file offset)
+    path: str  # the file the pieces are read from
+
+    def chunks(self, chunk: int) -> Iterator[tuple[int, int, bool]]:
+        """(offset, length, may hold data) for every chunk of the disk, in order."""
+        marks: set[int] = set()
+        for start, length in self.extents:
+            first = start // chunk
+            last = (start + length - 1) // chunk
+            marks.update(range(first, last + 1))
+        for index in range((self.size + chunk - 1) // chunk):
+            offset = index * chunk
+            yield offset, min(chunk, self.size - offset), index in marks
+
+    def read(self, fd: int, offset: int, length: int) -> bytes:
+        """The guest bytes [offset, offset+length): pieces from the file, zeros between."""
+        end = offset + length
+        pieces = list(self._overlapping(offset, end))
+        if len(pieces) == 1 and pieces[0][0] <= offset and pieces[0][0] + pieces[0][1] >= end:
+            start, _size, where = pieces[0]  # the usual case: one piece holds the whole chunk
+            data = os.pread(fd, length, where + (offset - start))
+            if len(data) != length:
+                raise TaskFailed(f"disk {self.id} ended early: its image changed while read")
+            return data
+        out = bytearray(length)
+        for start, size, where in pieces:
+            lo, hi = max(start, offset), min(start + size, end)
+            data = os.pread(fd, hi - lo, where + (lo - start))
+            if len(data) != hi - lo:
+                raise TaskFailed(f"disk {self.id} ended early: its image changed while read")
+            out[lo - offset:hi - offset] = data
+        return bytes(out)
+
+    def _overlapping(self, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
+        import bisect
+
+        starts = [p[0] for p in self.pieces]
+        i = max(bisect.bisect_right(starts, offset) - 1, 0)
+        while i < len(self.pieces) and self.pieces[i][0] < end:
+            start, size, where = self.pieces[i]
+            if start + size > offset:
+                yield start, size, where
+            i += 1
+
+
+def dirty_chunks(changed: Sequence[tuple[int, int]], chunk: int, size: int) -> set[int]:
+    """The indexes of the chunks that ``changed`` extents ``(offset, length)`` touch."""
+    out: set[int] = set()
+    last = max(-(-size // chunk) - 1, 0)
+    for offset, length in changed:
+        if length <= 0:
+            continue
+        first, end = offset // chunk, (offset + length - 1) // chunk
+        out.update(range(max(first, 0), min(end, last) + 1))
+    return out
+
+
+@contextlib.contextmanager
+def open_raw(disk: ExportedDisk, chunk: int, scratch: Path, job: Job) -> Iterator[RawDisk]:
+    """``disk`` as a :class:`RawDisk`, for the block. The image is checked like any image
+    from elsewhere first (a guest's disk is data: no backing file is ever followed)."""
+    found = qemu_img.inspect_untrusted(disk.path, format=disk.format, job=job)
+    size = max(found.virtual_size, disk.size_bytes)
+    mapped = qemu_img.data_map(disk.path, disk.format, granularity=chunk, force_share=True,
+                               job=job)
+    if mapped.layout is not None and found.virtual_size == size:
+        yield RawDisk(id=disk.id, size=size, bus=disk.bus, extents=tuple(mapped.extents),
+                      pieces=tuple(mapped.layout), path=disk.path)
+        return
+    with _decoded(disk, size, scratch, job) as raw_path:
+        pieces = tuple((start, length, start) for start, length in mapped.extents)
+        yield RawDisk(id=disk.id, size=size, bus=disk.bus, extents=tuple(mapped.extents),
+                      pieces=pieces, path=str(raw_path))
+
+
+@contextlib.contextmanager
+def _decoded(disk: ExportedDisk, size: int, scratch: Path, job: Job) -> Iterator[Path]:
+    """A raw file of the image's guest bytes: a FUSE view where possible, else a copy."""
+    if raw_view.available() and size == qemu_img.info(disk.path, format=disk.format).virtual_size:
+        with raw_view.raw_view(disk.path, disk.format, size, job=job) as view:
+            yield view
+        return
+    out = scratch / f"{os.getpid()}-{abs(hash(disk.path))}.raw"
+    try:
+        qemu_img.convert(disk.path, out, source_format=disk.format, format="raw", job=job,
+                         timeout=qemu_img.CONVERT_TIMEOUT)
+        yield out
+    finally:
+        out.unlink(missing_ok=True)
+
+
+__all__ = ["ChangeTracker", "RawDisk", "dirty_chunks", "open_raw"]

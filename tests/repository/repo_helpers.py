@@ -1,0 +1,64 @@
+"""Helpers for repository tests: memory VMs with real disk bytes, and reading them back."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+
+import anyvirt
+from anyvirt import DiskSpec, NicSpec, VMSpec
+
+MIB = 1024 * 1024
+
+
+def pattern(seed: int, size: int) -> bytes:
+    """Reproducible bytes that compress a little (like real disks), unlike os.urandom."""
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randrange(4, 40)) for _ in range(512)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words)
+    return bytes(out[:size])
+
+
+def image(path: Path, size: int, extents: list[tuple[int, bytes]]) -> Path:
+    """A sparse raw image of ``size`` bytes holding ``extents`` (offset, data)."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+        for offset, data in extents:
+            handle.seek(offset)
+            handle.write(data)
+    return path
+
+
+def memory_host(prefix: str = "repo") -> anyvirt.Host:
+    return anyvirt.connect(f"memory://{prefix}-{uuid.uuid4().hex[:8]}")
+
+
+def memory_vm(host: anyvirt.Host, name: str, disk: Path) -> anyvirt.VM:
+    return host.vms.create(VMSpec(name=name, cpus=1, memory_mib=256, disks=[DiskSpec(image=str(disk))],
+                                  nics=[NicSpec(network="default")]))
+
+
+def memory_disk(vm: anyvirt.VM, disk: str = "disk0") -> bytes:
+    """A memory VM's disk as the guest sees it (its stored bytes, zero-padded to its size)."""
+    info = {d.id: d for d in vm.info().disks}[disk]
+    _fmt, data = vm.native.contents.get(disk, ("raw", b""))
+    return data + bytes((info.size_bytes or 0) - len(data))
+
+
+def write_memory_disk(vm: anyvirt.VM, offset: int, data: bytes, disk: str = "disk0") -> None:
+    """Change a memory VM's disk the way a guest would (through the backend's native
+    object: memory disks have no guest)."""
+    fmt, old = vm.native.contents[disk]
+    buf = bytearray(old)
+    if len(buf) < offset + len(data):
+        buf += bytes(offset + len(data) - len(buf))
+    buf[offset:offset + len(data)] = data
+    vm.native.contents[disk] = (fmt, bytes(buf))
+
+
+def file_bytes(path: str | os.PathLike[str]) -> bytes:
+    return Path(path).read_bytes()
