@@ -35,7 +35,6 @@ from attrs import frozen
 
 from anyvirt.errors import InvalidSpec, NotFound, StorageFull
 from anyvirt.kit import streams
-from anyvirt.migration import disk_check
 from anyvirt.migration import manifest as manifests
 from anyvirt.migration.archive_check import check_target_storage
 from anyvirt.model import Capability, check_name
@@ -49,6 +48,7 @@ from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
 if TYPE_CHECKING:
     from anyvirt.host import Host
+    from anyvirt.operations import HeldVM
     from anyvirt.vm import VM
 
 log = logging.getLogger("anyvirt")
@@ -220,7 +220,7 @@ class BackupRepository:
         info = vm.info()
         earlier = self.points(vm)
 
-        def work(job: Job) -> RestorePoint:
+        def work(job: Job, source: HeldVM) -> RestorePoint:
             with leases.hold(self.store, "backup") as held, \
                     tempfile.TemporaryDirectory(prefix="anyvirt-repo-") as tmp:
                 self._clean_leftovers()
@@ -228,8 +228,7 @@ class BackupRepository:
                 created = dt.datetime.now(dt.UTC)
                 point_id = points.point_id(created, held.id)
                 job.progress(0, f"reading the disks of {vm.name}")
-                exported, _in_place = disk_check.source_disks(vm.host.driver, vm.id,
-                                                              Path(tmp) / "export", job.span(0, 5))
+                exported, _in_place = source.disks(Path(tmp) / "export", job.span(0, 5))
                 tracker = vm.host.driver if isinstance(vm.host.driver, ChangeTracker) else None
                 entries, disks, read, stored = [], [], 0, 0
                 share = 95.0 / max(len(exported), 1)

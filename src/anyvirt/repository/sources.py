@@ -1,7 +1,7 @@
 """A disk as the guest sees it, read chunk by chunk for a backup, holes never read.
 
 The disks come the way a portable backup gets them
-(:func:`anyvirt.migration.disk_check.source_disks`: read in place where the
+(:meth:`anyvirt.operations.HeldVM.disks`: read in place where the
 driver can, else exported), in whatever format the platform keeps: raw,
 qcow2, VMDK. ``qemu-img map`` says where the data is; ranges it calls
 unallocated or zero are zero chunks, never read and never stored. Where the
