@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import move_faults
+import move_faults_support
 import pytest
-from move_faults import small_tmpfs
+from move_faults_support import small_tmpfs
 
 import anyvirt
 from anyvirt import DiskSpec, InvalidSpec, NicSpec, StorageFull, VMSpec
@@ -24,7 +24,7 @@ from anyvirt.memory import reset
 from anyvirt.migration import UnverifiedArchiveWarning, describe, verify
 from anyvirt.testing.plugin import unique_name
 
-temp_dir = move_faults.temp_dir  # the fixture, shared
+temp_dir = move_faults_support.temp_dir  # the fixture, shared
 
 DATA = os.urandom(300 * 1024) + bytes(3 * 1024 * 1024) + b"tail" * 1024
 

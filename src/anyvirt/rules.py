@@ -216,7 +216,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def raises(*errors: type[Exception]) -> Callable[[F], F]:
     """Declare the errors a check raises, next to its ``raise`` statements, for the docs
-    (tests/test_gate.py proves each ``raise`` in it is declared)."""
+    (tests/gate/test_gate_operations.py proves each ``raise`` in it is declared)."""
 
     def declare(fn: F) -> F:
         fn.__raises__ = errors  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
 """Proxmox's native cloud-init keys, checked against the official PVE API schema
-(fakepve's ``pve-api.json.gz``, read by backends/proxmox/tests/pve_schema.py)."""
+(fakepve's ``pve-api.json.gz``, read by backends/proxmox/tests/pve_schema_support.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from deployment_support import make_key
 from anyvirt.deployment import Dhcp, Identity, Static, User, compile_proxmox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backends" / "proxmox" / "tests"))
-from pve_schema import check_request
+from pve_schema_support import check_request
 
 CONFIG_URL = "/api2/json/nodes/pve1/qemu/100/config"
 SHA512 = ("$6$DuM2dErhbRcRo9fz$ktJUM6f.5fTIXP6YBtkNSXZT7qMAgXbmqCMTTKtO4uORubvipLJG8WmddXsjQA1zkaz"

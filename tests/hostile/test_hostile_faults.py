@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from anyvirt_vsphere.testbed.vcsim import Vcsim
-from fault_proxy import FaultProxy
+from fault_proxy_support import FaultProxy
 
 import anyvirt
 from anyvirt.errors import ConnectionFailed, OutcomeUnknown

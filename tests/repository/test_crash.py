@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from move_faults import small_tmpfs
+from move_faults_support import small_tmpfs
 from repo_helpers import MIB, image, memory_disk, memory_host, memory_vm, pattern
 
 from anyvirt import BackupRepository, StorageFull

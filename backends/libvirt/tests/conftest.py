@@ -15,7 +15,7 @@ import pytest
 # ``pytest_plugins`` in a conftest below the rootdir when the whole project is collected.
 from anyvirt_libvirt.testbed import fixtures as libvirt_fixtures
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
-from libvirt_helpers import destroy, guest_spec, unique
+from libvirt_support import destroy, guest_spec, unique
 
 import anyvirt
 from anyvirt.host import Host

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from anyvirt_libvirt import domxml
 from anyvirt_libvirt.demo_image import disk_counter, last_counter, wait_for_counter
-from libvirt_helpers import console_log, unique
+from libvirt_support import console_log, unique
 
 import anyvirt
 from anyvirt.errors import NotSupported

@@ -7,7 +7,7 @@ from pathlib import Path
 from anyvirt_libvirt.demo_image import OFF_MARKER, read_console, wait_for_counter
 from anyvirt_libvirt.driver import LibvirtDriver
 from anyvirt_libvirt.embedded import SYSTEM_SOCKET, prepare_embed_root, system_daemon_reachable
-from libvirt_helpers import guest_spec
+from libvirt_support import guest_spec
 
 import anyvirt
 from anyvirt.model import PowerState

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from libvirt_helpers import unique
+from libvirt_support import unique
 
 import anyvirt
 from anyvirt.errors import Timeout

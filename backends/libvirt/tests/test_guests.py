@@ -20,7 +20,7 @@ from anyvirt_libvirt.demo_image import (
     wait_for_counter,
     wait_for_marker,
 )
-from libvirt_helpers import console_log, guest_spec, unique
+from libvirt_support import console_log, guest_spec, unique
 
 import anyvirt.images
 from anyvirt.host import Host

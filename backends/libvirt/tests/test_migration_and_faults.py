@@ -14,7 +14,7 @@ import libvirt
 import pytest
 from anyvirt_libvirt.demo_image import MARKER, last_counter, read_console, wait_for_counter
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
-from libvirt_helpers import console_log, destroy, guest_spec, unique
+from libvirt_support import console_log, destroy, guest_spec, unique
 
 import anyvirt
 from anyvirt.errors import AnyvirtError, Cancelled, ConnectionFailed, InvalidSpec, NotFound

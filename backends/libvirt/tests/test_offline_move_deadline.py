@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from libvirt_helpers import unique
+from libvirt_support import unique
 
 from anyvirt.errors import Timeout
 from anyvirt.host import Host

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from anyvirt_libvirt.demo_image import disk_counter, wait_for_counter, wait_for_marker
-from libvirt_helpers import console_log, destroy, unique
+from libvirt_support import console_log, destroy, unique
 
 from anyvirt.errors import AlreadyExists, CapacityExceeded, InvalidState, NotFound
 from anyvirt.host import Host

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from libvirt_helpers import unique
+from libvirt_support import unique
 
 import anyvirt
 from anyvirt import BackupRepository, DiskSpec, VMSpec

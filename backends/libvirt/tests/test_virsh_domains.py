@@ -18,7 +18,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from libvirt_helpers import unique
+from libvirt_support import unique
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState
 from anyvirt.host import Host

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pve_schema import check_request, load
+from pve_schema_support import check_request, load
 
 BASE = "https://127.0.0.1:8006/api2/json"
 

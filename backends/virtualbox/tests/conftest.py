@@ -24,7 +24,7 @@ CAPTURES = Path(__file__).with_name("captures")
 @pytest.fixture(scope="session")
 def real_vboxmanage() -> Path:
     """The testbed's real VirtualBox 7.2 (the full one of $ANYVIRT_VIRTUALBOX_VBOXMANAGE has
-    its own module, test_virtualbox_contract_full)."""
+    its own module, test_contract_virtualbox_full)."""
     return build_chroot()
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from anyvirt.testing import imports
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "anyvirt"
 HANDLES = frozenset({"anyvirt.host", "anyvirt.vm", "anyvirt.snapshot", "anyvirt.node"})
 WORKFLOWS = "anyvirt.migration"

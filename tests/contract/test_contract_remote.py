@@ -1,7 +1,7 @@
 """Opt-in: the contract suite against real platforms, when the environment names them.
 
     ANYVIRT_REAL_URIS="vsphere://admin@vc.lab proxmox://root%40pam@pve1:8006" \\
-    ANYVIRT_REAL_PASSWORD=... .venv/bin/pytest tests/real -m real_remote
+    ANYVIRT_REAL_PASSWORD=... .venv/bin/pytest tests/contract/test_contract_remote.py -m real_remote
 
 Each URI may carry its own password variable: ``ANYVIRT_REAL_PASSWORD_<N>`` for the
 N-th URI (from 1), else ``ANYVIRT_REAL_PASSWORD``, else the usual ``ANYVIRT_*``

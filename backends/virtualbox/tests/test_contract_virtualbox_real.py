@@ -3,7 +3,7 @@
 No guest can run on this testbed (no vboxdrv kernel module), so the driver
 declares no running-state capability here: those tests are skipped by
 capability and TestNotSupported proves each raises NotSupported before any
-command is sent. The running states run on the fake (test_virtualbox_contract_fake).
+command is sent. The running states run on the fake (test_contract_virtualbox_fake).
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import anyvirt_libvirt.testbed.fixtures as libvirt_fixtures
 import anyvirt_vsphere.testbed.fixtures as vcsim_fixtures
-import move_faults
+import move_faults_support
 import pytest
 from anyvirt_libvirt.demo_image import read_console, wait_for_marker
 from anyvirt_vsphere.testbed.vcsim import Vcsim
-from fault_proxy import FaultProxy
-from move_faults import sha256_file, small_tmpfs
+from fault_proxy_support import FaultProxy
+from move_faults_support import sha256_file, small_tmpfs
 
 import anyvirt
 from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, TaskFailed, VMSpec
@@ -36,7 +36,7 @@ libvirt_daemon = libvirt_fixtures.libvirt_daemon
 guest_image = libvirt_fixtures.guest_image
 vcsim_vcenter = vcsim_fixtures.vcsim_vcenter
 
-temp_dir = move_faults.temp_dir  # the fixture, shared
+temp_dir = move_faults_support.temp_dir  # the fixture, shared
 
 MIB = 1024 * 1024
 NODE = "DC0_C0_H0"

@@ -16,7 +16,7 @@ import requests
 import requests.adapters
 from anyvirt_proxmox.testbed import HOST, USER
 from fakepve import FakePve
-from pve_schema import check_request
+from pve_schema_support import check_request
 
 NODES = ("pve1", "pve2", "pve3")
 PASSWORD = "fakepve-test-password"

@@ -2,7 +2,7 @@
 
 The fake stands in only where a guest must run (start, ACPI stop, pause,
 savestate, snapshots of a running VM, revert to one); everything offline is
-proven on the real VirtualBox (test_virtualbox_contract_real), and the fake's
+proven on the real VirtualBox (test_contract_virtualbox_real), and the fake's
 formats are held to the real 7.2's in test_fake_fidelity.
 """
 

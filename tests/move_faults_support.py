@@ -1,5 +1,5 @@
 """Fault injection for move tests: a small tmpfs, a scratch temp dir, file hashes (the TCP
-proxy that cuts connections is :mod:`fault_proxy`)."""
+proxy that cuts connections is :mod:`fault_proxy_support`)."""
 
 from __future__ import annotations
 
