@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyvirt_proxmox.testbed.fixtures as _fixtures
-import pve_standins_support
+import pve_support
 import pytest
 import requests
 import requests.adapters
 from anyvirt_proxmox.testbed import make_certificate
 from fakepve import FakePve
-from pve_standins_support import NODES, PASSWORD, InProcessFakePve, MigrationStandIn, Traffic
+from pve_support import NODES, PASSWORD, InProcessFakePve, MigrationStandIn, Traffic
 
 import anyvirt
 from anyvirt.host import Host
@@ -37,13 +37,13 @@ from anyvirt.host import Host
 @pytest.fixture(autouse=True)
 def traffic(monkeypatch: pytest.MonkeyPatch) -> Iterator[Traffic]:
     """The schema check of every request the test sends: violations fail the test."""
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", pve_standins_support.checked_send)
-    pve_standins_support.current = Traffic()
-    seen = pve_standins_support.current
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", pve_support.checked_send)
+    pve_support.current = Traffic()
+    seen = pve_support.current
     try:
         yield seen
     finally:
-        pve_standins_support.current = None
+        pve_support.current = None
     if seen.violations:
         shown = "\n  ".join(dict.fromkeys(seen.violations))
         pytest.fail(f"requests outside the official PVE API schema:\n  {shown}", pytrace=False)

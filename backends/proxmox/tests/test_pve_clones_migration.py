@@ -10,7 +10,7 @@ import pytest
 import requests
 from anyvirt_proxmox import ProxmoxExtensions
 from fakepve import FakePve
-from pve_standins_support import PASSWORD, InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
+from pve_support import PASSWORD, InProcessFakePve, MigrationStandIn, Send, StandIn, Traffic, pve_response
 
 import anyvirt
 from anyvirt import Capability, DiskSpec, NicSpec, PowerState, VMSpec

@@ -14,7 +14,7 @@ import pytest
 import requests
 from anyvirt_proxmox.driver import ProxmoxDriver
 from fakepve import FakePve
-from pve_standins_support import PASSWORD, InProcessFakePve, StandIn, Traffic, form, pve_response
+from pve_support import PASSWORD, InProcessFakePve, StandIn, Traffic, form, pve_response
 
 import anyvirt
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec

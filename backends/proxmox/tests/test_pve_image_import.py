@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from fakepve import FakePve
-from pve_standins_support import PASSWORD, InProcessFakePve, Send, StandIn, Traffic, pve_response
+from pve_support import PASSWORD, InProcessFakePve, Send, StandIn, Traffic, pve_response
 
 import anyvirt
 from anyvirt import Capability, DiskSpec, VMSpec

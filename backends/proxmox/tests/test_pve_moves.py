@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import test_pve_image_import
-from pve_standins_support import Traffic
+from pve_support import Traffic
 from test_pve_image_import import ImportUploadStandIn
 
 import anyvirt

@@ -13,7 +13,7 @@ import requests
 from anyvirt_proxmox import ProxmoxExtensions
 from anyvirt_proxmox import tasks as pve_tasks
 from fakepve import FakePve
-from pve_standins_support import PASSWORD, InProcessFakePve, Send, StandIn, Traffic
+from pve_support import PASSWORD, InProcessFakePve, Send, StandIn, Traffic
 
 import anyvirt
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
