@@ -37,7 +37,7 @@ def test_create_applies_the_identity_before_returning(name: str) -> None:
 
 
 def test_vmspec_identity_is_typed() -> None:
-    with pytest.raises(InvalidSpec, match="anyvirt.Identity"):
+    with pytest.raises(InvalidSpec, match=r"anyvirt\.Identity"):
         VMSpec(name="x", identity={"hostname": "x"})  # type: ignore[arg-type]
 
 
