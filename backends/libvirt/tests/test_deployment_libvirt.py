@@ -118,6 +118,28 @@ def test_a_clone_without_identity_keeps_the_template_seed_and_its_delete_leaves_
     assert host.driver.read_identity(base.id) is not None
 
 
+def test_a_seed_that_cannot_be_written_leaves_no_vm_and_spares_the_other_vms_seed(
+    host: Host, libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork],
+) -> None:
+    """A clone that still reads a deleted VM's seed keeps it; a new VM of that name cannot
+    take the volume: its create fails and removes the VM (all or none)."""
+    daemon, network = libvirt_isolated_daemon
+    run = uuid.uuid4().hex[:6]
+    spec = VMSpec(name=f"dep-{run}-y", memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
+                  nics=[NicSpec(network=network.name)], identity=IDENT)
+    first = host.vms.create(spec)
+    reader = first.clone(f"dep-{run}-z")  # inherits the seed drive, owns no seed
+    first.delete()
+    assert seed_volume_name(first.name) in _pool_volumes(daemon), "the clone still reads it"
+    before = _pool_volumes(daemon)
+    with pytest.raises(anyvirt.AlreadyExists, match="in use by VM"):
+        host.vms.create(spec)
+    assert [vm.name for vm in host.vms.list() if vm.name.startswith(f"dep-{run}")] == [reader.name]
+    assert _pool_volumes(daemon) == before
+    reader.delete()  # the last reader of the deleted VM's seed takes it along
+    assert seed_volume_name(first.name) not in _pool_volumes(daemon)
+
+
 def test_addresses_of_a_stopped_vm(host: Host,
                                    libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork]) -> None:
     _, network = libvirt_isolated_daemon

@@ -19,8 +19,8 @@ import libvirt
 
 from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity, compile_nocloud, seed_iso
-from anyvirt.errors import InvalidSpec
-from anyvirt_libvirt import addresses
+from anyvirt.errors import AlreadyExists, InvalidSpec
+from anyvirt_libvirt import addresses, usage
 from anyvirt_libvirt.inflight import InflightRecord
 
 SUFFIX = "-cidata.iso"
@@ -43,6 +43,27 @@ def _seed_drive(root: ET.Element) -> ET.Element | None:
     return None
 
 
+def seed_to_remove(xml: str, vm_name: str, conn: libvirt.virConnect) -> str | None:
+    """The seed volume deleting this VM frees: its own (named for it), or the one it
+    inherited once the VM it was named for is gone (the last reader removes it). The
+    caller keeps it while another domain still uses it."""
+    drive = _seed_drive(ET.fromstring(xml))  # noqa: S314 - from the daemon
+    source = drive.find("source") if drive is not None else None
+    path = source.get("file", "") if source is not None else ""
+    if not path:
+        return None
+    owner = path.rsplit("/", 1)[-1][:-len(SUFFIX)]
+    if owner == vm_name:
+        return path
+    try:
+        conn.lookupByName(owner)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return path
+        raise
+    return None
+
+
 def own_seed(xml: str, vm_name: str) -> str | None:
     """The path of the seed volume this VM owns (named for it), None if it has none."""
     drive = _seed_drive(ET.fromstring(xml))  # noqa: S314 - from the daemon
@@ -60,11 +81,27 @@ def _pool_of(conn: libvirt.virConnect, root: ET.Element) -> libvirt.virStoragePo
     raise InvalidSpec("the VM has no disk in a storage pool to keep its seed next to")
 
 
+def _clear(pool: libvirt.virStoragePool, conn: libvirt.virConnect, name: str,
+           vm_id: str) -> None:
+    """Make room for the VM's seed volume: a volume of that name that no other domain
+    uses is a seed left by a VM of this name that died being made, and goes; one that
+    another domain uses (a clone still reading a deleted VM's seed) stays, and the
+    seed cannot be written."""
+    try:
+        old = pool.storageVolLookupByName(name)
+    except libvirt.libvirtError:
+        return
+    path = str(old.path())
+    owners = usage.other_domains(conn, vm_id).owners
+    if path in owners:
+        raise AlreadyExists(f"the seed volume {name!r} is in use by VM {owners[path]!r}; "
+                            "delete or re-seed that VM first, or choose another name")
+    old.delete(0)
+
+
 def _upload(pool: libvirt.virStoragePool, conn: libvirt.virConnect, name: str,
             data: bytes) -> str:
     """A raw volume ``name`` in ``pool`` holding ``data``, sent through a stream."""
-    with contextlib.suppress(libvirt.libvirtError):
-        pool.storageVolLookupByName(name).delete(0)  # a seed left by a create that died
     vol_xml = ET.Element("volume")
     ET.SubElement(vol_xml, "name").text = name
     ET.SubElement(vol_xml, "capacity").text = str(len(data))
@@ -94,6 +131,7 @@ def apply_identity(dom: libvirt.virDomain, identity: ResolvedIdentity,
     root = ET.fromstring(xml)  # noqa: S314 - from the daemon
     seed = compile_nocloud(identity, addresses.nic_macs(dom))
     pool, name = _pool_of(conn, root), seed_volume_name(dom.name())
+    _clear(pool, conn, name, dom.UUIDString())
     if record is not None:
         record.note(pool.name(), name)
     try:
@@ -182,4 +220,4 @@ def guest_reports_up(dom: libvirt.virDomain) -> bool | None:
 
 
 __all__ = ["apply_identity", "guest_addresses", "guest_reports_up", "own_seed", "read_identity",
-           "read_seed", "seed_volume_name"]
+           "read_seed", "seed_to_remove", "seed_volume_name"]
