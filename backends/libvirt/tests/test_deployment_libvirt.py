@@ -80,6 +80,8 @@ def test_clones_of_one_template_each_get_their_own_seed_volume(
         assert seed_volume_name(clone.name) in volumes
         (drive,) = _seed_drives(daemon, clone.id)  # the inherited drive, now with its own seed
         assert drive.find("readonly") is not None
+        alias = drive.find("alias")
+        assert alias is not None and alias.get("name") == "ua-anyvirt-seed"
         source = drive.find("source")
         assert source is not None and source.get("file", "").endswith(seed_volume_name(clone.name))
         seed = host.driver.read_identity(clone.id)
@@ -138,6 +140,43 @@ def test_a_seed_that_cannot_be_written_leaves_no_vm_and_spares_the_other_vms_see
     assert _pool_volumes(daemon) == before
     reader.delete()  # the last reader of the deleted VM's seed takes it along
     assert seed_volume_name(first.name) not in _pool_volumes(daemon)
+
+
+def test_an_iso_of_the_users_own_is_never_taken_for_a_seed(
+    host: Host, libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork],
+) -> None:
+    """A CD-ROM the user attached (its file named like a seed, of a VM that does not
+    exist) stays in its drive through a clone with identity, and deleting the VMs that
+    use it leaves the file."""
+    daemon, network = libvirt_isolated_daemon
+    run = uuid.uuid4().hex[:6]
+    vm = host.vms.create(VMSpec(name=f"dep-{run}-u", memory_mib=64,
+                                disks=[DiskSpec(size_gib=0.0625)],
+                                nics=[NicSpec(network=network.name)]))
+    users_iso = f"dep-{run}-gone-cidata.iso"
+    conn = daemon.open()
+    try:
+        pool = conn.storagePoolLookupByName("default")
+        vol = pool.createXML(f"<volume><name>{users_iso}</name><capacity>2048</capacity>"
+                             "<target><format type='raw'/></target></volume>", 0)
+        root = ET.fromstring(conn.lookupByUUIDString(vm.id).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        devices = root.find("devices")
+        assert devices is not None
+        cdrom = ET.SubElement(devices, "disk", type="file", device="cdrom")
+        ET.SubElement(cdrom, "source", file=vol.path())
+        ET.SubElement(cdrom, "target", dev="sdc", bus="sata")
+        ET.SubElement(cdrom, "readonly")
+        conn.defineXML(ET.tostring(root, encoding="unicode"))
+    finally:
+        conn.close()
+    clone = vm.clone(f"dep-{run}-c", identity=IDENT)
+    drives = _seed_drives(daemon, clone.id)
+    sources = sorted(d.find("source").get("file", "") for d in drives)  # type: ignore[union-attr]
+    assert [s.rsplit("/", 1)[-1] for s in sources] == sorted([users_iso, seed_volume_name(clone.name)])
+    clone.delete()
+    vm.delete()
+    volumes = _pool_volumes(daemon)
+    assert users_iso in volumes and seed_volume_name(clone.name) not in volumes
 
 
 def test_addresses_of_a_stopped_vm(host: Host,

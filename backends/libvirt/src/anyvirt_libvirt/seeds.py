@@ -27,6 +27,9 @@ SUFFIX = "-cidata.iso"
 #: the seed's drive: SATA (QEMU's q35 and i440fx both take it; libvirt adds the AHCI controller)
 SEED_BUS, SEED_DEV = "sata", "sdz"
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
+#: the seed drive's user alias (libvirt keeps ``ua-`` aliases in the definition; a clone's
+#: copied definition keeps it too, so the clone's seed replaces the inherited one)
+SEED_ALIAS = "ua-anyvirt-seed"
 
 
 def seed_volume_name(vm_name: str) -> str:
@@ -34,11 +37,12 @@ def seed_volume_name(vm_name: str) -> str:
 
 
 def _seed_drive(root: ET.Element) -> ET.Element | None:
-    """The CD-ROM holding a seed (this VM's, or one it inherited from its original)."""
+    """The CD-ROM anyvirt put a seed in (this VM's, or one it inherited from its original),
+    known by its user alias: an ISO of the user's own, whatever its name, is never taken
+    for a seed (nor replaced, nor deleted)."""
     for disk in root.findall("devices/disk[@device='cdrom']"):
-        source = disk.find("source")
-        path = (source.get("file") or source.get("volume") or "") if source is not None else ""
-        if path.endswith(SUFFIX):
+        alias = disk.find("alias")
+        if alias is not None and alias.get("name") == SEED_ALIAS:
             return disk
     return None
 
@@ -50,7 +54,7 @@ def seed_to_remove(xml: str, vm_name: str, conn: libvirt.virConnect) -> str | No
     drive = _seed_drive(ET.fromstring(xml))  # noqa: S314 - from the daemon
     source = drive.find("source") if drive is not None else None
     path = source.get("file", "") if source is not None else ""
-    if not path:
+    if not path.endswith(SUFFIX):
         return None
     owner = path.rsplit("/", 1)[-1][:-len(SUFFIX)]
     if owner == vm_name:
@@ -149,6 +153,7 @@ def apply_identity(dom: libvirt.virDomain, identity: ResolvedIdentity,
             ET.SubElement(drive, "driver", name="qemu", type="raw")
             ET.SubElement(drive, "target", dev=SEED_DEV, bus=SEED_BUS)
             ET.SubElement(drive, "readonly")
+            ET.SubElement(drive, "alias", name=SEED_ALIAS)
         drive.set("type", "file")
         for old in drive.findall("source"):
             drive.remove(old)
