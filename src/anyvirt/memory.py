@@ -20,6 +20,12 @@ Its test knobs live here too, with the host they act on:
 * :func:`inject_failure`: the next call of a driver method fails with the given
   error, after the gate's checks, to test callers' cleanup paths.
 
+Deployment, as the reference behaviour: an identity applied to a VM is kept and
+read back as the NoCloud seed it compiles to (a clone inherits its original's until
+its own replaces it); once a VM runs, each NIC reports a made-up DHCP lease in
+10.0.0.0/8 (from the MAC's last three bytes) and an IPv6 link-local address, and
+the guest counts as up.
+
 ``reset()`` forgets a host.
 """
 
@@ -38,6 +44,8 @@ from pathlib import Path
 
 from attrs import define, evolve, field
 
+from anyvirt.addresses import ReportedAddress
+from anyvirt.deployment import ResolvedIdentity, compile_nocloud
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
 from anyvirt.kit import qemu_img
@@ -107,6 +115,8 @@ class _VM:
     contents: dict[str, tuple[str, bytes]] = field(factory=dict)  # disk id -> (format, bytes)
     snapshots: dict[str, _Snap] = field(factory=dict)
     current_snapshot: str | None = None
+    #: the identity applied to it (a clone inherits its original's, as a copied seed disk)
+    identity: ResolvedIdentity | None = None
 
     def summary(self) -> VMSummary:
         return VMSummary(
@@ -471,6 +481,47 @@ class MemoryDriver(Driver):
         with self._locked() as w:
             w.vms.pop(vm_id, None)
 
+    # ------------------------------------------------------------ deployment
+    def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
+        vm = self._vm(vm_id)
+        self._work(job, "apply_identity", f"identity of {vm.name}")
+        with self._locked():
+            vm.identity = identity
+
+    def read_identity(self, vm_id: str) -> dict[str, str] | None:
+        """The NoCloud seed the identity compiles to, as a libvirt or VirtualBox VM's seed
+        ISO would hold it."""
+        with self._locked():
+            vm = self._vm(vm_id)
+            if vm.identity is None:
+                return None
+            seed = compile_nocloud(vm.identity, [n.mac for n in vm.nics if n.mac])
+        return {name: data.decode() for name, data in seed.files().items()}
+
+    def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
+        """Made up, once the VM runs: per NIC a DHCP lease in 10.0.0.0/8 from its MAC's
+        last three bytes, and the IPv6 link-local address a real guest also reports
+        (which :func:`~anyvirt.addresses.select_addresses` leaves out)."""
+        with self._locked():
+            vm = self._vm(vm_id)
+            if vm.state is not PowerState.RUNNING:
+                return []
+            reported = []
+            for nic in vm.nics:
+                if not nic.mac:
+                    continue
+                b = [int(part, 16) for part in nic.mac.split(":")]
+                reported.append(ReportedAddress(nic.mac, f"10.{b[3]}.{b[4]}.{b[5]}", 8, "lease"))
+                reported.append(ReportedAddress(
+                    nic.mac, f"fe80::{b[0] ^ 2:02x}{b[1]:02x}:{b[2]:02x}ff:fe{b[3]:02x}:"
+                    f"{b[4]:02x}{b[5]:02x}", 64, "agent"))
+            return reported
+
+    def guest_reports_up(self, vm_id: str) -> bool | None:
+        """A memory guest is up as soon as it runs."""
+        with self._locked():
+            return self._vm(vm_id).state is PowerState.RUNNING
+
     def is_linked_clone(self, vm_id: str) -> bool:
         with self._locked():
             return any(d.backing for d in self._vm(vm_id).disks)
@@ -604,6 +655,7 @@ class MemoryDriver(Driver):
                 id=new_id, name=name, cpus=src.cpus, memory_mib=src.memory_mib, node=node_id,
                 state=PowerState.STOPPED, firmware=src.firmware, guest_os=src.guest_os,
                 description=src.description, disks=disks, nics=nics, contents=contents_now,
+                identity=src.identity,
             )
             w.vms[new_id] = clone
             return clone.summary()

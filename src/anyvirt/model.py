@@ -18,6 +18,7 @@ import attrs
 from attrs import field, frozen
 
 from anyvirt import errors, validation
+from anyvirt.deployment.identity import Identity
 from anyvirt.errors import InvalidSpec
 
 MIB = 1024 * 1024
@@ -255,6 +256,11 @@ def _nic_tuple(value: Iterable[NicSpec] | None) -> tuple[NicSpec, ...]:
     return _items_of(NicSpec, value)
 
 
+def _optional_identity(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, Identity):
+        raise InvalidSpec(f"identity must be an anyvirt.Identity, not {type(value).__name__}")
+
+
 @frozen
 class VMSpec:
     """What a VM should be. Validated on construction: a bad spec never reaches a host."""
@@ -269,6 +275,8 @@ class VMSpec:
     #: free text; CR LF and CR are stored as LF (see ``anyvirt.validation.DESCRIPTION``)
     description: str = field(default="", converter=_description, validator=_checked_description)
     node: str | None = field(default=None, validator=_optional_text)
+    #: who the machine is on first boot (``anyvirt.Identity``); applied before it first starts
+    identity: Identity | None = field(default=None, validator=_optional_identity)
 
     def __attrs_post_init__(self) -> None:
         macs = [n.mac for n in self.nics if n.mac]

@@ -35,21 +35,29 @@ Nova keeps instance-state rules above its drivers the same way
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import wait as wait_all
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from anyvirt import holds, validation
+from anyvirt.addresses import GuestAddress, select_addresses
+from anyvirt.deployment.identity import Identity, ResolvedIdentity
 from anyvirt.errors import (
     AlreadyExists,
     AmbiguousName,
     AnyvirtError,
+    Cancelled,
     InvalidSpec,
     InvalidState,
     NotFound,
     OutcomeUnknown,
+    Timeout,
 )
+from anyvirt.kit.polling import Status, failed, poll, running, succeeded
 from anyvirt.lookup import find_node
 from anyvirt.model import (
     Capability,
@@ -87,6 +95,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 W = TypeVar("W")
 log = logging.getLogger("anyvirt")
+#: the longest pause between two looks at a VM that is coming up
+READY_INTERVAL = 2.0
 
 
 class Connection(Protocol):
@@ -459,9 +469,16 @@ class Gate:
                timeout: float | None, on_progress: ProgressCallback | None) -> W | Task[W]:
         driver = self.host.driver
         name = spec.name if isinstance(spec, VMSpec) else "?"
+
+        def primitive(job: Job, case: Case) -> VMSummary:
+            made = driver.create_vm(case.args["spec"], job)
+            identities: list[ResolvedIdentity] | None = case.args["identities"]
+            if identities:
+                self._made_with_identity([made], identities, job)
+            return made
+
         return self.operate(
-            RULES["create"], f"create {name}",
-            lambda job, case: driver.create_vm(case.args["spec"], job), wrap,
+            RULES["create"], f"create {name}", primitive, wrap,
             vm_name=name, args={"spec": spec}, undo=lambda made: self._remove(made.id), wait=wait,
             timeout=timeout, on_progress=on_progress)
 
@@ -532,21 +549,139 @@ class Gate:
     # ------------------------------------------------------------ clones
     def clone(self, vm_id: str, vm_name: str, name: str, linked: bool, count: int | None,
               placement: Placement, wrap: Callable[[list[VMSummary]], W], *, wait: bool,
-              timeout: float | None, on_progress: ProgressCallback | None) -> W | Task[W]:
-        """``wrap`` gets every clone made (one without ``count``)."""
+              timeout: float | None, on_progress: ProgressCallback | None,
+              concurrency: int | None = None, identity: Identity | None = None) -> W | Task[W]:
+        """``wrap`` gets every clone made (one without ``count``). ``concurrency``: how many
+        copies are made at once (one by default, through the driver's ``clone_vms``, which
+        may share work between them); ``identity``: each clone's own, applied before
+        anything starts it."""
         driver = self.host.driver
 
         def undo(made: list[VMSummary]) -> None:
             for clone in made:
                 self._remove(clone.id)
 
+        def primitive(job: Job, case: Case) -> list[VMSummary]:
+            names: list[str] = case.new_names
+            identities: list[ResolvedIdentity] | None = case.args["identities"]
+            workers = min(case.args["concurrency"] or 1, len(names))
+            if workers == 1:
+                made = driver.clone_vms(vm_id, names, linked, case.args["placement"], job)
+                if identities:
+                    self._made_with_identity(made, identities, job)
+                return made
+            return self._clone_concurrently(vm_id, names, identities, linked,
+                                            case.args["placement"], workers, job)
+
         return self.operate(
-            RULES["clone"], f"clone {vm_name}",
-            lambda job, case: driver.clone_vms(vm_id, case.new_names, linked,
-                                               case.args["placement"], job),
+            RULES["clone"], f"clone {vm_name}", primitive,
             wrap, vm_id=vm_id, vm_name=vm_name,
-            args={"name": name, "linked": bool(linked), "count": count, "placement": placement},
+            args={"name": name, "linked": bool(linked), "count": count, "placement": placement,
+                  "concurrency": concurrency, "identity": identity},
             undo=undo, wait=wait, timeout=timeout, on_progress=on_progress)
+
+    def _made_with_identity(self, made: list[VMSummary], identities: list[ResolvedIdentity],
+                            job: Job) -> None:
+        """Give each VM just made its identity, before anything starts it; if one fails,
+        every VM in ``made`` is removed (all or none)."""
+        try:
+            for index, (summary, identity) in enumerate(zip(made, identities, strict=True)):
+                job.progress(100.0 * index / len(made), f"identity of {summary.name}")
+                self.host.driver.apply_identity(summary.id, identity, job)
+        except BaseException:
+            self._remove_all(made)
+            raise
+
+    def _clone_concurrently(self, vm_id: str, names: list[str],
+                            identities: list[ResolvedIdentity] | None, linked: bool,
+                            placement: Placement, workers: int, job: Job) -> list[VMSummary]:
+        """``len(names)`` clones, ``workers`` at a time, each with its identity; all or
+        none: the first failure stops what has not started, and every clone made is removed."""
+        driver = self.host.driver
+        made: dict[str, VMSummary] = {}
+        lock = threading.Lock()
+
+        def one(index: int) -> None:
+            if job.cancelled:
+                return
+            summary = driver.clone_vm(vm_id, names[index], linked, placement, job)
+            with lock:
+                made[names[index]] = summary
+            if identities:
+                driver.apply_identity(summary.id, identities[index], job)
+            with lock:
+                done = sum(1 for n in names if n in made)
+            job.progress(100.0 * done / len(names), f"cloned {names[index]}")
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anyvirt-clone") as pool:
+            futures = [pool.submit(one, i) for i in range(len(names))]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                wait_all(futures)
+                self._remove_all([made[n] for n in names if n in made])
+                raise
+        return [made[n] for n in names]
+
+    def _remove_all(self, made: Sequence[VMSummary]) -> None:
+        for summary in reversed(made):
+            try:
+                self._remove(summary.id)
+            except Exception:  # the first error is the one to report
+                log.exception("removing %s after a failed create or clone", summary.name)
+
+    # ------------------------------------------------------------ guest addresses
+    def addresses(self, vm_id: str, vm_name: str) -> list[GuestAddress]:
+        """The VM's reachable addresses on its own NICs, as the guest reports them now."""
+        found = self.operate(RULES["addresses"], f"addresses of {vm_name}",
+                             lambda job, case: self._addresses_now(vm_id), _keep,
+                             vm_id=vm_id, vm_name=vm_name, wait=True, timeout=None)
+        assert not isinstance(found, Task)
+        return found
+
+    def _addresses_now(self, vm_id: str) -> list[GuestAddress]:
+        driver = self.host.driver
+        macs = [nic.mac for nic in driver.vm_info(vm_id).nics if nic.mac]
+        return select_addresses(driver.guest_addresses(vm_id), macs)
+
+    def wait_ready(self, vm_id: str, vm_name: str, timeout: float, *, wait: bool = True,
+                   interval: float = READY_INTERVAL) -> Any:
+        """Wait until the VM runs, has a reachable address on one of its NICs, and its guest
+        does not say it is down; the addresses. ``Timeout`` names the stage reached."""
+        driver = self.host.driver
+        label = f"wait for {vm_name} to be ready"
+
+        def primitive(outer: Job, case: Case) -> list[GuestAddress]:
+            job = Job(label, timeout)
+            stage = ["not running"]
+
+            def check() -> Status[list[GuestAddress]]:
+                if outer.cancelled:
+                    return failed(Cancelled(f"{label} was cancelled"))
+                if driver.vm_summary(vm_id).state is not PowerState.RUNNING:
+                    stage[0] = "not running"
+                    return running(message=stage[0])
+                found = self._addresses_now(vm_id)
+                if not found:
+                    stage[0] = "running, no address yet"
+                    return running(message=stage[0])
+                if driver.guest_reports_up(vm_id) is False:
+                    stage[0] = "address, guest not up"
+                    return running(message=stage[0])
+                return succeeded(found)
+
+            try:
+                return poll(check, job, label, first_interval=min(0.05, interval),
+                            max_interval=interval)
+            except Timeout:
+                raise Timeout(f"{vm_name!r} was not ready within {timeout:g} s: "
+                              f"{stage[0]}") from None
+
+        return self.operate(RULES["wait_ready"], label, primitive, _keep, vm_id=vm_id,
+                            vm_name=vm_name, args={"timeout": timeout}, wait=wait, timeout=None)
 
     # ------------------------------------------------------------ snapshots
     def snapshot_create(self, vm_id: str, vm_name: str, name: str, description: str,

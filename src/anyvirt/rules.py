@@ -1,6 +1,7 @@
 """The operation table: what every operation needs before its driver primitive runs.
 
-A leaf module (it imports only ``anyvirt.errors`` and ``anyvirt.model``): each
+A leaf module (it imports only ``anyvirt.errors``, ``anyvirt.model`` and the identity
+checks of ``anyvirt.deployment``): each
 :class:`Rule` row names the operation's capability and the refinements some
 of its cases need (each with the predicate that says when), the power states
 and template rule, what it holds, what it reserves (a callable over plain
@@ -21,6 +22,8 @@ from typing import Any, Literal, Protocol, TypeVar
 from attrs import define, field, frozen
 
 from anyvirt import validation
+from anyvirt.deployment.clones import for_clones
+from anyvirt.deployment.identity import Identity
 from anyvirt.errors import (
     AlreadyExists,
     CapacityExceeded,
@@ -285,6 +288,33 @@ def _clone_names(case: Case) -> None:
     _new_names_valid(case)  # the base name first: its error names what the user wrote
     case.new_names = [name] if count is None else [f"{name}-{i}" for i in range(1, count + 1)]
     _new_names_valid(case)
+
+
+@raises(InvalidSpec)
+def _bulk_options(case: Case) -> None:
+    """concurrency is a whole number >= 1"""
+    concurrency = case.args.get("concurrency")
+    if concurrency is not None and (isinstance(concurrency, bool)
+                                    or not isinstance(concurrency, int) or concurrency < 1):
+        raise InvalidSpec(f"concurrency must be a whole number of at least 1, not {concurrency!r}")
+
+
+def _identity_of(case: Case) -> object:
+    spec = case.args.get("spec")
+    return spec.identity if isinstance(spec, VMSpec) else case.args.get("identity")
+
+
+@raises(InvalidSpec)
+def _identities(case: Case) -> None:
+    """an identity is an anyvirt.Identity; each new VM gets its own (its host name, its
+    instance id)"""
+    identity = _identity_of(case)
+    if identity is None:
+        case.args["identities"] = None
+        return
+    if not isinstance(identity, Identity):
+        raise InvalidSpec(f"identity must be an anyvirt.Identity, not {type(identity).__name__}")
+    case.args["identities"] = for_clones(identity, case.new_names)
 
 
 @raises(InvalidSpec)
@@ -731,6 +761,21 @@ def _cold_chosen(case: Case) -> bool:
     return not case.args.get("live")
 
 
+def _with_identity(case: Case) -> bool:
+    """an identity is given"""
+    return isinstance(_identity_of(case), Identity)
+
+
+def _with_user_data(case: Case) -> bool:
+    """the identity carries user_data"""
+    identity = _identity_of(case)
+    return isinstance(identity, Identity) and identity.user_data is not None
+
+
+IDENTITY_REFINEMENTS = (Refinement(Capability.IDENTITY, _with_identity),
+                        Refinement(Capability.IDENTITY_USER_DATA, _with_user_data))
+
+
 # -- reservations
 
 def _spec_size(case: Case) -> Demand:
@@ -794,10 +839,11 @@ def _power_rule(action: PowerAction, call: str) -> Rule:
 RULES: dict[str, Rule] = {
     "create": Rule(
         "host.vms.create(spec)", Capability.VM_CREATE, ANY_STATE, "allowed", "the new name",
-        checks=(_a_spec,),
+        checks=(_a_spec, _identities),
         preconditions=(_images_readable, _spec_node, _names_free, _scheduled,
                        _spec_fits_its_node),
-        refined_by=(Refinement(Capability.VM_CREATE_FROM_IMAGE, _with_images),),
+        refined_by=(Refinement(Capability.VM_CREATE_FROM_IMAGE, _with_images),
+                    *IDENTITY_REFINEMENTS),
         reserve=_spec_size),
     "start": _power_rule(PowerAction.START, "vm.start()"),
     "stop": _power_rule(PowerAction.STOP, "vm.stop()"),
@@ -825,15 +871,23 @@ RULES: dict[str, Rule] = {
         "template.convert_to_vm(node=None)", Capability.TEMPLATE_TO_VM, ANY_STATE, "only",
         "the VM", preconditions=(_node_arg,)),
     "clone": Rule(
-        "vm.clone(name, linked=False, count=None, placement)", Capability.FULL_CLONE,
+        "vm.clone(name, linked=False, count=None, concurrency=None, identity=None, placement)",
+        Capability.FULL_CLONE,
         frozenset({S, R, P, SU, C}), "allowed", "the VM and the new names",
-        checks=(_clone_names, _a_placement),
+        checks=(_clone_names, _bulk_options, _identities, _a_placement),
         preconditions=(_placement_taken, _names_free, _clone_fits_its_node),
         refined_by=(Refinement(Capability.LINKED_CLONE, _linked_without_template_route),
                     Refinement(Capability.LINKED_CLONE, _linked_of_a_vm, after_reread=True),
-                    Refinement(Capability.CLONE_RUNNING, _source_running, after_reread=True)),
+                    Refinement(Capability.CLONE_RUNNING, _source_running, after_reread=True),
+                    *IDENTITY_REFINEMENTS),
         capability_when=_full_clone, reserve=_clone_size,
         result="the new VM (a list with count=)"),
+    "addresses": Rule(
+        "vm.addresses()", Capability.GUEST_ADDRESSES, ANY_STATE, "allowed", "",
+        result="the GuestAddress list"),
+    "wait_ready": Rule(
+        "vm.wait_ready(timeout=300)", Capability.GUEST_ADDRESSES, ANY_STATE, "allowed", "",
+        result="the GuestAddress list"),
     "snapshot_create": Rule(
         "vm.snapshots.create(name, memory=False)", Capability.SNAPSHOTS, ANY_STATE - {U},
         "refused", "the VM", checks=(_snapshot_strings,), settle=_memory_only_when_running,

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
+from anyvirt.addresses import GuestAddress
+from anyvirt.deployment.identity import Identity
 from anyvirt.errors import InvalidSpec, NotFound
 from anyvirt.model import (
     MigrationResult,
@@ -298,25 +300,30 @@ class VM:
 
     @overload
     def clone(self, name: str, linked: bool = ..., *, count: None = ...,
+              concurrency: int | None = ..., identity: Identity | None = ...,
               node: Node | str | None = ..., storage: str | None = ..., folder: str | None = ...,
               pool: str | None = ..., wait: Literal[True] = ..., timeout: float | None = ...,
               on_progress: ProgressCallback | None = ...) -> VM: ...
     @overload
     def clone(self, name: str, linked: bool = ..., *, count: int,
+              concurrency: int | None = ..., identity: Identity | None = ...,
               node: Node | str | None = ..., storage: str | None = ..., folder: str | None = ...,
               pool: str | None = ..., wait: Literal[True] = ..., timeout: float | None = ...,
               on_progress: ProgressCallback | None = ...) -> list[VM]: ...
     @overload
     def clone(self, name: str, linked: bool = ..., *, count: None = ...,
+              concurrency: int | None = ..., identity: Identity | None = ...,
               node: Node | str | None = ..., storage: str | None = ..., folder: str | None = ...,
               pool: str | None = ..., wait: Literal[False], timeout: float | None = ...,
               on_progress: ProgressCallback | None = ...) -> Task[VM]: ...
     @overload
     def clone(self, name: str, linked: bool = ..., *, count: int,
+              concurrency: int | None = ..., identity: Identity | None = ...,
               node: Node | str | None = ..., storage: str | None = ..., folder: str | None = ...,
               pool: str | None = ..., wait: Literal[False], timeout: float | None = ...,
               on_progress: ProgressCallback | None = ...) -> Task[list[VM]]: ...
     def clone(self, name: str, linked: bool = False, *, count: int | None = None,
+              concurrency: int | None = None, identity: Identity | None = None,
               node: Node | str | None = None, storage: str | None = None,
               folder: str | None = None, pool: str | None = None, wait: bool = True,
               timeout: float | None = DEFAULT_TIMEOUT,
@@ -327,7 +334,11 @@ class VM:
         copied crash-consistently, as at one instant (``Capability.CLONE_RUNNING``);
         a VM with snapshots gives a clone of its current state, without snapshots.
         With ``count=N``, makes N clones named ``name-1`` .. ``name-N`` and returns
-        them as a list (all or none). ``node``, ``storage`` (pool, datastore),
+        them as a list (all or none), ``concurrency`` at a time (one by default;
+        capacity for all N is reserved before the first copy). ``identity``
+        (``Capability.IDENTITY``) gives each clone its own host name (its name) and
+        instance id, applied before anything starts it; a clone's identity replaces
+        the one it inherited, never the original's. ``node``, ``storage`` (pool, datastore),
         ``folder`` and ``pool`` (resource pool) place the copies where the backend
         takes them (``InvalidSpec`` for an option it does not).
         """
@@ -339,7 +350,21 @@ class VM:
             return clones if count is not None else clones[0]
 
         return host.gate.clone(self.id, self.name, name, bool(linked), count, placement,
-                               handles, wait=wait, timeout=timeout, on_progress=on_progress)
+                               handles, wait=wait, timeout=timeout, on_progress=on_progress,
+                               concurrency=concurrency, identity=identity)
+
+    def addresses(self) -> list[GuestAddress]:
+        """The guest's reachable addresses on this VM's own NICs, as the platform reports
+        them now (``Capability.GUEST_ADDRESSES``): loopback, link-local and APIPA
+        addresses, and those of NICs that are not the VM's (a container bridge inside
+        the guest), are left out. ``[]`` when none is known yet."""
+        return self._host.gate.addresses(self.id, self.name)
+
+    def wait_ready(self, timeout: float = 300) -> list[GuestAddress]:
+        """Wait until the VM runs, has a reachable address, and (where the platform can
+        tell) its guest says it is up; its addresses. ``Timeout`` names the stage it
+        reached: "not running", "running, no address yet" or "address, guest not up"."""
+        return self._host.gate.wait_ready(self.id, self.name, timeout)  # type: ignore[no-any-return]
 
     @overload
     def migrate(self, to: Node | Host, live: bool | None = ..., *, storage: str | None = ...,

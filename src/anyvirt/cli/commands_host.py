@@ -8,7 +8,15 @@ from anyvirt import registry
 from anyvirt.cli import matrix
 from anyvirt.cli.commands_vm import node_names
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
-from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled, styled_state
+from anyvirt.cli.output import (
+    jsonable,
+    mib,
+    print_host_info,
+    print_json,
+    print_table,
+    styled,
+    styled_state,
+)
 from anyvirt.model import Capability, PowerState
 
 
@@ -30,9 +38,14 @@ def info(uri: str | None, json_flag: bool) -> None:
 @click.option("--state", "states", type=click.Choice([s.value for s in PowerState]), multiple=True,
               help="Only VMs in this state (repeatable).")
 @click.option("--node", "node_ref", metavar="NODE", help="Only VMs on this node (name or id).")
+@click.option("--addresses", "with_addresses", is_flag=True,
+              help="With --json: each VM's guest addresses too (one more call per VM).")
 @json_option
-def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, json_flag: bool) -> None:
+def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, with_addresses: bool,
+        json_flag: bool) -> None:
     """List the VMs of a host: name, state, CPUs, memory, node (ids with --json, or `vm show`)."""
+    if with_addresses and not json_mode(json_flag):
+        raise click.UsageError("--addresses goes with --json")
     with settings().connect(uri) as host:
         listed = host.vms.list()
         names = node_names(host)
@@ -42,7 +55,11 @@ def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, json_fla
         if states:
             listed = [vm for vm in listed if vm.state.value in states]
         if json_mode(json_flag):
-            print_json([vm.summary for vm in listed])
+            if with_addresses and host.supports(Capability.GUEST_ADDRESSES):
+                # opt-in: a listing is a fixed number of round trips, addresses one per VM
+                print_json([{**jsonable(vm.summary), "addresses": vm.addresses()} for vm in listed])
+            else:
+                print_json([vm.summary for vm in listed])
             return
         print_table(
             f"VMs on {host.uri}",

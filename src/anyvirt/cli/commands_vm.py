@@ -11,14 +11,24 @@ from typing import Any
 import click
 from rich.text import Text
 
+from anyvirt.addresses import GuestAddress
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
-from anyvirt.cli.output import escape_controls, mib, print_json, print_table, say, styled_state
+from anyvirt.cli.output import (
+    escape_controls,
+    jsonable,
+    mib,
+    print_json,
+    print_table,
+    say,
+    styled_state,
+)
 from anyvirt.cli.waiting import Notice, wait_for
 from anyvirt.cli.wording import seen
+from anyvirt.deployment import Identity, User
 from anyvirt.errors import NotSupported, Timeout
 from anyvirt.host import Host
-from anyvirt.model import DiskSpec, MigrationResult, NicSpec, VMSpec
+from anyvirt.model import Capability, DiskSpec, MigrationResult, NicSpec, VMSpec
 from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT, ProgressCallback, Task
 from anyvirt.vm import DEFAULT_STOP_TIMEOUT, VM
@@ -26,6 +36,8 @@ from anyvirt.vm import DEFAULT_STOP_TIMEOUT, VM
 TIMEOUT_TYPE = click.FloatRange(min=0, min_open=True)
 #: seconds a graceful stop runs before the CLI says it is waiting for the guest
 STOP_NOTICE_S = 5.0
+#: the user ``--ssh-key`` logs in as, unless --user names another
+DEFAULT_USER = "anyvirt"
 
 
 @click.group()
@@ -154,11 +166,14 @@ def delete(uri: str | None, vm: str, keep_disks: bool, op_timeout: float, json_f
 @with_uri("VM")
 @json_option
 def show(uri: str | None, vm: str, json_flag: bool) -> None:
-    """Everything known about a VM: id, state, CPUs, memory, node, disks, NICs."""
+    """Everything known about a VM: id, state, CPUs, memory, node, disks, NICs, and its
+    addresses where the connection reports them."""
     with settings().connect(uri) as host:
-        details = find_vm(host, vm).info()
+        target = find_vm(host, vm)
+        details = target.info()
+        found = (target.addresses() if host.supports(Capability.GUEST_ADDRESSES) else None)
         if json_mode(json_flag):
-            print_json(details)
+            print_json(details if found is None else {**jsonable(details), "addresses": found})
             return
         node = node_names(host).get(details.node or "", details.node or "")
         print_table(
@@ -177,6 +192,8 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
         if details.nics:
             print_table("NICs", ["id", "network", "model", "mac"],
                         [(n.id, n.network, n.model, n.mac) for n in details.nics])
+        if found:
+            _print_addresses(found)
 
 
 @vm.command()
@@ -248,19 +265,100 @@ def reconfigure(uri: str | None, vm: str, cpus: int | None, memory_mib: int | No
 @with_uri("VM", "NEW_NAME")
 @click.option("--linked", is_flag=True, help="Share the source's disks copy-on-write.")
 @click.option("--node", help="Node (hypervisor) to place the clone on.")
+@click.option("--count", type=click.IntRange(min=1),
+              help="Make this many clones, NEW_NAME-1 .. NEW_NAME-N (all or none).")
+@click.option("--concurrency", type=click.IntRange(min=1),
+              help="How many clones are made at once (with --count; default one).")
+@click.option("--ssh-key", "ssh_keys", type=click.Path(exists=True, dir_okay=False, readable=True),
+              multiple=True, help="Give each clone an identity with this public key file "
+                                  "(repeatable): its own host name (its name), --user with sudo.")
+@click.option("--user", default=DEFAULT_USER, show_default=True,
+              help="The user --ssh-key logs in as.")
+@click.option("--wait-ready", is_flag=True,
+              help="Start each clone and wait until it has an address (within --timeout).")
 @timeout_option()
 @json_option
-def clone(uri: str | None, vm: str, new_name: str, linked: bool, node: str | None, op_timeout: float,
-          json_flag: bool) -> None:
-    """Copy a VM under a new name (full copy, or --linked)."""
+def clone(uri: str | None, vm: str, new_name: str, linked: bool, node: str | None,
+          count: int | None, concurrency: int | None, ssh_keys: tuple[str, ...], user: str,
+          wait_ready: bool, op_timeout: float, json_flag: bool) -> None:
+    """Copy a VM under a new name (full copy, or --linked); --count N makes N of them."""
+    if concurrency is not None and count is None:
+        raise click.UsageError("--concurrency goes with --count")
+    identity = identity_from_keys(ssh_keys, user)
     with settings().connect(uri, changes=True) as host:
         source = find_vm(host, vm)
-        made: VM = run_task(
+        made: VM | list[VM] = run_task(
             f"clone {source.name}",
-            lambda on_progress: source.clone(new_name, linked=linked, node=node, wait=False,
-                                             timeout=op_timeout, on_progress=on_progress),
+            lambda on_progress: source.clone(new_name, linked=linked, node=node, count=count,
+                                             concurrency=concurrency, identity=identity,
+                                             wait=False, timeout=op_timeout,
+                                             on_progress=on_progress),
             op_timeout, json_flag)
-        _report(made, json_flag, f"{'linked' if linked else 'full'} clone of {source.name}")
+        clones = made if isinstance(made, list) else [made]
+        if not wait_ready:
+            if count is None:
+                _report(clones[0], json_flag, f"{'linked' if linked else 'full'} clone of {source.name}")
+            elif json_mode(json_flag):
+                print_json([c.summary for c in clones])
+            else:
+                for c in clones:
+                    _report(c, json_flag, f"{'linked' if linked else 'full'} clone of {source.name}")
+            return
+        ready = start_and_wait_ready(clones, op_timeout, json_flag)
+        if json_mode(json_flag):
+            print_json([{"vm": c.refresh().summary, "addresses": ready[c.id]} for c in clones])
+        else:
+            for c in clones:
+                say(f"{c.name}: ready at {', '.join(str(a.ip) for a in ready[c.id])}")
+
+
+def identity_from_keys(key_files: tuple[str, ...], user: str) -> Identity | None:
+    """An identity for ``--ssh-key`` files (None without any): every key line in them."""
+    if not key_files:
+        return None
+    keys = []
+    for path in key_files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--ssh-key") from None
+        keys += [line.strip() for line in text.splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise click.BadParameter("no public key in the files given", param_hint="--ssh-key")
+    return Identity(users=[User(user, ssh_keys=keys, sudo=True)])
+
+
+def start_and_wait_ready(clones: list[VM], timeout: float, json_flag: bool) -> dict[str, list[GuestAddress]]:
+    """Start the clones, then wait for each to be ready, all within one ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for c in clones:
+        run_task(f"start {c.name}",
+                 lambda on_progress, c=c: c.start(wait=False, timeout=timeout,  # type: ignore[misc]
+                                                  on_progress=on_progress),
+                 timeout, json_flag)
+    ready: dict[str, list[GuestAddress]] = {}
+    for c in clones:
+        ready[c.id] = c.wait_ready(timeout=max(deadline - time.monotonic(), 0.001))
+    return ready
+
+
+@vm.command()
+@with_uri("VM")
+@json_option
+def addresses(uri: str | None, vm: str, json_flag: bool) -> None:
+    """The guest's addresses on the VM's own NICs, as the platform reports them now."""
+    with settings().connect(uri) as host:
+        found = find_vm(host, vm).addresses()
+        if json_mode(json_flag):
+            print_json(found)
+            return
+        _print_addresses(found)
+
+
+def _print_addresses(found: list[GuestAddress]) -> None:
+    print_table("addresses", ["mac", "ip", "prefix", "source"],
+                [(a.mac, str(a.ip), "" if a.prefix is None else a.prefix, a.source) for a in found])
 
 
 @vm.command()

@@ -9,8 +9,9 @@
   :func:`compile_vsphere` (guestinfo extraConfig), :func:`compile_proxmox` (native
   cloud-init keys, and whether a snippet would be needed).
 
-Being wired in: ``VMSpec(identity=...)`` and ``clone(..., identity=...)`` will call
-these; until then they are usable on their own.
+``VMSpec(identity=...)`` and ``clone(..., identity=...)`` resolve the identity of
+each new VM here (in the gate's checks, before anything is sent) and hand it to the
+driver's ``apply_identity``; the compilers are usable on their own as well.
 """
 
 from anyvirt.deployment.clones import for_clones

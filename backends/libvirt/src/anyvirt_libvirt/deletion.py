@@ -12,7 +12,7 @@ import libvirt
 
 from anyvirt.tasks import Job
 from anyvirt_libvirt import disks as disks_mod
-from anyvirt_libvirt import domxml, usage
+from anyvirt_libvirt import domxml, seeds, usage
 from anyvirt_libvirt.site import Site
 
 #: undefine a domain with its snapshots' metadata, its managed save and its NVRAM
@@ -26,17 +26,25 @@ UNDEFINE_FLAGS = (
 def delete_vm(site: Site, vm_id: str, disks: bool, job: Job) -> None:
     """Undefine the VM; with ``disks``, remove the volumes and files it owns: its
     writable disks in a pool (with bases nothing else needs), its console log,
-    its NVRAM. Never a file another domain references, never one outside the pools
-    (a disk another tool attached there is the caller's), never CD-ROMs."""
+    its NVRAM, its own seed (:mod:`anyvirt_libvirt.seeds`: the volume named for it, or an
+    inherited one whose VM is gone and that nothing else reads). Never a file another
+    domain references, never one outside the pools (a disk another tool attached there
+    is the caller's), never other CD-ROMs."""
     with site.domain(vm_id, "delete VM") as dom:
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         conn = dom.connect()
         own = disks_mod.parse_disks(xml, conn)
         others = usage.other_domains(conn, vm_id)
+        seed = seeds.seed_to_remove(xml, dom.name(), conn)
         nvram = _parse(xml).findtext("os/nvram")
         keep_nvram = not disks or (nvram or "").strip() in others.paths
         undefine(dom, keep_nvram)
     site.templates.note(vm_id, False)
+    # the seed is the VM's identity, not a disk: it goes with the VM even with disks=False
+    if seed and seed not in others.paths:
+        store = site.store_of(seed)
+        if store is not None:
+            store.delete(seed)
     if not disks:
         return
     clone = _is_linked_clone(xml)
@@ -47,6 +55,7 @@ def delete_vm(site: Site, vm_id: str, disks: bool, job: Job) -> None:
     log = domxml.console_log_path(_parse(xml))
     if log and log not in others.paths:
         site.delete_console_log(log)
+
 
 
 def linked_clones(site: Site, vm_id: str) -> list[str]:

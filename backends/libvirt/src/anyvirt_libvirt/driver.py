@@ -15,6 +15,8 @@ from typing import Any, ClassVar, cast
 
 import libvirt
 
+from anyvirt.addresses import ReportedAddress
+from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.model import (
@@ -46,6 +48,7 @@ from anyvirt_libvirt import (
     lifecycle,
     listing,
     migration,
+    seeds,
     snapshots,
     storage,
     templates,
@@ -347,6 +350,23 @@ class LibvirtDriver(Driver):
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
         deletion.delete_vm(self.site, vm_id, disks, job)
+
+    # ------------------------------------------------------------ deployment
+    def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
+        with self.site.domain(vm_id, "write the VM's seed") as dom:
+            seeds.apply_identity(dom, identity, self.site.inflight)
+
+    def read_identity(self, vm_id: str) -> dict[str, str] | None:
+        with self.site.domain(vm_id, "read the VM's seed") as dom:
+            return seeds.read_identity(dom)
+
+    def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
+        with self.site.domain(vm_id, "guest addresses") as dom:
+            return seeds.guest_addresses(dom)
+
+    def guest_reports_up(self, vm_id: str) -> bool | None:
+        with self.site.domain(vm_id, "guest agent") as dom:
+            return seeds.guest_reports_up(dom)
 
     def linked_clones(self, vm_id: str) -> list[str]:
         return deletion.linked_clones(self.site, vm_id)

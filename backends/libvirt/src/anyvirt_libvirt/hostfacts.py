@@ -44,6 +44,9 @@ ALL = frozenset(
         Capability.DELETE_KEEP_DISKS,
         Capability.CLONE_RUNNING,
         Capability.COLD_MIGRATION_SNAPSHOTS,
+        Capability.IDENTITY,
+        Capability.IDENTITY_USER_DATA,
+        Capability.GUEST_ADDRESSES,
     }
 )
 
@@ -57,6 +60,9 @@ TEST_DRIVER = ALL - {
     Capability.LIVE_MIGRATION,
     Capability.TASK_CANCEL,
     Capability.DISK_EXPORT,
+    Capability.IDENTITY,  # seeds are uploaded as volumes: no volume streams
+    Capability.IDENTITY_USER_DATA,
+    Capability.GUEST_ADDRESSES,  # no guest, no network with leases
 }
 
 #: qemu:///embed: no daemon another host could migrate to or from
@@ -66,6 +72,8 @@ EMBEDDED = ALL - {
     Capability.LIVE_MIGRATION,
     Capability.TASK_CANCEL,
     Capability.CLONE_RUNNING,  # block copies into its plain directory are not proven yet
+    Capability.IDENTITY,  # no storage pool to hold a seed volume
+    Capability.IDENTITY_USER_DATA,
 }
 
 

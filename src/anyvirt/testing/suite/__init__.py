@@ -17,6 +17,7 @@ anything. See :mod:`anyvirt.testing.plugin` for the fixtures a backend gives.
 
 from anyvirt.testing.suite.test_backup import TestBackup
 from anyvirt.testing.suite.test_clone import TestClone
+from anyvirt.testing.suite.test_deployment import TestDeployment, TestGuestAddresses
 from anyvirt.testing.suite.test_host import TestHost
 from anyvirt.testing.suite.test_hostile_values import TestHostileValues
 from anyvirt.testing.suite.test_lifecycle import TestLifecycle
@@ -29,6 +30,8 @@ from anyvirt.testing.suite.test_vms import TestVMs
 __all__ = [
     "TestBackup",
     "TestClone",
+    "TestDeployment",
+    "TestGuestAddresses",
     "TestHost",
     "TestHostileValues",
     "TestLifecycle",

@@ -6,8 +6,10 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
+from anyvirt.deployment import Identity
 from anyvirt.errors import NotSupported
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec
@@ -61,6 +63,12 @@ ATTEMPTS: dict[Capability, Attempt] = {
     Capability.DELETE_KEEP_DISKS: lambda h, vm, spec: vm().delete(disks=False),
     Capability.MAINTENANCE_MODE: lambda h, vm, spec: h.evacuate(h.nodes.list()[0], maintenance=True),
     Capability.TASK_CANCEL: _cancel,
+    Capability.IDENTITY: lambda h, vm, spec: h.vms.create(
+        attrs.evolve(spec(unique_name("ns")), identity=Identity())),
+    Capability.IDENTITY_USER_DATA: lambda h, vm, spec: h.vms.create(
+        attrs.evolve(spec(unique_name("ns")),
+                     identity=Identity(user_data="#cloud-config\npackages: [htop]\n"))),
+    Capability.GUEST_ADDRESSES: lambda h, vm, spec: vm().addresses(),
     Capability.DISK_EXPORT: lambda h, vm, spec: vm().backup(
         f"{tempfile.gettempdir()}/{unique_name('ns')}.avbk"),
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from anyvirt.errors import AnyvirtError
@@ -21,6 +22,7 @@ from anyvirt.host import Host
 from anyvirt.model import Capability, PowerState
 from anyvirt.testing.plugin import unique_name
 from anyvirt.testing.suite.base import ContractTests
+from anyvirt.testing.suite.test_deployment import IDENTITY, KEY_BODY, read_back
 from anyvirt.vm import VM
 
 C = Capability
@@ -119,6 +121,24 @@ class TestParity(ContractTests):
                 back = sc.step("convert back to a VM", {C.TEMPLATE_TO_VM}, OK, tmpl.convert_to_vm)
                 if back is not None:
                     sc.check("converted", host.vms.get(tmpl.id).template is False)
+        # deployment: identity at clone time, read back; user_data is its own refinement
+        if C.FULL_CLONE in caps:
+            seeded = sc.step("full clone with identity", {C.FULL_CLONE, C.IDENTITY}, OK,
+                             lambda: make_vm.track(vm.clone(unique_name("par-i"),  # type: ignore[attr-defined]
+                                                            identity=IDENTITY)))
+            if seeded is not None:
+                sc.check("the clone's identity reads back",
+                         "opsuser" in read_back(host, seeded) and KEY_BODY in read_back(host, seeded))
+                sc.step("delete the clone with identity", {C.VM_DELETE}, OK, seeded.delete)
+            with_data = attrs.evolve(IDENTITY, user_data="#cloud-config\npackages: [htop]\n")
+            scripted = sc.step("full clone with user_data", {C.FULL_CLONE, C.IDENTITY,
+                                                             C.IDENTITY_USER_DATA}, OK,
+                               lambda: make_vm.track(vm.clone(unique_name("par-u"),  # type: ignore[attr-defined]
+                                                              identity=with_data)))
+            if scripted is not None:
+                sc.check("the user_data reads back", "htop" in read_back(host, scripted))
+                sc.step("delete the clone with user_data", {C.VM_DELETE}, OK, scripted.delete)
+        sc.step("addresses of a stopped VM", {C.GUEST_ADDRESSES}, OK, vm.addresses)
         if snap is not None and C.COLD_MIGRATION in caps:
             target = request.getfixturevalue("anyvirt_migration_target")
             moved = sc.step("cold migration with snapshots", {C.COLD_MIGRATION_SNAPSHOTS}, OK,
