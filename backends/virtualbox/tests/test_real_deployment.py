@@ -152,10 +152,14 @@ def test_templates_clones_and_their_own_seeds(real_home: Home, real_host: Host) 
             assert source_seed.read_bytes() == source_bytes  # the template's seed is untouched
             assert _dvds(real_home, source.id) == source_dvds
 
+        bare = source.clone("bare-1")  # no identity of its own: it reads the template's seed
+        clones.append(bare)
+        assert _dvds(real_home, bare.id) == source_dvds
         for clone in clones:
             clone.delete()
         clones.clear()
         assert source_seed.read_bytes() == source_bytes  # deleting clones left the template's seed
+        assert _dvds(real_home, source.id) == source_dvds
         template = real_host.vms.get("tmpl")
         template.convert_to_vm()
         assert not template.refresh().template
@@ -238,3 +242,16 @@ def test_the_gate_refuses_to_start_a_template(fake_host: Host) -> None:
         vm.stop(force=True)
     finally:
         vm.delete()
+
+
+def test_deleting_a_source_keeps_a_seed_another_vm_reads(real_home: Home, real_host: Host) -> None:
+    driver = _driver(real_host)
+    source = real_host.vms.create(spec("src"))
+    driver.apply_identity(source.id, Identity().resolve("src", "iid-src"), Job("identity", 120))
+    seed = Path(_show(real_home, source.id).get("CfgFile")).parent / SEED_FILE
+    bare = source.clone("bare-2")  # reads the source's seed
+    try:
+        source.delete()
+        assert seed.exists() and list(_dvds(real_home, bare.id).values()) == [str(seed)]
+    finally:
+        bare.delete()

@@ -107,11 +107,16 @@ def apply_identity(vbox: VBoxManage, vm_id: str, identity: ResolvedIdentity, job
 
 
 def remove_seed_file(vbox: VBoxManage, path: Path) -> None:
-    """Forget the seed medium (if VirtualBox still knows it) and remove its file."""
+    """Forget the seed medium and remove its file, unless another VM still has it in a drive
+    (a clone that never got an identity of its own reads its source's seed)."""
     if path.name != SEED_FILE:
         return
-    with contextlib.suppress(AnyvirtError):
-        vbox.run(["closemedium", "dvd", str(path)], "forgetting a seed DVD image", check=False)
+    try:
+        vbox.run(["closemedium", "dvd", str(path)], "forgetting a seed DVD image")
+    except InvalidState:
+        return  # attached elsewhere: that VM's drive keeps it
+    except AnyvirtError:
+        pass  # not registered (any more): only the file is left
     with contextlib.suppress(OSError):
         path.unlink()
 
