@@ -6,10 +6,20 @@ volumes), so the connection declares ``LINKED_CLONE_OF_TEMPLATE`` and not
 of an ordinary VM before anything is sent. A clone to
 another node needs the source's disks on shared storage, as PVE requires;
 otherwise it is refused before the clone starts.
+
+Clones of one source started together meet PVE's locks: the source's config lock
+(``can't lock file '/var/lock/qemu-server/lock-N.conf' - got timeout``, after PVE's few
+seconds of waiting) and the storage's cluster lock (``cfs-lock 'storage-X' error: got lock
+request timeout``), so the third parallel clone of a template fails. Such a clone is
+retried with growing, jittered pauses while the job's deadline allows; any other error
+ends it at once.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import re
 from typing import Any
 
 from anyvirt.errors import AnyvirtError, InvalidSpec
@@ -19,6 +29,29 @@ from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Inventory
 from anyvirt_proxmox.tasks import run_task, settle
 from anyvirt_proxmox.vms import ID_ATTEMPTS, is_id_collision, next_vmid, remove_if_ours
+
+log = logging.getLogger("anyvirt.proxmox")
+
+LOCK_TIMEOUT = re.compile(r"can't lock file '[^']*' - got timeout"
+                          r"|cfs-lock '[^']*' error: got lock request timeout")
+LOCK_FIRST_PAUSE = 0.5
+LOCK_MAX_PAUSE = 8.0
+LOCK_RETRIES = 12  # about a minute of pauses when the job has no deadline
+
+
+def is_lock_timeout(exc: AnyvirtError) -> bool:
+    """PVE gave up waiting for a lock another task held (nothing was made)."""
+    return LOCK_TIMEOUT.search(str(exc)) is not None
+
+
+def lock_pause(exc: AnyvirtError, waits: int, job: Job) -> float | None:
+    """How long to wait before trying a clone again that failed on a PVE lock; None: do not."""
+    if not is_lock_timeout(exc) or waits >= LOCK_RETRIES:
+        return None
+    # jitter: clones that collided once must not all come back at the same instant
+    pause = min(LOCK_MAX_PAUSE, LOCK_FIRST_PAUSE * 2 ** waits) * random.uniform(0.5, 1.0)
+    left = job.remaining()
+    return None if left is not None and left <= pause else pause
 
 
 def clone_vm(inv: Inventory, vm_id: str, name: str, linked: bool, placement: Placement,
@@ -35,6 +68,22 @@ def clone_vm(inv: Inventory, vm_id: str, name: str, linked: bool, placement: Pla
                               "storage": storage}
     what = f"cloning VM {source.name!r} as {name!r}"
     path = ("nodes", src_node, "qemu", cfg.vmid(vm_id), "clone")
+    waits = 0
+    while True:
+        try:
+            return _clone(inv, path, params, what, src_node, target, name, job)
+        except AnyvirtError as exc:
+            pause = lock_pause(exc, waits, job)
+            if pause is None:
+                raise
+            log.info("%s: PVE's lock was busy, trying again in %.1f s", what, pause)
+            job.sleep(pause)
+            waits += 1
+
+
+def _clone(inv: Inventory, path: tuple[object, ...], params: dict[str, Any], what: str, src_node: str,
+           target: str | None, name: str, job: Job) -> VMSummary:
+    """One clone, on a vmid PVE offers (another when someone took it meanwhile)."""
     for attempt in range(1, ID_ATTEMPTS + 1):
         new_id = next_vmid(inv)
         started: list[str] = []

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+from anyvirt.addresses import ReportedAddress
+from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
@@ -33,7 +35,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_proxmox import clone, image_import, migration, power, snapshots, vms
+from anyvirt_proxmox import clone, guest, image_import, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Inventory, storage_infos
 from anyvirt_proxmox.session import OPTIONS, UNDO_GRACE, Session
@@ -43,7 +45,7 @@ COMMON = frozenset({
     Capability.POWER_OFF, Capability.REBOOT, Capability.RESET, Capability.PAUSE, Capability.SUSPEND,
     Capability.RECONFIGURE, Capability.SNAPSHOTS, Capability.MEMORY_SNAPSHOTS, Capability.FULL_CLONE,
     Capability.CLONE_RUNNING, Capability.TASK_CANCEL, Capability.TEMPLATES,
-    Capability.LINKED_CLONE_OF_TEMPLATE,
+    Capability.LINKED_CLONE_OF_TEMPLATE, Capability.IDENTITY, Capability.GUEST_ADDRESSES,
 })
 CLUSTER_ONLY = frozenset({Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION})
 #: what PVE cannot do the way anyvirt means it, and why (``why_not``)
@@ -62,6 +64,7 @@ WHY_NOT: dict[Capability, str] = {
     Capability.DISK_EXPORT: "the Proxmox VE API has no way to download a VM disk",
     Capability.VM_CREATE_FROM_IMAGE: "disk images are uploaded as 'import' content: that needs Proxmox "
                                      "VE 8.2 or later, a storage with 'import' enabled, and qemu-img here",
+    Capability.IDENTITY_USER_DATA: guest.WHY_NO_USER_DATA,
     Capability.MAINTENANCE_MODE: "Proxmox VE's node maintenance is an HA-manager command, not in its API",
     Capability.LIVE_RECONFIGURE: "Proxmox VE applies CPU and memory changes of a running VM at its next "
                                  "start unless hotplug is set up; reconfigure() reports that",
@@ -252,6 +255,19 @@ class ProxmoxDriver(Driver):
                 vms.delete_vm(self.inventory, vm_id, job)
         finally:
             self.session.release(_undo_of(vm_id))
+
+    # ---------------------------------------------------------- deployment
+    def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
+        guest.apply_identity(self.inventory, vm_id, identity, job)
+
+    def read_identity(self, vm_id: str) -> dict[str, str] | None:
+        return guest.read_identity(self.inventory, vm_id)
+
+    def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
+        return guest.guest_addresses(self.inventory, vm_id)
+
+    def guest_reports_up(self, vm_id: str) -> bool | None:
+        return guest.guest_reports_up(self.inventory, vm_id)
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         power.power(self.inventory, vm_id, action, job)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from anyvirt.errors import AnyvirtError
 from anyvirt.tasks import Job
-from anyvirt_virtualbox import machines
+from anyvirt_virtualbox import machines, templates
 from anyvirt_virtualbox.runner import VBoxManage
+from anyvirt_virtualbox.settings import TEMPLATE_KEY
 from anyvirt_virtualbox.snapshots import create_snapshot
 
 BASE_SNAPSHOT_PREFIX = "anyvirt-clone-base "
@@ -53,12 +54,16 @@ def _modified_since_snapshot(cfg: Path) -> bool:
 
 def clone_vm(vbox: VBoxManage, home: Path | None, vm_id: str, name: str, linked: bool, job: Job) -> str:
     new_id = str(uuid.uuid4())
+    of_template = templates.is_template(vbox, vm_id)
     args = ["clonevm", vm_id, "--name", name, "--uuid", new_id, "--register"]
     if linked:
         args += ["--snapshot", _link_snapshot(vbox, home, vm_id, name, job), "--options", "link"]
     job.progress(10, f"cloning as {name}")
     try:
         vbox.run(args, f"cloning VM {vm_id} as {name!r}", timeout=job.remaining(3600.0))
+        if of_template:  # clonevm copied the template mark with the extra data: a clone is a VM
+            vbox.run(["setextradata", new_id, TEMPLATE_KEY], f"unmarking the clone {name!r}",
+                     timeout=job.remaining(120.0))
     except BaseException:
         with contextlib.suppress(AnyvirtError):
             vbox.run(["unregistervm", new_id, "--delete"], "removing the half-made clone", timeout=60.0)

@@ -12,7 +12,7 @@ nothing can start, so the capabilities that need a running guest are not
 declared and ``host.info().extra["kernel_driver"]`` is False. A cold migration
 goes to another VirtualBox home (another ``?home=`` or VBoxManage) as an OVA
 (see migration). There is no live migration, no live reconfiguration, no guest reboot (it needs Guest
-Additions) and no templates.
+Additions). Templates are anyvirt's own mark in a VM's extra data (``templates``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import ClassVar, cast
 
+from anyvirt.addresses import ReportedAddress
+from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec
 from anyvirt.model import (
@@ -46,12 +48,14 @@ from anyvirt_virtualbox import (
     clone,
     create,
     export,
+    guest,
     images,
     listings,
     machines,
     migration,
     power,
     snapshots,
+    templates,
 )
 from anyvirt_virtualbox.runner import VBoxManage, default_home, find_vboxmanage
 
@@ -66,6 +70,11 @@ OFFLINE = frozenset(
         Capability.DISK_EXPORT,
         Capability.VM_CREATE_FROM_IMAGE,
         Capability.COLD_MIGRATION,
+        Capability.TEMPLATES,
+        Capability.TEMPLATE_TO_VM,
+        Capability.LINKED_CLONE_OF_TEMPLATE,
+        Capability.IDENTITY,
+        Capability.IDENTITY_USER_DATA,
     }
 )
 RUNNING = frozenset(
@@ -77,6 +86,7 @@ RUNNING = frozenset(
         Capability.PAUSE,
         Capability.SUSPEND,
         Capability.MEMORY_SNAPSHOTS,
+        Capability.GUEST_ADDRESSES,  # the Additions of a running guest report them
     }
 )
 HOST_FACTS_TTL = 5.0  # seconds: how long list hostinfo / hostonlyifs answers are reused
@@ -237,7 +247,36 @@ class VirtualBoxDriver(Driver):
         return self.vm_summary(vm_id)
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        seeds = list(guest.seeds_of(self.vbox, vm_id))  # its own, in its folder: gone with it
         machines.delete(self.vbox, vm_id, disks, timeout=job.remaining(600.0))
+        for seed in seeds:
+            guest.remove_seed_file(self.vbox, seed)
+        if seeds and disks:
+            machines.remove_empty_folders(seeds[0].parent)
+
+    # ---------------------------------------------------------- deployment
+    def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
+        guest.apply_identity(self.vbox, vm_id, identity, job)
+
+    def read_identity(self, vm_id: str) -> dict[str, str] | None:
+        return guest.read_identity(self.vbox, vm_id)
+
+    def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
+        return guest.guest_addresses(self.vbox, vm_id)
+
+    def guest_reports_up(self, vm_id: str) -> bool | None:
+        return guest.guest_reports_up(self.vbox, vm_id)
+
+    # ---------------------------------------------------------- templates
+    def mark_template(self, vm_id: str, job: Job) -> VMSummary:
+        """VirtualBox has no templates: anyvirt's own mark in the VM's extra data (read by
+        the listing from the ``.vbox`` file), which the gate honours."""
+        templates.mark(self.vbox, vm_id, True, job)
+        return self.vm_summary(vm_id)
+
+    def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
+        templates.mark(self.vbox, vm_id, False, job)
+        return self.vm_summary(vm_id)
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         power.power(self.vbox, vm_id, action, job)

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 
 from pyVmomi import vim
 
+from anyvirt.addresses import ReportedAddress
+from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec
 from anyvirt.extensions import Extension
@@ -42,7 +44,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_vsphere import clone, export, image_import, migration, power, rules, snapshots, vms
+from anyvirt_vsphere import clone, export, guest, image_import, migration, power, rules, snapshots, vms
 from anyvirt_vsphere.collector import Collector
 from anyvirt_vsphere.configspec import STATIC_MAC_PREFIXES
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
@@ -67,6 +69,9 @@ COMMON = frozenset(
         Capability.DISK_EXPORT,
         Capability.SNAPSHOT_DISK_EXPORT,
         Capability.VM_CREATE_FROM_IMAGE,
+        Capability.IDENTITY,
+        Capability.IDENTITY_USER_DATA,
+        Capability.GUEST_ADDRESSES,
     }
 )
 VCENTER_ONLY = frozenset(
@@ -261,6 +266,19 @@ class VSphereDriver(Driver):
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
         vms.delete_vm(self.inventory, vm_id, disks, job)
+
+    # ---------------------------------------------------------- deployment
+    def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
+        guest.apply_identity(self.inventory, vm_id, identity, job)
+
+    def read_identity(self, vm_id: str) -> dict[str, str] | None:
+        return guest.read_identity(self.inventory, vm_id)
+
+    def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
+        return guest.guest_addresses(self.inventory, vm_id)
+
+    def guest_reports_up(self, vm_id: str) -> bool | None:
+        return guest.guest_reports_up(self.inventory, vm_id)
 
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         power.power(self.inventory, vm_id, action, job)

@@ -109,7 +109,7 @@ class TestParity(ContractTests):
         if tmpl is not None:
             marked = sc.step("mark template", {C.TEMPLATES}, OK, tmpl.mark_template)
             if marked is not None:
-                sc.step("start a template", {C.TEMPLATES}, "InvalidState", tmpl.start)
+                sc.step("start a template", {C.TEMPLATES, C.START}, "InvalidState", tmpl.start)
                 of_template = set() if caps & {C.LINKED_CLONE, C.LINKED_CLONE_OF_TEMPLATE} \
                     else {C.LINKED_CLONE}
                 deployed = sc.step("linked clone of a template", of_template, OK,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import json
 import os
 import subprocess
@@ -826,6 +827,39 @@ def cmd_setextradata(state: State, args: list[str]) -> list[str]:
     return []
 
 
+def cmd_guestproperty(state: State, args: list[str]) -> list[str]:
+    """``set`` (what a guest's Additions would write: the tests play the guest), ``get``,
+    ``unset``/``delete`` and ``enumerate`` in 7.2's layout: names padded to the longest,
+    ``= '<value>'`` (printed raw), then `` @ <time>`` unless ``--no-timestamp``."""
+    verb, rest = args[0], args[1:]
+    pos, opts = _options(rest, ("--no-timestamp", "--no-flags", "--relative", "--old-format"))
+    vm = _find(state, pos[0])
+    props: dict[str, list[str]] = vm.setdefault("guestprops", {})
+    if verb == "set":
+        if len(pos) >= 3:
+            props[pos[1]] = [pos[2], _now()[:23] + "Z"]
+        else:
+            props.pop(pos[1], None)
+        return []
+    if verb in ("unset", "delete"):
+        props.pop(pos[1], None)
+        return []
+    if verb == "get":
+        return [f"Value: {props[pos[1]][0]}"] if pos[1] in props else ["No value set!"]
+    if verb != "enumerate":
+        raise Fail(f"Invalid parameter '{verb}'", exit_code=2)
+    patterns = [p for arg in pos[1:] for p in arg.split("|")]
+    shown = sorted((n, v) for n, v in props.items()
+                   if not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns))
+    if not shown:
+        return []
+    width = max(len(n) for n, _ in shown)
+    quoted = max(len(v[0]) + 2 for _, v in shown)
+    if "--no-timestamp" in opts:
+        return [f"{n.ljust(width)} = '{v[0]}'" for n, v in shown]
+    return [f"{n.ljust(width)} = {(chr(39) + v[0] + chr(39)).ljust(quoted)} @ {v[1]}" for n, v in shown]
+
+
 def cmd_snapshot(state: State, args: list[str]) -> list[str]:
     vm = _find(state, args[0])
     sub = args[1] if len(args) > 1 else ""
@@ -960,6 +994,7 @@ COMMANDS: dict[str, Handler] = {
     "controlvm": cmd_controlvm,
     "discardstate": cmd_discardstate,
     "setextradata": cmd_setextradata,
+    "guestproperty": cmd_guestproperty,
     "snapshot": cmd_snapshot,
     "clonevm": cmd_clonevm,
 }
