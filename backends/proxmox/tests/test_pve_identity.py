@@ -20,7 +20,7 @@ from anyvirt_proxmox.clone import is_lock_timeout
 from anyvirt_proxmox.driver import ProxmoxDriver
 from anyvirt_proxmox.guest import reported_addresses
 from fakepve import FakePve
-from pve_fakes import InProcessFakePve, Traffic
+from pve_support import InProcessFakePve, Traffic
 
 from anyvirt import Capability, DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.addresses import ReportedAddress, select_addresses

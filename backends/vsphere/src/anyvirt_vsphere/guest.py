@@ -57,13 +57,12 @@ def decode(encoding: str, value: str) -> str:
     kind = encoding.strip().lower()
     if kind in ("", "none"):
         return value
+    gzipped = kind in ("gzip+base64", "gz+b64")
+    if not gzipped and kind not in ("base64", "b64"):
+        raise ValueError(f"unknown guestinfo encoding {encoding!r}")
     try:
         raw = base64.b64decode(value, validate=False)
-        if kind in ("gzip+base64", "gz+b64"):
-            raw = gzip.decompress(raw)
-        elif kind not in ("base64", "b64"):
-            raise ValueError(f"unknown guestinfo encoding {encoding!r}")
-        return raw.decode("utf-8")
+        return (gzip.decompress(raw) if gzipped else raw).decode("utf-8")
     except (binascii.Error, OSError, EOFError, UnicodeDecodeError) as err:
         raise ValueError(f"guestinfo value is not {encoding}: {err}") from err
 
