@@ -83,7 +83,7 @@ BUSYBOX = Path("/bin/busybox")
 """Where Debian's ``busybox-static`` installs the (static) binary."""
 
 _SCRIPTS = ("init.sh", "udhcpc.sh", "power-button.sh")
-_FORMAT = "3"  # bump when the layout of the archive or the cache changes
+_FORMAT = "4"  # bump when the layout of the archive or the cache changes
 _MANIFEST = "guest.json"
 _PT_INTERP = 3
 
@@ -97,6 +97,7 @@ class LinuxGuest:
     """A built guest: boot ``kernel`` with ``initrd`` and :data:`CMDLINE`."""
 
     kernel: Path  # the uncompressed ELF (PVH entry) where the kernel has one, else its bzImage
+    bzimage: Path  # the package's compressed vmlinuz, what a boot loader loads (boot disk)
     initrd: Path
     kernel_package: str  # e.g. linux-image-6.1.0-57-amd64
     kernel_version: str  # Debian package version
@@ -149,11 +150,12 @@ def _load_cached(entry: Path) -> LinuxGuest | None:
         manifest = json.loads((entry / _MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    guest = LinuxGuest(kernel=entry / "kernel", initrd=entry / "initrd.img",
+    guest = LinuxGuest(kernel=entry / "kernel", bzimage=entry / "vmlinuz", initrd=entry / "initrd.img",
                        kernel_package=manifest["kernel_package"],
                        kernel_version=manifest["kernel_version"],
                        modules=tuple(manifest["modules"]))
-    return guest if guest.kernel.is_file() and guest.initrd.is_file() else None
+    files = (guest.kernel, guest.bzimage, guest.initrd)
+    return guest if all(path.is_file() for path in files) else None
 
 
 def _archive(kernel: KernelFiles, busybox: bytes) -> bytes:
@@ -194,6 +196,7 @@ def build_linux_guest(cache_dir: Path | None = None) -> LinuxGuest:
         for deb in partial.glob("*.deb"):
             deb.unlink()
         (partial / "kernel").write_bytes(pvh_kernel(kernel.vmlinuz, kernel.config) or kernel.vmlinuz)
+        (partial / "vmlinuz").write_bytes(kernel.vmlinuz)
         (partial / "initrd.img").write_bytes(_archive(kernel, busybox))
         (partial / _MANIFEST).write_text(json.dumps({
             "kernel_package": kernel.package, "kernel_version": kernel.version,
