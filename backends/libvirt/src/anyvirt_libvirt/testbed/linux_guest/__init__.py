@@ -25,9 +25,12 @@ Both are cached under ``~/.cache/anyvirt/linux-guest/<key>`` (the key hashes
 the scripts, module list and busybox binary), built in a temporary directory
 and renamed into place, so a concurrent build never sees half a cache and a
 missing cache only costs a rebuild (~15-25 s, mostly reading the 70 MB kernel
-package). The guest boots by direct kernel boot (:func:`domain_xml`); a
-stock kernel does not run under the CI machines' software-nested KVM, so the
-domain is ``type='qemu'`` (TCG), where it reaches DHCP in seconds.
+package). The package's compressed ``vmlinuz`` is kept beside them, for
+boot loaders. The guest boots by direct kernel boot (:func:`domain_xml`), or
+from a plain BIOS disk that VMs made through the API can use
+(:mod:`.bootdisk`); a stock kernel does not run under the CI machines'
+software-nested KVM, so the domain is ``type='qemu'`` (TCG; through the API:
+a libvirt URI with ``?accel=tcg``), where it reaches DHCP in seconds.
 """
 
 from __future__ import annotations
