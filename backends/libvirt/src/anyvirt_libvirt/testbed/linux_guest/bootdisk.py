@@ -94,10 +94,9 @@ def _partition_entry(start: int, sectors: int) -> bytes:
     return struct.pack("<B3sB3sII", _ACTIVE, chs_max, _FAT16_LBA, chs_max, start, sectors)
 
 
-def _master_boot_record(code: bytes, start: int, sectors: int) -> bytes:
+def _master_boot_record(code: bytes, start: int, sectors: int, signature: bytes) -> bytes:
     table = _partition_entry(start, sectors) + bytes(48)
-    signature = os.urandom(4)  # the disk signature at 440
-    return code.ljust(440, b"\0") + signature + b"\0\0" + table + b"\x55\xaa"
+    return code.ljust(440, b"\0") + signature[:4] + b"\0\0" + table + b"\x55\xaa"
 
 
 def _disk_key(guest: LinuxGuest, mbr: bytes) -> str:
@@ -110,12 +109,13 @@ def _disk_key(guest: LinuxGuest, mbr: bytes) -> str:
     return digest.hexdigest()[:12]
 
 
-def _write_raw(raw: Path, guest: LinuxGuest, mbr: bytes, work: Path) -> None:
+def _write_raw(raw: Path, guest: LinuxGuest, mbr: bytes, key: str, work: Path) -> None:
     payload = guest.bzimage.stat().st_size + guest.initrd.stat().st_size
     part_mib = max(32, -(-(payload + 2 * _MIB) * 11 // 10 // _MIB))  # FAT16 (not FAT12) from 32 MiB
     part_sectors = part_mib * _MIB // _SECTOR
     with raw.open("wb") as disk:
-        disk.write(_master_boot_record(mbr, _PARTITION_START, part_sectors))
+        # the disk signature (which tells disks apart) comes from the key, like the name
+        disk.write(_master_boot_record(mbr, _PARTITION_START, part_sectors, bytes.fromhex(key)))
         disk.truncate((_PARTITION_START + part_sectors) * _SECTOR)
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": "/dev/null"}
     image = f"{raw}@@{_PARTITION_START * _SECTOR}"
@@ -133,13 +133,14 @@ def build_boot_disk(guest: LinuxGuest) -> Path:
     """The guest's boot disk (qcow2), from the cache beside the guest or built now (~1-2 s)."""
     mbr = _mbr_code()
     entry = guest.initrd.parent
-    disk = entry / f"boot-disk-{_disk_key(guest, mbr)}.qcow2"
+    key = _disk_key(guest, mbr)
+    disk = entry / f"boot-disk-{key}.qcow2"
     if disk.is_file():
         return disk
     work = Path(tempfile.mkdtemp(prefix=".disk-", dir=entry))
     try:
         raw = work / "disk.raw"
-        _write_raw(raw, guest, mbr, work)
+        _write_raw(raw, guest, mbr, key, work)
         qcow2 = work / "disk.qcow2"
         qemu_img.convert(raw, qcow2, source_format="raw", format="qcow2")
         qcow2.chmod(0o444)  # a base for overlays: never written in place
