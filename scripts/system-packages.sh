@@ -22,6 +22,8 @@ if [ "$mode" = test ]; then
   # the Linux test guest (busybox-static; its kernel is apt-get download'ed), its isolated
   # network in a private namespace (iproute2, iptables, dnsmasq-base), seeds (xorriso)
   pkgs+=(busybox-static iproute2 iptables dnsmasq-base xorriso)
+  # the Linux test guest's BIOS boot disk: syslinux's boot code, FAT written by mtools (no mounts)
+  pkgs+=(syslinux syslinux-common mtools)
   # Debian's real cloud-init and xorriso: generated seeds are checked by cloud-init's own
   # schema and NoCloud/VMware readers; ssh-keygen makes real keys (tests/deployment)
   pkgs+=(cloud-init openssh-client)

@@ -90,11 +90,15 @@ def test_libvirt_wheel_holds_its_testbed_and_the_demo_image(wheels: dict[str, zi
     wheel = wheels["libvirt"]
     files = set(wheel.namelist())
     for name in ("testbed/__init__.py", "testbed/daemon.py", "testbed/fixtures.py",
-                 "demo_image/__init__.py", "demo_image/boot.S", "demo_image/boot.ld"):
+                 "demo_image/__init__.py", "demo_image/boot.S", "demo_image/boot.ld",
+                 "testbed/linux_guest/bootdisk.py", "testbed/linux_guest/init.sh"):
         assert f"anyvirt_libvirt/{name}" in files
     groups = _entry_points(wheel)
     assert dict(groups["anyvirt.testbeds"]) == {"libvirt": "anyvirt_libvirt.testbed:TESTBED"}
-    assert dict(groups["anyvirt.images"]) == {"demo": "anyvirt_libvirt.demo_image:BUILDER"}
+    assert dict(groups["anyvirt.images"]) == {
+        "demo": "anyvirt_libvirt.demo_image:BUILDER",
+        "linux-guest": "anyvirt_libvirt.testbed.linux_guest.bootdisk:BUILDER",
+    }
     assert not groups.has_section("pytest11")  # its fixtures are opted into, never auto-loaded
 
 

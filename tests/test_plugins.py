@@ -218,7 +218,7 @@ def test_image_demo_keeps_an_existing_file_unless_forced(tmp_path: Path) -> None
 def test_unknown_image_names_what_is_installed(tmp_path: Path) -> None:
     done = anyvirt_cli("image", "nosuchimage", str(tmp_path / "x.img"))
     assert done.returncode == 2
-    assert "no image 'nosuchimage' is installed (installed: demo)" in done.stderr
+    assert "no image 'nosuchimage' is installed (installed: demo, linux-guest)" in done.stderr
 
 
 def test_a_failing_builder_leaves_no_file(third_party: Path, tmp_path: Path) -> None:

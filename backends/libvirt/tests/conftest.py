@@ -27,6 +27,7 @@ libvirt_daemon = libvirt_fixtures.libvirt_daemon
 libvirt_daemon_pair = libvirt_fixtures.libvirt_daemon_pair
 libvirt_isolated_daemon = libvirt_fixtures.libvirt_isolated_daemon
 linux_guest = libvirt_fixtures.linux_guest
+linux_guest_disk = libvirt_fixtures.linux_guest_disk
 
 
 @pytest.fixture(scope="session")

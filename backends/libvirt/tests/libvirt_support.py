@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -31,3 +33,27 @@ def destroy(vm: VM) -> None:
                         PowerState.SUSPENDED):
             vm.stop(force=True, timeout=60)
         vm.delete(disks=True)
+
+
+def nocloud_seed(directory: Path, hostname: str, user: str, key: str) -> Path:
+    """A NoCloud seed ISO labelled ``cidata``, as cloud-init reads it, written by Debian's xorriso
+    (independent of anyvirt's own seed writer)."""
+    files = directory / f"{hostname}-seed"
+    files.mkdir()
+    (files / "meta-data").write_text(f"instance-id: iid-{hostname}\nlocal-hostname: {hostname}\n")
+    (files / "user-data").write_text(
+        "#cloud-config\n"
+        "users:\n"
+        f"- name: {user}\n"
+        "  sudo: ALL=(ALL) NOPASSWD:ALL\n"
+        "  ssh_authorized_keys:\n"
+        f"  - {key}\n"
+    )
+    (files / "network-config").write_text("version: 2\nethernets:\n  nic0:\n    match: {name: 'e*'}\n"
+                                          "    dhcp4: true\n")
+    iso = directory / f"{hostname}-seed.iso"
+    xorriso = shutil.which("xorriso")
+    assert xorriso, "xorriso (Debian package xorriso) writes the test seeds"
+    subprocess.run([xorriso, "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", str(iso),
+                    str(files)], check=True, capture_output=True, timeout=60)
+    return iso

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -30,34 +29,12 @@ from anyvirt_libvirt.testbed.linux_guest import (
     wait_for_console,
 )
 from anyvirt_libvirt.testbed.network import IsolatedNetwork
+from libvirt_helpers import nocloud_seed
 
 from anyvirt.addresses import GuestAddress
 
 CLONES = 3
 BOOT_TIMEOUT = 90.0  # a bound, not the expected time: three TCG guests on a shared 2-core machine
-
-
-def _seed(directory: Path, hostname: str, user: str, key: str) -> Path:
-    """A NoCloud seed ISO labelled ``cidata``, as cloud-init reads it."""
-    files = directory / f"{hostname}-seed"
-    files.mkdir()
-    (files / "meta-data").write_text(f"instance-id: iid-{hostname}\nlocal-hostname: {hostname}\n")
-    (files / "user-data").write_text(
-        "#cloud-config\n"
-        "users:\n"
-        f"- name: {user}\n"
-        "  sudo: ALL=(ALL) NOPASSWD:ALL\n"
-        "  ssh_authorized_keys:\n"
-        f"  - {key}\n"
-    )
-    (files / "network-config").write_text("version: 2\nethernets:\n  nic0:\n    match: {name: 'e*'}\n"
-                                          "    dhcp4: true\n")
-    iso = directory / f"{hostname}-seed.iso"
-    xorriso = shutil.which("xorriso")
-    assert xorriso, "xorriso (Debian package xorriso) writes the test seeds"
-    subprocess.run([xorriso, "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", str(iso),
-                    str(files)], check=True, capture_output=True, timeout=60)
-    return iso
 
 
 def _qemu_img(*args: str) -> None:
@@ -92,7 +69,7 @@ def test_clones_boot_with_their_own_hostname_key_and_leased_address(
             key = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{index}{run} ops@{name}"
             console = tmp_path / f"{name}.console"
             xml = domain_xml(name, linux_guest, console=console, disk=disk,
-                             seed=_seed(tmp_path, name, "ops", key), network=network.name)
+                             seed=nocloud_seed(tmp_path, name, "ops", key), network=network.name)
             dom = conn.defineXML(xml)
             clones.append((name, key, console, dom))
             dom.create()

@@ -29,6 +29,7 @@ from anyvirt.model import Allocation
         ("libvirt+test:///default", "test:///default"),
         ("libvirt+test:///path/to/file.xml", "test:///path/to/file.xml"),
         ("libvirt+qemu:///embed?root=/var/tmp/e", "qemu:///embed?root=/var/tmp/e"),
+        ("libvirt+qemu+unix:///system?socket=/tmp/s&accel=tcg", "qemu+unix:///system?socket=/tmp/s"),
     ],
 )
 def test_uri_mapping(uri: str, expected: str) -> None:
@@ -58,6 +59,14 @@ def test_a_silent_daemon_fails_the_open_within_the_timeout() -> None:
         with pytest.raises(ConnectionFailed, match="no answer within 1 s"):
             anyvirt.connect(f"libvirt+qemu+tcp://127.0.0.1:{port}/system?timeout=1")
         assert time.monotonic() - started < 5
+
+
+def test_accel_takes_kvm_or_tcg_and_only_what_the_host_offers() -> None:
+    with pytest.raises(InvalidSpec, match="kvm or tcg"):
+        anyvirt.connect("libvirt+test:///default?accel=hvf")
+    # libvirt's test driver offers "test" domains only: neither TCG nor KVM can be had
+    with pytest.raises(InvalidSpec, match="no TCG guests"):
+        anyvirt.connect("libvirt+test:///default?accel=tcg")
 
 
 def test_embed_needs_a_root() -> None:

@@ -53,6 +53,10 @@ def ensure_event_loop() -> None:
         _loop_thread.start()
 
 
+#: anyvirt's own URI option of the libvirt backend (kvm|tcg): never passed on to libvirt
+ACCEL_OPTION = "accel"
+
+
 def libvirt_uri(target: Target) -> str:
     """The libvirt URI for an anyvirt target (never with a password in it)."""
     if not target.transport:
@@ -68,6 +72,7 @@ def libvirt_uri(target: Target) -> str:
         netloc += f":{target.port}"
     query = "&".join(
         f"{quote(key, safe='')}={quote(value, safe='/')}" for key, value in target.query.items()
+        if key != ACCEL_OPTION
     )
     uri = f"{target.transport}://{netloc}{quote(target.path, safe='/')}"
     return f"{uri}?{query}" if query else uri

@@ -56,9 +56,9 @@ from anyvirt_libvirt import (
 from anyvirt_libvirt import (
     disks as disks_mod,
 )
-from anyvirt_libvirt.connection import Link, libvirt_uri
+from anyvirt_libvirt.connection import ACCEL_OPTION, Link, libvirt_uri
 from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_embed_root
-from anyvirt_libvirt.hostfacts import ALL, HostFacts, read_host_facts
+from anyvirt_libvirt.hostfacts import ACCELERATORS, ALL, HostFacts, read_host_facts
 from anyvirt_libvirt.inflight import InflightRecord
 from anyvirt_libvirt.site import Site
 from anyvirt_libvirt.states import domain_state
@@ -74,9 +74,10 @@ class LibvirtDriver(Driver):
     placement_options: ClassVar[frozenset[str]] = frozenset()
     #: libvirt refuses a second domain of one name on a connection (VIR_ERR_OPERATION_FAILED)
     vm_names_unique: ClassVar[bool] = True
-    #: libvirt's own URI parameters (passed through to the daemon's URI) and ``root`` of embed
+    #: libvirt's own URI parameters (passed through to the daemon's URI), ``root`` of embed
+    #: and anyvirt's ``accel`` (kvm|tcg: the domain type of new VMs, see hostfacts)
     uri_options: ClassVar[frozenset[str]] = frozenset({
-        "root", "name", "command", "socket", "auth", "netcat", "keyfile", "no_verify", "no_tty",
+        "root", ACCEL_OPTION, "name", "command", "socket", "auth", "netcat", "keyfile", "no_verify", "no_tty",
         "pkipath", "known_hosts", "known_hosts_verify", "sshauth", "tls_priority", "mode", "proxy",
     })
 
@@ -85,7 +86,8 @@ class LibvirtDriver(Driver):
         index = TemplateIndex()
         with link.call("read host capabilities") as conn:
             has_storage = _has_storage(conn)
-            facts = read_host_facts(conn, embed_root is not None, has_storage)
+            facts = read_host_facts(conn, embed_root is not None, has_storage,
+                                    accel=target.query.get(ACCEL_OPTION))
             index.load(conn)
         #: what the helper modules get instead of this driver
         self.site = Site(
@@ -116,6 +118,9 @@ class LibvirtDriver(Driver):
     @classmethod
     def open(cls, target: Target) -> LibvirtDriver:
         uri = libvirt_uri(target)
+        accel = target.query.get(ACCEL_OPTION)
+        if accel is not None and accel not in ACCELERATORS:
+            raise InvalidSpec(f"?{ACCEL_OPTION}= takes {' or '.join(ACCELERATORS)}, not {accel!r}")
         embed_root = None
         if target.transport == "qemu" and target.path.rstrip("/") == "/embed":
             root = target.query.get("root")

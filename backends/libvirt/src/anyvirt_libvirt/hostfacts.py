@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 from attrs import frozen
 
+from anyvirt.errors import InvalidSpec
 from anyvirt.model import Capability
 from anyvirt_libvirt.domxml import HostChoices
 
@@ -86,12 +87,18 @@ class HostFacts:
     capabilities: frozenset[Capability]
 
 
-def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool) -> HostFacts:
+#: ``?accel=`` of a libvirt URI -> the domain type it asks for
+ACCELERATORS = {"kvm": "kvm", "tcg": "qemu"}
+
+
+def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool,
+                    accel: str | None = None) -> HostFacts:
+    """The connection's facts; ``accel`` (a key of :data:`ACCELERATORS`) forces the domain type."""
     driver_type = conn.getType()
     hostname = conn.getHostname()
     caps = ET.fromstring(conn.getCapabilities())  # noqa: S314 - XML from the daemon
     node_id = caps.findtext("host/uuid") or hostname
-    choices = _choices(conn, caps)
+    choices = _choices(conn, caps, accel)
     if driver_type == "TEST":
         capabilities = TEST_DRIVER
     elif embedded:
@@ -109,8 +116,12 @@ def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool)
     return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities))
 
 
-def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
-    """Pick the domain type and machine for x86_64 (else the first guest arch offered)."""
+def _choices(conn: libvirt.virConnect, caps: ET.Element, accel: str | None = None) -> HostChoices:
+    """Pick the domain type and machine for x86_64 (else the first guest arch offered).
+
+    KVM when offered, else TCG; ``accel`` overrides that, for hosts whose KVM cannot run a
+    guest (a software-nested KVM runs no stock Linux kernel, TCG does).
+    """
     guests = caps.findall("guest")
     hvm = [g for g in guests if g.findtext("os_type") == "hvm"] or guests
     chosen = next((g for g in hvm if g.find("arch").get("name") == "x86_64"), None)  # type: ignore[union-attr]
@@ -121,7 +132,12 @@ def _choices(conn: libvirt.virConnect, caps: ET.Element) -> HostChoices:
     arch_el = chosen.find("arch")
     arch = arch_el.get("name") if arch_el is not None else None
     types = [d.get("type", "") for d in chosen.findall("arch/domain")]
-    if "kvm" in types:
+    if accel is not None:
+        domain_type = ACCELERATORS[accel]
+        if domain_type not in types:
+            raise InvalidSpec(f"?accel={accel}: this host offers no {accel.upper()} guests "
+                              f"(it offers: {', '.join(types) or 'none'})")
+    elif "kvm" in types:
         domain_type = "kvm"
     elif "qemu" in types:
         domain_type = "qemu"

@@ -19,6 +19,9 @@ import libvirt_daemon``).
 * ``linux_guest``: the real Linux test guest
   (:mod:`anyvirt_libvirt.testbed.linux_guest`), for tests of what a guest
   applies (seed, DHCP).
+* ``linux_guest_disk``: the same guest on a BIOS-bootable qcow2 disk
+  (:mod:`~anyvirt_libvirt.testbed.linux_guest.bootdisk`), for VMs made through
+  the API (``DiskSpec(image=...)``); a cached base: import or overlay it, never write it.
 * ``guest_image``: the pristine raw image of the tiny demo guest
   (:mod:`anyvirt_libvirt.demo_image`); copy it per VM, the guest writes to its disk.
 
@@ -36,9 +39,11 @@ import pytest
 from anyvirt_libvirt.demo_image import build_image
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon, start_daemons
 from anyvirt_libvirt.testbed.linux_guest import LinuxGuest, build_linux_guest
+from anyvirt_libvirt.testbed.linux_guest.bootdisk import build_boot_disk
 from anyvirt_libvirt.testbed.network import IsolatedNetwork, start_isolated_network
 
-__all__ = ["guest_image", "libvirt_daemon", "libvirt_daemon_pair", "libvirt_isolated_daemon", "linux_guest"]
+__all__ = ["guest_image", "libvirt_daemon", "libvirt_daemon_pair", "libvirt_isolated_daemon", "linux_guest",
+           "linux_guest_disk"]
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +98,9 @@ def libvirt_isolated_daemon() -> Iterator[tuple[LibvirtDaemon, IsolatedNetwork]]
 def linux_guest() -> LinuxGuest:
     """The Linux test guest's kernel and initramfs (built once per machine, then cached)."""
     return build_linux_guest()
+
+
+@pytest.fixture(scope="session")
+def linux_guest_disk(linux_guest: LinuxGuest) -> Path:
+    """The Linux test guest's boot disk (qcow2, cached beside the guest)."""
+    return build_boot_disk(linux_guest)

@@ -25,9 +25,12 @@ Both are cached under ``~/.cache/anyvirt/linux-guest/<key>`` (the key hashes
 the scripts, module list and busybox binary), built in a temporary directory
 and renamed into place, so a concurrent build never sees half a cache and a
 missing cache only costs a rebuild (~15-25 s, mostly reading the 70 MB kernel
-package). The guest boots by direct kernel boot (:func:`domain_xml`); a
-stock kernel does not run under the CI machines' software-nested KVM, so the
-domain is ``type='qemu'`` (TCG), where it reaches DHCP in seconds.
+package). The package's compressed ``vmlinuz`` is kept beside them, for
+boot loaders. The guest boots by direct kernel boot (:func:`domain_xml`), or
+from a plain BIOS disk that VMs made through the API can use
+(:mod:`.bootdisk`); a stock kernel does not run under the CI machines'
+software-nested KVM, so the domain is ``type='qemu'`` (TCG; through the API:
+a libvirt URI with ``?accel=tcg``), where it reaches DHCP in seconds.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ BUSYBOX = Path("/bin/busybox")
 """Where Debian's ``busybox-static`` installs the (static) binary."""
 
 _SCRIPTS = ("init.sh", "udhcpc.sh", "power-button.sh")
-_FORMAT = "3"  # bump when the layout of the archive or the cache changes
+_FORMAT = "4"  # bump when the layout of the archive or the cache changes
 _MANIFEST = "guest.json"
 _PT_INTERP = 3
 
@@ -97,6 +100,7 @@ class LinuxGuest:
     """A built guest: boot ``kernel`` with ``initrd`` and :data:`CMDLINE`."""
 
     kernel: Path  # the uncompressed ELF (PVH entry) where the kernel has one, else its bzImage
+    bzimage: Path  # the package's compressed vmlinuz, what a boot loader loads (boot disk)
     initrd: Path
     kernel_package: str  # e.g. linux-image-6.1.0-57-amd64
     kernel_version: str  # Debian package version
@@ -149,11 +153,12 @@ def _load_cached(entry: Path) -> LinuxGuest | None:
         manifest = json.loads((entry / _MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    guest = LinuxGuest(kernel=entry / "kernel", initrd=entry / "initrd.img",
+    guest = LinuxGuest(kernel=entry / "kernel", bzimage=entry / "vmlinuz", initrd=entry / "initrd.img",
                        kernel_package=manifest["kernel_package"],
                        kernel_version=manifest["kernel_version"],
                        modules=tuple(manifest["modules"]))
-    return guest if guest.kernel.is_file() and guest.initrd.is_file() else None
+    files = (guest.kernel, guest.bzimage, guest.initrd)
+    return guest if all(path.is_file() for path in files) else None
 
 
 def _archive(kernel: KernelFiles, busybox: bytes) -> bytes:
@@ -194,6 +199,7 @@ def build_linux_guest(cache_dir: Path | None = None) -> LinuxGuest:
         for deb in partial.glob("*.deb"):
             deb.unlink()
         (partial / "kernel").write_bytes(pvh_kernel(kernel.vmlinuz, kernel.config) or kernel.vmlinuz)
+        (partial / "vmlinuz").write_bytes(kernel.vmlinuz)
         (partial / "initrd.img").write_bytes(_archive(kernel, busybox))
         (partial / _MANIFEST).write_text(json.dumps({
             "kernel_package": kernel.package, "kernel_version": kernel.version,
