@@ -29,7 +29,7 @@ from anyvirt_libvirt.testbed.linux_guest import (
     wait_for_console,
 )
 from anyvirt_libvirt.testbed.network import IsolatedNetwork
-from libvirt_helpers import nocloud_seed
+from libvirt_support import nocloud_seed
 
 from anyvirt.addresses import GuestAddress
 

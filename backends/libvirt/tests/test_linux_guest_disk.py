@@ -27,7 +27,7 @@ from anyvirt_libvirt.addresses import domain_addresses, nic_macs
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from anyvirt_libvirt.testbed.linux_guest import CMDLINE, ConsoleFacts, LinuxGuest, wait_for_console
 from anyvirt_libvirt.testbed.network import IsolatedNetwork
-from libvirt_helpers import console_log, nocloud_seed
+from libvirt_support import console_log, nocloud_seed
 
 import anyvirt
 from anyvirt import images
