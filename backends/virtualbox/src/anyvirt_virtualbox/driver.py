@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec
+from anyvirt.kit.changes import ChangeSource, PollingSource
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -52,6 +53,7 @@ from anyvirt_virtualbox import (
     migration,
     power,
     snapshots,
+    watching,
 )
 from anyvirt_virtualbox.runner import VBoxManage, default_home, find_vboxmanage
 
@@ -218,6 +220,13 @@ class VirtualBoxDriver(Driver):
     # ---------------------------------------------------------- VMs
     def list_vms(self) -> list[VMSummary]:
         return machines.list_all(self.vbox, self.home, self.node, can_run=self.kernel_driver)
+
+    def change_source(self, interval: float | None = None) -> ChangeSource:
+        """A poll of one process per interval (VBoxManage has no event source)."""
+        return PollingSource(
+            lambda: watching.poll(self.vbox, self.home, self.node, can_run=self.kernel_driver),
+            interval or self.watch_interval,
+        )
 
     def find_vm(self, ref: str) -> VMSummary:
         return machines.summary(self.vbox, ref, self.node)
