@@ -264,9 +264,9 @@ def bench_libvirt(size: int, changes: int, idle: float, samples: int) -> dict[st
 
 
 def bench_vsphere(size: int, changes: int, idle: float, samples: int) -> dict[str, Any]:
-    from anyvirt_vsphere.testbed.vcsim import Vcsim
     import pyVim.connect
     import pyVim.task
+    from anyvirt_vsphere.testbed.vcsim import Vcsim
     from pyVmomi import vim
 
     connect: Any = pyVim.connect  # untyped SDK helpers
