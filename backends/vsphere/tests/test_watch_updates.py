@@ -6,6 +6,9 @@ here). The simulator is this module's own: one test terminates the watch's sessi
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -150,3 +153,82 @@ def test_close_cancels_the_outstanding_poll_at_once(host: Host) -> None:
     watch.close()
     assert time.monotonic() - started < 1.0
     assert not watch._source._thread.is_alive()  # type: ignore[attr-defined]
+
+
+def test_updates_of_one_vm_in_one_answer_are_each_a_change(host: Host, tool: Any) -> None:
+    first, second = host.vms.list()[:2]
+    with host.vms.watch() as watch:
+        for vm in (first, second):  # faster than the server's batching: one answer holds all
+            native = by_name(tool, vm.name)
+            WaitForTask(native.PowerOffVM_Task())
+            WaitForTask(native.PowerOnVM_Task())
+        seen = drain(watch, 1.5)
+    assert [(c.vm.id, c.new.state if c.new else None) for c in seen] == [
+        (first.id, PowerState.STOPPED), (first.id, PowerState.RUNNING),
+        (second.id, PowerState.STOPPED), (second.id, PowerState.RUNNING),
+    ]
+
+
+class CuttableProxy:
+    """A loopback TCP proxy whose connections the test can cut (a network blip)."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.listen = socket.socket()
+        self.listen.bind(("127.0.0.1", 0))
+        self.listen.listen(8)
+        self.port = self.listen.getsockname()[1]
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listen.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        for conn in self.open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listen.close()
+
+
+def test_a_cut_connection_relists_in_the_same_session_and_loses_nothing(
+    sim: Vcsim, tool: Any
+) -> None:
+    proxy = CuttableProxy(sim.port)
+    uri = sim.anyvirt_uri_with_ca.replace(f":{sim.port}", f":{proxy.port}")
+    try:
+        with anyvirt.connect(uri, password=sim.password) as host:
+            vm = host.vms.list()[0]
+            with host.vms.watch() as watch:
+                time.sleep(0.3)  # the long poll is outstanding
+                proxy.cut()
+                WaitForTask(by_name(tool, vm.name).PowerOffVM_Task())
+                seen = drain(watch, 3.0)
+                WaitForTask(by_name(tool, vm.name).PowerOnVM_Task())
+                seen += drain(watch, 1.5)
+                assert watch.stats.lost >= 1
+                assert watch._source.logins == 1  # type: ignore[attr-defined]
+        assert [(c.vm.id, c.new.state if c.new else None) for c in seen] == [
+            (vm.id, PowerState.STOPPED), (vm.id, PowerState.RUNNING)]
+    finally:
+        proxy.close()

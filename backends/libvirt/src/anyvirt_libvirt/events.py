@@ -27,15 +27,29 @@ import libvirt
 
 from anyvirt.errors import AnyvirtError, ConnectionFailed, NotFound
 from anyvirt.kit.changes import ChangeSink, ThreadedSource
+from anyvirt.model import PowerState, VMSummary
 from anyvirt_libvirt import listing
 from anyvirt_libvirt.connection import Link
 from anyvirt_libvirt.templates import TemplateIndex
 
 log = logging.getLogger(__name__)
 
+#: the state a lifecycle event leaves a domain in (for one gone before it was read)
+EVENT_STATES = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_STARTED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: PowerState.SUSPENDED,
+}
+
+LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
 #: the events that can change what a VMSummary says
 EVENT_IDS = (
-    libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+    LIFECYCLE,
     libvirt.VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE,
     libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
     libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
@@ -60,6 +74,10 @@ class DomainEvents(ThreadedSource):
         self._wake = threading.Condition()
         # by UUID, one re-read per domain however many events; None: look it up by UUID
         self._dirty: dict[str, libvirt.virDomain | None] = {}
+        # the state the last lifecycle event of each dirty domain implies, for a domain
+        # that is gone before it could be read
+        self._last_event: dict[str, PowerState] = {}
+        self._reported: set[str] = set()  # the domains the sink has been told of
         self._dropped = False
         link.on_drop = self._on_drop
         #: connections opened again after a drop (for tests and the bench)
@@ -71,6 +89,13 @@ class DomainEvents(ThreadedSource):
         with self._wake:
             self._dirty[uuid] = dom
             self._wake.notify()
+
+    def _heard_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int,
+                         _detail: int, _opaque: object) -> None:
+        if event != libvirt.VIR_DOMAIN_EVENT_UNDEFINED:  # a removal says nothing of being there
+            with self._wake:
+                self._last_event[dom.UUIDString()] = EVENT_STATES.get(event, PowerState.UNKNOWN)
+        self._heard(conn, dom)
 
     def touch(self, uuid: str) -> None:
         """Re-read a domain that changed without an event (see :class:`LocalHints`)."""
@@ -105,10 +130,12 @@ class DomainEvents(ThreadedSource):
         """Register, list, then follow the events until the connection drops or we stop."""
         with self._wake:
             self._dirty.clear()
+            self._last_event.clear()
             self._dropped = False
         with self.link.call("watching VMs") as conn:
-            callbacks = [conn.domainEventRegisterAny(None, event, self._heard, None)
-                         for event in EVENT_IDS]
+            callbacks = [conn.domainEventRegisterAny(
+                None, event, self._heard_lifecycle if event == LIFECYCLE else self._heard, None)
+                for event in EVENT_IDS]
         try:
             self._relist(sink)
             self._follow(sink)
@@ -122,6 +149,7 @@ class DomainEvents(ThreadedSource):
     def _relist(self, sink: ChangeSink) -> None:
         with self.link.call("listing VMs") as conn:
             vms = listing.list_summaries(conn, self.node, self.templates.ids())
+        self._reported = {vm.id for vm in vms}
         sink.snapshot(vms)
 
     def _follow(self, sink: ChangeSink) -> None:
@@ -136,12 +164,14 @@ class DomainEvents(ThreadedSource):
                 if woken:
                     uuid = next(iter(self._dirty))
                     dom = self._dirty.pop(uuid)
+                    last_event = self._last_event.pop(uuid, None)
             if woken:
-                self._reread(uuid, dom, sink)
+                self._reread(uuid, dom, last_event, sink)
             else:
                 self._relist(sink)  # the caller's safety-net interval passed
 
-    def _reread(self, uuid: str, dom: libvirt.virDomain | None, sink: ChangeSink) -> None:
+    def _reread(self, uuid: str, dom: libvirt.virDomain | None, last_event: PowerState | None,
+                sink: ChangeSink) -> None:
         try:
             with self.link.call(f"reading VM {uuid}") as conn:
                 if dom is None:
@@ -149,6 +179,12 @@ class DomainEvents(ThreadedSource):
                 summary = listing.summary_of(dom, self.node)
         except NotFound:
             self.templates.note(uuid, False)
+            if uuid not in self._reported and last_event is not None and dom is not None:
+                # made and removed again before it could be read: its events say it was
+                # there, so it is given as added (CPUs and memory unread) and removed
+                sink.upsert(VMSummary(id=uuid, name=dom.name(), state=last_event,
+                                      raw_state="gone", node=self.node))
+            self._reported.discard(uuid)
             sink.remove(uuid)
             return
         except ConnectionFailed:
@@ -157,6 +193,7 @@ class DomainEvents(ThreadedSource):
             log.debug("re-reading domain %s after an event", uuid, exc_info=True)
             return
         self.templates.note(uuid, summary.template)
+        self._reported.add(uuid)
         sink.upsert(summary)
 
     def interrupt(self) -> None:

@@ -7,12 +7,13 @@ container view of every VirtualMachine, for the paths a VMSummary needs. Then
 answers when something changed (or after ``max_wait`` seconds with nothing),
 and each answer carries only what changed.
 
-The first call (version "") gives every VM: that is the snapshot. A lost
-connection is retried on the same collector with the same version, which
-resumes where the watch was; when the session itself is gone (expired,
-terminated, server restarted), the collector went with it: the source logs in
-again, builds a new filter and starts from version "" again, and the core
-emits only the differences from what it had.
+The first call (version "") gives every VM: that is the snapshot. After a
+lost connection the source builds a new filter and reads from version "" again
+(a relist: a server need not keep what a dropped poll had already taken, and
+vcsim does not), in the same session when it survived, else after logging in
+again (expired, terminated, server restarted); the core emits only the
+differences from what it had. Each relist reads every VM once; between them,
+each answer carries only what changed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from anyvirt.kit.changes import ChangeSink, ThreadedSource
 from anyvirt.model import VMSummary
 from anyvirt.target import Target
 from anyvirt_vsphere.collector import Collector, Props
-from anyvirt_vsphere.errors import translate
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, vm_summary
 from anyvirt_vsphere.sdk import vim, vmodl
 from anyvirt_vsphere.session import Session, connection_lost
@@ -76,8 +76,13 @@ class PropertyUpdates(ThreadedSource):
                         return
                     if isinstance(exc, AuthenticationFailed):
                         raise  # a password that stopped working will not start again
-                    if not _resumable(exc):
-                        self._forget_session()  # the next round logs in and starts over
+                    # the next round reads everything again on a new filter (a relist: a
+                    # server need not keep what a dropped poll had taken, vcsim does not),
+                    # in the same session when the session survived
+                    if _session_alive(exc):
+                        self._forget_filter()
+                    else:
+                        self._forget_session()
                     sink.lost(exc)
                     self.stopping.wait(self.reconnect_delay(attempt))
                     attempt += 1
@@ -85,10 +90,12 @@ class PropertyUpdates(ThreadedSource):
             self._forget_session()
 
     def _open(self) -> None:
-        session = Session(self.target)
-        self._session = session
-        session.open()
-        self.logins += 1
+        session = self._session
+        if session is None:
+            session = Session(self.target)
+            self._session = session
+            session.open()
+            self.logins += 1
         collector = Collector(session)
         inventory = Inventory(collector, self.target)
         inventory.check_cluster()
@@ -118,28 +125,21 @@ class PropertyUpdates(ThreadedSource):
         update = self._collector.WaitForUpdatesEx(self._version, options)
         if update is None:
             return  # max_wait passed, nothing changed
-        touched = self._apply(update)
         self._version = str(update.version)
-        if first and not update.truncated:
+        if first:
+            self._apply(update, None)
+            if update.truncated:
+                self._version = ""  # the rest of the first answer comes with the same call
+                return
             listing = [s for s in (self._summary(moid) for moid in self._props) if s is not None]
             self._ids = {moid: s.id for moid in self._props if (s := self._summary(moid))}
             sink.snapshot(listing)
             return
-        if first:
-            self._version = ""  # a truncated first answer: the rest comes with the same call
-            return
-        for moid in touched:
-            summary = self._summary(moid)
-            known = self._ids.get(moid)
-            if summary is not None:
-                self._ids[moid] = summary.id
-                sink.upsert(summary)
-            elif known is not None:
-                del self._ids[moid]
-                sink.remove(known)
+        self._apply(update, sink)
 
-    def _apply(self, update: Any) -> list[str]:
-        touched: list[str] = []
+    def _apply(self, update: Any, sink: ChangeSink | None) -> None:
+        """Apply each object update in order, telling ``sink`` after each one: two
+        updates of one VM in one answer (off, then on again) are two changes."""
         for filter_update in update.filterSet or ():
             for change in filter_update.objectSet or ():
                 moid = str(change.obj._moId)
@@ -148,8 +148,18 @@ class PropertyUpdates(ThreadedSource):
                 else:
                     values = self._props.setdefault(moid, {})
                     _apply_changes(values, change.changeSet or ())
-                touched.append(moid)
-        return list(dict.fromkeys(touched))
+                if sink is not None:
+                    self._tell(moid, sink)
+
+    def _tell(self, moid: str, sink: ChangeSink) -> None:
+        summary = self._summary(moid)
+        known = self._ids.get(moid)
+        if summary is not None:
+            self._ids[moid] = summary.id
+            sink.upsert(summary)
+        elif known is not None:
+            del self._ids[moid]
+            sink.remove(known)
 
     def _summary(self, moid: str) -> VMSummary | None:
         values = self._props.get(moid)
@@ -166,19 +176,25 @@ class PropertyUpdates(ThreadedSource):
         if pc is not None:
             pc.CancelWaitForUpdates()  # the outstanding poll ends now, with RequestCanceled
 
-    def _forget_session(self) -> None:
-        session, pc, view = self._session, self._collector, self._view
-        self._session = self._collector = self._view = None
+    def _forget_filter(self) -> None:
+        pc, view = self._collector, self._view
+        self._collector = self._view = None
         self._version = ""
-        if session is None:
+        session = self._session
+        if session is None or not session.logged_in:
             return
         for cleanup in (getattr(pc, "Destroy", None), getattr(view, "DestroyView", None)):
-            if cleanup is not None and session.logged_in:
+            if cleanup is not None:
                 try:
                     cleanup()
                 except Exception:  # noqa: S112 - the session may be gone already
                     continue
-        session.close()
+
+    def _forget_session(self) -> None:
+        self._forget_filter()
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
 
 def _apply_changes(values: dict[str, Any], changes: Iterable[Any]) -> None:
@@ -189,14 +205,9 @@ def _apply_changes(values: dict[str, Any], changes: Iterable[Any]) -> None:
             values[change.name] = change.val
 
 
-def _resumable(exc: BaseException) -> bool:
-    """True when the session (and its collector) may well still be there: the
-    connection broke, not the login. The same version is asked again."""
-    if isinstance(exc, vim.fault.NotAuthenticated | vmodl.fault.ManagedObjectNotFound):
-        return False
-    if isinstance(exc, vim.fault.InvalidCollectorVersion | vmodl.fault.RequestCanceled):
-        return False
-    if connection_lost(exc) or isinstance(exc, OSError):
-        return True
-    cause = translate(exc, "watching VMs")
-    return isinstance(cause, ConnectionFailed) and not isinstance(exc, vmodl.MethodFault)
+def _session_alive(exc: BaseException) -> bool:
+    """True when the session may well still be there: the connection broke, not the
+    login (no need to log in again)."""
+    if isinstance(exc, vmodl.MethodFault):
+        return not isinstance(exc, vim.fault.NotAuthenticated)
+    return connection_lost(exc) or isinstance(exc, OSError | ConnectionFailed)
