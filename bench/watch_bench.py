@@ -242,8 +242,9 @@ def libvirt_fleet(size: int) -> Iterator[tuple[Any, Proxy, str, Any]]:
 
 def bench_libvirt(size: int, changes: int, idle: float, samples: int) -> dict[str, Any]:
     with libvirt_fleet(size) as (daemon, proxy, uri, conn), anyvirt.connect(uri) as host:
-        def make_changes() -> int:  # defines then undefines: added, removed
+        def make_changes() -> int:  # defines, then (once read) undefines: added, removed
             doms = [conn.defineXML(domain_xml(f"burst-{i}")) for i in range(changes // 2)]
+            time.sleep(1.0)
             for dom in doms:
                 dom.undefine()
             return 2 * len(doms)
