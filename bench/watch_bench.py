@@ -114,7 +114,11 @@ class Proxy:
                 client, _ = self.listen.accept()
             except OSError:
                 return
-            server = self.upstream()
+            try:
+                server = self.upstream()
+            except OSError:  # the testbed is gone (a client reconnecting at shutdown)
+                client.close()
+                continue
             parser = self.parser(self.counters) if self.parser else None
             threading.Thread(target=self._pump, args=(client, server, True, parser), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False, None), daemon=True).start()
