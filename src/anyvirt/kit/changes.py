@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -137,7 +138,10 @@ class PollingSource(ThreadedSource):
         self.interval = interval
 
     def run(self, sink: ChangeSink) -> None:
+        next_poll = time.monotonic()
         while not self.stopping.is_set():
+            # at a fixed rate: a slow listing must not stretch the interval (and the latency)
+            next_poll += self.interval
             try:
                 listing = self.list_vms()
             except Exception as exc:  # the next poll is the retry
@@ -148,4 +152,7 @@ class PollingSource(ThreadedSource):
                 if self.stopping.is_set():
                     return
                 sink.snapshot(listing)
-            self.stopping.wait(self.interval)
+            now = time.monotonic()
+            if next_poll < now:  # a listing longer than the interval: a full interval's rest
+                next_poll = now + self.interval
+            self.stopping.wait(next_poll - now)
