@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from anyvirt import registry
-from anyvirt.cli import matrix
+from anyvirt.cli import commands_watch, matrix
 from anyvirt.cli.commands_vm import node_names
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import mib, print_host_info, print_json, print_table, styled, styled_state
@@ -30,9 +30,21 @@ def info(uri: str | None, json_flag: bool) -> None:
 @click.option("--state", "states", type=click.Choice([s.value for s in PowerState]), multiple=True,
               help="Only VMs in this state (repeatable).")
 @click.option("--node", "node_ref", metavar="NODE", help="Only VMs on this node (name or id).")
+@click.option("--watch", "watching", is_flag=True,
+              help="Keep the table up to date as VMs change (a line per change off a terminal; "
+                   "Ctrl-C to stop). See also `anyvirt events`.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --watch: seconds between polls where the platform pushes nothing.")
+@click.option("--count", type=click.IntRange(min=1), help="With --watch: stop after this many changes.")
 @json_option
-def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, json_flag: bool) -> None:
+def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, watching: bool,
+        interval: float | None, count: int | None, json_flag: bool) -> None:
     """List the VMs of a host: name, state, CPUs, memory, node (ids with --json, or `vm show`)."""
+    if watching:
+        with settings().connect(uri) as host:
+            commands_watch.watch_table(host, node_names(host), interval=interval, count=count,
+                                       as_json=json_mode(json_flag))
+        return
     with settings().connect(uri) as host:
         listed = host.vms.list()
         names = node_names(host)
