@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from anyvirt.errors import InvalidSpec, NotSupported
+from anyvirt.kit.changes import ChangeSource, PollingSource
 from anyvirt.lookup import by_id_or_name
 from anyvirt.model import (
     ACTION_CAPABILITY,
@@ -93,6 +94,8 @@ class Driver(abc.ABC):
     connect_options: ClassVar[frozenset[str]] = frozenset()
     #: the typed extension namespaces ``host.extension(Kind)`` hands out
     extensions: ClassVar[tuple[type[Extension], ...]] = ()
+    #: seconds between two listings of the default change source (``change_source``)
+    watch_interval: ClassVar[float] = 2.0
 
     # ---------------------------------------------------------- connection
     @classmethod
@@ -169,6 +172,17 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def list_vms(self) -> list[VMSummary]:
         """Every VM, in a fixed, small number of round trips."""
+
+    def change_source(self, interval: float | None = None) -> ChangeSource:
+        """A new stream of this connection's VM changes, for ``host.vms.watch()``.
+
+        The default lists every ``interval`` seconds (``watch_interval`` if None) and
+        lets the core diff the listings. Override where the platform pushes changes
+        (events, long polls): the source then costs nothing while nothing changes.
+        Each call makes an independent source; closing it must stop its threads and
+        requests at once (see :mod:`anyvirt.kit.changes`).
+        """
+        return PollingSource(self.list_vms, interval or self.watch_interval)
 
     def find_vm(self, ref: str) -> VMSummary:
         """A VM by id, else by name (:func:`anyvirt.lookup.by_id_or_name`): ``NotFound`` if

@@ -28,6 +28,7 @@ from anyvirt.vm import VM
 if TYPE_CHECKING:
     from anyvirt.driver import Driver
     from anyvirt.extensions import Extension
+    from anyvirt.watch import Watch
 
 T = TypeVar("T")
 E = TypeVar("E", bound="Extension")
@@ -236,6 +237,24 @@ class VMCollection:
         ``NotFound``) if more than one VM has that name: then give the id."""
         validation.LOOKUP.check(ref)  # NUL or a lone surrogate names nothing on any platform
         return VM(self._host, find_one_vm(self._host.driver, ref))
+
+    def watch(self, *, initial: bool = False, interval: float | None = None,
+              buffer: int | None = None) -> Watch:
+        """A stream of changes to this host's VMs: an iterator of ``VMChange`` (``kind``
+        "added", "removed" or "changed", ``vm``, ``old``, ``new``), and a context
+        manager that closes it.
+
+        ``initial=True`` first gives every VM there now as "added"; else only what
+        changes after this call returns. ``interval`` is the seconds between polls
+        where the platform pushes nothing (Proxmox, VirtualBox). Past ``buffer``
+        waiting changes, further changes to a VM are merged into its waiting one.
+        A lost connection is re-opened and relisted, and only the differences are
+        given. See :mod:`anyvirt.watch`.
+        """
+        from anyvirt.watch import DEFAULT_BUFFER, Watch
+
+        return Watch(self._host, initial=initial, interval=interval,
+                     buffer=DEFAULT_BUFFER if buffer is None else buffer)
 
     def exists(self, ref: str) -> bool:
         """Whether a VM has that id or name (two of one name: it exists)."""

@@ -31,13 +31,14 @@ the guest counts as up.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,7 @@ from anyvirt.deployment import ResolvedIdentity, compile_nocloud
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
 from anyvirt.kit import qemu_img
+from anyvirt.kit.changes import ChangeSink, ChangeSource
 from anyvirt.lookup import by_id_or_name
 from anyvirt.model import (
     GIB,
@@ -200,10 +202,20 @@ class World:
         }
         self.vms: dict[str, _VM] = {}
         self._macs = itertools.count(random.randrange(0x100000))
+        #: called (lock held) with a VM's id and summary, None once gone: the watch's events
+        self.listeners: list[Callable[[str, VMSummary | None], None]] = []
 
     def new_mac(self) -> str:
         n = next(self._macs) & 0xFFFFFF
         return f"52:54:00:{n >> 16:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
+
+    def emit(self, vm_id: str) -> None:
+        """Tell the listeners what VM ``vm_id`` is now (call with the lock held, after
+        the change, so listeners see changes in the order they were made)."""
+        vm = self.vms.get(vm_id)
+        summary = vm.summary() if vm is not None else None
+        for listener in list(self.listeners):
+            listener(vm_id, summary)
 
     def used_storage(self) -> int:
         return sum(d.size_bytes or 0 for vm in self.vms.values() for d in vm.disks if not d.backing)
@@ -437,6 +449,10 @@ class MemoryDriver(Driver):
     def native_vm(self, vm_id: str) -> _VM:
         return self._vm(vm_id)
 
+    def change_source(self, interval: float | None = None) -> ChangeSource:
+        """The world's own events: nothing is polled."""
+        return _WorldEvents(self.world)
+
     def _disk(self, vm_id: str, index: int, spec: DiskSpec,
               contents: dict[str, tuple[str, bytes]]) -> DiskInfo:
         disk_id = f"disk{index}"
@@ -473,6 +489,7 @@ class MemoryDriver(Driver):
                 ),
             )
             w.vms[vm_id] = vm
+            w.emit(vm_id)
             return vm.summary()
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
@@ -480,6 +497,7 @@ class MemoryDriver(Driver):
         self._work(job, "delete_vm", f"deleting {name}")
         with self._locked() as w:
             w.vms.pop(vm_id, None)
+            w.emit(vm_id)
 
     # ------------------------------------------------------------ deployment
     def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
@@ -538,25 +556,28 @@ class MemoryDriver(Driver):
     def power(self, vm_id: str, action: PowerAction, job: Job) -> None:
         vm = self._vm(vm_id)
         self._work(job, "power", f"{action.value} {vm.name}")
-        with self._locked():
+        with self._locked() as w:
             vm.state = RESULT[action]
+            w.emit(vm_id)
 
     def reconfigure_vm(self, vm_id: str, cpus: int | None, memory_mib: int | None,
                        job: Job) -> bool:
         vm = self._vm(vm_id)
         self._work(job, "reconfigure_vm", f"reconfiguring {vm.name}")
-        with self._locked():
+        with self._locked() as w:
             if cpus is not None:
                 vm.cpus = cpus
             if memory_mib is not None:
                 vm.memory_mib = memory_mib
+            w.emit(vm_id)
             return vm.state is PowerState.RUNNING
 
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
         vm = self._vm(vm_id)
         self._work(job, "mark_template", f"marking {vm.name} as a template")
-        with self._locked():
+        with self._locked() as w:
             vm.template = True
+            w.emit(vm_id)
             return vm.summary()
 
     def convert_to_vm(self, vm_id: str, node: str | None, job: Job) -> VMSummary:
@@ -566,6 +587,7 @@ class MemoryDriver(Driver):
             vm.template = False
             if node is not None:
                 vm.node = self._pick_node(node)
+            self.world.emit(vm_id)
             return vm.summary()
 
     # ------------------------------------------------------------ snapshots
@@ -604,6 +626,7 @@ class MemoryDriver(Driver):
             # a disk-only snapshot has no running guest to return to
             vm.state = snap.state if snap.info.memory else PowerState.STOPPED
             vm.current_snapshot = snap.info.id
+            self.world.emit(vm_id)
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
         with self._locked():
@@ -658,6 +681,7 @@ class MemoryDriver(Driver):
                 identity=src.identity,
             )
             w.vms[new_id] = clone
+            w.emit(new_id)
             return clone.summary()
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
@@ -704,6 +728,8 @@ class MemoryDriver(Driver):
             vm.node = dest_node
             if placement.storage:
                 vm.disks = tuple(evolve(d, storage=placement.storage) for d in vm.disks)
+            for changed in {self.world, dest_world}:
+                changed.emit(vm.id)
         return MigrationResult(
             vm_id=vm.id, vm_name=vm.name,
             source=f"memory://{self.world.name}/{source_node}",
@@ -711,6 +737,34 @@ class MemoryDriver(Driver):
             downtime_ms=0.0 if live else None,
             bytes_transferred=vm.memory_mib * 1024 * 1024 if live else 0,
         )
+
+
+class _WorldEvents(ChangeSource):
+    """A memory host's changes, as they are made (``World.emit``)."""
+
+    pushed = True
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._sink: ChangeSink | None = None
+
+    def start(self, sink: ChangeSink) -> None:
+        self._sink = sink
+        # subscribing, listing and handing over under one lock: no change falls between
+        with self.world.lock:
+            self.world.listeners.append(self._heard)
+            sink.snapshot([vm.summary() for vm in self.world.vms.values()])
+
+    def _heard(self, vm_id: str, summary: VMSummary | None) -> None:
+        assert self._sink is not None
+        if summary is None:
+            self._sink.remove(vm_id)
+        else:
+            self._sink.upsert(summary)
+
+    def close(self) -> None:
+        with self.world.lock, contextlib.suppress(ValueError):
+            self.world.listeners.remove(self._heard)
 
 
 __all__ = ["MemoryDriver", "World", "inject_failure", "reset", "world"]

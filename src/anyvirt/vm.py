@@ -112,6 +112,21 @@ class VM:
         self._summary = self._host.driver.vm_summary(self.id)
         return self
 
+    def wait_for(self, state: PowerState | str, timeout: float = DEFAULT_TIMEOUT, *,
+                 interval: float | None = None) -> VM:
+        """Block until this VM is in ``state`` (however it got there: anyvirt or
+        another tool), and return it with its summary updated.
+
+        Built on ``host.vms.watch()``: where the platform pushes changes nothing is
+        sent while waiting; elsewhere the watch lists every ``interval`` seconds.
+        ``Timeout`` if ``timeout`` seconds pass first, ``NotFound`` if the VM is removed.
+        """
+        from anyvirt.watch.waits import wait_for_state
+
+        wanted = state if isinstance(state, PowerState) else PowerState(state)
+        self._summary = wait_for_state(self, wanted, timeout, interval=interval)
+        return self
+
     def info(self) -> VMInfo:
         """The full description: disks with their paths, NICs with MACs, firmware, raw state."""
         return self._host.driver.vm_info(self.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from anyvirt import registry
-from anyvirt.cli import matrix
+from anyvirt.cli import commands_watch, matrix
 from anyvirt.cli.commands_vm import node_names
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import (
@@ -40,12 +40,23 @@ def info(uri: str | None, json_flag: bool) -> None:
 @click.option("--node", "node_ref", metavar="NODE", help="Only VMs on this node (name or id).")
 @click.option("--addresses", "with_addresses", is_flag=True,
               help="With --json: each VM's guest addresses too (one more call per VM).")
+@click.option("--watch", "watching", is_flag=True,
+              help="Keep the table up to date as VMs change (a line per change off a terminal; "
+                   "Ctrl-C to stop). See also `anyvirt events`.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --watch: seconds between polls where the platform pushes nothing.")
+@click.option("--count", type=click.IntRange(min=1), help="With --watch: stop after this many changes.")
 @json_option
 def vms(uri: str | None, states: tuple[str, ...], node_ref: str | None, with_addresses: bool,
-        json_flag: bool) -> None:
+        watching: bool, interval: float | None, count: int | None, json_flag: bool) -> None:
     """List the VMs of a host: name, state, CPUs, memory, node (ids with --json, or `vm show`)."""
-    if with_addresses and not json_mode(json_flag):
-        raise click.UsageError("--addresses goes with --json")
+    if with_addresses and (watching or not json_mode(json_flag)):
+        raise click.UsageError("--addresses goes with --json, without --watch")
+    if watching:
+        with settings().connect(uri) as host:
+            commands_watch.watch_table(host, node_names(host), interval=interval, count=count,
+                                       as_json=json_mode(json_flag))
+        return
     with settings().connect(uri) as host:
         listed = host.vms.list()
         names = node_names(host)

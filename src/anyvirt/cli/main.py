@@ -32,6 +32,7 @@ from anyvirt.cli import (
     commands_template,
     commands_testbed,
     commands_vm,
+    commands_watch,
     completion,
     context,
 )
@@ -190,6 +191,7 @@ cli.add_command(commands_testbed.testbed)
 cli.add_command(completion.completion)
 cli.add_command(commands_image.image)
 commands_move.register(cli)
+cli.add_command(commands_watch.events)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

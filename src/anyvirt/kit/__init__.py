@@ -12,6 +12,8 @@ core's own migration and memory code) can use them:
 - :mod:`anyvirt.kit.session`: log in again once on expiry, repeat only idempotent calls;
 - :mod:`anyvirt.kit.errors`: ordered error-translation tables, secrets scrubbed;
 - :mod:`anyvirt.kit.placement`: least-loaded node choice.
+- :mod:`anyvirt.kit.changes`: change sources for ``host.vms.watch()`` (the default poll,
+  and the base a platform's event or long-poll source is written on).
 
 Using the qemu-img runner from a backend (libvirt's ``storage.py`` today runs
 its own ``run_qemu_img``; this is what replaces it)::

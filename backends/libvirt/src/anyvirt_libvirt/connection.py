@@ -107,6 +107,8 @@ class Link:
         self.after_reconnect: Callable[[], None] | None = None
         self._reconnected = threading.Event()
         self._opened_before = False
+        #: called (from libvirt's event loop thread) when the connection closes under us
+        self.on_drop: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- opening
     def _open_now(self) -> libvirt.virConnect:
@@ -188,6 +190,9 @@ class Link:
 
     def _on_close(self, _conn: libvirt.virConnect, _reason: int, _opaque: object) -> None:
         self._dropped.set()
+        hook = self.on_drop
+        if hook is not None:
+            hook()
 
     def connect(self) -> None:
         """Open now (``LibvirtDriver.open`` fails early on a bad URI)."""

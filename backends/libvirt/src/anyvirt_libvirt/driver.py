@@ -19,6 +19,7 @@ from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.kit.changes import ChangeSource
 from anyvirt.model import (
     GIB,
     Capability,
@@ -44,6 +45,7 @@ from anyvirt_libvirt import (
     cloning,
     deletion,
     domxml,
+    events,
     export,
     lifecycle,
     listing,
@@ -94,6 +96,8 @@ class LibvirtDriver(Driver):
             link=link, safe_uri=target.safe_uri, is_local_socket=not target.host, facts=facts,
             templates=index, inflight=InflightRecord(facts.node_id), embed_root=embed_root,
         )
+        #: this connection's open watches, told of changes libvirt sends no event for
+        self.watch_hints = events.LocalHints()
         if embed_root is None and has_storage:
             link.after_reconnect = self.site.sweep_inflight
             self.site.sweep_inflight()
@@ -223,6 +227,15 @@ class LibvirtDriver(Driver):
     def list_vms(self) -> list[VMSummary]:
         with self.link.call("list VMs") as conn:
             return listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
+
+    def change_source(self, interval: float | None = None) -> ChangeSource:
+        """Domain events on a connection of the watch's own: no polling, unless an
+        ``interval`` asks for a relist that often as a safety net (libvirt sends no event
+        when another tool changes a stopped domain's CPUs or memory with ``--config``)."""
+        source = events.DomainEvents(Link(self.link.uri, self.target), self.facts.node_id,
+                                     self.templates, resync=interval)
+        self.watch_hints.add(source)
+        return source
 
     def find_vm(self, ref: str) -> VMSummary:
         with self.link.call(f"find VM {ref!r}") as conn:
@@ -393,10 +406,13 @@ class LibvirtDriver(Driver):
         self, vm_id: str, cpus: int | None, memory_mib: int | None, job: Job
     ) -> bool:
         choices = self.facts.choices
-        with self.site.domain(vm_id, "reconfigure VM") as dom:
-            return lifecycle.reconfigure(
-                dom, cpus, memory_mib, choices, live_capable=choices.domain_type != "test"
-            )
+        try:
+            with self.site.domain(vm_id, "reconfigure VM") as dom:
+                return lifecycle.reconfigure(
+                    dom, cpus, memory_mib, choices, live_capable=choices.domain_type != "test"
+                )
+        finally:
+            self.watch_hints.touch(vm_id)  # libvirt sends no event for a config-only change
 
     # ------------------------------------------------------------ templates
     def mark_template(self, vm_id: str, job: Job) -> VMSummary:
@@ -410,6 +426,7 @@ class LibvirtDriver(Driver):
         with self.site.domain(vm_id, "mark template" if on else "unmark template") as dom:
             templates.set_mark(dom, on)
             self.templates.note(vm_id, on)
+            self.watch_hints.touch(vm_id)  # nor for the mark in a stopped domain's metadata
             return listing.summary_of(dom, self.facts.node_id)
 
     # ------------------------------------------------------------ snapshots

@@ -27,6 +27,7 @@ from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec
+from anyvirt.kit.changes import ChangeSource, PollingSource
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -56,6 +57,7 @@ from anyvirt_virtualbox import (
     power,
     snapshots,
     templates,
+    watching,
 )
 from anyvirt_virtualbox.runner import VBoxManage, default_home, find_vboxmanage
 
@@ -228,6 +230,13 @@ class VirtualBoxDriver(Driver):
     # ---------------------------------------------------------- VMs
     def list_vms(self) -> list[VMSummary]:
         return machines.list_all(self.vbox, self.home, self.node, can_run=self.kernel_driver)
+
+    def change_source(self, interval: float | None = None) -> ChangeSource:
+        """A poll of one process per interval (VBoxManage has no event source)."""
+        return PollingSource(
+            lambda: watching.poll(self.vbox, self.home, self.node, can_run=self.kernel_driver),
+            interval or self.watch_interval,
+        )
 
     def find_vm(self, ref: str) -> VMSummary:
         return machines.summary(self.vbox, ref, self.node)

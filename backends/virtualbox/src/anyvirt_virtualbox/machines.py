@@ -110,6 +110,10 @@ def _listed_state(uuid: str, running: set[str], facts: settings.MachineFacts) ->
     return PowerState.STOPPED, "poweroff"
 
 
+#: a VM's state from a listing's facts (the watch's cheap poll reads them the same way)
+listed_state = _listed_state
+
+
 def list_all(vbox: VBoxManage, home: Path | None, node: str, can_run: bool = True) -> list[VMSummary]:
     """Every VM; with ``can_run=False`` (no kernel driver: nothing can be running) ``list
     runningvms`` is not asked."""

@@ -27,6 +27,7 @@ from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec
 from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
+from anyvirt.kit.changes import ChangeSource
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -44,7 +45,18 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_vsphere import clone, export, guest, image_import, migration, power, rules, snapshots, vms
+from anyvirt_vsphere import (
+    clone,
+    export,
+    guest,
+    image_import,
+    migration,
+    power,
+    rules,
+    snapshots,
+    updates,
+    vms,
+)
 from anyvirt_vsphere.collector import Collector
 from anyvirt_vsphere.configspec import STATIC_MAC_PREFIXES
 from anyvirt_vsphere.inventory import VM_PATHS, Inventory, unescape_name, vm_summary
@@ -230,6 +242,10 @@ class VSphereDriver(Driver):
     # ---------------------------------------------------------- VMs
     def list_vms(self) -> list[VMSummary]:
         return self.inventory.list_vms()
+
+    def change_source(self, interval: float | None = None) -> ChangeSource:
+        """``WaitForUpdatesEx`` on a session of the watch's own: one long poll, no polling."""
+        return updates.PropertyUpdates(self.target)
 
     def vm_info(self, vm_id: str) -> VMInfo:
         return vms.vm_info(self.inventory, vm_id)
