@@ -20,7 +20,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
-from libvirt_helpers import destroy, guest_spec, unique
+from libvirt_support import destroy, guest_spec, unique
 
 import anyvirt
 from anyvirt.host import Host

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from pve_fakes import PASSWORD, InProcessFakePve, Traffic
+from pve_support import PASSWORD, InProcessFakePve, Traffic
 
 from anyvirt.host import Host
 from anyvirt.model import PowerState, VMSpec
