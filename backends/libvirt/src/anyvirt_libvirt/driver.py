@@ -89,6 +89,7 @@ class LibvirtDriver(Driver):
             link=link, safe_uri=target.safe_uri, is_local_socket=not target.host, facts=facts,
             templates=index, inflight=InflightRecord(facts.node_id), embed_root=embed_root,
         )
+        self._lister = listing.Lister()  # remembers whether to ask for managed saves early
         if embed_root is None and has_storage:
             link.after_reconnect = self.site.sweep_inflight
             self.site.sweep_inflight()
@@ -214,7 +215,7 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------ listing
     def list_vms(self) -> list[VMSummary]:
         with self.link.call("list VMs") as conn:
-            return listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
+            return self._lister.summaries(conn, self.facts.node_id, self.templates.ids())
 
     def find_vm(self, ref: str) -> VMSummary:
         with self.link.call(f"find VM {ref!r}") as conn:
