@@ -82,7 +82,7 @@ class _AskedAhead:
     def _ask(self) -> None:
         try:
             self._saved = _managed_saves(self._conn)
-        except BaseException as exc:  # noqa: BLE001 - handed to the listing's thread
+        except BaseException as exc:  # handed to the listing's thread, raised there
             self._error = exc
 
     def wait(self) -> None:
