@@ -20,7 +20,9 @@ should agree).
 The raw call, per backend (the floor anyvirt is held to):
 
 * libvirt: ``conn.getAllDomainStats(STATE|VCPU|BALLOON)``, nothing else
-  (the answer is left unread); also shown: ``listAllDomains(0)`` plus that
+  (the answer is left unread); also shown: that call with each domain's
+  ``UUIDString()`` and ``name()`` read (the least any listing reads: the
+  stats carry neither), ``listAllDomains(0)`` plus that
   call (the raw of ``bench/libvirt_list.py``), and the two calls the listing
   makes, read by hand into tuples (what a script would write to get the
   same facts);
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import subprocess
 import sys
@@ -68,11 +71,13 @@ def alternate(ways: dict[str, Way], runs: int) -> dict[str, list[float]]:
 
 
 def report(title: str, seconds: dict[str, list[float]], raw: str, others: tuple[str, ...] = ()) -> None:
-    """Medians, and anyvirt's ratio to ``raw`` (and to each of ``others``)."""
+    """Medians (and minimums), and anyvirt's ratio to ``raw`` (and to each of ``others``),
+    with the load average (the machine is shared: a figure means little without it)."""
     runs = len(seconds[raw])
-    print(f"\n{title} (medians of {runs} alternating runs)")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"\n{title} (medians of {runs} alternating runs; load average {load})")
     for name, values in seconds.items():
-        print(f"  {name:34} {statistics.median(values) * 1000:9.2f} ms")
+        print(f"  {name:34} {statistics.median(values) * 1000:9.2f} ms   (min {min(values) * 1000:9.2f} ms)")
     for floor in (raw, *others):
         ratio = statistics.median(seconds["anyvirt"]) / statistics.median(seconds[floor])
         pairwise = statistics.median(a / r for a, r in zip(seconds["anyvirt"], seconds[floor], strict=True))
@@ -111,6 +116,10 @@ def bench_libvirt(args: argparse.Namespace) -> None:
                     def two_calls() -> object:
                         return conn.listAllDomains(0), conn.getAllDomainStats(stats, 0)
 
+                    def ids_and_names() -> object:
+                        # the least any listing reads: every domain's UUID and name
+                        return [(d.UUIDString(), d.name()) for d, _s in conn.getAllDomainStats(stats, 0)]
+
                     def by_hand() -> object:
                         saved = {d.UUIDString() for d in conn.listAllDomains(managed_save)}
                         return [(d.UUIDString(), d.name(), s["state.state"], s["vcpu.current"],
@@ -118,13 +127,15 @@ def bench_libvirt(args: argparse.Namespace) -> None:
                                 for d, s in conn.getAllDomainStats(stats, 0)]
 
                     seconds = alternate({"getAllDomainStats": raw, "anyvirt": host.vms.list,
+                                         "getAllDomainStats + ids and names": ids_and_names,
                                          "listAllDomains + getAllDomainStats": two_calls,
                                          "by hand (same calls, read)": by_hand}, args.runs)
                 finally:
                     host.close()
                 report(f"libvirt, {count} shut-off QEMU domains in a real libvirtd", seconds,
                        "getAllDomainStats",
-                       ("listAllDomains + getAllDomainStats", "by hand (same calls, read)"))
+                       ("getAllDomainStats + ids and names", "listAllDomains + getAllDomainStats",
+                        "by hand (same calls, read)"))
             conn.close()
         finally:
             daemon.stop()

@@ -227,7 +227,8 @@ class VMCollection:
 
     def list(self) -> list[VM]:
         """Every VM, with id, name, state, CPUs, memory and node from one listing."""
-        return [VM(self._host, s) for s in self._host.driver.list_vms()]
+        host = self._host
+        return [VM(host, s) for s in host.driver.list_vms()]
 
     def __iter__(self) -> Iterator[VM]:
         return iter(self.list())

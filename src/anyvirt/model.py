@@ -301,6 +301,33 @@ class VMSummary:
     template: bool = False
 
 
+# The slots' own setters, for summary_row: a listing builds one summary per VM, and
+# attrs' frozen __init__ goes through object.__setattr__ per field (about 3x slower).
+(_set_id, _set_name, _set_state, _set_raw_state, _set_cpus, _set_memory_mib, _set_node,
+ _set_template) = (VMSummary.__dict__[f.name].__set__ for f in attrs.fields(VMSummary))
+_new_object = object.__new__
+
+
+def summary_row(
+    id: str, name: str, state: PowerState, raw_state: str, cpus: int, memory_mib: int,
+    node: str | None, template: bool, /,
+) -> VMSummary:
+    """A ``VMSummary`` from a row a driver read off its platform: the same value as
+    ``VMSummary(...)`` (equal, hashable, frozen), built in about a third of the time,
+    for listings of thousands of VMs. Every field is given; nothing is checked (the
+    class has no validators to skip: a summary is output, never user input)."""
+    summary: VMSummary = _new_object(VMSummary)
+    _set_id(summary, id)
+    _set_name(summary, name)
+    _set_state(summary, state)
+    _set_raw_state(summary, raw_state)
+    _set_cpus(summary, cpus)
+    _set_memory_mib(summary, memory_mib)
+    _set_node(summary, node)
+    _set_template(summary, template)
+    return summary
+
+
 @frozen
 class Placement:
     """Where a clone, a migrated VM or a converted template goes. ``None`` leaves the

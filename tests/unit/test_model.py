@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from anyvirt import DiskSpec, Firmware, InvalidSpec, NicSpec, VMSpec
@@ -75,3 +76,16 @@ def test_duplicate_macs_in_one_spec() -> None:
 def test_disk_size_bytes() -> None:
     assert DiskSpec(size_gib=0.5).size_bytes == 512 * 1024 * 1024
     assert DiskSpec(image="/x.qcow2").size_bytes is None
+
+
+def test_a_summary_row_is_the_same_value_as_a_summary() -> None:
+    from anyvirt.model import PowerState, VMSummary, evolve, summary_row
+
+    fields = ("6f1c", "web", PowerState.SUSPENDED, "shutoff (saved)", 2, 512, "node-1", True)
+    made, row = VMSummary(*fields), summary_row(*fields)
+    assert type(row) is VMSummary
+    assert row == made and hash(row) == hash(made) and repr(row) == repr(made)
+    assert row != summary_row(*fields[:-1], False)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        row.name = "other"  # type: ignore[misc]
+    assert evolve(row, template=False) == VMSummary(*fields[:-1], False)

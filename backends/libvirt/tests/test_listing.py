@@ -7,6 +7,7 @@ off, running, managed-saved and a template.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -59,6 +60,8 @@ class Counting:
     def __init__(self, target: libvirt.virConnect, counts: Counter[str]) -> None:
         self._target = target
         self._counts = counts
+        #: which threads made each call
+        self.threads: dict[str, set[int]] = {}
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._target, attr)
@@ -67,20 +70,24 @@ class Counting:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self._counts[attr] += 1
+            self.threads.setdefault(attr, set()).add(threading.get_ident())
             return value(*args, **kwargs)
 
         return call
 
 
-def calls_of_a_listing(host: Host) -> Counter[str]:
+def calls_of_a_listing(host: Host, threads: dict[str, set[int]] | None = None) -> Counter[str]:
+    """The daemon calls of one ``host.vms.list()`` (``threads``: filled with who made them)."""
     link = host.driver.link  # type: ignore[attr-defined]
     real = link.conn
     counts: Counter[str] = Counter()
-    link._conn = Counting(real, counts)
+    link._conn = counting = Counting(real, counts)
     try:
         host.vms.list()
     finally:
         link._conn = real
+    if threads is not None:
+        threads.update(counting.threads)
     return counts
 
 
@@ -99,6 +106,8 @@ def test_each_row_says_what_the_vm_itself_says(daemon: LibvirtDaemon, conn: libv
         host.vms.get("tmpl").mark_template()
         listed = {vm.name: row(vm) for vm in host.vms.list()}
         assert listed == {vm.name: row(vm.refresh()) for vm in host.vms.list()}
+        # this one asked for the managed saves alongside the stats (the last met shut-off ones)
+        assert {vm.name: row(vm) for vm in host.vms.list()} == listed
     assert {name: r[2] for name, r in listed.items()} == {
         "off": PowerState.STOPPED, "on": PowerState.RUNNING,
         "saved": PowerState.SUSPENDED, "tmpl": PowerState.STOPPED,
@@ -118,3 +127,17 @@ def test_a_listing_is_one_call_and_a_second_only_for_shut_off_domains(
         define(conn, "stopped")
         assert calls_of_a_listing(host) == {"getAllDomainStats": 1, "listAllDomains": 1}
         assert len(host.vms.list()) == 4
+
+
+def test_after_a_listing_with_shut_off_domains_the_managed_saves_are_asked_alongside(
+    daemon: LibvirtDaemon, conn: libvirt.virConnect
+) -> None:
+    define(conn, "stopped")
+    with anyvirt.connect(daemon.anyvirt_uri) as host:
+        threads: dict[str, set[int]] = {}
+        assert calls_of_a_listing(host, threads) == {"getAllDomainStats": 1, "listAllDomains": 1}
+        assert threads["listAllDomains"] == threads["getAllDomainStats"]  # nothing known yet: after
+        threads.clear()
+        assert calls_of_a_listing(host, threads) == {"getAllDomainStats": 1, "listAllDomains": 1}
+        # the second call ran on a thread of its own, while the stats call was under way
+        assert threads["listAllDomains"].isdisjoint(threads["getAllDomainStats"])

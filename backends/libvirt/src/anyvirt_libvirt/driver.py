@@ -98,6 +98,7 @@ class LibvirtDriver(Driver):
         )
         #: this connection's open watches, told of changes libvirt sends no event for
         self.watch_hints = events.LocalHints()
+        self._lister = listing.Lister()  # remembers whether to ask for managed saves early
         if embed_root is None and has_storage:
             link.after_reconnect = self.site.sweep_inflight
             self.site.sweep_inflight()
@@ -226,7 +227,7 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------ listing
     def list_vms(self) -> list[VMSummary]:
         with self.link.call("list VMs") as conn:
-            return listing.list_summaries(conn, self.facts.node_id, self.templates.ids())
+            return self._lister.summaries(conn, self.facts.node_id, self.templates.ids())
 
     def change_source(self, interval: float | None = None) -> ChangeSource:
         """Domain events on a connection of the watch's own: no polling, unless an

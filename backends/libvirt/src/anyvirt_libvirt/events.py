@@ -148,7 +148,7 @@ class DomainEvents(ThreadedSource):
 
     def _relist(self, sink: ChangeSink) -> None:
         with self.link.call("listing VMs") as conn:
-            vms = listing.list_summaries(conn, self.node, self.templates.ids())
+            vms = listing.Lister().summaries(conn, self.node, self.templates.ids())
         self._reported = {vm.id for vm in vms}
         sink.snapshot(vms)
 

@@ -16,7 +16,7 @@ from typing import Any
 from attrs import frozen
 
 from anyvirt.errors import NotFound
-from anyvirt.model import MIB, NodeInfo, PowerState, StorageInfo, VMSummary
+from anyvirt.model import MIB, NodeInfo, PowerState, StorageInfo, VMSummary, summary_row
 from anyvirt_proxmox.config import looks_like_vmid, vmid
 from anyvirt_proxmox.session import Session
 
@@ -75,8 +75,8 @@ def summary_from_resource(row: dict[str, Any]) -> VMSummary:
     else:
         state, raw = _PLAIN_STATES[status], status
     vmid = row["vmid"]
-    return VMSummary(str(vmid), get("name") or f"VM {vmid}", state, raw, int(get("maxcpu") or 0),
-                     int(get("maxmem") or 0) // MIB, get("node"), get("template") in (1, "1"))
+    return summary_row(str(vmid), get("name") or f"VM {vmid}", state, raw, int(get("maxcpu") or 0),
+                       int(get("maxmem") or 0) // MIB, get("node"), get("template") in (1, "1"))
 
 
 def summary_from_status(vm_id: str, node: str, data: dict[str, Any]) -> VMSummary:
@@ -103,14 +103,31 @@ class Inventory:
 
     # ------------------------------------------------------------ guests
     def guests(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.session.get(("cluster", "resources"), "listing guests", type="vm")
-        with self._lock:
-            self._nodes_of = {str(r["vmid"]): str(r["node"]) for r in rows
-                              if r.get("type") == "qemu" and r.get("node")}
+        rows = self._guest_rows()
+        self._remember_nodes({str(r["vmid"]): str(r["node"]) for r in rows
+                              if r.get("type") == "qemu" and r.get("node")})
         return rows
 
     def list_vms(self) -> list[VMSummary]:
-        return [summary_from_resource(r) for r in self.guests() if r.get("type") == "qemu"]
+        # one pass over the rows for both the summaries and where each VM is (guests() makes two)
+        out: list[VMSummary] = []
+        nodes: dict[str, str] = {}
+        for row in self._guest_rows():
+            if row.get("type") == "qemu":
+                summary = summary_from_resource(row)
+                out.append(summary)
+                if summary.node:
+                    nodes[summary.id] = str(summary.node)
+        self._remember_nodes(nodes)
+        return out
+
+    def _guest_rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.session.get(("cluster", "resources"), "listing guests", type="vm")
+        return rows
+
+    def _remember_nodes(self, nodes: dict[str, str]) -> None:
+        with self._lock:
+            self._nodes_of = nodes
 
     def list_containers(self) -> list[Container]:
         return [Container(id=str(r["vmid"]), name=str(r.get("name") or ""),
