@@ -128,7 +128,8 @@ def test_a_clones_identity_replaces_the_inherited_keys_and_leaves_the_sources(
     assert sorted(sent["delete"].split(",")) == ["ciuser", "nameserver", "sshkeys"]
     assert not any(key.startswith("ide") for key in sent)  # the inherited drive is kept, not doubled
     held = driver.read_identity(clone.id)
-    assert held == {"ipconfig0": "ip=dhcp", "ide2": f"local-lvm:vm-{clone.id}-cloudinit,media=cdrom"}
+    assert held == {"ipconfig0": "ip=dhcp", "ide2": f"local-lvm:vm-{clone.id}-cloudinit,media=cdrom",
+                    "hostname": "clone-ci"}  # PVE's guest host name is the VM's name
     assert driver.read_identity(source.id) == before
 
 

@@ -96,13 +96,20 @@ def apply_identity(inv: Inventory, vm_id: str, identity: ResolvedIdentity, job: 
 
 
 def read_identity(inv: Inventory, vm_id: str) -> dict[str, str] | None:
-    """The cloud-init keys of the VM's config and its cloud-init drive, as PVE holds them."""
+    """The cloud-init keys of the VM's config and its cloud-init drive, as PVE holds them,
+    and the host name PVE gives the guest: the VM's own name (PVE has no hostname key; its
+    cloud-init drive carries the VM name, which is why a hostname other than it needs a
+    snippet)."""
     config = inv.vm_config(vm_id)
     found = {key: str(value) for key, value in config.items() if is_cloud_init_key(key)}
     drive = cloud_init_drive(config)
+    if drive is None and not found:
+        return None
     if drive is not None:
         found[drive] = str(config[drive])
-    return found or None
+    if config.get("name"):
+        found["hostname"] = str(config["name"])
+    return found
 
 
 def reported_addresses(interfaces: Iterable[Any]) -> list[ReportedAddress]:

@@ -108,6 +108,7 @@ class TestDeployment(ContractTests):
             original.clone(unique_name("idr-c"), count=2, identity=fixed)
         assert calls == []
 
+    @pytest.mark.anyvirt_requires(Capability.FULL_CLONE)
     def test_not_an_identity_is_refused(self, anyvirt_host: Host,
                                         make_vm: Callable[..., VM]) -> None:
         original = make_vm("idn")
