@@ -2,9 +2,7 @@
 with the isolated network, their seeds read back from the pool volumes field by field.
 
 The boot half of the issue (each clone's own hostname on its console and its own
-lease through ``vm.addresses()``) needs the Linux test guest to boot from a disk
-through the public API; until it can, test_linux_guest.py boots it by direct kernel
-boot (not through anyvirt) and proves the address side on :mod:`anyvirt_libvirt.addresses`.
+lease through ``vm.addresses()``) is test_deployment_boot.py.
 """
 
 from __future__ import annotations
