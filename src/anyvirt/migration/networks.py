@@ -9,6 +9,7 @@ could bridge it anywhere. A NIC on no named network joins the target's default.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -57,7 +58,8 @@ class NetworkRule:
             return self.wanted[ANY_NETWORK], "mapped"
         raise InvalidSpec(
             f"NIC {nic}: network {network!r} does not exist on {self.target_uri}; map it, e.g. "
-            f"networks={{{network!r}: ...}} or --network-map {network}=NAME (it has: {self.listing})")
+            f"networks={{{network!r}: ...}} or --network-map {shlex.quote(network + '=NAME')} "
+            f"(it has: {self.listing})")
 
 
 __all__ = ["ANY_NETWORK", "NetworkRule"]
