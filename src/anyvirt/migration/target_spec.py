@@ -26,8 +26,8 @@ def nics_for(host: Host, manifest: Manifest, networks: Mapping[str, str] | None)
     prefixes = host.driver.mac_prefixes
     taken = _macs_in_use(host) if any(n.mac for n in manifest.nics) else set()
     out = []
-    for nic in manifest.nics:
-        network, _how = rule.place(nic.id, nic.network)
+    for n, nic in enumerate(manifest.nics):
+        network, _how = rule.place(nic.id or f"#{n}", nic.network)
         mac = nic.mac
         if mac is not None and ((prefixes is not None and not mac.startswith(prefixes))
                                 or mac.lower() in taken):
