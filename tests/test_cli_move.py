@@ -225,7 +225,7 @@ def test_backup_then_restore_round_trips(
     assert names[0] == "manifest.json"
     assert any(n.startswith("disks/") for n in names)
 
-    restored = run_json("restore", uris[1], str(archive), "--name", "app1-restored")
+    restored = run_json("restore", uris[1], str(archive), "--name", "app1-restored", *MAP)
     assert restored["name"] == "app1-restored"
     assert restored["state"] == "stopped"
     copy = hosts[1].vms.get("app1-restored")
@@ -244,10 +244,10 @@ def test_backup_and_restore_in_table_mode(
     done = run("backup", uris[0], "app1", str(archive))
     assert done.exit_code == 0, done.output + done.stderr
     assert "backed up" in done.stdout
-    back = run("restore", uris[1], str(archive))
+    back = run("restore", uris[1], str(archive), *MAP)
     assert back.exit_code == 0, back.output + back.stderr
     assert hosts[1].vms.exists("app1"), "the archive's name is the default"
-    again = run("restore", uris[1], str(archive))
+    again = run("restore", uris[1], str(archive), *MAP)
     assert again.exit_code == ExitCode.CONFLICT, "the name is taken now"
 
 
@@ -311,7 +311,7 @@ def test_passwords_from_the_environment_are_never_printed(
         ("--debug", *creds, "plan", source, "missing", target, *MAP),
         (*creds, "backup", source, "app1", archive),
         (*creds, "backup-info", archive),
-        ("--json", *creds, "restore", target, archive, "--name", "r1"),
+        ("--json", *creds, "restore", target, archive, "--name", "r1", *MAP),
         (*creds, "move", source, "app1", target, *MAP, "--yes", "--target-password-env", "AV_DST_PASSWORD"),
         ("--debug", *creds, "move", source, "app1", target, "--yes", *MAP),  # fails: the name is taken
     ]

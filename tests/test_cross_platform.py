@@ -137,8 +137,9 @@ def test_backup_restores_on_another_platform(hosts: tuple[anyvirt.Host, anyvirt.
     src, dst = hosts
     vm = _source_vm(src, tmp_path)
     archive = vm.backup(tmp_path / "app1.avbk")
-    restored = dst.restore(archive, name="app1-restored")
+    restored = dst.restore(archive, name="app1-restored", networks=NETMAP)
     info = restored.info()
+    assert [n.network for n in info.nics] == ["default", "default"]
     assert (info.cpus, info.memory_mib, len(info.disks), len(info.nics)) == (2, 1024, 2, 2)
     # the archive holds qcow2 (no zeros stored), which rounds the size up to whole sectors
     restored_bytes = restored.native.contents["disk0"][1]
@@ -189,6 +190,32 @@ def test_an_unmapped_network_is_refused_in_the_plan(hosts: tuple[anyvirt.Host, a
     plan = anyvirt.plan_migration(vm, to=dst, networks={"*": "default"})
     assert [n.how for n in plan.networks] == ["same name", "mapped"]
     assert dst.vms.list() == []
+
+
+def test_restore_follows_the_move_rule_for_an_unmapped_network(
+        hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> None:
+    """One rule for one question: a NIC on a network the target lacks is refused by a
+    restore (an archive or a repository's point) as by a move, naming the target's
+    networks, before anything is made; ``networks=`` maps it for all three."""
+    src, dst = hosts
+    vm = _source_vm(src, tmp_path)
+    archive = vm.backup(tmp_path / "app1.avbk")
+    repo = anyvirt.BackupRepository(tmp_path / "repo")
+    point = repo.backup(vm)
+    unmapped = r"network 'lab-only' does not exist on .*\(it has: 'default'\)"
+    with pytest.raises(anyvirt.InvalidSpec, match=unmapped):
+        anyvirt.plan_migration(vm, to=dst)
+    with pytest.raises(anyvirt.InvalidSpec, match=unmapped):
+        dst.restore(archive, name="app1-restored")
+    with pytest.raises(anyvirt.InvalidSpec, match=unmapped):
+        repo.restore(point, to=dst, name="app1-restored")
+    with pytest.raises(anyvirt.InvalidSpec, match="has no network 'nowhere'"):
+        dst.restore(archive, name="app1-restored", networks={"lab-only": "nowhere"})
+    assert dst.vms.list() == []
+    one = dst.restore(archive, name="app1-restored", networks={"*": "default"})
+    two = repo.restore(point, to=dst, name="app1-point", networks=NETMAP)
+    for made in (one, two):
+        assert [n.network for n in made.info().nics] == ["default", "default"]
 
 
 def test_delete_source_needs_a_target_that_can_be_read_back(

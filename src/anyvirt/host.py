@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -86,10 +86,20 @@ class Host:
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
+    def why_not(self, capability: Capability) -> str:
+        """Why this connection lacks ``capability`` ("" when it has it): the reason a
+        ``NotSupported`` for it carries."""
+        if capability in self.capabilities:
+            return ""
+        return self.driver.why_not(capability) or (
+            f"the {self.backend} backend does not offer {capability.value}"
+            if capability not in self.driver.possible_capabilities
+            else f"this {self.backend} connection does not offer {capability.value}")
+
     def require(self, capability: Capability, detail: str = "") -> None:
         """Raise ``NotSupported`` unless this connection has ``capability``."""
         if capability not in self.capabilities:
-            raise NotSupported(self.backend, capability, detail or self.driver.why_not(capability))
+            raise NotSupported(self.backend, capability, detail or self.why_not(capability))
 
     def extension(self, kind: type[E]) -> E:
         """The backend's own operations, typed: ``host.extension(VSphereExtensions)``.
@@ -124,11 +134,15 @@ class Host:
 
     # -- whole-host operations -----------------------------------------
     def restore(self, path: str | os.PathLike[str], name: str | None = None, *,
+                networks: Mapping[str, str] | None = None,
                 timeout: float | None = DEFAULT_TIMEOUT) -> VM:
-        """Rebuild a VM from a ``vm.backup()`` archive made on any backend."""
+        """Rebuild a VM from a ``vm.backup()`` archive made on any backend. A NIC keeps its
+        network where this host has one of that name; ``networks`` maps the others
+        (``{"lab": "default"}``, ``{"*": "default"}``), as for a move: an unmapped network
+        is an ``InvalidSpec`` listing this host's networks, before anything is written."""
         from anyvirt.migration import restore
 
-        return restore(self, path, name=name, timeout=timeout)
+        return restore(self, path, name=name, networks=networks, timeout=timeout)
 
     @overload
     def evacuate(

@@ -39,13 +39,13 @@ def test_a_memory_point_restores_on_vsphere_and_back(vsphere: anyvirt.Host, tmp_
     repo = BackupRepository(tmp_path / "repo")
     point = repo.backup(source)
     name = f"restored-{uuid.uuid4().hex[:6]}"
-    copy = repo.restore(point, to=vsphere, name=name)
+    copy = repo.restore(point, to=vsphere, name=name, networks={"default": "VM Network"})
     try:
         assert vsphere_disk(copy, tmp_path) == memory_disk(source)
         # and the vSphere VM backs up into the same repository: every chunk is there already
         again = repo.backup(copy)
         assert again.stored_bytes < 4096 and again.read_bytes >= 4 * MIB
-        back = repo.restore(again, to=memory_host("t"), name="back")
+        back = repo.restore(again, to=memory_host("t"), name="back", networks={"VM Network": "default"})
         assert memory_disk(back) == memory_disk(source)
         assert repo.verify().ok
     finally:

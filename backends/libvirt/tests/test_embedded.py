@@ -48,3 +48,36 @@ def test_embed_root_config_keeps_no_owner_xattrs(tmp_path: Path) -> None:
     (old / "etc" / "qemu.conf").write_text('stdio_handler = "file"\n')
     prepare_embed_root(old)
     assert (old / "etc" / "qemu.conf").read_text() == 'stdio_handler = "file"\nremember_owner = 0\n'
+
+
+def test_what_the_embedded_qemu_lacks_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """The README's first example met a bare "libvirt does not support clone.running" here:
+    the refusal says why, and host.why_not says it before trying."""
+    from anyvirt import Capability, DiskSpec, NotSupported, VMSpec
+
+    with anyvirt.connect(f"libvirt+qemu:///embed?root={tmp_path / 'root'}") as host:
+        assert host.why_not(Capability.START) == ""
+        why = host.why_not(Capability.CLONE_RUNNING)
+        assert "embedded QEMU" in why and "stop the VM first" in why
+        assert "migrate" in host.why_not(Capability.LIVE_MIGRATION)
+        vm = host.vms.create(VMSpec(name="why", memory_mib=32, disks=[DiskSpec(size_gib=0.0625)]))
+        try:
+            vm.start()
+            try:
+                vm.clone("why-copy")
+            except NotSupported as exc:
+                assert str(exc) == f"libvirt does not support clone.running: {why}"
+            else:
+                raise AssertionError("the embedded QEMU cloned a running VM")
+        finally:
+            vm.refresh()
+            if vm.state is not PowerState.STOPPED:
+                vm.stop(force=True)
+            vm.delete(disks=True)
+
+
+def test_the_test_driver_says_why_it_lacks_migration() -> None:
+    from anyvirt import Capability
+
+    with anyvirt.connect("libvirt+test:///default") as host:
+        assert "test driver" in host.why_not(Capability.LIVE_MIGRATION)

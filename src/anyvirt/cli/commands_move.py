@@ -317,16 +317,18 @@ def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_
 @click.command("restore")
 @with_uri("PATH")
 @click.option("--name", help="Name of the restored VM (default: the name in the archive).")
+@network_map_option
 @timeout_option
 @json_option
-def restore_command(uri: str | None, path: str, name: str | None, op_timeout: float,
-                    json_flag: bool) -> None:
+def restore_command(uri: str | None, path: str, name: str | None, networks: dict[str, str],
+                    op_timeout: float, json_flag: bool) -> None:
     """Create a VM on a host (of any backend) from an archive made by `anyvirt backup`.
-    The VM is left stopped."""
+    The VM is left stopped. A network the host lacks must be mapped (--network-map), as for
+    `anyvirt move`."""
     as_json = json_mode(json_flag)
     with settings().connect(uri) as host:
         with busy(f"restoring {path}", wanted(as_json)):
-            made = host.restore(path, name=name, timeout=op_timeout)
+            made = host.restore(path, name=name, networks=networks, timeout=op_timeout)
         if as_json:
             print_json(made.summary)
         else:

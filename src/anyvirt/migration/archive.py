@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,15 +36,12 @@ from anyvirt.errors import AlreadyExists, InvalidSpec, StorageFull, TaskFailed
 from anyvirt.kit import qemu_img, streams
 from anyvirt.kit.paths import path_error
 from anyvirt.migration import archive_check
-from anyvirt.migration.archive_check import CheckedArchive, Discard, UnverifiedArchiveWarning
+from anyvirt.migration.archive_check import Discard, UnverifiedArchiveWarning
 from anyvirt.migration.manifest import FORMAT_V2, MANIFEST, MANIFEST_SUM, Manifest
+from anyvirt.migration.target_spec import nics_for, spec_for
 from anyvirt.model import (
     Capability,
-    DiskSpec,
     ExportedDisk,
-    Firmware,
-    NicSpec,
-    VMSpec,
     check_name,
 )
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
@@ -215,8 +213,10 @@ def verify(path: str | os.PathLike[str], *, timeout: float | None = DEFAULT_TIME
 
 
 def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None,
+            networks: Mapping[str, str] | None = None,
             timeout: float | None = DEFAULT_TIMEOUT) -> VM:
-    """Create a VM on ``host`` from the archive ``path`` (from any backend)."""
+    """Create a VM on ``host`` from the archive ``path`` (from any backend). ``networks``
+    maps networks the host lacks, as in ``plan_migration``: an unmapped one is refused."""
     checked = archive_check.open_checked(path)
     manifest = checked.manifest
     if not manifest.checksums:
@@ -229,58 +229,13 @@ def restore(host: Host, path: str | os.PathLike[str], *, name: str | None = None
     host.gate.check_restore(new_name, manifest.cpus, manifest.memory_mib,
                             with_images=bool(manifest.disks))
     archive_check.check_target_storage(host, manifest)
+    nics = nics_for(host, manifest, networks)
     job = Job(f"restoring {path}", timeout)
     with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
         archive_check.check_room(Path(tmp), checked)
         files = [archive_check.extract_disk(checked, d, Path(tmp), job) for d in manifest.disks]
-        spec = _spec(host, checked, new_name, files)
+        spec = spec_for(host, manifest, new_name, files, nics)
         return host.vms.create(spec, timeout=job.remaining())
-
-
-def _spec(host: Host, checked: CheckedArchive, name: str, files: list[Path]) -> VMSpec:
-    manifest = checked.manifest
-    disks = []
-    for entry, file in zip(manifest.disks, files, strict=True):
-        bus = entry.bus
-        # a bus the target cannot express becomes its first choice, as in plan_migration
-        if bus not in host.driver.disk_buses:
-            bus = host.driver.disk_buses[0] if bus else None
-        disks.append(DiskSpec(image=str(file), bus=bus, size_gib=entry.size_bytes / 1024**3))
-    nics = [NicSpec(network=n.network, model=n.model, mac=n.mac) for n in manifest.nics]
-    return VMSpec(
-        name=name, cpus=manifest.cpus, memory_mib=manifest.memory_mib, disks=disks,
-        nics=_usable_nics(host, nics), firmware=Firmware(manifest.firmware),
-        guest_os=manifest.guest_os, description=manifest.description,
-    )
-
-
-def _usable_nics(host: Host, nics: list[NicSpec]) -> list[NicSpec]:
-    """Keep networks the host has; others fall back to its default network."""
-    networks = set(host.info().networks)
-    prefixes = host.driver.mac_prefixes
-    # restoring next to the original (a copy, a test restore) must not clone its MAC onto
-    # the same network; a VM restored where its MAC is free keeps it (DHCP leases, licences)
-    taken = _macs_in_use(host) if any(n.mac for n in nics) else set()
-    out = []
-    for nic in nics:
-        mac = nic.mac if prefixes is None or (nic.mac or "").startswith(prefixes) else None
-        if mac is not None and mac.lower() in taken:
-            mac = None
-        out.append(attrs.evolve(nic, network=nic.network if nic.network in networks else None,
-                                mac=mac, model=nic.model if nic.model in host.driver.nic_models else None))
-    return out
-
-
-def _macs_in_use(host: Host) -> set[str]:
-    from anyvirt.errors import NotFound
-
-    taken: set[str] = set()
-    for vm in host.vms.list():
-        try:
-            taken.update(n.mac.lower() for n in vm.info().nics if n.mac)
-        except NotFound:  # deleted since the listing
-            continue
-    return taken
 
 
 __all__ = ["UnverifiedArchiveWarning", "backup", "describe", "read_manifest", "restore", "verify"]

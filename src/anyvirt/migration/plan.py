@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from attrs import frozen
 
 from anyvirt.errors import InvalidSpec
+from anyvirt.migration.networks import NetworkRule
 from anyvirt.model import (
     Capability,
     DiskSpec,
@@ -56,7 +57,6 @@ class MigrationWarning:
 #: ``image_format``); the plan shows the conversion, qemu-img does it.
 TARGET_FORMATS = {"libvirt": "qcow2", "vsphere": "vmdk (flat)", "proxmox": "raw",
                   "virtualbox": "vdi", "memory": "raw"}
-ANY_NETWORK = "*"  # networks={"*": "lan"}: where every network not named otherwise goes
 
 
 @frozen
@@ -149,13 +149,7 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None,
 
     nics: list[NicSpec] = []
     mapping: list[NetworkMapping] = []
-    target_networks = set(target.info().networks)
-    wanted = dict(networks or {})
-    for src_net, dst_net in wanted.items():
-        if dst_net not in target_networks:
-            raise InvalidSpec(
-                f"networks: {src_net!r} -> {dst_net!r}, but {target.uri} has no network "
-                f"{dst_net!r} (it has: {', '.join(sorted(target_networks)) or 'none'})")
+    rule = NetworkRule.for_target(target, networks)
     for nic in info.nics:
         model = nic.model if nic.model in drv.nic_models else drv.nic_models[0]
         if nic.model and model != nic.model:
@@ -169,7 +163,7 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None,
                 "(DHCP reservations and licences bound to it must follow)",
             ))
             mac = None
-        network, how = _map_network(nic.id, nic.network, wanted, target_networks, target.uri)
+        network, how = rule.place(nic.id, nic.network)
         if how == "default":
             warnings.append(MigrationWarning(
                 WarningCode.NETWORK_DEFAULTED,
@@ -192,24 +186,6 @@ def plan_migration(vm: VM, to: Host, *, name: str | None = None,
         disk_ids=tuple(d.id for d in info.disks), warnings=tuple(warnings),
         disks=tuple(conversions), networks=tuple(mapping),
     )
-
-
-def _map_network(nic: str, network: str | None, wanted: Mapping[str, str],
-                 target_networks: set[str], target_uri: str) -> tuple[str | None, str]:
-    """Where one NIC goes: the map first, then the same name; anything else is an error
-    (putting a lab-only NIC on the target's default network could bridge it anywhere)."""
-    if network is None:
-        return None, "default"
-    if network in wanted:
-        return wanted[network], "mapped"
-    if network in target_networks:
-        return network, "same name"
-    if ANY_NETWORK in wanted:
-        return wanted[ANY_NETWORK], "mapped"
-    raise InvalidSpec(
-        f"NIC {nic}: network {network!r} does not exist on {target_uri}; map it, e.g. "
-        f"networks={{{network!r}: ...}} or --network-map {network}=NAME (it has: "
-        f"{', '.join(sorted(target_networks)) or 'none'})")
 
 
 def require_movable(vm: VM) -> None:

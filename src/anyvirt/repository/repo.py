@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,12 +37,12 @@ from anyvirt.errors import InvalidSpec, NotFound, StorageFull
 from anyvirt.kit import streams
 from anyvirt.migration import manifest as manifests
 from anyvirt.migration.archive_check import check_target_storage
+from anyvirt.migration.target_spec import nics_for, spec_for
 from anyvirt.model import Capability, check_name
 from anyvirt.repository import codec, leases, points, retention
 from anyvirt.repository.points import ID_BYTES, ZERO_ID, RestorePoint
 from anyvirt.repository.sources import ChangeTracker, RawDisk, dirty_chunks, open_raw
 from anyvirt.repository.store import TEMP, Store
-from anyvirt.repository.target_spec import spec_for
 from anyvirt.target import Secret, as_secret
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
 
@@ -345,16 +345,19 @@ class BackupRepository:
 
     # ------------------------------------------------------------ restore
     def restore(self, point: RestorePoint | str, to: Host, *, name: str | None = None,
+                networks: Mapping[str, str] | None = None,
                 timeout: float | None = DEFAULT_TIMEOUT) -> VM:
         """A new VM on ``to`` (any backend) from ``point``. The disks are written from the
         chunks into sparse temporary raw images (zeros are holes, never written), each chunk
-        checked against its name, then given to the target's import."""
+        checked against its name, then given to the target's import. ``networks`` maps
+        networks ``to`` lacks, as in ``plan_migration``: an unmapped one is refused."""
         point = self.point(point if isinstance(point, str) else point.id)
         manifest = manifests.parse(point.manifest)
         new_name = check_name(manifest.name if name is None else name, "name")
         to.gate.check_restore(new_name, manifest.cpus, manifest.memory_mib,
                               with_images=bool(manifest.disks))
         check_target_storage(to, manifest)
+        nics = nics_for(to, manifest, networks)
         job = Job(f"restoring {point.id}", timeout)
         indexes = [self._index(point, n) for n in range(len(point.disks))]
         with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
@@ -368,7 +371,7 @@ class BackupRepository:
                 image = Path(tmp) / f"disk{n}.raw"
                 self._write_disk(index, entry.size_bytes, image, job)
                 images.append(image)
-            return to.vms.create(spec_for(to, manifest, new_name, images),
+            return to.vms.create(spec_for(to, manifest, new_name, images, nics),
                                  timeout=job.remaining())
 
     def _write_disk(self, index: bytes, size: int, image: Path, job: Job) -> None:

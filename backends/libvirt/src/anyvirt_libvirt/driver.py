@@ -169,6 +169,9 @@ class LibvirtDriver(Driver):
     def capabilities(self) -> frozenset[Capability]:
         return self.facts.capabilities
 
+    def why_not(self, capability: Capability) -> str:
+        return self.facts.reasons.get(capability, "")
+
     def default_overcommit(self) -> Overcommit | None:
         # libvirt's test driver reports a made-up 3 GiB host already running an 8 GiB
         # domain: an overcommit guard on those figures would refuse every create

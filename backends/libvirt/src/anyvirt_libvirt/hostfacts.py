@@ -9,9 +9,10 @@ never from assumptions about the backend.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 
 import libvirt
-from attrs import frozen
+from attrs import field, frozen
 
 from anyvirt.errors import InvalidSpec
 from anyvirt.model import Capability
@@ -85,6 +86,26 @@ class HostFacts:
     hostname: str
     choices: HostChoices
     capabilities: frozenset[Capability]
+    #: why each capability of :data:`ALL` this connection lacks is missing (``host.why_not``)
+    reasons: Mapping[Capability, str] = field(factory=dict)
+
+
+#: why a kind of connection lacks what a system libvirtd with storage pools offers
+_TEST_DRIVER_WHY = "libvirt's test driver has no real hypervisor (no migration, block jobs or volume streams)"
+_EMBEDDED_NO_POOL = "the embedded QEMU (qemu:///embed) has no storage pool to hold a seed volume"
+_EMBEDDED_WHY = {
+    Capability.COLD_MIGRATION: "the embedded QEMU (qemu:///embed) has no daemon another host could "
+                               "migrate to or from: use a libvirtd URI (libvirt+qemu:///system)",
+    Capability.LIVE_MIGRATION: "the embedded QEMU (qemu:///embed) has no daemon another host could "
+                               "migrate to or from: use a libvirtd URI (libvirt+qemu:///system)",
+    Capability.COLD_MIGRATION_SNAPSHOTS: "the embedded QEMU (qemu:///embed) cannot migrate",
+    Capability.TASK_CANCEL: "the embedded QEMU (qemu:///embed) runs its jobs in this process",
+    Capability.CLONE_RUNNING: "the embedded QEMU (qemu:///embed) has no storage pool to copy a running "
+                              "disk into: stop the VM first, or use a libvirtd URI",
+    Capability.IDENTITY: _EMBEDDED_NO_POOL,
+    Capability.IDENTITY_USER_DATA: _EMBEDDED_NO_POOL,
+}
+_NO_STORAGE_WHY = "this libvirtd has no active storage pool to hold new disks"
 
 
 #: ``?accel=`` of a libvirt URI -> the domain type it asks for
@@ -99,21 +120,26 @@ def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool,
     caps = ET.fromstring(conn.getCapabilities())  # noqa: S314 - XML from the daemon
     node_id = caps.findtext("host/uuid") or hostname
     choices = _choices(conn, caps, accel)
+    reasons: dict[Capability, str] = {}
     if driver_type == "TEST":
         capabilities = TEST_DRIVER
+        reasons = dict.fromkeys(ALL - TEST_DRIVER, _TEST_DRIVER_WHY)
     elif embedded:
         capabilities = EMBEDDED
+        reasons = {c: _EMBEDDED_WHY[c] for c in ALL - EMBEDDED}
     else:
         capabilities = ALL
     if not has_storage and not embedded:
-        capabilities = capabilities - {
+        unstored = {
             Capability.VM_CREATE_FROM_IMAGE,
             Capability.FULL_CLONE,
             Capability.LINKED_CLONE,
             Capability.LINKED_CLONE_OF_TEMPLATE,
             Capability.CLONE_RUNNING,
         }
-    return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities))
+        capabilities = capabilities - unstored
+        reasons = {**dict.fromkeys(unstored, _NO_STORAGE_WHY), **reasons}
+    return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities), reasons)
 
 
 def _choices(conn: libvirt.virConnect, caps: ET.Element, accel: str | None = None) -> HostChoices:
