@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from anyvirt_libvirt.demo_image import OFF_MARKER, read_console, wait_for_counter
 from anyvirt_libvirt.driver import LibvirtDriver
 from anyvirt_libvirt.embedded import SYSTEM_SOCKET, prepare_embed_root, system_daemon_reachable
@@ -11,6 +12,13 @@ from libvirt_support import guest_spec
 
 import anyvirt
 from anyvirt.model import PowerState
+
+
+@pytest.fixture(scope="module")
+def embed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One root for the module: libvirt opens the embedded QEMU driver once per process,
+    and refuses a second root while the first is open ("already open with path ...")."""
+    return tmp_path_factory.mktemp("embed") / "root"
 
 
 def test_default_uri_prefers_the_system_daemon_else_embeds() -> None:
@@ -23,18 +31,18 @@ def test_default_uri_prefers_the_system_daemon_else_embeds() -> None:
         assert uri.endswith("/anyvirt/qemu-embed")
 
 
-def test_embedded_qemu_runs_a_real_guest(tmp_path: Path, guest_image: Path) -> None:
-    with anyvirt.connect(f"libvirt+qemu:///embed?root={tmp_path / 'root'}") as host:
+def test_embedded_qemu_runs_a_real_guest(embed_root: Path, guest_image: Path) -> None:
+    with anyvirt.connect(f"libvirt+qemu:///embed?root={embed_root}") as host:
         vm = host.vms.create(guest_spec("embedded", guest_image))
         log = Path(vm.info().extra["console_log"])
-        assert log.parent == (tmp_path / "root" / "images").resolve()
+        assert log.parent == (embed_root / "images").resolve()
         vm.start()
         wait_for_counter(log, 1)
         vm.stop(timeout=60)
         assert vm.refresh().state is PowerState.STOPPED
         assert OFF_MARKER in read_console(log)
         vm.delete(disks=True)
-        assert not list((tmp_path / "root" / "images").iterdir()), "disk and console log removed"
+        assert not list((embed_root / "images").iterdir()), "disk and console log removed"
 
 
 def test_embed_root_config_keeps_no_owner_xattrs(tmp_path: Path) -> None:
@@ -50,12 +58,12 @@ def test_embed_root_config_keeps_no_owner_xattrs(tmp_path: Path) -> None:
     assert (old / "etc" / "qemu.conf").read_text() == 'stdio_handler = "file"\nremember_owner = 0\n'
 
 
-def test_what_the_embedded_qemu_lacks_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_what_the_embedded_qemu_lacks_is_refused_with_the_reason(embed_root: Path) -> None:
     """The README's first example met a bare "libvirt does not support clone.running" here:
     the refusal says why, and host.why_not says it before trying."""
     from anyvirt import Capability, DiskSpec, NotSupported, VMSpec
 
-    with anyvirt.connect(f"libvirt+qemu:///embed?root={tmp_path / 'root'}") as host:
+    with anyvirt.connect(f"libvirt+qemu:///embed?root={embed_root}") as host:
         assert host.why_not(Capability.START) == ""
         why = host.why_not(Capability.CLONE_RUNNING)
         assert "embedded QEMU" in why and "stop the VM first" in why

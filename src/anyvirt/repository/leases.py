@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from attrs import frozen
 
 from anyvirt.errors import InvalidState, NotFound
+from anyvirt.kit.processes import process_runs
 from anyvirt.repository.store import Store
 
 FOLDER = "locks"
@@ -54,18 +55,9 @@ class Lease:
             if self.pid == os.getpid():
                 with _ours_lock:
                     return self.id in _ours
-            return _process_runs(self.pid)
+            return process_runs(self.pid)
         return now - self.refreshed < TTL
 
-
-def _process_runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_id() -> str:

@@ -30,17 +30,10 @@ from typing import Any
 
 import platformdirs
 
+from anyvirt.kit.processes import process_runs
+
 log = logging.getLogger(__name__)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class InflightRecord:
@@ -95,7 +88,7 @@ class InflightRecord:
         with self._entries() as entries:
             return [
                 (e["pool"], e["volume"]) for e in entries
-                if e.get("abandoned") or not _alive(int(e.get("pid", 0)))
+                if e.get("abandoned") or not process_runs(int(e.get("pid", 0)))
             ]
 
     def sweep(self, remove: Callable[[str, str], bool]) -> list[tuple[str, str]]:
