@@ -50,14 +50,17 @@ from rich.text import Text
 
 import anyvirt
 import anyvirt.images
-from anyvirt import Capability, DiskSpec, PowerState, VMSpec
+from anyvirt import Capability, DiskSpec, Identity, PowerState, User, VMSpec
+from anyvirt.watch import Watch
 
-STEPS = ("connect", "info", "create", "start", "snapshot", "revert", "migrate", "stop", "drop snapshot",
-         "clone", "backup", "move", "delete")
+STEPS = ("connect", "info", "create", "start", "addresses", "snapshot", "revert", "migrate", "stop",
+         "drop snapshot", "clone", "identity", "backup", "repository", "move", "delete", "watch")
 MEMORY_TARGET = "memory://tour"
 # where "move" takes each VM: another platform (for memory:// itself, another memory host)
 MOVE_TARGET = "memory://tour-elsewhere"
 ENV_URIS = "ANYVIRT_TOUR_URIS"
+#: the identity the tour's clone is given: a user with a key (hostname: the clone's name)
+TOUR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNY7wUXk/ocS/HORhj6gC7ir2M4NemnyZUcO7UIEcQG tour"
 #: seconds a blank disk (no guest OS to answer ACPI) gets before it is powered off
 BLANK_DISK_STOP_S = 5.0
 CELL_WIDTH = 64
@@ -129,6 +132,7 @@ class Tour:
         self.vm: anyvirt.VM | None = None
         self.snapshot: anyvirt.Snapshot | None = None
         self.made: list[anyvirt.VM] = []  # everything to remove at the end, clones first
+        self.deleted: list[str] = []  # ids the delete step removed (the watch must see each)
         self.tag = uuid.uuid4().hex[:6]
         self.boots = False  # whether the VM's disk holds a guest that answers ACPI
 
@@ -201,6 +205,8 @@ class Tour:
             return
         if self.supported("start", Capability.START):
             self.timed("start", self._start)
+        if self.supported("addresses", Capability.GUEST_ADDRESSES):
+            self.timed("addresses", self._addresses)
         if self.supported("snapshot", Capability.SNAPSHOTS) and self.timed("snapshot", self._snapshot):
             self.timed("revert", self._revert)
         elif "revert" not in self.result.cells:
@@ -218,9 +224,14 @@ class Tour:
         else:
             self.record("drop snapshot", "skipped", "no snapshot")
         self._clone()
+        self._identity()
         self._backup_and_move()
         if self.supported("delete", Capability.VM_DELETE):
-            self.timed("delete", self._delete_all)
+            with host.vms.watch(interval=1.0) as changes:
+                self.timed("delete", self._delete_all)
+                self.timed("watch", lambda: self._removals_seen(changes))
+        else:
+            self.record("watch", "skipped", "nothing deleted to watch")
 
     def _vm(self) -> anyvirt.VM:
         assert self.vm is not None
@@ -241,6 +252,38 @@ class Tour:
         )
         self.made.append(self.vm)
         return note
+
+    def _addresses(self) -> str:
+        """The guest's own addresses, matched to its NICs (none where no guest runs yet)."""
+        found = self._vm().addresses()
+        return ", ".join(str(a.ip) for a in found) or "none yet (no guest agent or lease)"
+
+    def _identity(self) -> None:
+        """A clone that comes up as its own machine: its own host name and the tour's key."""
+        assert self.host is not None
+        if not self.supported("identity", Capability.IDENTITY, Capability.FULL_CLONE):
+            return
+
+        def deploy() -> str:
+            identity = Identity(users=[User("tour", ssh_keys=[TOUR_KEY], sudo=True)])
+            name = f"tour-{self.tag}-id"
+            clone = self._vm().clone(name, identity=identity, timeout=self.timeout)
+            self.made.insert(0, clone)
+            return f"{name}: hostname {name}, user tour"
+
+        self.timed("identity", deploy)
+
+    def _removals_seen(self, changes: Watch) -> str:
+        """What the watch opened before the delete saw of it: one "removed" per VM."""
+        wanted, seen = set(self.deleted), set[str]()
+        deadline = time.monotonic() + 15.0
+        while seen != wanted and time.monotonic() < deadline:
+            change = changes.get(timeout=max(0.1, deadline - time.monotonic()))
+            if change is not None and change.kind == "removed" and change.vm.id in wanted:
+                seen.add(change.vm.id)
+        if seen != wanted:
+            raise RuntimeError(f"the watch saw {len(seen)} of {len(wanted)} removals")
+        return f"{len(seen)} removal{'' if len(seen) == 1 else 's'} seen"
 
     def _snapshot(self) -> str:
         assert self.host is not None
@@ -320,6 +363,7 @@ class Tour:
     def _backup_and_move(self) -> None:
         """A portable backup, then a cold move to another platform (disks copied and verified)."""
         if not self.supported("backup", Capability.DISK_EXPORT):
+            self.record("repository", "not supported", Capability.DISK_EXPORT.value)
             self.record("move", "not supported", Capability.DISK_EXPORT.value)
             return
         vm = self._vm().refresh()
@@ -329,6 +373,19 @@ class Tour:
             archive = Path(tmp) / "tour.avbk"
             self.timed("backup",
                        lambda: f"{vm.backup(archive, timeout=self.timeout).stat().st_size // 1024} KiB")
+
+            def keep_history() -> str:
+                """Two restore points in a repository: the second stores only what is new."""
+                repo = anyvirt.BackupRepository(Path(tmp) / "repository")
+                repo.backup(vm, timeout=self.timeout)
+                second = repo.backup(vm, timeout=self.timeout)
+                report = repo.verify()
+                if not report.ok:
+                    raise RuntimeError(f"the repository does not verify: {report.problems[0]}")
+                return (f"{len(repo.points(vm))} points, the second stored "
+                        f"{second.stored_bytes // 1024} KiB; verified")
+
+            self.timed("repository", keep_history)
 
         def move() -> str:
             with anyvirt.connect(MOVE_TARGET) as elsewhere:
@@ -344,6 +401,7 @@ class Tour:
         for vm in list(self.made):
             vm.delete(timeout=self.timeout)
             self.made.remove(vm)
+            self.deleted.append(vm.id)
         return ""
 
     def _clean_up(self) -> None:
