@@ -7,6 +7,7 @@ import html
 import http.server
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -224,6 +225,7 @@ FIRST_PAGES = {
     "cli/": ("table", "pre"),
     "uris-and-credentials/": ("table", "pre"),
     "support-matrix/": ("table",),
+    "concepts/": ("table",),                     # the gate's table, as wide as the matrix
     "reference/vm/": ("table",),
 }
 
@@ -238,7 +240,15 @@ window.addEventListener("load", () => {
     tables: [...main.querySelectorAll("table")].map(t => ({size: box(t), rows: t.rows.length,
               border: getComputedStyle(t.querySelector("td,th") || t).borderTopStyle})),
     code: [...main.querySelectorAll("pre code")].map(c => ({size: box(c),
-              font: getComputedStyle(c).fontFamily, text: c.textContent.length})),
+              font: getComputedStyle(c).fontFamily, text: c.textContent.length,
+              tokens: c.querySelectorAll("span[class]").length,
+              lang: (c.closest("[class*=language-]") || c).className})),
+    // what sticks out of the window: the page's own width, and each table's right edge
+    page: [document.documentElement.scrollWidth, window.innerWidth],
+    right: [...main.querySelectorAll("table")].map(t => t.getBoundingClientRect().right),
+    // the top bar's entries: their distinct tops are the rows the bar wraps to
+    nav_rows: new Set([...document.querySelectorAll(".navbar-nav > li")]
+              .map(li => Math.round(li.getBoundingClientRect().top))).size,
     css: [...document.styleSheets].length,
   };
   document.body.setAttribute("data-probe", JSON.stringify(out));
@@ -246,7 +256,7 @@ window.addEventListener("load", () => {
 </script>"""
 
 #: screenshots of these, for a person to look at (the probe above is what asserts)
-SCREENSHOTS = ("getting-started/", "cli/")
+SCREENSHOTS = ("getting-started/", "cli/", "support-matrix/")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -289,7 +299,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
 def test_first_pages_render_their_tables_and_code_in_a_browser(served: str, tmp_path: Path) -> None:
     probes = {}
     for page in FIRST_PAGES:
-        done = _chromium("--dump-dom", f"{served}{page}_probe.html")
+        done = _chromium("--dump-dom", "--window-size=1280,900", f"{served}{page}_probe.html")
         match = re.search(r'data-probe="([^"]*)"', done.stdout)
         assert match, (page, done.stderr[-2000:])
         probes[f"/{page}"] = json.loads(html.unescape(match.group(1)))
@@ -307,7 +317,17 @@ def test_first_pages_render_their_tables_and_code_in_a_browser(served: str, tmp_
             for code in probe["code"]:
                 assert code["size"][1] > 10 and code["text"] > 0, (page, code)
                 assert "mono" in code["font"].lower(), (page, code)
+                if re.search(r"language-(python|sh|bash|console|toml|yaml|json)\b", code["lang"]):
+                    assert code["tokens"] > 0, (page, code)  # highlighted, by the local Pygments
+        # at 1,280 px nothing is wider than the window: wide tables scroll in their own box
+        scroll_width, window_width = probe["page"]
+        assert window_width == 1280 and scroll_width <= window_width, (page, probe["page"])
+        assert all(right <= window_width for right in probe["right"]), (page, probe["right"])
+        assert probe["nav_rows"] == 1, (page, probe["nav_rows"])
+    # kept after the run, for a person to look at: $ANYVIRT_TEST_ARTEFACTS or .test-artefacts/
+    shots = Path(os.environ.get("ANYVIRT_TEST_ARTEFACTS") or ROOT / ".test-artefacts") / "docs-site"
+    shots.mkdir(parents=True, exist_ok=True)
     for page in SCREENSHOTS:
-        shot = tmp_path / f"{page.strip('/') or 'home'}.png"
+        shot = shots / f"{page.strip('/').replace('/', '-') or 'home'}.png"
         done = _chromium(f"--screenshot={shot}", "--window-size=1280,1600", f"{served}{page}")
         assert shot.is_file() and shot.stat().st_size > 20_000, (page, done.stderr[-2000:])

@@ -11,6 +11,8 @@
   gate's table (``anyvirt.rules.RULES``).
 * ``backends/<name>.md``: the backend's own ``backends/<name>/README.md``, kept
   beside its code so it changes with it, shown here without a copy.
+* ``css/pygments.css``: the highlighting colours, from the installed Pygments, so the
+  stylesheet always matches the classes that Pygments wrote into the pages.
 
 Each page holds a marker comment; the hook replaces the marker, and fails the
 build if a marker is missing (a page edited by hand must not silently lose
@@ -113,3 +115,16 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             raise PluginError(f"{src} names {readme}, which does not exist")
         return BACKEND_MARKER.sub(lambda _: readme.read_text(encoding="utf-8"), markdown)
     return markdown
+
+
+#: the colour scheme of code blocks; the same classes Pygments writes into the pages
+PYGMENTS_STYLE = "friendly"
+
+
+def on_post_build(config: Any) -> None:
+    from pygments.formatters import HtmlFormatter
+
+    css = HtmlFormatter(style=PYGMENTS_STYLE).get_style_defs(".highlight")
+    target = Path(config["site_dir"]) / "css" / "pygments.css"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(css + "\n", encoding="utf-8")
