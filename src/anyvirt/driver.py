@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from anyvirt.errors import InvalidSpec, NotSupported
 from anyvirt.kit.changes import ChangeSource, PollingSource
+from anyvirt.kit.console import ConsoleChannel
 from anyvirt.lookup import by_id_or_name
 from anyvirt.model import (
     ACTION_CAPABILITY,
@@ -245,6 +246,11 @@ class Driver(abc.ABC):
         guest agent or tools, ARP); the core keeps those of the VM's own NICs that can be
         reached (:func:`anyvirt.addresses.select_addresses`). ``[]`` when it knows none yet."""
         raise NotSupported(self.backend, Capability.GUEST_ADDRESSES)
+
+    def open_console(self, vm_id: str, timeout: float) -> ConsoleChannel:
+        """Attach to the running VM's serial console (``Capability.CONSOLE``); ``timeout``
+        bounds the attach. The core wraps the channel in :class:`anyvirt.console.Console`."""
+        raise NotSupported(self.backend, Capability.CONSOLE)
 
     def guest_reports_up(self, vm_id: str) -> bool | None:
         """Whether the guest says it is up (a guest agent answering, VMware Tools running);

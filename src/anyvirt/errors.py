@@ -137,6 +137,11 @@ class Timeout(AnyvirtError, TimeoutError):
     """A wait ran past its timeout. The operation may still be running on the platform."""
 
 
+class ConsoleClosed(AnyvirtError, EOFError):
+    """A VM's console ended: the VM stopped, another client took the console over, or the
+    connection to it was lost."""
+
+
 class EvacuationIncomplete(ExceptionGroup, AnyvirtError):
     """``host.evacuate`` moved what it could; these VMs stayed. An ``ExceptionGroup`` of
     each VM's error (``except* NotSupported`` works) that ``except AnyvirtError`` also

@@ -48,9 +48,10 @@ from attrs import define, evolve, field
 from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity, compile_nocloud
 from anyvirt.driver import Driver
-from anyvirt.errors import InvalidSpec, NotFound, TaskFailed
+from anyvirt.errors import ConsoleClosed, InvalidSpec, InvalidState, NotFound, TaskFailed
 from anyvirt.kit import qemu_img
 from anyvirt.kit.changes import ChangeSink, ChangeSource
+from anyvirt.kit.console import ConsoleChannel
 from anyvirt.lookup import by_id_or_name
 from anyvirt.model import (
     GIB,
@@ -184,6 +185,43 @@ def inject_failure(name: str, method: str, error: Exception) -> None:
     world(name, {}).knobs.fail_next(method, error)
 
 
+class _EchoLine:
+    """A memory VM's console: it answers what is typed with the same bytes, and ends when
+    the VM stops running."""
+
+    def __init__(self, world: World, vm_id: str, name: str) -> None:
+        self.world, self.vm_id, self.name = world, vm_id, name
+        self._typed = b""
+        self._closed = False
+        self._ready = threading.Condition(world.lock)
+
+    def read(self, timeout: float) -> bytes:
+        with self._ready:
+            self._ready.wait_for(lambda: self._typed or not self._live(), timeout)
+            if not self._typed and not self._live():
+                raise ConsoleClosed(f"the console of VM {self.name!r} ended")
+            got, self._typed = self._typed, b""
+            return got
+
+    def write(self, data: bytes) -> None:
+        with self._ready:
+            if not self._live():
+                raise ConsoleClosed(f"the console of VM {self.name!r} ended")
+            self._typed += data
+            self._ready.notify_all()
+
+    def close(self) -> None:
+        with self._ready:
+            if not self._closed:
+                self._closed = True
+                self.world.consoles.discard(self.vm_id)
+
+    def _live(self) -> bool:
+        vm = self.world.vms.get(self.vm_id)
+        return (not self._closed and vm is not None
+                and vm.state in (PowerState.RUNNING, PowerState.PAUSED))
+
+
 class World:
     """One named in-memory host: its nodes, storage and VMs."""
 
@@ -204,6 +242,8 @@ class World:
         self._macs = itertools.count(random.randrange(0x100000))
         #: called (lock held) with a VM's id and summary, None once gone: the watch's events
         self.listeners: list[Callable[[str, VMSummary | None], None]] = []
+        #: the VMs whose console is attached: one session each, as on a real serial line
+        self.consoles: set[str] = set()
 
     def new_mac(self) -> str:
         n = next(self._macs) & 0xFFFFFF
@@ -534,6 +574,16 @@ class MemoryDriver(Driver):
                     nic.mac, f"fe80::{b[0] ^ 2:02x}{b[1]:02x}:{b[2]:02x}ff:fe{b[3]:02x}:"
                     f"{b[4]:02x}{b[5]:02x}", 64, "agent"))
             return reported
+
+    def open_console(self, vm_id: str, timeout: float) -> ConsoleChannel:
+        """A serial line whose guest echoes what is typed, line by line, as a terminal in
+        cooked mode does: enough for a user's test of a script that drives a console."""
+        with self._locked():
+            vm = self._vm(vm_id)
+            if vm_id in self.world.consoles:
+                raise InvalidState(f"the console of VM {vm.name!r} is in use by another session")
+            self.world.consoles.add(vm_id)
+        return _EchoLine(self.world, vm_id, vm.name)
 
     def guest_reports_up(self, vm_id: str) -> bool | None:
         """A memory guest is up as soon as it runs."""

@@ -74,6 +74,7 @@ class Capability(enum.Enum):
     IDENTITY = "identity"  # VMSpec(identity=) and clone(identity=): hostname, users, keys, network
     IDENTITY_USER_DATA = "identity.user_data"  # Identity(user_data=): arbitrary cloud-config
     GUEST_ADDRESSES = "guest.addresses"  # vm.addresses() and vm.wait_ready()
+    CONSOLE = "vm.console"  # vm.console(): the serial console, read and written while it runs
 
     def __str__(self) -> str:
         return self.value

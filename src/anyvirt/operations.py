@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from anyvirt import holds, validation
 from anyvirt.addresses import GuestAddress, select_addresses
+from anyvirt.console import Console
 from anyvirt.deployment.identity import Identity, ResolvedIdentity
 from anyvirt.errors import (
     AlreadyExists,
@@ -632,6 +633,16 @@ class Gate:
                 self._remove(summary.id)
             except Exception:  # the first error is the one to report
                 log.exception("removing %s after a failed create or clone", summary.name)
+
+    # ------------------------------------------------------------ serial console
+    def console(self, vm_id: str, vm_name: str, timeout: float) -> Console:
+        """Attach to the running VM's serial console."""
+        attached = self.operate(RULES["console"], f"console of {vm_name}",
+                                lambda job, case: self.host.driver.open_console(vm_id, timeout),
+                                lambda channel: Console(channel, vm_name),
+                                vm_id=vm_id, vm_name=vm_name, wait=True, timeout=timeout)
+        assert not isinstance(attached, Task)
+        return attached
 
     # ------------------------------------------------------------ guest addresses
     def addresses(self, vm_id: str, vm_name: str) -> list[GuestAddress]:

@@ -888,6 +888,12 @@ RULES: dict[str, Rule] = {
     "wait_ready": Rule(
         "vm.wait_ready(timeout=300)", Capability.GUEST_ADDRESSES, ANY_STATE, "allowed", "",
         result="the GuestAddress list"),
+    "console": Rule(
+        # held only while it attaches (the state is read under the hold); the console then
+        # stays open while the user types and holds nothing. A paused VM's console attaches
+        # and shows output again on resume
+        "vm.console(timeout=30)", Capability.CONSOLE, frozenset({R, P}), "allowed", "the VM",
+        state_hint="start it first", result="a Console"),
     "snapshot_create": Rule(
         "vm.snapshots.create(name, memory=False)", Capability.SNAPSHOTS, ANY_STATE - {U},
         "refused", "the VM", checks=(_snapshot_strings,), settle=_memory_only_when_running,

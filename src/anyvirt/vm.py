@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from anyvirt.addresses import GuestAddress
+from anyvirt.console import Console
 from anyvirt.deployment.identity import Identity
 from anyvirt.errors import InvalidSpec, NotFound
 from anyvirt.model import (
@@ -374,6 +375,12 @@ class VM:
         addresses, and those of NICs that are not the VM's (a container bridge inside
         the guest), are left out. ``[]`` when none is known yet."""
         return self._host.gate.addresses(self.id, self.name)
+
+    def console(self, timeout: float = 30) -> Console:
+        """Attach to this running VM's serial console (``Capability.CONSOLE``): read what
+        the guest writes, type to it, ``expect`` a prompt. Use it as a context manager so
+        it is detached; the VM keeps running. ``timeout`` bounds the attach."""
+        return self._host.gate.console(self.id, self.name, timeout)
 
     def wait_ready(self, timeout: float = 300) -> list[GuestAddress]:
         """Wait until the VM runs, has a reachable address, and (where the platform can

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import click
 from rich.text import Text
 
 from anyvirt.addresses import GuestAddress
+from anyvirt.cli.console_session import interact, stdout_bytes
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import (
@@ -404,15 +406,24 @@ def migrate(uri: str | None, vm: str, node: str | None, to_host: str | None, liv
 @click.option("--follow", "-f", is_flag=True, help="Keep printing what the guest writes, until Ctrl-C.")
 @click.option("--lines", "-n", type=click.IntRange(min=0), default=None,
               help="Only the last N lines.")
-def console(uri: str | None, vm: str, follow: bool, lines: int | None) -> None:
-    """Show a VM's serial console output, where the platform keeps it.
+@click.option("--interactive", "-i", is_flag=True,
+              help="Attach to the running VM's serial line: type to it, Ctrl-] leaves.")
+def console(uri: str | None, vm: str, follow: bool, lines: int | None, interactive: bool) -> None:
+    """Show a VM's serial console output, or attach to it with -i.
 
     libvirt (the local QEMU and the testbeds) logs every guest's first serial
     port to a file, which this prints; platforms without one say so (exit 5).
     Control characters from the guest are shown escaped, never sent to your terminal.
+
+    With -i (a running VM, where the connection has vm.console): your keys go to the
+    guest and its bytes come back unchanged, as with virsh console; Ctrl-] leaves. Piped
+    input is sent, then the answer is shown until the guest is quiet for a second.
     """
     with settings().connect(uri) as host:
         target = find_vm(host, vm)
+        if interactive:
+            _attach(target)
+            return
         path = target.info().extra.get("console_log")
         if not path:
             raise CliError(f"{host.backend} keeps no serial console log of VM {target.name!r}",
@@ -422,6 +433,15 @@ def console(uri: str | None, vm: str, follow: bool, lines: int | None) -> None:
             raise CliError(f"the console log of VM {target.name!r} is kept where the VM runs, "
                            "not on this machine", ExitCode.NOT_SUPPORTED, "NotSupported")
         _print_console(log, lines, follow)
+
+
+def _attach(target: VM) -> None:
+    with target.console() as attached:
+        if sys.stdin.isatty():
+            click.echo(f"attached to the console of {target.name!r}; Ctrl-] leaves", err=True)
+        ended = interact(attached, sys.stdin.fileno(), stdout_bytes())
+    if ended == "console ended":
+        click.echo(f"\nthe console of {target.name!r} ended", err=True)
 
 
 def _print_console(log: Path, lines: int | None, follow: bool) -> None:

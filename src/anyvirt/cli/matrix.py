@@ -23,6 +23,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "vm.create.from_image": "create a VM whose disk is an existing image file",
     "vm.delete": "delete a VM, with or without its disks",
     "vm.start": "power on",
+    "vm.console": "interactive serial console (`vm.console()`, `anyvirt vm console -i`)",
     "vm.stop": "graceful shutdown (ACPI / guest tools)",
     "vm.power_off": "hard power-off (`stop(force=True)`, `anyvirt vm stop --force`)",
     "vm.reboot": "guest reboot",

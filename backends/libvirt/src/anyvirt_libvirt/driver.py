@@ -20,6 +20,7 @@ from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.kit.changes import ChangeSource
+from anyvirt.kit.console import ConsoleChannel
 from anyvirt.model import (
     GIB,
     Capability,
@@ -43,6 +44,7 @@ from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_libvirt import (
     cloning,
+    console,
     deletion,
     domxml,
     events,
@@ -385,6 +387,9 @@ class LibvirtDriver(Driver):
     def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
         with self.site.domain(vm_id, "guest addresses") as dom:
             return seeds.guest_addresses(dom)
+
+    def open_console(self, vm_id: str, timeout: float) -> ConsoleChannel:
+        return console.open_console(self.site, vm_id)
 
     def guest_reports_up(self, vm_id: str) -> bool | None:
         with self.site.domain(vm_id, "guest agent") as dom:

@@ -49,6 +49,7 @@ ALL = frozenset(
         Capability.IDENTITY,
         Capability.IDENTITY_USER_DATA,
         Capability.GUEST_ADDRESSES,
+        Capability.CONSOLE,
     }
 )
 
@@ -65,6 +66,7 @@ TEST_DRIVER = ALL - {
     Capability.IDENTITY,  # seeds are uploaded as volumes: no volume streams
     Capability.IDENTITY_USER_DATA,
     Capability.GUEST_ADDRESSES,  # no guest, no network with leases
+    Capability.CONSOLE,  # no guest writes to it: the test driver has no console streams
 }
 
 #: qemu:///embed: no daemon another host could migrate to or from

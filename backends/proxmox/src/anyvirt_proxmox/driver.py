@@ -19,6 +19,7 @@ from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
+from anyvirt.kit.console import ConsoleChannel
 from anyvirt.model import (
     Capability,
     Firmware,
@@ -35,7 +36,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_proxmox import clone, guest, image_import, migration, power, snapshots, vms
+from anyvirt_proxmox import clone, console, guest, image_import, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Inventory, storage_infos
 from anyvirt_proxmox.session import OPTIONS, UNDO_GRACE, Session
@@ -46,6 +47,7 @@ COMMON = frozenset({
     Capability.RECONFIGURE, Capability.SNAPSHOTS, Capability.MEMORY_SNAPSHOTS, Capability.FULL_CLONE,
     Capability.CLONE_RUNNING, Capability.TASK_CANCEL, Capability.TEMPLATES,
     Capability.LINKED_CLONE_OF_TEMPLATE, Capability.IDENTITY, Capability.GUEST_ADDRESSES,
+    Capability.CONSOLE,
 })
 CLUSTER_ONLY = frozenset({Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION})
 #: what PVE cannot do the way anyvirt means it, and why (``why_not``)
@@ -265,6 +267,9 @@ class ProxmoxDriver(Driver):
 
     def guest_addresses(self, vm_id: str) -> list[ReportedAddress]:
         return guest.guest_addresses(self.inventory, vm_id)
+
+    def open_console(self, vm_id: str, timeout: float) -> ConsoleChannel:
+        return console.open_console(self.inventory, vm_id, timeout)
 
     def guest_reports_up(self, vm_id: str) -> bool | None:
         return guest.guest_reports_up(self.inventory, vm_id)

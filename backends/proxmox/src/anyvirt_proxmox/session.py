@@ -146,6 +146,11 @@ class Session:
                                 check_open=self._check_open)
 
     @property
+    def tls_verify(self) -> bool | str:
+        """What every request verifies TLS with: False, True, or a CA bundle's path."""
+        return self._verify
+
+    @property
     def uses_token(self) -> bool:
         return self._token is not None
 

@@ -16,7 +16,7 @@ from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec, InvalidStat
 from anyvirt.model import Firmware, VMInfo, VMSpec, VMSummary
 from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
-from anyvirt_proxmox import image_import
+from anyvirt_proxmox import console, image_import
 from anyvirt_proxmox.inventory import Inventory
 from anyvirt_proxmox.tasks import cleanup_job, run_task, settle, wait_task
 
@@ -44,6 +44,8 @@ def create_params(inv: Inventory, spec: VMSpec, node: str) -> dict[str, Any]:
     params: dict[str, Any] = {
         "name": spec.name, "cores": spec.cpus, "sockets": 1, "memory": str(spec.memory_mib),
         "ostype": cfg.ostype(spec.guest_os),
+        # a serial port PVE's terminal reaches: vm.console() (PVE gives VMs none by default)
+        console.CREATED_PORT[0]: console.CREATED_PORT[1],
     }
     if spec.description:
         params["description"] = spec.description

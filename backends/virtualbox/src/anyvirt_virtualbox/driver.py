@@ -157,6 +157,10 @@ class VirtualBoxDriver(Driver):
         return self._capabilities
 
     def why_not(self, capability: Capability) -> str:
+        if capability is Capability.CONSOLE:
+            return ("anyvirt does not yet wire a VirtualBox VM's serial port to a socket; until "
+                    "it does: VBoxManage modifyvm VM --uart1 0x3F8 4 --uart-mode1 server "
+                    "/path/sock, then socat - UNIX-CONNECT:/path/sock")
         if capability in RUNNING and not self.kernel_driver:
             return power.NO_KERNEL_DRIVER
         if capability is Capability.VM_CREATE_FROM_IMAGE and not images.available():

@@ -329,6 +329,11 @@ class VSphereDriver(Driver):
     def why_not(self, capability: Capability) -> str:
         if capability in VCENTER_ONLY and not self.session.is_vcenter:
             return "a standalone ESXi host cannot do this; connect to its vCenter"
+        if capability is Capability.CONSOLE:
+            return ("vSphere reaches a VM's serial port only through a network serial port (a "
+                    "virtual serial port concentrator, or a telnet URI on an ESXi host with its "
+                    "firewall opened) that anyvirt does not set up, and the WebMKS console is "
+                    "graphical, not a serial line")
         return ""
 
     def clone_vm(self, vm_id: str, name: str, linked: bool, placement: Placement,

@@ -17,6 +17,7 @@ anything. See :mod:`anyvirt.testing.plugin` for the fixtures a backend gives.
 
 from anyvirt.testing.suite.test_backup import TestBackup
 from anyvirt.testing.suite.test_clone import TestClone
+from anyvirt.testing.suite.test_console import TestConsole
 from anyvirt.testing.suite.test_deployment import TestDeployment, TestGuestAddresses
 from anyvirt.testing.suite.test_host import TestHost
 from anyvirt.testing.suite.test_hostile_values import TestHostileValues
@@ -30,6 +31,7 @@ from anyvirt.testing.suite.test_vms import TestVMs
 __all__ = [
     "TestBackup",
     "TestClone",
+    "TestConsole",
     "TestDeployment",
     "TestGuestAddresses",
     "TestHost",

@@ -69,6 +69,7 @@ ATTEMPTS: dict[Capability, Attempt] = {
         attrs.evolve(spec(unique_name("ns")),
                      identity=Identity(user_data="#cloud-config\npackages: [htop]\n"))),
     Capability.GUEST_ADDRESSES: lambda h, vm, spec: vm().addresses(),
+    Capability.CONSOLE: lambda h, vm, spec: vm().console(),
     Capability.DISK_EXPORT: lambda h, vm, spec: vm().backup(
         f"{tempfile.gettempdir()}/{unique_name('ns')}.avbk"),
 }
