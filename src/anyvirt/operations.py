@@ -847,13 +847,16 @@ class Gate:
         candidates: list[RecoveryCandidate] = case.args["candidates"]
         targets: list[NodeInfo] = case.args["targets"]
         ids = {n.id for n in targets}
-        given = [(vm.node or "", vm.memory_mib) for vm in self.host.driver.list_vms()
-                 if vm.node in ids]
+        listed = {vm.id: vm for vm in self.host.driver.list_vms()}
+        given = [(vm.node or "", vm.memory_mib) for vm in listed.values() if vm.node in ids]
         done: list[RecoveredVM] = []
         for index, candidate in enumerate(candidates):
             job.check()
             job.progress(100.0 * index / len(candidates), f"recovering {candidate.vm.name}")
-            outcome, summary, reason = self._recover_one(candidate, targets, given, case, job)
+            if candidate.by_cluster is not None:  # the platform's HA: reported as it says
+                outcome, summary, reason = CLUSTER, listed.get(candidate.vm.id), candidate.by_cluster
+            else:
+                outcome, summary, reason = self._recover_one(candidate, targets, given, case, job)
             done.append(RecoveredVM(candidate.vm.name, candidate.vm.id, outcome, summary,
                                     reason, round(time.monotonic() - started, 3)))
         job.progress(100.0, f"recovered node {case.args['node_name']}")
@@ -863,12 +866,6 @@ class Gate:
                      given: list[tuple[str, int]], case: Case,
                      job: Job) -> tuple[str, VMSummary | None, str]:
         driver, vm = self.host.driver, candidate.vm
-        if candidate.by_cluster is not None:
-            try:
-                now: VMSummary | None = driver.vm_summary(vm.id)
-            except NotFound:
-                now = None
-            return CLUSTER, now, candidate.by_cluster
         if candidate.blocked:
             return NOT_RECOVERED, None, candidate.blocked
         where = [n for n in targets if candidate.nodes is None or n.id in candidate.nodes]
