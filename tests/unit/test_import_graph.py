@@ -5,9 +5,10 @@ configures the product, which never imports it back). Every import counts, at mo
 level or inside a function, except:
 
 * imports under ``if TYPE_CHECKING:`` (annotations only);
-* the handles' late imports of the migration workflows (``vm.backup`` calls
-  ``anyvirt.migration.backup``, ``host.recover`` reports in ``anyvirt.recovery``'s types): the workflows sit above the handles and use them;
-  the handles reach up only on the call, as the layering says;
+* the handles' late imports of the workflows (``vm.backup`` calls
+  ``anyvirt.migration.backup``; ``host.recover`` reports in ``anyvirt.recovery``'s types):
+  the workflows sit above the handles and use them; the handles reach up only on the
+  call, as the layering says;
 * ``from anyvirt import __version__``: package metadata, not code.
 """
 

@@ -3,12 +3,12 @@ bringing a failed one's VMs back on the others."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from anyvirt.cli.commands_vm import node_names, run_task, timeout_option
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
-from typing import Any
-
 from anyvirt.cli.exit_codes import ExitCode
 from anyvirt.cli.output import print_json, print_table, say, styled
 from anyvirt.errors import EvacuationIncomplete
