@@ -713,16 +713,13 @@ def _node_down(case: Case) -> None:
             "it off, e.g. through its BMC), then recover with fenced=True")
 
 
-@raises(NotFound, InvalidState, InvalidSpec)
+@raises(NotFound, InvalidState)
 def _recovery_targets(case: Case) -> None:
-    """to= names a live node other than the failed one; by default every live node of the
-    failed node's cluster"""
+    """to= names a node that takes VMs (so never the failed one); by default every live
+    node of the failed node's cluster"""
     to = case.args.get("to")
     if to is not None:
-        chosen = node_id(case.reads, to)
-        if chosen == case.args["node_id"]:
-            raise InvalidSpec(f"to= names the failed node {case.args['node_name']!r} itself")
-        case.args["targets"] = [case.reads.node(str(chosen))]
+        case.args["targets"] = [case.reads.node(str(node_id(case.reads, to)))]
         return
     nodes, _ = case.reads.loads()
     case.args["targets"] = [n for n in nodes if takes_vms(n) and n.id != case.args["node_id"]
