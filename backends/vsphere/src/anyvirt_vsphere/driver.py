@@ -37,6 +37,7 @@ from anyvirt.model import (
     NodeInfo,
     Placement,
     PowerAction,
+    RecoveryCandidate,
     SnapshotInfo,
     VMInfo,
     VMSpec,
@@ -52,6 +53,7 @@ from anyvirt_vsphere import (
     image_import,
     migration,
     power,
+    recovery,
     rules,
     snapshots,
     updates,
@@ -98,6 +100,8 @@ VCENTER_ONLY = frozenset(
         Capability.LIVE_MIGRATION,
         Capability.COLD_MIGRATION_SNAPSHOTS,
         Capability.LIVE_MIGRATION_SNAPSHOTS,
+        Capability.NODE_RECOVERY,
+        Capability.NODE_RECOVERY_RESTART,
     }
 )
 
@@ -327,6 +331,10 @@ class VSphereDriver(Driver):
 
     # ---------------------------------------------------------- clone, migrate
     def why_not(self, capability: Capability) -> str:
+        if capability in (Capability.NODE_RECOVERY, Capability.NODE_RECOVERY_RESTART) \
+                and not self.session.is_vcenter:
+            return ("an ESXi connection is the host itself: recover its VMs through its "
+                    "vCenter, or with anyvirt.recover(failed=...)")
         if capability in VCENTER_ONLY and not self.session.is_vcenter:
             return "a standalone ESXi host cannot do this; connect to its vCenter"
         if capability is Capability.CONSOLE:
@@ -394,6 +402,12 @@ class VSphereDriver(Driver):
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         migration.set_maintenance(self.inventory, node_id, on, job)
+
+    def recovery_candidates(self, node_id: str) -> list[RecoveryCandidate]:
+        return recovery.candidates(self.inventory, node_id)
+
+    def recover_vm(self, vm_id: str, node_id: str, start: bool, job: Job) -> VMSummary:
+        return recovery.recover(self.inventory, vm_id, node_id, start, job)
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self, self.inventory, vm_id, dest_dir, job)

@@ -63,6 +63,9 @@ ATTEMPTS: dict[Capability, Attempt] = {
     Capability.DELETE_KEEP_DISKS: lambda h, vm, spec: vm().delete(disks=False),
     Capability.MAINTENANCE_MODE: lambda h, vm, spec: h.evacuate(h.nodes.list()[0], maintenance=True),
     Capability.TASK_CANCEL: _cancel,
+    Capability.NODE_RECOVERY: lambda h, vm, spec: h.recover(h.nodes.list()[0]),
+    Capability.NODE_RECOVERY_RESTART: lambda h, vm, spec: h.recover(h.nodes.list()[0],
+                                                                    to=_other_node(h)),
     Capability.IDENTITY: lambda h, vm, spec: h.vms.create(
         attrs.evolve(spec(unique_name("ns")), identity=Identity())),
     Capability.IDENTITY_USER_DATA: lambda h, vm, spec: h.vms.create(
