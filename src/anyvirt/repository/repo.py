@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("anyvirt")
 FORMAT = "anyvirt-repository/1"
 CONFIG = "config.json"
-CHUNK_SIZE = 4 * 1024 * 1024
+CHUNK_SIZE = 1024 * 1024
 WORKERS = 2  # hashing and zstd release the GIL: one thread per core here
 WINDOW = 8  # chunks in flight at once (memory: WINDOW x CHUNK_SIZE)
 _ZERO = bytes(CHUNK_SIZE)
@@ -229,33 +229,50 @@ class BackupRepository:
                 point_id = points.point_id(created, held.id)
                 job.progress(0, f"reading the disks of {vm.name}")
                 exported, _in_place = source.disks(Path(tmp) / "export", job.span(0, 5))
-                tracker = vm.host.driver if isinstance(vm.host.driver, ChangeTracker) else None
+                tracker = _tracker(vm)
                 entries, disks, read, stored = [], [], 0, 0
+                marks: list[tuple[str, str]] = []  # (disk id, mark) this backup made
                 share = 95.0 / max(len(exported), 1)
-                for n, disk in enumerate(exported):
-                    span = job.span(5 + share * n, 5 + share * (n + 1))
-                    # the mark first: a change after it shows in the next backup's extents
-                    mark = tracker.change_mark(vm.id, disk.id, span) if tracker else None
-                    with open_raw(disk, self.chunk_size, Path(tmp), span) as raw:
-                        reuse = (self._unchanged(tracker, vm.id, raw, earlier[-1], n, span)
-                                 if tracker and earlier else None)
-                        index, got, put = self._store_disk(raw, known, held, span, reuse)
-                    name = points.index_name(point_id, n)
-                    sealed = self.codec.seal("index", name, index)
-                    self.store.put(name, sealed, held.id)
-                    read, stored = read + got, stored + put + len(sealed)
-                    digest = hashlib.sha256(index).hexdigest()
-                    entries.append(_manifest_disk(n, raw, index, digest))
-                    disks.append({"index": name, "sha256": digest, "chunk_size": self.chunk_size,
-                                  "change_mark": mark})
-                point = RestorePoint(
-                    id=point_id, vm_name=vm.name, vm_id=vm.id, created=created,
-                    incremental=bool(earlier), read_bytes=read, stored_bytes=stored,
-                    source_backend=vm.host.backend, size_bytes=sum(e["size_bytes"] for e in entries),
-                    manifest=_manifest(vm, info, entries, created), disks=tuple(disks))
-                manifests.parse(point.manifest)  # what restore will believe, checked now
-                sealed = self.codec.seal("point", point_id, points.encode(point))
-                self.store.put(points.object_name(point_id), sealed, held.id)
+                try:
+                    for n, disk in enumerate(exported):
+                        span = job.span(5 + share * n, 5 + share * (n + 1))
+                        # the mark first: a change after it shows in the next backup's extents
+                        mark = tracker.change_mark(vm.id, disk.id, span) if tracker else None
+                        if mark:
+                            marks.append((disk.id, mark))
+                        with open_raw(disk, self.chunk_size, Path(tmp), span) as raw:
+                            reuse = (self._unchanged(tracker, vm.id, raw, earlier[-1], n, span)
+                                     if tracker and earlier else None)
+                            index, got, put = self._store_disk(raw, known, held, span, reuse)
+                        name = points.index_name(point_id, n)
+                        sealed = self.codec.seal("index", name, index)
+                        self.store.put(name, sealed, held.id)
+                        read, stored = read + got, stored + put + len(sealed)
+                        digest = hashlib.sha256(index).hexdigest()
+                        entries.append(_manifest_disk(n, raw, index, digest))
+                        disks.append({"index": name, "sha256": digest,
+                                      "chunk_size": self.chunk_size, "change_mark": mark})
+                    point = RestorePoint(
+                        id=point_id, vm_name=vm.name, vm_id=vm.id, created=created,
+                        incremental=bool(earlier), read_bytes=read, stored_bytes=stored,
+                        source_backend=vm.host.backend,
+                        size_bytes=sum(e["size_bytes"] for e in entries),
+                        manifest=_manifest(vm, info, entries, created), disks=tuple(disks))
+                    manifests.parse(point.manifest)  # what restore will believe, checked now
+                    sealed = self.codec.seal("point", point_id, points.encode(point))
+                    self.store.put(points.object_name(point_id), sealed, held.id)
+                except BaseException:
+                    # no point names these marks: left behind, they would only cost the
+                    # platform (QEMU keeps every enabled bitmap up to date)
+                    _drop_marks(tracker, vm.id, marks, job)
+                    raise
+                if tracker and earlier:
+                    # the new point's marks supersede the parent's; a backup building on the
+                    # parent again (the new point pruned) finds its mark gone: a full read
+                    _drop_marks(tracker, vm.id, [(str(d.get("id", "")), str(e["change_mark"]))
+                                                 for d, e in zip(earlier[-1].manifest["disks"],
+                                                                 earlier[-1].disks, strict=False)
+                                                 if e.get("change_mark")], job)
                 job.progress(100, f"restore point {point_id} written")
                 return point
 
@@ -497,6 +514,25 @@ class BackupRepository:
                 self.store.remove(name)
         for name in dead_leases:
             self.store.remove(name)
+
+
+def _tracker(vm: VM) -> ChangeTracker | None:
+    """The VM's driver as a change tracker, where the connection declares one."""
+    driver = vm.host.driver
+    if isinstance(driver, ChangeTracker) and vm.host.supports(Capability.CHANGED_BLOCKS):
+        return driver
+    return None
+
+
+def _drop_marks(tracker: ChangeTracker | None, vm_id: str, marks: list[tuple[str, str]],
+                job: Job) -> None:
+    if tracker is None:
+        return
+    for disk_id, mark in marks:
+        try:
+            tracker.drop_change_mark(vm_id, disk_id, mark, job)
+        except Exception as exc:  # a mark left behind costs, it never harms
+            log.info("change mark %s of %s not dropped: %s", mark, disk_id, exc)
 
 
 def _zeros(data: bytes) -> bool:

@@ -11,12 +11,13 @@ Anything else (compressed clusters) is read through a raw view of the image
 (``qemu-storage-daemon`` over FUSE), or, where that is missing, a raw
 conversion into a temporary file.
 
-Changed-block tracking (libvirt checkpoints, vSphere CBT) plugs in here later:
-a driver that can say which extents changed since a mark it gave for an
-earlier point implements :class:`ChangeTracker`, and a backup then reads only
-those extents and takes every other chunk from the earlier point's index. No
-driver does yet; without one, or when its answer is None (the record is lost
-or invalid), the backup reads every data extent: a full read, deduplicated.
+Changed-block tracking plugs in here: a driver that can say which extents
+changed since a mark it gave for an earlier point implements
+:class:`ChangeTracker` and declares ``Capability.CHANGED_BLOCKS`` (libvirt:
+persistent qcow2 bitmaps; vSphere: CBT's change ids), and a backup then reads
+only those extents and takes every other chunk from the earlier point's index.
+Without one, or when its answer is None (the record is lost or invalid), the
+backup reads every data extent: a full read, deduplicated.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class ChangeTracker(Protocol):
                         job: Job) -> list[tuple[int, int]] | None:
         """``(offset, length)`` ranges that may have changed since ``since``, or None when
         the platform no longer knows (the record was lost or reset): then a full read."""
+
+    def drop_change_mark(self, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
+        """Forget ``mark`` (no later backup builds on it): best effort, never raises."""
 
 
 @frozen

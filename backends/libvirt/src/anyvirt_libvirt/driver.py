@@ -42,6 +42,7 @@ from anyvirt.model import (
 from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_libvirt import (
+    changes,
     cloning,
     deletion,
     domxml,
@@ -66,6 +67,8 @@ from anyvirt_libvirt.site import Site
 from anyvirt_libvirt.states import domain_state
 from anyvirt_libvirt.templates import TemplateIndex
 
+_NO_CHANGED_BLOCKS = ("changed blocks are read from the qcow2 files' bitmaps, which needs the "
+                      "disk files on this machine (a local libvirtd or qemu:///embed)")
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 
 
@@ -167,9 +170,13 @@ class LibvirtDriver(Driver):
         self.link.close()
 
     def capabilities(self) -> frozenset[Capability]:
+        if self.facts.driver_type == "TEST" or not changes.supported(self.site):
+            return self.facts.capabilities - {Capability.CHANGED_BLOCKS}
         return self.facts.capabilities
 
     def why_not(self, capability: Capability) -> str:
+        if capability is Capability.CHANGED_BLOCKS and capability not in self.capabilities():
+            return _NO_CHANGED_BLOCKS
         return self.facts.reasons.get(capability, "")
 
     def default_overcommit(self) -> Overcommit | None:
@@ -446,6 +453,7 @@ class LibvirtDriver(Driver):
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
         with self.site.domain(vm_id, f"revert to snapshot {snapshot_id!r}") as dom:
+            changes.drop_all(dom, job)  # QEMU refuses a revert while a bitmap is enabled
             snapshots.revert(dom, snapshot_id)
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
@@ -481,6 +489,17 @@ class LibvirtDriver(Driver):
 
     def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
         return export.disks_in_place(self.site, vm_id, job)
+
+    # ------------------------------------------------------------ changed blocks
+    def change_mark(self, vm_id: str, disk_id: str, job: Job) -> str | None:
+        return changes.change_mark(self.site, vm_id, disk_id, job)
+
+    def changed_extents(self, vm_id: str, disk_id: str, since: str,
+                        job: Job) -> list[tuple[int, int]] | None:
+        return changes.changed_extents(self.site, vm_id, disk_id, since, job)
+
+    def drop_change_mark(self, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
+        changes.drop_mark(self.site, vm_id, disk_id, mark, job)
 
 
 # ---------------------------------------------------------------- helpers

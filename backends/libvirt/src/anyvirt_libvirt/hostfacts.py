@@ -49,6 +49,7 @@ ALL = frozenset(
         Capability.IDENTITY,
         Capability.IDENTITY_USER_DATA,
         Capability.GUEST_ADDRESSES,
+        Capability.CHANGED_BLOCKS,  # local daemons only: see LibvirtDriver.capabilities
     }
 )
 
@@ -65,6 +66,7 @@ TEST_DRIVER = ALL - {
     Capability.IDENTITY,  # seeds are uploaded as volumes: no volume streams
     Capability.IDENTITY_USER_DATA,
     Capability.GUEST_ADDRESSES,  # no guest, no network with leases
+    Capability.CHANGED_BLOCKS,  # no image files
 }
 
 #: qemu:///embed: no daemon another host could migrate to or from
