@@ -12,7 +12,7 @@ growth against the first backup plus the ten changes. Random bytes are written:
 they do not compress, so the change compressed is the change. Timings are printed,
 never asserted.
 
-    .venv/bin/python bench/repository_bench.py [--size-mib 1024] [--data-mib 512]
+    .venv/bin/python bench/repository_bench.py [--size-mib 1024] [--data-mib 512] [--chunk-kib 1024]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 
 import anyvirt
 from anyvirt import BackupRepository, DiskSpec, VMSpec
+from anyvirt.repository.repo import CHUNK_SIZE
 
 MIB = 1024 * 1024
 
@@ -95,6 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--data-mib", type=int, default=512)
+    parser.add_argument("--chunk-kib", type=int, default=CHUNK_SIZE // 1024,
+                        help="the repositories' chunk size (the default: anyvirt's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="anyvirt-repo-bench-"))
     daemon = LibvirtDaemon(name="repobench").start()
@@ -112,13 +115,14 @@ def main() -> None:
             convert, compress, hand_bytes = by_hand(disk.path, fmt, work)
             hand = convert + compress
             hand_cpu = cpu(resource.RUSAGE_CHILDREN) - cpu_before
-            repo = BackupRepository(work / "repo")
+            repo = BackupRepository(work / "repo", chunk_size=args.chunk_kib * 1024)
             cpu_before = cpu(resource.RUSAGE_SELF)
             started = time.monotonic()
             first = repo.backup(vm)
             took = time.monotonic() - started
             backup_cpu = cpu(resource.RUSAGE_SELF) - cpu_before
-            print(f"disk {args.size_mib} MiB ({fmt}), {args.data_mib} MiB of data")
+            print(f"disk {args.size_mib} MiB ({fmt}), {args.data_mib} MiB of data, "
+                  f"{args.chunk_kib} KiB chunks")
             print(f"by hand  qemu-img convert -O raw {convert:.2f} s + zstd -3 {compress:.2f} s = "
                   f"{hand:.2f} s ({hand_cpu:.2f} s CPU), {hand_bytes / MIB:.1f} MiB")
             print(f"anyvirt  full backup:                       {took:.2f} s ({backup_cpu:.2f} s CPU), read "
@@ -140,7 +144,7 @@ def main() -> None:
                       f"{point.read_bytes / MIB:.1f} MiB ({share:.1f}% of the disk), stored "
                       f"{point.stored_bytes / MIB:.2f} MiB = {point.stored_bytes / packed:.2f}x "
                       f"the change compressed ({packed / MIB:.2f} MiB)")
-            nightly(vm, disk.path, fmt, size, work)
+            nightly(vm, disk.path, fmt, size, work, args.chunk_kib * 1024)
             started = time.monotonic()
             report = repo.verify()
             print(f"verify: ok={report.ok}, {report.chunks} chunks, {time.monotonic() - started:.2f} s")
@@ -150,11 +154,11 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def nightly(vm: anyvirt.VM, path: str, fmt: str, size: int, work: Path) -> None:
+def nightly(vm: anyvirt.VM, path: str, fmt: str, size: int, work: Path, chunk: int) -> None:
     """A fresh repository: one full backup, then ten nights of 8 MiB changed (eight 1 MiB
     writes at random 1 MiB-aligned places), each followed by a backup."""
     root = work / "nightly"
-    repo = BackupRepository(root)
+    repo = BackupRepository(root, chunk_size=chunk)
     first = repo.backup(vm)
     base = repo_bytes(root)
     changes = reads = 0

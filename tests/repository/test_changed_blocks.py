@@ -108,7 +108,7 @@ def test_marks_of_a_failed_backup_are_dropped(tracked: anyvirt.VM, tmp_path: Pat
         raise OSError("the storage went away")
 
     monkeypatch.setattr(repo.store, "put", refuse)  # a fault in the repository's storage
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="went away"):
         repo.backup(tracked)
     assert list(TrackingStandIn.log) == [first.disks[0]["change_mark"]]
 

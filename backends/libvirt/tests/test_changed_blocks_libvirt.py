@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,3 +134,25 @@ def test_a_snapshot_revert_after_a_tracked_backup_works_and_reads_in_full(
     assert again.read_bytes == DATA
     copy = vms(repo.restore(again, to=host, name=unique("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
+
+
+def test_the_mark_records_what_the_running_guest_writes(
+        guest: Callable[[str], VM], tmp_path: Path, vms: Callable[[VM], VM], host: Host) -> None:
+    """The mark is taken while the VM is stopped; QEMU loads the bitmap when the VM
+    starts and records the guest's own writes (the tiny guest writes its counter to
+    sector 1 every second), and the next backup reads just that chunk."""
+    vm = guest("cbt")
+    guest_write(vm, 512 * 1024, 64 * 1024, 0x77)  # data in a second chunk the guest leaves be
+    repo = BackupRepository(tmp_path / "repo", chunk_size=64 * 1024)  # the disk is 1 MiB
+    first = repo.backup(vm)
+    before = raw_bytes(vm, tmp_path)
+    vm.start()
+    deadline = time.monotonic() + 60
+    while raw_bytes(vm, tmp_path)[512:1024] == before[512:1024]:
+        assert time.monotonic() < deadline, "the guest never wrote its counter"
+        time.sleep(1)
+    vm.stop(force=True)
+    second = repo.backup(vm)
+    assert first.read_bytes >= 2 * repo.chunk_size and second.read_bytes == repo.chunk_size
+    copy = vms(repo.restore(second, to=host, name=unique("cbt")))
+    assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path) != before
