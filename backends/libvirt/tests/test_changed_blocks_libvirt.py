@@ -156,3 +156,57 @@ def test_the_mark_records_what_the_running_guest_writes(
     assert first.read_bytes >= 2 * repo.chunk_size and second.read_bytes == repo.chunk_size
     copy = vms(repo.restore(second, to=host, name=unique("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path) != before
+
+
+def _running_guest(guest: Callable[[str], VM], tmp_path: Path) -> VM:
+    vm = guest("live")
+    guest_write(vm, 512 * 1024, 64 * 1024, 0x77)  # data in a chunk the guest leaves be
+    vm.start()
+    deadline = time.monotonic() + 60
+    while raw_bytes(vm, tmp_path)[512:516] == bytes(4):  # the guest's counter, once a second
+        assert time.monotonic() < deadline, "the guest never wrote its counter"
+        time.sleep(0.5)
+    return vm
+
+
+def _same_but_counter(a: bytes, b: bytes) -> bool:
+    """Equal outside sector 1, where the running guest keeps its counter."""
+    return a[:512] == b[:512] and a[1024:] == b[1024:]
+
+
+def test_a_running_vm_is_backed_up_at_one_instant_then_only_its_changes(
+        guest: Callable[[str], VM], tmp_path: Path, vms: Callable[[VM], VM], host: Host) -> None:
+    """libvirt's backup job: the first point reads the allocated blocks, the next (VM still
+    running) only what the guest wrote since the checkpoint, and after a stop the stopped
+    path builds on the same checkpoint's bitmap."""
+    vm = _running_guest(guest, tmp_path)
+    repo = BackupRepository(tmp_path / "repo", chunk_size=64 * 1024)
+    first = repo.backup(vm)
+    assert first.disks[0]["change_mark"].startswith("checkpoint:")
+    assert first.read_bytes >= 2 * repo.chunk_size
+    second = repo.backup(vm)
+    assert second.incremental and second.read_bytes <= repo.chunk_size  # the counter's chunk
+    names = [c.getName() for c in vm.native.listAllCheckpoints(0)]
+    assert names == [second.disks[0]["change_mark"].split(":", 1)[1]]  # the parent's: gone
+    copy = vms(repo.restore(second, to=host, name=unique("cbt")))
+    assert _same_but_counter(raw_bytes(copy, tmp_path), raw_bytes(vm, tmp_path))
+    vm.stop(force=True)
+    third = repo.backup(vm)
+    assert third.read_bytes <= repo.chunk_size
+    again = vms(repo.restore(third, to=host, name=unique("cbt")))
+    assert raw_bytes(again, tmp_path) == raw_bytes(vm, tmp_path)
+    assert repo.verify().ok
+
+
+def test_a_deleted_checkpoint_means_a_full_read_of_the_running_vm(
+        guest: Callable[[str], VM], tmp_path: Path, vms: Callable[[VM], VM], host: Host) -> None:
+    vm = _running_guest(guest, tmp_path)
+    repo = BackupRepository(tmp_path / "repo", chunk_size=64 * 1024)
+    first = repo.backup(vm)
+    name = first.disks[0]["change_mark"].split(":", 1)[1]
+    vm.native.checkpointLookupByName(name, 0).delete(0)
+    again = repo.backup(vm)
+    assert again.read_bytes == first.read_bytes
+    vm.stop(force=True)
+    copy = vms(repo.restore(again, to=host, name=unique("cbt")))
+    assert _same_but_counter(raw_bytes(copy, tmp_path), raw_bytes(vm, tmp_path))

@@ -41,7 +41,8 @@ from anyvirt_libvirt.site import Site
 
 log = logging.getLogger("anyvirt")
 PREFIX = "anyvirt-"
-_MARK = re.compile(r"^bitmap:(anyvirt-[0-9a-f]{16})$")
+# a bitmap this module added, or one a backup job's checkpoint started (same name in the file)
+_MARK = re.compile(r"^(?:bitmap|checkpoint):(anyvirt-[0-9a-f]{16})$")
 NBD_START_TIMEOUT = 10.0
 QEMU_IMG_TIMEOUT = 120.0
 
@@ -86,8 +87,13 @@ def changed_extents(site: Site, vm_id: str, disk_id: str, since: str,
 
 
 def drop_mark(site: Site, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
-    """Remove the bitmap ``mark`` names, if it is still there (best effort)."""
+    """Remove the bitmap ``mark`` names, if it is still there (best effort); a
+    checkpoint's through libvirt, which removes its bitmaps, running or not."""
     found = _MARK.match(mark)
+    if found is not None and mark.startswith("checkpoint:"):
+        with site.domain(vm_id, "drop a checkpoint") as dom, \
+                contextlib.suppress(libvirt.libvirtError):
+            dom.checkpointLookupByName(found.group(1), 0).delete(0)
     disk = _tracked_disk(site, vm_id, disk_id)
     if found is None or disk is None or disk.path is None:
         return
@@ -101,8 +107,12 @@ def drop_all(dom: libvirt.virDomain, job: Job | None = None) -> None:
     revert, which QEMU refuses while a bitmap is enabled)."""
     if dom.isActive():
         return
+    for checkpoint in dom.listAllCheckpoints(0):
+        if checkpoint.getName().startswith(PREFIX):
+            with contextlib.suppress(libvirt.libvirtError):
+                checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
     for disk in parse_disks(dom.XMLDesc(0), dom.connect()):
-        if not _is_local_qcow2(disk) or disk.path is None:
+        if not is_local_qcow2(disk) or disk.path is None:
             continue
         with contextlib.suppress(AnyvirtError, OSError):
             for name in _bitmaps(disk.path, job):
@@ -122,12 +132,12 @@ def _tracked_disk(site: Site, vm_id: str, disk_id: str) -> DomainDisk | None:
             return None  # a running VM's disk is QEMU's: its bitmaps are too
         disks = parse_disks(dom.XMLDesc(0), dom.connect())
     for disk in disks:
-        if disk.dev == disk_id and disk.writable_disk and _is_local_qcow2(disk):
+        if disk.dev == disk_id and disk.writable_disk and is_local_qcow2(disk):
             return disk
     return None
 
 
-def _is_local_qcow2(disk: DomainDisk) -> bool:
+def is_local_qcow2(disk: DomainDisk) -> bool:
     return (disk.kind in ("file", "volume") and disk.format == "qcow2" and disk.path is not None
             and os.path.isfile(disk.path) and os.access(disk.path, os.R_OK | os.W_OK))
 
@@ -147,9 +157,9 @@ def _qemu_img(args: list[str], job: Job | None) -> None:
 
 
 def _dirty_over_nbd(path: str, bitmap: str, job: Job) -> list[tuple[int, int]]:
-    with _nbd_export(path, bitmap, job) as sock, \
-            nbd.Client(str(sock), context=f"qemu:dirty-bitmap:{bitmap}") as client:
-        return client.dirty()
+    context = f"qemu:dirty-bitmap:{bitmap}"
+    with _nbd_export(path, bitmap, job) as sock, nbd.Client(str(sock), contexts=(context,)) as client:
+        return client.dirty(context)
 
 
 @contextlib.contextmanager
@@ -180,4 +190,5 @@ def _nbd_export(path: str, bitmap: str, job: Job) -> Iterator[Path]:
                 proc.stderr.close()
 
 
-__all__ = ["change_mark", "changed_extents", "drop_all", "drop_mark", "supported"]
+__all__ = ["change_mark", "changed_extents", "drop_all", "drop_mark", "is_local_qcow2",
+           "supported"]

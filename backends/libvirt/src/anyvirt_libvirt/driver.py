@@ -9,7 +9,8 @@ hands it (or the domain it looks up) over. No helper imports this module.
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -39,9 +40,11 @@ from anyvirt.model import (
     VMSpec,
     VMSummary,
 )
+from anyvirt.repository.sources import LiveDisk
 from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_libvirt import (
+    backupjob,
     changes,
     cloning,
     deletion,
@@ -500,6 +503,10 @@ class LibvirtDriver(Driver):
 
     def drop_change_mark(self, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
         changes.drop_mark(self.site, vm_id, disk_id, mark, job)
+
+    def live_disks(self, vm_id: str, since: Mapping[str, str],
+                   job: Job) -> AbstractContextManager[list[LiveDisk]]:
+        return backupjob.live_disks(self.site, vm_id, since, job)
 
 
 # ---------------------------------------------------------------- helpers

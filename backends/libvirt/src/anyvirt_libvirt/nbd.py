@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from anyvirt.errors import TaskFailed
 
@@ -49,15 +49,15 @@ class NBDError(TaskFailed):
 class Client:
     """One connection to one export, opened with one meta context (or none)."""
 
-    def __init__(self, sock_path: str, export: str = "", context: str | None = None,
+    def __init__(self, sock_path: str, export: str = "", contexts: tuple[str, ...] = (),
                  timeout: float = 60.0) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         self._handle = 0
-        self.context_id: int | None = None
+        self.contexts: dict[str, int] = {}  # meta context name -> the server's id for it
         try:
             self._sock.connect(sock_path)
-            self.size = self._handshake(export.encode(), context)
+            self.size = self._handshake(export.encode(), contexts)
         except BaseException:
             self._sock.close()
             raise
@@ -74,7 +74,7 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------ handshake
-    def _handshake(self, export: bytes, context: str | None) -> int:
+    def _handshake(self, export: bytes, contexts: tuple[str, ...]) -> int:
         head = self._recv(18)
         if head[:8] != NBDMAGIC or struct.unpack(">Q", head[8:16])[0] != IHAVEOPT:
             raise NBDError("the server does not speak NBD's newstyle handshake")
@@ -85,18 +85,20 @@ class Client:
         self._option(OPT_STRUCTURED_REPLY, b"")
         if self._reply(OPT_STRUCTURED_REPLY)[0] != REP_ACK:
             raise NBDError("the NBD server refuses structured replies")
-        if context is not None:
-            query = context.encode()
+        if contexts:
+            queries = [c.encode() for c in contexts]
+            body = b"".join(struct.pack(">I", len(q)) + q for q in queries)
             self._option(OPT_SET_META_CONTEXT, struct.pack(">I", len(export)) + export
-                         + struct.pack(">II", 1, len(query)) + query)
+                         + struct.pack(">I", len(queries)) + body)
             while True:
                 kind, data = self._reply(OPT_SET_META_CONTEXT)
                 if kind == REP_ACK:
                     break
-                if kind == REP_META_CONTEXT and len(data) >= 4 and data[4:] == query:
-                    (self.context_id,) = struct.unpack(">I", data[:4])
-            if self.context_id is None:
-                raise NBDError(f"the NBD export has no {context!r}")
+                if kind == REP_META_CONTEXT and len(data) >= 4 and data[4:] in queries:
+                    self.contexts[data[4:].decode()] = struct.unpack(">I", data[:4])[0]
+            missing = set(contexts) - set(self.contexts)
+            if missing:
+                raise NBDError(f"the NBD export has no {sorted(missing)[0]!r}")
         self._option(OPT_GO, struct.pack(">I", len(export)) + export + struct.pack(">H", 0))
         size = None
         while True:
@@ -124,11 +126,20 @@ class Client:
         return kind, data
 
     # ------------------------------------------------------------ transmission
-    def dirty(self) -> list[tuple[int, int]]:
-        """The ``(offset, length)`` ranges of the export whose meta context flag (bit 0:
-        dirty, for a ``qemu:dirty-bitmap``) is set, in order, adjacent ones merged."""
-        if self.context_id is None:
-            raise NBDError("no meta context was asked for")
+    def dirty(self, context: str) -> list[tuple[int, int]]:
+        """The ranges a ``qemu:dirty-bitmap`` context marks dirty (flag bit 0)."""
+        return self.ranges(context, lambda flags: bool(flags & 1))
+
+    def data(self) -> list[tuple[int, int]]:
+        """The ranges ``base:allocation`` calls neither a hole nor zeros (flags 0)."""
+        return self.ranges("base:allocation", lambda flags: not flags & 3)
+
+    def ranges(self, context: str, wanted: Callable[[int], bool]) -> list[tuple[int, int]]:
+        """The ``(offset, length)`` ranges of the export whose block status flags in
+        ``context`` are ``wanted``, in order, adjacent ones merged."""
+        context_id = self.contexts.get(context)
+        if context_id is None:
+            raise NBDError(f"meta context {context!r} was not asked for")
         runs: list[tuple[int, int]] = []
         offset = 0
         while offset < self.size:
@@ -140,14 +151,14 @@ class Client:
                     continue
                 if len(payload) < 12 or (len(payload) - 4) % 8:
                     raise NBDError("a block status reply is malformed")
-                if struct.unpack(">I", payload[:4])[0] != self.context_id:
+                if struct.unpack(">I", payload[:4])[0] != context_id:
                     continue
                 for i in range(4, len(payload), 8):
                     size, flags = struct.unpack(">II", payload[i:i + 8])
                     size = min(size, self.size - at)
                     if size <= 0:
                         break
-                    if flags & 1:
+                    if wanted(flags):
                         if runs and runs[-1][0] + runs[-1][1] == at:
                             runs[-1] = (runs[-1][0], runs[-1][1] + size)
                         else:
