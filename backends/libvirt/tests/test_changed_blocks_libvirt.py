@@ -193,6 +193,8 @@ def test_a_running_vm_is_backed_up_at_one_instant_then_only_its_changes(
     vm.stop(force=True)
     third = repo.backup(vm)
     assert third.read_bytes <= repo.chunk_size
+    assert vm.native.listAllCheckpoints(0) == []  # the parent's checkpoint, dropped offline
+    assert bitmaps(vm) == [third.disks[0]["change_mark"].split(":", 1)[1]]
     again = vms(repo.restore(third, to=host, name=unique("cbt")))
     assert raw_bytes(again, tmp_path) == raw_bytes(vm, tmp_path)
     assert repo.verify().ok

@@ -18,6 +18,11 @@ persistent qcow2 bitmaps; vSphere: CBT's change ids), and a backup then reads
 only those extents and takes every other chunk from the earlier point's index.
 Without one, or when its answer is None (the record is lost or invalid), the
 backup reads every data extent: a full read, deduplicated.
+
+A running VM is read through :class:`LiveBackup` where the driver offers it
+(libvirt's backup job): the platform freezes every disk at one instant and
+hands each over as a :class:`LiveDisk` (a read function, where the data is,
+a new mark, and what changed since the parent point's mark, or None).
 """
 
 from __future__ import annotations
