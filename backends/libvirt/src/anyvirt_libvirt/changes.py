@@ -88,12 +88,16 @@ def changed_extents(site: Site, vm_id: str, disk_id: str, since: str,
 
 def drop_mark(site: Site, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
     """Remove the bitmap ``mark`` names, if it is still there (best effort); a
-    checkpoint's through libvirt, which removes its bitmaps, running or not."""
+    checkpoint through libvirt first (a running VM's bitmaps go with it)."""
     found = _MARK.match(mark)
     if found is not None and mark.startswith("checkpoint:"):
         with site.domain(vm_id, "drop a checkpoint") as dom, \
                 contextlib.suppress(libvirt.libvirtError):
-            dom.checkpointLookupByName(found.group(1), 0).delete(0)
+            checkpoint = dom.checkpointLookupByName(found.group(1), 0)
+            # libvirt 9.0 deletes a stopped VM's checkpoint only as metadata: its bitmap
+            # goes below, with qemu-img, like any mark's
+            checkpoint.delete(0 if dom.isActive()
+                              else libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
     disk = _tracked_disk(site, vm_id, disk_id)
     if found is None or disk is None or disk.path is None:
         return
@@ -107,10 +111,7 @@ def drop_all(dom: libvirt.virDomain, job: Job | None = None) -> None:
     revert, which QEMU refuses while a bitmap is enabled)."""
     if dom.isActive():
         return
-    for checkpoint in dom.listAllCheckpoints(0):
-        if checkpoint.getName().startswith(PREFIX):
-            with contextlib.suppress(libvirt.libvirtError):
-                checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+    forget_checkpoints(dom)
     for disk in parse_disks(dom.XMLDesc(0), dom.connect()):
         if not is_local_qcow2(disk) or disk.path is None:
             continue
@@ -118,6 +119,20 @@ def drop_all(dom: libvirt.virDomain, job: Job | None = None) -> None:
             for name in _bitmaps(disk.path, job):
                 if name.startswith(PREFIX):
                     _qemu_img(["bitmap", "--remove", "-f", "qcow2", "--", disk.path, name], job)
+
+
+def forget_checkpoints(dom: libvirt.virDomain) -> None:
+    """Delete the libvirt record (only) of anyvirt's checkpoints of a stopped domain.
+    libvirt 9.0 refuses block operations on a stopped domain with checkpoints (an
+    internal snapshot: "cannot perform block operations while checkpoint exists"); the
+    bitmaps stay in the files, so a stopped backup still builds on them by name, and
+    the next running backup, finding no checkpoint, reads in full."""
+    if dom.isActive():
+        return
+    for checkpoint in dom.listAllCheckpoints(0):
+        if checkpoint.getName().startswith(PREFIX):
+            with contextlib.suppress(libvirt.libvirtError):
+                checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
 
 
 # ---------------------------------------------------------------- helpers
@@ -190,5 +205,6 @@ def _nbd_export(path: str, bitmap: str, job: Job) -> Iterator[Path]:
                 proc.stderr.close()
 
 
-__all__ = ["change_mark", "changed_extents", "drop_all", "drop_mark", "is_local_qcow2",
+__all__ = ["change_mark", "changed_extents", "drop_all", "drop_mark", "forget_checkpoints",
+           "is_local_qcow2",
            "supported"]

@@ -452,6 +452,7 @@ class LibvirtDriver(Driver):
         self, vm_id: str, name: str, description: str, memory: bool, job: Job
     ) -> SnapshotInfo:
         with self.site.domain(vm_id, f"snapshot {name!r}") as dom:
+            changes.forget_checkpoints(dom)  # libvirt refuses a stopped VM's with checkpoints
             return snapshots.create(dom, name, description, memory)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
@@ -461,6 +462,7 @@ class LibvirtDriver(Driver):
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
         with self.site.domain(vm_id, f"delete snapshot {snapshot_id!r}") as dom:
+            changes.forget_checkpoints(dom)  # a block operation too, for libvirt
             snapshots.delete(dom, snapshot_id, children)
 
     # ------------------------------------------------------------ clone and migrate
