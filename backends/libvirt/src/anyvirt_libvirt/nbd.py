@@ -175,6 +175,9 @@ class Client:
         handle = self._send_request(CMD_READ, offset, length)
         out = bytearray(length)
         for kind, payload in self._replies(handle):
+            header = {REPLY_OFFSET_DATA: 8, REPLY_OFFSET_HOLE: 12}.get(kind, 0)
+            if len(payload) < header:  # an offset (and a hole's size) comes first
+                raise NBDError("an NBD read reply is malformed")
             if kind == REPLY_OFFSET_DATA:
                 (at,) = struct.unpack(">Q", payload[:8])
                 data = payload[8:]
