@@ -403,7 +403,8 @@ class MemoryDriver(Driver):
 
     backend = "memory"
     platform = "In-memory (reference and test fake)"
-    possible_capabilities = frozenset(Capability)
+    # no change records: a repository's backup of a memory VM is a full read, deduplicated
+    possible_capabilities = frozenset(Capability) - {Capability.CHANGED_BLOCKS}
     placement_options = frozenset({"storage"})
     schedules_vms = False  # a memory host has no scheduler: the gate names the node
     uri_options = frozenset({"nodes", "cpus", "memory_mib", "storage_gib", "latency", "without"})

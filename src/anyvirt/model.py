@@ -70,6 +70,8 @@ class Capability(enum.Enum):
     TASK_CANCEL = "task.cancel"
     DISK_EXPORT = "disk.export"  # backup, and the source side of a cross-platform move
     SNAPSHOT_DISK_EXPORT = "disk.export.snapshot"  # a running VM's disks as a snapshot froze them
+    # the platform records changed blocks: a repository's incremental backup reads only them
+    CHANGED_BLOCKS = "disk.changed_blocks"
     MAINTENANCE_MODE = "node.maintenance"
     IDENTITY = "identity"  # VMSpec(identity=) and clone(identity=): hostname, users, keys, network
     IDENTITY_USER_DATA = "identity.user_data"  # Identity(user_data=): arbitrary cloud-config

@@ -789,7 +789,7 @@ class Gate:
     # ------------------------------------------------------------ disks out, and back in
     def export(self, vm: VMRef, what: str, work: Callable[[Job, HeldVM], T], *,
                running: bool = False, delete_source: bool = False, state_hint: str = "",
-               wait: bool, timeout: float | None,
+               row: str | None = None, wait: bool, timeout: float | None,
                on_progress: ProgressCallback | None = None) -> Any:
         """Run ``work`` (a backup writer, a cross-platform move) while the VM is held and
         its disks cannot change: the source side of every copy goes through here. ``work``
@@ -798,9 +798,11 @@ class Gate:
         ``delete_source``: the VM is deleted once the copy is verified (the delete row's
         capability and preconditions are checked before anything is copied);
         ``state_hint``: what to do about a VM in a state the row refuses, in the caller's
-        words (its own options)."""
+        words (its own options); ``row``: another row of the table for this copy (a running
+        VM's backup through the platform's backup job: ``backup_running``)."""
         held = HeldVM(self, vm.id, vm.name)
-        return self.operate(RULES["export_running" if running else "export"], f"{what} {vm.name}",
+        rule = RULES[row or ("export_running" if running else "export")]
+        return self.operate(rule, f"{what} {vm.name}",
                             lambda job, case: work(job, held), _keep, vm_id=vm.id,
                             vm_name=vm.name,
                             args={"what": f"{what} {vm.name!r}", "delete_source": delete_source,

@@ -1014,6 +1014,12 @@ RULES: dict[str, Rule] = {
         refined_by=(Refinement(Capability.SNAPSHOT_DISK_EXPORT, _copied_running),
                     Refinement(Capability.SNAPSHOTS, _copied_running)),
         result="a MigrationResult"),
+    "backup_running": Rule(
+        # running, by design: held (one change at a time) but not stopped; the platform's
+        # backup job freezes the disks at one instant and reads only what changed
+        "repo.backup(vm) of a running VM", Capability.DISK_EXPORT, ANY_STATE, "allowed",
+        "the VM", refined_by=(Refinement(Capability.CHANGED_BLOCKS, _copied_running),),
+        result="a RestorePoint"),
     "restore": Rule(
         "host.restore(path, name=None)", Capability.VM_CREATE, ANY_STATE, "allowed",
         "the new name (through create)", checks=(_new_names_valid,), preconditions=(_names_free,),

@@ -54,6 +54,8 @@ _DESCRIPTIONS: dict[str, str] = {
                             "from their shared disks (`host.recover(node, to=)`)",
     "disk.export.snapshot": "export a running VM's disks as a snapshot froze them "
                             "(`anyvirt.migrate(vm, to, snapshot=True)`)",
+    "disk.changed_blocks": "the platform records changed blocks: a repository's incremental "
+                           "backup reads only those (without: a full read, deduplicated)",
 }
 
 
