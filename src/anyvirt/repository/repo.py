@@ -240,22 +240,16 @@ class BackupRepository:
                         reuse = (self._unchanged(tracker, vm.id, raw, earlier[-1], n, span)
                                  if tracker and earlier else None)
                         index, got, put = self._store_disk(raw, known, held, span, reuse)
-                    name = points.index_name(point_id, n)
-                    sealed = self.codec.seal("index", name, index)
-                    self.store.put(name, sealed, held.id)
-                    read, stored = read + got, stored + put + len(sealed)
-                    digest = hashlib.sha256(index).hexdigest()
-                    entries.append(_manifest_disk(n, raw, index, digest))
-                    disks.append({"index": name, "sha256": digest, "chunk_size": self.chunk_size,
-                                  "change_mark": mark})
+                    entry, disk_record, written = self._put_index(point_id, n, raw, index, held)
+                    read, stored = read + got, stored + put + written
+                    entries.append(entry)
+                    disks.append({**disk_record, "change_mark": mark})
                 point = RestorePoint(
                     id=point_id, vm_name=vm.name, vm_id=vm.id, created=created,
                     incremental=bool(earlier), read_bytes=read, stored_bytes=stored,
                     source_backend=vm.host.backend, size_bytes=sum(e["size_bytes"] for e in entries),
                     manifest=_manifest(vm, info, entries, created), disks=tuple(disks))
-                manifests.parse(point.manifest)  # what restore will believe, checked now
-                sealed = self.codec.seal("point", point_id, points.encode(point))
-                self.store.put(points.object_name(point_id), sealed, held.id)
+                self._put_point(point, held)
                 job.progress(100, f"restore point {point_id} written")
                 return point
 
@@ -263,6 +257,23 @@ class BackupRepository:
                                      on_progress=on_progress)
         assert isinstance(result, RestorePoint)
         return result
+
+    def _put_index(self, point_id: str, n: int, raw: RawDisk, index: bytes,
+                   held: leases.Held) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """Write disk ``n``'s index of a point being made; returns its manifest entry, its
+        record in the point, and the bytes stored."""
+        name = points.index_name(point_id, n)
+        sealed = self.codec.seal("index", name, index)
+        self.store.put(name, sealed, held.id)
+        digest = hashlib.sha256(index).hexdigest()
+        record = {"index": name, "sha256": digest, "chunk_size": self.chunk_size}
+        return _manifest_disk(n, raw, index, digest), record, len(sealed)
+
+    def _put_point(self, point: RestorePoint, held: leases.Held) -> None:
+        """Make ``point`` visible: the last write of a backup, after its chunks and indexes."""
+        manifests.parse(point.manifest)  # what restore will believe, checked now
+        sealed = self.codec.seal("point", point.id, points.encode(point))
+        self.store.put(points.object_name(point.id), sealed, held.id)
 
     def _unchanged(self, tracker: ChangeTracker, vm_id: str, raw: RawDisk, parent: RestorePoint,
                    n: int, job: Job) -> list[bytes | None] | None:
@@ -407,6 +418,26 @@ class BackupRepository:
         if self.codec.chunk_id(data) != chunk_id:
             raise InvalidSpec(f"chunk {chunk_id} does not hold the bytes its name says")
         return data
+
+    # ------------------------------------------------------------ portable archives
+    def import_archive(self, path: str | os.PathLike[str], *,
+                       timeout: float | None = DEFAULT_TIMEOUT,
+                       on_progress: ProgressCallback | None = None) -> RestorePoint:
+        """A new point holding a portable archive's VM, checked as a restore checks it
+        (see :mod:`anyvirt.repository.archives`)."""
+        from anyvirt.repository import archives
+
+        return archives.import_archive(self, path, timeout=timeout, on_progress=on_progress)
+
+    def export_archive(self, point: RestorePoint | str, path: str | os.PathLike[str], *,
+                       timeout: float | None = DEFAULT_TIMEOUT,
+                       on_progress: ProgressCallback | None = None) -> Path:
+        """``point`` as a portable archive at ``path``, each chunk checked on the way and
+        the archive's images compared with the point's bytes."""
+        from anyvirt.repository import archives
+
+        return archives.export_archive(self, point, path, timeout=timeout,
+                                       on_progress=on_progress)
 
     # ------------------------------------------------------------ verify
     def verify(self) -> VerifyReport:
