@@ -35,7 +35,7 @@ import attrs
 from anyvirt.errors import AlreadyExists, InvalidSpec, StorageFull, TaskFailed
 from anyvirt.kit import qemu_img, streams
 from anyvirt.kit.paths import path_error
-from anyvirt.migration import archive_check
+from anyvirt.migration import archive_check, consistency
 from anyvirt.migration.archive_check import Discard, UnverifiedArchiveWarning
 from anyvirt.migration.manifest import FORMAT_V2, MANIFEST, MANIFEST_SUM, Manifest
 from anyvirt.migration.target_spec import nics_for, spec_for
@@ -55,19 +55,24 @@ FORMAT = FORMAT_V2
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
+def backup(vm: VM, path: str | Path, *, shutdown: bool = False, snapshot: bool = False,
+           timeout: float | None = DEFAULT_TIMEOUT,
            on_progress: ProgressCallback | None = None) -> Path:
-    """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped.
+    """Write ``vm`` (configuration and disks) to the archive ``path``. A running VM is
+    refused unless ``shutdown=True`` (stopped gracefully first) or ``snapshot=True`` (its
+    disks copied as a snapshot froze them, crash-consistent; the VM runs on).
     ``on_progress`` gets the Task as the disks stream (bytes, percent and rate)."""
     vm.host.gate.require(Capability.DISK_EXPORT)
     dest = check_destination(path)
+    at_snapshot = consistency.prepare(vm, shutdown=shutdown, snapshot=snapshot, timeout=timeout)
     info = vm.info()
 
     def work(job: Job, held: HeldVM) -> Path:
         try:
             with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
                 # read in place where the driver can (the only copy is the compressed one)
-                exported, in_place = held.disks(Path(tmp), job)
+                exported, in_place = consistency.held_disks(
+                    held, Path(tmp), job, at_snapshot=at_snapshot, what=f"a backup of {vm.name}")
                 disks = [compact(d, job, Path(tmp), keep_source=in_place) for d in exported]
                 entries = [disk_entry(i, d, job) for i, d in enumerate(disks)]
                 return write_archive(dest, _manifest(vm, info, entries), disks, job,
@@ -79,8 +84,9 @@ def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
             raise
 
     # the gate holds the VM (its disks cannot change while copied) and checks its state
-    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
-                                 on_progress=on_progress)
+    result = vm.host.gate.export(vm, "back up", work, running=at_snapshot, wait=True,
+                                 timeout=timeout, on_progress=on_progress,
+                                 state_hint=consistency.RUNNING_HINT)
     assert isinstance(result, Path)
     return result
 

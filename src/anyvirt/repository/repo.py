@@ -35,6 +35,7 @@ from attrs import frozen
 
 from anyvirt.errors import InvalidSpec, NotFound, StorageFull
 from anyvirt.kit import streams
+from anyvirt.migration import consistency
 from anyvirt.migration import manifest as manifests
 from anyvirt.migration.archive_check import check_target_storage
 from anyvirt.migration.target_spec import nics_for, spec_for
@@ -212,11 +213,15 @@ class BackupRepository:
         return data
 
     # ------------------------------------------------------------ backup
-    def backup(self, vm: VM, *, timeout: float | None = DEFAULT_TIMEOUT,
+    def backup(self, vm: VM, *, shutdown: bool = False, snapshot: bool = False,
+               timeout: float | None = DEFAULT_TIMEOUT,
                on_progress: ProgressCallback | None = None) -> RestorePoint:
-        """A new restore point of ``vm`` (stopped; held while its disks are read). Only
-        chunks the repository lacks are written."""
+        """A new restore point of ``vm`` (held while its disks are read). Only chunks the
+        repository lacks are written. A running VM is refused unless ``shutdown=True``
+        (stopped gracefully first) or ``snapshot=True`` (read as a snapshot froze it)."""
         vm.host.gate.require(Capability.DISK_EXPORT)
+        at_snapshot = consistency.prepare(vm, shutdown=shutdown, snapshot=snapshot,
+                                          timeout=timeout)
         info = vm.info()
         earlier = self.points(vm)
 
@@ -228,7 +233,9 @@ class BackupRepository:
                 created = dt.datetime.now(dt.UTC)
                 point_id = points.point_id(created, held.id)
                 job.progress(0, f"reading the disks of {vm.name}")
-                exported, _in_place = source.disks(Path(tmp) / "export", job.span(0, 5))
+                exported, _in_place = consistency.held_disks(
+                    source, Path(tmp) / "export", job.span(0, 5), at_snapshot=at_snapshot,
+                    what=f"a backup of {vm.name}")
                 tracker = vm.host.driver if isinstance(vm.host.driver, ChangeTracker) else None
                 entries, disks, read, stored = [], [], 0, 0
                 share = 95.0 / max(len(exported), 1)
@@ -253,8 +260,9 @@ class BackupRepository:
                 job.progress(100, f"restore point {point_id} written")
                 return point
 
-        result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
-                                     on_progress=on_progress)
+        result = vm.host.gate.export(vm, "back up", work, running=at_snapshot, wait=True,
+                                     timeout=timeout, on_progress=on_progress,
+                                     state_hint=consistency.RUNNING_HINT)
         assert isinstance(result, RestorePoint)
         return result
 
