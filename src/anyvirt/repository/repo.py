@@ -63,6 +63,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class PassphraseNeeded(InvalidSpec):
+    """The repository is encrypted and was opened without a passphrase (a program may ask
+    for one and open it again)."""
+
+
 @frozen
 class VerifyReport:
     """What :meth:`BackupRepository.verify` found; ``ok`` when nothing is missing or damaged."""
@@ -167,7 +172,7 @@ class BackupRepository:
                 raise InvalidSpec(f"{self.store.url} is not encrypted: open it without a passphrase")
             return None
         if secret is None:
-            raise InvalidSpec(f"{self.store.url} is encrypted: pass passphrase=")
+            raise PassphraseNeeded(f"{self.store.url} is encrypted: pass passphrase=")
         return codec.open_encryption(entry, secret)
 
     # ------------------------------------------------------------ points
@@ -604,4 +609,4 @@ def _pipeline(items: Iterable[T], load: Callable[[T], R | None],
                 future.cancel()
 
 
-__all__ = ["BackupRepository", "PruneReport", "VerifyReport"]
+__all__ = ["BackupRepository", "PassphraseNeeded", "PruneReport", "VerifyReport"]
