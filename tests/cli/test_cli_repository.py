@@ -300,3 +300,43 @@ def test_archives_go_into_and_out_of_a_repository_byte_for_byte(
     assert refused.exit_code == ExitCode.INVALID_INPUT, refused.output + refused.stderr
     assert [p["id"] for p in run_json("backups", repo)] == [imported["id"]]
     assert os.path.exists(repo)
+
+
+# -- the embedded QEMU: a real libvirt host with no daemon ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embed_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One root for the module: libvirt opens the embedded QEMU driver once per process."""
+    pytest.importorskip("anyvirt_libvirt")
+    root = tmp_path_factory.mktemp("embed") / "root"
+    return f"libvirt+qemu:///embed?root={root}"
+
+
+def test_backup_and_restore_on_the_embedded_qemu_byte_for_byte(embed_uri: str, tmp_path: Path) -> None:
+    disk = tmp_path / "db1.raw"
+    with open(disk, "wb") as handle:
+        handle.truncate(32 * MIB)
+        handle.write(pattern(21, 2 * MIB))
+        handle.seek(20 * MIB)
+        handle.write(pattern(22, 3 * MIB))
+    with anyvirt.connect(embed_uri) as host:
+        vm = host.vms.create(VMSpec(name=f"db1-{uuid.uuid4().hex[:6]}", cpus=1, memory_mib=32,
+                                    disks=[DiskSpec(image=str(disk))], nics=[]))
+        copy_name = f"{vm.name}-copy"
+        try:
+            repo = str(tmp_path / "repo")
+            point = run_json("backup", embed_uri, vm.name, "--to", repo)["point"]
+            assert point["source_backend"] == "libvirt" and point["size_bytes"] == 32 * MIB
+            made = run_json("restore", repo, point["id"], "--to", embed_uri, "--name", copy_name)
+            assert made["name"] == copy_name and made["state"] == "stopped"
+            # the copy backed up again stores no new chunk: every byte is the same
+            again = run_json("backup", embed_uri, copy_name, "--to", repo)["point"]
+            with anyvirt.BackupRepository(repo, create=False) as opened:
+                first, second = (opened.point(p["id"]) for p in (point, again))
+                assert opened._index(first, 0) == opened._index(second, 0)
+            assert again["stored_bytes"] < 64 * 1024, "only the index is new"
+        finally:
+            for name in (copy_name, vm.name):
+                if host.vms.exists(name):
+                    host.vms.get(name).delete(disks=True)
