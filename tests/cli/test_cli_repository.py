@@ -340,3 +340,27 @@ def test_backup_and_restore_on_the_embedded_qemu_byte_for_byte(embed_uri: str, t
             for name in (copy_name, vm.name):
                 if host.vms.exists(name):
                     host.vms.get(name).delete(disks=True)
+
+
+# -- hostile names ---------------------------------------------------------------------
+
+
+def test_point_listings_and_messages_escape_a_hostile_vm_name(uris: tuple[str, str],
+                                                              web1: anyvirt.VM,
+                                                              tmp_path: Path) -> None:
+    """A platform may list a name anyvirt would refuse (planted in the memory host's own
+    record, as in tests/test_cli_hostile_output.py): every output shows it escaped."""
+    hostile = "evil\x1b]0;owned\u202e"
+    web1.host.driver.native.vms[web1.id].name = hostile
+    repo = str(tmp_path / "repo")
+    made = run("backup", uris[0], web1.id, "--to", repo)
+    assert made.exit_code == 0, made.output + made.stderr
+    results = [made]
+    for fmt in ("table", "plain", "tsv", "names", "json"):
+        results.append(run("--format", fmt, "backups", repo))
+    results.append(run("repo", "prune", repo, "--keep-last", "0", "--dry-run"))
+    for result in results:
+        assert result.exit_code == 0, result.output + result.stderr
+        for raw in ("\x1b", "\u202e"):
+            assert raw not in result.stdout + result.stderr
+    assert "\\x1b" in results[1].stdout, "shown, escaped"
