@@ -306,13 +306,15 @@ class VM:
                                              wait=wait, timeout=timeout)
 
     # -- copies and moves -------------------------------------------------
-    def backup(self, path: str | os.PathLike[str], *,
-               timeout: float | None = DEFAULT_TIMEOUT) -> Path:
-        """Write this stopped VM, configuration and disks, to a portable archive that
-        ``host.restore`` rebuilds on any backend."""
+    def backup(self, path: str | os.PathLike[str], *, shutdown: bool = False,
+               snapshot: bool = False, timeout: float | None = DEFAULT_TIMEOUT) -> Path:
+        """Write this VM, configuration and disks, to a portable archive that
+        ``host.restore`` rebuilds on any backend. A running VM is refused unless
+        ``shutdown=True`` (stopped gracefully first) or ``snapshot=True`` (copied as a
+        snapshot froze it, crash-consistent; it runs on)."""
         from anyvirt.migration import backup
 
-        return backup(self, Path(path), timeout=timeout)
+        return backup(self, Path(path), shutdown=shutdown, snapshot=snapshot, timeout=timeout)
 
     @overload
     def clone(self, name: str, linked: bool = ..., *, count: None = ...,

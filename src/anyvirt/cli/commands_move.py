@@ -1,5 +1,6 @@
-"""Cross-platform moves and portable backups: ``plan``, ``move``, ``backup``, ``restore``,
-``backup-info``, ``verify``.
+"""Cross-platform moves and portable backups: ``plan``, ``move``, ``backup-info``,
+``verify``, and the archive forms of ``backup`` and ``restore`` (their commands are in
+``commands_repo``, beside the repository forms).
 
 ``plan`` and ``move`` open two connections, source and target, with the same
 connection options (``--username``, ``--password-env``, ``--insecure``,
@@ -295,18 +296,15 @@ def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, sh
 # -- backups -----------------------------------------------------------------------
 
 
-@click.command("backup")
-@with_uri("VM", "PATH")
-@timeout_option
-@json_option
-def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_flag: bool) -> None:
-    """Write a stopped VM (configuration and disks) to the archive PATH, restorable on any
-    backend with `anyvirt restore`. PATH must not exist yet."""
-    as_json = json_mode(json_flag)
+def backup_archive(uri: str | None, vm: str, path: str, *, shutdown: bool, snapshot: bool,
+                   op_timeout: float, as_json: bool) -> None:
+    """``anyvirt backup VM PATH``: the VM as a portable archive (the command is in
+    ``commands_repo``, beside its repository form)."""
     with settings().connect(uri) as host:
         source = host.vms.get(vm)
         with progress_bar(f"back up {source.name}", wanted(as_json)) as on_progress:
-            archive = backup(source, path, timeout=op_timeout, on_progress=on_progress)
+            archive = backup(source, path, shutdown=shutdown, snapshot=snapshot,
+                             timeout=op_timeout, on_progress=on_progress)
         size = archive.stat().st_size
         if as_json:
             print_json({"path": str(archive), "archive_bytes": size, "manifest": read_manifest(archive)})
@@ -314,18 +312,9 @@ def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_
             say(f"{source.name}: backed up to {archive} ({human_bytes(size)})")
 
 
-@click.command("restore")
-@with_uri("PATH")
-@click.option("--name", help="Name of the restored VM (default: the name in the archive).")
-@network_map_option
-@timeout_option
-@json_option
-def restore_command(uri: str | None, path: str, name: str | None, networks: dict[str, str],
-                    op_timeout: float, json_flag: bool) -> None:
-    """Create a VM on a host (of any backend) from an archive made by `anyvirt backup`.
-    The VM is left stopped. A network the host lacks must be mapped (--network-map), as for
-    `anyvirt move`."""
-    as_json = json_mode(json_flag)
+def restore_archive(uri: str | None, path: str, *, name: str | None, networks: dict[str, str],
+                    op_timeout: float, as_json: bool) -> None:
+    """``anyvirt restore PATH``: a VM from a portable archive."""
     with settings().connect(uri) as host:
         with busy(f"restoring {path}", wanted(as_json)):
             made = host.restore(path, name=name, networks=networks, timeout=op_timeout)
@@ -397,8 +386,7 @@ def print_manifest(manifest: dict[str, Any]) -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (plan_command, move_command, backup_command, restore_command, backup_info_command,
-                    verify_command):
+    for command in (plan_command, move_command, backup_info_command, verify_command):
         group.add_command(command)
 
 

@@ -184,7 +184,7 @@ def complete_vm_names(ctx: click.Context, param: click.Parameter, incomplete: st
             if name.startswith(incomplete) and name.isprintable()]
 
 
-def with_uri(*names: str) -> Callable[[F], F]:
+def with_uri(*names: str, optional: int = 0) -> Callable[[F], F]:
     """Positional arguments ``[URI] NAME...``: the URI may be left out when a profile,
     ``$ANYVIRT_URI`` or the local default says where to connect.
 
@@ -192,16 +192,25 @@ def with_uri(*names: str) -> Callable[[F], F]:
     (lower-cased). Counting decides: as many values as names means no URI. A
     value where a name belongs that looks like a URI means the name is missing:
     ``anyvirt vm show libvirt+qemu:///system`` is bad input naming VM, not a
-    search for a VM called after the URI.
+    search for a VM called after the URI. The last ``optional`` names may be
+    left out (they are then None); the URI is then known by its shape only.
     """
-    metavar = " ".join(["[URI]", *names])
+    metavar = " ".join(["[URI]", *names[:len(names) - optional],
+                        *(f"[{n}]" for n in names[len(names) - optional:])])
 
     def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
         if ctx.resilient_parsing:  # shell completion: the words typed so far, for complete_vm_names
             return {"words": values}
         given_uri = bool(values and names) and _looks_like_uri(values[0]) and not names[0].endswith("URI")
-        if len(values) == len(names) + 1:
-            uri: str | None = values[0]
+        required = len(names) - optional
+        uri: str | None
+        rest: tuple[str | None, ...]
+        if optional and required <= len(values) - given_uri <= len(names):
+            uri = values[0] if given_uri else None
+            rest = values[1:] if given_uri else values
+            rest += (None,) * (len(names) - len(rest))
+        elif len(values) == len(names) + 1:
+            uri = values[0]
             rest = values[1:]
         elif len(values) == len(names) and not given_uri:
             uri, rest = None, values
@@ -214,7 +223,7 @@ def with_uri(*names: str) -> Callable[[F], F]:
             # values are not echoed: the URI could carry a password
             raise click.UsageError(f"expected {metavar}, got {len(values)} arguments", ctx)
         for name, value in zip(names, rest, strict=True):
-            if _looks_like_uri(value) and not name.endswith("URI"):
+            if value is not None and _looks_like_uri(value) and not name.endswith("URI"):
                 raise click.UsageError(
                     f"missing argument {name}: a connection URI stands where {name} belongs "
                     f"(usage: {metavar})", ctx)

@@ -35,7 +35,7 @@ import attrs
 from anyvirt.errors import AlreadyExists, InvalidSpec, StorageFull, TaskFailed
 from anyvirt.kit import qemu_img, streams
 from anyvirt.kit.paths import path_error
-from anyvirt.migration import archive_check
+from anyvirt.migration import archive_check, consistency
 from anyvirt.migration.archive_check import Discard, UnverifiedArchiveWarning
 from anyvirt.migration.manifest import FORMAT_V2, MANIFEST, MANIFEST_SUM, Manifest
 from anyvirt.migration.target_spec import nics_for, spec_for
@@ -55,56 +55,81 @@ FORMAT = FORMAT_V2
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-def backup(vm: VM, path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
+def backup(vm: VM, path: str | Path, *, shutdown: bool = False, snapshot: bool = False,
+           timeout: float | None = DEFAULT_TIMEOUT,
            on_progress: ProgressCallback | None = None) -> Path:
-    """Write ``vm`` (configuration and disks) to the archive ``path``. The VM must be stopped.
+    """Write ``vm`` (configuration and disks) to the archive ``path``. A running VM is
+    refused unless ``shutdown=True`` (stopped gracefully first) or ``snapshot=True`` (its
+    disks copied as a snapshot froze them, crash-consistent; the VM runs on).
     ``on_progress`` gets the Task as the disks stream (bytes, percent and rate)."""
     vm.host.gate.require(Capability.DISK_EXPORT)
+    dest = check_destination(path)
+    at_snapshot = consistency.prepare(vm, shutdown=shutdown, snapshot=snapshot, timeout=timeout)
+    info = vm.info()
+
+    def work(job: Job, held: HeldVM) -> Path:
+        try:
+            with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
+                # read in place where the driver can (the only copy is the compressed one)
+                exported, in_place = consistency.held_disks(
+                    held, Path(tmp), job, at_snapshot=at_snapshot, what=f"a backup of {vm.name}")
+                disks = [compact(d, job, Path(tmp), keep_source=in_place) for d in exported]
+                entries = [disk_entry(i, d, job) for i, d in enumerate(disks)]
+                return write_archive(dest, _manifest(vm, info, entries), disks, job,
+                                     f"the backup of {vm.name!r}")
+        except OSError as exc:
+            if exc.errno in NO_SPACE:  # the temporary copies ran out of room
+                raise StorageFull(f"no room to write the backup of {vm.name!r} "
+                                  f"({exc.strerror}); nothing was kept") from exc
+            raise
+
+    # the gate holds the VM (its disks cannot change while copied) and checks its state
+    result = vm.host.gate.export(vm, "back up", work, running=at_snapshot, wait=True,
+                                 timeout=timeout, on_progress=on_progress,
+                                 state_hint=consistency.RUNNING_HINT)
+    assert isinstance(result, Path)
+    return result
+
+
+def check_destination(path: str | os.PathLike[str]) -> Path:
+    """Where a new archive goes: not there yet, in a directory that is."""
     dest = Path(path)
     if dest.exists():
         raise AlreadyExists(f"{dest} exists already")
     if not dest.parent.is_dir():
         raise InvalidSpec(f"cannot write {dest}: the directory {dest.parent} does not exist")
-    info = vm.info()
+    return dest
 
-    def work(job: Job, held: HeldVM) -> Path:
-        partial = dest.with_name(dest.name + ".partial")
-        try:
-            with tempfile.TemporaryDirectory(prefix="anyvirt-backup-") as tmp:
-                # read in place where the driver can (the only copy is the compressed one)
-                exported, in_place = held.disks(Path(tmp), job)
-                disks = [compact(d, job, Path(tmp), keep_source=in_place) for d in exported]
-                entries = [_disk_entry(i, d, job) for i, d in enumerate(disks)]
-                manifest = _manifest(vm, info, entries)
-                data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-                with tarfile.open(partial, "x", format=tarfile.PAX_FORMAT) as tar:
-                    _add_bytes(tar, MANIFEST, data)
-                    summed = f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n"
-                    _add_bytes(tar, MANIFEST_SUM, summed.encode())
-                    for entry, disk in zip(entries, disks, strict=True):
-                        job.check()
-                        member = tar.gettarinfo(disk.path, arcname=str(entry["file"]))
-                        member.uid = member.gid = 0
-                        member.uname = member.gname = ""
-                        with open(disk.path, "rb") as handle:
-                            tar.addfile(member, handle)
-            partial.rename(dest)
-        except OSError as exc:
-            if exc.errno in NO_SPACE:
-                raise StorageFull(f"no room to write the backup of {vm.name!r} ({exc.strerror}); "
-                                  "nothing was kept") from exc
-            if exc.filename in (str(partial), str(dest)):  # the caller's path: bad input
-                raise path_error(exc, f"cannot write {dest}") from exc
-            raise
-        finally:
-            partial.unlink(missing_ok=True)
-        return dest
 
-    # the gate holds the VM (its disks cannot change while copied) and checks its state
-    result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
-                                 on_progress=on_progress)
-    assert isinstance(result, Path)
-    return result
+def write_archive(dest: Path, manifest: dict[str, Any], disks: list[ExportedDisk], job: Job,
+                  what: str) -> Path:
+    """The tar itself: the manifest, its checksum, then each disk file under the member name
+    its manifest entry gives. Written under a ``.partial`` name and renamed when complete,
+    so a cut write leaves no archive behind."""
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        with tarfile.open(partial, "x", format=tarfile.PAX_FORMAT) as tar:
+            _add_bytes(tar, MANIFEST, data)
+            summed = f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n"
+            _add_bytes(tar, MANIFEST_SUM, summed.encode())
+            for entry, disk in zip(manifest["disks"], disks, strict=True):
+                job.check()
+                member = tar.gettarinfo(disk.path, arcname=str(entry["file"]))
+                member.uid = member.gid = 0
+                member.uname = member.gname = ""
+                with open(disk.path, "rb") as handle:
+                    tar.addfile(member, handle)
+        partial.rename(dest)
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise StorageFull(f"no room to write {what} ({exc.strerror}); nothing was kept") from exc
+        if exc.filename in (str(partial), str(dest)):  # the caller's path: bad input
+            raise path_error(exc, f"cannot write {dest}") from exc
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+    return dest
 
 
 def _manifest(vm: VM, info: Any, disks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -135,7 +160,7 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _disk_entry(index: int, disk: ExportedDisk, job: Job) -> dict[str, Any]:
+def disk_entry(index: int, disk: ExportedDisk, job: Job) -> dict[str, Any]:
     with open(disk.path, "rb") as handle:
         summed = streams.copy(handle, Discard(), size=os.path.getsize(disk.path), job=job,
                               what=f"checksumming disk {disk.id}")

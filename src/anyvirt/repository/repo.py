@@ -36,6 +36,7 @@ from attrs import frozen
 
 from anyvirt.errors import InvalidSpec, NotFound, StorageFull
 from anyvirt.kit import streams
+from anyvirt.migration import consistency
 from anyvirt.migration import manifest as manifests
 from anyvirt.migration.archive_check import check_target_storage
 from anyvirt.migration.target_spec import nics_for, spec_for
@@ -68,6 +69,11 @@ WINDOW = 8  # chunks in flight at once (memory: WINDOW x CHUNK_SIZE)
 _ZERO = bytes(CHUNK_SIZE)
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class PassphraseNeeded(InvalidSpec):
+    """The repository is encrypted and was opened without a passphrase (a program may ask
+    for one and open it again)."""
 
 
 @frozen
@@ -174,7 +180,7 @@ class BackupRepository:
                 raise InvalidSpec(f"{self.store.url} is not encrypted: open it without a passphrase")
             return None
         if secret is None:
-            raise InvalidSpec(f"{self.store.url} is encrypted: pass passphrase=")
+            raise PassphraseNeeded(f"{self.store.url} is encrypted: pass passphrase=")
         return codec.open_encryption(entry, secret)
 
     # ------------------------------------------------------------ points
@@ -220,14 +226,19 @@ class BackupRepository:
         return data
 
     # ------------------------------------------------------------ backup
-    def backup(self, vm: VM, *, timeout: float | None = DEFAULT_TIMEOUT,
+    def backup(self, vm: VM, *, shutdown: bool = False, snapshot: bool = False,
+               timeout: float | None = DEFAULT_TIMEOUT,
                on_progress: ProgressCallback | None = None) -> RestorePoint:
         """A new restore point of ``vm``, held while its disks are read. A stopped VM's
-        disks are read as they are; a running one's as the platform froze them at one
-        instant, where it can (``Capability.CHANGED_BLOCKS``: libvirt's backup job), else
-        it is refused as portable backups refuse it. Only chunks the repository lacks are
-        written; where the platform records changed blocks, only those are read."""
+        disks are read as they are. A running one's are read as the platform froze them at
+        one instant where it can (``Capability.CHANGED_BLOCKS``: libvirt's backup job);
+        elsewhere a running VM is refused unless ``shutdown=True`` (stopped gracefully
+        first) or ``snapshot=True`` (read as a snapshot froze it). Only chunks the
+        repository lacks are written; where the platform records changed blocks, only
+        those are read."""
         vm.host.gate.require(Capability.DISK_EXPORT)
+        at_snapshot = consistency.prepare(vm, shutdown=shutdown, snapshot=snapshot,
+                                          timeout=timeout)
         info = vm.info()
         earlier = self.points(vm)
         tracker = _tracker(vm)
@@ -251,7 +262,9 @@ class BackupRepository:
                                            len(frozen_disks))
                             point = writer.finish()
                     else:
-                        exported, _in_place = source.disks(Path(tmp) / "export", job.span(0, 5))
+                        exported, _in_place = consistency.held_disks(
+                            source, Path(tmp) / "export", job.span(0, 5),
+                            at_snapshot=at_snapshot, what=f"a backup of {vm.name}")
                         for disk in exported:
                             span = writer.span(len(exported))
                             # the mark first: a change after it shows in the next backup's
@@ -273,10 +286,28 @@ class BackupRepository:
             result = vm.host.gate.export(vm, "back up", work, row="backup_running", wait=True,
                                          timeout=timeout, on_progress=on_progress)
         else:
-            result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
-                                         on_progress=on_progress)
+            result = vm.host.gate.export(vm, "back up", work, running=at_snapshot, wait=True,
+                                         timeout=timeout, on_progress=on_progress,
+                                         state_hint=consistency.RUNNING_HINT)
         assert isinstance(result, RestorePoint)
         return result
+
+    def _put_index(self, point_id: str, n: int, raw: RawDisk | LiveDisk, index: bytes,
+                   held: leases.Held) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """Write disk ``n``'s index of a point being made; returns its manifest entry, its
+        record in the point, and the bytes stored."""
+        name = points.index_name(point_id, n)
+        sealed = self.codec.seal("index", name, index)
+        self.store.put(name, sealed, held.id)
+        digest = hashlib.sha256(index).hexdigest()
+        record = {"index": name, "sha256": digest, "chunk_size": self.chunk_size}
+        return _manifest_disk(n, raw, index, digest), record, len(sealed)
+
+    def _put_point(self, point: RestorePoint, held: leases.Held) -> None:
+        """Make ``point`` visible: the last write of a backup, after its chunks and indexes."""
+        manifests.parse(point.manifest)  # what restore will believe, checked now
+        sealed = self.codec.seal("point", point.id, points.encode(point))
+        self.store.put(points.object_name(point.id), sealed, held.id)
 
     def _unchanged(self, changed_since: Callable[[str], Sequence[tuple[int, int]] | None],
                    disk: RawDisk | LiveDisk, parent: RestorePoint,
@@ -421,6 +452,26 @@ class BackupRepository:
             raise InvalidSpec(f"chunk {chunk_id} does not hold the bytes its name says")
         return data
 
+    # ------------------------------------------------------------ portable archives
+    def import_archive(self, path: str | os.PathLike[str], *,
+                       timeout: float | None = DEFAULT_TIMEOUT,
+                       on_progress: ProgressCallback | None = None) -> RestorePoint:
+        """A new point holding a portable archive's VM, checked as a restore checks it
+        (see :mod:`anyvirt.repository.archives`)."""
+        from anyvirt.repository import archives
+
+        return archives.import_archive(self, path, timeout=timeout, on_progress=on_progress)
+
+    def export_archive(self, point: RestorePoint | str, path: str | os.PathLike[str], *,
+                       timeout: float | None = DEFAULT_TIMEOUT,
+                       on_progress: ProgressCallback | None = None) -> Path:
+        """``point`` as a portable archive at ``path``, each chunk checked on the way and
+        the archive's images compared with the point's bytes."""
+        from anyvirt.repository import archives
+
+        return archives.export_archive(self, point, path, timeout=timeout,
+                                       on_progress=on_progress)
+
     # ------------------------------------------------------------ verify
     def verify(self) -> VerifyReport:
         """Read everything: every chunk re-hashed against its name, every point's manifest
@@ -547,15 +598,11 @@ class _PointWriter:
         reuse = (self.repo._unchanged(changed_since, disk, self.earlier[-1], len(self.entries))
                  if changed_since is not None and self.earlier else None)
         index, got, put = self.repo._store_disk(disk, read_at, self.known, self.held, span, reuse)
-        n = len(self.entries)
-        name = points.index_name(self.id, n)
-        sealed = self.repo.codec.seal("index", name, index)
-        self.repo.store.put(name, sealed, self.held.id)
-        self.read, self.stored = self.read + got, self.stored + put + len(sealed)
-        digest = hashlib.sha256(index).hexdigest()
-        self.entries.append(_manifest_disk(n, disk, index, digest))
-        self.disks.append({"index": name, "sha256": digest, "chunk_size": self.repo.chunk_size,
-                           "change_mark": mark})
+        entry, record, written = self.repo._put_index(self.id, len(self.entries), disk, index,
+                                                      self.held)
+        self.read, self.stored = self.read + got, self.stored + put + written
+        self.entries.append(entry)
+        self.disks.append({**record, "change_mark": mark})
 
     def finish(self) -> RestorePoint:
         vm, created = self.vm, self.created
@@ -564,9 +611,7 @@ class _PointWriter:
             incremental=bool(self.earlier), read_bytes=self.read, stored_bytes=self.stored,
             source_backend=vm.host.backend, size_bytes=sum(e["size_bytes"] for e in self.entries),
             manifest=_manifest(vm, self.info, self.entries, created), disks=tuple(self.disks))
-        manifests.parse(point.manifest)  # what restore will believe, checked now
-        sealed = self.repo.codec.seal("point", self.id, points.encode(point))
-        self.repo.store.put(points.object_name(self.id), sealed, self.held.id)
+        self.repo._put_point(point, self.held)
         self.made = []  # named by the point now
         if self.earlier:
             # the new point's marks supersede the parent's; a backup building on the
@@ -682,4 +727,4 @@ def _pipeline(items: Iterable[T], load: Callable[[T], R | None],
                 future.cancel()
 
 
-__all__ = ["BackupRepository", "PruneReport", "VerifyReport"]
+__all__ = ["BackupRepository", "PassphraseNeeded", "PruneReport", "VerifyReport"]
