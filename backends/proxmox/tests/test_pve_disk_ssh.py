@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from anyvirt_proxmox import node_disks
 from fakepve import FakePve
 from pve_support import PASSWORD, InProcessFakePve, Traffic
 
@@ -170,9 +171,13 @@ def test_ssh_declares_disk_export(ssh_host: Host) -> None:
     assert Capability.SNAPSHOT_DISK_EXPORT not in ssh_host.capabilities
 
 
+@pytest.mark.parametrize("transport", ["openssh", "sftp"])
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_portable_backup_reads_the_disk_from_the_node(ssh_host: Host, pve: FakePve, make: Callable[..., VM],
-                                                      tmp_path: Path, fmt: str) -> None:
+                                                      tmp_path: Path, fmt: str, transport: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    if transport == "sftp":  # the path taken where this machine has no OpenSSH client
+        monkeypatch.setattr(node_disks, "openssh_wanted", lambda: False)
     pve.storages["nodestore"]["format"] = fmt
     vm = make(f"portable-{fmt}")
     assert vm.info().disks[0].format == fmt
@@ -261,7 +266,6 @@ def test_bad_ssh_options_are_refused_before_any_request(fake: InProcessFakePve, 
 
 
 def test_the_node_name_goes_into_the_ssh_host() -> None:
-    from anyvirt_proxmox.node_disks import NodeAccess
-
-    access = NodeAccess(spec="root@{node}.lan:2222", key_filename=None, known_hosts=None, timeout=5)
+    access = node_disks.NodeAccess(spec="root@{node}.lan:2222", key_filename=None, known_hosts=None,
+                                   timeout=5)
     assert str(access.endpoint("pve2")) == "root@pve2.lan:2222"

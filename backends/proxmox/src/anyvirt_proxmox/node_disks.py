@@ -13,14 +13,18 @@ Where a volume lives is PVE's own answer, not a guess:
 ``GET /nodes/{node}/storage/{storage}/content/{volume}`` gives its path and
 format from the storage configuration (what ``pvesm path`` prints: a file
 under a directory storage's ``path``, ``/dev/<vg>/<lv>`` for LVM,
-``/dev/zvol/<pool>/<name>`` for ZFS). That path is read over SFTP, as it is
-(raw, qcow2, vmdk), into the export directory, sparse and hashed on the way;
+``/dev/zvol/<pool>/<name>`` for ZFS). That path is read as it is
+(raw, qcow2, vmdk), into the export directory, sparse and hashed on the way:
+through OpenSSH's ``ssh`` client running ``cat`` where this machine has one (the
+path quoted for the remote shell; several times paramiko's throughput), else
+paramiko's SFTP, with the same host key rule for both;
 the core inspects the copy like any image from elsewhere before using it.
 Storages without a path on the node (Ceph RBD, iSCSI LUNs) are NotSupported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from pathlib import Path
 from typing import Any
@@ -116,17 +120,20 @@ def export_disks(inv: Inventory, access: NodeAccess, vm_id: str, dest_dir: Path,
     """Copy every disk of a stopped VM from its node into ``dest_dir`` (sparse, hashed)."""
     node = inv.node_of(vm_id, refresh=True)
     found = volumes(inv, vm_id, node)
+    endpoint = access.endpoint(node)
     out: list[ExportedDisk] = []
-    with ssh.sftp(access.endpoint(node), key_filename=access.key_filename,
-                  known_hosts=access.known_hosts, timeout=access.timeout) as session:
+    with ssh.sftp(endpoint, key_filename=access.key_filename, known_hosts=access.known_hosts,
+                  timeout=access.timeout) as session:
         for i, vol in enumerate(found):
             span = (100.0 * i / len(found), 100.0 * (i + 1) / len(found))
-            out.append(_copy(session, vol, vm_id, dest_dir, job, span))
+            out.append(_copy(session, access, endpoint, vol, vm_id, dest_dir, job, span))
     return out
 
 
-def _copy(session: Any, vol: NodeVolume, vm_id: str, dest_dir: Path, job: Job,
-          span: tuple[float, float]) -> ExportedDisk:
+def _copy(session: Any, access: NodeAccess, endpoint: ssh.SshEndpoint, vol: NodeVolume, vm_id: str,
+          dest_dir: Path, job: Job, span: tuple[float, float]) -> ExportedDisk:
+    """One volume: its size and kind from SFTP, its bytes through OpenSSH's ``ssh`` where this
+    machine has it (several times faster), else SFTP."""
     what = f"reading disk {vol.disk_id} of VM {vm_id} from the node"
     try:
         info = session.stat(vol.path)
@@ -136,12 +143,25 @@ def _copy(session: Any, vol: NodeVolume, vm_id: str, dest_dir: Path, job: Job,
     # a file streams whole; a block device (an LV, a zvol) reports no size: the volume's own
     length = int(info.st_size or 0) if regular else vol.size
     target = dest_dir / f"{vol.disk_id}.{vol.format}"
-    with session.open(vol.path, "rb") as remote:
-        if regular:
-            remote.prefetch(length)  # pipelined reads: one round trip does not wait for the next
-        done = streams.copy_to_file(remote, target, size=length, job=job, what=what, span=span)
+    with contextlib.ExitStack() as stack:
+        reader: Any
+        if openssh_wanted():
+            reader = stack.enter_context(ssh.streamed_file(
+                endpoint, vol.path, key_filename=access.key_filename, known_hosts=access.known_hosts,
+                timeout=access.timeout))
+        else:
+            reader = stack.enter_context(session.open(vol.path, "rb"))
+            if regular:
+                reader.prefetch(length)  # pipelined reads: one round trip does not wait for the next
+        done = streams.copy_to_file(reader, target, size=length, job=job, what=what, span=span)
     return ExportedDisk(id=vol.disk_id, path=str(target), format=vol.format, size_bytes=vol.size,
                         bus=vol.bus, sha256=done.sha256, stream_bytes=done.bytes)
+
+
+def openssh_wanted() -> bool:
+    """Whether disk bytes go through OpenSSH's client (the tests switch it off to prove the
+    SFTP path too)."""
+    return ssh.openssh_available()
 
 
 __all__ = ["OPTIONS", "WHY_NO_SSH", "NodeAccess", "NodeVolume", "export_disks", "volumes"]
