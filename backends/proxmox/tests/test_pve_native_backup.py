@@ -213,3 +213,14 @@ def test_a_restore_that_meets_a_taken_vmid_asks_again(pve_host: Host, pve: FakeP
         assert pve.vm(taken).name == "squatter"  # never overwritten
     finally:
         pve.vms[:] = [v for v in pve.vms if v.vmid != taken]
+
+
+def test_a_restore_that_fails_leaves_no_vm(pve_host: Host, make: Callable[..., VM],
+                                           restores: ArchiveRestoreStandIn) -> None:
+    vm = make("unlucky")
+    backups = pve_host.extension(ProxmoxBackups)
+    made = backups.backup(vm)
+    before = {v.id for v in pve_host.vms.list()}
+    with pytest.raises(anyvirt.AnyvirtError, match="does not support vm images"):
+        backups.restore(made, name="restored-nowhere", storage="local")  # 'local' takes no images
+    assert {v.id for v in pve_host.vms.list()} == before

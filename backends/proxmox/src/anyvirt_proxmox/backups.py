@@ -164,15 +164,20 @@ def restore_vm(inv: Inventory, backup: NativeBackup, name: str | None, node: str
         params["name"] = name
     what = f"restoring {backup.volid!r}"
     for attempt in range(1, ID_ATTEMPTS + 1):
-        new_id, started = next_vmid(inv), list[str]()
+        new_id = next_vmid(inv)
+        started: list[str] = []
         try:
             run_task(inv.session, "POST", ("nodes", where, "qemu"), job, what, started,
                      vmid=new_id, **params)
         except AnyvirtError as exc:
-            if is_id_collision(exc) and not started and attempt < ID_ATTEMPTS:
-                continue  # another client took the id first; PVE made nothing of ours
-            _undo(inv, where, new_id, started, what)
-            raise
+            if is_id_collision(exc):
+                # another client took the id first: the VM there is theirs, never removed
+                if attempt < ID_ATTEMPTS:
+                    continue
+                raise
+            if not isinstance(exc, TaskFailed):
+                _undo(inv, where, new_id, started, what)  # given up: the restore may run on
+            raise  # a failed restore: PVE's worker has removed what it made
         except BaseException:
             _undo(inv, where, new_id, started, what)
             raise
@@ -182,9 +187,9 @@ def restore_vm(inv: Inventory, backup: NativeBackup, name: str | None, node: str
 
 
 def _undo(inv: Inventory, node: str, new_id: int, started: list[str], what: str) -> None:
-    """A restore that was started and failed or was given up: PVE's worker removes what it
-    made when it fails; a cancelled one may leave the VM, which is ours (its vmid was free
-    when the restore started), so it goes."""
+    """A restore that was started and then given up (cancelled, out of time): once its task
+    has ended, the VM it made goes. It is ours: PVE accepted the restore with that vmid, so
+    the id was free and PVE reserved it for this restore."""
     if not started:
         return
     settle(inv.session, started, what)
