@@ -12,6 +12,7 @@ fail rather than report a backup that is not there.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -224,3 +225,26 @@ def test_a_restore_that_fails_leaves_no_vm(pve_host: Host, make: Callable[..., V
     with pytest.raises(anyvirt.AnyvirtError, match="does not support vm images"):
         backups.restore(made, name="restored-nowhere", storage="local")  # 'local' takes no images
     assert {v.id for v in pve_host.vms.list()} == before
+
+
+def test_a_restore_given_up_is_removed_once_its_task_ends(pve_host: Host, pve: FakePve,
+                                                          fake: InProcessFakePve, make: Callable[..., VM],
+                                                          restores: ArchiveRestoreStandIn) -> None:
+    vm = make("slowpoke")
+    backups = pve_host.extension(ProxmoxBackups)
+    made = backups.backup(vm)
+    fake.sync(lambda: pve.add_ceph_storage("ceph-pool"))
+    fake.sync(lambda: pve.ceph_slow(20))  # every RBD operation 20 PVE seconds longer: 1 s here
+    pve.time_scale = 0.05
+    try:
+        with pytest.raises(anyvirt.Timeout):
+            backups.restore(made, name="restored-late", storage="ceph-pool", timeout=0.3)
+        deadline = time.monotonic() + 15
+        while [v for v in pve.vms if v.name == "restored-late"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [v for v in pve.vms if v.name == "restored-late"], "the late VM was removed"
+        assert not pve.storages["ceph-pool"].get("volumes"), "and its disk"
+    finally:
+        pve.time_scale = 0
+        fake.sync(lambda: pve.ceph_recover())
+        fake.sync(lambda: pve.storages.pop("ceph-pool"))
