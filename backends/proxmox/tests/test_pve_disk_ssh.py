@@ -17,6 +17,8 @@ import os
 import random
 import shutil
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -269,3 +271,41 @@ def test_the_node_name_goes_into_the_ssh_host() -> None:
     access = node_disks.NodeAccess(spec="root@{node}.lan:2222", key_filename=None, known_hosts=None,
                                    timeout=5)
     assert str(access.endpoint("pve2")) == "root@pve2.lan:2222"
+
+
+@pytest.mark.parametrize("transport", ["openssh", "sftp"])
+def test_a_connection_cut_mid_read_fails_cleanly(ssh_host: Host, pve: FakePve, node: Sshd,
+                                                 tmp_path: Path, transport: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    if transport == "sftp":
+        monkeypatch.setattr(node_disks, "openssh_wanted", lambda: False)
+    vm = ssh_host.vms.create(VMSpec(name=f"cut-{transport}", cpus=1, memory_mib=64, node="pve1",
+                                    disks=[DiskSpec(size_gib=0.5, storage="nodestore")]))
+    try:
+        disk = vm.info().disks[0]
+        volume = quote(str(disk.path), safe="")
+        where = Path(ssh_host.native.nodes("pve1").storage("nodestore").content(volume).get()["path"])
+        where.parent.mkdir(parents=True, exist_ok=True)
+        with where.open("wb") as out:  # data all the way: the read takes a while
+            block = os.urandom(4 * MIB)
+            for _ in range(128):
+                out.write(block)
+        cuts: list[int] = []
+
+        def cut_when_reading() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(node.sessions()) < (2 if transport == "openssh" else 1):
+                time.sleep(0.01)
+            time.sleep(0.3)
+            cuts.append(node.cut())
+
+        cutter = threading.Thread(target=cut_when_reading)
+        cutter.start()
+        with pytest.raises(anyvirt.ConnectionFailed, match=r"lost|connecting"):
+            vm.backup(tmp_path / "cut.avbk")
+        cutter.join()
+        assert cuts and cuts[0] > 0
+        assert not (tmp_path / "cut.avbk").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith("cut.avbk")]
+    finally:
+        vm.delete()

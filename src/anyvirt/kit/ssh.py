@@ -109,6 +109,20 @@ def sftp(endpoint: SshEndpoint, *, key_filename: str | None, known_hosts: Path |
         client.close()
 
 
+@contextlib.contextmanager
+def transfer_errors(what: str) -> Iterator[None]:
+    """A connection lost mid-transfer (paramiko's exceptions, an EOF, a timeout) as
+    ConnectionFailed; anything else (a local disk that is full) passes as it is."""
+    try:
+        yield
+    except (EOFError, TimeoutError) as exc:
+        raise ConnectionFailed(f"{what}: the SSH connection was lost: {type(exc).__name__}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("paramiko"):
+            raise ConnectionFailed(f"{what}: the SSH connection was lost: {exc}") from exc
+        raise
+
+
 def openssh_available() -> bool:
     return shutil.which("ssh") is not None
 
@@ -152,4 +166,4 @@ def streamed_file(endpoint: SshEndpoint, path: str, *, key_filename: str | None,
         raise failed
 
 __all__ = ["SshEndpoint", "default_known_hosts", "known_hosts_only", "openssh_available", "sftp",
-           "streamed_file"]
+           "streamed_file", "transfer_errors"]

@@ -136,7 +136,8 @@ def _copy(session: Any, access: NodeAccess, endpoint: ssh.SshEndpoint, vol: Node
     machine has it (several times faster), else SFTP."""
     what = f"reading disk {vol.disk_id} of VM {vm_id} from the node"
     try:
-        info = session.stat(vol.path)
+        with ssh.transfer_errors(what):
+            info = session.stat(vol.path)
     except OSError as exc:
         raise TaskFailed(f"{what}: {vol.path} cannot be read there: {exc}") from exc
     regular = info.st_mode is not None and stat.S_ISREG(info.st_mode)
@@ -144,6 +145,7 @@ def _copy(session: Any, access: NodeAccess, endpoint: ssh.SshEndpoint, vol: Node
     length = int(info.st_size or 0) if regular else vol.size
     target = dest_dir / f"{vol.disk_id}.{vol.format}"
     with contextlib.ExitStack() as stack:
+        stack.enter_context(ssh.transfer_errors(what))
         reader: Any
         if openssh_wanted():
             reader = stack.enter_context(ssh.streamed_file(
