@@ -105,7 +105,9 @@ def sftp(endpoint: SshEndpoint, *, key_filename: str | None, known_hosts: Path |
     try:
         yield session
     finally:
-        session.close()
+        # on a connection already lost, closing can raise too: the first error is the one
+        with contextlib.suppress(Exception):
+            session.close()
         client.close()
 
 
