@@ -23,7 +23,7 @@ FOLDERS = {"unit", "kit", "gate", "contract", "cross", "hostile", "deployment", 
 PREFIXED = {"gate": "test_gate_", "kit": "test_kit_", "hostile": "test_hostile_"}
 #: Modules a suite still being written names its own way; rename to <topic>_support.py
 #: when it lands (``backup_process.py`` is run as a script by its path).
-PENDING_HELPERS = {"tests/repository/repo_helpers.py", "tests/repository/sshd_server.py",
+PENDING_HELPERS = {"tests/repository/repo_helpers.py",
                    "tests/repository/backup_process.py"}
 CONTRACT_WIRING = re.compile(r"^\s*from anyvirt\.testing\.suite import \*", re.MULTILINE)
 #: What only a test that talks to a host does: connect, or ask for a testbed.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from repo_helpers import MIB, image, memory_disk, memory_host, memory_vm, pattern
-from sshd_server import Sshd, sshd
+from sshd_support import Sshd, sshd
 
 from anyvirt import BackupRepository, ConnectionFailed
 from anyvirt.repository.store import TEMP

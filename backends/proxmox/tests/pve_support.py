@@ -7,6 +7,8 @@ import asyncio
 import json
 import re
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -216,3 +218,143 @@ class HaStandIn(StandIn):
         head = [{"id": "quorum", "type": "quorum", "status": "OK", "quorate": 1, "node": "pve1"},
                 {"id": "master", "type": "master", "status": "pve1 (active)", "node": "pve1"}]
         return pve_response(request, 200, head + self.services)
+
+
+# ---------------------------------------------------------------- vzdump and restore
+VZDUMP = re.compile(r"/api2/json/nodes/(?P<node>[^/]+)/vzdump$")
+QEMU_CREATE = re.compile(r"/api2/json/nodes/(?P<node>[^/]+)/qemu$")
+DRIVE = re.compile(r"(ide|sata|scsi|virtio|efidisk|tpmstate)\d+")
+#: what vzdump's archive extension is for each ``compress`` value (PVE's VZDump.pm)
+ARCHIVE_SUFFIX = {"0": ".vma", "1": ".vma.lzo", "lzo": ".vma.lzo", "gzip": ".vma.gz", "zstd": ".vma.zst"}
+#: config keys a restored VM does not take from the archive (state, not configuration)
+NOT_RESTORED = {"digest", "lock", "parent", "snaptime", "vmstate", "pending", "meta"}
+
+
+class VzdumpStandIn(StandIn):
+    """Stand-in for the archive vzdump writes (fakepve runs the ``vzdump`` task, locking the VM,
+    but no backup volume appears): after fakepve's own task, a volume
+    ``<storage>:backup/vzdump-qemu-<vmid>-<YYYY_MM_DD-HH_MM_SS>.vma.zst`` in fakepve's storage
+    model, with PVE's size, ctime, notes (``{{guestname}}``/``{{vmid}}`` expanded) and protected
+    flag, and the task log's ``creating vzdump archive`` line. The VM's config is kept as
+    vzdump keeps ``qemu-server.conf`` inside the archive, for :class:`ArchiveRestoreStandIn`.
+    A storage without ``backup`` content is refused with PVE's words."""
+
+    def __init__(self, fake: InProcessFakePve) -> None:
+        self.fake = fake
+        self.archives: dict[str, dict[str, Any]] = {}  # volid -> the config as archived
+
+    def handle(self, request: requests.PreparedRequest, send: Send) -> requests.Response | None:
+        match = VZDUMP.search(urlsplit(str(request.url)).path)
+        if match is None or request.method != "POST":
+            return None
+        params, pve, node = form(request), self.fake.pve, unquote(match["node"])
+        storage = params.get("storage", "local")
+        store = pve.storages.get(storage)
+        if store is None or "backup" not in str(store.get("content", "")).split(","):
+            return pve_response(request, 500, message=f"can't use storage '{storage}' for backups - "
+                                                      "wrong content type")
+        answer = send(request)
+        if answer.status_code != 200:
+            return answer
+        upid = answer.json()["data"]
+        vmid = int(params["vmid"])
+        vm = pve.vm(vmid)
+        stamp = time.strftime("%Y_%m_%d-%H_%M_%S", time.gmtime())
+        suffix = ARCHIVE_SUFFIX[params.get("compress", "0")]
+        volname = f"backup/vzdump-qemu-{vmid}-{stamp}{suffix}"
+        notes = params.get("notes-template", "").replace("{{guestname}}", str(vm.config.get("name", "")))
+        notes = notes.replace("{{vmid}}", str(vmid)).replace("{{node}}", node)
+        size = 4096 + sum(len(str(v)) for v in vm.config.values())
+
+        def archive() -> None:
+            volume: dict[str, Any] = {"content": "backup", "format": suffix[1:], "size": size,
+                                      "ctime": int(time.time()), "vmid": vmid}
+            if notes:
+                volume["notes"] = notes
+            if params.get("protected") == "1":
+                volume["protected"] = True
+            store.setdefault("volumes", {})[volname] = volume
+            path = f"{store.get('path', '/var/lib/vz')}/dump/{volname.split('/', 1)[1]}"
+            pve.tasks[upid]["log"].insert(-1, f"INFO: creating vzdump archive '{path}'")
+
+        self.fake.sync(archive)
+        self.archives[f"{storage}:{volname}"] = dict(vm.config)
+        return answer
+
+
+class ArchiveRestoreStandIn(StandIn):
+    """Stand-in for PVE's restore (fakepve answers every ``POST /nodes/{node}/qemu`` with
+    ``archive=`` "restoring an archive is not supported"): PVE's refusals first (a drive option
+    beside ``archive``, a vmid that exists, an archive that is gone), then the archived config
+    becomes a VM through fakepve's own create (disks allocated anew on ``storage`` or their
+    archived storage, ``name`` and the other given options over the archived ones, new MACs
+    and SMBIOS UUID with ``unique``), and the task is PVE's: ``qmrestore`` with a restore log."""
+
+    def __init__(self, fake: InProcessFakePve, dumps: VzdumpStandIn) -> None:
+        self.fake = fake
+        self.dumps = dumps
+        self.restored: list[dict[str, str]] = []
+
+    def handle(self, request: requests.PreparedRequest, send: Send) -> requests.Response | None:
+        match = QEMU_CREATE.search(urlsplit(str(request.url)).path)
+        if match is None or request.method != "POST":
+            return None
+        params = form(request)
+        if "archive" not in params:
+            return None
+        pve, node, vmid, volid = self.fake.pve, unquote(match["node"]), int(params["vmid"]), params["archive"]
+        drives = [k for k in params if DRIVE.fullmatch(k)]
+        if drives:
+            return pve_response(request, 400, {drives[0]: "option conflicts with option 'archive'"},
+                                message="Parameter verification failed.")
+        existing = pve.vm(vmid)
+        if existing is not None and params.get("force") != "1":
+            return pve_response(request, 500, message=f"unable to restore VM {vmid} - VM {vmid} already "
+                                                      f"exists on node '{existing.node}'")
+        storage, _, volname = volid.partition(":")
+        archived = self.dumps.archives.get(volid)
+        if archived is None or volname not in pve.storages.get(storage, {}).get("volumes", {}):
+            return pve_response(request, 500, message=f"volume '{volid}' does not exist")
+        create = {"vmid": str(vmid)}
+        for key, value in archived.items():
+            if key in NOT_RESTORED or key.startswith("unused"):
+                continue
+            text = str(value)
+            if DRIVE.fullmatch(key) and "media=cdrom" not in text:
+                source, _, props = text.partition(",")
+                kept = [p for p in props.split(",") if p and not p.startswith("size=")]
+                size = next((p[5:] for p in props.split(",") if p.startswith("size=")), "1G")
+                gib = _gib(size)
+                text = ",".join([f"{params.get('storage') or source.split(':')[0]}:{gib}", *kept])
+            elif params.get("unique") == "1" and re.fullmatch(r"net\d+", key):
+                text = re.sub(r"^(\w+)=[0-9A-Fa-f:]{17}", r"\1", text)  # fakepve picks a new MAC
+            elif params.get("unique") == "1" and key == "smbios1":
+                text = re.sub(r"uuid=[0-9a-fA-F-]+", f"uuid={uuid.uuid4()}", text)
+            create[key] = text
+        for key in ("name", "pool"):
+            if key in params:
+                create[key] = params[key]
+        made = request.copy()
+        made.prepare_body(data=create, files=None)
+        answer = send(made)
+        if answer.status_code != 200:
+            return answer
+        created = answer.json()["data"]
+
+        def relabel() -> str:
+            record = pve.tasks.pop(created)
+            upid, pid, start = pve._upid(node, "qmrestore", vmid, record["user"])
+            record.update(upid=upid, pid=pid, pstart=pid * 7, starttime=start, type="qmrestore")
+            record["log"][:-1] = [f"restore vma archive: zstd -q -d -c {volname}", "rescan volumes...",
+                                  *[line for line in record["log"][:-1] if "TASK" not in line]]
+            pve.tasks[upid] = record
+            return upid
+
+        self.restored.append(params)
+        return pve_response(request, 200, self.fake.sync(relabel))
+
+
+def _gib(size: str) -> str:
+    units = {"K": 1 / (1024 * 1024), "M": 1 / 1024, "G": 1, "T": 1024}
+    number = float(size[:-1]) * units[size[-1]] if size[-1] in units else float(size) / 1024 ** 3
+    return f"{number:g}"

@@ -2,9 +2,10 @@
 platform lets anything be verified.
 
 fakepve cannot hold disk content (the upload goes to the ``import`` stand-in of
-``test_pve_image_import``), and the PVE API has no way to download a VM disk: so a move
-into Proxmox is verified by configuration and byte counts only, says so in its result,
-and ``delete_source=True`` is refused before anything is copied.
+``test_pve_image_import``), and without ``ssh=`` (``test_pve_disk_ssh``) nothing reads a
+VM disk back from a node: so a move into Proxmox over the API alone is verified by
+configuration and byte counts only, says so in its result, and ``delete_source=True`` is
+refused before anything is copied.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 from attrs import frozen
 
 from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, NotFound, StorageFull
+from anyvirt.kit.ssh import known_hosts_only
 from anyvirt.target import Secret
 
 if TYPE_CHECKING:
@@ -39,27 +40,6 @@ if TYPE_CHECKING:
 TEMP = ".tmp-"  # "<name>.tmp-<lease id>": an object being written
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 SSH_TIMEOUT = 30.0
-
-
-def known_hosts_only(path: Path) -> paramiko.MissingHostKeyPolicy:
-    """A paramiko policy accepting a server only if ``path`` (a known_hosts file) lists
-    its key for that host and port. (paramiko is imported here: it is slow to import and
-    only SSH repositories need it.)"""
-    import paramiko
-
-    class KnownHostsOnly(paramiko.MissingHostKeyPolicy):
-        def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                             key: paramiko.PKey) -> None:
-            known = paramiko.HostKeys()
-            if path.is_file():
-                known.load(str(path))
-            entry = known.lookup(hostname)
-            if entry is None or key.get_name() not in entry or entry[key.get_name()] != key:
-                raise paramiko.SSHException(
-                    f"the host key of {hostname} is not the one {path} lists for it: add it "
-                    "there (ssh-keyscan) after checking its fingerprint")
-
-    return KnownHostsOnly()
 
 
 class Store:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
+from anyvirt.errors import InvalidSpec
 from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
 from anyvirt.kit.console import ConsoleChannel
 from anyvirt.model import (
     Capability,
+    ExportedDisk,
     Firmware,
     HostInfo,
     MigrationResult,
@@ -37,10 +40,26 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_proxmox import clone, console, guest, ha, image_import, migration, power, snapshots, vms
+from anyvirt_proxmox import (
+    backups,
+    clone,
+    console,
+    guest,
+    ha,
+    image_import,
+    migration,
+    node_disks,
+    power,
+    snapshots,
+    vms,
+)
 from anyvirt_proxmox import config as cfg
+from anyvirt_proxmox.backups import NativeBackup
 from anyvirt_proxmox.inventory import Inventory, storage_infos
 from anyvirt_proxmox.session import OPTIONS, UNDO_GRACE, Session
+
+if TYPE_CHECKING:
+    from anyvirt.vm import VM
 
 COMMON = frozenset({
     Capability.VM_CREATE, Capability.VM_DELETE, Capability.START, Capability.STOP,
@@ -66,7 +85,7 @@ WHY_NOT: dict[Capability, str] = {
                                          "storage types; delete the snapshots first",
     Capability.LIVE_MIGRATION_SNAPSHOTS: "Proxmox VE moves local disks with snapshots only on some "
                                          "storage types; delete the snapshots first",
-    Capability.DISK_EXPORT: "the Proxmox VE API has no way to download a VM disk",
+    Capability.DISK_EXPORT: node_disks.WHY_NO_SSH,
     Capability.VM_CREATE_FROM_IMAGE: "disk images are uploaded as 'import' content: that needs Proxmox "
                                      "VE 8.2 or later, a storage with 'import' enabled, and qemu-img here",
     Capability.IDENTITY_USER_DATA: guest.WHY_NO_USER_DATA,
@@ -120,24 +139,84 @@ class ProxmoxExtensions(Extension):
         return self._through_gate(f"read {len(ids)} VMs", read, wait=wait, timeout=timeout)
 
 
+class ProxmoxBackups(Extension):
+    """Proxmox VE's own backups (``host.extension(ProxmoxBackups)``): vzdump archives in a
+    PVE storage, made, listed, restored and deleted through PVE's API, each through the
+    gate. They need no ``ssh=`` and restore on Proxmox only (see ``anyvirt_proxmox.backups``)."""
+
+    def _inventory(self) -> Inventory:
+        driver = self.host.driver
+        assert isinstance(driver, ProxmoxDriver)
+        return driver.inventory
+
+    def backup(self, vm: VM, *, storage: str | None = None, mode: str = "snapshot",
+               compress: str = "zstd", notes: str | None = None, protected: bool = False,
+               wait: bool = True, timeout: float | None = 3600.0) -> Any:
+        """A vzdump of ``vm`` (running or not) into ``storage`` (the node's first storage that
+        takes backups by default): its :class:`NativeBackup`, or a Task of it."""
+        backups.check_backup_options(storage, mode, compress, notes)
+        inv = self._inventory()
+        return self._through_gate(
+            f"back up VM {vm.name} (vzdump)",
+            lambda job: backups.backup_vm(inv, vm.id, storage, mode, compress, notes, protected, job),
+            vm=vm, wait=wait, timeout=timeout)
+
+    def backups(self, vm: VM | None = None, *, storage: str | None = None, wait: bool = True,
+                timeout: float | None = 600.0) -> Any:
+        """The vzdump archives of QEMU VMs (of ``vm`` only, when given), oldest first."""
+        if storage is not None and not backups.STORAGE_ID.match(storage):
+            raise InvalidSpec(f"storage {storage!r} is not a Proxmox VE storage id")
+        inv, vm_id = self._inventory(), vm.id if vm is not None else None
+        return self._through_gate("list backups", lambda job: backups.list_backups(inv, vm_id, storage),
+                                  wait=wait, timeout=timeout)
+
+    def restore(self, backup: NativeBackup | str, *, name: str | None = None, node: str | None = None,
+                storage: str | None = None, unique: bool = True, wait: bool = True,
+                timeout: float | None = 3600.0) -> Any:
+        """A new VM from ``backup`` (a :class:`NativeBackup` or its volume id), on ``node``
+        (the backup's by default), its disks on ``storage`` (the archived ones' by default),
+        with new MACs and SMBIOS UUID unless ``unique=False``: the VM, or a Task of it."""
+        if name is not None:
+            cfg.check_vm_name(name)
+        if node is not None and not cfg.DNS_NAME.match(node):
+            raise InvalidSpec(f"{node!r} is not a Proxmox VE node name")
+        inv, host = self._inventory(), self.host
+
+        def work(job: Job) -> VM:
+            found = backups.find_backup(inv, backup if isinstance(backup, str) else backup.volid)
+            return host.vms.get(backups.restore_vm(inv, found, name, node, storage, unique, job).id)
+
+        return self._through_gate(f"restore {backup if isinstance(backup, str) else backup.volid}",
+                                  work, capability=Capability.VM_CREATE, wait=wait, timeout=timeout)
+
+    def delete(self, backup: NativeBackup, *, wait: bool = True, timeout: float | None = 600.0) -> Any:
+        """Remove a vzdump archive from its storage (PVE refuses a protected one)."""
+        inv = self._inventory()
+        return self._through_gate(f"delete backup {backup.volid}",
+                                  lambda job: backups.delete_backup(inv, backup, job),
+                                  wait=wait, timeout=timeout)
+
+
 class ProxmoxDriver(Driver):
     backend: ClassVar[str] = "proxmox"
     platform: ClassVar[str] = "Proxmox VE (clusters and standalone nodes)"
     possible_capabilities: ClassVar[frozenset[Capability]] = (
-        COMMON | CLUSTER_ONLY | CLUSTER_ONLY_REPORTS | {Capability.VM_CREATE_FROM_IMAGE})
+        COMMON | CLUSTER_ONLY | CLUSTER_ONLY_REPORTS
+        | {Capability.VM_CREATE_FROM_IMAGE, Capability.DISK_EXPORT})
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "virtio", "sata", "ide")
     nic_models: ClassVar[tuple[str, ...]] = cfg.NIC_MODELS
     placement_options: ClassVar[frozenset[str]] = frozenset({"storage"})
     #: PVE places a VM on the node it is sent to: the gate names the least-loaded one
     schedules_vms: ClassVar[bool] = False
-    extensions: ClassVar[tuple[type[Extension], ...]] = (ProxmoxExtensions,)
-    uri_options: ClassVar[frozenset[str]] = OPTIONS
-    connect_options: ClassVar[frozenset[str]] = OPTIONS
+    extensions: ClassVar[tuple[type[Extension], ...]] = (ProxmoxExtensions, ProxmoxBackups)
+    uri_options: ClassVar[frozenset[str]] = OPTIONS | node_disks.OPTIONS
+    connect_options: ClassVar[frozenset[str]] = OPTIONS | node_disks.OPTIONS
 
     def __init__(self, target: Target, session: Session) -> None:
         self.target = target
         self.session = session
+        self.node_access = node_disks.NodeAccess.from_target(target)
         self.inventory = Inventory(session)
         about = session.get(("version",), "reading the PVE version")
         self.version = str(about.get("version", "0"))
@@ -153,6 +232,7 @@ class ProxmoxDriver(Driver):
     # ---------------------------------------------------------- connection
     @classmethod
     def open(cls, target: Target) -> ProxmoxDriver:
+        node_disks.NodeAccess.from_target(target)  # a bad ssh= is refused before any login
         session = Session(target).open()
         try:
             return cls(target, session)
@@ -176,6 +256,8 @@ class ProxmoxDriver(Driver):
             caps |= CLUSTER_ONLY | CLUSTER_ONLY_REPORTS  # a standalone node has nowhere to go
         if self.imports and parse_version(self.version) >= image_import.MIN_VERSION and qemu_img.available():
             caps.add(Capability.VM_CREATE_FROM_IMAGE)
+        if self.node_access is not None:
+            caps.add(Capability.DISK_EXPORT)  # the disks' bytes come from the node over SSH
         return frozenset(caps)
 
     def why_not(self, capability: Capability) -> str:
@@ -326,3 +408,10 @@ class ProxmoxDriver(Driver):
                    job: Job) -> MigrationResult:
         # the gate has checked that ``target`` is this cluster (can_reach)
         return migration.migrate(self.inventory, vm_id, placement, live, job)
+
+    # ---------------------------------------------------------- disks out
+    def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
+        """From the node's storage over SSH (``ssh=``): the gate has checked DISK_EXPORT, which
+        only a connection with ``ssh=`` declares."""
+        assert self.node_access is not None
+        return node_disks.export_disks(self.inventory, self.node_access, vm_id, dest_dir, job)

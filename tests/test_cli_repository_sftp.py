@@ -1,26 +1,23 @@
 """``anyvirt backup --to sftp://...`` and friends against a real OpenSSH server on loopback
-(the repository tests' server, see tests/repository/sshd_server.py)."""
+(the shared server of tests/sshd_support.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sshd_support import Sshd, sshd
 
 import anyvirt
 from anyvirt import DiskSpec, VMSpec, memory
 from anyvirt.cli.exit_codes import ExitCode
 from anyvirt.cli.main import cli
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "repository"))
-from sshd_server import Sshd, sshd
 
 pytestmark = pytest.mark.skipif(
     shutil.which("/usr/sbin/sshd") is None or os.geteuid() != 0,

@@ -1,4 +1,5 @@
-"""A real OpenSSH server on loopback for the sftp:// repository tests.
+"""A real OpenSSH server on loopback: for the sftp:// repository tests, and as the stand-in
+for a Proxmox node's SSH in the Proxmox backend's tests (which put tests/ on their path).
 
 Its own host key, an authorized key made for the test, its own config and a
 free port; nothing of the machine's SSH setup is read or changed. Debian's
@@ -29,7 +30,7 @@ class Sshd:
     port: int
     key: Path  # the client's private key
     known_hosts: Path
-    served: Path  # a directory for repositories
+    served: Path  # a directory for repositories (or what stands for a node's storage)
 
     def url(self, name: str) -> str:
         return f"sftp://root@127.0.0.1:{self.port}{self.served / name}"
