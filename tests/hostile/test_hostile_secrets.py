@@ -31,7 +31,7 @@ from click.testing import CliRunner
 
 import anyvirt
 from anyvirt.cli.main import cli
-from anyvirt.errors import AnyvirtError, AuthenticationFailed, ConnectionFailed
+from anyvirt.errors import AnyvirtError, AuthenticationFailed, ConnectionFailed, InvalidSpec, NotSupported
 from anyvirt.target import Secret
 
 PASSWORD = "Zq9/Spring#?@%:PW-right"
@@ -522,3 +522,45 @@ def test_the_frame_walk_finds_a_secret_where_one_is() -> None:
     leaks = _leaks(caught.value, _shown(WRONG), outside="")
     assert any(":login holder" in leak for leak in leaks), leaks
     assert any(":connect token_value" in leak for leak in leaks), leaks
+
+
+# ---------------------------------------------------------------- identity builds
+#: a sha512-crypt hash: not a credential anyvirt logs in with, but one a user's guests trust
+HASH = ("$6$DuM2dErhbRcRo9fz$ktJUM6f.5fTIXP6YBtkNSXZT7qMAgXbmqCMTTKtO4uORubvipLJG8WmddXsjQA1zkaz"
+        "ySiprtlWH2aO.1zGIm/")
+
+
+def _identity_build_fails(uri: str, identity: anyvirt.Identity, error: type[AnyvirtError],
+                          password: str) -> AnyvirtError:
+    with anyvirt.connect(uri, password=password) as host, pytest.raises(error) as caught:
+        host.vms.create(anyvirt.VMSpec(name=f"secret-{os.getpid()}", cpus=1, memory_mib=64,
+                                       identity=identity))
+    return caught.value
+
+
+def test_a_proxmox_identity_that_fails_being_built_keeps_the_hash_in_no_frame(
+        proxmox_testbed: FakePveTestbed) -> None:
+    """PVE's request is compiled (``cipassword`` in it), then refused before it is sent: a
+    user without sudo needs a snippet. Every frame of that traceback and its callers (the
+    compiled request, the identity, the driver's and the gate's locals) is searched."""
+    identity = anyvirt.Identity(users=[anyvirt.User("ops", sudo=False, password_hash=HASH)])
+    error = _identity_build_fails(proxmox_testbed.uri, identity, NotSupported,
+                                  password=proxmox_testbed.password)
+    assert "sudo" in str(error)
+    leaks = _leaks(error, (HASH,))
+    assert leaks == [], "the hash is in:\n  " + "\n  ".join(leaks)
+
+
+def test_a_vsphere_identity_that_fails_being_built_keeps_the_hash_in_no_frame(
+        vcsim: Vcsim) -> None:
+    """The guestinfo values are compiled (the user-data with the hash), then refused: the
+    user-data passes vSphere's 64 KiB limit once encoded."""
+    noise = "".join(f"{os.urandom(48).hex()}\n" for _ in range(1500))  # incompressible
+    user_data = "#cloud-config\nwrite_files:\n- path: /noise\n  content: |\n" + "".join(
+        f"    {line}\n" for line in noise.splitlines())
+    identity = anyvirt.Identity(users=[anyvirt.User("ops", sudo=True, password_hash=HASH)],
+                                user_data=user_data)
+    error = _identity_build_fails(_base(vcsim), identity, InvalidSpec, password=PASSWORD)
+    assert "64" in str(error) or "limit" in str(error)
+    leaks = _leaks(error, (HASH,))
+    assert leaks == [], "the hash is in:\n  " + "\n  ".join(leaks)
