@@ -92,6 +92,10 @@ class Driver(abc.ABC):
     uri_options: ClassVar[frozenset[str]] = frozenset()
     #: keyword options of ``anyvirt.connect`` this backend reads
     connect_options: ClassVar[frozenset[str]] = frozenset()
+    #: whether this backend logs in (a password or token means something to it); where
+    #: False, ``connect`` refuses one given in the URI, a keyword or a profile (InvalidSpec)
+    #: rather than drop it unread
+    takes_credentials: ClassVar[bool] = True
     #: the typed extension namespaces ``host.extension(Kind)`` hands out
     extensions: ClassVar[tuple[type[Extension], ...]] = ()
     #: seconds between two listings of the default change source (``change_source``)

@@ -273,7 +273,13 @@ class Login:
     base: Callable[[pytest.FixtureRequest], str]
     kinds: tuple[str, ...] = ("password",)
     userinfo: bool = True  # whether the URI has a user part a password can join
-    fails: bool = True  # memory:// takes any credential and logs nothing in
+    fails: bool = True
+    #: a backend that logs nobody in (memory://) refuses a credential given to it, but not
+    #: one only in the ambient ``$ANYVIRT_*`` environment
+    never_logs_in: bool = False
+
+    def refuses(self, source: str) -> bool:
+        return self.fails or (self.never_logs_in and source != "environment")
 
 
 def _vcenter(request: pytest.FixtureRequest) -> str:
@@ -296,9 +302,10 @@ LOGINS = (
     Login("proxmox", _pve, kinds=("password", "token", "token_value")),
     Login("libvirt-tcp", lambda _r: f"libvirt+qemu+tcp://{USER}@127.0.0.1:1/system?timeout=5"),
     Login("libvirt-ssh", lambda _r: f"libvirt+qemu+ssh://{USER}@127.0.0.1:1/system?no_tty=1&timeout=5"),
-    Login("virtualbox", lambda _r: "virtualbox:///nonexistent/VBoxManage", userinfo=False),
+    Login("virtualbox", lambda _r: "virtualbox:///nonexistent/VBoxManage", userinfo=False,
+          never_logs_in=True),
     Login("memory", lambda _r: "memory://hostile-secrets", kinds=("password", "token"),
-          userinfo=False, fails=False),
+          userinfo=False, fails=False, never_logs_in=True),
 )
 
 #: every way anyvirt reads each kind of credential
@@ -454,13 +461,13 @@ def test_a_failed_login_keeps_the_secret_nowhere(
         try:
             host = anyvirt.connect(uri, **kwargs)
         except AnyvirtError as exc:
-            assert login.fails, f"{login.name} refused: {exc}"
+            assert login.refuses(source), f"{login.name} refused: {exc}"
             leaks = _leaks(exc, _shown(secret))
             assert leaks == [], "the secret is in:\n  " + "\n  ".join(leaks)
             for item in _errors(exc):
                 assert secret not in str(item) and secret not in repr(item)
         else:
-            assert not login.fails, f"{login.name} took a wrong {kind}"
+            assert not login.refuses(source), f"{login.name} took a wrong {kind}"
             driver = host.driver
             target = getattr(driver, "target", None)
             for shown in (host, driver, target):
@@ -468,7 +475,8 @@ def test_a_failed_login_keeps_the_secret_nowhere(
                     assert not any(s in text for s in _shown(secret)), text
             host.close()
     out, err = capfd.readouterr()
-    assert records, "DEBUG really was on"
+    # a credential refused before the connection is tried leaves nothing to log
+    assert records or (login.never_logs_in and source != "environment"), "DEBUG really was on"
     for record in records:
         assert not any(s in record.getMessage() for s in _shown(secret)), record.name
     assert secret not in out + err
