@@ -60,6 +60,50 @@ IDENTITY = Identity(users=[User("ops", ssh_keys=[KEY], sudo=True)])
 OVERCOMMIT = Overcommit(cpu=32.0)
 
 
+#: libvirt-python entry points that never leave the process (object bookkeeping, the
+#: client's own state): not round trips to the daemon
+LOCAL_CALLS = ("Free", "GetName", "GetUUIDString", "GetUUID", "virGetLastError", "IsAlive",
+               "virConnGetLastError", "virResetLastError", "Ref")
+
+
+class DaemonCalls:
+    """Counts the calls into libvirt's C library that go to the daemon, by name, while
+    installed: a measure of the work each side asks for, steady however busy the machine
+    (the times are not)."""
+
+    def __init__(self) -> None:
+        import libvirtmod  # type: ignore[import-not-found]
+
+        self.module = libvirtmod
+        self.counts: dict[str, int] = {}
+        self.saved: dict[str, Callable[..., object]] = {}
+
+    def __enter__(self) -> DaemonCalls:
+        for name in dir(self.module):
+            real = getattr(self.module, name)
+            if not name.startswith("vir") or not callable(real) or any(
+                    local in name for local in LOCAL_CALLS):
+                continue
+            self.saved[name] = real
+
+            def counted(*args: object, _name: str = name, _real: Callable[..., object] = real) -> object:
+                self.counts[_name] = self.counts.get(_name, 0) + 1
+                return _real(*args)
+
+            setattr(self.module, name, counted)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for name, real in self.saved.items():
+            setattr(self.module, name, real)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def by_count(self) -> list[tuple[str, int]]:
+        return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def load() -> float:
     return os.getloadavg()[0]
 
@@ -182,6 +226,19 @@ def bench_clones(daemon: LibvirtDaemon, network: IsolatedNetwork, count: int, ro
                 ratios.append(ours / raw)
                 print(f"  round {index + 1}: raw loop {raw:.2f}s (load {raw_before:.1f}->{raw_after:.1f}), "
                       f"anyvirt {ours:.2f}s (load {before:.1f}->{after:.1f}), ratio {ours / raw:.2f}x",
+                      flush=True)
+            counted: dict[str, DaemonCalls] = {}
+            with DaemonCalls() as counted["raw loop"]:
+                names = raw_clones(conn, template.name, f"rawc-{run}", count)
+            raw_remove(conn, names)
+            made: list[VM] = []
+            with DaemonCalls() as counted["anyvirt"]:
+                made = anyvirt_clones(template, f"avc-{run}", count)
+            for clone in made:
+                clone.delete(disks=True)
+            for side, calls in counted.items():
+                print(f"  {side}: {calls.total() / count:.1f} daemon calls per clone "
+                      f"({', '.join(f'{n} {name[3:]}' for name, n in calls.by_count())})",
                       flush=True)
         finally:
             conn.close()

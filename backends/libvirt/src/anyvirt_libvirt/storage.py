@@ -34,8 +34,9 @@ from anyvirt_libvirt.errors import is_pool_busy
 from anyvirt_libvirt.inflight import InflightRecord
 
 CHUNK = 1024 * 1024
-#: what :meth:`DiskStore.write` sends between two reports (a seed ISO is about 70 KiB)
-WRITE_CHUNK = 64 * 1024
+#: what :meth:`DiskStore.write` sends between two reports: a seed ISO (about 70 KiB) goes
+#: in one send, each a message to the daemon
+WRITE_CHUNK = 256 * 1024
 QEMU_IMG_TIMEOUT = 600.0
 
 
@@ -148,8 +149,9 @@ class DiskStore(abc.ABC):
     @abc.abstractmethod
     def write(self, vol_name: str, data: bytes,
               sent: Callable[[int, int], None] | None = None) -> str:
-        """A raw volume holding ``data`` (a seed ISO); ``sent(done, total)`` after each
-        chunk. A volume left half-written is removed, or left to the in-flight sweep."""
+        """A raw volume holding ``data`` (a seed ISO); ``sent(done, total)`` once the upload
+        has begun and after each chunk. A volume left half-written is removed, or left to the
+        in-flight sweep."""
 
     @abc.abstractmethod
     def owns(self, path: str) -> bool:
@@ -306,6 +308,8 @@ class PoolStore(DiskStore):
                 stream = conn.newStream(0)
                 vol.upload(stream, 0, len(data), 0)
                 done = 0
+                if sent is not None:
+                    sent(done, len(data))  # the volume exists, its upload has begun
                 while done < len(data):
                     done += stream.send(data[done:done + WRITE_CHUNK])
                     if sent is not None:
