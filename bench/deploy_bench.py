@@ -63,7 +63,7 @@ OVERCOMMIT = Overcommit(cpu=32.0)
 #: libvirt-python entry points that never leave the process (object bookkeeping, the
 #: client's own state): not round trips to the daemon
 LOCAL_CALLS = ("Free", "GetName", "GetUUIDString", "GetUUID", "virGetLastError", "IsAlive",
-               "virConnGetLastError", "virResetLastError", "Ref")
+               "virConnGetLastError", "virResetLastError", "Ref", "EventRunDefaultImpl")
 
 
 class DaemonCalls:
