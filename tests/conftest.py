@@ -1,4 +1,5 @@
-"""The real testbeds' session fixtures, shared by every test module here that asks for them.
+"""Fixtures shared by the core's test modules: the real testbeds' session fixtures, a pair of
+memory:// hosts (a move's source and target), and a real sshd on loopback.
 
 Imported rather than named in ``pytest_plugins`` (pytest accepts that only in the
 rootdir's conftest). One libvirtd, one vcsim and one fakepve then serve the tour tests and the
@@ -7,8 +8,41 @@ command-line tests alike, instead of one per module.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from anyvirt_libvirt.testbed.fixtures import libvirt_daemon
 from anyvirt_proxmox.testbed.fixtures import proxmox_testbed
 from anyvirt_vsphere.testbed.fixtures import vcsim_vcenter
+from sshd_support import Sshd, sshd
+
+import anyvirt
 
 __all__ = ["libvirt_daemon", "proxmox_testbed", "vcsim_vcenter"]
+
+
+@pytest.fixture
+def uris() -> Iterator[tuple[str, str]]:
+    """Two fresh memory:// hosts' URIs, a source and a target, reset afterwards."""
+    from anyvirt import memory
+
+    names = [f"pair-{role}-{uuid.uuid4().hex[:8]}" for role in ("src", "dst")]
+    yield f"memory://{names[0]}", f"memory://{names[1]}"
+    for name in names:
+        memory.reset(name)
+
+
+@pytest.fixture
+def hosts(uris: tuple[str, str]) -> Iterator[tuple[anyvirt.Host, anyvirt.Host]]:
+    """The two hosts of ``uris``, connected."""
+    with anyvirt.connect(uris[0]) as source, anyvirt.connect(uris[1]) as target:
+        yield source, target
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Sshd]:
+    """A real OpenSSH server on loopback serving a directory (tests/sshd_support.py)."""
+    with sshd(tmp_path / "ssh") as running:
+        yield running

@@ -11,7 +11,6 @@ import json
 import re
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,6 @@ from anyvirt.cli.main import cli
 
 MAP = ("--network-map", "lab-only=default")  # the target has no lab-only network
 BOOT_SECTOR = b"\xeb\x3c" + b"\x00" * 508 + b"\x55\xaa" + b"payload" * 100
-
-
-def _host_name(role: str) -> str:
-    return f"climove-{role}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def uris() -> Iterator[tuple[str, str]]:
-    source, target = _host_name("src"), _host_name("dst")
-    yield f"memory://{source}", f"memory://{target}"
-    memory.reset(source)
-    memory.reset(target)
-
-
-@pytest.fixture
-def hosts(uris: tuple[str, str]) -> Iterator[tuple[anyvirt.Host, anyvirt.Host]]:
-    with anyvirt.connect(uris[0]) as source, anyvirt.connect(uris[1]) as target:
-        yield source, target
 
 
 @pytest.fixture
@@ -300,20 +281,25 @@ def test_passwords_from_the_environment_are_never_printed(
 ) -> None:
     password = "s3cret-" + uuid.uuid4().hex
     target_password = "t4rget-" + uuid.uuid4().hex
-    env = {"AV_SRC_PASSWORD": password, "AV_DST_PASSWORD": target_password}
+    # memory:// logs nobody in: it refuses a password given to it (--password-env), and
+    # leaves the ambient $ANYVIRT_PASSWORD alone; neither is ever printed
+    env = {"AV_SRC_PASSWORD": password, "AV_DST_PASSWORD": target_password,
+           "ANYVIRT_PASSWORD": password}
     source = uris[0].replace("memory://", "memory://admin@")
     target = uris[1].replace("memory://", "memory://root@")
     archive = str(tmp_path / "app1.avbk")
     creds = ("--password-env", "AV_SRC_PASSWORD")
     runs = [
-        (*creds, "plan", source, "app1", target, *MAP),
-        ("--json", *creds, "plan", source, "app1", target, *MAP, "--target-password-env", "AV_DST_PASSWORD"),
-        ("--debug", *creds, "plan", source, "missing", target, *MAP),
-        (*creds, "backup", source, "app1", archive),
+        ("plan", source, "app1", target, *MAP),
+        ("--json", "plan", source, "app1", target, *MAP),
+        ("--debug", "plan", source, "missing", target, *MAP),
+        ("backup", source, "app1", archive),
         (*creds, "backup-info", archive),
-        ("--json", *creds, "restore", target, archive, "--name", "r1", *MAP),
-        (*creds, "move", source, "app1", target, *MAP, "--yes", "--target-password-env", "AV_DST_PASSWORD"),
-        ("--debug", *creds, "move", source, "app1", target, "--yes", *MAP),  # fails: the name is taken
+        ("--json", "restore", target, archive, "--name", "r1", *MAP),
+        ("move", source, "app1", target, *MAP, "--yes"),
+        ("--debug", "move", source, "app1", target, "--yes", *MAP),  # fails: the name is taken
+        ("--debug", *creds, "plan", source, "app1", target, *MAP),  # refused: memory:// takes none
+        ("--json", "plan", source, "app1", target, *MAP, "--target-password-env", "AV_DST_PASSWORD"),
     ]
     codes = []
     for args in runs:
@@ -322,7 +308,7 @@ def test_passwords_from_the_environment_are_never_printed(
         for secret in (password, target_password):
             assert secret not in result.output, args
             assert secret not in result.stderr, args
-    assert codes == [0, 0, 3, 0, 0, 0, 0, 4]
+    assert codes == [0, 0, 3, 0, 0, 0, 0, 4, 2, 2]
 
 
 def test_unset_target_password_variable_is_a_usage_error(

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import anyvirt
-from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec, memory
+from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.cli.exit_codes import ExitCode
 from anyvirt.cli.main import cli
 
@@ -31,20 +30,6 @@ def pattern(seed: int, size: int) -> bytes:
     while len(out) < size:
         out += rng.choice(words)
     return bytes(out[:size])
-
-
-@pytest.fixture
-def uris() -> Iterator[tuple[str, str]]:
-    names = [f"clirepo-{role}-{uuid.uuid4().hex[:8]}" for role in ("src", "dst")]
-    yield f"memory://{names[0]}", f"memory://{names[1]}"
-    for name in names:
-        memory.reset(name)
-
-
-@pytest.fixture
-def hosts(uris: tuple[str, str]) -> Iterator[tuple[anyvirt.Host, anyvirt.Host]]:
-    with anyvirt.connect(uris[0]) as source, anyvirt.connect(uris[1]) as target:
-        yield source, target
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sshd_support import Sshd, sshd
+from sshd_support import Sshd
 
 import anyvirt
 from anyvirt import DiskSpec, VMSpec, memory
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's openssh-server (scripts/system-packages.sh test) and root for its "
            "private mount namespace")
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Sshd]:
-    with sshd(tmp_path / "ssh") as running:
-        yield running
 
 
 def test_backup_list_verify_and_restore_over_sftp(server: Sshd, tmp_path: Path) -> None:

@@ -84,8 +84,11 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogC
     for text in (repr(t), str(t), t.safe_uri, repr(t.credentials), str(t.credentials.password)):
         assert SECRET not in text
     monkeypatch.setenv("ANYVIRT_PASSWORD", SECRET)
-    with anyvirt.connect("memory://secrets?nodes=1", password=SECRET) as host:
+    with anyvirt.connect("memory://secrets?nodes=1") as host:  # the ambient one is left alone
         assert SECRET not in repr(host) and SECRET not in host.uri
+    with pytest.raises(InvalidSpec, match="takes no password") as refused:
+        anyvirt.connect("memory://secrets?nodes=1", password=SECRET + "-given")
+    assert SECRET not in str(refused.value)
     with pytest.raises(anyvirt.AnyvirtError) as info:
         anyvirt.connect(f"teleport://admin:{SECRET}@h")
     assert SECRET not in str(info.value)
@@ -103,7 +106,8 @@ def test_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
         '[profiles.lab]\nuri = "memory://profiled"\nusername = "ops"\npassword_env = "LAB_PW"\n'
-        '[profiles.bad]\nuri = "memory://x"\ncolour = "blue"\n',
+        '[profiles.bad]\nuri = "memory://x"\ncolour = "blue"\n'
+        '[profiles.bare]\nuri = "memory://profiled"\nusername = "ops"\n',
         encoding="utf-8",
     )
     monkeypatch.setenv("ANYVIRT_CONFIG", str(config))
@@ -111,7 +115,9 @@ def test_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     t = build_target(profile="lab")
     assert t.credentials.username == "ops"
     assert t.credentials.password == Secret(SECRET)
-    with anyvirt.connect(profile="lab") as host:
+    with pytest.raises(InvalidSpec, match="takes no password"):  # memory:// logs nobody in
+        anyvirt.connect(profile="lab")
+    with anyvirt.connect(profile="bare") as host:
         assert host.uri == "memory://profiled"
     with pytest.raises(NotFound, match="no profile 'nope'"):
         anyvirt.connect(profile="nope")
@@ -161,8 +167,9 @@ def test_secrets_in_the_query_become_credentials_and_never_show(
     for text in (repr(t), t.safe_uri, repr(p), p.safe_uri):
         assert SECRET not in text
     assert "node=pve1" in p.safe_uri
-    with anyvirt.connect(f"memory://qsecrets?password={SECRET}") as host:
-        assert SECRET not in repr(host) and SECRET not in host.uri
+    with pytest.raises(InvalidSpec, match="takes no password") as unused:
+        anyvirt.connect(f"memory://qsecrets?password={SECRET}")
+    assert SECRET not in str(unused.value)
     # an option the backend does not read is refused, and the refusal shows no value
     with pytest.raises(InvalidSpec, match="no URI option 'client_secret'") as refused:
         anyvirt.connect(f"memory://qsecrets?client_secret={SECRET}")
@@ -177,3 +184,25 @@ def test_unknown_options_are_refused_naming_the_closest() -> None:
         anyvirt.connect("memory://typo?node=2")
     with pytest.raises(InvalidSpec, match="did you mean 'timeout'"):
         anyvirt.connect("memory://typo?timout=5")
+
+
+@pytest.mark.parametrize("uri", ["memory://nobody", "memory://admin:{secret}@nobody",
+                                 "memory://nobody?password={secret}", "memory://nobody?token={secret}",
+                                 "virtualbox:///nonexistent/VBoxManage?password={secret}"])
+def test_a_backend_that_never_logs_in_refuses_a_credential(
+        uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """memory:// and virtualbox:// log nobody in: a password or token given to them would be
+    dropped unread, so it is refused (InvalidSpec, before VBoxManage is even looked for),
+    from the URI, a keyword or a profile; one only in ``$ANYVIRT_PASSWORD`` is ambient."""
+    monkeypatch.delenv("ANYVIRT_PASSWORD", raising=False)
+    monkeypatch.delenv("ANYVIRT_TOKEN", raising=False)
+    if "{secret}" in uri:
+        with pytest.raises(InvalidSpec, match="does not log in and takes no") as refused:
+            anyvirt.connect(uri.format(secret=SECRET))
+        assert SECRET not in str(refused.value)
+        return
+    for keyword in ("password", "token"):
+        with pytest.raises(InvalidSpec, match=f"takes no {keyword}"):
+            anyvirt.connect(uri, **{keyword: SECRET})
+    monkeypatch.setenv("ANYVIRT_PASSWORD", SECRET)
+    anyvirt.connect(uri).close()

@@ -102,11 +102,17 @@ def build_target(
                 return value
         return None
 
+    given = {"password": (password, pieces["password"] or own.get("password")),
+             "token": (token, own.get("token"))}
     creds = Credentials(
         username=pick("username", username, pieces["username"]),
-        password=pick("password", password, pieces["password"] or own.get("password")),
-        token=pick("token", token, own.get("token")),
+        password=pick("password", *given["password"]),
+        token=pick("token", *given["token"]),
     )
+    # what only the ambient $ANYVIRT_* environment gave, not the caller for this connection
+    ambient = frozenset(name for name, (explicit, from_uri) in given.items()
+                        if explicit is None and from_uri is None and prof.get(name) is None
+                        and env.get(name) is not None)
     verify_value = pick("verify", verify, own.get("verify"))
     timeout_value = pick("timeout", timeout, own.get("timeout"))
     if timeout_value is not None:
@@ -126,6 +132,7 @@ def build_target(
         timeout=float(timeout_value) if timeout_value is not None else DEFAULT_CALL_TIMEOUT,
         options=options,
         query_secrets=own["query_secrets"],
+        ambient_credentials=ambient,
     )
 
 
@@ -133,6 +140,21 @@ def build_target(
 CONNECT_KEYWORDS = frozenset({"profile", "username", "password", "token", "verify", "ca", "timeout",
                               "overcommit"})
 URI_OPTIONS = frozenset({"verify", "ca", "timeout", "password", "token"})
+
+
+def check_credentials(target: Target, driver_cls: type[Driver]) -> None:
+    """Refuse a password or token given to a backend that never logs in (``memory://``,
+    ``virtualbox://``): dropped unread, it would let a caller believe it was checked. The
+    ``ANYVIRT_*`` environment is ambient, set for other backends too: a credential that is
+    only that is left alone."""
+    if driver_cls.takes_credentials:
+        return
+    for kind in ("password", "token"):
+        if getattr(target.credentials, kind) is not None and kind not in target.ambient_credentials:
+            raise InvalidSpec(
+                f"{target.scheme}:// does not log in and takes no {kind}: leave it out of the "
+                "URI, the keyword arguments and the profile"
+            )
 
 
 def check_options(target: Target, driver_cls: type[Driver]) -> None:
@@ -187,6 +209,7 @@ def connect(
     )
     driver_cls = registry.driver_for(target.scheme)
     check_options(target, driver_cls)
+    check_credentials(target, driver_cls)
     log.debug("connecting to %s", target.safe_uri)
     driver = driver_cls.open(target)
     return Host(driver, overcommit=overcommit or driver.default_overcommit() or Overcommit())

@@ -94,6 +94,10 @@ class Driver(abc.ABC):
     uri_options: ClassVar[frozenset[str]] = frozenset()
     #: keyword options of ``anyvirt.connect`` this backend reads
     connect_options: ClassVar[frozenset[str]] = frozenset()
+    #: whether this backend logs in (a password or token means something to it); where
+    #: False, ``connect`` refuses one given in the URI, a keyword or a profile (InvalidSpec)
+    #: rather than drop it unread
+    takes_credentials: ClassVar[bool] = True
     #: the typed extension namespaces ``host.extension(Kind)`` hands out
     extensions: ClassVar[tuple[type[Extension], ...]] = ()
     #: seconds between two listings of the default change source (``change_source``)
@@ -337,6 +341,28 @@ class Driver(abc.ABC):
                     self.delete_vm(summary.id, True, Job(f"remove clone {summary.name}", 300))
                 except Exception:  # the first error is the one to report
                     log.exception("removing clone %s after a failed bulk clone", summary.name)
+            raise
+        return made
+
+    def clone_with_identity(
+        self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement,
+        identities: Sequence[ResolvedIdentity], job: Job,
+    ) -> list[VMSummary]:
+        """Clones each with its identity (one per name), all or none, before anything starts
+        them. The default clones (``clone_vms``), then gives each its identity
+        (``apply_identity``). Override where the identity can go into the clone as it is
+        made (libvirt: the seed written from MACs chosen before the one define)."""
+        made = self.clone_vms(vm_id, names, linked, placement, job)
+        try:
+            for index, (summary, identity) in enumerate(zip(made, identities, strict=True)):
+                job.progress(100.0 * index / len(made), f"identity of {summary.name}")
+                self.apply_identity(summary.id, identity, job)
+        except BaseException:
+            for summary in reversed(made):
+                try:
+                    self.delete_vm(summary.id, True, Job(f"remove clone {summary.name}", 300))
+                except Exception:  # the first error is the one to report
+                    log.exception("removing clone %s after its identity failed", summary.name)
             raise
         return made
 

@@ -408,6 +408,7 @@ class MemoryDriver(Driver):
     placement_options = frozenset({"storage"})
     schedules_vms = False  # a memory host has no scheduler: the gate names the node
     uri_options = frozenset({"nodes", "cpus", "memory_mib", "storage_gib", "latency", "without"})
+    takes_credentials = False  # an in-process world: nobody to log in to
 
     def __init__(self, world: World, target: Target) -> None:
         self.world = world

@@ -589,11 +589,11 @@ class Gate:
             names: list[str] = case.new_names
             identities: list[ResolvedIdentity] | None = case.args["identities"]
             workers = min(case.args["concurrency"] or 1, len(names))
+            if workers == 1 and identities:
+                return driver.clone_with_identity(vm_id, names, linked, case.args["placement"],
+                                                  identities, job)
             if workers == 1:
-                made = driver.clone_vms(vm_id, names, linked, case.args["placement"], job)
-                if identities:
-                    self._made_with_identity(made, identities, job)
-                return made
+                return driver.clone_vms(vm_id, names, linked, case.args["placement"], job)
             return self._clone_concurrently(vm_id, names, identities, linked,
                                             case.args["placement"], workers, job)
 
@@ -628,12 +628,13 @@ class Gate:
         def one(index: int) -> None:
             if job.cancelled:
                 return
-            summary = driver.clone_vm(vm_id, names[index], linked, placement, job)
+            if identities:
+                summary = driver.clone_with_identity(vm_id, [names[index]], linked, placement,
+                                                     [identities[index]], job)[0]
+            else:
+                summary = driver.clone_vm(vm_id, names[index], linked, placement, job)
             with lock:
                 made[names[index]] = summary
-            if identities:
-                driver.apply_identity(summary.id, identities[index], job)
-            with lock:
                 done = sum(1 for n in names if n in made)
             job.progress(100.0 * done / len(names), f"cloned {names[index]}")
 

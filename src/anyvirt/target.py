@@ -104,6 +104,9 @@ class Target:
     timeout: float = DEFAULT_CALL_TIMEOUT
     options: Mapping[str, Any] = field(factory=dict, converter=secret_options)
     query_secrets: Mapping[str, Secret] = field(factory=dict)
+    #: the credentials (``password``, ``token``) only the ``ANYVIRT_*`` environment gave: set
+    #: for every connection of the process, not asked for this one
+    ambient_credentials: frozenset[str] = frozenset()
 
     def option(self, key: str) -> Any:
         """A backend's own option: the keyword argument, else the URI's (a Secret if it

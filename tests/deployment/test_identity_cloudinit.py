@@ -155,7 +155,8 @@ def test_nocloud_seed_read_by_cloud_init(read_back: dict[str, Any], case: str) -
     for user in resolved.identity.users:
         assert users[user.name].get("ssh_authorized_keys", []) == list(user.ssh_keys)
         assert ("sudo" in users[user.name]) is user.sudo
-        assert users[user.name].get("hashed_passwd") == user.password_hash
+        hashed = user.password_hash.reveal() if user.password_hash is not None else None
+        assert users[user.name].get("hashed_passwd") == hashed
     interfaces = seen["interfaces"]
     if not macs:  # DHCP on every Ethernet NIC, matched by name
         assert [i["subnets"][0]["type"] for i in interfaces] == ["dhcp4"]

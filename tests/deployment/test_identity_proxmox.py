@@ -11,6 +11,7 @@ import pytest
 from deployment_support import make_key
 
 from anyvirt.deployment import Dhcp, Identity, Static, User, compile_proxmox
+from anyvirt.target import Secret
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backends" / "proxmox" / "tests"))
 from pve_schema_support import check_request
@@ -24,8 +25,10 @@ KEYS = [make_key(comment="ops@laptop"), make_key("ssh-rsa", comment="a+b=c&d%20e
         make_key("ecdsa-sha2-nistp384", comment="")]
 
 
-def schema_errors(params: dict[str, str]) -> list[str]:
-    return check_request("PUT", CONFIG_URL, params)
+def schema_errors(params: dict[str, str | Secret]) -> list[str]:
+    """The schema's complaints about ``params`` as sent (a Secret revealed)."""
+    return check_request("PUT", CONFIG_URL, {
+        key: value.reveal() if isinstance(value, Secret) else value for key, value in params.items()})
 
 
 def test_native_keys_carry_a_whole_identity() -> None:
@@ -36,7 +39,7 @@ def test_native_keys_carry_a_whole_identity() -> None:
     compiled = compile_proxmox(spec.resolve("web1", "iid-1"), "web1", nic_count=4)
     assert compiled.needs_snippets == ()
     assert compiled.params == {
-        "ciuser": "ops", "cipassword": SHA512, "sshkeys": compiled.params["sshkeys"],
+        "ciuser": "ops", "cipassword": Secret(SHA512), "sshkeys": compiled.params["sshkeys"],
         "ipconfig0": "ip=dhcp",
         "ipconfig1": "ip=192.0.2.10/24,gw=192.0.2.1,ip6=2001:db8::5/64,gw6=2001:db8::1",
         "ipconfig2": "ip=198.51.100.7/25", "ipconfig3": "ip=dhcp",

@@ -174,7 +174,8 @@ def test_key_comment_with_yaml_syntax_is_carried_as_data() -> None:
 @pytest.mark.parametrize("kind", ["sha512", "sha256", "yescrypt", "bcrypt"])
 def test_crypt_hashes_accepted(kind: str) -> None:
     user = User("ops", password_hash=HASHES[kind])
-    assert user.password_hash == HASHES[kind]
+    assert user.password_hash is not None and user.password_hash.reveal() == HASHES[kind]
+    assert HASHES[kind] not in repr(user.password_hash), "kept as a Secret"
     assert HASHES[kind] not in repr(user)
     assert HASHES[kind] not in repr(Identity(users=[user]))
 

@@ -31,7 +31,7 @@ from click.testing import CliRunner
 
 import anyvirt
 from anyvirt.cli.main import cli
-from anyvirt.errors import AnyvirtError, AuthenticationFailed, ConnectionFailed
+from anyvirt.errors import AnyvirtError, AuthenticationFailed, ConnectionFailed, InvalidSpec, NotSupported
 from anyvirt.target import Secret
 
 PASSWORD = "Zq9/Spring#?@%:PW-right"
@@ -273,7 +273,13 @@ class Login:
     base: Callable[[pytest.FixtureRequest], str]
     kinds: tuple[str, ...] = ("password",)
     userinfo: bool = True  # whether the URI has a user part a password can join
-    fails: bool = True  # memory:// takes any credential and logs nothing in
+    fails: bool = True
+    #: a backend that logs nobody in (memory://) refuses a credential given to it, but not
+    #: one only in the ambient ``$ANYVIRT_*`` environment
+    never_logs_in: bool = False
+
+    def refuses(self, source: str) -> bool:
+        return self.fails or (self.never_logs_in and source != "environment")
 
 
 def _vcenter(request: pytest.FixtureRequest) -> str:
@@ -296,9 +302,10 @@ LOGINS = (
     Login("proxmox", _pve, kinds=("password", "token", "token_value")),
     Login("libvirt-tcp", lambda _r: f"libvirt+qemu+tcp://{USER}@127.0.0.1:1/system?timeout=5"),
     Login("libvirt-ssh", lambda _r: f"libvirt+qemu+ssh://{USER}@127.0.0.1:1/system?no_tty=1&timeout=5"),
-    Login("virtualbox", lambda _r: "virtualbox:///nonexistent/VBoxManage", userinfo=False),
+    Login("virtualbox", lambda _r: "virtualbox:///nonexistent/VBoxManage", userinfo=False,
+          never_logs_in=True),
     Login("memory", lambda _r: "memory://hostile-secrets", kinds=("password", "token"),
-          userinfo=False, fails=False),
+          userinfo=False, fails=False, never_logs_in=True),
 )
 
 #: every way anyvirt reads each kind of credential
@@ -454,13 +461,13 @@ def test_a_failed_login_keeps_the_secret_nowhere(
         try:
             host = anyvirt.connect(uri, **kwargs)
         except AnyvirtError as exc:
-            assert login.fails, f"{login.name} refused: {exc}"
+            assert login.refuses(source), f"{login.name} refused: {exc}"
             leaks = _leaks(exc, _shown(secret))
             assert leaks == [], "the secret is in:\n  " + "\n  ".join(leaks)
             for item in _errors(exc):
                 assert secret not in str(item) and secret not in repr(item)
         else:
-            assert not login.fails, f"{login.name} took a wrong {kind}"
+            assert not login.refuses(source), f"{login.name} took a wrong {kind}"
             driver = host.driver
             target = getattr(driver, "target", None)
             for shown in (host, driver, target):
@@ -468,7 +475,8 @@ def test_a_failed_login_keeps_the_secret_nowhere(
                     assert not any(s in text for s in _shown(secret)), text
             host.close()
     out, err = capfd.readouterr()
-    assert records, "DEBUG really was on"
+    # a credential refused before the connection is tried leaves nothing to log
+    assert records or (login.never_logs_in and source != "environment"), "DEBUG really was on"
     for record in records:
         assert not any(s in record.getMessage() for s in _shown(secret)), record.name
     assert secret not in out + err
@@ -522,3 +530,45 @@ def test_the_frame_walk_finds_a_secret_where_one_is() -> None:
     leaks = _leaks(caught.value, _shown(WRONG), outside="")
     assert any(":login holder" in leak for leak in leaks), leaks
     assert any(":connect token_value" in leak for leak in leaks), leaks
+
+
+# ---------------------------------------------------------------- identity builds
+#: a sha512-crypt hash: not a credential anyvirt logs in with, but one a user's guests trust
+HASH = ("$6$DuM2dErhbRcRo9fz$ktJUM6f.5fTIXP6YBtkNSXZT7qMAgXbmqCMTTKtO4uORubvipLJG8WmddXsjQA1zkaz"
+        "ySiprtlWH2aO.1zGIm/")
+
+
+def _identity_build_fails(uri: str, identity: anyvirt.Identity, error: type[AnyvirtError],
+                          password: str) -> AnyvirtError:
+    with anyvirt.connect(uri, password=password) as host, pytest.raises(error) as caught:
+        host.vms.create(anyvirt.VMSpec(name=f"secret-{os.getpid()}", cpus=1, memory_mib=64,
+                                       identity=identity))
+    return caught.value
+
+
+def test_a_proxmox_identity_that_fails_being_built_keeps_the_hash_in_no_frame(
+        proxmox_testbed: FakePveTestbed) -> None:
+    """PVE's request is compiled (``cipassword`` in it), then refused before it is sent: a
+    user without sudo needs a snippet. Every frame of that traceback and its callers (the
+    compiled request, the identity, the driver's and the gate's locals) is searched."""
+    identity = anyvirt.Identity(users=[anyvirt.User("ops", sudo=False, password_hash=HASH)])
+    error = _identity_build_fails(proxmox_testbed.uri, identity, NotSupported,
+                                  password=proxmox_testbed.password)
+    assert "sudo" in str(error)
+    leaks = _leaks(error, (HASH,))
+    assert leaks == [], "the hash is in:\n  " + "\n  ".join(leaks)
+
+
+def test_a_vsphere_identity_that_fails_being_built_keeps_the_hash_in_no_frame(
+        vcsim: Vcsim) -> None:
+    """The guestinfo values are compiled (the user-data with the hash), then refused: the
+    user-data passes vSphere's 64 KiB limit once encoded."""
+    noise = "".join(f"{os.urandom(48).hex()}\n" for _ in range(1500))  # incompressible
+    user_data = "#cloud-config\nwrite_files:\n- path: /noise\n  content: |\n" + "".join(
+        f"    {line}\n" for line in noise.splitlines())
+    identity = anyvirt.Identity(users=[anyvirt.User("ops", sudo=True, password_hash=HASH)],
+                                user_data=user_data)
+    error = _identity_build_fails(_base(vcsim), identity, InvalidSpec, password=PASSWORD)
+    assert "64" in str(error) or "limit" in str(error)
+    leaks = _leaks(error, (HASH,))
+    assert leaks == [], "the hash is in:\n  " + "\n  ".join(leaks)

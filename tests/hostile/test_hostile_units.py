@@ -130,7 +130,7 @@ def test_a_failed_cleanup_is_a_note_and_the_next_step_still_runs() -> None:
 
 
 def test_without_frames_drops_every_traceback_of_the_chain() -> None:
-    from anyvirt_vsphere.session import without_frames
+    from anyvirt.kit.errors import without_frames
 
     def sdk(password: str) -> None:
         try:

@@ -6,12 +6,11 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from repo_helpers import MIB, image, memory_disk, memory_host, memory_vm, pattern
-from sshd_support import Sshd, sshd
+from sshd_support import Sshd
 
 from anyvirt import BackupRepository, ConnectionFailed
 from anyvirt.repository.store import TEMP
@@ -20,12 +19,6 @@ pytestmark = pytest.mark.skipif(
     shutil.which("/usr/sbin/sshd") is None or os.geteuid() != 0,
     reason="needs Debian's openssh-server (scripts/system-packages.sh test) and root for its "
            "private mount namespace")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Sshd]:
-    with sshd(tmp_path / "ssh") as running:
-        yield running
 
 
 def open_repo(server: Sshd, name: str = "repo", **options: object) -> BackupRepository:

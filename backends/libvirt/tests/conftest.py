@@ -15,6 +15,7 @@ import pytest
 # ``pytest_plugins`` in a conftest below the rootdir when the whole project is collected.
 from anyvirt_libvirt.testbed import fixtures as libvirt_fixtures
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
+from anyvirt_libvirt.testbed.network import IsolatedNetwork
 from libvirt_support import destroy, guest_spec, unique
 
 import anyvirt
@@ -55,6 +56,16 @@ def vms() -> Iterator[Callable[[VM], VM]]:
     yield track
     for vm in reversed(made):
         destroy(vm)
+
+
+@pytest.fixture
+def tcg_host(libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork]) -> Iterator[Host]:
+    """The isolated daemon (its own network namespace, an isolated network with DHCP) with
+    QEMU under TCG (``accel=tcg``): the Linux test guest's stock kernel does not run under
+    this machine's KVM."""
+    daemon, _ = libvirt_isolated_daemon
+    with anyvirt.connect(f"{daemon.anyvirt_uri}&accel=tcg") as host:
+        yield host
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,6 @@ from anyvirt_libvirt.demo_image import MARKER
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from anyvirt_libvirt.testbed.network import IsolatedNetwork
 
-import anyvirt
 from anyvirt.errors import ConsoleClosed, InvalidState
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, VMSpec
@@ -58,13 +57,6 @@ def test_the_console_of_a_guest_that_stops_ends(guest: Callable[[str], VM]) -> N
         vm.stop(force=True)
         with pytest.raises(ConsoleClosed):
             read_until_it_ends(console)
-
-
-@pytest.fixture
-def tcg_host(libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork]) -> Iterator[Host]:
-    daemon, _ = libvirt_isolated_daemon
-    with anyvirt.connect(f"{daemon.anyvirt_uri}&accel=tcg") as host:
-        yield host
 
 
 def test_input_typed_on_the_console_reaches_the_guest_s_shell(

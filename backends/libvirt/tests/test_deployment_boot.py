@@ -18,10 +18,9 @@ import json
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from anyvirt_libvirt.addresses import nic_macs
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from anyvirt_libvirt.testbed.linux_guest import ConsoleFacts, wait_for_console
@@ -29,7 +28,6 @@ from anyvirt_libvirt.testbed.network import IsolatedNetwork
 from click.testing import CliRunner
 from libvirt_support import console_log
 
-import anyvirt
 from anyvirt import DiskSpec, Identity, NicSpec, User, VMSpec
 from anyvirt.cli.main import cli
 from anyvirt.host import Host
@@ -38,13 +36,6 @@ from anyvirt.vm import VM
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@deploy"
 READY_TIMEOUT = 150.0  # a bound, not the expected time: three TCG guests on a shared 2-core machine
-
-
-@pytest.fixture
-def tcg_host(libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork]) -> Iterator[Host]:
-    daemon, _ = libvirt_isolated_daemon
-    with anyvirt.connect(f"{daemon.anyvirt_uri}&accel=tcg") as host:
-        yield host
 
 
 def _applied_everything(facts: ConsoleFacts) -> bool:

@@ -7,6 +7,9 @@ lease through ``vm.addresses()``) is test_deployment_boot.py.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -14,14 +17,17 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 import yaml
+from anyvirt_libvirt.connection import ensure_event_loop
 from anyvirt_libvirt.seeds import seed_volume_name
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from anyvirt_libvirt.testbed.network import IsolatedNetwork
 
 import anyvirt
 from anyvirt import DiskSpec, Identity, NicSpec, User, VMSpec
+from anyvirt.errors import ConnectionFailed
 from anyvirt.host import Host
 from anyvirt.model import Capability
+from anyvirt.tasks import Task
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@lv"
 IDENT = Identity(users=[User("ops", ssh_keys=[KEY], sudo=True)])
@@ -183,3 +189,97 @@ def test_addresses_of_a_stopped_vm(host: Host,
     vm = host.vms.create(VMSpec(name=f"dep-{uuid.uuid4().hex[:6]}-a", memory_mib=64,
                                 nics=[NicSpec(network=network.name)]))
     assert vm.addresses() == []
+
+
+def test_each_clone_with_identity_is_defined_once(
+    host: Host, libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork],
+) -> None:
+    """The seed is written from MACs chosen before the define, so each clone is defined
+    once, its seed already in its drive: the daemon's own lifecycle events show one
+    ``DEFINED_ADDED`` per clone and no ``DEFINED_UPDATED`` (a second define), and the
+    seed's network config names the MACs the clone really has."""
+    daemon, network = libvirt_isolated_daemon
+    run = uuid.uuid4().hex[:6]
+    template = host.vms.create(VMSpec(name=f"dep-{run}-t", memory_mib=64,
+                                      disks=[DiskSpec(size_gib=0.0625)],
+                                      nics=[NicSpec(network=network.name),
+                                            NicSpec(network=network.name)]))
+    template.mark_template()
+    ensure_event_loop()
+    conn = daemon.open()
+    heard: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def lifecycle(_conn: object, dom: libvirt.virDomain, event: int, detail: int,
+                  _opaque: object) -> None:
+        if event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
+            with lock:
+                heard.append((dom.name(), detail))
+
+    callback = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                           lifecycle, None)
+    try:
+        clones = template.clone(f"dep-{run}-once", linked=True, count=3, identity=IDENT)
+        names = {clone.name for clone in clones}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with lock:
+                if sum(1 for name, _ in heard if name in names) >= 3:
+                    break
+            time.sleep(0.05)
+        time.sleep(0.5)  # a second define would follow within this
+    finally:
+        conn.domainEventDeregisterAny(callback)
+        conn.close()
+    with lock:
+        ours = sorted((name, detail) for name, detail in heard if name in names)
+    assert ours == sorted((name, libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED) for name in names)
+    for clone in clones:
+        seed = host.driver.read_identity(clone.id)
+        assert seed is not None
+        macs = [nic.mac for nic in clone.info().nics]
+        assert len(macs) == 2 and len(set(macs)) == 2
+        config = yaml.safe_load(seed["network-config"])
+        assert sorted(str(mac) for mac in macs) == sorted(
+            entry["match"]["macaddress"] for entry in config["ethernets"].values())
+
+
+def test_a_daemon_killed_mid_seed_upload_leaves_no_volume_once_reconnected() -> None:
+    """The daemon dies while a clone's seed ISO is being uploaded into its volume: the
+    clone fails (``ConnectionFailed``), its clean-up cannot reach the dead daemon, and
+    the half-written seed volume (and the clone's overlay) stay in the pool. The
+    in-flight record names them: once the daemon is back, the next anyvirt call
+    reconnects and sweeps them, and nothing of the clone is left."""
+    with LibvirtDaemon(name="seed-kill") as daemon, \
+            anyvirt.connect(daemon.anyvirt_uri) as connected:
+        template = connected.vms.create(VMSpec(name="dep-kill-t", memory_mib=64,
+                                               disks=[DiskSpec(size_gib=0.0625)], nics=[]))
+        template.mark_template()
+        before = set(os.listdir(daemon.pool_path))
+        seen: list[str] = []
+        clone_name = "dep-kill-c"
+
+        def kill_mid_upload(task: Task[object]) -> None:
+            done, total = _upload_progress(task.message, clone_name)
+            if done is not None and done < total and daemon.running:
+                seen.extend(sorted(set(os.listdir(daemon.pool_path)) - before))
+                daemon.kill()
+
+        with pytest.raises(ConnectionFailed):
+            template.clone(clone_name, linked=True, identity=IDENT, on_progress=kill_mid_upload)
+        assert seed_volume_name(clone_name) in seen, "killed while the seed was uploading"
+        assert seed_volume_name(clone_name) in os.listdir(daemon.pool_path), \
+            "the dead daemon kept the half-written seed"
+        daemon.restart()
+        assert [vm.name for vm in connected.vms.list()] == [template.name]  # reconnects, sweeps
+        assert set(os.listdir(daemon.pool_path)) == before
+        template.delete(disks=True)
+
+
+def _upload_progress(message: str, vm_name: str) -> tuple[int | None, int]:
+    """(bytes sent, bytes in all) from a seed upload's progress message for ``vm_name``."""
+    prefix = f"seed of {vm_name}: "
+    if not message.startswith(prefix):
+        return None, 0
+    done, _, total = message[len(prefix):].removesuffix(" bytes").partition(" of ")
+    return int(done), int(total)

@@ -18,18 +18,16 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
-import pytest
 from anyvirt_libvirt.addresses import domain_addresses, nic_macs
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from anyvirt_libvirt.testbed.linux_guest import CMDLINE, ConsoleFacts, LinuxGuest, wait_for_console
 from anyvirt_libvirt.testbed.network import IsolatedNetwork
 from libvirt_support import console_log, nocloud_seed
 
-import anyvirt
 from anyvirt import images
 from anyvirt.addresses import GuestAddress
 from anyvirt.host import Host
@@ -37,13 +35,6 @@ from anyvirt.model import DiskSpec, NicSpec, VMSpec
 from anyvirt.vm import VM
 
 BOOT_TIMEOUT = 180.0  # a bound, not the expected time: two TCG guests on a shared 2-core machine
-
-
-@pytest.fixture
-def tcg_host(libvirt_isolated_daemon: tuple[LibvirtDaemon, IsolatedNetwork]) -> Iterator[Host]:
-    daemon, _ = libvirt_isolated_daemon
-    with anyvirt.connect(f"{daemon.anyvirt_uri}&accel=tcg") as host:
-        yield host
 
 
 def _attach_seed(conn: libvirt.virConnect, vm: VM, iso: Path) -> libvirt.virDomain:

@@ -27,6 +27,7 @@ from anyvirt.addresses import ReportedAddress, select_addresses
 from anyvirt.deployment import Dhcp, Identity, Static, User, compile_proxmox
 from anyvirt.errors import AnyvirtError, InvalidState, NotSupported
 from anyvirt.host import Host
+from anyvirt.target import Secret
 from anyvirt.tasks import Job
 from anyvirt.vm import VM
 
@@ -87,7 +88,8 @@ def test_identity_becomes_pves_cloud_init_keys_read_back_through_the_api(
                                         search=["example.com", "corp.example"]), Dhcp()])
     resolved = identity.resolve("web1", "iid-web1")
     driver.apply_identity(vm.id, resolved, Job("identity", 60))
-    expected = compile_proxmox(resolved, "web1", 2).params
+    expected = {key: value.reveal() if isinstance(value, Secret) else value
+                for key, value in compile_proxmox(resolved, "web1", 2).params.items()}
     [sent] = _config_posts(traffic, vm.id)  # one request, schema-checked, with the config's digest
     assert sent["digest"] and "delete" not in sent
     assert {k: v for k, v in sent.items() if k != "digest"} == {**expected, "ide2": "local-lvm:cloudinit"}

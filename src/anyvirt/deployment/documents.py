@@ -31,7 +31,7 @@ def _user_entry(user: User) -> dict[str, Any]:
     if user.sudo:
         entry["sudo"] = SUDO_ALL
     if user.password_hash is not None:
-        entry["hashed_passwd"] = user.password_hash
+        entry["hashed_passwd"] = user.password_hash.reveal()  # the document is what is sent
         entry["lock_passwd"] = False
     else:
         entry["lock_passwd"] = True

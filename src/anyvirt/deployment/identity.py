@@ -21,6 +21,7 @@ from attrs import field, frozen
 from anyvirt.deployment.cloudconfig import parse_user_data
 from anyvirt.deployment.hostnames import check_hostname, hostname_from_name
 from anyvirt.deployment.sshkeys import parse_ssh_key
+from anyvirt.target import Secret
 from anyvirt.validation import invalid
 
 IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -82,14 +83,21 @@ def _bool(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None
         raise invalid(attribute.name, "type", f"{attribute.name} must be True or False")
 
 
+def _secret_hash(value: Secret | str | None) -> Secret | None:
+    """A hash given as text is kept as a :class:`~anyvirt.target.Secret` from here on, so no
+    dict, frame or traceback the identity passes through shows it; it is revealed only
+    where a seed document or a request is written."""
+    return Secret(value) if isinstance(value, str) else value
+
+
 def _password_hash(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     # never quote the value: a plain password given here by mistake must not reach a message
     if value is None:
         return
-    if not isinstance(value, str):
+    if not isinstance(value, Secret):
         raise invalid("password_hash", "type",
                       f"password_hash must be a string, not {type(value).__name__}")
-    if not any(rx.fullmatch(value) for rx in _CRYPT.values()):
+    if not any(rx.fullmatch(value.reveal()) for rx in _CRYPT.values()):
         raise invalid("password_hash", "crypt format",
                       "password_hash must be a crypt(5) hash, one of "
                       f"{', '.join(_CRYPT)} (e.g. from 'mkpasswd -m sha-512'); a plain password "
@@ -101,13 +109,15 @@ class User:
     """A login to create: ``User("ops", ssh_keys=["ssh-ed25519 AAAA... me@laptop"], sudo=True)``.
 
     ``sudo=True`` grants passwordless sudo. Without ``password_hash`` the password
-    is locked (keys only); the hash is kept out of ``repr``.
+    is locked (keys only); the hash (text or a Secret) is kept as a
+    :class:`~anyvirt.target.Secret`: ``user.password_hash.reveal()`` gives it back.
     """
 
     name: str = field(validator=_user_name)
     ssh_keys: tuple[str, ...] = field(default=(), converter=_ssh_keys)
     sudo: bool = field(default=False, validator=_bool)
-    password_hash: str | None = field(default=None, validator=_password_hash, repr=False)
+    password_hash: Secret | None = field(default=None, converter=_secret_hash,
+                                         validator=_password_hash, repr=False)
 
 
 # ---------------------------------------------------------------- network

@@ -27,6 +27,7 @@ from attrs import field, frozen
 
 from anyvirt.deployment.documents import nic_networks
 from anyvirt.deployment.identity import ResolvedIdentity, Static
+from anyvirt.target import Secret
 
 #: PVE takes a cipassword matching this as hashed already and hashes anything else
 #: (PVE::API2::Qemu, "same logic as in cloud-init"): a yescrypt ($y$) or $2b$ bcrypt hash
@@ -39,7 +40,9 @@ class ProxmoxCloudInit:
     """The config keys to set (``ciuser``, ``cipassword``, ``sshkeys``, ``ipconfigN``,
     ``nameserver``, ``searchdomain``) and why a cicustom snippet would be needed."""
 
-    params: dict[str, str] = field(hash=False, repr=lambda params: repr(
+    #: ``cipassword`` stays a :class:`~anyvirt.target.Secret`: the session reveals it as it
+    #: sends the request
+    params: dict[str, str | Secret] = field(hash=False, repr=lambda params: repr(
         {key: "***" if key == "cipassword" else value for key, value in params.items()}))
     needs_snippets: tuple[str, ...] = ()
 
@@ -63,7 +66,7 @@ def _ipconfig(nic: Static | None) -> tuple[str, list[str]]:
 def compile_proxmox(resolved: ResolvedIdentity, vm_name: str, nic_count: int) -> ProxmoxCloudInit:
     """The native keys for the VM named ``vm_name`` with ``nic_count`` NICs (net0..)."""
     identity = resolved.identity
-    params: dict[str, str] = {}
+    params: dict[str, str | Secret] = {}
     why: list[str] = []
     if identity.user_data is not None:
         why.append("user_data is extra cloud-config, which only a snippet carries")
@@ -79,8 +82,8 @@ def compile_proxmox(resolved: ResolvedIdentity, vm_name: str, nic_count: int) ->
         if not user.sudo:
             why.append("PVE's ciuser is the distribution's default user, which has sudo")
         if user.password_hash is not None:
-            if PVE_HASHED.match(user.password_hash):
-                params["cipassword"] = user.password_hash
+            if PVE_HASHED.match(user.password_hash.reveal()):
+                params["cipassword"] = user.password_hash  # a Secret until the request is sent
             else:
                 why.append("PVE would hash this password hash again (it keeps only $1$, $5$, $6$, $2a$ "
                            "and $2y$ hashes as they are)")

@@ -133,4 +133,25 @@ class ErrorTable:
         return error
 
 
-__all__ = ["ErrorTable", "Rule", "scrub"]
+def without_frames(exc: BaseException) -> BaseException:
+    """``exc`` and everything chained to it with their tracebacks dropped.
+
+    An SDK's frames under a failed call hold what it was sent in their locals (the
+    call's arguments, the request body): a revealed password at a login, a password
+    hash in an identity's request. A traceback kept on the chain would hand them to
+    ``pytest --showlocals``, Sentry or any debugger. The type and message, all a
+    caller needs, stay.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        item = pending.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        item.__traceback__ = None
+        pending += [item.__cause__, item.__context__]
+    return exc
+
+
+__all__ = ["ErrorTable", "Rule", "scrub", "without_frames"]

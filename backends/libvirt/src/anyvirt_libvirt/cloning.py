@@ -23,6 +23,11 @@ A linked clone must not read a disk its original keeps writing to:
   original's disk has not changed since it was made (bulk clones again).
 
 Bases are deleted with the last volume that needs them (``DiskStore.delete_chain``).
+
+A clone with an identity gets its MACs chosen here, its NoCloud seed written from them
+into its own volume next to its first disk, and is defined once, seed drive included:
+no second define once libvirt has picked the MACs. What a bulk clone reads of its
+original (disk capacities, the console log directory) is read once for all clones.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ import xml.etree.ElementTree as ET
 import libvirt
 from attrs import define, field
 
-from anyvirt.errors import AnyvirtError, InvalidSpec
+from anyvirt.deployment import ResolvedIdentity
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
 from anyvirt.model import VMSummary
 from anyvirt.tasks import Job
-from anyvirt_libvirt import deletion, domxml, listing, livecopy, storage, templates
+from anyvirt_libvirt import deletion, domxml, listing, livecopy, seeds, storage, templates
 from anyvirt_libvirt.disks import DomainDisk, parse_disks, refuse_uncopyable
 from anyvirt_libvirt.site import Site
 
@@ -56,6 +62,34 @@ class _Source:
     has_snapshots: bool
     saved: bool
     template: bool
+
+
+@define
+class _Shared:
+    """What every clone of one call reads alike, read once: the capacity of each volume
+    an overlay goes onto, and where console logs go."""
+
+    site: Site
+    capacities: dict[str, int] = field(factory=dict)
+    console_store: storage.DiskStore | None = None
+    console_known: bool = False
+
+    def capacity(self, store: storage.DiskStore, path: str) -> int | None:
+        if path not in self.capacities:
+            capacity = store.describe(path)[0]
+            if capacity is None:
+                return None
+            self.capacities[path] = capacity
+        return self.capacities[path]
+
+    def console_log(self, vm_uuid: str) -> str | None:
+        if self.site.facts.choices.domain_type == "test":
+            return None
+        if not self.console_known:
+            with contextlib.suppress(InvalidSpec, NotFound):
+                self.console_store = self.site.store_for(None)
+            self.console_known = True
+        return self.console_store.console_log(vm_uuid) if self.console_store else None
 
 
 @define
@@ -95,10 +129,13 @@ def _read_source(site: Site, vm_id: str, name: str) -> _Source:
         )
 
 
-def clone(site: Site, vm_id: str, names: list[str], linked: bool,
-          job: Job) -> list[VMSummary]:
+def clone(site: Site, vm_id: str, names: list[str], linked: bool, job: Job,
+          identities: list[ResolvedIdentity] | None = None) -> list[VMSummary]:
     """Clones named ``names``, all or none. Linked clones that need a frozen copy share
-    one, made once (for a running VM: of every disk at one instant)."""
+    one, made once (for a running VM: of every disk at one instant). ``identities``: one
+    per clone, each written into the clone's own seed before its define."""
+    if identities is not None and len(identities) != len(names):
+        raise ValueError("one identity per clone")
     source = _read_source(site, vm_id, names[0])
     refuse_uncopyable(source.disks, source.name, "clone")
     writable = [d for d in source.disks if d.writable_disk]
@@ -111,6 +148,10 @@ def clone(site: Site, vm_id: str, names: list[str], linked: bool,
                 "pool, and anyvirt copies only pool volumes"
             )
         stores[disk.dev] = store
+    if identities and not writable:
+        raise InvalidSpec(f"cannot give clones of {source.name!r} an identity: it has no disk "
+                          "in a storage pool to keep their seeds next to")
+    reads = _Shared(site)
     shared = _Plan()  # the frozen copies these clones share
     made: list[VMSummary] = []
     try:
@@ -119,23 +160,25 @@ def clone(site: Site, vm_id: str, names: list[str], linked: bool,
             bases = _frozen_copies(site, source, writable, stores, shared, job)
         for index, name in enumerate(names):
             job.progress(100.0 * index / len(names), f"cloning {name}")
-            made.append(_one(site, source, writable, stores, bases, name, linked, job))
+            identity = identities[index] if identities else None
+            step = job.span(100.0 * index / len(names), 100.0 * (index + 1) / len(names))
+            made.append(_one(reads, source, writable, stores, bases, name, linked, identity, step))
     except BaseException:
         for summary in reversed(made):  # all or none
             with contextlib.suppress(AnyvirtError):
                 deletion.delete_vm(site, summary.id, True, Job(f"remove clone {summary.name}", 300))
         storage.remove_made(shared.made)
         raise
-    for store, path in shared.made:
-        store.settled(path)
+    storage.settle_made(shared.made)
     return made
 
 
 def _one(
-    site: Site, source: _Source, writable: list[DomainDisk],
+    reads: _Shared, source: _Source, writable: list[DomainDisk],
     stores: dict[str, storage.DiskStore], bases: dict[str, str], name: str, linked: bool,
-    job: Job,
+    identity: ResolvedIdentity | None, job: Job,
 ) -> VMSummary:
+    site = reads.site
     new_uuid = str(uuidlib.uuid4())
     plan = _Plan()
     try:
@@ -148,11 +191,11 @@ def _one(
                 live_disks.append((disk, _blank_like(store, plan, vol_name, disk)))
             elif not linked:
                 plan.retarget(disk, _made(plan, store, store.copy(vol_name, disk.path or "")))
-            elif source.template:
+            elif source.template or disk.dev in bases:
                 # a template never writes to its disks: clones layer straight onto them
-                plan.retarget(disk, _made(plan, store, store.overlay(vol_name, disk.path or "")))
-            elif disk.dev in bases:
-                plan.retarget(disk, _made(plan, store, store.overlay(vol_name, bases[disk.dev])))
+                base = (disk.path or "") if source.template else bases[disk.dev]
+                overlay = store.overlay(vol_name, base, reads.capacity(store, base))
+                plan.retarget(disk, _made(plan, store, overlay))
             else:
                 _freeze(source, store, plan, disk, index, vol_name)
         if live_disks:
@@ -160,13 +203,25 @@ def _one(
             livecopy.copy_running(site, source.vm_id, live_disks, job)
             for disk, path in live_disks:
                 plan.retarget(disk, path)
-        summary = _define(site, source, plan, name, new_uuid, linked)
+        macs = _new_macs(source.xml) if identity is not None else None
+        seed = None
+        if identity is not None:
+            store = stores[writable[0].dev]
+            seed = _made(plan, store, seeds.write_seed(site.link, store, new_uuid, name, identity,
+                                                       macs or [], job))
+        summary = _define(reads, source, plan, name, new_uuid, linked, macs, seed)
     except BaseException:
         storage.remove_made(plan.made)
         raise
-    for store, path in plan.made:
-        store.settled(path)
+    storage.settle_made(plan.made)
     return summary
+
+
+def _new_macs(xml: str) -> list[str]:
+    """A new MAC for each NIC of the original, in its order, chosen here (as libvirt would:
+    its default prefix and three random bytes) so the seed can name them before the define."""
+    count = len(ET.fromstring(xml).findall("devices/interface"))  # noqa: S314 - from the daemon
+    return [domxml.random_mac() for _ in range(count)]
 
 
 def _made(plan: _Plan, store: storage.DiskStore, path: str) -> str:
@@ -218,14 +273,21 @@ def _frozen_copies(
 
 
 def _define(
-    site: Site, source: _Source, plan: _Plan, name: str, new_uuid: str, linked: bool
+    reads: _Shared, source: _Source, plan: _Plan, name: str, new_uuid: str, linked: bool,
+    macs: list[str] | None, seed: str | None,
 ) -> VMSummary:
-    console = site.console_log_for(new_uuid) if site.facts.choices.domain_type != "test" else None
+    site = reads.site
     new_xml = domxml.rewrite_for_copy(
         source.xml, name=name, uuid=new_uuid, disk_paths_map=plan.clone_paths,
-        console_log=console, new_macs=True, volume_names=plan.clone_volumes, own_nvram=True,
-        template_mark=False, linked_clone_of=source.vm_id if linked else None,
+        console_log=reads.console_log(new_uuid), new_macs=True, macs=macs,
+        volume_names=plan.clone_volumes, own_nvram=True, template_mark=False,
+        linked_clone_of=source.vm_id if linked else None,
     )
+    root = ET.fromstring(new_xml)  # noqa: S314 - our own rewrite of the daemon's XML
+    if seed is not None:
+        seeds.place_seed(root, seed)
+        new_xml = ET.tostring(root, encoding="unicode")
+    cpus, memory_kib = domxml.current_size(root)
     moved = bool(plan.source_paths or plan.source_volumes)
     with site.link.call(f"define clone {name!r}") as conn:
         new_dom = conn.defineXML(new_xml)
@@ -240,7 +302,7 @@ def _define(
             if moved:
                 conn.defineXML(source.xml)  # back on its own disk, as it was
             raise
-        return listing.summary_of(new_dom, site.facts.node_id)
+        return listing.new_summary(new_dom, site.facts.node_id, cpus, memory_kib)
 
 
 def _overlay_on_unchanged_base(store: storage.DiskStore, vol_name: str, path: str) -> str | None:

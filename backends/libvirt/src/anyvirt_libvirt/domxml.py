@@ -7,7 +7,9 @@ chosen by anyvirt (volume names derive from the VM's UUID, never its name).
 
 from __future__ import annotations
 
+import secrets
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 
 from attrs import frozen
 
@@ -214,10 +216,9 @@ def parse_vm_info(
     # memory_mib is the current size (what the guest has now, what the listing says);
     # the maximum it may grow to live is kept in extra
     max_kib = int(root.findtext("memory") or "0")
-    memory_kib = int(root.findtext("currentMemory") or max_kib)
+    cpus, memory_kib = current_size(root)
     vcpu = root.find("vcpu")
     max_cpus = int(vcpu.text or "1") if vcpu is not None else 1
-    cpus = int(vcpu.get("current") or max_cpus) if vcpu is not None else 1
     os_el = root.find("os")
     firmware = Firmware.BIOS
     if os_el is not None and (
@@ -315,6 +316,25 @@ def console_log_path(root: ET.Element) -> str | None:
     return log.get("file") if log is not None else None
 
 
+def current_size(root: ET.Element) -> tuple[int, int]:
+    """(vCPUs, memory in KiB) a defined domain starts with: ``<vcpu current>`` and
+    ``<currentMemory>`` (what ``dom.info()`` says of a shut-off domain)."""
+    memory_kib = int(root.findtext("currentMemory") or root.findtext("memory") or "0")
+    vcpu = root.find("vcpu")
+    max_cpus = int(vcpu.text or "1") if vcpu is not None else 1
+    cpus = int(vcpu.get("current") or max_cpus) if vcpu is not None else 1
+    return cpus, memory_kib
+
+
+#: the prefix libvirt gives the MACs it generates for QEMU (``mac_prefix`` in qemu.conf)
+MAC_PREFIX = (0x52, 0x54, 0x00)
+
+
+def random_mac() -> str:
+    """A new MAC as libvirt makes one: its prefix and three random bytes."""
+    return ":".join(f"{b:02x}" for b in (*MAC_PREFIX, *secrets.token_bytes(3)))
+
+
 def rewrite_for_copy(
     xml: str,
     *,
@@ -323,6 +343,7 @@ def rewrite_for_copy(
     disk_paths_map: dict[str, str],
     console_log: str | None,
     new_macs: bool,
+    macs: Sequence[str] | None = None,
     volume_names: dict[str, str] | None = None,
     own_nvram: bool = False,
     template_mark: bool | None = None,
@@ -376,9 +397,17 @@ def rewrite_for_copy(
         if linked_clone_of:
             meta.set("linked-clone-of", linked_clone_of)
     if new_macs:
-        for iface in root.findall("devices/interface"):
+        interfaces = root.findall("devices/interface")
+        if macs is not None and len(macs) != len(interfaces):
+            raise ValueError("one MAC per NIC")
+        for index, iface in enumerate(interfaces):
             mac = iface.find("mac")
-            if mac is not None:
+            if macs is not None:
+                if mac is None:
+                    mac = ET.Element("mac")
+                    iface.insert(0, mac)
+                mac.attrib = {"address": macs[index]}
+            elif mac is not None:
                 iface.remove(mac)  # libvirt generates a fresh one
             target = iface.find("target")
             if target is not None:

@@ -388,7 +388,7 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------ deployment
     def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
         with self.site.domain(vm_id, "write the VM's seed") as dom:
-            seeds.apply_identity(dom, identity, self.site.inflight)
+            seeds.apply_identity(self.site, dom, identity, job)
 
     def read_identity(self, vm_id: str) -> dict[str, str] | None:
         with self.site.domain(vm_id, "read the VM's seed") as dom:
@@ -481,6 +481,13 @@ class LibvirtDriver(Driver):
     ) -> list[VMSummary]:
         """Bulk clones share one frozen copy where linked clones need one."""
         return cloning.clone(self.site, vm_id, list(names), linked, job)
+
+    def clone_with_identity(
+        self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement,
+        identities: Sequence[ResolvedIdentity], job: Job,
+    ) -> list[VMSummary]:
+        """Each clone's seed is written from the MACs chosen for it before its one define."""
+        return cloning.clone(self.site, vm_id, list(names), linked, job, list(identities))
 
     def migrate_vm(
         self,

@@ -20,8 +20,10 @@ import libvirt
 from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity, compile_nocloud, seed_iso
 from anyvirt.errors import AlreadyExists, InvalidSpec
-from anyvirt_libvirt import addresses, usage
-from anyvirt_libvirt.inflight import InflightRecord
+from anyvirt.tasks import Job
+from anyvirt_libvirt import addresses, storage, usage
+from anyvirt_libvirt.connection import Link
+from anyvirt_libvirt.site import Site
 
 SUFFIX = "-cidata.iso"
 #: the seed's drive: SATA (QEMU's q35 and i440fx both take it; libvirt adds the AHCI controller)
@@ -76,23 +78,13 @@ def own_seed(xml: str, vm_name: str) -> str | None:
     return path if path.rsplit("/", 1)[-1] == seed_volume_name(vm_name) else None
 
 
-def _pool_of(conn: libvirt.virConnect, root: ET.Element) -> libvirt.virStoragePool:
-    for disk in root.findall("devices/disk[@device='disk']"):
-        source = disk.find("source")
-        if source is not None and source.get("file"):
-            with contextlib.suppress(libvirt.libvirtError):
-                return conn.storageVolLookupByPath(source.get("file")).storagePoolLookupByVolume()
-    raise InvalidSpec("the VM has no disk in a storage pool to keep its seed next to")
-
-
-def _clear(pool: libvirt.virStoragePool, conn: libvirt.virConnect, name: str,
-           vm_id: str) -> None:
+def _clear(conn: libvirt.virConnect, store: storage.DiskStore, name: str, vm_id: str) -> None:
     """Make room for the VM's seed volume: a volume of that name that no other domain
     uses is a seed left by a VM of this name that died being made, and goes; one that
     another domain uses (a clone still reading a deleted VM's seed) stays, and the
     seed cannot be written."""
     try:
-        old = pool.storageVolLookupByName(name)
+        old = conn.storagePoolLookupByName(store.name).storageVolLookupByName(name)
     except libvirt.libvirtError:
         return
     path = str(old.path())
@@ -103,70 +95,78 @@ def _clear(pool: libvirt.virStoragePool, conn: libvirt.virConnect, name: str,
     old.delete(0)
 
 
-def _upload(pool: libvirt.virStoragePool, conn: libvirt.virConnect, name: str,
-            data: bytes) -> str:
-    """A raw volume ``name`` in ``pool`` holding ``data``, sent through a stream."""
-    vol_xml = ET.Element("volume")
-    ET.SubElement(vol_xml, "name").text = name
-    ET.SubElement(vol_xml, "capacity").text = str(len(data))
-    ET.SubElement(ET.SubElement(vol_xml, "target"), "format", type="raw")
-    vol = pool.createXML(ET.tostring(vol_xml, encoding="unicode"), 0)
+def write_seed(link: Link, store: storage.DiskStore, vm_id: str, vm_name: str,
+               identity: ResolvedIdentity, macs: list[str],
+               job: Job | None = None) -> str:
+    """The VM's seed ISO (compiled for its NICs' ``macs``, in their order) written into
+    its own volume of ``store``; returns the volume's path. The volume is in the in-flight
+    record until the caller's define settles it (:func:`storage.settle_made`): a daemon
+    or process that dies in between leaves it to the next connection's sweep.
+
+    A volume of the seed's name is rare (a VM of this name died being made), so it is
+    looked for only when the daemon says the name is taken: one round trip fewer per VM."""
+    data = seed_iso(compile_nocloud(identity, macs))
+    name = seed_volume_name(vm_name)
+
+    def sent(done: int, total: int) -> None:
+        if job is not None:
+            job.check()
+            job.progress(100.0 * done / total, f"seed of {vm_name}: {done} of {total} bytes")
+
     try:
-        stream = conn.newStream(0)
-        vol.upload(stream, 0, len(data), 0)
-        sent = 0
-        while sent < len(data):
-            sent += stream.send(data[sent:])
-        stream.finish()
-    except BaseException:
-        with contextlib.suppress(libvirt.libvirtError):
-            vol.delete(0)
-        raise
-    return str(vol.path())
+        return store.write(name, data, sent)
+    except AlreadyExists:
+        pass
+    with link.call(f"make room for the seed of {vm_name!r}") as conn:
+        _clear(conn, store, name, vm_id)
+    return store.write(name, data, sent)
 
 
-def apply_identity(dom: libvirt.virDomain, identity: ResolvedIdentity,
-                   record: InflightRecord | None) -> None:
-    """Write the VM's seed into its own volume and put it in the seed drive. The volume
-    is in the in-flight ``record`` until the domain refers to it: if this process dies
-    in between, the next connection's sweep removes it."""
-    conn = dom.connect()
-    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    root = ET.fromstring(xml)  # noqa: S314 - from the daemon
-    seed = compile_nocloud(identity, addresses.nic_macs(dom))
-    pool, name = _pool_of(conn, root), seed_volume_name(dom.name())
-    _clear(pool, conn, name, dom.UUIDString())
-    if record is not None:
-        record.note(pool.name(), name)
+def place_seed(root: ET.Element, path: str) -> None:
+    """Put the seed volume at ``path`` in the domain's seed drive (added if it has none;
+    an inherited one gets this VM's own volume)."""
+    drive = _seed_drive(root)
+    if drive is None:
+        devices = root.find("devices")
+        assert devices is not None
+        drive = ET.SubElement(devices, "disk", type="file", device="cdrom")
+        ET.SubElement(drive, "driver", name="qemu", type="raw")
+        ET.SubElement(drive, "target", dev=SEED_DEV, bus=SEED_BUS)
+        ET.SubElement(drive, "readonly")
+        ET.SubElement(drive, "alias", name=SEED_ALIAS)
+    drive.set("type", "file")
+    for old in drive.findall("source"):
+        drive.remove(old)
+    drive.insert(1, ET.Element("source", file=path))
+
+
+def apply_identity(site: Site, dom: libvirt.virDomain, identity: ResolvedIdentity,
+                   job: Job) -> None:
+    """Write the seed of a VM just created, and define it with the seed in its drive. (A
+    clone's seed is written before its one define: :mod:`cloning`.)"""
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))  # noqa: S314 - from the daemon
+    store = _store_of(site, root)
+    path = write_seed(site.link, store, dom.UUIDString(), dom.name(), identity,
+                      addresses.nic_macs(dom), job)
+    made = [(store, path)]
     try:
-        path = _upload(pool, conn, name, seed_iso(seed))
+        place_seed(root, path)
+        with site.link.call(f"define {dom.name()!r} with its seed") as conn:
+            conn.defineXML(ET.tostring(root, encoding="unicode"))
     except BaseException:
-        if record is not None:
-            record.abandon(pool.name(), name)
+        storage.remove_made(made)
         raise
-    try:
-        drive = _seed_drive(root)
-        if drive is None:
-            devices = root.find("devices")
-            assert devices is not None
-            drive = ET.SubElement(devices, "disk", type="file", device="cdrom")
-            ET.SubElement(drive, "driver", name="qemu", type="raw")
-            ET.SubElement(drive, "target", dev=SEED_DEV, bus=SEED_BUS)
-            ET.SubElement(drive, "readonly")
-            ET.SubElement(drive, "alias", name=SEED_ALIAS)
-        drive.set("type", "file")
-        for old in drive.findall("source"):
-            drive.remove(old)
-        drive.insert(1, ET.Element("source", file=path))
-        conn.defineXML(ET.tostring(root, encoding="unicode"))
-    except BaseException:
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.storageVolLookupByPath(path).delete(0)
-        if record is not None:
-            record.abandon(pool.name(), name)
-        raise
-    if record is not None:
-        record.done(pool.name(), name)
+    storage.settle_made(made)
+
+
+def _store_of(site: Site, root: ET.Element) -> storage.DiskStore:
+    """The store of the VM's first disk in a pool: its seed goes next to it."""
+    for disk in root.findall("devices/disk[@device='disk']"):
+        source = disk.find("source")
+        store = site.store_of(source.get("file", "")) if source is not None and source.get("file") else None
+        if store is not None:
+            return store
+    raise InvalidSpec("the VM has no disk in a storage pool to keep its seed next to")
 
 
 def read_identity(dom: libvirt.virDomain) -> dict[str, str] | None:
@@ -224,5 +224,5 @@ def guest_reports_up(dom: libvirt.virDomain) -> bool | None:
     return None
 
 
-__all__ = ["apply_identity", "guest_addresses", "guest_reports_up", "own_seed", "read_identity",
-           "read_seed", "seed_to_remove", "seed_volume_name"]
+__all__ = ["apply_identity", "guest_addresses", "guest_reports_up", "own_seed", "place_seed",
+           "read_identity", "read_seed", "seed_to_remove", "seed_volume_name", "write_seed"]

@@ -34,6 +34,9 @@ from anyvirt_libvirt.errors import is_pool_busy
 from anyvirt_libvirt.inflight import InflightRecord
 
 CHUNK = 1024 * 1024
+#: what :meth:`DiskStore.write` sends between two reports: a seed ISO (about 70 KiB) goes
+#: in one send, each a message to the daemon
+WRITE_CHUNK = 256 * 1024
 QEMU_IMG_TIMEOUT = 600.0
 
 
@@ -59,6 +62,14 @@ def _volume_xml(name: str, capacity: int, backing: str | None = None) -> str:
         store = ET.SubElement(vol, "backingStore")
         ET.SubElement(store, "path").text = backing
         ET.SubElement(store, "format", type="qcow2")
+    return ET.tostring(vol, encoding="unicode")
+
+
+def _raw_volume_xml(name: str, capacity: int) -> str:
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
+    ET.SubElement(ET.SubElement(vol, "target"), "format", type="raw")
     return ET.tostring(vol, encoding="unicode")
 
 
@@ -106,8 +117,8 @@ class DiskStore(abc.ABC):
 
     name: str
 
-    def settled(self, path: str) -> None:  # noqa: B027 - only pools keep a record
-        """A volume made here is owned by a defined domain now (see :mod:`inflight`)."""
+    def settled(self, *paths: str) -> None:  # noqa: B027 - only pools keep a record
+        """Volumes made here are owned by a defined domain now (see :mod:`inflight`)."""
 
     def abandoned(self, path: str) -> None:  # noqa: B027 - only pools keep a record
         """A volume made here could not be removed after a failure: the next connection does."""
@@ -130,8 +141,17 @@ class DiskStore(abc.ABC):
         """A full, independent copy of the volume at ``source``."""
 
     @abc.abstractmethod
-    def overlay(self, vol_name: str, backing: str) -> str:
-        """A qcow2 overlay whose backing file is ``source`` (a linked clone's disk)."""
+    def overlay(self, vol_name: str, backing: str, capacity: int | None = None) -> str:
+        """A qcow2 overlay whose backing file is ``source`` (a linked clone's disk).
+        ``capacity``: the backing volume's, when the caller knows it already (bulk clones
+        read it once, not once per clone)."""
+
+    @abc.abstractmethod
+    def write(self, vol_name: str, data: bytes,
+              sent: Callable[[int, int], None] | None = None) -> str:
+        """A raw volume holding ``data`` (a seed ISO); ``sent(done, total)`` once the upload
+        has begun and after each chunk. A volume left half-written is removed, or left to the
+        in-flight sweep."""
 
     @abc.abstractmethod
     def owns(self, path: str) -> bool:
@@ -180,6 +200,7 @@ class PoolStore(DiskStore):
         self.link = link
         self.name = pool_name
         self.record = record
+        self._cached_pool: tuple[libvirt.virConnect, libvirt.virStoragePool] | None = None
         with link.call(f"storage pool {pool_name!r}") as conn:
             pool = conn.storagePoolLookupByName(pool_name)
             root = ET.fromstring(pool.XMLDesc(0))  # noqa: S314 - from the daemon
@@ -187,7 +208,14 @@ class PoolStore(DiskStore):
         self.directory = root.findtext("target/path")
 
     def _pool(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
-        return conn.storagePoolLookupByName(self.name)
+        """The pool on ``conn``, looked up once per connection (a bulk clone makes two
+        volumes per clone in it)."""
+        cached = self._cached_pool
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+        pool = conn.storagePoolLookupByName(self.name)
+        self._cached_pool = (conn, pool)
+        return pool
 
     @contextlib.contextmanager
     def _making(self, vol_name: str) -> Iterator[None]:
@@ -202,9 +230,9 @@ class PoolStore(DiskStore):
                 self.record.abandon(self.name, vol_name)
             raise
 
-    def settled(self, path: str) -> None:
+    def settled(self, *paths: str) -> None:
         if self.record is not None:
-            self.record.done(self.name, os.path.basename(path))
+            self.record.done(self.name, *(os.path.basename(path) for path in paths))
 
     def abandoned(self, path: str) -> None:
         if self.record is not None:
@@ -265,10 +293,32 @@ class PoolStore(DiskStore):
                     best = (stamp, str(vol.path()))
         return best[1] if best else None
 
-    def overlay(self, vol_name: str, backing: str) -> str:
+    def overlay(self, vol_name: str, backing: str, capacity: int | None = None) -> str:
         with self._making(vol_name), self.link.call(f"create overlay {vol_name}") as conn:
-            capacity = conn.storageVolLookupByPath(backing).info()[1]
+            if capacity is None:
+                capacity = int(conn.storageVolLookupByPath(backing).info()[1])
             vol = self._pool(conn).createXML(_volume_xml(vol_name, capacity, backing), 0)
+            return str(vol.path())
+
+    def write(self, vol_name: str, data: bytes,
+              sent: Callable[[int, int], None] | None = None) -> str:
+        with self._making(vol_name), self.link.call(f"write volume {vol_name}") as conn:
+            vol = self._pool(conn).createXML(_raw_volume_xml(vol_name, len(data)), 0)
+            try:
+                stream = conn.newStream(0)
+                vol.upload(stream, 0, len(data), 0)
+                done = 0
+                if sent is not None:
+                    sent(done, len(data))  # the volume exists, its upload has begun
+                while done < len(data):
+                    done += stream.send(data[done:done + WRITE_CHUNK])
+                    if sent is not None:
+                        sent(done, len(data))
+                stream.finish()
+            except BaseException:
+                with contextlib.suppress(libvirt.libvirtError):
+                    vol.delete(0)  # a dead daemon cannot: _making leaves it to the sweep
+                raise
             return str(vol.path())
 
     def owns(self, path: str) -> bool:
@@ -373,9 +423,22 @@ class DirStore(DiskStore):
         fresh = [c for c in copies if c[0] > written]
         return max(fresh)[1] if fresh else None
 
-    def overlay(self, vol_name: str, backing: str) -> str:
+    def overlay(self, vol_name: str, backing: str, capacity: int | None = None) -> str:
         path = self._path(vol_name)
         run_qemu_img(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, "--", path])
+        return path
+
+    def write(self, vol_name: str, data: bytes,
+              sent: Callable[[int, int], None] | None = None) -> str:
+        path = self._path(vol_name)
+        try:
+            with open(path, "xb") as out:
+                out.write(data)
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
+        if sent is not None:
+            sent(len(data), len(data))
         return path
 
     def owns(self, path: str) -> bool:
@@ -403,6 +466,16 @@ class DirStore(DiskStore):
 
     def console_log(self, vm_uuid: str) -> str | None:
         return str(self.directory / f"{vm_uuid}.console.log")
+
+
+def settle_made(made: list[tuple[DiskStore, str]]) -> None:
+    """The volumes an operation made are owned by a defined domain now: drop their
+    in-flight notes (one change of the record per store, not one per volume)."""
+    by_store: dict[int, tuple[DiskStore, list[str]]] = {}
+    for store, path in made:
+        by_store.setdefault(id(store), (store, []))[1].append(path)
+    for store, paths in by_store.values():
+        store.settled(*paths)
 
 
 def remove_made(made: list[tuple[DiskStore, str]]) -> None:

@@ -19,6 +19,7 @@ from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity, compile_proxmox
 from anyvirt.errors import AnyvirtError, InvalidState, NotSupported
 from anyvirt.model import Capability
+from anyvirt.target import Secret
 from anyvirt.tasks import Job
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Inventory
@@ -60,7 +61,7 @@ def _drive_storage(inv: Inventory, node: str, config: dict[str, Any]) -> str:
 
 
 def identity_params(inv: Inventory, vm_id: str, identity: ResolvedIdentity,
-                    config: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+                    config: dict[str, Any]) -> tuple[dict[str, str | Secret], list[str]]:
     """The config keys to set and the inherited cloud-init keys to delete, or NotSupported
     when the native keys cannot say the whole identity."""
     nics = len(cfg.nic_infos(config))

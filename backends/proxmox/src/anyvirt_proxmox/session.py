@@ -36,6 +36,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
+from anyvirt.kit.errors import without_frames
 from anyvirt.kit.session import Relogin
 from anyvirt.target import Secret, Target
 from anyvirt_proxmox.errors import translate
@@ -302,6 +303,20 @@ def _wire(value: Any) -> Any:
 
 
 def _send(api: ProxmoxAPI, method: str, relative: str, values: dict[str, Any]) -> Any:
+    """Send the request; a :class:`Secret` among ``values`` (an identity's ``cipassword``) is
+    revealed only in the call that sends it, and a failure keeps no frame of the SDK's, whose
+    locals hold the revealed value."""
+    if not any(isinstance(value, Secret) for value in values.values()):
+        return _request(api, method, relative, values)
+    try:
+        return _request(api, method, relative, {
+            key: value.reveal() if isinstance(value, Secret) else value
+            for key, value in values.items()})
+    except Exception as exc:
+        raise without_frames(exc)  # noqa: B904 - the same error, its frames dropped
+
+
+def _request(api: ProxmoxAPI, method: str, relative: str, values: dict[str, Any]) -> Any:
     resource = api(relative)
     if method == "GET":
         return resource.get(**values)

@@ -102,6 +102,8 @@ class VirtualBoxDriver(Driver):
     disk_buses: ClassVar[tuple[str, ...]] = ("sata", "nvme", "scsi", "ide", "virtio")
     nic_models: ClassVar[tuple[str, ...]] = ("e1000", "virtio", "pcnet")
     uri_options: ClassVar[frozenset[str]] = frozenset({"home"})
+    #: the local VBoxManage runs as the calling user: nothing to log in to
+    takes_credentials: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from anyvirt.errors import AuthenticationFailed, ConnectionFailed, InvalidSpec
+from anyvirt.kit.errors import without_frames
 from anyvirt.kit.session import Relogin
 from anyvirt.target import Target
 from anyvirt_vsphere.errors import translate
@@ -60,26 +61,6 @@ _LOST = (
 
 def connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, _LOST)
-
-
-def without_frames(exc: BaseException) -> BaseException:
-    """``exc`` and everything chained to it with their tracebacks dropped.
-
-    pyVmomi's frames under a failed ``Login`` hold the revealed password in their
-    locals (the call's arguments, the request body); a traceback kept on the chained
-    cause would hand them to ``pytest --showlocals``, Sentry or any debugger. The
-    type and message, all a caller needs, stay.
-    """
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        item = pending.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        item.__traceback__ = None
-        pending += [item.__cause__, item.__context__]
-    return exc
 
 
 class Session:
