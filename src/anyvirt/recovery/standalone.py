@@ -1,0 +1,253 @@
+"""``anyvirt.recover``: a dead standalone host's VMs brought up on another host.
+
+Fencing before restart, as Nova's evacuate, vSphere HA, Proxmox HA and Pacemaker
+do: two running copies of one VM on one disk corrupt it, which is worse than
+downtime. So every check runs before anything changes on ``to``:
+
+1. the failed host must not answer (:mod:`anyvirt.recovery.probe`);
+2. its VMs are found without it: the definition records in ``to``'s storage
+   (:mod:`anyvirt.recovery.records`) and, with a repository, the restore points
+   taken of the failed host's VMs;
+3. a VM whose disks ``to`` reads comes back on them (nothing lost); its disks must
+   not be locked by another process (a QEMU of the failed host that still runs),
+   unless the caller says the failed host is fenced (``fenced=True``);
+4. any other VM comes back from its newest restore point (what was written after it
+   is lost; the result says how old the data is);
+5. names ``to`` already uses are refused per VM, never overwritten.
+
+Then each VM is defined (or restored) and started, and a recovery mark is left
+beside its disks so that the failed host, when it returns, disarms its stale copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+
+from anyvirt.errors import AnyvirtError, InvalidSpec, InvalidState, NotFound
+from anyvirt.recovery import probe
+from anyvirt.recovery.records import DefinitionRecord, RecoveryMark, now
+from anyvirt.recovery.result import RecoveredFrom, Recovery, RecoveryResult
+from anyvirt.recovery.spi import RecoverySupport
+
+if TYPE_CHECKING:
+    from anyvirt.host import Host
+    from anyvirt.repository import BackupRepository
+    from anyvirt.repository.points import RestorePoint
+    from anyvirt.target import Target
+    from anyvirt.vm import VM
+
+#: a callable told what the recovery does, one line at a time (the CLI's progress)
+Progress = Callable[[str], None]
+#: seconds each VM's define-and-start gets
+VM_TIMEOUT = 600.0
+
+
+@frozen
+class _Plan:
+    """One VM of the failed host and how it will come back."""
+
+    vm_id: str
+    vm_name: str
+    record: DefinitionRecord | None = None  # from shared storage, on its own disks
+    point: RestorePoint | None = None  # else from this restore point
+    refused: str = ""  # else why not
+
+
+def recover(failed: str, to: Host, repository: BackupRepository | None = None, fenced: bool = False,
+            *, probe_timeout: float = probe.PROBE_TIMEOUT,
+            progress: Progress | None = None) -> Recovery:
+    """Bring up on ``to`` the VMs of the standalone host ``failed`` (a URI), which is down.
+
+    Returns a :class:`~anyvirt.recovery.result.Recovery`: per VM, recovered from shared
+    storage, from a restore point (with the data's age), or not, with the reason.
+    Raises ``InvalidState`` while ``failed`` answers, or while a disk is still locked by
+    another process and ``fenced`` is False; ``NotFound`` when nothing of ``failed`` is
+    known (no definition record ``to`` reads, no restore point)."""
+    from anyvirt.connect import build_target
+
+    started = time.monotonic()
+    say = progress or (lambda _line: None)
+    target = build_target(failed)
+    if target.safe_uri == to.uri:
+        raise InvalidSpec(f"{to.uri} is the failed host itself: recover onto another host")
+    say(f"checking that {target.safe_uri} is down")
+    probe.refuse_if_answering(failed, target.safe_uri, probe_timeout)
+    support = to.driver if isinstance(to.driver, RecoverySupport) else None
+    if support is None and repository is None:
+        raise InvalidSpec(f"{to.backend} hosts keep no definition records: recover onto them "
+                          "from a backup repository (repository=...)")
+    say(f"reading definition records on {to.uri}")
+    records = _records_of(support, target)
+    points = _newest_points(repository, target) if repository is not None else {}
+    plans = _plan(support, records, points, to)
+    if not plans:
+        raise NotFound(f"nothing of {target.safe_uri} is known on {to.uri}: no definition record in "
+                       "its storage" + (" and no restore point in the repository"
+                                        if repository is not None else " (pass a repository)"))
+    if support is not None:
+        _check_locks(support, [p for p in plans if p.record is not None and not p.refused], fenced)
+    results = Recovery()
+    for plan in plans:
+        results.append(_bring_up(plan, to, support, repository, target, started, say))
+    results.elapsed = time.monotonic() - started
+    return results
+
+
+# ---------------------------------------------------------------- finding the VMs
+def _same_host(uri: str, hostname: str, target: Target) -> bool:
+    """Whether a record or point written through ``uri`` (on a host called ``hostname``)
+    is of the failed host: the same URI, or the same host name in a remote URI."""
+    from anyvirt.connect import build_target
+
+    if uri == target.safe_uri:
+        return True
+    if not target.host:
+        return False
+    try:
+        written_through = build_target(uri).host
+    except AnyvirtError:
+        written_through = ""
+    return target.host in (hostname, written_through)
+
+
+def _records_of(support: RecoverySupport | None, target: Target) -> dict[str, DefinitionRecord]:
+    """The newest record of each VM of the failed host."""
+    newest: dict[str, DefinitionRecord] = {}
+    for record in support.definition_records() if support is not None else []:
+        if _same_host(record.host_uri, record.hostname, target):
+            known = newest.get(record.vm_id)
+            if known is None or record.written > known.written:
+                newest[record.vm_id] = record
+    return newest
+
+
+def _newest_points(repository: BackupRepository, target: Target) -> dict[str, RestorePoint]:
+    """The newest restore point of each VM the failed host ran when it was backed up."""
+    newest: dict[str, RestorePoint] = {}
+    for point in repository.points():  # oldest first
+        source = point.manifest.get("source", {}) if isinstance(point.manifest, dict) else {}
+        if _same_host(str(source.get("uri", "")), "", target):
+            newest[point.vm_id] = point
+    return newest
+
+
+def _plan(support: RecoverySupport | None, records: dict[str, DefinitionRecord],
+          points: dict[str, RestorePoint], to: Host) -> list[_Plan]:
+    present = {vm.id: vm.name for vm in to.vms.list()}
+    names = set(present.values())
+    plans = []
+    for vm_id in sorted({*records, *points}, key=lambda i: (records.get(i) or points[i]).vm_name):
+        record, point = records.get(vm_id), points.get(vm_id)
+        name = record.vm_name if record is not None else point.vm_name if point is not None else ""
+        unreadable = support.unreadable_disks(record) if support and record else []
+        if vm_id in present:
+            plans.append(_Plan(vm_id, name, refused=f"{to.uri} already has it (as {present[vm_id]!r}): "
+                                                    "recovered before?"))
+        elif name in names:
+            plans.append(_Plan(vm_id, name, refused=f"{to.uri} already has a VM named {name!r}"))
+        elif record is not None and not unreadable:
+            plans.append(_Plan(vm_id, name, record=record))
+        elif point is not None:
+            plans.append(_Plan(vm_id, name, record=record, point=point))
+        else:
+            plans.append(_Plan(vm_id, name, record=record, refused=(
+                f"its disks ({', '.join(unreadable)}) are not on storage {to.uri} reads, and no "
+                "restore point of it is at hand")))
+        names.add(name)
+    return plans
+
+
+def _check_locks(support: RecoverySupport, plans: list[_Plan], fenced: bool) -> None:
+    """Refuse while a QEMU (of the failed host, still running) holds a disk: starting a
+    second copy on it would corrupt it. ``fenced`` is the caller's word that the failed
+    host is powered off; the image locks still keep a second QEMU off a held disk."""
+    if fenced or not plans:
+        return
+    paths = [path for plan in plans if plan.record is not None for path in plan.record.disks]
+    locked = support.locked_disks(paths)
+    if locked is None:
+        raise InvalidState("the disks' image locks cannot be probed from here (the new host is "
+                           "remote): make sure the failed host is powered off, then pass fenced=True")
+    if locked:
+        held = "; ".join(f"{path}: {why}" for path, why in sorted(locked.items()))
+        raise InvalidState(f"{len(locked)} disk(s) are still in use by another process, so the failed "
+                           f"host's VMs may still run ({held}). Power the failed host off (fence it); "
+                           "pass fenced=True only once it is")
+
+
+# ---------------------------------------------------------------- bringing them up
+def _bring_up(plan: _Plan, to: Host, support: RecoverySupport | None,
+              repository: BackupRepository | None, target: Target, started: float,
+              say: Progress) -> RecoveryResult:
+    def elapsed() -> float:
+        return time.monotonic() - started
+
+    if plan.refused:
+        say(f"{plan.vm_name}: not recovered ({plan.refused})")
+        return RecoveryResult(plan.vm_name, plan.vm_id, RecoveredFrom.NOT_RECOVERED,
+                              reason=plan.refused, elapsed=elapsed())
+    try:
+        if plan.point is None and plan.record is not None and support is not None:
+            say(f"{plan.vm_name}: defining on {to.uri} from shared storage")
+            vm = _define_and_start(plan.record, to, support)
+            outcome, point, age = RecoveredFrom.SHARED_STORAGE, None, None
+        else:
+            assert plan.point is not None and repository is not None
+            say(f"{plan.vm_name}: restoring point {plan.point.id} on {to.uri}")
+            vm = _restore_and_start(plan.point, to, repository)
+            outcome, point, age = RecoveredFrom.RESTORE_POINT, plan.point, now() - plan.point.created
+    except AnyvirtError as exc:
+        say(f"{plan.vm_name}: not recovered ({exc})")
+        return RecoveryResult(plan.vm_name, plan.vm_id, RecoveredFrom.NOT_RECOVERED,
+                              reason=str(exc), elapsed=elapsed())
+    warning = ""
+    if support is not None:
+        mark = RecoveryMark(vm_id=plan.vm_id, vm_name=plan.vm_name,
+                            failed_host_id=plan.record.host_id if plan.record else "",
+                            recovered_on=to.uri, recovered_host_id=_host_id(to), at=now())
+        try:
+            if not support.write_recovery_mark(mark, plan.record):
+                warning = ("no recovery mark could be left where the failed host reads it: disable "
+                           "its autostart by hand before it returns")
+        except AnyvirtError as exc:
+            warning = f"the recovery mark could not be written ({exc})"
+    say(f"{plan.vm_name}: running on {to.uri}")
+    return RecoveryResult(plan.vm_name, plan.vm_id, outcome, vm=vm, point=point, data_age=age,
+                          reason=warning, elapsed=elapsed())
+
+
+def _define_and_start(record: DefinitionRecord, to: Host, support: RecoverySupport) -> VM:
+    from anyvirt.vm import VM
+
+    summary = to.gate.extension(f"recover VM {record.vm_name!r}",
+                                lambda job: support.define_recovered(record, job),
+                                capability=None, wait=True, timeout=VM_TIMEOUT)
+    vm = VM(to, summary)
+    if record.template:
+        return vm  # a template never runs
+    try:
+        vm.start(timeout=VM_TIMEOUT)
+    except AnyvirtError:
+        # nothing half-made: the definition goes (never the disks), the record is as it was
+        support.undo_recovered(record)
+        raise
+    return vm
+
+
+def _restore_and_start(point: RestorePoint, to: Host, repository: BackupRepository) -> VM:
+    vm = repository.restore(point, to=to, name=point.vm_name)
+    try:
+        vm.start(timeout=VM_TIMEOUT)
+    except AnyvirtError:
+        vm.delete(disks=True)  # a restored copy of its own: nothing else uses these disks
+        raise
+    return vm
+
+
+def _host_id(host: Host) -> str:
+    nodes = host.nodes.list()
+    return nodes[0].id if len(nodes) == 1 else ""
