@@ -28,6 +28,7 @@ from anyvirt.cli import (
     commands_image,
     commands_move,
     commands_node,
+    commands_recover,
     commands_snapshot,
     commands_template,
     commands_testbed,
@@ -191,6 +192,7 @@ cli.add_command(commands_testbed.testbed)
 cli.add_command(completion.completion)
 cli.add_command(commands_image.image)
 commands_move.register(cli)
+commands_recover.register(cli)
 cli.add_command(commands_watch.events)
 
 
