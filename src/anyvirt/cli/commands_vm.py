@@ -15,8 +15,8 @@ from anyvirt.addresses import GuestAddress
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import (
-    escape_controls,
     echo,
+    escape_controls,
     jsonable,
     mib,
     print_json,

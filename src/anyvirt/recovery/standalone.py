@@ -90,9 +90,7 @@ def recover(failed: str, to: Host, repository: BackupRepository | None = None, f
                                         if repository is not None else " (pass a repository)"))
     if support is not None:
         _check_locks(support, [p for p in plans if p.record is not None and not p.refused], fenced)
-    results = Recovery()
-    for plan in plans:
-        results.append(_bring_up(plan, to, support, repository, target, started, say))
+    results = _bring_up(plans, to, support, repository, started, say)
     results.elapsed = time.monotonic() - started
     return results
 
@@ -180,35 +178,90 @@ def _check_locks(support: RecoverySupport, plans: list[_Plan], fenced: bool) -> 
 
 
 # ---------------------------------------------------------------- bringing them up
-def _bring_up(plan: _Plan, to: Host, support: RecoverySupport | None,
-              repository: BackupRepository | None, target: Target, started: float,
-              say: Progress) -> RecoveryResult:
-    def elapsed() -> float:
-        return time.monotonic() - started
+@frozen
+class _Made:
+    """A VM defined or restored on the new host, not started yet."""
 
-    if plan.refused:
-        say(f"{plan.vm_name}: not recovered ({plan.refused})")
-        return RecoveryResult(plan.vm_name, plan.vm_id, RecoveredFrom.NOT_RECOVERED,
-                              reason=plan.refused, elapsed=elapsed())
+    plan: _Plan
+    vm: VM
+
+
+def _bring_up(plans: list[_Plan], to: Host, support: RecoverySupport | None,
+              repository: BackupRepository | None, started: float, say: Progress) -> Recovery:
+    """Define (or restore) each VM, then start them all at once (QEMU's start is most of
+    the time, and the host starts guests side by side), then leave the marks."""
+    done: dict[str, RecoveryResult] = {}
+
+    def give_up(plan: _Plan, reason: str) -> None:
+        say(f"{plan.vm_name}: not recovered ({reason})")
+        done[plan.vm_id] = RecoveryResult(plan.vm_name, plan.vm_id, RecoveredFrom.NOT_RECOVERED,
+                                          reason=reason, elapsed=time.monotonic() - started)
+
+    made: list[_Made] = []
+    for plan in plans:
+        if plan.refused:
+            give_up(plan, plan.refused)
+            continue
+        try:
+            made.append(_Made(plan, _make(plan, to, support, repository, say)))
+        except AnyvirtError as exc:
+            give_up(plan, str(exc))
+    starting = [(m, m.vm.start(wait=False, timeout=VM_TIMEOUT)) for m in made
+                if not (m.plan.record is not None and m.plan.point is None and m.plan.record.template)]
+    for item, task in starting:
+        try:
+            task.wait(VM_TIMEOUT + 60)
+        except AnyvirtError as exc:
+            give_up(item.plan, f"{exc}{_unmake(item, support)}")  # nothing half-made
+    host_id = _host_id(to)
+    for item in made:
+        if item.plan.vm_id not in done:
+            done[item.plan.vm_id] = _report(item, to, support, host_id, started, say)
+    return Recovery([done[p.vm_id] for p in plans])
+
+
+def _make(plan: _Plan, to: Host, support: RecoverySupport | None,
+          repository: BackupRepository | None, say: Progress) -> VM:
+    from anyvirt.vm import VM
+
+    if plan.point is None and plan.record is not None and support is not None:
+        record = plan.record
+        say(f"{plan.vm_name}: defining on {to.uri} from shared storage")
+        summary = to.gate.extension(f"recover VM {record.vm_name!r}",
+                                    lambda job: support.define_recovered(record, job),
+                                    capability=None, wait=True, timeout=VM_TIMEOUT)
+        return VM(to, summary)
+    assert plan.point is not None and repository is not None
+    say(f"{plan.vm_name}: restoring point {plan.point.id} on {to.uri}")
+    return repository.restore(plan.point, to=to, name=plan.point.vm_name)
+
+
+def _unmake(item: _Made, support: RecoverySupport | None) -> str:
+    """A VM that did not start goes again: a restored copy with its disks (nothing else
+    uses them), a VM on shared storage without them (its record put back as it was).
+    Returns what to add to the reason when that failed too."""
     try:
-        if plan.point is None and plan.record is not None and support is not None:
-            say(f"{plan.vm_name}: defining on {to.uri} from shared storage")
-            vm = _define_and_start(plan.record, to, support)
-            outcome, point, age = RecoveredFrom.SHARED_STORAGE, None, None
+        if item.plan.point is None and item.plan.record is not None and support is not None:
+            support.undo_recovered(item.plan.record)
         else:
-            assert plan.point is not None and repository is not None
-            say(f"{plan.vm_name}: restoring point {plan.point.id} on {to.uri}")
-            vm = _restore_and_start(plan.point, to, repository)
-            outcome, point, age = RecoveredFrom.RESTORE_POINT, plan.point, now() - plan.point.created
+            item.vm.delete(disks=True)
     except AnyvirtError as exc:
-        say(f"{plan.vm_name}: not recovered ({exc})")
-        return RecoveryResult(plan.vm_name, plan.vm_id, RecoveredFrom.NOT_RECOVERED,
-                              reason=str(exc), elapsed=elapsed())
+        return f" (and it could not be removed again from {item.vm.host.uri}: {exc})"
+    return ""
+
+
+def _report(item: _Made, to: Host, support: RecoverySupport | None, host_id: str, started: float,
+            say: Progress) -> RecoveryResult:
+    plan = item.plan
+    if plan.point is None:
+        outcome, point, age = RecoveredFrom.SHARED_STORAGE, None, None
+    else:
+        outcome, point, age = RecoveredFrom.RESTORE_POINT, plan.point, now() - plan.point.created
     warning = ""
     if support is not None:
         mark = RecoveryMark(vm_id=plan.vm_id, vm_name=plan.vm_name,
                             failed_host_id=plan.record.host_id if plan.record else "",
-                            recovered_on=to.uri, recovered_host_id=_host_id(to), at=now())
+                            recovered_on=to.uri, recovered_host_id=host_id, at=now())
         try:
             if not support.write_recovery_mark(mark, plan.record):
                 warning = ("no recovery mark could be left where the failed host reads it: disable "
@@ -216,36 +269,8 @@ def _bring_up(plan: _Plan, to: Host, support: RecoverySupport | None,
         except AnyvirtError as exc:
             warning = f"the recovery mark could not be written ({exc})"
     say(f"{plan.vm_name}: running on {to.uri}")
-    return RecoveryResult(plan.vm_name, plan.vm_id, outcome, vm=vm, point=point, data_age=age,
-                          reason=warning, elapsed=elapsed())
-
-
-def _define_and_start(record: DefinitionRecord, to: Host, support: RecoverySupport) -> VM:
-    from anyvirt.vm import VM
-
-    summary = to.gate.extension(f"recover VM {record.vm_name!r}",
-                                lambda job: support.define_recovered(record, job),
-                                capability=None, wait=True, timeout=VM_TIMEOUT)
-    vm = VM(to, summary)
-    if record.template:
-        return vm  # a template never runs
-    try:
-        vm.start(timeout=VM_TIMEOUT)
-    except AnyvirtError:
-        # nothing half-made: the definition goes (never the disks), the record is as it was
-        support.undo_recovered(record)
-        raise
-    return vm
-
-
-def _restore_and_start(point: RestorePoint, to: Host, repository: BackupRepository) -> VM:
-    vm = repository.restore(point, to=to, name=point.vm_name)
-    try:
-        vm.start(timeout=VM_TIMEOUT)
-    except AnyvirtError:
-        vm.delete(disks=True)  # a restored copy of its own: nothing else uses these disks
-        raise
-    return vm
+    return RecoveryResult(plan.vm_name, plan.vm_id, outcome, vm=item.vm, point=point, data_age=age,
+                          reason=warning, elapsed=time.monotonic() - started)
 
 
 def _host_id(host: Host) -> str:
