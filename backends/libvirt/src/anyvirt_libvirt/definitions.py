@@ -89,15 +89,24 @@ def put_record(site: Site, record: DefinitionRecord) -> None:
         _put(site, store.name, record.vm_id + RECORD_SUFFIX, records.encode_record(record))
 
 
-def forget(site: Site, vm_id: str, disk_paths: list[str]) -> None:
+def record_pool(site: Site, vm_id: str) -> str | None:
+    """The pool holding the VM's record (that of its first writable disk), if any; read
+    before a delete, which may remove the disk that tells."""
+    if not enabled(site):
+        return None
+    with site.domain(vm_id, "read the VM's disks") as dom:
+        paths = disks_mod.writable_paths(disks_mod.parse_disks(dom.XMLDesc(0), dom.connect()))
+    store = site.store_of(paths[0]) if paths else None
+    return store.name if isinstance(store, storage.PoolStore) else None
+
+
+def forget(site: Site, vm_id: str, pool_name: str | None) -> None:
     """Remove the VM's record and mark (it was deleted through anyvirt)."""
-    if not enabled(site) or not disk_paths:
+    if pool_name is None:
         return
     try:
-        store = site.store_of(disk_paths[0])
-        if isinstance(store, storage.PoolStore):
-            for suffix in (RECORD_SUFFIX, MARK_SUFFIX):
-                _delete(site, store.name, vm_id + suffix)
+        for suffix in (RECORD_SUFFIX, MARK_SUFFIX):
+            _delete(site, pool_name, vm_id + suffix)
     except (AnyvirtError, libvirt.libvirtError) as exc:
         log.warning("could not remove the definition record of VM %s: %s", vm_id, exc)
 

@@ -382,10 +382,9 @@ class LibvirtDriver(Driver, RecoverySupport):
         return plans
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
-        with self.site.domain(vm_id, "read the VM's disks") as dom:
-            paths = disks_mod.writable_paths(disks_mod.parse_disks(dom.XMLDesc(0), dom.connect()))
+        pool = definitions.record_pool(self.site, vm_id)
         deletion.delete_vm(self.site, vm_id, disks, job)
-        definitions.forget(self.site, vm_id, paths)
+        definitions.forget(self.site, vm_id, pool)
 
     # ------------------------------------------------------------ deployment
     def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
