@@ -73,8 +73,9 @@ def one_round(count: int, image: Path) -> dict[str, float]:
             assert len(recovery) == count
         first_define = next(t for t, line in marks if "defining" in line)
         reading = next(t for t, line in marks if "reading definition records" in line)
+        starting = next(t for t, line in marks if line.startswith("starting "))
         return {"total": total, "probe": reading - t0, "records+locks": first_define - reading,
-                "define+start": total - (first_define - t0)}
+                "define": starting - first_define, "start+marks": t0 + total - starting}
     finally:
         for daemon in (a, b):
             daemon.stop()

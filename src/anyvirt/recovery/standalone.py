@@ -206,8 +206,10 @@ def _bring_up(plans: list[_Plan], to: Host, support: RecoverySupport | None,
             made.append(_Made(plan, _make(plan, to, support, repository, say)))
         except AnyvirtError as exc:
             give_up(plan, str(exc))
-    starting = [(m, m.vm.start(wait=False, timeout=VM_TIMEOUT)) for m in made
+    to_start = [m for m in made
                 if not (m.plan.record is not None and m.plan.point is None and m.plan.record.template)]
+    say(f"starting {len(to_start)} VM(s) on {to.uri}")
+    starting = [(m, m.vm.start(wait=False, timeout=VM_TIMEOUT)) for m in to_start]
     for item, task in starting:
         try:
             task.wait(VM_TIMEOUT + 60)
