@@ -104,6 +104,14 @@ def test_a_daemon_dead_with_its_guests_running_is_refused_by_the_image_locks(gue
             assert "write" in str(refused.value) and "lock" in str(refused.value)
             assert hb.vms.list() == []  # nothing defined, so no second QEMU ever opened a disk
             assert active_domains(b) == []
+            # a caller who says "fenced" while the QEMUs still run: QEMU's own lock stops B's
+            # start, and the failed start leaves nothing behind (the records still name A)
+            lied = anyvirt.recover(failed=a.anyvirt_uri, to=hb, fenced=True)
+            assert [r.outcome for r in lied] == [RecoveredFrom.NOT_RECOVERED] * 2
+            assert all("lock" in r.reason for r in lied), [r.reason for r in lied]
+            assert hb.vms.list() == []
+            with pytest.raises(InvalidState, match="still in use by another process"):
+                anyvirt.recover(failed=a.anyvirt_uri, to=hb)
 
 
 def test_without_shared_storage_the_newest_restore_points_come_back_with_their_age(

@@ -43,8 +43,9 @@ class RecoverySupport(abc.ABC):
 
     @abc.abstractmethod
     def undo_recovered(self, record: DefinitionRecord) -> None:
-        """Undefine what :meth:`define_recovered` defined (never its disks) and put the
-        record back as it was, so that a later recovery finds the VM again."""
+        """Undefine what :meth:`define_recovered` defined (never its disks), put the record
+        back as it was and remove the recovery mark, so that a later recovery finds the VM
+        again."""
 
     @abc.abstractmethod
     def write_recovery_mark(self, mark: RecoveryMark, record: DefinitionRecord | None) -> bool:

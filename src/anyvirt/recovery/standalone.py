@@ -189,7 +189,7 @@ class _Made:
 def _bring_up(plans: list[_Plan], to: Host, support: RecoverySupport | None,
               repository: BackupRepository | None, started: float, say: Progress) -> Recovery:
     """Define (or restore) each VM, then start them all at once (QEMU's start is most of
-    the time, and the host starts guests side by side), then leave the marks."""
+    the time, and the host starts guests side by side), leaving the marks meanwhile."""
     done: dict[str, RecoveryResult] = {}
 
     def give_up(plan: _Plan, reason: str) -> None:
@@ -210,15 +210,19 @@ def _bring_up(plans: list[_Plan], to: Host, support: RecoverySupport | None,
                 if not (m.plan.record is not None and m.plan.point is None and m.plan.record.template)]
     say(f"starting {len(to_start)} VM(s) on {to.uri}")
     starting = [(m, m.vm.start(wait=False, timeout=VM_TIMEOUT)) for m in to_start]
+    # the marks are written while the guests start (a VM that then fails to start loses
+    # its mark again); a mark without a running VM only keeps the old copy down: safe
+    host_id = _host_id(to)
+    notes = {m.plan.vm_id: _leave_mark(m.plan, to, support, host_id) for m in made}
     for item, task in starting:
         try:
             task.wait(VM_TIMEOUT + 60)
         except AnyvirtError as exc:
             give_up(item.plan, f"{exc}{_unmake(item, support)}")  # nothing half-made
-    host_id = _host_id(to)
     for item in made:
         if item.plan.vm_id not in done:
-            done[item.plan.vm_id] = _report(item, to, support, host_id, started, say)
+            say(f"{item.plan.vm_name}: running on {to.uri}")
+            done[item.plan.vm_id] = _report(item, notes[item.plan.vm_id], started)
     return Recovery([done[p.vm_id] for p in plans])
 
 
@@ -252,27 +256,30 @@ def _unmake(item: _Made, support: RecoverySupport | None) -> str:
     return ""
 
 
-def _report(item: _Made, to: Host, support: RecoverySupport | None, host_id: str, started: float,
-            say: Progress) -> RecoveryResult:
+def _leave_mark(plan: _Plan, to: Host, support: RecoverySupport | None, host_id: str) -> str:
+    """Leave the recovery mark where the failed host reads it; a warning when there is none."""
+    if support is None:
+        return ""
+    mark = RecoveryMark(vm_id=plan.vm_id, vm_name=plan.vm_name,
+                        failed_host_id=plan.record.host_id if plan.record else "",
+                        recovered_on=to.uri, recovered_host_id=host_id, at=now())
+    try:
+        if not support.write_recovery_mark(mark, plan.record):
+            return ("no recovery mark could be left where the failed host reads it: disable its "
+                    "autostart by hand before it returns")
+    except AnyvirtError as exc:
+        return f"the recovery mark could not be written ({exc})"
+    return ""
+
+
+def _report(item: _Made, note: str, started: float) -> RecoveryResult:
     plan = item.plan
     if plan.point is None:
         outcome, point, age = RecoveredFrom.SHARED_STORAGE, None, None
     else:
         outcome, point, age = RecoveredFrom.RESTORE_POINT, plan.point, now() - plan.point.created
-    warning = ""
-    if support is not None:
-        mark = RecoveryMark(vm_id=plan.vm_id, vm_name=plan.vm_name,
-                            failed_host_id=plan.record.host_id if plan.record else "",
-                            recovered_on=to.uri, recovered_host_id=host_id, at=now())
-        try:
-            if not support.write_recovery_mark(mark, plan.record):
-                warning = ("no recovery mark could be left where the failed host reads it: disable "
-                           "its autostart by hand before it returns")
-        except AnyvirtError as exc:
-            warning = f"the recovery mark could not be written ({exc})"
-    say(f"{plan.vm_name}: running on {to.uri}")
     return RecoveryResult(plan.vm_name, plan.vm_id, outcome, vm=item.vm, point=point, data_age=age,
-                          reason=warning, elapsed=time.monotonic() - started)
+                          reason=note, elapsed=time.monotonic() - started)
 
 
 def _host_id(host: Host) -> str:

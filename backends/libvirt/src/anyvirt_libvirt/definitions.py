@@ -122,6 +122,13 @@ def write_mark(site: Site, mark: RecoveryMark, record: DefinitionRecord | None) 
     return True
 
 
+def remove_mark(site: Site, record: DefinitionRecord) -> None:
+    """The mark of a recovery that did not finish goes again."""
+    store = site.store_of(record.disks[0]) if record.disks else None
+    if isinstance(store, storage.PoolStore):
+        _delete(site, store.name, record.vm_id + MARK_SUFFIX)
+
+
 def _put(site: Site, pool_name: str, vol_name: str, data: bytes) -> None:
     with site.link.call(f"write {vol_name}") as conn:
         pool = conn.storagePoolLookupByName(pool_name)

@@ -108,3 +108,4 @@ def undo(site: Site, record: DefinitionRecord) -> None:
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
     site.templates.note(record.vm_id, False)
     definitions.put_record(site, record)
+    definitions.remove_mark(site, record)
