@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import libvirt
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 RECORD_SUFFIX = ".definition.json"
 MARK_SUFFIX = ".recovered.json"
 _BLOCK = 4096
+#: parses a record or mark: (bytes, what it is for messages) -> the value
+Decoder = Callable[[bytes, str], object]
 _META_KEY = "anyvirt"
 
 
@@ -57,6 +59,8 @@ def remember(site: Site, vm_id: str) -> None:
             paths = disks_mod.writable_paths(disks_mod.parse_disks(xml, conn))
         if not paths:
             return  # no disk: nothing of it survives its host, nothing to record
+        if _stale(xml):
+            return  # a stale copy: the record beside its disks is the recovered VM's
         store = site.store_of(paths[0])
         if not isinstance(store, storage.PoolStore):
             return  # outside every pool: not anyvirt's storage
@@ -67,6 +71,8 @@ def remember(site: Site, vm_id: str) -> None:
         _put(site, store.name, vm_id + RECORD_SUFFIX, records.encode_record(record))
         if not _exists(site, vm_id):  # deleted meanwhile by another client: no orphan record
             _delete(site, store.name, vm_id + RECORD_SUFFIX)
+        else:
+            _drop_own_mark(site, store.name, vm_id)
     except (AnyvirtError, libvirt.libvirtError) as exc:
         log.warning("could not write the definition record of VM %s: %s", vm_id, exc)
 
@@ -101,14 +107,38 @@ def record_pool(site: Site, vm_id: str) -> str | None:
 
 
 def forget(site: Site, vm_id: str, pool_name: str | None) -> None:
-    """Remove the VM's record and mark (it was deleted through anyvirt)."""
+    """Remove what anyvirt kept of a VM deleted here: its record if it names this host (a
+    stale copy's record names the host that recovered it, and stays), its recovery mark
+    if this host is the failed one (the stale copy is gone)."""
     if pool_name is None:
         return
     try:
-        for suffix in (RECORD_SUFFIX, MARK_SUFFIX):
-            _delete(site, pool_name, vm_id + suffix)
+        record = _read_one(site, pool_name, vm_id + RECORD_SUFFIX, records.decode_record)
+        if isinstance(record, DefinitionRecord) and record.host_id == site.facts.node_id:
+            _delete(site, pool_name, vm_id + RECORD_SUFFIX)
+        _drop_own_mark(site, pool_name, vm_id)
     except (AnyvirtError, libvirt.libvirtError) as exc:
         log.warning("could not remove the definition record of VM %s: %s", vm_id, exc)
+
+
+def _drop_own_mark(site: Site, pool_name: str, vm_id: str) -> None:
+    """A mark saying this host failed goes once the VM is here through anyvirt again (moved
+    back) or its stale copy is deleted: it must not disarm a legitimate copy later."""
+    mark = _read_one(site, pool_name, vm_id + MARK_SUFFIX, records.decode_mark)
+    if isinstance(mark, RecoveryMark) and mark.failed_host_id == site.facts.node_id:
+        _delete(site, pool_name, vm_id + MARK_SUFFIX)
+
+
+def _read_one(site: Site, pool_name: str, vol_name: str, decode: Decoder) -> object | None:
+    with site.link.call(f"read {vol_name}") as conn:
+        vol = _volume(conn.storagePoolLookupByName(pool_name), vol_name)
+        if vol is None:
+            return None
+        try:
+            return decode(_download(conn, vol), vol_name)
+        except InvalidSpec as exc:
+            log.warning("ignoring %s: %s", vol_name, exc)
+            return None
 
 
 def write_mark(site: Site, mark: RecoveryMark, record: DefinitionRecord | None) -> bool:
@@ -180,7 +210,7 @@ def read_marks(site: Site, refresh: bool = True) -> list[RecoveryMark]:
             if isinstance(m, RecoveryMark)]
 
 
-def _read_all(site: Site, suffix: str, decode: object, refresh: bool) -> Iterator[object]:
+def _read_all(site: Site, suffix: str, decode: Decoder, refresh: bool) -> Iterator[object]:
     if not enabled(site):
         return
     with site.link.call("read recovery records") as conn:
@@ -197,7 +227,7 @@ def _read_all(site: Site, suffix: str, decode: object, refresh: bool) -> Iterato
                 seen.add(name)
                 what = f"{name} in pool {pool.name()!r}"
                 try:
-                    yield decode(_download(conn, vol), what)  # type: ignore[operator]
+                    yield decode(_download(conn, vol), what)
                 except (InvalidSpec, libvirt.libvirtError) as exc:
                     log.warning("skipping %s: %s", what, exc)
 
@@ -228,14 +258,13 @@ def disarm_stale_copies(site: Site) -> list[str]:
         return []
     disarmed = []
     with site.link.call("look for stale copies") as conn:
+        marked = {v.name().removesuffix(MARK_SUFFIX)
+                  for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+                  for v in pool.listAllVolumes(0) if v.name().endswith(MARK_SUFFIX)}
+        if not marked:
+            return []  # the usual case: one call per pool, no domain listed
         local = {d.UUIDString(): d for d in conn.listAllDomains(0)}
-        wanted = False
-        for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
-            if any(v.name().removesuffix(MARK_SUFFIX) in local for v in pool.listAllVolumes(0)
-                   if v.name().endswith(MARK_SUFFIX)):
-                wanted = True
-                break
-    if not wanted:
+    if not marked & set(local):
         return []
     for mark in read_marks(site, refresh=False):
         dom = local.get(mark.vm_id)
@@ -279,6 +308,11 @@ def _meta(dom: libvirt.virDomain, flags: int) -> ET.Element | None:
 
 def _name(xml: str) -> str:
     return ET.fromstring(xml).findtext("name") or ""  # noqa: S314 - from the daemon
+
+
+def _stale(xml: str) -> bool:
+    meta = ET.fromstring(xml).find(f"metadata/{{{NS}}}vm")  # noqa: S314 - from the daemon
+    return meta is not None and bool(meta.get("stale"))
 
 
 def _template(xml: str) -> bool:

@@ -18,7 +18,7 @@ import libvirt
 from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
-from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.errors import ConnectionFailed, InvalidSpec, InvalidState, NotFound
 from anyvirt.kit.changes import ChangeSource
 from anyvirt.model import (
     GIB,
@@ -382,6 +382,11 @@ class LibvirtDriver(Driver, RecoverySupport):
         return plans
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        if disks:
+            stale = self.vm_info(vm_id).extra.get("stale_copy")
+            if stale:
+                raise InvalidState(f"this VM is a {stale}: its disks are the recovered VM's. "
+                                   "Delete it with delete(disks=False)")
         pool = definitions.record_pool(self.site, vm_id)
         deletion.delete_vm(self.site, vm_id, disks, job)
         definitions.forget(self.site, vm_id, pool)
