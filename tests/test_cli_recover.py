@@ -1,65 +1,70 @@
-"""``anyvirt node recover``: confirmation, --fenced, --json, and the exit code, on memory://."""
+"""``anyvirt recover``: asks first, refuses a host that answers, reports per VM (text and JSON)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 import anyvirt
-from anyvirt import DiskSpec, PowerState, VMSpec, memory
+from anyvirt import memory
+from anyvirt.cli.commands_recover import as_dict, print_recovery
 from anyvirt.cli.exit_codes import ExitCode
 from anyvirt.cli.main import cli
+from anyvirt.recovery import RecoveredFrom, Recovery, RecoveryResult
+
+DEAD = "libvirt+qemu+unix:///system?socket=/nonexistent/anyvirt-dead-sock"
 
 
 @pytest.fixture
-def name() -> Iterator[str]:
-    chosen = f"clirecover-{uuid.uuid4().hex[:8]}"
-    yield chosen
-    memory.reset(chosen)
+def uri() -> Iterator[str]:
+    name = f"clirec-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{name}"
+    memory.reset(name)
 
 
-@pytest.fixture
-def host(name: str) -> Iterator[anyvirt.Host]:
-    with anyvirt.connect(f"memory://{name}") as connected:
-        connected.vms.create(VMSpec(name="web", cpus=1, memory_mib=256, node="node1")).start()
-        yield connected
+def run(*args: str, answer: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=answer)
 
 
-def run(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=stdin)
+def test_it_asks_first_and_a_no_changes_nothing(uri: str, tmp_path: Path) -> None:
+    result = run("recover", "--failed", DEAD, "--to", uri, "--from", str(tmp_path / "repo"), answer="n\n")
+    assert result.exit_code == 1 and "make sure it is down" in result.output
+    assert "aborted: nothing was changed" in result.output
+    assert not (tmp_path / "repo").exists()
 
 
-def test_a_node_that_answers_is_refused_with_the_cli_hint(name: str, host: anyvirt.Host) -> None:
-    result = run("node", "recover", f"memory://{name}", "node1", "--yes")
-    assert result.exit_code == ExitCode.CONFLICT
-    assert "`anyvirt node evacuate`" in result.output
+def test_a_failed_host_that_answers_is_a_conflict(uri: str) -> None:
+    with anyvirt.connect(uri):
+        result = run("recover", "--failed", uri.replace("clirec", "clirec-alive"), "--to", uri, "--yes")
+    assert result.exit_code == ExitCode.CONFLICT, result.output
+    assert "still answers" in result.stderr
 
 
-def test_unproven_failure_asks_for_fenced_and_a_no_changes_nothing(
-        name: str, host: anyvirt.Host) -> None:
-    memory.fail_node(name, "node1", proven=False)
-    refused = run("node", "recover", f"memory://{name}", "node1", "--yes")
-    assert refused.exit_code == ExitCode.CONFLICT and "--fenced" in refused.output
-    declined = run("node", "recover", f"memory://{name}", "node1", "--fenced", stdin="n\n")
-    assert "web (running)" in declined.output and "Recover them?" in declined.output
-    assert declined.exit_code != 0
-    assert host.vms.get("web").node == "node1"
+def test_nothing_known_is_not_found_in_json_too(uri: str, tmp_path: Path) -> None:
+    result = run("--json", "recover", "--failed", DEAD, "--to", uri, "--from", str(tmp_path / "repo"))
+    assert result.exit_code == ExitCode.NOT_FOUND, result.output
+    assert "nothing of" in result.output + result.stderr
 
 
-def test_json_reports_each_vm_and_exit_code_says_one_was_lost(name: str, host: anyvirt.Host) -> None:
-    host.vms.create(VMSpec(name="local", cpus=1, memory_mib=256, node="node1",
-                           disks=[DiskSpec(size_gib=1, storage="local")]))
-    memory.fail_node(name, "node1")
-    result = run("--json", "node", "recover", f"memory://{name}", "node1")
-    assert result.exit_code == ExitCode.FAILURE, result.output
-    report = json.loads(result.stdout)
-    by_name = {vm["name"]: vm for vm in report["vms"]}
-    assert by_name["web"]["outcome"] == "shared-storage"
-    assert by_name["web"]["node"] == "node2" and by_name["web"]["state"] == "running"
-    assert by_name["local"]["outcome"] == "not-recovered" and "local" in by_name["local"]["reason"]
-    assert report["elapsed"] >= 0
-    assert host.vms.get("web").state is PowerState.RUNNING
+def test_the_report_says_where_each_vm_came_from_and_what_was_lost(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    recovery = Recovery([
+        RecoveryResult("web1", "id-1", RecoveredFrom.SHARED_STORAGE, elapsed=1.5),
+        RecoveryResult("db1", "id-2", RecoveredFrom.RESTORE_POINT, data_age=dt.timedelta(hours=3),
+                       elapsed=4.0),
+        RecoveryResult("old", "id-3", RecoveredFrom.NOT_RECOVERED, reason="no restore point", elapsed=4.1),
+    ], elapsed=4.2)
+    body = json.loads(json.dumps(as_dict(recovery)))
+    assert body["elapsed_s"] == 4.2
+    assert [(v["name"], v["outcome"], v["data_age_s"]) for v in body["vms"]] == [
+        ("web1", "shared-storage", None), ("db1", "restore-point", 10800.0), ("old", "not-recovered", None)]
+    print_recovery(recovery)
+    shown = capsys.readouterr().out
+    assert "nothing lost" in shown and "3.0 h old" in shown and "no restore point" in shown
+    assert "2 of 3 VM(s) recovered in 4.2 s" in shown

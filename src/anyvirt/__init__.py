@@ -50,6 +50,7 @@ from anyvirt.model import (
     VMSummary,
 )
 from anyvirt.node import Node
+from anyvirt.recovery.standalone import recover
 from anyvirt.repository import BackupRepository
 from anyvirt.snapshot import Snapshot
 from anyvirt.tasks import Task, TaskState
@@ -107,4 +108,5 @@ __all__ = [
     "default_uri",
     "migrate",
     "plan_migration",
+    "recover",
 ]

@@ -16,43 +16,10 @@ from attrs import field, frozen
 
 from anyvirt import validation
 from anyvirt.errors import InvalidSpec
+from anyvirt.secret import Secret as Secret  # re-exported: the public name stays anyvirt.target.Secret
+from anyvirt.secret import as_secret as as_secret
 
 DEFAULT_CALL_TIMEOUT = 60.0
-
-
-class Secret:
-    """A string that will not show itself. Call ``reveal()`` at the one place it is sent."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a Secret cannot be pickled")
-
-
-def as_secret(value: Secret | str | None) -> Secret | None:
-    if value is None or isinstance(value, Secret):
-        return value
-    return Secret(str(value))
 
 
 def secret_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ revert is in ``test_audit_regressions``, on the guest that test boots anyway.)""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -163,7 +164,10 @@ def test_concurrent_create_delete_snapshot_clone_leave_no_orphans(host: Host) ->
     left = [vm for vm in host.vms.list() if vm.name.startswith("storm-")]
     used: set[str] = set()
     for vm in left:
-        for disk in vm.info().disks:
+        disks = vm.info().disks
+        if disks and disks[0].path:  # its definition record lives beside its first disk
+            used.add(os.path.join(os.path.dirname(disks[0].path), f"{vm.id}.definition.json"))
+        for disk in disks:
             used.add(disk.path or "")
             backing = disk.backing
             while backing:

@@ -17,6 +17,7 @@ from anyvirt.cli.console_session import interact, stdout_bytes
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import (
+    echo,
     escape_controls,
     jsonable,
     mib,
@@ -178,6 +179,9 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
             print_json(details if found is None else {**jsonable(details), "addresses": found})
             return
         node = node_names(host).get(details.node or "", details.node or "")
+        stale = details.extra.get("stale_copy")
+        if stale:  # another host runs the recovered VM: this copy must stay down
+            echo(f"warning: {details.name}: {stale}", err=True)
         print_table(
             f"VM {details.name}",
             ["field", "value"],

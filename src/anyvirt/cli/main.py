@@ -28,6 +28,7 @@ from anyvirt.cli import (
     commands_image,
     commands_move,
     commands_node,
+    commands_recover,
     commands_repo,
     commands_snapshot,
     commands_template,
@@ -193,6 +194,7 @@ cli.add_command(completion.completion)
 cli.add_command(commands_image.image)
 commands_move.register(cli)
 commands_repo.register(cli)
+commands_recover.register(cli)
 cli.add_command(commands_watch.events)
 
 

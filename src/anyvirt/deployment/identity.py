@@ -21,7 +21,7 @@ from attrs import field, frozen
 from anyvirt.deployment.cloudconfig import parse_user_data
 from anyvirt.deployment.hostnames import check_hostname, hostname_from_name
 from anyvirt.deployment.sshkeys import parse_ssh_key
-from anyvirt.target import Secret
+from anyvirt.secret import Secret
 from anyvirt.validation import invalid
 
 IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface

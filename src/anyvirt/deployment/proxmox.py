@@ -27,7 +27,7 @@ from attrs import field, frozen
 
 from anyvirt.deployment.documents import nic_networks
 from anyvirt.deployment.identity import ResolvedIdentity, Static
-from anyvirt.target import Secret
+from anyvirt.secret import Secret
 
 #: PVE takes a cipassword matching this as hashed already and hashes anything else
 #: (PVE::API2::Qemu, "same logic as in cloud-init"): a yescrypt ($y$) or $2b$ bcrypt hash

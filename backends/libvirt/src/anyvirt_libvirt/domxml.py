@@ -288,6 +288,10 @@ def parse_vm_info(
     log = console_log_path(root)
     if log:
         extra["console_log"] = log
+    meta = root.find(f"metadata/{{{NS}}}vm")
+    if meta is not None and meta.get("stale"):
+        # set on first contact after another host recovered this VM (anyvirt_libvirt.definitions)
+        extra["stale_copy"] = meta.get("stale")
     return VMInfo(
         id=root.findtext("uuid") or "",
         name=root.findtext("name") or "",

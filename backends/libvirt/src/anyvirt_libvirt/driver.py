@@ -19,7 +19,7 @@ import libvirt
 from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
-from anyvirt.errors import ConnectionFailed, InvalidSpec, NotFound
+from anyvirt.errors import ConnectionFailed, InvalidSpec, InvalidState, NotFound
 from anyvirt.kit.changes import ChangeSource
 from anyvirt.kit.console import ConsoleChannel
 from anyvirt.model import (
@@ -41,6 +41,8 @@ from anyvirt.model import (
     VMSpec,
     VMSummary,
 )
+from anyvirt.recovery.records import DefinitionRecord, RecoveryMark
+from anyvirt.recovery.spi import RecoverySupport
 from anyvirt.repository.sources import LiveDisk
 from anyvirt.target import Target
 from anyvirt.tasks import Job
@@ -49,6 +51,7 @@ from anyvirt_libvirt import (
     changes,
     cloning,
     console,
+    definitions,
     deletion,
     domxml,
     events,
@@ -56,6 +59,7 @@ from anyvirt_libvirt import (
     lifecycle,
     listing,
     migration,
+    recovering,
     seeds,
     snapshots,
     storage,
@@ -77,7 +81,7 @@ _NO_CHANGED_BLOCKS = ("changed blocks are read from the qcow2 files' bitmaps, wh
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 
 
-class LibvirtDriver(Driver):
+class LibvirtDriver(Driver, RecoverySupport):
     backend: ClassVar[str] = "libvirt"
     platform: ClassVar[str] = "KVM/QEMU (libvirt)"
     possible_capabilities: ClassVar[frozenset[Capability]] = ALL
@@ -108,8 +112,14 @@ class LibvirtDriver(Driver):
         self.watch_hints = events.LocalHints()
         self._lister = listing.Lister()  # remembers whether to ask for managed saves early
         if embed_root is None and has_storage:
-            link.after_reconnect = self.site.sweep_inflight
-            self.site.sweep_inflight()
+            link.after_reconnect = self._on_contact
+            self._on_contact()
+
+    def _on_contact(self) -> None:
+        """What a (re)connection cleans up: volumes of interrupted operations, and the
+        autostart of stale copies another host recovered while this one was dead."""
+        self.site.sweep_inflight()
+        definitions.disarm_stale_copies(self.site)
 
     @property
     def link(self) -> Link:
@@ -334,6 +344,7 @@ class LibvirtDriver(Driver):
                 dom = conn.defineXML(xml)
             for store, path in made:
                 store.settled(path)
+            definitions.remember(self.site, dom.UUIDString())
             return self.vm_summary(dom.UUIDString())
         except BaseException:
             storage.remove_made(made)
@@ -383,12 +394,20 @@ class LibvirtDriver(Driver):
         return plans
 
     def delete_vm(self, vm_id: str, disks: bool, job: Job) -> None:
+        if disks:
+            stale = self.vm_info(vm_id).extra.get("stale_copy")
+            if stale:
+                raise InvalidState(f"this VM is a {stale}: its disks are the recovered VM's. "
+                                   "Delete it with delete(disks=False)")
+        pool = definitions.record_pool(self.site, vm_id)
         deletion.delete_vm(self.site, vm_id, disks, job)
+        definitions.forget(self.site, vm_id, pool)
 
     # ------------------------------------------------------------ deployment
     def apply_identity(self, vm_id: str, identity: ResolvedIdentity, job: Job) -> None:
         with self.site.domain(vm_id, "write the VM's seed") as dom:
             seeds.apply_identity(self.site, dom, identity, job)
+        definitions.remember(self.site, vm_id)
 
     def read_identity(self, vm_id: str) -> dict[str, str] | None:
         with self.site.domain(vm_id, "read the VM's seed") as dom:
@@ -427,9 +446,11 @@ class LibvirtDriver(Driver):
         choices = self.facts.choices
         try:
             with self.site.domain(vm_id, "reconfigure VM") as dom:
-                return lifecycle.reconfigure(
+                changed = lifecycle.reconfigure(
                     dom, cpus, memory_mib, choices, live_capable=choices.domain_type != "test"
                 )
+            definitions.remember(self.site, vm_id)
+            return changed
         finally:
             self.watch_hints.touch(vm_id)  # libvirt sends no event for a config-only change
 
@@ -446,7 +467,9 @@ class LibvirtDriver(Driver):
             templates.set_mark(dom, on)
             self.templates.note(vm_id, on)
             self.watch_hints.touch(vm_id)  # nor for the mark in a stopped domain's metadata
-            return listing.summary_of(dom, self.facts.node_id)
+            summary = listing.summary_of(dom, self.facts.node_id)
+        definitions.remember(self.site, vm_id)
+        return summary
 
     # ------------------------------------------------------------ snapshots
     def list_snapshots(self, vm_id: str) -> list[SnapshotInfo]:
@@ -474,20 +497,26 @@ class LibvirtDriver(Driver):
     def clone_vm(
         self, vm_id: str, name: str, linked: bool, placement: Placement, job: Job
     ) -> VMSummary:
-        return cloning.clone(self.site, vm_id, [name], linked, job)[0]
+        return self.clone_vms(vm_id, [name], linked, placement, job)[0]
 
     def clone_vms(
         self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement, job: Job
     ) -> list[VMSummary]:
         """Bulk clones share one frozen copy where linked clones need one."""
-        return cloning.clone(self.site, vm_id, list(names), linked, job)
+        made = cloning.clone(self.site, vm_id, list(names), linked, job)
+        for clone in made:
+            definitions.remember(self.site, clone.id)
+        return made
 
     def clone_with_identity(
         self, vm_id: str, names: Sequence[str], linked: bool, placement: Placement,
         identities: Sequence[ResolvedIdentity], job: Job,
     ) -> list[VMSummary]:
         """Each clone's seed is written from the MACs chosen for it before its one define."""
-        return cloning.clone(self.site, vm_id, list(names), linked, job, list(identities))
+        made = cloning.clone(self.site, vm_id, list(names), linked, job, list(identities))
+        for clone in made:
+            definitions.remember(self.site, clone.id)
+        return made
 
     def migrate_vm(
         self,
@@ -499,7 +528,10 @@ class LibvirtDriver(Driver):
     ) -> MigrationResult:
         """To another libvirt daemon: one node per connection, so the gate sends a move
         only to another host, one this one reaches (:meth:`can_reach`)."""
-        return migration.migrate(self.site, vm_id, cast(LibvirtDriver, target).site, live, job)
+        arrival = cast(LibvirtDriver, target).site
+        result = migration.migrate(self.site, vm_id, arrival, live, job)
+        definitions.remember(arrival, result.vm_id)  # a shared pool: the record now names the arrival
+        return result
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self.site, vm_id, dest_dir, job)
@@ -521,6 +553,27 @@ class LibvirtDriver(Driver):
     def live_disks(self, vm_id: str, since: Mapping[str, str],
                    job: Job) -> AbstractContextManager[list[LiveDisk]]:
         return backupjob.live_disks(self.site, vm_id, since, job)
+    # ------------------------------------------------------------ recovery (RecoverySupport)
+    def definition_records(self) -> list[DefinitionRecord]:
+        return definitions.read_records(self.site)
+
+    def recovery_marks(self) -> list[RecoveryMark]:
+        return definitions.read_marks(self.site)
+
+    def unreadable_disks(self, record: DefinitionRecord) -> list[str]:
+        return recovering.unreadable_disks(self.site, record)
+
+    def locked_disks(self, paths: list[str]) -> dict[str, str] | None:
+        return recovering.locked_disks(self.site, paths)
+
+    def define_recovered(self, record: DefinitionRecord, job: Job) -> VMSummary:
+        return recovering.define(self.site, record, job)
+
+    def undo_recovered(self, record: DefinitionRecord) -> None:
+        recovering.undo(self.site, record)
+
+    def write_recovery_mark(self, mark: RecoveryMark, record: DefinitionRecord | None) -> bool:
+        return definitions.write_mark(self.site, mark, record)
 
 
 # ---------------------------------------------------------------- helpers
