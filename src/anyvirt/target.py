@@ -16,6 +16,7 @@ from attrs import field, frozen
 
 from anyvirt import validation
 from anyvirt.errors import InvalidSpec
+from anyvirt.model import Overcommit
 
 DEFAULT_CALL_TIMEOUT = 60.0
 
@@ -87,7 +88,7 @@ class Target:
     ``scheme`` is the whole URI scheme (``libvirt+qemu+ssh``); ``backend`` its
     first part (``libvirt``); ``transport`` the rest (``qemu+ssh``) or "".
     ``query`` holds the URI's options minus the ones anyvirt consumes itself
-    (``verify``, ``ca``, ``timeout``) and minus the secret-looking ones (``token_value=``),
+    (``verify``, ``ca``, ``timeout``, ``overcommit``) and minus the secret-looking ones (``token_value=``),
     which are in ``query_secrets`` as :class:`Secret`; so are those of ``options``.
     """
 
@@ -104,6 +105,9 @@ class Target:
     timeout: float = DEFAULT_CALL_TIMEOUT
     options: Mapping[str, Any] = field(factory=dict, converter=secret_options)
     query_secrets: Mapping[str, Secret] = field(factory=dict)
+    #: the caller's overcommit policy (keyword, ``?overcommit=``, profile, environment);
+    #: None: the backend's default, else anyvirt's
+    overcommit: Overcommit | None = None
 
     def option(self, key: str) -> Any:
         """A backend's own option: the keyword argument, else the URI's (a Secret if it
@@ -254,6 +258,8 @@ def consume_query(query: dict[str, str]) -> dict[str, Any]:
         out["verify"] = parse_bool(query.pop("verify"), "verify")
     if "ca" in query:
         out["ca"] = query.pop("ca")
+    if "overcommit" in query:
+        out["overcommit"] = query.pop("overcommit")
     if "timeout" in query:
         raw = query.pop("timeout")
         try:

@@ -34,6 +34,7 @@ class Settings:
     password_env: str | None = None
     insecure: bool = False
     call_timeout: float | None = None
+    overcommit: str | None = None  # the policy's text; anyvirt.connect parses it
     debug: bool = False
     json: bool = False
     output_format: str | None = None  # None: table on a terminal, plain elsewhere
@@ -61,6 +62,7 @@ class Settings:
             password=self.password(),
             verify=False if self.insecure else None,
             timeout=self.call_timeout,
+            overcommit=self.overcommit,
         )
         if changes and host.backend == "memory":
             _warnings.append(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import sys
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -205,6 +206,18 @@ def gib_bytes(value: int | None) -> str:
     return f"{value / 1024**3:.1f} GiB"
 
 
+def overcommit_text(info: HostInfo) -> str:
+    """The limit as numbers with where they come from, and which VMs count against it."""
+    policy = info.overcommit
+    if math.isinf(policy.cpu) and math.isinf(policy.memory):
+        return "none (overcommit unlimited)"
+    whose = ("every defined VM counts" if policy.counts == "defined"
+             else "powered-on VMs count, stopped ones do not")
+    return (f"{info.cpus * policy.cpu:g} vCPUs ({info.cpus} CPUs x {policy.cpu:g}), "
+            f"{mib(round(info.memory_mib * policy.memory))} of memory (x {policy.memory:g}); "
+            f"{whose} (--overcommit to change)")
+
+
 def print_host_info(info: HostInfo, uri: str) -> None:
     """Identity and capacity, then allocation, then storage: the order an operator reads it."""
     alloc = info.allocation
@@ -218,9 +231,11 @@ def print_host_info(info: HostInfo, uri: str) -> None:
         ("memory", mib(info.memory_mib)),
         ("free memory", mib(info.free_memory_mib)),
         ("VMs", f"{alloc.vms} ({alloc.running_vms} running)"),
-        ("vCPUs allocated", f"{alloc.vcpus} (ratio {alloc.cpu_ratio:g}, limit {info.overcommit.cpu:g})"),
-        ("memory allocated",
-         f"{mib(alloc.memory_mib)} (ratio {alloc.memory_ratio:g}, limit {info.overcommit.memory:g})"),
+        ("vCPUs allocated",
+         f"{alloc.vcpus} ({alloc.powered_on_vcpus} powered on; ratio {alloc.cpu_ratio:g} per CPU)"),
+        ("memory allocated", f"{mib(alloc.memory_mib)} ({mib(alloc.powered_on_memory_mib)} powered "
+                             f"on; ratio {alloc.memory_ratio:g})"),
+        ("overcommit limit", overcommit_text(info)),
         ("networks", ", ".join(info.networks) or "-"),
     ]
     table = Table(show_header=False, box=None)
