@@ -155,6 +155,31 @@ def check_options(target: Target, driver_cls: type[Driver]) -> None:
             )
 
 
+#: libvirt's own URI schemes (``qemu:///system``): anyvirt reaches them as ``libvirt+<scheme>``
+LIBVIRT_DRIVERS = frozenset({"qemu", "test", "xen", "lxc", "vbox", "bhyve", "ch", "vz",
+                             "openvz", "hyperv", "esx", "vpx", "libxl"})
+#: what else people type for a backend's scheme
+SCHEME_ALIASES = {"kvm": "libvirt+qemu", "pve": "proxmox", "vcenter": "vsphere",
+                  "vmware": "vsphere"}
+
+
+def _driver_for(target: Target) -> type[Driver]:
+    """The backend's driver; an unknown scheme that is another tool's name for one of ours
+    gets the URI to type instead."""
+    try:
+        return registry.driver_for(target.scheme)
+    except registry.UnknownBackend as unknown:
+        backend = target.scheme.split("+", 1)[0].lower()
+        if backend in LIBVIRT_DRIVERS:
+            fixed = f"libvirt+{target.scheme}"
+        elif backend in SCHEME_ALIASES:
+            fixed = SCHEME_ALIASES[backend] + target.scheme[len(backend):]
+        else:
+            raise
+        rest = target.safe_uri.split("://", 1)[1]
+        raise registry.UnknownBackend(f"{unknown}; did you mean {fixed}://{rest}?") from None
+
+
 def connect(
     uri: str | None = None,
     *,
@@ -195,7 +220,7 @@ def connect(
         held_uri, profile=profile, username=username, password=password, token=token,
         verify=verify, ca=ca, timeout=timeout, overcommit=overcommit, **options,
     )
-    driver_cls = registry.driver_for(target.scheme)
+    driver_cls = _driver_for(target)
     check_options(target, driver_cls)
     log.debug("connecting to %s", target.safe_uri)
     driver = driver_cls.open(target)

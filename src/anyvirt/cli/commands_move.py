@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import attrs
 import click
 
-from anyvirt.cli.commands_vm import TIMEOUT_TYPE
+from anyvirt.cli.commands_vm import TIMEOUT_TYPE, find_vm
 from anyvirt.cli.context import Settings, json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import (
     jsonable,
@@ -216,7 +216,7 @@ def plan_command(uri: str | None, vm: str, target_uri: str, name: str | None,
     URI is the source host; both connections use the same connection options.
     """
     with two_hosts(uri, target_uri, target_password_env) as (source, target):
-        planned = plan_migration(source.vms.get(vm), to=target, name=name, networks=networks)
+        planned = plan_migration(find_vm(source, vm), to=target, name=name, networks=networks)
         if json_mode(json_flag):
             print_json(plan_as_json(planned))
         else:
@@ -271,7 +271,7 @@ def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, sh
     """
     as_json = json_mode(json_flag)
     with two_hosts(uri, target_uri, target_password_env) as (source, target):
-        source_vm = source.vms.get(vm)
+        source_vm = find_vm(source, vm)
         planned = plan_migration(source_vm, to=target, name=name, networks=networks)
         if not (shutdown or snapshot):
             require_movable(source_vm)  # refuse before asking, not after
@@ -304,7 +304,7 @@ def backup_command(uri: str | None, vm: str, path: str, op_timeout: float, json_
     backend with `anyvirt restore`. PATH must not exist yet."""
     as_json = json_mode(json_flag)
     with settings().connect(uri) as host:
-        source = host.vms.get(vm)
+        source = find_vm(host, vm)
         with progress_bar(f"back up {source.name}", wanted(as_json)) as on_progress:
             archive = backup(source, path, timeout=op_timeout, on_progress=on_progress)
         size = archive.stat().st_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from anyvirt.cli.output import (
 from anyvirt.cli.waiting import Notice, wait_for
 from anyvirt.cli.wording import seen
 from anyvirt.deployment import Identity, User
-from anyvirt.errors import NotSupported, Timeout
+from anyvirt.errors import AmbiguousName, AnyvirtError, NotFound, NotSupported, Timeout
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec, MigrationResult, NicSpec, VMSpec
 from anyvirt.node import Node
@@ -46,10 +47,28 @@ def vm() -> None:
 
 
 def find_vm(host: Host, ref: str) -> VM:
-    """The VM by name or id; its id is remembered so that messages can say its name."""
-    found = host.vms.get(ref)
+    """The VM by name or id; its id is remembered so that messages can say its name.
+    A mistyped name gets the closest names there are, as a mistyped subcommand does."""
+    try:
+        found = host.vms.get(ref)
+    except AmbiguousName:
+        raise
+    except NotFound as missing:
+        close = _close_names(host, ref)
+        if not close:
+            raise
+        raise NotFound(f"{missing}; did you mean {' or '.join(map(repr, close))}?") from missing
     seen.remember(found.id, found.name)
     return found
+
+
+def _close_names(host: Host, ref: str) -> list[str]:
+    """Up to three VM names like ``ref`` (one more listing, only once a lookup failed)."""
+    try:
+        names = sorted({vm.name for vm in host.vms.list()})
+    except AnyvirtError:  # the suggestion is a courtesy: the NotFound stands without it
+        return []
+    return difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
 
 
 def node_names(host: Host) -> dict[str, str]:
