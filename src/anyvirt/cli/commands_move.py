@@ -22,6 +22,7 @@ import click
 from anyvirt.cli.commands_vm import TIMEOUT_TYPE, find_vm
 from anyvirt.cli.context import Settings, json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import (
+    human_bytes,
     jsonable,
     literal,
     mib,
@@ -127,18 +128,6 @@ def busy(message: str, enabled: bool) -> Iterator[None]:
 
 
 # -- plan --------------------------------------------------------------------------
-
-
-def human_bytes(value: int | None) -> str:
-    """Sizes as people read them: a 4 KiB test disk is not "0.0 GiB"."""
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 def plan_as_json(plan: MigrationPlan) -> dict[str, Any]:

@@ -10,21 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.text import Text
 
 from anyvirt.addresses import GuestAddress
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import (
     escape_controls,
+    human_bytes,
     jsonable,
     mib,
     print_json,
     print_table,
     say,
+    state_text,
     styled_state,
 )
-from anyvirt.cli.waiting import Notice, wait_for
+from anyvirt.cli.waiting import Notice, until_interrupted, wait_for
 from anyvirt.cli.wording import seen
 from anyvirt.deployment import Identity, User
 from anyvirt.errors import AmbiguousName, AnyvirtError, NotFound, NotSupported, Timeout
@@ -199,14 +200,14 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
             f"VM {details.name}",
             ["field", "value"],
             [("id", details.id),
-             ("state", Text.assemble(styled_state(details.state), f" ({details.raw_state})")),
+             ("state", state_text(details.state, details.raw_state)),
              ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", node),
              ("firmware", details.firmware.value), ("guest OS", details.guest_os),
              ("template", "yes" if details.template else "no"), ("description", details.description)],
         )
         if details.disks:
             print_table("disks", ["id", "size", "format", "bus", "storage", "path", "backing"],
-                        [(d.id, "?" if d.size_bytes is None else f"{d.size_bytes / 1024**3:.2f} GiB",
+                        [(d.id, human_bytes(d.size_bytes),
                           d.format, d.bus, d.storage, d.path, d.backing) for d in details.disks])
         if details.nics:
             print_table("NICs", ["id", "network", "model", "mac"],
@@ -453,7 +454,12 @@ def _print_console(log: Path, lines: int | None, follow: bool) -> None:
     if not follow:
         return
     offset = log.stat().st_size
-    while True:  # until Ctrl-C (exit 130: nothing on the platform was interrupted)
+    with until_interrupted():
+        _follow_log(log, offset)
+
+
+def _follow_log(log: Path, offset: int) -> None:
+    while True:  # until Ctrl-C
         time.sleep(0.5)
         size = log.stat().st_size
         if size > offset:
