@@ -9,15 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from anyvirt.addresses import GuestAddress
+from anyvirt.cli import fleet
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import (
     escape_controls,
     human_bytes,
     jsonable,
+    literal,
     mib,
     print_json,
     print_table,
@@ -30,7 +33,7 @@ from anyvirt.cli.wording import seen
 from anyvirt.deployment import Identity, User
 from anyvirt.errors import AmbiguousName, AnyvirtError, NotFound, NotSupported, Timeout
 from anyvirt.host import Host
-from anyvirt.model import Capability, DiskSpec, MigrationResult, NicSpec, VMSpec
+from anyvirt.model import Capability, DiskSpec, MigrationResult, NicSpec, VMInfo, VMSpec
 from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT, ProgressCallback, Task
 from anyvirt.vm import DEFAULT_STOP_TIMEOUT, VM
@@ -183,25 +186,69 @@ def delete(uri: str | None, vm: str, keep_disks: bool, op_timeout: float, json_f
 
 
 @vm.command()
-@with_uri("VM")
+@fleet.with_targets("VM")
 @json_option
-def show(uri: str | None, vm: str, json_flag: bool) -> None:
+def show(targets: list[str | None], vm: str, json_flag: bool) -> None:
     """Everything known about a VM: id, state, CPUs, memory, node, disks, NICs, and its
-    addresses where the connection reports them."""
-    with settings().connect(uri) as host:
-        target = find_vm(host, vm)
-        details = target.info()
-        found = (target.addresses() if host.supports(Capability.GUEST_ADDRESSES) else None)
-        if json_mode(json_flag):
-            print_json(details if found is None else {**jsonable(details), "addresses": found})
-            return
-        node = node_names(host).get(details.node or "", details.node or "")
+    addresses where the connection reports them.
+
+    Given several connections (URIs or profiles), the VM is looked for on each and shown
+    wherever it is, under its host (in JSON: a list, each with its "host")."""
+    as_json = json_mode(json_flag)
+    if len(targets) == 1:
+        with fleet.connect_word(settings(), targets[0]) as host:
+            shown = _shown(host, vm)
+        if as_json:
+            print_json(shown.as_json(with_host=False))
+        else:
+            shown.print()
+        return
+
+    def lookup(host: Host) -> ShownVM | None:
+        try:
+            return _shown(host, vm)
+        except AmbiguousName:
+            raise
+        except NotFound:
+            return None
+
+    reached = fleet.read_each(settings(), targets, lookup)
+    found = [r.result for r in reached if r.result is not None]
+    if as_json:
+        print_json([shown.as_json(with_host=True) for shown in found])
+    for shown in [] if as_json else found:
+        say("on ", literal(shown.host, "bold"))
+        shown.print()
+    if not found and all(r.error is None for r in reached):
+        raise NotFound(f"no VM with id or name {vm!r} on any of the {len(reached)} connections")
+    fleet.raise_failures(reached)
+
+
+@attrs.frozen
+class ShownVM:
+    """What ``vm show`` prints of one VM, read while connected."""
+
+    host: str
+    details: VMInfo
+    node: str
+    addresses: list[GuestAddress] | None
+
+    def as_json(self, with_host: bool) -> dict[str, Any]:
+        out: dict[str, Any] = jsonable(self.details)
+        if with_host:
+            out["host"] = self.host
+        if self.addresses is not None:
+            out["addresses"] = jsonable(self.addresses)
+        return out
+
+    def print(self) -> None:
+        details = self.details
         print_table(
             f"VM {details.name}",
             ["field", "value"],
             [("id", details.id),
              ("state", state_text(details.state, details.raw_state)),
-             ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", node),
+             ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", self.node),
              ("firmware", details.firmware.value), ("guest OS", details.guest_os),
              ("template", "yes" if details.template else "no"), ("description", details.description)],
         )
@@ -212,8 +259,16 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
         if details.nics:
             print_table("NICs", ["id", "network", "model", "mac"],
                         [(n.id, n.network, n.model, n.mac) for n in details.nics])
-        if found:
-            _print_addresses(found)
+        if self.addresses:
+            _print_addresses(self.addresses)
+
+
+def _shown(host: Host, ref: str) -> ShownVM:
+    target = find_vm(host, ref)
+    details = target.info()
+    found = target.addresses() if host.supports(Capability.GUEST_ADDRESSES) else None
+    node = node_names(host).get(details.node or "", details.node or "")
+    return ShownVM(host.uri, details, node, found)
 
 
 @vm.command()

@@ -157,7 +157,7 @@ def json_mode(json_flag: bool = False) -> bool:
     return json_flag or settings().json
 
 
-def _looks_like_uri(value: str) -> bool:
+def looks_like_uri(value: str) -> bool:
     return bool(URI_SHAPE.match(value))
 
 
@@ -170,10 +170,10 @@ def complete_vm_names(ctx: click.Context, param: click.Parameter, incomplete: st
     """
     from click.shell_completion import CompletionItem
 
-    if _looks_like_uri(incomplete):
+    if looks_like_uri(incomplete):
         return []
     typed = list((ctx.params.get("positionals") or {}).get("words", ()))
-    uri = typed[0] if typed and _looks_like_uri(typed[0]) else None
+    uri = typed[0] if typed and looks_like_uri(typed[0]) else None
     try:
         found = ctx.find_object(Settings) or Settings()
         with found.connect(uri) as host:
@@ -201,7 +201,7 @@ def with_uri(*names: str) -> Callable[[F], F]:
     def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
         if ctx.resilient_parsing:  # shell completion: the words typed so far, for complete_vm_names
             return {"words": values}
-        given_uri = bool(values and names) and _looks_like_uri(values[0]) and not names[0].endswith("URI")
+        given_uri = bool(values and names) and looks_like_uri(values[0]) and not names[0].endswith("URI")
         if len(values) == len(names) + 1:
             uri: str | None = values[0]
             rest = values[1:]
@@ -216,7 +216,7 @@ def with_uri(*names: str) -> Callable[[F], F]:
             # values are not echoed: the URI could carry a password
             raise click.UsageError(f"expected {metavar}, got {len(values)} arguments", ctx)
         for name, value in zip(names, rest, strict=True):
-            if _looks_like_uri(value) and not name.endswith("URI"):
+            if looks_like_uri(value) and not name.endswith("URI"):
                 raise click.UsageError(
                     f"missing argument {name}: a connection URI stands where {name} belongs "
                     f"(usage: {metavar})", ctx)

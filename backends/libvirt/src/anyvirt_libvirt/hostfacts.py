@@ -8,8 +8,13 @@ never from assumptions about the backend.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from pathlib import Path
 
 import libvirt
 from attrs import field, frozen
@@ -112,13 +117,41 @@ _NO_STORAGE_WHY = "this libvirtd has no active storage pool to hold new disks"
 ACCELERATORS = {"kvm": "kvm", "tcg": "qemu"}
 
 
+#: where an embedded root keeps its node id
+EMBED_NODE_ID_FILE = "anyvirt-node-id"
+
+
+def embedded_node_id(root: Path) -> str:
+    """The node id of the embedded QEMU at ``root``, the same in every process.
+
+    libvirt's embedded driver makes up a new host UUID each time it opens, so its own
+    would change with every command; the id is made once and kept in the root (the
+    embedded QEMU's VMs live there, so the root is what the node is)."""
+    path = root / EMBED_NODE_ID_FILE
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return str(uuid.UUID(path.read_text(encoding="ascii").strip()))
+    root.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(dir=root, prefix=".node-id-")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(f"{uuid.uuid4()}\n")
+        # a link is made whole or not at all: of two first processes, the first link wins
+        # and the other reads it, never a half-written file
+        with contextlib.suppress(FileExistsError):
+            os.link(scratch, path)
+    finally:
+        os.unlink(scratch)
+    return str(uuid.UUID(path.read_text(encoding="ascii").strip()))
+
+
 def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool,
-                    accel: str | None = None) -> HostFacts:
-    """The connection's facts; ``accel`` (a key of :data:`ACCELERATORS`) forces the domain type."""
+                    accel: str | None = None, node_id: str | None = None) -> HostFacts:
+    """The connection's facts; ``accel`` (a key of :data:`ACCELERATORS`) forces the domain type;
+    ``node_id`` replaces the daemon's host UUID where that is not stable (embedded)."""
     driver_type = conn.getType()
     hostname = conn.getHostname()
     caps = ET.fromstring(conn.getCapabilities())  # noqa: S314 - XML from the daemon
-    node_id = caps.findtext("host/uuid") or hostname
+    node_id = node_id or caps.findtext("host/uuid") or hostname
     choices = _choices(conn, caps, accel)
     reasons: dict[Capability, str] = {}
     if driver_type == "TEST":
