@@ -13,8 +13,10 @@ from anyvirt.cli import commands_watch, fleet, matrix
 from anyvirt.cli.commands_vm import node_names
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import (
+    echo,
     jsonable,
     mib,
+    output_format,
     print_host_info,
     print_json,
     print_table,
@@ -161,26 +163,33 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
     if all_backends:
         cols = matrix.columns()
         if json_mode(json_flag):
-            print_json({c.title: sorted(cap.value for cap in c.capabilities) for c in cols})
+            print_json({c.title: {"capabilities": sorted(cap.value for cap in c.capabilities),
+                                  "conditions": {cap.value: why for cap, why in c.conditions.items()}}
+                        for c in cols})
             return
         print_table(
-            "what each installed backend can offer",
+            "what each installed backend can offer (if [n]: only where note n holds)",
             ["capability", "Python name", *(c.title for c in cols)],
-            [(cap.value, matrix.python_name(cap), *(matrix.YES if f else matrix.NO for f in flags))
-             for cap, flags in matrix.rows(cols)],
+            [(cap.value, matrix.python_name(cap), *marks) for cap, marks in matrix.cells(cols)],
             listing=True,
         )
+        if output_format() not in ("names", "tsv"):
+            for note in matrix.notes(cols):
+                echo(note.text())
         return
     with settings().connect(uri) as host:
         caps = host.capabilities
+        why = {cap: host.why_not(cap) for cap in Capability if cap not in caps}
         if json_mode(json_flag):
-            print_json({"uri": host.uri, "backend": host.backend, "capabilities": caps})
+            print_json({"uri": host.uri, "backend": host.backend, "capabilities": caps,
+                        "why_not": {cap.value: reason for cap, reason in why.items()}})
             return
         print_table(
             f"capabilities of {host.uri}",
-            ["capability", "Python name", "supported", "meaning"],
+            ["capability", "Python name", "supported", "meaning", "why not"],
             [(cap.value, matrix.python_name(cap),
-              styled("yes", "green") if cap in caps else styled("no", "red"), matrix.describe(cap))
+              styled("yes", "green") if cap in caps else styled("no", "red"), matrix.describe(cap),
+              why.get(cap, ""))
              for cap in Capability],
             listing=True,
         )

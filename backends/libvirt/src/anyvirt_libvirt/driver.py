@@ -9,7 +9,7 @@ hands it (or the domain it looks up) over. No helper imports this module.
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -63,6 +63,7 @@ from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_
 from anyvirt_libvirt.hostfacts import (
     ACCELERATORS,
     ALL,
+    CONDITIONS,
     HostFacts,
     embedded_node_id,
     read_host_facts,
@@ -79,6 +80,7 @@ class LibvirtDriver(Driver):
     backend: ClassVar[str] = "libvirt"
     platform: ClassVar[str] = "KVM/QEMU (libvirt)"
     possible_capabilities: ClassVar[frozenset[Capability]] = ALL
+    capability_conditions: ClassVar[Mapping[Capability, str]] = CONDITIONS
     placement_options: ClassVar[frozenset[str]] = frozenset()
     #: libvirt refuses a second domain of one name on a connection (VIR_ERR_OPERATION_FAILED)
     vm_names_unique: ClassVar[bool] = True

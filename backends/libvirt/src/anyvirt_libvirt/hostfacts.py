@@ -111,6 +111,32 @@ _EMBEDDED_WHY = {
     Capability.IDENTITY_USER_DATA: _EMBEDDED_NO_POOL,
 }
 _NO_STORAGE_WHY = "this libvirtd has no active storage pool to hold new disks"
+#: what a libvirtd without an active storage pool cannot do (new disks need one)
+UNSTORED = frozenset({
+    Capability.VM_CREATE_FROM_IMAGE,
+    Capability.FULL_CLONE,
+    Capability.LINKED_CLONE,
+    Capability.LINKED_CLONE_OF_TEMPLATE,
+    Capability.CLONE_RUNNING,
+})
+
+
+def _conditions() -> dict[Capability, str]:
+    """Per capability a connection may lack, the connections that lack it (read off the
+    same sets ``read_host_facts`` uses, so the matrix cannot say otherwise)."""
+    out: dict[Capability, str] = {}
+    for capability in sorted(ALL, key=lambda c: c.value):
+        lacking = [where for where, has in (
+            ("the embedded QEMU (qemu:///embed, the default)", capability in EMBEDDED),
+            ("a libvirtd without an active storage pool", capability not in UNSTORED),
+            ("the test driver (libvirt+test://)", capability in TEST_DRIVER),
+        ) if not has]
+        if lacking:
+            out[capability] = "not on " + ", nor on ".join(lacking)
+    return out
+
+
+CONDITIONS = _conditions()
 
 
 #: ``?accel=`` of a libvirt URI -> the domain type it asks for
@@ -163,15 +189,8 @@ def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool,
     else:
         capabilities = ALL
     if not has_storage and not embedded:
-        unstored = {
-            Capability.VM_CREATE_FROM_IMAGE,
-            Capability.FULL_CLONE,
-            Capability.LINKED_CLONE,
-            Capability.LINKED_CLONE_OF_TEMPLATE,
-            Capability.CLONE_RUNNING,
-        }
-        capabilities = capabilities - unstored
-        reasons = {**dict.fromkeys(unstored, _NO_STORAGE_WHY), **reasons}
+        capabilities = capabilities - UNSTORED
+        reasons = {**dict.fromkeys(UNSTORED, _NO_STORAGE_WHY), **reasons}
     return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities), reasons)
 
 
