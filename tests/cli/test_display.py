@@ -7,13 +7,16 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -130,5 +133,42 @@ def test_ctrl_c_ends_a_following_command_quietly_with_130(words: list[str]) -> N
     time.sleep(2.0)  # connected and following
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "error" not in err and "Traceback" not in err, err
+
+
+def test_ctrl_c_ends_console_follow_quietly_with_130() -> None:
+    """On a real VM's console log (the embedded QEMU, in a process of its own: libvirt opens
+    the embedded driver once per process)."""
+    # a short root: QEMU's monitor socket lives under it, and socket paths are short
+    root = Path(tempfile.mkdtemp(prefix="av-follow-", dir="/tmp"))
+    script = textwrap.dedent(f"""
+        import sys
+        import anyvirt
+        from anyvirt.cli.main import main
+        uri = "libvirt+qemu:///embed?root={root}"
+        host = anyvirt.connect(uri)
+        vm = host.vms.create(anyvirt.VMSpec(name="follow-me", memory_mib=64))
+        try:
+            vm.start()
+            sys.stderr.write("ready\\n")
+            sys.stderr.flush()
+            main(["vm", "console", uri, "follow-me", "-f"])
+        finally:
+            vm.stop(force=True)
+            vm.delete()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first == "ready\n", first + proc.communicate(timeout=120)[1]
+        time.sleep(3.0)  # connected and following
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     assert proc.returncode == 130, err
     assert "error" not in err and "Traceback" not in err, err

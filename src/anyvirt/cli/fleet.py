@@ -15,10 +15,11 @@ from typing import Any, Generic, TypeVar
 import attrs
 import click
 
+from anyvirt import profiles
 from anyvirt.cli.context import Settings, complete_vm_names, looks_like_uri
 from anyvirt.cli.exit_codes import CliError, exit_code_for
 from anyvirt.connect import build_target
-from anyvirt.errors import AnyvirtError
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
 from anyvirt.host import Host
 
 T = TypeVar("T")
@@ -50,9 +51,15 @@ def label_of(word: str | None) -> str:
 
 
 def connect_word(found: Settings, word: str | None) -> Host:
-    """A URI connects to it; any other word names a profile (``anyvirt vms lab prod``)."""
+    """A URI connects to it; any other word names a profile (``anyvirt vms lab prod``).
+    A word that is neither is bad input (exit 2), as a malformed URI is."""
     if word is None or looks_like_uri(word):
         return found.connect(word)
+    try:
+        profiles.load_profile(word)
+    except NotFound as missing:
+        raise InvalidSpec(f"{word!r} is neither a connection URI (scheme://...) nor a profile: "
+                          f"{missing}") from None
     return attrs.evolve(found, profile=word).connect(None)
 
 
