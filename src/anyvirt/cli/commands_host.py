@@ -163,9 +163,9 @@ def capabilities(uri: str | None, all_backends: bool, json_flag: bool) -> None:
     if all_backends:
         cols = matrix.columns()
         if json_mode(json_flag):
-            print_json({c.title: {"capabilities": sorted(cap.value for cap in c.capabilities),
-                                  "conditions": {cap.value: why for cap, why in c.conditions.items()}}
-                        for c in cols})
+            # the shape scripts rely on: backend -> capabilities (the conditions are in the
+            # table; a connection's own answer is `capabilities URI --json`, with why_not)
+            print_json({c.title: sorted(cap.value for cap in c.capabilities) for c in cols})
             return
         print_table(
             "what each installed backend can offer (if [n]: only where note n holds)",
