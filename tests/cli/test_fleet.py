@@ -87,7 +87,9 @@ def test_vm_show_looks_on_every_connection(two: tuple[str, str]) -> None:
     assert shown.exit_code == 0, shown.output
     assert f"on {b}" in shown.stdout and vm.id in shown.stdout
     as_json = json.loads(run("vm", "show", a, b, "db1", "--json").stdout)
-    assert [(item["host"], item["id"]) for item in as_json] == [(b, vm.id)]
+    assert [(item["host"], item["id"], item["node_name"]) for item in as_json] == [(b, vm.id, "node1")]
+    alone = json.loads(run("vm", "show", b, "db1", "--json").stdout)  # one host: the same fields
+    assert (alone["host"], alone["node_name"]) == (b, "node1")
     nowhere = run("vm", "show", a, b, "nothere")
     assert nowhere.exit_code == 3 and "any of the 2 connections" in nowhere.output
 

@@ -71,9 +71,8 @@ def test_reconfigure_of_a_stopped_vm_counts_only_when_stopped_vms_do(name: str) 
 ])
 def test_the_text_form(name: str, text: str, expected: Overcommit) -> None:
     assert small_host(name, overcommit=text).overcommit == expected
-    assert anyvirt.Overcommit(**{  # its str() reads back
-        k: (float(v) if k != "counts" else v)
-        for k, v in (part.split("=") for part in str(expected).split(","))}) == expected
+    if expected != Overcommit.unlimited():  # its text reads back
+        assert small_host(name, overcommit=str(expected)).overcommit == expected
 
 
 @pytest.mark.parametrize("text", ["cpu=0", "cpu=many", "cpus=4", "counts=all", "8"])

@@ -199,7 +199,7 @@ def show(targets: list[str | None], vm: str, json_flag: bool) -> None:
         with fleet.connect_word(settings(), targets[0]) as host:
             shown = _shown(host, vm)
         if as_json:
-            print_json(shown.as_json(with_host=False))
+            print_json(shown.as_json())
         else:
             shown.print()
         return
@@ -215,7 +215,7 @@ def show(targets: list[str | None], vm: str, json_flag: bool) -> None:
     reached = fleet.read_each(settings(), targets, lookup)
     found = [r.result for r in reached if r.result is not None]
     if as_json:
-        print_json([shown.as_json(with_host=True) for shown in found])
+        print_json([shown.as_json() for shown in found])
     for shown in [] if as_json else found:
         say("on ", literal(shown.host, "bold"))
         shown.print()
@@ -233,10 +233,10 @@ class ShownVM:
     node: str
     addresses: list[GuestAddress] | None
 
-    def as_json(self, with_host: bool) -> dict[str, Any]:
-        out: dict[str, Any] = jsonable(self.details)
-        if with_host:
-            out["host"] = self.host
+    def as_json(self) -> dict[str, Any]:
+        """The VM's details, where it is (``host``) and its node's name."""
+        out: dict[str, Any] = {**jsonable(self.details), "host": self.host,
+                               "node_name": self.node or None}
         if self.addresses is not None:
             out["addresses"] = jsonable(self.addresses)
         return out
