@@ -98,6 +98,15 @@ class TourResult:
         return not self.reachable or not any(c.failed for c in self.cells.values())
 
 
+def warnings_named(warnings: Sequence[str]) -> str:
+    """A move's warnings by their codes ("1 warning: mac-changed"), not just a count: the
+    reader of the table must know what to check on the moved VM."""
+    if not warnings:
+        return "no warnings"
+    codes = ", ".join(str(warning).partition(":")[0] for warning in warnings)
+    return f"{len(warnings)} warning{'' if len(warnings) == 1 else 's'}: {codes}"
+
+
 def short(error: BaseException) -> str:
     """The whole message on one line: the table folds long cells, it never cuts them."""
     return " ".join(str(error).split()) or type(error).__name__
@@ -392,8 +401,7 @@ class Tour:
                 result = anyvirt.migrate(vm, to=elsewhere, name=f"tour-{self.tag}-moved",
                                          timeout=self.timeout)
                 elsewhere.vms.get(result.vm_id).delete()
-            count = len(result.warnings)
-            return f"to {elsewhere.backend}; {count} warning{'' if count == 1 else 's'}"
+            return f"to {elsewhere.backend}; {warnings_named(result.warnings)}"
 
         self.timed("move", move)
 

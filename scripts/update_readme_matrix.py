@@ -19,9 +19,13 @@ BLOCK = re.compile(r"(<!-- support-matrix:start -->\n).*?(<!-- support-matrix:en
 
 
 def matrix_table() -> str:
-    """The table rows only (the footnote about what was installed belongs to the docs build)."""
+    """The table rows and the conditions its "if [n]" cells point to (the footnote about
+    what was installed belongs to the docs build)."""
     lines = support_matrix_markdown(installed_drivers()).splitlines()
-    return "\n".join(line for line in lines if line.startswith("|"))
+    table = [line for line in lines if line.startswith("|")]
+    conditions = [line for line in lines if line.startswith("- [")]
+    return "\n".join([*table, "", "Where a cell says \"if [n]\", only where condition n holds:", "",
+                      *conditions])
 
 
 def render(text: str) -> str:

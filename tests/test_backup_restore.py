@@ -50,7 +50,7 @@ def test_restore_past_the_overcommit_limit_is_refused(tmp_path: Path) -> None:
         archive = big.vms.create(VMSpec(name="fat", cpus=1, memory_mib=4096)).backup(
             tmp_path / "fat.avbk")
         small = anyvirt.connect(f"memory://{name}?nodes=1&memory_mib=1024",
-                                overcommit=Overcommit(cpu=1.0, memory=1.0))
+                                overcommit=Overcommit(cpu=1.0, memory=1.0, counts="defined"))
         with pytest.raises(CapacityExceeded):
             small.restore(archive)
         assert small.vms.list() == []

@@ -138,7 +138,7 @@ def test_json_errors_are_one_object_on_stderr(env: dict[str, str], lv: str) -> N
     usage = run(env, "--json", "vm", "show")
     assert usage.code == 2
     assert usage.error() == {"type": "UsageError", "exit_code": 2,
-                             "message": "missing argument VM (usage: [URI] VM)"}
+                             "message": "missing argument VM (usage: [URI|PROFILE]... VM)"}
 
 
 def test_without_json_an_error_is_one_plain_line(env: dict[str, str], lv: str) -> None:

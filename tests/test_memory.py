@@ -41,7 +41,7 @@ def test_two_connections_see_one_host(name: str) -> None:
 def test_split_a_big_machine_safely(name: str) -> None:
     """30 cores and 64 GiB into small VMs, refusing past the overcommit limit."""
     host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=30&memory_mib=65536",
-                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+                           overcommit=Overcommit(cpu=1.0, memory=1.0, counts="defined"))
     for i in range(30):
         host.vms.create(VMSpec(name=f"small{i}", cpus=1, memory_mib=2048))
     info = host.info()
@@ -53,7 +53,7 @@ def test_split_a_big_machine_safely(name: str) -> None:
     assert len(host.vms.list()) == 30
     with pytest.raises(CapacityExceeded, match="memory"):
         host.vms.get("small0").reconfigure(memory_mib=8192)
-    host.overcommit = Overcommit(cpu=2.0, memory=1.0)
+    host.overcommit = Overcommit(cpu=2.0, memory=1.0, counts="defined")
     host.vms.create(VMSpec(name="now-fits", cpus=1, memory_mib=512))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import anyvirt
-from anyvirt import memory
+from anyvirt import DiskSpec, Firmware, VMSpec, memory
 
 TOUR_PATH = Path(__file__).resolve().parents[1] / "examples" / "tour.py"
 
@@ -209,3 +209,18 @@ def test_tour_passes_on_the_proxmox_testbed_and_names_what_it_cannot_do(proxmox_
     assert all(result["cells"][step]["detail"] for step in unsupported)  # each says what is missing
     assert {o for step, o in outcomes.items() if step not in unsupported} == {"ok"}, result["cells"]
     assert {"create", "start", "snapshot", "stop", "clone", "delete"} <= set(outcomes) - unsupported
+
+
+def test_the_move_cell_names_its_warnings(tour: ModuleType) -> None:
+    """The cell says which warnings, not "1 warning": the reader must know what to check."""
+    a, b = anyvirt.connect("memory://tour-warned-a"), anyvirt.connect("memory://tour-warned-b")
+    try:
+        vm = a.vms.create(VMSpec(name="warned", disks=[DiskSpec(size_gib=0.001)],
+                                 firmware=Firmware.EFI))
+        vm.snapshots.create("s1")
+        warnings = [str(w) for w in anyvirt.plan_migration(vm, to=b).warnings]
+        assert tour.warnings_named(warnings) == "2 warnings: efi-state-lost, snapshots-dropped"
+        assert tour.warnings_named([]) == "no warnings"
+    finally:
+        memory.reset("tour-warned-a")
+        memory.reset("tour-warned-b")

@@ -12,7 +12,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from anyvirt import profiles, registry
+from anyvirt import capacity, profiles, registry
 from anyvirt.errors import InvalidSpec
 from anyvirt.host import Host
 from anyvirt.model import Overcommit
@@ -80,6 +80,7 @@ def build_target(
     verify: bool | str | None = None,
     ca: str | None = None,
     timeout: float | None = None,
+    overcommit: Overcommit | str | None = None,
     **options: Any,
 ) -> Target:
     """Parse and merge everything into a :class:`Target` (no connection is made).
@@ -114,6 +115,7 @@ def build_target(
                         if explicit is None and from_uri is None and prof.get(name) is None
                         and env.get(name) is not None)
     verify_value = pick("verify", verify, own.get("verify"))
+    overcommit_value = pick("overcommit", overcommit, own.get("overcommit"))
     timeout_value = pick("timeout", timeout, own.get("timeout"))
     if timeout_value is not None:
         timeout_value = check_timeout(timeout_value)
@@ -133,13 +135,15 @@ def build_target(
         options=options,
         query_secrets=own["query_secrets"],
         ambient_credentials=ambient,
+        overcommit=None if overcommit_value is None
+        else capacity.parse_overcommit(overcommit_value, "overcommit"),
     )
 
 
 #: connect()'s own keyword arguments and anyvirt's own URI options, known for every backend
 CONNECT_KEYWORDS = frozenset({"profile", "username", "password", "token", "verify", "ca", "timeout",
                               "overcommit"})
-URI_OPTIONS = frozenset({"verify", "ca", "timeout", "password", "token"})
+URI_OPTIONS = frozenset({"verify", "ca", "timeout", "password", "token", "overcommit"})
 
 
 def check_credentials(target: Target, driver_cls: type[Driver]) -> None:
@@ -173,6 +177,31 @@ def check_options(target: Target, driver_cls: type[Driver]) -> None:
             )
 
 
+#: libvirt's own URI schemes (``qemu:///system``): anyvirt reaches them as ``libvirt+<scheme>``
+LIBVIRT_DRIVERS = frozenset({"qemu", "test", "xen", "lxc", "vbox", "bhyve", "ch", "vz",
+                             "openvz", "hyperv", "esx", "vpx", "libxl"})
+#: what else people type for a backend's scheme
+SCHEME_ALIASES = {"kvm": "libvirt+qemu", "pve": "proxmox", "vcenter": "vsphere",
+                  "vmware": "vsphere"}
+
+
+def _driver_for(target: Target) -> type[Driver]:
+    """The backend's driver; an unknown scheme that is another tool's name for one of ours
+    gets the URI to type instead."""
+    try:
+        return registry.driver_for(target.scheme)
+    except registry.UnknownBackend as unknown:
+        backend = target.scheme.split("+", 1)[0].lower()
+        if backend in LIBVIRT_DRIVERS:
+            fixed = f"libvirt+{target.scheme}"
+        elif backend in SCHEME_ALIASES:
+            fixed = SCHEME_ALIASES[backend] + target.scheme[len(backend):]
+        else:
+            raise
+        rest = target.safe_uri.split("://", 1)[1]
+        raise registry.UnknownBackend(f"{unknown}; did you mean {fixed}://{rest}?") from None
+
+
 def connect(
     uri: str | None = None,
     *,
@@ -183,7 +212,7 @@ def connect(
     verify: bool | str | None = None,
     ca: str | None = None,
     timeout: float | None = None,
-    overcommit: Overcommit | None = None,
+    overcommit: Overcommit | str | None = None,
     **options: Any,
 ) -> Host:
     """Connect to a virtualization platform and return its :class:`Host`.
@@ -193,6 +222,11 @@ def connect(
     ``virtualbox://``, ``memory://name``). With no URI: the profile's, then
     ``$ANYVIRT_URI``, then the local QEMU/KVM where the libvirt backend is
     installed, else ``memory://default``.
+
+    ``overcommit`` (an :class:`Overcommit` or its text, ``cpu=8,counts=defined``) may
+    also come from the URI (``?overcommit=``), the profile or ``$ANYVIRT_OVERCOMMIT``;
+    else the backend's default, else ``Overcommit()``: 4 vCPUs per CPU, no memory
+    overcommit, powered-on VMs count.
     """
     # first of all, before anything can fail: the plain texts become Secrets, so no frame of
     # ours keeps one for a traceback (pytest --showlocals, Sentry) to capture. The URI may
@@ -201,15 +235,16 @@ def connect(
     options = secret_options(options)
     held_uri = None if uri is None else Secret(uri)
     del uri
-    if overcommit is not None and not isinstance(overcommit, Overcommit):
-        raise InvalidSpec(f"overcommit must be an anyvirt.Overcommit, not {type(overcommit).__name__}")
+    if overcommit is not None and not isinstance(overcommit, Overcommit | str):
+        raise InvalidSpec(f"overcommit must be an anyvirt.Overcommit or its text, "
+                          f"not {type(overcommit).__name__}")
     target = build_target(
         held_uri, profile=profile, username=username, password=password, token=token,
-        verify=verify, ca=ca, timeout=timeout, **options,
+        verify=verify, ca=ca, timeout=timeout, overcommit=overcommit, **options,
     )
-    driver_cls = registry.driver_for(target.scheme)
+    driver_cls = _driver_for(target)
     check_options(target, driver_cls)
     check_credentials(target, driver_cls)
     log.debug("connecting to %s", target.safe_uri)
     driver = driver_cls.open(target)
-    return Host(driver, overcommit=overcommit or driver.default_overcommit() or Overcommit())
+    return Host(driver, overcommit=target.overcommit or driver.default_overcommit() or Overcommit())

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from anyvirt.errors import InvalidSpec, NotSupported
@@ -72,6 +72,10 @@ class Driver(abc.ABC):
     platform: ClassVar[str] = ""
     #: every capability this driver *can* offer (the support matrix is built from it)
     possible_capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: those of ``possible_capabilities`` a connection has only where a condition holds (a
+    #: version, a configuration, a tool installed here), each with the condition in words
+    #: ("Proxmox VE 8.2 or later"): the support matrix marks them with it
+    capability_conditions: ClassVar[Mapping[Capability, str]] = {}
     #: the platform refuses two VMs of one name, so a name lookup needs no second listing
     vm_names_unique: ClassVar[bool] = False
     #: hardware this platform can express, best first (cross-platform plans map onto it)

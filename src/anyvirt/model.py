@@ -431,22 +431,50 @@ class Allocation:
 
     vms: int = 0
     running_vms: int = 0
-    vcpus: int = 0
+    vcpus: int = 0  # of every defined VM
     memory_mib: int = 0
     cpu_ratio: float = 0.0  # vcpus / physical cpus
     memory_ratio: float = 0.0  # allocated memory / physical memory
+    #: of the powered-on VMs only (running or paused): what ``Overcommit(counts="powered-on")``
+    #: holds against the limit
+    powered_on_vcpus: int = 0
+    powered_on_memory_mib: int = 0
+
+
+#: which VMs count against the overcommit limit (``Overcommit.counts``)
+OVERCOMMIT_COUNTS = ("powered-on", "defined")
+
+
+def _a_counting_rule(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in OVERCOMMIT_COUNTS:
+        raise InvalidSpec(f"overcommit counts must be one of {', '.join(OVERCOMMIT_COUNTS)}, "
+                          f"not {value!r}")
 
 
 @frozen
 class Overcommit:
-    """How far allocation may exceed capacity before ``create`` refuses.
+    """How far allocation may exceed capacity before an operation is refused.
 
-    The defaults follow OpenStack Nova's current ones: 4 vCPUs per CPU, no
-    memory overcommit.
+    The ratios follow OpenStack Nova's defaults: 4 vCPUs per CPU, no memory
+    overcommit. ``counts`` says which VMs are held against them:
+
+    - ``"powered-on"`` (the default, as vSphere HA admission control): running and
+      paused VMs. A stopped VM holds nothing, so defining (creating, cloning,
+      restoring) is never refused; starting one is, where it would pass the limit.
+    - ``"defined"``: every VM but templates, as a stopped one may start at any time;
+      creating and cloning are refused too.
+
+    Its text form, for the URI (``?overcommit=``), profiles and the CLI
+    (``--overcommit``): ``cpu=8,memory=1.5,counts=defined``; keys left out keep
+    their defaults, ``unlimited`` means no limit.
     """
 
     cpu: float = field(default=4.0, validator=_optional_positive)
     memory: float = field(default=1.0, validator=_optional_positive)
+    counts: str = field(default="powered-on", validator=_a_counting_rule)
+
+    def __str__(self) -> str:
+        return f"cpu={self.cpu:g},memory={self.memory:g},counts={self.counts}"
 
     @classmethod
     def unlimited(cls) -> Overcommit:

@@ -65,6 +65,7 @@ from anyvirt.model import (
     ExportedDisk,
     MigrationResult,
     NodeInfo,
+    Overcommit,
     Placement,
     PowerAction,
     PowerState,
@@ -120,6 +121,9 @@ class Connection(Protocol):
 
     @property
     def capabilities(self) -> frozenset[Capability]: ...
+
+    @property
+    def overcommit(self) -> Overcommit: ...
 
     def require(self, capability: Capability, detail: str = "") -> None: ...
 
@@ -474,10 +478,11 @@ class Gate:
         if rule.reserve is None:
             return None
         demand: Demand = rule.reserve(case)
-        if demand.cpus <= 0 and demand.memory_mib <= 0:
-            return None
         where = target if demand.on_target and target is not None else self.host
-        return where.reserve_capacity(max(demand.cpus, 0), max(demand.memory_mib, 0))
+        cpus, memory_mib = demand.under(where.overcommit.counts)
+        if cpus <= 0 and memory_mib <= 0:
+            return None
+        return where.reserve_capacity(max(cpus, 0), max(memory_mib, 0))
 
     def _remove(self, vm_id: str) -> None:
         """Undo a create or clone that finished after its caller was told Timeout."""
@@ -821,7 +826,7 @@ class Gate:
             precondition(case)
         if rule.reserve is not None:
             demand = rule.reserve(case)
-            self.host.check_capacity(demand.cpus, demand.memory_mib)
+            self.host.check_capacity(*demand.under(self.host.overcommit.counts))
 
     # ------------------------------------------------------------ nodes
     def set_maintenance(self, node_id: str, node_name: str, on: bool,

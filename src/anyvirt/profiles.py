@@ -7,6 +7,7 @@ config dir (``~/.config/anyvirt/config.toml`` on Linux)::
     uri = "proxmox://root%40pam@pve1:8006"
     password_env = "PVE_PASSWORD"     # or: password = "..." (keep the file 0600)
     verify = false
+    overcommit = "cpu=8,counts=defined"   # or a table: overcommit = { cpu = 8 }
 
 A profile's ``password`` or ``token`` is read into a ``Secret`` at once.
 """
@@ -29,10 +30,11 @@ ENV_CONFIG = "ANYVIRT_CONFIG"
 ENV_USERNAME = "ANYVIRT_USERNAME"
 ENV_PASSWORD = "ANYVIRT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 ENV_TOKEN = "ANYVIRT_TOKEN"  # noqa: S105
+ENV_OVERCOMMIT = "ANYVIRT_OVERCOMMIT"
 
 _PROFILE_KEYS = {
     "uri", "username", "password", "password_env", "token", "token_env",
-    "verify", "ca", "timeout",
+    "verify", "ca", "timeout", "overcommit",
 }
 
 
@@ -72,11 +74,12 @@ def load_profile(name: str) -> dict[str, Any]:
 
 
 def from_environment() -> dict[str, str | Secret]:
-    """Credentials from ANYVIRT_USERNAME / ANYVIRT_PASSWORD / ANYVIRT_TOKEN; the password
-    and token as Secrets."""
+    """Credentials from ANYVIRT_USERNAME / ANYVIRT_PASSWORD / ANYVIRT_TOKEN (the password
+    and token as Secrets), and the overcommit policy from ANYVIRT_OVERCOMMIT."""
     out: dict[str, str | Secret] = {}
-    if os.environ.get(ENV_USERNAME):
-        out["username"] = os.environ[ENV_USERNAME]
+    for key, env in (("username", ENV_USERNAME), ("overcommit", ENV_OVERCOMMIT)):
+        if os.environ.get(env):
+            out[key] = os.environ[env]
     for key, env in (("password", ENV_PASSWORD), ("token", ENV_TOKEN)):
         if os.environ.get(env):
             out[key] = Secret(os.environ[env])

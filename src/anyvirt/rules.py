@@ -183,11 +183,24 @@ class Refinement:
 @frozen
 class Demand:
     """CPUs and memory to reserve against the overcommit limit (``on_target``: of the
-    connection a VM moves to)."""
+    connection a VM moves to), under each counting rule of ``Overcommit.counts``:
+    ``cpus`` and ``memory_mib`` are what the defined VMs grow by, ``powered_on`` what the
+    powered-on ones grow by (None: the same)."""
 
     cpus: int
     memory_mib: int
     on_target: bool = False
+    powered_on: tuple[int, int] | None = None
+
+    def under(self, counts: str) -> tuple[int, int]:
+        """The CPUs and memory this demands where ``counts`` is the rule."""
+        if counts == "defined" or self.powered_on is None:
+            return self.cpus, self.memory_mib
+        return self.powered_on
+
+
+#: a Demand's ``powered_on`` for what makes or changes only a stopped VM
+NOT_POWERED_ON = (0, 0)
 
 
 @frozen
@@ -852,42 +865,64 @@ IDENTITY_REFINEMENTS = (Refinement(Capability.IDENTITY, _with_identity),
 
 # -- reservations
 
+def _powered_on(state: PowerState | None) -> bool:
+    return state in (R, P)
+
+
 def _spec_size(case: Case) -> Demand:
-    """the spec's CPUs and memory"""
+    """the spec's CPUs and memory, where stopped VMs count (a new VM is stopped)"""
     spec: VMSpec = case.args["spec"]
-    return Demand(spec.cpus, spec.memory_mib)
+    return Demand(spec.cpus, spec.memory_mib, powered_on=NOT_POWERED_ON)
 
 
 def _clone_size(case: Case) -> Demand:
-    """the source's CPUs and memory per clone, read under the hold"""
+    """the source's CPUs and memory per clone, read under the hold, where stopped VMs
+    count (a clone is stopped)"""
     n = len(case.new_names)
-    return Demand(case.vm.cpus * n, case.vm.memory_mib * n)
+    return Demand(case.vm.cpus * n, case.vm.memory_mib * n, powered_on=NOT_POWERED_ON)
 
 
 def _added(case: Case) -> Demand:
-    """the CPUs and memory added"""
+    """the CPUs and memory added (where only powered-on VMs count: if it is powered on)"""
     cpus, memory = case.args.get("cpus"), case.args.get("memory_mib")
-    return Demand((cpus - case.vm.cpus) if cpus is not None else 0,
-                  (memory - case.vm.memory_mib) if memory is not None else 0)
+    added = ((cpus - case.vm.cpus) if cpus is not None else 0,
+             (memory - case.vm.memory_mib) if memory is not None else 0)
+    return Demand(*added, powered_on=None if _powered_on(case.vm.state) else NOT_POWERED_ON)
 
 
 def _brought_back(case: Case) -> Demand:
-    """the CPUs and memory the snapshot brings back beyond the VM's"""
+    """the CPUs and memory the snapshot brings back beyond the VM's (where only powered-on
+    VMs count: what the revert powers on beyond what was)"""
     info: SnapshotInfo = case.args["snapshot"]
-    return Demand((info.cpus - case.vm.cpus) if info.cpus is not None else 0,
-                  (info.memory_mib - case.vm.memory_mib) if info.memory_mib is not None else 0)
+    vm = case.vm
+    cpus = info.cpus if info.cpus is not None else vm.cpus
+    memory = info.memory_mib if info.memory_mib is not None else vm.memory_mib
+    was_on = _powered_on(vm.state)
+    is_on = _powered_on(info.vm_state) if info.vm_state is not None else was_on
+    powered_on = (cpus * is_on - vm.cpus * was_on, memory * is_on - vm.memory_mib * was_on)
+    return Demand(cpus - vm.cpus, memory - vm.memory_mib, powered_on=powered_on)
 
 
 def _moved_size(case: Case) -> Demand:
-    """on another host: the VM's CPUs and memory there"""
+    """on another host: the VM's CPUs and memory there (where only powered-on VMs count:
+    if it is powered on)"""
     if not case.other_host:
         return Demand(0, 0)
-    return Demand(case.vm.cpus, case.vm.memory_mib, on_target=True)
+    return Demand(case.vm.cpus, case.vm.memory_mib, on_target=True,
+                  powered_on=None if _powered_on(case.vm.state) else NOT_POWERED_ON)
 
 
 def _archived_size(case: Case) -> Demand:
-    """the archived CPUs and memory"""
-    return Demand(case.args["cpus"], case.args["memory_mib"])
+    """the archived CPUs and memory, where stopped VMs count (a restored VM is stopped)"""
+    return Demand(case.args["cpus"], case.args["memory_mib"], powered_on=NOT_POWERED_ON)
+
+
+def _powered_on_size(case: Case) -> Demand:
+    """where only powered-on VMs count: the VM's CPUs and memory, if it was not powered on"""
+    vm = case.vm
+    if case.args["action"] is not PowerAction.START or _powered_on(vm.state):
+        return Demand(0, 0)
+    return Demand(0, 0, powered_on=(vm.cpus, vm.memory_mib))
 
 
 # -- the power verbs
@@ -905,8 +940,11 @@ def _power_state(case: Case) -> None:
 
 
 def _power_rule(action: PowerAction, call: str) -> Rule:
+    # start, and resume (which starts a suspended VM), power a VM on
+    powers_on = action in (PowerAction.START, PowerAction.RESUME)
     return Rule(call, ACTION_CAPABILITY[action], ALLOWED_FROM[action], "refused", "the VM",
                 settle=_resume_suspended_starts, state_check=_power_state,
+                reserve=_powered_on_size if powers_on else None,
                 template_hint="clone it to get a VM that runs")
 
 

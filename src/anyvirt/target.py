@@ -16,6 +16,7 @@ from attrs import field, frozen
 
 from anyvirt import validation
 from anyvirt.errors import InvalidSpec
+from anyvirt.model import Overcommit
 from anyvirt.secret import Secret as Secret  # re-exported: the public name stays anyvirt.target.Secret
 from anyvirt.secret import as_secret as as_secret
 
@@ -54,7 +55,7 @@ class Target:
     ``scheme`` is the whole URI scheme (``libvirt+qemu+ssh``); ``backend`` its
     first part (``libvirt``); ``transport`` the rest (``qemu+ssh``) or "".
     ``query`` holds the URI's options minus the ones anyvirt consumes itself
-    (``verify``, ``ca``, ``timeout``) and minus the secret-looking ones (``token_value=``),
+    (``verify``, ``ca``, ``timeout``, ``overcommit``) and minus the secret-looking ones (``token_value=``),
     which are in ``query_secrets`` as :class:`Secret`; so are those of ``options``.
     """
 
@@ -74,6 +75,9 @@ class Target:
     #: the credentials (``password``, ``token``) only the ``ANYVIRT_*`` environment gave: set
     #: for every connection of the process, not asked for this one
     ambient_credentials: frozenset[str] = frozenset()
+    #: the caller's overcommit policy (keyword, ``?overcommit=``, profile, environment);
+    #: None: the backend's default, else anyvirt's
+    overcommit: Overcommit | None = None
 
     def option(self, key: str) -> Any:
         """A backend's own option: the keyword argument, else the URI's (a Secret if it
@@ -224,6 +228,8 @@ def consume_query(query: dict[str, str]) -> dict[str, Any]:
         out["verify"] = parse_bool(query.pop("verify"), "verify")
     if "ca" in query:
         out["ca"] = query.pop("ca")
+    if "overcommit" in query:
+        out["overcommit"] = query.pop("overcommit")
     if "timeout" in query:
         raw = query.pop("timeout")
         try:

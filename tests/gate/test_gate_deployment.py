@@ -106,7 +106,7 @@ def test_bulk_clone_runs_at_most_k_at_once_each_its_own_identity(name: str) -> N
 
 def test_bulk_clone_reserves_all_before_the_first_copy(name: str) -> None:
     host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=8&memory_mib=4096",
-                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+                           overcommit=Overcommit(cpu=1.0, memory=1.0, counts="defined"))
     tmpl = host.vms.create(VMSpec(name="tmpl", cpus=1, memory_mib=1024))
     tmpl.clone("ok", count=3, concurrency=2, identity=IDENT)  # 4 GiB in all: fits
     with recording(host) as calls, pytest.raises(CapacityExceeded):

@@ -54,7 +54,7 @@ def test_every_operation_of_the_issue_has_a_rule() -> None:
 def test_twenty_threads_never_pass_the_overcommit_limit(name: str) -> None:
     # 4 CPUs x 1.0 and 1 GiB: a handful of 1-2 vCPU, 128 MiB VMs fill it at once
     host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=4&memory_mib=1024&latency=0.01",
-                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+                           overcommit=Overcommit(cpu=1.0, memory=1.0, counts="defined"))
     report = mixed_operations(host, lambda n: VMSpec(name=n, cpus=1, memory_mib=128),
                               threads=20, seconds=3.0)
     assert report.unexpected == []
@@ -68,7 +68,7 @@ def test_twenty_threads_never_pass_the_overcommit_limit(name: str) -> None:
 
 def test_revert_that_would_pass_the_limit_is_refused(name: str) -> None:
     host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=4&memory_mib=4096",
-                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+                           overcommit=Overcommit(cpu=1.0, memory=1.0, counts="defined"))
     vm = host.vms.create(VMSpec(name="big", cpus=3))
     snap = vm.snapshots.create("three")
     vm.reconfigure(cpus=1)
@@ -226,7 +226,7 @@ def _toy(vm: anyvirt.VM, *, wait: bool = True, timeout: float | None = 30.0) -> 
 
 def test_a_new_row_gets_the_whole_gate(name: str) -> None:
     host = anyvirt.connect(f"memory://{name}?nodes=1&cpus=4&latency=0.5",
-                           overcommit=Overcommit(cpu=1.0, memory=1.0))
+                           overcommit=Overcommit(cpu=1.0, memory=1.0, counts="defined"))
     vm = host.vms.create(VMSpec(name="toy", cpus=1))
     with recording(host) as calls, pytest.raises(InvalidState, match="stopped"):
         _toy(vm)  # the row's states

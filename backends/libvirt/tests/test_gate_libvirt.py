@@ -49,7 +49,7 @@ def test_twenty_threads_never_pass_the_overcommit_limit(host: Host) -> None:
     room_cpus, room_mib = 6, 6 * 32
     limited = anyvirt.connect(host.uri, overcommit=Overcommit(
         cpu=(base.allocation.vcpus + room_cpus) / base.cpus,
-        memory=(base.allocation.memory_mib + room_mib) / base.memory_mib))
+        memory=(base.allocation.memory_mib + room_mib) / base.memory_mib, counts="defined"))
     try:
         report = mixed_operations(
             limited, lambda n: VMSpec(name=n, cpus=1, memory_mib=32), threads=20, seconds=8.0,

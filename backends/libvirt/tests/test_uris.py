@@ -86,7 +86,8 @@ def test_test_driver_creates_despite_its_fictional_capacity() -> None:
         assert host.vms.get("fits-anyway").id == vm.id
         assert host.info().allocation.memory_ratio > 1
         vm.delete()
-    with anyvirt.connect("libvirt+test:///default", overcommit=anyvirt.Overcommit()) as strict, \
+    strict_policy = anyvirt.Overcommit(counts="defined")
+    with anyvirt.connect("libvirt+test:///default", overcommit=strict_policy) as strict, \
             pytest.raises(anyvirt.CapacityExceeded):
         strict.vms.create(anyvirt.VMSpec(name="refused", memory_mib=2048))
 

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 import attrs
 import click
 
-from anyvirt.cli.commands_vm import TIMEOUT_TYPE
+from anyvirt.cli.commands_vm import TIMEOUT_TYPE, find_vm
 from anyvirt.cli.context import Settings, json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import (
+    human_bytes,
     jsonable,
     literal,
     mib,
@@ -130,18 +131,6 @@ def busy(message: str, enabled: bool) -> Iterator[None]:
 # -- plan --------------------------------------------------------------------------
 
 
-def human_bytes(value: int | None) -> str:
-    """Sizes as people read them: a 4 KiB test disk is not "0.0 GiB"."""
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
 def plan_as_json(plan: MigrationPlan) -> dict[str, Any]:
     """The plan for scripts. Disks are named by their source disk id: the spec's image
     paths are placeholders until the export writes the real files."""
@@ -217,7 +206,7 @@ def plan_command(uri: str | None, vm: str, target_uri: str, name: str | None,
     URI is the source host; both connections use the same connection options.
     """
     with two_hosts(uri, target_uri, target_password_env) as (source, target):
-        planned = plan_migration(source.vms.get(vm), to=target, name=name, networks=networks)
+        planned = plan_migration(find_vm(source, vm), to=target, name=name, networks=networks)
         if json_mode(json_flag):
             print_json(plan_as_json(planned))
         else:
@@ -272,7 +261,7 @@ def move_command(uri: str | None, vm: str, target_uri: str, name: str | None, sh
     """
     as_json = json_mode(json_flag)
     with two_hosts(uri, target_uri, target_password_env) as (source, target):
-        source_vm = source.vms.get(vm)
+        source_vm = find_vm(source, vm)
         planned = plan_migration(source_vm, to=target, name=name, networks=networks)
         if not (shutdown or snapshot):
             require_movable(source_vm)  # refuse before asking, not after
@@ -301,7 +290,7 @@ def backup_archive(uri: str | None, vm: str, path: str, *, shutdown: bool, snaps
     """``anyvirt backup VM PATH``: the VM as a portable archive (the command is in
     ``commands_repo``, beside its repository form)."""
     with settings().connect(uri) as host:
-        source = host.vms.get(vm)
+        source = find_vm(host, vm)
         with progress_bar(f"back up {source.name}", wanted(as_json)) as on_progress:
             archive = backup(source, path, shutdown=shutdown, snapshot=snapshot,
                              timeout=op_timeout, on_progress=on_progress)

@@ -28,14 +28,21 @@ import click
 from anyvirt.cli.commands_move import (
     backup_archive,
     busy,
-    human_bytes,
     network_map_option,
     restore_archive,
     timeout_option,
 )
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
-from anyvirt.cli.output import jsonable, print_json, print_table, say, styled, styled_state
+from anyvirt.cli.output import (
+    human_bytes,
+    jsonable,
+    print_json,
+    print_table,
+    say,
+    styled,
+    styled_state,
+)
 from anyvirt.cli.progress import progress_bar, wanted
 from anyvirt.repository import BackupRepository, PassphraseNeeded, RestorePoint, retention
 from anyvirt.target import Secret

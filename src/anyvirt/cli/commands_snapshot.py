@@ -6,6 +6,7 @@ import click
 from rich.text import Text
 from rich.tree import Tree
 
+from anyvirt.cli.commands_vm import find_vm
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import literal, print_json, say, stdout_console, styled, styled_state
 from anyvirt.snapshot import Snapshot
@@ -30,7 +31,7 @@ def create(uri: str | None, vm: str, name: str, memory: bool, description: str, 
            json_flag: bool) -> None:
     """Snapshot a VM."""
     with settings().connect(uri) as host:
-        target = host.vms.get(vm)
+        target = find_vm(host, vm)
         made: Snapshot = target.snapshots.create(name, description=description, memory=memory,
                                                  timeout=op_timeout)
         if json_mode(json_flag):
@@ -58,7 +59,7 @@ def _label(snap: Snapshot) -> Text:
 def list_(uri: str | None, vm: str, json_flag: bool) -> None:
     """Show a VM's snapshots as a tree, the current one marked."""
     with settings().connect(uri) as host:
-        target = host.vms.get(vm)
+        target = find_vm(host, vm)
         snaps = target.snapshots.list()  # parents before children
         if json_mode(json_flag):
             print_json([s.info for s in snaps])
@@ -83,7 +84,7 @@ def list_(uri: str | None, vm: str, json_flag: bool) -> None:
 def revert(uri: str | None, vm: str, name: str, op_timeout: float, json_flag: bool) -> None:
     """Return a VM to a snapshot."""
     with settings().connect(uri) as host:
-        target = host.vms.get(vm)
+        target = find_vm(host, vm)
         snap = target.snapshots.get(name)
         snap.revert(timeout=op_timeout)
         if json_mode(json_flag):
@@ -101,7 +102,7 @@ def revert(uri: str | None, vm: str, name: str, op_timeout: float, json_flag: bo
 def delete(uri: str | None, vm: str, name: str, children: bool, op_timeout: float, json_flag: bool) -> None:
     """Delete a snapshot (its children move to its parent, unless --children deletes them too)."""
     with settings().connect(uri) as host:
-        target = host.vms.get(vm)
+        target = find_vm(host, vm)
         snap = target.snapshots.get(name)
         snap.delete(children=children, timeout=op_timeout)
         if json_mode(json_flag):

@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
-from rich.text import Text
 
 from anyvirt.addresses import GuestAddress
+from anyvirt.cli import fleet
 from anyvirt.cli.console_session import interact, stdout_bytes
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import (
     echo,
     escape_controls,
+    human_bytes,
     jsonable,
+    literal,
     mib,
     print_json,
     print_table,
     say,
+    state_text,
     styled_state,
 )
-from anyvirt.cli.waiting import Notice, wait_for
+from anyvirt.cli.waiting import Notice, until_interrupted, wait_for
 from anyvirt.cli.wording import seen
 from anyvirt.deployment import Identity, User
-from anyvirt.errors import NotSupported, Timeout
+from anyvirt.errors import AmbiguousName, AnyvirtError, NotFound, NotSupported, Timeout
 from anyvirt.host import Host
-from anyvirt.model import Capability, DiskSpec, MigrationResult, NicSpec, VMSpec
+from anyvirt.model import Capability, DiskSpec, MigrationResult, NicSpec, VMInfo, VMSpec
 from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT, ProgressCallback, Task
 from anyvirt.vm import DEFAULT_STOP_TIMEOUT, VM
@@ -49,10 +54,28 @@ def vm() -> None:
 
 
 def find_vm(host: Host, ref: str) -> VM:
-    """The VM by name or id; its id is remembered so that messages can say its name."""
-    found = host.vms.get(ref)
+    """The VM by name or id; its id is remembered so that messages can say its name.
+    A mistyped name gets the closest names there are, as a mistyped subcommand does."""
+    try:
+        found = host.vms.get(ref)
+    except AmbiguousName:
+        raise
+    except NotFound as missing:
+        close = _close_names(host, ref)
+        if not close:
+            raise
+        raise NotFound(f"{missing}; did you mean {' or '.join(map(repr, close))}?") from missing
     seen.remember(found.id, found.name)
     return found
+
+
+def _close_names(host: Host, ref: str) -> list[str]:
+    """Up to three VM names like ``ref`` (one more listing, only once a lookup failed)."""
+    try:
+        names = sorted({vm.name for vm in host.vms.list()})
+    except AnyvirtError:  # the suggestion is a courtesy: the NotFound stands without it
+        return []
+    return difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
 
 
 def node_names(host: Host) -> dict[str, str]:
@@ -166,19 +189,63 @@ def delete(uri: str | None, vm: str, keep_disks: bool, op_timeout: float, json_f
 
 
 @vm.command()
-@with_uri("VM")
+@fleet.with_targets("VM")
 @json_option
-def show(uri: str | None, vm: str, json_flag: bool) -> None:
+def show(targets: list[str | None], vm: str, json_flag: bool) -> None:
     """Everything known about a VM: id, state, CPUs, memory, node, disks, NICs, and its
-    addresses where the connection reports them."""
-    with settings().connect(uri) as host:
-        target = find_vm(host, vm)
-        details = target.info()
-        found = (target.addresses() if host.supports(Capability.GUEST_ADDRESSES) else None)
-        if json_mode(json_flag):
-            print_json(details if found is None else {**jsonable(details), "addresses": found})
-            return
-        node = node_names(host).get(details.node or "", details.node or "")
+    addresses where the connection reports them.
+
+    Given several connections (URIs or profiles), the VM is looked for on each and shown
+    wherever it is, under its host (in JSON: a list, each with its "host")."""
+    as_json = json_mode(json_flag)
+    if len(targets) == 1:
+        with fleet.connect_word(settings(), targets[0]) as host:
+            shown = _shown(host, vm)
+        if as_json:
+            print_json(shown.as_json())
+        else:
+            shown.print()
+        return
+
+    def lookup(host: Host) -> ShownVM | None:
+        try:
+            return _shown(host, vm)
+        except AmbiguousName:
+            raise
+        except NotFound:
+            return None
+
+    reached = fleet.read_each(settings(), targets, lookup)
+    found = [r.result for r in reached if r.result is not None]
+    if as_json:
+        print_json([shown.as_json() for shown in found])
+    for shown in [] if as_json else found:
+        say("on ", literal(shown.host, "bold"))
+        shown.print()
+    if not found and all(r.error is None for r in reached):
+        raise NotFound(f"no VM with id or name {vm!r} on any of the {len(reached)} connections")
+    fleet.raise_failures(reached)
+
+
+@attrs.frozen
+class ShownVM:
+    """What ``vm show`` prints of one VM, read while connected."""
+
+    host: str
+    details: VMInfo
+    node: str
+    addresses: list[GuestAddress] | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The VM's details, where it is (``host``) and its node's name."""
+        out: dict[str, Any] = {**jsonable(self.details), "host": self.host,
+                               "node_name": self.node or None}
+        if self.addresses is not None:
+            out["addresses"] = jsonable(self.addresses)
+        return out
+
+    def print(self) -> None:
+        details = self.details
         stale = details.extra.get("stale_copy")
         if stale:  # another host runs the recovered VM: this copy must stay down
             echo(f"warning: {details.name}: {stale}", err=True)
@@ -186,20 +253,28 @@ def show(uri: str | None, vm: str, json_flag: bool) -> None:
             f"VM {details.name}",
             ["field", "value"],
             [("id", details.id),
-             ("state", Text.assemble(styled_state(details.state), f" ({details.raw_state})")),
-             ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", node),
+             ("state", state_text(details.state, details.raw_state)),
+             ("cpus", details.cpus), ("memory", mib(details.memory_mib)), ("node", self.node),
              ("firmware", details.firmware.value), ("guest OS", details.guest_os),
              ("template", "yes" if details.template else "no"), ("description", details.description)],
         )
         if details.disks:
             print_table("disks", ["id", "size", "format", "bus", "storage", "path", "backing"],
-                        [(d.id, "?" if d.size_bytes is None else f"{d.size_bytes / 1024**3:.2f} GiB",
+                        [(d.id, human_bytes(d.size_bytes),
                           d.format, d.bus, d.storage, d.path, d.backing) for d in details.disks])
         if details.nics:
             print_table("NICs", ["id", "network", "model", "mac"],
                         [(n.id, n.network, n.model, n.mac) for n in details.nics])
-        if found:
-            _print_addresses(found)
+        if self.addresses:
+            _print_addresses(self.addresses)
+
+
+def _shown(host: Host, ref: str) -> ShownVM:
+    target = find_vm(host, ref)
+    details = target.info()
+    found = target.addresses() if host.supports(Capability.GUEST_ADDRESSES) else None
+    node = node_names(host).get(details.node or "", details.node or "")
+    return ShownVM(host.uri, details, node, found)
 
 
 @vm.command()
@@ -458,7 +533,12 @@ def _print_console(log: Path, lines: int | None, follow: bool) -> None:
     if not follow:
         return
     offset = log.stat().st_size
-    while True:  # until Ctrl-C (exit 130: nothing on the platform was interrupted)
+    with until_interrupted():
+        _follow_log(log, offset)
+
+
+def _follow_log(log: Path, offset: int) -> None:
+    while True:  # until Ctrl-C
         time.sleep(0.5)
         size = log.stat().st_size
         if size > offset:

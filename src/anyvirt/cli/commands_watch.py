@@ -18,6 +18,7 @@ from rich.table import Table
 
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.output import escape_controls, jsonable, mib, stdout_console, styled_state
+from anyvirt.cli.waiting import until_interrupted
 from anyvirt.host import Host
 from anyvirt.model import VMSummary
 from anyvirt.watch import VMChange
@@ -66,7 +67,7 @@ def events(uri: str | None, initial: bool, interval: float | None, count: int | 
            json_flag: bool) -> None:
     """Print each change to the host's VMs as it happens (added, removed, changed); with
     --json one JSON object per line. Runs until Ctrl-C or --count changes."""
-    with settings().connect(uri) as host:
+    with settings().connect(uri) as host, until_interrupted():
         follow(host, _printer(json_mode(json_flag)), initial=initial, interval=interval,
                count=count)
 
@@ -97,10 +98,11 @@ def watch_table(host: Host, names: dict[str, str], *, interval: float | None,
     """``vms --watch``: the table redrawn in place on a terminal, else a line (or with
     ``--json`` a JSON object) per change."""
     if as_json or not sys.stdout.isatty():
-        follow(host, _printer(as_json), initial=False, interval=interval, count=count)
+        with until_interrupted():
+            follow(host, _printer(as_json), initial=False, interval=interval, count=count)
         return
     title = f"VMs on {host.uri} (watching; Ctrl-C to stop)"
-    with host.vms.watch(interval=interval) as changes:
+    with until_interrupted(), host.vms.watch(interval=interval) as changes:
         current = {vm.id: vm.summary for vm in changes.current()}
         with Live(_table(title, current, names), console=stdout_console(),
                   auto_refresh=False) as live:

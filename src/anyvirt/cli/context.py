@@ -34,6 +34,7 @@ class Settings:
     password_env: str | None = None
     insecure: bool = False
     call_timeout: float | None = None
+    overcommit: str | None = None  # the policy's text; anyvirt.connect parses it
     debug: bool = False
     json: bool = False
     output_format: str | None = None  # None: table on a terminal, plain elsewhere
@@ -61,6 +62,7 @@ class Settings:
             password=self.password(),
             verify=False if self.insecure else None,
             timeout=self.call_timeout,
+            overcommit=self.overcommit,
         )
         if changes and host.backend == "memory":
             _warnings.append(
@@ -155,7 +157,7 @@ def json_mode(json_flag: bool = False) -> bool:
     return json_flag or settings().json
 
 
-def _looks_like_uri(value: str) -> bool:
+def looks_like_uri(value: str) -> bool:
     return bool(URI_SHAPE.match(value))
 
 
@@ -168,10 +170,10 @@ def complete_vm_names(ctx: click.Context, param: click.Parameter, incomplete: st
     """
     from click.shell_completion import CompletionItem
 
-    if _looks_like_uri(incomplete):
+    if looks_like_uri(incomplete):
         return []
     typed = list((ctx.params.get("positionals") or {}).get("words", ()))
-    uri = typed[0] if typed and _looks_like_uri(typed[0]) else None
+    uri = typed[0] if typed and looks_like_uri(typed[0]) else None
     try:
         found = ctx.find_object(Settings) or Settings()
         with found.connect(uri) as host:
@@ -201,7 +203,7 @@ def with_uri(*names: str, optional: int = 0) -> Callable[[F], F]:
     def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
         if ctx.resilient_parsing:  # shell completion: the words typed so far, for complete_vm_names
             return {"words": values}
-        given_uri = bool(values and names) and _looks_like_uri(values[0]) and not names[0].endswith("URI")
+        given_uri = bool(values and names) and looks_like_uri(values[0]) and not names[0].endswith("URI")
         required = len(names) - optional
         uri: str | None
         rest: tuple[str | None, ...]
@@ -223,7 +225,7 @@ def with_uri(*names: str, optional: int = 0) -> Callable[[F], F]:
             # values are not echoed: the URI could carry a password
             raise click.UsageError(f"expected {metavar}, got {len(values)} arguments", ctx)
         for name, value in zip(names, rest, strict=True):
-            if value is not None and _looks_like_uri(value) and not name.endswith("URI"):
+            if value is not None and looks_like_uri(value) and not name.endswith("URI"):
                 raise click.UsageError(
                     f"missing argument {name}: a connection URI stands where {name} belongs "
                     f"(usage: {metavar})", ctx)

@@ -156,6 +156,10 @@ def _traceback_if_debug(ctx: click.Context) -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (verify=false).")
 @click.option("--timeout", "call_timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Timeout of each network call to the platform.")
+@click.option("--overcommit", metavar="POLICY", envvar="ANYVIRT_OVERCOMMIT",
+              help="How far allocation may pass capacity, and which VMs count: e.g. "
+                   "cpu=8,memory=1.5,counts=defined, or unlimited (default cpu=4,memory=1,"
+                   "counts=powered-on: stopped VMs hold nothing).")
 @click.option("--json", "json_flag", is_flag=True, help="JSON output for every command (errors too).")
 @click.option("--format", "output_format", type=click.Choice(FORMATS),
               help="Output of every command: table (default on a terminal), plain (default in a "
@@ -163,8 +167,8 @@ def _traceback_if_debug(ctx: click.Context) -> None:
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, profile: str | None, username: str | None, password_env: str | None,
-        insecure: bool, call_timeout: float | None, json_flag: bool, output_format: str | None,
-        debug: bool) -> None:
+        insecure: bool, call_timeout: float | None, overcommit: str | None, json_flag: bool,
+        output_format: str | None, debug: bool) -> None:
     """One command for virtual machines on libvirt/KVM, vSphere, Proxmox, VirtualBox and memory://.
 
     Every command takes the connection URI first (e.g. libvirt+qemu:///system,
@@ -175,7 +179,7 @@ def cli(ctx: click.Context, profile: str | None, username: str | None, password_
     """
     ctx.obj = context.activate(Settings(
         profile=profile, username=username, password_env=password_env, insecure=insecure,
-        call_timeout=call_timeout, debug=debug, json=json_flag,
+        call_timeout=call_timeout, overcommit=overcommit, debug=debug, json=json_flag,
         output_format=output_format or ("json" if json_flag else None),
     ))
     if output_format == "json":

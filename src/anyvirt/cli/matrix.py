@@ -7,7 +7,7 @@ code. A backend column lists every scheme served by the same driver class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -71,19 +71,58 @@ def python_name(capability: Capability) -> str:
 
 YES = "yes"
 NO = "-"
+#: a cell offered only where a condition holds, with the condition's note number
+IF = "if [{}]"
 
 
 @attrs.frozen
 class Column:
-    """One backend in the matrix: its schemes and what its driver can offer."""
+    """One backend in the matrix: its schemes, what its driver can offer, and which of it
+    only where a condition holds (a version, a configuration)."""
 
     schemes: tuple[str, ...]
     platform: str
     capabilities: frozenset[Capability]
+    conditions: Mapping[Capability, str] = attrs.field(factory=dict)
 
     @property
     def title(self) -> str:
         return " / ".join(self.schemes)
+
+
+@attrs.frozen
+class Note:
+    """A condition under the matrix: ``[number] backend: capabilities: condition``."""
+
+    number: int
+    column: str
+    capabilities: tuple[Capability, ...]
+    condition: str
+
+    def text(self, code: Callable[[str], str] = str) -> str:
+        caps = ", ".join(code(cap.value) for cap in self.capabilities)
+        return f"[{self.number}] {code(self.column)}: {caps}: {self.condition}"
+
+
+def notes(cols: list[Column]) -> list[Note]:
+    """The conditions, numbered in reading order, one note per backend and condition."""
+    found: list[Note] = []
+    for col in cols:
+        by_condition: dict[str, list[Capability]] = {}
+        for cap in Capability:
+            if cap in col.capabilities and cap in col.conditions:
+                by_condition.setdefault(col.conditions[cap], []).append(cap)
+        for condition, caps in by_condition.items():
+            found.append(Note(len(found) + 1, col.title, tuple(caps), condition))
+    return found
+
+
+def cells(cols: list[Column]) -> list[tuple[Capability, list[str]]]:
+    """Per capability, per column: yes, no, or "if [n]" with note n's condition."""
+    numbers = {(note.column, cap): note.number for note in notes(cols) for cap in note.capabilities}
+    return [(cap, [IF.format(numbers[col.title, cap]) if (col.title, cap) in numbers
+                   else YES if cap in col.capabilities else NO for col in cols])
+            for cap in Capability]
 
 
 def columns(drivers: Mapping[str, type[Driver]] | None = None) -> list[Column]:
@@ -94,7 +133,8 @@ def columns(drivers: Mapping[str, type[Driver]] | None = None) -> list[Column]:
         by_class.setdefault(found[scheme], []).append(scheme)
     return [
         Column(schemes=tuple(schemes), platform=cls.platform or cls.backend or schemes[0],
-               capabilities=frozenset(cls.possible_capabilities))
+               capabilities=frozenset(cls.possible_capabilities),
+               conditions=dict(cls.capability_conditions))
         for cls, schemes in by_class.items()
     ]
 
@@ -110,8 +150,9 @@ def _md_cell(text: str) -> str:
 def support_matrix_markdown(drivers: Mapping[str, type[Driver]] | None = None) -> str:
     """The support matrix as a Markdown table: a row per capability, a column per backend.
 
-    It says what each driver *can* offer; a given connection may offer less
-    (``host.capabilities`` tells, e.g. ESXi without vCenter cannot migrate).
+    It says what each driver *can* offer: "yes" on every connection, "if [n]" only where
+    note n's condition holds (a version, a configuration: ESXi without vCenter cannot
+    migrate). ``host.capabilities`` tells for a connection, ``host.why_not`` why not.
     """
     cols = columns(drivers)
     header = ["capability", "Python name", "meaning", *(f"`{c.title}`" for c in cols)]
@@ -119,9 +160,12 @@ def support_matrix_markdown(drivers: Mapping[str, type[Driver]] | None = None) -
         "| " + " | ".join(header) + " |",
         "| " + " | ".join(["---", "---", "---", *([":---:"] * len(cols))]) + " |",
     ]
-    for cap, flags in rows(cols):
-        cells = [f"`{cap.value}`", f"`{python_name(cap)}`", _md_cell(describe(cap)),
-                 *(YES if f else NO for f in flags)]
-        lines.append("| " + " | ".join(cells) + " |")
+    for cap, marks in cells(cols):
+        row = [f"`{cap.value}`", f"`{python_name(cap)}`", _md_cell(describe(cap)), *marks]
+        lines.append("| " + " | ".join(row) + " |")
+    conditions = "\n".join(f"- {note.text(lambda t: f'`{t}`')}" for note in notes(cols))
     platforms = "\n".join(f"- `{c.title}`: {_md_cell(c.platform)}" for c in cols)
-    return "\n".join(lines) + "\n\nBackends installed when this was built:\n\n" + platforms + "\n"
+    return ("\n".join(lines)
+            + "\n\nWhere a cell says \"if\", a connection has it only where the condition "
+              "holds (`anyvirt capabilities URI` and `host.why_not(capability)` tell):\n\n"
+            + conditions + "\n\nBackends installed when this was built:\n\n" + platforms + "\n")

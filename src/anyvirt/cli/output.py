@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import sys
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,7 +168,8 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     table = Table(show_lines=False, box=None if plain else box.HEAVY_HEAD, pad_edge=not plain,
                   header_style="" if plain else "bold")
     for column in columns:
-        table.add_column(column)
+        # folded, never cut with an ellipsis: a path or id is no use with its end missing
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(cell) for cell in row))
     if plain:  # no trailing blanks for `cut`/`awk` to trip over
@@ -199,10 +201,38 @@ def mib(value: int | None) -> str:
     return f"{value / 1024:.1f} GiB" if value >= 1024 else f"{value} MiB"
 
 
-def gib_bytes(value: int | None) -> str:
+def human_bytes(value: int | None) -> str:
+    """Sizes as people read them: a 1 MiB test disk is not "0.00 GiB"."""
     if value is None:
         return "?"
-    return f"{value / 1024**3:.1f} GiB"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def state_text(state: PowerState, raw: str) -> Text:
+    """The state, then the platform's own word where it adds something: "running (booted)"
+    for libvirt's "running (booted)", not "running (running (booted))"."""
+    if raw == state.value or not raw:
+        return styled_state(state)
+    if raw.startswith(f"{state.value} "):
+        return Text.assemble(styled_state(state), escape_controls(raw[len(state.value):]))
+    return Text.assemble(styled_state(state), f" ({escape_controls(raw)})")
+
+
+def overcommit_text(info: HostInfo) -> str:
+    """The limit as numbers with where they come from, and which VMs count against it."""
+    policy = info.overcommit
+    if math.isinf(policy.cpu) and math.isinf(policy.memory):
+        return "none (overcommit unlimited)"
+    whose = ("every defined VM counts" if policy.counts == "defined"
+             else "powered-on VMs count, stopped ones do not")
+    return (f"{info.cpus * policy.cpu:g} vCPUs ({info.cpus} CPUs x {policy.cpu:g}), "
+            f"{mib(round(info.memory_mib * policy.memory))} of memory (x {policy.memory:g}); "
+            f"{whose} (--overcommit to change)")
 
 
 def print_host_info(info: HostInfo, uri: str) -> None:
@@ -218,9 +248,11 @@ def print_host_info(info: HostInfo, uri: str) -> None:
         ("memory", mib(info.memory_mib)),
         ("free memory", mib(info.free_memory_mib)),
         ("VMs", f"{alloc.vms} ({alloc.running_vms} running)"),
-        ("vCPUs allocated", f"{alloc.vcpus} (ratio {alloc.cpu_ratio:g}, limit {info.overcommit.cpu:g})"),
-        ("memory allocated",
-         f"{mib(alloc.memory_mib)} (ratio {alloc.memory_ratio:g}, limit {info.overcommit.memory:g})"),
+        ("vCPUs allocated",
+         f"{alloc.vcpus} ({alloc.powered_on_vcpus} powered on; ratio {alloc.cpu_ratio:g} per CPU)"),
+        ("memory allocated", f"{mib(alloc.memory_mib)} ({mib(alloc.powered_on_memory_mib)} powered "
+                             f"on; ratio {alloc.memory_ratio:g})"),
+        ("overcommit limit", overcommit_text(info)),
         ("networks", ", ".join(info.networks) or "-"),
     ]
     table = Table(show_header=False, box=None)
@@ -235,8 +267,8 @@ def print_host_info(info: HostInfo, uri: str) -> None:
             "storage",
             ["name", "type", "node", "capacity", "allocated", "available", "active"],
             [
-                (s.name, s.type, s.node or "shared", gib_bytes(s.capacity_bytes),
-                 gib_bytes(s.allocated_bytes), gib_bytes(s.available_bytes), "yes" if s.active else "no")
+                (s.name, s.type, s.node or "shared", human_bytes(s.capacity_bytes),
+                 human_bytes(s.allocated_bytes), human_bytes(s.available_bytes), "yes" if s.active else "no")
                 for s in info.storage
             ],
         )

@@ -13,12 +13,25 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from anyvirt.cli.output import escape_controls, stderr_console
+from anyvirt.cli.output import echo, escape_controls, stderr_console
 from anyvirt.tasks import ProgressCallback, Task
+
+#: the bar being drawn, if any: a line said meanwhile goes above it (``say_above``)
+_drawing: list[Progress] = []
 
 
 def wanted(json_mode: bool) -> bool:
     return not json_mode and sys.stderr.isatty()
+
+
+def say_above(text: str) -> None:
+    """A line on stderr that keeps to its own line: above the bar while one is drawn (written
+    straight to the terminal, it would land on the bar's line and be redrawn over)."""
+    if _drawing:
+        _drawing[-1].console.print(escape_controls(text), markup=False, highlight=False,
+                                   soft_wrap=True)
+    else:
+        echo(text, err=True)
 
 
 @contextmanager
@@ -37,6 +50,7 @@ def progress_bar(description: str, enabled: bool) -> Iterator[ProgressCallback |
         transient=True,
     )
     with bar:
+        _drawing.append(bar)
         # no total until the platform reports a percentage: a pulsing bar, not a stuck 0%
         row = bar.add_task(escape_controls(description), total=None)
 
@@ -47,4 +61,7 @@ def progress_bar(description: str, enabled: bool) -> Iterator[ProgressCallback |
                 bar.update(row, total=100.0, completed=task.progress,
                            description=escape_controls(task.message or description))
 
-        yield update
+        try:
+            yield update
+        finally:
+            _drawing.remove(bar)

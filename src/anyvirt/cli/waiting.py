@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from anyvirt.cli.output import echo
-from anyvirt.cli.progress import progress_bar, wanted
+import click
+
+from anyvirt.cli.progress import progress_bar, say_above, wanted
 from anyvirt.errors import Timeout
 from anyvirt.tasks import ProgressCallback, Task, TaskState
 
 T = TypeVar("T")
+
+#: the exit code of a command ended by Ctrl-C (128 + SIGINT, what a shell reports)
+INTERRUPTED_EXIT = 130
 
 #: how long Ctrl-C waits for a cancelled task to stop before saying it may go on
 CANCEL_GRACE_S = 5.0
@@ -67,7 +71,7 @@ def wait_for(
                 now = time.monotonic()
                 if not noticed and notice is not None and now - begun >= notice.after:
                     noticed = True
-                    echo(notice.text, err=True)
+                    say_above(notice.text)
                 # past its point of no return (a move deleting its source) the task ends with
                 # its own outcome, which is what the user must be told
                 if limit is not None and now > limit and not task.done and not task.committed:
@@ -78,6 +82,18 @@ def wait_for(
             raise Interrupted(interrupted_message()) from exc
         finally:
             _waiting.remove(task)
+
+
+@contextlib.contextmanager
+def until_interrupted() -> Iterator[None]:
+    """Around a command that runs until Ctrl-C by design (``vm console -f``, ``events``,
+    ``vms --watch``): Ctrl-C is how it ends, not a failure to report, so it exits 130 (as
+    ``tail -f`` does, killed by SIGINT) without an ``error:`` line. Nothing on the platform
+    was interrupted: these commands only read."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
 
 
 def task_done_within(task: Task[Any], seconds: float) -> bool:

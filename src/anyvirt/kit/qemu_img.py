@@ -99,6 +99,10 @@ class Measure:
 
 
 # ------------------------------------------------------------------ the binary
+#: the condition, in the support matrix, of what converts images with qemu-img
+CONDITION = "qemu-img installed where anyvirt runs"
+
+
 def available() -> bool:
     """Whether qemu-img is installed (the memory backend can do without it)."""
     return shutil.which("qemu-img") is not None

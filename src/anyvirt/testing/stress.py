@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from attrs import define, field
 
+from anyvirt import capacity
 from anyvirt.errors import AnyvirtError, NotFound
 from anyvirt.host import Host
 from anyvirt.model import Capability, PowerState, VMSpec
@@ -55,8 +56,9 @@ def mixed_operations(host: Host, spec: Callable[[str], VMSpec], *, threads: int 
                 continue
             with lock:
                 report.samples += 1
-                report.max_vcpus = max(report.max_vcpus, alloc.vcpus)
-                report.max_memory_mib = max(report.max_memory_mib, alloc.memory_mib)
+                vcpus, memory_mib = capacity.counted(alloc, host.overcommit)  # by its rule
+                report.max_vcpus = max(report.max_vcpus, vcpus)
+                report.max_memory_mib = max(report.max_memory_mib, memory_mib)
 
     def pick(rng: random.Random) -> VM | None:
         with lock:

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import libvirt
 
-from anyvirt.errors import ConnectionFailed
+from anyvirt.errors import ConnectionFailed, InvalidSpec
 from anyvirt.target import Target
 from anyvirt_libvirt.errors import is_connection_error, translate
 
@@ -59,8 +59,8 @@ ACCEL_OPTION = "accel"
 
 def libvirt_uri(target: Target) -> str:
     """The libvirt URI for an anyvirt target (never with a password in it)."""
-    if not target.transport:
-        raise ConnectionFailed(
+    if not target.transport:  # the caller's URI is wrong: bad input, not a failed connection
+        raise InvalidSpec(
             "a libvirt URI needs a driver after 'libvirt+', e.g. libvirt+qemu:///system"
         )
     netloc = ""

@@ -70,7 +70,14 @@ from anyvirt_libvirt import (
 )
 from anyvirt_libvirt.connection import ACCEL_OPTION, Link, libvirt_uri
 from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_embed_root
-from anyvirt_libvirt.hostfacts import ACCELERATORS, ALL, HostFacts, read_host_facts
+from anyvirt_libvirt.hostfacts import (
+    ACCELERATORS,
+    ALL,
+    CONDITIONS,
+    HostFacts,
+    embedded_node_id,
+    read_host_facts,
+)
 from anyvirt_libvirt.inflight import InflightRecord
 from anyvirt_libvirt.site import Site
 from anyvirt_libvirt.states import domain_state
@@ -85,6 +92,7 @@ class LibvirtDriver(Driver, RecoverySupport):
     backend: ClassVar[str] = "libvirt"
     platform: ClassVar[str] = "KVM/QEMU (libvirt)"
     possible_capabilities: ClassVar[frozenset[Capability]] = ALL
+    capability_conditions: ClassVar[Mapping[Capability, str]] = CONDITIONS
     placement_options: ClassVar[frozenset[str]] = frozenset()
     #: libvirt refuses a second domain of one name on a connection (VIR_ERR_OPERATION_FAILED)
     vm_names_unique: ClassVar[bool] = True
@@ -100,8 +108,9 @@ class LibvirtDriver(Driver, RecoverySupport):
         index = TemplateIndex()
         with link.call("read host capabilities") as conn:
             has_storage = _has_storage(conn)
-            facts = read_host_facts(conn, embed_root is not None, has_storage,
-                                    accel=target.query.get(ACCEL_OPTION))
+            facts = read_host_facts(
+                conn, embed_root is not None, has_storage, accel=target.query.get(ACCEL_OPTION),
+                node_id=embedded_node_id(embed_root) if embed_root is not None else None)
             index.load(conn)
         #: what the helper modules get instead of this driver
         self.site = Site(

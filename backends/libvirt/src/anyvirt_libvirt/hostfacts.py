@@ -8,8 +8,13 @@ never from assumptions about the backend.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from pathlib import Path
 
 import libvirt
 from attrs import field, frozen
@@ -110,19 +115,75 @@ _EMBEDDED_WHY = {
     Capability.IDENTITY_USER_DATA: _EMBEDDED_NO_POOL,
 }
 _NO_STORAGE_WHY = "this libvirtd has no active storage pool to hold new disks"
+#: what a libvirtd without an active storage pool cannot do (new disks need one)
+UNSTORED = frozenset({
+    Capability.VM_CREATE_FROM_IMAGE,
+    Capability.FULL_CLONE,
+    Capability.LINKED_CLONE,
+    Capability.LINKED_CLONE_OF_TEMPLATE,
+    Capability.CLONE_RUNNING,
+})
+
+
+def _conditions() -> dict[Capability, str]:
+    """Per capability a connection may lack, the connections that lack it (read off the
+    same sets ``read_host_facts`` uses, so the matrix cannot say otherwise)."""
+    out: dict[Capability, str] = {}
+    for capability in sorted(ALL, key=lambda c: c.value):
+        lacking = [where for where, has in (
+            ("the embedded QEMU (qemu:///embed, the default)", capability in EMBEDDED),
+            ("a libvirtd without an active storage pool", capability not in UNSTORED),
+            ("the test driver (libvirt+test://)", capability in TEST_DRIVER),
+            # bitmaps are read from the disk files: the daemon's files must be this machine's
+            ("a remote libvirtd (+ssh, +tcp, +tls)", capability is not Capability.CHANGED_BLOCKS),
+        ) if not has]
+        if lacking:
+            out[capability] = "not on " + ", nor on ".join(lacking)
+    return out
+
+
+CONDITIONS = _conditions()
 
 
 #: ``?accel=`` of a libvirt URI -> the domain type it asks for
 ACCELERATORS = {"kvm": "kvm", "tcg": "qemu"}
 
 
+#: where an embedded root keeps its node id
+EMBED_NODE_ID_FILE = "anyvirt-node-id"
+
+
+def embedded_node_id(root: Path) -> str:
+    """The node id of the embedded QEMU at ``root``, the same in every process.
+
+    libvirt's embedded driver makes up a new host UUID each time it opens, so its own
+    would change with every command; the id is made once and kept in the root (the
+    embedded QEMU's VMs live there, so the root is what the node is)."""
+    path = root / EMBED_NODE_ID_FILE
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return str(uuid.UUID(path.read_text(encoding="ascii").strip()))
+    root.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(dir=root, prefix=".node-id-")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(f"{uuid.uuid4()}\n")
+        # a link is made whole or not at all: of two first processes, the first link wins
+        # and the other reads it, never a half-written file
+        with contextlib.suppress(FileExistsError):
+            os.link(scratch, path)
+    finally:
+        os.unlink(scratch)
+    return str(uuid.UUID(path.read_text(encoding="ascii").strip()))
+
+
 def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool,
-                    accel: str | None = None) -> HostFacts:
-    """The connection's facts; ``accel`` (a key of :data:`ACCELERATORS`) forces the domain type."""
+                    accel: str | None = None, node_id: str | None = None) -> HostFacts:
+    """The connection's facts; ``accel`` (a key of :data:`ACCELERATORS`) forces the domain type;
+    ``node_id`` replaces the daemon's host UUID where that is not stable (embedded)."""
     driver_type = conn.getType()
     hostname = conn.getHostname()
     caps = ET.fromstring(conn.getCapabilities())  # noqa: S314 - XML from the daemon
-    node_id = caps.findtext("host/uuid") or hostname
+    node_id = node_id or caps.findtext("host/uuid") or hostname
     choices = _choices(conn, caps, accel)
     reasons: dict[Capability, str] = {}
     if driver_type == "TEST":
@@ -134,15 +195,8 @@ def read_host_facts(conn: libvirt.virConnect, embedded: bool, has_storage: bool,
     else:
         capabilities = ALL
     if not has_storage and not embedded:
-        unstored = {
-            Capability.VM_CREATE_FROM_IMAGE,
-            Capability.FULL_CLONE,
-            Capability.LINKED_CLONE,
-            Capability.LINKED_CLONE_OF_TEMPLATE,
-            Capability.CLONE_RUNNING,
-        }
-        capabilities = capabilities - unstored
-        reasons = {**dict.fromkeys(unstored, _NO_STORAGE_WHY), **reasons}
+        capabilities = capabilities - UNSTORED
+        reasons = {**dict.fromkeys(UNSTORED, _NO_STORAGE_WHY), **reasons}
     return HostFacts(driver_type, node_id, hostname, choices, frozenset(capabilities), reasons)
 
 

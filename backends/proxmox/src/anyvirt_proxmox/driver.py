@@ -10,7 +10,7 @@ whether it is a cluster of several nodes (migration) or one node.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -203,6 +203,14 @@ class ProxmoxDriver(Driver):
     possible_capabilities: ClassVar[frozenset[Capability]] = (
         COMMON | CLUSTER_ONLY | CLUSTER_ONLY_REPORTS
         | {Capability.VM_CREATE_FROM_IMAGE, Capability.DISK_EXPORT})
+    capability_conditions: ClassVar[Mapping[Capability, str]] = {
+        **dict.fromkeys(CLUSTER_ONLY | CLUSTER_ONLY_REPORTS, "a cluster of two or more nodes"),
+        Capability.VM_CREATE_FROM_IMAGE: (
+            f"Proxmox VE {'.'.join(map(str, image_import.MIN_VERSION))} or later, a storage with "
+            "'import' content enabled, and qemu-img where anyvirt runs"),
+        Capability.DISK_EXPORT: ("an ssh= connection to the node (PVE's API cannot download a "
+                                 "disk)"),
+    }
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "virtio", "sata", "ide")
     nic_models: ClassVar[tuple[str, ...]] = cfg.NIC_MODELS

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, cast
 
@@ -27,6 +28,7 @@ from anyvirt.addresses import ReportedAddress
 from anyvirt.deployment import ResolvedIdentity
 from anyvirt.driver import Driver
 from anyvirt.errors import InvalidSpec
+from anyvirt.kit import qemu_img
 from anyvirt.kit.changes import ChangeSource, PollingSource
 from anyvirt.model import (
     Capability,
@@ -98,6 +100,10 @@ class VirtualBoxDriver(Driver):
     backend: ClassVar[str] = "virtualbox"
     platform: ClassVar[str] = "Oracle VirtualBox (VBoxManage)"
     possible_capabilities: ClassVar[frozenset[Capability]] = OFFLINE | RUNNING
+    capability_conditions: ClassVar[Mapping[Capability, str]] = {
+        **dict.fromkeys(RUNNING, "VirtualBox's kernel driver (vboxdrv) loaded on the host"),
+        Capability.VM_CREATE_FROM_IMAGE: qemu_img.CONDITION,
+    }
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("sata", "nvme", "scsi", "ide", "virtio")
     nic_models: ClassVar[tuple[str, ...]] = ("e1000", "virtio", "pcnet")

@@ -15,7 +15,7 @@ server that lacks ``RebootGuest`` (vcsim 0.24.2, recognised by its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -138,6 +138,11 @@ class VSphereDriver(Driver):
     backend: ClassVar[str] = "vsphere"
     platform: ClassVar[str] = "VMware vSphere (vCenter, ESXi)"
     possible_capabilities: ClassVar[frozenset[Capability]] = COMMON | VCENTER_ONLY
+    capability_conditions: ClassVar[Mapping[Capability, str]] = {
+        **dict.fromkeys(VCENTER_ONLY, "vCenter (not a standalone ESXi host)"),
+        Capability.VM_CREATE_FROM_IMAGE: qemu_img.CONDITION,
+        Capability.REBOOT: "a real ESXi or vCenter (the vcsim simulator has no RebootGuest)",
+    }
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "sata", "nvme", "ide")
     nic_models: ClassVar[tuple[str, ...]] = ("vmxnet3", "e1000e", "e1000")

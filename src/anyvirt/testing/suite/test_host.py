@@ -63,7 +63,7 @@ class TestHost(ContractTests):
         info = anyvirt_host.info()
         spec = anyvirt_vm_spec(unique_name("big"))  # type: ignore[operator]
         before = anyvirt_host.overcommit
-        anyvirt_host.overcommit = Overcommit(cpu=1.0, memory=1.0)
+        anyvirt_host.overcommit = Overcommit(cpu=1.0, memory=1.0, counts="defined")
         too_many = info.cpus + 1  # past the limit whatever is allocated already
         try:
             with recording(anyvirt_host) as calls, pytest.raises(CapacityExceeded):
