@@ -310,7 +310,7 @@ class Tour:
         line = first_line(seen)
         if line is None:
             return f"{len(seen)} bytes in {listen:g} s, no whole line"
-        whose = "our input, echoed" if line == probe else "written by the guest"
+        whose = "our input, echoed" if line == probe else "not our input"
         # repr: the guest's control characters (a terminal's escapes) shown, never obeyed
         return f"{len(seen)} bytes; first line {line!r}, {whose}"
 

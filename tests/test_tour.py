@@ -215,9 +215,21 @@ def test_tour_sh_runs_the_local_qemu_on_a_fresh_machine_without_kvm() -> None:
     # the embedded QEMU has no storage pool for a seed volume: identity says so, by name
     assert outcomes.pop("identity") == "not supported"
     assert "identity" in local[0]["cells"]["identity"]["detail"]
+    assert outcomes.pop("recover") == "not supported"  # one host, no cluster to recover within
     assert outcomes == dict.fromkeys(outcomes, "ok"), local[0]["cells"]
     assert "QEMU (qemu)" in local[0]["cells"]["info"]["detail"]  # TCG: no /dev/kvm
     assert local[0]["cells"]["create"]["detail"] == "boot-sector guest"  # a guest that really boots
+    cells = local[0]["cells"]
+    _assert_the_demo_guest_wrote(cells)
+    # the local QEMU tracks changed blocks: nothing changed between the two points, so the
+    # second read less than the disk
+    kind, read, whole, _stored = second_point(cells["repository"]["detail"])
+    assert kind == "incremental" and read < whole, cells["repository"]
+
+
+def _assert_the_demo_guest_wrote(cells: dict[str, Any]) -> None:
+    """The demo guest's own first line on its console, not the tour's typed line echoed."""
+    assert cells["console"]["detail"].endswith("first line 'ANYVIRT-GUEST-UP', not our input")
 
 
 def test_tour_passes_on_the_vsphere_testbed_and_says_why_stop_was_forced(vcsim_vcenter: Any) -> None:
@@ -232,6 +244,10 @@ def test_tour_passes_on_the_vsphere_testbed_and_says_why_stop_was_forced(vcsim_v
     # vcsim's guests have no VMware Tools: graceful stop is refused, and the cell says so in full
     assert outcomes.pop("stop") == "forced"
     assert "VMware Tools" in vsphere["cells"]["stop"]["detail"]
+    assert outcomes.pop("console") == "not supported"  # no serial line anyvirt can reach
+    # a vCenter recovers a failed host's VMs, but a tour never fails a host to show it
+    assert (outcomes.pop("recover"), vsphere["cells"]["recover"]["detail"]) == (
+        "skipped", "a tour never fails a real node (docs/recovery.md)")
     assert outcomes == dict.fromkeys(outcomes, "ok"), vsphere["cells"]
 
 
@@ -244,7 +260,10 @@ def test_tour_passes_on_the_libvirt_testbed(libvirt_daemon: Any) -> None:
     (result,) = [r for label, r in _tour_json(done.stdout).items() if label.startswith("libvirt+")]
     outcomes = _outcomes(result)
     assert outcomes.pop("migrate") in ("ok", "skipped")  # one daemon: no second node
+    assert outcomes.pop("recover") == "not supported"  # one host, no cluster to recover within
     assert outcomes == dict.fromkeys(outcomes, "ok"), result["cells"]
+    _assert_the_demo_guest_wrote(result["cells"])
+    assert second_point(result["cells"]["repository"]["detail"])[0] == "incremental"
 
 
 def test_tour_passes_on_the_proxmox_testbed_and_names_what_it_cannot_do(proxmox_testbed: Any) -> None:
@@ -258,5 +277,11 @@ def test_tour_passes_on_the_proxmox_testbed_and_names_what_it_cannot_do(proxmox_
     outcomes = _outcomes(result)
     unsupported = {step for step, outcome in outcomes.items() if outcome == "not supported"}
     assert all(result["cells"][step]["detail"] for step in unsupported)  # each says what is missing
+    # PVE's cluster reports what its HA does of a failed node, but a tour never fails a node
+    assert (outcomes.pop("recover"), result["cells"]["recover"]["detail"]) == (
+        "skipped", "a tour never fails a real node (docs/recovery.md)")
+    # PVE's terminal proxy greets first, then echoes
+    assert result["cells"]["console"]["detail"].endswith(
+        "first line 'starting serial terminal on interface serial0', not our input")
     assert {o for step, o in outcomes.items() if step not in unsupported} == {"ok"}, result["cells"]
     assert {"create", "start", "snapshot", "stop", "clone", "delete"} <= set(outcomes) - unsupported
