@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 import anyvirt
-from anyvirt import DiskSpec, Firmware, VMSpec, memory
+from anyvirt import DiskSpec, Firmware, PowerState, VMSpec, memory
 
 TOUR_PATH = Path(__file__).resolve().parents[1] / "examples" / "tour.py"
 
@@ -60,6 +61,54 @@ def test_every_step_is_ok_on_memory(tour: ModuleType) -> None:
     assert {step: cell.outcome for step, cell in result.cells.items()} == dict.fromkeys(tour.STEPS, "ok")
 
 
+def _kib(figure: str, unit: str) -> float:
+    return float(figure) * (1024 if unit == "MiB" else 1)
+
+
+#: the repository cell: its second point, its kind and what it read and stored
+SECOND_POINT = re.compile(r"2 points; the second (incremental|full): "
+                          r"read (\d+) (KiB|MiB) of (\d+) (KiB|MiB), stored (\d+) (KiB|MiB); verified")
+
+
+def second_point(detail: str) -> tuple[str, float, float, float]:
+    """The repository cell's second point: kind, KiB read, KiB of disk, KiB stored."""
+    found = SECOND_POINT.fullmatch(detail)
+    assert found, detail
+    kind, read, read_unit, whole, whole_unit, stored, stored_unit = found.groups()
+    return kind, _kib(read, read_unit), _kib(whole, whole_unit), _kib(stored, stored_unit)
+
+
+def test_the_new_steps_show_what_memory_does(tour: ModuleType) -> None:
+    t = tour.Tour("memory://tour", lambda: None, 30.0)
+    cells = t.run().cells
+    # memory://'s console echoes what is typed: the tour's own line comes back
+    assert cells["console"].detail == (f"21 bytes; first line 'anyvirt-tour-{t.tag}', "
+                                       "our input, echoed")
+    kind, _read, whole, stored = second_point(cells["repository"].detail)
+    assert kind == "incremental" and whole == 64 * 1024 and stored < whole
+    # node1 held only the tour's VM made for the step: it failed, the VM came back on node2
+    recovered = re.fullmatch(rf"node1 down \(simulated\); tour-{t.tag}-rec shared-storage to node2 "
+                             r"in [\d.]+ s; whole recovery [\d.]+ s", cells["recover"].detail)
+    assert recovered, cells["recover"].detail
+    with anyvirt.connect("memory://tour") as host:
+        assert {n.name: n.state for n in host.nodes.list()} == {"node1": "online", "node2": "online"}
+    assert _tour_vms() == []
+
+
+def test_recover_fails_no_node_that_holds_vms_the_tour_did_not_make(tour: ModuleType) -> None:
+    with anyvirt.connect("memory://tour") as host:
+        others = [host.vms.create(VMSpec(name=f"someone-{n}", cpus=1, memory_mib=64, node=n))
+                  for n in ("node1", "node2")]
+        for vm in others:
+            vm.start()
+        cell = tour.Tour("memory://tour", lambda: None, 30.0).run().cells["recover"]
+        assert (cell.outcome, cell.detail) == ("skipped", "every node holds VMs of others")
+        for vm, node in zip(others, ("node1", "node2"), strict=True):
+            vm.refresh()
+            assert (vm.node, vm.state) == (node, PowerState.RUNNING)
+        assert {n.state for n in host.nodes.list()} == {"online"}
+
+
 def test_a_failed_step_fails_the_tour_and_still_cleans_up(
     tour: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,15 +122,17 @@ def test_a_failed_step_fails_the_tour_and_still_cleans_up(
 def test_missing_capabilities_are_reported_not_failed(
     tour: ModuleType, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    limited = "memory://tour-limited?without=snapshot,snapshot.memory,migration.live,migration.cold"
+    limited = ("memory://tour-limited?without=snapshot,snapshot.memory,migration.live,migration.cold,"
+               "vm.console,node.recover")
     monkeypatch.setenv("ANYVIRT_TOUR_URIS", limited)
     try:
-        assert tour.main(["--no-default"]) == 0
+        assert tour.main(["--no-default", "--json"]) == 0
     finally:
         memory.reset("tour-limited")
-    out = capsys.readouterr().out
-    assert "memory://tour-limited" in out
-    assert "not supported" in out
+    cells = _tour_json(capsys.readouterr().out)["memory://tour-limited"]["cells"]
+    for step, capability in (("snapshot", "snapshot"), ("migrate", "migration.live"),
+                             ("console", "vm.console"), ("recover", "node.recover")):
+        assert (cells[step]["outcome"], cells[step]["detail"]) == ("not supported", capability)
 
 
 def test_unreachable_targets_are_reported_not_failed(
@@ -164,9 +215,21 @@ def test_tour_sh_runs_the_local_qemu_on_a_fresh_machine_without_kvm() -> None:
     # the embedded QEMU has no storage pool for a seed volume: identity says so, by name
     assert outcomes.pop("identity") == "not supported"
     assert "identity" in local[0]["cells"]["identity"]["detail"]
+    assert outcomes.pop("recover") == "not supported"  # one host, no cluster to recover within
     assert outcomes == dict.fromkeys(outcomes, "ok"), local[0]["cells"]
     assert "QEMU (qemu)" in local[0]["cells"]["info"]["detail"]  # TCG: no /dev/kvm
     assert local[0]["cells"]["create"]["detail"] == "boot-sector guest"  # a guest that really boots
+    cells = local[0]["cells"]
+    _assert_the_demo_guest_wrote(cells)
+    # the local QEMU tracks changed blocks: nothing changed between the two points, so the
+    # second read less than the disk
+    kind, read, whole, _stored = second_point(cells["repository"]["detail"])
+    assert kind == "incremental" and read < whole, cells["repository"]
+
+
+def _assert_the_demo_guest_wrote(cells: dict[str, Any]) -> None:
+    """The demo guest's own first line on its console, not the tour's typed line echoed."""
+    assert cells["console"]["detail"].endswith("first line 'ANYVIRT-GUEST-UP', not our input")
 
 
 def test_tour_passes_on_the_vsphere_testbed_and_says_why_stop_was_forced(vcsim_vcenter: Any) -> None:
@@ -181,6 +244,10 @@ def test_tour_passes_on_the_vsphere_testbed_and_says_why_stop_was_forced(vcsim_v
     # vcsim's guests have no VMware Tools: graceful stop is refused, and the cell says so in full
     assert outcomes.pop("stop") == "forced"
     assert "VMware Tools" in vsphere["cells"]["stop"]["detail"]
+    assert outcomes.pop("console") == "not supported"  # no serial line anyvirt can reach
+    # a vCenter recovers a failed host's VMs, but a tour never fails a host to show it
+    assert (outcomes.pop("recover"), vsphere["cells"]["recover"]["detail"]) == (
+        "skipped", "a tour never fails a real node (docs/recovery.md)")
     assert outcomes == dict.fromkeys(outcomes, "ok"), vsphere["cells"]
 
 
@@ -193,7 +260,10 @@ def test_tour_passes_on_the_libvirt_testbed(libvirt_daemon: Any) -> None:
     (result,) = [r for label, r in _tour_json(done.stdout).items() if label.startswith("libvirt+")]
     outcomes = _outcomes(result)
     assert outcomes.pop("migrate") in ("ok", "skipped")  # one daemon: no second node
+    assert outcomes.pop("recover") == "not supported"  # one host, no cluster to recover within
     assert outcomes == dict.fromkeys(outcomes, "ok"), result["cells"]
+    _assert_the_demo_guest_wrote(result["cells"])
+    assert second_point(result["cells"]["repository"]["detail"])[0] == "incremental"
 
 
 def test_tour_passes_on_the_proxmox_testbed_and_names_what_it_cannot_do(proxmox_testbed: Any) -> None:
@@ -207,6 +277,12 @@ def test_tour_passes_on_the_proxmox_testbed_and_names_what_it_cannot_do(proxmox_
     outcomes = _outcomes(result)
     unsupported = {step for step, outcome in outcomes.items() if outcome == "not supported"}
     assert all(result["cells"][step]["detail"] for step in unsupported)  # each says what is missing
+    # PVE's cluster reports what its HA does of a failed node, but a tour never fails a node
+    assert (outcomes.pop("recover"), result["cells"]["recover"]["detail"]) == (
+        "skipped", "a tour never fails a real node (docs/recovery.md)")
+    # PVE's terminal proxy greets first, then echoes
+    assert result["cells"]["console"]["detail"].endswith(
+        "first line 'starting serial terminal on interface serial0', not our input")
     assert {o for step, o in outcomes.items() if step not in unsupported} == {"ok"}, result["cells"]
     assert {"create", "start", "snapshot", "stop", "clone", "delete"} <= set(outcomes) - unsupported
 
