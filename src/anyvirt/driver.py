@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from anyvirt.addresses import ReportedAddress
     from anyvirt.deployment import ResolvedIdentity
     from anyvirt.extensions import Extension
+    from anyvirt.kit.extent_digest import RangeDigest
     from anyvirt.target import Target
 
 log = logging.getLogger("anyvirt")
@@ -373,6 +374,15 @@ class Driver(abc.ABC):
         or None when they are not all on this machine and readable (then
         :meth:`export_disks` copies them). The caller holds the VM (nothing changes it) for
         as long as it reads them and only reads: a move pipes them straight into the target."""
+        return None
+
+    def digest_disk_ranges(self, vm_id: str, disk_index: int, ranges: Sequence[tuple[int, int]],
+                           job: Job) -> RangeDigest | None:
+        """The sha256 of ``ranges`` (sorted, disjoint ``(offset, length)`` byte ranges) of
+        the guest-visible bytes of a stopped VM's disk ``disk_index`` (in ``vm_info`` order),
+        read from the platform's storage, and the length it reports it stored; None when the
+        platform cannot read ranges (then a verification reads the whole disk back through
+        :meth:`export_disks`). Reads only: the caller holds the VM."""
         return None
 
 

@@ -92,6 +92,7 @@ from anyvirt.tasks import Job, ProgressCallback, Task
 if TYPE_CHECKING:
     from anyvirt.capacity import Reservation
     from anyvirt.driver import Driver
+    from anyvirt.kit.extent_digest import RangeDigest
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -296,6 +297,12 @@ class HeldVM:
         a read-back compares what the platform gives out)."""
         dest.mkdir(parents=True, exist_ok=True)
         return self.gate.host.driver.export_disks(self.id, dest, job)
+
+    def digest_disk_ranges(self, disk_index: int, ranges: Sequence[tuple[int, int]],
+                           job: Job) -> RangeDigest | None:
+        """The sha256 of byte ranges of the held VM's disk, read from its platform's storage
+        (None where the driver cannot read ranges): a read-back of the data only."""
+        return self.gate.host.driver.digest_disk_ranges(self.id, disk_index, ranges, job)
 
     def disks_at_snapshot(self, name: str, description: str, dest: Path,
                           job: Job) -> list[ExportedDisk]:

@@ -29,6 +29,7 @@ import anyvirt
 from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, TaskFailed, VMSpec
 from anyvirt.host import Host
 from anyvirt.kit import raw_view
+from anyvirt.migration import range_check
 from anyvirt.tasks import Job
 from anyvirt.vm import VM
 
@@ -125,7 +126,7 @@ def test_libvirt_to_vsphere_and_back_boots_on_kvm(kvm: Host, vc: Host, guest_ima
     there = anyvirt.migrate(original, to=vc)
     made(vc.vms.get(there.vm_id))
     assert there.verified == ("config", "byte-count", "read-back")
-    assert [d.method for d in there.disks] == ["qemu-img compare"], "qcow2 on KVM, raw on vSphere"
+    assert [d.method for d in there.disks] == [range_check.METHOD], "vSphere reads ranges"
     assert there.consistency == "stopped"
     assert _libvirt_disk_sha(original) == before, "the source is untouched"
 
@@ -187,9 +188,12 @@ def test_a_move_sends_only_the_allocated_data(kvm: Host, vcsim_vcenter: Vcsim, t
                 copied.append(proxy.relayed["up"] + proxy.relayed["down"])
 
         result = anyvirt.migrate(source, to=vc, name=_name("sparse-copy"), on_progress=seen)
+        verification = proxy.relayed["up"] + proxy.relayed["down"] - copied[0]
         moved = vc.vms.get(result.vm_id)
         try:
             assert "read-back" in result.verified
+            assert [d.method for d in result.disks] == [range_check.METHOD]
+            assert result.disks[0].read_back_bytes == 8 * MIB, "the data ranges, no zeros"
             assert vc.driver.nfc_keeps_uploads  # type: ignore[attr-defined]
             disk = moved.info().disks[0]
             assert disk.size_bytes == 64 * MIB and "anyvirt-import-" not in (disk.path or "")
@@ -197,6 +201,8 @@ def test_a_move_sends_only_the_allocated_data(kvm: Host, vcsim_vcenter: Vcsim, t
         finally:
             moved.delete(disks=True)
     assert copied and copied[0] <= 8 * MIB * 1.05, f"{copied[0]} bytes on the wire for 8 MiB"
+    # the verification reads back the data, not the 56 MiB of zeros around it
+    assert verification <= 8 * MIB * 1.1, f"{verification} bytes read back for 8 MiB of data"
     assert _libvirt_disk_sha(source) == before
     assert list(temp_dir.iterdir()) == []
 

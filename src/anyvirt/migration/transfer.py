@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import evolve
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
-from anyvirt.migration import disk_check
+from anyvirt.migration import disk_check, range_check
 from anyvirt.migration.plan import MigrationPlan, plan_migration
 from anyvirt.model import (
     Capability,
@@ -103,7 +103,12 @@ def verify(new: VM, plan: MigrationPlan) -> None:
 def read_back(new: VM, plan: MigrationPlan, exported: dict[str, ExportedDisk], dest: Path,
               job: Job) -> tuple[DiskVerification, ...]:
     """Every disk of the new VM read back through its own driver and compared with the
-    source's export, in plan order. The read-back files are removed as they are done."""
+    source's export, in plan order. Where the target reads byte ranges of its disks, only
+    the source's data ranges are read back (:mod:`anyvirt.migration.range_check`);
+    otherwise whole disks are exported and compared, their files removed as they are done."""
+    by_ranges = range_check.read_back(new, [exported[d] for d in plan.disk_ids], job)
+    if by_ranges is not None:
+        return by_ranges
     copies = _export_copy(new, dest, job.span(0, 60))
     if len(copies) != len(plan.disk_ids):
         raise TaskFailed(f"the copy has {len(copies)} disks to read back, expected "

@@ -21,9 +21,10 @@ import contextlib
 import hashlib
 import http.client
 import os
+import re
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
@@ -37,6 +38,7 @@ from anyvirt.errors import (
     TaskFailed,
 )
 from anyvirt.kit import streams
+from anyvirt.kit.extent_digest import RangeDigest
 from anyvirt.tasks import Job
 from anyvirt_vsphere.errors import transport_error
 from anyvirt_vsphere.inventory import datastore_path, escape_name, unescape_name
@@ -302,4 +304,60 @@ def fetch(
             raise transport_error(exc, what) from exc
 
 
-__all__ = ["check_response", "connection", "download", "fetch", "remove_path", "send", "upload"]
+def digest_ranges(
+    host: Any,
+    datastore: str,
+    path: str,
+    ranges: Sequence[tuple[int, int]],
+    *,
+    datacenter: str | None = None,
+    job: Job | None = None,
+) -> RangeDigest:
+    """The sha256 of ``ranges`` of ``[datastore] path``, read by HTTP ``Range`` requests on
+    one connection (only those bytes cross the wire), and the file's stored length from
+    the answers' ``Content-Range``. Every answer must be exactly the range asked for: a
+    server that ignores ``Range`` (200 with the whole file) or answers another range is
+    an error, never hashed as if it were the range."""
+    driver = _driver(host)
+    what = f"reading ranges of [{datastore}] {path}"
+    url = _url_path(driver, datastore, path, datacenter)
+    digest = hashlib.sha256()
+    count = 0
+    stored: int | None = None
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(connection(driver))
+        try:
+            for offset, length in ranges:
+                last = offset + length - 1
+                conn.request("GET", url, headers={"Cookie": driver.session.cookie,
+                                                  "Range": f"bytes={offset}-{last}"})
+                response = conn.getresponse()
+                if response.status == 416:
+                    response.read()
+                    raise TaskFailed(f"{what}: the file ends before byte {last} that the "
+                                     "source holds data at")
+                if response.status != 206:
+                    check_response(response, what)  # an error, typed; a 200 is refused below
+                answered = response.getheader("Content-Range") or ""
+                match = _CONTENT_RANGE.fullmatch(answered.strip())
+                if response.status != 206 or match is None or (
+                        int(match[1]), int(match[2])) != (offset, last):
+                    response.close()
+                    raise TaskFailed(f"{what}: asked for bytes {offset}-{last}, the server "
+                                     f"answered {response.status} {answered!r}")
+                stored = int(match[3])
+                meter = streams.Meter(length, job=job, what=what, error=ConnectionFailed)
+                while chunk := response.read(min(streams.CHUNK, meter.remaining or 1)):
+                    meter.add(chunk)
+                    digest.update(chunk)
+                meter.finish()
+                count += length
+        except (OSError, http.client.HTTPException) as exc:
+            raise transport_error(exc, what) from exc
+    return RangeDigest(sha256=digest.hexdigest(), bytes=count, stored_bytes=stored)
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+__all__ = ["check_response", "connection", "digest_ranges", "download", "fetch", "remove_path",
+           "send", "upload"]

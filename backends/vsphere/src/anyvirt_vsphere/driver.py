@@ -28,6 +28,7 @@ from anyvirt.errors import InvalidSpec
 from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
 from anyvirt.kit.changes import ChangeSource
+from anyvirt.kit.extent_digest import RangeDigest
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -397,6 +398,10 @@ class VSphereDriver(Driver):
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self, self.inventory, vm_id, dest_dir, job)
+
+    def digest_disk_ranges(self, vm_id: str, disk_index: int,
+                           ranges: Sequence[tuple[int, int]], job: Job) -> RangeDigest | None:
+        return export.digest_disk_ranges(self, self.inventory, vm_id, disk_index, ranges, job)
 
     def export_snapshot_disks(self, vm_id: str, snapshot_id: str, dest_dir: Path,
                               job: Job) -> list[ExportedDisk]:

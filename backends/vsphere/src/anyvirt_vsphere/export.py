@@ -14,9 +14,12 @@ extent: those are refused with a clear error rather than exported incomplete.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from anyvirt.errors import InvalidState, NotFound
+from anyvirt.kit import extent_digest
+from anyvirt.kit.extent_digest import RangeDigest
 from anyvirt.model import DiskInfo, ExportedDisk
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
@@ -62,15 +65,35 @@ def export_snapshot_disks(
     return out
 
 
+def digest_disk_ranges(driver: object, inventory: Inventory, vm_id: str, disk_index: int,
+                       ranges: Sequence[tuple[int, int]], job: Job) -> RangeDigest | None:
+    """The sha256 of ``ranges`` of a disk's flat extent, read by ranged GETs (only those
+    bytes cross the wire); None for a delta disk, which has no flat extent to read."""
+    info = vm_info(inventory, vm_id)
+    if not 0 <= disk_index < len(info.disks):
+        raise NotFound(f"VM {info.name!r} has no disk #{disk_index}")
+    disk = info.disks[disk_index]
+    if disk.backing:
+        return None
+    datastore, extent = _flat_extent(info.name, disk, disk.path or "")
+    wanted = extent_digest.checked_ranges(ranges, disk.size_bytes or 0)
+    return datastore_files.digest_ranges(driver, datastore, extent, wanted, job=job)
+
+
+def _flat_extent(vm_name: str, disk: DiskInfo, descriptor: str) -> tuple[str, str]:
+    """The datastore and path of the raw extent next to a flat disk's ``descriptor``."""
+    datastore, rel = split_datastore_path(descriptor)
+    if datastore is None or not rel.endswith(".vmdk"):
+        raise InvalidState(f"disk {disk.id} of VM {vm_name!r} has no datastore file")
+    return datastore, rel[: -len(".vmdk")] + "-flat.vmdk"
+
+
 def _export_one(driver: object, vm_name: str, disk: DiskInfo, descriptor: str, index: int,
                 count: int, dest_dir: Path, job: Job) -> ExportedDisk:
     """One disk's flat extent (next to ``descriptor``) downloaded, counted and hashed."""
     job.progress(100.0 * index / count, f"exporting {disk.id}")
     job.check()
-    datastore, rel = split_datastore_path(descriptor)
-    if datastore is None or not rel.endswith(".vmdk"):
-        raise InvalidState(f"disk {disk.id} of VM {vm_name!r} has no datastore file")
-    extent = rel[: -len(".vmdk")] + "-flat.vmdk"
+    datastore, extent = _flat_extent(vm_name, disk, descriptor)
     target = dest_dir / f"{_safe(vm_name)}-{_safe(disk.id)}.raw"
     try:
         got = datastore_files.fetch(driver, datastore, extent, target, job=job,
