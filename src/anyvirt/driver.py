@@ -24,6 +24,7 @@ Rules for implementers:
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -375,6 +376,14 @@ class Driver(abc.ABC):
         :meth:`export_disks` copies them). The caller holds the VM (nothing changes it) for
         as long as it reads them and only reads: a move pipes them straight into the target."""
         return None
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+        """A stopped VM's disks as local paths whose bytes are read from the platform only as
+        a consumer reads them (no staging copy), valid while the context lasts; it yields
+        None where the driver cannot (then :meth:`export_disks` copies them). The caller
+        holds the VM and only reads."""
+        return contextlib.nullcontext(None)
 
     def digest_disk_ranges(self, vm_id: str, disk_index: int, ranges: Sequence[tuple[int, int]],
                            job: Job) -> RangeDigest | None:

@@ -34,6 +34,7 @@ Nova keeps instance-state rules above its drivers the same way
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -286,11 +287,21 @@ class HeldVM:
     def disks(self, dest: Path, job: Job) -> tuple[list[ExportedDisk], bool]:
         """The stopped VM's disks as files, and whether they are read in place: where they
         are when the driver can (``disks_in_place``: no copy), else exported into ``dest``."""
-        driver = self.gate.host.driver
-        in_place = driver.disks_in_place(self.id, job)
+        in_place = self.disks_in_place(job)
         if in_place is not None:
             return in_place, True
         return self.export_disks(dest, job), False
+
+    def disks_in_place(self, job: Job) -> list[ExportedDisk] | None:
+        """The stopped VM's disks as the files they are, where this process reads them
+        (None otherwise)."""
+        return self.gate.host.driver.disks_in_place(self.id, job)
+
+    def streamed_disks(self, job: Job) -> contextlib.AbstractContextManager[
+            list[ExportedDisk] | None]:
+        """The stopped VM's disks read from the platform as they are consumed, for as long as
+        the context lasts (None where the driver cannot stream them)."""
+        return self.gate.host.driver.stream_disks(self.id, job)
 
     def export_disks(self, dest: Path, job: Job) -> list[ExportedDisk]:
         """The stopped VM's disks exported into ``dest`` through its driver (always a copy:

@@ -52,12 +52,20 @@ RUNNING_HINT = ("stop it first, or pass shutdown=True (graceful stop) or snapsho
                 "(crash-consistent copy)")
 
 
-def export(held: HeldVM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
-    """The held VM's disks as local files, by disk id, each checked and (raw) hashed: read
-    where they are when the source's driver can (no copy at all: the target's import reads
-    them straight from the source's storage), else exported into ``dest``."""
-    disks, _in_place = held.disks(dest, job)
-    return {d.id: disk_check.checked_export(d, job) for d in disks}
+def export(held: HeldVM, dest: Path, job: Job,
+           stack: contextlib.ExitStack) -> dict[str, ExportedDisk]:
+    """The held VM's disks as local paths, by disk id, each checked: read where they are
+    when the source's driver can (no copy at all: the target's import reads them straight
+    from the source's storage); else streamed from the platform as the import reads them,
+    for as long as ``stack`` lasts (no copy either, and no hash first: the verification
+    reads the data ranges); else exported into ``dest`` and (raw) hashed."""
+    in_place = held.disks_in_place(job)
+    if in_place is not None:
+        return {d.id: disk_check.checked_export(d, job) for d in in_place}
+    streamed = stack.enter_context(held.streamed_disks(job))
+    if streamed is not None:
+        return {d.id: disk_check.checked_export(d, job, hashed=False) for d in streamed}
+    return {d.id: disk_check.checked_export(d, job) for d in held.export_disks(dest, job)}
 
 
 def export_at_snapshot(held: HeldVM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
@@ -190,14 +198,15 @@ def migrate(
         consistency = "crash-consistent snapshot"
 
     def work(job: Job, held: HeldVM) -> MigrationResult:
-        with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp, \
+                contextlib.ExitStack() as sources:
             # one bar for the whole move: export, import and read-back each get a share
             job.progress(0, f"exporting the disks of {vm.name}")
             out = job.span(0, 40)
             if running_copy:
                 exported = export_at_snapshot(held, Path(tmp) / "source", out)
             else:
-                exported = export(held, Path(tmp) / "source", out)
+                exported = export(held, Path(tmp) / "source", out, sources)
             spec = spec_with_images(plan, exported)
             job.progress(40, f"importing into {to.backend}")
             into = job.span(40, 75)

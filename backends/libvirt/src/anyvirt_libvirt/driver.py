@@ -8,6 +8,7 @@ hands it (or the domain it looks up) over. No helper imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import uuid as uuidlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,7 @@ from anyvirt_libvirt import (
     seeds,
     snapshots,
     storage,
+    streamed,
     templates,
 )
 from anyvirt_libvirt import (
@@ -486,6 +488,10 @@ class LibvirtDriver(Driver):
 
     def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
         return export.disks_in_place(self.site, vm_id, job)
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+        return streamed.streamed_disks(self.site, vm_id, job)
 
 
 # ---------------------------------------------------------------- helpers
