@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 
 from attrs import frozen
@@ -66,15 +67,19 @@ def data_ranges(path: str, format: str, size: int, job: Job | None = None
 
 
 def image_digest(path: str, layout: Sequence[tuple[int, int, int]],
-                 ranges: Sequence[tuple[int, int]], job: Job | None = None) -> RangeDigest:
+                 ranges: Sequence[tuple[int, int]], job: Job | None = None, *,
+                 stop: threading.Event | None = None) -> RangeDigest:
     """The digest of ``ranges`` of the guest-visible disk of a local image whose data sits
-    at ``layout`` (``(guest offset, length, file offset)`` pieces in guest order)."""
+    at ``layout`` (``(guest offset, length, file offset)`` pieces in guest order). ``stop``
+    set ends it early (``TaskFailed``): the other side of a comparison failed."""
     digest = hashlib.sha256()
     count = 0
     with open(path, "rb") as handle:
         for chunk in _guest_bytes(handle.fileno(), layout, ranges):
             if job is not None:
                 job.check()
+            if stop is not None and stop.is_set():
+                raise TaskFailed("hashing the source's data ranges stopped: the target's failed")
             digest.update(chunk)
             count += len(chunk)
     return RangeDigest(sha256=digest.hexdigest(), bytes=count, stored_bytes=None)

@@ -12,7 +12,9 @@ reads ranges); otherwise the caller reads whole disks back.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from anyvirt.errors import TaskFailed
@@ -43,11 +45,20 @@ def read_back(new: VM, sources: Sequence[ExportedDisk], job: Job
         checks = []
         for index, (source, (ranges, layout)) in enumerate(zip(sources, plans, strict=True)):
             inner.progress(100.0 * index / max(len(sources), 1), f"verifying disk {source.id}")
-            target = held.digest_disk_ranges(index, ranges, inner)
-            if target is None:
-                return None
-            mine = extent_digest.image_digest(source.path, layout, ranges, inner)
-            checks.append(_compared(source, mine, target))
+            # both sides at once: the source may be streamed from afar as well
+            stop = threading.Event()  # the target side failed: the source side stops too
+            with ThreadPoolExecutor(1, thread_name_prefix="anyvirt-verify") as pool:
+                mine = pool.submit(extent_digest.image_digest, source.path, layout, ranges,
+                                   inner, stop=stop)
+                try:
+                    target = held.digest_disk_ranges(index, ranges, inner)
+                except BaseException:
+                    stop.set()
+                    raise
+                if target is None:
+                    stop.set()
+                    return None
+                checks.append(_compared(source, mine.result(), target))
         return tuple(checks)
 
     task = new.host.gate.export(
