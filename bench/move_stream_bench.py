@@ -113,7 +113,7 @@ def move(kvm_uri: str, vc_uri: str, password: str, vm_name: str,
     verifying = next((t - began for t, m in marks if "verifying" in m), float("nan"))
     return {"total": total, "copy": verifying, "verify": total - verifying,
             "methods": [d.method for d in result.disks],
-            "read_back": sum(d.read_back_bytes or 0 for d in result.disks),
+            "read_back": sum(getattr(d, "read_back_bytes", 0) or 0 for d in result.disks),
             "at_verify": at_verify[0] if at_verify else (0, 0)}
 
 

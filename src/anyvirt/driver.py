@@ -45,6 +45,7 @@ from anyvirt.model import (
     Overcommit,
     Placement,
     PowerAction,
+    RecoveryCandidate,
     SnapshotInfo,
     VMInfo,
     VMSpec,
@@ -357,6 +358,23 @@ class Driver(abc.ABC):
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         raise NotSupported(self.backend, Capability.MAINTENANCE_MODE)
+
+    # ---------------------------------------------------------- a failed node (host.recover)
+    def recovery_candidates(self, node_id: str) -> list[RecoveryCandidate]:
+        """The VMs of node ``node_id``, which no longer answers, each with what the platform
+        knows of its coming back: which live nodes see its disks, whether the platform's
+        own HA recovers it (and what its HA status says), or why it cannot come back. A
+        read: nothing changes. ``NodeInfo.state`` of a node tells the gate whether it is
+        down: "offline" only where the platform proves it (powered off, fenced), "unknown"
+        where it merely does not answer."""
+        raise NotSupported(self.backend, Capability.NODE_RECOVERY)
+
+    def recover_vm(self, vm_id: str, node_id: str, start: bool, job: Job) -> VMSummary:
+        """Bring one VM of a failed node up on live node ``node_id`` from its disks where
+        they are: drop the stale entry the failed node left, define (register) it on
+        ``node_id`` and start it if ``start``. The gate has checked that the node is down
+        (or fenced by the caller's word) and that ``node_id`` sees the VM's disks."""
+        raise NotSupported(self.backend, Capability.NODE_RECOVERY_RESTART)
 
     # ---------------------------------------------------------- disks out
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:

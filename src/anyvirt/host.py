@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -28,6 +29,8 @@ from anyvirt.vm import VM
 if TYPE_CHECKING:
     from anyvirt.driver import Driver
     from anyvirt.extensions import Extension
+    from anyvirt.model import RecoveredVM
+    from anyvirt.recovery.result import Recovery
     from anyvirt.watch import Watch
 
 T = TypeVar("T")
@@ -186,6 +189,59 @@ class Host:
 
         result: list[MigrationResult] | Task[list[MigrationResult]] = self.gate.evacuate(
             name, maintenance, work, wait=wait, timeout=None)
+        return result
+
+    @overload
+    def recover(
+        self, node: Node | str, to: Node | str | None = ..., *, fenced: bool = ...,
+        wait: Literal[True] = ..., timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> Recovery: ...
+
+    @overload
+    def recover(
+        self, node: Node | str, to: Node | str | None = ..., *, fenced: bool = ...,
+        wait: Literal[False], timeout: float | None = ...,
+        on_progress: ProgressCallback | None = ...,
+    ) -> Task[Recovery]: ...
+
+    def recover(
+        self,
+        node: Node | str,
+        to: Node | str | None = None,
+        *,
+        fenced: bool = False,
+        wait: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        on_progress: ProgressCallback | None = None,
+    ) -> Recovery | Task[Recovery]:
+        """Bring the VMs of ``node``, a node of this cluster that no longer answers, back
+        on live nodes of its cluster (``to``: on that node), each from its disks where they
+        are; what the platform's own HA restarts is reported as it says.
+
+        Fencing comes before restart: a node that still answers is refused
+        (``InvalidState``: ``evacuate`` moves its VMs), and so is one the platform cannot
+        prove down, unless ``fenced=True`` states that it is fenced (powered off). VMs
+        that ran come back running. The result has one ``RecoveryResult`` per VM of the
+        node (recovered, or why not) and the whole recovery's ``elapsed`` seconds;
+        ``wait=False`` returns a ``Task`` of it. See docs/recovery.md for each platform.
+        """
+        started = time.monotonic()
+        node_ref = node.id if isinstance(node, Node) else node
+        to_ref = to.id if isinstance(to, Node) else to
+
+        def wrap(done: list[RecoveredVM]) -> Recovery:
+            from anyvirt.recovery.result import RecoveredFrom, Recovery, RecoveryResult
+
+            return Recovery([
+                RecoveryResult(vm_name=r.vm_name, old_id=r.old_id,
+                               outcome=RecoveredFrom(r.outcome),
+                               vm=VM(self, r.summary) if r.summary is not None else None,
+                               reason=r.reason, elapsed=r.elapsed)
+                for r in done], elapsed=round(time.monotonic() - started, 3))
+
+        result: Recovery | Task[Recovery] = self.gate.recover(
+            node_ref, to_ref, fenced, wrap, wait=wait, timeout=timeout, on_progress=on_progress)
         return result
 
     def _evacuate(self, source: Node, to: Sequence[Node | Host] | None, live: bool | None,

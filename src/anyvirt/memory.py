@@ -18,7 +18,17 @@ Its test knobs live here too, with the host they act on:
 * ``?without=snapshot,migration.live``: a connection lacking those capabilities,
   to rehearse code against a backend that cannot do something;
 * :func:`inject_failure`: the next call of a driver method fails with the given
-  error, after the gate's checks, to test callers' cleanup paths.
+  error, after the gate's checks, to test callers' cleanup paths;
+* :func:`fail_node`: a simulated node failure, for ``host.recover``: the node stops
+  answering, its VMs keep the state they had (they "were running"), and it takes no
+  VMs. ``proven=True`` (the default) is a failure the platform sees as down (a power
+  cut it can tell: the node's state is "offline"); ``proven=False`` a node that merely
+  stopped answering (state "unknown"), whose VMs may still run: recovering it then
+  needs ``fenced=True``. :func:`revive_node` brings it back.
+
+Storage: every node sees the storage named "memory" (shared, the default); a disk on
+storage "local" (``DiskSpec(storage="local")``) lives on its node alone, so a VM with
+one does not come back when that node fails.
 
 Deployment, as the reference behaviour: an identity applied to a VM is kept and
 read back as the NoCloud seed it compiles to (a clone inherits its original's until
@@ -67,6 +77,7 @@ from anyvirt.model import (
     Placement,
     PowerAction,
     PowerState,
+    RecoveryCandidate,
     SnapshotInfo,
     StorageInfo,
     VMInfo,
@@ -77,6 +88,8 @@ from anyvirt.target import Target
 from anyvirt.tasks import Job
 
 DEFAULT_NAME = "default"
+#: the storage a node keeps to itself (``DiskSpec(storage="local")``): lost with its node
+LOCAL_STORAGE = "local"
 MAX_NODES = 1024  # a bound on ?nodes=: each node is a real object in this process
 
 # The state each lifecycle verb leaves a VM in.
@@ -176,6 +189,24 @@ def parse_without(spec: str) -> frozenset[Capability]:
             known = ", ".join(c.value for c in Capability)
             raise InvalidSpec(f"memory:// option without: unknown capability {word!r} ({known})") from None
     return frozenset(out)
+
+
+def fail_node(name: str, node: str, *, proven: bool = True) -> None:
+    """Simulate the failure of ``node`` (id or name) of memory host ``name``: it stops
+    answering; ``proven``: the platform can tell it is down ("offline"), else it only does
+    not answer ("unknown"). Its VMs stay as they were until ``host.recover`` moves them."""
+    w = world(name, {})
+    with w.lock:
+        info = w.nodes[MemoryDriver.node_id_in(w, node)]
+        w.nodes[info.id] = evolve(info, state="offline" if proven else "unknown")
+
+
+def revive_node(name: str, node: str) -> None:
+    """Undo :func:`fail_node`: the node answers again (and takes VMs)."""
+    w = world(name, {})
+    with w.lock:
+        info = w.nodes[MemoryDriver.node_id_in(w, node)]
+        w.nodes[info.id] = evolve(info, state="maintenance" if info.maintenance else "online")
 
 
 def inject_failure(name: str, method: str, error: Exception) -> None:
@@ -372,7 +403,8 @@ class MemoryDriver(Driver):
 
     backend = "memory"
     platform = "In-memory (reference and test fake)"
-    possible_capabilities = frozenset(Capability)
+    # no change records: a repository's backup of a memory VM is a full read, deduplicated
+    possible_capabilities = frozenset(Capability) - {Capability.CHANGED_BLOCKS}
     placement_options = frozenset({"storage"})
     schedules_vms = False  # a memory host has no scheduler: the gate names the node
     uri_options = frozenset({"nodes", "cpus", "memory_mib", "storage_gib", "latency", "without"})
@@ -416,7 +448,10 @@ class MemoryDriver(Driver):
     def _pick_node(self, node: str | None, world: World | None = None) -> str:
         """The node id for ``node``: the gate has checked it, and named the core's choice
         where the caller named none (``schedules_vms`` is False)."""
-        w = world or self.world
+        return self.node_id_in(world or self.world, node)
+
+    @staticmethod
+    def node_id_in(w: World, node: str | None) -> str:
         for info in w.nodes.values():
             if node in (info.id, info.name):
                 return info.id
@@ -456,6 +491,31 @@ class MemoryDriver(Driver):
         with self._locked() as w:
             node = w.nodes[self._pick_node(node_id)]
             w.nodes[node.id] = evolve(node, maintenance=on, state="maintenance" if on else "online")
+
+    # ------------------------------------------------------------ a failed node
+    def recovery_candidates(self, node_id: str) -> list[RecoveryCandidate]:
+        with self._locked() as w:
+            node = self._pick_node(node_id)
+            out = []
+            for vm in w.vms.values():
+                if vm.node != node:
+                    continue
+                local = [d.id for d in vm.disks if d.storage == LOCAL_STORAGE]
+                blocked = (f"its disks {', '.join(local)} are on node {node}'s own storage "
+                           f"{LOCAL_STORAGE!r}, which failed with it" if local else "")
+                out.append(RecoveryCandidate(vm.summary(), blocked=blocked))
+            return out
+
+    def recover_vm(self, vm_id: str, node_id: str, start: bool, job: Job) -> VMSummary:
+        vm = self._vm(vm_id)
+        node = self._pick_node(node_id)
+        self._work(job, "recover_vm", f"recovering {vm.name} on {node}")
+        with self._locked() as w:
+            vm.node = node
+            # its memory died with its node: it starts afresh from its disks, or stays off
+            vm.state = PowerState.RUNNING if start else PowerState.STOPPED
+            w.emit(vm_id)
+            return vm.summary()
 
     # ------------------------------------------------------------ VMs
     def list_vms(self) -> list[VMSummary]:
@@ -511,7 +571,7 @@ class MemoryDriver(Driver):
         with self._locked() as w:
             node = self._pick_node(spec.node)
             for disk in spec.disks:
-                if disk.storage not in (None, "memory"):
+                if disk.storage not in (None, "memory", LOCAL_STORAGE):
                     raise NotFound(f"no storage {disk.storage!r} on memory://{w.name}")
         vm_id = str(uuid.uuid4())
         contents: dict[str, tuple[str, bytes]] = {}
@@ -817,4 +877,4 @@ class _WorldEvents(ChangeSource):
             self.world.listeners.remove(self._heard)
 
 
-__all__ = ["MemoryDriver", "World", "inject_failure", "reset", "world"]
+__all__ = ["MemoryDriver", "World", "fail_node", "inject_failure", "reset", "revive_node", "world"]

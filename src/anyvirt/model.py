@@ -70,11 +70,15 @@ class Capability(enum.Enum):
     TASK_CANCEL = "task.cancel"
     DISK_EXPORT = "disk.export"  # backup, and the source side of a cross-platform move
     SNAPSHOT_DISK_EXPORT = "disk.export.snapshot"  # a running VM's disks as a snapshot froze them
+    # the platform records changed blocks: a repository's incremental backup reads only them
+    CHANGED_BLOCKS = "disk.changed_blocks"
     MAINTENANCE_MODE = "node.maintenance"
     IDENTITY = "identity"  # VMSpec(identity=) and clone(identity=): hostname, users, keys, network
     IDENTITY_USER_DATA = "identity.user_data"  # Identity(user_data=): arbitrary cloud-config
     GUEST_ADDRESSES = "guest.addresses"  # vm.addresses() and vm.wait_ready()
     CONSOLE = "vm.console"  # vm.console(): the serial console, read and written while it runs
+    NODE_RECOVERY = "node.recover"  # host.recover(node): a failed node's VMs, each reported
+    NODE_RECOVERY_RESTART = "node.recover.restart"  # anyvirt itself brings them up on a live node
 
     def __str__(self) -> str:
         return self.value
@@ -480,6 +484,32 @@ class NodeInfo:
     cluster: str | None = None
     maintenance: bool = False
     hypervisor: str = ""
+
+
+@frozen
+class RecoveryCandidate:
+    """One VM of a failed node, as the driver sees it before a recovery: plain values for the
+    gate, which decides what happens to it (``host.recover``)."""
+
+    vm: VMSummary  #: as last known: its state says what it was doing when the node failed
+    #: ids of the live nodes that see its disks (None: any node of the failed node's cluster)
+    nodes: frozenset[str] | None = None
+    #: the platform's own HA brings it back, not anyvirt: what the HA status says of it
+    by_cluster: str | None = None
+    blocked: str = ""  #: why it cannot come back on any node ("" when it can)
+
+
+@frozen
+class RecoveredVM:
+    """What became of one candidate, in plain values; ``host.recover`` turns it into an
+    ``anyvirt.recovery.RecoveryResult`` with a handle."""
+
+    vm_name: str
+    old_id: str
+    outcome: str  #: an ``anyvirt.recovery.RecoveredFrom`` value
+    summary: VMSummary | None = None  #: the VM where it runs now (None: not recovered)
+    reason: str = ""
+    elapsed: float = 0.0  #: seconds from the start of the recovery until it ran or gave up
 
 
 @frozen

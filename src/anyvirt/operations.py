@@ -69,6 +69,8 @@ from anyvirt.model import (
     Placement,
     PowerAction,
     PowerState,
+    RecoveredVM,
+    RecoveryCandidate,
     SnapshotInfo,
     VMSpec,
     VMSummary,
@@ -83,6 +85,7 @@ from anyvirt.rules import (
     Demand,
     Rule,
     check_power_state,
+    least_loaded,
     node_id,
     operations_markdown,
     states_text,
@@ -100,6 +103,9 @@ W = TypeVar("W")
 log = logging.getLogger("anyvirt")
 #: the longest pause between two looks at a VM that is coming up
 READY_INTERVAL = 2.0
+#: how a VM of a failed node came back: ``anyvirt.recovery.RecoveredFrom``'s values (the
+#: workflow above the handles owns the enum; the gate hands plain values up)
+SHARED_STORAGE, CLUSTER, NOT_RECOVERED = "shared-storage", "cluster", "not-recovered"
 
 
 class Connection(Protocol):
@@ -119,6 +125,8 @@ class Connection(Protocol):
 
     def require(self, capability: Capability, detail: str = "") -> None: ...
 
+    def why_not(self, capability: Capability) -> str: ...
+
     def reserve_capacity(self, cpus: int, memory_mib: int) -> Reservation: ...
 
     def check_capacity(self, cpus: int, memory_mib: int) -> None: ...
@@ -136,6 +144,12 @@ class VMRef(Protocol):
 
 def _keep(value: T) -> T:
     return value
+
+
+def _was_running(vm: VMSummary) -> bool:
+    """A VM that ran (or was paused) when its node failed runs again; a stopped one, or a
+    template, comes back stopped."""
+    return vm.state in (PowerState.RUNNING, PowerState.PAUSED) and not vm.template
 
 
 class _Reads:
@@ -223,6 +237,15 @@ class _Reads:
     def hold_name_on_target(self, name: str, what: str) -> None:
         where = self._at(True)
         self.extra_holds.append(_take(where, what, names=[name]))
+
+    def hold_vms(self, vm_ids: Sequence[str], what: str) -> None:
+        self.extra_holds.append(_take(self.here, what, ids=vm_ids))
+
+    def why_not(self, capability: Capability) -> str:
+        return self.here.why_not(capability)
+
+    def recovery_candidates(self, node_id: str) -> list[RecoveryCandidate]:
+        return self.here.driver.recovery_candidates(node_id)
 
 
 def _platform_rule(where: Connection, field: str, value: str, what: str) -> None:
@@ -784,7 +807,7 @@ class Gate:
     # ------------------------------------------------------------ disks out, and back in
     def export(self, vm: VMRef, what: str, work: Callable[[Job, HeldVM], T], *,
                running: bool = False, delete_source: bool = False, state_hint: str = "",
-               wait: bool, timeout: float | None,
+               row: str | None = None, wait: bool, timeout: float | None,
                on_progress: ProgressCallback | None = None) -> Any:
         """Run ``work`` (a backup writer, a cross-platform move) while the VM is held and
         its disks cannot change: the source side of every copy goes through here. ``work``
@@ -793,9 +816,11 @@ class Gate:
         ``delete_source``: the VM is deleted once the copy is verified (the delete row's
         capability and preconditions are checked before anything is copied);
         ``state_hint``: what to do about a VM in a state the row refuses, in the caller's
-        words (its own options)."""
+        words (its own options); ``row``: another row of the table for this copy (a running
+        VM's backup through the platform's backup job: ``backup_running``)."""
         held = HeldVM(self, vm.id, vm.name)
-        return self.operate(RULES["export_running" if running else "export"], f"{what} {vm.name}",
+        rule = RULES[row or ("export_running" if running else "export")]
+        return self.operate(rule, f"{what} {vm.name}",
                             lambda job, case: work(job, held), _keep, vm_id=vm.id,
                             vm_name=vm.name,
                             args={"what": f"{what} {vm.name!r}", "delete_source": delete_source,
@@ -835,6 +860,60 @@ class Gate:
                             lambda job, case: work(job), _keep,
                             args={"maintenance": bool(maintenance), "node_name": node_name},
                             wait=wait, timeout=timeout, on_progress=on_progress)
+
+    def recover(self, node: str, to: str | None, fenced: bool,
+                wrap: Callable[[list[RecoveredVM]], W], *, wait: bool, timeout: float | None,
+                on_progress: ProgressCallback | None = None) -> W | Task[W]:
+        """Bring the VMs of ``node``, which no longer answers, back on live nodes: each
+        where its disks are seen, the least loaded first; what the platform's HA recovers
+        itself is reported as it says. One VM that fails is reported and the others go on."""
+        return self.operate(
+            RULES["recover"], f"recover node {node}",
+            lambda job, case: self._recover_all(case, job), wrap,
+            args={"node": node, "to": to, "fenced": fenced}, wait=wait, timeout=timeout,
+            on_progress=on_progress)
+
+    def _recover_all(self, case: Case, job: Job) -> list[RecoveredVM]:
+        started = time.monotonic()
+        candidates: list[RecoveryCandidate] = case.args["candidates"]
+        targets: list[NodeInfo] = case.args["targets"]
+        ids = {n.id for n in targets}
+        listed = {vm.id: vm for vm in self.host.driver.list_vms()}
+        given = [(vm.node or "", vm.memory_mib) for vm in listed.values() if vm.node in ids]
+        done: list[RecoveredVM] = []
+        for index, candidate in enumerate(candidates):
+            job.check()
+            job.progress(100.0 * index / len(candidates), f"recovering {candidate.vm.name}")
+            if candidate.by_cluster is not None:  # the platform's HA: reported as it says
+                outcome, summary, reason = CLUSTER, listed.get(candidate.vm.id), candidate.by_cluster
+            else:
+                outcome, summary, reason = self._recover_one(candidate, targets, given, case, job)
+            done.append(RecoveredVM(candidate.vm.name, candidate.vm.id, outcome, summary,
+                                    reason, round(time.monotonic() - started, 3)))
+        job.progress(100.0, f"recovered node {case.args['node_name']}")
+        return done
+
+    def _recover_one(self, candidate: RecoveryCandidate, targets: list[NodeInfo],
+                     given: list[tuple[str, int]], case: Case,
+                     job: Job) -> tuple[str, VMSummary | None, str]:
+        driver, vm = self.host.driver, candidate.vm
+        if candidate.blocked:
+            return NOT_RECOVERED, None, candidate.blocked
+        where = [n for n in targets if candidate.nodes is None or n.id in candidate.nodes]
+        if not where:
+            names = ", ".join(sorted(n.name for n in targets))
+            return (NOT_RECOVERED, None,
+                    f"none of the live nodes ({names}) sees its disks")
+        node = least_loaded(where, given, where=case.reads.uri())
+        try:
+            summary = driver.recover_vm(vm.id, node.id, _was_running(vm), job)
+        except (Timeout, Cancelled):
+            raise
+        except AnyvirtError as failed:  # the others go on; this one says why it did not
+            log.warning("recovering %s on %s failed: %s", vm.name, node.name, failed)
+            return NOT_RECOVERED, None, f"{type(failed).__name__}: {failed}"
+        given.append((node.id, vm.memory_mib))
+        return SHARED_STORAGE, summary, ""
 
     # ------------------------------------------------------------ extensions
     def extension(self, what: str, work: Callable[[Job], T], *, capability: Capability | None,

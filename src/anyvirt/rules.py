@@ -39,6 +39,7 @@ from anyvirt.model import (
     Placement,
     PowerAction,
     PowerState,
+    RecoveryCandidate,
     SnapshotInfo,
     VMSpec,
     VMSummary,
@@ -134,6 +135,12 @@ class Reads(Protocol):
     def platform_rule(self, field: str, value: str, what: str) -> None: ...
 
     def hold_name_on_target(self, name: str, what: str) -> None: ...
+
+    def hold_vms(self, vm_ids: Sequence[str], what: str) -> None: ...
+
+    def why_not(self, capability: Capability) -> str: ...
+
+    def recovery_candidates(self, node_id: str) -> list[RecoveryCandidate]: ...
 
 
 @define
@@ -676,6 +683,73 @@ def _ends_in_maintenance(case: Case) -> bool:
     return bool(case.args.get("maintenance"))
 
 
+# -- recovery of a failed node
+
+#: node states that say the node answers: its VMs move by migration (evacuate), not recovery
+ANSWERING = frozenset({"online", "maintenance"})
+
+
+@raises(InvalidSpec)
+def _recovery_input(case: Case) -> None:
+    """fenced is True or False"""
+    if not isinstance(case.args.get("fenced"), bool):
+        raise InvalidSpec(f"fenced must be True or False, not {case.args.get('fenced')!r}")
+
+
+@raises(NotFound, InvalidState)
+def _node_down(case: Case) -> None:
+    """the node no longer answers, and is proven down (offline) or fenced by the caller's
+    word (fenced=True): never two running copies of one VM on one disk"""
+    info = case.reads.node(case.args["node"])
+    case.args.update(node_id=info.id, node_name=info.name, cluster=info.cluster)
+    if info.state in ANSWERING:
+        raise InvalidState(
+            f"node {info.name!r} still answers ({info.state}): its VMs move by migration, "
+            "host.evacuate(node); recovery is for a node that is down")
+    if info.state != "offline" and not case.args["fenced"]:
+        raise InvalidState(
+            f"node {info.name!r} does not answer ({info.state}), but {case.reads.uri()} cannot "
+            "prove it is down: its VMs may still run and write their disks. Fence it (power "
+            "it off, e.g. through its BMC), then recover with fenced=True")
+
+
+@raises(NotFound, InvalidState)
+def _recovery_targets(case: Case) -> None:
+    """to= names a node that takes VMs (so never the failed one); by default every live
+    node of the failed node's cluster"""
+    to = case.args.get("to")
+    if to is not None:
+        case.args["targets"] = [case.reads.node(str(node_id(case.reads, to)))]
+        return
+    nodes, _ = case.reads.loads()
+    case.args["targets"] = [n for n in nodes if takes_vms(n) and n.id != case.args["node_id"]
+                            and n.cluster == case.args["cluster"]]
+
+
+@raises(NotSupported, InvalidState)
+def _recovery_plan(case: Case) -> None:
+    """what anyvirt brings back itself needs node.recover.restart and a live node to go
+    to; the node's VMs are held until the recovery ends"""
+    candidates = case.reads.recovery_candidates(case.args["node_id"])
+    case.args["candidates"] = candidates
+    ours = sorted(c.vm.name for c in candidates if c.by_cluster is None and not c.blocked)
+    if ours and Capability.NODE_RECOVERY_RESTART not in case.reads.capabilities:
+        raise NotSupported(
+            case.reads.backend(), Capability.NODE_RECOVERY_RESTART,
+            f"{case.reads.why_not(Capability.NODE_RECOVERY_RESTART)}; not recovered by the "
+            f"cluster itself: {', '.join(ours)}")
+    if ours and not case.args["targets"]:
+        raise InvalidState(
+            f"no live node of {case.args['cluster'] or case.reads.uri()} takes VMs: nowhere to "
+            f"recover {', '.join(ours)} to")
+    case.reads.hold_vms([c.vm.id for c in candidates], case.args["what"])
+
+
+def _target_named(case: Case) -> bool:
+    """to= is given (anyvirt chooses where each VM comes back)"""
+    return case.args.get("to") is not None
+
+
 # -- refinements: when a case needs more than the operation's capability
 
 def _with_images(case: Case) -> bool:
@@ -940,6 +1014,12 @@ RULES: dict[str, Rule] = {
         refined_by=(Refinement(Capability.SNAPSHOT_DISK_EXPORT, _copied_running),
                     Refinement(Capability.SNAPSHOTS, _copied_running)),
         result="a MigrationResult"),
+    "backup_running": Rule(
+        # running, by design: held (one change at a time) but not stopped; the platform's
+        # backup job freezes the disks at one instant and reads only what changed
+        "repo.backup(vm) of a running VM", Capability.DISK_EXPORT, ANY_STATE, "allowed",
+        "the VM", refined_by=(Refinement(Capability.CHANGED_BLOCKS, _copied_running),),
+        result="a RestorePoint"),
     "restore": Rule(
         "host.restore(path, name=None)", Capability.VM_CREATE, ANY_STATE, "allowed",
         "the new name (through create)", checks=(_new_names_valid,), preconditions=(_names_free,),
@@ -955,6 +1035,13 @@ RULES: dict[str, Rule] = {
         checks=(_moves_vms,),
         refined_by=(Refinement(Capability.MAINTENANCE_MODE, _ends_in_maintenance),),
         result="a MigrationResult per VM moved"),
+    "recover": Rule(
+        # holds the failed node's VMs once they are known (the plan's precondition)
+        "host.recover(node, to=None, fenced=False)", Capability.NODE_RECOVERY, ANY_STATE,
+        "allowed", "", checks=(_recovery_input,),
+        preconditions=(_node_down, _recovery_targets, _recovery_plan),
+        refined_by=(Refinement(Capability.NODE_RECOVERY_RESTART, _target_named),),
+        result="a Recovery: one RecoveryResult per VM of the node"),
 }
 
 
@@ -1015,6 +1102,6 @@ def operations_markdown(rules: dict[str, Rule] | None = None) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["ALLOWED_FROM", "ANY_STATE", "DELETABLE", "RULES", "Case", "Demand", "Reads",
+__all__ = ["ALLOWED_FROM", "ANSWERING", "ANY_STATE", "DELETABLE", "RULES", "Case", "Demand", "Reads",
            "Refinement", "Rule", "check_power_state", "doc", "fits_node", "least_loaded", "node_id",
            "operations_markdown", "raised", "raises", "refusals", "row_sentences", "takes_vms"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import anyvirt
-from anyvirt.memory import reset
+from anyvirt.memory import fail_node, reset, revive_node
 from anyvirt.node import Node
 from anyvirt.testing.plugin import unique_name
 from anyvirt.testing.suite import *  # noqa: F403
@@ -31,3 +31,18 @@ def anyvirt_other_host() -> Iterator[anyvirt.Host]:
     with anyvirt.connect(f"memory://{name}") as host:
         yield host
     reset(name)
+
+
+@pytest.fixture
+def anyvirt_fail_node(anyvirt_host: anyvirt.Host) -> Iterator[Callable[..., None]]:
+    """The memory backend's simulated node failure; the nodes answer again afterwards."""
+    name = anyvirt_host.uri.removeprefix("memory://")
+    failed: list[str] = []
+
+    def fail(node: Node, *, proven: bool = True) -> None:
+        fail_node(name, node.id, proven=proven)
+        failed.append(node.id)
+
+    yield fail
+    for node_id in failed:
+        revive_node(name, node_id)

@@ -5,9 +5,10 @@ configures the product, which never imports it back). Every import counts, at mo
 level or inside a function, except:
 
 * imports under ``if TYPE_CHECKING:`` (annotations only);
-* the handles' late imports of the migration workflows (``vm.backup`` calls
-  ``anyvirt.migration.backup``): the workflows sit above the handles and use them;
-  the handles reach up only on the call, as the layering says;
+* the handles' late imports of the workflows (``vm.backup`` calls
+  ``anyvirt.migration.backup``; ``host.recover`` reports in ``anyvirt.recovery``'s types):
+  the workflows sit above the handles and use them; the handles reach up only on the
+  call, as the layering says;
 * ``from anyvirt import __version__``: package metadata, not code.
 """
 
@@ -24,7 +25,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "anyvirt"
 HANDLES = frozenset({"anyvirt.host", "anyvirt.vm", "anyvirt.snapshot", "anyvirt.node"})
 #: the workflows above the handles, which the handles call on the call only
-WORKFLOWS = ("anyvirt.migration", "anyvirt.watch")
+WORKFLOWS = ("anyvirt.migration", "anyvirt.watch", "anyvirt.recovery")
 
 
 def _handles_calling_workflows(module: str, target: str, late: bool) -> bool:

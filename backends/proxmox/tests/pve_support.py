@@ -181,3 +181,38 @@ class MigrationStandIn(StandIn):
                 if volid.split(":")[0] not in shared:
                     out.append({"volid": volid, "size": 0, "cdrom": 0, "is_unused": 0})
         return out
+
+
+HA_PATHS = {"/api2/json/cluster/ha/resources": "resources",
+            "/api2/json/cluster/ha/status/current": "status"}
+
+
+class HaStandIn(StandIn):
+    """Stand-in for PVE's HA manager, which fakepve does not model (its
+    ``/cluster/ha/resources`` lists a placeholder): the test says which guests are HA
+    resources and what the HA status says of each, in PVE's shapes
+    (``GET /cluster/ha/resources``: ``sid``, ``state``, ``type``; ``GET
+    /cluster/ha/status/current``: a ``quorum`` and a ``master`` entry, then one
+    ``service`` entry per resource with ``sid``, ``node``, ``state``, ``status``)."""
+
+    def __init__(self) -> None:
+        self.resources: list[dict[str, Any]] = []
+        self.services: list[dict[str, Any]] = []
+
+    def manage(self, vmid: int, node: str, state: str, requested: str = "started") -> None:
+        sid = f"vm:{vmid}"
+        self.resources.append({"sid": sid, "state": requested, "type": "vm", "max_restart": 1,
+                               "max_relocate": 1, "digest": "0" * 40})
+        self.services.append({"id": f"service:{sid}", "type": "service", "sid": sid, "node": node,
+                              "state": state, "crm_state": state, "request_state": requested,
+                              "status": f"{sid} ({node}, {state})"})
+
+    def handle(self, request: requests.PreparedRequest, send: Send) -> requests.Response | None:
+        which = HA_PATHS.get(urlsplit(str(request.url)).path)
+        if which is None or request.method != "GET":
+            return None
+        if which == "resources":
+            return pve_response(request, 200, self.resources)
+        head = [{"id": "quorum", "type": "quorum", "status": "OK", "quorate": 1, "node": "pve1"},
+                {"id": "master", "type": "master", "status": "pve1 (active)", "node": "pve1"}]
+        return pve_response(request, 200, head + self.services)

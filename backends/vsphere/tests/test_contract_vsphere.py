@@ -67,3 +67,19 @@ class TestSnapshots(_ContractSnapshots):
     @pytest.mark.xfail(strict=True, reason=REVERT_IS_POINTER_ONLY)
     def test_memory_snapshot_revert_returns_to_running(self, make_vm: Callable[..., anyvirt.VM]) -> None:
         super().test_memory_snapshot_revert_returns_to_running(make_vm)
+
+
+@pytest.fixture
+def anyvirt_fail_node(vcsim: Vcsim) -> Iterator[Callable[..., None]]:
+    """The STAND-IN host failure of patch 0005 (vcsim 0.24.2 cannot disconnect a host): the
+    host reports notResponding, with power state poweredOff where the failure is to be
+    proven (as vCenter reports a host it powered off), else unknown. Connected again after."""
+    failed: list[str] = []
+
+    def fail(node: Node, *, proven: bool = True) -> None:
+        vcsim.set_host_state(node.id, "notResponding", "poweredOff" if proven else "unknown")
+        failed.append(node.id)
+
+    yield fail
+    for moid in failed:
+        vcsim.set_host_state(moid, "connected", "poweredOn")

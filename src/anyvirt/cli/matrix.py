@@ -48,8 +48,14 @@ _DESCRIPTIONS: dict[str, str] = {
     "task.cancel": "cancel a running task on the platform",
     "disk.export": "export disks as a stream (backup, cross-platform migration)",
     "node.maintenance": "put a node into maintenance mode",
+    "node.recover": "recover a failed node's VMs (`host.recover(node)`): each reported, "
+                    "whoever brings it back",
+    "node.recover.restart": "anyvirt itself brings a failed node's VMs up on a live node "
+                            "from their shared disks (`host.recover(node, to=)`)",
     "disk.export.snapshot": "export a running VM's disks as a snapshot froze them "
                             "(`anyvirt.migrate(vm, to, snapshot=True)`)",
+    "disk.changed_blocks": "the platform records changed blocks: a repository's incremental "
+                           "backup reads only those (without: a full read, deduplicated)",
 }
 
 

@@ -22,6 +22,8 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bforce=True\b", "--force"),
         (r"\ba forced power-off\b", "`anyvirt vm stop --force`"),
         (r"\bhost\.evacuate\(node, maintenance=True\)", "`anyvirt node evacuate --maintenance`"),
+        (r"\bhost\.evacuate\(node\)", "`anyvirt node evacuate`"),
+        (r"\bfenced=True\b", "--fenced"),
         (r"\breconfigure\(\) needs cpus or memory_mib", "reconfigure needs --cpus or --memory"),
         (r"\bgive to=\[\.\.\.\]", "give --to"),
         (r"\bmigrate\(to=\.\.\.\)", "`anyvirt vm migrate`"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,10 +39,17 @@ from anyvirt.kit import streams
 from anyvirt.migration import manifest as manifests
 from anyvirt.migration.archive_check import check_target_storage
 from anyvirt.migration.target_spec import nics_for, spec_for
-from anyvirt.model import Capability, check_name
+from anyvirt.model import Capability, PowerState, check_name
 from anyvirt.repository import codec, leases, points, retention
 from anyvirt.repository.points import ID_BYTES, ZERO_ID, RestorePoint
-from anyvirt.repository.sources import ChangeTracker, RawDisk, dirty_chunks, open_raw
+from anyvirt.repository.sources import (
+    ChangeTracker,
+    LiveBackup,
+    LiveDisk,
+    RawDisk,
+    dirty_chunks,
+    open_raw,
+)
 from anyvirt.repository.store import TEMP, Store
 from anyvirt.target import Secret, as_secret
 from anyvirt.tasks import DEFAULT_TIMEOUT, Job, ProgressCallback
@@ -54,7 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("anyvirt")
 FORMAT = "anyvirt-repository/1"
 CONFIG = "config.json"
-CHUNK_SIZE = 4 * 1024 * 1024
+CHUNK_SIZE = 1024 * 1024
 WORKERS = 2  # hashing and zstd release the GIL: one thread per core here
 WINDOW = 8  # chunks in flight at once (memory: WINDOW x CHUNK_SIZE)
 _ZERO = bytes(CHUNK_SIZE)
@@ -214,58 +222,65 @@ class BackupRepository:
     # ------------------------------------------------------------ backup
     def backup(self, vm: VM, *, timeout: float | None = DEFAULT_TIMEOUT,
                on_progress: ProgressCallback | None = None) -> RestorePoint:
-        """A new restore point of ``vm`` (stopped; held while its disks are read). Only
-        chunks the repository lacks are written."""
+        """A new restore point of ``vm``, held while its disks are read. A stopped VM's
+        disks are read as they are; a running one's as the platform froze them at one
+        instant, where it can (``Capability.CHANGED_BLOCKS``: libvirt's backup job), else
+        it is refused as portable backups refuse it. Only chunks the repository lacks are
+        written; where the platform records changed blocks, only those are read."""
         vm.host.gate.require(Capability.DISK_EXPORT)
         info = vm.info()
         earlier = self.points(vm)
+        tracker = _tracker(vm)
+        driver = vm.host.driver
+        live = (driver if info.state in (PowerState.RUNNING, PowerState.PAUSED)
+                and isinstance(driver, LiveBackup) and tracker is not None else None)
 
         def work(job: Job, source: HeldVM) -> RestorePoint:
             with leases.hold(self.store, "backup") as held, \
                     tempfile.TemporaryDirectory(prefix="anyvirt-repo-") as tmp:
                 self._clean_leftovers()
-                known = self._chunk_names()
-                created = dt.datetime.now(dt.UTC)
-                point_id = points.point_id(created, held.id)
-                job.progress(0, f"reading the disks of {vm.name}")
-                exported, _in_place = source.disks(Path(tmp) / "export", job.span(0, 5))
-                tracker = vm.host.driver if isinstance(vm.host.driver, ChangeTracker) else None
-                entries, disks, read, stored = [], [], 0, 0
-                share = 95.0 / max(len(exported), 1)
-                for n, disk in enumerate(exported):
-                    span = job.span(5 + share * n, 5 + share * (n + 1))
-                    # the mark first: a change after it shows in the next backup's extents
-                    mark = tracker.change_mark(vm.id, disk.id, span) if tracker else None
-                    with open_raw(disk, self.chunk_size, Path(tmp), span) as raw:
-                        reuse = (self._unchanged(tracker, vm.id, raw, earlier[-1], n, span)
-                                 if tracker and earlier else None)
-                        index, got, put = self._store_disk(raw, known, held, span, reuse)
-                    name = points.index_name(point_id, n)
-                    sealed = self.codec.seal("index", name, index)
-                    self.store.put(name, sealed, held.id)
-                    read, stored = read + got, stored + put + len(sealed)
-                    digest = hashlib.sha256(index).hexdigest()
-                    entries.append(_manifest_disk(n, raw, index, digest))
-                    disks.append({"index": name, "sha256": digest, "chunk_size": self.chunk_size,
-                                  "change_mark": mark})
-                point = RestorePoint(
-                    id=point_id, vm_name=vm.name, vm_id=vm.id, created=created,
-                    incremental=bool(earlier), read_bytes=read, stored_bytes=stored,
-                    source_backend=vm.host.backend, size_bytes=sum(e["size_bytes"] for e in entries),
-                    manifest=_manifest(vm, info, entries, created), disks=tuple(disks))
-                manifests.parse(point.manifest)  # what restore will believe, checked now
-                sealed = self.codec.seal("point", point_id, points.encode(point))
-                self.store.put(points.object_name(point_id), sealed, held.id)
-                job.progress(100, f"restore point {point_id} written")
+                with _PointWriter(self, vm, info, earlier, held, job) as writer:
+                    job.progress(0, f"reading the disks of {vm.name}")
+                    if live is not None:
+                        since = _marks_of(earlier[-1]) if earlier else {}
+                        with live.live_disks(vm.id, since, job.span(0, 5)) as frozen_disks:
+                            for frozen_disk in frozen_disks:
+                                writer.marks_made(frozen_disk.id, frozen_disk.mark)
+                                writer.add(frozen_disk, frozen_disk.read, frozen_disk.mark,
+                                           functools.partial(_known_changes, frozen_disk),
+                                           len(frozen_disks))
+                            point = writer.finish()
+                    else:
+                        exported, _in_place = source.disks(Path(tmp) / "export", job.span(0, 5))
+                        for disk in exported:
+                            span = writer.span(len(exported))
+                            # the mark first: a change after it shows in the next backup's
+                            # extents
+                            mark = tracker.change_mark(vm.id, disk.id, span) if tracker else None
+                            writer.marks_made(disk.id, mark)
+                            with open_raw(disk, self.chunk_size, Path(tmp), span) as raw, \
+                                    open(raw.path, "rb") as handle:
+                                asked = (functools.partial(tracker.changed_extents, vm.id,
+                                                           raw.id, job=span)
+                                         if tracker else None)
+                                writer.add(raw, functools.partial(raw.read, handle.fileno()),
+                                           mark, asked, len(exported))
+                        point = writer.finish()
+                job.progress(100, f"restore point {point.id} written")
                 return point
 
-        result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
-                                     on_progress=on_progress)
+        if live is not None:
+            result = vm.host.gate.export(vm, "back up", work, row="backup_running", wait=True,
+                                         timeout=timeout, on_progress=on_progress)
+        else:
+            result = vm.host.gate.export(vm, "back up", work, wait=True, timeout=timeout,
+                                         on_progress=on_progress)
         assert isinstance(result, RestorePoint)
         return result
 
-    def _unchanged(self, tracker: ChangeTracker, vm_id: str, raw: RawDisk, parent: RestorePoint,
-                   n: int, job: Job) -> list[bytes | None] | None:
+    def _unchanged(self, changed_since: Callable[[str], Sequence[tuple[int, int]] | None],
+                   disk: RawDisk | LiveDisk, parent: RestorePoint,
+                   n: int) -> list[bytes | None] | None:
         """Per chunk, the parent point's id where the platform says nothing changed since
         it (None: read it); or None for a full read: no usable record, a different disk, a
         parent index that does not check out."""
@@ -273,23 +288,24 @@ class BackupRepository:
             return None
         entry, described = parent.disks[n], parent.manifest["disks"][n]
         since = entry.get("change_mark")
-        if (not since or entry["chunk_size"] != self.chunk_size or described["id"] != raw.id
-                or described["size_bytes"] != raw.size):
+        if (not since or entry["chunk_size"] != self.chunk_size or described["id"] != disk.id
+                or described["size_bytes"] != disk.size):
             return None
         try:
             index = self._index(parent, n)
         except (InvalidSpec, NotFound):
             return None
-        changed = tracker.changed_extents(vm_id, raw.id, str(since), job)
+        changed = changed_since(str(since))
         if changed is None:
             return None
-        dirty = dirty_chunks(changed, self.chunk_size, raw.size)
+        dirty = dirty_chunks(changed, self.chunk_size, disk.size)
         ids = [index[i:i + ID_BYTES] for i in range(0, len(index), ID_BYTES)]
-        if len(ids) != -(-raw.size // self.chunk_size):
+        if len(ids) != -(-disk.size // self.chunk_size):
             return None
         return [None if i in dirty else chunk for i, chunk in enumerate(ids)]
 
-    def _store_disk(self, raw: RawDisk, known: set[str], held: leases.Held, job: Job,
+    def _store_disk(self, raw: RawDisk | LiveDisk, read_at: Callable[[int, int], bytes],
+                    known: set[str], held: leases.Held, job: Job,
                     reuse: list[bytes | None] | None = None) -> tuple[bytes, int, int]:
         """Chunk, hash, compress and write one disk; returns its index, bytes read, bytes
         stored. Reads happen here, hashing and writing in a small pool, a few chunks ahead.
@@ -298,34 +314,31 @@ class BackupRepository:
         index = bytearray()
         read = stored = 0
         total = max(raw.size, 1)
-        with open(raw.path, "rb") as handle:
-            fd = handle.fileno()
+        def kept(offset: int) -> bytes | None:
+            return reuse[offset // self.chunk_size] if reuse is not None else None
 
-            def kept(offset: int) -> bytes | None:
-                return reuse[offset // self.chunk_size] if reuse is not None else None
+        def load(item: tuple[int, int, bool]) -> bytes | None:
+            offset, length, data = item
+            return read_at(offset, length) if data and kept(offset) is None else None
 
-            def load(item: tuple[int, int, bool]) -> bytes | None:
-                offset, length, data = item
-                return raw.read(fd, offset, length) if data and kept(offset) is None else None
+        def save(item: tuple[int, int, bool], data: bytes | None) -> tuple[bytes, int]:
+            same = kept(item[0])
+            if same is not None:
+                return same, 0
+            if data is None or _zeros(data):
+                return ZERO_ID, 0
+            return self._put_chunk(data, known, held)
 
-            def save(item: tuple[int, int, bool], data: bytes | None) -> tuple[bytes, int]:
-                same = kept(item[0])
-                if same is not None:
-                    return same, 0
-                if data is None or _zeros(data):
-                    return ZERO_ID, 0
-                return self._put_chunk(data, known, held)
-
-            for (offset, length, data), (chunk_id, put) in _pipeline(
-                    raw.chunks(self.chunk_size), load, save):
-                job.check()
-                held.refresh()
-                read += length if data and kept(offset) is None else 0
-                stored += put
-                index += chunk_id
-                job.progress(100.0 * (offset + length) / total,
-                             f"disk {raw.id}: {streams.human(offset + length)} of "
-                             f"{streams.human(raw.size)}")
+        for (offset, length, data), (chunk_id, put) in _pipeline(
+                raw.chunks(self.chunk_size), load, save):
+            job.check()
+            held.refresh()
+            read += length if data and kept(offset) is None else 0
+            stored += put
+            index += chunk_id
+            job.progress(100.0 * (offset + length) / total,
+                         f"disk {raw.id}: {streams.human(offset + length)} of "
+                         f"{streams.human(raw.size)}")
         return bytes(index), read, stored
 
     def _put_chunk(self, data: bytes, known: set[str], held: leases.Held) -> tuple[bytes, int]:
@@ -499,6 +512,110 @@ class BackupRepository:
             self.store.remove(name)
 
 
+class _PointWriter:
+    """One backup's disks into the repository, then its point: the parts the stopped and
+    the running paths share. Marks made are dropped again if the point is never written;
+    the parent's marks are dropped once it is (no later backup builds on them)."""
+
+    def __init__(self, repo: BackupRepository, vm: VM, info: Any, earlier: list[RestorePoint],
+                 held: leases.Held, job: Job) -> None:
+        self.repo, self.vm, self.info, self.earlier, self.held, self.job = (
+            repo, vm, info, earlier, held, job)
+        self.tracker = _tracker(vm)
+        self.known = repo._chunk_names()
+        self.created = dt.datetime.now(dt.UTC)
+        self.id = points.point_id(self.created, held.id)
+        self.entries: list[dict[str, Any]] = []
+        self.disks: list[dict[str, Any]] = []
+        self.read = self.stored = 0
+        self.made: list[tuple[str, str]] = []  # (disk id, mark) no point names yet
+
+    def span(self, count: int) -> Job:
+        share = 95.0 / max(count, 1)
+        n = len(self.entries)
+        return self.job.span(5 + share * n, 5 + share * (n + 1))
+
+    def marks_made(self, disk_id: str, mark: str | None) -> None:
+        if mark:
+            self.made.append((disk_id, mark))
+
+    def add(self, disk: RawDisk | LiveDisk, read_at: Callable[[int, int], bytes],
+            mark: str | None, changed_since: Callable[[str], Sequence[tuple[int, int]] | None]
+            | None, count: int) -> None:
+        """One disk: only what changed since the parent point where the platform says."""
+        span = self.span(count)
+        reuse = (self.repo._unchanged(changed_since, disk, self.earlier[-1], len(self.entries))
+                 if changed_since is not None and self.earlier else None)
+        index, got, put = self.repo._store_disk(disk, read_at, self.known, self.held, span, reuse)
+        n = len(self.entries)
+        name = points.index_name(self.id, n)
+        sealed = self.repo.codec.seal("index", name, index)
+        self.repo.store.put(name, sealed, self.held.id)
+        self.read, self.stored = self.read + got, self.stored + put + len(sealed)
+        digest = hashlib.sha256(index).hexdigest()
+        self.entries.append(_manifest_disk(n, disk, index, digest))
+        self.disks.append({"index": name, "sha256": digest, "chunk_size": self.repo.chunk_size,
+                           "change_mark": mark})
+
+    def finish(self) -> RestorePoint:
+        vm, created = self.vm, self.created
+        point = RestorePoint(
+            id=self.id, vm_name=vm.name, vm_id=vm.id, created=created,
+            incremental=bool(self.earlier), read_bytes=self.read, stored_bytes=self.stored,
+            source_backend=vm.host.backend, size_bytes=sum(e["size_bytes"] for e in self.entries),
+            manifest=_manifest(vm, self.info, self.entries, created), disks=tuple(self.disks))
+        manifests.parse(point.manifest)  # what restore will believe, checked now
+        sealed = self.repo.codec.seal("point", self.id, points.encode(point))
+        self.repo.store.put(points.object_name(self.id), sealed, self.held.id)
+        self.made = []  # named by the point now
+        if self.earlier:
+            # the new point's marks supersede the parent's; a backup building on the
+            # parent again (the new point pruned) finds its mark gone: a full read
+            parent = self.earlier[-1]
+            _drop_marks(self.tracker, vm.id, sorted(_marks_of(parent).items()), self.job)
+        return point
+
+    def __enter__(self) -> _PointWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # a point never written: no point names its marks, and left behind they would only
+        # cost the platform (QEMU keeps every enabled bitmap up to date)
+        _drop_marks(self.tracker, self.vm.id, self.made, self.job)
+        self.made = []
+
+
+def _known_changes(disk: LiveDisk, _since: str) -> Sequence[tuple[int, int]] | None:
+    # the platform answered for the parent's mark when it froze the disk
+    return disk.changed
+
+
+def _marks_of(point: RestorePoint) -> dict[str, str]:
+    """A point's change marks by disk id."""
+    return {str(d.get("id", "")): str(e["change_mark"])
+            for d, e in zip(point.manifest.get("disks", ()), point.disks, strict=False)
+            if e.get("change_mark")}
+
+
+def _tracker(vm: VM) -> ChangeTracker | None:
+    """The VM's driver as a change tracker, where the connection declares one."""
+    driver = vm.host.driver
+    if isinstance(driver, ChangeTracker) and vm.host.supports(Capability.CHANGED_BLOCKS):
+        return driver
+    return None
+
+
+def _drop_marks(tracker: ChangeTracker | None, vm_id: str, marks: list[tuple[str, str]],
+                job: Job) -> None:
+    if tracker is None:
+        return
+    for disk_id, mark in marks:
+        try:
+            tracker.drop_change_mark(vm_id, disk_id, mark, job)
+        except Exception as exc:  # a mark left behind costs, it never harms
+            log.info("change mark %s of %s not dropped: %s", mark, disk_id, exc)
+
+
 def _zeros(data: bytes) -> bool:
     # comparing with a ready buffer of zeros is a memcmp; slicing one would copy it first
     return data == _ZERO if len(data) == len(_ZERO) else data.count(0) == len(data)
@@ -514,7 +631,7 @@ def _chunk_name(chunk_id: str) -> str:
     return f"chunks/{chunk_id[:2]}/{chunk_id}"
 
 
-def _manifest_disk(n: int, raw: RawDisk, index: bytes, digest: str) -> dict[str, Any]:
+def _manifest_disk(n: int, raw: RawDisk | LiveDisk, index: bytes, digest: str) -> dict[str, Any]:
     # the archive's disk entry: here the "file" is the disk's index, and its sha256 pins
     # every chunk (each chunk is named by the hash of its bytes)
     return {"id": raw.id, "file": f"disks/{n}-index.raw", "format": "raw",

@@ -11,19 +11,25 @@ Anything else (compressed clusters) is read through a raw view of the image
 (``qemu-storage-daemon`` over FUSE), or, where that is missing, a raw
 conversion into a temporary file.
 
-Changed-block tracking (libvirt checkpoints, vSphere CBT) plugs in here later:
-a driver that can say which extents changed since a mark it gave for an
-earlier point implements :class:`ChangeTracker`, and a backup then reads only
-those extents and takes every other chunk from the earlier point's index. No
-driver does yet; without one, or when its answer is None (the record is lost
-or invalid), the backup reads every data extent: a full read, deduplicated.
+Changed-block tracking plugs in here: a driver that can say which extents
+changed since a mark it gave for an earlier point implements
+:class:`ChangeTracker` and declares ``Capability.CHANGED_BLOCKS`` (libvirt:
+persistent qcow2 bitmaps; vSphere: CBT's change ids), and a backup then reads
+only those extents and takes every other chunk from the earlier point's index.
+Without one, or when its answer is None (the record is lost or invalid), the
+backup reads every data extent: a full read, deduplicated.
+
+A running VM is read through :class:`LiveBackup` where the driver offers it
+(libvirt's backup job): the platform freezes every disk at one instant and
+hands each over as a :class:`LiveDisk` (a read function, where the data is,
+a new mark, and what changed since the parent point's mark, or None).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -47,6 +53,9 @@ class ChangeTracker(Protocol):
         """``(offset, length)`` ranges that may have changed since ``since``, or None when
         the platform no longer knows (the record was lost or reset): then a full read."""
 
+    def drop_change_mark(self, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
+        """Forget ``mark`` (no later backup builds on it): best effort, never raises."""
+
 
 @frozen
 class RawDisk:
@@ -61,14 +70,7 @@ class RawDisk:
 
     def chunks(self, chunk: int) -> Iterator[tuple[int, int, bool]]:
         """(offset, length, may hold data) for every chunk of the disk, in order."""
-        marks: set[int] = set()
-        for start, length in self.extents:
-            first = start // chunk
-            last = (start + length - 1) // chunk
-            marks.update(range(first, last + 1))
-        for index in range((self.size + chunk - 1) // chunk):
-            offset = index * chunk
-            yield offset, min(chunk, self.size - offset), index in marks
+        return walk_chunks(self.extents, self.size, chunk)
 
     def read(self, fd: int, offset: int, length: int) -> bytes:
         """The guest bytes [offset, offset+length): pieces from the file, zeros between."""
@@ -99,6 +101,44 @@ class RawDisk:
             if start + size > offset:
                 yield start, size, where
             i += 1
+
+
+def walk_chunks(extents: Sequence[tuple[int, int]], size: int,
+                chunk: int) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, may hold data) for every chunk of a disk of ``size`` bytes whose
+    data lies in ``extents``, in order."""
+    marks = dirty_chunks(extents, chunk, size)
+    for index in range((size + chunk - 1) // chunk):
+        offset = index * chunk
+        yield offset, min(chunk, size - offset), index in marks
+
+
+@frozen
+class LiveDisk:
+    """A running VM's disk as the platform froze it for a backup (libvirt's backup job):
+    readable while the driver's ``live_disks`` block runs."""
+
+    id: str
+    size: int
+    bus: str | None
+    extents: tuple[tuple[int, int], ...]  # where the data is (the rest reads as zeros)
+    read: Callable[[int, int], bytes]  # (offset, length) -> the guest bytes
+    mark: str | None  # the record of this instant, for the next backup's question
+    changed: tuple[tuple[int, int], ...] | None  # since the mark asked about; None: unknown
+
+    def chunks(self, chunk: int) -> Iterator[tuple[int, int, bool]]:
+        return walk_chunks(self.extents, self.size, chunk)
+
+
+@runtime_checkable
+class LiveBackup(Protocol):
+    """What a driver offers when it can back up a running VM at one instant, with its
+    changes since an earlier mark (declared with ``Capability.CHANGED_BLOCKS``)."""
+
+    def live_disks(self, vm_id: str, since: Mapping[str, str], job: Job
+                   ) -> contextlib.AbstractContextManager[list[LiveDisk]]:
+        """The VM's disks frozen now; ``since`` maps a disk id to the mark of the point
+        to build on. A disk's ``changed`` is None where that mark is no longer valid."""
 
 
 def dirty_chunks(changed: Sequence[tuple[int, int]], chunk: int, size: int) -> set[int]:
@@ -147,4 +187,5 @@ def _decoded(disk: ExportedDisk, size: int, scratch: Path, job: Job) -> Iterator
         out.unlink(missing_ok=True)
 
 
-__all__ = ["ChangeTracker", "RawDisk", "dirty_chunks", "open_raw"]
+__all__ = ["ChangeTracker", "LiveBackup", "LiveDisk", "RawDisk", "dirty_chunks", "open_raw",
+           "walk_chunks"]

@@ -8,9 +8,9 @@ hands it (or the domain it looks up) over. No helper imports this module.
 
 from __future__ import annotations
 
-import contextlib
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -41,9 +41,12 @@ from anyvirt.model import (
     VMSpec,
     VMSummary,
 )
+from anyvirt.repository.sources import LiveDisk
 from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_libvirt import (
+    backupjob,
+    changes,
     cloning,
     console,
     deletion,
@@ -70,6 +73,8 @@ from anyvirt_libvirt.site import Site
 from anyvirt_libvirt.states import domain_state
 from anyvirt_libvirt.templates import TemplateIndex
 
+_NO_CHANGED_BLOCKS = ("changed blocks are read from the qcow2 files' bitmaps, which needs the "
+                      "disk files on this machine (a local libvirtd or qemu:///embed)")
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 
 
@@ -171,9 +176,13 @@ class LibvirtDriver(Driver):
         self.link.close()
 
     def capabilities(self) -> frozenset[Capability]:
+        if self.facts.driver_type == "TEST" or not changes.supported(self.site):
+            return self.facts.capabilities - {Capability.CHANGED_BLOCKS}
         return self.facts.capabilities
 
     def why_not(self, capability: Capability) -> str:
+        if capability is Capability.CHANGED_BLOCKS and capability not in self.capabilities():
+            return _NO_CHANGED_BLOCKS
         return self.facts.reasons.get(capability, "")
 
     def default_overcommit(self) -> Overcommit | None:
@@ -449,14 +458,17 @@ class LibvirtDriver(Driver):
         self, vm_id: str, name: str, description: str, memory: bool, job: Job
     ) -> SnapshotInfo:
         with self.site.domain(vm_id, f"snapshot {name!r}") as dom:
+            changes.forget_checkpoints(dom)  # libvirt refuses a stopped VM's with checkpoints
             return snapshots.create(dom, name, description, memory)
 
     def revert_snapshot(self, vm_id: str, snapshot_id: str, job: Job) -> None:
         with self.site.domain(vm_id, f"revert to snapshot {snapshot_id!r}") as dom:
+            changes.drop_all(dom, job)  # QEMU refuses a revert while a bitmap is enabled
             snapshots.revert(dom, snapshot_id)
 
     def delete_snapshot(self, vm_id: str, snapshot_id: str, children: bool, job: Job) -> None:
         with self.site.domain(vm_id, f"delete snapshot {snapshot_id!r}") as dom:
+            changes.forget_checkpoints(dom)  # a block operation too, for libvirt
             snapshots.delete(dom, snapshot_id, children)
 
     # ------------------------------------------------------------ clone and migrate
@@ -490,8 +502,23 @@ class LibvirtDriver(Driver):
         return export.disks_in_place(self.site, vm_id, job)
 
     def stream_disks(self, vm_id: str,
-                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+                     job: Job) -> AbstractContextManager[list[ExportedDisk] | None]:
         return streamed.streamed_disks(self.site, vm_id, job)
+
+    # ------------------------------------------------------------ changed blocks
+    def change_mark(self, vm_id: str, disk_id: str, job: Job) -> str | None:
+        return changes.change_mark(self.site, vm_id, disk_id, job)
+
+    def changed_extents(self, vm_id: str, disk_id: str, since: str,
+                        job: Job) -> list[tuple[int, int]] | None:
+        return changes.changed_extents(self.site, vm_id, disk_id, since, job)
+
+    def drop_change_mark(self, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
+        changes.drop_mark(self.site, vm_id, disk_id, mark, job)
+
+    def live_disks(self, vm_id: str, since: Mapping[str, str],
+                   job: Job) -> AbstractContextManager[list[LiveDisk]]:
+        return backupjob.live_disks(self.site, vm_id, since, job)
 
 
 # ---------------------------------------------------------------- helpers

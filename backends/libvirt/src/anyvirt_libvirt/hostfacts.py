@@ -50,6 +50,7 @@ ALL = frozenset(
         Capability.IDENTITY_USER_DATA,
         Capability.GUEST_ADDRESSES,
         Capability.CONSOLE,
+        Capability.CHANGED_BLOCKS,  # local daemons only: see LibvirtDriver.capabilities
     }
 )
 
@@ -67,6 +68,7 @@ TEST_DRIVER = ALL - {
     Capability.IDENTITY_USER_DATA,
     Capability.GUEST_ADDRESSES,  # no guest, no network with leases
     Capability.CONSOLE,  # no guest writes to it: the test driver has no console streams
+    Capability.CHANGED_BLOCKS,  # no image files
 }
 
 #: qemu:///embed: no daemon another host could migrate to or from

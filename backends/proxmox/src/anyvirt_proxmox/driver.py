@@ -29,6 +29,7 @@ from anyvirt.model import (
     Overcommit,
     Placement,
     PowerAction,
+    RecoveryCandidate,
     SnapshotInfo,
     VMInfo,
     VMSpec,
@@ -36,7 +37,7 @@ from anyvirt.model import (
 )
 from anyvirt.target import Target
 from anyvirt.tasks import Job
-from anyvirt_proxmox import clone, console, guest, image_import, migration, power, snapshots, vms
+from anyvirt_proxmox import clone, console, guest, ha, image_import, migration, power, snapshots, vms
 from anyvirt_proxmox import config as cfg
 from anyvirt_proxmox.inventory import Inventory, storage_infos
 from anyvirt_proxmox.session import OPTIONS, UNDO_GRACE, Session
@@ -49,6 +50,8 @@ COMMON = frozenset({
     Capability.LINKED_CLONE_OF_TEMPLATE, Capability.IDENTITY, Capability.GUEST_ADDRESSES,
     Capability.CONSOLE,
 })
+#: a cluster reports what PVE's HA does of a failed node's guests (ha.py)
+CLUSTER_ONLY_REPORTS = frozenset({Capability.NODE_RECOVERY})
 CLUSTER_ONLY = frozenset({Capability.COLD_MIGRATION, Capability.LIVE_MIGRATION})
 #: what PVE cannot do the way anyvirt means it, and why (``why_not``)
 WHY_NOT: dict[Capability, str] = {
@@ -68,6 +71,8 @@ WHY_NOT: dict[Capability, str] = {
                                      "VE 8.2 or later, a storage with 'import' enabled, and qemu-img here",
     Capability.IDENTITY_USER_DATA: guest.WHY_NO_USER_DATA,
     Capability.MAINTENANCE_MODE: "Proxmox VE's node maintenance is an HA-manager command, not in its API",
+    Capability.NODE_RECOVERY: "a standalone Proxmox VE node has no other node to recover onto",
+    Capability.NODE_RECOVERY_RESTART: ha.WHY_NO_RESTART,
     Capability.LIVE_RECONFIGURE: "Proxmox VE applies CPU and memory changes of a running VM at its next "
                                  "start unless hotplug is set up; reconfigure() reports that",
 }
@@ -119,7 +124,7 @@ class ProxmoxDriver(Driver):
     backend: ClassVar[str] = "proxmox"
     platform: ClassVar[str] = "Proxmox VE (clusters and standalone nodes)"
     possible_capabilities: ClassVar[frozenset[Capability]] = (
-        COMMON | CLUSTER_ONLY | {Capability.VM_CREATE_FROM_IMAGE})
+        COMMON | CLUSTER_ONLY | CLUSTER_ONLY_REPORTS | {Capability.VM_CREATE_FROM_IMAGE})
     firmware_support: ClassVar[frozenset[Firmware]] = frozenset({Firmware.BIOS, Firmware.EFI})
     disk_buses: ClassVar[tuple[str, ...]] = ("scsi", "virtio", "sata", "ide")
     nic_models: ClassVar[tuple[str, ...]] = cfg.NIC_MODELS
@@ -168,7 +173,7 @@ class ProxmoxDriver(Driver):
     def _detect_capabilities(self) -> frozenset[Capability]:
         caps = set(COMMON)
         if self.cluster is not None and self.node_count > 1:
-            caps |= CLUSTER_ONLY  # a standalone node has nowhere to migrate to
+            caps |= CLUSTER_ONLY | CLUSTER_ONLY_REPORTS  # a standalone node has nowhere to go
         if self.imports and parse_version(self.version) >= image_import.MIN_VERSION and qemu_img.available():
             caps.add(Capability.VM_CREATE_FROM_IMAGE)
         return frozenset(caps)
@@ -222,6 +227,9 @@ class ProxmoxDriver(Driver):
 
     def list_nodes(self) -> list[NodeInfo]:
         return self.inventory.nodes(self.cluster, self.version)
+
+    def recovery_candidates(self, node_id: str) -> list[RecoveryCandidate]:
+        return ha.candidates(self.session, self.inventory.list_vms(), node_id)
 
     # ---------------------------------------------------------- VMs
     def list_vms(self) -> list[VMSummary]:

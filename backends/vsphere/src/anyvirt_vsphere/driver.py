@@ -38,6 +38,7 @@ from anyvirt.model import (
     NodeInfo,
     Placement,
     PowerAction,
+    RecoveryCandidate,
     SnapshotInfo,
     VMInfo,
     VMSpec,
@@ -47,12 +48,14 @@ from anyvirt.model import (
 from anyvirt.target import Target
 from anyvirt.tasks import Job
 from anyvirt_vsphere import (
+    changes,
     clone,
     export,
     guest,
     image_import,
     migration,
     power,
+    recovery,
     rules,
     snapshots,
     updates,
@@ -85,6 +88,8 @@ COMMON = frozenset(
         Capability.IDENTITY,
         Capability.IDENTITY_USER_DATA,
         Capability.GUEST_ADDRESSES,
+        # CBT, written to the API; vcsim has no QueryChangedDiskAreas: a full read there
+        Capability.CHANGED_BLOCKS,
     }
 )
 VCENTER_ONLY = frozenset(
@@ -99,6 +104,8 @@ VCENTER_ONLY = frozenset(
         Capability.LIVE_MIGRATION,
         Capability.COLD_MIGRATION_SNAPSHOTS,
         Capability.LIVE_MIGRATION_SNAPSHOTS,
+        Capability.NODE_RECOVERY,
+        Capability.NODE_RECOVERY_RESTART,
     }
 )
 
@@ -328,6 +335,10 @@ class VSphereDriver(Driver):
 
     # ---------------------------------------------------------- clone, migrate
     def why_not(self, capability: Capability) -> str:
+        if capability in (Capability.NODE_RECOVERY, Capability.NODE_RECOVERY_RESTART) \
+                and not self.session.is_vcenter:
+            return ("an ESXi connection is the host itself: recover its VMs through its "
+                    "vCenter, or with anyvirt.recover(failed=...)")
         if capability in VCENTER_ONLY and not self.session.is_vcenter:
             return "a standalone ESXi host cannot do this; connect to its vCenter"
         if capability is Capability.CONSOLE:
@@ -395,6 +406,23 @@ class VSphereDriver(Driver):
 
     def set_maintenance(self, node_id: str, on: bool, job: Job) -> None:
         migration.set_maintenance(self.inventory, node_id, on, job)
+
+    def recovery_candidates(self, node_id: str) -> list[RecoveryCandidate]:
+        return recovery.candidates(self.inventory, node_id)
+
+    def recover_vm(self, vm_id: str, node_id: str, start: bool, job: Job) -> VMSummary:
+        return recovery.recover(self.inventory, vm_id, node_id, start, job)
+
+    # ---------------------------------------------------------- changed blocks (CBT)
+    def change_mark(self, vm_id: str, disk_id: str, job: Job) -> str | None:
+        return changes.change_mark(self.inventory, vm_id, disk_id, job)
+
+    def changed_extents(self, vm_id: str, disk_id: str, since: str,
+                        job: Job) -> list[tuple[int, int]] | None:
+        return changes.changed_extents(self.inventory, vm_id, disk_id, since, job)
+
+    def drop_change_mark(self, vm_id: str, disk_id: str, mark: str, job: Job) -> None:
+        """Change ids are no objects on vSphere: nothing to free."""
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self, self.inventory, vm_id, dest_dir, job)

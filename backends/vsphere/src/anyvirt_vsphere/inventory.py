@@ -161,6 +161,7 @@ HOST_PATHS = (
     "name",
     "parent",
     "runtime.connectionState",
+    "runtime.powerState",
     "runtime.inMaintenanceMode",
     "hardware.cpuInfo.numCpuThreads",
     "hardware.memorySize",
@@ -178,10 +179,14 @@ class HostRow:
     parent: Any  # ComputeResource or ClusterComputeResource
 
 
-def _node_state(connection: str, maintenance: bool) -> str:
-    if connection != "connected":
-        return "offline" if connection in ("disconnected", "notResponding") else "unknown"
-    return "maintenance" if maintenance else "online"
+def _node_state(connection: str, power: str, maintenance: bool) -> str:
+    """online | maintenance | offline | unknown. "offline" is proof that the host is down:
+    vCenter reports it powered off (or in standby), which it knows only of a host it
+    powered off itself. A host that stops answering (notResponding) or that was
+    disconnected may still run its VMs: "unknown" (recovering it needs fenced=True)."""
+    if connection == "connected":
+        return "maintenance" if maintenance else "online"
+    return "offline" if power in ("poweredOff", "standBy") else "unknown"
 
 
 class Inventory:
@@ -327,7 +332,8 @@ class Inventory:
             node = NodeInfo(
                 id=row.moid,
                 name=unescape_name(row.get("name", "")),
-                state=_node_state(str(row.get("runtime.connectionState", "")), maintenance),
+                state=_node_state(str(row.get("runtime.connectionState", "")),
+                                  str(row.get("runtime.powerState", "")), maintenance),
                 cpus=int(row.get("hardware.cpuInfo.numCpuThreads") or 0),
                 memory_mib=memory,
                 free_memory_mib=None if used is None else max(memory - int(used), 0),

@@ -281,7 +281,9 @@ def vm_info(inventory: Inventory, vm_id: str) -> VMInfo:
     )
 
 
-def _devices(inventory: Inventory, devices: list[Any]) -> tuple[list[DiskInfo], list[NicInfo]]:
+def disk_devices(devices: list[Any]) -> dict[str, tuple[str, Any]]:
+    """The VM's VirtualDisk devices and their bus, by anyvirt's disk id ("scsi0:1": bus,
+    controller number, unit)."""
     controllers: dict[int, tuple[str, int]] = {}
     for dev in devices:
         if isinstance(dev, vim.vm.device.VirtualSCSIController):
@@ -292,28 +294,36 @@ def _devices(inventory: Inventory, devices: list[Any]) -> tuple[list[DiskInfo], 
             controllers[dev.key] = ("ide", dev.busNumber)
         elif isinstance(dev, vim.vm.device.VirtualNVMEController):
             controllers[dev.key] = ("nvme", dev.busNumber)
-    disks: list[DiskInfo] = []
-    nics: list[NicInfo] = []
-    portgroups: dict[str, str] | None = None
+    out: dict[str, tuple[str, Any]] = {}
     for dev in devices:
         if isinstance(dev, vim.vm.device.VirtualDisk):
             bus, number = controllers.get(dev.controllerKey, ("scsi", 0))
-            backing = dev.backing
-            path = getattr(backing, "fileName", None) or None
-            parent = getattr(backing, "parent", None)
-            size = dev.capacityInBytes or (dev.capacityInKB or 0) * 1024 or None
-            disks.append(
-                DiskInfo(
-                    id=f"{bus}{number}:{dev.unitNumber}",
-                    size_bytes=size,
-                    path=path,
-                    format="vmdk",
-                    bus=bus,
-                    storage=split_datastore_path(path or "")[0],
-                    backing=getattr(parent, "fileName", None) if parent is not None else None,
-                )
+            out[f"{bus}{number}:{dev.unitNumber}"] = (bus, dev)
+    return out
+
+
+def _devices(inventory: Inventory, devices: list[Any]) -> tuple[list[DiskInfo], list[NicInfo]]:
+    disks: list[DiskInfo] = []
+    nics: list[NicInfo] = []
+    portgroups: dict[str, str] | None = None
+    for disk_id, (bus, dev) in disk_devices(devices).items():
+        backing = dev.backing
+        path = getattr(backing, "fileName", None) or None
+        parent = getattr(backing, "parent", None)
+        size = dev.capacityInBytes or (dev.capacityInKB or 0) * 1024 or None
+        disks.append(
+            DiskInfo(
+                id=disk_id,
+                size_bytes=size,
+                path=path,
+                format="vmdk",
+                bus=bus,
+                storage=split_datastore_path(path or "")[0],
+                backing=getattr(parent, "fileName", None) if parent is not None else None,
             )
-        elif isinstance(dev, vim.vm.device.VirtualEthernetCard):
+        )
+    for dev in devices:
+        if isinstance(dev, vim.vm.device.VirtualEthernetCard):
             backing = dev.backing
             network: str | None = None
             if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):

@@ -25,6 +25,7 @@ from anyvirt.testing.suite.test_lifecycle import TestLifecycle
 from anyvirt.testing.suite.test_migration import TestMigration, TestMoveRefusals
 from anyvirt.testing.suite.test_not_supported import TestNotSupported
 from anyvirt.testing.suite.test_parity import TestParity
+from anyvirt.testing.suite.test_recovery import TestRecovery
 from anyvirt.testing.suite.test_snapshots import TestSnapshots
 from anyvirt.testing.suite.test_vms import TestVMs
 
@@ -41,6 +42,7 @@ __all__ = [
     "TestMoveRefusals",
     "TestNotSupported",
     "TestParity",
+    "TestRecovery",
     "TestSnapshots",
     "TestVMs",
 ]

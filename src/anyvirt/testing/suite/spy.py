@@ -11,7 +11,7 @@ from anyvirt.host import Host
 MUTATORS = (
     "create_vm", "delete_vm", "power", "reconfigure_vm", "create_snapshot", "revert_snapshot",
     "delete_snapshot", "clone_vm", "clone_vms", "migrate_vm", "set_maintenance", "mark_template",
-    "convert_to_vm", "export_disks", "apply_identity",
+    "convert_to_vm", "export_disks", "apply_identity", "recover_vm",
 )
 
 

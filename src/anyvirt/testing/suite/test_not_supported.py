@@ -63,6 +63,9 @@ ATTEMPTS: dict[Capability, Attempt] = {
     Capability.DELETE_KEEP_DISKS: lambda h, vm, spec: vm().delete(disks=False),
     Capability.MAINTENANCE_MODE: lambda h, vm, spec: h.evacuate(h.nodes.list()[0], maintenance=True),
     Capability.TASK_CANCEL: _cancel,
+    Capability.NODE_RECOVERY: lambda h, vm, spec: h.recover(h.nodes.list()[0]),
+    Capability.NODE_RECOVERY_RESTART: lambda h, vm, spec: h.recover(h.nodes.list()[0],
+                                                                    to=_other_node(h)),
     Capability.IDENTITY: lambda h, vm, spec: h.vms.create(
         attrs.evolve(spec(unique_name("ns")), identity=Identity())),
     Capability.IDENTITY_USER_DATA: lambda h, vm, spec: h.vms.create(
@@ -78,8 +81,9 @@ ATTEMPTS: dict[Capability, Attempt] = {
 # LIVE_RECONFIGURE (reconfigure of a running VM applies to the config instead, and says so),
 # and the refinements that need a VM in a certain state first, each proven below:
 # MEMORY_SNAPSHOTS, CLONE_RUNNING and SNAPSHOT_DISK_EXPORT (a running VM), *_MIGRATION_SNAPSHOTS
-# (a VM with one).
-BEHAVIOURAL = {Capability.LIVE_RECONFIGURE, Capability.MEMORY_SNAPSHOTS, Capability.CLONE_RUNNING,
+# (a VM with one). CHANGED_BLOCKS only makes a repository's backup read less.
+BEHAVIOURAL = {Capability.CHANGED_BLOCKS,
+               Capability.LIVE_RECONFIGURE, Capability.MEMORY_SNAPSHOTS, Capability.CLONE_RUNNING,
                Capability.COLD_MIGRATION_SNAPSHOTS, Capability.LIVE_MIGRATION_SNAPSHOTS,
                Capability.TEMPLATE_TO_VM, Capability.LINKED_CLONE_OF_TEMPLATE,
                Capability.SNAPSHOT_DISK_EXPORT}

@@ -42,7 +42,7 @@ import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 __all__ = [
     "APT_PACKAGES",
@@ -552,6 +552,24 @@ class Vcsim:
         if self.ca_file is None:
             raise VcsimStartError("no CA file: the simulator is not running with TLS")
         return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def set_host_state(self, host_moid: str, connection: str = "notResponding",
+                       power: str = "unknown") -> None:
+        """The STAND-IN host failure (patch 0005; vcsim 0.24.2 cannot disconnect a host):
+        host ``host_moid`` reports ``runtime.connectionState`` ``connection`` and
+        ``runtime.powerState`` ``power``, and its VMs are disconnected while it does not
+        answer. ``set_host_state(moid, "connected", "poweredOn")`` brings it back."""
+        body = urlencode({"host": host_moid, "connection": connection, "power": power})
+        connection_ = self._http_connection(timeout=10)
+        try:
+            connection_.request("POST", "/anyvirt/host-state", body=body,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+            response = connection_.getresponse()
+            answer = response.read().decode(errors="replace").strip()
+        finally:
+            connection_.close()
+        if response.status != 204:
+            raise VcsimStartError(f"vcsim refused the host state ({response.status}): {answer}")
 
     def kill(self) -> None:
         """SIGKILL the simulator (a dead server); its port then refuses connections."""

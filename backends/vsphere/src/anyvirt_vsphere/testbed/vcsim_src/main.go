@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 
 	// Registering these adds the REST endpoints (tags, content library)
 	// and the lookup service a real vCenter offers next to /sdk.
@@ -93,6 +95,10 @@ func main() {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 
+	// A STAND-IN for a host failure (patch 0005; vcsim 0.24.2 cannot disconnect a host):
+	// POST /anyvirt/host-state with host=<moid>&connection=notResponding&power=unknown.
+	model.Service.HandleFunc("/anyvirt/host-state", setHostState)
+
 	server := model.Service.NewServer()
 
 	sdkURL := *server.URL
@@ -121,4 +127,35 @@ func main() {
 
 	<-stop
 	server.Close()
+}
+
+// setHostState serves the stand-in host failure: a test marks a host notResponding (or
+// connected again), with the power state a vCenter would report.
+func setHostState(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	connection := types.HostSystemConnectionState(r.FormValue("connection"))
+	power := types.HostSystemPowerState(r.FormValue("power"))
+	switch connection {
+	case types.HostSystemConnectionStateConnected, types.HostSystemConnectionStateNotResponding,
+		types.HostSystemConnectionStateDisconnected:
+	default:
+		http.Error(w, "connection: connected, notResponding or disconnected", http.StatusBadRequest)
+		return
+	}
+	switch power {
+	case types.HostSystemPowerStatePoweredOn, types.HostSystemPowerStatePoweredOff,
+		types.HostSystemPowerStateStandBy, types.HostSystemPowerStateUnknown:
+	default:
+		http.Error(w, "power: poweredOn, poweredOff, standBy or unknown", http.StatusBadRequest)
+		return
+	}
+	ref := types.ManagedObjectReference{Type: "HostSystem", Value: r.FormValue("host")}
+	if !simulator.AnyvirtSetHostState(ref, connection, power) {
+		http.Error(w, "no such host", http.StatusNotFound)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
