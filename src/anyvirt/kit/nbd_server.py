@@ -29,21 +29,39 @@ from types import TracebackType
 from attrs import frozen
 
 from anyvirt.errors import AnyvirtError
+from anyvirt.kit.nbd_protocol import (
+    CMD_DISC,
+    CMD_READ,
+    CMD_TRIM,
+    CMD_WRITE,
+    CMD_WRITE_ZEROES,
+    EINVAL,
+    EIO,
+    EPERM,
+    FLAG_FIXED_NEWSTYLE,
+    FLAG_NO_ZEROES,
+    IHAVEOPT,
+    INFO_EXPORT,
+    MAX_READ,
+    NBDMAGIC,
+    OPT_ABORT,
+    OPT_EXPORT_NAME,
+    OPT_GO,
+    OPT_INFO,
+    OPT_LIST,
+    OPT_REPLY_MAGIC,
+    REP_ACK,
+    REP_ERR_UNKNOWN,
+    REP_ERR_UNSUP,
+    REP_INFO,
+    REP_SERVER,
+    REQUEST_MAGIC,
+    SIMPLE_REPLY_MAGIC,
+    TRANSMISSION_HAS_FLAGS,
+    TRANSMISSION_READ_ONLY,
+)
 
-NBDMAGIC = b"NBDMAGIC"
-IHAVEOPT = 0x49484156454F5054
-REPLY_MAGIC = 0x3E889045565A9
-REQUEST_MAGIC = 0x25609513
-SIMPLE_REPLY_MAGIC = 0x67446698
-FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES = 1, 2
-OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO = 1, 2, 3, 6, 7
-REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
-REP_ERR_UNSUP, REP_ERR_UNKNOWN = (1 << 31) + 1, (1 << 31) + 6
-INFO_EXPORT = 0
-TRANSMISSION_FLAGS = 1 | 2  # HAS_FLAGS | READ_ONLY
-CMD_READ, CMD_DISC = 0, 2
-EPERM, EIO, EINVAL = 1, 5, 22
-MAX_READ = 32 * 1024 * 1024  # QEMU asks for at most 32 MiB at once
+TRANSMISSION_FLAGS = TRANSMISSION_HAS_FLAGS | TRANSMISSION_READ_ONLY
 SECTOR = 512
 
 
@@ -165,7 +183,7 @@ class NbdServer:
             if kind == CMD_DISC:
                 return
             if kind != CMD_READ:
-                error = EPERM if kind in (1, 4, 6) else EINVAL  # write, trim, write zeroes
+                error = EPERM if kind in (CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES) else EINVAL
                 client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, error, handle))
                 continue
             if length > MAX_READ or offset + length > advertised:
@@ -194,7 +212,7 @@ def _read(export: Export, offset: int, length: int) -> bytes:
 
 
 def _reply(client: socket.socket, option: int, kind: int, data: bytes = b"") -> None:
-    client.sendall(struct.pack(">QIII", REPLY_MAGIC, option, kind, len(data)) + data)
+    client.sendall(struct.pack(">QIII", OPT_REPLY_MAGIC, option, kind, len(data)) + data)
 
 
 def _recv(client: socket.socket, size: int) -> bytes:
