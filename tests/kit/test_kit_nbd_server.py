@@ -71,6 +71,6 @@ def test_a_failed_read_is_an_io_error_with_its_cause_kept(tmp_path: Path) -> Non
     exports = {"base": nbd_server.Export(size=good.size, read_at=failing)}
     with nbd_server.NbdServer(exports) as server, raw_view.raw_view_of_nbd_chain(
             server.socket_path, [("base", "qcow2")], 16 * MIB) as view:
-        with pytest.raises(OSError), open(view, "rb") as handle:
+        with pytest.raises(OSError, match="Input/output error"), open(view, "rb") as handle:
             handle.read(3 * MIB)
         assert "the source went away" in str(server.errors[0])
