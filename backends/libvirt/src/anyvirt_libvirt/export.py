@@ -130,10 +130,12 @@ def _download(site: Site, path: str, local: Path, job: Job) -> None:
                     out.write(chunk)
             stream.finish()
             meter.finish()
-        except BaseException:
+        except BaseException as failure:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
             local.unlink(missing_ok=True)
+            if isinstance(failure, OSError):  # the local side: a full disk, a lost directory
+                raise TaskFailed(f"{what}: writing {local} failed: {failure}") from failure
             raise
     os.chmod(local, 0o600)
 

@@ -10,25 +10,21 @@ view (:mod:`anyvirt.kit.raw_view`). The import reads that view where it holds da
 only the image's metadata and its data clusters cross the wire, once, while the
 import runs.
 
-Reads go in download windows: the daemon pushes a whole window at once, so a window
-cut short by a seek (qcow2 metadata lies elsewhere) is wasted wire. After a seek the
-window is exactly the read asked for; it doubles, up to :data:`WINDOW`, while the
-reads continue where the last window ended. A sequential run of data then costs a
-few round trips, metadata reads waste nothing, and a run cut short wastes less than
-what it had read.
+Reads go in download windows (:mod:`anyvirt.kit.windowed_reads`): a seek wastes
+nothing, a sequential run of data costs a few round trips.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import libvirt
 
-from anyvirt.errors import InvalidSpec, TaskFailed
+from anyvirt.errors import InvalidSpec
 from anyvirt.kit import nbd_server, raw_view
+from anyvirt.kit.windowed_reads import WindowedReader
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
 from anyvirt_libvirt.export import copyable_disks
@@ -38,58 +34,44 @@ WINDOW = 16 * 1024 * 1024
 FORMATS = ("raw", "qcow2")
 
 
-class VolumeReader:
-    """``read_at`` over one pool volume's file, by download windows."""
+class _Download:
+    """One ``virStorageVolDownload`` window (a :class:`anyvirt.kit.windowed_reads.Window`)."""
 
-    def __init__(self, site: Site, path: str, size: int) -> None:
-        self.site, self.path, self.size = site, path, size
-        self.read_bytes = 0
-        self._lock = threading.Lock()
-        self._stream: libvirt.virStream | None = None
-        self._at = 0  # the file offset the open stream delivers next
-        self._left = 0  # bytes the open stream still owes
-        self._window = 0  # the size of the last window: the next doubles it when reads run on
+    def __init__(self, stream: libvirt.virStream) -> None:
+        self.stream = stream
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        # libvirt's errors leave typed (ConnectionFailed when the daemon is gone)
-        with self._lock, self.site.link.call(f"downloading volume {self.path}"):
-            parts: list[bytes] = []
-            while length:
-                if self._stream is None or self._at != offset or not self._left:
-                    self._open(offset, length)
-                assert self._stream is not None
-                chunk = self._stream.recv(min(length, self._left, 1 << 20))
-                if isinstance(chunk, int) or not chunk:
-                    raise TaskFailed(f"the download of volume {self.path} ended at byte "
-                                     f"{self._at}, before the {self.size} it holds")
-                parts.append(chunk)
-                self._at += len(chunk)
-                self._left -= len(chunk)
-                offset += len(chunk)
-                length -= len(chunk)
-                self.read_bytes += len(chunk)
-                if not self._left:
-                    self._stream.finish()
-                    self._stream = None
-            return b"".join(parts)
+    def read(self, size: int) -> bytes:
+        chunk = self.stream.recv(size)
+        return b"" if isinstance(chunk, int) else chunk
 
-    def _open(self, offset: int, length: int) -> None:
-        running_on = self._stream is None and self._at == offset
-        self.close()
-        self._window = min(max(self._window * 2, length), WINDOW) if running_on else length
-        window = min(self._window, self.size - offset)
-        what = f"downloading volume {self.path}"
-        with self.site.link.call(what) as conn:
-            vol = conn.storageVolLookupByPath(self.path)
+    def finish(self) -> None:
+        self.stream.finish()
+
+    def abort(self) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            self.stream.abort()
+
+
+def volume_reader(site: Site, path: str, size: int) -> WindowedReader:
+    """``read_at`` over one pool volume's file, in download windows."""
+    what = f"downloading volume {path}"
+
+    def open_window(offset: int, length: int) -> _Download:
+        with site.link.call(what) as conn:
             stream = conn.newStream(0)
-            vol.download(stream, offset, window, 0)
-        self._stream, self._at, self._left = stream, offset, window
+            conn.storageVolLookupByPath(path).download(stream, offset, length, 0)
+        return _Download(stream)
 
-    def close(self) -> None:
-        if self._stream is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                self._stream.abort()
-            self._stream = None
+    return WindowedReader(open_window, size, what, max_window=WINDOW)
+
+
+def _typed(site: Site, reader: WindowedReader) -> Callable[[int, int], bytes]:
+    """``reader.read_at`` with libvirt's errors typed (``ConnectionFailed`` when the daemon
+    is gone), as the NBD server records them."""
+    def read_at(offset: int, length: int) -> bytes:
+        with site.link.call(reader.what):
+            return reader.read_at(offset, length)
+    return read_at
 
 
 def _layer(site: Site, path: str) -> tuple[int, str]:
@@ -132,13 +114,13 @@ def streamed_disks(site: Site, vm_id: str, job: Job) -> Iterator[list[ExportedDi
             current = site.volume_facts(current)[1]
         capacities.append(site.volume_facts(disk.path)[0] or 0)
         chains.append(chain)
-    readers: dict[str, VolumeReader] = {}
+    readers: dict[str, WindowedReader] = {}
     exports: dict[str, nbd_server.Export] = {}
     for index, chain in enumerate(chains):
         for depth, (path, physical, _fmt) in enumerate(chain):
             key = f"disk{index}-layer{depth}"
-            readers[key] = VolumeReader(site, path, physical)
-            exports[key] = nbd_server.Export(size=physical, read_at=readers[key].read_at)
+            readers[key] = volume_reader(site, path, physical)
+            exports[key] = nbd_server.Export(size=physical, read_at=_typed(site, readers[key]))
     disks = [d for d in info.disks if d.path]
     try:
         with nbd_server.NbdServer(exports) as server, contextlib.ExitStack() as views:

@@ -15,6 +15,7 @@ server that lacks ``RebootGuest`` (vcsim 0.24.2, recognised by its
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -426,6 +427,10 @@ class VSphereDriver(Driver):
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self, self.inventory, vm_id, dest_dir, job)
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+        return export.streamed_disks(self, self.inventory, vm_id, job)
 
     def digest_disk_ranges(self, vm_id: str, disk_index: int,
                            ranges: Sequence[tuple[int, int]], job: Job) -> RangeDigest | None:

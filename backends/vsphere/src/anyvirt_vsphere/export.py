@@ -13,12 +13,13 @@ extent: those are refused with a clear error rather than exported incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from anyvirt.errors import InvalidState, NotFound
-from anyvirt.kit import extent_digest
+from anyvirt.kit import extent_digest, nbd_server, raw_view
 from anyvirt.kit.extent_digest import RangeDigest
 from anyvirt.model import DiskInfo, ExportedDisk
 from anyvirt.tasks import Job
@@ -63,6 +64,56 @@ def export_snapshot_disks(
         out.append(_export_one(driver, info.name, disk, disk.backing, index, len(info.disks),
                                dest_dir, job))
     return out
+
+
+@contextlib.contextmanager
+def streamed_disks(driver: object, inventory: Inventory, vm_id: str,
+                   job: Job) -> Iterator[list[ExportedDisk] | None]:
+    """The disks' flat extents as raw views read by ranged GETs while the block lasts (no
+    download into a file first); None where no raw view can be made here. A flat extent
+    shorter than its disk (a thin disk never written to its end) reads as zeros past
+    its end, as the guest sees it. The datastore's HTTP interface does not say where the
+    holes are: the views read zeros too, so they cost wire the data alone would not."""
+    if not raw_view.available():
+        yield None
+        return
+    info = vm_info(inventory, vm_id)
+    for disk in info.disks:
+        if disk.backing:
+            raise InvalidState(
+                f"disk {disk.id} of VM {info.name!r} is a delta disk (snapshot or linked clone): "
+                "delete its snapshots or make a full clone before exporting")
+    with contextlib.ExitStack() as stack:
+        exports: dict[str, nbd_server.Export] = {}
+        for index, disk in enumerate(info.disks):
+            job.check()
+            datastore, extent = _flat_extent(info.name, disk, disk.path or "")
+            reader, stored = stack.enter_context(
+                datastore_files.ranged_reader(driver, datastore, extent))
+            exports[f"disk{index}"] = nbd_server.Export(
+                size=disk.size_bytes or stored, read_at=_zero_padded(reader.read_at, stored))
+        server = stack.enter_context(nbd_server.NbdServer(exports))
+        out = []
+        for index, disk in enumerate(info.disks):
+            size = exports[f"disk{index}"].size
+            view = stack.enter_context(raw_view.raw_view_of_nbd_chain(
+                server.socket_path, [(f"disk{index}", "raw")], size, job=job))
+            out.append(ExportedDisk(id=disk.id, path=str(view), format="raw", size_bytes=size,
+                                    bus=disk.bus))
+        try:
+            yield out
+        except BaseException as failure:
+            if server.errors and not isinstance(failure, GeneratorExit):
+                raise server.errors[0] from failure  # why the import could not read
+            raise
+
+
+def _zero_padded(read_at: Callable[[int, int], bytes],
+                 stored: int) -> Callable[[int, int], bytes]:
+    def read(offset: int, length: int) -> bytes:
+        inside = max(0, min(length, stored - offset))
+        return (read_at(offset, inside) if inside else b"") + bytes(length - inside)
+    return read
 
 
 def digest_disk_ranges(driver: object, inventory: Inventory, vm_id: str, disk_index: int,
