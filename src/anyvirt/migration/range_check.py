@@ -15,12 +15,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from anyvirt.errors import TaskFailed
 from anyvirt.kit import extent_digest
 from anyvirt.model import DiskVerification, ExportedDisk
-from anyvirt.tasks import Job
+from anyvirt.tasks import Job, Task, TaskState
 
 if TYPE_CHECKING:
     from anyvirt.operations import HeldVM
@@ -61,9 +61,14 @@ def read_back(new: VM, sources: Sequence[ExportedDisk], job: Job
                 checks.append(_compared(source, mine.result(), target))
         return tuple(checks)
 
-    task = new.host.gate.export(
-        new, "verify by data ranges", work, wait=False, timeout=job.remaining(),
-        on_progress=lambda t: job.progress(t.progress, t.message or ""))
+    def forward(task: Task[Any]) -> None:
+        # not the task's own 100 % at its end: a target that cannot read ranges ends it at
+        # once, and the whole-disk read-back then starts this share of the bar again
+        if task.state is TaskState.RUNNING:
+            job.progress(task.progress, task.message or "")
+
+    task = new.host.gate.export(new, "verify by data ranges", work, wait=False,
+                                timeout=job.remaining(), on_progress=forward)
     job.on_cancel(task.cancel)
     result: tuple[DiskVerification, ...] | None = task.wait(job.remaining())
     return result
