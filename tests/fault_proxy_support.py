@@ -18,18 +18,23 @@ still verifies the real server's certificate). Faults, each off until asked:
 * ``upstream``: where to forward; change it to "restart" the server elsewhere.
 
 ``cuts`` counts the connections cut; ``relayed`` the bytes passed on each way.
+
+An ``upstream`` that is a path is a UNIX socket (a libvirt daemon's): the proxy then
+listens on a UNIX socket of its own, at ``self.path``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import tempfile
 import threading
 import time
 
 
 class FaultProxy:
-    def __init__(self, upstream: tuple[str, int], *, cut_after: int | None = None,
+    def __init__(self, upstream: tuple[str, int] | str, *, cut_after: int | None = None,
                  direction: str = "down", pause: float = 0.0) -> None:
         assert direction in ("down", "up")
         self.upstream = upstream
@@ -37,8 +42,18 @@ class FaultProxy:
         self.refusing = False
         self.cuts = 0
         self.relayed = {"up": 0, "down": 0}  # bytes passed on each way, all connections
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
+        self.path = ""
+        if isinstance(upstream, str):
+            # not the (often patched) temp dir: tests check that one is left empty
+            self._dir = tempfile.TemporaryDirectory(prefix="fault-proxy-", dir="/tmp")
+            self.path = os.path.join(self._dir.name, "sock")
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(self.path)
+            self._listener.listen(16)
+            self.port = 0
+        else:
+            self._listener = socket.create_server(("127.0.0.1", 0))
+            self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._marker: bytes | None = None
@@ -73,6 +88,8 @@ class FaultProxy:
         self._closed = True
         self._listener.close()
         self.drop_all()
+        if self.path:
+            self._dir.cleanup()
 
     # ------------------------------------------------------------ plumbing
     def _accept(self) -> None:
@@ -85,7 +102,7 @@ class FaultProxy:
                 client.close()
                 continue
             try:
-                server = socket.create_connection(self.upstream, timeout=10)
+                server = _connect(self.upstream)
             except OSError:  # the upstream is gone (killed): refuse, as it would
                 client.close()
                 continue
@@ -133,6 +150,15 @@ class FaultProxy:
             if not link.cut:
                 link.cut = True
                 self.cuts += 1
+
+
+def _connect(upstream: tuple[str, int] | str) -> socket.socket:
+    if isinstance(upstream, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(upstream)
+        return sock
+    return socket.create_connection(upstream, timeout=10)
 
 
 class _Link:

@@ -24,6 +24,7 @@ Rules for implementers:
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from anyvirt.addresses import ReportedAddress
     from anyvirt.deployment import ResolvedIdentity
     from anyvirt.extensions import Extension
+    from anyvirt.kit.extent_digest import RangeDigest
     from anyvirt.target import Target
 
 log = logging.getLogger("anyvirt")
@@ -421,6 +423,23 @@ class Driver(abc.ABC):
         or None when they are not all on this machine and readable (then
         :meth:`export_disks` copies them). The caller holds the VM (nothing changes it) for
         as long as it reads them and only reads: a move pipes them straight into the target."""
+        return None
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+        """A stopped VM's disks as local paths whose bytes are read from the platform only as
+        a consumer reads them (no staging copy), valid while the context lasts; it yields
+        None where the driver cannot (then :meth:`export_disks` copies them). The caller
+        holds the VM and only reads."""
+        return contextlib.nullcontext(None)
+
+    def digest_disk_ranges(self, vm_id: str, disk_index: int, ranges: Sequence[tuple[int, int]],
+                           job: Job) -> RangeDigest | None:
+        """The sha256 of ``ranges`` (sorted, disjoint ``(offset, length)`` byte ranges) of
+        the guest-visible bytes of a stopped VM's disk ``disk_index`` (in ``vm_info`` order),
+        read from the platform's storage, and the length it reports it stored; None when the
+        platform cannot read ranges (then a verification reads the whole disk back through
+        :meth:`export_disks`). Reads only: the caller holds the VM."""
         return None
 
 

@@ -584,7 +584,10 @@ class DiskVerification:
 
     ``method``: ``sha256`` (the guest-visible bytes read back from the target hash to
     the same sha256 as those streamed out of the source) or ``qemu-img compare`` (the
-    images differ in format or size; compared byte for byte, the rest must be zeros).
+    images differ in format or size; compared byte for byte, the rest must be zeros) or
+    ``sha256 of data ranges`` (only the ranges the source holds data in, read back from the
+    target's storage by ranged reads and hashed on both sides: the copy's data proven
+    without carrying its zeros back).
     """
 
     id: str
@@ -593,6 +596,7 @@ class DiskVerification:
     target_sha256: str | None
     method: str
     exported_bytes: int | None = None  # bytes the source's export stream carried
+    read_back_bytes: int | None = None  # bytes read back from the target to prove it
 
 
 @frozen

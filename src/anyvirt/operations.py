@@ -34,6 +34,7 @@ Nova keeps instance-state rules above its drivers the same way
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -96,6 +97,7 @@ from anyvirt.tasks import Job, ProgressCallback, Task
 if TYPE_CHECKING:
     from anyvirt.capacity import Reservation
     from anyvirt.driver import Driver
+    from anyvirt.kit.extent_digest import RangeDigest
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -312,17 +314,33 @@ class HeldVM:
     def disks(self, dest: Path, job: Job) -> tuple[list[ExportedDisk], bool]:
         """The stopped VM's disks as files, and whether they are read in place: where they
         are when the driver can (``disks_in_place``: no copy), else exported into ``dest``."""
-        driver = self.gate.host.driver
-        in_place = driver.disks_in_place(self.id, job)
+        in_place = self.disks_in_place(job)
         if in_place is not None:
             return in_place, True
         return self.export_disks(dest, job), False
+
+    def disks_in_place(self, job: Job) -> list[ExportedDisk] | None:
+        """The stopped VM's disks as the files they are, where this process reads them
+        (None otherwise)."""
+        return self.gate.host.driver.disks_in_place(self.id, job)
+
+    def streamed_disks(self, job: Job) -> contextlib.AbstractContextManager[
+            list[ExportedDisk] | None]:
+        """The stopped VM's disks read from the platform as they are consumed, for as long as
+        the context lasts (None where the driver cannot stream them)."""
+        return self.gate.host.driver.stream_disks(self.id, job)
 
     def export_disks(self, dest: Path, job: Job) -> list[ExportedDisk]:
         """The stopped VM's disks exported into ``dest`` through its driver (always a copy:
         a read-back compares what the platform gives out)."""
         dest.mkdir(parents=True, exist_ok=True)
         return self.gate.host.driver.export_disks(self.id, dest, job)
+
+    def digest_disk_ranges(self, disk_index: int, ranges: Sequence[tuple[int, int]],
+                           job: Job) -> RangeDigest | None:
+        """The sha256 of byte ranges of the held VM's disk, read from its platform's storage
+        (None where the driver cannot read ranges): a read-back of the data only."""
+        return self.gate.host.driver.digest_disk_ranges(self.id, disk_index, ranges, job)
 
     def disks_at_snapshot(self, name: str, description: str, dest: Path,
                           job: Job) -> list[ExportedDisk]:

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from anyvirt.errors import NotSupported, TaskFailed
@@ -64,15 +64,56 @@ def raw_view(path: str | os.PathLike[str], format: str, size: int, *,
     """Yield a path whose content is the raw guest bytes of image ``path`` (``size`` of
     them), for as long as the block lasts; the daemon is stopped and the mount gone after.
     Raises ``NotSupported`` where this machine cannot do it."""
+    image = qemu_img.path_arg(path)
+    with _view(lambda mountpoint: _graph(image, format, mountpoint), size, job) as view:
+        yield view
+
+
+@contextlib.contextmanager
+def raw_view_of_nbd_chain(socket_path: str | os.PathLike[str],
+                          layers: Sequence[tuple[str, str]], size: int, *,
+                          job: Job | None = None) -> Iterator[Path]:
+    """:func:`raw_view` of a disk whose image files are NBD exports on ``socket_path``:
+    ``layers`` is ``(export name, format)`` from the top (the disk) down to its base, each
+    layer's backing file the next one (given here, never read from the image), so a
+    linked clone's chain is flattened as it is read. The formats come from the caller's
+    trusted record (a storage pool), never from probing."""
+    if not layers:
+        raise ValueError("a chain needs at least one layer")
+
+    def graph(mountpoint: Path) -> list[str]:
+        args: list[str] = []
+        for index in reversed(range(len(layers))):  # the base first: backings must exist
+            name, fmt = layers[index]
+            file_node = {"driver": "nbd", "node-name": f"file{index}", "export": name,
+                         "server": {"type": "unix", "path": str(socket_path)},
+                         "read-only": True}
+            image_node: dict[str, object] = {"driver": qemu_img.check_format(fmt),
+                                             "node-name": f"image{index}",
+                                             "file": f"file{index}", "read-only": True}
+            if fmt == "qcow2":
+                image_node["backing"] = f"image{index + 1}" if index + 1 < len(layers) else None
+            elif index + 1 < len(layers):
+                raise ValueError(f"layer {index} ({fmt}) cannot have a backing file")
+            args += ["--blockdev", json.dumps(file_node), "--blockdev", json.dumps(image_node)]
+        export = {"type": "fuse", "id": "view", "node-name": "image0",
+                  "mountpoint": str(mountpoint), "writable": False}
+        return [*args, "--export", json.dumps(export)]
+
+    with _view(graph, size, job) as view:
+        yield view
+
+
+@contextlib.contextmanager
+def _view(graph: Callable[[Path], list[str]], size: int, job: Job | None) -> Iterator[Path]:
     if not available():
         raise NotSupported("this host", Capability.VM_CREATE_FROM_IMAGE,
                            "a raw image view needs qemu-storage-daemon and /dev/fuse")
-    image = qemu_img.path_arg(path)
     with tempfile.TemporaryDirectory(prefix="anyvirt-view-") as tmp:
         mountpoint = Path(tmp) / "raw"
         mountpoint.touch(mode=0o600)
         proc = subprocess.Popen(  # an argument list: no shell
-            ["qemu-storage-daemon", *_graph(image, format, mountpoint)],
+            ["qemu-storage-daemon", *graph(mountpoint)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_for_mount(proc, mountpoint, size, job)
@@ -112,4 +153,4 @@ def _wait_for_mount(proc: subprocess.Popen[bytes], mountpoint: Path, size: int,
     raise TaskFailed(f"qemu-storage-daemon did not export the image within {START_TIMEOUT:g} s")
 
 
-__all__ = ["available", "raw_view"]
+__all__ = ["available", "raw_view", "raw_view_of_nbd_chain"]

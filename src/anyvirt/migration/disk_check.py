@@ -23,16 +23,17 @@ from anyvirt.model import DiskVerification, ExportedDisk
 from anyvirt.tasks import Job
 
 
-def checked_export(disk: ExportedDisk, job: Job) -> ExportedDisk:
+def checked_export(disk: ExportedDisk, job: Job, *, hashed: bool = True) -> ExportedDisk:
     """An exported disk, checked like any image from elsewhere (a guest's disk is data:
     a qcow2 header inside a raw disk must not send qemu-img to a backing file), with its
-    sha256 when it is raw."""
+    sha256 when it is raw and ``hashed`` (a disk streamed from afar is not: hashing it
+    first would read all of it over the wire once more before the copy starts)."""
     if qemu_img.available():
         found = qemu_img.inspect_untrusted(disk.path, format=disk.format, job=job)
         if found.virtual_size < disk.size_bytes:
             raise TaskFailed(f"the export of disk {disk.id} holds {found.virtual_size} bytes, "
                              f"less than the disk's {disk.size_bytes}")
-    if disk.format != "raw":
+    if disk.format != "raw" or not hashed:
         return disk
     size = os.path.getsize(disk.path)
     if disk.sha256 is not None and disk.stream_bytes == size:
@@ -90,7 +91,7 @@ def compare(source: ExportedDisk, copy: ExportedDisk, job: Job) -> DiskVerificat
     """``copy`` (read back from the target) against ``source``; raises ``TaskFailed`` if
     they differ."""
     copy = checked_export(copy, job)
-    same_shape = (source.format == copy.format == "raw"
+    same_shape = (source.format == copy.format == "raw" and source.sha256 is not None
                   and os.path.getsize(source.path) == os.path.getsize(copy.path))
     if same_shape:
         if source.sha256 != copy.sha256:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import evolve
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
-from anyvirt.migration import disk_check
+from anyvirt.migration import disk_check, range_check
 from anyvirt.migration.plan import MigrationPlan, plan_migration
 from anyvirt.model import (
     Capability,
@@ -52,12 +52,20 @@ RUNNING_HINT = ("stop it first, or pass shutdown=True (graceful stop) or snapsho
                 "(crash-consistent copy)")
 
 
-def export(held: HeldVM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
-    """The held VM's disks as local files, by disk id, each checked and (raw) hashed: read
-    where they are when the source's driver can (no copy at all: the target's import reads
-    them straight from the source's storage), else exported into ``dest``."""
-    disks, _in_place = held.disks(dest, job)
-    return {d.id: disk_check.checked_export(d, job) for d in disks}
+def export(held: HeldVM, dest: Path, job: Job,
+           stack: contextlib.ExitStack) -> dict[str, ExportedDisk]:
+    """The held VM's disks as local paths, by disk id, each checked: read where they are
+    when the source's driver can (no copy at all: the target's import reads them straight
+    from the source's storage); else streamed from the platform as the import reads them,
+    for as long as ``stack`` lasts (no copy either, and no hash first: the verification
+    reads the data ranges); else exported into ``dest`` and (raw) hashed."""
+    in_place = held.disks_in_place(job)
+    if in_place is not None:
+        return {d.id: disk_check.checked_export(d, job) for d in in_place}
+    streamed = stack.enter_context(held.streamed_disks(job))
+    if streamed is not None:
+        return {d.id: disk_check.checked_export(d, job, hashed=False) for d in streamed}
+    return {d.id: disk_check.checked_export(d, job) for d in held.export_disks(dest, job)}
 
 
 def export_at_snapshot(held: HeldVM, dest: Path, job: Job) -> dict[str, ExportedDisk]:
@@ -103,7 +111,12 @@ def verify(new: VM, plan: MigrationPlan) -> None:
 def read_back(new: VM, plan: MigrationPlan, exported: dict[str, ExportedDisk], dest: Path,
               job: Job) -> tuple[DiskVerification, ...]:
     """Every disk of the new VM read back through its own driver and compared with the
-    source's export, in plan order. The read-back files are removed as they are done."""
+    source's export, in plan order. Where the target reads byte ranges of its disks, only
+    the source's data ranges are read back (:mod:`anyvirt.migration.range_check`);
+    otherwise whole disks are exported and compared, their files removed as they are done."""
+    by_ranges = range_check.read_back(new, [exported[d] for d in plan.disk_ids], job)
+    if by_ranges is not None:
+        return by_ranges
     copies = _export_copy(new, dest, job.span(0, 60))
     if len(copies) != len(plan.disk_ids):
         raise TaskFailed(f"the copy has {len(copies)} disks to read back, expected "
@@ -185,14 +198,15 @@ def migrate(
         consistency = "crash-consistent snapshot"
 
     def work(job: Job, held: HeldVM) -> MigrationResult:
-        with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="anyvirt-move-") as tmp, \
+                contextlib.ExitStack() as sources:
             # one bar for the whole move: export, import and read-back each get a share
             job.progress(0, f"exporting the disks of {vm.name}")
             out = job.span(0, 40)
             if running_copy:
                 exported = export_at_snapshot(held, Path(tmp) / "source", out)
             else:
-                exported = export(held, Path(tmp) / "source", out)
+                exported = export(held, Path(tmp) / "source", out, sources)
             spec = spec_with_images(plan, exported)
             job.progress(40, f"importing into {to.backend}")
             into = job.span(40, 75)

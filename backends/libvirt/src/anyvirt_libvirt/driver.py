@@ -63,6 +63,7 @@ from anyvirt_libvirt import (
     seeds,
     snapshots,
     storage,
+    streamed,
     templates,
 )
 from anyvirt_libvirt import (
@@ -547,6 +548,10 @@ class LibvirtDriver(Driver, RecoverySupport):
 
     def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
         return export.disks_in_place(self.site, vm_id, job)
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> AbstractContextManager[list[ExportedDisk] | None]:
+        return streamed.streamed_disks(self.site, vm_id, job)
 
     # ------------------------------------------------------------ changed blocks
     def change_mark(self, vm_id: str, disk_id: str, job: Job) -> str | None:

@@ -30,7 +30,7 @@ from anyvirt_libvirt.storage import image_facts, run_qemu_img
 CHUNK = 1024 * 1024
 
 
-def _copyable_disks(site: Site, vm_id: str, what: str) -> tuple[str, VMInfo]:
+def copyable_disks(site: Site, vm_id: str, what: str) -> tuple[str, VMInfo]:
     """The VM's name and its (stopped) facts, refusing disks that cannot be copied out."""
     with site.domain(vm_id, what) as dom:
         name = dom.name()
@@ -42,7 +42,7 @@ def _copyable_disks(site: Site, vm_id: str, what: str) -> tuple[str, VMInfo]:
 
 
 def export_disks(site: Site, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
-    name, info = _copyable_disks(site, vm_id, "export disks")
+    name, info = copyable_disks(site, vm_id, "export disks")
     readers = {d.path: _reader(site, name, d.path) for d in info.disks if d.path}
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = []
@@ -130,10 +130,12 @@ def _download(site: Site, path: str, local: Path, job: Job) -> None:
                     out.write(chunk)
             stream.finish()
             meter.finish()
-        except BaseException:
+        except BaseException as failure:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
             local.unlink(missing_ok=True)
+            if isinstance(failure, OSError):  # the local side: a full disk, a lost directory
+                raise TaskFailed(f"{what}: writing {local} failed: {failure}") from failure
             raise
     os.chmod(local, 0o600)
 
@@ -145,7 +147,7 @@ def disks_in_place(site: Site, vm_id: str, job: Job) -> list[ExportedDisk] | Non
     this process may not read), and the caller exports as usual."""
     if site.embed_root is None and not site.is_local_socket:
         return None
-    _name, info = _copyable_disks(site, vm_id, "read disks in place")
+    _name, info = copyable_disks(site, vm_id, "read disks in place")
     out = []
     for index, disk in enumerate(info.disks):
         job.check()

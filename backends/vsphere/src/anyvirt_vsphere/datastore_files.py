@@ -21,9 +21,10 @@ import contextlib
 import hashlib
 import http.client
 import os
+import re
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
@@ -37,6 +38,8 @@ from anyvirt.errors import (
     TaskFailed,
 )
 from anyvirt.kit import streams
+from anyvirt.kit.extent_digest import RangeDigest
+from anyvirt.kit.windowed_reads import WindowedReader
 from anyvirt.tasks import Job
 from anyvirt_vsphere.errors import transport_error
 from anyvirt_vsphere.inventory import datastore_path, escape_name, unescape_name
@@ -302,4 +305,122 @@ def fetch(
             raise transport_error(exc, what) from exc
 
 
-__all__ = ["check_response", "connection", "download", "fetch", "remove_path", "send", "upload"]
+def digest_ranges(
+    host: Any,
+    datastore: str,
+    path: str,
+    ranges: Sequence[tuple[int, int]],
+    *,
+    datacenter: str | None = None,
+    job: Job | None = None,
+) -> RangeDigest:
+    """The sha256 of ``ranges`` of ``[datastore] path``, read by HTTP ``Range`` requests on
+    one connection (only those bytes cross the wire), and the file's stored length from
+    the answers' ``Content-Range``. Every answer must be exactly the range asked for: a
+    server that ignores ``Range`` (200 with the whole file) or answers another range is
+    an error, never hashed as if it were the range."""
+    driver = _driver(host)
+    what = f"reading ranges of [{datastore}] {path}"
+    url = _url_path(driver, datastore, path, datacenter)
+    digest = hashlib.sha256()
+    count = 0
+    stored: int | None = None
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(connection(driver))
+        try:
+            for offset, length in ranges:
+                last = offset + length - 1
+                conn.request("GET", url, headers={"Cookie": driver.session.cookie,
+                                                  "Range": f"bytes={offset}-{last}"})
+                response = conn.getresponse()
+                if response.status == 416:
+                    response.read()
+                    raise TaskFailed(f"{what}: the file ends before byte {last} that the "
+                                     "source holds data at")
+                stored = _answered(response, what, offset, last)
+                meter = streams.Meter(length, job=job, what=what, error=ConnectionFailed)
+                while chunk := response.read(min(streams.CHUNK, meter.remaining or 1)):
+                    meter.add(chunk)
+                    digest.update(chunk)
+                meter.finish()
+                count += length
+        except (OSError, http.client.HTTPException) as exc:
+            raise transport_error(exc, what) from exc
+    return RangeDigest(sha256=digest.hexdigest(), bytes=count, stored_bytes=stored)
+
+
+@contextlib.contextmanager
+def ranged_reader(host: Any, datastore: str, path: str, *, datacenter: str | None = None,
+                  ) -> Iterator[tuple[WindowedReader, int]]:
+    """``read_at`` over ``[datastore] path`` by ranged GETs on one connection, in windows
+    (:mod:`anyvirt.kit.windowed_reads`), and the file's stored length; for as long as the
+    block lasts. An answer that is not exactly the range asked for is an error."""
+    driver = _driver(host)
+    what = f"reading [{datastore}] {path}"
+    url = _url_path(driver, datastore, path, datacenter)
+    with connection(driver) as conn:
+
+        def get(first: int, last: int) -> http.client.HTTPResponse:
+            try:
+                conn.request("GET", url, headers={"Cookie": driver.session.cookie,
+                                                  "Range": f"bytes={first}-{last}"})
+                return conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise transport_error(exc, what) from exc
+
+        probe = get(0, 0)
+        probe.read()
+        # 416: an empty file ("bytes */0")
+        stored = 0 if probe.status == 416 else _answered(probe, what, 0, 0)
+
+        def open_window(offset: int, length: int) -> _RangeWindow:
+            response = get(offset, offset + length - 1)
+            _answered(response, what, offset, offset + length - 1)
+            return _RangeWindow(conn, response, what)
+
+        reader = WindowedReader(open_window, stored, what)
+        try:
+            yield reader, stored
+        finally:
+            reader.close()
+
+
+class _RangeWindow:
+    """One ranged GET under way (a :class:`anyvirt.kit.windowed_reads.Window`)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse,
+                 what: str) -> None:
+        self.conn, self.response, self.what = conn, response, what
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self.response.read(size)
+        except (OSError, http.client.HTTPException) as exc:
+            self.conn.close()
+            raise transport_error(exc, self.what) from exc
+
+    def finish(self) -> None:
+        self.response.close()  # read to its end: the connection stays for the next
+
+    def abort(self) -> None:
+        self.conn.close()  # the rest of the range is not wanted; the next request reconnects
+
+
+def _answered(response: http.client.HTTPResponse, what: str, first: int, last: int) -> int:
+    """The stored length a ``206`` for exactly ``first``-``last`` declares; else an error."""
+    if response.status != 206:
+        check_response(response, what)  # an error, typed; a 200 (Range ignored) below
+    answered = response.getheader("Content-Range") or ""
+    match = _CONTENT_RANGE.fullmatch(answered.strip())
+    if response.status != 206 or match is None or (int(match[1]), int(match[2])) != (first, last):
+        response.close()
+        raise TaskFailed(f"{what}: asked for bytes {first}-{last}, the server answered "
+                         f"{response.status} {answered!r}")
+    return int(match[3])
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+__all__ = ["check_response", "connection", "digest_ranges", "download", "fetch", "ranged_reader",
+           "remove_path", "send", "upload"]

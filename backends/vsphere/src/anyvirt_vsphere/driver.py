@@ -15,6 +15,7 @@ server that lacks ``RebootGuest`` (vcsim 0.24.2, recognised by its
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from anyvirt.errors import InvalidSpec
 from anyvirt.extensions import Extension
 from anyvirt.kit import qemu_img
 from anyvirt.kit.changes import ChangeSource
+from anyvirt.kit.extent_digest import RangeDigest
 from anyvirt.model import (
     Capability,
     ExportedDisk,
@@ -430,6 +432,14 @@ class VSphereDriver(Driver):
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self, self.inventory, vm_id, dest_dir, job)
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+        return export.streamed_disks(self, self.inventory, vm_id, job)
+
+    def digest_disk_ranges(self, vm_id: str, disk_index: int,
+                           ranges: Sequence[tuple[int, int]], job: Job) -> RangeDigest | None:
+        return export.digest_disk_ranges(self, self.inventory, vm_id, disk_index, ranges, job)
 
     def export_snapshot_disks(self, vm_id: str, snapshot_id: str, dest_dir: Path,
                               job: Job) -> list[ExportedDisk]:
