@@ -70,6 +70,31 @@ IDENTITY_ARG: dict[str, Any] = {
 }
 
 
+#: Where backups go: a portable archive file, or a backup repository (see doc_fragments/backup_target.py).
+BACKUP_TARGET_ARGS: dict[str, Any] = {
+    "path": {"type": "path"},
+    "repository": {"type": "str"},
+    "passphrase": {"type": "str", "no_log": True},
+    "repository_password": {"type": "str", "no_log": True},
+    "key_filename": {"type": "path"},
+    "known_hosts": {"type": "path"},
+}
+BACKUP_TARGET_EXCLUSIVE = [("path", "repository")]
+
+
+def open_repository(params: dict[str, Any], create: bool) -> Any:
+    """The ``repository`` option's ``anyvirt.BackupRepository`` (its secrets stay no_log)."""
+    options = {key: params[key] for key in ("passphrase", "key_filename", "known_hosts") if params.get(key)}
+    if params.get("repository_password"):
+        options["password"] = params["repository_password"]
+    return anyvirt.BackupRepository(params["repository"], create=create, **options)
+
+
+def target_connection_args(prefix: str) -> dict[str, Any]:
+    """The connection options again, each named with ``prefix`` and none required."""
+    return {prefix + key: {**value, "required": False} for key, value in CONNECTION_ARGS.items()}
+
+
 def argument_spec(**specific: Any) -> dict[str, Any]:
     """The connection options plus a module's own."""
     spec = dict(CONNECTION_ARGS)
@@ -86,16 +111,17 @@ def is_memory_uri(uri: str) -> bool:
     return uri.strip().lower().startswith("memory:")
 
 
-def connect(module: Any, uri_key: str = "uri") -> Any:
+def connect(module: Any, prefix: str = "") -> Any:
     """An open ``anyvirt.Host`` for the module's URI, with its credentials (never logged:
-    ``no_log`` on the options, and anyvirt keeps them out of errors)."""
+    ``no_log`` on the options, and anyvirt keeps them out of errors). ``prefix`` picks a
+    second set of the same options (``to_uri``, ``to_password``, ... for a move's target)."""
     require_anyvirt(module)
     params = module.params
-    uri = params[uri_key]
+    uri = params[prefix + "uri"]
     if is_memory_uri(uri):
         module.fail_json(msg=MEMORY_REFUSED)
-    options = {key: params[key] for key in ("password", "token", "verify", "ca", "timeout")
-               if params.get(key) is not None}
+    options = {key: params[prefix + key] for key in ("password", "token", "verify", "ca", "timeout")
+               if params.get(prefix + key) is not None}
     try:
         return anyvirt.connect(uri, **options)
     except anyvirt.AnyvirtError as exc:
