@@ -51,6 +51,7 @@ def ansible_env(home: Path, **extra: str) -> dict[str, str]:
         ANSIBLE_HOME=str(home),
         ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
         ANSIBLE_NOCOLOR="1",
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="1",  # an inventory source that fails is an error, not a warning
         ANSIBLE_RETRY_FILES_ENABLED="0",
         ANSIBLE_HOST_KEY_CHECKING="0",
         ANSIBLE_PYTHON_INTERPRETER=sys.executable,
