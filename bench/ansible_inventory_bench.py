@@ -44,8 +44,13 @@ def _counting(self: requests.adapters.HTTPAdapter, request: Any, *args: Any, **k
 
 def env_for(home: Path, password: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "ANYVIRT_"))}
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(REPO), ANSIBLE_HOME=str(home), ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
-               ANSIBLE_INVENTORY_UNPARSED_FAILED="1", ANYVIRT_PASSWORD=password)
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(REPO),
+        ANSIBLE_HOME=str(home),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="1",
+        ANYVIRT_PASSWORD=password,
+    )
     return env
 
 
@@ -95,19 +100,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--vcsim-vms", type=int, default=0, help="a vCenter (vcsim) with this many VMs too")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="anyvirt-ansible-bench-") as tmp, \
-            FakePveTestbed(nodes=args.nodes, guests=args.guests) as pve:
+    with (
+        tempfile.TemporaryDirectory(prefix="anyvirt-ansible-bench-") as tmp,
+        FakePveTestbed(nodes=args.nodes, guests=args.guests) as pve,
+    ):
         home = Path(tmp) / "home"
         (home / "tmp").mkdir(parents=True)
         uris = [pve.uri]
         sim = None
         if args.vcsim_vms:
-            sim = Vcsim(vms=args.vcsim_vms, hosts=4, workdir=Path(tmp) / "vcsim", password=pve.password).start()
+            sim = Vcsim(
+                vms=args.vcsim_vms, hosts=4, workdir=Path(tmp) / "vcsim", password=pve.password
+            ).start()
             uris.append(sim.anyvirt_uri_with_ca)
         try:
             inventory = Path(tmp) / "lab.anyvirt.yml"
-            inventory.write_text("plugin: anyvirt.cloud.anyvirt\nuris:\n" + "".join(f"  - \"{u}\"\n" for u in uris),
-                                 encoding="utf-8")
+            inventory.write_text(
+                "plugin: anyvirt.cloud.anyvirt\nuris:\n" + "".join(f'  - "{u}"\n' for u in uris),
+                encoding="utf-8",
+            )
             env = env_for(home, pve.password)
             cli_listing(uris, env)  # warm-up: caches, .pyc files
             plugin_listing(inventory, env)
@@ -127,12 +138,10 @@ def main() -> None:
     print(f"URIs: {len(uris)}; VMs: {cli_vms}; runs: {args.runs} (medians)")
     print(f"  anyvirt vms --json, a process per URI  {cli_m * 1000:8.0f} ms")
     print(f"  ansible-inventory --list (the plugin)  {plugin_m * 1000:8.0f} ms")
-    print(f"  plugin / CLI: {plugin_m / cli_m:.2f}x (median of pairwise ratios {statistics.median(ratios):.2f}x); "
-          f"target <= 1.50x")
-    if sim is None:
-        print(f"  the plugin in process: {hosts} hosts from {sent} HTTP requests to fakepve (fixed: login and the one listing, whatever the VM count)")
-    else:
-        print(f"  the plugin in process: {hosts} hosts; {sent} HTTP requests to fakepve (vSphere's SOAP not counted)")
+    pairwise = statistics.median(ratios)
+    print(f"  plugin / CLI: {plugin_m / cli_m:.2f}x (pairwise median {pairwise:.2f}x); target <= 1.50x")
+    counted = "fixed: the login and one listing" if sim is None else "vSphere's SOAP not counted"
+    print(f"  the plugin in process: {hosts} hosts; {sent} HTTP requests to fakepve ({counted})")
 
 
 if __name__ == "__main__":

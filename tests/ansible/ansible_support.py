@@ -22,8 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 COLLECTION = REPO / "ansible_collections" / "anyvirt" / "cloud"
 TARGETS = COLLECTION / "tests" / "integration" / "targets"
 BIN = Path(sys.executable).parent
-RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-                   r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
 
 
 @attrs.frozen
@@ -65,8 +68,7 @@ def ansible_env(home: Path, **extra: str) -> dict[str, str]:
 def role_playbook(directory: Path, *roles: str) -> Path:
     """A playbook that runs the integration targets ``roles`` on every host of the inventory."""
     path = directory / f"{'-'.join(roles)}.yml"
-    play = [{"name": " then ".join(roles), "hosts": "all", "gather_facts": False,
-             "roles": list(roles)}]
+    play = [{"name": " then ".join(roles), "hosts": "all", "gather_facts": False, "roles": list(roles)}]
     path.write_text(json.dumps(play), encoding="utf-8")
     return path
 
@@ -77,20 +79,26 @@ def local_inventory(home: Path, hosts: dict[str, dict[str, Any]]) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "inventory.json"
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    path.write_text(json.dumps({"all": {"hosts": {name: {**local, **hostvars}
-                                                  for name, hostvars in hosts.items()}}}), encoding="utf-8")
+    path.write_text(
+        json.dumps({"all": {"hosts": {name: {**local, **hostvars} for name, hostvars in hosts.items()}}}),
+        encoding="utf-8",
+    )
     path.chmod(0o600)
     return path
 
 
-def run_playbook(playbook: Path, home: Path, inventory: Path, *args: str,
-                 timeout: float = 600) -> PlaybookRun:
+def run_playbook(
+    playbook: Path, home: Path, inventory: Path, *args: str, timeout: float = 600
+) -> PlaybookRun:
     """``ansible-playbook`` in a subprocess, one fork per host."""
     argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), "--forks", "10", *args, str(playbook)]
     started = time.monotonic()
-    done = subprocess.run(argv, env=ansible_env(home), capture_output=True, text=True, timeout=timeout,
-                          cwd=home, check=False)
+    done = subprocess.run(
+        argv, env=ansible_env(home), capture_output=True, text=True, timeout=timeout, cwd=home, check=False
+    )
     output = done.stdout + done.stderr
-    recap = {m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
-             for m in RECAP.finditer(done.stdout)}
+    recap = {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        for m in RECAP.finditer(done.stdout)
+    }
     return PlaybookRun(done.returncode, output, recap, time.monotonic() - started)

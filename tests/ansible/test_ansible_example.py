@@ -27,8 +27,9 @@ def test_the_docs_show_the_example_files_verbatim() -> None:
 
 
 @pytest.mark.timeout(900)
-def test_the_example_deploys_on_two_platforms_in_parallel(vcsim_vcenter: Vcsim, proxmox_testbed: FakePveTestbed,
-                                                          tmp_path: Path) -> None:
+def test_the_example_deploys_on_two_platforms_in_parallel(
+    vcsim_vcenter: Vcsim, proxmox_testbed: FakePveTestbed, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     tag = uuid.uuid4().hex[:6]
@@ -39,15 +40,29 @@ def test_the_example_deploys_on_two_platforms_in_parallel(vcsim_vcenter: Vcsim, 
     templates = {}
     for group, (uri, password) in platforms.items():
         with anyvirt.connect(uri, password=password) as host:
-            templates[group] = next(vm.name for vm in host.vms.list() if vm.state is anyvirt.PowerState.STOPPED
-                                    or host.backend == "vsphere")
+            templates[group] = next(
+                vm.name
+                for vm in host.vms.list()
+                if vm.state is anyvirt.PowerState.STOPPED or host.backend == "vsphere"
+            )
     inventory = home / "inventory.yml"
-    lines = ["all:", "  vars:", "    ops_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops",
-             "  children:"]
+    lines = [
+        "all:",
+        "  vars:",
+        "    ops_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops",
+        "  children:",
+    ]
     for group, (uri, password) in platforms.items():
-        lines += [f"    {group}:", "      hosts:", f"        web-{tag}-{group}-[01:{PER_PLATFORM:02d}]:", "      vars:",
-                  f"        anyvirt_uri: \"{uri}\"", f"        anyvirt_password: \"{password}\"",
-                  f"        template: \"{templates[group]}\"", "        ansible_connection: local"]
+        lines += [
+            f"    {group}:",
+            "      hosts:",
+            f"        web-{tag}-{group}-[01:{PER_PLATFORM:02d}]:",
+            "      vars:",
+            f'        anyvirt_uri: "{uri}"',
+            f'        anyvirt_password: "{password}"',
+            f'        template: "{templates[group]}"',
+            "        ansible_connection: local",
+        ]
     lines += ["    ungrouped:", "      hosts:", "        localhost:", "          ansible_connection: local"]
     inventory.write_text("\n".join(lines) + "\n", encoding="utf-8")
     inventory.chmod(0o600)
@@ -64,7 +79,7 @@ def test_the_example_deploys_on_two_platforms_in_parallel(vcsim_vcenter: Vcsim, 
         second = run_playbook(EXAMPLE / "deploy.yml", home, inventory, *options)
         assert second.returncode == 0 and sum(c["changed"] for c in second.recap.values()) == 0, second.output
     finally:
-        for group, (uri, password) in platforms.items():
+        for uri, password in platforms.values():
             with anyvirt.connect(uri, password=password) as host:
                 for vm in host.vms.list():
                     if vm.name.startswith(f"web-{tag}-"):

@@ -17,16 +17,27 @@ import anyvirt
 
 
 def ansible_inventory(home: Path, inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ansible-inventory"), "-i", str(inventory), *args, "--list"],
-                          env=ansible_env(home), capture_output=True, text=True, timeout=300, cwd=home,
-                          check=False)
+    return subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(inventory), *args, "--list"],
+        env=ansible_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=home,
+        check=False,
+    )
 
 
 def vault_string(home: Path, vault_file: Path, secret: str) -> str:
     """``secret`` encrypted as a user would put it in an inventory file (``!vault |``)."""
-    done = subprocess.run([str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(vault_file),
-                           secret], env=ansible_env(home), capture_output=True, text=True, timeout=120,
-                          check=True)
+    done = subprocess.run(
+        [str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(vault_file), secret],
+        env=ansible_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return done.stdout
 
 
@@ -52,7 +63,8 @@ def members(inventory: dict[str, Any], group: str) -> set[str]:
 
 
 def test_two_platforms_grouped_with_hostvars_and_vaulted_password(
-        proxmox_testbed: FakePveTestbed, vcsim_vcenter: Vcsim, tmp_path: Path) -> None:
+    proxmox_testbed: FakePveTestbed, vcsim_vcenter: Vcsim, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     (home / "tmp").mkdir(parents=True)
     vault_file = tmp_path / "vault-pass"
@@ -66,7 +78,8 @@ def test_two_platforms_grouped_with_hostvars_and_vaulted_password(
 
     inventory = tmp_path / "lab.anyvirt.yml"
     pve_password = "\n".join("      " + line for line in vaulted.split("\n", 1)[1].splitlines())
-    inventory.write_text(f"""plugin: anyvirt.cloud.anyvirt
+    inventory.write_text(
+        f"""plugin: anyvirt.cloud.anyvirt
 uris:
   - uri: "{proxmox_testbed.uri}"
     password: !vault |
@@ -81,13 +94,29 @@ keyed_groups:
 cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: {tmp_path / "cache"}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     env_password = {"ANYVIRT_PASSWORD": vcsim_vcenter.password}  # the URIs without a password of their own
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "ansible-inventory"), "-i", str(inventory), "--vault-password-file",
-                               str(vault_file), *args, "--list"], env=ansible_env(home, **env_password),
-                              capture_output=True, text=True, timeout=300, cwd=home, check=False)
+        return subprocess.run(
+            [
+                str(BIN / "ansible-inventory"),
+                "-i",
+                str(inventory),
+                "--vault-password-file",
+                str(vault_file),
+                *args,
+                "--list",
+            ],
+            env=ansible_env(home, **env_password),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=home,
+            check=False,
+        )
 
     done = run()
     found = listing(done)
@@ -99,9 +128,13 @@ cache_connection: {tmp_path / "cache"}
     assert members(found, "anyvirt_backend_vsphere") == set(vsphere)
     for name, summary in {**pve, **vsphere}.items():
         facts = hostvars[name]
-        assert (facts["anyvirt_id"], facts["anyvirt_state"], facts["anyvirt_cpus"], facts["anyvirt_memory_mib"],
-                facts["anyvirt_node"]) == (summary.id, summary.state.value, summary.cpus, summary.memory_mib,
-                                           summary.node)
+        assert (
+            facts["anyvirt_id"],
+            facts["anyvirt_state"],
+            facts["anyvirt_cpus"],
+            facts["anyvirt_memory_mib"],
+            facts["anyvirt_node"],
+        ) == (summary.id, summary.state.value, summary.cpus, summary.memory_mib, summary.node)
         assert name in members(found, f"anyvirt_state_{summary.state.value}")
         assert name in members(found, f"cpus_{summary.cpus}")
         assert "ansible_host" not in facts  # addresses are opt-in
@@ -129,13 +162,16 @@ def test_memory_uri_is_refused_with_the_reason(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("secret", ["hunter2-never-printed"])
-def test_a_wrong_password_fails_without_printing_it(proxmox_testbed: FakePveTestbed, tmp_path: Path,
-                                                    secret: str) -> None:
+def test_a_wrong_password_fails_without_printing_it(
+    proxmox_testbed: FakePveTestbed, tmp_path: Path, secret: str
+) -> None:
     home = tmp_path / "home"
     (home / "tmp").mkdir(parents=True)
     inventory = tmp_path / "bad.anyvirt.yml"
-    inventory.write_text(f"plugin: anyvirt.cloud.anyvirt\nuris:\n  - uri: \"{proxmox_testbed.uri}\"\n"
-                         f"    password: {secret}\n", encoding="utf-8")
+    inventory.write_text(
+        f'plugin: anyvirt.cloud.anyvirt\nuris:\n  - uri: "{proxmox_testbed.uri}"\n    password: {secret}\n',
+        encoding="utf-8",
+    )
     done = ansible_inventory(home, inventory, "-vvv")
     assert "anyvirt:" in done.stdout + done.stderr  # anyvirt's own message
     assert secret not in done.stdout + done.stderr

@@ -19,12 +19,16 @@ import anyvirt
 
 
 @pytest.fixture
-def platforms(libvirt_daemon: LibvirtDaemon, vcsim_vcenter: Vcsim,
-              proxmox_testbed: FakePveTestbed) -> dict[str, dict[str, Any]]:
+def platforms(
+    libvirt_daemon: LibvirtDaemon, vcsim_vcenter: Vcsim, proxmox_testbed: FakePveTestbed
+) -> dict[str, dict[str, Any]]:
     """Per inventory host, the variables that point the targets at one testbed."""
     return {
         "libvirt": {"anyvirt_uri": libvirt_daemon.anyvirt_uri},
-        "vsphere": {"anyvirt_uri": vcsim_vcenter.anyvirt_uri_with_ca, "anyvirt_password": vcsim_vcenter.password},
+        "vsphere": {
+            "anyvirt_uri": vcsim_vcenter.anyvirt_uri_with_ca,
+            "anyvirt_password": vcsim_vcenter.password,
+        },
         "proxmox": {"anyvirt_uri": proxmox_testbed.uri, "anyvirt_password": proxmox_testbed.password},
     }
 
@@ -49,17 +53,22 @@ def changed(run: PlaybookRun) -> dict[str, int]:
 
 # five playbook runs of some 18 module runs each: a minute and a half on an idle machine
 @pytest.mark.timeout(900)
-def test_lifecycle_runs_twice_and_check_mode_changes_nothing(platforms: dict[str, dict[str, Any]],
-                                                             tmp_path: Path) -> None:
+def test_lifecycle_runs_twice_and_check_mode_changes_nothing(
+    platforms: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
     prefix = f"ans-{uuid.uuid4().hex[:6]}"
     home = tmp_path / "home"
-    inventory = local_inventory(home, {name: {**platform, "prefix": prefix} for name, platform in platforms.items()})
+    inventory = local_inventory(
+        home, {name: {**platform, "prefix": prefix} for name, platform in platforms.items()}
+    )
     lifecycle = role_playbook(tmp_path, "anyvirt_lifecycle")
     teardown = role_playbook(tmp_path, "anyvirt_teardown")
     nothing = dict.fromkeys(platforms, 0)
     try:
         checked = ok(run_playbook(lifecycle, home, inventory, "--check", "--diff"))
-        assert all(count >= 5 for count in changed(checked).values()), checked.output  # it says what it would do
+        assert all(count >= 5 for count in changed(checked).values()), (
+            checked.output
+        )  # it says what it would do
         assert everywhere(platforms, prefix) == {key: {} for key in platforms}  # ...and does none of it
 
         first = ok(run_playbook(lifecycle, home, inventory, "--diff"))

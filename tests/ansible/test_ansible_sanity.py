@@ -13,15 +13,28 @@ MODULES = sorted(p.stem for p in (COLLECTION / "plugins" / "modules").glob("anyv
 
 
 def test_every_module_of_the_issue_is_there() -> None:
-    assert MODULES == ["anyvirt_backup", "anyvirt_clone", "anyvirt_info", "anyvirt_migrate", "anyvirt_restore",
-                       "anyvirt_snapshot", "anyvirt_vm"]
+    assert MODULES == [
+        "anyvirt_backup",
+        "anyvirt_clone",
+        "anyvirt_info",
+        "anyvirt_migrate",
+        "anyvirt_restore",
+        "anyvirt_snapshot",
+        "anyvirt_vm",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["module", "inventory"])
 def test_ansible_doc_renders(kind: str, tmp_path: Path) -> None:
     names = MODULES if kind == "module" else ["anyvirt"]
-    done = subprocess.run([str(BIN / "ansible-doc"), "-t", kind, *(f"anyvirt.cloud.{n}" for n in names)],
-                          env=ansible_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [str(BIN / "ansible-doc"), "-t", kind, *(f"anyvirt.cloud.{n}" for n in names)],
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
     pages = done.stdout.split("> ")[1:]  # one page per plugin, each opening with "> MODULE name" or the like
     assert len(pages) == len(names)
@@ -32,8 +45,13 @@ def test_ansible_doc_renders(kind: str, tmp_path: Path) -> None:
 
 
 def test_the_collection_builds(tmp_path: Path) -> None:
-    done = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", str(COLLECTION), "--output-path",
-                           str(tmp_path)], env=ansible_env(tmp_path), capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [str(BIN / "ansible-galaxy"), "collection", "build", str(COLLECTION), "--output-path", str(tmp_path)],
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "anyvirt-cloud-0.1.0.tar.gz").is_file()

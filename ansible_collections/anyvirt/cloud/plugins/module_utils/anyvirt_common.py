@@ -18,11 +18,9 @@ from ansible.module_utils.basic import missing_required_lib
 
 try:
     import anyvirt
-    from anyvirt import Capability
     from anyvirt.deployment.identity import Dhcp, Static
 except ImportError:
     anyvirt = None
-    Capability = None
     ANYVIRT_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
     ANYVIRT_IMPORT_ERROR = None

@@ -100,7 +100,7 @@ def point_facts(point: Any) -> dict[str, Any]:
 def is_fresh(point: Any, max_age_hours: float) -> bool:
     if point is None:
         return False
-    return dt.datetime.now(dt.timezone.utc) - point.created < dt.timedelta(hours=max_age_hours)
+    return dt.datetime.now(dt.UTC) - point.created < dt.timedelta(hours=max_age_hours)
 
 
 def main() -> None:

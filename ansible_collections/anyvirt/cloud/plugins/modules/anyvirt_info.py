@@ -79,8 +79,8 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
-    Capability,
     address_facts,
+    anyvirt,
     anyvirt_errors,
     argument_spec,
     connect,
@@ -99,7 +99,7 @@ def detail(vm: Any, with_addresses: bool) -> dict[str, Any]:
                 "storage": d.storage, "backing": d.backing} for d in info.disks],
         nics=[{"id": n.id, "network": n.network, "mac": n.mac, "model": n.model} for n in info.nics],
     )
-    facts["snapshots"] = [s.name for s in vm.snapshots.list()] if vm.host.supports(Capability.SNAPSHOTS) else []
+    facts["snapshots"] = [s.name for s in vm.snapshots.list()] if vm.host.supports(anyvirt.Capability.SNAPSHOTS) else []
     if with_addresses:
         facts["addresses"] = address_facts(vm.addresses())
     return facts
