@@ -42,7 +42,7 @@ MEMORY_REFUSED = ("memory:// lives in one process and cannot serve separate modu
 
 USER_ARGS: dict[str, Any] = {
     "name": {"type": "str", "required": True},
-    "ssh_keys": {"type": "list", "elements": "str", "default": []},
+    "ssh_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},  # public keys
     "sudo": {"type": "bool", "default": False},
     "password_hash": {"type": "str", "no_log": True},
 }

@@ -39,7 +39,7 @@ options:
     type: float
     default: 3600
 author:
-  - anyvirt contributors
+  - anyvirt contributors (@anyvirt)
 """
 
 EXAMPLES = r"""

@@ -56,7 +56,7 @@ options:
     type: float
     default: 600
 author:
-  - anyvirt contributors
+  - anyvirt contributors (@anyvirt)
 """
 
 EXAMPLES = r"""

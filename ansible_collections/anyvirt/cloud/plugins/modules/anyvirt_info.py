@@ -31,7 +31,7 @@ options:
     type: bool
     default: false
 author:
-  - anyvirt contributors
+  - anyvirt contributors (@anyvirt)
 """
 
 EXAMPLES = r"""

@@ -77,7 +77,7 @@ options:
     type: float
     default: 3600
 author:
-  - anyvirt contributors
+  - anyvirt contributors (@anyvirt)
 """
 
 EXAMPLES = r"""

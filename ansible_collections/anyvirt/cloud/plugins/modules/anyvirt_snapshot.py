@@ -52,7 +52,7 @@ options:
     type: float
     default: 300
 author:
-  - anyvirt contributors
+  - anyvirt contributors (@anyvirt)
 """
 
 EXAMPLES = r"""
