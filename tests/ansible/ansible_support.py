@@ -24,7 +24,8 @@ TARGETS = COLLECTION / "tests" / "integration" / "targets"
 BIN = Path(sys.executable).parent
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)\s+skipped=\d+\s+rescued=\d+\s+"
+    r"ignored=(?P<ignored>\d+)",
     re.MULTILINE,
 )
 
@@ -98,7 +99,7 @@ def run_playbook(
     )
     output = done.stdout + done.stderr
     recap = {
-        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed", "ignored")}
         for m in RECAP.finditer(done.stdout)
     }
     return PlaybookRun(done.returncode, output, recap, time.monotonic() - started)

@@ -1,6 +1,7 @@
 """docs/ansible.md's worked example: its playbook, as written, deploys from a template on two
-platforms (vcsim and fakepve here) with --forks 10, then a second run changes nothing. The docs
-show the example's files verbatim."""
+platforms (vcsim and fakepve here) with --forks 10, ten clones at a time. (Second runs and check
+mode are proven by test_ansible_playbooks.py; one run here keeps the suite short.) The docs show
+the example's files verbatim."""
 
 from __future__ import annotations
 
@@ -76,8 +77,6 @@ def test_the_example_deploys_on_two_platforms_in_parallel(
             with anyvirt.connect(uri, password=password) as host:
                 made = sorted(vm.name for vm in host.vms.list() if vm.name.startswith(f"web-{tag}-{group}-"))
             assert made == [f"web-{tag}-{group}-{i:02d}" for i in range(1, PER_PLATFORM + 1)]
-        second = run_playbook(EXAMPLE / "deploy.yml", home, inventory, *options)
-        assert second.returncode == 0 and sum(c["changed"] for c in second.recap.values()) == 0, second.output
     finally:
         for uri, password in platforms.values():
             with anyvirt.connect(uri, password=password) as host:
