@@ -7,8 +7,9 @@ Starts fakepve with ``--guests`` VMs (1,000 by default) on ``--nodes`` nodes and
 * ``ansible-inventory -i lab.anyvirt.yml --list``: the collection's plugin over all URIs in one
   process (cache off, so every run lists).
 
-It also loads the plugin in this process through Ansible's own InventoryManager and counts the
-HTTP requests it sends to fakepve: one login and one listing per URI, whatever the number of VMs.
+It also times both inside this process, without either program's start (the plugin through
+Ansible's own InventoryManager; the CLI's work as connect + list + JSON), and counts the HTTP
+requests the plugin sends to fakepve: one login and one listing per URI, whatever the VM count.
 
     .venv/bin/python bench/ansible_inventory_bench.py [--guests 1000] [--nodes 4] [--runs 5] [--vcsim-vms 0]
 """
@@ -74,23 +75,49 @@ def plugin_listing(inventory: Path, env: dict[str, str]) -> tuple[float, int]:
     return took, len(json.loads(out)["_meta"]["hostvars"])
 
 
-def requests_of_one_plugin_run(inventory: Path, password: str) -> tuple[int, int]:
-    """(HTTP requests, hosts) of the plugin run in this process through Ansible's InventoryManager."""
+def in_process(inventory: Path, uris: list[str], password: str, runs: int) -> dict[str, Any]:
+    """The same two listings inside this process, without either program's start: the plugin through
+    Ansible's InventoryManager, the CLI's work as ``connect`` + ``vms.list()`` + JSON. Also the HTTP
+    requests one plugin run sends to fakepve."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.plugins.loader import init_plugin_loader
+
+    import anyvirt
 
     os.environ["ANYVIRT_PASSWORD"] = password
     os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(REPO)
     init_plugin_loader([str(REPO)])
     from ansible.inventory.manager import InventoryManager
 
+    def plugin() -> int:
+        return len(InventoryManager(loader=DataLoader(), sources=[str(inventory)]).hosts)
+
+    def cli() -> int:
+        listed = 0
+        for uri in uris:
+            with anyvirt.connect(uri) as host:
+                rows = [{"id": vm.id, "name": vm.name, "state": vm.state.value, "cpus": vm.cpus,
+                         "memory_mib": vm.memory_mib, "node": vm.node} for vm in host.vms.list()]
+                listed += len(json.loads(json.dumps(rows)))
+        return listed
+
     requests.adapters.HTTPAdapter.send = _counting  # type: ignore[method-assign]
     try:
         before = _requests[0]
-        manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
-        return _requests[0] - before, len(manager.hosts)
+        hosts = plugin()
+        sent = _requests[0] - before
     finally:
         requests.adapters.HTTPAdapter.send = _send  # type: ignore[method-assign]
+    cli()
+    times: dict[str, list[float]] = {"plugin": [], "cli": []}
+    for _ in range(runs):
+        for name, way in (("cli", cli), ("plugin", plugin)):
+            started = time.perf_counter()
+            way()
+            times[name].append(time.perf_counter() - started)
+    ratios = [p / c for p, c in zip(times["plugin"], times["cli"], strict=True)]
+    return {"hosts": hosts, "requests": sent, "plugin": statistics.median(times["plugin"]),
+            "cli": statistics.median(times["cli"]), "pairwise": statistics.median(ratios)}
 
 
 def main() -> None:
@@ -130,7 +157,7 @@ def main() -> None:
                 cli_times.append(cli_s)
                 plugin_times.append(plugin_s)
                 ratios.append(plugin_s / cli_s)
-            sent, hosts = requests_of_one_plugin_run(inventory, pve.password)
+            inside = in_process(inventory, uris, pve.password, args.runs)
         finally:
             if sim is not None:
                 sim.stop()
@@ -140,8 +167,13 @@ def main() -> None:
     print(f"  ansible-inventory --list (the plugin)  {plugin_m * 1000:8.0f} ms")
     pairwise = statistics.median(ratios)
     print(f"  plugin / CLI: {plugin_m / cli_m:.2f}x (pairwise median {pairwise:.2f}x); target <= 1.50x")
+    print("In this process, without either program's start:")
+    print(f"  connect + vms.list() + JSON            {inside['cli'] * 1000:8.0f} ms")
+    print(f"  the plugin via InventoryManager        {inside['plugin'] * 1000:8.0f} ms")
+    ratio = inside["plugin"] / inside["cli"]
+    print(f"  plugin / CLI: {ratio:.2f}x (pairwise median {inside['pairwise']:.2f}x)")
     counted = "fixed: the login and one listing" if sim is None else "vSphere's SOAP not counted"
-    print(f"  the plugin in process: {hosts} hosts; {sent} HTTP requests to fakepve ({counted})")
+    print(f"  {inside['hosts']} hosts from {inside['requests']} HTTP requests to fakepve ({counted})")
 
 
 if __name__ == "__main__":
