@@ -19,7 +19,9 @@ BACKENDS = ROOT / "backends"
 
 #: The folders of tests/, one per kind of the docs' table (feature suites included).
 FOLDERS = {"unit", "kit", "gate", "contract", "cross", "hostile", "deployment", "repository", "watch",
-           "cli"}
+           "cli", "ansible"}
+#: Feature suites (the docs' ``tests/<feature>/`` row); ``ansible`` runs the collection's playbooks.
+FEATURE_FOLDERS = {"deployment", "repository", "watch", "ansible"}
 #: Folders whose every test module carries the folder's prefix (their topics repeat elsewhere).
 PREFIXED = {"gate": "test_gate_", "kit": "test_kit_", "hostile": "test_hostile_"}
 #: Modules a suite still being written names its own way; rename to <topic>_support.py
@@ -90,7 +92,7 @@ def test_the_folders_of_tests_are_the_documented_ones() -> None:
     assert folders <= FOLDERS, f"undocumented test folders: {sorted(folders - FOLDERS)}"
     page = (ROOT / "docs" / "writing-a-backend.md").read_text(encoding="utf-8")
     section = page.split("## Where tests go", 1)[1].split("\n## ", 1)[0]
-    assert [f for f in sorted(FOLDERS - {"deployment", "repository", "watch", "cli"})
+    assert [f for f in sorted(FOLDERS - FEATURE_FOLDERS - {"cli"})
             if f"`tests/{f}/`" not in section] == []
     assert "`tests/<feature>/`" in section
 

@@ -49,12 +49,6 @@ def kvm(libvirt_daemon: libvirt_fixtures.LibvirtDaemon) -> Iterator[Host]:
         yield host
 
 
-@pytest.fixture(scope="module")
-def vc(vcsim_vcenter: Vcsim) -> Iterator[Host]:
-    with anyvirt.connect(vcsim_vcenter.anyvirt_uri_with_ca, password=vcsim_vcenter.password) as host:
-        yield host
-
-
 @pytest.fixture
 def made() -> Iterator[Callable[[VM], VM]]:
     """``made(vm)``: removed after the test, whatever state it is in."""

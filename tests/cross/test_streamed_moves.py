@@ -39,12 +39,6 @@ temp_dir = move_faults_support.temp_dir
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def vc(vcsim_vcenter: Vcsim) -> Iterator[Host]:
-    with anyvirt.connect(vcsim_vcenter.anyvirt_uri_with_ca, password=vcsim_vcenter.password) as host:
-        yield host
-
-
 @pytest.fixture
 def remote(libvirt_daemon: libvirt_fixtures.LibvirtDaemon,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Host, FaultProxy]]:

@@ -1,0 +1,180 @@
+"""Benchmark: the Ansible inventory plugin against ``anyvirt vms --json``, on the same URIs.
+
+Starts fakepve with ``--guests`` VMs (1,000 by default) on ``--nodes`` nodes and, with
+``--vcsim-vms N``, a vcsim vCenter with N more, then times, taking turns:
+
+* ``anyvirt vms --json URI`` for each URI (a process per URI, as a script would run it);
+* ``ansible-inventory -i lab.anyvirt.yml --list``: the collection's plugin over all URIs in one
+  process (cache off, so every run lists).
+
+It also times both inside this process, without either program's start (the plugin through
+Ansible's own InventoryManager; the CLI's work as connect + list + JSON), and counts the HTTP
+requests the plugin sends to fakepve: one login and one listing per URI, whatever the VM count.
+
+    .venv/bin/python bench/ansible_inventory_bench.py [--guests 1000] [--nodes 4] [--runs 5] [--vcsim-vms 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests.adapters
+from anyvirt_proxmox.testbed import FakePveTestbed
+from anyvirt_vsphere.testbed.vcsim import Vcsim
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+_requests = [0]
+_send = requests.adapters.HTTPAdapter.send
+
+
+def _counting(self: requests.adapters.HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
+    _requests[0] += 1
+    return _send(self, request, *args, **kwargs)
+
+
+def env_for(home: Path, password: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "ANYVIRT_"))}
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(REPO),
+        ANSIBLE_HOME=str(home),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="1",
+        ANYVIRT_PASSWORD=password,
+    )
+    return env
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    return time.perf_counter() - started, done.stdout
+
+
+def cli_listing(uris: list[str], env: dict[str, str]) -> tuple[float, int]:
+    seconds, vms = 0.0, 0
+    for uri in uris:
+        took, out = timed([str(BIN / "anyvirt"), "vms", "--json", uri], env)
+        seconds += took
+        vms += len(json.loads(out))
+    return seconds, vms
+
+
+def plugin_listing(inventory: Path, env: dict[str, str]) -> tuple[float, int]:
+    took, out = timed([str(BIN / "ansible-inventory"), "-i", str(inventory), "--list"], env)
+    return took, len(json.loads(out)["_meta"]["hostvars"])
+
+
+def in_process(inventory: Path, uris: list[str], password: str, runs: int) -> dict[str, Any]:
+    """The same two listings inside this process, without either program's start: the plugin through
+    Ansible's InventoryManager, the CLI's work as ``connect`` + ``vms.list()`` + JSON. Also the HTTP
+    requests one plugin run sends to fakepve."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import init_plugin_loader
+
+    import anyvirt
+
+    os.environ["ANYVIRT_PASSWORD"] = password
+    os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(REPO)
+    init_plugin_loader([str(REPO)])
+    from ansible.inventory.manager import InventoryManager
+
+    def plugin() -> int:
+        return len(InventoryManager(loader=DataLoader(), sources=[str(inventory)]).hosts)
+
+    def cli() -> int:
+        listed = 0
+        for uri in uris:
+            with anyvirt.connect(uri) as host:
+                rows = [{"id": vm.id, "name": vm.name, "state": vm.state.value, "cpus": vm.cpus,
+                         "memory_mib": vm.memory_mib, "node": vm.node} for vm in host.vms.list()]
+                listed += len(json.loads(json.dumps(rows)))
+        return listed
+
+    requests.adapters.HTTPAdapter.send = _counting  # type: ignore[method-assign]
+    try:
+        before = _requests[0]
+        hosts = plugin()
+        sent = _requests[0] - before
+    finally:
+        requests.adapters.HTTPAdapter.send = _send  # type: ignore[method-assign]
+    cli()
+    times: dict[str, list[float]] = {"plugin": [], "cli": []}
+    for _ in range(runs):
+        for name, way in (("cli", cli), ("plugin", plugin)):
+            started = time.perf_counter()
+            way()
+            times[name].append(time.perf_counter() - started)
+    ratios = [p / c for p, c in zip(times["plugin"], times["cli"], strict=True)]
+    return {"hosts": hosts, "requests": sent, "plugin": statistics.median(times["plugin"]),
+            "cli": statistics.median(times["cli"]), "pairwise": statistics.median(ratios)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--guests", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--vcsim-vms", type=int, default=0, help="a vCenter (vcsim) with this many VMs too")
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="anyvirt-ansible-bench-") as tmp,
+        FakePveTestbed(nodes=args.nodes, guests=args.guests) as pve,
+    ):
+        home = Path(tmp) / "home"
+        (home / "tmp").mkdir(parents=True)
+        uris = [pve.uri]
+        sim = None
+        if args.vcsim_vms:
+            sim = Vcsim(
+                vms=args.vcsim_vms, hosts=4, workdir=Path(tmp) / "vcsim", password=pve.password
+            ).start()
+            uris.append(sim.anyvirt_uri_with_ca)
+        try:
+            inventory = Path(tmp) / "lab.anyvirt.yml"
+            inventory.write_text(
+                "plugin: anyvirt.cloud.anyvirt\nuris:\n" + "".join(f'  - "{u}"\n' for u in uris),
+                encoding="utf-8",
+            )
+            env = env_for(home, pve.password)
+            cli_listing(uris, env)  # warm-up: caches, .pyc files
+            plugin_listing(inventory, env)
+            cli_times, plugin_times, ratios = [], [], []
+            for _ in range(args.runs):
+                cli_s, cli_vms = cli_listing(uris, env)
+                plugin_s, plugin_vms = plugin_listing(inventory, env)
+                assert plugin_vms == cli_vms, (plugin_vms, cli_vms)
+                cli_times.append(cli_s)
+                plugin_times.append(plugin_s)
+                ratios.append(plugin_s / cli_s)
+            inside = in_process(inventory, uris, pve.password, args.runs)
+        finally:
+            if sim is not None:
+                sim.stop()
+    cli_m, plugin_m = statistics.median(cli_times), statistics.median(plugin_times)
+    print(f"URIs: {len(uris)}; VMs: {cli_vms}; runs: {args.runs} (medians)")
+    print(f"  anyvirt vms --json, a process per URI  {cli_m * 1000:8.0f} ms")
+    print(f"  ansible-inventory --list (the plugin)  {plugin_m * 1000:8.0f} ms")
+    pairwise = statistics.median(ratios)
+    print(f"  plugin / CLI: {plugin_m / cli_m:.2f}x (pairwise median {pairwise:.2f}x); target <= 1.50x")
+    print("In this process, without either program's start:")
+    print(f"  connect + vms.list() + JSON            {inside['cli'] * 1000:8.0f} ms")
+    print(f"  the plugin via InventoryManager        {inside['plugin'] * 1000:8.0f} ms")
+    ratio = inside["plugin"] / inside["cli"]
+    print(f"  plugin / CLI: {ratio:.2f}x (pairwise median {inside['pairwise']:.2f}x)")
+    counted = "fixed: the login and one listing" if sim is None else "vSphere's SOAP not counted"
+    print(f"  {inside['hosts']} hosts from {inside['requests']} HTTP requests to fakepve ({counted})")
+
+
+if __name__ == "__main__":
+    main()
