@@ -91,6 +91,18 @@ def network_map_option(func: F) -> F:
     )(func)
 
 
+def consistency_options(func: F) -> F:
+    """``--shutdown`` and ``--snapshot``: how a running VM's disks are copied (moves, backups)."""
+    func = click.option(
+        "--snapshot", is_flag=True,
+        help="Copy a running VM from a point-in-time snapshot (crash-consistent; the "
+             "snapshot is removed afterwards and the VM keeps running).")(func)
+    return click.option(
+        "--shutdown", is_flag=True,
+        help="Shut a running VM down gracefully first (without it or --snapshot, a running "
+             "VM is refused).")(func)
+
+
 def timeout_option(func: F) -> F:
     return click.option("--timeout", "op_timeout", type=TIMEOUT_TYPE, default=DEFAULT_TIMEOUT,
                         show_default=True, help="Seconds to wait for the operation.")(func)
@@ -234,12 +246,7 @@ def print_moved(result: MigrationResult, deleted_source: bool) -> None:
 @click.command("move")
 @with_uri("VM", "TARGET_URI")
 @name_option
-@click.option("--shutdown", is_flag=True,
-              help="Shut a running VM down gracefully first (without it or --snapshot, a "
-                   "running VM is refused).")
-@click.option("--snapshot", is_flag=True,
-              help="Copy a running VM from a point-in-time snapshot (crash-consistent; the "
-                   "snapshot is removed afterwards and the VM keeps running).")
+@consistency_options
 @network_map_option
 @click.option("--delete-source", is_flag=True,
               help="Delete the source VM and its disks once the copy is verified.")

@@ -28,6 +28,7 @@ import click
 from anyvirt.cli.commands_move import (
     backup_archive,
     busy,
+    consistency_options,
     network_map_option,
     restore_archive,
     timeout_option,
@@ -165,12 +166,7 @@ def say_point(point: RestorePoint, repo: BackupRepository, verb: str) -> None:
                    "URL; made there if nothing is) instead of a portable archive at PATH.")
 @click.option("--encrypt", is_flag=True,
               help="With --to: a repository made now is encrypted with the passphrase.")
-@click.option("--shutdown", is_flag=True,
-              help="Shut a running VM down gracefully first (without it or --snapshot, a "
-                   "running VM is refused).")
-@click.option("--snapshot", is_flag=True,
-              help="Copy a running VM from a point-in-time snapshot (crash-consistent; the "
-                   "snapshot is removed afterwards and the VM keeps running).")
+@consistency_options
 @repo_options
 @timeout_option
 @json_option

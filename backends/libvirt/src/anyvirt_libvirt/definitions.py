@@ -29,6 +29,7 @@ from anyvirt_libvirt import disks as disks_mod
 from anyvirt_libvirt import storage
 from anyvirt_libvirt.domxml import NS
 from anyvirt_libvirt.site import Site
+from anyvirt_libvirt.templates import anyvirt_metadata
 
 log = logging.getLogger(__name__)
 
@@ -288,22 +289,13 @@ def disarm_stale_copies(site: Site) -> list[str]:
 
 def set_stale_mark(dom: libvirt.virDomain, mark: RecoveryMark) -> None:
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    element = _meta(dom, flags)
+    element = anyvirt_metadata(dom, flags)
     if element is None:
         element = ET.Element("vm", {"guest-os": "other"})
     element.set("stale", mark.warning())
     xml = ET.tostring(element, encoding="unicode")
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, _META_KEY, NS, flags)
 
-
-def _meta(dom: libvirt.virDomain, flags: int) -> ET.Element | None:
-    try:
-        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_SUPPORT):
-            return None
-        raise
-    return ET.fromstring(xml)  # noqa: S314 - XML from the libvirt daemon
 
 
 def _name(xml: str) -> str:

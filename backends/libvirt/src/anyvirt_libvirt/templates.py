@@ -24,7 +24,8 @@ from anyvirt_libvirt.domxml import NS
 _KEY = "anyvirt"
 
 
-def _element(dom: libvirt.virDomain, flags: int = 0) -> ET.Element | None:
+def anyvirt_metadata(dom: libvirt.virDomain, flags: int = 0) -> ET.Element | None:
+    """The domain's anyvirt metadata element (``NS``), or None when it has none."""
     try:
         xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags)
     except libvirt.libvirtError as exc:
@@ -35,14 +36,14 @@ def _element(dom: libvirt.virDomain, flags: int = 0) -> ET.Element | None:
 
 
 def is_marked(dom: libvirt.virDomain) -> bool:
-    element = _element(dom)
+    element = anyvirt_metadata(dom)
     return element is not None and element.get("template") == "yes"
 
 
 def set_mark(dom: libvirt.virDomain, on: bool) -> None:
     """Mark or unmark a (stopped) domain in its persistent definition."""
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    element = _element(dom, flags)
+    element = anyvirt_metadata(dom, flags)
     if element is None:
         element = ET.Element("vm", {"guest-os": "other"})
     element.attrib.pop("template", None)
