@@ -11,13 +11,14 @@ echo "== docs"; site=$(mktemp -d); .venv/bin/mkdocs build --strict --quiet -d "$
 echo "== pytest"
 if [ "$#" -gt 0 ]; then exec .venv/bin/pytest "$@"; fi
 # Two lanes on the two cores: the libvirt backend's tests mostly wait on real guests
-# booting and shutting down, so they run beside the rest. Each lane ends with its own
-# summary; the libvirt lane's is printed last.
+# booting and shutting down, and the Ansible playbooks on ansible-playbook's processes, so
+# they run beside the rest. Each lane ends with its own summary; the second lane's is
+# printed last.
 lane=$(mktemp)
-.venv/bin/pytest backends/libvirt >"$lane" 2>&1 &
+.venv/bin/pytest backends/libvirt tests/ansible >"$lane" 2>&1 &
 libvirt_lane=$!
 status=0
-.venv/bin/pytest --ignore=backends/libvirt || status=$?
+.venv/bin/pytest --ignore=backends/libvirt --ignore=tests/ansible || status=$?
 wait "$libvirt_lane" || status=$?
-echo "== pytest backends/libvirt"; cat "$lane"; rm -f "$lane"
+echo "== pytest backends/libvirt tests/ansible"; cat "$lane"; rm -f "$lane"
 exit "$status"

@@ -46,3 +46,17 @@ def server(tmp_path: Path) -> Iterator[Sshd]:
     """A real OpenSSH server on loopback serving a directory (tests/sshd_support.py)."""
     with sshd(tmp_path / "ssh") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def embedded_data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``$XDG_DATA_HOME`` for every use of the embedded QEMU inside this process: libvirt
+    opens the embedded driver once per process, at one root
+    (``$XDG_DATA_HOME/anyvirt/qemu-embed``), and refuses any other root after that."""
+    return tmp_path_factory.mktemp("embedded-data")
+
+
+@pytest.fixture(scope="session")
+def embed_uri(embedded_data_home: Path) -> str:
+    """The embedded QEMU at the process's one root (see ``embedded_data_home``)."""
+    return f"libvirt+qemu:///embed?root={embedded_data_home / 'anyvirt' / 'qemu-embed'}"

@@ -290,14 +290,6 @@ def test_archives_go_into_and_out_of_a_repository_byte_for_byte(
 # -- the embedded QEMU: a real libvirt host with no daemon ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def embed_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One root for the module: libvirt opens the embedded QEMU driver once per process."""
-    pytest.importorskip("anyvirt_libvirt")
-    root = tmp_path_factory.mktemp("embed") / "root"
-    return f"libvirt+qemu:///embed?root={root}"
-
-
 def test_backup_and_restore_on_the_embedded_qemu_byte_for_byte(embed_uri: str, tmp_path: Path) -> None:
     disk = tmp_path / "db1.raw"
     with open(disk, "wb") as handle:

@@ -60,12 +60,13 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def fresh_machine(scratch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fresh_machine(scratch: Path, embedded_data_home: Path, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
     """The process as on a fresh machine: no profile, no $ANYVIRT_URI, empty data dirs."""
     for name in ("ANYVIRT_URI", "ANYVIRT_PROFILE", "ANYVIRT_USERNAME", "ANYVIRT_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-    data = scratch.parent / f"{scratch.name}-data"  # one root for all: libvirt embeds one per process
-    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    # empty but for the embedded QEMU's root, which is one per process (tests/conftest.py)
+    monkeypatch.setenv("XDG_DATA_HOME", str(embedded_data_home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("ANYVIRT_CONFIG", str(tmp_path / "config" / "none.toml"))
     monkeypatch.chdir(scratch)

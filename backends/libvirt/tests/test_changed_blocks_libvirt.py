@@ -231,3 +231,35 @@ def test_a_vm_backed_up_running_takes_snapshots_when_stopped(
     again = repo.backup(vm)
     copy = vms(repo.restore(again, to=host, name=unique("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
+
+
+def test_a_vm_backed_up_while_running_can_still_be_deleted(
+        guest: Callable[[str], VM], tmp_path: Path, host: Host) -> None:
+    """The backup job leaves a checkpoint, which libvirt will not undefine a domain with
+    unless told: a delete must not fail on anyvirt's own mark."""
+    vm = _running_guest(guest, tmp_path)
+    BackupRepository(tmp_path / "repo", chunk_size=64 * 1024).backup(vm)
+    assert vm.native.listAllCheckpoints(0)
+    vm.stop(force=True)
+    vm.delete()
+    assert not host.vms.exists(vm.id)
+
+
+def test_a_vm_backed_up_while_running_can_still_migrate(
+        guest: Callable[[str], VM], tmp_path: Path, pair: tuple[Host, Host],
+        vms: Callable[[VM], VM]) -> None:
+    """Checkpoints stay behind on a move (their record does not travel): the move goes on,
+    and the source keeps nothing of the VM."""
+    vm = _running_guest(guest, tmp_path)
+    BackupRepository(tmp_path / "repo", chunk_size=64 * 1024).backup(vm)
+    assert vm.native.listAllCheckpoints(0)
+    vm.migrate(to=pair[1], live=True)
+    moved = vms(pair[1].vms.get(vm.id))
+    moved.migrate(to=pair[0], live=True)  # and back, to be backed up there again
+    BackupRepository(tmp_path / "repo", chunk_size=64 * 1024).backup(moved)
+    moved.stop(force=True)
+    moved.migrate(to=pair[1], live=False)  # a cold move undefines the source itself
+    assert not pair[0].vms.exists(vm.id)
+    moved = vms(pair[1].vms.get(vm.id))
+    moved.delete()
+    assert not pair[1].vms.exists(vm.id)

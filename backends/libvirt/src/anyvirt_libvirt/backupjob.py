@@ -56,15 +56,23 @@ def live_disks(site: Site, vm_id: str, since: Mapping[str, str], job: Job) -> It
     clients: list[nbd.Client] = []
     begun = False
     try:
-        try:
-            dom.backupBegin(_backup_xml(disks, sock, tmp, base), _checkpoint_xml(disks, name), 0)
-        except libvirt.libvirtError as exc:
-            if base is None:
-                raise
-            log.info("libvirt will not back up from checkpoint %s (%s): a full read", base,
-                     exc.get_error_message())
-            base = None
-            dom.backupBegin(_backup_xml(disks, sock, tmp, None), _checkpoint_xml(disks, name), 0)
+        # from the parent's checkpoint; else in full with a new one; else (a disk that cannot
+        # keep a bitmap: qcow2 v2, "compat=0.10") in full with none, and no mark to build on
+        tries: list[tuple[str | None, str | None]] = (
+            ([(base, name)] if base else []) + [(None, name), (None, None)])
+        marked: str | None = None
+        for from_checkpoint, new_checkpoint in tries:
+            try:
+                dom.backupBegin(_backup_xml(disks, sock, tmp, from_checkpoint),
+                                _checkpoint_xml(disks, new_checkpoint) if new_checkpoint else None, 0)
+            except libvirt.libvirtError as exc:
+                if new_checkpoint is None:
+                    raise
+                log.info("libvirt refused a backup job (from checkpoint %s, new checkpoint %s): %s",
+                         from_checkpoint, new_checkpoint, exc.get_error_message())
+                continue
+            base, marked = from_checkpoint, new_checkpoint
+            break
         begun = True
         out = []
         for disk in disks:
@@ -75,15 +83,16 @@ def live_disks(site: Site, vm_id: str, since: Mapping[str, str], job: Job) -> It
             clients.append(client)
             out.append(LiveDisk(id=disk.dev, size=client.size, bus=disk.bus,
                                 extents=tuple(client.data()), read=client.read,
-                                mark=f"checkpoint:{name}",
+                                mark=f"checkpoint:{marked}" if marked else None,
                                 changed=tuple(client.dirty(dirty)) if base else None))
         yield out
     except BaseException:
         if begun:
             _end(dom, clients)
             clients = []
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.checkpointLookupByName(name, 0).delete(0)  # no point names it
+            if marked:
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.checkpointLookupByName(marked, 0).delete(0)  # no point names it
         raise
     finally:
         if begun:

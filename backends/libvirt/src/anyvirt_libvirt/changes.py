@@ -121,6 +121,20 @@ def drop_all(dom: libvirt.virDomain, job: Job | None = None) -> None:
                     _qemu_img(["bitmap", "--remove", "-f", "qcow2", "--", disk.path, name], job)
 
 
+def drop_checkpoints_for_move(dom: libvirt.virDomain) -> None:
+    """Before a migration: anyvirt's checkpoints stay behind (libvirt would refuse to
+    undefine the source with them, and their record does not travel). A running VM's are
+    deleted with their bitmaps; a stopped VM's records only (its bitmaps travel in the
+    files). The next running backup, finding no checkpoint, reads in full."""
+    if not dom.isActive():
+        forget_checkpoints(dom)
+        return
+    for checkpoint in dom.listAllCheckpoints(0):
+        if checkpoint.getName().startswith(PREFIX):
+            with contextlib.suppress(libvirt.libvirtError):
+                checkpoint.delete(0)
+
+
 def forget_checkpoints(dom: libvirt.virDomain) -> None:
     """Delete the libvirt record (only) of anyvirt's checkpoints of a stopped domain.
     libvirt 9.0 refuses block operations on a stopped domain with checkpoints (an
@@ -205,6 +219,7 @@ def _nbd_export(path: str, bitmap: str, job: Job) -> Iterator[Path]:
                 proc.stderr.close()
 
 
-__all__ = ["change_mark", "changed_extents", "drop_all", "drop_mark", "forget_checkpoints",
+__all__ = ["change_mark", "changed_extents", "drop_all", "drop_checkpoints_for_move", "drop_mark",
+           "forget_checkpoints",
            "is_local_qcow2",
            "supported"]

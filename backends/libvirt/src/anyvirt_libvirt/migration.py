@@ -27,7 +27,7 @@ import libvirt
 from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec, Timeout
 from anyvirt.model import MigrationResult
 from anyvirt.tasks import Job
-from anyvirt_libvirt import domxml
+from anyvirt_libvirt import changes, domxml
 from anyvirt_libvirt.deletion import UNDEFINE_FLAGS
 from anyvirt_libvirt.disks import parse_disks
 from anyvirt_libvirt.errors import translate
@@ -57,6 +57,7 @@ def migrate(
     with source.link.call("migration source") as conn:
         dom = conn.lookupByUUIDString(vm_id)
         name = dom.name()
+        changes.drop_checkpoints_for_move(dom)
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
         inactive_xml = dom.XMLDesc(
             libvirt.VIR_DOMAIN_XML_MIGRATABLE
