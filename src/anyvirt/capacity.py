@@ -142,6 +142,9 @@ def reserve(key: str, info: Callable[[], HostInfo], add_cpus: int, add_memory_mi
             policy: Overcommit) -> Reservation:
     """``check`` against the host's allocation plus what other operations on the same
     host (``key``, its safe URI) hold, and hold this much too until released."""
+    if math.isinf(policy.cpu) and math.isinf(policy.memory):
+        # nothing passes an unlimited policy: no host read (a listing per operation)
+        return Reservation(key, 0, 0)
     with _pending_guard:
         lock = _pending_locks.setdefault(key, threading.Lock())
     with lock:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
@@ -38,10 +39,13 @@ if TYPE_CHECKING:
     from anyvirt.repository import BackupRepository
     from anyvirt.repository.points import RestorePoint
     from anyvirt.target import Target
+    from anyvirt.tasks import Task
     from anyvirt.vm import VM
 
 #: a callable told what the recovery does, one line at a time (the CLI's progress)
 Progress = Callable[[str], None]
+#: how many starts are admitted at once (each waits on the new host's answers)
+START_THREADS = 16
 #: seconds each VM's define-and-start gets
 VM_TIMEOUT = 600.0
 
@@ -209,13 +213,20 @@ def _bring_up(plans: list[_Plan], to: Host, support: RecoverySupport | None,
     to_start = [m for m in made
                 if not (m.plan.record is not None and m.plan.point is None and m.plan.record.template)]
     say(f"starting {len(to_start)} VM(s) on {to.uri}")
-    starting = [(m, m.vm.start(wait=False, timeout=VM_TIMEOUT)) for m in to_start]
-    # the marks are written while the guests start (a VM that then fails to start loses
-    # its mark again); a mark without a running VM only keeps the old copy down: safe
-    host_id = _host_id(to)
-    notes = {m.plan.vm_id: _leave_mark(m.plan, to, support, host_id) for m in made}
+    # each start is admitted (held, re-read, reserved) in a thread of its own: a daemon busy
+    # starting the others answers each re-read slowly, and one after the other those waits
+    # add up to more than the starts themselves
+    with ThreadPoolExecutor(max(1, min(len(to_start), START_THREADS))) as pool:
+        admitted = pool.map(_admit_start, to_start)
+        # the marks are written while the guests start (a VM that then fails to start loses
+        # its mark again); a mark without a running VM only keeps the old copy down: safe
+        host_id = _host_id(to)
+        notes = {m.plan.vm_id: _leave_mark(m.plan, to, support, host_id) for m in made}
+        starting = list(zip(to_start, admitted, strict=True))
     for item, task in starting:
         try:
+            if isinstance(task, AnyvirtError):
+                raise task
             task.wait(VM_TIMEOUT + 60)
         except AnyvirtError as exc:
             give_up(item.plan, f"{exc}{_unmake(item, support)}")  # nothing half-made
@@ -224,6 +235,14 @@ def _bring_up(plans: list[_Plan], to: Host, support: RecoverySupport | None,
             say(f"{item.plan.vm_name}: running on {to.uri}")
             done[item.plan.vm_id] = _report(item, notes[item.plan.vm_id], started)
     return Recovery([done[p.vm_id] for p in plans])
+
+
+def _admit_start(item: _Made) -> Task[Any] | AnyvirtError:
+    """The VM's start, admitted and under way; the refusal, where the gate refused it."""
+    try:
+        return item.vm.start(wait=False, timeout=VM_TIMEOUT)
+    except AnyvirtError as exc:
+        return exc
 
 
 def _make(plan: _Plan, to: Host, support: RecoverySupport | None,
