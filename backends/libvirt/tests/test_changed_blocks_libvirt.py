@@ -23,6 +23,7 @@ from test_repository_libvirt import data_vm, guest_write, raw_bytes
 import anyvirt
 from anyvirt import BackupRepository, Capability
 from anyvirt.host import Host
+from anyvirt.model import DiskSpec, VMSpec
 from anyvirt.vm import VM
 
 MIB = 1024 * 1024
@@ -69,6 +70,24 @@ def test_incremental_backup_reads_only_the_changed_chunks(
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
     nothing = repo.backup(vm)
     assert nothing.read_bytes == 0 and repo.verify().ok
+
+
+def test_disks_anyvirt_makes_keep_changed_block_marks(
+        host: Host, tmp_path: Path, vms: Callable[[VM], VM]) -> None:
+    """A linked clone's overlay and a blank disk are made by the daemon from anyvirt's
+    volume XML. Without a stated qcow2 ``compat`` the daemon makes version 2 files, which
+    cannot hold a bitmap: every backup of such a VM would read in full."""
+    base = data_vm(host, tmp_path, vms)
+    linked = vms(base.clone(unique("cbt-linked"), linked=True))
+    blank = vms(host.vms.create(VMSpec(name=unique("cbt-blank"), cpus=1, memory_mib=64,
+                                       disks=[DiskSpec(size_gib=0.0625)])))
+    for vm in (linked, blank):
+        repo = BackupRepository(tmp_path / f"repo-{vm.name}")
+        repo.backup(vm)
+        guest_write(vm, 20 * MIB + 4096, 4096, 0x5A)
+        second = repo.backup(vm)
+        assert second.read_bytes == repo.chunk_size, f"{vm.name} was read in full"
+        assert len(bitmaps(vm)) == 1
 
 
 def _bitmap_removed(vm: VM, repo: BackupRepository) -> None:

@@ -52,12 +52,19 @@ def run_qemu_img(args: list[str]) -> str:
     return qemu_img.run(args, what=f"qemu-img {args[0]}", timeout=QEMU_IMG_TIMEOUT)[1]
 
 
+#: qcow2 version 3: persistent dirty bitmaps (QEMU 1.1 and later read it)
+QCOW2_COMPAT = "1.1"
+
+
 def _volume_xml(name: str, capacity: int, backing: str | None = None) -> str:
     vol = ET.Element("volume")
     ET.SubElement(vol, "name").text = name
     ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
     target = ET.SubElement(vol, "target")
     ET.SubElement(target, "format", type="qcow2")
+    # stated, because libvirt makes qcow2 version 2 files ("0.10") where none is given,
+    # and those cannot keep the persistent bitmaps that changed-block backups read
+    ET.SubElement(target, "compat").text = QCOW2_COMPAT
     if backing is not None:
         store = ET.SubElement(vol, "backingStore")
         ET.SubElement(store, "path").text = backing
