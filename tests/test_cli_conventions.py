@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -243,14 +244,26 @@ def test_ctrl_c_exits_130_and_says_whether_the_platform_carries_on(
     env: dict[str, str], lv: str, api: anyvirt.Host, made: list[str]
 ) -> None:
     name = blank_vm(api, made, "intr", start=True)
-    proc = subprocess.Popen([sys.executable, "-m", "anyvirt.cli.main", "vm", "stop", lv, name],
+    proc = subprocess.Popen([sys.executable, "-m", "anyvirt.cli.main", "--debug", "vm", "stop",
+                             lv, name],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # as from a terminal: a test runner started in the background
                             # ignores SIGINT, and its children would inherit that
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(3)  # connected and waiting for the guest
+    # Ctrl-C once the stop is under way (its task's debug line), however long the start
+    # takes on a busy machine; a timer ends a child that never gets there
+    guard = threading.Timer(120, proc.kill)
+    guard.start()
+    seen = []
+    assert proc.stderr is not None
+    while (line := proc.stderr.readline()) and " started: stop " not in line:
+        seen.append(line)
+    guard.cancel()
+    assert line, "".join(seen)
+    time.sleep(0.5)  # the stop sent, the CLI waiting for the guest
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, rest = proc.communicate(timeout=30)
+    err = "".join(seen) + line + rest
     assert proc.returncode == 130, err
     assert out == ""
     said = err.strip().splitlines()[-1]

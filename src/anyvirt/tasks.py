@@ -340,6 +340,7 @@ class Task(Generic[T]):
             self._watchdog.start()
         self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)
         self._thread.start()
+        log.debug("task %s started: %s", self.id, self.name)
 
     def run_here(self) -> T:
         """Run to the end and return the result (``wait=True``).
