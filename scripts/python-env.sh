@@ -6,17 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
-if ! command -v uv >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check uv 2>/dev/null \
-    || python3 -m pip install --quiet --user --disable-pip-version-check uv
-  export PATH="$HOME/.local/bin:$PATH"
-fi
+uv=$(bash scripts/uv.sh)
 export UV_PYTHON_DOWNLOADS=never   # use the machine's Python 3.11+; never fetch one
 # the real interpreter, not a shim (pyenv): uv recreates a venv whose interpreter path differs,
 # which would pull the environment from under tests running beside this (the tour test)
 python=$(python3 -c "import sys; print(sys.executable)")
 if [ "$mode" = all ]; then
-  uv sync --quiet --all-packages --python "$python"
+  "$uv" sync --quiet --all-packages --python "$python"
 else
-  uv sync --quiet --python "$python"
+  "$uv" sync --quiet --python "$python"
 fi

@@ -12,6 +12,8 @@ pkgs=(
   # libvirt + QEMU/KVM, and what libvirt-python compiles against
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   libvirt-dev pkg-config gcc python3-dev
+  # a virtualenv for uv where the machine has none (scripts/uv.sh)
+  python3-venv
   # GNU as/ld for the test guest's boot sector; iproute2/util-linux for isolated daemons
   binutils util-linux
 )

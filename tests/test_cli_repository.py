@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,10 @@ import anyvirt
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.cli.exit_codes import ExitCode
 from anyvirt.cli.main import cli
+from anyvirt.testing.disk_bytes import pattern
 
 MIB = 1024 * 1024
 PASSPHRASE = "correct horse battery staple"
-
-
-def pattern(seed: int, size: int) -> bytes:
-    rng = random.Random(seed)
-    words = [rng.randbytes(rng.randrange(4, 40)) for _ in range(256)]
-    out = bytearray()
-    while len(out) < size:
-        out += rng.choice(words)
-    return bytes(out[:size])
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -34,10 +33,11 @@ TESTBED_SUFFIXES = (".go", ".patch", ".S", ".ld")
 
 
 def _uv() -> str:
-    found = shutil.which("uv") or shutil.which("uv", path=str(Path.home() / ".local" / "bin"))
-    if found is None:
-        raise AssertionError("uv is not on PATH; scripts/python-env.sh installs it")
-    return found
+    """The uv scripts/python-env.sh ran (the machine's, else the one it installed)."""
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "uv.sh")], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def _wheel(project: Path, out: Path) -> zipfile.ZipFile:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import os
-import random
 import uuid
 from pathlib import Path
 
 import anyvirt
 from anyvirt import DiskSpec, NicSpec, VMSpec
+from anyvirt.testing.disk_bytes import pattern as pattern  # the repository tests import it from here
 
 MIB = 1024 * 1024
-
-
-def pattern(seed: int, size: int) -> bytes:
-    """Reproducible bytes that compress a little (like real disks), unlike os.urandom."""
-    rng = random.Random(seed)
-    words = [rng.randbytes(rng.randrange(4, 40)) for _ in range(512)]
-    out = bytearray()
-    while len(out) < size:
-        out += rng.choice(words)
-    return bytes(out[:size])
 
 
 def image(path: Path, size: int, extents: list[tuple[int, bytes]]) -> Path:

@@ -14,7 +14,6 @@ proves they come out byte for byte elsewhere.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import sys
 import threading
@@ -34,6 +33,7 @@ from anyvirt import BackupRepository, Capability, DiskSpec, NicSpec, VMSpec
 from anyvirt.errors import ConnectionFailed, InvalidSpec, NotSupported
 from anyvirt.host import Host
 from anyvirt.kit import qemu_img
+from anyvirt.testing.disk_bytes import pattern
 from anyvirt.vm import VM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
@@ -46,15 +46,6 @@ pytestmark = pytest.mark.skipif(
 
 MIB = 1024 * 1024
 DISK_GIB = 0.0625  # 64 MiB
-
-
-def pattern(seed: int, size: int) -> bytes:
-    rng = random.Random(seed)
-    words = [rng.randbytes(rng.randrange(4, 40)) for _ in range(256)]
-    out = bytearray()
-    while len(out) < size:
-        out += rng.choice(words)
-    return bytes(out[:size])
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 import libvirt
 
-from anyvirt.errors import AnyvirtError, InvalidSpec
+from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
 from anyvirt.recovery import records
 from anyvirt.recovery.records import DefinitionRecord, RecoveryMark
 from anyvirt_libvirt import disks as disks_mod
@@ -70,23 +70,15 @@ def remember(site: Site, vm_id: str) -> None:
             hostname=site.facts.hostname, host_uri=site.safe_uri, written=records.now(),
             disks=tuple(paths), definition=xml, autostart=autostart, template=_template(xml))
         _put(site, store.name, vm_id + RECORD_SUFFIX, records.encode_record(record))
-        if not _exists(site, vm_id):  # deleted meanwhile by another client: no orphan record
+        try:
+            with site.domain(vm_id, "does the VM still exist"):
+                pass
+        except NotFound:  # deleted meanwhile by another client: no orphan record
             _delete(site, store.name, vm_id + RECORD_SUFFIX)
         else:
             _drop_own_mark(site, store.name, vm_id)
     except (AnyvirtError, libvirt.libvirtError) as exc:
         log.warning("could not write the definition record of VM %s: %s", vm_id, exc)
-
-
-def _exists(site: Site, vm_id: str) -> bool:
-    with site.link.call("does the VM still exist") as conn:
-        try:
-            conn.lookupByUUIDString(vm_id)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return False
-            raise
-    return True
 
 
 def put_record(site: Site, record: DefinitionRecord) -> None:
