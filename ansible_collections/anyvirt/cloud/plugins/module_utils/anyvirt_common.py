@@ -81,12 +81,18 @@ BACKUP_TARGET_ARGS: dict[str, Any] = {
 BACKUP_TARGET_EXCLUSIVE = [("path", "repository")]
 
 
-def open_repository(params: dict[str, Any], create: bool) -> Any:
-    """The ``repository`` option's ``anyvirt.BackupRepository`` (its secrets stay no_log)."""
+def open_repository(params: dict[str, Any], create: bool, missing_ok: bool = False) -> Any:
+    """The ``repository`` option's ``anyvirt.BackupRepository`` (its secrets stay no_log); None
+    with ``missing_ok`` where there is none yet (check mode, which must not make one)."""
     options = {key: params[key] for key in ("passphrase", "key_filename", "known_hosts") if params.get(key)}
     if params.get("repository_password"):
         options["password"] = params["repository_password"]
-    return anyvirt.BackupRepository(params["repository"], create=create, **options)
+    try:
+        return anyvirt.BackupRepository(params["repository"], create=create, **options)
+    except anyvirt.NotFound:
+        if missing_ok:
+            return None
+        raise
 
 
 def target_connection_args(prefix: str) -> dict[str, Any]:

@@ -125,16 +125,18 @@ def main() -> None:
             if record_change(module, result, changed, *diff_views(changed)):
                 vm.backup(params["path"], timeout=params["wait_timeout"])
         else:
-            repo = open_repository(params, create=not module.check_mode)
+            # in check mode a repository not made yet is one the backup would make
+            repo = open_repository(params, create=not module.check_mode, missing_ok=module.check_mode)
             try:
-                latest = repo.points(vm=vm.id)[-1:] if vm is not None else []
+                latest = repo.points(vm=vm.id)[-1:] if repo is not None and vm is not None else []
                 newest = latest[0] if latest else None
                 changed = not is_fresh(newest, params["max_age_hours"])
                 if record_change(module, result, changed, *diff_views(changed)):
                     newest = repo.backup(vm, timeout=params["wait_timeout"])
                 result["point"] = point_facts(newest)
             finally:
-                repo.close()
+                if repo is not None:
+                    repo.close()
 
 
 if __name__ == "__main__":

@@ -162,9 +162,8 @@ def across(module: Any, host: Any, target: Any, params: dict[str, Any], result: 
     name = params["target_name"] or params["name"]
     arrived = find_vm(target, name)
     act = record_change(module, result, arrived is None, {"on_target": arrived is not None}, {"on_target": True})
-    if arrived is None:
-        vm = host.vms.get(params["name"])  # NotFound here, in check mode too: nothing to move
-    if act:
+    if act:  # check mode reports the move of a VM an earlier task would make (as the other modules do)
+        vm = host.vms.get(params["name"])  # NotFound: nothing to move
         if target.backend == host.backend:
             moved = vm.migrate(target, live=params["live"], storage=params["storage"], timeout=params["wait_timeout"])
         else:
