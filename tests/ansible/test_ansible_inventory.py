@@ -151,7 +151,8 @@ cache_connection: {tmp_path / "cache"}
     env_password["PYTHONPROFILEIMPORTTIME"] = "1"
     cached = run()
     assert listing(cached)["_meta"]["hostvars"] == hostvars
-    imported = {line.rsplit("|", 1)[-1].strip() for line in cached.stderr.splitlines() if "import time:" in line}
+    lines = cached.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
     assert "ansible.cli.inventory" in imported and "anyvirt" not in imported
     cache_text = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "cache").iterdir())
     assert proxmox_testbed.password not in cache_text
