@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -133,7 +133,8 @@ def fail(module: Any, exc: BaseException, **result: Any) -> None:
 
 
 @contextlib.contextmanager
-def anyvirt_task(options: dict[str, Any], result: dict[str, Any], refuse: Any = None,
+def anyvirt_task(options: dict[str, Any], result: dict[str, Any],
+                 refuse: Callable[[dict[str, Any]], str | None] | None = None,
                  **settings: Any) -> Iterator[tuple[Any, Any]]:
     """A module's whole run: the module with the connection options plus its own ``options``
     (check mode supported; ``settings`` are AnsibleModule's other arguments), ``refuse(params)``
