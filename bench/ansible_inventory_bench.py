@@ -5,7 +5,13 @@ Starts fakepve with ``--guests`` VMs (1,000 by default) on ``--nodes`` nodes and
 
 * ``anyvirt vms --json URI`` for each URI (a process per URI, as a script would run it);
 * ``ansible-inventory -i lab.anyvirt.yml --list``: the collection's plugin over all URIs in one
-  process (cache off, so every run lists).
+  process (cache off, so every run lists);
+* the floor no plugin can go below: ``ansible-inventory --list`` of an empty inventory, and the
+  same in a process that first imports anyvirt and the URIs' backends, as the plugin must (no
+  listing, no hosts).
+
+Each is timed as wall time and as CPU time (user + system of the process); on a loaded machine the
+CPU times are the steadier figure.
 
 It also times both inside this process, without either program's start (the plugin through
 Ansible's own InventoryManager; the CLI's work as connect + list + JSON), and counts the HTTP
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import requests.adapters
 from anyvirt_proxmox.testbed import FakePveTestbed
 from anyvirt_vsphere.testbed.vcsim import Vcsim
@@ -55,24 +63,60 @@ def env_for(home: Path, password: str) -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+#: ansible-inventory after importing anyvirt and the backends of the URIs' schemes: all the plugin
+#: cannot avoid, without its listing and without a host to add
+FLOOR = """
+import sys
+from anyvirt import registry
+for scheme in sys.argv[2:]:
+    registry.driver_for(scheme)
+from ansible.cli.inventory import main
+sys.argv = ["ansible-inventory", "-i", sys.argv[1], "--list"]
+sys.exit(main())
+"""
+
+
+@attrs.frozen
+class Took:
+    wall: float
+    cpu: float
+
+    def __add__(self, other: Took) -> Took:
+        return Took(self.wall + other.wall, self.cpu + other.cpu)
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[Took, str]:
+    """Wall time, and the CPU time (user + system) of the process, which load inflates less."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, done.stdout
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Took(wall, cpu), done.stdout
 
 
-def cli_listing(uris: list[str], env: dict[str, str]) -> tuple[float, int]:
-    seconds, vms = 0.0, 0
+def cli_listing(uris: list[str], env: dict[str, str]) -> tuple[Took, int]:
+    took, vms = Took(0.0, 0.0), 0
     for uri in uris:
-        took, out = timed([str(BIN / "anyvirt"), "vms", "--json", uri], env)
-        seconds += took
+        one, out = timed([str(BIN / "anyvirt"), "vms", "--json", uri], env)
+        took += one
         vms += len(json.loads(out))
-    return seconds, vms
+    return took, vms
 
 
-def plugin_listing(inventory: Path, env: dict[str, str]) -> tuple[float, int]:
+def plugin_listing(inventory: Path, env: dict[str, str]) -> tuple[Took, int]:
     took, out = timed([str(BIN / "ansible-inventory"), "-i", str(inventory), "--list"], env)
     return took, len(json.loads(out)["_meta"]["hostvars"])
+
+
+def empty_listing(empty: Path, env: dict[str, str]) -> Took:
+    return timed([str(BIN / "ansible-inventory"), "-i", str(empty), "--list"], env)[0]
+
+
+def floor_listing(empty: Path, uris: list[str], env: dict[str, str]) -> Took:
+    schemes = sorted({uri.split("://", 1)[0] for uri in uris})
+    return timed([sys.executable, "-c", FLOOR, str(empty), *schemes], env)[0]
 
 
 def in_process(inventory: Path, uris: list[str], password: str, runs: int) -> dict[str, Any]:
@@ -146,27 +190,41 @@ def main() -> None:
                 "plugin: anyvirt.cloud.anyvirt\nuris:\n" + "".join(f'  - "{u}"\n' for u in uris),
                 encoding="utf-8",
             )
+            empty = Path(tmp) / "empty.yml"
+            empty.write_text("all: {}\n", encoding="utf-8")
             env = env_for(home, pve.password)
             cli_listing(uris, env)  # warm-up: caches, .pyc files
             plugin_listing(inventory, env)
-            cli_times, plugin_times, ratios = [], [], []
-            for _ in range(args.runs):
-                cli_s, cli_vms = cli_listing(uris, env)
-                plugin_s, plugin_vms = plugin_listing(inventory, env)
+            floor_listing(empty, uris, env)
+            runs: dict[str, list[Took]] = {"cli": [], "plugin": [], "empty": [], "floor": []}
+            for _ in range(args.runs):  # taking turns, so that load falls on all alike
+                cli, cli_vms = cli_listing(uris, env)
+                plugin, plugin_vms = plugin_listing(inventory, env)
                 assert plugin_vms == cli_vms, (plugin_vms, cli_vms)
-                cli_times.append(cli_s)
-                plugin_times.append(plugin_s)
-                ratios.append(plugin_s / cli_s)
+                runs["cli"].append(cli)
+                runs["plugin"].append(plugin)
+                runs["empty"].append(empty_listing(empty, env))
+                runs["floor"].append(floor_listing(empty, uris, env))
             inside = in_process(inventory, uris, pve.password, args.runs)
         finally:
             if sim is not None:
                 sim.stop()
-    cli_m, plugin_m = statistics.median(cli_times), statistics.median(plugin_times)
-    print(f"URIs: {len(uris)}; VMs: {cli_vms}; runs: {args.runs} (medians)")
-    print(f"  anyvirt vms --json, a process per URI  {cli_m * 1000:8.0f} ms")
-    print(f"  ansible-inventory --list (the plugin)  {plugin_m * 1000:8.0f} ms")
-    pairwise = statistics.median(ratios)
-    print(f"  plugin / CLI: {plugin_m / cli_m:.2f}x (pairwise median {pairwise:.2f}x); target <= 1.50x")
+    print(f"URIs: {len(uris)}; VMs: {cli_vms}; runs: {args.runs} (medians; wall / CPU)")
+    labels = {
+        "cli": "anyvirt vms --json, a process per URI",
+        "plugin": "ansible-inventory --list (the plugin)",
+        "empty": "ansible-inventory --list, empty",
+        "floor": "  the same after importing anyvirt",
+    }
+    for key, label in labels.items():
+        wall = statistics.median(t.wall for t in runs[key])
+        cpu = statistics.median(t.cpu for t in runs[key])
+        print(f"  {label:40s} {wall * 1000:7.0f} ms / {cpu * 1000:5.0f} ms")
+    for key, what in (("plugin", "plugin / CLI"), ("floor", "floor / CLI")):
+        for clock in ("wall", "cpu"):
+            pairs = zip(runs[key], runs["cli"], strict=True)
+            ratios = [getattr(a, clock) / getattr(c, clock) for a, c in pairs]
+            print(f"  {what} ({clock}): pairwise median {statistics.median(ratios):.2f}x; target <= 1.50x")
     print("In this process, without either program's start:")
     print(f"  connect + vms.list() + JSON            {inside['cli'] * 1000:8.0f} ms")
     print(f"  the plugin via InventoryManager        {inside['plugin'] * 1000:8.0f} ms")

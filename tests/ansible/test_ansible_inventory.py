@@ -145,9 +145,15 @@ cache_connection: {tmp_path / "cache"}
     assert members(found, "big") == {n for n, s in {**pve, **vsphere}.items() if s.memory_mib >= 1024}
     assert members(found, "vcsim_named") == {n for n in vsphere if n.startswith("DC0_")} != set()
 
-    # the cache serves the next run: without credentials it still answers, from the cache alone
+    # the cache serves the next run: without credentials it still answers, from the cache alone,
+    # and without importing anyvirt (its import costs about as much as Ansible's own start)
     env_password.clear()
-    assert listing(run())["_meta"]["hostvars"] == hostvars
+    env_password["PYTHONPROFILEIMPORTTIME"] = "1"
+    cached = run()
+    assert listing(cached)["_meta"]["hostvars"] == hostvars
+    lines = cached.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    assert "ansible.cli.inventory" in imported and "anyvirt" not in imported
     cache_text = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "cache").iterdir())
     assert proxmox_testbed.password not in cache_text
 

@@ -89,31 +89,90 @@ def test_lifecycle_runs_twice_and_check_mode_changes_nothing(
         run_playbook(teardown, home, inventory)
 
 
+def remove_named(platform: dict[str, Any], prefix: str) -> None:
+    with anyvirt.connect(platform["anyvirt_uri"], password=platform.get("anyvirt_password")) as host:
+        for vm in host.vms.list():
+            if vm.name.startswith(prefix):
+                vm.delete(disks=True)
+
+
 @pytest.mark.timeout(600)
 def test_backup_restore_and_typed_errors_on_libvirt(libvirt_daemon: LibvirtDaemon, tmp_path: Path) -> None:
     prefix = f"ans-{uuid.uuid4().hex[:6]}"
     home = tmp_path / "home"
     archives = tmp_path / "archives"
     archives.mkdir()
+    repository = tmp_path / "repository"
+    passphrase = f"never-printed-{uuid.uuid4().hex[:8]}"
     platform = {"anyvirt_uri": libvirt_daemon.anyvirt_uri}
     inventory = local_inventory(
-        home, {"libvirt": {**platform, "prefix": prefix, "archive_dir": str(archives)}}
+        home,
+        {
+            "libvirt": {
+                **platform,
+                "prefix": prefix,
+                "archive_dir": str(archives),
+                "repository_dir": str(repository),
+                "repository_passphrase": passphrase,
+            }
+        },
     )
     playbook = role_playbook(tmp_path, "anyvirt_backup_restore")
     try:
-        checked = ok(run_playbook(playbook, home, inventory, "--check"), hosts=1)
+        checked = ok(run_playbook(playbook, home, inventory, "--check", "--diff"), hosts=1)
         # a VM that an earlier task would make is no error in check mode; the bad spec is
-        assert checked.recap["libvirt"]["changed"] == 4 and checked.recap["libvirt"]["ignored"] == 2
+        assert checked.recap["libvirt"]["changed"] == 6 and checked.recap["libvirt"]["ignored"] == 2
         assert names_on(platform, prefix) == {} and list(archives.iterdir()) == []
+        assert not repository.exists()  # check mode makes no repository either
 
         first = ok(run_playbook(playbook, home, inventory, "--diff"), hosts=1)
-        assert first.recap["libvirt"]["changed"] == 3
-        assert sorted(names_on(platform, prefix)) == [f"{prefix}-copy", f"{prefix}-orig"]
+        assert first.recap["libvirt"]["changed"] == 5
+        made = [f"{prefix}-copy", f"{prefix}-fromrepo", f"{prefix}-orig"]
+        assert sorted(names_on(platform, prefix)) == made
         assert [p.name for p in archives.iterdir()] == [f"{prefix}-orig.avbk"]
+        with anyvirt.BackupRepository(repository, passphrase=passphrase, create=False) as repo:
+            assert [p.vm_name for p in repo.points()] == [f"{prefix}-orig"]
+
+        again = ok(run_playbook(playbook, home, inventory, "--diff"), hosts=1)
+        assert changed(again) == {"libvirt": 0}
+        assert passphrase not in checked.output + first.output + again.output
+    finally:
+        remove_named(platform, prefix)
+
+
+@pytest.mark.timeout(600)
+def test_migrate_across_platforms_libvirt_to_vsphere(
+    libvirt_daemon: LibvirtDaemon, vcsim_vcenter: Vcsim, tmp_path: Path
+) -> None:
+    prefix = f"ans-{uuid.uuid4().hex[:6]}"
+    home = tmp_path / "home"
+    source = {"anyvirt_uri": libvirt_daemon.anyvirt_uri}
+    target = {"anyvirt_uri": vcsim_vcenter.anyvirt_uri_with_ca, "anyvirt_password": vcsim_vcenter.password}
+    inventory = local_inventory(
+        home,
+        {
+            "libvirt": {
+                **source,
+                "prefix": prefix,
+                "to_uri": target["anyvirt_uri"],
+                "to_password": target["anyvirt_password"],
+            }
+        },
+    )
+    playbook = role_playbook(tmp_path, "anyvirt_migrate_across")
+    try:
+        checked = ok(run_playbook(playbook, home, inventory, "--check", "--diff"), hosts=1)
+        assert changed(checked) == {"libvirt": 2}  # the VM, and its move
+        assert names_on(source, prefix) == {} and names_on(target, prefix) == {}
+
+        first = ok(run_playbook(playbook, home, inventory, "--diff"), hosts=1)
+        assert changed(first) == {"libvirt": 2}
+        assert sorted(names_on(source, prefix)) == [f"{prefix}-mover"]  # the source is kept
+        moved = names_on(target, prefix)
+        assert sorted(moved) == [f"{prefix}-moved"] and moved[f"{prefix}-moved"].memory_mib == 32
 
         assert changed(ok(run_playbook(playbook, home, inventory), hosts=1)) == {"libvirt": 0}
+        assert names_on(target, prefix) == moved
     finally:
-        with anyvirt.connect(platform["anyvirt_uri"]) as host:
-            for vm in host.vms.list():
-                if vm.name.startswith(prefix):
-                    vm.delete(disks=True)
+        remove_named(source, prefix)
+        remove_named(target, prefix)

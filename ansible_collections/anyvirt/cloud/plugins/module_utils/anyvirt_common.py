@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     import anyvirt
@@ -80,24 +81,23 @@ BACKUP_TARGET_ARGS: dict[str, Any] = {
 BACKUP_TARGET_EXCLUSIVE = [("path", "repository")]
 
 
-def open_repository(params: dict[str, Any], create: bool) -> Any:
-    """The ``repository`` option's ``anyvirt.BackupRepository`` (its secrets stay no_log)."""
+def open_repository(params: dict[str, Any], create: bool, missing_ok: bool = False) -> Any:
+    """The ``repository`` option's ``anyvirt.BackupRepository`` (its secrets stay no_log); None
+    with ``missing_ok`` where there is none yet (check mode, which must not make one)."""
     options = {key: params[key] for key in ("passphrase", "key_filename", "known_hosts") if params.get(key)}
     if params.get("repository_password"):
         options["password"] = params["repository_password"]
-    return anyvirt.BackupRepository(params["repository"], create=create, **options)
+    try:
+        return anyvirt.BackupRepository(params["repository"], create=create, **options)
+    except anyvirt.NotFound:
+        if missing_ok:
+            return None
+        raise
 
 
 def target_connection_args(prefix: str) -> dict[str, Any]:
     """The connection options again, each named with ``prefix`` and none required."""
     return {prefix + key: {**value, "required": False} for key, value in CONNECTION_ARGS.items()}
-
-
-def argument_spec(**specific: Any) -> dict[str, Any]:
-    """The connection options plus a module's own."""
-    spec = dict(CONNECTION_ARGS)
-    spec.update(specific)
-    return spec
 
 
 def require_anyvirt(module: Any) -> None:
@@ -133,12 +133,39 @@ def fail(module: Any, exc: BaseException, **result: Any) -> None:
 
 
 @contextlib.contextmanager
-def anyvirt_errors(module: Any, result: dict[str, Any]) -> Any:
-    """Run a block; an anyvirt error fails the task with its message (and what changed so far)."""
+def anyvirt_task(options: dict[str, Any], result: dict[str, Any],
+                 refuse: Callable[[dict[str, Any]], str | None] | None = None,
+                 **settings: Any) -> Iterator[tuple[Any, Any]]:
+    """A module's whole run: the module with the connection options plus its own ``options``
+    (check mode supported; ``settings`` are AnsibleModule's other arguments), ``refuse(params)``
+    naming a bad combination before anything is reached, the connected host, anyvirt's typed
+    errors as a failed task with ``result`` so far, the host closed, and ``result`` returned.
+
+        with anyvirt_task(OPTIONS, result) as (module, host):
+            ...
+    """
+    module = AnsibleModule(argument_spec={**CONNECTION_ARGS, **options}, supports_check_mode=True, **settings)
+    reason = refuse(module.params) if refuse is not None else None
+    if reason:
+        module.fail_json(msg=reason)
+    host = connect(module)
     try:
-        yield
+        yield module, host
     except anyvirt.AnyvirtError as exc:
         fail(module, exc, **result)
+    finally:
+        host.close()
+    module.exit_json(**result)
+
+
+def record_change(module: Any, result: dict[str, Any], changed: bool, before: dict[str, Any],
+                  after: dict[str, Any]) -> bool:
+    """Put a decided change in ``result`` (``changed``, and the ``diff`` under --diff); true when
+    it is to be made, false in check mode, which only reports it."""
+    result["changed"] = changed
+    if module._diff:
+        result["diff"] = {"before": before, "after": after}
+    return changed and not module.check_mode
 
 
 def find_vm(host: Any, name: str) -> Any:

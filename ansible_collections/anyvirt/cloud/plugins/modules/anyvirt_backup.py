@@ -77,17 +77,21 @@ import datetime as dt
 import os
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
     BACKUP_TARGET_ARGS,
     BACKUP_TARGET_EXCLUSIVE,
-    anyvirt_errors,
-    argument_spec,
-    connect,
+    anyvirt_task,
     find_vm,
     open_repository,
+    record_change,
 )
+
+OPTIONS = {
+    "name": {"type": "str", "required": True},
+    "max_age_hours": {"type": "float", "default": 24},
+    "wait_timeout": {"type": "float", "default": 3600},
+    **BACKUP_TARGET_ARGS,
+}
 
 
 def point_facts(point: Any) -> dict[str, Any]:
@@ -103,47 +107,36 @@ def is_fresh(point: Any, max_age_hours: float) -> bool:
     return dt.datetime.now(dt.UTC) - point.created < dt.timedelta(hours=max_age_hours)
 
 
+def diff_views(changed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {"backed_up": not changed}, {"backed_up": True}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name={"type": "str", "required": True},
-            max_age_hours={"type": "float", "default": 24},
-            wait_timeout={"type": "float", "default": 3600},
-            **BACKUP_TARGET_ARGS,
-        ),
-        mutually_exclusive=BACKUP_TARGET_EXCLUSIVE,
-        required_one_of=BACKUP_TARGET_EXCLUSIVE,
-        supports_check_mode=True,
-    )
-    params = module.params
     result: dict[str, Any] = {"changed": False}
-    host = connect(module)
-    repo = None
-    try:
-        with anyvirt_errors(module, result):
-            vm = find_vm(host, params["name"])
-            if vm is None and not module.check_mode:
-                host.vms.get(params["name"])  # anyvirt's NotFound, with its message
-            if params["path"]:
-                result["path"] = params["path"]
-                result["changed"] = not os.path.exists(params["path"])
-                if result["changed"] and not module.check_mode:
-                    vm.backup(params["path"], timeout=params["wait_timeout"])
-            else:
-                repo = open_repository(params, create=not module.check_mode)
-                latest = repo.points(vm=vm.id)[-1:] if vm is not None else []
+    with anyvirt_task(OPTIONS, result, mutually_exclusive=BACKUP_TARGET_EXCLUSIVE,
+                      required_one_of=BACKUP_TARGET_EXCLUSIVE) as (module, host):
+        params = module.params
+        vm = find_vm(host, params["name"])
+        if vm is None and not module.check_mode:
+            host.vms.get(params["name"])  # anyvirt's NotFound, with its message
+        if params["path"]:
+            result["path"] = params["path"]
+            changed = not os.path.exists(params["path"])
+            if record_change(module, result, changed, *diff_views(changed)):
+                vm.backup(params["path"], timeout=params["wait_timeout"])
+        else:
+            # in check mode a repository not made yet is one the backup would make
+            repo = open_repository(params, create=not module.check_mode, missing_ok=module.check_mode)
+            try:
+                latest = repo.points(vm=vm.id)[-1:] if repo is not None and vm is not None else []
                 newest = latest[0] if latest else None
-                result["changed"] = not is_fresh(newest, params["max_age_hours"])
-                if result["changed"] and not module.check_mode:
+                changed = not is_fresh(newest, params["max_age_hours"])
+                if record_change(module, result, changed, *diff_views(changed)):
                     newest = repo.backup(vm, timeout=params["wait_timeout"])
                 result["point"] = point_facts(newest)
-            if module._diff:
-                result["diff"] = {"before": {"backed_up": not result["changed"]}, "after": {"backed_up": True}}
-    finally:
-        if repo is not None:
-            repo.close()
-        host.close()
-    module.exit_json(**result)
+            finally:
+                if repo is not None:
+                    repo.close()
 
 
 if __name__ == "__main__":

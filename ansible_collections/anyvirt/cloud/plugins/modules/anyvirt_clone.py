@@ -104,18 +104,28 @@ started:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
     IDENTITY_ARG,
     address_facts,
-    anyvirt_errors,
-    argument_spec,
-    connect,
+    anyvirt_task,
     find_vm,
     identity_from_params,
+    record_change,
     vm_facts,
 )
+
+OPTIONS = {
+    "source": {"type": "str", "required": True},
+    "name": {"type": "str", "required": True},
+    "count": {"type": "int"},
+    "linked": {"type": "bool", "default": False},
+    "concurrency": {"type": "int"},
+    "node": {"type": "str"},
+    "storage": {"type": "str"},
+    "identity": IDENTITY_ARG,
+    "wait_ready": {"type": "bool", "default": False},
+    "wait_timeout": {"type": "float", "default": 600},
+}
 
 
 def clone_names(params: dict[str, Any]) -> list[str]:
@@ -138,61 +148,44 @@ def make_clones(source: Any, missing: list[str], params: dict[str, Any], identit
         source.clone(name, **options)
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            source={"type": "str", "required": True},
-            name={"type": "str", "required": True},
-            count={"type": "int"},
-            linked={"type": "bool", "default": False},
-            concurrency={"type": "int"},
-            node={"type": "str"},
-            storage={"type": "str"},
-            identity=IDENTITY_ARG,
-            wait_ready={"type": "bool", "default": False},
-            wait_timeout={"type": "float", "default": 600},
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
+def refuse(params: dict[str, Any]) -> str | None:
     if params["count"] is not None and params["count"] < 1:
-        module.fail_json(msg=f"count must be 1 or more, not {params['count']}")
+        return f"count must be 1 or more, not {params['count']}"
+    return None
+
+
+def main() -> None:
     result: dict[str, Any] = {"changed": False, "vms": [], "created": [], "started": []}
-    host = connect(module)
-    try:
-        with anyvirt_errors(module, result):
-            identity = identity_from_params(params["identity"])
-            names = clone_names(params)
-            found = {name: find_vm(host, name) for name in names}
-            missing = [name for name in names if found[name] is None]
-            source = find_vm(host, params["source"])
-            if source is None and (missing and not module.check_mode):
-                host.vms.get(params["source"])  # raises anyvirt's NotFound, with its message
-            to_start = [name for name in names if params["wait_ready"]
-                        and (found[name] is None or found[name].state.value != "running")]
-            result.update(created=missing, started=to_start, changed=bool(missing or to_start))
-            if module._diff:
-                result["diff"] = {"before": {"exist": sorted(n for n in names if found[n] is not None)},
-                                  "after": {"exist": sorted(names)}}
-            if module.check_mode:
-                result["vms"] = [vm_facts(found[n]) if found[n] is not None else {"name": n} for n in names]
-                module.exit_json(**result)
-            if missing:
-                make_clones(source, missing, params, identity)
-            clones = [host.vms.get(name) for name in names]
-            for vm in clones:  # all start first, so their boots overlap while we wait
-                if vm.name in to_start:
-                    vm.start(timeout=params["wait_timeout"])
-            facts = []
-            for vm in clones:
-                entry = vm_facts(vm.refresh())
-                if params["wait_ready"]:
-                    entry["addresses"] = address_facts(vm.wait_ready(timeout=params["wait_timeout"]))
-                facts.append(entry)
-            result["vms"] = facts
-    finally:
-        host.close()
-    module.exit_json(**result)
+    with anyvirt_task(OPTIONS, result, refuse) as (module, host):
+        params = module.params
+        identity = identity_from_params(params["identity"])
+        names = clone_names(params)
+        found = {name: find_vm(host, name) for name in names}
+        missing = [name for name in names if found[name] is None]
+        source = find_vm(host, params["source"])
+        if source is None and (missing and not module.check_mode):
+            host.vms.get(params["source"])  # raises anyvirt's NotFound, with its message
+        to_start = [name for name in names if params["wait_ready"]
+                    and (found[name] is None or found[name].state.value != "running")]
+        result.update(created=missing, started=to_start)
+        record_change(module, result, bool(missing or to_start),
+                      {"exist": sorted(n for n in names if found[n] is not None)}, {"exist": sorted(names)})
+        if module.check_mode:
+            result["vms"] = [vm_facts(found[n]) if found[n] is not None else {"name": n} for n in names]
+            return
+        if missing:
+            make_clones(source, missing, params, identity)
+        clones = [host.vms.get(name) for name in names]
+        for vm in clones:  # all start first, so their boots overlap while we wait
+            if vm.name in to_start:
+                vm.start(timeout=params["wait_timeout"])
+        facts = []
+        for vm in clones:
+            entry = vm_facts(vm.refresh())
+            if params["wait_ready"]:
+                entry["addresses"] = address_facts(vm.wait_ready(timeout=params["wait_timeout"]))
+            facts.append(entry)
+        result["vms"] = facts
 
 
 if __name__ == "__main__":

@@ -76,17 +76,15 @@ exists:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
     address_facts,
     anyvirt,
-    anyvirt_errors,
-    argument_spec,
-    connect,
+    anyvirt_task,
     find_vm,
     vm_facts,
 )
+
+OPTIONS = {"name": {"type": "str"}, "addresses": {"type": "bool", "default": False}}
 
 
 def detail(vm: Any, with_addresses: bool) -> dict[str, Any]:
@@ -106,29 +104,19 @@ def detail(vm: Any, with_addresses: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(name={"type": "str"}, addresses={"type": "bool", "default": False}),
-        supports_check_mode=True,
-    )
-    params = module.params
     result: dict[str, Any] = {"changed": False}
-    host = connect(module)
-    try:
-        with anyvirt_errors(module, result):
-            if params["name"] is not None:
-                vm = find_vm(host, params["name"])
-                result["exists"] = vm is not None
-                result["vm"] = detail(vm, params["addresses"]) if vm is not None else {}
-            else:
-                info = host.info()
-                result["host"] = {"backend": host.backend, "uri": host.uri, "name": info.name,
-                                  "hypervisor": info.hypervisor, "cpus": info.cpus,
-                                  "memory_mib": info.memory_mib,
-                                  "nodes": [node.name for node in host.nodes.list()]}
-                result["vms"] = [vm_facts(vm) for vm in host.vms.list()]
-    finally:
-        host.close()
-    module.exit_json(**result)
+    with anyvirt_task(OPTIONS, result) as (module, host):
+        params = module.params
+        if params["name"] is not None:
+            vm = find_vm(host, params["name"])
+            result["exists"] = vm is not None
+            result["vm"] = detail(vm, params["addresses"]) if vm is not None else {}
+        else:
+            info = host.info()
+            result["host"] = {"backend": host.backend, "uri": host.uri, "name": info.name,
+                              "hypervisor": info.hypervisor, "cpus": info.cpus, "memory_mib": info.memory_mib,
+                              "nodes": [node.name for node in host.nodes.list()]}
+            result["vms"] = [vm_facts(vm) for vm in host.vms.list()]
 
 
 if __name__ == "__main__":

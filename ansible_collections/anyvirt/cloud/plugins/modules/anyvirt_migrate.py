@@ -113,17 +113,29 @@ result:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
     anyvirt,
-    anyvirt_errors,
-    argument_spec,
+    anyvirt_task,
     connect,
     find_vm,
+    record_change,
     target_connection_args,
     vm_facts,
 )
+
+OPTIONS = {
+    "name": {"type": "str", "required": True},
+    "to_node": {"type": "str"},
+    "live": {"type": "bool"},
+    "storage": {"type": "str"},
+    "target_name": {"type": "str"},
+    "shutdown": {"type": "bool", "default": False},
+    "delete_source": {"type": "bool", "default": False},
+    "start": {"type": "bool"},
+    "networks": {"type": "dict"},
+    "wait_timeout": {"type": "float", "default": 3600},
+    **target_connection_args("to_"),
+}
 
 
 def migration_facts(result: Any) -> dict[str, Any]:
@@ -139,10 +151,7 @@ def on_node(vm: Any, node: Any) -> bool:
 def within(module: Any, host: Any, params: dict[str, Any], result: dict[str, Any]) -> None:
     vm = host.vms.get(params["name"])
     node = host.nodes.get(params["to_node"])
-    result["changed"] = not on_node(vm, node)
-    if module._diff:
-        result["diff"] = {"before": {"node": vm.node}, "after": {"node": node.name}}
-    if result["changed"] and not module.check_mode:
+    if record_change(module, result, not on_node(vm, node), {"node": vm.node}, {"node": node.name}):
         moved = vm.migrate(node, live=params["live"], storage=params["storage"], timeout=params["wait_timeout"])
         result["result"] = migration_facts(moved)
         vm = host.vms.get(moved.vm_id)
@@ -152,59 +161,29 @@ def within(module: Any, host: Any, params: dict[str, Any], result: dict[str, Any
 def across(module: Any, host: Any, target: Any, params: dict[str, Any], result: dict[str, Any]) -> None:
     name = params["target_name"] or params["name"]
     arrived = find_vm(target, name)
-    result["changed"] = arrived is None
-    if module._diff:
-        result["diff"] = {"before": {"on_target": arrived is not None}, "after": {"on_target": True}}
-    if arrived is None:
-        vm = host.vms.get(params["name"])  # NotFound here, in check mode too: nothing to move
-        if not module.check_mode:
-            if target.backend == host.backend:
-                moved = vm.migrate(target, live=params["live"], storage=params["storage"],
-                                   timeout=params["wait_timeout"])
-            else:
-                moved = anyvirt.migrate(vm, to=target, name=params["target_name"], shutdown=params["shutdown"],
-                                        delete_source=params["delete_source"], start=params["start"],
-                                        networks=params["networks"], timeout=params["wait_timeout"])
-            result["result"] = migration_facts(moved)
-            arrived = target.vms.get(moved.vm_id)
+    act = record_change(module, result, arrived is None, {"on_target": arrived is not None}, {"on_target": True})
+    if act:  # check mode reports the move of a VM an earlier task would make (as the other modules do)
+        vm = host.vms.get(params["name"])  # NotFound: nothing to move
+        if target.backend == host.backend:
+            moved = vm.migrate(target, live=params["live"], storage=params["storage"], timeout=params["wait_timeout"])
+        else:
+            moved = anyvirt.migrate(vm, to=target, name=params["target_name"], shutdown=params["shutdown"],
+                                    delete_source=params["delete_source"], start=params["start"],
+                                    networks=params["networks"], timeout=params["wait_timeout"])
+        result["result"] = migration_facts(moved)
+        arrived = target.vms.get(moved.vm_id)
     result["vm"] = vm_facts(arrived) if arrived is not None else {}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name={"type": "str", "required": True},
-            to_node={"type": "str"},
-            live={"type": "bool"},
-            storage={"type": "str"},
-            target_name={"type": "str"},
-            shutdown={"type": "bool", "default": False},
-            delete_source={"type": "bool", "default": False},
-            start={"type": "bool"},
-            networks={"type": "dict"},
-            wait_timeout={"type": "float", "default": 3600},
-            **target_connection_args("to_"),
-        ),
-        mutually_exclusive=[("to_node", "to_uri")],
-        required_one_of=[("to_node", "to_uri")],
-        supports_check_mode=True,
-    )
-    params = module.params
     result: dict[str, Any] = {"changed": False, "vm": {}}
-    host = connect(module)
-    target = None
-    try:
-        with anyvirt_errors(module, result):
-            if params["to_node"]:
-                within(module, host, params, result)
-            else:
-                target = connect(module, prefix="to_")
-                across(module, host, target, params, result)
-    finally:
-        if target is not None:
-            target.close()
-        host.close()
-    module.exit_json(**result)
+    with anyvirt_task(OPTIONS, result, mutually_exclusive=[("to_node", "to_uri")],
+                      required_one_of=[("to_node", "to_uri")]) as (module, host):
+        if module.params["to_node"]:
+            within(module, host, module.params, result)
+        else:
+            with connect(module, prefix="to_") as target:
+                across(module, host, target, module.params, result)
 
 
 if __name__ == "__main__":

@@ -66,20 +66,27 @@ vm:
            "node": "pve1", "template": false}
 """
 
+import contextlib
 from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
     BACKUP_TARGET_ARGS,
     BACKUP_TARGET_EXCLUSIVE,
-    anyvirt_errors,
-    argument_spec,
-    connect,
+    anyvirt_task,
     find_vm,
     open_repository,
+    record_change,
     vm_facts,
 )
+
+OPTIONS = {
+    "name": {"type": "str", "required": True},
+    "point": {"type": "str"},
+    "source_vm": {"type": "str"},
+    "networks": {"type": "dict"},
+    "wait_timeout": {"type": "float", "default": 3600},
+    **BACKUP_TARGET_ARGS,
+}
 
 
 def chosen_point(repo: Any, params: dict[str, Any]) -> Any:
@@ -91,51 +98,31 @@ def chosen_point(repo: Any, params: dict[str, Any]) -> Any:
     return points[-1]
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name={"type": "str", "required": True},
-            point={"type": "str"},
-            source_vm={"type": "str"},
-            networks={"type": "dict"},
-            wait_timeout={"type": "float", "default": 3600},
-            **BACKUP_TARGET_ARGS,
-        ),
-        mutually_exclusive=BACKUP_TARGET_EXCLUSIVE,
-        required_one_of=BACKUP_TARGET_EXCLUSIVE,
-        required_by={"point": "repository", "source_vm": "repository"},
-        supports_check_mode=True,
-    )
-    params = module.params
+def refuse(params: dict[str, Any]) -> str | None:
     if params["repository"] and not (params["point"] or params["source_vm"]):
-        module.fail_json(msg="with repository, give point or source_vm")
+        return "with repository, give point or source_vm"
+    return None
+
+
+def main() -> None:
     result: dict[str, Any] = {"changed": False, "vm": {}}
-    host = connect(module)
-    repo = None
-    try:
-        with anyvirt_errors(module, result):
-            vm = find_vm(host, params["name"])
-            result["changed"] = vm is None
-            if module._diff:
-                result["diff"] = {"before": {"exists": vm is not None}, "after": {"exists": True}}
-            if vm is None and not module.check_mode:
-                options = {"name": params["name"], "networks": params["networks"],
-                           "timeout": params["wait_timeout"]}
-                if params["path"]:
-                    vm = host.restore(params["path"], **options)
-                else:
-                    repo = open_repository(params, create=False)
+    with anyvirt_task(OPTIONS, result, refuse, mutually_exclusive=BACKUP_TARGET_EXCLUSIVE,
+                      required_one_of=BACKUP_TARGET_EXCLUSIVE,
+                      required_by={"point": "repository", "source_vm": "repository"}) as (module, host):
+        params = module.params
+        vm = find_vm(host, params["name"])
+        if record_change(module, result, vm is None, {"exists": vm is not None}, {"exists": True}):
+            options = {"name": params["name"], "networks": params["networks"], "timeout": params["wait_timeout"]}
+            if params["path"]:
+                vm = host.restore(params["path"], **options)
+            else:
+                with contextlib.closing(open_repository(params, create=False)) as repo:
                     try:
                         point = chosen_point(repo, params)
                     except LookupError as exc:
                         module.fail_json(msg=str(exc), **result)
                     vm = repo.restore(point, to=host, **options)
-            result["vm"] = vm_facts(vm) if vm is not None else {}
-    finally:
-        if repo is not None:
-            repo.close()
-        host.close()
-    module.exit_json(**result)
+        result["vm"] = vm_facts(vm) if vm is not None else {}
 
 
 if __name__ == "__main__":

@@ -83,15 +83,22 @@ snapshot:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
-    anyvirt_errors,
-    argument_spec,
-    connect,
+    anyvirt_task,
     find_snapshot,
     find_vm,
+    record_change,
 )
+
+OPTIONS = {
+    "vm": {"type": "str", "required": True},
+    "name": {"type": "str", "required": True},
+    "state": {"type": "str", "default": "present", "choices": ["present", "absent", "reverted"]},
+    "description": {"type": "str", "default": ""},
+    "memory": {"type": "bool", "default": False},
+    "children": {"type": "bool", "default": False},
+    "wait_timeout": {"type": "float", "default": 300},
+}
 
 
 def snapshot_facts(snapshot: Any) -> dict[str, Any]:
@@ -105,53 +112,33 @@ def snapshot_facts(snapshot: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            vm={"type": "str", "required": True},
-            name={"type": "str", "required": True},
-            state={"type": "str", "default": "present", "choices": ["present", "absent", "reverted"]},
-            description={"type": "str", "default": ""},
-            memory={"type": "bool", "default": False},
-            children={"type": "bool", "default": False},
-            wait_timeout={"type": "float", "default": 300},
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    state = params["state"]
     result: dict[str, Any] = {"changed": False, "snapshot": {}}
-    host = connect(module)
-    try:
-        with anyvirt_errors(module, result):
-            vm = find_vm(host, params["vm"])
-            if vm is None and not module.check_mode:
-                host.vms.get(params["vm"])  # anyvirt's NotFound, with its message
-            snapshot = find_snapshot(vm, params["name"])
+    with anyvirt_task(OPTIONS, result) as (module, host):
+        params = module.params
+        state = params["state"]
+        vm = find_vm(host, params["vm"])
+        if vm is None and not module.check_mode:
+            host.vms.get(params["vm"])  # anyvirt's NotFound, with its message
+        snapshot = find_snapshot(vm, params["name"])
+        if state == "present":
+            changed = snapshot is None
+        elif state == "absent":
+            changed = snapshot is not None
+        else:
+            if snapshot is None and vm is not None:
+                vm.snapshots.get(params["name"])  # NotFound: nothing to revert to
+            changed = True
+        timeout = params["wait_timeout"]
+        if record_change(module, result, changed, {"exists": snapshot is not None}, {"exists": state != "absent"}):
             if state == "present":
-                result["changed"] = snapshot is None
+                snapshot = vm.snapshots.create(params["name"], description=params["description"],
+                                               memory=params["memory"], timeout=timeout)
             elif state == "absent":
-                result["changed"] = snapshot is not None
+                snapshot.delete(children=params["children"], timeout=timeout)
+                snapshot = None
             else:
-                if snapshot is None and vm is not None:
-                    vm.snapshots.get(params["name"])  # NotFound: nothing to revert to
-                result["changed"] = True
-            if module._diff:
-                result["diff"] = {"before": {"exists": snapshot is not None},
-                                  "after": {"exists": state != "absent"}}
-            timeout = params["wait_timeout"]
-            if result["changed"] and not module.check_mode:
-                if state == "present":
-                    snapshot = vm.snapshots.create(params["name"], description=params["description"],
-                                                   memory=params["memory"], timeout=timeout)
-                elif state == "absent":
-                    snapshot.delete(children=params["children"], timeout=timeout)
-                    snapshot = None
-                else:
-                    snapshot = snapshot.revert(timeout=timeout)
-            result["snapshot"] = snapshot_facts(snapshot)
-    finally:
-        host.close()
-    module.exit_json(**result)
+                snapshot = snapshot.revert(timeout=timeout)
+        result["snapshot"] = snapshot_facts(snapshot)
 
 
 if __name__ == "__main__":

@@ -143,17 +143,32 @@ actions:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
     IDENTITY_ARG,
-    anyvirt_errors,
-    argument_spec,
-    connect,
+    anyvirt_task,
     find_vm,
+    record_change,
     spec_from_params,
     vm_facts,
 )
+
+OPTIONS = {
+    "name": {"type": "str", "required": True},
+    "state": {"type": "str", "default": "present", "choices": ["present", "started", "stopped", "restarted", "absent"]},
+    "cpus": {"type": "int"},
+    "memory_mib": {"type": "int"},
+    "disks": {"type": "list", "elements": "dict", "default": [], "options": {
+        "size_gib": {"type": "float"}, "image": {"type": "str"}, "bus": {"type": "str"}, "storage": {"type": "str"}}},
+    "nics": {"type": "list", "elements": "dict", "default": [], "options": {
+        "network": {"type": "str"}, "model": {"type": "str"}, "mac": {"type": "str"}}},
+    "identity": IDENTITY_ARG,
+    "node": {"type": "str"},
+    "description": {"type": "str"},
+    "guest_os": {"type": "str"},
+    "firmware": {"type": "str", "choices": ["bios", "efi"]},
+    "force": {"type": "bool", "default": False},
+    "wait_timeout": {"type": "float", "default": 300},
+}
 
 RUNNING_STATES = ("running", "paused")
 
@@ -229,50 +244,22 @@ def apply(host: Any, vm: Any, actions: list[str], params: dict[str, Any]) -> Any
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name={"type": "str", "required": True},
-            state={"type": "str", "default": "present",
-                   "choices": ["present", "started", "stopped", "restarted", "absent"]},
-            cpus={"type": "int"},
-            memory_mib={"type": "int"},
-            disks={"type": "list", "elements": "dict", "default": [], "options": {
-                "size_gib": {"type": "float"}, "image": {"type": "str"}, "bus": {"type": "str"},
-                "storage": {"type": "str"}}},
-            nics={"type": "list", "elements": "dict", "default": [], "options": {
-                "network": {"type": "str"}, "model": {"type": "str"}, "mac": {"type": "str"}}},
-            identity=IDENTITY_ARG,
-            node={"type": "str"},
-            description={"type": "str"},
-            guest_os={"type": "str"},
-            firmware={"type": "str", "choices": ["bios", "efi"]},
-            force={"type": "bool", "default": False},
-            wait_timeout={"type": "float", "default": 300},
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
     result: dict[str, Any] = {"changed": False, "vm": {}, "actions": []}
-    host = connect(module)
-    try:
-        with anyvirt_errors(module, result):
-            vm = find_vm(host, params["name"])
-            if vm is None and params["state"] != "absent":
-                spec_from_params(params)  # a bad spec fails here, in check mode too
-            actions = plan(vm, params)
-            before = snapshot_of(vm)
-            result["actions"] = actions
-            result["changed"] = bool(actions)
-            if module.check_mode:
-                after = predicted(before, actions, params)
-            else:
-                after = snapshot_of(apply(host, vm, actions, params) if actions else vm)
-            result["vm"] = after
-            if module._diff:
-                result["diff"] = {"before": diff_view(before), "after": diff_view(after)}
-    finally:
-        host.close()
-    module.exit_json(**result)
+    with anyvirt_task(OPTIONS, result) as (module, host):
+        params = module.params
+        vm = find_vm(host, params["name"])
+        if vm is None and params["state"] != "absent":
+            spec_from_params(params)  # a bad spec fails here, in check mode too
+        actions = plan(vm, params)
+        before = snapshot_of(vm)
+        result["actions"] = actions
+        if module.check_mode:
+            after = predicted(before, actions, params)
+        else:
+            after = snapshot_of(apply(host, vm, actions, params) if actions else vm)
+        result["vm"] = after
+        # recorded once done: the diff shows the VM as the platform reports it after the change
+        record_change(module, result, bool(actions), diff_view(before), diff_view(after))
 
 
 if __name__ == "__main__":
