@@ -66,6 +66,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
 from anyvirt.errors import InvalidSpec, TaskFailed
+from anyvirt.kit import extent_digest
 
 SECTOR = 512
 GRAIN_SECTORS = 128
@@ -318,6 +319,11 @@ class StreamOptimizedEncoder:
         """The stream in pieces; a yielded memoryview is valid until the next piece."""
         hasher = hashlib.sha256() if self.hash_disk else None
         hashed = 0  # disk bytes hashed so far
+        # a verification that wants the source's data ranges hashed as they are read
+        # (a disk streamed from afar, not to be read a second time for its digest)
+        tap = extent_digest.tap_for(self.source)
+        if tap is not None:
+            tap.begin()
         yield self._header(GD_AT_END) + self._descriptor
         directory = array("I", bytes(4 * self.tables))
         table = array("I", bytes(4 * GTES_PER_GT))
@@ -337,6 +343,8 @@ class StreamOptimizedEncoder:
                     if hasher is not None:
                         hashed = _hash_zeros(hasher, hashed, start * GRAIN_SIZE)
                         hashed = _hash_grains(hasher, view, count, hashed, self.size)
+                    if tap is not None:
+                        _feed(tap, view, start, count)
                     yield view
             yield self._marker(GT_SECTORS, MARKER_GT)
             directory[index] = sector + 1
@@ -346,6 +354,8 @@ class StreamOptimizedEncoder:
         # the disk is read: done with the source before the last few sectors go out, so a
         # consumer that stops at the declared length finds the digest set and the file closed
         self._close_source()
+        if tap is not None:
+            tap.end()
         if hasher is not None:
             _hash_zeros(hasher, hashed, self.size)
             self.disk_sha256 = hasher.hexdigest()
@@ -473,6 +483,14 @@ def _read_into(fd: int, slots: list[memoryview], offset: int, wanted: int, what:
         if got:
             views[0] = views[0][got:]
     return done
+
+
+def _feed(tap: extent_digest.OutboundDigest, view: memoryview, start: int, count: int) -> None:
+    """Hand the disk bytes of ``count`` grain records, from grain ``start`` on, to ``tap``."""
+    for k in range(count):
+        base, at = k * GRAIN_RECORD, (start + k) * GRAIN_SIZE
+        tap.add(at, view[base + _DATA1_AT: base + _DATA1_AT + _FIRST_BLOCK])
+        tap.add(at + _FIRST_BLOCK, view[base + _DATA2_AT: base + _DATA2_AT + _SECOND_BLOCK])
 
 
 def _zero_from(slots: list[memoryview], start: int) -> None:
