@@ -102,3 +102,26 @@ def test_a_pass_read_out_of_order_keeps_nothing() -> None:
     expected = hashlib.sha256(block0 + b"c" + bytes(MIB - 1)).hexdigest()
     assert tap.taken.digest.sha256 == expected
     assert tap.taken.digest.bytes == 3 * MIB
+
+
+def test_a_verification_uses_the_digest_taken_only_over_the_same_ranges() -> None:
+    """The move's check takes the copy's digest of the source only where the copy read
+    exactly the ranges the source's map gives now; otherwise it reads the source."""
+    from anyvirt.migration import range_check
+    from anyvirt.model import ExportedDisk
+
+    source = ExportedDisk(id="d0", path="/nonexistent/view", format="raw", size_bytes=4 * MIB)
+    assert range_check._taken_on_the_way_out(source, [(0, MIB)]) is None, "nothing tapped"
+    with extent_digest.tapping({source.path: source.size_bytes}) as taps:
+        tap = taps[source.path]
+        tap.begin()
+        tap.add(0, b"z" * 100)
+        tap.add(MIB, b"z" * 100)
+        tap.end()
+        assert tap.taken is not None
+        taken = range_check._taken_on_the_way_out(source, [(0, MIB), (MIB, MIB)])
+        assert taken == tap.taken.digest
+        assert range_check._taken_on_the_way_out(source, [(0, 2 * MIB)]) == taken, "merged"
+        assert range_check._taken_on_the_way_out(source, [(0, MIB)]) is None, "a range more"
+        assert range_check._taken_on_the_way_out(source, [(0, 3 * MIB)]) is None, "one less"
+    assert range_check._taken_on_the_way_out(source, [(0, 2 * MIB)]) is None, "untapped"
