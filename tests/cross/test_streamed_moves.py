@@ -27,7 +27,7 @@ from fault_proxy_support import FaultProxy
 from move_faults_support import sha256_file
 
 import anyvirt
-from anyvirt import AnyvirtError, DiskSpec, PowerState, VMSpec
+from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, VMSpec
 from anyvirt.host import Host
 from anyvirt.migration import range_check
 from anyvirt.vm import VM
@@ -184,6 +184,7 @@ def test_the_source_gone_mid_stream_leaves_nothing_and_the_source_whole(
                     with pytest.raises(AnyvirtError) as failed:
                         anyvirt.migrate(cut.vms.get(source.id), to=vc, on_progress=gone_midway)
                 assert proxy.refusing, f"the move failed before the source went: {failed.value}"
+                assert isinstance(failed.value, ConnectionFailed), repr(failed.value)
                 assert not verifying, "the source went during the copy, not after it"
             assert not vc.vms.exists(source.name)
             assert vcsim_vcenter.datastore_dir is not None
