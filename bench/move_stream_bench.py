@@ -27,136 +27,54 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import tempfile
-import threading
-import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from move_bench import MIB, CountingProxy, allocated, by_hand, make_image
-
-REMOTE_POOL = "/var/lib/libvirt/images"  # inside the daemon's namespace only
-
-
-class UnixCountingProxy(CountingProxy):
-    """:class:`CountingProxy` for a UNIX socket (a libvirt daemon's)."""
-
-    def __init__(self, path: str) -> None:
-        self.upstream_path = path
-        self.up = self.down = 0
-        self._dir = tempfile.mkdtemp(prefix="bench-relay-")
-        self.path = os.path.join(self._dir, "sock")
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(self.path)
-        self.server.listen(16)
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.upstream_path)
-            threading.Thread(target=self._pump, args=(client, upstream, "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, "down"), daemon=True).start()
-
-
-def make_pool_remote(uri: str) -> None:
-    """The daemon's default pool becomes a directory only its mount namespace has."""
-    import libvirt
-
-    conn = libvirt.open(uri)
-    try:
-        old = conn.storagePoolLookupByName("default")
-        if old.isActive():
-            old.destroy()
-        old.undefine()
-        root = ET.Element("pool", type="dir")
-        ET.SubElement(root, "name").text = "default"
-        ET.SubElement(ET.SubElement(root, "target"), "path").text = REMOTE_POOL
-        pool = conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
-        pool.build(0)
-        pool.create(0)
-    finally:
-        conn.close()
+from move_support import (
+    MIB,
+    CountingProxy,
+    UnixCountingProxy,
+    by_hand,
+    move_testbed,
+    timed_move,
+)
 
 
 def move(kvm_uri: str, vc_uri: str, password: str, vm_name: str,
          relays: tuple[CountingProxy, CountingProxy] | None = None) -> dict[str, Any]:
     """One verified move, timed by phase; with ``relays`` (source, target), the bytes each
     relay carried when the verification began."""
-    import anyvirt
-
-    marks: list[tuple[float, str]] = []
-    at_verify: list[tuple[int, int]] = []
-
-    def seen(task: Any) -> None:
-        message = task.message or ""
-        if relays is not None and "verifying" in message and not at_verify:
-            source, target = relays
-            at_verify.append((source.up + source.down, target.up + target.down))
-        marks.append((time.monotonic(), message))
-
-    with anyvirt.connect(kvm_uri) as kvm, anyvirt.connect(vc_uri, password=password) as vc:
-        vm = kvm.vms.get(vm_name)
-        began = time.monotonic()
-        result = anyvirt.migrate(vm, to=vc, name=f"{vm_name}-moved", on_progress=seen)
-        total = time.monotonic() - began
-        vc.vms.get(result.vm_id).delete(disks=True)
-    verifying = next((t - began for t, m in marks if "verifying" in m), float("nan"))
-    return {"total": total, "copy": verifying, "verify": total - verifying,
-            "methods": [d.method for d in result.disks],
-            "read_back": sum(getattr(d, "read_back_bytes", 0) or 0 for d in result.disks),
-            "at_verify": at_verify[0] if at_verify else (0, 0)}
+    moved = timed_move(kvm_uri, vc_uri, password, vm_name, relays or ())
+    verifying = moved["verifying"]
+    return {"total": moved["total"], "copy": verifying, "verify": moved["total"] - verifying,
+            "methods": moved["methods"], "at_verify": moved["at_verify"] or (0, 0)}
 
 
 def one_source(kind: str, size: int, tmp: Path) -> dict[str, Any]:
-    from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
-    from anyvirt_vsphere.testbed.vcsim import Vcsim
-
     import anyvirt
-    from anyvirt.model import DiskSpec, VMSpec
 
     work = tmp / kind
     work.mkdir()
-    daemon = LibvirtDaemon(name=f"bench-{kind}").start()
-    try:
-        if kind == "remote":
-            make_pool_remote(daemon.uri)
-        with Vcsim(esx=True, vms=0, workdir=work / "vc") as sim:
-            image = work / "disk.raw"
-            make_image(image, size)
-            data = allocated(str(image))
-            with anyvirt.connect(daemon.anyvirt_uri) as kvm:
-                vm = kvm.vms.create(VMSpec(name="bench", cpus=1, memory_mib=16,
-                                           disks=[DiskSpec(image=str(image))]))
-                path = vm.info().disks[0].path
-                assert path is not None
-            image.unlink()
-            readable = os.access(path, os.R_OK)
-            timed = move(daemon.anyvirt_uri, sim.anyvirt_uri_with_ca, sim.password, "bench")
-            source_relay = UnixCountingProxy(str(daemon.socket_path))
-            target_relay = CountingProxy(sim.port)
-            kvm_uri = daemon.anyvirt_uri.replace(str(daemon.socket_path), source_relay.path)
-            vc_uri = sim.anyvirt_uri_with_ca.replace(f":{sim.port}?", f":{target_relay.port}?")
-            counted = move(kvm_uri, vc_uri, sim.password, "bench", (source_relay, target_relay))
-            with anyvirt.connect(sim.anyvirt_uri_with_ca, password=sim.password) as vc:
-                hand = by_hand(daemon, Path(path).name, vc, sim, work)
-            source_copy, target_copy = counted["at_verify"]
-            return {"kind": kind, "readable": readable, "data": data, "moved": timed,
-                    "hand": hand, "methods": timed["methods"],
-                    "wire": {"source_copy": source_copy, "target_copy": target_copy,
-                             "source_verify": source_relay.up + source_relay.down - source_copy,
-                             "target_verify": target_relay.up + target_relay.down - target_copy}}
-    finally:
-        daemon.stop()
+    with move_testbed(work, size, name=f"bench-{kind}", remote=kind == "remote") as bed:
+        daemon, sim, path = bed.daemon, bed.sim, bed.path
+        readable = os.access(path, os.R_OK)
+        timed = move(daemon.anyvirt_uri, sim.anyvirt_uri_with_ca, sim.password, "bench")
+        source_relay = UnixCountingProxy(str(daemon.socket_path))
+        target_relay = CountingProxy(sim.port)
+        kvm_uri = daemon.anyvirt_uri.replace(str(daemon.socket_path), source_relay.path)
+        vc_uri = sim.anyvirt_uri_with_ca.replace(f":{sim.port}?", f":{target_relay.port}?")
+        counted = move(kvm_uri, vc_uri, sim.password, "bench", (source_relay, target_relay))
+        with anyvirt.connect(sim.anyvirt_uri_with_ca, password=sim.password) as vc:
+            hand = by_hand(daemon, Path(path).name, vc, sim, work)
+        source_copy, target_copy = counted["at_verify"]
+        return {"kind": kind, "readable": readable, "data": bed.data, "moved": timed,
+                "hand": hand, "methods": timed["methods"],
+                "wire": {"source_copy": source_copy, "target_copy": target_copy,
+                         "source_verify": source_relay.total - source_copy,
+                         "target_verify": target_relay.total - target_copy}}
 
 
 def report(found: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from fault_proxy_support import FaultProxy
 from move_faults_support import sha256_file
 
 import anyvirt
-from anyvirt import AnyvirtError, DiskSpec, PowerState, VMSpec
+from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, VMSpec
 from anyvirt.host import Host
 from anyvirt.migration import range_check
 from anyvirt.vm import VM
@@ -117,7 +117,9 @@ def test_a_linked_clone_streams_flattened_with_no_staging_file(
     """11 MiB of guest data (10 in the base, 1 in the overlay) of a 64 MiB linked clone:
     the copy on vSphere holds the flattened chain byte for byte; the source link carries
     about the data once for the copy (qcow2 metadata and RPC on top), the temp dir never
-    holds more than a socket, and the verification reads back the data ranges only."""
+    holds more than a socket, and the verification reads back the data ranges only, from
+    the target alone: the source's side was hashed as the copy read it, so the source
+    link carries next to nothing while the copy is verified."""
     _kvm, proxy = remote
     expected = _flattened_sha(linked_clone, tmp_path)
     seen: dict[str, int] = {"largest": 0}
@@ -129,6 +131,7 @@ def test_a_linked_clone_streams_flattened_with_no_staging_file(
 
     before = proxy.relayed["down"]
     result = anyvirt.migrate(linked_clone, to=vc, on_progress=watch)
+    verify_down = proxy.relayed["down"] - seen["copy_down"]
     moved = vc.vms.get(result.vm_id)
     try:
         assert _vsphere_disk_sha(moved, vcsim_vcenter) == expected, "the chain, flattened"
@@ -139,6 +142,7 @@ def test_a_linked_clone_streams_flattened_with_no_staging_file(
     data = 11 * MIB
     copy = seen["copy_down"] - before
     assert copy <= data * 1.1, f"{copy} bytes from the daemon for the copy of {data}"
+    assert verify_down < data * 0.1, f"{verify_down} bytes from the daemon to verify {data}"
     assert seen["largest"] < MIB, f"a {seen['largest']}-byte file was staged"
     assert linked_clone.refresh().state is PowerState.STOPPED
     assert list(temp_dir.iterdir()) == []
@@ -160,8 +164,15 @@ def test_the_source_gone_mid_stream_leaves_nothing_and_the_source_whole(
         assert path is not None
         before = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         try:
-            with FaultProxy(str(libvirt_daemon.socket_path)) as proxy:
-                def gone_midway(_task: anyvirt.Task) -> None:
+            # a slow link (10 ms a 64 KiB), so the copy is still reading when the source
+            # goes: the verification no longer reads the source, a cut after the copy
+            # would go unnoticed, as it should
+            with FaultProxy(str(libvirt_daemon.socket_path), pause=0.01) as proxy:
+                verifying: list[str] = []
+
+                def gone_midway(task: anyvirt.Task) -> None:
+                    if "verifying" in (task.message or ""):
+                        verifying.append(task.message or "")
                     if proxy.relayed["down"] > 4 * MIB and not proxy.refusing:
                         proxy.refusing = True
                         proxy.drop_all()
@@ -173,6 +184,8 @@ def test_the_source_gone_mid_stream_leaves_nothing_and_the_source_whole(
                     with pytest.raises(AnyvirtError) as failed:
                         anyvirt.migrate(cut.vms.get(source.id), to=vc, on_progress=gone_midway)
                 assert proxy.refusing, f"the move failed before the source went: {failed.value}"
+                assert isinstance(failed.value, ConnectionFailed), repr(failed.value)
+                assert not verifying, "the source went during the copy, not after it"
             assert not vc.vms.exists(source.name)
             assert vcsim_vcenter.datastore_dir is not None
             assert list(vcsim_vcenter.datastore_dir.rglob(source.name)) == []

@@ -13,10 +13,11 @@ granularity) read as the zeros the guest sees.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from attrs import frozen
 
@@ -111,4 +112,132 @@ def _guest_bytes(fd: int, layout: Sequence[tuple[int, int, int]],
             offset += step
 
 
-__all__ = ["GRANULARITY", "RangeDigest", "checked_ranges", "data_ranges", "image_digest"]
+def merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(offset, length)`` ranges in order with touching ones joined: two lists that
+    cover the same bytes compare equal."""
+    out: list[tuple[int, int]] = []
+    for offset, length in ranges:
+        if out and out[-1][0] + out[-1][1] == offset:
+            out[-1] = (out[-1][0], out[-1][1] + length)
+        else:
+            out.append((offset, length))
+    return out
+
+
+@frozen
+class TakenDigest:
+    """What an :class:`OutboundDigest` pass saw: the :data:`GRANULARITY` blocks it was
+    given data in (merged ranges, clipped to the disk) and their digest."""
+
+    ranges: tuple[tuple[int, int], ...]
+    digest: RangeDigest
+
+
+class OutboundDigest:
+    """The digest of a disk's data ranges, taken from the bytes a reader of the disk got,
+    in order, as it reads them. A range is every :data:`GRANULARITY` block any byte was
+    read in (the widening :func:`data_ranges` does); what was not read inside it is
+    hashed as zeros, as the map that steered the reader says the guest sees there.
+
+    A pass is :meth:`begin`, :meth:`add` in increasing offsets, :meth:`end`; ``taken``
+    is the last whole pass (a restarted reader, a retried upload, starts a new one). A
+    read out of order spoils the pass: it leaves ``taken`` as it was."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken: TakenDigest | None = None
+        self._lock = threading.Lock()
+        self._open = False
+        self._begin()
+
+    def _begin(self) -> None:
+        self._hasher = hashlib.sha256()
+        self._count = 0
+        self._ranges: list[tuple[int, int]] = []
+        self._at = 0  # hashed up to here
+        self._block_end = 0  # the end of the blocks the current range holds so far
+
+    def begin(self) -> None:
+        with self._lock:
+            self._begin()
+            self._open = True
+
+    def add(self, offset: int, data: bytes | memoryview) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            length = min(len(data), self.size - offset)
+            if length <= 0:
+                return
+            if offset < self._at:
+                self._open = False  # out of order: nothing this pass says is kept
+                return
+            if offset >= self._block_end:  # a new block: the last range ends first
+                self._zeros(self._block_end)
+                start = offset // GRANULARITY * GRANULARITY
+                if not self._ranges or start != self._block_end:
+                    self._ranges.append((start, 0))
+                self._at = start
+            self._zeros(offset)
+            self._hasher.update(data[:length])
+            self._count += length
+            self._at = offset + length
+            self._block_end = min(-(-self._at // GRANULARITY) * GRANULARITY, self.size)
+            first = self._ranges[-1][0]
+            self._ranges[-1] = (first, self._block_end - first)
+
+    def end(self) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            self._zeros(self._block_end)
+            self._open = False
+            self.taken = TakenDigest(
+                ranges=tuple(self._ranges),
+                digest=RangeDigest(sha256=self._hasher.hexdigest(), bytes=self._count))
+
+    def _zeros(self, upto: int) -> None:
+        zeros = memoryview(_ZEROS)
+        while self._at < upto:
+            step = min(len(zeros), upto - self._at)
+            self._hasher.update(zeros[:step])
+            self._count += step
+            self._at += step
+
+
+_ZEROS = bytes(GRANULARITY)
+_taps: dict[str, OutboundDigest] = {}
+_taps_lock = threading.Lock()
+
+
+def _key(path: str | os.PathLike[str]) -> str:
+    return os.path.realpath(path)
+
+
+@contextlib.contextmanager
+def tapping(sizes: Mapping[str, int]) -> Iterator[dict[str, OutboundDigest]]:
+    """An :class:`OutboundDigest` for each disk ``path -> size`` while the block lasts:
+    the kit's readers of those files (:class:`anyvirt.kit.stream_vmdk.
+    StreamOptimizedEncoder`) feed them. A path another caller taps already gets none
+    here (its reads are that caller's pass): its digest is taken by reading it again."""
+    with _taps_lock:
+        taps = {path: OutboundDigest(size) for path, size in sizes.items()
+                if _key(path) not in _taps}
+        keys = {_key(path): tap for path, tap in taps.items()}
+        _taps.update(keys)
+    try:
+        yield taps
+    finally:
+        with _taps_lock:
+            for key in keys:
+                del _taps[key]
+
+
+def tap_for(path: str | os.PathLike[str]) -> OutboundDigest | None:
+    """The digest to feed with what is read from ``path``, if someone asked for one."""
+    with _taps_lock:
+        return _taps.get(_key(path))
+
+
+__all__ = ["GRANULARITY", "OutboundDigest", "RangeDigest", "TakenDigest", "checked_ranges",
+           "data_ranges", "image_digest", "merged", "tap_for", "tapping"]

@@ -55,17 +55,22 @@ Bad arguments (extents outside the disk, an unknown adapter type) are
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
+import mmap
 import os
+import queue
 import re
 import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from anyvirt.errors import InvalidSpec, TaskFailed
+from anyvirt.kit import extent_digest
 
 SECTOR = 512
 GRAIN_SECTORS = 128
@@ -74,6 +79,7 @@ GTES_PER_GT = 512
 GT_SPAN = GTES_PER_GT * GRAIN_SIZE  # bytes of disk one grain table covers: 32 MiB
 GD_AT_END = 0xFFFF_FFFF_FFFF_FFFF
 CHUNK_GRAINS = 16  # grains read per pread: about 1 MiB
+READS_IN_FLIGHT = 2  # chunks read at once (see _ChunkReads)
 
 VMDK_MAGIC = b"KDMV"
 VERSION = 3
@@ -318,34 +324,48 @@ class StreamOptimizedEncoder:
         """The stream in pieces; a yielded memoryview is valid until the next piece."""
         hasher = hashlib.sha256() if self.hash_disk else None
         hashed = 0  # disk bytes hashed so far
+        # a verification that wants the source's data ranges hashed as they are read
+        # (a disk streamed from afar, not to be read a second time for its digest)
+        tap = extent_digest.tap_for(self.source)
+        if tap is not None:
+            tap.begin()
         yield self._header(GD_AT_END) + self._descriptor
         directory = array("I", bytes(4 * self.tables))
         table = array("I", bytes(4 * GTES_PER_GT))
-        buffer = _grain_template(CHUNK_GRAINS)
         sector = self.overhead
-        for index, runs in _by_table(self.runs):
-            for i in range(GTES_PER_GT):
-                table[i] = 0
-            for first, end in runs:
-                for start in range(first, end, CHUNK_GRAINS):
-                    count = min(CHUNK_GRAINS, end - start)
-                    view = buffer[: count * GRAIN_RECORD]
-                    self._fill(view, start, count)
-                    for k in range(count):
-                        table[start + k - index * GTES_PER_GT] = sector + k * GRAIN_RECORD_SECTORS
-                    sector += count * GRAIN_RECORD_SECTORS
-                    if hasher is not None:
-                        hashed = _hash_zeros(hasher, hashed, start * GRAIN_SIZE)
-                        hashed = _hash_grains(hasher, view, count, hashed, self.size)
-                    yield view
-            yield self._marker(GT_SECTORS, MARKER_GT)
-            directory[index] = sector + 1
-            sector += 1 + GT_SECTORS
-            yield _le32(table)
+        if self.runs:
+            self._open()  # here, not in the readers: one of them would race the other
+        with _ChunkReads(self._fill) as reads:
+            reads.start((start, min(CHUNK_GRAINS, end - start))
+                        for _table, runs in _by_table(self.runs) for first, end in runs
+                        for start in range(first, end, CHUNK_GRAINS))
+            for index, runs in _by_table(self.runs):
+                for i in range(GTES_PER_GT):
+                    table[i] = 0
+                for first, end in runs:
+                    for start in range(first, end, CHUNK_GRAINS):
+                        count = min(CHUNK_GRAINS, end - start)
+                        view = reads.next()
+                        for k in range(count):
+                            table[start + k - index * GTES_PER_GT] = (
+                                sector + k * GRAIN_RECORD_SECTORS)
+                        sector += count * GRAIN_RECORD_SECTORS
+                        if hasher is not None:
+                            hashed = _hash_zeros(hasher, hashed, start * GRAIN_SIZE)
+                            hashed = _hash_grains(hasher, view, count, hashed, self.size)
+                        if tap is not None:
+                            _feed(tap, view, start, count)
+                        yield view
+                yield self._marker(GT_SECTORS, MARKER_GT)
+                directory[index] = sector + 1
+                sector += 1 + GT_SECTORS
+                yield _le32(table)
         assert sector + 1 == self.gd_offset
         # the disk is read: done with the source before the last few sectors go out, so a
         # consumer that stops at the declared length finds the digest set and the file closed
         self._close_source()
+        if tap is not None:
+            tap.end()
         if hasher is not None:
             _hash_zeros(hasher, hashed, self.size)
             self.disk_sha256 = hasher.hexdigest()
@@ -357,57 +377,145 @@ class StreamOptimizedEncoder:
 
     def _open(self) -> int:
         if self._fd is None:
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+            if _is_fuse_mount(self.source):
+                flags |= getattr(os, "O_DIRECT", 0)
             try:
-                self._fd = os.open(self.source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self._fd = os.open(self.source, flags)
             except OSError as exc:
                 raise TaskFailed(f"reading disk {self.source}: {exc.strerror or exc}") from exc
         return self._fd
 
-    def _fill(self, view: memoryview, start: int, count: int) -> None:
-        """Read grains ``start .. start+count`` into their records in ``view``."""
+    def _fill(self, view: memoryview, staging: memoryview, start: int, count: int) -> None:
+        """Read grains ``start .. start+count`` into their records in ``view``, through
+        ``staging`` (a page-aligned buffer of a chunk: one contiguous read, which a raw
+        view serves as one request)."""
         fd = self._open()
         offset = start * GRAIN_SIZE
         expected = max(0, min(count * GRAIN_SIZE, self.source_size - offset))
-        slots: list[memoryview] = []
-        for k in range(count):
-            base = k * GRAIN_RECORD
-            _GRAIN_MARKER.pack_into(view, base, (start + k) * GRAIN_SECTORS, STORED_GRAIN_BYTES)
-            slots.append(view[base + _DATA1_AT: base + _DATA1_AT + _FIRST_BLOCK])
-            slots.append(view[base + _DATA2_AT: base + _DATA2_AT + _SECOND_BLOCK])
+        data = staging[:expected]
         if self.layout is not None:
-            self._fill_mapped(fd, slots, offset, expected)
-            got = expected
+            self._fill_mapped(fd, data, offset)
         else:
-            got = _read_into(fd, slots, offset, expected, self.source)
-        if got < expected:
-            raise TaskFailed(f"reading disk {self.source}: it ends at byte {offset + got}, but "
-                             f"its map says data reaches byte {offset + expected}")
-        if expected < count * GRAIN_SIZE:  # the disk (or the image) ends inside these grains
-            _zero_from(slots, expected)
+            got = _read_into(fd, [data], offset, expected, self.source)
+            if got < expected:
+                raise TaskFailed(f"reading disk {self.source}: it ends at byte {offset + got}, "
+                                 f"but its map says data reaches byte {offset + expected}")
         for k in range(count):
-            checksum = zlib.adler32(slots[2 * k + 1], zlib.adler32(slots[2 * k]))
-            struct.pack_into(">I", view, k * GRAIN_RECORD + _ADLER_AT, checksum)
+            base, at = k * GRAIN_RECORD, k * GRAIN_SIZE
+            _GRAIN_MARKER.pack_into(view, base, (start + k) * GRAIN_SECTORS, STORED_GRAIN_BYTES)
+            first = view[base + _DATA1_AT: base + _DATA1_AT + _FIRST_BLOCK]
+            second = view[base + _DATA2_AT: base + _DATA2_AT + _SECOND_BLOCK]
+            _copy_or_zero(first, data, at)  # past the disk's (or image's) end: zeros
+            _copy_or_zero(second, data, at + _FIRST_BLOCK)
+            checksum = zlib.adler32(second, zlib.adler32(first))
+            struct.pack_into(">I", view, base + _ADLER_AT, checksum)
 
-
-    def _fill_mapped(self, fd: int, slots: list[memoryview], offset: int, wanted: int) -> None:
-        """Guest bytes ``offset .. offset+wanted`` through the layout into ``slots``: the
+    def _fill_mapped(self, fd: int, data: memoryview, offset: int) -> None:
+        """Guest bytes ``offset .. offset+len(data)`` through the layout into ``data``: the
         mapped pieces read from their file offsets, the rest zeros."""
         assert self.layout is not None
-        chunk = bytearray(wanted)
-        view = memoryview(chunk)
-        end = offset + wanted
-        for guest, length, host in _pieces(self.layout, offset, end):
-            part = view[guest - offset: guest - offset + length]
+        done = 0  # data is filled (read or zeroed) up to here
+        for guest, length, host in _pieces(self.layout, offset, offset + len(data)):
+            data[done: guest - offset] = bytes(guest - offset - done)
+            part = data[guest - offset: guest - offset + length]
             if _read_into(fd, [part], host, length, self.source) != length:
                 raise TaskFailed(f"reading disk {self.source}: it ends before byte "
                                  f"{host + length}, where its map puts guest data")
-        done = 0
-        for slot in slots:
-            if done >= wanted:
-                break
-            step = min(len(slot), wanted - done)
-            slot[:step] = view[done: done + step]
-            done += step
+            done = guest - offset + length
+        data[done:] = bytes(len(data) - done)
+
+
+def _copy_or_zero(slot: memoryview, data: memoryview, at: int) -> None:
+    """``slot`` filled from ``data[at:]``, and with zeros where ``data`` ends."""
+    take = max(0, min(len(slot), len(data) - at))
+    slot[:take] = data[at: at + take]
+    if take < len(slot):
+        slot[take:] = bytes(len(slot) - take)
+
+
+def _is_fuse_mount(path: str) -> bool:
+    """Whether ``path`` is a FUSE file mounted on itself (the kit's raw view of an image).
+
+    Such a file is read with ``O_DIRECT``: through the page cache the kernel cuts every
+    read into 128 KiB requests to the FUSE server (eight round trips through the whole
+    chain behind a view for each 1 MiB chunk); direct, a chunk is one request (measured
+    on a remote daemon's view: 512 MiB cost this process 0.6 s of CPU instead of
+    0.9-1.0 s, the NBD relay answering 512 requests instead of 4096). FUSE takes direct
+    reads at any alignment; the buffer is page-aligned so the request is not split."""
+    target = os.fsencode(os.path.realpath(path))
+    try:
+        with open("/proc/self/mounts", "rb") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if fields[1:2] == [target] and fields[2:3] and fields[2].startswith(b"fuse"):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+class _ChunkReads:
+    """The grain chunks of a stream read ahead, :data:`READS_IN_FLIGHT` at a time, each
+    into a grain-record buffer of its own, handed out in stream order by :meth:`next`.
+
+    Why: a raw view answers each read through a chain of servers (FUSE,
+    ``qemu-storage-daemon``, an NBD relay, a remote daemon); one reader waiting on each
+    read leaves the other links idle while one works, and reads in flight keep them
+    busy where cores are free. (On a machine whose 2 cores were already saturated, the
+    encoder read a remote view's 512 MiB in the same time either way, 2.3 s median,
+    with 6 % less CPU: there it is the CPU, not the waiting, that bounds it.) A buffer
+    handed out stays valid until the next call: it is filled again only after that."""
+
+    def __init__(self, fill: Callable[[memoryview, memoryview, int, int], None]) -> None:
+        self._fill = fill
+        self._chunks: Iterator[tuple[int, int]] = iter(())
+        self._buffers = [_grain_template(CHUNK_GRAINS) for _ in range(READS_IN_FLIGHT + 1)]
+        self._staging = [memoryview(mmap.mmap(-1, CHUNK_GRAINS * GRAIN_SIZE))
+                         for _ in range(READS_IN_FLIGHT)]  # page-aligned, one per reader
+        self._turn = 0  # the buffer the next chunk submitted goes into
+        self._pending: collections.deque[Future[memoryview]] = collections.deque()
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for staging in self._staging:
+            self._free.put(staging)
+        self._pool = ThreadPoolExecutor(READS_IN_FLIGHT, thread_name_prefix="anyvirt-vmdk-read")
+
+    def start(self, chunks: Iterable[tuple[int, int]]) -> None:
+        self._chunks = iter(chunks)
+        for _ in range(READS_IN_FLIGHT):
+            self._submit()
+
+    def _submit(self) -> None:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return
+        start, count = chunk
+        view = self._buffers[self._turn][: count * GRAIN_RECORD]
+        self._turn = (self._turn + 1) % len(self._buffers)
+
+        def read() -> memoryview:
+            staging = self._free.get()
+            try:
+                self._fill(view, staging, start, count)
+            finally:
+                self._free.put(staging)
+            return view
+        self._pending.append(self._pool.submit(read))
+
+    def next(self) -> memoryview:
+        view = self._pending.popleft().result()
+        self._submit()  # into the buffer handed out before this one: it is consumed
+        return view
+
+    def __enter__(self) -> _ChunkReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # an early end (an error, a closed or rewound stream): reads under way finish
+        # before the source is closed under them
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _checked_layout(layout: Sequence[tuple[int, int, int]],
@@ -475,12 +583,12 @@ def _read_into(fd: int, slots: list[memoryview], offset: int, wanted: int, what:
     return done
 
 
-def _zero_from(slots: list[memoryview], start: int) -> None:
-    """Zero the bytes of ``slots`` (taken as one run) from ``start`` on."""
-    for slot in slots:
-        if start < len(slot):
-            slot[max(0, start):] = bytes(len(slot) - max(0, start))
-        start -= len(slot)
+def _feed(tap: extent_digest.OutboundDigest, view: memoryview, start: int, count: int) -> None:
+    """Hand the disk bytes of ``count`` grain records, from grain ``start`` on, to ``tap``."""
+    for k in range(count):
+        base, at = k * GRAIN_RECORD, (start + k) * GRAIN_SIZE
+        tap.add(at, view[base + _DATA1_AT: base + _DATA1_AT + _FIRST_BLOCK])
+        tap.add(at + _FIRST_BLOCK, view[base + _DATA2_AT: base + _DATA2_AT + _SECOND_BLOCK])
 
 
 _ZEROS = memoryview(bytes(1 << 20))

@@ -6,6 +6,9 @@ half-empty disk back over the wire; this carries the data once, so a verified mo
 about 1x the allocated data each way. What it does not read, the source's holes, the
 target's import wrote as holes or zeros itself (a streamOptimized upload never sends
 them); the target's reported stored length must still cover every data range.
+The source's side is the digest the copy took as it read the source
+(:class:`anyvirt.kit.extent_digest.OutboundDigest`), where it took one over the
+same ranges; else the source is read here, at the same time as the target.
 Used only where every disk qualifies (a map that places all its data, a target that
 reads ranges); otherwise the caller reads whole disks back.
 """
@@ -45,6 +48,13 @@ def read_back(new: VM, sources: Sequence[ExportedDisk], job: Job
         checks = []
         for index, (source, (ranges, layout)) in enumerate(zip(sources, plans, strict=True)):
             inner.progress(100.0 * index / max(len(sources), 1), f"verifying disk {source.id}")
+            taken = _taken_on_the_way_out(source, ranges)
+            if taken is not None:  # hashed as the copy read it: not read a second time
+                target = held.digest_disk_ranges(index, ranges, inner)
+                if target is None:
+                    return None
+                checks.append(_compared(source, taken, target))
+                continue
             # both sides at once: the source may be streamed from afar as well
             stop = threading.Event()  # the target side failed: the source side stops too
             with ThreadPoolExecutor(1, thread_name_prefix="anyvirt-verify") as pool:
@@ -72,6 +82,18 @@ def read_back(new: VM, sources: Sequence[ExportedDisk], job: Job
     job.on_cancel(task.cancel)
     result: tuple[DiskVerification, ...] | None = task.wait(job.remaining())
     return result
+
+
+def _taken_on_the_way_out(source: ExportedDisk, ranges: Sequence[tuple[int, int]]
+                          ) -> extent_digest.RangeDigest | None:
+    """The source's digest of ``ranges`` as the copy read them, if it was taken
+    (:func:`anyvirt.kit.extent_digest.tapping`) over exactly these ranges: a reader whose
+    map placed the data elsewhere than this map does is not trusted, the source is read."""
+    tap = extent_digest.tap_for(source.path)
+    taken = tap.taken if tap is not None else None
+    if taken is None or extent_digest.merged(taken.ranges) != extent_digest.merged(ranges):
+        return None
+    return taken.digest
 
 
 def _compared(source: ExportedDisk, mine: extent_digest.RangeDigest,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import evolve
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
+from anyvirt.kit import extent_digest
 from anyvirt.migration import disk_check, range_check
 from anyvirt.migration.plan import MigrationPlan, plan_migration
 from anyvirt.model import (
@@ -207,6 +208,11 @@ def migrate(
                 exported = export_at_snapshot(held, Path(tmp) / "source", out)
             else:
                 exported = export(held, Path(tmp) / "source", out, sources)
+            # the copy's reads of each source hash its data ranges on the way out, so the
+            # verification need not read a source streamed from afar a second time (the
+            # source is held unchanged until the verification is done)
+            sources.enter_context(extent_digest.tapping(
+                {d.path: d.size_bytes for d in exported.values()}))
             spec = spec_with_images(plan, exported)
             job.progress(40, f"importing into {to.backend}")
             into = job.span(40, 75)
