@@ -176,3 +176,47 @@ def test_migrate_across_platforms_libvirt_to_vsphere(
     finally:
         remove_named(source, prefix)
         remove_named(target, prefix)
+
+
+def two_nodes_of_a_cluster(platform: dict[str, Any]) -> dict[str, str]:
+    """``from_node`` and ``to_node``: two online nodes of one cluster of the platform."""
+    with anyvirt.connect(platform["anyvirt_uri"], password=platform.get("anyvirt_password")) as host:
+        by_cluster: dict[str | None, list[str]] = {}
+        for node in host.nodes.list():
+            if node.state == "online" and not node.maintenance:
+                by_cluster.setdefault(node.info.cluster, []).append(node.name)
+    pair = next(sorted(names)[:2] for names in by_cluster.values() if len(names) >= 2)
+    return {"from_node": pair[0], "to_node": pair[1]}
+
+
+def node_names(platform: dict[str, Any], prefix: str) -> dict[str, str | None]:
+    with anyvirt.connect(platform["anyvirt_uri"], password=platform.get("anyvirt_password")) as host:
+        names = {node.id: node.name for node in host.nodes.list()}
+        return {vm.name: names.get(vm.node or "", vm.node) for vm in host.vms.list()
+                if vm.name.startswith(prefix)}
+
+
+# vcsim moves a VM between the hosts of its cluster; fakepve's migration answers a made-up
+# precheck that this process cannot replace (the modules run in processes of their own)
+@pytest.mark.timeout(600)
+def test_migrate_within_a_cluster_on_vsphere(vcsim_vcenter: Vcsim, tmp_path: Path) -> None:
+    prefix = f"ans-{uuid.uuid4().hex[:6]}"
+    home = tmp_path / "home"
+    platform = {"anyvirt_uri": vcsim_vcenter.anyvirt_uri_with_ca, "anyvirt_password": vcsim_vcenter.password}
+    nodes = two_nodes_of_a_cluster(platform)
+    inventory = local_inventory(home, {"vsphere": {**platform, **nodes, "prefix": prefix}})
+    playbook = role_playbook(tmp_path, "anyvirt_migrate_within")
+    roamer = f"{prefix}-roamer"
+    try:
+        checked = ok(run_playbook(playbook, home, inventory, "--check", "--diff"), hosts=1)
+        assert changed(checked) == {"vsphere": 2}  # the VM, and its move
+        assert node_names(platform, prefix) == {}
+
+        first = ok(run_playbook(playbook, home, inventory, "--diff"), hosts=1)
+        assert changed(first) == {"vsphere": 2}
+        assert node_names(platform, prefix) == {roamer: nodes["to_node"]}
+
+        assert changed(ok(run_playbook(playbook, home, inventory), hosts=1)) == {"vsphere": 0}
+        assert node_names(platform, prefix) == {roamer: nodes["to_node"]}
+    finally:
+        remove_named(platform, prefix)

@@ -149,8 +149,12 @@ def on_node(vm: Any, node: Any) -> bool:
 
 
 def within(module: Any, host: Any, params: dict[str, Any], result: dict[str, Any]) -> None:
-    vm = host.vms.get(params["name"])
     node = host.nodes.get(params["to_node"])
+    # check mode reports the move of a VM an earlier task would make (as the other modules do)
+    vm = find_vm(host, params["name"]) if module.check_mode else host.vms.get(params["name"])
+    if vm is None:
+        record_change(module, result, True, {"node": None}, {"node": node.name})
+        return
     if record_change(module, result, not on_node(vm, node), {"node": vm.node}, {"node": node.name}):
         moved = vm.migrate(node, live=params["live"], storage=params["storage"], timeout=params["wait_timeout"])
         result["result"] = migration_facts(moved)
