@@ -20,6 +20,7 @@ A chunk that fails its check fails the read that needed it (the import sees EIO)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -34,8 +35,11 @@ from anyvirt.kit import nbd_server, raw_view, streams
 from anyvirt.repository.pipeline import WINDOW, WORKERS, pipeline
 from anyvirt.tasks import Job
 
-#: chunks decoded ahead of the reader; the cache holds these and the one or two behind
+#: chunks decoded ahead of the reader
 READ_AHEAD = WINDOW
+#: chunks kept decoded (memory: this many chunks): the read-ahead of readers a few
+#: chunks apart (qemu-img convert reads 8 requests of up to 2 MiB at once)
+CACHED = 4 * READ_AHEAD
 
 
 class ChunkedDisk:
@@ -53,7 +57,7 @@ class ChunkedDisk:
         self.size, self.chunk_size = size, chunk_size
         self._ids = list(ids)
         self._fetch, self._pool = fetch, pool
-        self._cache: dict[int, Future[bytes]] = {}
+        self._cache: collections.OrderedDict[int, Future[bytes]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -76,15 +80,33 @@ class ChunkedDisk:
             out[lo - offset:hi - offset] = memoryview(data)[lo - n * size:hi - n * size]
         return bytes(out)
 
+    def status(self, offset: int, length: int) -> list[tuple[int, bool]]:
+        """Runs of ``(length, zero)`` from ``offset``: the zero chunks, known from the index
+        alone (the NBD export's ``base:allocation``, so an import skips them)."""
+        size, end = self.chunk_size, min(offset + length, self.size)
+        runs: list[tuple[int, bool]] = []
+        at = offset
+        while at < end:
+            n = at // size
+            upto = min((n + 1) * size, end)
+            zero = self._ids[n] is None
+            if runs and runs[-1][1] == zero:
+                runs[-1] = (runs[-1][0] + upto - at, zero)
+            else:
+                runs.append((upto - at, zero))
+            at = upto
+        return runs
+
     def _chunk(self, n: int) -> bytes | None:
         with self._lock:
             wanted = self._start(n)
             for ahead in range(n + 1, min(n + 1 + READ_AHEAD, len(self._ids))):
                 self._start(ahead)
-            # behind the reader: dropped (a sequential reader never comes back for them);
-            # a jump elsewhere drops what was read ahead of the old place
-            for old in [k for k in self._cache if k < n - 1 or k > n + READ_AHEAD]:
-                self._cache.pop(old).cancel()
+            # least recently used out first: an import reads with several requests in
+            # flight (qemu-img: 8), so "behind the reader" is not one place
+            while len(self._cache) > CACHED:
+                _, old = self._cache.popitem(last=False)
+                old.cancel()
         return wanted.result() if wanted is not None else None
 
     def _start(self, n: int) -> Future[bytes] | None:
@@ -93,6 +115,8 @@ class ChunkedDisk:
         future = self._cache.get(n)
         if future is None:
             future = self._cache[n] = self._pool.submit(self._fetch, n)
+        else:
+            self._cache.move_to_end(n)
         return future
 
 
@@ -149,7 +173,8 @@ def disk_images(disks: Sequence[tuple[Sequence[str | None], int]], chunk_size: i
 def _streamed(stack: contextlib.ExitStack, disks: list[ChunkedDisk], job: Job) -> DiskImages:
     """The disks served over NBD and viewed as raw files, for as long as ``stack`` is open;
     raises NotSupported where raw views cannot be made here."""
-    exports = {f"disk{n}": nbd_server.Export(size=d.size, read_at=d.read_at)
+    exports = {f"disk{n}": nbd_server.Export(size=d.size, read_at=d.read_at,
+                                             status=d.status)
                for n, d in enumerate(disks)}
     server = stack.enter_context(nbd_server.NbdServer(exports))
     paths = [stack.enter_context(raw_view.raw_view_of_nbd_chain(
