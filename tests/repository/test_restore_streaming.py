@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from repo_helpers import MIB, image, memory_disk, memory_host, pattern
@@ -18,6 +19,7 @@ from repo_helpers import MIB, image, memory_disk, memory_host, pattern
 import anyvirt
 from anyvirt import BackupRepository, DiskSpec, InvalidSpec, VMSpec
 from anyvirt.kit import qemu_img, raw_view
+from anyvirt.repository import chunk_images
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +129,29 @@ def test_a_damaged_chunk_fails_a_streamed_restore_and_leaves_nothing_on_libvirt(
             repo.restore(point, to=host, name=f"damaged-{uuid.uuid4().hex[:6]}")
         assert {vm.name for vm in host.vms.list()} == before
         assert (set(images.iterdir()) if images.exists() else set()) == files
+
+
+def test_without_raw_views_a_restore_writes_sparse_temporary_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with no qemu-storage-daemon or no FUSE: the disks are staged as before
+    (holes never written), and a damaged chunk still fails the restore by name."""
+    source = big_source(tmp_path)
+    root = tmp_path / "repo"
+    repo = BackupRepository(root)
+    point = repo.backup(source)
+    monkeypatch.setattr(raw_view, "available", lambda: False)  # what such a machine reports
+    staged: list[int] = []
+    write_disk = chunk_images.write_disk
+
+    def watched(*args: Any) -> None:
+        write_disk(*args)
+        staged.append(Path(args[4]).stat().st_blocks * 512)
+
+    monkeypatch.setattr(chunk_images, "write_disk", watched)
+    copy = repo.restore(point, to=memory_host("t"), name="staged")
+    assert memory_disk(copy) == memory_disk(source)
+    assert staged == [40 * MIB]  # the data only: the zero chunks stayed holes
+    damaged = next(p for p in (root / "chunks").rglob("*") if p.is_file())
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
+    with pytest.raises(InvalidSpec, match=damaged.name):
+        repo.restore(point, to=memory_host("t"), name="damaged")
