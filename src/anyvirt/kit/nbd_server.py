@@ -270,7 +270,7 @@ class NbdServer:
                     self._read_structured(client, export, handle, offset, length)
                 else:
                     data = _read(export, offset, length)
-                    client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, 0, handle) + data)
+                    _send(client, [struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, 0, handle), data])
             except (AnyvirtError, OSError) as error:
                 self.errors.append(error)
                 _error(client, handle, EIO, session)
@@ -284,20 +284,20 @@ class NbdServer:
         reply, never a half-sent one."""
         runs = _status(export, offset, length, False) if export.status is not None else [
             (length, False)]
-        chunks: list[bytes] = []
+        parts: list[tuple[int, bytes, bytes]] = []  # (type, payload head, data)
         at = offset
         for n, zero in runs:
             if zero:
-                chunks.append(_chunk(0, REPLY_OFFSET_HOLE, handle, struct.pack(">QI", at, n)))
+                parts.append((REPLY_OFFSET_HOLE, struct.pack(">QI", at, n), b""))
             else:
-                chunks.append(_chunk(0, REPLY_OFFSET_DATA, handle,
-                                     struct.pack(">Q", at) + _read(export, at, n)))
+                parts.append((REPLY_OFFSET_DATA, struct.pack(">Q", at), _read(export, at, n)))
             at += n
-        # the last chunk carries DONE (flags are the header's bytes 4-5)
-        last = bytearray(chunks[-1])
-        last[4:6] = struct.pack(">H", REPLY_FLAG_DONE)
-        chunks[-1] = bytes(last)
-        client.sendall(b"".join(chunks))
+        buffers: list[bytes] = []
+        for index, (kind, head, data) in enumerate(parts):
+            flags = REPLY_FLAG_DONE if index == len(parts) - 1 else 0
+            buffers += [struct.pack(">IHHQI", STRUCTURED_REPLY_MAGIC, flags, kind, handle,
+                                    len(head) + len(data)) + head, data]
+        _send(client, buffers)
 
 
 @attrs.define
@@ -373,7 +373,19 @@ def _read(export: Export, offset: int, length: int) -> bytes:
     data = export.read_at(offset, inside) if inside else b""
     if len(data) != inside:
         raise OSError(f"read {len(data)} of {inside} bytes at {offset}")
-    return data + bytes(length - inside)
+    return data + bytes(length - inside) if length > inside else data
+
+
+def _send(client: socket.socket, buffers: list[bytes]) -> None:
+    """Send ``buffers`` in order without joining them (a read's data is not copied again)."""
+    views = [memoryview(b) for b in buffers if b]
+    while views:
+        sent = client.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
 
 
 def _reply(client: socket.socket, option: int, kind: int, data: bytes = b"") -> None:
