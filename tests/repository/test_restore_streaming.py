@@ -1,6 +1,7 @@
 """Restore streams the chunks into the target's import: no staged copy of a disk, onto a
-real libvirt (QEMU, ``qemu:///embed``: its import converts straight into its images
-folder, so every temporary file seen here is the restore's own)."""
+real libvirt (QEMU, ``qemu:///embed`` at the process's one root, tests/conftest.py: its
+import converts straight into its images folder, so every temporary file seen here is the
+restore's own)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,6 @@ import anyvirt
 from anyvirt import BackupRepository, DiskSpec, InvalidSpec, VMSpec
 from anyvirt.kit import qemu_img, raw_view
 from anyvirt.repository import chunk_images
-
-
-@pytest.fixture(scope="module")
-def embed_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    # one root per process: libvirt refuses a second embedded root while one is open
-    return f"libvirt+qemu:///embed?root={tmp_path_factory.mktemp('embed') / 'root'}"
 
 
 @pytest.fixture
