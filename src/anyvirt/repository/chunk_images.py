@@ -103,10 +103,10 @@ class ChunkedDisk:
             for ahead in range(n + 1, min(n + 1 + READ_AHEAD, len(self._ids))):
                 self._start(ahead)
             # least recently used out first: an import reads with several requests in
-            # flight (qemu-img: 8), so "behind the reader" is not one place
+            # flight (qemu-img: 8), so "behind the reader" is not one place. Dropped, not
+            # cancelled: another reader of the export may be waiting for it right now
             while len(self._cache) > CACHED:
-                _, old = self._cache.popitem(last=False)
-                old.cancel()
+                self._cache.popitem(last=False)
         return wanted.result() if wanted is not None else None
 
     def _start(self, n: int) -> Future[bytes] | None:
