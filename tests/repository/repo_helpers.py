@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -52,3 +53,20 @@ def write_memory_disk(vm: anyvirt.VM, offset: int, data: bytes, disk: str = "dis
 
 def file_bytes(path: str | os.PathLike[str]) -> bytes:
     return Path(path).read_bytes()
+
+
+def exported_disk(vm: anyvirt.VM, tmp: Path) -> bytes:
+    """A VM's first disk as the guest sees it, read back through its platform's own export
+    (any backend) and converted to raw bytes."""
+    from anyvirt.kit import qemu_img
+    from anyvirt.tasks import Job
+
+    out = tmp / uuid.uuid4().hex
+    out.mkdir()
+    disk = vm.host.driver.export_disks(vm.id, out, Job("read back"))[0]
+    raw = out / "disk.raw"
+    qemu_img.convert(disk.path, raw, source_format=disk.format, format="raw")
+    try:
+        return raw.read_bytes()
+    finally:
+        shutil.rmtree(out)

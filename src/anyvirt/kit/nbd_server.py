@@ -9,8 +9,12 @@ ranges QEMU asks for cross the wire: the metadata, then the data clusters.
 
 The protocol part is the fixed-newstyle handshake with ``NBD_OPT_GO``/``INFO``,
 ``EXPORT_NAME``, ``LIST`` and ``ABORT``, and simple replies to ``READ`` and ``DISC``
-(RFC: the NBD protocol document, doc/proto.md of the NBD project). Everything else is
-refused with an error code; nothing is ever written. The socket lives in a 0700
+(RFC: the NBD protocol document, doc/proto.md of the NBD project). An export that
+knows where its zeros are (``Export.status``) is also served with structured replies
+and the ``base:allocation`` meta context: QEMU then asks ``BLOCK_STATUS``, its raw view
+answers ``SEEK_DATA``/``SEEK_HOLE``, and an import never reads the holes (zeros are
+answered as holes, without their bytes, when read anyway). Everything else is refused
+with an error code; nothing is ever written. The socket lives in a 0700
 directory of its own, so only this user's processes reach it.
 """
 
@@ -22,14 +26,16 @@ import socket
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import attrs
 from attrs import frozen
 
 from anyvirt.errors import AnyvirtError
 from anyvirt.kit.nbd_protocol import (
+    CMD_BLOCK_STATUS,
     CMD_DISC,
     CMD_READ,
     CMD_TRIM,
@@ -49,20 +55,38 @@ from anyvirt.kit.nbd_protocol import (
     OPT_GO,
     OPT_INFO,
     OPT_LIST,
+    OPT_LIST_META_CONTEXT,
     OPT_REPLY_MAGIC,
+    OPT_SET_META_CONTEXT,
+    OPT_STRUCTURED_REPLY,
     REP_ACK,
+    REP_ERR_INVALID,
     REP_ERR_UNKNOWN,
     REP_ERR_UNSUP,
     REP_INFO,
+    REP_META_CONTEXT,
     REP_SERVER,
+    REPLY_BLOCK_STATUS,
+    REPLY_ERROR,
+    REPLY_FLAG_DONE,
+    REPLY_OFFSET_DATA,
+    REPLY_OFFSET_HOLE,
     REQUEST_MAGIC,
     SIMPLE_REPLY_MAGIC,
+    STATE_HOLE,
+    STATE_ZERO,
+    STRUCTURED_REPLY_MAGIC,
     TRANSMISSION_HAS_FLAGS,
     TRANSMISSION_READ_ONLY,
 )
 
 TRANSMISSION_FLAGS = TRANSMISSION_HAS_FLAGS | TRANSMISSION_READ_ONLY
 SECTOR = 512
+BASE_ALLOCATION = b"base:allocation"
+CONTEXT_ID = 1  # the one meta context served: base:allocation
+CMD_FLAG_REQ_ONE = 8
+#: ``status(offset, length)``: ``(length, zero)`` runs from ``offset`` on, in order
+Status = Callable[[int, int], Sequence[tuple[int, bool]]]
 
 
 @frozen
@@ -73,6 +97,9 @@ class Export:
 
     size: int
     read_at: Callable[[int, int], bytes]
+    #: where the zeros are, if the export knows: runs of ``(length, zero)`` from
+    #: ``offset`` on (covering at least one byte of the range; zero runs read as zeros)
+    status: Status | None = None
 
 
 class NbdServer:
@@ -130,11 +157,16 @@ class NbdServer:
 
     def _serve(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError, EOFError), client:
-            export = self._handshake(client)
+            session = _Session()
+            export = self._handshake(client, session)
             if export is not None:
-                self._transmit(client, export)
+                self._transmit(client, export, session)
 
-    def _handshake(self, client: socket.socket) -> Export | None:
+    def _offers_status(self) -> bool:
+        # only then structured replies: a server of plain exports answers as it always has
+        return any(e.status is not None for e in self.exports.values())
+
+    def _handshake(self, client: socket.socket, session: _Session) -> Export | None:
         client.sendall(NBDMAGIC + struct.pack(">QH", IHAVEOPT,
                                               FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))
         (flags,) = struct.unpack(">I", _recv(client, 4))
@@ -170,33 +202,166 @@ class NbdServer:
             elif option == OPT_ABORT:
                 _reply(client, option, REP_ACK)
                 return None
+            elif option == OPT_STRUCTURED_REPLY and self._offers_status() and not data:
+                session.structured = True
+                _reply(client, option, REP_ACK)
+            elif option in (OPT_SET_META_CONTEXT, OPT_LIST_META_CONTEXT) and session.structured:
+                self._meta_context(client, option, data, session)
             else:
                 _reply(client, option, REP_ERR_UNSUP)
 
-    def _transmit(self, client: socket.socket, export: Export) -> None:
+    def _meta_context(self, client: socket.socket, option: int, data: bytes,
+                      session: _Session) -> None:
+        """Answer a SET or LIST of meta contexts: ``base:allocation`` where the export
+        knows its zeros, nothing else."""
+        try:
+            name, queries = _parse_meta_query(data)
+        except (struct.error, ValueError):
+            _reply(client, option, REP_ERR_INVALID)
+            return
+        export = self.exports.get(name)
+        if export is None:
+            _reply(client, option, REP_ERR_UNKNOWN)
+            return
+        # an empty LIST asks for every context; an empty SET selects none
+        wanted = any(q in (b"base:", BASE_ALLOCATION) for q in queries) or (
+            option == OPT_LIST_META_CONTEXT and not queries)
+        selected = wanted and export.status is not None
+        if selected:
+            _reply(client, option, REP_META_CONTEXT,
+                   struct.pack(">I", CONTEXT_ID) + BASE_ALLOCATION)
+        if option == OPT_SET_META_CONTEXT:
+            session.allocation = selected
+        _reply(client, option, REP_ACK)
+
+    def _transmit(self, client: socket.socket, export: Export, session: _Session) -> None:
         advertised = _advertised(export)
         while True:
-            magic, _flags, kind, handle, offset, length = struct.unpack(">IHHQQI",
-                                                                       _recv(client, 28))
+            magic, flags, kind, handle, offset, length = struct.unpack(">IHHQQI",
+                                                                      _recv(client, 28))
             if magic != REQUEST_MAGIC:
                 return
             if kind == CMD_DISC:
                 return
+            if kind == CMD_BLOCK_STATUS and session.allocation and export.status is not None:
+                if length == 0 or offset + length > advertised:
+                    _error(client, handle, EINVAL, session)
+                    continue
+                try:
+                    runs = _status(export, offset, length, bool(flags & CMD_FLAG_REQ_ONE))
+                except (AnyvirtError, OSError) as error:
+                    self.errors.append(error)
+                    _error(client, handle, EIO, session)
+                    continue
+                client.sendall(_chunk(REPLY_FLAG_DONE, REPLY_BLOCK_STATUS, handle,
+                                      struct.pack(">I", CONTEXT_ID) + b"".join(
+                                          struct.pack(">II", n, STATE_HOLE | STATE_ZERO if zero
+                                                      else 0) for n, zero in runs)))
+                continue
             if kind != CMD_READ:
-                error = EPERM if kind in (CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES) else EINVAL
-                client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, error, handle))
+                code = EPERM if kind in (CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES) else EINVAL
+                _error(client, handle, code, session)
                 continue
             if length > MAX_READ or offset + length > advertised:
-                client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, EINVAL, handle))
+                _error(client, handle, EINVAL, session)
                 continue
             try:
-                data = _read(export, offset, length)
+                if session.structured:
+                    self._read_structured(client, export, handle, offset, length)
+                else:
+                    data = _read(export, offset, length)
+                    _send(client, [struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, 0, handle), data])
             except (AnyvirtError, OSError) as error:
                 self.errors.append(error)
-                client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, EIO, handle))
+                _error(client, handle, EIO, session)
                 continue
             self.bytes_served += length
-            client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, 0, handle) + data)
+
+    def _read_structured(self, client: socket.socket, export: Export, handle: int,
+                         offset: int, length: int) -> None:
+        """One read as structured chunks: zero runs as holes (no bytes), data as data.
+        Everything is read before the first chunk goes out, so a failed read is one error
+        reply, never a half-sent one."""
+        runs = _status(export, offset, length, False) if export.status is not None else [
+            (length, False)]
+        parts: list[tuple[int, bytes, bytes]] = []  # (type, payload head, data)
+        at = offset
+        for n, zero in runs:
+            if zero:
+                parts.append((REPLY_OFFSET_HOLE, struct.pack(">QI", at, n), b""))
+            else:
+                parts.append((REPLY_OFFSET_DATA, struct.pack(">Q", at), _read(export, at, n)))
+            at += n
+        buffers: list[bytes] = []
+        for index, (kind, head, data) in enumerate(parts):
+            flags = REPLY_FLAG_DONE if index == len(parts) - 1 else 0
+            buffers += [struct.pack(">IHHQI", STRUCTURED_REPLY_MAGIC, flags, kind, handle,
+                                    len(head) + len(data)) + head, data]
+        _send(client, buffers)
+
+
+@attrs.define
+class _Session:
+    """What one client negotiated."""
+
+    structured: bool = False
+    allocation: bool = False
+
+
+def _parse_meta_query(data: bytes) -> tuple[str, list[bytes]]:
+    (size,) = struct.unpack_from(">I", data, 0)
+    name = data[4:4 + size].decode("utf-8", "replace")
+    at = 4 + size
+    (count,) = struct.unpack_from(">I", data, at)
+    at += 4
+    queries = []
+    for _ in range(count):
+        (n,) = struct.unpack_from(">I", data, at)
+        queries.append(data[at + 4:at + 4 + n])
+        at += 4 + n
+    if at != len(data):
+        raise ValueError("trailing bytes in a meta context query")
+    return name, queries
+
+
+def _status(export: Export, offset: int, length: int, one: bool) -> list[tuple[int, bool]]:
+    """The export's runs over exactly [offset, offset+length), merged, clipped; past its
+    size (the sector padding) zeros."""
+    assert export.status is not None
+    runs: list[tuple[int, bool]] = []
+    inside = max(0, min(length, export.size - offset))
+    at, end = offset, offset + inside
+    while at < end:
+        got = list(export.status(at, end - at))
+        if not got or got[0][0] <= 0:
+            raise OSError(f"no block status at {at}")
+        for n, zero in got:
+            n = min(n, end - at)
+            if n <= 0:
+                break
+            if runs and runs[-1][1] == zero:
+                runs[-1] = (runs[-1][0] + n, zero)
+            else:
+                runs.append((n, zero))
+            at += n
+    if length > inside:
+        if runs and runs[-1][1]:
+            runs[-1] = (runs[-1][0] + length - inside, True)
+        else:
+            runs.append((length - inside, True))
+    return runs[:1] if one else runs
+
+
+def _chunk(flags: int, kind: int, handle: int, payload: bytes) -> bytes:
+    return struct.pack(">IHHQI", STRUCTURED_REPLY_MAGIC, flags, kind, handle,
+                       len(payload)) + payload
+
+
+def _error(client: socket.socket, handle: int, code: int, session: _Session) -> None:
+    if session.structured:
+        client.sendall(_chunk(REPLY_FLAG_DONE, REPLY_ERROR, handle, struct.pack(">IH", code, 0)))
+    else:
+        client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, code, handle))
 
 
 def _advertised(export: Export) -> int:
@@ -208,7 +373,19 @@ def _read(export: Export, offset: int, length: int) -> bytes:
     data = export.read_at(offset, inside) if inside else b""
     if len(data) != inside:
         raise OSError(f"read {len(data)} of {inside} bytes at {offset}")
-    return data + bytes(length - inside)
+    return data + bytes(length - inside) if length > inside else data
+
+
+def _send(client: socket.socket, buffers: list[bytes]) -> None:
+    """Send ``buffers`` in order without joining them (a read's data is not copied again)."""
+    views = [memoryview(b) for b in buffers if b]
+    while views:
+        sent = client.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
 
 
 def _reply(client: socket.socket, option: int, kind: int, data: bytes = b"") -> None:

@@ -34,6 +34,15 @@ from anyvirt.tasks import Job
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+#: the view's read-ahead: a reader's pages come in requests this big rather than the
+#: kernel's default 128 KiB (each request is a round trip through the daemon, and through
+#: an NBD server behind it; measured: 1 MiB requests took 0.6x the wall of 128 KiB ones)
+READ_AHEAD_KIB = 1024
+#: glibc's malloc for the daemon: keep its 1 MiB read buffers on the heap. By default
+#: each one is mapped and unmapped again per read (above the 128 KiB mmap threshold), so
+#: every read of the view paid 256 page faults in the daemon
+DAEMON_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024 * 1024),
+                 "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
 
 
 def available() -> bool:
@@ -113,7 +122,7 @@ def _view(graph: Callable[[Path], list[str]], size: int, job: Job | None) -> Ite
         mountpoint = Path(tmp) / "raw"
         mountpoint.touch(mode=0o600)
         proc = subprocess.Popen(  # an argument list: no shell
-            ["qemu-storage-daemon", *graph(mountpoint)],
+            ["qemu-storage-daemon", *graph(mountpoint)], env={**os.environ, **DAEMON_MALLOC},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_for_mount(proc, mountpoint, size, job)
@@ -143,14 +152,23 @@ def _wait_for_mount(proc: subprocess.Popen[bytes], mountpoint: Path, size: int,
                                    f"a raw image view needs FUSE: {err}")
             raise TaskFailed(f"qemu-storage-daemon could not open the image: {err}")
         if _mounted(mountpoint):
-            actual = mountpoint.stat().st_size
-            if actual != size:
-                raise TaskFailed(f"the raw view holds {actual} bytes, the image {size}")
+            found = mountpoint.stat()
+            if found.st_size != size:
+                raise TaskFailed(f"the raw view holds {found.st_size} bytes, the image {size}")
+            _widen_read_ahead(found.st_dev)
             return
         if job is not None:
             job.check()
         time.sleep(0.02)
     raise TaskFailed(f"qemu-storage-daemon did not export the image within {START_TIMEOUT:g} s")
+
+
+def _widen_read_ahead(device: int) -> None:
+    """Raise the mount's read-ahead (its own backing device: nothing else reads through
+    it); best effort: only root may, and the view works without."""
+    setting = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    with contextlib.suppress(OSError):
+        setting.write_text(str(READ_AHEAD_KIB))
 
 
 __all__ = ["available", "raw_view", "raw_view_of_nbd_chain"]

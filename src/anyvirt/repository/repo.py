@@ -17,31 +17,29 @@ removes: the repository stays valid and the cut point never appears.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import functools
 import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
-from anyvirt.errors import InvalidSpec, NotFound, StorageFull
+from anyvirt.errors import InvalidSpec, NotFound
 from anyvirt.kit import streams
 from anyvirt.migration import consistency
 from anyvirt.migration import manifest as manifests
 from anyvirt.migration.archive_check import check_target_storage
 from anyvirt.migration.target_spec import nics_for, spec_for
 from anyvirt.model import Capability, PowerState, check_name
-from anyvirt.repository import codec, leases, points, retention
+from anyvirt.repository import chunk_images, codec, leases, points, retention
+from anyvirt.repository.pipeline import pipeline
 from anyvirt.repository.points import ID_BYTES, ZERO_ID, RestorePoint
 from anyvirt.repository.sources import (
     ChangeTracker,
@@ -64,11 +62,7 @@ log = logging.getLogger("anyvirt")
 FORMAT = "anyvirt-repository/1"
 CONFIG = "config.json"
 CHUNK_SIZE = 1024 * 1024
-WORKERS = 2  # hashing and zstd release the GIL: one thread per core here
-WINDOW = 8  # chunks in flight at once (memory: WINDOW x CHUNK_SIZE)
 _ZERO = bytes(CHUNK_SIZE)
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class PassphraseNeeded(InvalidSpec):
@@ -360,7 +354,7 @@ class BackupRepository:
                 return ZERO_ID, 0
             return self._put_chunk(data, known, held)
 
-        for (offset, length, data), (chunk_id, put) in _pipeline(
+        for (offset, length, data), (chunk_id, put) in pipeline(
                 raw.chunks(self.chunk_size), load, save):
             job.check()
             held.refresh()
@@ -392,8 +386,9 @@ class BackupRepository:
                 networks: Mapping[str, str] | None = None,
                 timeout: float | None = DEFAULT_TIMEOUT) -> VM:
         """A new VM on ``to`` (any backend) from ``point``. The disks are written from the
-        chunks into sparse temporary raw images (zeros are holes, never written), each chunk
-        checked against its name, then given to the target's import. ``networks`` maps
+        chunks as the target's import reads them (:mod:`anyvirt.repository.chunk_images`:
+        no staged copy where this machine has raw views), each chunk checked against its
+        name. ``networks`` maps
         networks ``to`` lacks, as in ``plan_migration``: an unmapped one is refused."""
         point = self.point(point if isinstance(point, str) else point.id)
         manifest = manifests.parse(point.manifest)
@@ -404,41 +399,21 @@ class BackupRepository:
         nics = nics_for(to, manifest, networks)
         job = Job(f"restoring {point.id}", timeout)
         indexes = [self._index(point, n) for n in range(len(point.disks))]
-        with tempfile.TemporaryDirectory(prefix="anyvirt-restore-") as tmp:
-            need = sum(sum(1 for c in points.chunk_ids(i) if c) for i in indexes) * self.chunk_size
-            free = shutil.disk_usage(tmp).free
-            if need > free:
-                raise StorageFull(f"restoring {point.id} needs up to {streams.human(need)} of "
-                                  f"temporary space in {tmp}, {streams.human(free)} is free")
-            images = []
-            for n, (entry, index) in enumerate(zip(manifest.disks, indexes, strict=True)):
-                image = Path(tmp) / f"disk{n}.raw"
-                self._write_disk(index, entry.size_bytes, image, job)
-                images.append(image)
-            return to.vms.create(spec_for(to, manifest, new_name, images, nics),
-                                 timeout=job.remaining())
+        disks = [(points.chunk_ids(index), entry.size_bytes)
+                 for entry, index in zip(manifest.disks, indexes, strict=True)]
+        with chunk_images.disk_images(disks, self.chunk_size, self._chunk, job) as images:
+            vm = to.vms.create(spec_for(to, manifest, new_name, images.paths, nics),
+                               timeout=job.remaining())
+            failed = images.failed_read()
+            if failed is not None:  # an import that went on past a failed read: not a copy
+                vm.delete(disks=True)
+                raise failed
+            return vm
 
     def _write_disk(self, index: bytes, size: int, image: Path, job: Job) -> None:
-        ids = points.chunk_ids(index)
-        if len(ids) != -(-size // self.chunk_size):
-            raise InvalidSpec(f"an index of {len(ids)} chunks does not describe a disk of "
-                              f"{size} bytes")
-        with open(image, "wb") as handle:
-            handle.truncate(size)
-            fd = handle.fileno()
-
-            def fetch(item: tuple[int, str | None], _: None) -> bytes | None:
-                return self._chunk(item[1]) if item[1] else None
-
-            # chunks are fetched and checked in the pool, written here in order
-            for (n, _chunk_id), data in _pipeline(enumerate(ids), lambda _i: None, fetch):
-                job.check()
-                if data is not None:
-                    if len(data) != min(self.chunk_size, size - n * self.chunk_size):
-                        raise InvalidSpec(f"chunk {n} of the disk holds {len(data)} bytes, "
-                                          "not the chunk size")
-                    os.pwrite(fd, data, n * self.chunk_size)
-                    job.progress(100.0 * (n + 1) / max(len(ids), 1), f"restoring chunk {n + 1}")
+        """Disk ``index`` into a new sparse raw file ``image``, each chunk checked."""
+        chunk_images.write_disk(points.chunk_ids(index), size, self.chunk_size, self._chunk,
+                                image, job)
 
     def _chunk(self, chunk_id: str) -> bytes:
         """A chunk's bytes, checked against its name."""
@@ -487,7 +462,7 @@ class BackupRepository:
                 return str(exc)
             return None
 
-        for name, problem in _pipeline(sorted(names), lambda _n: None, lambda n, _: check(n)):
+        for name, problem in pipeline(sorted(names), lambda _n: None, lambda n, _: check(n)):
             if problem:
                 problems.append(problem)
             else:
@@ -704,27 +679,6 @@ def _manifest(vm: VM, info: Any, disks: list[dict[str, Any]], created: dt.dateti
                         for n in info.nics]},
         "disks": disks,
     }
-
-
-def _pipeline(items: Iterable[T], load: Callable[[T], R | None],
-              finish: Callable[[T, R | None], Any]) -> Iterator[tuple[T, Any]]:
-    """``load`` each item in this thread (reads: they release the GIL), ``finish`` it in a
-    pool, and yield ``(item, result)`` in order with at most WINDOW items in flight."""
-    pending: collections.deque[tuple[T, Future[Any]]] = collections.deque()
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="anyvirt-repo") as pool:
-        try:
-            for item in items:
-                data = load(item)
-                pending.append((item, pool.submit(finish, item, data)))
-                while len(pending) >= WINDOW:
-                    done, future = pending.popleft()
-                    yield done, future.result()
-            while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
-        finally:
-            for _, future in pending:
-                future.cancel()
 
 
 __all__ = ["BackupRepository", "PassphraseNeeded", "PruneReport", "VerifyReport"]

@@ -414,9 +414,16 @@ class DirStore(DiskStore):
     def import_image(self, vol_name: str, image: str, min_size: int | None) -> str:
         virtual, fmt = image_facts(image)
         path = self._path(vol_name)
-        run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, path])
-        if min_size and min_size > virtual:
-            run_qemu_img(["resize", "-q", "-f", "qcow2", "--", path, str(min_size)])
+        try:
+            run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, path])
+            if min_size and min_size > virtual:
+                run_qemu_img(["resize", "-q", "-f", "qcow2", "--", path, str(min_size)])
+        except BaseException:
+            # a conversion cut short (the image failed a read) leaves a partial file that
+            # no VM names: the caller only knows to remove volumes this returned
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
         return path
 
     def copy(self, vol_name: str, source: str) -> str:

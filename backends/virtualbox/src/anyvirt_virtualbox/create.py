@@ -38,7 +38,9 @@ CONTROLLERS: dict[str, tuple[str, tuple[str, ...], int, int]] = {
     "scsi": ("SCSI", ("--add", "scsi", "--controller", "LsiLogic"), 16, 1),
     "ide": ("IDE", ("--add", "ide", "--controller", "PIIX4"), 2, 2),
     "nvme": ("NVMe", ("--add", "pcie", "--controller", "NVMe"), 255, 1),
-    "virtio": ("VirtIO", ("--add", "virtio", "--controller", "VirtioSCSI"), 256, 1),
+    # the argument is "VirtIO" (7.2's storagectl refuses "VirtioSCSI", the type showvminfo
+    # reports for it)
+    "virtio": ("VirtIO", ("--add", "virtio", "--controller", "VirtIO"), 256, 1),
 }
 
 _ATTACH = {

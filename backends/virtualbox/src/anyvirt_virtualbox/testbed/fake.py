@@ -638,7 +638,11 @@ def cmd_storagectl(state: State, args: list[str]) -> list[str]:
         "NVMe": (255, 1),
         "VirtioSCSI": (256, 1),
     }
-    ctl_type = opts.get("--controller", "IntelAhci")
+    # as 7.2: the argument "VirtIO" makes a controller showvminfo types "VirtioSCSI"
+    argument = opts.get("--controller", "IntelAhci")
+    if argument == "VirtioSCSI":
+        raise Fail(f"Invalid --type argument '{argument}'", exit_code=2)
+    ctl_type = {"VirtIO": "VirtioSCSI"}.get(argument, argument)
     maxports, devices = kinds.get(ctl_type, (30, 1))
     ports = int(opts.get("--portcount", "2" if ctl_type == "PIIX4" else "1"))
     vm["hw"]["controllers"].append(
