@@ -14,12 +14,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_support import run, run_json
 
 import anyvirt
 from anyvirt import Capability, VMSpec, memory, registry
 from anyvirt.cli.exit_codes import ExitCode
-from anyvirt.cli.main import cli
 
 
 @pytest.fixture
@@ -33,16 +32,6 @@ def uri() -> Iterator[str]:
 def host(uri: str) -> Iterator[anyvirt.Host]:
     with anyvirt.connect(uri) as connected:
         yield connected
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env)
-
-
-def run_json(*args: str) -> Any:
-    result = run("--json", *args)
-    assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(result.stdout)
 
 
 # -- listing and output ----------------------------------------------------------

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 
 import anyvirt
 from anyvirt import DiskSpec, VMSpec
+from anyvirt.testing.plugin import unique_name
 
 BOX_DRAWING = re.compile("[\u2500-\u257f]")
 
@@ -60,10 +60,6 @@ def run(env: dict[str, str], *args: str, timeout: float = 120, **extra: str) -> 
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                           check=False)
     return Run(done)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +100,7 @@ def made(api: anyvirt.Host) -> Iterator[list[str]]:
 def blank_vm(api: anyvirt.Host, made: list[str], prefix: str, *, start: bool = False,
              description: str = "") -> str:
     """A VM with a small blank disk (no OS: it ignores ACPI), made through the API."""
-    name = unique(prefix)
+    name = unique_name(prefix)
     vm = api.vms.create(VMSpec(name=name, cpus=1, memory_mib=32, disks=[DiskSpec(size_gib=0.01)],
                                description=description))
     made.append(name)
@@ -115,7 +111,7 @@ def blank_vm(api: anyvirt.Host, made: list[str], prefix: str, *, start: bool = F
 
 def create(env: dict[str, str], lv: str, made: list[str], prefix: str, *options: str) -> str:
     """A VM made by ``anyvirt vm create`` (where creating it is part of what is tested)."""
-    name = unique(prefix)
+    name = unique_name(prefix)
     result = run(env, "vm", "create", lv, name, "--memory", "32", *options)
     assert result.code == 0, result
     made.append(name)
@@ -323,7 +319,7 @@ def test_tables_escape_control_characters(env: dict[str, str], lv: str, api: any
         assert "\u202e" not in shown.out and "\x7f" not in shown.out
         assert "evil\\u202edrow\\x7f" in shown.out
     # a value that the platform refuses is bad input, before anything is made
-    refused = run(env, "vm", "create", lv, unique("ctl"), "--description", "\x1b[2J")
+    refused = run(env, "vm", "create", lv, unique_name("ctl"), "--description", "\x1b[2J")
     assert refused.code == 2
 
 
@@ -363,7 +359,7 @@ def test_templates_mark_deploy_convert(
     env: dict[str, str], vs: tuple[str, dict[str, str], anyvirt.Host]
 ) -> None:
     uri, secret, api = vs
-    base, copy = unique("tpl"), unique("from-tpl")
+    base, copy = unique_name("tpl"), unique_name("from-tpl")
     api.vms.create(VMSpec(name=base, memory_mib=32, disks=[DiskSpec(size_gib=1)]))
     try:
         marked = run(env, "template", "mark", uri, base, **secret)
@@ -387,7 +383,7 @@ def test_node_evacuate_and_maintenance(
     env: dict[str, str], vs: tuple[str, dict[str, str], anyvirt.Host]
 ) -> None:
     uri, secret, api = vs
-    node, name = "DC0_C0_H2", unique("evac")
+    node, name = "DC0_C0_H2", unique_name("evac")
     api.vms.create(VMSpec(name=name, memory_mib=32, disks=[DiskSpec(size_gib=1)], node=node)).start()
     try:
         busy = run(env, "node", "maintenance", uri, node, "on", **secret)
@@ -466,7 +462,7 @@ def test_messages_name_the_vm_not_its_id(
     env: dict[str, str], vs: tuple[str, dict[str, str], anyvirt.Host]
 ) -> None:
     uri, secret, api = vs
-    name = unique("toolless")
+    name = unique_name("toolless")
     vm = api.vms.create(VMSpec(name=name, memory_mib=32, disks=[DiskSpec(size_gib=1)]))
     vm.start()
     try:

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_support import run, run_json
 
 import anyvirt
 from anyvirt import NicSpec, VMSpec, memory
-from anyvirt.cli.main import cli
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@cli"
 
@@ -30,16 +27,6 @@ def uri() -> Iterator[str]:
 def host(uri: str) -> Iterator[anyvirt.Host]:
     with anyvirt.connect(uri) as connected:
         yield connected
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def run_json(*args: str) -> Any:
-    result = run("--json", *args)
-    assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(result.stdout)
 
 
 def test_bulk_clone_with_a_key_and_wait_ready(uri: str, host: anyvirt.Host, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from cli_support import run
 from click.testing import CliRunner, Result
 
 import anyvirt
@@ -53,10 +54,6 @@ def hostile(uri: str) -> Iterator[anyvirt.Host]:
         for node_id, node in list(world.nodes.items()):
             world.nodes[node_id] = attrs.evolve(node, name=HOSTILE_NODE)
         yield host
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
 
 
 def _clean(result: Result, what: str) -> None:

@@ -12,11 +12,10 @@ import re
 import tarfile
 import uuid
 from pathlib import Path
-from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from cli_support import run, run_json
 
 import anyvirt
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec, memory
@@ -38,16 +37,6 @@ def efi_vm(hosts: tuple[anyvirt.Host, anyvirt.Host], tmp_path: Path) -> anyvirt.
         nics=[NicSpec(network="default", model="virtio", mac="52:54:00:aa:bb:01"),
               NicSpec(network="lab-only")],
     ))
-
-
-def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env, input=stdin)
-
-
-def run_json(*args: str) -> Any:
-    result = run("--json", *args)
-    assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(result.stdout)
 
 
 def disk_bytes(vm: anyvirt.VM) -> bytes:

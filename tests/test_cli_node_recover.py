@@ -7,12 +7,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_support import run
 
 import anyvirt
 from anyvirt import DiskSpec, PowerState, VMSpec, memory
 from anyvirt.cli.exit_codes import ExitCode
-from anyvirt.cli.main import cli
 
 
 @pytest.fixture
@@ -27,10 +26,6 @@ def host(name: str) -> Iterator[anyvirt.Host]:
     with anyvirt.connect(f"memory://{name}") as connected:
         connected.vms.create(VMSpec(name="web", cpus=1, memory_mib=256, node="node1")).start()
         yield connected
-
-
-def run(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=stdin)
 
 
 def test_a_node_that_answers_is_refused_with_the_cli_hint(name: str, host: anyvirt.Host) -> None:

@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_support import run
 
 import anyvirt
 from anyvirt import memory
 from anyvirt.cli.commands_recover import as_dict, print_recovery
 from anyvirt.cli.exit_codes import ExitCode
-from anyvirt.cli.main import cli
 from anyvirt.recovery import RecoveredFrom, Recovery, RecoveryResult
 
 DEAD = "libvirt+qemu+unix:///system?socket=/nonexistent/anyvirt-dead-sock"
@@ -28,12 +27,8 @@ def uri() -> Iterator[str]:
     memory.reset(name)
 
 
-def run(*args: str, answer: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=answer)
-
-
 def test_it_asks_first_and_a_no_changes_nothing(uri: str, tmp_path: Path) -> None:
-    result = run("recover", "--failed", DEAD, "--to", uri, "--from", str(tmp_path / "repo"), answer="n\n")
+    result = run("recover", "--failed", DEAD, "--to", uri, "--from", str(tmp_path / "repo"), stdin="n\n")
     assert result.exit_code == 1 and "make sure it is down" in result.output
     assert "aborted: nothing was changed" in result.output
     assert not (tmp_path / "repo").exists()

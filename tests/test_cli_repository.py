@@ -8,15 +8,13 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_support import run, run_json
 
 import anyvirt
 from anyvirt import DiskSpec, NicSpec, PowerState, VMSpec
 from anyvirt.cli.exit_codes import ExitCode
-from anyvirt.cli.main import cli
 from anyvirt.testing.disk_bytes import pattern
 
 MIB = 1024 * 1024
@@ -50,16 +48,6 @@ def change_disk(vm: anyvirt.VM, offset: int, data: bytes) -> None:
     buf = bytearray(old)
     buf[offset:offset + len(data)] = data
     vm.native.contents[disk] = (fmt, bytes(buf))
-
-
-def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env, input=stdin)
-
-
-def run_json(*args: str, env: dict[str, str] | None = None) -> Any:
-    result = run("--json", *args, env=env)
-    assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(result.stdout)
 
 
 # -- backup, list, restore -----------------------------------------------------------

@@ -7,6 +7,7 @@ name of a kind, or twice under one name fails here rather than confusing the nex
 
 from __future__ import annotations
 
+import ast
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 BACKENDS = ROOT / "backends"
+#: The shipped test helpers (``anyvirt.testing``): a test module must not copy one either.
+SHIPPED_HELPERS = ROOT / "src" / "anyvirt" / "testing"
 
 #: The folders of tests/, one per kind of the docs' table (feature suites included).
 FOLDERS = {"unit", "kit", "gate", "contract", "cross", "hostile", "deployment", "repository", "watch",
@@ -146,15 +149,16 @@ def test_unit_tests_talk_to_no_host() -> None:
     assert [rel(p) for p in unit if TALKS_TO_A_HOST.search(p.read_text(encoding="utf-8"))] == []
 
 
+def _is_fixture(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return any("fixture" in ast.unparse(decorator) for decorator in node.decorator_list)
+
+
 def _fixtures(path: Path) -> list[tuple[str, str]]:
     """(name, source) of each fixture a module defines."""
-    import ast
-
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = []
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and any(
-                "fixture" in ast.unparse(decorator) for decorator in node.decorator_list):
+        if isinstance(node, ast.FunctionDef) and _is_fixture(node):
             body = ast.unparse(ast.Module(body=node.body, type_ignores=[]))
             found.append((node.name, body))
     return found
@@ -171,3 +175,30 @@ def test_no_fixture_is_copied_into_two_modules() -> None:
                 seen[(backend_of(path), name, body)].append(rel(path))
     twins = {name: paths for (_, name, _), paths in seen.items() if len(paths) > 1}
     assert {name: paths for name, paths in twins.items() if name not in KNOWN_FIXTURE_TWINS} == {}
+
+
+def _functions(path: Path) -> list[tuple[str, str]]:
+    """(name, normalized body) of each top-level function of a module but its fixtures: the
+    body's AST without the docstring, so a copy with other comments, layout or docstring
+    (or other defaults, which live in the signature) is still the same function."""
+    found = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not _is_fixture(node):
+            body = node.body
+            if ast.get_docstring(node) is not None:
+                body = body[1:]
+            found.append((node.name, ast.dump(ast.Module(body=body, type_ignores=[]))))
+    return found
+
+
+def test_no_helper_is_copied_into_two_modules() -> None:
+    """A helper two test modules need (``run``, ``drain``, ``spec``...) lives once: in the
+    folder's ``*_support.py``, or in ``anyvirt.testing`` when the core's tests and a backend's
+    (or two backends') share it. Twins are found by name and body, which is all a copy keeps;
+    fixtures have their own rule above (a same-named fixture may override a conftest's)."""
+    assert (SHIPPED_HELPERS / "watch_changes.py").is_file()  # the walk sees the shipped helpers
+    seen: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in [*modules(), *sorted(SHIPPED_HELPERS.rglob("*.py"))]:
+        for name, body in _functions(path):
+            seen[(name, body)].append(rel(path))
+    assert sorted((name, paths) for (name, _), paths in seen.items() if len(paths) > 1) == []

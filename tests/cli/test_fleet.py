@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_support import run
 
 import anyvirt
 from anyvirt import VMSpec, memory
-from anyvirt.cli.main import cli
 
 
 @pytest.fixture
@@ -24,10 +23,6 @@ def two() -> Iterator[tuple[str, str]]:
     yield f"memory://{names[0]}", f"memory://{names[1]}"
     for name in names:
         memory.reset(name)
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env)
 
 
 def test_vms_lists_several_hosts_with_a_host_column(two: tuple[str, str]) -> None:

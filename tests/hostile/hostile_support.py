@@ -127,10 +127,6 @@ def target(request: pytest.FixtureRequest) -> Target:
     return found
 
 
-def unique(prefix: str = "hostile") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 __all__ = ["BACKENDS", "Target", "libvirt_daemon", "libvirt_target", "memory_target",
-           "proxmox_target", "proxmox_testbed", "target", "unique", "vcsim_vcenter",
+           "proxmox_target", "proxmox_testbed", "target", "vcsim_vcenter",
            "vsphere_target"]

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
-from hostile_support import Target, unique
+from hostile_support import Target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +38,7 @@ from anyvirt import migration
 from anyvirt.connect import build_target
 from anyvirt.errors import AlreadyExists, AnyvirtError, InvalidSpec
 from anyvirt.model import DiskSpec, VMSpec
+from anyvirt.testing.plugin import unique_name
 
 SCALE = float(os.environ.get("ANYVIRT_FUZZ_SCALE", "1"))
 #: examples per backend: memory:// is in-process, libvirt defines in milliseconds, vcsim is slower
@@ -144,7 +145,7 @@ def test_fuzz_names_and_descriptions_round_trip_or_are_refused_cleanly(
         if field == "name":
             _create_round_trip(target, value, counts=counts)
         else:
-            _create_round_trip(target, unique("fuzz"), value, counts)
+            _create_round_trip(target, unique_name("fuzz"), value, counts)
 
     run()
     _both_seen(counts)
@@ -158,7 +159,7 @@ def _both_seen(counts: dict[str, int]) -> None:
 @pytest.mark.parametrize("backend", ["memory", "libvirt", "vsphere", "proxmox"])
 def test_fuzz_snapshot_names_and_descriptions(request: pytest.FixtureRequest, backend: str) -> None:
     target: Target = request.getfixturevalue(f"{backend}_target")
-    name = unique("fuzz-snap")
+    name = unique_name("fuzz-snap")
     vm = target.host.vms.create(VMSpec(name=name, memory_mib=64))
 
     @_settings(EXAMPLES[backend] // 2)
@@ -275,7 +276,7 @@ OPTION_VALUES = st.one_of(hostile_text(12), st.sampled_from(
                      hostile_text(10)).filter(lambda key: key != "uri"),
        value=OPTION_VALUES, as_keyword=st.booleans())
 def test_fuzz_connect_options_are_bounded_or_refused(key: str, value: str, as_keyword: bool) -> None:
-    name = unique("fuzz-opt")
+    name = unique_name("fuzz-opt")
     if as_keyword:
         kwargs: dict[str, Any] = {key: value}
         action: Callable[[], Any] = lambda: anyvirt.connect(f"memory://{name}", **kwargs)  # noqa: E731
@@ -414,7 +415,7 @@ def test_fuzz_platform_shaped_descriptions_never_change_which_vm(
     its id and name included, never makes anyvirt read, list or delete that other VM."""
     target: Target = request.getfixturevalue(f"{backend}_target")
     host = target.host
-    victim = host.vms.create(VMSpec(name=unique("victim"), memory_mib=64, cpus=1, disks=DISK))
+    victim = host.vms.create(VMSpec(name=unique_name("victim"), memory_mib=64, cpus=1, disks=DISK))
     snapshots = anyvirt.Capability.SNAPSHOTS in host.capabilities
     if snapshots:
         victim.snapshots.create("kept", description="the victim's own")
@@ -431,7 +432,7 @@ def test_fuzz_platform_shaped_descriptions_never_change_which_vm(
     @given(shaped=SHAPED)
     def run(shaped: str) -> None:
         text = shaped.replace("{id}", victim.id).replace("{name}", victim.name)
-        name = unique("evil")
+        name = unique_name("evil")
         evil = _only_anyvirt_errors(
             lambda: host.vms.create(VMSpec(name=name, memory_mib=32, cpus=2, disks=DISK,
                                     description=text)))

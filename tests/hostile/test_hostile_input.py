@@ -12,12 +12,13 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from hostile_support import Target, unique
+from hostile_support import Target
 
 import anyvirt
 from anyvirt.errors import AnyvirtError, ConnectionFailed, InvalidSpec
 from anyvirt.model import DiskSpec, VMSpec
 from anyvirt.target import Secret
+from anyvirt.testing.plugin import unique_name
 from anyvirt.validation import NAME_MAX_BYTES
 
 
@@ -36,23 +37,23 @@ def _refused(target: Target, make: object, field: str, rule: str) -> InvalidSpec
 @pytest.mark.parametrize("text", ["nul\x00inside", "bell\x07", "esc\x1b[31m", "vt\x0b", "cr-only\x1f"])
 def test_control_characters_in_a_description_are_refused_everywhere(target: Target, text: str) -> None:
     host = target.host
-    _refused(target, lambda: host.vms.create(VMSpec(name=unique(), description=text)),
+    _refused(target, lambda: host.vms.create(VMSpec(name=unique_name("hostile"), description=text)),
              "description", "control characters")
 
 
 @pytest.mark.parametrize("value", [5, b"bytes", None, ["x"]])
 def test_a_description_that_is_not_a_string_is_refused_everywhere(target: Target, value: object) -> None:
     host = target.host
-    _refused(target, lambda: host.vms.create(VMSpec(name=unique(), description=value)),
+    _refused(target, lambda: host.vms.create(VMSpec(name=unique_name("hostile"), description=value)),
              "description", "type")
 
 
 def test_a_lone_surrogate_is_refused_in_names_descriptions_and_snapshot_names(target: Target) -> None:
     host = target.host
     _refused(target, lambda: host.vms.create(VMSpec(name="bad\ud800name")), "VM name", "surrogates")
-    _refused(target, lambda: host.vms.create(VMSpec(name=unique(), description="x\udfff")),
+    _refused(target, lambda: host.vms.create(VMSpec(name=unique_name("hostile"), description="x\udfff")),
              "description", "surrogates")
-    name = unique()
+    name = unique_name("hostile")
     vm = host.vms.create(VMSpec(name=name, memory_mib=64))
     try:
         _refused(target, lambda: vm.snapshots.create("snap\ud83d"), "snapshot name", "surrogates")
@@ -83,7 +84,7 @@ def test_control_characters_in_a_name_are_refused_everywhere(target: Target, nam
     "@/etc/passwd file:///etc/shadow $(cat /etc/passwd) `id` ${HOME} <!ENTITY x SYSTEM 'f'>",
 ])
 def test_a_description_comes_back_exactly_everywhere(target: Target, text: str) -> None:
-    name = unique()
+    name = unique_name("hostile")
     try:
         vm = target.host.vms.create(VMSpec(name=name, memory_mib=64, description=text))
         assert vm.info().description == text
@@ -92,7 +93,7 @@ def test_a_description_comes_back_exactly_everywhere(target: Target, text: str) 
 
 
 def test_crlf_and_cr_in_a_description_come_back_as_lf_everywhere(target: Target) -> None:
-    name = unique()
+    name = unique_name("hostile")
     spec = VMSpec(name=name, memory_mib=64, description="one\r\ntwo\rthree\n\tfour")
     assert spec.description == "one\ntwo\nthree\n\tfour"  # what is accepted is what is stored
     try:
@@ -130,14 +131,14 @@ def test_names_are_limited_in_utf8_bytes_and_the_longest_allowed_round_trips(tar
 def test_a_datastore_path_that_leaves_its_datastore_is_refused(vsphere_target: Target) -> None:
     host = vsphere_target.host
     error = _refused(vsphere_target, lambda: host.vms.create(VMSpec(
-        name=unique(), memory_mib=64,
+        name=unique_name("hostile"), memory_mib=64,
         disks=[DiskSpec(image="[LocalDS_0] ../../outside-ds/x.vmdk")])),
         "disk image", "inside the datastore")
     assert "outside-ds" in str(error)
     for path in ("[LocalDS_0] /etc/x.vmdk", "[LocalDS_0] a/./x.vmdk", "[] x.vmdk", "[LocalDS_0]",
                  "[Local]DS] x.vmdk", "[NoSuchDS] x/x.vmdk"):
         with pytest.raises(InvalidSpec), vsphere_target.unchanged_on_error():
-            host.vms.create(VMSpec(name=unique(), memory_mib=64, disks=[DiskSpec(image=path)]))
+            host.vms.create(VMSpec(name=unique_name("hostile"), memory_mib=64, disks=[DiskSpec(image=path)]))
 
 
 def test_a_vsphere_name_is_measured_as_vsphere_stores_it(vsphere_target: Target) -> None:
@@ -195,7 +196,7 @@ def test_an_image_named_like_an_option_is_a_file_on_every_backend(
     with image.open("wb") as f:
         f.write(payload)
         f.truncate(1024 * 1024)
-    name = unique()
+    name = unique_name("hostile")
     try:
         vm = target.host.vms.create(VMSpec(name=name, memory_mib=64, disks=[DiskSpec(image="--help")]))
         disks = vm.info().disks
@@ -211,7 +212,7 @@ def test_an_option_like_image_that_is_no_file_is_refused_before_anything(target:
     monkeypatch.chdir(tmp_path)
     host = target.host
     with pytest.raises(InvalidSpec, match="readable file"), target.unchanged_on_error():
-        host.vms.create(VMSpec(name=unique(), memory_mib=64, disks=[DiskSpec(image="-f")]))
+        host.vms.create(VMSpec(name=unique_name("hostile"), memory_mib=64, disks=[DiskSpec(image="-f")]))
 
 
 # ---------------------------------------------------------------- secrets in URIs

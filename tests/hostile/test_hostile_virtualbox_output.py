@@ -16,7 +16,6 @@ import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from anyvirt_virtualbox import listings
@@ -24,7 +23,8 @@ from anyvirt_virtualbox.testbed import Home, build_chroot, home_at, serving
 
 import anyvirt
 from anyvirt.host import Host
-from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
+from anyvirt.model import PowerState
+from anyvirt.testing.plugin import small_spec
 
 ESC_TITLE = "\x1b]0;pwned\x07"  # a terminal title escape (OSC 0) kept raw by VirtualBox
 
@@ -46,13 +46,6 @@ def home(vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
 def host(home: Home) -> Iterator[Host]:
     with anyvirt.connect(home.uri) as h:
         yield h
-
-
-def spec(name: str, **changes: Any) -> VMSpec:
-    base: dict[str, Any] = dict(name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
-                                nics=[NicSpec()])
-    base.update(changes)
-    return VMSpec(**base)
 
 
 def listed(home: Home) -> dict[str, str]:
@@ -82,9 +75,9 @@ FORGED_STATE = 'x"\nVMState="running"\nmemory=0\ncpus=9\nCfgFile="/etc/shadow"\n
 def test_a_description_naming_another_vm_changes_nothing_about_which_vm_is_acted_on(
     home: Home, host: Host
 ) -> None:
-    victim = host.vms.create(spec("victim"))
+    victim = host.vms.create(small_spec("victim"))
     victim_disks = disk_files(home)
-    evil = host.vms.create(spec("evil", description=forged_identity(victim.id)))
+    evil = host.vms.create(small_spec("evil", description=forged_identity(victim.id)))
     real = listed(home)
     assert real["evil"] != victim.id
     assert evil.id == real["evil"], "create() returned another VM's id"
@@ -98,7 +91,7 @@ def test_a_description_naming_another_vm_changes_nothing_about_which_vm_is_acted
 
 
 def test_a_description_cannot_fake_state_memory_cpus_or_the_settings_path(home: Home, host: Host) -> None:
-    vm = host.vms.create(spec("quiet", description=FORGED_STATE))
+    vm = host.vms.create(small_spec("quiet", description=FORGED_STATE))
     cfg = home.run("showvminfo", vm.id, "--machinereadable").stdout
     real_cfg = re.search(r'^CfgFile="(.*)"$', cfg, re.M)
     assert real_cfg is not None
@@ -112,9 +105,9 @@ def test_a_description_cannot_fake_state_memory_cpus_or_the_settings_path(home: 
 
 
 def test_snapshot_descriptions_cannot_forge_snapshots_state_or_memory(home: Home, host: Host) -> None:
-    other = host.vms.create(spec("other"))
+    other = host.vms.create(small_spec("other"))
     foreign = other.snapshots.create("foreign")
-    vm = host.vms.create(spec("snappy"))
+    vm = host.vms.create(small_spec("snappy"))
     forged = (
         f'a"\nSnapshotUUID="{foreign.id}"\nSnapshotName-1="ghost"\nSnapshotUUID-1="{foreign.id}"\n'
         f'CurrentSnapshotUUID="{foreign.id}"\nGuestMemoryBalloon=0\nVMState="running"\nmemory=0\n'
@@ -170,9 +163,9 @@ def test_a_restored_archive_naming_an_existing_vm_makes_and_returns_a_new_vm(
 ) -> None:
     from anyvirt.migration import archive as archives
 
-    victim = host.vms.create(spec("victim"))
+    victim = host.vms.create(small_spec("victim"))
     victim_disks = disk_files(home)
-    source = host.vms.create(spec("source"))
+    source = host.vms.create(small_spec("source"))
     path = source.backup(tmp_path / "source.avbk")
     source.delete()
     _forge_manifest(path, forged_identity(victim.id))
@@ -193,7 +186,7 @@ def test_a_restored_archive_naming_an_existing_vm_makes_and_returns_a_new_vm(
 def test_deleting_a_clone_named_with_a_slash_and_its_source_leaves_no_folder(home: Home, host: Host) -> None:
     folder = Path(host.info().extra["machine_folder"])
     before = dirs_under(folder)
-    base = host.vms.create(spec("base"))
+    base = host.vms.create(small_spec("base"))
     clone = base.clone("team/web")
     assert clone.name == "team/web"
     assert dirs_under(folder) - before, "the clone made folders"
@@ -208,7 +201,7 @@ def test_deleting_a_clone_named_with_a_slash_and_its_source_leaves_no_folder(hom
 
 @pytest.mark.parametrize("name", ["--help", "-v"])
 def test_names_that_look_like_options_work(home: Home, host: Host, name: str) -> None:
-    vm = host.vms.create(spec(name))
+    vm = host.vms.create(small_spec(name))
     assert listed(home) == {name: vm.id}
     assert host.vms.get(name).id == vm.id
     assert (vm.info().name, vm.refresh().state) == (name, PowerState.STOPPED)
@@ -242,7 +235,7 @@ def test_nasty_names_and_descriptions_read_back_exactly(home: Home, host: Host) 
     made, described = {}, {}
     for n, name in enumerate(NASTY_NAMES):
         description = NASTY_DESCRIPTIONS[n % len(NASTY_DESCRIPTIONS)]
-        vm = host.vms.create(spec(name, description=description, disks=[]))
+        vm = host.vms.create(small_spec(name, description=description, disks=[]))
         made[name], described[name] = vm.id, description
         snap = vm.snapshots.create(name, description=description)
         assert [(s.id, s.name, s.description) for s in vm.snapshots.list()] == [(snap.id, name, description)]
@@ -261,7 +254,7 @@ def test_a_vm_named_outside_anyvirt_cannot_forge_a_listing_line(home: Home, host
     line (and a terminal escape) prints that line raw. The listing, lookups and delete still
     see each VM once, under its own UUID; the escape reaches no name (VirtualBox's settings
     file keeps U+FFFD for it)."""
-    victim = host.vms.create(spec("victim", disks=[]))
+    victim = host.vms.create(small_spec("victim", disks=[]))
     forged = f'evil" {{{victim.id}}}\n"victim{ESC_TITLE}'
     out = home.run("createvm", "--name", forged, "--register").stdout
     evil_id = re.search(r"UUID: ([0-9a-f-]{36})", out)

@@ -19,6 +19,7 @@ from anyvirt import memory
 from anyvirt.errors import NotFound, Timeout
 from anyvirt.host import Host
 from anyvirt.model import PowerState, VMSpec
+from anyvirt.testing.watch_changes import drain
 from anyvirt.watch import VMChange
 
 
@@ -35,13 +36,6 @@ def other_tool(host: Host) -> Host:
     return anyvirt.connect(host.uri)
 
 
-def drain(watch: anyvirt.watch.Watch, timeout: float = 0.2) -> list[VMChange]:
-    out = []
-    while (change := watch.get(timeout=timeout)) is not None:
-        out.append(change)
-    return out
-
-
 def test_watch_follows_anyvirt_and_another_connection(host: Host) -> None:
     web = host.vms.create(VMSpec(name="web", cpus=1, memory_mib=256))
     with host.vms.watch() as changes:
@@ -51,7 +45,7 @@ def test_watch_follows_anyvirt_and_another_connection(host: Host) -> None:
             made = tool.vms.create(VMSpec(name="db", cpus=1, memory_mib=512))
             tool.vms.get("web").stop(force=True)
             made.delete()
-        seen = drain(changes)
+        seen = drain(changes, 0.2)
     assert [(c.kind, c.vm.name, sorted(c.fields)) for c in seen] == [
         ("changed", "web", ["state"]),
         ("changed", "web", ["cpus"]),
@@ -69,10 +63,10 @@ def test_initial_snapshot_is_optional(host: Host) -> None:
     for i in range(3):
         host.vms.create(VMSpec(name=f"vm{i}", cpus=1, memory_mib=64))
     with host.vms.watch(initial=True) as changes:
-        first = drain(changes)
+        first = drain(changes, 0.2)
     assert sorted((c.kind, c.vm.name) for c in first) == [("added", f"vm{i}") for i in range(3)]
     with host.vms.watch() as changes:
-        assert drain(changes) == []
+        assert drain(changes, 0.2) == []
         assert sorted(vm.name for vm in changes.current()) == ["vm0", "vm1", "vm2"]
 
 
@@ -122,7 +116,7 @@ def test_a_slow_consumer_gets_merged_changes_within_a_bounded_queue(host: Host) 
             for vm in vms:
                 vm.reconfigure(memory_mib=65 + round_)
         assert changes.stats.peak_pending <= 50 + len(vms)
-        seen = drain(changes)
+        seen = drain(changes, 0.2)
     last: dict[str, int] = {}
     for change in seen:
         assert change.new is not None
@@ -138,7 +132,7 @@ def test_an_add_and_remove_merged_while_lagging_cancel_out(host: Host) -> None:
         keep.start()  # fills the buffer
         brief = host.vms.create(VMSpec(name="brief", cpus=1, memory_mib=64))
         brief.delete()
-        seen = drain(changes)
+        seen = drain(changes, 0.2)
     assert [(c.kind, c.vm.name) for c in seen] == [("changed", "keep")]
 
 

@@ -16,11 +16,12 @@ import pytest
 from anyvirt_libvirt.testbed import fixtures as libvirt_fixtures
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
 from anyvirt_libvirt.testbed.network import IsolatedNetwork
-from libvirt_support import destroy, guest_spec, unique
+from libvirt_support import destroy, guest_spec
 
 import anyvirt
 from anyvirt.host import Host
 from anyvirt.model import VMSpec
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 guest_image = libvirt_fixtures.guest_image
@@ -79,6 +80,6 @@ def guest(host: Host, guest_image: Path, vms: Callable[[VM], VM]) -> Callable[[s
     """``guest(prefix)`` -> a new, stopped VM running the tiny guest on the session daemon."""
 
     def make(prefix: str = "g") -> VM:
-        return vms(host.vms.create(guest_spec(unique(prefix), guest_image)))
+        return vms(host.vms.create(guest_spec(unique_name(prefix), guest_image)))
 
     return make

@@ -5,16 +5,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 from anyvirt.errors import AnyvirtError
 from anyvirt.model import DiskSpec, PowerState, VMSpec
 from anyvirt.vm import VM
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
 def guest_spec(name: str, image: Path) -> VMSpec:

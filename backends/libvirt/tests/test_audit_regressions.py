@@ -32,12 +32,13 @@ from pathlib import Path
 import pytest
 from anyvirt_libvirt import domxml
 from anyvirt_libvirt.demo_image import disk_counter, last_counter, wait_for_counter
-from libvirt_support import console_log, unique
+from libvirt_support import console_log
 
 import anyvirt
 from anyvirt.errors import NotSupported
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, NicSpec, PowerState, VMSpec
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 
@@ -82,7 +83,7 @@ def test_default_nic_without_a_default_network_is_user_mode_nat(
     host: Host, guest_image: Path, vms: Callable[[VM], VM],
 ) -> None:
     assert "default" not in host.info().networks, "the testbed daemon defines no networks"
-    spec = VMSpec(name=unique("nic"), cpus=1, memory_mib=16,
+    spec = VMSpec(name=unique_name("nic"), cpus=1, memory_mib=16,
                   disks=[DiskSpec(image=str(guest_image))],
                   nics=[NicSpec(), NicSpec(network="default"), NicSpec(network="user")])
     vm = vms(host.vms.create(spec))
@@ -94,7 +95,7 @@ def test_default_nic_without_a_default_network_is_user_mode_nat(
     vm.start()  # QEMU really has user-mode networking
     assert vm.refresh().state is PowerState.RUNNING
     vm.stop(force=True)
-    clone = vms(vm.clone(unique("nic-clone")))  # the info -> spec round trip
+    clone = vms(vm.clone(unique_name("nic-clone")))  # the info -> spec round trip
     assert [n.network for n in clone.info().nics] == ["default", "default", "user"]
     assert not {n.mac for n in clone.info().nics} & {n.mac for n in nics}
 
@@ -113,7 +114,7 @@ def test_bridge_nics_read_back_as_nicspec_spells_them() -> None:
 
 def test_test_driver_deletes_a_vm_with_snapshots() -> None:
     with anyvirt.connect("libvirt+test:///default") as host:
-        vm = host.vms.create(VMSpec(name=unique("snapped"), memory_mib=64))
+        vm = host.vms.create(VMSpec(name=unique_name("snapped"), memory_mib=64))
         vm.snapshots.create("one")
         vm.start()
         vm.snapshots.create("two", memory=False)
@@ -121,7 +122,7 @@ def test_test_driver_deletes_a_vm_with_snapshots() -> None:
         vm.snapshots.get("two").revert()
         assert vm.refresh().state is PowerState.STOPPED
         # a clone copies the domain's metadata, marks included: they must not stick
-        clone = vm.clone(unique("snapped-clone"))
+        clone = vm.clone(unique_name("snapped-clone"))
         clone.start()
         assert clone.snapshots.create("two", memory=True).memory is True
         clone.stop(force=True)
@@ -134,7 +135,7 @@ def test_test_driver_deletes_a_vm_with_snapshots() -> None:
 def test_memory_reconfigure_is_what_the_vm_reports() -> None:
     """Down as well as up when stopped; for the next start (False) when running."""
     with anyvirt.connect("libvirt+test:///default") as host:
-        vm = host.vms.create(VMSpec(name=unique("resize"), cpus=2, memory_mib=64))
+        vm = host.vms.create(VMSpec(name=unique_name("resize"), cpus=2, memory_mib=64))
         try:
             assert vm.reconfigure(memory_mib=32) is False
             assert vm.refresh().memory_mib == 32
@@ -155,7 +156,7 @@ def test_live_migration_of_a_vm_with_snapshots_is_refused_before_anything_moves(
     pair: tuple[Host, Host], guest_image: Path, vms: Callable[[VM], VM],
 ) -> None:
     source, target = pair
-    vm = vms(source.vms.create(VMSpec(name=unique("snapmig"), cpus=1, memory_mib=16,
+    vm = vms(source.vms.create(VMSpec(name=unique_name("snapmig"), cpus=1, memory_mib=16,
                                       disks=[DiskSpec(image=str(guest_image))])))
     vm.snapshots.create("keep-me")
     volumes_before = sorted(v for p in target.native.listAllStoragePools(0) for v in p.listVolumes())
@@ -173,7 +174,7 @@ def test_bulk_linked_clones_share_one_base_until_the_original_writes(
     guest: Callable[[str], VM], vms: Callable[[VM], VM],
 ) -> None:
     original = guest("bulk")
-    clones = [vms(c) for c in original.clone(unique("bulk"), linked=True, count=3)]
+    clones = [vms(c) for c in original.clone(unique_name("bulk"), linked=True, count=3)]
     base = original.info().disks[0].backing
     assert base, "the first linked clone froze the original's disk"
     # not one more level per clone: every clone, and the original, sit on that one base
@@ -186,7 +187,7 @@ def test_bulk_linked_clones_share_one_base_until_the_original_writes(
         wait_for_counter(console_log(vm), 1)  # both boot; the original writes its overlay
     for vm in (original, clones[0]):
         vm.stop(force=True)
-    later = vms(original.clone(unique("later"), linked=True))
+    later = vms(original.clone(unique_name("later"), linked=True))
     # the original's overlay has data now: it is frozen in turn, under a new overlay
     assert later.info().disks[0].backing == overlay
     assert original.info().disks[0].backing == overlay

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from libvirt_support import unique
 from test_repository_libvirt import data_vm, guest_write, raw_bytes
 
 import anyvirt
 from anyvirt import BackupRepository, Capability
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, VMSpec
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 MIB = 1024 * 1024
@@ -66,7 +66,7 @@ def test_incremental_backup_reads_only_the_changed_chunks(
     assert second.read_bytes == 2 * repo.chunk_size  # the two chunks written, nothing else
     # the parent's mark is dropped: one bitmap per disk, the newest point's
     assert bitmaps(vm) == [second.disks[0]["change_mark"].split(":", 1)[1]]
-    copy = vms(repo.restore(second, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(second, to=host, name=unique_name("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
     nothing = repo.backup(vm)
     assert nothing.read_bytes == 0 and repo.verify().ok
@@ -78,8 +78,8 @@ def test_disks_anyvirt_makes_keep_changed_block_marks(
     volume XML. Without a stated qcow2 ``compat`` the daemon makes version 2 files, which
     cannot hold a bitmap: every backup of such a VM would read in full."""
     base = data_vm(host, tmp_path, vms)
-    linked = vms(base.clone(unique("cbt-linked"), linked=True))
-    blank = vms(host.vms.create(VMSpec(name=unique("cbt-blank"), cpus=1, memory_mib=64,
+    linked = vms(base.clone(unique_name("cbt-linked"), linked=True))
+    blank = vms(host.vms.create(VMSpec(name=unique_name("cbt-blank"), cpus=1, memory_mib=64,
                                        disks=[DiskSpec(size_gib=0.0625)])))
     for vm in (linked, blank):
         repo = BackupRepository(tmp_path / f"repo-{vm.name}")
@@ -114,7 +114,7 @@ def test_a_lost_record_means_a_full_read(host: Host, tmp_path: Path, vms: Callab
     lose(vm, repo)
     again = repo.backup(vm)
     assert again.read_bytes == DATA + MIB  # every data chunk, the 30 MiB one too
-    copy = vms(repo.restore(again, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(again, to=host, name=unique_name("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
 
 
@@ -132,9 +132,9 @@ def test_a_replaced_disk_means_a_full_read(host: Host, tmp_path: Path,
     shutil.copy(older, disk_path(vm))
     again = repo.backup(vm)
     assert again.read_bytes == DATA
-    copy = vms(repo.restore(again, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(again, to=host, name=unique_name("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
-    was = vms(repo.restore(newest, to=host, name=unique("cbt")))
+    was = vms(repo.restore(newest, to=host, name=unique_name("cbt")))
     assert raw_bytes(was, tmp_path) != raw_bytes(vm, tmp_path)
 
 
@@ -151,7 +151,7 @@ def test_a_snapshot_revert_after_a_tracked_backup_works_and_reads_in_full(
     assert bitmaps(vm) == []
     again = repo.backup(vm)
     assert again.read_bytes == DATA
-    copy = vms(repo.restore(again, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(again, to=host, name=unique_name("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
 
 
@@ -173,7 +173,7 @@ def test_the_mark_records_what_the_running_guest_writes(
     vm.stop(force=True)
     second = repo.backup(vm)
     assert first.read_bytes >= 2 * repo.chunk_size and second.read_bytes == repo.chunk_size
-    copy = vms(repo.restore(second, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(second, to=host, name=unique_name("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path) != before
 
 
@@ -207,14 +207,14 @@ def test_a_running_vm_is_backed_up_at_one_instant_then_only_its_changes(
     assert second.incremental and second.read_bytes <= repo.chunk_size  # the counter's chunk
     names = [c.getName() for c in vm.native.listAllCheckpoints(0)]
     assert names == [second.disks[0]["change_mark"].split(":", 1)[1]]  # the parent's: gone
-    copy = vms(repo.restore(second, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(second, to=host, name=unique_name("cbt")))
     assert _same_but_counter(raw_bytes(copy, tmp_path), raw_bytes(vm, tmp_path))
     vm.stop(force=True)
     third = repo.backup(vm)
     assert third.read_bytes <= repo.chunk_size
     assert vm.native.listAllCheckpoints(0) == []  # the parent's checkpoint, dropped offline
     assert bitmaps(vm) == [third.disks[0]["change_mark"].split(":", 1)[1]]
-    again = vms(repo.restore(third, to=host, name=unique("cbt")))
+    again = vms(repo.restore(third, to=host, name=unique_name("cbt")))
     assert raw_bytes(again, tmp_path) == raw_bytes(vm, tmp_path)
     assert repo.verify().ok
 
@@ -229,7 +229,7 @@ def test_a_deleted_checkpoint_means_a_full_read_of_the_running_vm(
     again = repo.backup(vm)
     assert again.read_bytes == first.read_bytes
     vm.stop(force=True)
-    copy = vms(repo.restore(again, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(again, to=host, name=unique_name("cbt")))
     assert _same_but_counter(raw_bytes(copy, tmp_path), raw_bytes(vm, tmp_path))
 
 
@@ -250,7 +250,7 @@ def test_a_vm_backed_up_running_takes_snapshots_when_stopped(
     assert repo.chunk_size <= after.read_bytes <= 2 * repo.chunk_size
     snap.revert()
     again = repo.backup(vm)
-    copy = vms(repo.restore(again, to=host, name=unique("cbt")))
+    copy = vms(repo.restore(again, to=host, name=unique_name("cbt")))
     assert raw_bytes(copy, tmp_path) == raw_bytes(vm, tmp_path)
 
 

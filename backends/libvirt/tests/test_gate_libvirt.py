@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from libvirt_support import unique
 
 import anyvirt
 from anyvirt.errors import Timeout
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Overcommit, VMSpec
+from anyvirt.testing.plugin import unique_name
 from anyvirt.testing.stress import mixed_operations
 from anyvirt.vm import VM
 
@@ -30,7 +30,7 @@ def test_timeout_bounds_a_create_and_the_late_vm_is_removed(host: Host, tmp_path
     with open(image, "wb") as f:
         for _ in range(64):
             f.write(os.urandom(8 * 1024 * 1024))
-    name = unique("slow")
+    name = unique_name("slow")
     before = _volumes(host)
     started = time.monotonic()
     with pytest.raises(Timeout):
@@ -53,7 +53,7 @@ def test_twenty_threads_never_pass_the_overcommit_limit(host: Host) -> None:
     try:
         report = mixed_operations(
             limited, lambda n: VMSpec(name=n, cpus=1, memory_mib=32), threads=20, seconds=8.0,
-            prefix=unique("st"))
+            prefix=unique_name("st"))
     finally:
         limited.close()
     assert report.unexpected == []
@@ -86,7 +86,7 @@ def test_a_kept_template_disk_outlives_its_last_linked_clone(
     template.mark_template()
     disk = template.info().disks[0].path
     assert disk is not None
-    clone = vms(template.clone(unique("keep-c"), linked=True))
+    clone = vms(template.clone(unique_name("keep-c"), linked=True))
     template.delete(disks=False)  # the user keeps the template's disk
     clone.delete(disks=True)
     assert os.path.exists(disk), "a linked clone's deletion never takes another VM's disk"
@@ -99,7 +99,7 @@ def test_the_last_linked_clone_takes_its_frozen_base_along(
     vm = guest("frz")
     vm.snapshots.create("s")  # a VM with snapshots: its clones sit on a frozen copy
     before = _volumes(host)
-    clone = vms(vm.clone(unique("frz-c"), linked=True))
+    clone = vms(vm.clone(unique_name("frz-c"), linked=True))
     base = clone.info().disks[0].backing
     assert base is not None and "-frozen-" in base
     clone.delete(disks=True)

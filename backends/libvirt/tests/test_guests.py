@@ -20,11 +20,12 @@ from anyvirt_libvirt.demo_image import (
     wait_for_counter,
     wait_for_marker,
 )
-from libvirt_support import console_log, guest_spec, unique
+from libvirt_support import console_log, guest_spec
 
 import anyvirt.images
 from anyvirt.host import Host
 from anyvirt.model import PowerState
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 
@@ -110,8 +111,8 @@ def test_disk_snapshot_revert_restores_disk_content(guest: Callable[[str], VM]) 
 def test_clones_boot_on_their_own(host: Host, guest: Callable[[str], VM],
                                   vms: Callable[[VM], VM]) -> None:
     original = guest("orig")
-    linked = vms(original.clone(unique("linked"), linked=True))
-    full = vms(original.clone(unique("full")))
+    linked = vms(original.clone(unique_name("linked"), linked=True))
+    full = vms(original.clone(unique_name("full")))
     linked_info, full_info = linked.info(), full.info()
     assert linked_info.disks[0].backing, "a linked clone's disk is an overlay"
     assert not full_info.disks[0].backing
@@ -144,7 +145,7 @@ def test_suspend_and_start_from_suspended(guest: Callable[[str], VM],
     assert vm.refresh().state is PowerState.SUSPENDED
     # a linked clone of a suspended VM freezes its disk as the clone's base: the
     # original must resume on its new overlay, not write into that shared base
-    clone = vms(vm.clone(unique("suspclone"), linked=True))
+    clone = vms(vm.clone(unique_name("suspclone"), linked=True))
     base = clone.info().disks[0].backing
     offset = len(read_console(log))
     vm.start()
@@ -164,7 +165,7 @@ def test_the_demo_image_boots_as_anyvirt_image_demo_writes_it(
     """``anyvirt image demo PATH`` (its API: anyvirt.images.write) boots, in both formats."""
     for fmt in ("raw", "qcow2"):
         image = anyvirt.images.write("demo", tmp_path / f"demo.{fmt}", fmt)
-        vm = vms(host.vms.create(guest_spec(unique(f"demo-{fmt}"), image)))
+        vm = vms(host.vms.create(guest_spec(unique_name(f"demo-{fmt}"), image)))
         vm.start()
         wait_for_marker(console_log(vm))
         wait_for_counter(console_log(vm), 1)

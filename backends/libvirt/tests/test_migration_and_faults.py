@@ -14,12 +14,13 @@ import libvirt
 import pytest
 from anyvirt_libvirt.demo_image import MARKER, last_counter, read_console, wait_for_counter
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
-from libvirt_support import console_log, destroy, guest_spec, unique
+from libvirt_support import console_log, destroy, guest_spec
 
 import anyvirt
 from anyvirt.errors import AnyvirtError, Cancelled, ConnectionFailed, InvalidSpec, NotFound
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, MigrationResult, PowerState, VMSpec
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 
@@ -27,7 +28,7 @@ def test_live_migration_keeps_the_guest_running(
     pair: tuple[Host, Host], spec_for: Callable[[str], VMSpec], vms: Callable[[VM], VM]
 ) -> None:
     source, target = pair
-    vm = vms(source.vms.create(spec_for(unique("live"))))
+    vm = vms(source.vms.create(spec_for(unique_name("live"))))
     old_log = console_log(vm)
     vm.start()
     before = wait_for_counter(old_log, 3)
@@ -60,7 +61,7 @@ def test_evacuate_moves_every_vm(
     pair: tuple[Host, Host], spec_for: Callable[[str], VMSpec], vms: Callable[[VM], VM]
 ) -> None:
     source, target = pair
-    made = [vms(source.vms.create(spec_for(unique("evac")))) for _ in range(2)]
+    made = [vms(source.vms.create(spec_for(unique_name("evac")))) for _ in range(2)]
     made[0].start()
     node = source.nodes.list()[0]
     results = source.evacuate(node, to=[target])
@@ -87,7 +88,7 @@ def test_migration_to_an_unreachable_target_fails_typed(
     host: Host, spare_daemon: LibvirtDaemon, spec_for: Callable[[str], VMSpec],
     vms: Callable[[VM], VM],
 ) -> None:
-    vm = vms(host.vms.create(spec_for(unique("stay"))))
+    vm = vms(host.vms.create(spec_for(unique_name("stay"))))
     vm.start()
     wait_for_counter(console_log(vm), 1)
     with anyvirt.connect(spare_daemon.anyvirt_uri) as gone:
@@ -106,7 +107,7 @@ def test_daemon_killed_mid_operation_then_reconnect(
     spare_daemon: LibvirtDaemon, spec_for: Callable[[str], VMSpec]
 ) -> None:
     with anyvirt.connect(spare_daemon.anyvirt_uri) as host:
-        vm = host.vms.create(spec_for(unique("kill")))
+        vm = host.vms.create(spec_for(unique_name("kill")))
         try:
             failures: list[BaseException] = []
             killer = threading.Timer(0.3, spare_daemon.kill)
@@ -165,14 +166,14 @@ def test_a_create_that_fails_half_way_leaves_nothing(host: Host, guest_image: Pa
 def test_disk_paths_outside_the_pool_are_refused(host: Host, tmp_path: Path) -> None:
     before = _pool_files(host)
     with pytest.raises(InvalidSpec):
-        host.vms.create(VMSpec(name=unique("outside"), memory_mib=16,
+        host.vms.create(VMSpec(name=unique_name("outside"), memory_mib=16,
                                disks=[DiskSpec(size_gib=0.01, storage=str(tmp_path))]))
     assert _pool_files(host) == before
     # a disk someone attached from outside the pool is never deleted with the VM
     outside = tmp_path / "outside.qcow2"
     outside.write_bytes(b"not anyvirt's")
     conn = host.driver.native  # type: ignore[attr-defined]
-    name = unique("foreign")
+    name = unique_name("foreign")
     xml = (f"<domain type='kvm'><name>{name}</name><memory unit='MiB'>16</memory>"
            "<os><type>hvm</type></os><devices><disk type='file' device='disk'>"
            f"<source file='{outside}'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
@@ -185,7 +186,7 @@ def test_live_migration_reports_progress_and_can_be_cancelled(
     pair: tuple[Host, Host], spec_for: Callable[[str], VMSpec], vms: Callable[[VM], VM]
 ) -> None:
     source, target = pair
-    vm = vms(source.vms.create(spec_for(unique("cancel"))))
+    vm = vms(source.vms.create(spec_for(unique_name("cancel"))))
     vm.start()
     wait_for_counter(console_log(vm), 1)
     vm.native.migrateSetMaxSpeed(1, 0)  # 1 MiB/s: 16 MiB of guest RAM takes a while
@@ -240,7 +241,7 @@ def test_a_daemon_killed_mid_create_or_clone_leaves_no_volume_once_reconnected(
     cannot reach a dead daemon); the in-flight record lets the next connection remove it."""
     image = tmp_path / "big.raw"
     image.write_bytes(os.urandom(64 * 1024 * 1024))  # incompressible: a real upload
-    spec = VMSpec(name=unique("cut"), cpus=1, memory_mib=16,
+    spec = VMSpec(name=unique_name("cut"), cpus=1, memory_mib=16,
                   disks=[DiskSpec(image=str(image))], nics=[])
     with anyvirt.connect(spare_daemon.anyvirt_uri) as host:
         with _KillOnNewVolume(spare_daemon) as watch, pytest.raises(ConnectionFailed):
@@ -252,7 +253,7 @@ def test_a_daemon_killed_mid_create_or_clone_leaves_no_volume_once_reconnected(
         vm = host.vms.create(spec)
         try:
             with _KillOnNewVolume(spare_daemon) as watch, pytest.raises(ConnectionFailed):
-                vm.clone(unique("cut-clone"))
+                vm.clone(unique_name("cut-clone"))
             assert watch.new_files(), "the dead daemon left a partial copy"
             assert [v.id for v in host.vms.list()] == [vm.id]
             assert watch.new_files() == set()
@@ -264,7 +265,7 @@ def test_a_target_killed_mid_migration_keeps_the_source_and_is_cleaned_once_reco
     host: Host, spare_daemon: LibvirtDaemon, spec_for: Callable[[str], VMSpec],
     vms: Callable[[VM], VM],
 ) -> None:
-    vm = vms(host.vms.create(spec_for(unique("cut-move"))))
+    vm = vms(host.vms.create(spec_for(unique_name("cut-move"))))
     with anyvirt.connect(spare_daemon.anyvirt_uri) as target:
         with _KillOnNewVolume(spare_daemon) as watch, pytest.raises(ConnectionFailed):
             vm.migrate(to=target, live=False)
@@ -282,7 +283,7 @@ def test_a_source_killed_mid_offline_migration_is_blamed_on_the_source(
     image = tmp_path / "big.raw"
     image.write_bytes(os.urandom(64 * 1024 * 1024))  # incompressible: the copy takes a while
     with anyvirt.connect(spare_daemon.anyvirt_uri) as source:
-        vm = source.vms.create(VMSpec(name=unique("src-dies"), cpus=1, memory_mib=16,
+        vm = source.vms.create(VMSpec(name=unique_name("src-dies"), cpus=1, memory_mib=16,
                                       disks=[DiskSpec(image=str(image))], nics=[]))
         # the target is the session daemon: the source dies once the target's volume exists
         with _KillOnNewVolume(spare_daemon, watched=libvirt_daemon_pair[0]), \

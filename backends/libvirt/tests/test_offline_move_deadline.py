@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from libvirt_support import unique
-
 from anyvirt.errors import Timeout
 from anyvirt.host import Host
 from anyvirt.model import VMSpec
 from anyvirt.testing.deadline_sweep import DeadlineAt
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 
@@ -22,7 +21,7 @@ def test_a_deadline_at_any_point_of_an_offline_move_is_timeout_with_the_source_o
     source, target = pair
     seen = []
     for at in range(1, 30):
-        vm = vms(source.vms.create(spec_for(unique("swept"))))
+        vm = vms(source.vms.create(spec_for(unique_name("swept"))))
         vm.snapshots.create("kept")  # its metadata must follow, or stay, with the domain
         sweep = DeadlineAt(at)
         task = vm.migrate(to=target, live=False, wait=False, timeout=600,

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 from anyvirt_libvirt.demo_image import disk_counter, wait_for_counter, wait_for_marker
-from libvirt_support import console_log, destroy, unique
+from libvirt_support import console_log, destroy
 
 from anyvirt.errors import AlreadyExists, CapacityExceeded, InvalidState, NotFound
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, PowerState, VMSpec
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 
@@ -39,8 +40,8 @@ def test_clones_of_a_running_vm_boot_with_its_disk_as_it_was(
     vm = guest("hot")
     vm.start()
     wait_for_counter(console_log(vm), 1)
-    full = vms(vm.clone(unique("hot-full")))
-    linked, sibling = (vms(c) for c in vm.clone(unique("hot-linked"), linked=True, count=2))
+    full = vms(vm.clone(unique_name("hot-full")))
+    linked, sibling = (vms(c) for c in vm.clone(unique_name("hot-linked"), linked=True, count=2))
     assert vm.refresh().state is PowerState.RUNNING, "the original ran on throughout"
     assert linked.info().disks[0].backing == sibling.info().disks[0].backing, (
         "bulk linked clones share one frozen copy")
@@ -61,7 +62,7 @@ def test_linked_clones_of_a_vm_with_snapshots_share_one_frozen_copy(
 ) -> None:
     vm = guest("snapped")
     vm.snapshots.create("before")
-    clones = [vms(c) for c in vm.clone(unique("snapped"), linked=True, count=2)]
+    clones = [vms(c) for c in vm.clone(unique_name("snapped"), linked=True, count=2)]
     bases = {c.info().disks[0].backing for c in clones}
     assert len(bases) == 1 and None not in bases, "bulk clones share one frozen copy"
     assert [s.name for s in vm.snapshots.list()] == ["before"]
@@ -80,7 +81,7 @@ def test_templates_refuse_to_start_and_deploy_linked_clones_that_boot(
     assert template.template and vm.host.vms.get(vm.id).template, "listing agrees"
     with pytest.raises(InvalidState, match="template"):
         template.start()
-    clone = vms(template.clone(unique("from-tmpl"), linked=True))
+    clone = vms(template.clone(unique_name("from-tmpl"), linked=True))
     assert clone.info().disks[0].backing == str(disk), "the clone layers on the template's disk"
     assert not clone.template
     clone.start()
@@ -98,7 +99,7 @@ def test_cold_migration_carries_snapshots_that_revert_on_the_target(
     pair: tuple[Host, Host], spec_for: Callable[[str], VMSpec], vms: Callable[[VM], VM]
 ) -> None:
     source, target = pair
-    vm = vms(source.vms.create(spec_for(unique("carry"))))
+    vm = vms(source.vms.create(spec_for(unique_name("carry"))))
     at_first = disk_counter(_disk(vm))  # a fresh disk: the guest never counted on it
     vm.snapshots.create("first")
     vm.start()
@@ -145,7 +146,7 @@ def test_concurrent_create_delete_snapshot_clone_leave_no_orphans(host: Host) ->
                 elif action == "delete":
                     host.vms.get(name).delete(disks=True)
                 elif action == "snapshot":
-                    host.vms.get(name).snapshots.create(unique("s"))
+                    host.vms.get(name).snapshots.create(unique_name("s"))
                 else:
                     host.vms.get(name).clone(rnd.choice(names), linked=rnd.random() < 0.5)
                 done.append(action)

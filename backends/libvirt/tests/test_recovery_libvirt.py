@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from anyvirt_libvirt.demo_image import disk_counter, last_counter, wait_for_counter, wait_for_marker
-from libvirt_support import unique
 from recovery_support import SHARED_POOL, active_domains, failing_pair, power_cut
 
 import anyvirt
 from anyvirt import BackupRepository, DiskSpec, InvalidState, VMSpec
 from anyvirt.model import PowerState
 from anyvirt.recovery import RecoveredFrom, records
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 
@@ -37,7 +37,7 @@ def test_power_cut_recovers_from_shared_storage_and_the_returning_host_keeps_its
         guest_image: Path) -> None:
     with failing_pair() as (a, b, shared):
         with anyvirt.connect(a.anyvirt_uri) as ha:
-            vms = [ha.vms.create(tiny(unique(f"rec{i}"), guest_image, SHARED_POOL)) for i in range(5)]
+            vms = [ha.vms.create(tiny(unique_name(f"rec{i}"), guest_image, SHARED_POOL)) for i in range(5)]
             for vm in vms:
                 vm.native.setAutostart(1)  # without the recovery, A would start them again
                 vm.start()
@@ -101,7 +101,7 @@ def test_power_cut_recovers_from_shared_storage_and_the_returning_host_keeps_its
 def test_a_daemon_dead_with_its_guests_running_is_refused_by_the_image_locks(guest_image: Path) -> None:
     with failing_pair() as (a, b, _shared):
         with anyvirt.connect(a.anyvirt_uri) as ha:
-            vms = [ha.vms.create(tiny(unique("held"), guest_image, SHARED_POOL)) for _ in range(2)]
+            vms = [ha.vms.create(tiny(unique_name("held"), guest_image, SHARED_POOL)) for _ in range(2)]
             for vm in vms:
                 vm.start()
                 wait_for_marker(console(vm), timeout=60)
@@ -129,7 +129,7 @@ def test_without_shared_storage_the_newest_restore_points_come_back_with_their_a
     repo = BackupRepository(tmp_path / "repo")
     with failing_pair() as (a, b, _shared):
         with anyvirt.connect(a.anyvirt_uri) as ha:
-            vms = [ha.vms.create(tiny(unique("bk"), guest_image, None)) for _ in range(2)]
+            vms = [ha.vms.create(tiny(unique_name("bk"), guest_image, None)) for _ in range(2)]
             newest = {}
             for vm in vms:
                 repo.backup(vm)

@@ -9,12 +9,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from libvirt_support import unique
-
 import anyvirt
 from anyvirt import BackupRepository, DiskSpec, VMSpec
 from anyvirt.host import Host
 from anyvirt.kit import qemu_img
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 MIB = 1024 * 1024
@@ -51,7 +50,7 @@ def data_vm(host: Host, tmp: Path, vms: Callable[[VM], VM]) -> VM:
         handle.write(os.urandom(10 * MIB))
         handle.seek(40 * MIB)
         handle.write(b"the end of the data" * 1000)
-    return vms(host.vms.create(VMSpec(name=unique("repo"), cpus=1, memory_mib=64,
+    return vms(host.vms.create(VMSpec(name=unique_name("repo"), cpus=1, memory_mib=64,
                                       disks=[DiskSpec(image=str(image))])))
 
 
@@ -72,9 +71,9 @@ def test_backup_incremental_and_restore_on_libvirt_and_memory(
     assert after != before
     assert repo.verify().ok
 
-    copy = vms(repo.restore(second, to=host, name=unique("restored")))
+    copy = vms(repo.restore(second, to=host, name=unique_name("restored")))
     assert raw_bytes(copy, tmp_path) == after
-    old = vms(repo.restore(first, to=host, name=unique("old")))
+    old = vms(repo.restore(first, to=host, name=unique_name("old")))
     assert raw_bytes(old, tmp_path) == before
 
     memory = anyvirt.connect(f"memory://repo-{uuid.uuid4().hex[:8]}")

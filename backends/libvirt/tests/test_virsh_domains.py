@@ -18,12 +18,12 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from libvirt_support import unique
 
 from anyvirt.errors import AlreadyExists, InvalidSpec, InvalidState
 from anyvirt.host import Host
 from anyvirt.model import PowerState, VMSpec
 from anyvirt.tasks import Job
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 MIB = 1024 * 1024
@@ -86,18 +86,18 @@ def defined(host: Host) -> Iterator[Callable[[str], VM]]:
 def test_volume_disks_are_copied_by_a_full_clone_and_deleted_with_their_vm(
     host: Host, defined: Callable[[str], VM], vms: Callable[[VM], VM], tmp_path: Path
 ) -> None:
-    vol_name = unique("voldisk") + ".qcow2"
+    vol_name = unique_name("voldisk") + ".qcow2"
     _pool(host).createXML(
         f"<volume><name>{vol_name}</name><capacity unit='bytes'>{4 * MIB}</capacity>"
         "<target><format type='qcow2'/></target></volume>", 0)
-    vm = defined(_domain_xml(unique("vol"), f"""<disk type='volume' device='disk'>
+    vm = defined(_domain_xml(unique_name("vol"), f"""<disk type='volume' device='disk'>
         <driver name='qemu' type='qcow2'/><source pool='default' volume='{vol_name}'/>
         <target dev='vda' bus='virtio'/></disk>"""))
     disk = vm.info().disks[0]
     assert disk.path == str(_pool_dir(host) / vol_name)
     assert (disk.size_bytes, disk.storage) == (4 * MIB, "default")
 
-    clone = vms(vm.clone(unique("vol-clone")))
+    clone = vms(vm.clone(unique_name("vol-clone")))
     source = ET.fromstring(clone.native.XMLDesc(0)).find("devices/disk/source")
     assert source is not None and source.get("pool") == "default"
     assert source.get("volume") not in (None, vol_name), "the clone has its own volume"
@@ -113,17 +113,17 @@ def test_volume_disks_are_copied_by_a_full_clone_and_deleted_with_their_vm(
 def test_each_clone_gets_its_own_nvram_and_deleting_one_keeps_the_original(
     host: Host, defined: Callable[[str], VM], vms: Callable[[VM], VM], tmp_path: Path
 ) -> None:
-    nvram = _pool_dir(host) / f"{unique('vars')}.fd"
+    nvram = _pool_dir(host) / f"{unique_name('vars')}.fd"
     nvram.write_bytes(b"EFI-VARS" * 512)
-    disk = _pool_dir(host) / f"{unique('efi')}.qcow2"
+    disk = _pool_dir(host) / f"{unique_name('efi')}.qcow2"
     _qemu_img("create", "-q", "-f", "qcow2", str(disk), "1M")
     vm = defined(_domain_xml(
-        unique("efi"),
+        unique_name("efi"),
         f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
         <source file='{disk}'/><target dev='vda' bus='virtio'/></disk>""",
         os_extra=f"<loader readonly='yes' type='pflash'>{tmp_path}/CODE.fd</loader>"
                  f"<nvram>{nvram}</nvram>"))
-    clone = vms(vm.clone(unique("efi-clone")))
+    clone = vms(vm.clone(unique_name("efi-clone")))
     clone_nvram = ET.fromstring(clone.native.XMLDesc(0)).find("os/nvram")
     assert clone_nvram is not None
     assert (clone_nvram.text or "").strip() != str(nvram), "not the original's file"
@@ -131,7 +131,7 @@ def test_each_clone_gets_its_own_nvram_and_deleting_one_keeps_the_original(
 
     clone.delete(disks=False)
     assert nvram.read_bytes() == b"EFI-VARS" * 512, "the original's NVRAM survives"
-    never_started = vms(vm.clone(unique("efi-clone")))
+    never_started = vms(vm.clone(unique_name("efi-clone")))
     vm.delete(disks=True)
     assert not disk.exists(), "its own disk goes with it"
     assert nvram.exists(), "but not the vars a clone's first start still copies"
@@ -160,9 +160,9 @@ def test_facts_of_disks_memory_and_nics_agree_with_virsh(
     host: Host, defined: Callable[[str], VM], tmp_path: Path
 ) -> None:
     pool_dir = _pool_dir(host)
-    unseen = pool_dir / f"{unique('unseen')}.qcow2"  # in the pool's directory, not refreshed
-    base = pool_dir / f"{unique('base')}.qcow2"
-    overlay = pool_dir / f"{unique('overlay')}.qcow2"  # as an external snapshot leaves it
+    unseen = pool_dir / f"{unique_name('unseen')}.qcow2"  # in the pool's directory, not refreshed
+    base = pool_dir / f"{unique_name('base')}.qcow2"
+    overlay = pool_dir / f"{unique_name('overlay')}.qcow2"  # as an external snapshot leaves it
     outside = tmp_path / "outside.raw"  # in no pool at all
     _qemu_img("create", "-q", "-f", "qcow2", str(unseen), "3M")
     _qemu_img("create", "-q", "-f", "qcow2", str(base), "5M")
@@ -177,7 +177,7 @@ def test_facts_of_disks_memory_and_nics_agree_with_virsh(
     nics = """<interface type='direct'><source dev='eth0' mode='bridge'/></interface>
               <interface type='ethernet'/>
               <interface type='ethernet'><target dev='tap-anyvirt' managed='no'/></interface>"""
-    vm = defined(_domain_xml(unique("facts"), disks, nics, memory_kib=1024 * 1024,
+    vm = defined(_domain_xml(unique_name("facts"), disks, nics, memory_kib=1024 * 1024,
                              current_kib=512 * 1024))
     info = vm.info()
     dom = vm.native
@@ -204,13 +204,13 @@ def test_a_disk_outside_the_pools_is_backed_up_not_reported_missing(
 ) -> None:
     outside = tmp_path / "outside.raw"
     outside.write_bytes(guest_image.read_bytes())
-    vm = defined(_domain_xml(unique("outside"), f"""<disk type='file' device='disk'>
+    vm = defined(_domain_xml(unique_name("outside"), f"""<disk type='file' device='disk'>
         <driver name='qemu' type='raw'/><source file='{outside}'/>
         <target dev='vda' bus='virtio'/></disk>"""))
     archive = vm.backup(tmp_path / "outside.avbk")
     assert archive.stat().st_size > 0
     with pytest.raises(InvalidSpec, match="outside every storage pool"):
-        vm.clone(unique("outside-clone"))
+        vm.clone(unique_name("outside-clone"))
 
 
 def test_a_transient_domain_is_listed_as_such_and_powers_off(
@@ -218,7 +218,7 @@ def test_a_transient_domain_is_listed_as_such_and_powers_off(
 ) -> None:
     disk = tmp_path / "transient.raw"
     disk.write_bytes(guest_image.read_bytes())
-    transient_xml = _domain_xml(unique("transient"), f"""<disk type='file'
+    transient_xml = _domain_xml(unique_name("transient"), f"""<disk type='file'
         device='disk'><driver name='qemu' type='raw'/><source file='{disk}'/>
         <target dev='vda' bus='virtio'/></disk>""")
     dom = host.native.createXML(transient_xml, 0)
@@ -278,7 +278,7 @@ def test_media_and_network_disks_are_shared_or_refused_never_copied_or_deleted(
     host: Host, defined: Callable[[str], VM], vms: Callable[[VM], VM]
 ) -> None:
     pool_dir = _pool_dir(host)
-    disk, iso, floppy = (pool_dir / f"{unique(kind)}.{ext}" for kind, ext in
+    disk, iso, floppy = (pool_dir / f"{unique_name(kind)}.{ext}" for kind, ext in
                          (("media-disk", "qcow2"), ("media", "iso"), ("floppy", "img")))
     _qemu_img("create", "-q", "-f", "qcow2", str(disk), "1M")
     iso.write_bytes(b"CD001" * 1000)
@@ -289,8 +289,8 @@ def test_media_and_network_disks_are_shared_or_refused_never_copied_or_deleted(
         <source file='{iso}'/><target dev='hdc' bus='ide'/><readonly/></disk>
       <disk type='file' device='floppy'><driver name='qemu' type='raw'/>
         <source file='{floppy}'/><target dev='fda' bus='fdc'/></disk>"""
-    vm = defined(_domain_xml(unique("media"), media))
-    clone = vms(vm.clone(unique("media-clone")))
+    vm = defined(_domain_xml(unique_name("media"), media))
+    clone = vms(vm.clone(unique_name("media-clone")))
     clone_sources = [s.get("file") for s in
                      ET.fromstring(clone.native.XMLDesc(0)).iterfind("devices/disk/source")]
     assert clone_sources[1:] == [str(iso), str(floppy)], "removable media are shared, not copied"
@@ -300,23 +300,23 @@ def test_media_and_network_disks_are_shared_or_refused_never_copied_or_deleted(
     assert iso.exists() and floppy.exists(), "media are never a VM's own disks"
     assert not disk.exists()
 
-    network = defined(_domain_xml(unique("nbd"), """<disk type='network' device='disk'>
+    network = defined(_domain_xml(unique_name("nbd"), """<disk type='network' device='disk'>
         <driver name='qemu' type='raw'/><source protocol='nbd' name='export'>
         <host name='127.0.0.1' port='10809'/></source><target dev='vda' bus='virtio'/></disk>"""))
     volumes = _volumes(host)
     with pytest.raises(InvalidSpec, match="network disk"):
-        network.clone(unique("nbd-clone"))
+        network.clone(unique_name("nbd-clone"))
     with pytest.raises(InvalidSpec, match="network disk"):
         network.backup(pool_dir / "never.avbk")
     assert _volumes(host) == volumes and not (pool_dir / "never.avbk").exists()
     network.delete(disks=True)
     assert not host.vms.exists(network.id)
 
-    lun = defined(_domain_xml(unique("lun"), """<disk type='block' device='lun'>
+    lun = defined(_domain_xml(unique_name("lun"), """<disk type='block' device='lun'>
         <driver name='qemu' type='raw'/><source dev='/dev/sdz'/>
         <target dev='sda' bus='scsi'/></disk>"""))
     with pytest.raises(InvalidSpec, match="LUN"):
-        lun.clone(unique("lun-clone"))
+        lun.clone(unique_name("lun-clone"))
     assert _volumes(host) == volumes
 
 
@@ -324,7 +324,7 @@ def test_a_hand_made_linked_clone_keeps_its_original_s_disk(
     host: Host, defined: Callable[[str], VM]
 ) -> None:
     pool_dir = _pool_dir(host)
-    base, overlay = pool_dir / f"{unique('hand-base')}.qcow2", pool_dir / f"{unique('hand')}.qcow2"
+    base, overlay = pool_dir / f"{unique_name('hand-base')}.qcow2", pool_dir / f"{unique_name('hand')}.qcow2"
     _qemu_img("create", "-q", "-f", "qcow2", str(base), "2M")
     _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(overlay))
 
@@ -332,8 +332,8 @@ def test_a_hand_made_linked_clone_keeps_its_original_s_disk(
         return f"""<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
             <source file='{path}'/><target dev='vda' bus='virtio'/></disk>"""
 
-    original = defined(_domain_xml(unique("hand-orig"), disk(base)))
-    clone = defined(_domain_xml(unique("hand-clone"), disk(overlay)))
+    original = defined(_domain_xml(unique_name("hand-orig"), disk(base)))
+    clone = defined(_domain_xml(unique_name("hand-clone"), disk(overlay)))
     with pytest.raises(InvalidState, match=clone.name):
         original.delete(disks=True)  # the clone reads that disk
     assert base.exists() and host.vms.exists(original.id)

@@ -20,12 +20,14 @@ from pathlib import Path
 import libvirt
 import pytest
 from anyvirt_libvirt.testbed.daemon import LibvirtDaemon
-from libvirt_support import destroy, guest_spec, unique
+from libvirt_support import destroy, guest_spec
 
 import anyvirt
 from anyvirt.host import Host
 from anyvirt.model import PowerState
-from anyvirt.watch import VMChange, Watch
+from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.watch_changes import drain, next_change
+from anyvirt.watch import VMChange
 
 
 @pytest.fixture(scope="module")
@@ -56,24 +58,10 @@ def domain_xml(name: str, memory_kib: int = 16384, uuid: str = "") -> str:
             "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>")
 
 
-def next_change(watch: Watch, timeout: float = 5.0) -> tuple[VMChange, float]:
-    started = time.monotonic()
-    change = watch.get(timeout=timeout)
-    assert change is not None, "no change arrived"
-    return change, time.monotonic() - started
-
-
-def drain(watch: Watch, timeout: float = 1.0) -> list[VMChange]:
-    out = []
-    while (change := watch.get(timeout=timeout)) is not None:
-        out.append(change)
-    return out
-
-
 def test_watch_follows_virsh_and_anyvirt_within_a_second(
     daemon: LibvirtDaemon, host: Host, tmp_path: Path
 ) -> None:
-    name = unique("w")
+    name = unique_name("w")
     xml = tmp_path / "d.xml"
     xml.write_text(domain_xml(name))
     with host.vms.watch() as watch:
@@ -102,7 +90,7 @@ def test_a_config_change_libvirt_announces_with_no_event_is_seen_at_the_next_res
 ) -> None:
     """``virsh setmem --config`` on a stopped domain sends no event at all (libvirt 9.0):
     a watch with an ``interval`` relists that often and finds it."""
-    name = unique("cfg")
+    name = unique_name("cfg")
     dom = host.native.defineXML(domain_xml(name))
     try:
         with host.vms.watch(interval=0.5) as watch:
@@ -130,9 +118,9 @@ def _qemu_pid(name: str) -> int:
 def test_a_daemon_restarted_mid_watch_loses_and_doubles_nothing(
     daemon: LibvirtDaemon, host: Host, guest_image: Path
 ) -> None:
-    runner = host.vms.create(guest_spec(unique("run"), guest_image))
+    runner = host.vms.create(guest_spec(unique_name("run"), guest_image))
     runner.start()
-    gone = host.vms.get(host.native.defineXML(domain_xml(unique("gone"))).UUIDString())
+    gone = host.vms.get(host.native.defineXML(domain_xml(unique_name("gone"))).UUIDString())
     try:
         with host.vms.watch() as watch:
             daemon.kill()
@@ -141,7 +129,7 @@ def test_a_daemon_restarted_mid_watch_loses_and_doubles_nothing(
             daemon.restart()
             conn = libvirt.open(daemon.uri)
             try:
-                new = conn.defineXML(domain_xml(unique("new")))
+                new = conn.defineXML(domain_xml(unique_name("new")))
                 conn.lookupByUUIDString(gone.id).undefine()
                 seen = drain(watch, 2.0)
                 # and after the reconnect, events flow again
@@ -170,7 +158,7 @@ def test_a_burst_of_1000_changes_is_all_seen_in_flat_memory(
     daemon: LibvirtDaemon, host: Host
 ) -> None:
     conn = libvirt.open(daemon.uri)
-    prefix = unique("burst")
+    prefix = unique_name("burst")
     try:
         with host.vms.watch() as watch:
             seen: list[VMChange] = []
@@ -212,7 +200,7 @@ def test_a_burst_of_1000_changes_is_all_seen_in_flat_memory(
 def test_wait_for_a_state_set_by_virsh_sends_nothing_while_waiting(
     daemon: LibvirtDaemon, host: Host, guest_image: Path
 ) -> None:
-    vm = host.vms.create(guest_spec(unique("wait"), guest_image))
+    vm = host.vms.create(guest_spec(unique_name("wait"), guest_image))
     try:
         calls = 0
         for name in ("list_vms", "vm_summary", "find_vm"):

@@ -18,9 +18,11 @@ from pve_support import PASSWORD, InProcessFakePve, Traffic
 
 from anyvirt.host import Host
 from anyvirt.model import PowerState, VMSpec
-from anyvirt.watch import VMChange, Watch
+from anyvirt.testing.watch_changes import next_change
 
 INTERVAL = 0.5
+#: A poll and the fake's reply: how long the next change may take.
+CHANGE_WITHIN = INTERVAL + 2
 
 
 class Pve:
@@ -48,31 +50,24 @@ def pve_api(fake: InProcessFakePve) -> Iterator[Pve]:
     api.http.close()
 
 
-def next_change(watch: Watch, timeout: float = INTERVAL + 2) -> tuple[VMChange, float]:
-    started = time.monotonic()
-    change = watch.get(timeout=timeout)
-    assert change is not None, "no change arrived"
-    return change, time.monotonic() - started
-
-
 def test_watch_follows_plain_api_requests_within_one_interval(
     pve_host: Host, pve_api: Pve
 ) -> None:
     with pve_host.vms.watch(interval=INTERVAL) as watch:
         assert not watch.pushed
         pve_api("POST", "/nodes/pve1/qemu", vmid=4242, name="watched", memory=256, cores=1)
-        added, latency = next_change(watch)
+        added, latency = next_change(watch, CHANGE_WITHIN)
         assert (added.kind, added.vm.id, added.vm.name) == ("added", "4242", "watched")
         assert latency < INTERVAL + 1
         pve_api("POST", "/nodes/pve1/qemu/4242/status/start")
-        changed, latency = next_change(watch)
+        changed, latency = next_change(watch, CHANGE_WITHIN)
         assert (changed.kind, changed.fields, latency < INTERVAL + 1) == ("changed", {"state"}, True)
         assert changed.new is not None and changed.new.state is PowerState.RUNNING
         pve_host.vms.get("4242").stop(force=True)
-        changed, latency = next_change(watch)
+        changed, latency = next_change(watch, CHANGE_WITHIN)
         assert changed.new is not None and changed.new.state is PowerState.STOPPED
         pve_api("DELETE", "/nodes/pve1/qemu/4242")
-        removed, latency = next_change(watch)
+        removed, latency = next_change(watch, CHANGE_WITHIN)
         assert (removed.kind, removed.vm.id, latency < INTERVAL + 1) == ("removed", "4242", True)
 
 

@@ -14,7 +14,6 @@ import io
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pycdlib
 import pytest
@@ -22,13 +21,15 @@ from anyvirt_virtualbox import machinereadable
 from anyvirt_virtualbox.driver import VirtualBoxDriver
 from anyvirt_virtualbox.guest import SEED_FILE, reported_addresses
 from anyvirt_virtualbox.testbed import Home
+from virtualbox_support import show
 
 from anyvirt.addresses import ReportedAddress, select_addresses
 from anyvirt.deployment import Identity, Static, User, compile_nocloud
 from anyvirt.errors import InvalidState
 from anyvirt.host import Host
-from anyvirt.model import Capability, DiskSpec, NicSpec, VMSpec
+from anyvirt.model import Capability, NicSpec
 from anyvirt.tasks import Job
+from anyvirt.testing.plugin import small_spec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGp6nXyqW0x+Yk8l3u6mB8m3oI1nJ6Vq0sN2Xk7cQp1e ops@laptop"
 IDENTITY = Identity(users=[User("ops", ssh_keys=[KEY], sudo=True)],
@@ -46,26 +47,15 @@ ENUMERATE_7_2 = (
 )
 
 
-def spec(name: str, **changes: Any) -> VMSpec:
-    base: dict[str, Any] = dict(name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
-                                nics=[NicSpec()])
-    base.update(changes)
-    return VMSpec(**base)
-
-
 def _driver(host: Host) -> VirtualBoxDriver:
     driver = host.driver
     assert isinstance(driver, VirtualBoxDriver)
     return driver
 
 
-def _show(home: Home, vm: str) -> machinereadable.Parsed:
-    return machinereadable.parse(home.run("showvminfo", vm, "--machinereadable").stdout)
-
-
 def _dvds(home: Home, vm: str) -> dict[str, str]:
     """Slot -> image of the VM's DVD drives, as the real VBoxManage shows them."""
-    info = _show(home, vm)
+    info = show(home, vm)
     return {key: value for key, value in info.values.items()
             if value.endswith(".iso") and not key.startswith(("CfgFile", "SnapFldr", "LogFldr"))}
 
@@ -95,12 +85,12 @@ def test_capabilities(real_host: Host) -> None:
 
 def test_the_seed_is_an_iso_on_a_dvd_drive_read_back_file_by_file(real_home: Home, real_host: Host) -> None:
     driver = _driver(real_host)
-    vm = real_host.vms.create(spec("seeded"))
+    vm = real_host.vms.create(small_spec("seeded"))
     try:
         assert driver.read_identity(vm.id) is None
         resolved = IDENTITY.resolve("seeded", "iid-seeded")
         driver.apply_identity(vm.id, resolved, Job("identity", 120))
-        folder = Path(_show(real_home, vm.id).get("CfgFile")).parent
+        folder = Path(show(real_home, vm.id).get("CfgFile")).parent
         seed = folder / SEED_FILE
         assert list(_dvds(real_home, vm.id).values()) == [str(seed)]
         media = real_home.run("list", "dvds").stdout
@@ -123,11 +113,11 @@ def test_the_seed_is_an_iso_on_a_dvd_drive_read_back_file_by_file(real_home: Hom
 
 def test_templates_clones_and_their_own_seeds(real_home: Home, real_host: Host) -> None:
     driver = _driver(real_host)
-    source = real_host.vms.create(spec("tmpl"))
+    source = real_host.vms.create(small_spec("tmpl"))
     clones = []
     try:
         driver.apply_identity(source.id, Identity().resolve("tmpl", "iid-tmpl"), Job("identity", 120))
-        source_seed = Path(_show(real_home, source.id).get("CfgFile")).parent / SEED_FILE
+        source_seed = Path(show(real_home, source.id).get("CfgFile")).parent / SEED_FILE
         source_bytes = source_seed.read_bytes()
         source_dvds = _dvds(real_home, source.id)
 
@@ -145,7 +135,7 @@ def test_templates_clones_and_their_own_seeds(real_home: Home, real_host: Host) 
             assert _dvds(real_home, clone.id) == source_dvds  # clonevm keeps the source's seed
             resolved = Identity().resolve(name, f"iid-{name}")
             driver.apply_identity(clone.id, resolved, Job("identity", 120))
-            own = Path(_show(real_home, clone.id).get("CfgFile")).parent / SEED_FILE
+            own = Path(show(real_home, clone.id).get("CfgFile")).parent / SEED_FILE
             assert list(_dvds(real_home, clone.id).values()) == [str(own)]  # the same slot, its own
             held = driver.read_identity(clone.id)
             assert held is not None and f"instance-id: iid-{name}" in held["meta-data"]
@@ -172,7 +162,7 @@ def test_templates_clones_and_their_own_seeds(real_home: Home, real_host: Host) 
 
 def test_guest_addresses_from_the_guest_properties(real_home: Home, real_host: Host) -> None:
     driver = _driver(real_host)
-    vm = real_host.vms.create(spec("props", nics=[NicSpec(mac="08:00:27:aa:bb:cc"), NicSpec()]))
+    vm = real_host.vms.create(small_spec("props", nics=[NicSpec(mac="08:00:27:aa:bb:cc"), NicSpec()]))
     try:
         assert driver.guest_addresses(vm.id) == []
         assert driver.guest_reports_up(vm.id) is False  # not running
@@ -231,7 +221,7 @@ def test_the_fakes_guestproperty_enumerate_matches_the_real_one(real_home: Home,
 def test_the_gate_refuses_to_start_a_template(fake_host: Host) -> None:
     """Starting needs a guest that can run: the fake VBoxManage, which keeps the mark in the
     same extra data as 7.2 (its .vbox file is what the listing reads)."""
-    vm = fake_host.vms.create(spec("fake-tmpl"))
+    vm = fake_host.vms.create(small_spec("fake-tmpl"))
     try:
         vm.mark_template()
         assert {v.name: v for v in fake_host.vms.list()}["fake-tmpl"].template
@@ -246,9 +236,9 @@ def test_the_gate_refuses_to_start_a_template(fake_host: Host) -> None:
 
 def test_deleting_a_source_keeps_a_seed_another_vm_reads(real_home: Home, real_host: Host) -> None:
     driver = _driver(real_host)
-    source = real_host.vms.create(spec("src"))
+    source = real_host.vms.create(small_spec("src"))
     driver.apply_identity(source.id, Identity().resolve("src", "iid-src"), Job("identity", 120))
-    seed = Path(_show(real_home, source.id).get("CfgFile")).parent / SEED_FILE
+    seed = Path(show(real_home, source.id).get("CfgFile")).parent / SEED_FILE
     bare = source.clone("bare-2")  # reads the source's seed
     try:
         source.delete()

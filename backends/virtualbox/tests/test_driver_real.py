@@ -14,9 +14,10 @@ from typing import Any
 
 import attrs
 import pytest
-from anyvirt_virtualbox import listings, machinereadable, runner
+from anyvirt_virtualbox import listings, runner
 from anyvirt_virtualbox.snapshot_tree import parse_snapshot_list
 from anyvirt_virtualbox.testbed import Home
+from virtualbox_support import show
 
 import anyvirt
 from anyvirt.errors import (
@@ -29,21 +30,11 @@ from anyvirt.errors import (
     NotSupported,
 )
 from anyvirt.host import Host
-from anyvirt.model import Capability, DiskSpec, Firmware, NicSpec, PowerState, VMSpec
+from anyvirt.model import Capability, DiskSpec, Firmware, NicSpec, PowerState
 from anyvirt.tasks import Job
+from anyvirt.testing.plugin import small_spec
 
 HOSTILE = "it's \"quoted\"; $(touch /tmp/anyvirt-pwned) `id` & | > ü ☃"
-
-
-def spec(name: str, **changes: Any) -> VMSpec:
-    base: dict[str, Any] = dict(name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
-                                nics=[NicSpec()])
-    base.update(changes)
-    return VMSpec(**base)
-
-
-def show(home: Home, vm: str) -> machinereadable.Parsed:
-    return machinereadable.parse(home.run("showvminfo", vm, "--machinereadable").stdout)
 
 
 def test_a_hostile_name_reaches_virtualbox_as_one_argument(
@@ -57,7 +48,7 @@ def test_a_hostile_name_reaches_virtualbox_as_one_argument(
         return popen(argv, **kwargs)
 
     monkeypatch.setattr(runner.subprocess, "Popen", spy)
-    vm = real_host.vms.create(spec(HOSTILE, description="line one\nline \"two\" \\ $(x)"))
+    vm = real_host.vms.create(small_spec(HOSTILE, description="line one\nline \"two\" \\ $(x)"))
     assert seen and all(not kw.get("shell") for _, kw in seen)
     assert any(HOSTILE in argv for argv, _ in seen), "the name is one argument, unchanged"
     assert not Path("/tmp/anyvirt-pwned").exists()
@@ -74,7 +65,7 @@ def test_a_hostile_name_reaches_virtualbox_as_one_argument(
 
 
 def test_create_reads_back_as_specified(real_home: Home, real_host: Host) -> None:
-    vm = real_host.vms.create(spec(
+    vm = real_host.vms.create(small_spec(
         "full-spec", cpus=2, memory_mib=80, firmware=Firmware.EFI,
         disks=[DiskSpec(size_gib=0.0625), DiskSpec(size_gib=0.03125, bus="ide")],
         nics=[NicSpec(mac="08:00:27:12:34:56", model="e1000"), NicSpec(network="internal:lab"),
@@ -98,7 +89,7 @@ def test_create_reads_back_as_specified(real_home: Home, real_host: Host) -> Non
 
 def test_a_failed_create_leaves_nothing(real_home: Home, real_host: Host) -> None:
     with pytest.raises(InvalidSpec):  # refused before anything is sent
-        real_host.vms.create(spec("half", nics=[NicSpec(network="somewhere")]))
+        real_host.vms.create(small_spec("half", nics=[NicSpec(network="somewhere")]))
     assert listings.list_vms(real_home.run("list", "vms").stdout) == []
     # cancelled once the first disk is made and attached, with a second one to go
     job = Job("create")
@@ -108,19 +99,19 @@ def test_a_failed_create_leaves_nothing(real_home: Home, real_host: Host) -> Non
             job.request_cancel()
 
     job._on_progress = progress
-    bad = spec("half2", disks=[DiskSpec(size_gib=0.0625), DiskSpec(size_gib=0.0625)])
+    bad = small_spec("half2", disks=[DiskSpec(size_gib=0.0625), DiskSpec(size_gib=0.0625)])
     with pytest.raises(Cancelled):
         real_host.driver.create_vm(bad, job)
     # VirtualBox refuses 65 CPUs in modifyvm, right after createvm registered the VM
     with pytest.raises(anyvirt.AnyvirtError):
-        real_host.driver.create_vm(spec("half3", cpus=65), Job("create"))
+        real_host.driver.create_vm(small_spec("half3", cpus=65), Job("create"))
     assert listings.list_vms(real_home.run("list", "vms").stdout) == []
     assert listings.media(real_home.run("list", "hdds").stdout) == []
     assert not any(real_home.machine_folder.rglob("*.vdi"))
 
 
 def test_snapshots_clones_reconfigure_delete_read_back(real_home: Home, real_host: Host) -> None:
-    vm = real_host.vms.create(spec("orig"))
+    vm = real_host.vms.create(small_spec("orig"))
     s1 = vm.snapshots.create("s1", description='the "first"')
     vm.snapshots.create("s2")
     s1.revert()
@@ -184,16 +175,16 @@ def test_errors_provoked_on_real(real_home: Home, real_host: Host) -> None:
     driver = real_host.driver
     with pytest.raises(NotFound, match="nosuch"):
         driver.vm_info("nosuch")
-    vm = real_host.vms.create(spec("dup"))
+    vm = real_host.vms.create(small_spec("dup"))
     with pytest.raises(AlreadyExists):  # past the gate, straight to VirtualBox
-        driver.create_vm(spec("dup"), Job("dup"))
+        driver.create_vm(small_spec("dup"), Job("dup"))
     assert [v.name for v in listings.list_vms(real_home.run("list", "vms").stdout)] == ["dup"]
     with pytest.raises(NotFound):
         driver.revert_snapshot(vm.id, "00000000-0000-0000-0000-000000000000", Job("r"))
 
 
 def test_session_locks_are_retried(real_home: Home, real_host: Host) -> None:
-    vm = real_host.vms.create(spec("locks"))
+    vm = real_host.vms.create(small_spec("locks"))
     vbox = real_host.driver.native
 
     def raw(i: int) -> int:
@@ -211,7 +202,7 @@ def test_session_locks_are_retried(real_home: Home, real_host: Host) -> None:
 
 def test_listing_costs_a_fixed_number_of_processes(real_home: Home, real_host: Host) -> None:
     for i in range(5):
-        real_host.driver.create_vm(spec(f"many-{i}"), Job("c"))
+        real_host.driver.create_vm(small_spec(f"many-{i}"), Job("c"))
     vbox = real_host.driver.native
     before = vbox.processes - vbox.stalls  # a stalled read asked again is not a second question
     listed = real_host.vms.list()
@@ -228,7 +219,7 @@ def test_connection_version_and_kernel_driver(real_home: Home, real_host: Host, 
     assert info.extra["kernel_driver"] is False and "/dev/vboxdrv" in info.extra["kernel_driver_warning"]
     assert info.extra["machine_folder"] == str(real_home.machine_folder)
     assert Capability.START not in real_host.capabilities
-    vm = real_host.vms.create(spec("nodrv"))
+    vm = real_host.vms.create(small_spec("nodrv"))
     with pytest.raises(NotSupported, match="vboxdrv"):
         vm.start()
     with pytest.raises(ConnectionFailed, match="not an executable"):
@@ -246,7 +237,7 @@ def test_connection_version_and_kernel_driver(real_home: Home, real_host: Host, 
 
 
 def test_disk_export(real_home: Home, real_host: Host, tmp_path: Path) -> None:
-    vm = real_host.vms.create(spec("appliance", cpus=2, memory_mib=72))
+    vm = real_host.vms.create(small_spec("appliance", cpus=2, memory_mib=72))
     vm.snapshots.create("s1")  # the exported disk is the flattened current state
     driver = real_host.driver
     disks = driver.export_disks(vm.id, tmp_path, Job("export"))

@@ -10,15 +10,12 @@ import attrs
 import pytest
 from anyvirt_virtualbox import listings, machinereadable
 from anyvirt_virtualbox.testbed import Home
+from virtualbox_support import show
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotSupported, TaskFailed
 from anyvirt.host import Host
 from anyvirt.model import Capability, DiskSpec, NicSpec, VMSpec
 from anyvirt.testing.suite.spy import recording
-
-
-def show(home: Home, vm: str) -> machinereadable.Parsed:
-    return machinereadable.parse(home.run("showvminfo", vm, "--machinereadable").stdout)
 
 
 def names(home: Home) -> list[str]:

@@ -15,16 +15,11 @@ from anyvirt_virtualbox.testbed import Home
 
 from anyvirt.host import Host
 from anyvirt.model import VMSpec
-from anyvirt.watch import VMChange, Watch
+from anyvirt.testing.watch_changes import next_change
 
 INTERVAL = 0.5
-
-
-def next_change(watch: Watch, timeout: float = INTERVAL + 5) -> tuple[VMChange, float]:
-    started = time.monotonic()
-    change = watch.get(timeout=timeout)
-    assert change is not None, "no change arrived"
-    return change, time.monotonic() - started
+#: A poll and VBoxManage's reply: how long the next change may take.
+CHANGE_WITHIN = INTERVAL + 5
 
 
 def count_processes(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
@@ -59,10 +54,10 @@ def test_watch_follows_vboxmanage_and_anyvirt_within_one_interval(
     started = count_processes(monkeypatch)
     with real_host.vms.watch(interval=INTERVAL) as watch:
         vm = real_host.vms.create(VMSpec(name="watched", cpus=1, memory_mib=64))
-        added, _ = next_change(watch)
+        added, _ = next_change(watch, CHANGE_WITHIN)
         assert (added.kind, added.vm.id) == ("added", vm.id)
         real_home.run("modifyvm", vm.id, "--cpus", "2", "--memory", "96")
-        changed, latency = next_change(watch)
+        changed, latency = next_change(watch, CHANGE_WITHIN)
         assert (changed.kind, changed.fields) == ("changed", {"cpus", "memory_mib"})
         assert latency < INTERVAL + 2  # VBoxManage itself is slow on a loaded machine
         polls_before = len(started)
@@ -70,5 +65,5 @@ def test_watch_follows_vboxmanage_and_anyvirt_within_one_interval(
         idle = started[polls_before:]
         assert len(idle) <= 5 and all(args[:2] == ["list", "runningvms"] for args in idle), idle
         real_home.run("unregistervm", vm.id, "--delete")
-        removed, latency = next_change(watch)
+        removed, latency = next_change(watch, CHANGE_WITHIN)
         assert (removed.kind, removed.vm.id, latency < INTERVAL + 2) == ("removed", vm.id, True)

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from anyvirt_vsphere.clone import LINKED_BASE_SNAPSHOT
-from anyvirt_vsphere.driver import VSphereDriver, VSphereExtensions
+from anyvirt_vsphere.driver import VSphereExtensions
 from anyvirt_vsphere.testbed.vcsim import Vcsim
+from vsphere_support import vsphere_driver
 
 import anyvirt
 from anyvirt.errors import InvalidSpec, InvalidState, NotSupported
@@ -37,12 +38,6 @@ def roomy_vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcsim]:
 def host(roomy_vcsim: Vcsim) -> Iterator[Host]:
     with anyvirt.connect(roomy_vcsim.anyvirt_uri_with_ca, password=roomy_vcsim.password) as h:
         yield h
-
-
-def _driver(host: Host) -> VSphereDriver:
-    driver = host.driver
-    assert isinstance(driver, VSphereDriver)
-    return driver
 
 
 def _spec(name: str, node: str | None = "DC0_C0_H0") -> VMSpec:
@@ -78,7 +73,7 @@ def test_extension_calls_pass_the_gate(host: Host) -> None:
 
 
 def test_clone_to_a_node_gets_that_nodes_pool(host: Host) -> None:
-    driver = _driver(host)
+    driver = vsphere_driver(host)
     vm = host.vms.create(_spec("to-node-src"))
     clone = vm.clone("to-node", node="DC0_H0")
     pool = driver.inventory.resource_pool(driver.inventory.host("DC0_H0"))
@@ -124,7 +119,7 @@ def test_bulk_clone(host: Host) -> None:
 
 
 def test_template_then_deploy(host: Host) -> None:
-    driver = _driver(host)
+    driver = vsphere_driver(host)
     vm = host.vms.create(_spec("tmpl"))
     vm.mark_template()
     assert host.vms.get(vm.id).template is True

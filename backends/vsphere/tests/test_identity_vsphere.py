@@ -21,6 +21,7 @@ from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.guest import decode, reported_addresses
 from anyvirt_vsphere.sdk import vim, vmodl
 from anyvirt_vsphere.tasks import wait_task
+from vsphere_support import vsphere_driver
 
 from anyvirt.addresses import ReportedAddress, select_addresses
 from anyvirt.deployment import Identity, Static, User, compile_nocloud, compile_vsphere
@@ -41,12 +42,6 @@ md = load_json_or_yaml(decode("metadata", config["guestinfo.metadata.encoding"],
 ud = decode("userdata", config["guestinfo.userdata.encoding"], config["guestinfo.userdata"])
 print(json.dumps({"meta": md, "user_data": ud if isinstance(ud, str) else ud.decode()}))
 '''
-
-
-def _driver(host: Host) -> VSphereDriver:
-    driver = host.driver
-    assert isinstance(driver, VSphereDriver)
-    return driver
 
 
 def _extra_config(driver: VSphereDriver, vm_id: str) -> dict[str, str]:
@@ -95,7 +90,7 @@ def test_identity_capabilities_are_declared(vsphere_host: Host) -> None:
 
 def test_identity_lands_in_extra_config_as_the_vmware_datasource_reads_it(
         vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
-    driver = _driver(vsphere_host)
+    driver = vsphere_driver(vsphere_host)
     vm = vsphere_host.vms.create(spec_for("seeded"))
     try:
         assert driver.read_identity(vm.id) is None
@@ -121,7 +116,7 @@ def test_identity_lands_in_extra_config_as_the_vmware_datasource_reads_it(
 
 def test_a_clones_identity_replaces_the_inherited_seed_and_leaves_the_sources(
         vcenter_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
-    driver = _driver(vcenter_host)
+    driver = vsphere_driver(vcenter_host)
     source = vcenter_host.vms.create(spec_for("seed-source"))
     clone = None
     try:
@@ -154,7 +149,7 @@ def test_a_clones_identity_replaces_the_inherited_seed_and_leaves_the_sources(
 
 def test_too_big_an_identity_is_refused_before_any_task(
         vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
-    driver = _driver(vsphere_host)
+    driver = vsphere_driver(vsphere_host)
     vm = vsphere_host.vms.create(spec_for("seed-too-big"))
     try:
         blob = base64.b64encode(os.urandom(50_000)).decode()
@@ -168,7 +163,7 @@ def test_too_big_an_identity_is_refused_before_any_task(
 
 def test_vcsim_reports_no_addresses_and_tools_not_running(
         vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
-    driver = _driver(vsphere_host)
+    driver = vsphere_driver(vsphere_host)
     vm = vsphere_host.vms.create(spec_for("seed-running"))
     try:
         vm.start()

@@ -12,18 +12,13 @@ from anyvirt_vsphere.driver import VSphereDriver
 from anyvirt_vsphere.sdk import vim, vmodl
 from anyvirt_vsphere.tasks import wait_task
 from anyvirt_vsphere.testbed.vcsim import Vcsim
+from vsphere_support import vsphere_driver
 
 from anyvirt.errors import Cancelled, CapacityExceeded, InvalidSpec, InvalidState, NotFound, TaskFailed
 from anyvirt.host import Host
 from anyvirt.model import DiskSpec, Firmware, NicSpec, PowerState, VMSpec
 from anyvirt.tasks import Job
 from anyvirt.testing.suite.spy import recording
-
-
-def _driver(host: Host) -> VSphereDriver:
-    driver = host.driver
-    assert isinstance(driver, VSphereDriver)
-    return driver
 
 
 def test_create_builds_the_config_spec(vsphere_host: Host, spec_for: Callable[[str], VMSpec]) -> None:
@@ -116,7 +111,7 @@ def test_more_cpus_than_the_host_has_is_refused_before_any_task(
     """vSphere bounds one VM by its host (``bounds_vm_by_node``): the gate refuses a VM
     bigger than its node, with the CapacityExceeded every backend's refusal of that rule
     raises, before the driver is asked anything."""
-    driver = _driver(vsphere_host)
+    driver = vsphere_driver(vsphere_host)
     node = vsphere_host.nodes.list()[0]
     spec = attrs.evolve(spec_for("too-big"), cpus=node.info.cpus + 1, node=node.id)
     tasks_before = driver.session.content.taskManager.recentTask
@@ -159,7 +154,7 @@ def test_a_create_that_fails_in_vsphere_removes_what_it_made(
     before = {vm.id for vm in vsphere_host.vms.list()}
     ds = vsphere_host.info().storage[0].name
     spec = attrs.evolve(spec_for("half-made"), disks=[DiskSpec(image=f"[{ds}] missing/missing.vmdk")])
-    driver = _driver(vsphere_host)  # the handle refuses images; the driver takes a VMDK path
+    driver = vsphere_driver(vsphere_host)  # the handle refuses images; the driver takes a VMDK path
     with pytest.raises(TaskFailed) as err:
         driver.create_vm(spec, Job("create", 30))
     assert err.value.fault and err.value.task_id
@@ -180,7 +175,7 @@ def test_a_create_cancelled_after_its_upload_leaves_nothing_behind(
     image = tmp_path / "disk.raw"
     image.write_bytes(b"\x01" * 1024 * 1024)
     assert vcsim.datastore_dir is not None
-    driver = _driver(vsphere_host)
+    driver = vsphere_driver(vsphere_host)
     monkeypatch.setattr(driver, "nfc_keeps_uploads", way == "lease")
 
     def imports() -> set[str]:
@@ -289,7 +284,7 @@ def test_task_progress_and_failure_carry_vsphere_details(
         task.wait(30)
         assert task.native_id.startswith("task-")
         assert progress and progress[-1] == 100.0
-        driver = _driver(vsphere_host)
+        driver = vsphere_driver(vsphere_host)
         ref = driver.inventory.vm_ref(vm.id)
         failing = ref.PowerOnVM_Task(None)  # already on: vSphere fails the task
         with pytest.raises(TaskFailed) as err:

@@ -22,7 +22,7 @@ from pyVmomi import vim
 import anyvirt
 from anyvirt.host import Host
 from anyvirt.model import PowerState
-from anyvirt.watch import VMChange, Watch
+from anyvirt.testing.watch_changes import drain, next_change
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +52,6 @@ def by_name(service: Any, name: str) -> Any:
         return next(vm for vm in view.view if vm.name == name)
     finally:
         view.DestroyView()
-
-
-def next_change(watch: Watch, timeout: float = 5.0) -> tuple[VMChange, float]:
-    started = time.monotonic()
-    change = watch.get(timeout=timeout)
-    assert change is not None, "no change arrived"
-    return change, time.monotonic() - started
-
-
-def drain(watch: Watch, timeout: float = 1.0) -> list[VMChange]:
-    out = []
-    while (change := watch.get(timeout=timeout)) is not None:
-        out.append(change)
-    return out
 
 
 def test_watch_follows_pyvmomi_and_anyvirt_within_a_second_with_one_poll_idle(

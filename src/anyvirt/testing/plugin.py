@@ -41,19 +41,25 @@ from anyvirt.vm import VM
 
 SpecFactory = Callable[[str], VMSpec]
 
+
 def unique_name(prefix: str = "av") -> str:
+    """``PREFIX-`` and 8 random hex digits: a name no other test (or earlier run) has used."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def small_spec(name: str, **changes: Any) -> VMSpec:
+    """The smallest ordinary VM every backend creates: one CPU, 64 MiB, one 64 MiB disk, one
+    NIC; ``changes`` replace any of its fields (``disks=[]``, ``description=...``)."""
+    fields: dict[str, Any] = dict(name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
+                                  nics=[NicSpec()])
+    fields.update(changes)
+    return VMSpec(**fields)
 
 
 @pytest.fixture
 def anyvirt_vm_spec() -> SpecFactory:
     """Default spec factory; backends override it with a bootable image where needed."""
-
-    def spec(name: str) -> VMSpec:
-        return VMSpec(name=name, cpus=1, memory_mib=64, disks=[DiskSpec(size_gib=0.0625)],
-                      nics=[NicSpec()])
-
-    return spec
+    return small_spec
 
 
 def destroy(vm: VM) -> None:
