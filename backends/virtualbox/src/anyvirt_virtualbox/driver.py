@@ -53,6 +53,7 @@ from anyvirt_virtualbox import (
     export,
     guest,
     images,
+    in_place,
     listings,
     machines,
     migration,
@@ -340,6 +341,11 @@ class VirtualBoxDriver(Driver):
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self.vbox, vm_id, dest_dir, job)
+
+    def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
+        """Single base VDI/VMDK images this process reads as VirtualBox's own files (see
+        in_place); a chain, an encrypted or shared disk, or a file not visible here: None."""
+        return in_place.disks_in_place(self.vbox, vm_id, job)
 
     # ---------------------------------------------------------- migration
     def migrate_vm(
