@@ -24,7 +24,15 @@ from anyvirt_vsphere.testbed.vcsim import Vcsim
 from move_faults_support import sha256_file, small_tmpfs
 
 import anyvirt
-from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, TaskFailed, VMSpec
+from anyvirt import (
+    AnyvirtError,
+    ConnectionFailed,
+    DiskSpec,
+    InvalidState,
+    PowerState,
+    TaskFailed,
+    VMSpec,
+)
 from anyvirt.host import Host
 from anyvirt.tasks import Job
 from anyvirt.vm import VM
@@ -124,15 +132,18 @@ def test_a_single_image_vm_is_read_in_place_with_no_staging_file(
     before = [sha256_file(Path(p)) for p in paths]
     seen = {"largest": 0}
     states: set[PowerState] = set()
+    refused: list[str] = []
 
     def watch(task: anyvirt.Task) -> None:
         seen["largest"] = max(seen["largest"], _largest_file(temp_dir))
-        if "importing" in (task.message or ""):
+        if "importing" in (task.message or "") and not refused:
             states.add(vbox.driver.vm_summary(source.id).state)
+            try:  # the move holds its source: nothing may change it meanwhile
+                source.snapshots.create("meanwhile")
+                refused.append("not refused")
+            except InvalidState as error:
+                refused.append(str(error))
 
-    in_place = vbox.driver.disks_in_place(source.id, Job("look", 60))
-    assert in_place is not None and [d.path for d in in_place] == paths
-    assert [d.format for d in in_place] == ["vdi", "vdi"]
     result = anyvirt.migrate(source, to=vc, networks=NETWORKS, on_progress=watch)
     moved = made(vc.vms.get(result.vm_id))
     assert "read-back" in result.verified
@@ -140,11 +151,16 @@ def test_a_single_image_vm_is_read_in_place_with_no_staging_file(
         flat = _vsphere_disk(moved, vcsim_vcenter, index)
         assert _same_bytes(image, flat, "raw"), f"disk {index}, byte for byte"
     assert seen["largest"] < MIB, f"a {seen['largest']}-byte file was staged"
-    assert states <= {PowerState.STOPPED}
+    assert states == {PowerState.STOPPED}
+    assert len(refused) == 1 and "busy" in refused[0], refused
+    assert source.snapshots.list() == []
     assert [sha256_file(Path(p)) for p in _disk_paths(source)] == before, "the source is untouched"
     assert source.refresh().state is PowerState.STOPPED
     assert vbox.vms.exists(source.name)
     assert list(temp_dir.iterdir()) == []
+    in_place = vbox.driver.disks_in_place(source.id, Job("look", 60))
+    assert in_place is not None and [d.path for d in in_place] == paths
+    assert [d.format for d in in_place] == ["vdi", "vdi"]
 
 
 def test_a_vm_with_a_snapshot_moves_flattened_through_clonemedium(
