@@ -15,6 +15,7 @@ import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyvirt_vsphere.testbed.fixtures as vcsim_fixtures
 import move_faults_support
@@ -134,7 +135,7 @@ def test_a_single_image_vm_is_read_in_place_with_no_staging_file(
     states: set[PowerState] = set()
     refused: list[str] = []
 
-    def watch(task: anyvirt.Task) -> None:
+    def watch(task: anyvirt.Task[Any]) -> None:
         seen["largest"] = max(seen["largest"], _largest_file(temp_dir))
         if "importing" in (task.message or "") and not refused:
             states.add(vbox.driver.vm_summary(source.id).state)
