@@ -20,6 +20,7 @@ from typing import Any
 import anyvirt_vsphere.testbed.fixtures as vcsim_fixtures
 import move_faults_support
 import pytest
+from anyvirt_virtualbox import vdi_chain
 from anyvirt_virtualbox.testbed import Home, build_chroot, home_at, serving
 from anyvirt_vsphere.testbed.vcsim import Vcsim
 from move_faults_support import sha256_file, small_tmpfs
@@ -35,6 +36,7 @@ from anyvirt import (
     VMSpec,
 )
 from anyvirt.host import Host
+from anyvirt.kit import raw_view
 from anyvirt.tasks import Job
 from anyvirt.vm import VM
 
@@ -164,24 +166,66 @@ def test_a_single_image_vm_is_read_in_place_with_no_staging_file(
     assert [d.format for d in in_place] == ["vdi", "vdi"]
 
 
-def test_a_vm_with_a_snapshot_moves_flattened_through_clonemedium(
-        vbox: Host, vc: Host, vcsim_vcenter: Vcsim, tmp_path: Path, temp_dir: Path,
-        made: Callable[[VM], VM]) -> None:
-    """After a snapshot the VM's disk is a differencing VDI (qemu-img: "unsupported VDI
-    image (non-NULL link UUID)"): it is not read in place, and the move still carries what
-    the guest sees, flattened by clonemedium."""
+def _chain(vbox_home: Home, source: VM, tmp_path: Path) -> Path:
+    """Two snapshots over ``source``'s base, the guest's writes between them made by
+    VirtualBox itself (``clonemedium --existing`` of a 4 MiB image into the differencing
+    VDI: zero blocks marked zero, the rest of the disk left to the base); returns what
+    the guest sees, flattened by VirtualBox (``clonemedium --format RAW``)."""
+    source.snapshots.create("first")
+    (first_overlay,) = _disk_paths(source)
+    written = tmp_path / "written.raw"
+    with open(written, "wb") as handle:
+        handle.seek(2 * MIB)
+        handle.write(os.urandom(MIB))
+        handle.truncate(4 * MIB)
+    vbox_home.run("convertfromraw", str(written), str(tmp_path / "written.vdi"))
+    vbox_home.run("clonemedium", "disk", str(tmp_path / "written.vdi"), first_overlay, "--existing")
+    vbox_home.run("closemedium", "disk", str(tmp_path / "written.vdi"), "--delete")
+    source.snapshots.create("second")
+    (top,) = _disk_paths(source)
+    assert "Snapshots" in top and top != first_overlay
+    truth = tmp_path / "truth.raw"
+    vbox_home.run("clonemedium", "disk", top, str(truth), "--format", "RAW")
+    vbox_home.run("closemedium", "disk", str(truth))
+    return truth
+
+
+@pytest.mark.parametrize("read", ["streamed", "clonemedium"])
+def test_a_vm_with_snapshots_moves_flattened(
+        vbox_home: Home, vbox: Host, vc: Host, vcsim_vcenter: Vcsim, tmp_path: Path,
+        temp_dir: Path, made: Callable[[VM], VM], read: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain of three VDIs (base, a snapshot's writes, an empty top): qemu-img cannot
+    read a differencing VDI ("unsupported VDI image (non-NULL link UUID)"), so it is not
+    read in place; it is streamed, read here through the chain's block maps, with no
+    staging file, or, where no raw view can be made (no FUSE), flattened by
+    clonemedium into the temp dir. Either way the copy holds what the guest sees, byte
+    for byte as VirtualBox flattens it, and the source keeps its snapshots."""
     image = _image(tmp_path, "c.raw")
     source = made(vbox.vms.create(VMSpec(name=_name("chain"), cpus=1, memory_mib=32,
                                          disks=[DiskSpec(image=str(image))])))
-    source.snapshots.create("kept")
-    (overlay,) = _disk_paths(source)
-    assert "Snapshots" in overlay
+    truth = _chain(vbox_home, source, tmp_path)
+    assert not _same_bytes(image, truth, "raw"), "the snapshot's writes changed the disk"
+    assert truth.read_bytes()[12 * MIB:13 * MIB] == image.read_bytes()[12 * MIB:13 * MIB]
+    before = [sha256_file(Path(p)) for p in _disk_paths(source)]
     assert vbox.driver.disks_in_place(source.id, Job("look", 60)) is None
-    result = anyvirt.migrate(source, to=vc, networks=NETWORKS)
+    if read == "clonemedium":
+        monkeypatch.setattr(raw_view, "available", lambda: False)
+    seen = {"largest": 0}
+
+    def watch(task: anyvirt.Task[Any]) -> None:
+        seen["largest"] = max(seen["largest"], _largest_file(temp_dir))
+
+    result = anyvirt.migrate(source, to=vc, networks=NETWORKS, on_progress=watch)
     moved = made(vc.vms.get(result.vm_id))
     assert "read-back" in result.verified
-    assert _same_bytes(image, _vsphere_disk(moved, vcsim_vcenter), "raw"), "the chain, flattened"
-    assert [s.name for s in source.snapshots.list()] == ["kept"]
+    assert _same_bytes(truth, _vsphere_disk(moved, vcsim_vcenter), "raw"), "the chain, flattened"
+    if read == "streamed":
+        assert seen["largest"] < MIB, f"a {seen['largest']}-byte file was staged"
+    else:
+        assert seen["largest"] >= 6 * MIB, "clonemedium's copy"
+    assert [s.name for s in source.snapshots.list()] == ["first", "second"]
+    assert [sha256_file(Path(p)) for p in _disk_paths(source)] == before
     assert source.refresh().state is PowerState.STOPPED
     assert list(temp_dir.iterdir()) == []
 
@@ -207,4 +251,29 @@ def test_a_move_that_fails_on_a_full_datastore_leaves_nothing_there(
     assert [sha256_file(Path(p)) for p in _disk_paths(source)] == before
     assert source.refresh().state is PowerState.STOPPED
     assert vbox.vms.exists(source.name)
+    assert list(temp_dir.iterdir()) == []
+
+
+def test_a_chain_that_fails_mid_read_fails_the_move_and_leaves_nothing(
+        vbox_home: Home, vbox: Host, vc: Host, vcsim_vcenter: Vcsim, tmp_path: Path,
+        temp_dir: Path, made: Callable[[VM], VM]) -> None:
+    """The base under a snapshot loses its data blocks (truncated past its first block:
+    header and map intact, so the chain is streamed): the stream's read fails mid-copy,
+    the move fails with the reason, nothing of the copy is on vcsim, and the temp dir
+    is empty."""
+    image = _image(tmp_path, "e.raw")
+    source = made(vbox.vms.create(VMSpec(name=_name("cut"), cpus=1, memory_mib=32,
+                                         disks=[DiskSpec(image=str(image))])))
+    (base,) = _disk_paths(source)
+    source.snapshots.create("s")
+    layer = vdi_chain.read_layer(base)
+    assert layer is not None
+    os.truncate(base, layer.first_block + MIB)
+    with pytest.raises(TaskFailed, match="past the file's end"):
+        anyvirt.migrate(source, to=vc, networks=NETWORKS)
+    assert not vc.vms.exists(source.name)
+    assert vcsim_vcenter.datastore_dir is not None
+    assert list(vcsim_vcenter.datastore_dir.rglob(f"{source.name}*")) == []
+    assert list(vcsim_vcenter.datastore_dir.rglob("anyvirt-import-*")) == []
+    assert source.refresh().state is PowerState.STOPPED
     assert list(temp_dir.iterdir()) == []
