@@ -18,7 +18,8 @@ safe only for a disk that is one whole image qemu-img reads as VirtualBox does:
   its media by that UUID too);
 - one the kit's untrusted-image inspection accepts (no extent or link outside it).
 
-Any disk that fails one of these sends the whole VM back to ``export_disks``.
+Any disk that fails one of these sends the whole VM on: a move streams VDI chains
+(:mod:`anyvirt_virtualbox.streamed`), anything else is exported with ``clonemedium``.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ class Layer:
     first_block: int  # where block 0's data starts (offset_data + the block's extra bytes)
     stride: int  # block size + extra bytes
     blocks: bytes  # the map: little-endian uint32 per block
+    file_id: tuple[int, int]  # (device, inode) of the file these facts were read from
 
     def entry(self, block: int) -> int:
         if block >= len(self.blocks) // 4:
@@ -63,6 +64,7 @@ class Layer:
 def read_layer(path: str) -> Layer | None:
     """The header and map of the VDI 1.1 image at ``path``; None when it is not one."""
     with open(path, "rb") as handle:
+        found = os.fstat(handle.fileno())
         head = handle.read(0x200)
         if len(head) < HEADER_AT + MIN_HEADER:
             return None
@@ -82,7 +84,7 @@ def read_layer(path: str) -> Layer | None:
             return None
     return Layer(path=path, uuid=ids[0], link=ids[1], image_type=image_type, disk_size=disk_size,
                  block_size=block_size, first_block=offset_data + extra,
-                 stride=block_size + extra, blocks=blocks)
+                 stride=block_size + extra, blocks=blocks, file_id=(found.st_dev, found.st_ino))
 
 
 def media_chain(medium: Medium, by_uuid: dict[str, Medium]) -> list[Medium] | None:
@@ -164,5 +166,8 @@ def opened(layers: Sequence[Layer]) -> Iterator[ChainReader]:
         for layer in layers:
             fd = os.open(layer.path, os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, fd)
+            found = os.fstat(fd)
+            if (found.st_dev, found.st_ino) != layer.file_id:  # replaced since it was checked
+                raise TaskFailed(f"{layer.path} changed while the chain was being opened")
             fds.append(fd)
         yield ChainReader(layers, fds)
