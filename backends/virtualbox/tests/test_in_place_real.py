@@ -126,6 +126,8 @@ def test_a_linked_clone_streams_as_virtualbox_flattens_it(real_home: Home, real_
     with real_host.driver.stream_disks(clone.id, _job()) as disks:
         assert disks is not None and [d.format for d in disks] == ["raw"]
         assert Path(disks[0].path).read_bytes() == truth.read_bytes()
+        with open(disks[0].path, "rb") as view:  # the chain's zeros are holes in the view
+            assert os.lseek(view.fileno(), 0, os.SEEK_HOLE) == 3 * MIB
 
 
 def _chain_media(home: Home) -> dict[str, listings.Medium]:
@@ -161,6 +163,7 @@ def test_a_block_past_the_file_s_end_fails_the_read(tmp_path: Path) -> None:
     assert layer is not None and [layer.entry(b) for b in range(4)][:2] == [0, 1]
     with vdi_chain.opened([layer]) as reader:
         assert reader.read_at(MIB - 4, 8) == b"\x5a" * 8
+        assert reader.status(MIB // 2, 4 * MIB) == [(MIB + MIB // 2, False), (2 * MIB, True)]
         assert reader.read_at(3 * MIB, 4) == bytes(4), "a free block of a base: zeros"
     os.truncate(path, layer.first_block + MIB)
     with vdi_chain.opened([layer]) as reader, pytest.raises(TaskFailed, match="past the file"):

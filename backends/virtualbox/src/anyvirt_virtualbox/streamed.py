@@ -4,11 +4,12 @@ the consumer reads, with no ``clonemedium`` copy first.
 
 Each disk is served as a raw NBD export on a private socket (``anyvirt.kit.nbd_server``)
 and viewed as a raw file through ``qemu-storage-daemon``'s FUSE export
-(``anyvirt.kit.raw_view``), the path every import already reads. The view does not say
-where the chain's holes are, so its zeros are read too (made from nothing here, never
-read from a file). Where any disk's chain is not all VDI images this process reads as
-VirtualBox's own files (see :mod:`anyvirt_virtualbox.in_place`), or where no raw view
-can be made (no FUSE), nothing is streamed and the caller exports with ``clonemedium``.
+(``anyvirt.kit.raw_view``), the path every import already reads. The export answers
+NBD block status from the chain's maps, so the view answers ``SEEK_DATA`` and an import
+that asks (vSphere's streamOptimized upload) skips the chain's zeros unread. Where any
+disk's chain is not all VDI images this process reads as VirtualBox's own files (see
+:mod:`anyvirt_virtualbox.in_place`), or where no raw view can be made (no FUSE),
+nothing is streamed and the caller exports with ``clonemedium``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def streamed_disks(vbox: VBoxManage, vm_id: str, job: Job) -> Iterator[list[Expo
         for index, (_att, layers) in enumerate(disks):
             job.check()
             reader = stack.enter_context(vdi_chain.opened(layers))
-            exports[f"disk{index}"] = nbd_server.Export(size=reader.size, read_at=reader.read_at)
+            exports[f"disk{index}"] = nbd_server.Export(size=reader.size, read_at=reader.read_at,
+                                                        status=reader.status)
         server = stack.enter_context(nbd_server.NbdServer(exports))
         out = []
         for index, (att, _layers) in enumerate(disks):

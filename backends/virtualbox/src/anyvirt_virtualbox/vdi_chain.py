@@ -138,23 +138,45 @@ class ChainReader:
         self.size = layers[0].disk_size
         self.block_size = layers[0].block_size
 
+    def _owner(self, block: int) -> tuple[Layer, int, int] | None:
+        """The layer holding ``block``'s data, its file, and its entry; None for zeros."""
+        for layer, fd in zip(self.layers, self.fds, strict=True):
+            entry = layer.entry(block)
+            if entry == FREE:
+                continue  # the parent's (past the base: zeros)
+            return None if entry == ZERO else (layer, fd, entry)
+        return None
+
+    def status(self, offset: int, length: int) -> list[tuple[int, bool]]:
+        """Runs of ``(length, zero)`` from ``offset`` over ``length`` bytes (the NBD
+        export's block status): a block no layer holds data for reads as zeros, so a
+        consumer that asks (an import through the raw view) skips it unread."""
+        runs: list[tuple[int, bool]] = []
+        pos, end = offset, min(offset + length, self.size)
+        while pos < end:
+            block, within = divmod(pos, self.block_size)
+            step = min(self.block_size - within, end - pos)
+            zero = self._owner(block) is None
+            if runs and runs[-1][1] == zero:
+                runs[-1] = (runs[-1][0] + step, zero)
+            else:
+                runs.append((step, zero))
+            pos += step
+        return runs
+
     def read_at(self, offset: int, length: int) -> bytes:
         out = bytearray(length)
         pos, end = offset, min(offset + length, self.size)
         while pos < end:
             block, within = divmod(pos, self.block_size)
             step = min(self.block_size - within, end - pos)
-            for layer, fd in zip(self.layers, self.fds, strict=True):
-                entry = layer.entry(block)
-                if entry == FREE:
-                    continue  # the parent's (past the base: zeros)
-                if entry != ZERO:
-                    at = layer.first_block + entry * layer.stride + within
-                    data = os.pread(fd, step, at)
-                    if len(data) != step:
-                        raise TaskFailed(f"{layer.path}: block {block} lies past the file's end")
-                    out[pos - offset:pos - offset + step] = data
-                break
+            owner = self._owner(block)
+            if owner is not None:
+                layer, fd, entry = owner
+                data = os.pread(fd, step, layer.first_block + entry * layer.stride + within)
+                if len(data) != step:
+                    raise TaskFailed(f"{layer.path}: block {block} lies past the file's end")
+                out[pos - offset:pos - offset + step] = data
             pos += step
         return bytes(out)
 
