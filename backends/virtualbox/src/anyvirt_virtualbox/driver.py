@@ -17,6 +17,7 @@ Additions). Templates are anyvirt's own mark in a VM's extra data (``templates``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -53,11 +54,13 @@ from anyvirt_virtualbox import (
     export,
     guest,
     images,
+    in_place,
     listings,
     machines,
     migration,
     power,
     snapshots,
+    streamed,
     templates,
     watching,
 )
@@ -340,6 +343,17 @@ class VirtualBoxDriver(Driver):
 
     def export_disks(self, vm_id: str, dest_dir: Path, job: Job) -> list[ExportedDisk]:
         return export.export_disks(self.vbox, vm_id, dest_dir, job)
+
+    def disks_in_place(self, vm_id: str, job: Job) -> list[ExportedDisk] | None:
+        """Single base VDI/VMDK images this process reads as VirtualBox's own files (see
+        in_place); a chain, an encrypted or shared disk, or a file not visible here: None."""
+        return in_place.disks_in_place(self.vbox, vm_id, job)
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+        """Differencing chains of VDI images (snapshots, linked clones) read here as the
+        guest sees them, while the import reads (see streamed); else None: clonemedium."""
+        return streamed.streamed_disks(self.vbox, vm_id, job)
 
     # ---------------------------------------------------------- migration
     def migrate_vm(

@@ -111,6 +111,8 @@ class Medium:
     capacity_mib: int | None
     parent: str | None  # None for a base medium
     state: str = ""
+    kind: str = ""  # "Type": "normal (base)", "normal (differencing)", "shareable", ...
+    encryption: str = ""  # "disabled", or the cipher of an encrypted medium
 
 
 def media(text: str) -> list[Medium]:
@@ -127,6 +129,8 @@ def media(text: str) -> list[Medium]:
                 capacity_mib=_leading_int(rec.get("Capacity", "")),
                 parent=None if parent in ("base", "") else parent.lower(),
                 state=rec.get("State", ""),
+                kind=rec.get("Type", ""),
+                encryption=rec.get("Encryption", ""),
             )
         )
     return out
