@@ -1,0 +1,96 @@
+"""Each process that opens the embedded QEMU starts libvirt's QEMU driver afresh, and the driver
+re-attaches to the guests already running (one reconnect thread each, querying QEMU's monitor).
+Commands run one after the other from the CLI, so every command meets that reconnect.
+
+A force stop that came while it was still under way (the README's ``vm create --start``,
+``vm console | head``, ``vm stop --force``: about one run in three here) sent QEMU its SIGTERM
+at once, the reconnect's next monitor command failed, libvirt stopped the guest itself
+("shutting down, reason=daemon") and the stop answered "domain is not running" (exit 1).
+
+Everything runs in subprocesses, as a user runs it: this test process never opens the embedded
+driver itself (libvirt allows one embed root per process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from anyvirt_libvirt.embedded import prepare_embed_root
+
+#: long enough for the stop command to start, open the driver and ask for the force stop
+STOP_UNDER_WAY = 3.0
+
+
+class Cli:
+    """``anyvirt`` as a subprocess against one throwaway embed root."""
+
+    def __init__(self, home: Path) -> None:
+        self.root = home / "data" / "anyvirt" / "qemu-embed"
+        prepare_embed_root(self.root)
+        self.env = dict(os.environ, XDG_DATA_HOME=str(home / "data"),
+                        XDG_CONFIG_HOME=str(home / "config"),
+                        ANYVIRT_URI=f"libvirt+qemu:///embed?root={self.root}")
+        self.env.pop("ANYVIRT_PROFILE", None)
+        self.cwd = home
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "anyvirt.cli.main", *args]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), env=self.env, cwd=self.cwd, capture_output=True,
+                              text=True, timeout=120)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command(*args), env=self.env, cwd=self.cwd, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def qemu_pid(self, name: str) -> int:
+        return int((self.root / "run" / "qemu" / f"{name}.pid").read_text())
+
+    def shutdown_reasons(self, name: str) -> list[str]:
+        log = (self.root / "log" / "qemu" / f"{name}.log").read_text()
+        return [line.rsplit("reason=", 1)[1].strip() for line in log.splitlines()
+                if "shutting down, reason=" in line]
+
+
+@pytest.fixture
+def cli() -> Iterator[Cli]:
+    # a short root: QEMU's monitor socket lives under it, and a UNIX socket path has 107 bytes
+    with tempfile.TemporaryDirectory(prefix="anyvirt-embed-") as home:
+        runner = Cli(Path(home))
+        yield from _with_demo_image(runner)
+
+
+def _with_demo_image(runner: Cli) -> Iterator[Cli]:
+    made = runner.run("image", "demo", "demo.img")
+    assert made.returncode == 0, made.stderr
+    yield runner
+    pid_file = runner.root / "run" / "qemu" / "web1.pid"
+    if pid_file.exists():  # a guest this test started and left running: stop it
+        runner.run("vm", "stop", "web1", "--force")
+
+
+def test_a_force_stop_meeting_the_drivers_reconnect_stops_the_guest_itself(cli: Cli) -> None:
+    created = cli.run("vm", "create", "web1", "--image", "demo.img", "--memory", "64", "--start")
+    assert created.returncode == 0, created.stderr
+    qemu = cli.qemu_pid("web1")
+    # A frozen QEMU holds the next process's reconnect at its first monitor command for as long
+    # as it is frozen: the window that was milliseconds wide, made wide enough to hit every time.
+    os.kill(qemu, signal.SIGSTOP)
+    try:
+        stop = cli.start("vm", "stop", "web1", "--force")
+        time.sleep(STOP_UNDER_WAY)
+    finally:
+        os.kill(qemu, signal.SIGCONT)
+    out, err = stop.communicate(timeout=120)
+    assert stop.returncode == 0, err
+    assert "powered off" in out
+    # the stop's own power-off, not libvirt giving up on a guest it could not re-attach to
+    assert cli.shutdown_reasons("web1") == ["destroyed"]
