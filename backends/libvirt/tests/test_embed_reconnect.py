@@ -60,32 +60,35 @@ class Cli:
                 if "shutting down, reason=" in line]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cli() -> Iterator[Cli]:
     # a short root: QEMU's monitor socket lives under it, and a UNIX socket path has 107 bytes
     with tempfile.TemporaryDirectory(prefix="anyvirt-embed-") as home:
         runner = Cli(Path(home))
-        yield from _with_demo_image(runner)
+        made = runner.run("image", "demo", "demo.img")
+        assert made.returncode == 0, made.stderr
+        yield runner
 
 
-def _with_demo_image(runner: Cli) -> Iterator[Cli]:
-    made = runner.run("image", "demo", "demo.img")
-    assert made.returncode == 0, made.stderr
-    yield runner
-    pid_file = runner.root / "run" / "qemu" / "web1.pid"
-    if pid_file.exists():  # a guest this test started and left running: stop it
-        runner.run("vm", "stop", "web1", "--force")
-
-
-def test_a_force_stop_meeting_the_drivers_reconnect_stops_the_guest_itself(cli: Cli) -> None:
-    created = cli.run("vm", "create", "web1", "--image", "demo.img", "--memory", "64", "--start")
+@pytest.fixture
+def running(cli: Cli, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A running guest of the demo image, named after the test; stopped again after it."""
+    name = request.node.name.removeprefix("test_")[:40]
+    created = cli.run("vm", "create", name, "--image", "demo.img", "--memory", "64", "--start")
     assert created.returncode == 0, created.stderr
-    qemu = cli.qemu_pid("web1")
+    yield name
+    if (cli.root / "run" / "qemu" / f"{name}.pid").exists():
+        cli.run("vm", "stop", name, "--force")
+
+
+def test_a_force_stop_meeting_the_drivers_reconnect_stops_the_guest_itself(
+        cli: Cli, running: str) -> None:
+    qemu = cli.qemu_pid(running)
     # A frozen QEMU holds the next process's reconnect at its first monitor command for as long
     # as it is frozen: the window that was milliseconds wide, made wide enough to hit every time.
     os.kill(qemu, signal.SIGSTOP)
     try:
-        stop = cli.start("vm", "stop", "web1", "--force")
+        stop = cli.start("vm", "stop", running, "--force")
         time.sleep(STOP_UNDER_WAY)
     finally:
         os.kill(qemu, signal.SIGCONT)
@@ -93,4 +96,40 @@ def test_a_force_stop_meeting_the_drivers_reconnect_stops_the_guest_itself(cli: 
     assert stop.returncode == 0, err
     assert "powered off" in out
     # the stop's own power-off, not libvirt giving up on a guest it could not re-attach to
-    assert cli.shutdown_reasons("web1") == ["destroyed"]
+    assert cli.shutdown_reasons(running) == ["destroyed"]
+
+
+def _gone_reader() -> int:
+    """The write end of a pipe whose reader has already left (``| head`` after its lines)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+def test_console_into_a_reader_that_left_ends_quietly_and_the_guest_runs_on(
+        cli: Cli, running: str) -> None:
+    qemu = cli.qemu_pid(running)
+    log = cli.root / "images"
+    deadline = time.monotonic() + 30
+    while b"COUNT 1" not in b"".join(p.read_bytes() for p in log.glob("*.console.log")):
+        assert time.monotonic() < deadline, "the demo guest never counted"
+        time.sleep(0.2)
+    out = _gone_reader()
+    try:  # the log printed, then the live session (-i, input still open) whose bytes nobody reads
+        printed = subprocess.run(cli.command("vm", "console", running), env=cli.env, stdout=out,
+                                 stderr=subprocess.PIPE, text=True, timeout=60)
+        attached = subprocess.Popen(cli.command("vm", "console", "-i", running), env=cli.env,
+                                    stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
+                                    text=True)
+        try:
+            _, attached_err = attached.communicate(timeout=30)
+        finally:
+            attached.kill()
+            attached.wait()
+    finally:
+        os.close(out)
+    assert (printed.returncode, printed.stderr) == (0, "")
+    assert (attached.returncode, attached_err) == (0, "")
+    shown = cli.run("vm", "show", running)
+    assert "running" in shown.stdout, shown.stdout + shown.stderr
+    assert cli.qemu_pid(running) == qemu
