@@ -115,19 +115,20 @@ def test_console_into_a_reader_that_left_ends_quietly_and_the_guest_runs_on(
         assert time.monotonic() < deadline, "the demo guest never counted"
         time.sleep(0.2)
     out = _gone_reader()
-    try:  # the log printed, then the live session (-i, input still open) whose bytes nobody reads
+    keys, typist = os.pipe()  # input that stays open: only the gone reader can end the session
+    try:  # the log printed, then the live session (-i) whose bytes nobody reads
         printed = subprocess.run(cli.command("vm", "console", running), env=cli.env, stdout=out,
                                  stderr=subprocess.PIPE, text=True, timeout=60)
         attached = subprocess.Popen(cli.command("vm", "console", "-i", running), env=cli.env,
-                                    stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
-                                    text=True)
+                                    stdin=keys, stdout=out, stderr=subprocess.PIPE, text=True)
         try:
-            _, attached_err = attached.communicate(timeout=30)
+            attached.wait(timeout=30)  # the guest writes a line a second: the first one ends it
         finally:
             attached.kill()
-            attached.wait()
+            _, attached_err = attached.communicate()
     finally:
-        os.close(out)
+        for fd in (out, keys, typist):
+            os.close(fd)
     assert (printed.returncode, printed.stderr) == (0, "")
     assert (attached.returncode, attached_err) == (0, "")
     shown = cli.run("vm", "show", running)
