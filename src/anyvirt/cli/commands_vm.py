@@ -15,7 +15,7 @@ import click
 
 from anyvirt.addresses import GuestAddress
 from anyvirt.cli import fleet
-from anyvirt.cli.console_session import interact, stdout_bytes
+from anyvirt.cli.console_session import OUTPUT_CLOSED, interact, let_go_of_stdout, stdout_bytes
 from anyvirt.cli.context import json_mode, json_option, settings, with_uri
 from anyvirt.cli.exit_codes import CliError, ExitCode
 from anyvirt.cli.output import (
@@ -511,7 +511,10 @@ def console(uri: str | None, vm: str, follow: bool, lines: int | None, interacti
         if not log.is_file():
             raise CliError(f"the console log of VM {target.name!r} is kept where the VM runs, "
                            "not on this machine", ExitCode.NOT_SUPPORTED, "NotSupported")
-        _print_console(log, lines, follow)
+        try:
+            _print_console(log, lines, follow)
+        except BrokenPipeError:  # `| head` has its lines and left; the connection still closes
+            let_go_of_stdout()
 
 
 def _attach(target: VM) -> None:
@@ -519,7 +522,9 @@ def _attach(target: VM) -> None:
         if sys.stdin.isatty():
             click.echo(f"attached to the console of {target.name!r}; Ctrl-] leaves", err=True)
         ended = interact(attached, sys.stdin.fileno(), stdout_bytes())
-    if ended == "console ended":
+    if ended == OUTPUT_CLOSED:
+        let_go_of_stdout()
+    elif ended == "console ended":
         click.echo(f"\nthe console of {target.name!r} ended", err=True)
 
 

@@ -23,6 +23,8 @@ from anyvirt.errors import ConsoleClosed
 
 #: Ctrl-]: leaves the console, as in virsh and telnet
 ESCAPE = b"\x1d"
+#: what ended a session whose output's reader went away (``anyvirt vm console -i VM | head``)
+OUTPUT_CLOSED = "output closed"
 #: how long each wait for input or output lasts before the loop looks again (seconds)
 TICK = 0.1
 
@@ -31,8 +33,9 @@ def interact(console: Console, in_fd: int, out: BinaryIO, *, quiet: float = 1.0,
              linger: float = 10.0) -> str:
     """Join ``in_fd`` (keys) and ``out`` (the guest's bytes, as they come) to ``console``
     until Ctrl-], the end of piped input and then ``quiet`` seconds without output (at most
-    ``linger`` seconds: a guest that never falls quiet), or the console's end. What ended
-    it: "escape", "input ended" or "console ended"."""
+    ``linger`` seconds: a guest that never falls quiet), the console's end, or the reader of
+    ``out`` going away (``| head``). What ended it: "escape", "input ended", "console ended"
+    or "output closed"."""
     stop = threading.Event()
     last_output = [time.monotonic()]
     ended: list[str] = []
@@ -47,8 +50,13 @@ def interact(console: Console, in_fd: int, out: BinaryIO, *, quiet: float = 1.0,
                 return
             if data:
                 last_output[0] = time.monotonic()
-                out.write(data)
-                out.flush()
+                try:
+                    out.write(data)
+                    out.flush()
+                except BrokenPipeError:  # nobody reads any more: the session is over
+                    ended.append(OUTPUT_CLOSED)
+                    stop.set()
+                    return
 
     reader = threading.Thread(target=pump_output, name="console-output", daemon=True)
     reader.start()
@@ -96,6 +104,16 @@ def _raw(fd: int) -> Iterator[None]:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def let_go_of_stdout() -> None:
+    """The reader of stdout has gone (``| head``) after taking what it wanted: not an error.
+    stdout now points at /dev/null, so Python's flush at exit does not fail on the pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def stdout_bytes() -> BinaryIO:

@@ -8,6 +8,9 @@
   libvirt's default implementation and runs it in one daemon thread, once per
   process, before the first connection is opened (``qemu:///embed`` needs the
   same loop to watch its QEMU processes).
+* ``qemu:///embed`` starts libvirt's QEMU driver inside each process that opens it, and
+  the driver re-attaches to the guests already running in threads of its own: opening
+  waits for that (:func:`_await_reconnects`) before anyone acts on a guest.
 * A connection error (daemon gone, socket closed, keepalive timeout) raises
   ``ConnectionFailed`` and marks the connection dead; the next call opens a
   new one. Nothing is retried behind the caller's back.
@@ -85,6 +88,23 @@ def _still_alive(conn: libvirt.virConnect) -> bool:
         return False
 
 
+def _await_reconnects(conn: libvirt.virConnect) -> None:
+    """Return once the embedded driver has re-attached to every running guest.
+
+    Each process that opens ``qemu:///embed`` starts libvirt's QEMU driver afresh, which
+    re-attaches to the running guests in threads holding each guest's job while they query
+    its monitor. A force stop does not wait for that job: it signals QEMU first, the
+    reconnect's next monitor command then fails, and libvirt gives the guest up itself
+    ("reason=daemon") while the stop answers "domain is not running". Any call that takes
+    the guest's job waits for the reconnect; ``memoryStats`` is one, and cheap.
+    """
+    with suppress(libvirt.libvirtError):
+        running = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        for dom in running:
+            with suppress(libvirt.libvirtError):  # a guest gone meanwhile has nothing to wait for
+                dom.memoryStats()
+
+
 class Link:
     """A libvirt connection plus what is needed to open it again."""
 
@@ -97,7 +117,8 @@ class Link:
         self._keepalive_count = max(1, int(target.timeout // 5))
         self._open_timeout = float(target.timeout)
         # in-process drivers cannot hang on a network, and embed's first open probes QEMU
-        self._bounded_open = not uri.startswith("test:") and "/embed" not in uri
+        self._embedded = "/embed" in uri
+        self._bounded_open = not uri.startswith("test:") and not self._embedded
         self._conn: libvirt.virConnect | None = None
         self._closed = False
         self._dropped = threading.Event()
@@ -163,6 +184,8 @@ class Link:
             raise error from exc
         if conn is None:  # pragma: no cover - old bindings returned None
             raise ConnectionFailed("cannot connect to libvirt")
+        if self._embedded:
+            _await_reconnects(conn)
         # local drivers (test:///, qemu:///embed) have no keepalive: nothing can drop
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(self._keepalive_interval, self._keepalive_count)
