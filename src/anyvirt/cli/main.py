@@ -38,6 +38,7 @@ from anyvirt.cli import (
     completion,
     context,
 )
+from anyvirt.cli.console_session import let_go_of_stdout
 from anyvirt.cli.context import Settings
 from anyvirt.cli.exit_codes import ExitCode, exit_code_epilog, exit_code_for
 from anyvirt.cli.output import FORMATS, echo, escape_controls
@@ -130,6 +131,9 @@ class AnyvirtGroup(click.Group):
         except AnyvirtError as exc:
             _traceback_if_debug(ctx)
             raise CommandFailed(exc, exit_code_for(exc)) from exc
+        except BrokenPipeError:  # `| head` took what it wanted and left: not an error
+            let_go_of_stdout()
+            return 0
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
