@@ -381,6 +381,7 @@ def test_a_move_streams_from_the_node_with_no_staging_file(
     assert sha256_of(source) == before
 
 
+@pytest.mark.usefixtures("linked_volume_standin")
 def test_a_linked_clone_streams_onto_the_base_pve_names(
         ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path,
         temp_dir: Path) -> None:
