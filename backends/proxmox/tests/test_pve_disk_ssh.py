@@ -245,6 +245,29 @@ def test_an_unknown_host_key_is_refused(fake: InProcessFakePve, node: Sshd, node
             vm.delete()
 
 
+@pytest.mark.parametrize("transport", ["openssh", "sftp"])
+def test_an_unknown_host_key_is_refused_on_a_streamed_move(
+        fake: InProcessFakePve, node: Sshd, nodestore: Path, tmp_path: Path, temp_dir: Path,
+        transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if transport == "sftp":
+        monkeypatch.setattr(node_disks, "openssh_wanted", lambda: False)
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    uri = ssh_uri(fake, node).replace(quote(str(node.known_hosts)), quote(str(empty)))
+    with anyvirt.connect(uri, password=PASSWORD) as host, memory_host() as target:
+        vm = host.vms.create(VMSpec(name=f"stranger-{transport}", cpus=1, memory_mib=64,
+                                    node="pve1", disks=[DiskSpec(size_gib=DISK_GIB,
+                                                                 storage="nodestore")]))
+        try:
+            write_disk(host, vm, "raw", DATA, tmp_path)
+            with pytest.raises(ConnectionFailed, match=r"(?i)host key"):
+                anyvirt.migrate(vm, to=target, networks=BRIDGES)
+            assert not target.vms.exists(f"stranger-{transport}")
+            assert list(temp_dir.iterdir()) == []
+        finally:
+            vm.delete()
+
+
 def test_a_disk_without_a_path_on_the_node_is_not_supported(ssh_host: Host, tmp_path: Path) -> None:
     # local-lvm's volumes are LVs (/dev/pve/...): the stand-in node has none, so the read fails
     # naming the path, and nothing is left behind

@@ -40,12 +40,14 @@ class Window(Protocol):
 class WindowedReader:
     """``read_at(offset, length)`` over ``open_window(offset, length) -> Window`` for a
     source of ``size`` bytes. Thread-safe (one read at a time); ``close()`` aborts the
-    open window. ``read_bytes`` counts what the caller got."""
+    open window. ``read_bytes`` counts what the caller got. ``min_window`` is for sources
+    where opening a window costs more than reading past what was asked (a process started
+    over SSH): no window is smaller, and what a seek leaves unread is the price."""
 
     def __init__(self, open_window: Callable[[int, int], Window], size: int, what: str, *,
-                 max_window: int = MAX_WINDOW) -> None:
+                 max_window: int = MAX_WINDOW, min_window: int = 0) -> None:
         self.open_window, self.size, self.what = open_window, size, what
-        self.max_window = max_window
+        self.max_window, self.min_window = max_window, min_window
         self.read_bytes = 0
         self._lock = threading.Lock()
         self._window: Window | None = None
@@ -83,6 +85,7 @@ class WindowedReader:
         running_on = self._window is None and self._at == offset
         self.close()
         self._span = min(max(self._span * 2, length), self.max_window) if running_on else length
+        self._span = max(self._span, min(self.min_window, self.max_window))  # doubles from there
         span = min(self._span, self.size - offset)
         self._window = self.open_window(offset, span)
         self._at, self._left = offset, span

@@ -20,6 +20,8 @@ path quoted for the remote shell; several times paramiko's throughput), else
 paramiko's SFTP, with the same host key rule for both;
 the core inspects the copy like any image from elsewhere before using it.
 Storages without a path on the node (Ceph RBD, iSCSI LUNs) are NotSupported.
+A move to another platform reads the same paths without this copy
+(:mod:`anyvirt_proxmox.node_streams`).
 """
 
 from __future__ import annotations

@@ -40,7 +40,11 @@ from anyvirt_proxmox import node_disks
 from anyvirt_proxmox.inventory import Inventory
 from anyvirt_proxmox.node_disks import NodeAccess, NodeVolume
 
-WINDOW = 16 * 1024 * 1024
+#: sequential runs double up to this: fewer processes started for a long run
+WINDOW = 64 * 1024 * 1024
+#: a window is a process started over SSH (tens of milliseconds, far more on a busy machine):
+#: reading a few MiB past a seek costs less than one more window
+MIN_WINDOW = 4 * 1024 * 1024
 FORMATS = ("raw", "qcow2")
 QCOW2_MAGIC = b"QFI\xfb"
 #: PVE's name for a linked clone's volume on file storage: ``<base vmid>/<base>/<vmid>/<name>``
@@ -158,8 +162,8 @@ def _readers(reach: Reach, chains: list[list[Layer]]) -> dict[str, WindowedReade
                             what: str = what) -> Window:
                 return reach.window(path, offset, length, what)
 
-            readers[f"disk{index}-layer{depth}"] = WindowedReader(open_window, layer.length, what,
-                                                                  max_window=WINDOW)
+            readers[f"disk{index}-layer{depth}"] = WindowedReader(
+                open_window, layer.length, what, max_window=WINDOW, min_window=MIN_WINDOW)
     return readers
 
 
