@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "backends" / "proxmox" / "tests"))
 from anyvirt_proxmox.testbed import make_certificate  # noqa: E402
-from pve_support import PASSWORD, InProcessFakePve  # noqa: E402
-from sshd_support import sshd  # noqa: E402
+from pve_support import PASSWORD, InProcessFakePve  # type: ignore[import-not-found]  # noqa: E402
+from sshd_support import sshd  # type: ignore[import-not-found]  # noqa: E402
 
 import anyvirt  # noqa: E402
 from anyvirt import DiskSpec, NicSpec, VMSpec  # noqa: E402
@@ -83,7 +83,7 @@ def one_move(uri: str, size_mib: int, data_mib: int, streamed: bool) -> dict[str
                     out.truncate(size_mib * MIB)
                 os.sync()
 
-                def watch(task: anyvirt.Task) -> None:
+                def watch(task: anyvirt.Task[Any]) -> None:
                     if "verifying" in (task.message or ""):
                         seen.setdefault("copy", time.perf_counter())
                     if "copy" not in seen:

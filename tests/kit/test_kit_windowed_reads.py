@@ -57,3 +57,14 @@ def test_a_sequential_run_doubles_from_the_minimum_window() -> None:
         assert source.read_at(at, 4096) == DATA[at:at + 4096]
     assert [length for _offset, length in opened] == [64 * 1024, 128 * 1024, 256 * 1024,
                                                       256 * 1024, 256 * 1024]
+
+
+def test_a_read_of_what_was_just_read_opens_no_window() -> None:
+    opened: list[tuple[int, int]] = []
+    source = reader(opened, min_window=64 * 1024)
+    assert source.read_at(4096, 8192) == DATA[4096:12288]
+    assert source.read_at(4096, 8192) == DATA[4096:12288]  # again
+    assert source.read_at(8192, 100) == DATA[8192:8292]  # inside it
+    assert source.read_at(12288, 4096) == DATA[12288:16384]  # on from where the window is
+    assert opened == [(4096, 64 * 1024)]
+    assert source.read_bytes == 8192 * 2 + 100 + 4096
