@@ -234,9 +234,11 @@ class _RemoteRange:
         _classify(code, error, self.endpoint, self.what)
 
     def _close(self) -> bytes:
+        """The pipes closed (once: an ended window is aborted again when its reader closes)
+        and what ssh said on stderr."""
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.proc.stdout.close()
-        error = self.proc.stderr.read()
+        error = b"" if self.proc.stderr.closed else self.proc.stderr.read()
         self.proc.stderr.close()
         self.proc.wait()
         return error
@@ -298,10 +300,12 @@ def multiplexed(endpoint: SshEndpoint, *, key_filename: str | None, known_hosts:
     with tempfile.TemporaryDirectory(prefix="anyvirt-ssh-", dir=_control_dir()) as private:
         os.chmod(private, 0o700)  # mkdtemp's mode already; said here because it matters
         control = Path(private) / "m"
+        # the master's messages go to a file: a pipe nobody reads would stall it once full
+        log = (Path(private) / "log").open("w+b")
         master = subprocess.Popen(
             [*base, "-N", "-o", "ControlMaster=yes", "-o", f"ControlPath={control}",
              "-o", "ControlPersist=no", "--", endpoint.host],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         try:
             # the socket appears once the login succeeded
             deadline = time.monotonic() + timeout + EXIT_GRACE
@@ -309,8 +313,8 @@ def multiplexed(endpoint: SshEndpoint, *, key_filename: str | None, known_hosts:
                 if master.poll() is not None or time.monotonic() > deadline:
                     master.kill()
                     master.wait()
-                    assert master.stderr is not None
-                    why = master.stderr.read().decode(errors="replace").strip()[-400:]
+                    log.seek(0)
+                    why = log.read().decode(errors="replace").strip()[-400:]
                     raise ConnectionFailed(f"connecting over SSH to {endpoint}: "
                                            f"{why or 'no login in time'}")
                 time.sleep(0.02)
@@ -324,8 +328,7 @@ def multiplexed(endpoint: SshEndpoint, *, key_filename: str | None, known_hosts:
             except subprocess.TimeoutExpired:
                 master.kill()
                 master.wait()
-            if master.stderr is not None:
-                master.stderr.close()
+            log.close()
 
 
 class _SftpRange:

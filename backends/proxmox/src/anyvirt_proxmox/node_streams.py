@@ -75,7 +75,7 @@ class _OverOpenSsh:
         # a regular file's own length; a block device (an LV, a zvol) is the volume's size
         out = self.link.run(f"stat -L -c %F:%s -- {shlex.quote(path)}", what).decode()
         kind, _, size = out.strip().rpartition(":")
-        return int(size) if kind == "regular file" else fallback
+        return int(size) if kind.startswith("regular") else fallback  # "regular empty file"
 
     def window(self, path: str, offset: int, length: int, what: str) -> Window:
         return self.link.read_range(path, offset, length, what)
