@@ -440,6 +440,26 @@ def test_a_linked_clone_streams_onto_the_base_pve_names(
         clone.delete()
 
 
+def test_a_backing_file_pve_does_not_name_is_never_followed(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path,
+        temp_dir: Path) -> None:
+    """A qcow2 volume that is no linked clone in PVE's naming but whose header names a
+    backing file: not streamed on the header's word; the copy path refuses it, saying so."""
+    pve.storages["nodestore"]["format"] = "qcow2"
+    vm = make("stream-stray-backing")
+    where = node_path(ssh_host, vm.info().disks[0].path)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    decoy = tmp_path / "decoy.raw"
+    decoy.write_bytes(b"\xcd" * MIB)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(decoy),
+                    str(where), str(int(DISK_GIB * 1024 * MIB))], check=True)
+    with memory_host() as target:
+        with pytest.raises(InvalidSpec, match="backing file"):
+            anyvirt.migrate(vm, to=target, networks=BRIDGES)
+        assert not target.vms.exists("stream-stray-backing")
+    assert list(temp_dir.iterdir()) == []
+
+
 @pytest.mark.parametrize("transport", ["openssh", "sftp"])
 def test_a_connection_cut_mid_stream_leaves_nothing(
         ssh_host: Host, node: Sshd, tmp_path: Path, temp_dir: Path, transport: str,
