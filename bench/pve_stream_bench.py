@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -99,8 +100,7 @@ def one_move(uri: str, size_mib: int, data_mib: int, streamed: bool) -> dict[str
                 "largest_staged_mib": seen["largest"] / MIB}
     finally:
         tempfile.tempdir = None
-        with contextlib.suppress(OSError):
-            os.rmdir(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main() -> None:
@@ -132,6 +132,7 @@ def main() -> None:
                           f"{result['largest_staged_mib']:.1f} MiB (load {os.getloadavg()[0]:.1f})")
     finally:
         fake.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the stand-in node's volumes with it
 
 
 if __name__ == "__main__":
