@@ -13,7 +13,9 @@ Where fakepve lacks a feature, a **stand-in** of this project answers that one
 request (``StandIn`` subclasses, named as such), still schema-checked:
 fakepve's ``POST .../migrate`` does not move the VM and its ``GET .../migrate``
 precheck answers a made-up sample, so ``MigrationStandIn`` answers both from
-fakepve's state and moves the VM with fakepve's own migration scenario.
+fakepve's state and moves the VM with fakepve's own migration scenario;
+fakepve cannot parse a linked clone's volume name back, so
+``LinkedVolumeStandIn`` answers where PVE says such a volume lives.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ import requests
 import requests.adapters
 from anyvirt_proxmox.testbed import make_certificate
 from fakepve import FakePve
-from pve_support import NODES, PASSWORD, InProcessFakePve, MigrationStandIn, Traffic
+from pve_support import (
+    NODES,
+    PASSWORD,
+    InProcessFakePve,
+    LinkedVolumeStandIn,
+    MigrationStandIn,
+    Traffic,
+)
 
 import anyvirt
 from anyvirt.host import Host
@@ -72,6 +81,13 @@ def pve(fake: InProcessFakePve) -> Iterator[FakePve]:
     fake.pve.failures.clear()
     for node in NODES:
         fake.pve.set_node_offline(node, False)
+
+
+@pytest.fixture
+def linked_volume_standin(fake: InProcessFakePve, traffic: Traffic) -> LinkedVolumeStandIn:
+    standin = LinkedVolumeStandIn(fake)
+    traffic.standins.append(standin)
+    return standin
 
 
 @pytest.fixture

@@ -358,3 +358,36 @@ def _gib(size: str) -> str:
     units = {"K": 1 / (1024 * 1024), "M": 1 / 1024, "G": 1, "T": 1024}
     number = float(size[:-1]) * units[size[-1]] if size[-1] in units else float(size) / 1024 ** 3
     return f"{number:g}"
+
+
+CONTENT = re.compile(r"/api2/json/nodes/(?P<node>[^/]+)/storage/(?P<storage>[^/]+)/content/"
+                     r"(?P<volume>[^/]+)$")
+LINKED_VOLNAME = re.compile(r"^\d+/base-[^/]+/(?P<vmid>\d+)/(?P<name>[^/]+)$")
+
+
+class LinkedVolumeStandIn(StandIn):
+    """Stand-in for fakepve's ``GET .../storage/{storage}/content/{volume}`` of a linked
+    clone's volume on a directory storage: fakepve names it as PVE does
+    (``100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2``) but cannot parse that name
+    back ("unable to parse volume filename"); PVE's ``parse_volname`` does, and its
+    ``filesystem_path`` puts the clone's own file under its own VM id:
+    ``<path>/images/101/vm-101-disk-0.qcow2``. Size and format are fakepve's record."""
+
+    def __init__(self, fake: InProcessFakePve) -> None:
+        self.fake = fake
+
+    def handle(self, request: requests.PreparedRequest, send: Send) -> requests.Response | None:
+        match = CONTENT.search(urlsplit(str(request.url)).path)
+        if request.method != "GET" or match is None:
+            return None
+        storage, volid = unquote(match["storage"]), unquote(match["volume"])
+        volname = volid.partition(":")[2]
+        linked = LINKED_VOLNAME.match(volname)
+        store = self.fake.pve.storages.get(storage) or {}
+        volume = store.get("volumes", {}).get(volname)
+        if linked is None or volume is None or "path" not in store:
+            return None
+        return pve_response(request, 200, {
+            "path": f"{store['path']}/images/{linked['vmid']}/{linked['name']}",
+            "size": int(volume.get("size") or 0), "used": 0,
+            "format": volume.get("format") or "raw"})

@@ -13,8 +13,12 @@ proves they come out byte for byte elsewhere.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
+import stat
+import subprocess
 import sys
 import threading
 import time
@@ -37,6 +41,7 @@ from anyvirt.testing.disk_bytes import pattern
 from anyvirt.vm import VM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from move_faults_support import temp_dir as temp_dir
 from sshd_support import Sshd, sshd
 
 pytestmark = pytest.mark.skipif(
@@ -240,6 +245,29 @@ def test_an_unknown_host_key_is_refused(fake: InProcessFakePve, node: Sshd, node
             vm.delete()
 
 
+@pytest.mark.parametrize("transport", ["openssh", "sftp"])
+def test_an_unknown_host_key_is_refused_on_a_streamed_move(
+        fake: InProcessFakePve, node: Sshd, nodestore: Path, tmp_path: Path, temp_dir: Path,
+        transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if transport == "sftp":
+        monkeypatch.setattr(node_disks, "openssh_wanted", lambda: False)
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    uri = ssh_uri(fake, node).replace(quote(str(node.known_hosts)), quote(str(empty)))
+    with anyvirt.connect(uri, password=PASSWORD) as host, memory_host() as target:
+        vm = host.vms.create(VMSpec(name=f"stranger-{transport}", cpus=1, memory_mib=64,
+                                    node="pve1", disks=[DiskSpec(size_gib=DISK_GIB,
+                                                                 storage="nodestore")]))
+        try:
+            write_disk(host, vm, "raw", DATA, tmp_path)
+            with pytest.raises(ConnectionFailed, match=r"(?i)host key"):
+                anyvirt.migrate(vm, to=target, networks=BRIDGES)
+            assert not target.vms.exists(f"stranger-{transport}")
+            assert list(temp_dir.iterdir()) == []
+        finally:
+            vm.delete()
+
+
 def test_a_disk_without_a_path_on_the_node_is_not_supported(ssh_host: Host, tmp_path: Path) -> None:
     # local-lvm's volumes are LVs (/dev/pve/...): the stand-in node has none, so the read fails
     # naming the path, and nothing is left behind
@@ -307,5 +335,164 @@ def test_a_connection_cut_mid_read_fails_cleanly(ssh_host: Host, pve: FakePve, n
         assert cuts and cuts[0] > 0
         assert not (tmp_path / "cut.avbk").exists()
         assert not [p for p in tmp_path.iterdir() if p.name.startswith("cut.avbk")]
+    finally:
+        vm.delete()
+
+
+# ------------------------------------------------------------------ streamed moves
+def _largest_file(where: Path) -> int:
+    """The most disk any regular file under ``where`` takes (FUSE views excluded: mount
+    points whose bytes live elsewhere)."""
+    mounts = {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()}
+    largest = 0
+    for root, _dirs, files in os.walk(where):
+        for name in files:
+            path = os.path.join(root, name)
+            if path in mounts:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                found = os.lstat(path)
+                if stat.S_ISREG(found.st_mode):
+                    largest = max(largest, found.st_blocks * 512, found.st_size)
+    return largest
+
+
+def staging_watch(temp_dir: Path, largest: list[int]) -> Callable[[anyvirt.Task], None]:
+    """A progress callback noting in ``largest[0]`` the largest file in the temp dir while the
+    source is read (export and import): the read-back afterwards is the target's business (a
+    memory:// target has no ranged reads, so its copy is exported whole to be compared)."""
+    def watch(task: anyvirt.Task) -> None:
+        if "verifying" in (task.message or "") or largest[1:]:
+            largest[1:] = [1]
+            return
+        largest[0] = max(largest[0], _largest_file(temp_dir))
+    return watch
+
+
+def node_path(host: Host, volid: str | None) -> Path:
+    """Where PVE says volume ``volid`` lives on the node (in the stand-in's directory)."""
+    assert volid is not None
+    located = host.native.nodes("pve1").storage("nodestore").content(quote(volid, safe="")).get()
+    return Path(located["path"])
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("transport", ["openssh", "sftp"])
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_a_move_streams_from_the_node_with_no_staging_file(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path, temp_dir: Path,
+        fmt: str, transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The volume is read from the node as the target's import reads it: no file in the
+    temp dir ever holds the disk, and the copy is the guest's disk byte for byte."""
+    if transport == "sftp":
+        monkeypatch.setattr(node_disks, "openssh_wanted", lambda: False)
+    pve.storages["nodestore"]["format"] = fmt
+    vm = make(f"stream-{fmt}")
+    guest = write_disk(ssh_host, vm, fmt, DATA, tmp_path)
+    source = node_path(ssh_host, vm.info().disks[0].path)
+    before = sha256_of(source)
+    largest = [0]
+
+    with memory_host() as target:
+        anyvirt.migrate(vm, to=target, networks=BRIDGES, on_progress=staging_watch(temp_dir, largest))
+        assert memory_disk(target.vms.get(f"stream-{fmt}"), tmp_path) == guest
+    assert largest[0] < MIB, f"a {largest[0]}-byte file was staged"
+    assert list(temp_dir.iterdir()) == []
+    assert sha256_of(source) == before
+
+
+@pytest.mark.usefixtures("linked_volume_standin")
+def test_a_linked_clone_streams_onto_the_base_pve_names(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path,
+        temp_dir: Path) -> None:
+    """A linked clone's qcow2 is read stacked on the base volume PVE's name for it gives,
+    never on the backing file its header names: here a decoy full of 0xcd."""
+    pve.storages["nodestore"]["format"] = "qcow2"
+    base = make("stream-base")
+    base.mark_template()
+    flat = bytearray(write_disk(ssh_host, base, "qcow2", DATA, tmp_path))
+    clone = base.clone("stream-linked", linked=True)
+    try:
+        top = node_path(ssh_host, clone.info().disks[0].path)
+        assert top != node_path(ssh_host, base.info().disks[0].path)
+        decoy = tmp_path / "decoy.qcow2"
+        size = str(int(DISK_GIB * 1024 * MIB))
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(decoy), size], check=True)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0xcd 0 {size}", str(decoy)],
+                       check=True, capture_output=True)
+        top.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                        str(decoy), str(top), size], check=True)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 20M 1M", str(top)],
+                       check=True, capture_output=True)
+        flat[20 * MIB:21 * MIB] = b"\xab" * MIB
+        largest = [0]
+        with memory_host() as target:
+            anyvirt.migrate(clone, to=target, networks=BRIDGES,
+                            on_progress=staging_watch(temp_dir, largest))
+            assert memory_disk(target.vms.get("stream-linked"), tmp_path) == bytes(flat)
+        assert largest[0] < MIB, f"a {largest[0]}-byte file was staged"
+        assert list(temp_dir.iterdir()) == []
+    finally:
+        clone.delete()
+
+
+def test_a_backing_file_pve_does_not_name_is_never_followed(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path,
+        temp_dir: Path) -> None:
+    """A qcow2 volume that is no linked clone in PVE's naming but whose header names a
+    backing file: not streamed on the header's word; the copy path refuses it, saying so."""
+    pve.storages["nodestore"]["format"] = "qcow2"
+    vm = make("stream-stray-backing")
+    where = node_path(ssh_host, vm.info().disks[0].path)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    decoy = tmp_path / "decoy.raw"
+    decoy.write_bytes(b"\xcd" * MIB)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(decoy),
+                    str(where), str(int(DISK_GIB * 1024 * MIB))], check=True)
+    with memory_host() as target:
+        with pytest.raises(InvalidSpec, match="backing file"):
+            anyvirt.migrate(vm, to=target, networks=BRIDGES)
+        assert not target.vms.exists("stream-stray-backing")
+    assert list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("transport", ["openssh", "sftp"])
+def test_a_connection_cut_mid_stream_leaves_nothing(
+        ssh_host: Host, node: Sshd, tmp_path: Path, temp_dir: Path, transport: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's SSH sessions killed while the import reads: ConnectionFailed, no VM and
+    nothing of one on the target, the source's volume as it was, the temp dir empty."""
+    if transport == "sftp":
+        monkeypatch.setattr(node_disks, "openssh_wanted", lambda: False)
+    name = f"cut-stream-{transport}"
+    vm = ssh_host.vms.create(VMSpec(name=name, cpus=1, memory_mib=64, node="pve1",
+                                    disks=[DiskSpec(size_gib=0.25, storage="nodestore")]))
+    try:
+        where = node_path(ssh_host, vm.info().disks[0].path)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        with where.open("wb") as out:  # data all the way: the read takes a while
+            block = os.urandom(4 * MIB)
+            for _ in range(64):
+                out.write(block)
+        before = sha256_of(where)
+        cuts: list[int] = []
+
+        def cut_midway(task: anyvirt.Task) -> None:
+            if not cuts and (task.progress or 0) >= 10 and node.sessions():
+                cuts.append(node.cut())
+
+        with memory_host() as target:
+            with pytest.raises(anyvirt.ConnectionFailed, match=r"lost|connecting"):
+                anyvirt.migrate(vm, to=target, networks=BRIDGES, on_progress=cut_midway)
+            assert cuts and cuts[0] > 0, "the move failed before the cut"
+            assert not target.vms.exists(name)
+            assert target.vms.list() == [] or all(v.name != name for v in target.vms.list())
+        assert sha256_of(where) == before
+        assert ssh_host.vms.get(vm.id).state is anyvirt.PowerState.STOPPED
+        assert list(temp_dir.iterdir()) == []
     finally:
         vm.delete()

@@ -8,10 +8,13 @@ connections that ask for SSH need it.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -133,6 +136,20 @@ def openssh_available() -> bool:
 EXIT_GRACE = 2.0
 
 
+def _ssh_argv(endpoint: SshEndpoint, *, key_filename: str | None, known_hosts: Path | None,
+              timeout: float) -> list[str]:
+    """OpenSSH's client with the rules of :func:`sftp`: no ssh_config read, the host key
+    must be in ``known_hosts``, no prompt, a quiet server fails the connection."""
+    argv = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts or default_known_hosts()}",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"ConnectTimeout={max(int(timeout), 1)}",
+            "-o", f"ServerAliveInterval={max(int(timeout) // 3, 1)}", "-o", "ServerAliveCountMax=3",
+            "-p", str(endpoint.port), "-l", endpoint.user]
+    if key_filename is not None:
+        argv += ["-i", key_filename, "-o", "IdentitiesOnly=yes"]
+    return argv
+
+
 @contextlib.contextmanager
 def streamed_file(endpoint: SshEndpoint, path: str, *, key_filename: str | None,
                   known_hosts: Path | None, timeout: float) -> Iterator[IO[bytes]]:
@@ -141,14 +158,8 @@ def streamed_file(endpoint: SshEndpoint, path: str, *, key_filename: str | None,
     :func:`sftp`: no ssh_config read, the host key must be in ``known_hosts``, no prompt.
     ``path`` is quoted for the remote shell. A non-zero exit after the reader is done
     (a missing file, a refused key) is ConnectionFailed (255) or TaskFailed."""
-    argv = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known_hosts or default_known_hosts()}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"ConnectTimeout={max(int(timeout), 1)}",
-            "-o", f"ServerAliveInterval={max(int(timeout) // 3, 1)}", "-o", "ServerAliveCountMax=3",
-            "-p", str(endpoint.port), "-l", endpoint.user]
-    if key_filename is not None:
-        argv += ["-i", key_filename, "-o", "IdentitiesOnly=yes"]
-    argv += ["--", endpoint.host, f"cat -- {shlex.quote(path)}"]
+    argv = [*_ssh_argv(endpoint, key_filename=key_filename, known_hosts=known_hosts,
+                       timeout=timeout), "--", endpoint.host, f"cat -- {shlex.quote(path)}"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -176,5 +187,201 @@ def streamed_file(endpoint: SshEndpoint, path: str, *, key_filename: str | None,
     if failed is not None:
         raise failed
 
-__all__ = ["SshEndpoint", "default_known_hosts", "known_hosts_only", "openssh_available", "sftp",
-           "streamed_file", "transfer_errors"]
+
+# ------------------------------------------------------------------ ranged reads
+#: a UNIX socket's path must fit in sun_path (108 bytes, 104 on some systems), with the
+#: 17 characters OpenSSH appends while it sets the socket up: a longer temp dir falls back to /tmp
+SOCKET_PATH_MAX = 104 - 17
+#: the SFTP requests of one window go out together, in pieces of this size
+SFTP_PIECE = 1024 * 1024
+
+
+def _classify(code: int, error: bytes, endpoint: SshEndpoint, what: str) -> None:
+    """OpenSSH's exit status as our errors: 255 is ssh's own failure (the link), any other
+    non-zero one is the remote command's."""
+    text = error.decode(errors="replace").strip()[-400:]
+    if code == 255:
+        raise ConnectionFailed(f"{what}: the SSH connection to {endpoint} was lost or refused: "
+                               f"{text or 'ssh failed'}")
+    if code != 0:
+        raise TaskFailed(f"{what} on {endpoint}: {text or f'exit status {code}'}")
+
+
+class _RemoteRange:
+    """One ranged read running on the node (a :class:`anyvirt.kit.windowed_reads.Window`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], endpoint: SshEndpoint, what: str) -> None:
+        self.proc, self.endpoint, self.what = proc, endpoint, what
+
+    def read(self, size: int, /) -> bytes:
+        assert self.proc.stdout is not None
+        chunk = self.proc.stdout.read(size)
+        if not chunk:  # ended early: ssh's exit status says whether the link went
+            self._ended()
+        return chunk
+
+    def finish(self) -> None:
+        self._ended()
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # the rest of the range is not wanted
+        self._close()
+
+    def _ended(self) -> None:
+        code = self.proc.wait()
+        error = self._close()
+        _classify(code, error, self.endpoint, self.what)
+
+    def _close(self) -> bytes:
+        """The pipes closed (once: an ended window is aborted again when its reader closes)
+        and what ssh said on stderr."""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        error = b"" if self.proc.stderr.closed else self.proc.stderr.read()
+        self.proc.stderr.close()
+        self.proc.wait()
+        return error
+
+
+@frozen
+class Multiplexed:
+    """One OpenSSH login to a machine that many short commands ride on, none paying a
+    handshake: the ControlMaster's socket lives in a private (0700) temp dir for as long
+    as :func:`multiplexed` lasts. A master that is gone (a cut link) fails every command
+    with ConnectionFailed: nothing logs in again behind the caller's back."""
+
+    endpoint: SshEndpoint
+    client: list[str]  # ssh's argv up to the host, riding on the master
+    master: subprocess.Popen[bytes]
+    timeout: float
+
+    def _argv(self, command: str) -> list[str]:
+        if self.master.poll() is not None:
+            raise ConnectionFailed(f"the SSH connection to {self.endpoint} was lost")
+        return [*self.client, "--", self.endpoint.host, command]
+
+    def run(self, command: str, what: str) -> bytes:
+        """``command`` (already quoted for the remote shell) run there: its output."""
+        try:
+            done = subprocess.run(self._argv(command), stdin=subprocess.DEVNULL,
+                                  capture_output=True, check=False, timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ConnectionFailed(f"{what}: no answer over SSH from {self.endpoint} "
+                                   f"in {self.timeout:g} s") from exc
+        _classify(done.returncode, done.stderr, self.endpoint, what)
+        return done.stdout
+
+    def read_range(self, path: str, offset: int, length: int, what: str) -> _RemoteRange:
+        """``length`` bytes of the node's file (or block device) ``path`` from ``offset``,
+        as a window: GNU dd with byte offsets there, the path quoted for the remote shell."""
+        command = (f"dd if={shlex.quote(path)} bs=1M skip={int(offset)} count={int(length)} "
+                   "iflag=skip_bytes,count_bytes status=none")
+        proc = subprocess.Popen(self._argv(command), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return _RemoteRange(proc, self.endpoint, what)
+
+
+def _control_dir() -> str:
+    """Where the master's socket goes: the temp dir, unless its path is too long for one."""
+    where = tempfile.gettempdir()
+    # mkdtemp makes a private (0700) directory under /tmp as under any other
+    fits = len(where) + len("/anyvirt-ssh-xxxxxxxx/m") < SOCKET_PATH_MAX
+    return where if fits else "/tmp"  # noqa: S108
+
+
+@contextlib.contextmanager
+def multiplexed(endpoint: SshEndpoint, *, key_filename: str | None, known_hosts: Path | None,
+                timeout: float) -> Iterator[Multiplexed]:
+    """A logged-in OpenSSH ControlMaster to ``endpoint`` (the rules of :func:`sftp`: the host
+    key must be in ``known_hosts``), stopped and its socket gone afterwards. A failed login
+    is ConnectionFailed."""
+    base = _ssh_argv(endpoint, key_filename=key_filename, known_hosts=known_hosts, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="anyvirt-ssh-", dir=_control_dir()) as private:
+        os.chmod(private, 0o700)  # mkdtemp's mode already; said here because it matters
+        control = Path(private) / "m"
+        # the master's messages go to a file: a pipe nobody reads would stall it once full
+        log = (Path(private) / "log").open("w+b")
+        master = subprocess.Popen(
+            [*base, "-N", "-o", "ControlMaster=yes", "-o", f"ControlPath={control}",
+             "-o", "ControlPersist=no", "--", endpoint.host],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            # the socket appears once the login succeeded
+            deadline = time.monotonic() + timeout + EXIT_GRACE
+            while not control.exists():
+                if master.poll() is not None or time.monotonic() > deadline:
+                    master.kill()
+                    master.wait()
+                    log.seek(0)
+                    why = log.read().decode(errors="replace").strip()[-400:]
+                    raise ConnectionFailed(f"connecting over SSH to {endpoint}: "
+                                           f"{why or 'no login in time'}")
+                time.sleep(0.02)
+            yield Multiplexed(endpoint=endpoint, master=master, timeout=timeout, client=[
+                *base, "-o", "ControlMaster=no", "-o", f"ControlPath={control}"])
+        finally:
+            if master.poll() is None:
+                master.terminate()
+            try:
+                master.wait(EXIT_GRACE)
+            except subprocess.TimeoutExpired:
+                master.kill()
+                master.wait()
+            log.close()
+
+
+class _SftpRange:
+    """One ranged read of a file over SFTP (a :class:`anyvirt.kit.windowed_reads.Window`):
+    its own handle, the requests of the whole range sent at once (``readv``)."""
+
+    def __init__(self, session: Any, path: str, offset: int, length: int, what: str) -> None:
+        self.session, self.what = session, what
+        with self._errors():
+            self.handle = session.open(path, "rb")
+            pieces = [(at, min(SFTP_PIECE, offset + length - at))
+                      for at in range(offset, offset + length, SFTP_PIECE)]
+            self.pieces = iter(self.handle.readv(pieces))
+        self.buffer = b""
+
+    def read(self, size: int, /) -> bytes:
+        with self._errors():
+            while len(self.buffer) < size:
+                piece = next(self.pieces, None)
+                if not piece:
+                    break
+                self.buffer += piece
+        out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
+
+    def finish(self) -> None:
+        with self._errors():
+            self.handle.close()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """:func:`transfer_errors`, and an OSError on a session whose channel is closed (paramiko's
+        "Socket is closed") as the lost connection it is; one on a live session (a file the
+        node does not have) is the file's."""
+        try:
+            with transfer_errors(self.what):
+                yield
+        except OSError as exc:
+            if self.session.get_channel().closed:
+                raise ConnectionFailed(f"{self.what}: the SSH connection was lost: {exc}") from exc
+            raise
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # a lost link: the read's own error is the one
+            self.handle.close()
+
+
+def sftp_window(session: Any, path: str, offset: int, length: int, what: str) -> _SftpRange:
+    """``length`` bytes of ``path`` from ``offset`` over an open :func:`sftp` session, as a
+    window (where this machine has no OpenSSH client)."""
+    return _SftpRange(session, path, offset, length, what)
+
+
+
+__all__ = ["Multiplexed", "SshEndpoint", "default_known_hosts", "known_hosts_only", "multiplexed",
+           "openssh_available", "sftp", "sftp_window", "streamed_file", "transfer_errors"]

@@ -10,6 +10,7 @@ whether it is a cluster of several nodes (migration) or one node.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +50,7 @@ from anyvirt_proxmox import (
     image_import,
     migration,
     node_disks,
+    node_streams,
     power,
     snapshots,
     vms,
@@ -423,3 +425,12 @@ class ProxmoxDriver(Driver):
         only a connection with ``ssh=`` declares."""
         assert self.node_access is not None
         return node_disks.export_disks(self.inventory, self.node_access, vm_id, dest_dir, job)
+
+    def stream_disks(self, vm_id: str,
+                     job: Job) -> contextlib.AbstractContextManager[list[ExportedDisk] | None]:
+        """From the node's storage over SSH as the import reads them (no staging copy); None
+        without ``ssh=`` (the gate then refuses the copy, saying how) or where they cannot
+        stream (then they are copied)."""
+        if self.node_access is None:
+            return contextlib.nullcontext(None)
+        return node_streams.streamed_disks(self.inventory, self.node_access, vm_id, job)

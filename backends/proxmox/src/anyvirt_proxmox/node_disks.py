@@ -20,6 +20,8 @@ path quoted for the remote shell; several times paramiko's throughput), else
 paramiko's SFTP, with the same host key rule for both;
 the core inspects the copy like any image from elsewhere before using it.
 Storages without a path on the node (Ceph RBD, iSCSI LUNs) are NotSupported.
+A move to another platform reads the same paths without this copy
+(:mod:`anyvirt_proxmox.node_streams`).
 """
 
 from __future__ import annotations
@@ -98,21 +100,29 @@ def volumes(inv: Inventory, vm_id: str, node: str) -> list[NodeVolume]:
     when one has no path there or a format no importer reads."""
     out = []
     for disk in cfg.disk_infos(inv.vm_config(vm_id)):
-        storage, volid = disk.storage or "", disk.path or ""
-        what = f"locating disk {disk.id} of VM {vm_id}"
-        found: dict[str, Any] = inv.session.get(("nodes", node, "storage", storage, "content", volid), what)
-        path, fmt = str(found.get("path", "")), str(found.get("format") or disk.format or "raw")
-        if not path.startswith("/"):
-            raise NotSupported("proxmox", Capability.DISK_EXPORT,
-                               f"disk {disk.id} of VM {vm_id} is on storage {storage!r}, which has no "
-                               f"path on the node ({path or 'none'}): only file, LVM and ZFS storages "
-                               "can be read over SSH")
-        if fmt not in READABLE_FORMATS:
-            raise NotSupported("proxmox", Capability.DISK_EXPORT,
-                               f"disk {disk.id} of VM {vm_id} is {fmt!r}, not one of {READABLE_FORMATS}")
-        size = disk.size_bytes or int(found.get("size") or 0)
-        out.append(NodeVolume(disk.id, volid, path, fmt, size, disk.bus))
+        volid = disk.path or ""
+        path, fmt, size = locate(inv, node, volid, f"disk {disk.id} of VM {vm_id}", disk.format)
+        out.append(NodeVolume(disk.id, volid, path, fmt, disk.size_bytes or size, disk.bus))
     return out
+
+
+def locate(inv: Inventory, node: str, volid: str, which: str,
+           fmt: str | None = None) -> tuple[str, str, int]:
+    """(path on the node, format, size) of volume ``volid``, as PVE's storage API gives them;
+    refused when it has no path there or a format no importer reads."""
+    storage = volid.partition(":")[0]
+    found: dict[str, Any] = inv.session.get(("nodes", node, "storage", storage, "content", volid),
+                                            f"locating {which}")
+    path, fmt = str(found.get("path", "")), str(found.get("format") or fmt or "raw")
+    if not path.startswith("/"):
+        raise NotSupported("proxmox", Capability.DISK_EXPORT,
+                           f"{which} is on storage {storage!r}, which has no "
+                           f"path on the node ({path or 'none'}): only file, LVM and ZFS storages "
+                           "can be read over SSH")
+    if fmt not in READABLE_FORMATS:
+        raise NotSupported("proxmox", Capability.DISK_EXPORT,
+                           f"{which} is {fmt!r}, not one of {READABLE_FORMATS}")
+    return path, fmt, int(found.get("size") or 0)
 
 
 def export_disks(inv: Inventory, access: NodeAccess, vm_id: str, dest_dir: Path,
@@ -166,4 +176,5 @@ def openssh_wanted() -> bool:
     return ssh.openssh_available()
 
 
-__all__ = ["OPTIONS", "WHY_NO_SSH", "NodeAccess", "NodeVolume", "export_disks", "volumes"]
+__all__ = ["OPTIONS", "WHY_NO_SSH", "NodeAccess", "NodeVolume", "export_disks", "locate",
+           "openssh_wanted", "volumes"]

@@ -1,0 +1,219 @@
+"""A stopped VM's disks read from the node as the target's import consumes them: no staging copy.
+
+:mod:`anyvirt_proxmox.node_disks` copies each volume whole into a temp dir
+before the import can start. Here each volume (its path and format from PVE's
+storage API, never probed) is served to ``qemu-storage-daemon`` as an NBD export
+(:mod:`anyvirt.kit.nbd_server`) whose reads are ranged reads on the node
+(:mod:`anyvirt.kit.windowed_reads`): with OpenSSH's client, one ``dd`` with byte
+offsets a window, every window riding on one ControlMaster login (no handshake
+each); else paramiko's SFTP with the window's requests sent at once. The daemon
+decodes the image (a linked clone flattened onto its base) into a read-only FUSE
+raw view (:mod:`anyvirt.kit.raw_view`) that the import reads: only the image's
+metadata and data cross the wire, once, while the import runs.
+
+A qcow2 that has a backing file is read with the base PVE's own volume name
+gives it (a linked clone's ``100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2``
+is stacked on ``100/base-100-disk-0.qcow2``), located through the API like any
+volume; the backing path written in the image is never read. One that PVE
+names no base for is not streamed (the copy path refuses it as any image with
+a backing file). Where this machine has no raw views, the disks are copied as
+before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shlex
+import stat
+import struct
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from attrs import frozen
+
+from anyvirt.kit import nbd_server, raw_view, ssh
+from anyvirt.kit.windowed_reads import Window, WindowedReader
+from anyvirt.model import ExportedDisk
+from anyvirt.tasks import Job
+from anyvirt_proxmox import node_disks
+from anyvirt_proxmox.inventory import Inventory
+from anyvirt_proxmox.node_disks import NodeAccess, NodeVolume
+
+#: sequential runs double up to this: fewer processes started for a long run
+WINDOW = 64 * 1024 * 1024
+#: a window is a process started over SSH (tens of milliseconds, far more on a busy machine):
+#: reading a few MiB past a seek costs less than one more window
+MIN_WINDOW = 4 * 1024 * 1024
+FORMATS = ("raw", "qcow2")
+QCOW2_MAGIC = b"QFI\xfb"
+#: PVE's name for a linked clone's volume on file storage: ``<base vmid>/<base>/<vmid>/<name>``
+#: (bases may stack), the part before the last ``/<vmid>/<name>`` being the base volume
+LINKED = re.compile(r"^(?P<base>(?:\d+/[^/]+/)*\d+/base-[^/]+)/\d+/[^/]+$")
+
+
+@frozen
+class Layer:
+    path: str  # on the node
+    format: str
+    length: int  # the file's length there (what the NBD export serves)
+
+
+class Reach(Protocol):
+    """The node's files as their lengths and ranged reads."""
+
+    def length(self, path: str, fallback: int, what: str) -> int: ...
+
+    def window(self, path: str, offset: int, length: int, what: str) -> Window: ...
+
+
+class _OverOpenSsh:
+    def __init__(self, link: ssh.Multiplexed) -> None:
+        self.link = link
+
+    def length(self, path: str, fallback: int, what: str) -> int:
+        # a regular file's own length; a block device (an LV, a zvol) is the volume's size
+        out = self.link.run(f"stat -L -c %F:%s -- {shlex.quote(path)}", what).decode()
+        kind, _, size = out.strip().rpartition(":")
+        return int(size) if kind.startswith("regular") else fallback  # "regular empty file"
+
+    def window(self, path: str, offset: int, length: int, what: str) -> Window:
+        return self.link.read_range(path, offset, length, what)
+
+
+class _OverSftp:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def length(self, path: str, fallback: int, what: str) -> int:
+        with ssh.transfer_errors(what):
+            info = self.session.stat(path)
+        regular = info.st_mode is not None and stat.S_ISREG(info.st_mode)
+        return int(info.st_size or 0) if regular else fallback
+
+    def window(self, path: str, offset: int, length: int, what: str) -> Window:
+        return ssh.sftp_window(self.session, path, offset, length, what)
+
+
+@contextlib.contextmanager
+def _reach(access: NodeAccess, node: str) -> Iterator[Reach]:
+    endpoint = access.endpoint(node)
+    if node_disks.openssh_wanted():
+        with ssh.multiplexed(endpoint, key_filename=access.key_filename,
+                             known_hosts=access.known_hosts, timeout=access.timeout) as link:
+            yield _OverOpenSsh(link)
+    else:
+        with ssh.sftp(endpoint, key_filename=access.key_filename, known_hosts=access.known_hosts,
+                      timeout=access.timeout) as session:
+            yield _OverSftp(session)
+
+
+def base_volid(volid: str) -> str | None:
+    """The base volume PVE's name for ``volid`` gives it (a linked clone's), else None."""
+    storage, _, volname = volid.partition(":")
+    match = LINKED.match(volname)
+    return f"{storage}:{match['base']}" if match else None
+
+
+def _has_backing(reach: Reach, layer: Layer, what: str) -> bool:
+    """Whether a qcow2's header names a backing file (only whether: the name is not used)."""
+    header = _read(reach, layer, 0, 20, what)
+    if header[:4] != QCOW2_MAGIC:
+        return False  # not a qcow2 after all: qemu-storage-daemon refuses it, saying so
+    return bool(struct.unpack(">Q", header[8:16])[0])
+
+
+def _read(reach: Reach, layer: Layer, offset: int, length: int, what: str) -> bytes:
+    reader = WindowedReader(lambda at, size: reach.window(layer.path, at, size, what),
+                            layer.length, what)
+    try:
+        return reader.read_at(offset, min(length, layer.length - offset))
+    finally:
+        reader.close()
+
+
+def _chain(inv: Inventory, node: str, reach: Reach, vol: NodeVolume,
+           vm_id: str) -> list[Layer] | None:
+    """The volume's layers from the top down to its base, or None where it cannot stream."""
+    which = f"disk {vol.disk_id} of VM {vm_id}"
+    if vol.format not in FORMATS:
+        return None
+    layers = [Layer(vol.path, vol.format, reach.length(vol.path, vol.size, f"reading {which}"))]
+    volid = vol.volid
+    while layers[-1].format == "qcow2" and _has_backing(reach, layers[-1], f"reading {which}"):
+        base = base_volid(volid)
+        if base is None:
+            return None  # a backing file PVE does not name: never followed
+        path, fmt, size = node_disks.locate(inv, node, base, f"the base {base} of {which}")
+        if fmt not in FORMATS:
+            return None
+        layers.append(Layer(path, fmt, reach.length(path, size, f"reading {base}")))
+        volid = base
+    return layers
+
+
+def _readers(reach: Reach, chains: list[list[Layer]]) -> dict[str, WindowedReader]:
+    readers = {}
+    for index, chain in enumerate(chains):
+        for depth, layer in enumerate(chain):
+            what = f"reading {layer.path} on the node"
+
+            def open_window(offset: int, length: int, path: str = layer.path,
+                            what: str = what) -> Window:
+                return reach.window(path, offset, length, what)
+
+            readers[f"disk{index}-layer{depth}"] = WindowedReader(
+                open_window, layer.length, what, max_window=WINDOW, min_window=MIN_WINDOW)
+    return readers
+
+
+@contextlib.contextmanager
+def streamed_disks(inv: Inventory, access: NodeAccess, vm_id: str,
+                   job: Job) -> Iterator[list[ExportedDisk] | None]:
+    """The VM's disks as raw views read from the node while the block lasts; None (and no
+    connection left open) where some disk cannot stream or this machine has no raw views:
+    the caller copies them as before."""
+    if not raw_view.available():
+        yield None
+        return
+    node = inv.node_of(vm_id, refresh=True)
+    found = node_disks.volumes(inv, vm_id, node)
+    with contextlib.ExitStack() as link:
+        reach = link.enter_context(_reach(access, node))
+        chains: list[list[Layer]] = []
+        for vol in found:
+            job.check()
+            chain = _chain(inv, node, reach, vol, vm_id)
+            if chain is None:
+                break
+            chains.append(chain)
+        if len(chains) < len(found):
+            link.close()
+            yield None
+            return
+        readers = _readers(reach, chains)
+        exports = {key: nbd_server.Export(size=reader.size, read_at=reader.read_at)
+                   for key, reader in readers.items()}
+        try:
+            with nbd_server.NbdServer(exports) as server, contextlib.ExitStack() as views:
+                out = []
+                for index, (vol, chain) in enumerate(zip(found, chains, strict=True)):
+                    layers = [(f"disk{index}-layer{depth}", layer.format)
+                              for depth, layer in enumerate(chain)]
+                    view = views.enter_context(raw_view.raw_view_of_nbd_chain(
+                        server.socket_path, layers, vol.size, job=job))
+                    out.append(ExportedDisk(id=vol.disk_id, path=str(view), format="raw",
+                                            size_bytes=vol.size, bus=vol.bus))
+                try:
+                    yield out
+                except BaseException as failure:
+                    # a read of the node that failed shows as EIO in the import: say why
+                    if server.errors and not isinstance(failure, GeneratorExit):
+                        raise server.errors[0] from failure
+                    raise
+        finally:
+            for reader in readers.values():
+                reader.close()
+
+
+__all__ = ["base_volid", "streamed_disks"]
