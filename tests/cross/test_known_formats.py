@@ -4,8 +4,8 @@ A guest can write anything to its own disk, a complete qcow2 image at offset 0 i
 A restore (whose disks are raw guest bytes) and a move (whose exports carry their format)
 know each image's format: the target's import must take it as given, never probe it. A
 probe reads such a disk as the qcow2 it contains, and the copy silently holds that
-image's contents instead of the guest's disk. Proven on memory:// and on a real libvirt
-(the embedded QEMU, tests/conftest.py).
+image's contents instead of the guest's disk. Proven on memory://, a real libvirt (the
+embedded QEMU, tests/conftest.py), vcsim and the real VBoxManage.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from anyvirt_virtualbox.testbed import build_chroot, home_at, serving
 
 import anyvirt
 from anyvirt import BackupRepository, DiskSpec, InvalidSpec, VMSpec
@@ -112,6 +113,22 @@ def test_a_restore_onto_libvirt_keeps_a_raw_disk_that_looks_like_qcow2(
             _removed(target, name)
 
 
+def test_a_restore_onto_virtualbox_keeps_a_raw_disk_that_looks_like_qcow2(
+        source: VM, guest_bytes: bytes, tmp_path: Path) -> None:
+    """The real VBoxManage 7.2 of the testbed's chroot; its disk read as the VDI it is."""
+    home = home_at(build_chroot(), tmp_path / "vbox")
+    with serving(home), BackupRepository(str(tmp_path / "repo")) as repo:
+        home.prepare()
+        point = repo.backup(source)
+        with anyvirt.connect(home.uri) as target:
+            copy = repo.restore(point, to=target, name="copy")
+            disk = copy.info().disks[0]
+            assert disk.path is not None and disk.path.endswith(".vdi")
+            raw = tmp_path / "copy.raw"
+            qemu_img.convert(disk.path, raw, source_format="vdi", format="raw")
+            _same_disk(raw.read_bytes(), guest_bytes)
+
+
 # ---------------------------------------------------------------- moves
 def test_a_move_to_libvirt_keeps_a_raw_disk_that_looks_like_qcow2(
         source: VM, guest_bytes: bytes, tmp_path: Path, embed_uri: str) -> None:
@@ -122,6 +139,16 @@ def test_a_move_to_libvirt_keeps_a_raw_disk_that_looks_like_qcow2(
             _same_disk(_guest_view(target.vms.get(result.vm_id), tmp_path), guest_bytes)
         finally:
             _removed(target, name)
+
+
+def test_a_move_to_vsphere_keeps_a_raw_disk_that_looks_like_qcow2(
+        source: VM, guest_bytes: bytes, tmp_path: Path, vc: anyvirt.Host) -> None:
+    name = f"known-{uuid.uuid4().hex[:6]}"
+    try:
+        result = anyvirt.migrate(source, to=vc, name=name)
+        _same_disk(_guest_view(vc.vms.get(result.vm_id), tmp_path), guest_bytes)
+    finally:
+        _removed(vc, name)
 
 
 def test_a_move_between_memory_hosts_keeps_a_raw_disk_that_looks_like_qcow2(
