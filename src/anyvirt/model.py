@@ -180,9 +180,8 @@ def _optional_image_format(_inst: object, _attr: attrs.Attribute[Any], value: ob
         return
     if not isinstance(value, str):
         raise InvalidSpec(f"disk image format must be text, not {type(value).__name__}")
-    from anyvirt.kit import qemu_img  # the runner imports tasks, which imports this module
-
-    qemu_img.check_format(value)
+    if value not in IMAGE_FORMATS:
+        raise InvalidSpec(f"image format {value!r} is not one of {', '.join(IMAGE_FORMATS)}")
 
 
 def _description(value: Any) -> Any:
@@ -219,7 +218,7 @@ class DiskSpec:
     converted into the host's storage; ``size_gib`` then grows it if larger.
     ``bus`` and ``storage`` (pool, datastore) fall back to the backend's choice.
 
-    ``format`` is the image's format (one of ``qemu_img.FORMATS``) where the caller
+    ``format`` is the image's format (one of :data:`IMAGE_FORMATS`) where the caller
     knows it; every import then reads the image as that, never probing it. ``None``
     (a file from elsewhere) lets the import find it from the file's magic bytes. Why:
     a raw disk holds whatever its guest wrote, a qcow2 or VMDK header included, and a
@@ -247,6 +246,10 @@ class DiskSpec:
 
 
 DISK_BUSES = ("virtio", "scsi", "sata", "ide", "nvme")
+#: the image formats anyvirt reads and writes (``DiskSpec.format``); the qemu-img runner
+#: allow-lists exactly these (``anyvirt.kit.qemu_img.FORMATS``). qemu-img knows many more
+#: (``vvfat``, ``nbd``, ``ssh``, ...); none of them is a disk file a user would hand over.
+IMAGE_FORMATS: tuple[str, ...] = ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx")
 
 
 @frozen
