@@ -129,6 +129,39 @@ def test_a_restore_onto_virtualbox_keeps_a_raw_disk_that_looks_like_qcow2(
             _same_disk(raw.read_bytes(), guest_bytes)
 
 
+def test_a_restore_onto_vsphere_takes_a_raw_disk_whose_header_names_a_backing_file(
+        guest_bytes: bytes, tmp_path: Path, vc: anyvirt.Host) -> None:
+    """A guest wrote a qcow2 header that names a backing file: read as the qcow2 it looks
+    like, the disk is refused (its backing file would be read); read as the raw disk it
+    is, it restores byte for byte, through vSphere's gate check and its import."""
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/hostname",
+                    "--", str(overlay), "1M"], check=True)
+    header = overlay.read_bytes()
+    disk = bytearray(guest_bytes)
+    disk[:len(header)] = header
+    blank = tmp_path / "blank.raw"
+    blank.write_bytes(b"boot")
+    name = f"known-{uuid.uuid4().hex[:6]}"
+    with anyvirt.connect(f"memory://backing-{uuid.uuid4().hex[:8]}") as host, \
+            BackupRepository(str(tmp_path / "repo")) as repo:
+        vm = host.vms.create(VMSpec(name="guest", cpus=1, memory_mib=64,
+                                    disks=[DiskSpec(image=str(blank), size_gib=DISK / 1024**3)]))
+        vm.native.contents["disk0"] = ("raw", bytes(disk))
+        point = repo.backup(vm)
+        try:
+            copy = repo.restore(point, to=vc, name=name)
+            _same_disk(_guest_view(copy, tmp_path), bytes(disk))
+        finally:
+            _removed(vc, name)
+
+
+def test_vsphere_refuses_a_format_other_than_vmdk_for_a_datastore_image(vc: anyvirt.Host) -> None:
+    with pytest.raises(InvalidSpec, match="does not describe it"):
+        vc.vms.create(VMSpec(name=f"known-{uuid.uuid4().hex[:6]}", cpus=1, memory_mib=64,
+                             disks=[DiskSpec(image="[LocalDS_0] x/x.vmdk", format="raw")]))
+
+
 # ---------------------------------------------------------------- moves
 def test_a_move_to_libvirt_keeps_a_raw_disk_that_looks_like_qcow2(
         source: VM, guest_bytes: bytes, tmp_path: Path, embed_uri: str) -> None:
