@@ -215,11 +215,13 @@ class Driver(abc.ABC):
         """The SDK's own object for a VM."""
         return None
 
-    def check_image(self, image: str) -> None:
+    def check_image(self, image: str, format: str | None = None) -> None:
         """Refuse a ``DiskSpec.image`` this driver cannot read, before anything is made.
 
         The default wants a readable local file. A backend that also takes images
         already on the platform (a vSphere ``[datastore] dir/x.vmdk``) overrides it.
+        ``format`` is ``DiskSpec.format``: an override that reads the image reads it as
+        that (``qemu_img.inspect_untrusted(..., format=format)``), never probing it.
         """
         if not os.path.isfile(image) or not os.access(image, os.R_OK):
             raise InvalidSpec(f"disk image {image!r} is not a readable file")

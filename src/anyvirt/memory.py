@@ -317,8 +317,9 @@ MAX_IMAGE_BYTES = 512 * 1024 * 1024
 _MAGIC = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"conectix": "vpc"}
 
 
-def _read_image(path: str) -> tuple[str, bytes]:
-    """The memory backend keeps image bytes as they are, with their format from the magic.
+def _read_image(path: str, known: str | None = None) -> tuple[str, bytes]:
+    """The memory backend keeps image bytes as they are, with their format: ``known`` (the
+    caller's ``DiskSpec.format``), else from the magic.
 
     Trailing holes of a sparse file are not read: a blank 1 GiB disk costs nothing.
     """
@@ -327,6 +328,8 @@ def _read_image(path: str) -> tuple[str, bytes]:
         if end > MAX_IMAGE_BYTES:
             raise InvalidSpec(f"memory:// keeps disk images in RAM; {path} holds over {MAX_IMAGE_BYTES} B")
         data = f.read(end)
+    if known is not None:
+        return known, data
     for magic, fmt in _MAGIC.items():
         if data.startswith(magic):
             return fmt, data
@@ -335,10 +338,11 @@ def _read_image(path: str) -> tuple[str, bytes]:
     return "raw", data
 
 
-def _import_image(path: str) -> tuple[str, bytes, int]:
+def _import_image(path: str, known: str | None = None) -> tuple[str, bytes, int]:
     """Bring an image into "storage": converted to raw, as a real host would, when qemu-img
-    is there; else kept in its own format. Returns (format, bytes, virtual size)."""
-    fmt, data = _read_image(path)
+    is there; else kept in its own format. ``known`` is its format when the caller knows
+    it (never probed then). Returns (format, bytes, virtual size)."""
+    fmt, data = _read_image(path, known)
     if fmt == "raw" or not qemu_img.available():
         size = os.path.getsize(path) if fmt == "raw" else _virtual_size(fmt, data)
         return fmt, data, size
@@ -349,7 +353,7 @@ def _import_image(path: str) -> tuple[str, bytes, int]:
             qemu_img.convert(path, raw, source_format=image.format, format="raw", timeout=600)
         except TaskFailed as exc:
             raise InvalidSpec(f"qemu-img cannot read {path} as {fmt}: {exc}") from exc
-        _, data = _read_image(raw)
+        _, data = _read_image(raw, "raw")
         return "raw", data, os.path.getsize(raw)
 
 
@@ -560,7 +564,7 @@ class MemoryDriver(Driver):
         size = spec.size_bytes
         fmt = "raw"
         if spec.image is not None:
-            fmt, data, virtual = _import_image(spec.image)
+            fmt, data, virtual = _import_image(spec.image, spec.format)
             contents[disk_id] = (fmt, data)
             size = max(size or 0, virtual)
         return DiskInfo(

@@ -175,6 +175,15 @@ def _optional_image(_inst: object, attribute: attrs.Attribute[Any], value: str |
     validation.IMAGE_PATH.check_optional(value, "disk image")
 
 
+def _optional_image_format(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidSpec(f"disk image format must be text, not {type(value).__name__}")
+    if value not in IMAGE_FORMATS:
+        raise InvalidSpec(f"image format {value!r} is not one of {', '.join(IMAGE_FORMATS)}")
+
+
 def _description(value: Any) -> Any:
     """CR LF and CR become LF (XML platforms do so anyway); a non-string is left for the
     validator to refuse."""
@@ -208,16 +217,26 @@ class DiskSpec:
     With ``image`` the file (any format ``qemu-img`` reads) is copied or
     converted into the host's storage; ``size_gib`` then grows it if larger.
     ``bus`` and ``storage`` (pool, datastore) fall back to the backend's choice.
+
+    ``format`` is the image's format (one of :data:`IMAGE_FORMATS`) where the caller
+    knows it; every import then reads the image as that, never probing it. ``None``
+    (a file from elsewhere) lets the import find it from the file's magic bytes. Why:
+    a raw disk holds whatever its guest wrote, a qcow2 or VMDK header included, and a
+    probe would import that image instead of the disk; restores and moves, which know
+    their images are raw guest bytes or an export's format, always pass it.
     """
 
     size_gib: float | None = field(default=None, validator=_optional_size)
     image: str | None = field(default=None, validator=_optional_image)
     bus: str | None = field(default=None, validator=_optional_text)
     storage: str | None = field(default=None, validator=_optional_text)
+    format: str | None = field(default=None, validator=_optional_image_format)
 
     def __attrs_post_init__(self) -> None:
         if self.size_gib is None and self.image is None:
             raise InvalidSpec("a DiskSpec needs size_gib or image")
+        if self.format is not None and self.image is None:
+            raise InvalidSpec("a DiskSpec format is the format of its image: give the image too")
         if self.bus is not None and self.bus not in DISK_BUSES:
             raise InvalidSpec(f"disk bus {self.bus!r} is not one of {', '.join(DISK_BUSES)}")
 
@@ -227,6 +246,10 @@ class DiskSpec:
 
 
 DISK_BUSES = ("virtio", "scsi", "sata", "ide", "nvme")
+#: the image formats anyvirt reads and writes (``DiskSpec.format``); the qemu-img runner
+#: allow-lists exactly these (``anyvirt.kit.qemu_img.FORMATS``). qemu-img knows many more
+#: (``vvfat``, ``nbd``, ``ssh``, ...); none of them is a disk file a user would hand over.
+IMAGE_FORMATS: tuple[str, ...] = ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx")
 
 
 @frozen

@@ -232,8 +232,8 @@ class _Reads:
             _platform_rule(where, "storage", placement.storage, "placement storage")
         return evolve(placement, node=node_id(self, placement.node, on_target=on_target))
 
-    def check_image(self, image: str) -> None:
-        _platform_rule(self.here, "disk image", image, "disk image")
+    def check_image(self, image: str, format: str | None = None) -> None:
+        _platform_rule(self.here, "disk image", image, "disk image", image_format=format)
 
     def platform_rule(self, field: str, value: str, what: str) -> None:
         _platform_rule(self.here, field, value, what)
@@ -252,9 +252,11 @@ class _Reads:
         return self.here.driver.recovery_candidates(node_id)
 
 
-def _platform_rule(where: Connection, field: str, value: str, what: str) -> None:
+def _platform_rule(where: Connection, field: str, value: str, what: str,
+                   image_format: str | None = None) -> None:
     """A backend's rule for a field; its ``InvalidSpec`` names the field and, where the
-    backend did not, the rule as "<backend> rule"."""
+    backend did not, the rule as "<backend> rule". ``image_format``: a disk image's
+    known format (``DiskSpec.format``), so the check reads it as that, never probing."""
     driver = where.driver
     hooks: dict[str, Callable[[str, str], None]] = {
         "VM name": driver.check_vm_name,
@@ -262,7 +264,7 @@ def _platform_rule(where: Connection, field: str, value: str, what: str) -> None
         "description": driver.check_description,
         "storage": driver.check_storage_name,
         "network": driver.check_network_name,
-        "disk image": lambda image, _what: driver.check_image(image),
+        "disk image": lambda image, _what: driver.check_image(image, image_format),
     }
     try:
         hooks[field](value, what)

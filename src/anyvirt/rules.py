@@ -130,7 +130,7 @@ class Reads(Protocol):
 
     def placement(self, placement: Placement, *, on_target: bool = False) -> Placement: ...
 
-    def check_image(self, image: str) -> None: ...
+    def check_image(self, image: str, format: str | None = None) -> None: ...
 
     def platform_rule(self, field: str, value: str, what: str) -> None: ...
 
@@ -415,7 +415,7 @@ def _images_readable(case: Case) -> None:
     spec: VMSpec = case.args["spec"]
     for disk in spec.disks:
         if disk.image is not None:
-            case.reads.check_image(disk.image)
+            case.reads.check_image(disk.image, disk.format)
 
 
 @raises(NotFound, InvalidState)

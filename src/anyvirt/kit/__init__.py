@@ -20,9 +20,11 @@ its own ``run_qemu_img``; this is what replaces it)::
 
     from anyvirt.kit import qemu_img
 
-    # an image the user handed over: probed by us, refused if it points elsewhere
-    image = qemu_img.inspect_untrusted(user_path, qemu_img.FORMATS, job=job)
-    qemu_img.convert(user_path, volume_path, source_format=image.format,
+    # an image handed over (DiskSpec.image): read as DiskSpec.format where the caller
+    # knows it (a restore's raw guest disk, a move's export), else probed by us (never
+    # by qemu-img); refused if it points elsewhere
+    image = qemu_img.inspect_untrusted(disk.image, qemu_img.FORMATS, format=disk.format, job=job)
+    qemu_img.convert(disk.image, volume_path, source_format=image.format,
                      format="qcow2", job=job)            # -p progress into the job
     # our own images: formats are known, pass them
     qemu_img.create(path, "qcow2", size_bytes)

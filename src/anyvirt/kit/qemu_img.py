@@ -39,11 +39,13 @@ import attrs
 from attrs import frozen
 
 from anyvirt.errors import AnyvirtError, Cancelled, InvalidSpec, NotSupported, TaskFailed, Timeout
+from anyvirt.model import IMAGE_FORMATS
 from anyvirt.tasks import Job
 
-#: The image formats anyvirt reads and writes. qemu-img knows many more (``vvfat``,
-#: ``nbd``, ``ssh``, ...); none of them is a disk file a user would hand over.
-FORMATS: tuple[str, ...] = ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx")
+#: The image formats anyvirt reads and writes: the model's, so ``DiskSpec.format`` is
+#: checked against the same list (qemu-img knows many more; none is a disk file a user
+#: would hand over).
+FORMATS: tuple[str, ...] = IMAGE_FORMATS
 
 INFO_TIMEOUT = 60.0  # reading a header: seconds even on a slow disk
 CREATE_TIMEOUT = 120.0

@@ -38,10 +38,15 @@ def nics_for(host: Host, manifest: Manifest, networks: Mapping[str, str] | None)
 
 
 def spec_for(host: Host, manifest: Manifest, name: str, images: Sequence[Path],
-             nics: Sequence[NicSpec]) -> VMSpec:
-    """The spec, with ``nics`` from :func:`nics_for`."""
+             nics: Sequence[NicSpec], *, image_format: str | None = None) -> VMSpec:
+    """The spec, with ``nics`` from :func:`nics_for`. Every disk names its image's format,
+    so no import probes it (a raw guest disk may start with any image's header):
+    ``image_format`` where the caller wrote the images itself (a restore point's disks
+    are raw guest bytes), else each manifest disk's own (an archive's members, checked
+    against it when extracted)."""
     buses = host.driver.disk_buses
     disks = [DiskSpec(image=str(image), size_gib=entry.size_bytes / 1024**3,
+                      format=image_format or entry.format,
                       # a bus the target lacks becomes its first choice, as moves do
                       bus=entry.bus if entry.bus in buses else (buses[0] if entry.bus else None))
              for entry, image in zip(manifest.disks, images, strict=True)]

@@ -84,7 +84,9 @@ def spec_with_images(plan: MigrationPlan, exported: dict[str, ExportedDisk]) -> 
             raise TaskFailed(f"the export gave no file for disk {disk_id}")
         out = exported[disk_id]
         size_gib = out.size_bytes / (1024**3) if out.size_bytes else None
-        disks.append(DiskSpec(image=out.path, size_gib=size_gib, bus=planned.bus))
+        # the export's own format: a raw guest disk stays raw whatever header it starts with
+        disks.append(DiskSpec(image=out.path, size_gib=size_gib, bus=planned.bus,
+                              format=out.format))
     return evolve(plan.spec, disks=disks)
 
 

@@ -402,7 +402,8 @@ class BackupRepository:
         disks = [(points.chunk_ids(index), entry.size_bytes)
                  for entry, index in zip(manifest.disks, indexes, strict=True)]
         with chunk_images.disk_images(disks, self.chunk_size, self._chunk, job) as images:
-            vm = to.vms.create(spec_for(to, manifest, new_name, images.paths, nics),
+            vm = to.vms.create(spec_for(to, manifest, new_name, images.paths, nics,
+                                        image_format="raw"),
                                timeout=job.remaining())
             failed = images.failed_read()
             if failed is not None:  # an import that went on past a failed read: not a copy

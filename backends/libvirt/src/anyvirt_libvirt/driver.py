@@ -362,7 +362,7 @@ class LibvirtDriver(Driver, RecoverySupport):
 
     def _make_disk(self, store: storage.DiskStore, vol_name: str, disk: DiskSpec) -> str:
         if disk.image is not None:
-            return store.import_image(vol_name, disk.image, disk.size_bytes)
+            return store.import_image(vol_name, disk.image, disk.size_bytes, disk.format)
         return store.create(vol_name, disk.size_bytes or GIB)
 
     def _plan_nics(self, nics: tuple[NicSpec, ...]) -> list[domxml.NicPlan]:

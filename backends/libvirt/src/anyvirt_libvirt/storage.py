@@ -40,10 +40,11 @@ WRITE_CHUNK = 256 * 1024
 QEMU_IMG_TIMEOUT = 600.0
 
 
-def image_facts(image: str) -> tuple[int, str]:
+def image_facts(image: str, format: str | None = None) -> tuple[int, str]:
     """(virtual size, format) of a local image file: read as untrusted, so an image that
-    names a backing file, an extent or a ``json:`` spec is refused before qemu-img opens it."""
-    found = qemu_img.inspect_untrusted(image)
+    names a backing file, an extent or a ``json:`` spec is refused before qemu-img opens it.
+    ``format`` where the caller knows it (``DiskSpec.format``): read as that, not probed."""
+    found = qemu_img.inspect_untrusted(image, format=format)
     return found.virtual_size, found.format
 
 
@@ -135,8 +136,10 @@ class DiskStore(abc.ABC):
         """A blank qcow2 volume; returns its path."""
 
     @abc.abstractmethod
-    def import_image(self, vol_name: str, image: str, min_size: int | None) -> str:
-        """A qcow2 volume holding a copy of a local image file (any format qemu-img reads)."""
+    def import_image(self, vol_name: str, image: str, min_size: int | None,
+                     image_format: str | None = None) -> str:
+        """A qcow2 volume holding a copy of a local image file (any format qemu-img reads),
+        read as ``image_format`` when the caller knows it (else probed by the kit)."""
 
     @abc.abstractmethod
     def newest_unchanged_copy(self, prefix: str, source: str) -> str | None:
@@ -250,8 +253,9 @@ class PoolStore(DiskStore):
             vol = self._pool(conn).createXML(_volume_xml(vol_name, size_bytes), 0)
             return str(vol.path())
 
-    def import_image(self, vol_name: str, image: str, min_size: int | None) -> str:
-        virtual, fmt = image_facts(image)
+    def import_image(self, vol_name: str, image: str, min_size: int | None,
+                     image_format: str | None = None) -> str:
+        virtual, fmt = image_facts(image, image_format)
         with tempfile.TemporaryDirectory(prefix="anyvirt-import-") as tmp:
             converted = os.path.join(tmp, "image.qcow2")
             run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, converted])
@@ -411,8 +415,9 @@ class DirStore(DiskStore):
         run_qemu_img(["create", "-q", "-f", "qcow2", "--", path, str(size_bytes)])
         return path
 
-    def import_image(self, vol_name: str, image: str, min_size: int | None) -> str:
-        virtual, fmt = image_facts(image)
+    def import_image(self, vol_name: str, image: str, min_size: int | None,
+                     image_format: str | None = None) -> str:
+        virtual, fmt = image_facts(image, image_format)
         path = self._path(vol_name)
         try:
             run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, path])

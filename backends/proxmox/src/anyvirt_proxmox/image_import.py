@@ -97,9 +97,11 @@ def import_storages(inv: Inventory, node: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def prepared(image: str, job: Job) -> Iterator[tuple[Path, str, int]]:
-    """(file to upload, its format, virtual size): the image itself, or a qcow2 copy."""
-    found = qemu_img.inspect_untrusted(image, qemu_img.FORMATS, job=job)
+def prepared(image: str, job: Job, image_format: str | None = None) -> Iterator[tuple[Path, str, int]]:
+    """(file to upload, its format, virtual size): the image itself, or a qcow2 copy.
+    ``image_format`` where the caller knows it (``DiskSpec.format``): read as that, never
+    probed, so a raw guest disk that starts with an image header is uploaded as raw."""
+    found = qemu_img.inspect_untrusted(image, qemu_img.FORMATS, format=image_format, job=job)
     if found.format in AS_IS:
         yield Path(image), found.format, found.virtual_size
         return
@@ -109,9 +111,11 @@ def prepared(image: str, job: Job) -> Iterator[tuple[Path, str, int]]:
         yield copy, "qcow2", found.virtual_size
 
 
-def upload(inv: Inventory, node: str, storage: str, image: str, job: Job) -> Uploaded:
-    """Upload ``image`` to ``storage`` on ``node`` as import content; its volume id."""
-    with prepared(image, job) as (path, fmt, virtual_size):
+def upload(inv: Inventory, node: str, storage: str, image: str, job: Job,
+           image_format: str | None = None) -> Uploaded:
+    """Upload ``image`` (in ``image_format``, else probed) to ``storage`` on ``node`` as
+    import content; its volume id."""
+    with prepared(image, job, image_format) as (path, fmt, virtual_size):
         filename = f"anyvirt-{uuid.uuid4().hex}.{fmt}"
         body = MultipartUpload({"content": "import"}, filename, path, job)
         what = f"uploading disk image {os.path.basename(image)!r} to {storage!r}"

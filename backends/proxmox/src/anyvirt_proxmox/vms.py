@@ -101,7 +101,8 @@ def create_vm(inv: Inventory, spec: VMSpec, job: Job) -> VMSummary:
     try:
         for key, disk in images:
             assert disk.image is not None
-            uploads[key] = image_import.upload(inv, node, str(stores[0]["storage"]), disk.image, job)
+            uploads[key] = image_import.upload(inv, node, str(stores[0]["storage"]), disk.image, job,
+                                               disk.format)
             params[key] += f",import-from={uploads[key].volid}"
         summary = _create(inv, spec, node, params, job)
         for key, disk in images:

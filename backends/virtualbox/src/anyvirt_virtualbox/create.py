@@ -144,7 +144,7 @@ def create_vm(vbox: VBoxManage, spec: VMSpec, version: Version, job: Job) -> str
     disks = plan_disks(spec.disks, version)
     for disk in disks:
         if disk.spec.image is not None:
-            images.inspect(disk.spec.image)  # a bad image fails before anything is made
+            images.inspect(disk.spec.image, disk.spec.format)  # a bad image fails before anything is made
     vm_id = str(uuid.uuid4())
     made_files: list[Path] = []
     job.progress(5, f"creating {spec.name}")
@@ -207,7 +207,7 @@ def _make_disk(vbox: VBoxManage, disk: DiskSpec, path: Path, version: Version, j
             timeout=job.remaining(600.0),
         )
         return
-    virtual = images.to_vdi(disk.image, str(path), job)
+    virtual = images.to_vdi(disk.image, str(path), job, disk.format)
     if size_mib and size_mib * 1024 * 1024 > virtual:
         vbox.run(
             ["modifymedium", "disk", str(path), "--resize", str(size_mib)],

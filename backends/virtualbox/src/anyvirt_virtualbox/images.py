@@ -15,13 +15,16 @@ def available() -> bool:
     return qemu_img.available()
 
 
-def inspect(image: str) -> qemu_img.ImageInfo:
-    """Refuse an image anyvirt will not read (``InvalidSpec``), before anything is made."""
-    return qemu_img.inspect_untrusted(image, qemu_img.FORMATS)
+def inspect(image: str, image_format: str | None = None) -> qemu_img.ImageInfo:
+    """Refuse an image anyvirt will not read (``InvalidSpec``), before anything is made.
+    ``image_format`` where the caller knows it (``DiskSpec.format``): read as that, never
+    probed (a raw guest disk may start with any image's header)."""
+    return qemu_img.inspect_untrusted(image, qemu_img.FORMATS, format=image_format)
 
 
-def to_vdi(image: str, dest: str, job: Job) -> int:
-    """Convert ``image`` into a new VDI file ``dest``; returns its virtual size in bytes."""
-    found = inspect(image)
+def to_vdi(image: str, dest: str, job: Job, image_format: str | None = None) -> int:
+    """Convert ``image`` (in ``image_format``, else probed) into a new VDI file ``dest``;
+    returns its virtual size in bytes."""
+    found = inspect(image, image_format)
     qemu_img.convert(image, dest, source_format=found.format, format="vdi", job=job)
     return found.virtual_size

@@ -282,14 +282,17 @@ class VSphereDriver(Driver):
     def check_storage_name(cls, name: str, what: str = "storage") -> None:
         rules.check_storage_name(name, what)
 
-    def check_image(self, image: str) -> None:
+    def check_image(self, image: str, format: str | None = None) -> None:
         if rules.is_datastore_path(image):
             # a disk already on the platform: it must stay inside its datastore; create_vm
             # checks that it exists
             rules.check_datastore_path(image)
+            if format not in (None, "vmdk"):
+                raise InvalidSpec(f"disk image {image!r} is on a datastore, so a VMDK; "
+                                  f"format {format!r} does not describe it")
         else:
-            super().check_image(image)
-            image_import.check_local_image(image)  # refused before anything is made
+            super().check_image(image, format)
+            image_import.check_local_image(image, format=format)  # refused before anything is made
 
     def create_vm(self, spec: VMSpec, job: Job) -> VMSummary:
         return vms.create_vm(self.inventory, spec, job, files=self)

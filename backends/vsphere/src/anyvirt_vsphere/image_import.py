@@ -82,7 +82,8 @@ def upload_images(
     local = [d for d in disks if is_local_image(d)]
     if not local:
         return list(disks), None
-    checked = {id(d): check_local_image(str(d.image), job) for d in local}  # all, before any upload
+    checked = {id(d): check_local_image(str(d.image), job, d.format)  # all, before any upload
+               for d in local}
     folder = f"{IMPORT_PREFIX}{uuid.uuid4().hex[:12]}"
     out: list[DiskSpec] = []
     try:
@@ -96,7 +97,7 @@ def upload_images(
             _upload_one(driver, found, size, datastore, folder, index, job, span)
             out.append(evolve(  # the size is exact (a power-of-two division): vSphere is told it
                 disk, image=datastore_path(datastore, f"{folder}/disk{index}.vmdk"),
-                size_gib=size / GIB, storage=None))
+                size_gib=size / GIB, storage=None, format=None))
     except BaseException:
         _remove_folder(driver, datastore, folder)
         raise
@@ -110,14 +111,17 @@ def disk_bytes(found: qemu_img.ImageInfo, disk: DiskSpec) -> int:
     return -(-max(found.virtual_size, disk.size_bytes or 0) // KIB) * KIB
 
 
-def check_local_image(image: str, job: Job | None = None) -> qemu_img.ImageInfo:
-    """A local image file the caller handed over: readable by qemu-img, pointing nowhere else."""
+def check_local_image(image: str, job: Job | None = None,
+                      format: str | None = None) -> qemu_img.ImageInfo:
+    """A local image file the caller handed over: readable by qemu-img, pointing nowhere else;
+    read as ``format`` (``DiskSpec.format``) when the caller knows it, else probed. The
+    result's ``format`` is what every later qemu-img call (conversion, raw view) is given."""
     if not qemu_img.available():
         raise NotSupported("vsphere", Capability.VM_CREATE_FROM_IMAGE,
                            "qemu-img is needed (apt-get install qemu-utils)")
     if not Path(image).is_file():
         raise InvalidSpec(f"disk image {image!r} does not exist")
-    found = qemu_img.inspect_untrusted(image, job=job)
+    found = qemu_img.inspect_untrusted(image, format=format, job=job)
     if found.virtual_size <= 0:  # a disk of 0 bytes: vSphere would be asked for size 0
         raise InvalidSpec(f"disk image {image!r} is empty: its disk is 0 bytes ({found.format})")
     return found

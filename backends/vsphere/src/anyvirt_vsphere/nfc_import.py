@@ -84,9 +84,10 @@ def blank_disks(spec: VMSpec, job: Job) -> tuple[VMSpec, dict[int, qemu_img.Imag
         if not is_local_image(disk):
             disks.append(disk)
             continue
-        info = check_local_image(str(disk.image), job)
+        info = check_local_image(str(disk.image), job, disk.format)
         found[index] = info
-        disks.append(evolve(disk, image=None, size_gib=disk_bytes(info, disk) / 1024**3))
+        disks.append(evolve(disk, image=None, format=None,
+                            size_gib=disk_bytes(info, disk) / 1024**3))
     return evolve(spec, disks=disks), found
 
 
