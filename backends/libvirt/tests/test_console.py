@@ -49,14 +49,29 @@ def test_a_running_guest_s_output_is_read_live_through_its_console(
     vm.stop(force=True)
 
 
+def pty_lock(vm: VM) -> Path:
+    """The lock file libvirt keeps for the pty of the running VM's console while a console
+    stream is open on it (``virsh console`` does the same)."""
+    xml = vm.native.XMLDesc(0)
+    found = re.search(r"<console type='pty'[^>]*>\s*<source path='/dev/([^']+)'", xml)
+    assert found, xml
+    return Path("/var/lock") / ("LCK.._" + found.group(1).replace("/", "_"))
+
+
 def test_the_console_of_a_guest_that_stops_ends(guest: Callable[[str], VM]) -> None:
     vm = guest("conend")
     vm.start()
     with vm.console() as console:
         console.expect(MARKER, timeout=60)
+        lock = pty_lock(vm)
+        assert lock.exists()
         vm.stop(force=True)
         with pytest.raises(ConsoleClosed):
             read_until_it_ends(console)
+    # detached although the other end had gone: a stream never finished keeps libvirt's
+    # side open, and the pty's lock file with it, which refuses the next console on that
+    # pty number ("locked by lock file ... held by process", the daemon) for its lifetime
+    assert not lock.exists()
 
 
 def test_input_typed_on_the_console_reaches_the_guest_s_shell(

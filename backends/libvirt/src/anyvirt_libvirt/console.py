@@ -31,6 +31,7 @@ class DomainConsole:
         self._name = name
         self._lock = threading.Lock()  # one stream call at a time: a reader and a typist
         self._ended = False
+        self._released = False
 
     def read(self, timeout: float) -> bytes:
         return poll_read(self._try_read, timeout, f"VM {self._name!r}")
@@ -73,10 +74,14 @@ class DomainConsole:
             view = view[sent:]
 
     def close(self) -> None:
+        """Detach, also after the other end ended: until the stream is finished or aborted,
+        libvirt keeps its side open, and with it the pty's lock file
+        (``/var/lock/LCK.._pts_N``), which refuses the next console on a reused pty number
+        as long as this process lives."""
         with self._lock:
-            if self._ended:
+            if self._released:
                 return
-            self._ended = True
+            self._ended = self._released = True
             try:
                 self._stream.finish()
             except libvirt.libvirtError:
