@@ -31,6 +31,7 @@ from anyvirt.host import Host
 from anyvirt.kit import raw_view
 from anyvirt.migration import range_check
 from anyvirt.tasks import Job
+from anyvirt.testing.plugin import unique_name
 from anyvirt.vm import VM
 
 libvirt_daemon = libvirt_fixtures.libvirt_daemon
@@ -68,10 +69,6 @@ def _random_image(tmp_path: Path, size: int = 16 * MIB) -> Path:
         handle.write(os.urandom(size // 2))
         handle.truncate(size)  # half random, half zeros
     return image
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{os.urandom(3).hex()}"
 
 
 def _libvirt_disk_sha(vm: VM) -> str:
@@ -114,7 +111,7 @@ def test_libvirt_to_vsphere_and_back_boots_on_kvm(kvm: Host, vc: Host, guest_ima
                                                  made: Callable[[VM], VM], temp_dir: Path) -> None:
     """The tiny guest goes KVM -> vcsim -> KVM, each step read back and compared, and the
     copy that returns boots: its console prints the marker."""
-    original = made(kvm.vms.create(VMSpec(name=_name("there"), cpus=1, memory_mib=16,
+    original = made(kvm.vms.create(VMSpec(name=unique_name("there"), cpus=1, memory_mib=16,
                                           disks=[DiskSpec(image=str(guest_image))])))
     before = _libvirt_disk_sha(original)
     there = anyvirt.migrate(original, to=vc)
@@ -124,7 +121,7 @@ def test_libvirt_to_vsphere_and_back_boots_on_kvm(kvm: Host, vc: Host, guest_ima
     assert there.consistency == "stopped"
     assert _libvirt_disk_sha(original) == before, "the source is untouched"
 
-    back = anyvirt.migrate(vc.vms.get(there.vm_id), to=kvm, name=_name("back"), start=True,
+    back = anyvirt.migrate(vc.vms.get(there.vm_id), to=kvm, name=unique_name("back"), start=True,
                            delete_source=True)
     copy = made(kvm.vms.get(back.vm_id))
     # the vSphere disk streams out (no download first, so no hash of it): the copy is
@@ -147,13 +144,13 @@ def test_backups_restore_across_libvirt_and_vsphere(kvm: Host, vc: Host, tmp_pat
     if read != "in place":
         monkeypatch.setattr(kvm.driver, "disks_in_place", lambda vm_id, job: None)
     image = _random_image(tmp_path, 4 * MIB)
-    on_vc = made(vc.vms.create(VMSpec(name=_name("bk"), node=NODE, memory_mib=64,
+    on_vc = made(vc.vms.create(VMSpec(name=unique_name("bk"), node=NODE, memory_mib=64,
                                       disks=[DiskSpec(image=str(image))])))
     archive = on_vc.backup(tmp_path / "vc.avbk")
     assert anyvirt.migration.verify(archive).checksums
-    on_kvm = made(kvm.restore(archive, name=_name("from-vc")))
+    on_kvm = made(kvm.restore(archive, name=unique_name("from-vc")))
     archive2 = on_kvm.backup(tmp_path / "kvm.avbk")
-    back = made(vc.restore(archive2, name=_name("from-kvm")))
+    back = made(vc.restore(archive2, name=unique_name("from-kvm")))
     data = Path(image).read_bytes()
     readback = tmp_path / "readback"
     readback.mkdir()
@@ -173,7 +170,7 @@ def test_a_move_sends_only_the_allocated_data(kvm: Host, vcsim_vcenter: Vcsim, t
         handle.seek(40 * MIB)
         handle.write(os.urandom(2 * MIB))
         handle.truncate(64 * MIB)
-    source = made(kvm.vms.create(VMSpec(name=_name("sparse"), cpus=1, memory_mib=16,
+    source = made(kvm.vms.create(VMSpec(name=unique_name("sparse"), cpus=1, memory_mib=16,
                                         disks=[DiskSpec(image=str(image))])))
     before = _libvirt_disk_sha(source)
     copied: list[int] = []
@@ -183,7 +180,7 @@ def test_a_move_sends_only_the_allocated_data(kvm: Host, vcsim_vcenter: Vcsim, t
             if "verifying" in (task.message or "") and not copied:
                 copied.append(proxy.relayed["up"] + proxy.relayed["down"])
 
-        result = anyvirt.migrate(source, to=vc, name=_name("sparse-copy"), on_progress=seen)
+        result = anyvirt.migrate(source, to=vc, name=unique_name("sparse-copy"), on_progress=seen)
         verification = proxy.relayed["up"] + proxy.relayed["down"] - copied[0]
         moved = vc.vms.get(result.vm_id)
         try:
@@ -209,7 +206,7 @@ def test_a_host_that_keeps_nothing_a_lease_receives_gets_the_disk_through_the_da
     keeps none of it. The import sees the blank disk the host left, removes that VM, and
     sends the disk through the datastore instead; the connection remembers."""
     image = _random_image(tmp_path, 8 * MIB)
-    source = made(kvm.vms.create(VMSpec(name=_name("stock"), cpus=1, memory_mib=16,
+    source = made(kvm.vms.create(VMSpec(name=unique_name("stock"), cpus=1, memory_mib=16,
                                         disks=[DiskSpec(image=str(image))])))
     with Vcsim(esx=True, vms=0, workdir=tmp_path / "stock", without_patches=("0003",)) as stock, \
          anyvirt.connect(stock.anyvirt_uri_with_ca, password=stock.password) as target:
@@ -232,7 +229,7 @@ def test_a_cut_download_fails_and_keeps_the_source(vcsim_vcenter: Vcsim, vc: Hos
                                                    tmp_path: Path, made: Callable[[VM], VM],
                                                    temp_dir: Path) -> None:
     image = _random_image(tmp_path)
-    source = made(vc.vms.create(VMSpec(name=_name("cutdown"), node=NODE, memory_mib=64,
+    source = made(vc.vms.create(VMSpec(name=unique_name("cutdown"), node=NODE, memory_mib=64,
                                        disks=[DiskSpec(image=str(image))])))
     before = _vsphere_disk_sha(source, vcsim_vcenter)
     kvm_names = {vm.name for vm in kvm.vms.list()}
@@ -265,7 +262,7 @@ def test_a_cut_download_fails_and_keeps_the_source(vcsim_vcenter: Vcsim, vc: Hos
 def test_a_cut_upload_leaves_nothing_on_the_datastore(vcsim_vcenter: Vcsim, kvm: Host,
                                                       tmp_path: Path, made: Callable[[VM], VM],
                                                       temp_dir: Path) -> None:
-    source = made(kvm.vms.create(VMSpec(name=_name("cutup"), cpus=1, memory_mib=16,
+    source = made(kvm.vms.create(VMSpec(name=unique_name("cutup"), cpus=1, memory_mib=16,
                                         disks=[DiskSpec(image=str(_random_image(tmp_path)))])))
     source.snapshots.create("kept")
     before = _libvirt_disk_sha(source)
@@ -286,7 +283,7 @@ def test_the_target_killed_mid_copy(kvm: Host, tmp_path: Path, made: Callable[[V
                                     temp_dir: Path) -> None:
     """vcsim is killed (SIGKILL) once 2 MiB of the disk went over the link to it; the link
     is slowed so that happens mid-upload."""
-    source = made(kvm.vms.create(VMSpec(name=_name("killed"), cpus=1, memory_mib=16,
+    source = made(kvm.vms.create(VMSpec(name=unique_name("killed"), cpus=1, memory_mib=16,
                                         disks=[DiskSpec(image=str(_random_image(tmp_path)))])))
     before = _libvirt_disk_sha(source)
     with Vcsim(esx=True, vms=0, workdir=tmp_path / "doomed") as doomed, \
@@ -323,7 +320,7 @@ def test_a_failing_export_in_a_full_temp_dir(kvm: Host, vc: Host, vcsim_vcenter:
     a machine without FUSE), the KVM export (qcow2, 8 MiB of data) goes to a temp dir of
     6 MiB and does not fit: the move fails, all is removed. (The verification writes
     nothing there any more: it reads the data ranges back, hashed, not a file.)"""
-    source = made(kvm.vms.create(VMSpec(name=_name("noroom"), cpus=1, memory_mib=16,
+    source = made(kvm.vms.create(VMSpec(name=unique_name("noroom"), cpus=1, memory_mib=16,
                                         disks=[DiskSpec(image=str(_random_image(tmp_path)))])))
     before = _libvirt_disk_sha(source)
     monkeypatch.setattr(kvm.driver, "disks_in_place", lambda vm_id, job: None)
@@ -340,7 +337,7 @@ def test_a_failing_export_in_a_full_temp_dir(kvm: Host, vc: Host, vcsim_vcenter:
 def test_a_full_datastore_is_caught_by_the_read_back_and_leaves_nothing(kvm: Host, tmp_path: Path,
                                                          made: Callable[[VM], VM],
                                                          temp_dir: Path) -> None:
-    source = made(kvm.vms.create(VMSpec(name=_name("dsfull"), cpus=1, memory_mib=16,
+    source = made(kvm.vms.create(VMSpec(name=unique_name("dsfull"), cpus=1, memory_mib=16,
                                         disks=[DiskSpec(image=str(_random_image(tmp_path)))])))
     before = _libvirt_disk_sha(source)
     with small_tmpfs(tmp_path / "ds", "8m") as ds, \
@@ -363,7 +360,7 @@ def test_a_running_vsphere_vm_whose_snapshot_makes_no_delta_is_refused(
     after it). vcsim 0.24.2 takes snapshots without delta disks, so nothing is frozen:
     the copy is refused, the snapshot removed again, and the VM keeps running."""
     image = _random_image(tmp_path, 4 * MIB)
-    source = made(vc.vms.create(VMSpec(name=_name("live"), node=NODE, memory_mib=64,
+    source = made(vc.vms.create(VMSpec(name=unique_name("live"), node=NODE, memory_mib=64,
                                        disks=[DiskSpec(image=str(image))])))
     source.start()
     kvm_names = {vm.name for vm in kvm.vms.list()}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import anyvirt
 from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, VMSpec
 from anyvirt.host import Host
 from anyvirt.migration import range_check
+from anyvirt.testing.staging import largest_file
 from anyvirt.vm import VM
 
 libvirt_daemon = libvirt_fixtures.libvirt_daemon
@@ -94,21 +94,6 @@ def _vsphere_disk_sha(vm: VM, sim: Vcsim) -> str:
     return sha256_file(found)
 
 
-def _largest_file(where: Path) -> int:
-    """The most disk any regular file under ``where`` takes (FUSE views excluded: they are
-    mount points whose bytes live elsewhere, not files anything wrote)."""
-    mounts = {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()}
-    largest = 0
-    for root, _dirs, files in os.walk(where):
-        for name in files:
-            path = os.path.join(root, name)
-            if path in mounts:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                found = os.lstat(path)
-                if stat.S_ISREG(found.st_mode):
-                    largest = max(largest, found.st_blocks * 512, found.st_size)
-    return largest
 
 
 def test_a_linked_clone_streams_flattened_with_no_staging_file(
@@ -125,7 +110,7 @@ def test_a_linked_clone_streams_flattened_with_no_staging_file(
     seen: dict[str, int] = {"largest": 0}
 
     def watch(task: anyvirt.Task) -> None:
-        seen["largest"] = max(seen["largest"], _largest_file(temp_dir))
+        seen["largest"] = max(seen["largest"], largest_file(temp_dir))
         if "verifying" in (task.message or "") and "copy_down" not in seen:
             seen["copy_down"] = proxy.relayed["down"]
 

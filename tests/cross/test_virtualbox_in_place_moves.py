@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +37,8 @@ from anyvirt import (
 from anyvirt.host import Host
 from anyvirt.kit import raw_view
 from anyvirt.tasks import Job
+from anyvirt.testing.plugin import unique_name
+from anyvirt.testing.staging import largest_file
 from anyvirt.vm import VM
 
 vcsim_vcenter = vcsim_fixtures.vcsim_vcenter
@@ -81,10 +82,6 @@ def _image(tmp_path: Path, name: str, size: int = 16 * MIB) -> Path:
     return image
 
 
-def _name(prefix: str) -> str:
-    return f"{prefix}-{os.urandom(3).hex()}"
-
-
 def _vsphere_disk(vm: VM, sim: Vcsim, index: int = 0) -> Path:
     path = vm.info().disks[index].path  # "[LocalDS_0] dir/x.vmdk"
     assert path is not None and sim.datastore_dir is not None
@@ -99,22 +96,6 @@ def _same_bytes(raw: Path, other: Path, other_format: str) -> bool:
     return done.returncode == 0
 
 
-def _largest_file(where: Path) -> int:
-    """The most disk any regular file under ``where`` takes (FUSE views excluded: the
-    target's import reads the image through one, a mount point whose bytes are the
-    source's, not a file anything wrote)."""
-    mounts = {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()}
-    largest = 0
-    for root, _dirs, files in os.walk(where):
-        for name in files:
-            path = os.path.join(root, name)
-            if path in mounts:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                found = os.lstat(path)
-                if stat.S_ISREG(found.st_mode):
-                    largest = max(largest, found.st_blocks * 512, found.st_size)
-    return largest
 
 
 def _disk_paths(vm: VM) -> list[str]:
@@ -129,7 +110,7 @@ def test_a_single_image_vm_is_read_in_place_with_no_staging_file(
     UUID VirtualBox gives it), so the temp dir never holds more than 1 MiB; each disk
     arrives byte for byte; the source is unchanged, stopped, and still registered."""
     images = [_image(tmp_path, "a.raw"), _image(tmp_path, "b.raw")]
-    source = made(vbox.vms.create(VMSpec(name=_name("inplace"), cpus=1, memory_mib=32,
+    source = made(vbox.vms.create(VMSpec(name=unique_name("inplace"), cpus=1, memory_mib=32,
                                          disks=[DiskSpec(image=str(i)) for i in images])))
     paths = _disk_paths(source)
     before = [sha256_file(Path(p)) for p in paths]
@@ -138,7 +119,7 @@ def test_a_single_image_vm_is_read_in_place_with_no_staging_file(
     refused: list[str] = []
 
     def watch(task: anyvirt.Task[Any]) -> None:
-        seen["largest"] = max(seen["largest"], _largest_file(temp_dir))
+        seen["largest"] = max(seen["largest"], largest_file(temp_dir))
         if "importing" in (task.message or "") and not refused:
             states.add(vbox.driver.vm_summary(source.id).state)
             try:  # the move holds its source: nothing may change it meanwhile
@@ -202,7 +183,7 @@ def test_a_vm_with_snapshots_moves_flattened(
     clonemedium into the temp dir. Either way the copy holds what the guest sees, byte
     for byte as VirtualBox flattens it, and the source keeps its snapshots."""
     image = _image(tmp_path, "c.raw")
-    source = made(vbox.vms.create(VMSpec(name=_name("chain"), cpus=1, memory_mib=32,
+    source = made(vbox.vms.create(VMSpec(name=unique_name("chain"), cpus=1, memory_mib=32,
                                          disks=[DiskSpec(image=str(image))])))
     truth = _chain(vbox_home, source, tmp_path)
     assert not _same_bytes(image, truth, "raw"), "the snapshot's writes changed the disk"
@@ -214,7 +195,7 @@ def test_a_vm_with_snapshots_moves_flattened(
     seen = {"largest": 0}
 
     def watch(task: anyvirt.Task[Any]) -> None:
-        seen["largest"] = max(seen["largest"], _largest_file(temp_dir))
+        seen["largest"] = max(seen["largest"], largest_file(temp_dir))
 
     result = anyvirt.migrate(source, to=vc, networks=NETWORKS, on_progress=watch)
     moved = made(vc.vms.get(result.vm_id))
@@ -236,7 +217,7 @@ def test_a_move_that_fails_on_a_full_datastore_leaves_nothing_there(
     7 MiB of data: the move fails, nothing of the copy is left on the target, the source
     is as it was (bytes, state, registration) and the temp dir is empty."""
     image = _image(tmp_path, "d.raw")
-    source = made(vbox.vms.create(VMSpec(name=_name("full"), cpus=1, memory_mib=32,
+    source = made(vbox.vms.create(VMSpec(name=unique_name("full"), cpus=1, memory_mib=32,
                                          disks=[DiskSpec(image=str(image))])))
     before = [sha256_file(Path(p)) for p in _disk_paths(source)]
     with small_tmpfs(tmp_path / "ds", "4m") as ds, \
@@ -262,7 +243,7 @@ def test_a_chain_that_fails_mid_read_fails_the_move_and_leaves_nothing(
     the move fails with the reason, nothing of the copy is on vcsim, and the temp dir
     is empty."""
     image = _image(tmp_path, "e.raw")
-    source = made(vbox.vms.create(VMSpec(name=_name("cut"), cpus=1, memory_mib=32,
+    source = made(vbox.vms.create(VMSpec(name=unique_name("cut"), cpus=1, memory_mib=32,
                                          disks=[DiskSpec(image=str(image))])))
     (base,) = _disk_paths(source)
     source.snapshots.create("s")

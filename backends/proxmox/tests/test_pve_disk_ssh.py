@@ -13,11 +13,9 @@ proves they come out byte for byte elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import threading
@@ -38,6 +36,7 @@ from anyvirt.errors import ConnectionFailed, InvalidSpec, NotSupported
 from anyvirt.host import Host
 from anyvirt.kit import qemu_img
 from anyvirt.testing.disk_bytes import pattern
+from anyvirt.testing.staging import largest_file
 from anyvirt.vm import VM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
@@ -340,21 +339,6 @@ def test_a_connection_cut_mid_read_fails_cleanly(ssh_host: Host, pve: FakePve, n
 
 
 # ------------------------------------------------------------------ streamed moves
-def _largest_file(where: Path) -> int:
-    """The most disk any regular file under ``where`` takes (FUSE views excluded: mount
-    points whose bytes live elsewhere)."""
-    mounts = {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()}
-    largest = 0
-    for root, _dirs, files in os.walk(where):
-        for name in files:
-            path = os.path.join(root, name)
-            if path in mounts:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                found = os.lstat(path)
-                if stat.S_ISREG(found.st_mode):
-                    largest = max(largest, found.st_blocks * 512, found.st_size)
-    return largest
 
 
 def staging_watch(temp_dir: Path, largest: list[int]) -> Callable[[anyvirt.Task], None]:
@@ -365,7 +349,7 @@ def staging_watch(temp_dir: Path, largest: list[int]) -> Callable[[anyvirt.Task]
         if "verifying" in (task.message or "") or largest[1:]:
             largest[1:] = [1]
             return
-        largest[0] = max(largest[0], _largest_file(temp_dir))
+        largest[0] = max(largest[0], largest_file(temp_dir))
     return watch
 
 
