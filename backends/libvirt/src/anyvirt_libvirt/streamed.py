@@ -24,6 +24,7 @@ import libvirt
 
 from anyvirt.errors import InvalidSpec
 from anyvirt.kit import nbd_server, raw_view
+from anyvirt.kit.served_views import ServedDisk, served_views
 from anyvirt.kit.windowed_reads import WindowedReader
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
@@ -122,25 +123,14 @@ def streamed_disks(site: Site, vm_id: str, job: Job) -> Iterator[list[ExportedDi
             readers[key] = volume_reader(site, path, physical)
             exports[key] = nbd_server.Export(size=physical, read_at=_typed(site, readers[key]))
     disks = [d for d in info.disks if d.path]
+    served = [ServedDisk(disk.id or f"disk{index}",
+                         [(f"disk{index}-layer{depth}", fmt)
+                          for depth, (_p, _s, fmt) in enumerate(chain)], size, disk.bus)
+              for index, (disk, chain, size) in enumerate(zip(disks, chains, capacities,
+                                                              strict=True))]
     try:
-        with nbd_server.NbdServer(exports) as server, contextlib.ExitStack() as views:
-            out = []
-            for index, (disk, chain, size) in enumerate(zip(disks, chains, capacities,
-                                                            strict=True)):
-                layers = [(f"disk{index}-layer{depth}", fmt)
-                          for depth, (_p, _s, fmt) in enumerate(chain)]
-                view = views.enter_context(raw_view.raw_view_of_nbd_chain(
-                    server.socket_path, layers, size, job=job))
-                out.append(ExportedDisk(id=disk.id or f"disk{index}", path=str(view),
-                                        format="raw", size_bytes=size,
-                                        bus=disk.bus))
-            try:
-                yield out
-            except BaseException as failure:
-                # a read of the source that failed shows as EIO in the import: say why
-                if server.errors and not isinstance(failure, GeneratorExit):
-                    raise server.errors[0] from failure
-                raise
+        with served_views(exports, served, job) as out:
+            yield out
     finally:
         for reader in readers.values():
             reader.close()

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from attrs import frozen
 
 from anyvirt.kit import nbd_server, raw_view, ssh
+from anyvirt.kit.served_views import ServedDisk, served_views
 from anyvirt.kit.windowed_reads import Window, WindowedReader
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
@@ -194,23 +195,13 @@ def streamed_disks(inv: Inventory, access: NodeAccess, vm_id: str,
         readers = _readers(reach, chains)
         exports = {key: nbd_server.Export(size=reader.size, read_at=reader.read_at)
                    for key, reader in readers.items()}
+        served = [ServedDisk(vol.disk_id, [(f"disk{index}-layer{depth}", layer.format)
+                                           for depth, layer in enumerate(chain)],
+                             vol.size, vol.bus)
+                  for index, (vol, chain) in enumerate(zip(found, chains, strict=True))]
         try:
-            with nbd_server.NbdServer(exports) as server, contextlib.ExitStack() as views:
-                out = []
-                for index, (vol, chain) in enumerate(zip(found, chains, strict=True)):
-                    layers = [(f"disk{index}-layer{depth}", layer.format)
-                              for depth, layer in enumerate(chain)]
-                    view = views.enter_context(raw_view.raw_view_of_nbd_chain(
-                        server.socket_path, layers, vol.size, job=job))
-                    out.append(ExportedDisk(id=vol.disk_id, path=str(view), format="raw",
-                                            size_bytes=vol.size, bus=vol.bus))
-                try:
-                    yield out
-                except BaseException as failure:
-                    # a read of the node that failed shows as EIO in the import: say why
-                    if server.errors and not isinstance(failure, GeneratorExit):
-                        raise server.errors[0] from failure
-                    raise
+            with served_views(exports, served, job) as out:
+                yield out
         finally:
             for reader in readers.values():
                 reader.close()

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterator
 
 from anyvirt.kit import nbd_server, raw_view
+from anyvirt.kit.served_views import ServedDisk, served_views
 from anyvirt.model import MIB, ExportedDisk
 from anyvirt.tasks import Job
 from anyvirt_virtualbox import machines, vdi_chain, vminfo
@@ -55,17 +56,7 @@ def streamed_disks(vbox: VBoxManage, vm_id: str, job: Job) -> Iterator[list[Expo
             reader = stack.enter_context(vdi_chain.opened(layers))
             exports[f"disk{index}"] = nbd_server.Export(size=reader.size, read_at=reader.read_at,
                                                         status=reader.status)
-        server = stack.enter_context(nbd_server.NbdServer(exports))
-        out = []
-        for index, (att, _layers) in enumerate(disks):
-            size = exports[f"disk{index}"].size
-            view = stack.enter_context(raw_view.raw_view_of_nbd_chain(
-                server.socket_path, [(f"disk{index}", "raw")], size, job=job))
-            out.append(ExportedDisk(id=att.id, path=str(view), format="raw", size_bytes=size,
-                                    bus=att.bus))
-        try:
+        served = [ServedDisk(att.id, [(f"disk{index}", "raw")], exports[f"disk{index}"].size,
+                             att.bus) for index, (att, _layers) in enumerate(disks)]
+        with served_views(exports, served, job) as out:
             yield out
-        except BaseException as failure:
-            if server.errors and not isinstance(failure, GeneratorExit):
-                raise server.errors[0] from failure  # why the import could not read
-            raise

@@ -21,6 +21,7 @@ from pathlib import Path
 from anyvirt.errors import InvalidState, NotFound
 from anyvirt.kit import extent_digest, nbd_server, raw_view
 from anyvirt.kit.extent_digest import RangeDigest
+from anyvirt.kit.served_views import ServedDisk, served_views
 from anyvirt.model import DiskInfo, ExportedDisk
 from anyvirt.tasks import Job
 from anyvirt_vsphere import datastore_files
@@ -92,20 +93,10 @@ def streamed_disks(driver: object, inventory: Inventory, vm_id: str,
                 datastore_files.ranged_reader(driver, datastore, extent))
             exports[f"disk{index}"] = nbd_server.Export(
                 size=disk.size_bytes or stored, read_at=_zero_padded(reader.read_at, stored))
-        server = stack.enter_context(nbd_server.NbdServer(exports))
-        out = []
-        for index, disk in enumerate(info.disks):
-            size = exports[f"disk{index}"].size
-            view = stack.enter_context(raw_view.raw_view_of_nbd_chain(
-                server.socket_path, [(f"disk{index}", "raw")], size, job=job))
-            out.append(ExportedDisk(id=disk.id, path=str(view), format="raw", size_bytes=size,
-                                    bus=disk.bus))
-        try:
+        served = [ServedDisk(disk.id, [(f"disk{index}", "raw")], exports[f"disk{index}"].size,
+                             disk.bus) for index, disk in enumerate(info.disks)]
+        with served_views(exports, served, job) as out:
             yield out
-        except BaseException as failure:
-            if server.errors and not isinstance(failure, GeneratorExit):
-                raise server.errors[0] from failure  # why the import could not read
-            raise
 
 
 def _zero_padded(read_at: Callable[[int, int], bytes],
