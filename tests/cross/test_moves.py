@@ -8,7 +8,6 @@ nothing of the copy remains on the target, and the temp dir is empty.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import threading
@@ -49,18 +48,6 @@ def kvm(libvirt_daemon: libvirt_fixtures.LibvirtDaemon) -> Iterator[Host]:
     with anyvirt.connect(libvirt_daemon.anyvirt_uri) as host:
         yield host
 
-
-@pytest.fixture
-def made() -> Iterator[Callable[[VM], VM]]:
-    """``made(vm)``: removed after the test, whatever state it is in."""
-    vms: list[VM] = []
-    yield lambda vm: vms.append(vm) or vm  # type: ignore[func-returns-value]
-    for vm in reversed(vms):
-        with contextlib.suppress(AnyvirtError):
-            vm.refresh()
-            if vm.state is not PowerState.STOPPED:
-                vm.stop(force=True)
-            vm.delete(disks=True)
 
 
 def _random_image(tmp_path: Path, size: int = 16 * MIB) -> Path:

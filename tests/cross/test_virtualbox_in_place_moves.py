@@ -9,7 +9,6 @@ move that fails on the target (a full datastore) leaves nothing there.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -26,7 +25,6 @@ from move_faults_support import sha256_file, small_tmpfs
 
 import anyvirt
 from anyvirt import (
-    AnyvirtError,
     ConnectionFailed,
     DiskSpec,
     InvalidState,
@@ -61,14 +59,6 @@ def vbox(vbox_home: Home) -> Iterator[Host]:
     with anyvirt.connect(vbox_home.uri) as host:
         yield host
 
-
-@pytest.fixture
-def made() -> Iterator[Callable[[VM], VM]]:
-    vms: list[VM] = []
-    yield lambda vm: vms.append(vm) or vm  # type: ignore[func-returns-value]
-    for vm in reversed(vms):
-        with contextlib.suppress(AnyvirtError):
-            vm.delete(disks=True)
 
 
 def _image(tmp_path: Path, name: str, size: int = 16 * MIB) -> Path:
