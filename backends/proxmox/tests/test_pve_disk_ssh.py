@@ -14,6 +14,7 @@ proves they come out byte for byte elsewhere.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ from anyvirt import BackupRepository, Capability, DiskSpec, NicSpec, VMSpec
 from anyvirt.errors import ConnectionFailed, InvalidSpec, NotSupported
 from anyvirt.host import Host
 from anyvirt.kit import qemu_img
+from anyvirt.tasks import Job
 from anyvirt.testing.disk_bytes import pattern
 from anyvirt.testing.staging import largest_file
 from anyvirt.vm import VM
@@ -388,6 +390,28 @@ def test_a_move_streams_from_the_node_with_no_staging_file(
     assert sha256_of(source) == before
 
 
+def test_a_streamed_raw_volume_shows_its_holes(ssh_host: Host, pve: FakePve, make: Callable[..., VM],
+                                             tmp_path: Path) -> None:
+    """The node says where a raw volume's holes are (``qemu-img map`` there), so the raw view
+    the import reads answers SEEK_HOLE/SEEK_DATA: the zeros are skipped, never carried
+    over SSH, and what is read is still the guest's disk."""
+    pve.storages["nodestore"]["format"] = "raw"
+    vm = make("stream-holes")
+    guest = write_disk(ssh_host, vm, "raw", DATA, tmp_path)
+    # the zeros as holes, as a thin raw volume on a directory storage keeps them
+    subprocess.run(["fallocate", "--dig-holes", str(node_path(ssh_host, vm.info().disks[0].path))],
+                   check=True)
+    with ssh_host.driver.stream_disks(vm.id, Job("streaming", 120)) as disks:
+        assert disks is not None
+        fd = os.open(disks[0].path, os.O_RDONLY)
+        try:
+            assert os.lseek(fd, 0, os.SEEK_HOLE) == 3 * MIB  # where the data at 0 ends
+            assert os.lseek(fd, 3 * MIB, os.SEEK_DATA) == 40 * MIB
+            assert os.pread(fd, len(guest), 0) == guest
+        finally:
+            os.close(fd)
+
+
 @pytest.mark.usefixtures("linked_volume_standin")
 def test_a_linked_clone_streams_onto_the_base_pve_names(
         ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path,
@@ -480,3 +504,25 @@ def test_a_connection_cut_mid_stream_leaves_nothing(
         assert list(temp_dir.iterdir()) == []
     finally:
         vm.delete()
+
+
+def test_the_nodes_map_is_only_data() -> None:
+    """``qemu-img map`` output from the node is checked before it says where zeros are: a
+    gap, an overlap, a short map or a wrong type means no map (every byte read), never
+    zeros where the node did not show them."""
+    from anyvirt_proxmox.node_streams import map_status
+
+    def extent(start: int, length: int, data: bool) -> dict[str, object]:
+        return {"start": start, "length": length, "data": data, "zero": not data}
+
+    good = json.dumps([extent(0, 4096, True), extent(4096, 8192, False), extent(12288, 4096, True)])
+    status = map_status(good.encode(), 16384)
+    assert status is not None
+    assert status(0, 16384) == [(4096, False), (8192, True), (4096, False)]
+    assert status(6000, 8000) == [(6288, True), (1712, False)]
+    assert status(16384, 512) == [(512, True)]  # the sector-rounded tail past the file
+    for bad in (b"not json", b"{}", json.dumps([extent(0, 4096, True)]).encode(),  # short
+                json.dumps([extent(0, 4096, True), extent(8192, 8192, False)]).encode(),  # gap
+                json.dumps([{"start": "0", "length": 16384, "data": True, "zero": False}]).encode(),
+                json.dumps([extent(0, 0, True), extent(0, 16384, True)]).encode()):
+        assert map_status(bad, 16384) is None, bad

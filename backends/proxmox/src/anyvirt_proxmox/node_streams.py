@@ -22,7 +22,9 @@ before.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import json
 import re
 import shlex
 import stat
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 
 from attrs import frozen
 
+from anyvirt.errors import AnyvirtError
 from anyvirt.kit import nbd_server, raw_view, ssh
 from anyvirt.kit.served_views import ServedDisk, served_views
 from anyvirt.kit.windowed_reads import Window, WindowedReader
@@ -67,6 +70,8 @@ class Reach(Protocol):
 
     def window(self, path: str, offset: int, length: int, what: str) -> Window: ...
 
+    def zeros(self, path: str, length: int, what: str) -> nbd_server.Status | None: ...
+
 
 class _OverOpenSsh:
     def __init__(self, link: ssh.Multiplexed) -> None:
@@ -80,6 +85,14 @@ class _OverOpenSsh:
 
     def window(self, path: str, offset: int, length: int, what: str) -> Window:
         return self.link.read_range(path, offset, length, what)
+
+    def zeros(self, path: str, length: int, what: str) -> nbd_server.Status | None:
+        # the node's own SEEK_DATA/SEEK_HOLE, through the qemu-img every PVE node has
+        try:
+            out = self.link.run(f"qemu-img map --output=json -f raw -- {shlex.quote(path)}", what)
+        except AnyvirtError:
+            return None  # no answer: every byte counts as data, as without a map
+        return map_status(out, length)
 
 
 class _OverSftp:
@@ -95,6 +108,9 @@ class _OverSftp:
     def window(self, path: str, offset: int, length: int, what: str) -> Window:
         return ssh.sftp_window(self.session, path, offset, length, what)
 
+    def zeros(self, path: str, length: int, what: str) -> nbd_server.Status | None:
+        return None  # SFTP cannot ask where a file's holes are
+
 
 @contextlib.contextmanager
 def _reach(access: NodeAccess, node: str) -> Iterator[Reach]:
@@ -107,6 +123,48 @@ def _reach(access: NodeAccess, node: str) -> Iterator[Reach]:
         with ssh.sftp(endpoint, key_filename=access.key_filename, known_hosts=access.known_hosts,
                       timeout=access.timeout) as session:
             yield _OverSftp(session)
+
+
+def map_status(out: bytes, length: int) -> nbd_server.Status | None:
+    """The NBD block status of a raw file of ``length`` bytes from ``qemu-img map
+    --output=json`` of it on the node. That is the node's output, so it is only data: it
+    must be extents from 0, one after another, covering the file, or it is not used."""
+    try:
+        found = json.loads(out)
+    except ValueError:
+        return None
+    extents: list[tuple[int, int, bool]] = []
+    at = 0
+    for item in found if isinstance(found, list) else [None]:
+        if not isinstance(item, dict):
+            return None
+        start, size, data, zero = (item.get(k) for k in ("start", "length", "data", "zero"))
+        if (type(start) is not int or type(size) is not int or start != at or size <= 0
+                or not isinstance(data, bool) or not isinstance(zero, bool)):
+            return None
+        extents.append((start, size, zero or not data))
+        at += size
+    if at < length:
+        return None
+    starts = [start for start, _size, _zero in extents]
+
+    def status(offset: int, count: int) -> list[tuple[int, bool]]:
+        end = min(offset + count, length)
+        if offset >= end:
+            return [(count, True)]  # the sector-rounded tail past the file reads as zeros
+        runs: list[tuple[int, bool]] = []
+        index, pos = bisect.bisect_right(starts, offset) - 1, offset
+        while pos < end:
+            start, size, zero = extents[index]
+            step = min(start + size, end) - pos
+            if runs and runs[-1][1] == zero:
+                runs[-1] = (runs[-1][0] + step, zero)
+            else:
+                runs.append((step, zero))
+            pos, index = pos + step, index + 1
+        return runs
+
+    return status
 
 
 def base_volid(volid: str) -> str | None:
@@ -193,7 +251,14 @@ def streamed_disks(inv: Inventory, access: NodeAccess, vm_id: str,
             yield None
             return
         readers = _readers(reach, chains)
-        exports = {key: nbd_server.Export(size=reader.size, read_at=reader.read_at)
+        # a raw layer's holes are asked of the node, so the view answers SEEK_DATA: the
+        # import and the verification then skip the zeros instead of carrying them
+        zeros = {f"disk{index}-layer{depth}": reach.zeros(layer.path, layer.length,
+                                                          f"mapping {layer.path} on the node")
+                 for index, chain in enumerate(chains) for depth, layer in enumerate(chain)
+                 if layer.format == "raw"}
+        exports = {key: nbd_server.Export(size=reader.size, read_at=reader.read_at,
+                                          status=zeros.get(key))
                    for key, reader in readers.items()}
         served = [ServedDisk(vol.disk_id, [(f"disk{index}-layer{depth}", layer.format)
                                            for depth, layer in enumerate(chain)],
