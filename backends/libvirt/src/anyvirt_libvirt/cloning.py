@@ -155,14 +155,16 @@ def clone(site: Site, vm_id: str, names: list[str], linked: bool, job: Job,
     shared = _Plan()  # the frozen copies these clones share
     made: list[VMSummary] = []
     try:
-        bases: dict[str, str] = {}
-        if linked and not source.template and (source.running or source.has_snapshots):
-            bases = _frozen_copies(site, source, writable, stores, shared, job)
-        for index, name in enumerate(names):
-            job.progress(100.0 * index / len(names), f"cloning {name}")
-            identity = identities[index] if identities else None
-            step = job.span(100.0 * index / len(names), 100.0 * (index + 1) / len(names))
-            made.append(_one(reads, source, writable, stores, bases, name, linked, identity, step))
+        with site.shared_bases if linked else contextlib.nullcontext():
+            bases: dict[str, str] = {}
+            if linked and not source.template and (source.running or source.has_snapshots):
+                bases = _frozen_copies(site, source, writable, stores, shared, job)
+            for index, name in enumerate(names):
+                job.progress(100.0 * index / len(names), f"cloning {name}")
+                identity = identities[index] if identities else None
+                step = job.span(100.0 * index / len(names), 100.0 * (index + 1) / len(names))
+                made.append(_one(reads, source, writable, stores, bases, name, linked, identity,
+                                 step))
     except BaseException:
         for summary in reversed(made):  # all or none
             with contextlib.suppress(AnyvirtError):

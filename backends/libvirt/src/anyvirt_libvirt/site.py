@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import libvirt
-from attrs import frozen
+from attrs import field, frozen
 
 from anyvirt.errors import AnyvirtError, InvalidSpec, NotFound
 from anyvirt_libvirt import storage
@@ -48,6 +49,11 @@ class Site:
     inflight: InflightRecord
     #: the directory of ``qemu:///embed`` (which has no storage pools), else None
     embed_root: Path | None
+    #: held while linked clones choose and layer onto a shared base, and while a deletion
+    #: decides that no volume needs a frozen base any more: else a clone reusing a frozen
+    #: copy and the deletion of that copy's last user meet, and the new clone's overlay
+    #: points at a deleted file (this process's threads; other processes are not covered)
+    shared_bases: threading.RLock = field(factory=threading.RLock)
 
     def __repr__(self) -> str:
         return f"Site({self.safe_uri})"
@@ -173,8 +179,9 @@ class Site:
         stays."""
         store = self.store_of(path)
         if store is not None:
-            store.delete_chain(path, keep, base_deletable=(
-                storage.is_frozen_copy if linked_clone else (lambda _base: True)))
+            with self.shared_bases:
+                store.delete_chain(path, keep, base_deletable=(
+                    storage.is_frozen_copy if linked_clone else (lambda _base: True)))
 
     # ------------------------------------------------------------ console logs
     def console_log_for(self, vm_uuid: str) -> str | None:
