@@ -23,30 +23,21 @@ import anyvirt
 from anyvirt import BackupRepository, DiskSpec, InvalidSpec, VMSpec
 from anyvirt.kit import qemu_img
 from anyvirt.tasks import Job
-from anyvirt.testing.disk_bytes import pattern
+from anyvirt.testing.disk_bytes import raw_disk_that_looks_like_qcow2
 from anyvirt.vm import VM
 
 MIB = 1024 * 1024
 DISK = 8 * MIB
 
 
-def _qcow2_with_data(path: Path) -> bytes:
-    """The bytes of a small, complete qcow2 image (no backing file) holding a pattern."""
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "--", str(path), "1M"], check=True)
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 64k", "--", str(path)],
-                   check=True, capture_output=True)
-    return path.read_bytes()
-
-
 @pytest.fixture
 def guest_bytes(tmp_path: Path) -> bytes:
     """What the guest wrote to its 8 MiB raw disk: a qcow2 image at offset 0, more data later."""
-    inner = _qcow2_with_data(tmp_path / "inner.qcow2")
-    assert qemu_img.probe_format(tmp_path / "inner.qcow2") == "qcow2"
-    disk = bytearray(DISK)
-    disk[:len(inner)] = inner
-    disk[4 * MIB:5 * MIB] = pattern(41, MIB)
-    return bytes(disk)
+    disk = raw_disk_that_looks_like_qcow2(tmp_path)
+    probed = tmp_path / "probed.raw"
+    probed.write_bytes(disk)
+    assert qemu_img.probe_format(probed) == "qcow2"  # what a probe would take it for
+    return disk
 
 
 @pytest.fixture
@@ -163,32 +154,26 @@ def test_vsphere_refuses_a_format_other_than_vmdk_for_a_datastore_image(vc: anyv
 
 
 # ---------------------------------------------------------------- moves
-def test_a_move_to_libvirt_keeps_a_raw_disk_that_looks_like_qcow2(
-        source: VM, guest_bytes: bytes, tmp_path: Path, embed_uri: str) -> None:
-    name = f"known-{uuid.uuid4().hex[:6]}"
-    with anyvirt.connect(embed_uri) as target:
-        try:
-            result = anyvirt.migrate(source, to=target, name=name)
-            _same_disk(_guest_view(target.vms.get(result.vm_id), tmp_path), guest_bytes)
-        finally:
-            _removed(target, name)
+@pytest.fixture(params=["libvirt", "vsphere", "memory"])
+def move_target(request: pytest.FixtureRequest) -> Iterator[anyvirt.Host]:
+    """A move's target: a real libvirt (the embedded QEMU), vcsim, another memory host."""
+    if request.param == "vsphere":
+        yield request.getfixturevalue("vc")
+        return
+    uri = (request.getfixturevalue("embed_uri") if request.param == "libvirt"
+           else f"memory://moved-{uuid.uuid4().hex[:8]}")
+    with anyvirt.connect(uri) as target:
+        yield target
 
 
-def test_a_move_to_vsphere_keeps_a_raw_disk_that_looks_like_qcow2(
-        source: VM, guest_bytes: bytes, tmp_path: Path, vc: anyvirt.Host) -> None:
+def test_a_move_keeps_a_raw_disk_that_looks_like_qcow2(
+        source: VM, guest_bytes: bytes, tmp_path: Path, move_target: anyvirt.Host) -> None:
     name = f"known-{uuid.uuid4().hex[:6]}"
     try:
-        result = anyvirt.migrate(source, to=vc, name=name)
-        _same_disk(_guest_view(vc.vms.get(result.vm_id), tmp_path), guest_bytes)
+        result = anyvirt.migrate(source, to=move_target, name=name)
+        _same_disk(_guest_view(move_target.vms.get(result.vm_id), tmp_path), guest_bytes)
     finally:
-        _removed(vc, name)
-
-
-def test_a_move_between_memory_hosts_keeps_a_raw_disk_that_looks_like_qcow2(
-        source: VM, guest_bytes: bytes, tmp_path: Path) -> None:
-    with anyvirt.connect(f"memory://moved-{uuid.uuid4().hex[:8]}") as target:
-        result = anyvirt.migrate(source, to=target, name="moved")
-        _same_disk(_guest_view(target.vms.get(result.vm_id), tmp_path), guest_bytes)
+        _removed(move_target, name)
 
 
 # ---------------------------------------------------------------- the spec

@@ -7,6 +7,11 @@ One home for the core's tests and the backends' tests alike (they import
 from __future__ import annotations
 
 import random
+import subprocess
+import uuid
+from pathlib import Path
+
+MIB = 1024 * 1024
 
 
 def pattern(seed: int, size: int) -> bytes:
@@ -18,3 +23,20 @@ def pattern(seed: int, size: int) -> bytes:
     while len(out) < size:
         out += rng.choice(words)
     return bytes(out[:size])
+
+
+def raw_disk_that_looks_like_qcow2(workdir: Path) -> bytes:
+    """An 8 MiB raw guest disk whose guest wrote a complete qcow2 image (no backing file,
+    64 KiB of 0xab) at offset 0, and a pattern at 4 MiB: what an import that probes the
+    format, instead of taking the one it was given, takes for that inner image. The qcow2
+    is made by the real ``qemu-img`` and ``qemu-io`` in ``workdir``."""
+    inner = workdir / f"inner-{uuid.uuid4().hex[:8]}.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "--", str(inner), "1M"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 64k", "--", str(inner)],
+                   check=True, capture_output=True)
+    header = inner.read_bytes()
+    inner.unlink()
+    disk = bytearray(8 * MIB)
+    disk[:len(header)] = header
+    disk[4 * MIB:5 * MIB] = pattern(41, MIB)
+    return bytes(disk)
