@@ -36,7 +36,7 @@ from anyvirt.cli.wording import seen
 from anyvirt.deployment import Identity, User
 from anyvirt.errors import AmbiguousName, AnyvirtError, NotFound, NotSupported, Timeout
 from anyvirt.host import Host
-from anyvirt.model import Capability, DiskSpec, MigrationResult, NicSpec, VMInfo, VMSpec
+from anyvirt.model import IMAGE_FORMATS, Capability, DiskSpec, MigrationResult, NicSpec, VMInfo, VMSpec
 from anyvirt.node import Node
 from anyvirt.tasks import DEFAULT_TIMEOUT, ProgressCallback, Task
 from anyvirt.vm import DEFAULT_STOP_TIMEOUT, VM
@@ -277,6 +277,20 @@ def _shown(host: Host, ref: str) -> ShownVM:
     return ShownVM(host.uri, details, node, found)
 
 
+def _image_disks(images: tuple[str, ...], formats: tuple[str, ...]) -> list[DiskSpec]:
+    """One disk per ``--image``, each with its ``--image-format`` (paired in order, or the one
+    format given for all); a count that pairs neither way is refused before connecting."""
+    if formats and not images:
+        raise click.UsageError("--image-format is the format of an --image: give the image too")
+    given: tuple[str | None, ...] = formats * len(images) if len(formats) == 1 else formats
+    if not given:
+        given = (None,) * len(images)  # found from each image's first bytes
+    if len(given) != len(images):
+        raise click.UsageError(f"{len(images)} --image and {len(formats)} --image-format: give one "
+                               "format for every image, or one for all of them")
+    return [DiskSpec(image=path, format=fmt) for path, fmt in zip(images, given, strict=True)]
+
+
 @vm.command()
 @with_uri("NAME")
 @click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True, help="Virtual CPUs.")
@@ -286,6 +300,10 @@ def _shown(host: Host, ref: str) -> ShownVM:
               help="Add a blank disk of this size (repeatable).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, readable=True), multiple=True,
               help="Add a disk copied from this image file, e.g. a cloud image (repeatable).")
+@click.option("--image-format", "image_formats", type=click.Choice(IMAGE_FORMATS), multiple=True,
+              help="The format of each --image, in the same order (one given is every image's). "
+                   "Without it the format is found from the image's first bytes: give 'raw' for a "
+                   "raw disk, whose guest may have written any header there.")
 @click.option("--network", multiple=True, help="Add a NIC on this network (repeatable).")
 @click.option("--firmware", type=click.Choice(["bios", "efi"]), default="bios", show_default=True)
 @click.option("--node", help="Node (hypervisor) to place the VM on.")
@@ -294,12 +312,13 @@ def _shown(host: Host, ref: str) -> ShownVM:
 @timeout_option()
 @json_option
 def create(uri: str | None, name: str, cpus: int, memory_mib: int, disk_gib: tuple[float, ...],
-           image: tuple[str, ...], network: tuple[str, ...], firmware: str, node: str | None,
-           description: str, start_after: bool, op_timeout: float, json_flag: bool) -> None:
+           image: tuple[str, ...], image_formats: tuple[str, ...], network: tuple[str, ...],
+           firmware: str, node: str | None, description: str, start_after: bool, op_timeout: float,
+           json_flag: bool) -> None:
     """Create a VM (left stopped unless --start)."""
     spec = VMSpec(
         name=name, cpus=cpus, memory_mib=memory_mib,
-        disks=[*(DiskSpec(image=path) for path in image), *(DiskSpec(size_gib=g) for g in disk_gib)],
+        disks=[*_image_disks(image, image_formats), *(DiskSpec(size_gib=g) for g in disk_gib)],
         nics=[NicSpec(network=n) for n in network], firmware=firmware, node=node,
         description=description,
     )
