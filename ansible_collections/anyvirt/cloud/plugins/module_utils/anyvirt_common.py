@@ -41,6 +41,11 @@ MEMORY_REFUSED = ("memory:// lives in one process and cannot serve separate modu
                   "would see an empty host. Use a real platform's URI (libvirt, vSphere, Proxmox, "
                   "VirtualBox).")
 
+#: anyvirt's image formats (``anyvirt.model.IMAGE_FORMATS``) written out, because Ansible's sanity test
+#: compares an argument spec's choices with DOCUMENTATION where anyvirt is not installed;
+#: tests/ansible holds the two lists and anyvirt's equal.
+IMAGE_FORMATS = ["raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx"]
+
 USER_ARGS: dict[str, Any] = {
     "name": {"type": "str", "required": True},
     "ssh_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},  # public keys
@@ -225,7 +230,7 @@ def identity_from_params(value: dict[str, Any] | None) -> Any:
 def spec_from_params(params: dict[str, Any]) -> Any:
     """``anyvirt.VMSpec`` from anyvirt_vm's options (anyvirt validates it)."""
     disks = [anyvirt.DiskSpec(size_gib=d.get("size_gib"), image=d.get("image"), bus=d.get("bus"),
-                              storage=d.get("storage")) for d in params.get("disks") or ()]
+                              storage=d.get("storage"), format=d.get("format")) for d in params.get("disks") or ()]
     nics = [anyvirt.NicSpec(network=n.get("network"), model=n.get("model"), mac=n.get("mac"))
             for n in params.get("nics") or ()]
     fields: dict[str, Any] = {"name": params["name"], "disks": disks, "nics": nics,

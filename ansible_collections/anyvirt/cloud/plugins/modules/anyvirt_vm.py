@@ -54,6 +54,15 @@ options:
       image:
         description: A disk made from this existing image file, copied into the host's storage.
         type: str
+      format:
+        description:
+          - The format of O(disks[].image), read as that and never probed. Without it the format is
+            found from the image's first bytes.
+          - Give V(raw) for a raw disk, whose guest may have written anything at its start, a qcow2 or
+            VMDK header included; probed, such a disk would be imported as that inner image.
+          - Only with O(disks[].image).
+        type: str
+        choices: [raw, qcow2, vmdk, vdi, vpc, vhdx]
       bus:
         description: The disk's bus where the platform offers a choice (virtio, scsi, sata, ide).
         type: str
@@ -110,6 +119,8 @@ EXAMPLES = r"""
     memory_mib: 2048
     disks:
       - size_gib: 10
+      - image: /srv/images/data.raw
+        format: raw
     nics:
       - network: default
     identity:
@@ -145,6 +156,7 @@ from typing import Any
 
 from ansible_collections.anyvirt.cloud.plugins.module_utils.anyvirt_common import (
     IDENTITY_ARG,
+    IMAGE_FORMATS,
     anyvirt_task,
     find_vm,
     record_change,
@@ -158,7 +170,8 @@ OPTIONS = {
     "cpus": {"type": "int"},
     "memory_mib": {"type": "int"},
     "disks": {"type": "list", "elements": "dict", "default": [], "options": {
-        "size_gib": {"type": "float"}, "image": {"type": "str"}, "bus": {"type": "str"}, "storage": {"type": "str"}}},
+        "size_gib": {"type": "float"}, "image": {"type": "str"}, "format": {"type": "str", "choices": IMAGE_FORMATS},
+        "bus": {"type": "str"}, "storage": {"type": "str"}}},
     "nics": {"type": "list", "elements": "dict", "default": [], "options": {
         "network": {"type": "str"}, "model": {"type": "str"}, "mac": {"type": "str"}}},
     "identity": IDENTITY_ARG,
