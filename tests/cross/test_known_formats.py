@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from anyvirt_virtualbox.testbed import build_chroot, home_at, serving
+from anyvirt_virtualbox.testbed import build_chroot, served_home
 
 import anyvirt
 from anyvirt import BackupRepository, DiskSpec, InvalidSpec, VMSpec
@@ -107,9 +107,8 @@ def test_a_restore_onto_libvirt_keeps_a_raw_disk_that_looks_like_qcow2(
 def test_a_restore_onto_virtualbox_keeps_a_raw_disk_that_looks_like_qcow2(
         source: VM, guest_bytes: bytes, tmp_path: Path) -> None:
     """The real VBoxManage 7.2 of the testbed's chroot; its disk read as the VDI it is."""
-    home = home_at(build_chroot(), tmp_path / "vbox")
-    with serving(home), BackupRepository(str(tmp_path / "repo")) as repo:
-        home.prepare()
+    with served_home(build_chroot(), tmp_path / "vbox") as home, \
+            BackupRepository(str(tmp_path / "repo")) as repo:
         point = repo.backup(source)
         with anyvirt.connect(home.uri) as target:
             copy = repo.restore(point, to=target, name="copy")

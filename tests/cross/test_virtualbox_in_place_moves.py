@@ -19,7 +19,7 @@ import anyvirt_vsphere.testbed.fixtures as vcsim_fixtures
 import move_faults_support
 import pytest
 from anyvirt_virtualbox import vdi_chain
-from anyvirt_virtualbox.testbed import Home, build_chroot, home_at, serving
+from anyvirt_virtualbox.testbed import Home, build_chroot, served_home
 from anyvirt_vsphere.testbed.vcsim import Vcsim
 from move_faults_support import sha256_file, small_tmpfs
 
@@ -48,9 +48,7 @@ NETWORKS = {"nat": "VM Network"}  # a VirtualBox VM's default NIC, to vSphere's 
 
 @pytest.fixture
 def vbox_home(tmp_path: Path) -> Iterator[Home]:
-    home = home_at(build_chroot(), tmp_path / "vbox")
-    with serving(home):
-        home.prepare()
+    with served_home(build_chroot(), tmp_path / "vbox") as home:
         yield home
 
 

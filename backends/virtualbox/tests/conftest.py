@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from anyvirt_virtualbox.testbed import Home, build_chroot, fake_vboxmanage, home_at, make_home, serving
+from anyvirt_virtualbox.testbed import Home, build_chroot, fake_vboxmanage, make_home, served_home
 
 import anyvirt
 from anyvirt.host import Host
@@ -35,9 +35,7 @@ def fake_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def real_home(real_vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
-    home = home_at(real_vboxmanage, tmp_path / "vbox")
-    with serving(home):  # one VBoxSVC for the whole test (see serving)
-        home.prepare()
+    with served_home(real_vboxmanage, tmp_path / "vbox") as home:
         yield home
 
 
@@ -45,9 +43,7 @@ def real_home(real_vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
 def other_real_home(real_vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
     """A second home on the same VirtualBox: another host, as far as anyvirt can tell (its
     own VBoxSVC, registry and machine folder), the target of migrations."""
-    home = home_at(real_vboxmanage, tmp_path / "other")
-    with serving(home):
-        home.prepare()
+    with served_home(real_vboxmanage, tmp_path / "other") as home:
         yield home
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "fake_vboxmanage",
     "home_at",
     "make_home",
+    "served_home",
     "serving",
 ]
 
@@ -208,6 +209,16 @@ def make_home(vboxmanage: Path, base: Path) -> Home:
     home = home_at(vboxmanage, base)
     home.prepare()
     return home
+
+
+@contextlib.contextmanager
+def served_home(vboxmanage: Path, base: Path) -> Iterator[Home]:
+    """A fresh home under ``base``, prepared, with one VBoxSVC of its own (``serving``) while
+    the block runs: the home every test of a real VirtualBox starts from, in one place."""
+    home = home_at(vboxmanage, base)
+    with serving(home):
+        home.prepare()
+        yield home
 
 
 class VirtualBoxTestbed:
