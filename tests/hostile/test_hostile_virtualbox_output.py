@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from anyvirt_virtualbox import listings
-from anyvirt_virtualbox.testbed import Home, build_chroot, home_at, serving
+from anyvirt_virtualbox.testbed import Home, build_chroot, served_home
 
 import anyvirt
 from anyvirt.host import Host
@@ -36,9 +36,7 @@ def vboxmanage() -> Path:
 
 @pytest.fixture
 def home(vboxmanage: Path, tmp_path: Path) -> Iterator[Home]:
-    h = home_at(vboxmanage, tmp_path / "vbox")
-    with serving(h):
-        h.prepare()
+    with served_home(vboxmanage, tmp_path / "vbox") as h:
         yield h
 
 

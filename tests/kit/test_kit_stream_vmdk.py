@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from anyvirt_virtualbox.testbed import build_chroot, home_at, serving
+from anyvirt_virtualbox.testbed import build_chroot, served_home
 
 from anyvirt.errors import InvalidSpec, TaskFailed
 from anyvirt.kit import qemu_img
@@ -191,9 +191,7 @@ def test_virtualbox_reads_it_too(tmp_path: Path) -> None:
     encoder = StreamOptimizedEncoder(tmp_path / "d.raw", size, extents, adapter_type="ide")
     assert encoder.present_tables == 2  # the middle 32 MiB has no grain table
     vmdk = encode(encoder, tmp_path / "d.vmdk")
-    home = home_at(build_chroot(), tmp_path / "vbox")
-    with serving(home):
-        home.prepare()
+    with served_home(build_chroot(), tmp_path / "vbox") as home:
         home.run("clonemedium", "disk", str(vmdk), str(tmp_path / "back.raw"), "--format", "RAW")
     assert (tmp_path / "back.raw").read_bytes() == (tmp_path / "d.raw").read_bytes()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from anyvirt_virtualbox.testbed import build_chroot, home_at, serving
+from anyvirt_virtualbox.testbed import build_chroot, served_home
 from repo_helpers import (
     MIB,
     exported_disk,
@@ -35,11 +35,9 @@ def real_vboxmanage() -> Path:
 
 @pytest.fixture
 def virtualbox(real_vboxmanage: Path, tmp_path: Path) -> Iterator[anyvirt.Host]:
-    home = home_at(real_vboxmanage, tmp_path / "vbox")
-    with serving(home):
-        home.prepare()
-        with anyvirt.connect(home.uri) as host:
-            yield host
+    with served_home(real_vboxmanage, tmp_path / "vbox") as home, \
+            anyvirt.connect(home.uri) as host:
+        yield host
 
 
 def virtualbox_disk(vm: anyvirt.VM, tmp: Path) -> bytes:
