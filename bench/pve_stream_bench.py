@@ -50,9 +50,28 @@ import anyvirt  # noqa: E402
 from anyvirt import DiskSpec, NicSpec, VMSpec  # noqa: E402
 
 MIB = 1024 * 1024
-#: the phase of the streamed move under way, and the bytes asked of the node over SSH in each
+#: the phase of the streamed move under way, and the bytes of the node over SSH in each:
+#: asked for (the windows' spans) and delivered (what the reader took of them)
 phase = ["copy"]
-node_bytes = {"copy": 0, "verify": 0}
+node_bytes = {"copy": 0, "verify": 0, "copy got": 0, "verify got": 0}
+
+
+class Counted:
+    """A window whose delivered bytes are counted."""
+
+    def __init__(self, window: Any) -> None:
+        self.window = window
+
+    def read(self, size: int, /) -> bytes:
+        data: bytes = self.window.read(size)
+        node_bytes[f"{phase[0]} got"] += len(data)
+        return data
+
+    def finish(self) -> None:
+        self.window.finish()
+
+    def abort(self) -> None:
+        self.window.abort()
 
 
 def count_node_reads() -> None:
@@ -61,7 +80,7 @@ def count_node_reads() -> None:
         def opened(self: Any, path: str, offset: int, length: int, what: str,
                    window: Any = reach.window) -> Any:
             node_bytes[phase[0]] += length
-            return window(self, path, offset, length, what)
+            return Counted(window(self, path, offset, length, what))
         reach.window = opened  # type: ignore[method-assign]
 
 
@@ -102,7 +121,7 @@ def one_move(uri: str, size_mib: int, data_mib: int, streamed: bool) -> dict[str
                 os.sync()
 
                 phase[0] = "copy"
-                node_bytes.update(copy=0, verify=0)
+                node_bytes.update(dict.fromkeys(node_bytes, 0))
 
                 def watch(task: anyvirt.Task[Any]) -> None:
                     if "verifying" in (task.message or ""):
@@ -119,7 +138,7 @@ def one_move(uri: str, size_mib: int, data_mib: int, streamed: bool) -> dict[str
                 vm.delete()
         return {"copy_s": seen["copy"] - start, "whole_s": end - start,
                 "largest_staged_mib": seen["largest"] / MIB,
-                "node_mib": (node_bytes["copy"] / MIB, node_bytes["verify"] / MIB)}
+                "node_mib": {key: value / MIB for key, value in node_bytes.items()}}
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
@@ -150,10 +169,13 @@ def main() -> None:
                 for streamed in (False, True):  # alternating: the load drifts
                     result = one_move(uri, args.size_mib, args.data_mib, streamed)
                     label = "streamed" if streamed else "copied  "
-                    copy, verify = result["node_mib"]
-                    wire = (f", over SSH {copy:.0f} MiB for the copy, {verify:.0f} MiB for "
-                            f"the verification ({copy / args.data_mib:.2f}x / "
-                            f"{verify / args.data_mib:.2f}x the data)") if streamed else ""
+                    mib = result["node_mib"]
+                    wire = ("; of the node over SSH, copy / verification: asked "
+                            f"{mib['copy']:.0f} / {mib['verify']:.0f} MiB, delivered "
+                            f"{mib['copy got']:.1f} / {mib['verify got']:.1f} MiB "
+                            f"({mib['copy got'] / args.data_mib:.3f}x / "
+                            f"{mib['verify got'] / args.data_mib:.3f}x the data)"
+                            ) if streamed else ""
                     print(f"run {run + 1} {label}: copy {result['copy_s']:.2f} s, whole "
                           f"{result['whole_s']:.2f} s, largest staged file "
                           f"{result['largest_staged_mib']:.1f} MiB{wire} "
