@@ -224,8 +224,10 @@ def migrate(
             into = job.span(40, 75)
             new = to.vms.create(spec, timeout=job.remaining(),
                                 on_progress=lambda t: into.progress(t.progress, t.message or ""))
-            for tap in taps.values():  # the copy is done: what it read is the pass (a
-                tap.end()              # source's side feeding a tap cannot tell)
+            # the copy is done: what it read is the pass (a source's side feeding a tap
+            # cannot tell when the import read its last byte)
+            for tap in taps.values():
+                tap.end()
             try:
                 job.progress(75, "verifying the copy")
                 verify(new, plan)
