@@ -15,7 +15,10 @@ verified ``anyvirt.migrate(vm, to=memory://...)``:
 For each: the copy's time (export and import, until the verification starts), the whole
 move, and the largest regular file the temp dir held while the source was read. memory://
 has no ranged reads, so its read-back exports its copy whole either way (not counted as
-staging: it is the target's). Figures are printed, never asserted.
+staging: it is the target's). Streamed, the bytes asked of the node over SSH in each
+phase too (every window of ranged reads opened there, counted where it is opened); the
+copied path reads the whole volume once, before the import. Figures are printed, never
+asserted.
 
     .venv/bin/python bench/pve_stream_bench.py [--size-mib 256] [--data-mib 128] [--runs 2]
 """
@@ -38,6 +41,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "backends" / "proxmox" / "tests"))
+from anyvirt_proxmox import node_streams  # noqa: E402
 from anyvirt_proxmox.testbed import make_certificate  # noqa: E402
 from pve_support import PASSWORD, InProcessFakePve  # type: ignore[import-not-found]  # noqa: E402
 from sshd_support import sshd  # type: ignore[import-not-found]  # noqa: E402
@@ -46,6 +50,38 @@ import anyvirt  # noqa: E402
 from anyvirt import DiskSpec, NicSpec, VMSpec  # noqa: E402
 
 MIB = 1024 * 1024
+#: the phase of the streamed move under way, and the bytes of the node over SSH in each:
+#: asked for (the windows' spans) and delivered (what the reader took of them)
+phase = ["copy"]
+node_bytes = {"copy": 0, "verify": 0, "copy got": 0, "verify got": 0}
+
+
+class Counted:
+    """A window whose delivered bytes are counted."""
+
+    def __init__(self, window: Any) -> None:
+        self.window = window
+
+    def read(self, size: int, /) -> bytes:
+        data: bytes = self.window.read(size)
+        node_bytes[f"{phase[0]} got"] += len(data)
+        return data
+
+    def finish(self) -> None:
+        self.window.finish()
+
+    def abort(self) -> None:
+        self.window.abort()
+
+
+def count_node_reads() -> None:
+    """Every window of ranged reads the streamed path opens on the node, counted by phase."""
+    for reach in (node_streams._OverOpenSsh, node_streams._OverSftp):
+        def opened(self: Any, path: str, offset: int, length: int, what: str,
+                   window: Any = reach.window) -> Any:
+            node_bytes[phase[0]] += length
+            return Counted(window(self, path, offset, length, what))
+        reach.window = opened  # type: ignore[method-assign]
 
 
 def largest_file(where: Path) -> int:
@@ -84,9 +120,13 @@ def one_move(uri: str, size_mib: int, data_mib: int, streamed: bool) -> dict[str
                     out.truncate(size_mib * MIB)
                 os.sync()
 
+                phase[0] = "copy"
+                node_bytes.update(dict.fromkeys(node_bytes, 0))
+
                 def watch(task: anyvirt.Task[Any]) -> None:
                     if "verifying" in (task.message or ""):
                         seen.setdefault("copy", time.perf_counter())
+                        phase[0] = "verify"
                     if "copy" not in seen:
                         seen["largest"] = max(seen["largest"], largest_file(scratch))
 
@@ -97,7 +137,8 @@ def one_move(uri: str, size_mib: int, data_mib: int, streamed: bool) -> dict[str
             finally:
                 vm.delete()
         return {"copy_s": seen["copy"] - start, "whole_s": end - start,
-                "largest_staged_mib": seen["largest"] / MIB}
+                "largest_staged_mib": seen["largest"] / MIB,
+                "node_mib": {key: value / MIB for key, value in node_bytes.items()}}
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
@@ -109,6 +150,7 @@ def main() -> None:
     parser.add_argument("--data-mib", type=int, default=128)
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
+    count_node_reads()
     work = Path(tempfile.mkdtemp(prefix="pve-bench-node-"))
     cert = make_certificate(work)
     fake = InProcessFakePve(*cert)
@@ -127,9 +169,17 @@ def main() -> None:
                 for streamed in (False, True):  # alternating: the load drifts
                     result = one_move(uri, args.size_mib, args.data_mib, streamed)
                     label = "streamed" if streamed else "copied  "
+                    mib = result["node_mib"]
+                    wire = ("; of the node over SSH, copy / verification: asked "
+                            f"{mib['copy']:.0f} / {mib['verify']:.0f} MiB, delivered "
+                            f"{mib['copy got']:.1f} / {mib['verify got']:.1f} MiB "
+                            f"({mib['copy got'] / args.data_mib:.3f}x / "
+                            f"{mib['verify got'] / args.data_mib:.3f}x the data)"
+                            ) if streamed else ""
                     print(f"run {run + 1} {label}: copy {result['copy_s']:.2f} s, whole "
                           f"{result['whole_s']:.2f} s, largest staged file "
-                          f"{result['largest_staged_mib']:.1f} MiB (load {os.getloadavg()[0]:.1f})")
+                          f"{result['largest_staged_mib']:.1f} MiB{wire} "
+                          f"(load {os.getloadavg()[0]:.1f})")
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)  # the stand-in node's volumes with it

@@ -141,13 +141,23 @@ class OutboundDigest:
 
     A pass is :meth:`begin`, :meth:`add` in increasing offsets, :meth:`end`; ``taken``
     is the last whole pass (a restarted reader, a retried upload, starts a new one). A
-    read out of order spoils the pass: it leaves ``taken`` as it was."""
+    read out of order spoils the pass: it leaves ``taken`` as it was.
+
+    The source's side of a stream (the bytes a served view's export hands out) may feed
+    the digest instead, when no reader does: it claims a pass (:meth:`claim`), again when
+    a new reader starts at the disk's first byte (the import after a probe of the
+    header), and adds ``within`` it; a reader's :meth:`begin` takes the digest over for
+    good (the claimed pass's adds stop counting). Such a feeder never knows the copy's
+    last read: whoever knows the copy is done calls :meth:`end`, and no claim follows a
+    pass taken whole (a later probe of the source is no copy)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.taken: TakenDigest | None = None
         self._lock = threading.Lock()
         self._open = False
+        self._passes = 0  # passes begun: a claimed pass is the one its number still names
+        self._read = False  # a reader began a pass: the source's side feeds no more
         self._begin()
 
     def _begin(self) -> None:
@@ -161,10 +171,26 @@ class OutboundDigest:
         with self._lock:
             self._begin()
             self._open = True
+            self._passes += 1
+            self._read = True
 
-    def add(self, offset: int, data: bytes | memoryview) -> None:
+    def claim(self) -> int | None:
+        """Begin a pass fed from the source's side, unless a reader ever began one or a
+        pass was taken whole, and return its number for :meth:`add`'s ``within``; None:
+        that pass counts."""
         with self._lock:
-            if not self._open:
+            if self._read or self.taken is not None:
+                return None
+            self._begin()
+            self._open = True
+            self._passes += 1
+            return self._passes
+
+    def add(self, offset: int, data: bytes | memoryview, *, within: int | None = None) -> None:
+        """Hash ``data`` read at ``offset``; with ``within``, only while the pass of that
+        number (a :meth:`claim`) is the one under way."""
+        with self._lock:
+            if not self._open or (within is not None and within != self._passes):
                 return
             length = min(len(data), self.size - offset)
             if length <= 0:
@@ -239,5 +265,18 @@ def tap_for(path: str | os.PathLike[str]) -> OutboundDigest | None:
         return _taps.get(_key(path))
 
 
+def resolved(path: str | os.PathLike[str]) -> str:
+    """``path`` as :func:`tap_at` wants it."""
+    return _key(path)
+
+
+def tap_at(key: str) -> OutboundDigest | None:
+    """:func:`tap_for` a path already :func:`resolved`, touching no file system: the server
+    behind a FUSE view asks from inside a read of that view, where a ``stat`` of it would
+    wait for the very read it is serving."""
+    with _taps_lock:
+        return _taps.get(key)
+
+
 __all__ = ["GRANULARITY", "OutboundDigest", "RangeDigest", "TakenDigest", "checked_ranges",
-           "data_ranges", "image_digest", "merged", "tap_for", "tapping"]
+           "data_ranges", "image_digest", "merged", "resolved", "tap_at", "tap_for", "tapping"]

@@ -10,18 +10,22 @@ The source's side is the digest the copy took as it read the source
 (:class:`anyvirt.kit.extent_digest.OutboundDigest`), where it took one over the
 same ranges; else the source is read here, at the same time as the target.
 Used only where every disk qualifies (a map that places all its data, a target that
-reads ranges); otherwise the caller reads whole disks back.
+reads ranges); otherwise the caller reads whole disks back, and compares each with the
+digest the copy took on the way out where there is one (:func:`against_taken`): the
+target's whole disk is read back then, but the source, which may be far away, is not.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from anyvirt.errors import TaskFailed
-from anyvirt.kit import extent_digest
+from anyvirt.kit import extent_digest, streams
 from anyvirt.model import DiskVerification, ExportedDisk
 from anyvirt.tasks import Job, Task, TaskState
 
@@ -96,6 +100,86 @@ def _taken_on_the_way_out(source: ExportedDisk, ranges: Sequence[tuple[int, int]
     return taken.digest
 
 
+def against_taken(source: ExportedDisk, copy: ExportedDisk, job: Job) -> DiskVerification | None:
+    """``copy``, the target's whole disk read back as a raw file here, proven against the
+    digest of ``source`` its copy took on the way out: the copy's bytes in the ranges that
+    pass read hash the same, and read as zeros everywhere else. None where that proves
+    nothing: no whole pass was taken, the copy is not raw, the pass missed some range the
+    source's map holds data in, or the copy differs; the caller then compares with the
+    source itself (a pass taken from a served view's export is only as whole as its
+    readers' pattern: a difference is never called on its word alone)."""
+    tap = extent_digest.tap_for(source.path)
+    taken = tap.taken if tap is not None else None
+    if taken is None or copy.format != "raw":
+        return None
+    found = extent_digest.data_ranges(source.path, source.format, source.size_bytes, job)
+    size = os.path.getsize(copy.path)
+    if found is None or not _covers(taken.ranges, found[0]) or size < source.size_bytes:
+        return None
+    target = extent_digest.image_digest(copy.path, [(0, size, 0)], taken.ranges, job)
+    if (target.sha256, target.bytes) != (taken.digest.sha256, taken.digest.bytes) or \
+            not _zeros_elsewhere(copy.path, taken.ranges, size, job):
+        return None
+    return _compared(source, taken.digest, target)
+
+
+def _covers(outer: Sequence[tuple[int, int]], inner: Sequence[tuple[int, int]]) -> bool:
+    """Whether every byte of ``inner`` lies in ``outer`` (both sorted, disjoint)."""
+    spans = extent_digest.merged(outer)
+    index = 0
+    for offset, length in inner:
+        while index < len(spans) and spans[index][0] + spans[index][1] <= offset:
+            index += 1
+        if index == len(spans) or spans[index][0] > offset or \
+                spans[index][0] + spans[index][1] < offset + length:
+            return False
+    return True
+
+
+def _zeros_elsewhere(path: str, ranges: Sequence[tuple[int, int]], size: int, job: Job) -> bool:
+    """Whether ``path``'s bytes outside ``ranges`` (where the source reads as zeros) are
+    all zeros; its holes are not read."""
+    zeros = bytes(streams.CHUNK)
+    with open(path, "rb") as handle:
+        fd = handle.fileno()
+        for start, end in _data_outside(fd, ranges, size):
+            for offset in range(start, end, streams.CHUNK):
+                job.check()
+                step = min(streams.CHUNK, end - offset)
+                if os.pread(fd, step, offset) != zeros[:step]:
+                    return False
+    return True
+
+
+def _data_outside(fd: int, ranges: Sequence[tuple[int, int]], size: int
+                  ) -> Iterator[tuple[int, int]]:
+    """The ``(start, end)`` runs of the file's data (SEEK_DATA; all of it where holes are
+    unknown) between ``ranges`` and up to ``size``."""
+    for at, gap_end in _gaps(ranges, size):
+        while at < gap_end:
+            try:
+                data = os.lseek(fd, at, os.SEEK_DATA)
+                hole = os.lseek(fd, data, os.SEEK_HOLE)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but a hole from here on
+                    return
+                data, hole = at, gap_end  # no holes known: every byte is read
+            if data >= gap_end:
+                break
+            yield data, min(hole, gap_end)
+            at = hole
+
+
+def _gaps(ranges: Sequence[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
+    at = 0
+    for offset, length in extent_digest.merged(ranges):
+        if offset > at:
+            yield at, offset
+        at = offset + length
+    if at < size:
+        yield at, size
+
+
 def _compared(source: ExportedDisk, mine: extent_digest.RangeDigest,
               target: extent_digest.RangeDigest) -> DiskVerification:
     if target.bytes != mine.bytes or target.sha256 != mine.sha256:
@@ -108,4 +192,4 @@ def _compared(source: ExportedDisk, mine: extent_digest.RangeDigest,
                             read_back_bytes=target.bytes)
 
 
-__all__ = ["METHOD", "read_back"]
+__all__ = ["METHOD", "against_taken", "read_back"]

@@ -129,7 +129,11 @@ def read_back(new: VM, plan: MigrationPlan, exported: dict[str, ExportedDisk], d
     for index, (disk_id, copy) in enumerate(zip(plan.disk_ids, copies, strict=True)):
         try:
             low = 60 + share * index
-            checks.append(disk_check.compare(exported[disk_id], copy, job.span(low, low + share)))
+            span = job.span(low, low + share)
+            # the source's digest taken as the copy read it, if any: the source, which may
+            # be streamed from afar, is not read a second time
+            checks.append(range_check.against_taken(exported[disk_id], copy, span)
+                          or disk_check.compare(exported[disk_id], copy, span))
         finally:
             Path(copy.path).unlink(missing_ok=True)
     return tuple(checks)
@@ -213,13 +217,17 @@ def migrate(
             # the copy's reads of each source hash its data ranges on the way out, so the
             # verification need not read a source streamed from afar a second time (the
             # source is held unchanged until the verification is done)
-            sources.enter_context(extent_digest.tapping(
+            taps = sources.enter_context(extent_digest.tapping(
                 {d.path: d.size_bytes for d in exported.values()}))
             spec = spec_with_images(plan, exported)
             job.progress(40, f"importing into {to.backend}")
             into = job.span(40, 75)
             new = to.vms.create(spec, timeout=job.remaining(),
                                 on_progress=lambda t: into.progress(t.progress, t.message or ""))
+            # the copy is done: what it read is the pass (a source's side feeding a tap
+            # cannot tell when the import read its last byte)
+            for tap in taps.values():
+                tap.end()
             try:
                 job.progress(75, "verifying the copy")
                 verify(new, plan)

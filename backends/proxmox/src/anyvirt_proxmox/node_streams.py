@@ -36,7 +36,7 @@ from attrs import frozen
 
 from anyvirt.errors import AnyvirtError
 from anyvirt.kit import nbd_server, raw_view, ssh
-from anyvirt.kit.served_views import ServedDisk, served_views
+from anyvirt.kit.served_views import ServedDisk, layer_export, served_views
 from anyvirt.kit.windowed_reads import Window, WindowedReader
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
@@ -221,7 +221,7 @@ def _readers(reach: Reach, chains: list[list[Layer]]) -> dict[str, WindowedReade
                             what: str = what) -> Window:
                 return reach.window(path, offset, length, what)
 
-            readers[f"disk{index}-layer{depth}"] = WindowedReader(
+            readers[layer_export(index, depth)] = WindowedReader(
                 open_window, layer.length, what, max_window=WINDOW, min_window=MIN_WINDOW)
     return readers
 
@@ -253,14 +253,14 @@ def streamed_disks(inv: Inventory, access: NodeAccess, vm_id: str,
         readers = _readers(reach, chains)
         # a raw layer's holes are asked of the node, so the view answers SEEK_DATA: the
         # import and the verification then skip the zeros instead of carrying them
-        zeros = {f"disk{index}-layer{depth}": reach.zeros(layer.path, layer.length,
-                                                          f"mapping {layer.path} on the node")
+        zeros = {layer_export(index, depth): reach.zeros(layer.path, layer.length,
+                                                         f"mapping {layer.path} on the node")
                  for index, chain in enumerate(chains) for depth, layer in enumerate(chain)
                  if layer.format == "raw"}
         exports = {key: nbd_server.Export(size=reader.size, read_at=reader.read_at,
                                           status=zeros.get(key))
                    for key, reader in readers.items()}
-        served = [ServedDisk(vol.disk_id, [(f"disk{index}-layer{depth}", layer.format)
+        served = [ServedDisk(vol.disk_id, [(layer_export(index, depth), layer.format)
                                            for depth, layer in enumerate(chain)],
                              vol.size, vol.bus)
                   for index, (vol, chain) in enumerate(zip(found, chains, strict=True))]

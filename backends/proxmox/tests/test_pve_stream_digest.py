@@ -1,0 +1,127 @@
+"""A streamed move from Proxmox is verified from a digest taken on the way out: the node's
+bytes cross the wire once, for the copy, and the verification reads nothing of the node.
+
+The node's side is the **stand-in** of ``test_pve_disk_ssh`` (a real OpenSSH server on
+loopback serving a directory a fakepve storage names as its path); the target is
+memory://, which has no ranged reads, so its copy is read back whole and compared with
+the digest the source's served view took as the import read it. The node's bytes are
+counted where this process opens its ranged reads on the node (each window is one
+``dd`` over SSH, or one SFTP read run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from anyvirt_proxmox import node_disks, node_streams
+from fakepve import FakePve
+from test_pve_disk_ssh import BRIDGES, MIB, memory_disk, memory_host, node_path, sha256_of, write_disk
+from test_pve_disk_ssh import make as make
+from test_pve_disk_ssh import node as node
+from test_pve_disk_ssh import nodestore as nodestore
+from test_pve_disk_ssh import ssh_host as ssh_host
+from test_pve_disk_ssh import temp_dir as temp_dir
+
+import anyvirt
+from anyvirt.host import Host
+from anyvirt.kit.windowed_reads import Window
+from anyvirt.migration import range_check
+from anyvirt.testing.disk_bytes import pattern
+from anyvirt.vm import VM
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("/usr/sbin/sshd") is None or os.geteuid() != 0,
+    reason="needs Debian's openssh-server (scripts/system-packages.sh test) and root for its "
+           "private mount namespace")
+
+#: 64 MiB disk: 3 MiB of data at 0, 1 MiB at 40 MiB; 4 MiB allocated
+DATA = [(0, pattern(11, 3 * MIB)), (40 * MIB, pattern(12, MIB))]
+ALLOCATED = sum(len(chunk) for _, chunk in DATA)
+
+
+class NodeReads:
+    """The bytes this process asks of the node, by phase of the move: ``copy`` until the
+    move says it verifies, ``verify`` after."""
+
+    def __init__(self) -> None:
+        self.phase = "copy"
+        self.bytes = {"copy": 0, "verify": 0}
+
+    def counted(self, window: Callable[..., Window]) -> Callable[..., Window]:
+        def opened(reach: object, path: str, offset: int, length: int, what: str) -> Window:
+            self.bytes[self.phase] += length
+            return window(reach, path, offset, length, what)
+        return opened
+
+    def watch(self, task: anyvirt.Task) -> None:
+        if "verifying" in (task.message or ""):
+            self.phase = "verify"
+
+
+@pytest.fixture
+def node_reads(monkeypatch: pytest.MonkeyPatch) -> NodeReads:
+    reads = NodeReads()
+    for reach in (node_streams._OverOpenSsh, node_streams._OverSftp):
+        monkeypatch.setattr(reach, "window", reads.counted(reach.window))
+    return reads
+
+
+@pytest.mark.parametrize("transport", ["openssh", "sftp"])
+def test_the_verification_reads_nothing_from_the_node(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path, temp_dir: Path,
+        node_reads: NodeReads, transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if transport == "sftp":  # no map of the holes there: the copy reads every byte
+        monkeypatch.setattr(node_disks, "openssh_wanted", lambda: False)
+    pve.storages["nodestore"]["format"] = "raw"
+    vm = make(f"digest-{transport}")
+    guest = write_disk(ssh_host, vm, "raw", DATA, tmp_path)
+    with memory_host() as target:
+        result = anyvirt.migrate(vm, to=target, networks=BRIDGES, on_progress=node_reads.watch)
+        assert memory_disk(target.vms.get(vm.name), tmp_path) == guest
+    assert node_reads.phase == "verify"
+    assert node_reads.bytes["copy"] >= ALLOCATED, "the copy read the disk from the node"
+    assert node_reads.bytes["verify"] == 0, (
+        f"the verification read {node_reads.bytes['verify']} bytes from the node again")
+    assert [d.method for d in result.disks] == [range_check.METHOD]
+    assert [d.source_sha256 == d.target_sha256 is not None for d in result.disks] == [True]
+    assert list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", [40 * MIB + 5, 20 * MIB], ids=["in-data", "in-a-hole"])
+def test_a_copy_that_differs_fails_the_move_and_leaves_nothing(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path,
+        temp_dir: Path, where: int) -> None:
+    """One byte of the target's disk changed after the import (before the verification), in
+    the source's data or where the source reads as zeros: the move fails naming the
+    difference, the copy is removed, the source is as it was."""
+    pve.storages["nodestore"]["format"] = "raw"
+    vm = make(f"digest-differs-{where}")
+    write_disk(ssh_host, vm, "raw", DATA, tmp_path)
+    source = node_path(ssh_host, vm.info().disks[0].path)
+    before = sha256_of(source)
+    flipped: list[str] = []
+
+    with memory_host() as target:
+        def flip_a_byte(task: anyvirt.Task) -> None:
+            if flipped or "verifying" not in (task.message or ""):
+                return
+            copy = target.vms.get(vm.name)
+            disk = copy.info().disks[0].id
+            fmt, data = copy.native.contents[disk]
+            changed = bytearray(data)
+            changed[where] ^= 0xFF
+            copy.native.contents[disk] = (fmt, bytes(changed))
+            flipped.append(disk)
+
+        with pytest.raises(anyvirt.TaskFailed, match="differs"):
+            anyvirt.migrate(vm, to=target, networks=BRIDGES, on_progress=flip_a_byte)
+        assert flipped, "the copy was never changed"
+        assert not target.vms.exists(vm.name)
+        assert target.vms.list() == []
+    assert sha256_of(source) == before
+    assert ssh_host.vms.get(vm.id).state is anyvirt.PowerState.STOPPED
+    assert list(temp_dir.iterdir()) == []
