@@ -122,14 +122,17 @@ def test_qemu_reads_a_concurrent_export_byte_for_byte(tmp_path: Path, structured
     read among them is its own error reply, kept as the cause."""
     active, most = 0, 0
     lock = threading.Lock()
+    overlapped = threading.Event()
 
     def read_at(offset: int, length: int) -> bytes:
         nonlocal active, most
         with lock:
             active += 1
             most = max(most, active)
+            if active > 1:
+                overlapped.set()
         try:
-            threading.Event().wait(0.002)  # long enough for the next requests to arrive
+            overlapped.wait(WAIT)  # the first read waits for the next one to begin
             return CONTENT[offset:offset + length]
         finally:
             with lock:
