@@ -100,6 +100,8 @@ Data = bytes | bytearray | memoryview
 #: requests of one connection read ahead of the ones being answered (each holds its reply
 #: in memory until it is sent: up to this many replies of up to MAX_READ, per worker)
 QUEUED_PER_WORKER = 2
+#: buffers handed to one sendmsg (the kernel takes at most IOV_MAX, 1024, at once)
+IOV_BATCH = 512
 
 
 @frozen
@@ -116,6 +118,10 @@ class Export:
     #: requests of one connection answered at once. Above 1, ``read_at`` and ``status``
     #: run in that many threads together (the export must allow it)
     concurrency: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: reads are cut at multiples of this (0: never), each piece read on its own and sent
+    #: as it is, never joined: an export of decoded chunks answers a read that spans two
+    #: of them from the two chunks, with no buffer assembled
+    piece_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 class NbdServer:
@@ -303,7 +309,7 @@ class NbdServer:
                 reply = _structured_read(export, handle, offset, length)
             else:
                 reply = [struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, 0, handle),
-                         _read(export, offset, length)]
+                         *_read(export, offset, length)]
         except (AnyvirtError, OSError) as error:
             self.errors.append(error)
             return [_error(handle, EIO, session)]
@@ -373,19 +379,20 @@ def _structured_read(export: Export, handle: int, offset: int, length: int) -> l
     """One read as structured chunks: zero runs as holes (no bytes), data as data."""
     runs = _status(export, offset, length, False) if export.status is not None else [
         (length, False)]
-    parts: list[tuple[int, bytes, Data]] = []  # (type, payload head, data)
+    parts: list[tuple[int, bytes, list[Data]]] = []  # (type, payload head, data pieces)
     at = offset
     for n, zero in runs:
         if zero:
-            parts.append((REPLY_OFFSET_HOLE, struct.pack(">QI", at, n), b""))
+            parts.append((REPLY_OFFSET_HOLE, struct.pack(">QI", at, n), []))
         else:
             parts.append((REPLY_OFFSET_DATA, struct.pack(">Q", at), _read(export, at, n)))
         at += n
     buffers: list[Data] = []
-    for index, (kind, head, data) in enumerate(parts):
+    for index, (kind, head, pieces) in enumerate(parts):
         flags = REPLY_FLAG_DONE if index == len(parts) - 1 else 0
-        buffers += [struct.pack(">IHHQI", STRUCTURED_REPLY_MAGIC, flags, kind, handle,
-                                len(head) + len(data)) + head, data]
+        size = len(head) + sum(len(piece) for piece in pieces)
+        buffers += [struct.pack(">IHHQI", STRUCTURED_REPLY_MAGIC, flags, kind, handle, size)
+                    + head, *pieces]
     return buffers
 
 
@@ -456,19 +463,29 @@ def _advertised(export: Export) -> int:
     return -(-export.size // SECTOR) * SECTOR
 
 
-def _read(export: Export, offset: int, length: int) -> Data:
+def _read(export: Export, offset: int, length: int) -> list[Data]:
+    """``length`` bytes at ``offset`` as pieces to send one after another (cut at the
+    export's piece size; past its end, zeros)."""
     inside = max(0, min(length, export.size - offset))
-    data = export.read_at(offset, inside) if inside else b""
-    if len(data) != inside:
-        raise OSError(f"read {len(data)} of {inside} bytes at {offset}")
-    return b"".join((data, bytes(length - inside))) if length > inside else data
+    pieces: list[Data] = []
+    at, end, step = offset, offset + inside, export.piece_size
+    while at < end:
+        upto = min(end, (at // step + 1) * step) if step else end
+        data = export.read_at(at, upto - at)
+        if len(data) != upto - at:
+            raise OSError(f"read {len(data)} of {upto - at} bytes at {at}")
+        pieces.append(data)
+        at = upto
+    if length > inside:
+        pieces.append(bytes(length - inside))
+    return pieces
 
 
 def _send(client: socket.socket, buffers: list[Data]) -> None:
     """Send ``buffers`` in order without joining them (a read's data is not copied again)."""
     views = [memoryview(b) for b in buffers if b]
     while views:
-        sent = client.sendmsg(views)
+        sent = client.sendmsg(views[:IOV_BATCH])
         while views and sent >= len(views[0]):
             sent -= len(views[0])
             views.pop(0)

@@ -179,7 +179,8 @@ def _streamed(stack: contextlib.ExitStack, disks: list[ChunkedDisk], job: Job) -
     """The disks served over NBD and viewed as raw files, for as long as ``stack`` is open;
     raises NotSupported where raw views cannot be made here."""
     exports = {f"disk{n}": nbd_server.Export(size=d.size, read_at=d.read_at,
-                                             status=d.status, concurrency=ANSWERING)
+                                             status=d.status, concurrency=ANSWERING,
+                                             piece_size=d.chunk_size)
                for n, d in enumerate(disks)}
     server = stack.enter_context(nbd_server.NbdServer(exports))
     paths = [stack.enter_context(raw_view.raw_view_of_nbd_chain(
