@@ -121,3 +121,20 @@ def test_a_chain_view_is_converted_through_the_view(tmp_path: Path,
 def _pread(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as handle:
         return os.pread(handle.fileno(), length, offset)
+
+
+@pytest.mark.skipif(not raw_view.available(), reason="no qemu-storage-daemon or /dev/fuse")
+def test_a_one_layer_qcow2_view_is_converted_from_its_export(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A qcow2 export is decoded by qemu-img itself, its backing cut as in the view (the
+    header is never followed), and the result is the view's bytes."""
+    image, data = _qcow2(tmp_path)
+    export = nbd_server.Export(size=image.stat().st_size,
+                               read_at=lambda o, n: _pread(image, o, n))
+    runs = _recorded_runs(monkeypatch)
+    with nbd_server.NbdServer({"disk": export}) as server, raw_view.raw_view_of_nbd_chain(
+            server.socket_path, [("disk", "qcow2")], len(data)) as view:
+        qemu_img.convert(view, tmp_path / "flat.raw", source_format="raw", format="raw")
+        source = json.loads(runs[-1][runs[-1].index("--") + 1].removeprefix("json:"))
+        assert source["driver"] == "qcow2" and source["backing"] is None
+    assert (tmp_path / "flat.raw").read_bytes() == data
