@@ -8,7 +8,11 @@ export (:mod:`anyvirt.kit.nbd_server`) whose reads are assembled from the chunks
 (:mod:`anyvirt.kit.raw_view`). The import reads those while the chunks are decoded:
 fetched, decompressed and checked against their names in a small pool a few chunks
 ahead of the (sequential) reader, with a bounded cache. Zero chunks answer zeros without
-work. Memory stays bounded by the window, never the disk.
+work. Memory stays bounded by the window, never the disk. An import that converts with
+the kit's qemu-img (libvirt's) reads the export itself instead of the file (the kit
+records which export each view shows): its requests in flight are answered together,
+each from the decoded chunks as they are, where FUSE passed them one at a time through
+the daemon, a copy and a round trip more per MiB.
 
 Where no raw view can be made here (no qemu-storage-daemon, no FUSE), the disks are
 written into sparse temporary files first, as before: the pool's workers fetch, check
