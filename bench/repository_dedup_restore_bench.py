@@ -141,7 +141,7 @@ def restore(host: anyvirt.Host, template: anyvirt.VM, args: argparse.Namespace, 
     wall = statistics.median(w for w, _ in ours) / statistics.median(w for w, _ in hand)
     spent = statistics.median(c for _, c in ours) / statistics.median(c for _, c in hand)
     print(f"         wall pairwise {pairs}; medians {wall:.2f}x wall, {spent:.2f}x CPU "
-          "(goal <= 1.1x)")
+          f"(goal <= 1.1x); load average {os.getloadavg()[0]:.1f} at the end")
 
 
 def main() -> None:

@@ -74,3 +74,25 @@ def test_a_failed_read_is_an_io_error_with_its_cause_kept(tmp_path: Path) -> Non
         with pytest.raises(OSError, match="Input/output error"), open(view, "rb") as handle:
             handle.read(3 * MIB)
         assert "the source went away" in str(server.errors[0])
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_reads_are_cut_at_the_piece_size(tmp_path: Path, structured: bool) -> None:
+    """An export of 1 MiB pieces (decoded chunks) is never asked for bytes of two pieces at
+    once, and what QEMU reads is the export, byte for byte."""
+    content = os.urandom(3 * MIB) + bytes(MIB) + os.urandom(MIB // 2 + 512)
+    asked: list[tuple[int, int]] = []
+
+    def read_at(offset: int, length: int) -> memoryview:
+        asked.append((offset, length))
+        return memoryview(content)[offset:offset + length]
+
+    status = (lambda offset, length: [(length, False)]) if structured else None
+    export = nbd_server.Export(size=len(content), read_at=read_at, status=status,
+                               concurrency=2, piece_size=MIB)
+    out = tmp_path / "copy.raw"
+    with nbd_server.NbdServer({"disk": export}) as server:
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw",
+                        f"nbd+unix:///disk?socket={server.socket_path}", str(out)], check=True)
+    assert out.read_bytes() == content
+    assert asked and all(o // MIB == (o + n - 1) // MIB for o, n in asked)

@@ -104,6 +104,34 @@ def test_a_restore_onto_libvirt_stages_no_copy_of_the_disk(
     assert not [p for p in small_tmp.rglob("*") if p.is_file()], "nothing left behind"
 
 
+@pytest.mark.skipif(not raw_view.available(), reason="raw views need qemu-storage-daemon "
+                    "and /dev/fuse; without them the restore stages temporary files")
+def test_the_libvirt_import_converts_from_the_chunks_export_itself(
+        embed_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The import's qemu-img reads the restore's NBD export directly (several requests in
+    flight), not the raw view's FUSE file one request at a time; byte for byte."""
+    source = big_source(tmp_path)
+    repo = BackupRepository(tmp_path / "repo")
+    point = repo.backup(source)
+    runs: list[list[str]] = []
+    real = qemu_img.run
+
+    def recording(args: list[str], **kwargs: Any) -> tuple[int, str]:
+        runs.append(list(args))
+        return real(args, **kwargs)
+
+    monkeypatch.setattr(qemu_img, "run", recording)
+    with anyvirt.connect(embed_uri) as host:
+        copy = repo.restore(point, to=host, name=f"direct-{uuid.uuid4().hex[:6]}")
+        try:
+            converts = [args for args in runs if args[0] == "convert"]
+            source_arg = converts[0][converts[0].index("--") + 1]
+            assert source_arg.startswith("json:") and '"driver": "nbd"' in source_arg
+            assert raw_bytes(copy, tmp_path) == memory_disk(source)
+        finally:
+            copy.delete(disks=True)
+
+
 def test_a_damaged_chunk_fails_a_streamed_restore_and_leaves_nothing_on_libvirt(
         embed_uri: str, tmp_path: Path) -> None:
     source = big_source(tmp_path)

@@ -16,17 +16,25 @@ answers ``SEEK_DATA``/``SEEK_HOLE``, and an import never reads the holes (zeros 
 answered as holes, without their bytes, when read anyway). Everything else is refused
 with an error code; nothing is ever written. The socket lives in a 0700
 directory of its own, so only this user's processes reach it.
+
+QEMU keeps several requests of one connection in flight (qemu-img convert: 8). An export
+whose ``read_at`` may run in several threads at once (``Export.concurrency``) has them
+answered by that many threads, each reply sent whole as soon as it is ready, so out of
+request order (the protocol matches replies by handle); others are answered one at a
+time, in order, as a ``read_at`` written for one reader expects.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -87,6 +95,13 @@ CONTEXT_ID = 1  # the one meta context served: base:allocation
 CMD_FLAG_REQ_ONE = 8
 #: ``status(offset, length)``: ``(length, zero)`` runs from ``offset`` on, in order
 Status = Callable[[int, int], Sequence[tuple[int, bool]]]
+#: bytes as a reader holds them: a view of a decoded chunk goes out without a copy
+Data = bytes | bytearray | memoryview
+#: requests of one connection read ahead of the ones being answered (each holds its reply
+#: in memory until it is sent: up to this many replies of up to MAX_READ, per worker)
+QUEUED_PER_WORKER = 2
+#: buffers handed to one sendmsg (the kernel takes at most IOV_MAX, 1024, at once)
+IOV_BATCH = 512
 
 
 @frozen
@@ -96,10 +111,17 @@ class Export:
     wants them); the tail past ``size`` reads as zeros."""
 
     size: int
-    read_at: Callable[[int, int], bytes]
+    read_at: Callable[[int, int], Data]
     #: where the zeros are, if the export knows: runs of ``(length, zero)`` from
     #: ``offset`` on (covering at least one byte of the range; zero runs read as zeros)
     status: Status | None = None
+    #: requests of one connection answered at once. Above 1, ``read_at`` and ``status``
+    #: run in that many threads together (the export must allow it)
+    concurrency: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: reads are cut at multiples of this (0: never), each piece read on its own and sent
+    #: as it is, never joined: an export of decoded chunks answers a read that spans two
+    #: of them from the two chunks, with no buffer assembled
+    piece_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 class NbdServer:
@@ -235,69 +257,143 @@ class NbdServer:
         _reply(client, option, REP_ACK)
 
     def _transmit(self, client: socket.socket, export: Export, session: _Session) -> None:
+        replies = _Replies(client)
+        with _Answering(export.concurrency) as answering:
+            while True:
+                magic, flags, kind, handle, offset, length = struct.unpack(">IHHQQI",
+                                                                          _recv(client, 28))
+                if magic != REQUEST_MAGIC or kind == CMD_DISC:
+                    return  # after the requests in flight are answered (leaving the block)
+                request = _Request(flags, kind, handle, offset, length)
+                answering.run(functools.partial(self._reply, replies, export, session, request),
+                              functools.partial(self._broken, client))
+
+    def _reply(self, replies: _Replies, export: Export, session: _Session,
+               request: _Request) -> None:
+        replies.send(self._answer(export, session, request))
+
+    def _broken(self, client: socket.socket, error: BaseException) -> None:
+        """A request whose answer failed beyond an error reply (a bug, not a failed read):
+        kept as the cause, and the connection ended, as a one-at-a-time server's thread
+        ends it by dying, so the client is never left waiting for that reply."""
+        if not isinstance(error, OSError):  # OSError: the client went away; nothing to tell
+            self.errors.append(error)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RDWR)
+
+    def _answer(self, export: Export, session: _Session, request: _Request) -> list[Data]:
+        """The whole reply to one request, read before any of it goes out: a failed read
+        is one error reply, never a half-sent one."""
+        handle, offset, length = request.handle, request.offset, request.length
         advertised = _advertised(export)
-        while True:
-            magic, flags, kind, handle, offset, length = struct.unpack(">IHHQQI",
-                                                                      _recv(client, 28))
-            if magic != REQUEST_MAGIC:
-                return
-            if kind == CMD_DISC:
-                return
-            if kind == CMD_BLOCK_STATUS and session.allocation and export.status is not None:
-                if length == 0 or offset + length > advertised:
-                    _error(client, handle, EINVAL, session)
-                    continue
-                try:
-                    runs = _status(export, offset, length, bool(flags & CMD_FLAG_REQ_ONE))
-                except (AnyvirtError, OSError) as error:
-                    self.errors.append(error)
-                    _error(client, handle, EIO, session)
-                    continue
-                client.sendall(_chunk(REPLY_FLAG_DONE, REPLY_BLOCK_STATUS, handle,
-                                      struct.pack(">I", CONTEXT_ID) + b"".join(
-                                          struct.pack(">II", n, STATE_HOLE | STATE_ZERO if zero
-                                                      else 0) for n, zero in runs)))
-                continue
-            if kind != CMD_READ:
-                code = EPERM if kind in (CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES) else EINVAL
-                _error(client, handle, code, session)
-                continue
-            if length > MAX_READ or offset + length > advertised:
-                _error(client, handle, EINVAL, session)
-                continue
+        kind = request.kind
+        if kind == CMD_BLOCK_STATUS and session.allocation and export.status is not None:
+            if length == 0 or offset + length > advertised:
+                return [_error(handle, EINVAL, session)]
             try:
-                if session.structured:
-                    self._read_structured(client, export, handle, offset, length)
-                else:
-                    data = _read(export, offset, length)
-                    _send(client, [struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, 0, handle), data])
+                runs = _status(export, offset, length, bool(request.flags & CMD_FLAG_REQ_ONE))
             except (AnyvirtError, OSError) as error:
                 self.errors.append(error)
-                _error(client, handle, EIO, session)
-                continue
-            self.bytes_served += length
-
-    def _read_structured(self, client: socket.socket, export: Export, handle: int,
-                         offset: int, length: int) -> None:
-        """One read as structured chunks: zero runs as holes (no bytes), data as data.
-        Everything is read before the first chunk goes out, so a failed read is one error
-        reply, never a half-sent one."""
-        runs = _status(export, offset, length, False) if export.status is not None else [
-            (length, False)]
-        parts: list[tuple[int, bytes, bytes]] = []  # (type, payload head, data)
-        at = offset
-        for n, zero in runs:
-            if zero:
-                parts.append((REPLY_OFFSET_HOLE, struct.pack(">QI", at, n), b""))
+                return [_error(handle, EIO, session)]
+            return [_chunk(REPLY_FLAG_DONE, REPLY_BLOCK_STATUS, handle,
+                           struct.pack(">I", CONTEXT_ID) + b"".join(
+                               struct.pack(">II", n, STATE_HOLE | STATE_ZERO if zero else 0)
+                               for n, zero in runs))]
+        if kind != CMD_READ:
+            code = EPERM if kind in (CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES) else EINVAL
+            return [_error(handle, code, session)]
+        if length > MAX_READ or offset + length > advertised:
+            return [_error(handle, EINVAL, session)]
+        try:
+            if session.structured:
+                reply = _structured_read(export, handle, offset, length)
             else:
-                parts.append((REPLY_OFFSET_DATA, struct.pack(">Q", at), _read(export, at, n)))
-            at += n
-        buffers: list[bytes] = []
-        for index, (kind, head, data) in enumerate(parts):
-            flags = REPLY_FLAG_DONE if index == len(parts) - 1 else 0
-            buffers += [struct.pack(">IHHQI", STRUCTURED_REPLY_MAGIC, flags, kind, handle,
-                                    len(head) + len(data)) + head, data]
-        _send(client, buffers)
+                reply = [struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, 0, handle),
+                         *_read(export, offset, length)]
+        except (AnyvirtError, OSError) as error:
+            self.errors.append(error)
+            return [_error(handle, EIO, session)]
+        with self._lock:
+            self.bytes_served += length
+        return reply
+
+
+@frozen
+class _Request:
+    flags: int
+    kind: int
+    handle: int
+    offset: int
+    length: int
+
+
+class _Replies:
+    """One connection's sending side: each reply goes out whole, never interleaved with
+    another thread's."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def send(self, buffers: list[Data]) -> None:
+        with self._lock:
+            _send(self._client, buffers)
+
+
+class _Answering:
+    """Runs one connection's answers: in the receiving thread one after another, or, for
+    an export that allows it, in a few threads while the next requests are received
+    (bounded, so a client cannot queue unbounded work). Leaving waits for every answer."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._pool = (ThreadPoolExecutor(concurrency, thread_name_prefix="anyvirt-nbd-answer")
+                      if concurrency > 1 else None)
+        self._slots = threading.BoundedSemaphore(QUEUED_PER_WORKER * concurrency)
+
+    def __enter__(self) -> _Answering:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def run(self, answer: Callable[[], None],
+            broken: Callable[[BaseException], None]) -> None:
+        if self._pool is None:
+            answer()  # its failures end the connection, as they always have
+            return
+
+        def guarded() -> None:
+            try:
+                answer()
+            except Exception as error:  # passed on: the connection ends
+                broken(error)
+            finally:
+                self._slots.release()
+
+        self._slots.acquire()
+        self._pool.submit(guarded)
+
+
+def _structured_read(export: Export, handle: int, offset: int, length: int) -> list[Data]:
+    """One read as structured chunks: zero runs as holes (no bytes), data as data."""
+    runs = _status(export, offset, length, False) if export.status is not None else [
+        (length, False)]
+    parts: list[tuple[int, bytes, list[Data]]] = []  # (type, payload head, data pieces)
+    at = offset
+    for n, zero in runs:
+        if zero:
+            parts.append((REPLY_OFFSET_HOLE, struct.pack(">QI", at, n), []))
+        else:
+            parts.append((REPLY_OFFSET_DATA, struct.pack(">Q", at), _read(export, at, n)))
+        at += n
+    buffers: list[Data] = []
+    for index, (kind, head, pieces) in enumerate(parts):
+        flags = REPLY_FLAG_DONE if index == len(parts) - 1 else 0
+        size = len(head) + sum(len(piece) for piece in pieces)
+        buffers += [struct.pack(">IHHQI", STRUCTURED_REPLY_MAGIC, flags, kind, handle, size)
+                    + head, *pieces]
+    return buffers
 
 
 @attrs.define
@@ -357,30 +453,39 @@ def _chunk(flags: int, kind: int, handle: int, payload: bytes) -> bytes:
                        len(payload)) + payload
 
 
-def _error(client: socket.socket, handle: int, code: int, session: _Session) -> None:
+def _error(handle: int, code: int, session: _Session) -> bytes:
     if session.structured:
-        client.sendall(_chunk(REPLY_FLAG_DONE, REPLY_ERROR, handle, struct.pack(">IH", code, 0)))
-    else:
-        client.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, code, handle))
+        return _chunk(REPLY_FLAG_DONE, REPLY_ERROR, handle, struct.pack(">IH", code, 0))
+    return struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, code, handle)
 
 
 def _advertised(export: Export) -> int:
     return -(-export.size // SECTOR) * SECTOR
 
 
-def _read(export: Export, offset: int, length: int) -> bytes:
+def _read(export: Export, offset: int, length: int) -> list[Data]:
+    """``length`` bytes at ``offset`` as pieces to send one after another (cut at the
+    export's piece size; past its end, zeros)."""
     inside = max(0, min(length, export.size - offset))
-    data = export.read_at(offset, inside) if inside else b""
-    if len(data) != inside:
-        raise OSError(f"read {len(data)} of {inside} bytes at {offset}")
-    return data + bytes(length - inside) if length > inside else data
+    pieces: list[Data] = []
+    at, end, step = offset, offset + inside, export.piece_size
+    while at < end:
+        upto = min(end, (at // step + 1) * step) if step else end
+        data = export.read_at(at, upto - at)
+        if len(data) != upto - at:
+            raise OSError(f"read {len(data)} of {upto - at} bytes at {at}")
+        pieces.append(data)
+        at = upto
+    if length > inside:
+        pieces.append(bytes(length - inside))
+    return pieces
 
 
-def _send(client: socket.socket, buffers: list[bytes]) -> None:
+def _send(client: socket.socket, buffers: list[Data]) -> None:
     """Send ``buffers`` in order without joining them (a read's data is not copied again)."""
     views = [memoryview(b) for b in buffers if b]
     while views:
-        sent = client.sendmsg(views)
+        sent = client.sendmsg(views[:IOV_BATCH])
         while views and sent >= len(views[0]):
             sent -= len(views[0])
             views.pop(0)

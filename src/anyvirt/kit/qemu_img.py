@@ -19,6 +19,13 @@ or ``nbd:`` name all make it open another file or a network connection. So:
 - every call has a timeout, long ones report ``-p`` progress to the Job and
   stop on cancel; failures are ``InvalidSpec`` (the image is bad) or
   ``TaskFailed`` (the work failed), with qemu-img's own stderr.
+
+The one block graph qemu-img is ever given as a ``json:`` name is one anyvirt built:
+a raw view of NBD exports (:mod:`anyvirt.kit.raw_view`) is recorded here, in this
+process only, with the exports it shows (:class:`NbdImage`), and a conversion that reads
+that view as raw reads the exports directly instead, with several requests in flight,
+rather than through the view's daemon and FUSE one request at a time. Nothing in an
+image, a path or a user's input adds to the record.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ import selectors
 import shutil
 import struct
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -115,6 +123,86 @@ def binary() -> str:
     if found is None:
         raise NotSupported("this host", "qemu-img", "qemu-img is needed (apt-get install qemu-utils)")
     return found
+
+
+@frozen
+class NbdImage:
+    """A disk as NBD exports on a private UNIX socket: ``layers`` are ``(export name,
+    format)`` from the top (the disk) down to its base, each layer's backing the next one
+    (given here, never read from an image), the formats from the caller's trusted record."""
+
+    socket_path: str
+    layers: tuple[tuple[str, str], ...]
+
+    def __attrs_post_init__(self) -> None:
+        if not self.layers:
+            raise ValueError("a chain needs at least one layer")
+        for index, (_name, fmt) in enumerate(self.layers):
+            check_format(fmt)
+            if fmt != "qcow2" and index + 1 < len(self.layers):
+                raise ValueError(f"layer {index} ({fmt}) cannot have a backing file")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The block graph as QEMU's blockdev nodes, read-only, the base first (a backing
+        must exist before its user): ``file{n}`` reads export ``n``, ``image{n}`` decodes it;
+        the disk is ``image0``."""
+        nodes: list[dict[str, Any]] = []
+        for index in reversed(range(len(self.layers))):
+            fmt = self.layers[index][1]
+            image: dict[str, Any] = {"driver": fmt, "node-name": f"image{index}",
+                                     "file": f"file{index}", "read-only": True}
+            if fmt == "qcow2":
+                image["backing"] = f"image{index + 1}" if index + 1 < len(self.layers) else None
+            nodes += [{**self._export(index), "node-name": f"file{index}"}, image]
+        return nodes
+
+    def json_name(self) -> str | None:
+        """The disk as one ``json:`` name qemu-img opens, or None for a chain: qemu opens an
+        inline backing together with the file name the top layer's header names, and
+        refuses that pair for an NBD export."""
+        if len(self.layers) != 1:
+            return None
+        fmt = self.layers[0][1]
+        spec: dict[str, Any] = {"driver": fmt, "read-only": True, "file": self._export(0)}
+        if fmt == "qcow2":
+            spec["backing"] = None
+        return "json:" + json.dumps(spec)
+
+    def _export(self, index: int) -> dict[str, Any]:
+        return {"driver": "nbd", "export": self.layers[index][0], "read-only": True,
+                "server": {"type": "unix", "path": self.socket_path}}
+
+
+_viewed: dict[str, NbdImage] = {}
+_viewed_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def viewing(path: str | os.PathLike[str], image: NbdImage) -> Iterator[None]:
+    """While the block lasts, ``path`` (a raw view anyvirt made of ``image``: the same
+    guest bytes) is read by qemu-img from ``image`` itself."""
+    key = path_arg(path)
+    with _viewed_lock:
+        if key in _viewed:
+            raise ValueError(f"{key} is recorded as a view already")
+        _viewed[key] = image
+    try:
+        yield
+    finally:
+        with _viewed_lock:
+            del _viewed[key]
+
+
+def _source(path: str | os.PathLike[str], fmt: str) -> list[str]:
+    """The arguments naming an image to read: ``-f FORMAT -- PATH``, or the NBD graph a
+    recorded raw view shows (its format is in the graph) when it is read as raw."""
+    src = path_arg(path)
+    with _viewed_lock:
+        viewed = _viewed.get(src) if check_format(fmt) == "raw" else None
+    direct = viewed.json_name() if viewed is not None else None
+    if direct is None:
+        return ["-f", fmt, "--", src]
+    return ["--", direct]
 
 
 # ------------------------------------------------------------------ arguments
@@ -480,15 +568,15 @@ def convert(
 ) -> None:
     """Copy ``source`` into a new image ``destination`` of ``format`` (sparse; progress to
     ``job`` within ``span``). A partial destination is removed when the conversion fails."""
-    args = ["convert", "-p" if job is not None else "-q",
-            "-f", check_format(source_format), "-O", check_format(format)]
+    args = ["convert", "-p" if job is not None else "-q", "-O", check_format(format)]
     if force_share:
         args.append("-U")
     args += options_arg(options or {})
     src, dst = path_arg(source), path_arg(destination)
     existed = os.path.lexists(dst)
     try:
-        run([*args, "--", src, dst], what=f"converting {os.path.basename(src)} to {format}",
+        run([*args, *_source(src, source_format), dst],
+            what=f"converting {os.path.basename(src)} to {format}",
             timeout=timeout, job=job, span=span)
     except BaseException:
         if not existed:
@@ -685,6 +773,7 @@ __all__ = [
     "DataMap",
     "ImageInfo",
     "Measure",
+    "NbdImage",
     "available",
     "binary",
     "check_format",
@@ -699,4 +788,5 @@ __all__ = [
     "probe_format",
     "resize",
     "run",
+    "viewing",
 ]

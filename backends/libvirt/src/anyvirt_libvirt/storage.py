@@ -53,6 +53,13 @@ def run_qemu_img(args: list[str]) -> str:
     return qemu_img.run(args, what=f"qemu-img {args[0]}", timeout=QEMU_IMG_TIMEOUT)[1]
 
 
+def convert_image(image: str, fmt: str, qcow2: str) -> None:
+    """``image`` (read as ``fmt``) into a new qcow2 file, through the kit's converter: a
+    raw view the kit made of NBD exports (a restore's chunks) is read from the exports
+    themselves, several requests at once, not through the view's FUSE file."""
+    qemu_img.convert(image, qcow2, source_format=fmt, format="qcow2", timeout=QEMU_IMG_TIMEOUT)
+
+
 #: qcow2 version 3: persistent dirty bitmaps (QEMU 1.1 and later read it)
 QCOW2_COMPAT = "1.1"
 
@@ -258,7 +265,7 @@ class PoolStore(DiskStore):
         virtual, fmt = image_facts(image, image_format)
         with tempfile.TemporaryDirectory(prefix="anyvirt-import-") as tmp:
             converted = os.path.join(tmp, "image.qcow2")
-            run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, converted])
+            convert_image(image, fmt, converted)
             size = os.path.getsize(converted)
             with self._making(vol_name), self.link.call(f"import image into volume {vol_name}") as conn:
                 vol = self._pool(conn).createXML(_volume_xml(vol_name, virtual), 0)
@@ -420,7 +427,7 @@ class DirStore(DiskStore):
         virtual, fmt = image_facts(image, image_format)
         path = self._path(vol_name)
         try:
-            run_qemu_img(["convert", "-f", fmt, "-O", "qcow2", "--", image, path])
+            convert_image(image, fmt, path)
             if min_size and min_size > virtual:
                 run_qemu_img(["resize", "-q", "-f", "qcow2", "--", path, str(min_size)])
         except BaseException:
