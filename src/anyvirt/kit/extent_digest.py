@@ -186,7 +186,7 @@ class OutboundDigest:
             self._passes += 1
             return self._passes
 
-    def add(self, offset: int, data: bytes | memoryview, *, within: int | None = None) -> None:
+    def add(self, offset: int, data: bytes | bytearray | memoryview, *, within: int | None = None) -> None:
         """Hash ``data`` read at ``offset``; with ``within``, only while the pass of that
         number (a :meth:`claim`) is the one under way."""
         with self._lock:

@@ -50,14 +50,14 @@ class _Outbound:
     """An export's reads handed on to the digest a move took on its disk's view, once the
     view is there (``key``) and the move asked for one."""
 
-    def __init__(self, read_at: Callable[[int, int], bytes]) -> None:
+    def __init__(self, read_at: Callable[[int, int], nbd_server.Data]) -> None:
         self.inner = read_at
         self.key: str | None = None
         self._lock = threading.Lock()
         self._tap: extent_digest.OutboundDigest | None = None
         self._pass: int | None = None
 
-    def read_at(self, offset: int, length: int) -> bytes:
+    def read_at(self, offset: int, length: int) -> nbd_server.Data:
         data = self.inner(offset, length)
         tap = extent_digest.tap_at(self.key) if self.key is not None else None
         if tap is not None:
