@@ -63,6 +63,10 @@ def test_a_chain_reads_as_qemu_reads_it(tmp_path: Path) -> None:
         length = min(3 * MIB, 16 * MIB - offset)
         source.read_into(memoryview(got)[offset:offset + length], offset)
     assert got == expected
+    whole = source.read(MIB + 4096, memoryview(bytearray(4096)))  # inside one piece
+    assert whole.obj is not None and bytes(whole) == expected[MIB + 4096:MIB + 8192]
+    across = source.read(MIB - 100, memoryview(bytearray(200)))  # two layers: copied
+    assert bytes(across) == expected[MIB - 100:MIB + 100]
 
 
 def test_data_without_a_place_in_the_file_maps_to_none() -> None:
@@ -79,6 +83,8 @@ def test_a_short_read_of_a_layer_is_an_error() -> None:
     source = mapped_sources.MappedSource([(0, 100, 0, 0)], [lambda offset, length: b"x" * 10])
     with pytest.raises(TaskFailed):
         source.read_into(memoryview(bytearray(100)), 0)
+    with pytest.raises(TaskFailed):
+        source.read(0, memoryview(bytearray(100)))
 
 
 def test_a_view_is_registered_while_its_block_lasts(tmp_path: Path) -> None:

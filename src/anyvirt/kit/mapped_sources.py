@@ -41,6 +41,25 @@ class MappedSource:
     pieces: Sequence[Piece]
     layers: Sequence[Callable[[int, int], bytes]]
 
+    def read(self, offset: int, into: memoryview) -> memoryview:
+        """The guest bytes ``offset .. offset + len(into)``: as one layer's read gave them
+        where one piece holds them all (the usual run of data: no copy), else copied into
+        ``into``."""
+        index = max(0, bisect.bisect_right(self.pieces, offset, key=lambda p: p[0]) - 1)
+        if index < len(self.pieces):
+            guest, length, layer, host = self.pieces[index]
+            if guest <= offset and offset + len(into) <= guest + length:
+                return memoryview(self._read(layer, host + offset - guest, len(into)))
+        self.read_into(into, offset)
+        return into
+
+    def _read(self, layer: int, at: int, length: int) -> bytes:
+        got = self.layers[layer](at, length)
+        if len(got) != length:
+            raise TaskFailed(f"layer {layer} gave {len(got)} bytes at {at} where its map "
+                             f"puts {length}")
+        return got
+
     def read_into(self, data: memoryview, offset: int) -> None:
         """The guest bytes ``offset .. offset + len(data)`` into ``data``."""
         done = 0
@@ -53,11 +72,7 @@ class MappedSource:
             if low >= high:
                 continue
             data[done:low - offset] = bytes(low - offset - done)
-            got = self.layers[layer](host + low - guest, high - low)
-            if len(got) != high - low:
-                raise TaskFailed(f"layer {layer} gave {len(got)} bytes at {host + low - guest} "
-                                 f"where its map puts {high - low}")
-            data[low - offset:high - offset] = got
+            data[low - offset:high - offset] = self._read(layer, host + low - guest, high - low)
             done = high - offset
         data[done:] = bytes(len(data) - done)
 

@@ -399,7 +399,7 @@ class StreamOptimizedEncoder:
         expected = max(0, min(count * GRAIN_SIZE, self.source_size - offset))
         data = staging[:expected]
         if self._mapped is not None:
-            self._mapped.read_into(data, offset)
+            data = self._mapped.read(offset, data)
         elif self.layout is not None:
             self._fill_mapped(fd, data, offset)
         else:
