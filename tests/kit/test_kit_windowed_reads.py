@@ -139,3 +139,21 @@ def test_a_read_that_widens_the_last_one_goes_on_with_its_window() -> None:
     assert source.read_at(4096, 16384) == DATA[4096:20480]
     assert Pushed.wasted == 0
     assert opened == [(0, 4096), (4096, 8192), (12288, 16384)]
+
+
+def test_small_reads_asked_again_come_from_memory() -> None:
+    """An image's tables read by one reader (a chain's map) and again by another (the
+    view's decoder), with data reads between: once on the wire, up to ``remember``."""
+    opened: list[tuple[int, int]] = []
+    source = pushed_reader(opened, remember=8192)
+    tables = [(0, 512), (65536, 4096), (131072, 4096)]
+    for offset, length in tables:
+        assert source.read_at(offset, length) == DATA[offset:offset + length]
+    assert source.read_at(262144, 131072) == DATA[262144:393216]  # data: not remembered
+    first = len(opened)
+    for offset, length in tables[1:]:  # the most recent 8 KiB of them
+        assert source.read_at(offset, length) == DATA[offset:offset + length]
+    assert source.read_at(65536 + 100, 50) == DATA[65636:65686]  # inside one
+    assert len(opened) == first
+    assert source.read_at(0, 512) == DATA[:512]  # dropped: 8 KiB held, the oldest went
+    assert len(opened) == first + 1

@@ -22,6 +22,7 @@ its read) takes that part from memory and goes on with the window.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -29,6 +30,8 @@ from typing import Protocol
 from anyvirt.errors import TaskFailed
 
 MAX_WINDOW = 16 * 1024 * 1024
+#: reads this small are remembered (``remember``): an image's tables, not its data
+SMALL_READ = 64 * 1024
 
 
 class Window(Protocol):
@@ -56,14 +59,17 @@ class WindowedReader:
     ``read_through``: a seek forward of at most this many bytes inside the open window
     reads the gap rather than abort the window, and keeps it (at most that much) for a
     read that asks for it later; for sources that send a window whole even when it is
-    aborted, where the gap costs no wire that an abort would not."""
+    aborted, where the gap costs no wire that an abort would not. ``remember``: small
+    reads (:data:`SMALL_READ` at most) are kept, up to this many bytes, the least recent
+    dropped first, for a reader that asks again (an image's tables, read by the map of a
+    chain and again by the decoder of its view)."""
 
     def __init__(self, open_window: Callable[[int, int], Window], size: int, what: str, *,
                  max_window: int = MAX_WINDOW, min_window: int = 0,
-                 read_through: int = 0) -> None:
+                 read_through: int = 0, remember: int = 0) -> None:
         self.open_window, self.size, self.what = open_window, size, what
         self.max_window, self.min_window = max_window, min_window
-        self.read_through = read_through
+        self.read_through, self.remember = read_through, remember
         self.read_bytes = 0
         self._lock = threading.Lock()
         self._window: Window | None = None
@@ -74,6 +80,9 @@ class WindowedReader:
         # bytes a seek read through, by offset (oldest first), not yet asked for
         self._kept: dict[int, memoryview] = {}
         self._kept_bytes = 0
+        # small reads already answered, by offset, least recent first
+        self._small: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._small_bytes = 0
 
     def read_at(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -100,7 +109,17 @@ class WindowedReader:
             data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
             self.read_bytes += len(data)
             self._last = (start, data)
+            if 0 < len(data) <= min(SMALL_READ, self.remember):
+                self._remember(start, data)
             return data
+
+    def _remember(self, offset: int, data: bytes) -> None:
+        old = self._small.pop(offset, None)
+        self._small_bytes += len(data) - (len(old) if old is not None else 0)
+        self._small[offset] = data
+        while self._small_bytes > self.remember:
+            _at, dropped = self._small.popitem(last=False)
+            self._small_bytes -= len(dropped)
 
     def _next(self, size: int) -> bytes:
         """Up to ``size`` bytes from the open window, finished once it is all read."""
@@ -120,10 +139,16 @@ class WindowedReader:
     def _known(self, offset: int, length: int) -> memoryview | None:
         """The bytes from ``offset`` on that are in memory (up to ``length``): in the last
         read (a reader that asks again for what it just had, as a FUSE view's page cache
-        does at a boundary, or widens it), or read through by a seek (then taken out)."""
+        does at a boundary, or widens it), in a small read remembered, or read through by
+        a seek (then taken out)."""
         start, data = self._last
         if start <= offset < start + len(data):
             return memoryview(data)[offset - start:offset - start + length]
+        if self._small:
+            for at, small in self._small.items():
+                if at <= offset < at + len(small):
+                    self._small.move_to_end(at)
+                    return memoryview(small)[offset - at:offset - at + length]
         for at, kept in self._kept.items():
             if at <= offset < at + len(kept):
                 del self._kept[at]
@@ -168,4 +193,4 @@ class WindowedReader:
             window.abort()
 
 
-__all__ = ["MAX_WINDOW", "Window", "WindowedReader"]
+__all__ = ["MAX_WINDOW", "SMALL_READ", "Window", "WindowedReader"]

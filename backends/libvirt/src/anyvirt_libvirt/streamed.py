@@ -33,6 +33,7 @@ from anyvirt_libvirt.export import copyable_disks
 from anyvirt_libvirt.site import Site
 
 WINDOW = 16 * 1024 * 1024
+REMEMBER = 4 * 1024 * 1024  # small reads kept per volume: the L2 tables of 32 GiB of qcow2
 FORMATS = ("raw", "qcow2")
 
 
@@ -66,8 +67,10 @@ def volume_reader(site: Site, path: str, size: int) -> WindowedReader:
 
     # the daemon sends a window whole even when it is aborted (the client library queues
     # what comes): a gap read through costs no more wire than an abort, and serves the
-    # import's reads that come out of order
-    return WindowedReader(open_window, size, what, max_window=WINDOW, read_through=WINDOW)
+    # import's reads that come out of order; a qcow2's tables, read by the chain's map and
+    # again by the view's decoder, come once
+    return WindowedReader(open_window, size, what, max_window=WINDOW, read_through=WINDOW,
+                          remember=REMEMBER)
 
 
 def _typed(site: Site, reader: WindowedReader) -> Callable[[int, int], bytes]:
