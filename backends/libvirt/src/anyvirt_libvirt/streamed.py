@@ -8,7 +8,11 @@ are ``virStorageVolDownload`` ranges (:mod:`anyvirt.kit.nbd_server`), and the
 daemon decodes the chain (qcow2, overlays flattened on the fly) into a FUSE raw
 view (:mod:`anyvirt.kit.raw_view`). The import reads that view where it holds data:
 only the image's metadata and its data clusters cross the wire, once, while the
-import runs.
+import runs. Where each layer's map (``qemu-img map`` through the same exports) says
+where the chain's data sits in the files, the import reads it there, straight from the
+layers' windows (:mod:`anyvirt.kit.mapped_sources`): the daemon and FUSE then serve the
+view's size and map only, and the data crosses this machine once rather than three
+more times (on 2 cores shared by the whole pipeline, that was a fifth of its CPU).
 
 Reads go in download windows (:mod:`anyvirt.kit.windowed_reads`): a seek wastes
 nothing, a sequential run of data costs a few round trips, and reads that arrive out
