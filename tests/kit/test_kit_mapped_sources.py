@@ -77,6 +77,8 @@ def test_data_without_a_place_in_the_file_maps_to_none() -> None:
     assert mapped_sources.chain_pieces([top, base]) is None
     hidden = [MapRange(0, 2 * MIB, True, False, True, None)]  # zeros on top hide it all
     assert mapped_sources.chain_pieces([hidden, base]) == []
+    unsaid = [MapRange(0, MIB, None, True, False, 4096)]  # an old qemu-img: no 'present'
+    assert mapped_sources.chain_pieces([unsaid]) is None
 
 
 def test_a_short_read_of_a_layer_is_an_error() -> None:

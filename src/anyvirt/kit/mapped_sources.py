@@ -81,12 +81,15 @@ def chain_pieces(layers: Sequence[Sequence[qemu_img.MapRange]]) -> list[Piece] |
     """The guest data of a chain from each layer's own map (top first, each mapped with no
     backing, :func:`anyvirt.kit.qemu_img.map_ranges`): a range belongs to the highest
     layer that has it ``present`` (its data there, or zeros that hide the layers below),
-    as QEMU reads a chain. None when some data sits nowhere readable directly."""
+    as QEMU reads a chain. None when some data sits nowhere readable directly, or a map
+    does not say what its layer holds."""
     pieces: list[Piece] = []
     open_ranges: list[tuple[int, int]] = [(0, _END)]  # guest ranges no layer above holds
     for depth, ranges in enumerate(layers):
         held: list[tuple[int, int]] = []
         for found in ranges:
+            if found.present is None:
+                return None  # which layer holds what is not known
             if not found.present or not found.length:
                 continue
             for low, high in _overlaps(open_ranges, found.start, found.start + found.length):

@@ -683,12 +683,13 @@ class _MapReader:
 @frozen
 class MapRange:
     """One range of ``qemu-img map``: ``present`` (allocated in the image itself, data or
-    zeros), ``data``, ``zero``, and ``offset``, where its bytes sit in the image's file
-    (None where they sit nowhere readable directly: compressed, encrypted, not data)."""
+    zeros; None where qemu-img does not say), ``data``, ``zero``, and ``offset``, where
+    its bytes sit in the image's file (None where they sit nowhere readable directly:
+    compressed, encrypted, not data)."""
 
     start: int
     length: int
-    present: bool
+    present: bool | None
     data: bool
     zero: bool
     offset: int | None
@@ -726,7 +727,7 @@ class _RangesReader(_MapReader):
     def _seen(self, entry: dict[str, Any], start: int, length: int) -> None:
         offset, present = entry.get("offset"), entry.get("present")
         if not isinstance(present, bool):
-            raise InvalidSpec(f"{self.what}: qemu-img printed a range without 'present'")
+            present = None  # a qemu-img before 6.0 does not say
         self.ranges.append(MapRange(
             start, length, present, entry["data"], entry["zero"],
             offset if isinstance(offset, int) and offset >= 0 else None))
