@@ -737,6 +737,7 @@ class _MapReader:
             raise InvalidSpec(f"{self.what}: qemu-img printed a range out of order or "
                               f"malformed: {text[:80]!r}")
         self._end = start + length
+        self._seen(entry, start, length)
         if not data or zero or length == 0:
             return
         self._place(entry, start, length)
@@ -748,6 +749,9 @@ class _MapReader:
         else:
             self.extents.append((first, end - first))
 
+
+    def _seen(self, entry: dict[str, Any], start: int, length: int) -> None:
+        """Every well-formed range, as it comes (for readers that keep more)."""
 
     def _place(self, entry: dict[str, Any], start: int, length: int) -> None:
         if self.layout is None:
@@ -764,6 +768,59 @@ class _MapReader:
         self.layout.append((start, length, host))
 
 
+@frozen
+class MapRange:
+    """One range of ``qemu-img map``: ``present`` (allocated in the image itself, data or
+    zeros; None where qemu-img does not say), ``data``, ``zero``, and ``offset``, where
+    its bytes sit in the image's file (None where they sit nowhere readable directly:
+    compressed, encrypted, not data)."""
+
+    start: int
+    length: int
+    present: bool | None
+    data: bool
+    zero: bool
+    offset: int | None
+
+
+def map_ranges(
+    spec: Mapping[str, Any],
+    *,
+    timeout: float = MAP_TIMEOUT,
+    job: Job | None = None,
+) -> list[MapRange]:
+    """Every range of the image ``spec`` describes, in order, as ``qemu-img map`` gives it.
+
+    ``spec`` is the image as QEMU's block options (``driver``, ``file``, ``backing``),
+    built by the caller from its trusted record (the format given, never probed; a
+    qcow2's backing ``None`` so that nothing its header names is opened), passed as a
+    ``json:`` image name: no path in it is parsed as options. Why: a caller that reaches
+    an image's file by ranged reads (a remote daemon's volume over NBD) learns where
+    each layer of a chain holds its own data, and reads it there."""
+    what = "mapping an image"
+    reader = _RangesReader(what)
+    run(["map", "--output=json", "--", "json:" + json.dumps(spec)], what=what,
+        timeout=timeout, job=job, error=InvalidSpec, on_output=reader.feed)
+    reader.finish()
+    return reader.ranges
+
+
+class _RangesReader(_MapReader):
+    """``qemu-img map`` with every range kept (:class:`MapRange`)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what, 1)
+        self.ranges: list[MapRange] = []
+
+    def _seen(self, entry: dict[str, Any], start: int, length: int) -> None:
+        offset, present = entry.get("offset"), entry.get("present")
+        if not isinstance(present, bool):
+            present = None  # a qemu-img before 6.0 does not say
+        self.ranges.append(MapRange(
+            start, length, present, entry["data"], entry["zero"],
+            offset if isinstance(offset, int) and offset >= 0 else None))
+
+
 def _int_or_none(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
@@ -772,6 +829,7 @@ __all__ = [
     "FORMATS",
     "DataMap",
     "ImageInfo",
+    "MapRange",
     "Measure",
     "NbdImage",
     "available",
@@ -784,6 +842,7 @@ __all__ = [
     "data_map",
     "info",
     "inspect_untrusted",
+    "map_ranges",
     "measure",
     "probe_format",
     "resize",

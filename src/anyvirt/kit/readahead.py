@@ -59,6 +59,11 @@ class ReadAhead:
             if not item:
                 self._ended = True
             self._pending = memoryview(item)
+            if size is None or size < 0 or size >= len(item):
+                # the whole chunk as it was read (an upload reads in chunks of the size this
+                # reads ahead in): handed on as it is, not copied again
+                self._pending = memoryview(b"")
+                return item
         if size is None or size < 0:
             size = len(self._pending)
         out = bytes(self._pending[:size])

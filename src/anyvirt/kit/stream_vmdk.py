@@ -70,7 +70,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from anyvirt.errors import InvalidSpec, TaskFailed
-from anyvirt.kit import extent_digest
+from anyvirt.kit import extent_digest, mapped_sources
 
 SECTOR = 512
 GRAIN_SECTORS = 128
@@ -231,6 +231,7 @@ class StreamOptimizedEncoder:
         self.hash_disk = hash_disk
         self.disk_sha256: str | None = None
         self._fd: int | None = None
+        self._mapped: mapped_sources.MappedSource | None = None
         self._pieces: Iterator[memoryview | bytes] = iter(())
         self._piece: memoryview = memoryview(b"")
         self.rewind()
@@ -329,6 +330,9 @@ class StreamOptimizedEncoder:
         tap = extent_digest.tap_for(self.source)
         if tap is not None:
             tap.begin()
+        # a raw view whose server knows where its data sits: read there, past the decoder
+        # (:mod:`anyvirt.kit.mapped_sources`); the view's own layout is then the identity
+        self._mapped = mapped_sources.source_for(self.source)
         yield self._header(GD_AT_END) + self._descriptor
         directory = array("I", bytes(4 * self.tables))
         table = array("I", bytes(4 * GTES_PER_GT))
@@ -394,7 +398,9 @@ class StreamOptimizedEncoder:
         offset = start * GRAIN_SIZE
         expected = max(0, min(count * GRAIN_SIZE, self.source_size - offset))
         data = staging[:expected]
-        if self.layout is not None:
+        if self._mapped is not None:
+            data = self._mapped.read(offset, data)
+        elif self.layout is not None:
             self._fill_mapped(fd, data, offset)
         else:
             got = _read_into(fd, [data], offset, expected, self.source)

@@ -8,10 +8,15 @@ are ``virStorageVolDownload`` ranges (:mod:`anyvirt.kit.nbd_server`), and the
 daemon decodes the chain (qcow2, overlays flattened on the fly) into a FUSE raw
 view (:mod:`anyvirt.kit.raw_view`). The import reads that view where it holds data:
 only the image's metadata and its data clusters cross the wire, once, while the
-import runs.
+import runs. Where each layer's map (``qemu-img map`` through the same exports) says
+where the chain's data sits in the files, the import reads it there, straight from the
+layers' windows (:mod:`anyvirt.kit.mapped_sources`): the daemon and FUSE then serve the
+view's size and map only, and the data crosses this machine once rather than three
+more times (on 2 cores shared by the whole pipeline, that was a fifth of its CPU).
 
 Reads go in download windows (:mod:`anyvirt.kit.windowed_reads`): a seek wastes
-nothing, a sequential run of data costs a few round trips.
+nothing, a sequential run of data costs a few round trips, and reads that arrive out
+of order inside a window are served from it, not by aborting it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from collections.abc import Callable, Iterator
 
 import libvirt
 
-from anyvirt.errors import InvalidSpec
-from anyvirt.kit import nbd_server, raw_view
+from anyvirt.errors import AnyvirtError, InvalidSpec
+from anyvirt.kit import mapped_sources, nbd_server, qemu_img, raw_view
 from anyvirt.kit.served_views import ServedDisk, served_views
 from anyvirt.kit.windowed_reads import WindowedReader
 from anyvirt.model import ExportedDisk
@@ -32,6 +37,7 @@ from anyvirt_libvirt.export import copyable_disks
 from anyvirt_libvirt.site import Site
 
 WINDOW = 16 * 1024 * 1024
+REMEMBER = 4 * 1024 * 1024  # small reads kept per volume: the L2 tables of 32 GiB of qcow2
 FORMATS = ("raw", "qcow2")
 
 
@@ -63,7 +69,12 @@ def volume_reader(site: Site, path: str, size: int) -> WindowedReader:
             conn.storageVolLookupByPath(path).download(stream, offset, length, 0)
         return _Download(stream)
 
-    return WindowedReader(open_window, size, what, max_window=WINDOW)
+    # the daemon sends a window whole even when it is aborted (the client library queues
+    # what comes): a gap read through costs no more wire than an abort, and serves the
+    # import's reads that come out of order; a qcow2's tables, read by the chain's map and
+    # again by the view's decoder, come once
+    return WindowedReader(open_window, size, what, max_window=WINDOW, read_through=WINDOW,
+                          remember=REMEMBER)
 
 
 def _typed(site: Site, reader: WindowedReader) -> Callable[[int, int], bytes]:
@@ -129,8 +140,40 @@ def streamed_disks(site: Site, vm_id: str, job: Job) -> Iterator[list[ExportedDi
               for index, (disk, chain, size) in enumerate(zip(disks, chains, capacities,
                                                               strict=True))]
     try:
-        with served_views(exports, served, job) as out:
+        maps = _chain_maps(exports, served, job)
+        with served_views(exports, served, job) as out, mapped_sources.registered({
+                view.path: mapped_sources.MappedSource(
+                    pieces, [exports[name].read_at for name, _fmt in disk.layers])
+                for view, disk, pieces in zip(out, served, maps, strict=True)
+                if pieces is not None and view.path}):
             yield out
     finally:
         for reader in readers.values():
             reader.close()
+
+
+def _chain_maps(exports: dict[str, nbd_server.Export], disks: list[ServedDisk],
+                job: Job) -> list[list[mapped_sources.Piece] | None]:
+    """Where each disk's data sits in its layers (None where some sits nowhere readable
+    directly), mapped through the exports before the views open: the import then reads
+    the data from the layers' windows itself, not through the view's decoder (see
+    :mod:`anyvirt.kit.mapped_sources`). Costs each layer's metadata once more on the
+    wire (a qcow2's tables: about 128 KiB a GiB)."""
+    with nbd_server.NbdServer(exports) as server:
+        try:
+            return [mapped_sources.chain_pieces([
+                qemu_img.map_ranges(_layer_spec(str(server.socket_path), name, fmt), job=job)
+                for name, fmt in disk.layers]) for disk in disks]
+        except AnyvirtError:
+            server.raise_first_error()  # the read that failed, not qemu-img's account of it
+            raise
+
+
+def _layer_spec(socket_path: str, export: str, fmt: str) -> dict[str, object]:
+    """QEMU's block options for one layer, an NBD export, alone: a qcow2's backing none
+    (each layer is mapped by itself; what the chain reads is composed from the maps)."""
+    spec: dict[str, object] = {"driver": fmt, "file": {
+        "driver": "nbd", "export": export, "server": {"type": "unix", "path": socket_path}}}
+    if fmt == "qcow2":
+        spec["backing"] = None
+    return spec
