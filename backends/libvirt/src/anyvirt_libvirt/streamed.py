@@ -29,7 +29,7 @@ import libvirt
 
 from anyvirt.errors import AnyvirtError, InvalidSpec
 from anyvirt.kit import mapped_sources, nbd_server, qemu_img, raw_view
-from anyvirt.kit.served_views import ServedDisk, served_views
+from anyvirt.kit.served_views import ServedDisk, layer_export, served_views
 from anyvirt.kit.windowed_reads import WindowedReader
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
@@ -127,15 +127,17 @@ def streamed_disks(site: Site, vm_id: str, job: Job) -> Iterator[list[ExportedDi
         capacities.append(site.volume_facts(disk.path)[0] or 0)
         chains.append(chain)
     readers: dict[str, WindowedReader] = {}
+    reads: dict[str, Callable[[int, int], bytes]] = {}
     exports: dict[str, nbd_server.Export] = {}
     for index, chain in enumerate(chains):
         for depth, (path, physical, _fmt) in enumerate(chain):
-            key = f"disk{index}-layer{depth}"
+            key = layer_export(index, depth)
             readers[key] = volume_reader(site, path, physical)
-            exports[key] = nbd_server.Export(size=physical, read_at=_typed(site, readers[key]))
+            reads[key] = _typed(site, readers[key])
+            exports[key] = nbd_server.Export(size=physical, read_at=reads[key])
     disks = [d for d in info.disks if d.path]
     served = [ServedDisk(disk.id or f"disk{index}",
-                         [(f"disk{index}-layer{depth}", fmt)
+                         [(layer_export(index, depth), fmt)
                           for depth, (_p, _s, fmt) in enumerate(chain)], size, disk.bus)
               for index, (disk, chain, size) in enumerate(zip(disks, chains, capacities,
                                                               strict=True))]
@@ -143,7 +145,7 @@ def streamed_disks(site: Site, vm_id: str, job: Job) -> Iterator[list[ExportedDi
         maps = _chain_maps(exports, served, job)
         with served_views(exports, served, job) as out, mapped_sources.registered({
                 view.path: mapped_sources.MappedSource(
-                    pieces, [exports[name].read_at for name, _fmt in disk.layers])
+                    pieces, [reads[name] for name, _fmt in disk.layers])
                 for view, disk, pieces in zip(out, served, maps, strict=True)
                 if pieces is not None and view.path}):
             yield out
