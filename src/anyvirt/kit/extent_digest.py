@@ -23,6 +23,7 @@ from attrs import frozen
 
 from anyvirt.errors import InvalidSpec, TaskFailed
 from anyvirt.kit import qemu_img, streams
+from anyvirt.kit.view_records import ViewRecord
 from anyvirt.tasks import Job
 
 #: ranges are widened to this: a short list of large reads (one HTTP request each on
@@ -232,12 +233,8 @@ class OutboundDigest:
 
 
 _ZEROS = bytes(GRANULARITY)
-_taps: dict[str, OutboundDigest] = {}
-_taps_lock = threading.Lock()
-
-
-def _key(path: str | os.PathLike[str]) -> str:
-    return os.path.realpath(path)
+#: the digests moves asked for, by the path of the disk their readers read
+TAPS: ViewRecord[OutboundDigest] = ViewRecord()
 
 
 @contextlib.contextmanager
@@ -246,37 +243,21 @@ def tapping(sizes: Mapping[str, int]) -> Iterator[dict[str, OutboundDigest]]:
     the kit's readers of those files (:class:`anyvirt.kit.stream_vmdk.
     StreamOptimizedEncoder`) feed them. A path another caller taps already gets none
     here (its reads are that caller's pass): its digest is taken by reading it again."""
-    with _taps_lock:
-        taps = {path: OutboundDigest(size) for path, size in sizes.items()
-                if _key(path) not in _taps}
-        keys = {_key(path): tap for path, tap in taps.items()}
-        _taps.update(keys)
-    try:
+    with TAPS.recorded({path: OutboundDigest(size) for path, size in sizes.items()}) as taps:
         yield taps
-    finally:
-        with _taps_lock:
-            for key in keys:
-                del _taps[key]
 
 
 def tap_for(path: str | os.PathLike[str]) -> OutboundDigest | None:
     """The digest to feed with what is read from ``path``, if someone asked for one."""
-    with _taps_lock:
-        return _taps.get(_key(path))
-
-
-def resolved(path: str | os.PathLike[str]) -> str:
-    """``path`` as :func:`tap_at` wants it."""
-    return _key(path)
+    return TAPS.get(path)
 
 
 def tap_at(key: str) -> OutboundDigest | None:
     """:func:`tap_for` a path already :func:`resolved`, touching no file system: the server
     behind a FUSE view asks from inside a read of that view, where a ``stat`` of it would
     wait for the very read it is serving."""
-    with _taps_lock:
-        return _taps.get(key)
+    return TAPS.at(key)
 
 
-__all__ = ["GRANULARITY", "OutboundDigest", "RangeDigest", "TakenDigest", "checked_ranges",
-           "data_ranges", "image_digest", "merged", "resolved", "tap_at", "tap_for", "tapping"]
+__all__ = ["GRANULARITY", "TAPS", "OutboundDigest", "RangeDigest", "TakenDigest", "checked_ranges",
+           "data_ranges", "image_digest", "merged", "tap_at", "tap_for", "tapping"]

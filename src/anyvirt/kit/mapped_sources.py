@@ -20,13 +20,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from attrs import frozen
 
 from anyvirt.errors import TaskFailed
 from anyvirt.kit import qemu_img
+from anyvirt.kit.view_records import ViewRecord
 
 #: ``(guest offset, length, layer, file offset)`` in guest order, layer 0 the top
 Piece = tuple[int, int, int, int]
@@ -141,28 +141,20 @@ def _without(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]) -> lis
     return out
 
 
-_sources: dict[str, MappedSource] = {}
-_lock = threading.Lock()
+#: the mapped sources of the views their servers registered, while the views last
+MAPPED: ViewRecord[MappedSource] = ViewRecord()
 
 
 @contextlib.contextmanager
 def registered(sources: Mapping[str, MappedSource]) -> Iterator[None]:
     """``sources`` by view path while the block lasts."""
-    keys = {os.path.realpath(path): source for path, source in sources.items()}
-    with _lock:
-        _sources.update(keys)
-    try:
+    with MAPPED.recorded(sources):
         yield
-    finally:
-        with _lock:
-            for key in keys:
-                _sources.pop(key, None)
 
 
 def source_for(path: str | os.PathLike[str]) -> MappedSource | None:
     """The mapped source of the view at ``path``, if its server registered one."""
-    with _lock:
-        return _sources.get(os.path.realpath(path))
+    return MAPPED.get(path)
 
 
-__all__ = ["MappedSource", "Piece", "chain_pieces", "registered", "source_for"]
+__all__ = ["MAPPED", "MappedSource", "Piece", "chain_pieces", "registered", "source_for"]

@@ -38,7 +38,6 @@ import selectors
 import shutil
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -47,6 +46,7 @@ import attrs
 from attrs import frozen
 
 from anyvirt.errors import AnyvirtError, Cancelled, InvalidSpec, NotSupported, TaskFailed, Timeout
+from anyvirt.kit.view_records import ViewRecord
 from anyvirt.model import IMAGE_FORMATS
 from anyvirt.tasks import Job
 
@@ -173,32 +173,23 @@ class NbdImage:
                 "server": {"type": "unix", "path": self.socket_path}}
 
 
-_viewed: dict[str, NbdImage] = {}
-_viewed_lock = threading.Lock()
+#: one-layer raw views anyvirt made of NBD exports, while they last
+VIEWED: ViewRecord[NbdImage] = ViewRecord()
 
 
 @contextlib.contextmanager
 def viewing(path: str | os.PathLike[str], image: NbdImage) -> Iterator[None]:
     """While the block lasts, ``path`` (a raw view anyvirt made of ``image``: the same
     guest bytes) is read by qemu-img from ``image`` itself."""
-    key = path_arg(path)
-    with _viewed_lock:
-        if key in _viewed:
-            raise ValueError(f"{key} is recorded as a view already")
-        _viewed[key] = image
-    try:
+    with VIEWED.recorded_one(path_arg(path), image):
         yield
-    finally:
-        with _viewed_lock:
-            del _viewed[key]
 
 
 def _source(path: str | os.PathLike[str], fmt: str) -> list[str]:
     """The arguments naming an image to read: ``-f FORMAT -- PATH``, or the NBD graph a
     recorded raw view shows (its format is in the graph) when it is read as raw."""
     src = path_arg(path)
-    with _viewed_lock:
-        viewed = _viewed.get(src) if check_format(fmt) == "raw" else None
+    viewed = VIEWED.get(src) if check_format(fmt) == "raw" else None
     direct = viewed.json_name() if viewed is not None else None
     if direct is None:
         return ["-f", fmt, "--", src]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from attrs import evolve, frozen
 
-from anyvirt.kit import extent_digest, nbd_server, raw_view
+from anyvirt.kit import extent_digest, nbd_server, raw_view, view_records
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
 
@@ -86,7 +86,7 @@ def served_views(exports: Mapping[str, nbd_server.Export], disks: Sequence[Serve
             view = views.enter_context(raw_view.raw_view_of_nbd_chain(
                 server.socket_path, disk.layers, disk.size, job=job))
             if disk.layers[0][0] in outbound:  # resolved here, where no read is under way
-                outbound[disk.layers[0][0]].key = extent_digest.resolved(view)
+                outbound[disk.layers[0][0]].key = view_records.resolved(view)
             out.append(ExportedDisk(id=disk.id, format="raw", size_bytes=disk.size,
                                     bus=disk.bus, path=str(view)))
         try:
