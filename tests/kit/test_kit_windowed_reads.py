@@ -157,3 +157,34 @@ def test_small_reads_asked_again_come_from_memory() -> None:
     assert len(opened) == first
     assert source.read_at(0, 512) == DATA[:512]  # dropped: 8 KiB held, the oldest went
     assert len(opened) == first + 1
+
+
+class Packets(Ranged):
+    """A window that delivers in packets of 1000 bytes, straight into the reader's buffer
+    (as a libvirt stream does); its ``read`` is not to be used."""
+
+    def read(self, size: int, /) -> bytes:
+        raise AssertionError("a window that receives into a buffer is read into")
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        got = min(len(buffer), len(self.left), 1000)
+        buffer[:got] = self.left[:got]
+        self.left = self.left[got:]
+        return got
+
+
+def test_a_window_that_receives_into_a_buffer_fills_the_answer_in_place() -> None:
+    opened: list[tuple[int, int]] = []
+
+    def open_window(offset: int, length: int) -> Packets:
+        opened.append((offset, length))
+        return Packets(offset, length)
+    source = WindowedReader(open_window, len(DATA), "test data", read_through=64 * 1024,
+                            remember=64 * 1024)
+    assert source.read_at(0, 4096) == DATA[:4096]  # five packets, in place
+    assert source.read_at(4096, 10_000) == DATA[4096:14096]
+    assert source.read_at(20_000, 100) == DATA[20_000:20_100]  # a seek read through
+    assert source.read_at(14096, 5904) == DATA[14096:20_000]  # the gap, kept
+    assert source.read_at(2000, 3000) == DATA[2000:5000]  # in memory and on
+    assert source.read_bytes == 4096 + 10_000 + 100 + 5904 + 3000
+    source.close()

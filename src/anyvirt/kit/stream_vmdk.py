@@ -59,7 +59,6 @@ import collections
 import hashlib
 import mmap
 import os
-import queue
 import re
 import struct
 import sys
@@ -114,6 +113,10 @@ _DATA1_AT = _GRAIN_MARKER.size + len(_ZLIB_HEADER) + len(_BLOCK1_HEADER)
 _BLOCK2_AT = _DATA1_AT + _FIRST_BLOCK
 _DATA2_AT = _BLOCK2_AT + len(_BLOCK2_HEADER)
 _ADLER_AT = _DATA2_AT + _SECOND_BLOCK
+# a grain record's framing: before its data, and after the last block's data and Adler-32
+_GRAIN_HEAD = _ZLIB_HEADER + _BLOCK1_HEADER
+_GRAIN_PAD = bytes(GRAIN_RECORD - _ADLER_AT - 4)
+_ADLER = struct.Struct(">I")
 GRAIN_RECORD_SECTORS = GRAIN_RECORD // SECTOR
 GT_SECTORS = GTES_PER_GT * 4 // SECTOR
 _MAX_SECTOR = 0xFFFF_FFFF  # grain tables hold uint32 sector numbers
@@ -240,19 +243,28 @@ class StreamOptimizedEncoder:
     def read(self, size: int = -1, /) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
-        parts: list[bytes] = []
-        wanted = size
-        while wanted > 0:
-            if not self._piece:
-                piece = next(self._pieces, None)
-                if piece is None:
-                    break
-                self._piece = memoryview(piece)
-            taken = self._piece[:wanted]
-            parts.append(bytes(taken))  # a copy: the chunk buffer is reused
+        if not self._piece:
+            self._piece = memoryview(next(self._pieces, b""))
+        if len(self._piece) >= size or not self._piece:
+            taken = bytes(self._piece[:size])  # a copy: the chunk buffer is reused
             self._piece = self._piece[len(taken):]
-            wanted -= len(taken)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            return taken
+        # a read across pieces is copied once, straight into what is returned (not each
+        # part copied and then joined: the upload's 1 MiB reads straddle the ~1 MiB chunks
+        # of grain records, so that was about two copies of every byte)
+        out = bytearray(size)
+        filled = 0
+        while filled < size:
+            if not self._piece:
+                self._piece = memoryview(next(self._pieces, b""))
+                if not self._piece:
+                    del out[filled:]
+                    break
+            take = min(len(self._piece), size - filled)
+            out[filled: filled + take] = self._piece[:take]
+            self._piece = self._piece[take:]
+            filled += take
+        return out  # type: ignore[return-value]  # bytes-like, and not copied again
 
     def rewind(self) -> None:
         """Start the stream again from its first byte."""
@@ -349,17 +361,18 @@ class StreamOptimizedEncoder:
                 for first, end in runs:
                     for start in range(first, end, CHUNK_GRAINS):
                         count = min(CHUNK_GRAINS, end - start)
-                        view = reads.next()
+                        records, data = reads.next()
                         for k in range(count):
                             table[start + k - index * GTES_PER_GT] = (
                                 sector + k * GRAIN_RECORD_SECTORS)
                         sector += count * GRAIN_RECORD_SECTORS
+                        # the digests take the chunk's guest bytes as read, in one piece (not
+                        # two slices of every grain record, one of them a single byte)
                         if hasher is not None:
-                            hashed = _hash_zeros(hasher, hashed, start * GRAIN_SIZE)
-                            hashed = _hash_grains(hasher, view, count, hashed, self.size)
+                            hashed = _hash_chunk(hasher, data, start, count, hashed, self.size)
                         if tap is not None:
-                            _feed(tap, view, start, count)
-                        yield view
+                            _feed(tap, data, start, count)
+                        yield from records
                 yield self._marker(GT_SECTORS, MARKER_GT)
                 directory[index] = sector + 1
                 sector += 1 + GT_SECTORS
@@ -390,10 +403,14 @@ class StreamOptimizedEncoder:
                 raise TaskFailed(f"reading disk {self.source}: {exc.strerror or exc}") from exc
         return self._fd
 
-    def _fill(self, view: memoryview, staging: memoryview, start: int, count: int) -> None:
-        """Read grains ``start .. start+count`` into their records in ``view``, through
-        ``staging`` (a page-aligned buffer of a chunk: one contiguous read, which a raw
-        view serves as one request)."""
+    def _fill(self, staging: memoryview, start: int,
+              count: int) -> tuple[list[memoryview | bytes], memoryview]:
+        """Grains ``start .. start+count`` read through ``staging`` (a page-aligned buffer
+        of a chunk: one contiguous read, which a raw view serves as one request): their
+        records as pieces of the stream, and the guest bytes read (shorter than the grains
+        where the source ends: zeros follow). Both are valid while ``staging`` is not
+        reused. The records' data is not copied here: the pieces view it where it was read,
+        between framing of a few bytes, and the stream's reader copies it once."""
         fd = self._open()
         offset = start * GRAIN_SIZE
         expected = max(0, min(count * GRAIN_SIZE, self.source_size - offset))
@@ -407,15 +424,18 @@ class StreamOptimizedEncoder:
             if got < expected:
                 raise TaskFailed(f"reading disk {self.source}: it ends at byte {offset + got}, "
                                  f"but its map says data reaches byte {offset + expected}")
+        pieces: list[memoryview | bytes] = []
         for k in range(count):
-            base, at = k * GRAIN_RECORD, k * GRAIN_SIZE
-            _GRAIN_MARKER.pack_into(view, base, (start + k) * GRAIN_SECTORS, STORED_GRAIN_BYTES)
-            first = view[base + _DATA1_AT: base + _DATA1_AT + _FIRST_BLOCK]
-            second = view[base + _DATA2_AT: base + _DATA2_AT + _SECOND_BLOCK]
-            _copy_or_zero(first, data, at)  # past the disk's (or image's) end: zeros
-            _copy_or_zero(second, data, at + _FIRST_BLOCK)
-            checksum = zlib.adler32(second, zlib.adler32(first))
-            struct.pack_into(">I", view, base + _ADLER_AT, checksum)
+            at = k * GRAIN_SIZE
+            grain: memoryview | bytes = data[at: at + GRAIN_SIZE]
+            if len(grain) < GRAIN_SIZE:  # past the disk's (or image's) end: zeros
+                grain = bytes(grain) + bytes(GRAIN_SIZE - len(grain))
+            pieces.append(_GRAIN_MARKER.pack((start + k) * GRAIN_SECTORS, STORED_GRAIN_BYTES)
+                          + _GRAIN_HEAD)
+            pieces.append(grain[:_FIRST_BLOCK])
+            pieces.append(_BLOCK2_HEADER + grain[_FIRST_BLOCK:]
+                          + _ADLER.pack(zlib.adler32(grain)) + _GRAIN_PAD)
+        return pieces, data
 
     def _fill_mapped(self, fd: int, data: memoryview, offset: int) -> None:
         """Guest bytes ``offset .. offset+len(data)`` through the layout into ``data``: the
@@ -430,14 +450,6 @@ class StreamOptimizedEncoder:
                                  f"{host + length}, where its map puts guest data")
             done = guest - offset + length
         data[done:] = bytes(len(data) - done)
-
-
-def _copy_or_zero(slot: memoryview, data: memoryview, at: int) -> None:
-    """``slot`` filled from ``data[at:]``, and with zeros where ``data`` ends."""
-    take = max(0, min(len(slot), len(data) - at))
-    slot[:take] = data[at: at + take]
-    if take < len(slot):
-        slot[take:] = bytes(len(slot) - take)
 
 
 def _is_fuse_mount(path: str) -> bool:
@@ -461,9 +473,13 @@ def _is_fuse_mount(path: str) -> bool:
     return False
 
 
+#: one chunk read: its grain records as pieces of the stream, and its guest bytes
+_Chunk = tuple[list[memoryview | bytes], memoryview]
+
+
 class _ChunkReads:
     """The grain chunks of a stream read ahead, :data:`READS_IN_FLIGHT` at a time, each
-    into a grain-record buffer of its own, handed out in stream order by :meth:`next`.
+    into a staging buffer of its own, handed out in stream order by :meth:`next`.
 
     Why: a raw view answers each read through a chain of servers (FUSE,
     ``qemu-storage-daemon``, an NBD relay, a remote daemon); one reader waiting on each
@@ -471,19 +487,16 @@ class _ChunkReads:
     busy where cores are free. (On a machine whose 2 cores were already saturated, the
     encoder read a remote view's 512 MiB in the same time either way, 2.3 s median,
     with 6 % less CPU: there it is the CPU, not the waiting, that bounds it.) A buffer
-    handed out stays valid until the next call: it is filled again only after that."""
+    handed out (the chunk's record pieces and guest bytes) stays valid until the next
+    call: it is filled again only after that."""
 
-    def __init__(self, fill: Callable[[memoryview, memoryview, int, int], None]) -> None:
+    def __init__(self, fill: Callable[[memoryview, int, int], _Chunk]) -> None:
         self._fill = fill
         self._chunks: Iterator[tuple[int, int]] = iter(())
-        self._buffers = [_grain_template(CHUNK_GRAINS) for _ in range(READS_IN_FLIGHT + 1)]
         self._staging = [memoryview(mmap.mmap(-1, CHUNK_GRAINS * GRAIN_SIZE))
-                         for _ in range(READS_IN_FLIGHT)]  # page-aligned, one per reader
+                         for _ in range(READS_IN_FLIGHT + 1)]  # page-aligned
         self._turn = 0  # the buffer the next chunk submitted goes into
-        self._pending: collections.deque[Future[memoryview]] = collections.deque()
-        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for staging in self._staging:
-            self._free.put(staging)
+        self._pending: collections.deque[Future[_Chunk]] = collections.deque()
         self._pool = ThreadPoolExecutor(READS_IN_FLIGHT, thread_name_prefix="anyvirt-vmdk-read")
 
     def start(self, chunks: Iterable[tuple[int, int]]) -> None:
@@ -496,22 +509,15 @@ class _ChunkReads:
         if chunk is None:
             return
         start, count = chunk
-        view = self._buffers[self._turn][: count * GRAIN_RECORD]
-        self._turn = (self._turn + 1) % len(self._buffers)
+        staging = self._staging[self._turn]
+        self._turn = (self._turn + 1) % len(self._staging)
+        self._pending.append(self._pool.submit(self._fill, staging, start, count))
 
-        def read() -> memoryview:
-            staging = self._free.get()
-            try:
-                self._fill(view, staging, start, count)
-            finally:
-                self._free.put(staging)
-            return view
-        self._pending.append(self._pool.submit(read))
-
-    def next(self) -> memoryview:
-        view = self._pending.popleft().result()
+    def next(self) -> _Chunk:
+        """The next chunk's grain records (pieces of the stream) and its guest bytes."""
+        chunk = self._pending.popleft().result()
         self._submit()  # into the buffer handed out before this one: it is consumed
-        return view
+        return chunk
 
     def __enter__(self) -> _ChunkReads:
         return self
@@ -549,16 +555,6 @@ def _pieces(layout: Sequence[tuple[int, int, int]], start: int,
             yield low, high - low, host + (low - guest)
 
 
-def _grain_template(count: int) -> memoryview:
-    """A buffer of ``count`` grain records with their fixed framing written in."""
-    record = bytearray(GRAIN_RECORD)
-    start = _GRAIN_MARKER.size
-    record[start: start + len(_ZLIB_HEADER)] = _ZLIB_HEADER
-    record[start + 2: start + 2 + len(_BLOCK1_HEADER)] = _BLOCK1_HEADER
-    record[_BLOCK2_AT: _BLOCK2_AT + len(_BLOCK2_HEADER)] = _BLOCK2_HEADER
-    return memoryview(bytearray(record * count))
-
-
 def _read_into(fd: int, slots: list[memoryview], offset: int, wanted: int, what: str) -> int:
     """Fill ``slots`` in order from ``offset`` with up to ``wanted`` bytes; the count read.
 
@@ -589,15 +585,17 @@ def _read_into(fd: int, slots: list[memoryview], offset: int, wanted: int, what:
     return done
 
 
-def _feed(tap: extent_digest.OutboundDigest, view: memoryview, start: int, count: int) -> None:
-    """Hand the disk bytes of ``count`` grain records, from grain ``start`` on, to ``tap``."""
-    for k in range(count):
-        base, at = k * GRAIN_RECORD, (start + k) * GRAIN_SIZE
-        tap.add(at, view[base + _DATA1_AT: base + _DATA1_AT + _FIRST_BLOCK])
-        tap.add(at + _FIRST_BLOCK, view[base + _DATA2_AT: base + _DATA2_AT + _SECOND_BLOCK])
+def _feed(tap: extent_digest.OutboundDigest, data: memoryview, start: int, count: int) -> None:
+    """Hand the guest bytes of grains ``start .. start+count`` to ``tap``: ``data`` as read,
+    then zeros where the source ended before the grains do (the disk reads zeros there)."""
+    at = start * GRAIN_SIZE
+    tap.add(at, data)
+    rest = count * GRAIN_SIZE - len(data)
+    if rest > 0:
+        tap.add(at + len(data), _ZEROS[:rest])
 
 
-_ZEROS = memoryview(bytes(1 << 20))
+_ZEROS = memoryview(bytes(CHUNK_GRAINS * GRAIN_SIZE))
 
 
 def _hash_zeros(hasher: hashlib._Hash, hashed: int, upto: int) -> int:
@@ -608,18 +606,15 @@ def _hash_zeros(hasher: hashlib._Hash, hashed: int, upto: int) -> int:
     return hashed
 
 
-def _hash_grains(hasher: hashlib._Hash, view: memoryview, count: int, hashed: int,
-                 size: int) -> int:
-    """Hash the disk bytes of ``count`` grain records (not past the disk's end)."""
-    for k in range(count):
-        base = k * GRAIN_RECORD
-        for at, length in ((_DATA1_AT, _FIRST_BLOCK), (_DATA2_AT, _SECOND_BLOCK)):
-            take = min(length, size - hashed)
-            if take <= 0:
-                return hashed
-            hasher.update(view[base + at: base + at + take])
-            hashed += take
-    return hashed
+def _hash_chunk(hasher: hashlib._Hash, data: memoryview, start: int, count: int, hashed: int,
+                size: int) -> int:
+    """Hash the disk from byte ``hashed`` to the end of grains ``start .. start+count`` (not
+    past the disk's end): zeros up to the chunk, ``data``, zeros where the source ended."""
+    at = start * GRAIN_SIZE
+    hashed = _hash_zeros(hasher, hashed, at)
+    take = min(len(data), size - at)
+    hasher.update(data[:take])
+    return _hash_zeros(hasher, hashed + take, min(at + count * GRAIN_SIZE, size))
 
 
 __all__ = [

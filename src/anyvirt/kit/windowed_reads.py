@@ -50,6 +50,14 @@ class Window(Protocol):
         ...
 
 
+class IntoWindow(Window, Protocol):
+    """A window that can also receive straight into a buffer (no bytes object per piece)."""
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        """Up to ``len(buffer)`` bytes into ``buffer``; 0 only when the download ended early."""
+        ...
+
+
 class WindowedReader:
     """``read_at(offset, length)`` over ``open_window(offset, length) -> Window`` for a
     source of ``size`` bytes. Thread-safe (one read at a time); ``close()`` aborts the
@@ -90,11 +98,16 @@ class WindowedReader:
                              f"the {self.size} there are")
         with self._lock:
             start = offset
-            parts: list[bytes | memoryview] = []
+            # the answer is assembled where it is returned: a window that can receive into
+            # it puts the bytes there directly (a libvirt stream delivers 256 KiB packets:
+            # they were each a bytes object, then joined, two copies of every byte more)
+            out = bytearray(length)
+            view = memoryview(out)
             while length:
+                done = offset - start
                 known = self._known(offset, length)
                 if known is not None:
-                    parts.append(known)
+                    view[done: done + len(known)] = known
                     offset += len(known)
                     length -= len(known)
                     continue
@@ -102,11 +115,11 @@ class WindowedReader:
                     if not self._read_through(offset):
                         self._open(offset, length)
                     continue
-                chunk = self._next(min(length, self._left, 1 << 20))
-                parts.append(chunk)
-                offset += len(chunk)
-                length -= len(chunk)
-            data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+                got = self._next_into(view[done: done + min(length, self._left)])
+                offset += got
+                length -= got
+            view.release()
+            data: bytes = out  # type: ignore[assignment]  # never changed once returned
             self.read_bytes += len(data)
             self._last = (start, data)
             if 0 < len(data) <= min(SMALL_READ, self.remember):
@@ -129,12 +142,34 @@ class WindowedReader:
             self.close()
             raise TaskFailed(f"{self.what}: the download ended at byte {self._at}, "
                              f"before the {self.size} there are")
-        self._at += len(chunk)
-        self._left -= len(chunk)
+        self._advance(len(chunk))
+        return chunk
+
+    def _next_into(self, buffer: memoryview) -> int:
+        """Bytes from the open window into ``buffer`` (as many as come at once), the window
+        finished once it is all read."""
+        assert self._window is not None
+        readinto = getattr(self._window, "readinto", None)
+        if readinto is None:
+            chunk = self._next(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+        got = int(readinto(buffer))
+        if not got:
+            self.close()
+            raise TaskFailed(f"{self.what}: the download ended at byte {self._at}, "
+                             f"before the {self.size} there are")
+        self._advance(got)
+        return got
+
+    def _advance(self, got: int) -> None:
+        """``got`` bytes came from the open window: finished once it is all read."""
+        assert self._window is not None
+        self._at += got
+        self._left -= got
         if not self._left:
             window, self._window = self._window, None
             window.finish()
-        return chunk
 
     def _known(self, offset: int, length: int) -> memoryview | None:
         """The bytes from ``offset`` on that are in memory (up to ``length``): in the last
@@ -193,4 +228,4 @@ class WindowedReader:
             window.abort()
 
 
-__all__ = ["MAX_WINDOW", "SMALL_READ", "Window", "WindowedReader"]
+__all__ = ["MAX_WINDOW", "SMALL_READ", "IntoWindow", "Window", "WindowedReader"]
