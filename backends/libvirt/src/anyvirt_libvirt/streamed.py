@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 
@@ -43,36 +43,48 @@ REMEMBER = 4 * 1024 * 1024  # small reads kept per volume: the L2 tables of 32 G
 FORMATS = ("raw", "qcow2")
 
 
-def _stream_recv() -> Callable[[libvirt.virStream, memoryview], int] | None:
-    """``virStreamRecv`` into a caller's buffer, or None where the library is not found.
+@functools.cache
+def _stream_recv() -> Callable[[int, memoryview], int] | None:
+    """``virStreamRecv(stream pointer, buffer)`` into a caller's buffer, or None where the
+    library cannot be reached so.
 
     The binding's ``recv`` receives into a buffer it allocates and returns a copy of it as
     bytes: for a download that is two copies of every byte more than the library's own
     (and the reader joined the 256 KiB packets into its reads once more). The C call itself
-    takes any buffer; it is reached through the library the binding has loaded, with the
-    stream's own pointer. The binding's errors stay: a failure raises its libvirtError,
-    which reads the thread's last error as the binding does."""
+    takes any buffer; it is reached through the library the binding has loaded already
+    (its soname: no search, no second copy of the library). The binding's errors stay: a
+    failure raises its libvirtError, which reads the thread's last error as the binding
+    does. Looked up on first use, not at import: the CLI imports this module."""
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("virt") or "libvirt.so.0")
-        recv = lib.virStreamRecv
+        recv = ctypes.CDLL("libvirt.so.0").virStreamRecv
     except (OSError, AttributeError):
         return None
     recv.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
     recv.restype = ctypes.c_int
-    pointer_of = ctypes.pythonapi.PyCapsule_GetPointer
-    pointer_of.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    pointer_of.restype = ctypes.c_void_p
 
-    def recv_into(stream: libvirt.virStream, buffer: memoryview) -> int:
+    def recv_into(stream: int, buffer: memoryview) -> int:
         target = (ctypes.c_char * len(buffer)).from_buffer(buffer)
-        got = int(recv(pointer_of(stream._o, b"virStreamPtr"), target, len(buffer)))
+        got = int(recv(stream, target, len(buffer)))
         if got < 0:
             raise libvirt.libvirtError("virStreamRecv() failed")
         return got
     return recv_into
 
 
-_RECV_INTO = _stream_recv()
+#: the C pointer inside the binding's capsule (a function of its own: ctypes.pythonapi's
+#: shared one is not retyped under other code's feet)
+_CAPSULE_POINTER = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
+
+
+def _stream_pointer(stream: libvirt.virStream) -> int | None:
+    """The ``virStreamPtr`` of the binding's stream, or None where the binding keeps it
+    otherwise than this one does (then the binding's own ``recv`` is used)."""
+    try:
+        pointer = _CAPSULE_POINTER(stream._o, b"virStreamPtr")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return int(pointer) if pointer else None
 
 
 class _Download:
@@ -97,13 +109,21 @@ class _DownloadInto(_Download):
     """A window received straight into the reader's buffer (an
     :class:`anyvirt.kit.windowed_reads.IntoWindow`)."""
 
-    def __init__(self, stream: libvirt.virStream,
-                 recv_into: Callable[[libvirt.virStream, memoryview], int]) -> None:
-        super().__init__(stream)
-        self.recv_into = recv_into
+    def __init__(self, stream: libvirt.virStream, pointer: int,
+                 recv_into: Callable[[int, memoryview], int]) -> None:
+        super().__init__(stream)  # holds the binding's stream, so the pointer stays valid
+        self.pointer, self.recv_into = pointer, recv_into
 
     def readinto(self, buffer: memoryview) -> int:
-        return self.recv_into(self.stream, buffer)
+        return self.recv_into(self.pointer, buffer)
+
+
+def _window(stream: libvirt.virStream) -> _Download:
+    recv_into = _stream_recv()
+    pointer = _stream_pointer(stream) if recv_into is not None else None
+    if recv_into is None or pointer is None:
+        return _Download(stream)
+    return _DownloadInto(stream, pointer, recv_into)
 
 
 def volume_reader(site: Site, path: str, size: int) -> WindowedReader:
@@ -114,7 +134,7 @@ def volume_reader(site: Site, path: str, size: int) -> WindowedReader:
         with site.link.call(what) as conn:
             stream = conn.newStream(0)
             conn.storageVolLookupByPath(path).download(stream, offset, length, 0)
-        return _Download(stream) if _RECV_INTO is None else _DownloadInto(stream, _RECV_INTO)
+        return _window(stream)
 
     # the daemon sends a window whole even when it is aborted (the client library queues
     # what comes): a gap read through costs no more wire than an abort, and serves the
