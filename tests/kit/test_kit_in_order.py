@@ -133,12 +133,3 @@ def test_a_digest_pass_with_an_unmet_requirement_is_not_taken() -> None:
     assert tap.taken is not None
     assert tap.taken.digest.sha256 == hashlib.sha256(blocks(1, MIB) + blocks(2, MIB)).hexdigest()
 
-
-def test_a_spoiled_digest_pass_is_not_taken() -> None:
-    tap = extent_digest.OutboundDigest(4 * MIB)
-    mine = tap.claim()
-    assert mine is not None
-    tap.add(0, blocks(1, MIB), within=mine)
-    tap.spoil(mine)
-    tap.end()
-    assert tap.taken is None

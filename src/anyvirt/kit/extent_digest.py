@@ -13,8 +13,11 @@ granularity) read as the zeros the guest sees.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import heapq
+import itertools
 import os
 import threading
 from collections import deque
@@ -215,13 +218,6 @@ class OutboundDigest:
             first = self._ranges[-1][0]
             self._ranges[-1] = (first, self._block_end - first)
 
-    def spoil(self, within: int) -> None:
-        """The claimed pass ``within`` is not to be trusted (its feeder lost track of the
-        order or saw the source change): nothing it says is kept."""
-        with self._lock:
-            if within == self._passes:
-                self._open = False
-
     def require(self, within: int, check: Callable[[], bool]) -> None:
         """The claimed pass ``within`` is taken whole at :meth:`end` only if ``check()``
         holds then (its feeder saw every byte it expected, none left waiting)."""
@@ -281,7 +277,8 @@ class InOrder:
         self.spoiled = False
         self._span = 0  # index of the span holding the next expected byte
         self.expected = self.spans[0][0] if self.spans else _NEVER
-        self._waiting: dict[int, bytes] = {}
+        self._waiting: dict[int, bytes] = {}  # by offset
+        self._order: list[int] = []  # the offsets waiting, as a heap
         self._waiting_bytes = 0
         self._kept: deque[tuple[int, bytes]] = deque()
         self._kept_bytes = 0
@@ -300,10 +297,8 @@ class InOrder:
             self._wait(offset, bytes(data))
             return
         self._take(offset, memoryview(data))
-        while not self.spoiled and self._waiting:
-            first = min(self._waiting)
-            if first > self.expected:
-                break
+        while not self.spoiled and self._order and self._order[0] <= self.expected:
+            first = heapq.heappop(self._order)
             held = self._waiting.pop(first)
             self._waiting_bytes -= len(held)
             self._take(first, memoryview(held))
@@ -318,6 +313,7 @@ class InOrder:
                 self._waiting_bytes += len(data) - len(held)
         else:
             self._waiting[offset] = data
+            heapq.heappush(self._order, offset)
             self._waiting_bytes += len(data)
         if self._waiting_bytes > self.limit:
             self._spoil()
@@ -374,6 +370,7 @@ class InOrder:
     def _spoil(self) -> None:
         self.spoiled = True
         self._waiting.clear()
+        self._order.clear()
         self._waiting_bytes = 0
         self._kept.clear()
 
@@ -384,7 +381,8 @@ _NEVER = 1 << 63
 def _overlaps_of(spans: Sequence[tuple[int, int]], start: int, end: int
                  ) -> Iterator[tuple[int, int]]:
     """The parts ``(low, high)`` of sorted, disjoint ``spans`` inside ``start .. end``."""
-    for offset, length in spans:
+    index = max(0, bisect.bisect_right(spans, (start, _NEVER)) - 1)
+    for offset, length in itertools.islice(spans, index, None):
         if offset >= end:
             return
         if offset + length > start:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -120,7 +121,7 @@ class _ChainOutbound:
         index = max(0, bisect.bisect_right(found, (offset, 1 << 63)) - 1)
         view = memoryview(data)
         with self._lock:
-            for host, length, guest in found[index:]:
+            for host, length, guest in itertools.islice(found, index, None):
                 if host >= offset + len(view):
                     break
                 low, high = max(host, offset), min(host + length, offset + len(view))
@@ -144,15 +145,12 @@ class _ChainOutbound:
         spans = [(guest, length) for guest, length, _layer, _host in self.pieces]
         feed = extent_digest.InOrder(
             spans, lambda at, data: tap.add(at, data, within=within))
-        tap.require(within, lambda: self._whole(feed, tap, within))
+        tap.require(within, lambda: self._complete(feed))
         self._feed = feed
         return feed
 
-    def _whole(self, feed: extent_digest.InOrder, tap: extent_digest.OutboundDigest,
-               within: int) -> bool:
+    def _complete(self, feed: extent_digest.InOrder) -> bool:
         with self._lock:
-            if feed.spoiled:
-                tap.spoil(within)
             return feed.complete()
 
 
