@@ -12,14 +12,17 @@ counted where this process opens its ranged reads on the node (each window is on
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyvirt_vsphere.testbed.fixtures as vcsim_fixtures
 import pytest
 from anyvirt_proxmox import node_disks, node_streams
+from anyvirt_vsphere.testbed.vcsim import Vcsim
 from fakepve import FakePve
 from test_pve_disk_ssh import (
     BRIDGES,
@@ -39,6 +42,7 @@ from test_pve_disk_ssh import temp_dir as temp_dir
 
 import anyvirt
 from anyvirt.host import Host
+from anyvirt.kit import mapped_sources
 from anyvirt.kit.windowed_reads import Window
 from anyvirt.migration import range_check
 from anyvirt.testing.disk_bytes import pattern
@@ -48,6 +52,8 @@ pytestmark = pytest.mark.skipif(
     shutil.which("/usr/sbin/sshd") is None or os.geteuid() != 0,
     reason="needs Debian's openssh-server (scripts/system-packages.sh test) and root for its "
            "private mount namespace")
+
+vcsim_vcenter = vcsim_fixtures.vcsim_vcenter
 
 #: what a move reads from the node: one raw volume, one qcow2 volume, a linked clone's
 #: qcow2 on its base's (the kinds PVE keeps on directory storage)
@@ -176,4 +182,44 @@ def test_a_copy_that_differs_fails_the_move_and_leaves_nothing(
         assert target.vms.list() == []
         assert sha256_of(source) == before
         assert ssh_host.vms.get(vm.id).state is anyvirt.PowerState.STOPPED
+    assert list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.usefixtures("linked_volume_standin")
+@pytest.mark.parametrize("kind", ["qcow2", "linked"])
+def test_a_chain_moved_to_vsphere_is_read_where_its_data_sits(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path, temp_dir: Path,
+        node_reads: NodeReads, vcsim_vcenter: Vcsim, kind: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """vSphere's encoder reads the chain's data from its layers where their maps place it
+    (the mapped source the served view registers), feeds the digest itself, and the
+    verification reads the target's data ranges only: nothing from the node."""
+    mapped: list[bool] = []
+    source_for = mapped_sources.source_for
+
+    def seen(path: str | os.PathLike[str]) -> mapped_sources.MappedSource | None:
+        found = source_for(path)
+        mapped.append(found is not None)
+        return found
+
+    monkeypatch.setattr(mapped_sources, "source_for", seen)
+    with source_vm(kind, ssh_host, pve, make, tmp_path, f"digest-vc-{kind}") as (vm, guest), \
+            anyvirt.connect(vcsim_vcenter.anyvirt_uri_with_ca,
+                            password=vcsim_vcenter.password) as vc:
+        result = anyvirt.migrate(vm, to=vc, networks={"vmbr0": "VM Network"},
+                                 on_progress=node_reads.watch)
+        moved = vc.vms.get(result.vm_id)
+        try:
+            path = moved.info().disks[0].path
+            assert path is not None and vcsim_vcenter.datastore_dir is not None
+            relative = path.split("] ", 1)[1].removesuffix(".vmdk") + "-flat.vmdk"
+            (flat,) = vcsim_vcenter.datastore_dir.rglob(relative)
+            assert sha256_of(flat) == hashlib.sha256(guest).hexdigest()
+        finally:
+            moved.delete(disks=True)
+    assert mapped == [True], "the encoder read the chain through its decoder"
+    assert node_reads.phase == "verify"
+    assert node_reads.bytes["verify"] == 0, (
+        f"the verification read {node_reads.bytes['verify']} bytes from the node again")
+    assert [d.method for d in result.disks] == [range_check.METHOD]
     assert list(temp_dir.iterdir()) == []
