@@ -133,6 +133,52 @@ def test_a_linked_clone_streams_flattened_with_no_staging_file(
     assert list(temp_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", [None, 20 * MIB + 7, 30 * MIB],
+                         ids=["same", "changed-in-data", "changed-in-a-hole"])
+def test_a_linked_clone_moved_to_a_target_without_ranged_reads_is_verified_from_its_digest(
+        remote: tuple[Host, FaultProxy], linked_clone: VM, tmp_path: Path, temp_dir: Path,
+        where: int | None) -> None:
+    """memory:// reads no ranges: its copy is read back whole, here, and compared with the
+    digest the chain's layer reads took as the copy read them (put back in guest order):
+    the source link carries next to nothing while the copy is verified. A copy changed
+    after the import (in the data, or where the source reads as zeros) still fails the
+    move and leaves nothing."""
+    _kvm, proxy = remote
+    expected = _flattened_sha(linked_clone, tmp_path)
+    seen: dict[str, int] = {}
+    with anyvirt.connect(f"memory://digest-{os.urandom(3).hex()}") as target:
+        def watch(task: anyvirt.Task) -> None:
+            if "verifying" not in (task.message or "") or "copy_down" in seen:
+                return
+            seen["copy_down"] = proxy.relayed["down"]
+            if where is not None:
+                copy = target.vms.get(linked_clone.name)
+                disk = copy.info().disks[0].id
+                fmt, data = copy.native.contents[disk]
+                changed = bytearray(data)
+                changed[where] ^= 0xFF
+                copy.native.contents[disk] = (fmt, bytes(changed))
+
+        if where is not None:
+            with pytest.raises(anyvirt.TaskFailed, match="differ"):
+                anyvirt.migrate(linked_clone, to=target, on_progress=watch)
+            assert "copy_down" in seen, "the copy was never changed"
+            assert target.vms.list() == []
+        else:
+            result = anyvirt.migrate(linked_clone, to=target, on_progress=watch)
+            verify_down = proxy.relayed["down"] - seen["copy_down"]
+            moved = target.vms.get(result.vm_id)
+            fmt, data = moved.native.contents[moved.info().disks[0].id]
+            assert fmt == "raw"
+            assert hashlib.sha256(data.ljust(64 * MIB, b"\0")).hexdigest() == expected
+            assert [d.method for d in result.disks] == [range_check.METHOD]
+            data_bytes = 11 * MIB
+            assert verify_down < data_bytes * 0.1, (
+                f"{verify_down} bytes from the daemon to verify {data_bytes}")
+    assert linked_clone.refresh().state is PowerState.STOPPED
+    assert list(temp_dir.iterdir()) == []
+
+
 def test_the_source_gone_mid_stream_leaves_nothing_and_the_source_whole(
         libvirt_daemon: libvirt_fixtures.LibvirtDaemon, vc: Host, vcsim_vcenter: Vcsim,
         tmp_path: Path, temp_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

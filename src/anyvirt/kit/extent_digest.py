@@ -13,11 +13,15 @@ granularity) read as the zeros the guest sees.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import heapq
+import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from attrs import frozen
 
@@ -159,6 +163,7 @@ class OutboundDigest:
         self._open = False
         self._passes = 0  # passes begun: a claimed pass is the one its number still names
         self._read = False  # a reader began a pass: the source's side feeds no more
+        self._checks: dict[int, Callable[[], bool]] = {}  # by pass: whole only if it holds
         self._begin()
 
     def _begin(self) -> None:
@@ -213,9 +218,22 @@ class OutboundDigest:
             first = self._ranges[-1][0]
             self._ranges[-1] = (first, self._block_end - first)
 
+    def require(self, within: int, check: Callable[[], bool]) -> None:
+        """The claimed pass ``within`` is taken whole at :meth:`end` only if ``check()``
+        holds then (its feeder saw every byte it expected, none left waiting)."""
+        with self._lock:
+            self._checks[within] = check
+
     def end(self) -> None:
         with self._lock:
+            check = self._checks.get(self._passes) if self._open else None
+        # outside the lock: the check takes its feeder's lock, which holds this one to add
+        whole = check() if check is not None else True
+        with self._lock:
             if not self._open:
+                return
+            if not whole:
+                self._open = False
                 return
             self._zeros(self._block_end)
             self._open = False
@@ -233,6 +251,142 @@ class OutboundDigest:
 
 
 _ZEROS = bytes(GRANULARITY)
+
+#: guest bytes held back, waiting for earlier ones, before a pass gives up on the order
+REORDER_LIMIT = 64 * 1024 * 1024
+#: guest bytes handed on that are kept to compare a read of them again with
+REREAD_LIMIT = 8 * 1024 * 1024
+
+
+class InOrder:
+    """Guest bytes of known data ``spans`` (sorted, disjoint ``(offset, length)``) that
+    arrive roughly in order (a decoder's reads of a chain's layers), handed to ``add``
+    strictly in order, each byte once.
+
+    A read ahead of the next expected byte waits (at most ``limit`` bytes); a read of bytes
+    already handed on is compared with them (the last ``keep`` bytes are kept). Past the
+    limit, or a read again that differs or can no longer be compared, the feed is
+    ``spoiled`` and hands on nothing more: the digest it feeds is then not trusted and the
+    source is read instead. :meth:`complete`: every byte of the spans was handed on."""
+
+    def __init__(self, spans: Sequence[tuple[int, int]], add: Callable[[int, bytes], None], *,
+                 limit: int = REORDER_LIMIT, keep: int = REREAD_LIMIT) -> None:
+        self.spans = [(o, n) for o, n in merged(spans) if n > 0]
+        self._add = add
+        self.limit, self.keep = limit, keep
+        self.spoiled = False
+        self._span = 0  # index of the span holding the next expected byte
+        self.expected = self.spans[0][0] if self.spans else _NEVER
+        self._waiting: dict[int, bytes] = {}  # by offset
+        self._order: list[int] = []  # the offsets waiting, as a heap
+        self._waiting_bytes = 0
+        self._kept: deque[tuple[int, bytes]] = deque()
+        self._kept_bytes = 0
+
+    @property
+    def started(self) -> bool:
+        return bool(self.spans) and self.expected != self.spans[0][0]
+
+    def complete(self) -> bool:
+        return not self.spoiled and self.expected == _NEVER and not self._waiting
+
+    def put(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if self.spoiled or not data:
+            return
+        if offset > self.expected:
+            self._wait(offset, bytes(data))
+            return
+        self._take(offset, memoryview(data))
+        while not self.spoiled and self._order and self._order[0] <= self.expected:
+            first = heapq.heappop(self._order)
+            held = self._waiting.pop(first)
+            self._waiting_bytes -= len(held)
+            self._take(first, memoryview(held))
+
+    def _wait(self, offset: int, data: bytes) -> None:
+        held = self._waiting.get(offset)
+        if held is not None:
+            if held[:len(data)] != data[:len(held)]:
+                self._spoil()
+            elif len(data) > len(held):
+                self._waiting[offset] = data
+                self._waiting_bytes += len(data) - len(held)
+        else:
+            self._waiting[offset] = data
+            heapq.heappush(self._order, offset)
+            self._waiting_bytes += len(data)
+        if self._waiting_bytes > self.limit:
+            self._spoil()
+
+    def _take(self, offset: int, data: memoryview) -> None:
+        """``data`` at ``offset`` (at most the next expected byte): what lies before that
+        byte is a read again, the rest is handed on."""
+        seen = min(len(data), self.expected - offset)
+        if seen > 0 and not self._same(offset, data[:seen]):
+            self._spoil()
+            return
+        at, data = offset + seen, data[seen:]
+        while data and not self.spoiled and self.expected != _NEVER:
+            start, length = self.spans[self._span]
+            if at < start:  # outside the spans: a read the map says holds no data
+                skip = min(len(data), start - at)
+                at, data = at + skip, data[skip:]
+                continue
+            step = min(len(data), start + length - at)
+            chunk = bytes(data[:step])
+            self._add(at, chunk)
+            self._remember(at, chunk)
+            at, data = at + step, data[step:]
+            if at == start + length:
+                self._span += 1
+                self.expected = self.spans[self._span][0] if self._span < len(self.spans) \
+                    else _NEVER
+            else:
+                self.expected = at
+
+    def _same(self, offset: int, data: memoryview) -> bool:
+        """Whether ``data`` at ``offset``, all handed on already, is what was handed on
+        (outside the spans: nothing to compare, the map says no data lies there)."""
+        end = offset + len(data)
+        for low, high in _overlaps_of(self.spans, offset, end):
+            covered = low
+            for at, kept in self._kept:
+                k_low, k_high = max(at, covered), min(at + len(kept), high)
+                if k_low >= k_high or k_low != covered:
+                    continue
+                if data[k_low - offset:k_high - offset] != kept[k_low - at:k_high - at]:
+                    return False
+                covered = k_high
+            if covered < high:
+                return False  # no longer kept: cannot be compared
+        return True
+
+    def _remember(self, offset: int, data: bytes) -> None:
+        self._kept.append((offset, data))
+        self._kept_bytes += len(data)
+        while self._kept_bytes > self.keep and len(self._kept) > 1:
+            self._kept_bytes -= len(self._kept.popleft()[1])
+
+    def _spoil(self) -> None:
+        self.spoiled = True
+        self._waiting.clear()
+        self._order.clear()
+        self._waiting_bytes = 0
+        self._kept.clear()
+
+
+_NEVER = 1 << 63
+
+
+def _overlaps_of(spans: Sequence[tuple[int, int]], start: int, end: int
+                 ) -> Iterator[tuple[int, int]]:
+    """The parts ``(low, high)`` of sorted, disjoint ``spans`` inside ``start .. end``."""
+    index = max(0, bisect.bisect_right(spans, (start, _NEVER)) - 1)
+    for offset, length in itertools.islice(spans, index, None):
+        if offset >= end:
+            return
+        if offset + length > start:
+            yield max(offset, start), min(offset + length, end)
 #: the digests moves asked for, by the path of the disk their readers read
 TAPS: ViewRecord[OutboundDigest] = ViewRecord()
 
@@ -259,5 +413,6 @@ def tap_at(key: str) -> OutboundDigest | None:
     return TAPS.at(key)
 
 
-__all__ = ["GRANULARITY", "TAPS", "OutboundDigest", "RangeDigest", "TakenDigest", "checked_ranges",
+__all__ = ["GRANULARITY", "REORDER_LIMIT", "REREAD_LIMIT", "TAPS", "InOrder", "OutboundDigest",
+           "RangeDigest", "TakenDigest", "checked_ranges",
            "data_ranges", "image_digest", "merged", "tap_at", "tap_for", "tapping"]

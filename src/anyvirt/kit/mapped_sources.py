@@ -39,7 +39,7 @@ class MappedSource:
     bytes outside every piece read as zeros."""
 
     pieces: Sequence[Piece]
-    layers: Sequence[Callable[[int, int], bytes]]
+    layers: Sequence[Callable[[int, int], bytes | bytearray | memoryview]]
 
     def read(self, offset: int, into: memoryview) -> memoryview:
         """The guest bytes ``offset .. offset + len(into)``: as one layer's read gave them
@@ -53,7 +53,7 @@ class MappedSource:
         self.read_into(into, offset)
         return into
 
-    def _read(self, layer: int, at: int, length: int) -> bytes:
+    def _read(self, layer: int, at: int, length: int) -> bytes | bytearray | memoryview:
         got = self.layers[layer](at, length)
         if len(got) != length:
             raise TaskFailed(f"layer {layer} gave {len(got)} bytes at {at} where its map "

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator
 
 import libvirt
 
-from anyvirt.errors import AnyvirtError, InvalidSpec
-from anyvirt.kit import mapped_sources, nbd_server, qemu_img, raw_view
+from anyvirt.errors import InvalidSpec
+from anyvirt.kit import nbd_server, raw_view
 from anyvirt.kit.served_views import ServedDisk, layer_export, served_views
 from anyvirt.kit.windowed_reads import WindowedReader
 from anyvirt.model import ExportedDisk
@@ -194,14 +194,12 @@ def streamed_disks(site: Site, vm_id: str, job: Job) -> Iterator[list[ExportedDi
         capacities.append(site.volume_facts(disk.path)[0] or 0)
         chains.append(chain)
     readers: dict[str, WindowedReader] = {}
-    reads: dict[str, Callable[[int, int], bytes]] = {}
     exports: dict[str, nbd_server.Export] = {}
     for index, chain in enumerate(chains):
         for depth, (path, physical, _fmt) in enumerate(chain):
             key = layer_export(index, depth)
             readers[key] = volume_reader(site, path, physical)
-            reads[key] = _typed(site, readers[key])
-            exports[key] = nbd_server.Export(size=physical, read_at=reads[key])
+            exports[key] = nbd_server.Export(size=physical, read_at=_typed(site, readers[key]))
     disks = [d for d in info.disks if d.path]
     served = [ServedDisk(disk.id or f"disk{index}",
                          [(layer_export(index, depth), fmt)
@@ -209,40 +207,10 @@ def streamed_disks(site: Site, vm_id: str, job: Job) -> Iterator[list[ExportedDi
               for index, (disk, chain, size) in enumerate(zip(disks, chains, capacities,
                                                               strict=True))]
     try:
-        maps = _chain_maps(exports, served, job)
-        with served_views(exports, served, job) as out, mapped_sources.registered({
-                view.path: mapped_sources.MappedSource(
-                    pieces, [reads[name] for name, _fmt in disk.layers])
-                for view, disk, pieces in zip(out, served, maps, strict=True)
-                if pieces is not None and view.path}):
+        # served_views maps each chain through the exports and registers where its data
+        # sits: the import then reads the data from the layers' windows itself
+        with served_views(exports, served, job) as out:
             yield out
     finally:
         for reader in readers.values():
             reader.close()
-
-
-def _chain_maps(exports: dict[str, nbd_server.Export], disks: list[ServedDisk],
-                job: Job) -> list[list[mapped_sources.Piece] | None]:
-    """Where each disk's data sits in its layers (None where some sits nowhere readable
-    directly), mapped through the exports before the views open: the import then reads
-    the data from the layers' windows itself, not through the view's decoder (see
-    :mod:`anyvirt.kit.mapped_sources`). Costs each layer's metadata once more on the
-    wire (a qcow2's tables: about 128 KiB a GiB)."""
-    with nbd_server.NbdServer(exports) as server:
-        try:
-            return [mapped_sources.chain_pieces([
-                qemu_img.map_ranges(_layer_spec(str(server.socket_path), name, fmt), job=job)
-                for name, fmt in disk.layers]) for disk in disks]
-        except AnyvirtError:
-            server.raise_first_error()  # the read that failed, not qemu-img's account of it
-            raise
-
-
-def _layer_spec(socket_path: str, export: str, fmt: str) -> dict[str, object]:
-    """QEMU's block options for one layer, an NBD export, alone: a qcow2's backing none
-    (each layer is mapped by itself; what the chain reads is composed from the maps)."""
-    spec: dict[str, object] = {"driver": fmt, "file": {
-        "driver": "nbd", "export": export, "server": {"type": "unix", "path": socket_path}}}
-    if fmt == "qcow2":
-        spec["backing"] = None
-    return spec

@@ -49,6 +49,9 @@ WINDOW = 64 * 1024 * 1024
 #: a window is a process started over SSH (tens of milliseconds, far more on a busy machine):
 #: reading a few MiB past a seek costs less than one more window
 MIN_WINDOW = 4 * 1024 * 1024
+#: small reads kept per volume: a qcow2's tables (those of 32 GiB), read by the chain's
+#: map and again by the view's decoder and the verification's map, cross SSH once
+REMEMBER = 4 * 1024 * 1024
 FORMATS = ("raw", "qcow2")
 QCOW2_MAGIC = b"QFI\xfb"
 #: PVE's name for a linked clone's volume on file storage: ``<base vmid>/<base>/<vmid>/<name>``
@@ -222,7 +225,8 @@ def _readers(reach: Reach, chains: list[list[Layer]]) -> dict[str, WindowedReade
                 return reach.window(path, offset, length, what)
 
             readers[layer_export(index, depth)] = WindowedReader(
-                open_window, layer.length, what, max_window=WINDOW, min_window=MIN_WINDOW)
+                open_window, layer.length, what, max_window=WINDOW, min_window=MIN_WINDOW,
+                remember=REMEMBER)
     return readers
 
 
