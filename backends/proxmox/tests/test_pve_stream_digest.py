@@ -223,3 +223,27 @@ def test_a_chain_moved_to_vsphere_is_read_where_its_data_sits(
         f"the verification read {node_reads.bytes['verify']} bytes from the node again")
     assert [d.method for d in result.disks] == [range_check.METHOD]
     assert list(temp_dir.iterdir()) == []
+
+
+def test_a_qcow2_naming_a_data_file_here_is_refused_before_anything_reads_it(
+        ssh_host: Host, pve: FakePve, make: Callable[..., VM], tmp_path: Path,
+        temp_dir: Path) -> None:
+    """A volume's qcow2 header may name an external data file; QEMU, serving the streamed
+    layer on this machine, would open that name here. The move refuses the layer before
+    anything opens it: nothing is made on the target, and the named file is never read."""
+    pve.storages["nodestore"]["format"] = "qcow2"
+    vm = make("datafile")
+    write_disk(ssh_host, vm, "qcow2", DATA, tmp_path)
+    where = node_path(ssh_host, vm.info().disks[0].path)
+    secret = tmp_path / "secret.bin"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    f"data_file={secret},data_file_raw=on", str(where),
+                    str(int(DISK_GIB * 1024 * MIB))], check=True)
+    with secret.open("r+b") as data:
+        data.write(pattern(7, MIB))
+    with memory_host() as target:
+        with pytest.raises(anyvirt.InvalidSpec, match="external data file"):
+            anyvirt.migrate(vm, to=target, networks=BRIDGES)
+        assert target.vms.list() == []
+    assert list(temp_dir.iterdir()) == []
+    assert ssh_host.vms.get(vm.id).state is anyvirt.PowerState.STOPPED

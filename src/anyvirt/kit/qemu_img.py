@@ -196,6 +196,25 @@ def _source(path: str | os.PathLike[str], fmt: str) -> list[str]:
     return ["--", direct]
 
 
+#: bytes of a qcow2 header that say which other files it opens (version 3: 104)
+QCOW2_HEADER = 104
+_QCOW2_EXTERNAL_DATA = 1 << 2  # incompatible feature: the guest data lives in another file
+
+
+def qcow2_data_file_named(header: bytes) -> bool:
+    """Whether a qcow2 ``header`` (its first :data:`QCOW2_HEADER` bytes) says its data
+    lives in an external data file: QEMU would open that file, by the name the image
+    gives, on this machine. For layers served from afar, whose header nobody here
+    checked with qemu-img; anything shorter or not a qcow2 v3 names no data file."""
+    if len(header) < QCOW2_HEADER or not header.startswith(b"QFI\xfb"):
+        return False
+    version, = struct.unpack_from(">I", header, 4)
+    if version < 3:
+        return False
+    incompatible, = struct.unpack_from(">Q", header, 72)
+    return bool(incompatible & _QCOW2_EXTERNAL_DATA)
+
+
 # ------------------------------------------------------------------ arguments
 def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
@@ -818,6 +837,7 @@ def _int_or_none(value: object) -> int | None:
 
 __all__ = [
     "FORMATS",
+    "QCOW2_HEADER",
     "DataMap",
     "ImageInfo",
     "MapRange",
@@ -836,6 +856,7 @@ __all__ = [
     "map_ranges",
     "measure",
     "probe_format",
+    "qcow2_data_file_named",
     "resize",
     "run",
     "viewing",

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from attrs import evolve, frozen
 
-from anyvirt.errors import AnyvirtError
+from anyvirt.errors import AnyvirtError, InvalidSpec
 from anyvirt.kit import extent_digest, mapped_sources, nbd_server, qemu_img, raw_view, view_records
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
@@ -188,10 +188,27 @@ def _layer_spec(socket_path: str, export: str, fmt: str) -> dict[str, object]:
     return spec
 
 
+def _refuse_data_files(exports: Mapping[str, nbd_server.Export],
+                       disks: Sequence[ServedDisk]) -> None:
+    for disk in disks:
+        for depth, (name, fmt) in enumerate(disk.layers):
+            if fmt != "qcow2":
+                continue
+            export = exports[name]
+            header = bytes(export.read_at(0, min(qemu_img.QCOW2_HEADER, export.size)))
+            if qemu_img.qcow2_data_file_named(header):
+                raise InvalidSpec(f"layer {depth} of disk {disk.id} keeps its data in an "
+                                  "external data file: refused (its name is the image's "
+                                  "word, and would be opened here)")
+
+
 @contextlib.contextmanager
 def served_views(exports: Mapping[str, nbd_server.Export], disks: Sequence[ServedDisk],
                  job: Job | None = None) -> Iterator[list[ExportedDisk]]:
-    """``disks`` as raw views of ``exports`` for as long as the block lasts."""
+    """``disks`` as raw views of ``exports`` for as long as the block lasts. A qcow2 layer
+    whose header names an external data file is refused (``InvalidSpec``) before anything
+    opens it: QEMU would read that file, named by the image, on this machine."""
+    _refuse_data_files(exports, disks)
     outbound = {disk.layers[0][0]: _Outbound(exports[disk.layers[0][0]].read_at)
                 for disk in disks if len(disk.layers) == 1 and disk.layers[0][1] == "raw"}
     mapped = _chain_pieces(exports, disks, job)
