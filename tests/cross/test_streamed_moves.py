@@ -29,6 +29,7 @@ import anyvirt
 from anyvirt import AnyvirtError, ConnectionFailed, DiskSpec, PowerState, VMSpec
 from anyvirt.host import Host
 from anyvirt.migration import range_check
+from anyvirt.testing.disk_bytes import flip_memory_disk_byte
 from anyvirt.testing.staging import largest_file
 from anyvirt.vm import VM
 
@@ -152,12 +153,7 @@ def test_a_linked_clone_moved_to_a_target_without_ranged_reads_is_verified_from_
                 return
             seen["copy_down"] = proxy.relayed["down"]
             if where is not None:
-                copy = target.vms.get(linked_clone.name)
-                disk = copy.info().disks[0].id
-                fmt, data = copy.native.contents[disk]
-                changed = bytearray(data)
-                changed[where] ^= 0xFF
-                copy.native.contents[disk] = (fmt, bytes(changed))
+                flip_memory_disk_byte(target, linked_clone.name, where)
 
         if where is not None:
             with pytest.raises(anyvirt.TaskFailed, match="differ"):

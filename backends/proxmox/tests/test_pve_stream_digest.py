@@ -45,7 +45,7 @@ from anyvirt.host import Host
 from anyvirt.kit import mapped_sources
 from anyvirt.kit.windowed_reads import Window
 from anyvirt.migration import range_check
-from anyvirt.testing.disk_bytes import pattern
+from anyvirt.testing.disk_bytes import flip_memory_disk_byte, pattern
 from anyvirt.vm import VM
 
 pytestmark = pytest.mark.skipif(
@@ -167,13 +167,7 @@ def test_a_copy_that_differs_fails_the_move_and_leaves_nothing(
         def flip_a_byte(task: anyvirt.Task) -> None:
             if flipped or "verifying" not in (task.message or ""):
                 return
-            copy = target.vms.get(vm.name)
-            disk = copy.info().disks[0].id
-            fmt, data = copy.native.contents[disk]
-            changed = bytearray(data)
-            changed[where] ^= 0xFF
-            copy.native.contents[disk] = (fmt, bytes(changed))
-            flipped.append(disk)
+            flipped.append(flip_memory_disk_byte(target, vm.name, where))
 
         with pytest.raises(anyvirt.TaskFailed, match="differs"):
             anyvirt.migrate(vm, to=target, networks=BRIDGES, on_progress=flip_a_byte)

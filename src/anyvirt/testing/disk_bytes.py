@@ -10,6 +10,10 @@ import random
 import subprocess
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anyvirt.host import Host
 
 MIB = 1024 * 1024
 
@@ -40,3 +44,16 @@ def raw_disk_that_looks_like_qcow2(workdir: Path) -> bytes:
     disk[:len(header)] = header
     disk[4 * MIB:5 * MIB] = pattern(41, MIB)
     return bytes(disk)
+
+
+def flip_memory_disk_byte(target: Host, vm_name: str, offset: int) -> str:
+    """Change one byte (at ``offset``) of the first disk of ``vm_name`` on a memory:// host,
+    as a copy gone wrong would; returns the disk's id. For tests that prove a move's
+    verification catches a copy that differs."""
+    copy = target.vms.get(vm_name)
+    disk = copy.info().disks[0].id
+    fmt, data = copy.native.contents[disk]
+    changed = bytearray(data)
+    changed[offset] ^= 0xFF
+    copy.native.contents[disk] = (fmt, bytes(changed))
+    return disk
