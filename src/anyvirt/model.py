@@ -608,9 +608,11 @@ class DiskVerification:
     ``method``: ``sha256`` (the guest-visible bytes read back from the target hash to
     the same sha256 as those streamed out of the source) or ``qemu-img compare`` (the
     images differ in format or size; compared byte for byte, the rest must be zeros) or
-    ``sha256 of data ranges`` (only the ranges the source holds data in, read back from the
-    target's storage by ranged reads and hashed on both sides: the copy's data proven
-    without carrying its zeros back).
+    ``sha256 of data ranges`` (only the ranges the source holds data in, hashed on both
+    sides: on the target's side read back by ranged reads, or, where the target has none,
+    from its whole read-back, whose bytes elsewhere must be zeros; on the source's side
+    taken as the copy read them where it could, so a source streamed from afar is not read
+    a second time: the copy's data proven without carrying its zeros back).
     """
 
     id: str
