@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,57 @@ def test_the_test_driver_says_why_it_lacks_migration() -> None:
 
     with anyvirt.connect("libvirt+test:///default") as host:
         assert "test driver" in host.why_not(Capability.LIVE_MIGRATION)
+
+
+
+def _root_of_length(tmp_path: Path, length: int) -> Path:
+    root = tmp_path / ("r" * (length - len(str(tmp_path)) - 1))
+    assert len(str(root)) == length
+    return root
+
+
+def test_an_embedded_root_too_long_for_any_socket_is_refused_before_anything_is_made(
+        tmp_path: Path) -> None:
+    from anyvirt_libvirt.embedded import EMBED_ROOT_MAX
+
+    from anyvirt import InvalidSpec
+
+    root = _root_of_length(tmp_path, EMBED_ROOT_MAX + 1)
+    refusal = rf"{EMBED_ROOT_MAX + 1} bytes long.*at most {EMBED_ROOT_MAX} bytes"
+    with pytest.raises(InvalidSpec, match=refusal):
+        anyvirt.connect(f"libvirt+qemu:///embed?root={root}")
+    assert not root.exists()
+
+
+
+#: run in a child: libvirt keeps one embed root per process, and this module's is open
+_START_A_LONG_NAME = """
+import sys
+import anyvirt
+from anyvirt import DiskSpec, InvalidSpec, PowerState, VMSpec
+with anyvirt.connect("libvirt+qemu:///embed?root=" + sys.argv[1]) as host:
+    vm = host.vms.create(VMSpec(name="a-name-of-twenty-chars", memory_mib=32,
+                                disks=[DiskSpec(size_gib=0.0625)]))
+    try:
+        vm.start()
+    except InvalidSpec as exc:
+        print(str(exc))
+    print(vm.refresh().state.value)
+    vm.delete(disks=True)
+"""
+
+
+def test_a_vm_name_too_long_for_the_embedded_roots_sockets_is_named_as_the_cause(
+        tmp_path: Path) -> None:
+    """libvirt makes the guest's monitor socket in ``lib/qemu/domain-N-NAME/`` under the root
+    (NAME: the first 20 characters); past 107 bytes the start fails, and the caller learns
+    which input to shorten instead of only libvirt's "UNIX socket path ... too long"."""
+    from anyvirt_libvirt.embedded import EMBED_ROOT_MAX
+
+    root = _root_of_length(tmp_path, EMBED_ROOT_MAX)
+    run = subprocess.run([sys.executable, "-c", _START_A_LONG_NAME, str(root)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    refusal, state = run.stdout.strip().splitlines()
+    assert "UNIX socket path" in refusal and "too long" in refusal
+    assert "choose a shorter ?root= (or a shorter VM name)" in refusal
+    assert state == "stopped"

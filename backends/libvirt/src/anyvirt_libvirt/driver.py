@@ -70,7 +70,12 @@ from anyvirt_libvirt import (
     disks as disks_mod,
 )
 from anyvirt_libvirt.connection import ACCEL_OPTION, Link, libvirt_uri
-from anyvirt_libvirt.embedded import default_uri, explain_open_failure, prepare_embed_root
+from anyvirt_libvirt.embedded import (
+    check_embed_root_length,
+    default_uri,
+    explain_open_failure,
+    prepare_embed_root,
+)
 from anyvirt_libvirt.hostfacts import (
     ACCELERATORS,
     ALL,
@@ -160,6 +165,7 @@ class LibvirtDriver(Driver, RecoverySupport):
             if not root:
                 raise InvalidSpec("libvirt+qemu:///embed needs ?root=DIR")
             embed_root = Path(root)
+            check_embed_root_length(embed_root)
             try:
                 prepare_embed_root(embed_root)
             except OSError as exc:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import libvirt
 import platformdirs
 
-from anyvirt.errors import ConnectionFailed
+from anyvirt.errors import ConnectionFailed, InvalidSpec
 from anyvirt_libvirt.connection import ensure_event_loop
 
 SYSTEM_SOCKET = Path("/run/libvirt/libvirt-sock")
@@ -32,6 +32,26 @@ def embed_root() -> Path:
 #: XATTRs libvirt would keep for it on the images only earn stderr warnings
 #: ("Invalid XATTR timestamp", from a forked child that logs past LIBVIRT_LOG_OUTPUTS)
 REMEMBER_OWNER = "remember_owner = 0"
+
+
+#: the longest path a UNIX socket can have (``sun_path`` holds 108 bytes with the NUL)
+SOCKET_PATH_MAX = 107
+#: the shortest socket libvirt makes under an embedded root for a running guest (its QMP
+#: monitor, for domain 1 named "x"): a root longer than what this leaves can start no VM,
+#: and one almost as long fails already when libvirt probes QEMU (``lib/qemu/qmp-XXXXXX/``)
+_SHORTEST_GUEST_SOCKET = "/lib/qemu/domain-1-x/monitor.sock"
+EMBED_ROOT_MAX = SOCKET_PATH_MAX - len(_SHORTEST_GUEST_SOCKET)
+
+
+def check_embed_root_length(root: Path) -> None:
+    """InvalidSpec, before anything is made, for a root whose QEMU sockets cannot exist."""
+    length = len(os.fsencode(root.absolute()))
+    if length > EMBED_ROOT_MAX:
+        raise InvalidSpec(
+            f"libvirt+qemu:///embed?root={root}: that path is {length} bytes long, and libvirt "
+            f"makes QEMU's sockets under it (a UNIX socket path has at most {SOCKET_PATH_MAX} "
+            f"bytes): choose a root of at most {EMBED_ROOT_MAX} bytes (the local default's is "
+            "$XDG_DATA_HOME/anyvirt/qemu-embed, else ~/.local/share/anyvirt/qemu-embed)")
 
 
 def prepare_embed_root(root: Path) -> None:

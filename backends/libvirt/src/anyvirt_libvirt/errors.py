@@ -82,6 +82,21 @@ def is_pool_busy(exc: libvirt.libvirtError) -> bool:
     return POOL_BUSY in (exc.get_error_message() or "")
 
 
+#: QEMU's monitor and channel sockets live under the driver's directories, in one named
+#: after the domain (an embedded root's ``lib/qemu/domain-N-NAME/``), and a UNIX socket
+#: path has at most 107 bytes. A root too long for any name is refused when connecting
+#: (``embedded.check_embed_root_length``); this is the rest: a root that leaves too little
+#: room for this VM's name.
+_SOCKET_TOO_LONG = ("UNIX socket path", "too long")
+SOCKET_PATH_HINT = ("a UNIX socket path has at most 107 bytes, and libvirt makes QEMU's in a "
+                    "directory named after the first 20 characters of the VM's name: on the "
+                    "embedded QEMU, choose a shorter ?root= (or a shorter VM name)")
+
+
+def _socket_path_too_long(code: int, text: str) -> bool:
+    return code == libvirt.VIR_ERR_INTERNAL_ERROR and all(part in text for part in _SOCKET_TOO_LONG)
+
+
 def translate(exc: libvirt.libvirtError, what: str = "") -> AnyvirtError:
     """The anyvirt error for a libvirt error (the caller raises it ``from exc``)."""
     code = exc.get_error_code()
@@ -107,6 +122,9 @@ def translate(exc: libvirt.libvirtError, what: str = "") -> AnyvirtError:
         return Timeout(message)
     if code == libvirt.VIR_ERR_OPERATION_ABORTED:
         return Cancelled(message)
+    if _socket_path_too_long(code, text):
+        # the start of a VM fails on the length of a path the caller chose: bad input
+        return InvalidSpec(f"{message}; {SOCKET_PATH_HINT}")
     return TaskFailed(message, fault=f"libvirt error {code}")
 
 
