@@ -93,6 +93,9 @@ def test_backup_needs_a_path_or_a_repository_and_a_point_id_is_checked(
     both = run("backup", uris[0], "web1", str(tmp_path / "a.avbk"), "--to", str(tmp_path / "r"))
     assert both.exit_code == ExitCode.INVALID_INPUT
     assert not (tmp_path / "a.avbk").exists() and not (tmp_path / "r").exists()
+    typo = run("backup", uris[0], "webl", "--to", str(tmp_path / "r"))
+    assert typo.exit_code == ExitCode.NOT_FOUND and "webl" in typo.stderr
+    assert not (tmp_path / "r").exists(), "a VM that is not there makes no repository"
     assert run("backup", uris[0], "web1", "--to", str(tmp_path / "r")).exit_code == 0
     bad = run("restore", str(tmp_path / "r"), "../../etc/passwd", "--to", uris[1])
     assert bad.exit_code == ExitCode.INVALID_INPUT and "not a restore point id" in bad.stderr
@@ -245,6 +248,12 @@ def test_archives_go_into_and_out_of_a_repository_byte_for_byte(
     archive = tmp_path / "web1.avbk"
     assert run("backup", uris[0], "web1", str(archive)).exit_code == 0
     repo = str(tmp_path / "repo")
+    junk = tmp_path / "junk.avbk"
+    junk.write_bytes(b"not a tar")
+    for wrong in (tmp_path / "missing.avbk", junk):
+        refused = run("repo", "import", repo, str(wrong))
+        assert refused.exit_code == ExitCode.INVALID_INPUT, refused.output + refused.stderr
+        assert not os.path.exists(repo), "an archive that cannot be imported makes no repository"
     imported = run_json("repo", "import", repo, str(archive))["point"]
     assert imported["vm_name"] == "web1" and imported["vm_id"].startswith("archive:")
     out = tmp_path / "out.avbk"

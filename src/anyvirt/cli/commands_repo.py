@@ -45,8 +45,15 @@ from anyvirt.cli.output import (
     styled_state,
 )
 from anyvirt.cli.progress import progress_bar, wanted
-from anyvirt.repository import BackupRepository, PassphraseNeeded, RestorePoint, retention
+from anyvirt.repository import (
+    BackupRepository,
+    PassphraseNeeded,
+    RestorePoint,
+    archives,
+    retention,
+)
 from anyvirt.target import Secret
+from anyvirt.vm import VM
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -187,16 +194,22 @@ def backup_command(uri: str | None, vm: str, path: str | None, repo: str | None,
         return
     assert repo is not None
     as_json = json_mode(json_flag)
-    with settings().connect(uri) as host, \
-            open_repository(repo, access, create=True, encrypt=encrypt) as repository:
-        source = host.vms.get(vm)
-        with progress_bar(f"back up {source.name}", wanted(as_json)) as on_progress:
-            point = repository.backup(source, shutdown=shutdown, snapshot=snapshot,
-                                      timeout=op_timeout, on_progress=on_progress)
-        if as_json:
-            print_json({"repository": repository.url, "point": point_json(point)})
-        else:
-            say_point(point, repository, "backed up as")
+    with settings().connect(uri) as host:
+        source = host.vms.get(vm)  # first: a mistyped name leaves no new repository behind
+        with open_repository(repo, access, create=True, encrypt=encrypt) as repository:
+            _backup_into(repository, source, shutdown=shutdown, snapshot=snapshot,
+                         op_timeout=op_timeout, as_json=as_json)
+
+
+def _backup_into(repository: BackupRepository, source: VM, *, shutdown: bool, snapshot: bool,
+                 op_timeout: float, as_json: bool) -> None:
+    with progress_bar(f"back up {source.name}", wanted(as_json)) as on_progress:
+        point = repository.backup(source, shutdown=shutdown, snapshot=snapshot,
+                                  timeout=op_timeout, on_progress=on_progress)
+    if as_json:
+        print_json({"repository": repository.url, "point": point_json(point)})
+    else:
+        say_point(point, repository, "backed up as")
 
 
 @click.command("restore")
@@ -353,6 +366,7 @@ def import_command(repo: str, archive: str, access: Access, op_timeout: float,
     """Make a restore point in REPO from a portable archive (`anyvirt backup VM PATH`),
     checked as a restore checks it: every sha256 and every image."""
     as_json = json_mode(json_flag)
+    archives.importable(archive)  # first: a missing or damaged archive makes no repository
     with open_repository(repo, access, create=True) as repository:
         with progress_bar(f"import {archive}", wanted(as_json)) as on_progress:
             point = repository.import_archive(archive, timeout=op_timeout,

@@ -49,15 +49,22 @@ if TYPE_CHECKING:
 ARCHIVE_VM_PREFIX = "archive:"
 
 
+def importable(path: str | os.PathLike[str]) -> archive_check.CheckedArchive:
+    """The archive at ``path`` with its members and manifest checked (no disk read yet), or
+    InvalidSpec: what a caller checks before making a repository to import into."""
+    checked = archive_check.open_checked(path)
+    if not checked.manifest.checksums:
+        raise InvalidSpec(f"{checked.path} is a format 1 archive: it carries no checksums, so "
+                          "what it holds cannot be verified; restore it and back the VM up again")
+    return checked
+
+
 def import_archive(repo: BackupRepository, path: str | os.PathLike[str], *,
                    timeout: float | None = DEFAULT_TIMEOUT,
                    on_progress: ProgressCallback | None = None) -> RestorePoint:
     """A new restore point in ``repo`` holding what the archive at ``path`` holds."""
-    checked = archive_check.open_checked(path)
+    checked = importable(path)
     manifest = checked.manifest
-    if not manifest.checksums:
-        raise InvalidSpec(f"{checked.path} is a format 1 archive: it carries no checksums, so "
-                          "what it holds cannot be verified; restore it and back the VM up again")
     source = checked.raw.get("source") or {}
     vm_id = archive_vm_id(manifest.source_backend or "", str(source.get("uri", "")),
                           manifest.name)
