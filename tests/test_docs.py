@@ -68,6 +68,12 @@ def test_matrix_page_lists_every_installed_backend_and_capability(site: Path) ->
         assert capability.value in text, f"capability {capability.value} missing from the matrix"
 
 
+def test_every_capability_says_what_it_means() -> None:
+    from anyvirt.cli.matrix import describe
+
+    assert [c.value for c in Capability if not describe(c)] == []
+
+
 def test_matrix_cells_follow_the_declared_capabilities() -> None:
     table = support_matrix_markdown()
     cols = columns()

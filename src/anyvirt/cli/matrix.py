@@ -17,7 +17,8 @@ from anyvirt.model import Capability
 
 # One line per capability for the docs and the CLI, keyed by the capability's
 # value so that this table survives capabilities being added to or removed
-# from the enum: a capability without an entry still appears, undescribed.
+# from the enum: a capability without an entry still appears, undescribed
+# (tests/test_docs.py fails the build until it has one).
 _DESCRIPTIONS: dict[str, str] = {
     "vm.create": "create (define) a VM from a VMSpec",
     "vm.create.from_image": "create a VM whose disk is an existing image file",
@@ -56,6 +57,10 @@ _DESCRIPTIONS: dict[str, str] = {
                             "(`anyvirt.migrate(vm, to, snapshot=True)`)",
     "disk.changed_blocks": "the platform records changed blocks: a repository's incremental "
                            "backup reads only those (without: a full read, deduplicated)",
+    "identity": "a VM's own hostname, users and SSH keys at first boot "
+                "(`VMSpec(identity=)`, `clone(identity=)`)",
+    "identity.user_data": "the caller's own cloud-config for first boot (`Identity(user_data=)`)",
+    "guest.addresses": "the guest's IP addresses (`vm.addresses()`, `vm.wait_ready()`)",
 }
 
 
