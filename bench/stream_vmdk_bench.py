@@ -8,7 +8,7 @@ the bytes thrown away so only the encoder is timed:
 1. a raw file of N MiB of random data, all of it data (the encoder's own speed,
    the source in the page cache);
 2. a qcow2 of 2N MiB, half random and half never written, mapped with
-   ``qemu_img.data_extents`` and read through the FUSE raw view of
+   ``image_maps.data_extents`` and read through the FUSE raw view of
    :mod:`anyvirt.kit.raw_view` (the vSphere import path: no raw copy on disk).
 
 Printed: MiB of disk per second, and bytes on the wire over bytes allocated.
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from anyvirt.kit import qemu_img, raw_view
+from anyvirt.kit import image_maps, qemu_img, raw_view
 from anyvirt.kit.stream_vmdk import GRAIN_SIZE, StreamOptimizedEncoder
 
 MIB = 1024 * 1024
@@ -65,7 +65,7 @@ def main() -> None:
         qemu_img.convert(seed, image, source_format="raw", format="qcow2")
         seed.unlink()
         started = time.perf_counter()
-        extents = qemu_img.data_extents(image, "qcow2", granularity=GRAIN_SIZE)
+        extents = image_maps.data_extents(image, "qcow2", granularity=GRAIN_SIZE)
         mapped = time.perf_counter() - started
         allocated = sum(length for _, length in extents)
         if not raw_view.available():

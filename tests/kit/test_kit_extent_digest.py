@@ -58,7 +58,7 @@ def test_the_digest_taken_as_the_encoder_reads_is_the_one_read_afterwards(
     """A streamOptimized encoding of the disk feeds the tap as it reads (through the
     qcow2's layout, or the raw file): its ranges are the 1 MiB map's, its digest what
     reading those ranges again gives, and it is taken without a second read."""
-    from anyvirt.kit import qemu_img
+    from anyvirt.kit import image_maps
     from anyvirt.kit.stream_vmdk import GRAIN_SIZE, StreamOptimizedEncoder
 
     raw, _guest = _disk(tmp_path)
@@ -70,7 +70,7 @@ def test_the_digest_taken_as_the_encoder_reads_is_the_one_read_afterwards(
     mapped = extent_digest.data_ranges(str(path), fmt, 16 * MIB)
     assert mapped is not None
     ranges, layout = mapped
-    grains = qemu_img.data_map(str(path), fmt, granularity=GRAIN_SIZE)
+    grains = image_maps.data_map(str(path), fmt, granularity=GRAIN_SIZE)
     with extent_digest.tapping({str(path): 16 * MIB}) as taps:
         tap = taps[str(path)]
         assert extent_digest.tap_for(str(path)) is tap

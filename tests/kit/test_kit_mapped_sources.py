@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from anyvirt.errors import TaskFailed
-from anyvirt.kit import mapped_sources, qemu_img
-from anyvirt.kit.qemu_img import MapRange
+from anyvirt.kit import image_maps, mapped_sources, qemu_img
+from anyvirt.kit.image_maps import MapRange
 
 MIB = 1024 * 1024
 
@@ -50,7 +50,7 @@ def test_a_chain_reads_as_qemu_reads_it(tmp_path: Path) -> None:
     _io(top, "write -P 0x33 1M 1M")
     _io(top, "write -z 4M 1M")
     _io(top, "write -P 0x44 8M 512k")
-    pieces = mapped_sources.chain_pieces([qemu_img.map_ranges(_layer(p)) for p in (top, base)])
+    pieces = mapped_sources.chain_pieces([image_maps.map_ranges(_layer(p)) for p in (top, base)])
     assert pieces is not None
     assert [(g, n, layer) for g, n, layer, _host in pieces] == [
         (0, MIB, 1), (MIB, MIB, 0), (8 * MIB, MIB // 2, 0)]

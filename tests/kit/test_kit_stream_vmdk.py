@@ -16,7 +16,7 @@ import pytest
 from anyvirt_virtualbox.testbed import build_chroot, served_home
 
 from anyvirt.errors import InvalidSpec, TaskFailed
-from anyvirt.kit import qemu_img
+from anyvirt.kit import image_maps, qemu_img
 from anyvirt.kit.stream_vmdk import (
     GRAIN_RECORD,
     GRAIN_SIZE,
@@ -202,7 +202,7 @@ def test_qcow2_through_its_map_and_a_raw_copy(tmp_path: Path) -> None:
              [(0, os.urandom(MIB)), (5 * MIB + 3, os.urandom(10)), (33 * MIB, os.urandom(MIB))])
     image = tmp_path / "d.qcow2"
     qemu_img.convert(tmp_path / "seed.raw", image, source_format="raw", format="qcow2")
-    extents = qemu_img.data_extents(image, "qcow2", granularity=GRAIN_SIZE)
+    extents = image_maps.data_extents(image, "qcow2", granularity=GRAIN_SIZE)
     assert sum(length for _, length in extents) == 2 * MIB + GRAIN_SIZE
     qemu_img.convert(image, tmp_path / "view.raw", source_format="qcow2", format="raw")
     encoder = StreamOptimizedEncoder(tmp_path / "view.raw", size, extents)
@@ -220,7 +220,7 @@ def test_qcow2_read_straight_from_its_file_through_its_layout(tmp_path: Path) ->
               (33 * MIB - 100, os.urandom(MIB)), (size - 5, b"tail!")])
     image = tmp_path / "d.qcow2"
     qemu_img.convert(tmp_path / "seed.raw", image, source_format="raw", format="qcow2")
-    found = qemu_img.data_map(image, "qcow2", granularity=GRAIN_SIZE)
+    found = image_maps.data_map(image, "qcow2", granularity=GRAIN_SIZE)
     assert found.layout and all(host > 0 for _, _, host in found.layout)
     encoder = StreamOptimizedEncoder(image, size, found.extents, layout=found.layout)
     vmdk = encode(encoder, tmp_path / "d.vmdk")
@@ -228,7 +228,7 @@ def test_qcow2_read_straight_from_its_file_through_its_layout(tmp_path: Path) ->
     packed = tmp_path / "c.qcow2"
     subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(tmp_path / "seed.raw"),
                     str(packed)], check=True)
-    assert qemu_img.data_map(packed, "qcow2").layout is None
+    assert image_maps.data_map(packed, "qcow2").layout is None
 
 
 def test_a_layout_past_the_file_stops_the_stream(tmp_path: Path) -> None:
@@ -245,7 +245,7 @@ def test_a_layout_past_the_file_stops_the_stream(tmp_path: Path) -> None:
 def test_bytes_on_the_wire_near_the_allocated_data(tmp_path: Path) -> None:
     size = 64 * MIB
     make_raw(tmp_path / "d.raw", size, [(0, os.urandom(32 * MIB))])
-    extents = qemu_img.data_extents(tmp_path / "d.raw", "raw")
+    extents = image_maps.data_extents(tmp_path / "d.raw", "raw")
     allocated = sum(length for _, length in extents)
     assert allocated == 32 * MIB
     encoder = StreamOptimizedEncoder(tmp_path / "d.raw", size, extents)
@@ -345,14 +345,14 @@ def test_data_extents_leaves_out_holes_and_zero_clusters(tmp_path: Path) -> None
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 1 64k 128k", "-c",
                     "write -P 2 192k 64k", "-c", "write -z 1M 64k", "-c", "write -P 3 3M 4k",
                     str(image)], check=True, capture_output=True, timeout=60)
-    assert qemu_img.data_extents(image, "qcow2") == [(65536, 196608), (3 * MIB, 65536)]
-    assert qemu_img.data_extents(image, "qcow2", granularity=MIB) == [(0, MIB), (3 * MIB, MIB)]
+    assert image_maps.data_extents(image, "qcow2") == [(65536, 196608), (3 * MIB, 65536)]
+    assert image_maps.data_extents(image, "qcow2", granularity=MIB) == [(0, MIB), (3 * MIB, MIB)]
 
 
 def test_data_extents_widened_past_the_end_are_cut_at_it(tmp_path: Path) -> None:
     size = MIB + 4096
     make_raw(tmp_path / "d.raw", size, [(MIB, b"x" * 4096)])
-    assert qemu_img.data_extents(tmp_path / "d.raw", "raw", granularity=GRAIN_SIZE) == [
+    assert image_maps.data_extents(tmp_path / "d.raw", "raw", granularity=GRAIN_SIZE) == [
         (MIB, 4096)]
 
 
@@ -372,7 +372,7 @@ def test_map_output_parsed_in_any_chunking_and_refused_when_garbled() -> None:
 
 
 def parse_map(text: bytes, step: int) -> list[tuple[int, int]]:
-    reader = qemu_img._MapReader("test", 1)
+    reader = image_maps._MapReader("test", 1)
     for at in range(0, len(text), step):
         reader.feed(text[at: at + step])
     return reader.finish()

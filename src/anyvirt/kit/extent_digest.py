@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from attrs import frozen
 
 from anyvirt.errors import InvalidSpec, TaskFailed
-from anyvirt.kit import qemu_img, streams
+from anyvirt.kit import image_maps, streams
 from anyvirt.kit.view_records import ViewRecord
 from anyvirt.tasks import Job
 
@@ -65,7 +65,7 @@ def data_ranges(path: str, format: str, size: int, job: Job | None = None
     """The ranges of an image holding data (widened to :data:`GRANULARITY`, clipped to
     the disk) and where that data sits in the file, or None when some of it sits
     nowhere readable directly (compressed clusters): then the caller reads everything."""
-    found = qemu_img.data_map(path, format, granularity=GRANULARITY, job=job)
+    found = image_maps.data_map(path, format, granularity=GRANULARITY, job=job)
     if found.layout is None:
         return None
     ranges = [(o, min(o + n, size) - o) for o, n in found.extents if o < size]

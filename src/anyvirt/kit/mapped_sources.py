@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from attrs import frozen
 
 from anyvirt.errors import TaskFailed
-from anyvirt.kit import qemu_img
+from anyvirt.kit import image_maps
 from anyvirt.kit.view_records import ViewRecord
 
 #: ``(guest offset, length, layer, file offset)`` in guest order, layer 0 the top
@@ -77,9 +77,9 @@ class MappedSource:
         data[done:] = bytes(len(data) - done)
 
 
-def chain_pieces(layers: Sequence[Sequence[qemu_img.MapRange]]) -> list[Piece] | None:
+def chain_pieces(layers: Sequence[Sequence[image_maps.MapRange]]) -> list[Piece] | None:
     """The guest data of a chain from each layer's own map (top first, each mapped with no
-    backing, :func:`anyvirt.kit.qemu_img.map_ranges`): a range belongs to the highest
+    backing, :func:`anyvirt.kit.image_maps.map_ranges`): a range belongs to the highest
     layer that has it ``present`` (its data there, or zeros that hide the layers below),
     as QEMU reads a chain. None when some data sits nowhere readable directly, or a map
     does not say what its layer holds."""

@@ -39,7 +39,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from attrs import evolve, frozen
 
 from anyvirt.errors import AnyvirtError, InvalidSpec
-from anyvirt.kit import extent_digest, mapped_sources, nbd_server, qemu_img, raw_view, view_records
+from anyvirt.kit import (
+    extent_digest,
+    image_maps,
+    mapped_sources,
+    nbd_server,
+    qemu_img,
+    raw_view,
+    view_records,
+)
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
 
@@ -168,7 +176,7 @@ def _chain_pieces(exports: Mapping[str, nbd_server.Export], disks: Sequence[Serv
         try:
             for disk in chains:
                 pieces = mapped_sources.chain_pieces([
-                    qemu_img.map_ranges(_layer_spec(str(server.socket_path), name, fmt), job=job)
+                    image_maps.map_ranges(_layer_spec(str(server.socket_path), name, fmt), job=job)
                     for name, fmt in disk.layers])
                 if pieces is not None:
                     out[disk.layers[0][0]] = pieces

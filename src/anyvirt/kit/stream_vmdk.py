@@ -11,7 +11,7 @@ Usage (the vSphere import path)::
     from anyvirt.kit import qemu_img
     from anyvirt.kit.stream_vmdk import StreamOptimizedEncoder
 
-    extents = qemu_img.data_extents(image, "qcow2", job=job)   # what holds data
+    extents = image_maps.data_extents(image, "qcow2", job=job)   # what holds data
     with StreamOptimizedEncoder(raw_path, size, extents, adapter_type="lsilogic") as body:
         upload(body=MeteredReader(body, body.length, job=job), size=body.length)
 

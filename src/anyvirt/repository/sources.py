@@ -36,7 +36,7 @@ from typing import Protocol, runtime_checkable
 from attrs import frozen
 
 from anyvirt.errors import TaskFailed
-from anyvirt.kit import qemu_img, raw_view
+from anyvirt.kit import image_maps, qemu_img, raw_view
 from anyvirt.model import ExportedDisk
 from anyvirt.tasks import Job
 
@@ -159,7 +159,7 @@ def open_raw(disk: ExportedDisk, chunk: int, scratch: Path, job: Job) -> Iterato
     from elsewhere first (a guest's disk is data: no backing file is ever followed)."""
     found = qemu_img.inspect_untrusted(disk.path, format=disk.format, job=job)
     size = max(found.virtual_size, disk.size_bytes)
-    mapped = qemu_img.data_map(disk.path, disk.format, granularity=chunk, force_share=True,
+    mapped = image_maps.data_map(disk.path, disk.format, granularity=chunk, force_share=True,
                                job=job)
     if mapped.layout is not None and found.virtual_size == size:
         yield RawDisk(id=disk.id, size=size, bus=disk.bus, extents=tuple(mapped.extents),

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from attrs import frozen
 
 from anyvirt.errors import AnyvirtError, ConnectionFailed, TaskFailed, Timeout
-from anyvirt.kit import polling, qemu_img, streams
+from anyvirt.kit import image_maps, polling, qemu_img, streams
 from anyvirt.kit.readahead import read_ahead
 from anyvirt.kit.stream_vmdk import GRAIN_SIZE, SECTOR, StreamOptimizedEncoder
 from anyvirt.model import DiskSpec, VMSpec, evolve
@@ -211,7 +211,7 @@ def _kept_alive(session: Any, lease: Any, percent: Any) -> Iterator[None]:
 def _send_disk(driver: Any, target: Target, image: qemu_img.ImageInfo, size: int, job: Job,
                span: tuple[float, float]) -> None:
     what = f"uploading {image.path} into {target.vmdk}"
-    found = qemu_img.data_map(image.path, image.format, granularity=GRAIN_SIZE, job=job)  # whole grains
+    found = image_maps.data_map(image.path, image.format, granularity=GRAIN_SIZE, job=job)  # whole grains
     name = _extent_name(target.vmdk)
     with contextlib.ExitStack() as stack:
         if found.layout is not None and image.format in DIRECT_FORMATS:
