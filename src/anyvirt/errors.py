@@ -8,14 +8,7 @@ ids, never from URIs or request bodies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from anyvirt.model import Capability
-
-#: The ``Capability`` enum, registered by ``anyvirt.model`` as it defines it: the model
-#: raises these errors, so this module sits below it and may not import it back.
-capability_type: type[Capability] | None = None
+from anyvirt.capability import Capability
 
 
 class AnyvirtError(Exception):
@@ -110,12 +103,10 @@ class NotSupported(AnyvirtError):
     """
 
     def __init__(self, backend: str, capability: Capability | str, detail: str = "") -> None:
-        kind = capability_type
-        assert kind is not None, "anyvirt.model registers Capability when it is imported"
         self.backend = backend
         #: the missing ``Capability`` (always one: a capability's value is converted)
         self.capability: Capability = (
-            capability if isinstance(capability, kind) else kind(capability)
+            capability if isinstance(capability, Capability) else Capability(capability)
         )
         msg = f"{backend} does not support {self.capability.value}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
