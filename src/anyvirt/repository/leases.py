@@ -74,6 +74,25 @@ def _write(store: Store, lease: Lease) -> None:
     store.put(_name(lease.id), json.dumps(body).encode(), lease.id)
 
 
+#: how often a new lease is written again when its temporary name was taken away
+_WRITE_TRIES = 5
+
+
+def _write_new(store: Store, lease: Lease) -> None:
+    """Write a lease that is not listed yet. Until its rename, the lease is a temporary
+    name under ``locks/`` with no lease file of its own, so another writer's cleanup, run
+    at that moment, takes it for a dead writer's leftover and removes it: the rename then
+    finds nothing (NotFound). Writing it again is safe, and a cleanup that runs once the
+    lease is listed leaves it alone."""
+    for attempt in range(_WRITE_TRIES):
+        try:
+            _write(store, lease)
+            return
+        except NotFound:
+            if attempt == _WRITE_TRIES - 1 or store.exists(_name(lease.id)):
+                raise
+
+
 def read_all(store: Store) -> list[Lease]:
     out = []
     for name in store.files(FOLDER):
@@ -126,7 +145,7 @@ def hold(store: Store, kind: str, *, wait: float = 120.0) -> Iterator[Held]:
     with _ours_lock:
         _ours.add(held.id)
     try:
-        _write(store, held.lease)
+        _write_new(store, held.lease)
         deadline = time.monotonic() + wait
         while True:
             others = [x for x in read_all(store) if x.id != held.id and x.alive(time.time())]
@@ -154,7 +173,9 @@ def live_backups(store: Store, besides: str) -> list[Lease]:
 def dead(store: Store) -> tuple[set[str], list[str]]:
     """The ids of live leases, and the names of dead lease files."""
     now = time.time()
-    live, gone = set(), []
+    with _ours_lock:  # this process's own, listed or still being written
+        live: set[str] = set(_ours)
+    gone = []
     for lease in read_all(store):
         if lease.alive(now):
             live.add(lease.id)
