@@ -62,6 +62,17 @@ def wait_for_chunks(root: Path, count: int, proc: subprocess.Popen[str]) -> None
         time.sleep(0.01)
 
 
+def freeze(proc: subprocess.Popen[str]) -> None:
+    """SIGSTOP, then wait until the process is stopped: the signal only asks, and a rename
+    the backup is making meanwhile would still land after a listing taken at once."""
+    proc.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the backup did not stop"
+        time.sleep(0.005)
+
+
 def test_kill_9_mid_backup_leaves_a_valid_repository(tmp_path: Path, big_image: Path,
                                                      backup_process: Starter) -> None:
     root = tmp_path / "repo"
@@ -94,7 +105,7 @@ def test_prune_beside_a_backup_in_flight_removes_none_of_its_chunks(
     repo.backup(vm)
     proc = backup_process(root, big_image, "inflight")
     wait_for_chunks(root, 100, proc)
-    proc.send_signal(signal.SIGSTOP)  # frozen mid-way: alive, its lease live, its point unwritten
+    freeze(proc)  # frozen mid-way: alive, its lease live, its point unwritten
     try:
         written = set(files(root, "chunks"))
         report = repo.prune(keep_last=0)  # every point goes: nothing is referenced any more
