@@ -40,8 +40,6 @@ class PowerState(enum.Enum):
         return self.value
 
 
-
-
 class Firmware(enum.Enum):
     BIOS = "bios"
     EFI = "efi"

@@ -93,7 +93,6 @@ def test_the_test_driver_says_why_it_lacks_migration() -> None:
         assert "test driver" in host.why_not(Capability.LIVE_MIGRATION)
 
 
-
 def _root_of_length(tmp_path: Path, length: int) -> Path:
     root = tmp_path / ("r" * (length - len(str(tmp_path)) - 1))
     assert len(str(root)) == length
@@ -111,7 +110,6 @@ def test_an_embedded_root_too_long_for_any_socket_is_refused_before_anything_is_
     with pytest.raises(InvalidSpec, match=refusal):
         anyvirt.connect(f"libvirt+qemu:///embed?root={root}")
     assert not root.exists()
-
 
 
 #: run in a child: libvirt keeps one embed root per process, and this module's is open

@@ -89,7 +89,7 @@ def _write_new(store: Store, lease: Lease) -> None:
             _write(store, lease)
             return
         except NotFound:
-            if attempt == _WRITE_TRIES - 1 or store.exists(_name(lease.id)):
+            if attempt == _WRITE_TRIES - 1:
                 raise
 
 
@@ -173,9 +173,7 @@ def live_backups(store: Store, besides: str) -> list[Lease]:
 def dead(store: Store) -> tuple[set[str], list[str]]:
     """The ids of live leases, and the names of dead lease files."""
     now = time.time()
-    with _ours_lock:  # this process's own, listed or still being written
-        live: set[str] = set(_ours)
-    gone = []
+    live, gone = set(), []
     for lease in read_all(store):
         if lease.alive(now):
             live.add(lease.id)

@@ -19,6 +19,7 @@ import platformdirs
 
 from anyvirt.errors import ConnectionFailed, InvalidSpec
 from anyvirt_libvirt.connection import ensure_event_loop
+from anyvirt_libvirt.errors import SOCKET_PATH_MAX
 
 SYSTEM_SOCKET = Path("/run/libvirt/libvirt-sock")
 SYSTEM_URI = "qemu:///system"
@@ -34,8 +35,6 @@ def embed_root() -> Path:
 REMEMBER_OWNER = "remember_owner = 0"
 
 
-#: the longest path a UNIX socket can have (``sun_path`` holds 108 bytes with the NUL)
-SOCKET_PATH_MAX = 107
 #: the shortest socket libvirt makes under an embedded root for a running guest (its QMP
 #: monitor, for domain 1 named "x"): a root longer than what this leaves can start no VM,
 #: and one almost as long fails already when libvirt probes QEMU (``lib/qemu/qmp-XXXXXX/``)

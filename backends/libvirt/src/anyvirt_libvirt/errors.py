@@ -84,13 +84,15 @@ def is_pool_busy(exc: libvirt.libvirtError) -> bool:
 
 #: QEMU's monitor and channel sockets live under the driver's directories, in one named
 #: after the domain (an embedded root's ``lib/qemu/domain-N-NAME/``), and a UNIX socket
-#: path has at most 107 bytes. A root too long for any name is refused when connecting
+#: path is short. A root too long for any name is refused when connecting
 #: (``embedded.check_embed_root_length``); this is the rest: a root that leaves too little
 #: room for this VM's name.
+#: the longest path a UNIX socket can have (``sun_path`` holds 108 bytes with the NUL)
+SOCKET_PATH_MAX = 107
 _SOCKET_TOO_LONG = ("UNIX socket path", "too long")
-SOCKET_PATH_HINT = ("a UNIX socket path has at most 107 bytes, and libvirt makes QEMU's in a "
-                    "directory named after the first 20 characters of the VM's name: on the "
-                    "embedded QEMU, choose a shorter ?root= (or a shorter VM name)")
+SOCKET_PATH_HINT = (f"a UNIX socket path has at most {SOCKET_PATH_MAX} bytes, and libvirt makes "
+                    "QEMU's in a directory named after the first 20 characters of the VM's name: "
+                    "on the embedded QEMU, choose a shorter ?root= (or a shorter VM name)")
 
 
 def _socket_path_too_long(code: int, text: str) -> bool:
